@@ -1,0 +1,139 @@
+/* common.h — the one public header of libadcommon: errors, cleanup helpers,
+ * logging, fd-relative filesystem helpers and the SQLite state DB.
+ * Shared by agent/, runtime/, store/ and ctl/. No protobuf, no gRPC here. */
+#ifndef AGENTD_COMMON_H
+#define AGENTD_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/types.h>
+
+/* ---- errors -------------------------------------------------------------
+ * Fallible functions return int (0 on success, -1 on failure) and take
+ * `ad_error **err` as their last parameter. On failure *err holds a code, the
+ * errno that caused it (or 0) and a one-line message; callers add context with
+ * ad_error_wrap(). The code says which gRPC status agent/ answers with (mapped
+ * in exactly one place, agent/status.c). */
+typedef enum ad_code {
+	AD_E_INTERNAL = 0, /* default: a bug or an unexpected system failure */
+	AD_E_INVALID,      /* the caller sent something wrong */
+	AD_E_NOT_FOUND,
+	AD_E_EXISTS,
+	AD_E_PRECONDITION, /* object in the wrong state for the request */
+	AD_E_UNAVAILABLE,  /* a peer (registry, plugin) could not be reached */
+	AD_E_UNAUTHENTICATED,
+	AD_E_PERMISSION,
+	AD_E_RESOURCE, /* a limit was hit (size, disk, memory) */
+	AD_E_DEADLINE,
+	AD_E_CANCELLED,
+	AD_E_UNIMPLEMENTED,
+	AD_E_DATA_LOSS, /* corrupt content (digest mismatch, corrupt DB) */
+	_AD_E_MAX,
+} ad_code;
+
+typedef struct ad_error {
+	ad_code code;
+	int errno_value;
+	char *message;
+} ad_error;
+
+/* Sets *err (if err is non-NULL) and returns -1. With errno_value != 0 the
+ * message ends with ": strerror(errno_value)". */
+int ad_error_make(ad_error **err, ad_code code, int errno_value, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Prefixes the message of *err with "context: "; returns -1. */
+int ad_error_wrap(ad_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ad_error_free(ad_error **err);
+const char *ad_code_name(ad_code code);
+
+#define ad_fail(err, code, ...) ad_error_make((err), (code), 0, __VA_ARGS__)
+#define ad_fail_errno(err, code, ...) ad_error_make((err), (code), errno, __VA_ARGS__)
+
+/* ---- cleanup attributes -------------------------------------------------- */
+void ad_freep(void *p);
+void ad_closep(int *fd);
+void ad_fclosep(void *fp);
+void ad_error_freep(ad_error **err);
+#define _cleanup_free_ __attribute__((cleanup(ad_freep)))
+#define _cleanup_close_ __attribute__((cleanup(ad_closep)))
+#define _cleanup_fclose_ __attribute__((cleanup(ad_fclosep)))
+#define _cleanup_error_ __attribute__((cleanup(ad_error_freep)))
+/* Hands ownership out of a cleanup variable. */
+#define ad_steal_ptr(p)                                                                            \
+	({                                                                                         \
+		__typeof__(p) _stolen = (p);                                                       \
+		(p) = NULL;                                                                        \
+		_stolen;                                                                           \
+	})
+#define ad_steal_fd(fd)                                                                            \
+	({                                                                                         \
+		int _stolen = (fd);                                                                \
+		(fd) = -1;                                                                         \
+		_stolen;                                                                           \
+	})
+
+/* Allocation that cannot fail: aborts with a message on OOM. */
+void *ad_malloc0(size_t size);
+void *ad_realloc(void *p, size_t size);
+char *ad_strdup(const char *s);
+char *ad_strndup(const char *s, size_t n);
+char *ad_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- logging (stderr; the program at the edge logs, libraries don't) ---- */
+typedef enum ad_log_level { AD_LOG_ERROR, AD_LOG_WARN, AD_LOG_INFO, AD_LOG_DEBUG } ad_log_level;
+void ad_log_set_level(ad_log_level level);
+int ad_log_level_parse(const char *name, ad_log_level *ret_level);
+bool ad_log_enabled(ad_log_level level);
+void ad_log(ad_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define ad_error_log(...) ad_log(AD_LOG_ERROR, __VA_ARGS__)
+#define ad_warn(...) ad_log(AD_LOG_WARN, __VA_ARGS__)
+#define ad_info(...) ad_log(AD_LOG_INFO, __VA_ARGS__)
+#define ad_debug(...) ad_log(AD_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- time --------------------------------------------------------------- */
+int64_t ad_now_ns(void);       /* CLOCK_REALTIME, nanoseconds since the epoch */
+int64_t ad_monotonic_ns(void); /* CLOCK_MONOTONIC */
+/* RFC 3339 with nanoseconds in UTC ("2026-11-29T02:46:36.123456789Z"). */
+void ad_format_rfc3339nano(int64_t epoch_ns, char buf[40]);
+
+/* ---- filesystem (fd-relative, O_CLOEXEC) -------------------------------- */
+/* Opens `path` resolved inside the directory `root_fd` as if it were "/":
+ * openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), with a verified
+ * component-by-component fallback on kernels without openat2. */
+int ad_openat_in_root(int root_fd, const char *path, int flags, mode_t mode, ad_error **err);
+/* mkdir -p of `path` (absolute or relative to cwd). */
+int ad_mkdir_p(const char *path, mode_t mode, ad_error **err);
+/* Writes `len` bytes to `dir_fd`/`name` through a temp file, fsync and rename. */
+int ad_write_file_atomic(int dir_fd, const char *name, const void *data, size_t len, mode_t mode,
+			 ad_error **err);
+/* Reads a whole file (at most max_size bytes, else AD_E_RESOURCE); NUL-terminated. */
+int ad_read_file(int dir_fd, const char *name, size_t max_size, char **ret_data, size_t *ret_len,
+		 ad_error **err);
+/* rm -rf that never crosses into another mount. */
+int ad_remove_tree(const char *path, ad_error **err);
+
+/* ---- state DB (SQLite, WAL) ----------------------------------------------
+ * One connection per thread that uses it. The schema is versioned by
+ * PRAGMA user_version; migrations live in common/db.c in one ordered list. */
+typedef struct sqlite3 sqlite3;
+typedef struct sqlite3_stmt sqlite3_stmt;
+typedef struct ad_db ad_db;
+/* Opens (creating if missing) `path`, runs quick_check (corrupt → AD_E_DATA_LOSS,
+ * never replaced), turns on WAL, foreign keys and busy_timeout, migrates. */
+int ad_db_open(const char *path, ad_db **ret_db, ad_error **err);
+void ad_db_close(ad_db *db);
+sqlite3 *ad_db_handle(ad_db *db);
+int ad_db_schema_version(ad_db *db);
+/* Prepared statements are cached per connection by SQL text. */
+int ad_db_prepare(ad_db *db, const char *sql, sqlite3_stmt **ret_stmt, ad_error **err);
+int ad_db_begin(ad_db *db, ad_error **err); /* BEGIN IMMEDIATE */
+int ad_db_commit(ad_db *db, ad_error **err);
+void ad_db_rollback(ad_db *db);
+/* Turns the connection's last SQLite error into an ad_error with context. */
+int ad_db_fail(ad_db *db, ad_error **err, const char *context);
+
+#endif

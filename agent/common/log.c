@@ -1,0 +1,73 @@
+#include "common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static ad_log_level current_level = AD_LOG_INFO;
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void ad_log_set_level(ad_log_level level) { current_level = level; }
+
+bool ad_log_enabled(ad_log_level level) { return level <= current_level; }
+
+int ad_log_level_parse(const char *name, ad_log_level *ret_level)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (strcasecmp(name, level_names[i]) == 0) {
+			*ret_level = (ad_log_level)i;
+			return 0;
+		}
+	}
+	if (strcasecmp(name, "warning") == 0) {
+		*ret_level = AD_LOG_WARN;
+		return 0;
+	}
+	return -1;
+}
+
+void ad_log(ad_log_level level, const char *fmt, ...)
+{
+	if (!ad_log_enabled(level))
+		return;
+	int saved = errno;
+	char ts[40], line[4096];
+	ad_format_rfc3339nano(ad_now_ns(), ts);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	/* One write per line so concurrent threads never interleave within a line. */
+	fprintf(stderr, "%s %-5s %s\n", ts, level_names[level], line);
+	errno = saved;
+}
+
+int64_t ad_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t ad_monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void ad_format_rfc3339nano(int64_t epoch_ns, char buf[40])
+{
+	time_t secs = (time_t)(epoch_ns / 1000000000);
+	long nsec = (long)(epoch_ns % 1000000000);
+	if (nsec < 0) {
+		nsec += 1000000000;
+		secs--;
+	}
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	size_t n = strftime(buf, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, 40 - n, ".%09ldZ", nsec);
+}

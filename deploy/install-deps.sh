@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything agentd needs to build, run and be tested, from Debian's
+# archive. Benchmark-only peers (C++ gRPC, containerd, podman) are installed by
+# the benchmarks themselves (tests/bench/*/run).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+    build-essential cmake pkg-config git ca-certificates \
+    protobuf-c-compiler libprotobuf-c-dev protobuf-compiler \
+    libnghttp2-dev libssl-dev openssl libseccomp-dev libcap-dev libapparmor-dev \
+    libarchive-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 \
+    libevent-dev libjansson-dev libinih-dev libcmocka-dev \
+    python3 python3-grpcio python3-grpc-tools python3-pytest python3-yaml \
+    docker-registry apache2-utils skopeo umoci busybox-static \
+    containernetworking-plugins iproute2 iptables curl zstd \
+    crun runc nghttp2-client procps util-linux
