@@ -10,6 +10,25 @@
 static const char *const migrations[] = {
 	/* 1: bookkeeping every later table hangs off. */
 	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+	/* 2: the image store (store/images.c). An image's id is its config digest. */
+	"CREATE TABLE images (id TEXT PRIMARY KEY, manifest_digest TEXT NOT NULL,"
+	" size INTEGER NOT NULL, created_ns INTEGER NOT NULL);"
+	/* kind 0: a tag (name:tag), 1: a repo digest (name@sha256:..) */
+	"CREATE TABLE image_names (name TEXT PRIMARY KEY, kind INTEGER NOT NULL,"
+	" image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE);"
+	"CREATE INDEX image_names_image ON image_names(image_id);"
+	"CREATE TABLE image_layers (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+	" idx INTEGER NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,"
+	" diff_id TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (image_id, idx));"
+	"CREATE INDEX image_layers_digest ON image_layers(digest);"
+	"CREATE INDEX image_layers_diff_id ON image_layers(diff_id);"
+	/* Other blobs an image keeps: manifest, config, the index it came from. */
+	"CREATE TABLE image_blobs (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+	" digest TEXT NOT NULL, PRIMARY KEY (image_id, digest));"
+	"CREATE INDEX image_blobs_digest ON image_blobs(digest);"
+	/* A container (holder) using an image: no cascade, a pinned image stays. */
+	"CREATE TABLE image_pins (holder TEXT PRIMARY KEY,"
+	" image_id TEXT NOT NULL REFERENCES images(id));",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
