@@ -1,0 +1,346 @@
+"""Hostile peers against agentd's HTTP/2 + gRPC transport, with raw sockets
+and hand-built HTTP/2 frames. After every case agentd must still be running
+and answer a normal grpcio Version call on a new connection."""
+
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import agentd_harness as H
+from agentd_harness import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM,
+                            frame)
+
+AGENTD_OPTIONS = dict(tls=True)
+VERSION = "/runtime.v1.RuntimeService/Version"
+ECHO = "/agent.v1.DebugService/Echo"
+RESOURCE_EXHAUSTED = 8
+OK = 0
+
+
+@pytest.fixture(autouse=True)
+def still_healthy(agentd):
+    """Each hostile case is followed by a well-behaved client."""
+    agentd.assert_healthy()
+    yield
+    agentd.assert_healthy()
+
+
+def version_body(pb):
+    return H.grpc_message(pb.api.VersionRequest(version="v1").SerializeToString())
+
+
+def raw(agentd, **kw):
+    return H.RawH2(unix_path=agentd.sock, **kw)
+
+
+def test_raw_h2_client_works(pb, agentd):
+    """The hand-written client is right: a proper request gets an answer
+    (so that the failures below are the server's doing)."""
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, version_body(pb))
+        r = c.wait_stream(sid)
+    assert r.headers and r.headers[":status"] == "200", r
+    assert r.grpc_status() == OK, r
+    resp = pb.api.VersionResponse.FromString(r.data[5:])
+    assert resp.runtime_name == "agentd"
+
+
+def test_random_bytes(agentd):
+    rnd = os.urandom(64 * 1024)
+    with raw(agentd) as c:
+        c.try_send(rnd)
+        assert c.wait_closed(5), "agentd kept a connection that sent garbage open"
+
+
+def test_random_bytes_after_preface(agentd):
+    with raw(agentd) as c:
+        c.start()
+        c.try_send(os.urandom(64 * 1024))
+        assert c.wait_closed(5), "agentd kept a connection that sent garbage frames open"
+
+
+def test_random_bytes_on_tls_port(agentd):
+    s = socket.create_connection(("127.0.0.1", agentd.tls_port), timeout=5)
+    try:
+        try:
+            s.sendall(os.urandom(16 * 1024))
+        except OSError:
+            pass
+        deadline = time.monotonic() + 5
+        closed = False
+        while time.monotonic() < deadline:
+            try:
+                if not s.recv(65536):
+                    closed = True
+                    break
+            except socket.timeout:
+                break
+            except OSError:
+                closed = True
+                break
+        assert closed, "TLS listener kept a garbage connection open"
+    finally:
+        s.close()
+
+
+def test_http1_request(agentd):
+    with raw(agentd) as c:
+        c.try_send(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+        assert c.wait_closed(5), "agentd kept an HTTP/1.1 connection open"
+
+
+def test_silent_connections_do_not_block_others(pb, agentd):
+    socks = []
+    try:
+        for _ in range(50):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(agentd.sock)
+            socks.append(s)
+        # Half a preface too: the server must not wait for the rest.
+        socks[0].sendall(H.PREFACE[:10])
+        t0 = time.monotonic()
+        agentd.assert_healthy()
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_silent_connection_is_closed_eventually(agentd):
+    """A peer that connects and never sends the preface is dropped."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(agentd.sock)
+    s.settimeout(14)
+    try:
+        t0 = time.monotonic()
+        try:
+            data = s.recv(65536)
+            # nghttp2 may send its SETTINGS first; then it must close.
+            while data:
+                data = s.recv(65536)
+        except socket.timeout:
+            pytest.fail("a connection that never sent the preface was still open after 14 s")
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t0 < 14
+    finally:
+        s.close()
+
+
+def test_truncated_grpc_message(pb, agentd):
+    """Length prefix says 100, 10 bytes come, then END_STREAM."""
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, H.grpc_message(b"\x0a\x02v1" + b"\x00" * 6, length=100))
+        r = c.wait_stream(sid, timeout=5)
+    assert r.ended or r.rst is not None, "no answer to a truncated message: %r" % r
+    st = r.grpc_status()
+    assert st is not None and st != OK, r
+
+
+def test_truncated_length_prefix(pb, agentd):
+    """Only 3 of the 5 prefix bytes, then END_STREAM."""
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, b"\x00\x00\x00")
+        r = c.wait_stream(sid, timeout=5)
+    st = r.grpc_status()
+    assert st is not None and st != OK, r
+
+
+def test_compressed_flag_without_encoding(pb, agentd):
+    """Compressed-flag 1 without a grpc-encoding the server accepted."""
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, H.grpc_message(b"\x0a\x02v1", compressed=1))
+        r = c.wait_stream(sid, timeout=5)
+    st = r.grpc_status()
+    assert st is not None and st != OK, r
+
+
+def test_huge_length_prefix(pb, agentd):
+    """A prefix claiming 4 GiB: RESOURCE_EXHAUSTED at once, nothing allocated."""
+    rss0 = agentd.rss_kib()
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, H.grpc_message(b"\x00" * 16384, length=0xFFFFFFFF),
+                        end_stream=False)
+        r = c.wait_stream(sid, timeout=5)
+        assert r.grpc_status() == RESOURCE_EXHAUSTED, r
+    grown = agentd.rss_kib() - rss0
+    assert grown < 64 * 1024, "agentd's RSS grew by %d KiB" % grown
+
+
+def test_many_huge_prefixes_rss(pb, agentd):
+    """Many streams each claiming 16 MiB (just at the default limit) but
+    sending nothing more must not make agentd reserve 16 MiB per stream."""
+    rss0 = agentd.rss_kib()
+    with raw(agentd) as c:
+        c.start()
+        sids = [c.request(VERSION, H.grpc_message(b"\x00" * 1024, length=16 * 1024 * 1024),
+                          end_stream=False) for _ in range(100)]
+        # Make sure agentd has processed all of them.
+        probe = c.request(VERSION, version_body(pb))
+        r = c.wait_stream(probe, timeout=10)
+        assert r.grpc_status() == OK, r
+        grown = agentd.rss_kib() - rss0
+        assert grown < 200 * 1024, "agentd's RSS grew by %d KiB for 100 idle streams" % grown
+        for sid in sids:
+            c.try_send(frame(RST_STREAM, 0, sid, struct.pack(">I", H.CANCEL)))
+
+
+def _drain(sock, stop, state):
+    """Reads (and discards) everything agentd sends on a dup of the socket,
+    so that its writes never block while the main thread floods it."""
+    s = sock.dup()
+    s.settimeout(0.2)
+    try:
+        while not stop.is_set():
+            try:
+                if not s.recv(1 << 16):
+                    state["closed"] = True
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                state["closed"] = True
+                return
+    finally:
+        s.close()
+
+
+def test_rapid_reset(pb, agentd):
+    """10,000 streams opened and reset in a burst (CVE-2023-44487)."""
+    rss0 = agentd.rss_kib()
+    with raw(agentd, timeout=10) as c:
+        c.start()
+        stop, state = threading.Event(), {}
+        t = threading.Thread(target=_drain, args=(c.sock, stop, state), daemon=True)
+        t.start()
+        # HPACK literals without indexing: every block is self-contained.
+        block = H.header_block(H.grpc_request_headers(ECHO))
+        body = H.grpc_message(pb.agent.EchoRequest(message="r", delay_ms=1000).SerializeToString())
+        rst = struct.pack(">I", H.CANCEL)
+        sent = 0
+        t0 = time.monotonic()
+        for b in range(50):
+            batch = b"".join(frame(HEADERS, END_HEADERS, sid, block)
+                             + frame(DATA, END_STREAM, sid, body) + frame(RST_STREAM, 0, sid, rst)
+                             for sid in range(1 + 400 * b, 1 + 400 * (b + 1), 2))
+            if not c.try_send(batch):
+                break
+            sent += 200
+        # Give agentd a moment to work through (or reject) the burst.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not state.get("closed"):
+            time.sleep(0.1)
+        stop.set()
+        t.join(5)
+        took = time.monotonic() - t0
+    assert took < 60
+    grown = agentd.rss_kib() - rss0
+    assert grown < 256 * 1024, "RSS grew by %d KiB after %d reset streams" % (grown, sent)
+
+
+def test_header_value_over_limit(pb, agentd):
+    """A 100 KiB header value (in HEADERS + CONTINUATION frames)."""
+    block = H.header_block(H.grpc_request_headers(VERSION, extra=[("x-big", "a" * 100 * 1024)]))
+    with raw(agentd) as c:
+        c.start()
+        sid = c.new_stream()
+        chunks = [block[i:i + 16384] for i in range(0, len(block), 16384)]
+        out = frame(HEADERS, 0, sid, chunks[0])
+        for i, ch in enumerate(chunks[1:], 1):
+            out += frame(CONTINUATION, END_HEADERS if i == len(chunks) - 1 else 0, sid, ch)
+        c.try_send(out + frame(DATA, END_STREAM, sid, version_body(pb)))
+        r = c.wait_stream(sid, timeout=5)
+        refused = (r.rst is not None or c.closed or c.goaway is not None
+                   or (r.grpc_status() not in (None, OK))
+                   or (r.headers is not None and r.headers.get(":status") not in ("200", None)))
+        assert refused, "a 100 KiB header was accepted: %r" % r
+
+
+def test_many_headers_over_limit(pb, agentd):
+    """Thousands of small headers adding up to far more than the header list limit."""
+    extra = [("x-h%d" % i, "v" * 40) for i in range(5000)]
+    block = H.header_block(H.grpc_request_headers(VERSION, extra=extra))
+    with raw(agentd) as c:
+        c.start()
+        sid = c.new_stream()
+        chunks = [block[i:i + 16384] for i in range(0, len(block), 16384)]
+        out = frame(HEADERS, 0, sid, chunks[0])
+        for i, ch in enumerate(chunks[1:], 1):
+            out += frame(CONTINUATION, END_HEADERS if i == len(chunks) - 1 else 0, sid, ch)
+        c.try_send(out + frame(DATA, END_STREAM, sid, version_body(pb)))
+        r = c.wait_stream(sid, timeout=5)
+        refused = (r.rst is not None or c.closed or c.goaway is not None
+                   or (r.grpc_status() not in (None, OK)))
+        assert refused, "%d KiB of headers were accepted: %r" % (len(block) // 1024, r)
+
+
+def _continuation_flood(agentd, payload_for, limit_bytes):
+    """HEADERS without END_HEADERS, then CONTINUATION frames without end.
+    Returns (bytes sent before agentd cut us off, seconds, connection closed)."""
+    with raw(agentd, timeout=5) as c:
+        c.start()
+        sid = c.new_stream()
+        first = H.header_block(H.grpc_request_headers(VERSION))
+        if not c.try_send(frame(HEADERS, 0, sid, first)):
+            return 0, 0, True
+        sent = 0
+        t0 = time.monotonic()
+        i = 0
+        while sent < limit_bytes:
+            batch = b"".join(frame(CONTINUATION, 0, sid, payload_for(i + k)) for k in range(64))
+            i += 64
+            if not c.try_send(batch):
+                break
+            sent += len(batch)
+        closed = c.wait_closed(5)
+        return sent, time.monotonic() - t0, closed
+
+
+def test_continuation_flood_headers(agentd):
+    rss0 = agentd.rss_kib()
+    sent, took, closed = _continuation_flood(
+        agentd, lambda i: H.hpack_literal("x-f%d" % i, "f" * 8000), 64 * 1024 * 1024)
+    assert closed, "agentd accepted %d bytes of CONTINUATION frames" % sent
+    grown = agentd.rss_kib() - rss0
+    assert grown < 64 * 1024, "RSS grew by %d KiB" % grown
+
+
+def test_continuation_flood_empty_frames(agentd):
+    sent, took, closed = _continuation_flood(agentd, lambda i: b"", 16 * 1024 * 1024)
+    assert closed, "agentd accepted %d bytes of empty CONTINUATION frames" % sent
+
+
+def test_frames_for_closed_streams(pb, agentd):
+    """RST_STREAM and WINDOW_UPDATE for streams that never existed or are closed."""
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, version_body(pb))
+        r = c.wait_stream(sid)
+        assert r.grpc_status() == OK, r
+        c.try_send(frame(RST_STREAM, 0, sid, struct.pack(">I", H.CANCEL))
+                   + frame(H.WINDOW_UPDATE, 0, sid, struct.pack(">I", 1000)))
+        sid2 = c.request(VERSION, version_body(pb))
+        r2 = c.wait_stream(sid2)
+        # A GOAWAY (STREAM_CLOSED) is allowed; silence or a crash is not.
+        assert r2.grpc_status() == OK or c.goaway is not None or c.closed, r2
+
+
+def test_settings_and_ping_flood(pb, agentd):
+    """Thousands of PINGs and SETTINGS without reading the ACKs."""
+    with raw(agentd, timeout=5) as c:
+        c.start()
+        blob = b"".join(frame(H.PING, 0, 0, struct.pack(">Q", i)) + H.settings_frame({4: 65535})
+                        for i in range(2000))
+        for _ in range(10):
+            if not c.try_send(blob):
+                break
+    # Either agentd coped or it dropped us; the autouse check verifies it lives.
