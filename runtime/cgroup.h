@@ -21,7 +21,7 @@ int cg_open(const char *parent, const char *name, cg_manager **ret, ad_error **e
 int cg_enter(cg_manager *cg, pid_t pid, ad_error **err);
 /* Live; a memory limit below current usage -> AD_E_PRECONDITION naming both values. */
 int cg_update(cg_manager *cg, const rt_resources *res, ad_error **err);
-int cg_stats(cg_manager *cg, rt_stats *ret, ad_error **err);
+int cg_stats(cg_manager *cg, struct rt_stats *ret, ad_error **err);
 int cg_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err);
 int cg_kill_all(cg_manager *cg, int sig, ad_error **err);
 /* Kills every process (freeze/kill loop), waits until empty (bounded), rmdir
@@ -30,7 +30,8 @@ int cg_destroy(cg_manager *cg, ad_error **err);
 void cg_free(cg_manager *cg);
 /* "v1" or "v2", detected once. */
 const char *cg_version_name(void);
-/* "c 1:3 rwm"; v1 devices.allow (after devices.deny "a" on create);
+/* "c 1:3 rwm"; v1: the first call writes devices.deny "a" (until then the
+ * cgroup keeps its parent's device access), then devices.allow rule;
  * v2: AD_E_UNIMPLEMENTED (needs an eBPF device program). */
 int cg_devices_allow(cg_manager *cg, const char *rule, ad_error **err);
 /* The relative path ("agentd/c1"), for state files and metrics. */

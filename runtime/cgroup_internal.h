@@ -1,0 +1,106 @@
+/* cgroup_internal.h — shared between cgroup.c and the per-version drivers
+ * (cgroup_v1.c, cgroup_v2.c). Not included outside the cgroup code. */
+#ifndef AGENTD_CGROUP_INTERNAL_H
+#define AGENTD_CGROUP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cgroup.h"
+
+/* v1 controllers agentd knows; a hierarchy is a mask of these. */
+enum {
+	CG_CTRL_CPU = 1u << 0,
+	CG_CTRL_CPUACCT = 1u << 1,
+	CG_CTRL_CPUSET = 1u << 2,
+	CG_CTRL_MEMORY = 1u << 3,
+	CG_CTRL_DEVICES = 1u << 4,
+	CG_CTRL_FREEZER = 1u << 5,
+	CG_CTRL_BLKIO = 1u << 6,
+	CG_CTRL_PIDS = 1u << 7,
+	CG_CTRL_HUGETLB = 1u << 8,
+	CG_CTRL_NET_CLS = 1u << 9,
+	CG_CTRL_NET_PRIO = 1u << 10,
+	CG_CTRL_PERF_EVENT = 1u << 11,
+	CG_CTRL_RDMA = 1u << 12,
+	CG_CTRL_MISC = 1u << 13,
+};
+
+#define CG_V1_MAX_HIER 16
+/* Bounds every read of a cgroup file: they are small, but a hostile tmpfs
+ * stand-in or a cgroup with huge cgroup.procs must not exhaust memory. */
+#define CG_MAX_FILE (4u << 20)
+/* How long cg_destroy waits for the cgroup to empty. */
+#define CG_DESTROY_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
+
+typedef struct cg_v1_hier {
+	char *mountpoint; /* absolute */
+	unsigned mask;
+} cg_v1_hier;
+
+typedef struct cg_driver {
+	const char *name;
+	/* cg->path and the per-hierarchy directories are set; mkdir and limits. */
+	int (*create)(cg_manager *cg, const rt_resources *res, ad_error **err);
+	int (*open)(cg_manager *cg, ad_error **err);
+	int (*enter)(cg_manager *cg, pid_t pid, ad_error **err);
+	int (*update)(cg_manager *cg, const rt_resources *res, ad_error **err);
+	int (*stats)(cg_manager *cg, struct rt_stats *ret, ad_error **err);
+	int (*oom_kill_count)(cg_manager *cg, uint64_t *ret, ad_error **err);
+	int (*kill_all)(cg_manager *cg, int sig, ad_error **err);
+	int (*destroy)(cg_manager *cg, ad_error **err);
+	int (*devices_allow)(cg_manager *cg, const char *rule, ad_error **err);
+} cg_driver;
+
+struct cg_manager {
+	const cg_driver *drv;
+	char *path;        /* normalized, relative, no leading '/': "agentd/c1" */
+	char *parent_path; /* normalized parent ("" for the root) */
+	/* v2: the one directory. v1: one per hierarchy, same index as cg_v1_hiers. */
+	char *dir;
+	char *v1_dirs[CG_V1_MAX_HIER];
+	bool devices_restricted; /* v1: devices.deny "a" already written */
+};
+
+extern const cg_driver cg_v1_driver;
+extern const cg_driver cg_v2_driver;
+
+/* The detected layout (valid once cg_version_name() has run). */
+const char *cg_root(void);
+bool cg_testing(void);
+size_t cg_v1_hier_count(void);
+const cg_v1_hier *cg_v1_hier_get(size_t i);
+
+/* File helpers: dir is absolute; errors name the file and value. The errno
+ * of a failed write is kept in (*err)->errno_value for callers that react to
+ * EBUSY/EINVAL. */
+int cg_write(const char *dir, const char *file, const char *value, ad_error **err);
+int cg_writef(const char *dir, const char *file, ad_error **err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+int cg_read(const char *dir, const char *file, char **ret, ad_error **err);
+/* "max" reads as UINT64_MAX. */
+int cg_read_u64(const char *dir, const char *file, uint64_t *ret, ad_error **err);
+/* Missing files (a controller not enabled, an older kernel, dir NULL) leave
+ * *ret alone (NULL / untouched) and succeed; other errors fail. */
+int cg_read_opt(const char *dir, const char *file, char **ret, ad_error **err);
+int cg_read_u64_opt(const char *dir, const char *file, uint64_t *ret, ad_error **err);
+/* Looks up `key` in "key value" lines; *ret untouched (returns 0) if absent. */
+bool cg_parse_keyed(const char *text, const char *key, uint64_t *ret);
+bool cg_file_exists(const char *dir, const char *file);
+
+int cg_validate_cpuset(const char *what, const char *value, ad_error **err);
+int cg_validate_resources(const rt_resources *res, ad_error **err);
+uint64_t cg_shares_to_weight(uint64_t shares);
+int cg_validate_device_rule(const char *rule, ad_error **err);
+
+/* Sends sig to every pid in dir/cgroup.procs; *ret_count = pids seen. */
+int cg_signal_procs(const char *dir, int sig, size_t *ret_count, ad_error **err);
+int cg_count_procs(const char *dir, size_t *ret_count, ad_error **err);
+/* mkdir that accepts an existing directory; *ret_created says which. */
+int cg_mkdir(const char *dir, bool *ret_created, ad_error **err);
+/* rmdir with retries for the short EBUSY window after the last task exits;
+ * ENOENT is success. */
+int cg_rmdir(const char *dir, ad_error **err);
+void cg_sleep_ms(unsigned ms);
+
+#endif
