@@ -1,0 +1,273 @@
+/* agentd: configuration, state DB, gRPC servers, signals. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "config.h"
+#include "services.h"
+
+#define EXIT_CONFIG 2
+
+typedef struct agentd {
+	cfg_config cfg;
+	agent_ctx ctx;
+	svc_table table;
+	struct event_base *base;
+	struct event *sig_term, *sig_int;
+	rpc_server *servers[2];
+	size_t n_servers;
+	size_t pending_shutdowns;
+	ad_db *db;
+} agentd;
+
+static void add_listener(agent_ctx *ctx, char *s)
+{
+	ctx->listeners = ad_realloc(ctx->listeners, (ctx->n_listeners + 1) * sizeof(char *));
+	ctx->listeners[ctx->n_listeners++] = s;
+}
+
+/* "host:port" with the port the server actually bound (port 0 picks one). */
+static char *bound_address(const char *scheme, const char *host_port, int port)
+{
+	const char *colon = strrchr(host_port, ':');
+	int host_len = (int)(colon - host_port);
+	return ad_asprintf("%s://%.*s:%d", scheme, host_len, host_port, port);
+}
+
+/* Health knows "" and each service that has methods in the table. */
+static void collect_services(agent_ctx *ctx, const svc_table *t)
+{
+	ctx->services = ad_malloc0((t->n + 1) * sizeof(char *));
+	ctx->services[ctx->n_services++] = ad_strdup("");
+	for (size_t i = 0; i < t->n; i++) {
+		const char *p = t->methods[i].path + 1;
+		const char *slash = strchr(p, '/');
+		_cleanup_free_ char *name = ad_strndup(p, (size_t)(slash - p));
+		bool seen = false;
+		for (size_t j = 0; j < ctx->n_services && !seen; j++)
+			seen = strcmp(ctx->services[j], name) == 0;
+		if (!seen)
+			ctx->services[ctx->n_services++] = ad_steal_ptr(name);
+	}
+}
+
+static void on_server_done(void *arg)
+{
+	agentd *d = arg;
+	if (--d->pending_shutdowns == 0)
+		event_base_loopbreak(d->base);
+}
+
+static void on_signal(evutil_socket_t sig, short events, void *arg)
+{
+	(void)events;
+	agentd *d = arg;
+	if (atomic_load(&d->ctx.shutting_down)) {
+		ad_info("received %s again; still draining", strsignal((int)sig));
+		return;
+	}
+	ad_info("received %s, shutting down (drain timeout %us)", strsignal((int)sig),
+		d->cfg.drain_timeout);
+	svc_health_shutdown(&d->ctx);
+	d->pending_shutdowns = d->n_servers;
+	for (size_t i = 0; i < d->n_servers; i++)
+		rpc_server_shutdown(d->servers[i], on_server_done, d);
+}
+
+static int start_servers(agentd *d, ad_error **err)
+{
+	const cfg_config *c = &d->cfg;
+	rpc_server_config base_cfg = {
+		.max_recv_msg = c->max_recv_msg_size,
+		.max_send_msg = c->max_send_msg_size,
+		.max_concurrent_streams = c->max_concurrent_streams,
+		.workers = c->workers,
+		/* 0 would mean the library default; "no drain" is 1 ms. */
+		.drain_timeout_ms = c->drain_timeout ? c->drain_timeout * 1000 : 1,
+	};
+
+	/* One server for the unix socket and the mTLS port, another one for the
+	 * plain-text TCP port (a server has at most one TCP listener). */
+	if (c->listen[0] || c->tls_listen[0]) {
+		rpc_server_config sc = base_cfg;
+		sc.unix_path = c->listen[0] ? c->listen : NULL;
+		if (c->tls_listen[0]) {
+			sc.tcp_listen = c->tls_listen;
+			sc.tls_cert = c->tls_cert;
+			sc.tls_key = c->tls_key;
+			sc.tls_client_ca = c->tls_client_ca;
+		}
+		if (rpc_server_new(d->base, &sc, &d->servers[d->n_servers], err) < 0)
+			return -1;
+		rpc_server *srv = d->servers[d->n_servers++];
+		if (c->listen[0])
+			add_listener(&d->ctx, ad_asprintf("unix://%s", c->listen));
+		if (c->tls_listen[0])
+			add_listener(&d->ctx, bound_address("tls", c->tls_listen,
+							     rpc_server_tcp_port(srv)));
+	}
+	if (c->tcp_insecure_listen[0]) {
+		rpc_server_config sc = base_cfg;
+		sc.tcp_listen = c->tcp_insecure_listen;
+		sc.tcp_insecure = true;
+		if (rpc_server_new(d->base, &sc, &d->servers[d->n_servers], err) < 0)
+			return -1;
+		rpc_server *srv = d->servers[d->n_servers++];
+		add_listener(&d->ctx, bound_address("tcp", c->tcp_insecure_listen,
+						     rpc_server_tcp_port(srv)));
+		ad_warn("listening without TLS or authentication on %s (benchmarks only)",
+			d->ctx.listeners[d->ctx.n_listeners - 1]);
+	}
+	for (size_t i = 0; i < d->n_servers; i++)
+		if (rpc_server_register(d->servers[i], d->table.methods, d->table.n, err) < 0)
+			return -1;
+	return 0;
+}
+
+static int make_dirs(const cfg_config *c, ad_error **err)
+{
+	if (ad_mkdir_p(c->root, 0711, err) < 0)
+		return ad_error_wrap(err, "root dir");
+	if (ad_mkdir_p(c->state, 0711, err) < 0)
+		return ad_error_wrap(err, "state dir");
+	if (c->listen[0]) {
+		_cleanup_free_ char *dir = ad_strdup(c->listen);
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = '\0';
+			if (ad_mkdir_p(dir, 0755, err) < 0)
+				return ad_error_wrap(err, "socket dir");
+		}
+	}
+	return 0;
+}
+
+static int run(agentd *d)
+{
+	_cleanup_error_ ad_error *err = NULL;
+	agent_ctx *ctx = &d->ctx;
+
+	ctx->cfg = &d->cfg;
+	ctx->started_at_ns = ad_now_ns();
+	ctx->started_mono_ns = ad_monotonic_ns();
+	ctx->shutdown_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	atomic_init(&ctx->shutting_down, false);
+	if (ctx->shutdown_fd < 0) {
+		ad_error_log("eventfd: %s", strerror(errno));
+		return 1;
+	}
+	if (make_dirs(&d->cfg, &err) < 0) {
+		ad_error_log("%s", err->message);
+		return 1;
+	}
+	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", d->cfg.root);
+	if (ad_db_open(db_path, &d->db, &err) < 0) {
+		ad_error_log("%s", err->message);
+		return 1;
+	}
+	ctx->schema_version = ad_db_schema_version(d->db);
+
+	svc_cri_register(&d->table, ctx);
+	svc_agent_register(&d->table, ctx);
+	svc_health_register(&d->table, ctx);
+	collect_services(ctx, &d->table);
+
+	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new())) {
+		ad_error_log("cannot set up the libevent loop");
+		return 1;
+	}
+	d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
+	d->sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
+	if (!d->sig_term || !d->sig_int || evsignal_add(d->sig_term, NULL) < 0 ||
+	    evsignal_add(d->sig_int, NULL) < 0) {
+		ad_error_log("cannot install signal handlers");
+		return 1;
+	}
+	if (start_servers(d, &err) < 0) {
+		ad_error_log("%s", err->message);
+		return 1;
+	}
+
+	size_t len = 0;
+	for (size_t i = 0; i < ctx->n_listeners; i++)
+		len += strlen(ctx->listeners[i]) + 1;
+	_cleanup_free_ char *where = ad_malloc0(len + 1);
+	for (size_t i = 0; i < ctx->n_listeners; i++) {
+		if (i)
+			strcat(where, " ");
+		strcat(where, ctx->listeners[i]);
+	}
+	ad_info("agentd %s ready on %s (root %s, state %s, schema %d%s)", AGENTD_VERSION, where,
+		d->cfg.root, d->cfg.state, ctx->schema_version,
+		d->cfg.debug_service ? ", debug service on" : "");
+
+	if (event_base_dispatch(d->base) < 0) {
+		ad_error_log("event loop failed");
+		return 1;
+	}
+	ad_info("agentd stopped");
+	return 0;
+}
+
+static void teardown(agentd *d)
+{
+	for (size_t i = 0; i < d->n_servers; i++)
+		rpc_server_free(d->servers[i]);
+	if (d->sig_term)
+		event_free(d->sig_term);
+	if (d->sig_int)
+		event_free(d->sig_int);
+	if (d->base)
+		event_base_free(d->base);
+	if (d->db)
+		ad_db_close(d->db);
+	for (size_t i = 0; i < d->ctx.n_listeners; i++)
+		free(d->ctx.listeners[i]);
+	free(d->ctx.listeners);
+	for (size_t i = 0; i < d->ctx.n_services; i++)
+		free(d->ctx.services[i]);
+	free(d->ctx.services);
+	if (d->ctx.shutdown_fd >= 0)
+		close(d->ctx.shutdown_fd);
+	svc_table_free(&d->table);
+	cfg_free(&d->cfg);
+	libevent_global_shutdown();
+}
+
+int main(int argc, char **argv)
+{
+	static agentd d = {.ctx.shutdown_fd = -1};
+	ad_error *err = NULL;
+	cfg_action action;
+
+	/* A client that goes away mid-write must not kill the daemon. */
+	signal(SIGPIPE, SIG_IGN);
+
+	cfg_init(&d.cfg);
+	if (cfg_from_args(&d.cfg, argc, argv, &action, &err) < 0) {
+		fprintf(stderr, "agentd: %s\n", err->message);
+		ad_error_free(&err);
+		cfg_free(&d.cfg);
+		return EXIT_CONFIG;
+	}
+	if (action == CFG_HELP) {
+		cfg_usage(stdout, "agentd");
+		cfg_free(&d.cfg);
+		return 0;
+	}
+	if (action == CFG_VERSION) {
+		printf("agentd %s\n", AGENTD_VERSION);
+		cfg_free(&d.cfg);
+		return 0;
+	}
+	ad_log_set_level(d.cfg.log_level);
+	int r = run(&d);
+	teardown(&d);
+	return r;
+}

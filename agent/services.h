@@ -1,0 +1,61 @@
+/* services.h — agentd's gRPC services and the state they share. Each
+ * service module appends its methods to one table, which main.c registers
+ * with every server. */
+#ifndef AGENTD_SERVICES_H
+#define AGENTD_SERVICES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "config.h"
+#include "rpc.h"
+
+typedef struct svc_table {
+	rpc_method *methods;
+	size_t n, cap;
+	char **owned; /* strings the table owns (paths, messages), freed with it */
+	size_t n_owned, cap_owned;
+} svc_table;
+
+/* What the services read; set up by main.c before serving, then read-only
+ * except for the shutdown flag. */
+typedef struct agent_ctx {
+	const cfg_config *cfg;
+	int64_t started_at_ns;   /* CLOCK_REALTIME at start */
+	int64_t started_mono_ns; /* CLOCK_MONOTONIC at start */
+	int schema_version;
+	char **listeners; /* "unix:///run/agentd/agentd.sock", "tls://127.0.0.1:10250" */
+	size_t n_listeners;
+	/* Health: the service names that answer SERVING ("" = the whole server). */
+	char **services;
+	size_t n_services;
+	atomic_bool shutting_down;
+	int shutdown_fd; /* eventfd, readable once shutdown began */
+} agent_ctx;
+
+void svc_table_add(svc_table *t, const rpc_method *m);
+/* A copy of `s` that lives as long as the table. */
+const char *svc_table_own(svc_table *t, char *s);
+void svc_table_free(svc_table *t);
+
+/* runtime.v1.RuntimeService and runtime.v1.ImageService: every RPC. */
+void svc_cri_register(svc_table *t, agent_ctx *ctx);
+/* Server-streaming CRI methods ("runtime.v1.RuntimeService/GetContainerEvents"):
+ * protobuf-c's service descriptors do not record streaming. */
+bool svc_cri_is_streaming(const char *full_method);
+extern const char *const svc_cri_streaming[];
+extern const size_t svc_cri_n_streaming;
+
+/* grpc.health.v1.Health (Check, Watch). */
+void svc_health_register(svc_table *t, agent_ctx *ctx);
+/* Marks the server NOT_SERVING and wakes Watch streams (call before
+ * rpc_server_shutdown). */
+void svc_health_shutdown(agent_ctx *ctx);
+
+/* agent.v1.AgentService, and agent.v1.DebugService if configured. */
+void svc_agent_register(svc_table *t, agent_ctx *ctx);
+
+#endif
