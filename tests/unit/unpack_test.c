@@ -1,0 +1,522 @@
+/* unpack_test.c — store_unpack_layer() against real layers built here with
+ * libarchive, extracted into private temp dirs (run as root). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "unpack.h"
+
+/* ---- growable byte buffer -------------------------------------------------- */
+
+struct buf {
+	unsigned char *p;
+	size_t len, cap;
+};
+
+static void buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2 + 4096;
+		b->p = ad_realloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+
+static la_ssize_t buf_write_cb(struct archive *a, void *data, const void *p, size_t n)
+{
+	(void)a;
+	buf_append(data, p, n);
+	return (la_ssize_t)n;
+}
+
+/* ---- layer builder ------------------------------------------------------------ */
+
+struct layer {
+	struct archive *a;
+	struct buf tar;
+};
+
+static void layer_begin(struct layer *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->a = archive_write_new();
+	assert_non_null(l->a);
+	assert_int_equal(archive_write_set_format_pax(l->a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open(l->a, &l->tar, NULL, buf_write_cb, NULL), ARCHIVE_OK);
+}
+
+static struct archive_entry *new_entry(const char *path, mode_t type, mode_t perm, int uid, int gid)
+{
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, path);
+	archive_entry_set_filetype(e, type);
+	archive_entry_set_perm(e, perm);
+	archive_entry_set_uid(e, uid);
+	archive_entry_set_gid(e, gid);
+	archive_entry_set_mtime(e, 1600000000, 123456789);
+	return e;
+}
+
+static void write_entry(struct layer *l, struct archive_entry *e, const void *data, size_t len)
+{
+	assert_int_equal(archive_write_header(l->a, e), ARCHIVE_OK);
+	if (len)
+		assert_int_equal(archive_write_data(l->a, data, len), (la_ssize_t)len);
+	archive_entry_free(e);
+}
+
+static void add_file(struct layer *l, const char *path, const char *content, mode_t perm, int uid,
+		     int gid)
+{
+	struct archive_entry *e = new_entry(path, AE_IFREG, perm, uid, gid);
+	archive_entry_set_size(e, (la_int64_t)strlen(content));
+	write_entry(l, e, content, strlen(content));
+}
+
+static void add_dir(struct layer *l, const char *path, mode_t perm)
+{
+	struct archive_entry *e = new_entry(path, AE_IFDIR, perm, 0, 0);
+	write_entry(l, e, NULL, 0);
+}
+
+static void add_symlink(struct layer *l, const char *path, const char *target)
+{
+	struct archive_entry *e = new_entry(path, AE_IFLNK, 0777, 0, 0);
+	archive_entry_set_symlink(e, target);
+	write_entry(l, e, NULL, 0);
+}
+
+static void add_hardlink(struct layer *l, const char *path, const char *target)
+{
+	struct archive_entry *e = new_entry(path, AE_IFREG, 0644, 0, 0);
+	archive_entry_set_hardlink(e, target);
+	write_entry(l, e, NULL, 0);
+}
+
+static void add_node(struct layer *l, const char *path, mode_t type, dev_t rdev)
+{
+	struct archive_entry *e = new_entry(path, type, 0640, 0, 0);
+	archive_entry_set_rdev(e, rdev);
+	write_entry(l, e, NULL, 0);
+}
+
+static void layer_end(struct layer *l)
+{
+	assert_int_equal(archive_write_close(l->a), ARCHIVE_OK);
+	archive_write_free(l->a);
+	l->a = NULL;
+}
+
+enum comp { COMP_NONE, COMP_GZIP, COMP_ZSTD };
+
+/* The tar bytes compressed as one stream (no block padding after it). */
+static struct buf compress_bytes(const struct buf *in, enum comp c)
+{
+	struct buf out = {0};
+	if (c == COMP_NONE) {
+		buf_append(&out, in->p, in->len);
+		return out;
+	}
+	struct archive *a = archive_write_new();
+	assert_int_equal(archive_write_set_format_raw(a), ARCHIVE_OK);
+	assert_int_equal(c == COMP_GZIP ? archive_write_add_filter_gzip(a)
+					: archive_write_add_filter_zstd(a),
+			 ARCHIVE_OK);
+	assert_int_equal(archive_write_set_bytes_in_last_block(a, 1), ARCHIVE_OK);
+	assert_int_equal(archive_write_open(a, &out, NULL, buf_write_cb, NULL), ARCHIVE_OK);
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, "data");
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_size(e, (la_int64_t)in->len);
+	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+	assert_int_equal(archive_write_data(a, in->p, in->len), (la_ssize_t)in->len);
+	archive_entry_free(e);
+	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+	archive_write_free(a);
+	return out;
+}
+
+static void sha256_hex(const void *p, size_t n, char out[72])
+{
+	unsigned char md[32];
+	unsigned int len = 0;
+	assert_int_equal(EVP_Digest(p, n, md, &len, EVP_sha256(), NULL), 1);
+	char *o = out + sprintf(out, "sha256:");
+	for (unsigned i = 0; i < len; i++)
+		o += sprintf(o, "%02x", md[i]);
+}
+
+/* ---- feeding the unpacker -------------------------------------------------------- */
+
+struct feeder {
+	const unsigned char *p;
+	size_t len, pos;
+	unsigned calls;
+	size_t fail_after; /* fail once pos reaches it (0: never) */
+};
+
+/* Alternates 7 and 4093 byte chunks so every boundary lands mid-header. */
+static ssize_t feed_cb(void *userdata, void *buf, size_t len, ad_error **err)
+{
+	struct feeder *f = userdata;
+	if (f->fail_after && f->pos >= f->fail_after)
+		return ad_fail(err, AD_E_UNAVAILABLE, "registry connection reset (boom)");
+	size_t want = (f->calls++ % 2) ? 4093 : 7;
+	if (want > len)
+		want = len;
+	if (want > f->len - f->pos)
+		want = f->len - f->pos;
+	memcpy(buf, f->p + f->pos, want);
+	f->pos += want;
+	return (ssize_t)want;
+}
+
+static int unpack_bytes(const char *dest, const struct buf *b, const store_unpack_opts *opts,
+			store_unpack_result *res, ad_error **err)
+{
+	struct feeder f = {.p = b->p, .len = b->len};
+	int r = store_unpack_layer(dest, feed_cb, &f, opts, res, err);
+	if (r == 0)
+		assert_int_equal(f.pos, f.len); /* the whole stream was consumed */
+	return r;
+}
+
+/* ---- temp dirs ----------------------------------------------------------------- */
+
+struct fixture {
+	char tmp[64];
+	char mnt[128];
+	bool mounted;
+};
+
+static int setup(void **state)
+{
+	struct fixture *fx = ad_malloc0(sizeof(*fx));
+	snprintf(fx->tmp, sizeof(fx->tmp), "/tmp/unpack_test.XXXXXX");
+	if (!mkdtemp(fx->tmp))
+		return -1;
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	if (fx->mounted)
+		umount2(fx->mnt, MNT_DETACH);
+	ad_error *e = NULL;
+	if (ad_remove_tree(fx->tmp, &e) < 0) {
+		fprintf(stderr, "cleanup %s: %s\n", fx->tmp, e->message);
+		ad_error_free(&e);
+	}
+	free(fx);
+	return 0;
+}
+
+static char *tpath(struct fixture *fx, const char *rel)
+{
+	return ad_asprintf("%s/%s", fx->tmp, rel);
+}
+
+static char *mkdest(struct fixture *fx, const char *rel)
+{
+	char *p = tpath(fx, rel);
+	ad_error *e = NULL;
+	assert_int_equal(ad_mkdir_p(p, 0755, &e), 0);
+	return p;
+}
+
+static void assert_content(const char *dir, const char *rel, const char *want)
+{
+	char *p = ad_asprintf("%s/%s", dir, rel);
+	char *data = NULL;
+	size_t len = 0;
+	ad_error *e = NULL;
+	int r = ad_read_file(AT_FDCWD, p, 1 << 24, &data, &len, &e);
+	if (r < 0)
+		fail_msg("%s: %s", p, e->message);
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(data, want, len);
+	free(data);
+	free(p);
+}
+
+static struct stat lstat_of(const char *dir, const char *rel)
+{
+	char *p = ad_asprintf("%s/%s", dir, rel);
+	struct stat st;
+	if (lstat(p, &st) < 0)
+		fail_msg("lstat %s: %s", p, strerror(errno));
+	free(p);
+	return st;
+}
+
+static bool exists(const char *dir, const char *rel)
+{
+	char *p = ad_asprintf("%s/%s", dir, rel);
+	struct stat st;
+	bool r = lstat(p, &st) == 0;
+	free(p);
+	return r;
+}
+
+static __attribute__((unused)) void expect_error(int r, ad_error **err, ad_code code, const char *needle)
+{
+	assert_int_equal(r, -1);
+	assert_non_null(*err);
+	if ((*err)->code != code || (needle && !strstr((*err)->message, needle)))
+		fail_msg("unexpected error %s: %s (wanted %s containing \"%s\")",
+			 ad_code_name((*err)->code), (*err)->message, ad_code_name(code),
+			 needle ? needle : "");
+	ad_error_free(err);
+}
+
+/* ---- normal tree ------------------------------------------------------------------ */
+
+static void build_tree(struct buf *ret_tar)
+{
+	struct layer l;
+	layer_begin(&l);
+	add_dir(&l, "./", 0755);
+	struct archive_entry *e = new_entry("etc/", AE_IFDIR, 0750, 1000, 1000);
+	archive_entry_set_mtime(e, 1000000, 0);
+	write_entry(&l, e, NULL, 0);
+	e = new_entry("etc/hello", AE_IFREG, 0644, 1000, 1000);
+	archive_entry_set_size(e, 12);
+	archive_entry_set_mtime(e, 1234567, 500);
+	archive_entry_xattr_add_entry(e, "user.x", "val", 3);
+	write_entry(&l, e, "hello world\n", 12);
+	add_dir(&l, "bin", 0755);
+	add_file(&l, "bin/su", "#!su\n", 04755, 0, 0);
+	add_file(&l, "bin/mine", "#!mine\n", 06750, 1000, 1000);
+	/* Big enough to cross many read and decompression blocks. */
+	size_t big_len = 3 * 1024 * 1024 + 17;
+	char *big = ad_malloc0(big_len + 1);
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (char)('a' + (i * 7 + i / 4096) % 26);
+	add_file(&l, "big", big, 0600, 0, 0);
+	free(big);
+	add_file(&l, "empty", "", 0644, 0, 0);
+	add_symlink(&l, "etc/link", "hello");
+	e = new_entry("abs", AE_IFLNK, 0777, 1000, 1001);
+	archive_entry_set_symlink(e, "/etc/hello");
+	write_entry(&l, e, NULL, 0);
+	add_hardlink(&l, "etc/hard", "etc/hello");
+	add_node(&l, "fifo", AE_IFIFO, 0);
+	add_file(&l, "deep/a/b/c/file", "deep\n", 0644, 0, 0);
+	layer_end(&l);
+	*ret_tar = l.tar;
+}
+
+static void check_tree(const char *d)
+{
+	assert_content(d, "etc/hello", "hello world\n");
+	struct stat st = lstat_of(d, "etc/hello");
+	assert_int_equal(st.st_mode & 07777, 0644);
+	assert_int_equal(st.st_uid, 1000);
+	assert_int_equal(st.st_gid, 1000);
+	assert_int_equal(st.st_mtim.tv_sec, 1234567);
+	assert_int_equal(st.st_mtim.tv_nsec, 500);
+	assert_int_equal(st.st_nlink, 2);
+	char x[16];
+	char *p = ad_asprintf("%s/etc/hello", d);
+	assert_int_equal(getxattr(p, "user.x", x, sizeof(x)), 3);
+	assert_memory_equal(x, "val", 3);
+	free(p);
+
+	struct stat hard = lstat_of(d, "etc/hard");
+	assert_int_equal(hard.st_ino, st.st_ino);
+
+	st = lstat_of(d, "etc");
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0750);
+	assert_int_equal(st.st_uid, 1000);
+	assert_int_equal(st.st_mtim.tv_sec, 1000000); /* set after its content */
+
+	st = lstat_of(d, "bin/su");
+	assert_int_equal(st.st_mode & 07777, 04755);
+	st = lstat_of(d, "bin/mine");
+	assert_int_equal(st.st_mode & 07777, 06750); /* setuid/setgid survive chown */
+	assert_int_equal(st.st_uid, 1000);
+
+	st = lstat_of(d, "big");
+	assert_int_equal(st.st_size, 3 * 1024 * 1024 + 17);
+	p = ad_asprintf("%s/big", d);
+	FILE *f = fopen(p, "r");
+	free(p);
+	assert_non_null(f);
+	for (size_t i = 0; i < (size_t)st.st_size; i++) {
+		int c = fgetc(f);
+		if (c != 'a' + (int)((i * 7 + i / 4096) % 26))
+			fail_msg("big differs at %zu", i);
+	}
+	fclose(f);
+	st = lstat_of(d, "empty");
+	assert_int_equal(st.st_size, 0);
+
+	char target[64];
+	p = ad_asprintf("%s/etc/link", d);
+	ssize_t n = readlink(p, target, sizeof(target));
+	assert_int_equal(n, 5);
+	assert_memory_equal(target, "hello", 5);
+	free(p);
+	p = ad_asprintf("%s/abs", d);
+	n = readlink(p, target, sizeof(target));
+	assert_int_equal(n, 10);
+	assert_memory_equal(target, "/etc/hello", 10); /* verbatim */
+	free(p);
+	st = lstat_of(d, "abs");
+	assert_int_equal(st.st_uid, 1000);
+	assert_int_equal(st.st_gid, 1001);
+
+	st = lstat_of(d, "fifo");
+	assert_true(S_ISFIFO(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_content(d, "deep/a/b/c/file", "deep\n");
+	st = lstat_of(d, "deep/a");
+	assert_int_equal(st.st_mode & 07777, 0755);
+}
+
+static void test_tree(void **state, enum comp c, const char *name)
+{
+	struct fixture *fx = *state;
+	struct buf tar;
+	build_tree(&tar);
+	struct buf layer = compress_bytes(&tar, c);
+	char *dest = mkdest(fx, name);
+	store_unpack_result res;
+	ad_error *err = NULL;
+	int r = unpack_bytes(dest, &layer, NULL, &res, &err);
+	if (r < 0)
+		fail_msg("%s", err->message);
+	char want[72];
+	sha256_hex(tar.p, tar.len, want);
+	assert_string_equal(res.diff_id, want);
+	assert_int_equal(res.uncompressed_size, tar.len);
+	assert_int_equal(res.entries, 13);
+	check_tree(dest);
+	free(dest);
+	free(tar.p);
+	free(layer.p);
+}
+
+static void test_tree_plain(void **state)
+{
+	test_tree(state, COMP_NONE, "plain");
+}
+
+static void test_tree_gzip(void **state)
+{
+	test_tree(state, COMP_GZIP, "gzip");
+}
+
+static void test_tree_zstd(void **state)
+{
+	test_tree(state, COMP_ZSTD, "zstd");
+}
+
+/* ---- whiteouts ---------------------------------------------------------------------- */
+
+static void unpack_ok(const char *dest, struct layer *l, enum comp c, const store_unpack_opts *opts)
+{
+	struct buf b = compress_bytes(&l->tar, c);
+	store_unpack_result res;
+	ad_error *err = NULL;
+	if (unpack_bytes(dest, &b, opts, &res, &err) < 0)
+		fail_msg("%s", err->message);
+	free(b.p);
+	free(l->tar.p);
+	l->tar.p = NULL;
+}
+
+static void test_whiteouts(void **state)
+{
+	struct fixture *fx = *state;
+	char *lower = mkdest(fx, "lower");
+	char *upper = mkdest(fx, "upper");
+	struct layer l;
+	layer_begin(&l);
+	add_dir(&l, "d", 0755);
+	add_file(&l, "d/old", "old\n", 0644, 0, 0);
+	add_file(&l, "foo", "foo\n", 0644, 0, 0);
+	add_file(&l, "keep", "keep\n", 0644, 0, 0);
+	add_dir(&l, "d2", 0755);
+	add_file(&l, "d2/x", "x\n", 0644, 0, 0);
+	add_file(&l, "d2/y", "y\n", 0644, 0, 0);
+	layer_end(&l);
+	unpack_ok(lower, &l, COMP_GZIP, NULL);
+
+	layer_begin(&l);
+	add_file(&l, ".wh.foo", "", 0644, 0, 0);
+	add_dir(&l, "d", 0755);
+	add_file(&l, "d/.wh..wh..opq", "", 0644, 0, 0);
+	add_file(&l, "d/new", "new\n", 0644, 0, 0);
+	add_file(&l, "d2/.wh.x", "", 0644, 0, 0);
+	add_dir(&l, ".wh..wh.plnk", 0700);
+	layer_end(&l);
+	unpack_ok(upper, &l, COMP_ZSTD, NULL);
+
+	struct stat st = lstat_of(upper, "foo");
+	assert_true(S_ISCHR(st.st_mode));
+	assert_int_equal(st.st_rdev, makedev(0, 0));
+	assert_int_equal(st.st_uid, 0);
+	assert_false(exists(upper, ".wh.foo"));
+	assert_false(exists(upper, ".wh..wh.plnk"));
+	assert_false(exists(upper, "d/.wh..wh..opq"));
+	char v[8];
+	char *p = ad_asprintf("%s/d", upper);
+	assert_int_equal(getxattr(p, "trusted.overlay.opaque", v, sizeof(v)), 1);
+	assert_int_equal(v[0], 'y');
+	free(p);
+	p = ad_asprintf("%s/d2", upper); /* made as a missing parent */
+	assert_int_equal(getxattr(p, "trusted.overlay.opaque", v, sizeof(v)), -1);
+	free(p);
+
+	char *mnt = mkdest(fx, "merged");
+	snprintf(fx->mnt, sizeof(fx->mnt), "%s", mnt);
+	char *data = ad_asprintf("lowerdir=%s:%s", upper, lower);
+	if (mount("overlay", mnt, "overlay", MS_RDONLY, data) < 0)
+		fail_msg("mount overlay %s: %s", data, strerror(errno));
+	fx->mounted = true;
+	assert_false(exists(mnt, "foo"));
+	assert_content(mnt, "keep", "keep\n");
+	assert_false(exists(mnt, "d/old"));
+	assert_content(mnt, "d/new", "new\n");
+	assert_false(exists(mnt, "d2/x"));
+	assert_content(mnt, "d2/y", "y\n");
+	assert_int_equal(umount2(mnt, 0), 0);
+	fx->mounted = false;
+	free(data);
+	free(mnt);
+	free(lower);
+	free(upper);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_tree_plain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tree_gzip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tree_zstd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
