@@ -1,0 +1,993 @@
+/* Registry client: OCI distribution API v2 over libcurl. One easy handle per
+ * request, sharing connections, DNS and TLS sessions through a CURLSH, so the
+ * parallel layer threads reuse connections. Redirects are followed by hand so
+ * that credentials only ever go to the registry and its token realm. */
+#include "store_int.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#define MAX_REDIRECTS 5
+#define MAX_SMALL_BODY (4u << 20) /* manifests, tokens, error bodies */
+#define MAX_ERROR_BODY (64u << 10)
+
+static const char *const ACCEPT =
+	"Accept: application/vnd.oci.image.index.v1+json, "
+	"application/vnd.docker.distribution.manifest.list.v2+json, "
+	"application/vnd.oci.image.manifest.v1+json, "
+	"application/vnd.docker.distribution.manifest.v2+json";
+
+typedef struct token_entry {
+	char *key; /* realm + service + scope */
+	char *token;
+	int64_t expires_ns;
+	struct token_entry *next;
+} token_entry;
+
+struct store_registry {
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	pthread_mutex_t tokens_lock;
+	token_entry *tokens;
+};
+
+typedef struct endpoint {
+	char *base;     /* "https://registry-1.docker.io" */
+	char *hostport; /* "registry-1.docker.io", "127.0.0.1:5000": certs.d name */
+	char *origin;   /* scheme://host:port as the server sees it, for redirects */
+	bool insecure;
+	bool upstream;  /* credentials of the reference's registry apply */
+	/* Auth scheme learned from the last 401. */
+	char *bearer;   /* current token */
+	char *basic;    /* "user:pass" base64 */
+	char *challenge; /* the WWW-Authenticate value */
+} endpoint;
+
+struct store_session {
+	store *s;
+	store_ref ref;
+	char *ref_string;
+	endpoint *eps;
+	size_t n_eps;
+	size_t preferred; /* the endpoint that answered last */
+	pthread_mutex_t lock;
+	/* Credentials for the upstream registry. */
+	char *username, *password, *identity_token, *registry_token;
+};
+
+/* ---- shared curl state ---- */
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access a, void *u)
+{
+	(void)h;
+	(void)a;
+	store_registry *r = u;
+	pthread_mutex_lock(&r->share_locks[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *u)
+{
+	(void)h;
+	store_registry *r = u;
+	pthread_mutex_unlock(&r->share_locks[data]);
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int store_registry_init(store *s, ad_error **err)
+{
+	pthread_once(&curl_once, curl_init_once);
+	store_registry *r = ad_malloc0(sizeof(*r));
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&r->share_locks[i], NULL);
+	pthread_mutex_init(&r->tokens_lock, NULL);
+	r->share = curl_share_init();
+	if (!r->share) {
+		free(r);
+		return ad_fail(err, AD_E_INTERNAL, "curl_share_init failed");
+	}
+	curl_share_setopt(r->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(r->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(r->share, CURLSHOPT_USERDATA, r);
+	curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	s->reg = r;
+	return 0;
+}
+
+void store_registry_free(store *s)
+{
+	store_registry *r = s->reg;
+	if (!r)
+		return;
+	curl_share_cleanup(r->share);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&r->share_locks[i]);
+	while (r->tokens) {
+		token_entry *t = r->tokens;
+		r->tokens = t->next;
+		free(t->key);
+		free(t->token);
+		free(t);
+	}
+	pthread_mutex_destroy(&r->tokens_lock);
+	free(r);
+	s->reg = NULL;
+}
+
+/* ---- helpers ---- */
+
+static char *b64(const char *in)
+{
+	size_t n = strlen(in);
+	char *out = ad_malloc0(4 * ((n + 2) / 3) + 1);
+	EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
+	return out;
+}
+
+static char *b64_decode(const char *in)
+{
+	size_t n = strlen(in);
+	unsigned char *out = ad_malloc0(n + 4);
+	int len = EVP_DecodeBlock(out, (const unsigned char *)in, (int)n);
+	if (len < 0) {
+		free(out);
+		return NULL;
+	}
+	/* EVP_DecodeBlock counts padding as zero bytes. */
+	while (n > 0 && in[n - 1] == '=') {
+		n--;
+		len--;
+	}
+	out[len < 0 ? 0 : len] = '\0';
+	return (char *)out;
+}
+
+static bool host_is_loopback(const char *hostport)
+{
+	char host[256];
+	if (hostport[0] == '[') {
+		const char *close = strchr(hostport, ']');
+		if (!close || (size_t)(close - hostport - 1) >= sizeof(host))
+			return false;
+		memcpy(host, hostport + 1, (size_t)(close - hostport - 1));
+		host[close - hostport - 1] = '\0';
+	} else {
+		snprintf(host, sizeof(host), "%s", hostport);
+		char *colon = strchr(host, ':');
+		if (colon)
+			*colon = '\0';
+	}
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
+}
+
+static const store_registry_config *registry_config(store *s, const char *host)
+{
+	for (size_t i = 0; i < s->n_registries; i++)
+		if (strcmp(s->registries[i].host, host) == 0)
+			return &s->registries[i];
+	return NULL;
+}
+
+/* "scheme://host[:port]" of a URL, for same-origin checks on redirects. */
+static char *url_origin(const char *url)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL, *res = NULL;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+		for (char *c = host; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		res = ad_asprintf("%s://%s:%s", scheme, host, port);
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return res;
+}
+
+static void endpoint_add(store_session *sess, const char *base, bool insecure, bool upstream)
+{
+	sess->eps = ad_realloc(sess->eps, sizeof(*sess->eps) * (sess->n_eps + 1));
+	endpoint *ep = &sess->eps[sess->n_eps++];
+	memset(ep, 0, sizeof(*ep));
+	size_t n = strlen(base);
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	ep->base = ad_strndup(base, n);
+	const char *h = strstr(ep->base, "://");
+	h = h ? h + 3 : ep->base;
+	const char *slash = strchr(h, '/');
+	ep->hostport = slash ? ad_strndup(h, (size_t)(slash - h)) : ad_strdup(h);
+	ep->origin = url_origin(ep->base);
+	if (!ep->origin)
+		ep->origin = ad_strdup(ep->base);
+	ep->insecure = insecure;
+	ep->upstream = upstream;
+}
+
+/* ---- credentials from an auth file ---- */
+
+static void creds_from_entry(store_session *sess, json_t *entry)
+{
+	const char *auth = json_string_value(json_object_get(entry, "auth"));
+	const char *user = json_string_value(json_object_get(entry, "username"));
+	const char *pass = json_string_value(json_object_get(entry, "password"));
+	const char *idt = json_string_value(json_object_get(entry, "identitytoken"));
+	if (auth && *auth) {
+		char *dec = b64_decode(auth);
+		char *colon = dec ? strchr(dec, ':') : NULL;
+		if (colon) {
+			*colon = '\0';
+			sess->username = ad_strdup(dec);
+			sess->password = ad_strdup(colon + 1);
+		}
+		free(dec);
+	} else if (user && pass) {
+		sess->username = ad_strdup(user);
+		sess->password = ad_strdup(pass);
+	}
+	if (idt && *idt)
+		sess->identity_token = ad_strdup(idt);
+}
+
+static int creds_from_file(store_session *sess, const char *path, ad_error **err)
+{
+	json_error_t jerr;
+	json_t *root = json_load_file(path, 0, &jerr);
+	if (!root) {
+		if (errno == ENOENT)
+			return 0;
+		return ad_fail(err, AD_E_INVALID, "auth file %s: %s (line %d)", path, jerr.text,
+			       jerr.line);
+	}
+	json_t *auths = json_object_get(root, "auths");
+	const store_ref *r = &sess->ref;
+	/* Most specific first: containers auth.json allows host/namespace keys. */
+	_cleanup_free_ char *full = ad_asprintf("%s/%s", r->domain, r->path);
+	json_t *entry = NULL;
+	for (char *end = full + strlen(full); !entry && end > full;) {
+		*end = '\0';
+		entry = json_object_get(auths, full);
+		char *slash = strrchr(full, '/');
+		if (!slash)
+			break;
+		end = slash;
+	}
+	const char *alts[] = {"https://%s", "http://%s", "https://%s/v1/", "https://%s/v2/"};
+	for (size_t i = 0; !entry && i < sizeof(alts) / sizeof(alts[0]); i++) {
+		_cleanup_free_ char *k = ad_asprintf(alts[i], r->domain);
+		entry = json_object_get(auths, k);
+	}
+	if (!entry && strcmp(r->domain, "docker.io") == 0) {
+		entry = json_object_get(auths, "https://index.docker.io/v1/");
+		if (!entry)
+			entry = json_object_get(auths, "index.docker.io");
+		if (!entry)
+			entry = json_object_get(auths, "registry-1.docker.io");
+	}
+	if (json_is_object(entry))
+		creds_from_entry(sess, entry);
+	json_decref(root);
+	return 0;
+}
+
+/* ---- session ---- */
+
+int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
+		      store_session **ret_sess, ad_error **err)
+{
+	store_session *sess = ad_malloc0(sizeof(*sess));
+	sess->s = s;
+	pthread_mutex_init(&sess->lock, NULL);
+	sess->ref.domain = ad_strdup(ref->domain);
+	sess->ref.path = ad_strdup(ref->path);
+	sess->ref.tag = ref->tag ? ad_strdup(ref->tag) : NULL;
+	sess->ref.digest = ref->digest ? ad_strdup(ref->digest) : NULL;
+	sess->ref_string = store_ref_string(ref);
+
+	const store_registry_config *cfg = registry_config(s, ref->domain);
+	if (cfg && cfg->mirrors)
+		for (const char **m = cfg->mirrors; *m; m++)
+			endpoint_add(sess, *m, cfg->insecure, false);
+	const char *host = strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io"
+								  : ref->domain;
+	bool plain = (cfg && cfg->plain_http) || host_is_loopback(host);
+	_cleanup_free_ char *base = ad_asprintf("%s://%s", plain ? "http" : "https", host);
+	endpoint_add(sess, base, cfg && cfg->insecure, true);
+
+	if (auth && (auth->username || auth->auth || auth->identity_token ||
+		     auth->registry_token)) {
+		if (auth->auth && *auth->auth) {
+			char *dec = b64_decode(auth->auth);
+			char *colon = dec ? strchr(dec, ':') : NULL;
+			if (!colon) {
+				free(dec);
+				store_session_free(sess);
+				return ad_fail(err, AD_E_INVALID,
+					       "auth for %s is not base64 of user:password",
+					       ref->domain);
+			}
+			*colon = '\0';
+			sess->username = ad_strdup(dec);
+			sess->password = ad_strdup(colon + 1);
+			free(dec);
+		} else if (auth->username) {
+			sess->username = ad_strdup(auth->username);
+			sess->password = ad_strdup(auth->password ? auth->password : "");
+		}
+		if (auth->identity_token && *auth->identity_token)
+			sess->identity_token = ad_strdup(auth->identity_token);
+		if (auth->registry_token && *auth->registry_token)
+			sess->registry_token = ad_strdup(auth->registry_token);
+	} else if (s->auth_file && creds_from_file(sess, s->auth_file, err) < 0) {
+		store_session_free(sess);
+		return -1;
+	}
+	*ret_sess = sess;
+	return 0;
+}
+
+void store_session_free(store_session *sess)
+{
+	if (!sess)
+		return;
+	for (size_t i = 0; i < sess->n_eps; i++) {
+		endpoint *ep = &sess->eps[i];
+		free(ep->base);
+		free(ep->hostport);
+		free(ep->origin);
+		free(ep->bearer);
+		free(ep->basic);
+		free(ep->challenge);
+	}
+	free(sess->eps);
+	store_ref_clear(&sess->ref);
+	free(sess->ref_string);
+	free(sess->username);
+	free(sess->password);
+	free(sess->identity_token);
+	free(sess->registry_token);
+	pthread_mutex_destroy(&sess->lock);
+	free(sess);
+}
+
+/* ---- one HTTP exchange ---- */
+
+typedef struct xfer {
+	CURL *h;
+	long status;
+	/* Body: 2xx goes to sink (or small), others to errbody. */
+	store_sink_fn sink;
+	void *sink_data;
+	ad_error *sink_err;
+	uint64_t skip; /* bytes to drop: a 200 answered our Range */
+	uint64_t delivered;
+	char *small;
+	size_t small_len, small_max;
+	char *errbody;
+	size_t errbody_len;
+	char *www_auth, *content_type, *docker_digest;
+	bool status_checked, range_request;
+} xfer;
+
+static char *header_value(const char *line, size_t n, const char *name)
+{
+	size_t nl = strlen(name);
+	if (n <= nl + 1 || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+		return NULL;
+	const char *v = line + nl + 1;
+	const char *end = line + n;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	return ad_strndup(v, (size_t)(end - v));
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *u)
+{
+	xfer *x = u;
+	size_t len = size * n;
+	/* A new status line (after a 100 or a redirect) resets what we saw. */
+	if (len > 5 && strncmp(buf, "HTTP/", 5) == 0) {
+		free(x->www_auth);
+		free(x->content_type);
+		free(x->docker_digest);
+		x->www_auth = x->content_type = x->docker_digest = NULL;
+		return len;
+	}
+	char *v;
+	if ((v = header_value(buf, len, "WWW-Authenticate"))) {
+		free(x->www_auth);
+		x->www_auth = v;
+	} else if ((v = header_value(buf, len, "Content-Type"))) {
+		free(x->content_type);
+		x->content_type = v;
+	} else if ((v = header_value(buf, len, "Docker-Content-Digest"))) {
+		free(x->docker_digest);
+		x->docker_digest = v;
+	}
+	return len;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *u)
+{
+	xfer *x = u;
+	size_t len = size * n;
+	if (!x->status_checked) {
+		curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
+		x->status_checked = true;
+		if (x->status == 200 && x->range_request)
+			x->skip = x->delivered; /* server ignored Range: drop what we have */
+	}
+	if (x->status < 200 || x->status >= 300) {
+		size_t room = MAX_ERROR_BODY - x->errbody_len;
+		size_t take = len < room ? len : room;
+		x->errbody = ad_realloc(x->errbody, x->errbody_len + take + 1);
+		memcpy(x->errbody + x->errbody_len, buf, take);
+		x->errbody_len += take;
+		x->errbody[x->errbody_len] = '\0';
+		return len;
+	}
+	const char *p = buf;
+	size_t left = len;
+	if (x->skip) {
+		size_t d = x->skip < left ? (size_t)x->skip : left;
+		x->skip -= d;
+		p += d;
+		left -= d;
+		if (!left)
+			return len;
+	}
+	if (x->sink) {
+		if (x->sink(x->sink_data, p, left, &x->sink_err) < 0)
+			return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+		x->delivered += left;
+		return len;
+	}
+	if (x->small_len + left > x->small_max)
+		return 0;
+	x->small = ad_realloc(x->small, x->small_len + left + 1);
+	memcpy(x->small + x->small_len, p, left);
+	x->small_len += left;
+	x->small[x->small_len] = '\0';
+	return len;
+}
+
+static void xfer_reset_response(xfer *x)
+{
+	free(x->www_auth);
+	free(x->content_type);
+	free(x->docker_digest);
+	free(x->errbody);
+	x->www_auth = x->content_type = x->docker_digest = NULL;
+	x->errbody = NULL;
+	x->errbody_len = 0;
+	x->status = 0;
+	x->status_checked = false;
+	x->skip = 0;
+	if (!x->sink) {
+		free(x->small);
+		x->small = NULL;
+		x->small_len = 0;
+	}
+}
+
+static void xfer_free(xfer *x)
+{
+	xfer_reset_response(x);
+	free(x->small);
+	ad_error_free(&x->sink_err);
+}
+
+static int ssl_ctx_cb(CURL *h, void *sslctx, void *u)
+{
+	(void)h;
+	const char *dir = u;
+	X509_STORE *st = SSL_CTX_get_cert_store((SSL_CTX *)sslctx);
+	DIR *d = opendir(dir);
+	if (!d)
+		return CURLE_OK;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (n > 4 && strcmp(e->d_name + n - 4, ".crt") == 0) {
+			_cleanup_free_ char *p = ad_asprintf("%s/%s", dir, e->d_name);
+			X509_STORE_load_file(st, p);
+		}
+	}
+	closedir(d);
+	return CURLE_OK;
+}
+
+typedef struct tls_files {
+	char *dir;       /* certs.d/<host:port> when it exists */
+	char *cert, *key;
+} tls_files;
+
+static void tls_files_find(store *s, const endpoint *ep, tls_files *t)
+{
+	memset(t, 0, sizeof(*t));
+	if (!s->certs_dir)
+		return;
+	_cleanup_free_ char *dir = ad_asprintf("%s/%s", s->certs_dir, ep->hostport);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (!t->cert && n > 5 && strcmp(e->d_name + n - 5, ".cert") == 0) {
+			_cleanup_free_ char *key =
+				ad_asprintf("%s/%.*s.key", dir, (int)(n - 5), e->d_name);
+			if (access(key, R_OK) == 0) {
+				t->cert = ad_asprintf("%s/%s", dir, e->d_name);
+				t->key = ad_steal_ptr(key);
+			}
+		}
+	}
+	closedir(d);
+	t->dir = ad_steal_ptr(dir);
+}
+
+static void tls_files_clear(tls_files *t)
+{
+	free(t->dir);
+	free(t->cert);
+	free(t->key);
+}
+
+/* Performs one request to `url` following redirects by hand; `auth_header`
+ * goes only to `origin`. Returns the CURLcode; x->status holds the answer. */
+static CURLcode perform(store *s, const endpoint *ep, const char *url, const char *auth_header,
+			const char *extra_header, xfer *x, const char *post_body)
+{
+	_cleanup_free_ char *cur = ad_strdup(url);
+	tls_files tls;
+	tls_files_find(s, ep, &tls);
+	CURLcode rc = CURLE_OK;
+	for (int hop = 0; hop <= MAX_REDIRECTS; hop++) {
+		CURL *h = curl_easy_init();
+		if (!h) {
+			rc = CURLE_OUT_OF_MEMORY;
+			break;
+		}
+		x->h = h;
+		xfer_reset_response(x);
+		_cleanup_free_ char *origin = url_origin(cur);
+		bool same = origin && ep->origin && strcmp(origin, ep->origin) == 0;
+		struct curl_slist *hdrs = NULL;
+		if (!post_body)
+			hdrs = curl_slist_append(hdrs, ACCEPT);
+		if (auth_header && same)
+			hdrs = curl_slist_append(hdrs, auth_header);
+		if (extra_header)
+			hdrs = curl_slist_append(hdrs, extra_header);
+		curl_easy_setopt(h, CURLOPT_URL, cur);
+		curl_easy_setopt(h, CURLOPT_SHARE, s->reg->share);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(h, CURLOPT_USERAGENT, "agentd/" AGENTD_VERSION);
+		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)s->stall_timeout_s);
+		/* The stall timeout: fewer than 1 byte/s for N seconds. */
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)s->stall_timeout_s);
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+		curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+		if (post_body) {
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, post_body);
+		}
+		if (same && ep->insecure) {
+			curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+			curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+		}
+		if (same && tls.dir) {
+			curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
+			curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, tls.dir);
+			if (tls.cert) {
+				curl_easy_setopt(h, CURLOPT_SSLCERT, tls.cert);
+				curl_easy_setopt(h, CURLOPT_SSLKEY, tls.key);
+			}
+		}
+		rc = curl_easy_perform(h);
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x->status);
+		char *loc = NULL;
+		_cleanup_free_ char *next = NULL;
+		if (rc == CURLE_OK && x->status >= 300 && x->status < 400 &&
+		    curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc)
+			next = ad_strdup(loc);
+		curl_easy_cleanup(h);
+		curl_slist_free_all(hdrs);
+		x->h = NULL;
+		if (!next)
+			break;
+		free(cur);
+		cur = ad_steal_ptr(next);
+		if (hop == MAX_REDIRECTS)
+			rc = CURLE_TOO_MANY_REDIRECTS;
+	}
+	tls_files_clear(&tls);
+	return rc;
+}
+
+/* The registry's own words from an error body: {"errors":[{"code","message"}]}. */
+static char *registry_message(const xfer *x)
+{
+	if (!x->errbody || !*x->errbody)
+		return ad_asprintf("HTTP %ld", x->status);
+	json_t *root = json_loads(x->errbody, 0, NULL);
+	json_t *e0 = json_array_get(json_object_get(root, "errors"), 0);
+	const char *code = json_string_value(json_object_get(e0, "code"));
+	const char *msg = json_string_value(json_object_get(e0, "message"));
+	char *res;
+	if (code || msg)
+		res = ad_asprintf("%s%s%s", code ? code : "", code && msg ? ": " : "",
+				  msg ? msg : "");
+	else
+		res = ad_asprintf("HTTP %ld: %.200s", x->status, x->errbody);
+	json_decref(root);
+	return res;
+}
+
+/* ---- token auth (distribution docs/spec/auth/token.md) ---- */
+
+/* Parses `Bearer realm="..",service="..",scope=".."` into its parameters. */
+static char *challenge_param(const char *ch, const char *name)
+{
+	size_t nl = strlen(name);
+	const char *p = ch;
+	while ((p = strcasestr(p, name))) {
+		bool boundary = p == ch || p[-1] == ' ' || p[-1] == ',';
+		const char *q = p + nl;
+		while (*q == ' ')
+			q++;
+		if (!boundary || *q != '=') {
+			p += nl;
+			continue;
+		}
+		q++;
+		while (*q == ' ')
+			q++;
+		if (*q == '"') {
+			const char *end = strchr(q + 1, '"');
+			return end ? ad_strndup(q + 1, (size_t)(end - q - 1)) : NULL;
+		}
+		size_t n = strcspn(q, ", ");
+		return ad_strndup(q, n);
+	}
+	return NULL;
+}
+
+static int fetch_token(store_session *sess, const endpoint *ep, const char *challenge,
+		       char **ret_token, ad_error **err)
+{
+	store *s = sess->s;
+	_cleanup_free_ char *realm = challenge_param(challenge, "realm");
+	_cleanup_free_ char *service = challenge_param(challenge, "service");
+	_cleanup_free_ char *scope = challenge_param(challenge, "scope");
+	if (!realm)
+		return ad_fail(err, AD_E_UNAVAILABLE,
+			       "registry %s: Bearer challenge without a realm", ep->hostport);
+	if (!scope)
+		scope = ad_asprintf("repository:%s:pull", sess->ref.path);
+	bool creds = ep->upstream;
+	_cleanup_free_ char *key = ad_asprintf("%s|%s|%s|%s", realm, service ? service : "", scope,
+					       creds && sess->username ? sess->username : "");
+	int64_t now = ad_monotonic_ns();
+	pthread_mutex_lock(&s->reg->tokens_lock);
+	for (token_entry *t = s->reg->tokens; t; t = t->next) {
+		if (strcmp(t->key, key) == 0 && t->expires_ns > now) {
+			*ret_token = ad_strdup(t->token);
+			pthread_mutex_unlock(&s->reg->tokens_lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&s->reg->tokens_lock);
+
+	CURLU *u = curl_url();
+	curl_url_set(u, CURLUPART_URL, realm, 0);
+	_cleanup_free_ char *q_service = NULL, *q_scope = NULL;
+	char *esc_scope = curl_easy_escape(NULL, scope, 0);
+	char *esc_service = service ? curl_easy_escape(NULL, service, 0) : NULL;
+	_cleanup_free_ char *post = NULL;
+	if (creds && sess->identity_token) {
+		/* OAuth2 refresh-token grant: the identity token stands for the password. */
+		char *esc_rt = curl_easy_escape(NULL, sess->identity_token, 0);
+		post = ad_asprintf("grant_type=refresh_token&client_id=agentd&refresh_token=%s"
+				   "&scope=%s%s%s",
+				   esc_rt, esc_scope, esc_service ? "&service=" : "",
+				   esc_service ? esc_service : "");
+		curl_free(esc_rt);
+	} else {
+		if (esc_service) {
+			q_service = ad_asprintf("service=%s", esc_service);
+			curl_url_set(u, CURLUPART_QUERY, q_service, CURLU_APPENDQUERY);
+		}
+		q_scope = ad_asprintf("scope=%s", esc_scope);
+		curl_url_set(u, CURLUPART_QUERY, q_scope, CURLU_APPENDQUERY);
+	}
+	curl_free(esc_scope);
+	curl_free(esc_service);
+	char *url = NULL;
+	curl_url_get(u, CURLUPART_URL, &url, 0);
+	curl_url_cleanup(u);
+	if (!url)
+		return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: bad token realm %s",
+			       ep->hostport, realm);
+
+	/* The realm is the one other host that may see the credentials. */
+	endpoint realm_ep = {0};
+	realm_ep.origin = url_origin(url);
+	realm_ep.hostport = ad_strdup(ep->hostport);
+	realm_ep.insecure = ep->insecure;
+	_cleanup_free_ char *auth_header = NULL;
+	if (creds && sess->username && !sess->identity_token) {
+		_cleanup_free_ char *up = ad_asprintf("%s:%s", sess->username, sess->password);
+		_cleanup_free_ char *enc = b64(up);
+		auth_header = ad_asprintf("Authorization: Basic %s", enc);
+	}
+	xfer x = {.small_max = MAX_SMALL_BODY};
+	CURLcode rc = perform(s, &realm_ep, url, auth_header, NULL, &x, post);
+	curl_free(url);
+	free(realm_ep.origin);
+	free(realm_ep.hostport);
+	int r = 0;
+	if (rc != CURLE_OK) {
+		r = ad_fail(err, AD_E_UNAVAILABLE, "token server %s for %s unreachable: %s", realm,
+			    ep->hostport, curl_easy_strerror(rc));
+	} else if (x.status == 401 || x.status == 403) {
+		_cleanup_free_ char *m = registry_message(&x);
+		r = ad_fail(err, x.status == 401 ? AD_E_UNAUTHENTICATED : AD_E_PERMISSION,
+			    "registry %s: token request refused: %s", ep->hostport, m);
+	} else if (x.status != 200) {
+		_cleanup_free_ char *m = registry_message(&x);
+		r = ad_fail(err, AD_E_UNAVAILABLE, "registry %s: token request failed: %s",
+			    ep->hostport, m);
+	} else {
+		json_t *root = json_loads(x.small ? x.small : "", 0, NULL);
+		const char *tok = json_string_value(json_object_get(root, "token"));
+		if (!tok)
+			tok = json_string_value(json_object_get(root, "access_token"));
+		json_int_t expires = json_integer_value(json_object_get(root, "expires_in"));
+		if (expires < 60)
+			expires = 60; /* the spec's default and minimum */
+		if (!tok) {
+			r = ad_fail(err, AD_E_UNAVAILABLE,
+				    "registry %s: token response without a token", ep->hostport);
+		} else {
+			*ret_token = ad_strdup(tok);
+			token_entry *t = ad_malloc0(sizeof(*t));
+			t->key = ad_strdup(key);
+			t->token = ad_strdup(tok);
+			/* Refresh a little early so a token never expires mid-request. */
+			t->expires_ns = now + (int64_t)(expires - 10) * 1000000000LL;
+			pthread_mutex_lock(&s->reg->tokens_lock);
+			t->next = s->reg->tokens;
+			s->reg->tokens = t;
+			pthread_mutex_unlock(&s->reg->tokens_lock);
+		}
+		json_decref(root);
+	}
+	xfer_free(&x);
+	return r;
+}
+
+/* Turns a 401 challenge into credentials for the next attempt. */
+static int answer_challenge(store_session *sess, endpoint *ep, const char *challenge,
+			    ad_error **err)
+{
+	if (strncasecmp(challenge, "Bearer", 6) == 0) {
+		char *tok = NULL;
+		if (ep->upstream && sess->registry_token) {
+			tok = ad_strdup(sess->registry_token);
+		} else if (fetch_token(sess, ep, challenge, &tok, err) < 0) {
+			return -1;
+		}
+		free(ep->bearer);
+		ep->bearer = tok;
+		free(ep->challenge);
+		ep->challenge = ad_strdup(challenge);
+		return 0;
+	}
+	if (strncasecmp(challenge, "Basic", 5) == 0) {
+		if (!ep->upstream || !sess->username)
+			return ad_fail(err, AD_E_UNAUTHENTICATED,
+				       "registry %s requires credentials for %s", ep->hostport,
+				       sess->ref_string);
+		_cleanup_free_ char *up = ad_asprintf("%s:%s", sess->username, sess->password);
+		free(ep->basic);
+		ep->basic = b64(up);
+		return 0;
+	}
+	return ad_fail(err, AD_E_UNAUTHENTICATED, "registry %s: unsupported auth challenge \"%s\"",
+		       ep->hostport, challenge);
+}
+
+static bool transient_curl(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_GOT_NOTHING:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_SSL_CONNECT_ERROR:
+		return true;
+	default:
+		return false;
+	}
+}
+
+typedef enum what { WHAT_MANIFEST, WHAT_BLOB } what;
+
+/* One request against one endpoint, with auth, retries and (for blobs) resume. */
+static int request_ep(store_session *sess, endpoint *ep, what kind, const char *name, xfer *x,
+		      ad_error **err)
+{
+	store *s = sess->s;
+	_cleanup_free_ char *url = ad_asprintf("%s/v2/%s/%s/%s", ep->base, sess->ref.path,
+					       kind == WHAT_MANIFEST ? "manifests" : "blobs", name);
+	bool auth_retried = false;
+	unsigned delay = s->backoff_ms;
+	for (unsigned attempt = 0;; attempt++) {
+		_cleanup_free_ char *auth_header = NULL, *range = NULL;
+		pthread_mutex_lock(&sess->lock);
+		if (ep->bearer)
+			auth_header = ad_asprintf("Authorization: Bearer %s", ep->bearer);
+		else if (ep->basic)
+			auth_header = ad_asprintf("Authorization: Basic %s", ep->basic);
+		pthread_mutex_unlock(&sess->lock);
+		x->range_request = x->sink && x->delivered > 0;
+		if (x->range_request)
+			range = ad_asprintf("Range: bytes=%llu-", (unsigned long long)x->delivered);
+		CURLcode rc = perform(s, ep, url, auth_header, range, x, NULL);
+		if (x->sink_err) {
+			*err = ad_steal_ptr(x->sink_err);
+			return -1;
+		}
+		bool retry = false;
+		if (rc == CURLE_OK && x->status == 401 && x->www_auth && !auth_retried) {
+			auth_retried = true;
+			pthread_mutex_lock(&sess->lock);
+			int r = answer_challenge(sess, ep, x->www_auth, err);
+			pthread_mutex_unlock(&sess->lock);
+			if (r < 0)
+				return -1;
+			continue;
+		}
+		if (rc != CURLE_OK) {
+			if (!transient_curl(rc) || attempt >= s->retries)
+				return ad_fail(err, AD_E_UNAVAILABLE, "registry %s unreachable: %s",
+					       ep->hostport, curl_easy_strerror(rc));
+			retry = true;
+		} else if (x->status >= 500 || x->status == 429) {
+			if (attempt >= s->retries) {
+				_cleanup_free_ char *m = registry_message(x);
+				return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: %s",
+					       ep->hostport, m);
+			}
+			retry = true;
+		} else if (x->status == 401 || x->status == 403) {
+			_cleanup_free_ char *m = registry_message(x);
+			return ad_fail(err,
+				       x->status == 401 ? AD_E_UNAUTHENTICATED : AD_E_PERMISSION,
+				       "registry %s denied %s: %s", ep->hostport, sess->ref_string,
+				       m);
+		} else if (x->status == 404) {
+			_cleanup_free_ char *m = registry_message(x);
+			if (kind == WHAT_MANIFEST)
+				return ad_fail(err, AD_E_NOT_FOUND, "image %s not found: %s",
+					       sess->ref_string, m);
+			return ad_fail(err, AD_E_NOT_FOUND, "image %s: blob %s not found: %s",
+				       sess->ref_string, name, m);
+		} else if (x->status < 200 || x->status >= 300) {
+			_cleanup_free_ char *m = registry_message(x);
+			return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: %s: %s", ep->hostport,
+				       url, m);
+		}
+		if (!retry)
+			return 0;
+		if (attempt >= s->retries)
+			return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: giving up after %u attempts",
+				       ep->hostport, attempt + 1);
+		struct timespec ts = {delay / 1000, (long)(delay % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		delay *= 2;
+	}
+}
+
+/* Tries the preferred endpoint first, then the others in order (mirrors before
+ * the upstream). Data already streamed cannot be taken back, so a blob that
+ * failed midway is not retried elsewhere. */
+static int request(store_session *sess, what kind, const char *name, xfer *x, ad_error **err)
+{
+	pthread_mutex_lock(&sess->lock);
+	size_t first = sess->preferred;
+	pthread_mutex_unlock(&sess->lock);
+	ad_error *last = NULL;
+	for (size_t k = 0; k < sess->n_eps; k++) {
+		size_t i = k == 0 ? first : (k <= first ? k - 1 : k);
+		ad_error *e = NULL;
+		if (request_ep(sess, &sess->eps[i], kind, name, x, &e) == 0) {
+			ad_error_free(&last);
+			pthread_mutex_lock(&sess->lock);
+			sess->preferred = i;
+			pthread_mutex_unlock(&sess->lock);
+			return 0;
+		}
+		ad_error_free(&last);
+		last = e;
+		if (e->code == AD_E_DATA_LOSS || e->code == AD_E_RESOURCE)
+			break;
+	}
+	*err = last;
+	return -1;
+}
+
+int store_session_get_manifest(store_session *sess, const char *tag_or_digest, char **ret_body,
+			       size_t *ret_len, char **ret_media_type, char **ret_digest,
+			       ad_error **err)
+{
+	xfer x = {.small_max = MAX_SMALL_BODY};
+	if (request(sess, WHAT_MANIFEST, tag_or_digest, &x, err) < 0) {
+		xfer_free(&x);
+		return -1;
+	}
+	*ret_body = x.small ? ad_steal_ptr(x.small) : ad_strdup("");
+	*ret_len = x.small_len;
+	if (ret_media_type) {
+		char *ct = x.content_type ? ad_strdup(x.content_type) : ad_strdup("");
+		ct[strcspn(ct, ";")] = '\0';
+		*ret_media_type = ct;
+	}
+	if (ret_digest)
+		*ret_digest = x.docker_digest ? ad_strdup(x.docker_digest) : NULL;
+	xfer_free(&x);
+	return 0;
+}
+
+int store_session_get_blob(store_session *sess, const char *digest, uint64_t size,
+			   store_sink_fn sink, void *userdata, ad_error **err)
+{
+	(void)size;
+	xfer x = {.sink = sink, .sink_data = userdata};
+	int r = request(sess, WHAT_BLOB, digest, &x, err);
+	xfer_free(&x);
+	return r;
+}

@@ -1,0 +1,160 @@
+/* store.h — the one public header of libadstore: image references, the
+ * content-addressed blob store, pulls from OCI/Docker registries, the image
+ * records in the state DB, and overlay rootfs mounts for containers.
+ * No protobuf or gRPC: agent/ translates CRI/agent.v1 messages to these. */
+#ifndef AGENTD_STORE_H
+#define AGENTD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common.h"
+
+/* ---- references ---------------------------------------------------------
+ * Normalised like docker/podman: "nginx" is docker.io/library/nginx:latest. */
+typedef struct store_ref {
+	char *domain; /* "docker.io", "localhost:5000", "[::1]:5000" */
+	char *path;   /* "library/nginx" */
+	char *tag;    /* NULL when only a digest was given */
+	char *digest; /* "sha256:<hex>" or NULL */
+} store_ref;
+
+/* AD_E_INVALID naming the reference and the rule it breaks. */
+int store_ref_parse(const char *s, store_ref *ret_ref, ad_error **err);
+void store_ref_clear(store_ref *ref);
+/* "docker.io/library/nginx:latest", "host/x@sha256:..", "host/x:t@sha256:..". */
+char *store_ref_string(const store_ref *ref);
+/* "docker.io/library/nginx" */
+char *store_ref_name(const store_ref *ref);
+
+/* ---- registry credentials (the CRI AuthConfig) -------------------------- */
+typedef struct store_auth {
+	const char *username;
+	const char *password;
+	const char *auth;           /* base64 "user:password" */
+	const char *identity_token; /* OAuth2 refresh token for the token realm */
+	const char *registry_token; /* used as the Bearer token as is */
+} store_auth;
+
+/* Per-registry settings, matched by the reference's domain ("host[:port]"). */
+typedef struct store_registry_config {
+	const char *host;
+	bool plain_http;     /* speak http:// (loopback hosts do by default) */
+	bool insecure;       /* https without certificate verification */
+	const char **mirrors; /* NULL-terminated base URLs, tried in order before the host */
+} store_registry_config;
+
+typedef struct store_opts {
+	const char *root;    /* blobs/, layers/, containers/, tmp/ live here */
+	const char *db_path; /* the state DB (opened with ad_db_open) */
+	const char *certs_dir; /* certs.d layout: <dir>/<host[:port]>/{*.crt,*.cert,*.key} */
+	const char *auth_file; /* containers auth.json or Docker config.json; NULL: none */
+	const store_registry_config *registries;
+	size_t n_registries;
+	unsigned max_parallel;   /* layers fetched at once; 0: 3 */
+	unsigned stall_timeout_s; /* no bytes for this long fails a fetch; 0: 30 */
+	unsigned retries;        /* extra attempts on 5xx/resets; 0: 3 */
+	unsigned backoff_ms;     /* first retry delay, doubled each time; 0: 200 */
+	bool allow_devices;      /* let layers carry device nodes (see unpack) */
+} store_opts;
+
+typedef struct store store;
+
+/* Creates the directory layout and removes leftovers of interrupted pulls. */
+int store_open(const store_opts *opts, store **ret_store, ad_error **err);
+void store_close(store *s);
+
+/* ---- content store ------------------------------------------------------ */
+typedef ssize_t (*store_source_fn)(void *userdata, void *buf, size_t len, ad_error **err);
+
+/* Streams content into blobs/sha256/<hex>: hashed while written to a temp
+ * file, fsynced, renamed only if digest and size (size < 0: any) match.
+ * Mismatch → AD_E_DATA_LOSS naming both digests; ENOSPC → AD_E_RESOURCE. In
+ * every failure no blob becomes visible. */
+int store_blob_ingest(store *s, const char *digest, int64_t size, store_source_fn read_fn,
+		      void *userdata, ad_error **err);
+bool store_blob_exists(store *s, const char *digest);
+/* Path of the blob (which may not exist); validated digest or AD_E_INVALID. */
+int store_blob_path(store *s, const char *digest, char **ret_path, ad_error **err);
+
+/* ---- pull ---------------------------------------------------------------- */
+typedef enum store_layer_state {
+	STORE_LAYER_WAITING,
+	STORE_LAYER_DOWNLOADING,
+	STORE_LAYER_EXTRACTING, /* the download is done; the tail is being unpacked */
+	STORE_LAYER_DONE,       /* unpacked and verified */
+	STORE_LAYER_EXISTS,     /* already in the store */
+	STORE_LAYER_FAILED,
+} store_layer_state;
+
+typedef struct store_progress {
+	size_t index, count; /* which layer of how many */
+	const char *digest;  /* the layer's (compressed) digest */
+	store_layer_state state;
+	uint64_t done, total; /* compressed bytes */
+} store_progress;
+
+/* Called from the pull's worker threads, serialised by the store. */
+typedef void (*store_progress_fn)(void *userdata, const store_progress *p);
+
+typedef struct store_pull_opts {
+	const store_auth *auth; /* NULL: from the auth file, else anonymous */
+	const char *os, *arch, *variant; /* NULL: the host's */
+	store_progress_fn progress;
+	void *progress_userdata;
+} store_pull_opts;
+
+/* Pulls the image and records it; *ret_image_id (if non-NULL) receives its
+ * id ("sha256:<config hex>"). */
+int store_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
+	       ad_error **err);
+
+/* ---- images ---------------------------------------------------------------- */
+typedef struct store_image {
+	char *id;              /* "sha256:<config hex>" */
+	char **tags;           /* NULL-terminated, normalised names */
+	char **repo_digests;   /* NULL-terminated, "name@sha256:<manifest>" */
+	uint64_t size;         /* compressed layers + config */
+	char *config_json;     /* the image config */
+	char **layer_ids;      /* NULL-terminated diff_ids, bottom first */
+	int64_t created_ns;    /* when it was stored here */
+} store_image;
+
+void store_image_free(store_image *img);
+void store_images_free(store_image **imgs);
+
+/* Finds by tag/reference ("nginx", "docker.io/library/nginx:1"), id (full or
+ * a unique hex prefix of at least 12), manifest or repo digest. Absent →
+ * AD_E_NOT_FOUND naming the query. */
+int store_image_get(store *s, const char *query, store_image **ret_image, ad_error **err);
+/* NULL-terminated list; `filter` (may be NULL) as in store_image_get. */
+int store_image_list(store *s, const char *filter, store_image ***ret_images, ad_error **err);
+/* Removes the image found by `query` (all its tags when given an id or digest,
+ * only that tag when given a tag that is not the image's last). Absent is not
+ * an error. An image a container uses → AD_E_PRECONDITION. Content nobody else
+ * references is freed. */
+int store_image_remove(store *s, const char *query, ad_error **err);
+/* Deletes blobs and layer dirs no image references, and temp leftovers. */
+int store_gc(store *s, uint64_t *ret_freed_bytes, ad_error **err);
+
+typedef struct store_fs_usage {
+	char *mountpoint;  /* the store root */
+	uint64_t used_bytes; /* bytes of blobs and layers */
+	uint64_t inodes_used;
+	uint64_t fs_free_bytes, fs_total_bytes;
+} store_fs_usage;
+int store_fs_usage_get(store *s, store_fs_usage *ret_usage, ad_error **err);
+void store_fs_usage_clear(store_fs_usage *u);
+
+/* ---- container rootfs ------------------------------------------------------ */
+/* Pins the image for `container_id` and mounts an overlay of its layers with
+ * an upper/work dir under <root>/containers/<id>/; *ret_path is the merged
+ * dir. Idempotent for a mounted container. */
+int store_rootfs_mount(store *s, const char *image, const char *container_id, char **ret_path,
+		       ad_error **err);
+/* Unmounts, removes <root>/containers/<id>/ and the pin. Absent is not an error. */
+int store_rootfs_remove(store *s, const char *container_id, ad_error **err);
+
+#endif

@@ -1,0 +1,101 @@
+/* store_int.h — private to libadstore: the store object and the helpers its
+ * modules (blob, registry, pull, images, rootfs) share. */
+#ifndef AGENTD_STORE_INT_H
+#define AGENTD_STORE_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "store.h"
+
+typedef struct store_inflight store_inflight;
+typedef struct store_registry store_registry;
+
+struct store {
+	char *root;
+	int root_fd, blobs_fd, layers_fd, tmp_fd, containers_fd;
+	ad_db *db;
+	pthread_mutex_t db_lock; /* one connection, used by whichever thread records */
+
+	/* Blobs being downloaded right now: a second fetch of one waits for the first. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	store_inflight *inflight;
+
+	/* Pulls hold it shared from their first byte until the image is recorded;
+	 * GC takes it exclusively, so it never sees a pull's unrecorded content. */
+	pthread_rwlock_t gc_lock;
+	pthread_mutex_t progress_lock;
+
+	/* Settings, copied from store_opts. */
+	char *certs_dir, *auth_file;
+	store_registry_config *registries;
+	size_t n_registries;
+	unsigned max_parallel, stall_timeout_s, retries, backoff_ms;
+	bool allow_devices;
+
+	store_registry *reg; /* connection cache, token cache */
+};
+
+bool store_digest_valid(const char *d);
+
+/* ---- blob.c: streaming writer into the content store ---- */
+typedef struct store_blob_writer store_blob_writer;
+int store_blob_writer_open(store *s, const char *digest, int64_t size, store_blob_writer **ret_w,
+			   ad_error **err);
+int store_blob_writer_write(store_blob_writer *w, const void *buf, size_t len, ad_error **err);
+uint64_t store_blob_writer_written(store_blob_writer *w);
+/* Starts over (the source restarted from byte 0). */
+int store_blob_writer_reset(store_blob_writer *w, ad_error **err);
+/* Verifies, fsyncs and renames into place; frees w either way. */
+int store_blob_writer_commit(store_blob_writer *w, ad_error **err);
+void store_blob_writer_abort(store_blob_writer *w);
+int store_blob_read(store *s, const char *digest, size_t max, char **ret_data, size_t *ret_len,
+		    ad_error **err);
+
+/* Waits while another thread works on `key` (a blob or layer), then claims it;
+ * the caller checks whether the work is still needed. */
+void store_inflight_claim(store *s, const char *key);
+void store_inflight_release(store *s, const char *digest);
+
+/* ---- registry.c ---- */
+int store_registry_init(store *s, ad_error **err);
+void store_registry_free(store *s);
+
+typedef struct store_session store_session; /* one pull's view of one repository */
+int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
+		      store_session **ret_sess, ad_error **err);
+void store_session_free(store_session *sess);
+/* GETs the manifest `tag_or_digest` with the Accept of every supported type. */
+int store_session_get_manifest(store_session *sess, const char *tag_or_digest, char **ret_body,
+			       size_t *ret_len, char **ret_media_type, char **ret_digest,
+			       ad_error **err);
+/* Streams a blob to `sink` (resuming with Range after a reset). `sink` returning
+ * -1 aborts with its error. */
+typedef int (*store_sink_fn)(void *userdata, const void *buf, size_t len, ad_error **err);
+int store_session_get_blob(store_session *sess, const char *digest, uint64_t size,
+			   store_sink_fn sink, void *userdata, ad_error **err);
+
+/* ---- images.c ---- */
+typedef struct store_layer_rec {
+	char *digest;  /* compressed blob */
+	char *media_type;
+	char *diff_id; /* uncompressed; names layers/<hex> */
+	uint64_t size;
+} store_layer_rec;
+
+int store_image_record(store *s, const char *name_tag, const char *repo_digest,
+		       const char *manifest_digest, const char *config_digest,
+		       const store_layer_rec *layers, size_t n_layers,
+		       const char *const *extra_blobs, ad_error **err);
+/* Layer dir ids (diff_id hex), bottom first, of the image found by `query`. */
+int store_image_layers(store *s, const char *query, char **ret_image_id, char ***ret_layer_ids,
+		       ad_error **err);
+int store_pin(store *s, const char *holder, const char *image_id, ad_error **err);
+int store_unpin(store *s, const char *holder, ad_error **err);
+
+void store_strv_free(char **v);
+
+#endif

@@ -1,0 +1,1 @@
+agentd_unit_test(store_test adstore PkgConfig::OPENSSL)
