@@ -1,0 +1,52 @@
+/* ctl.h — what agentctl's commands share: the connection to agentd, error
+ * reporting and the command table entry. A new command is one ctl/cmd_*.c
+ * defining a ctl_command, plus its line in the table in ctl/main.c. */
+#ifndef AGENTCTL_CTL_H
+#define AGENTCTL_CTL_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sysexits.h>
+
+#include "common.h"
+#include "rpc.h"
+
+#define CTL_DEFAULT_ENDPOINT "unix:///run/agentd/agentd.sock"
+#define CTL_DEFAULT_TIMEOUT_MS 10000
+
+typedef struct ctl_ctx {
+	const char *endpoint;
+	const char *cacert, *cert, *key;
+	unsigned timeout_ms; /* 0: no deadline */
+	rpc_client *client;  /* connected on first use */
+} ctl_ctx;
+
+typedef struct ctl_command {
+	const char *name;
+	const char *synopsis; /* arguments, man-page style: "[-o json|text]" */
+	const char *summary;
+	/* argv[0] is the command name; returns the process exit status. */
+	int (*run)(ctl_ctx *ctx, int argc, char **argv);
+} ctl_command;
+
+extern const ctl_command ctl_cmd_version;
+extern const ctl_command ctl_cmd_info;
+
+/* err(3)-style: "agentctl: " + message on stderr. */
+void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "agentctl: <message>" and the command's usage line; returns EX_USAGE. */
+int ctl_usage_error(const ctl_command *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void ctl_command_usage(FILE *out, const ctl_command *cmd);
+
+/* Unary call to agentd (connecting first if needed). Returns 0 with *ret_resp
+ * set (free with protobuf_c_message_free_unpacked), or, having printed why,
+ * the exit status to use: EX_UNAVAILABLE when agentd cannot be reached. */
+int ctl_unary(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
+	      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp);
+
+/* Output format option shared by commands: "text" or "json". */
+typedef enum ctl_format { CTL_TEXT, CTL_JSON } ctl_format;
+int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret);
+
+#endif

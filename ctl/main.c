@@ -1,0 +1,269 @@
+/* agentctl: the operator CLI for agentd. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+
+static const ctl_command *const commands[] = {
+	&ctl_cmd_version,
+	&ctl_cmd_info,
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void synopsis(FILE *out)
+{
+	fputs("usage: agentctl [-e endpoint] [--cacert file] [--cert file --key file]\n"
+	      "                [-t seconds] command [args]\n"
+	      "       agentctl -h | -V\n",
+	      out);
+}
+
+static void usage(FILE *out)
+{
+	synopsis(out);
+	fprintf(out,
+		"\n"
+		"  -e, --endpoint ENDPOINT  agentd's address: unix:///path, /path, tls://host:port\n"
+		"                           (default $AGENTD_ENDPOINT, else %s)\n"
+		"      --cacert FILE        CA bundle that the server's certificate must chain to\n"
+		"      --cert FILE          client certificate for mutual TLS\n"
+		"      --key FILE           its private key\n"
+		"  -t, --timeout SECONDS    deadline of each call (default %u; 0: none)\n"
+		"  -h, --help               this help\n"
+		"  -V, --version            agentctl's version\n"
+		"\n"
+		"commands:\n",
+		CTL_DEFAULT_ENDPOINT, CTL_DEFAULT_TIMEOUT_MS / 1000);
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		char head[64];
+		snprintf(head, sizeof(head), "%s %s", commands[i]->name, commands[i]->synopsis);
+		fprintf(out, "  %-24s %s\n", head, commands[i]->summary);
+	}
+}
+
+void ctl_warnx(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("agentctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+void ctl_command_usage(FILE *out, const ctl_command *cmd)
+{
+	fprintf(out, "usage: agentctl [global options] %s %s\n", cmd->name, cmd->synopsis);
+}
+
+int ctl_usage_error(const ctl_command *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("agentctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	if (cmd)
+		ctl_command_usage(stderr, cmd);
+	else
+		synopsis(stderr);
+	return EX_USAGE;
+}
+
+int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret)
+{
+	if (strcmp(s, "text") == 0 || strcmp(s, "table") == 0)
+		*ret = CTL_TEXT;
+	else if (strcmp(s, "json") == 0)
+		*ret = CTL_JSON;
+	else
+		return ctl_usage_error(cmd, "unknown output format '%s' (json or text)", s);
+	return 0;
+}
+
+/* ---- talking to agentd --------------------------------------------------- */
+
+static bool is_tls(const char *endpoint) { return strncmp(endpoint, "tls://", 6) == 0; }
+
+static int connect_agentd(ctl_ctx *ctx)
+{
+	if (ctx->client)
+		return 0;
+	rpc_client_config cc = {
+		.endpoint = ctx->endpoint,
+		.tls_ca = ctx->cacert,
+		.tls_cert = ctx->cert,
+		.tls_key = ctx->key,
+		.connect_timeout_ms = ctx->timeout_ms,
+	};
+	_cleanup_error_ ad_error *err = NULL;
+	if (rpc_client_connect(&cc, &ctx->client, &err) == 0)
+		return 0;
+	ctx->client = NULL;
+	if (err->code == AD_E_INVALID) {
+		ctl_warnx("%s", err->message);
+		return EX_USAGE;
+	}
+	if (err->errno_value)
+		ctl_warnx("cannot connect to %s: %s (is agentd running?)", ctx->endpoint,
+			  strerror(err->errno_value));
+	else
+		ctl_warnx("cannot connect to %s: %s", ctx->endpoint, err->message);
+	switch (err->code) {
+	case AD_E_UNAUTHENTICATED:
+	case AD_E_PERMISSION:
+		return EX_NOPERM;
+	case AD_E_NOT_FOUND:
+		/* A missing certificate or key file; a missing socket is UNAVAILABLE. */
+		return is_tls(ctx->endpoint) ? EX_NOINPUT : EX_UNAVAILABLE;
+	default:
+		return EX_UNAVAILABLE;
+	}
+}
+
+static int exit_status_for(rpc_code code)
+{
+	switch (code) {
+	case RPC_UNAVAILABLE:
+	case RPC_UNIMPLEMENTED:
+		return EX_UNAVAILABLE;
+	case RPC_DEADLINE_EXCEEDED:
+	case RPC_RESOURCE_EXHAUSTED:
+	case RPC_ABORTED:
+		return EX_TEMPFAIL;
+	case RPC_UNAUTHENTICATED:
+	case RPC_PERMISSION_DENIED:
+		return EX_NOPERM;
+	case RPC_INVALID_ARGUMENT:
+	case RPC_OUT_OF_RANGE:
+		return EX_DATAERR;
+	case RPC_INTERNAL:
+	case RPC_DATA_LOSS:
+	case RPC_UNKNOWN:
+		return EX_SOFTWARE;
+	default:
+		return 1;
+	}
+}
+
+int ctl_unary(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
+	      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp)
+{
+	int r = connect_agentd(ctx);
+	if (r)
+		return r;
+	rpc_status st = {0};
+	_cleanup_error_ ad_error *err = NULL;
+	if (rpc_client_unary(ctx->client, path, req, resp_desc, ctx->timeout_ms, ret_resp, &st,
+			     &err) < 0) {
+		ctl_warnx("%s: %s", path + 1, err->message);
+		return EX_UNAVAILABLE;
+	}
+	if (st.code != RPC_OK) {
+		ctl_warnx("%s: %s: %s", path + 1, rpc_code_name(st.code),
+			  st.message ? st.message : "(no message)");
+		r = exit_status_for(st.code);
+		rpc_status_clear(&st);
+		return r;
+	}
+	rpc_status_clear(&st);
+	return 0;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+static int parse_timeout(const char *s, unsigned *ret_ms)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < 0 || v > 86400 * 365)
+		return -1;
+	*ret_ms = (unsigned)(v * 1000 + 0.5);
+	if (v > 0 && *ret_ms == 0)
+		*ret_ms = 1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"endpoint", required_argument, NULL, 'e'},
+		{"cacert", required_argument, NULL, 'C'},
+		{"cert", required_argument, NULL, 'c'},
+		{"key", required_argument, NULL, 'k'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	ctl_ctx ctx = {.timeout_ms = CTL_DEFAULT_TIMEOUT_MS};
+	const char *env = getenv("AGENTD_ENDPOINT");
+	ctx.endpoint = env && *env ? env : CTL_DEFAULT_ENDPOINT;
+
+	opterr = 0;
+	int c;
+	/* '+': options end at the command name; the command parses the rest. */
+	while ((c = getopt_long(argc, argv, "+:e:t:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'e':
+			ctx.endpoint = optarg;
+			break;
+		case 'C':
+			ctx.cacert = optarg;
+			break;
+		case 'c':
+			ctx.cert = optarg;
+			break;
+		case 'k':
+			ctx.key = optarg;
+			break;
+		case 't':
+			if (parse_timeout(optarg, &ctx.timeout_ms) < 0)
+				return ctl_usage_error(NULL, "invalid timeout '%s' (seconds)", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("agentctl %s\n", AGENTD_VERSION);
+			return 0;
+		case ':':
+			return ctl_usage_error(NULL, "option '%s' needs an argument",
+					       argv[optind - 1]);
+		default:
+			if (optopt && optopt < 0x100)
+				return ctl_usage_error(NULL, "unknown option '-%c'", optopt);
+			return ctl_usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (!ctx.endpoint[0])
+		return ctl_usage_error(NULL, "empty endpoint");
+	if (!ctx.cert != !ctx.key)
+		return ctl_usage_error(NULL, "--cert and --key go together");
+	if ((ctx.cacert || ctx.cert) && !is_tls(ctx.endpoint))
+		return ctl_usage_error(NULL, "--cacert, --cert and --key need a tls:// endpoint");
+	if (optind >= argc)
+		return ctl_usage_error(NULL, "no command given");
+
+	const char *name = argv[optind];
+	const ctl_command *cmd = NULL;
+	for (size_t i = 0; i < N_COMMANDS && !cmd; i++)
+		if (strcmp(commands[i]->name, name) == 0)
+			cmd = commands[i];
+	if (!cmd)
+		return ctl_usage_error(NULL, "unknown command '%s'", name);
+
+	int first = optind;
+	optind = 0; /* the command's own getopt starts afresh */
+	int r = cmd->run(&ctx, argc - first, argv + first);
+	if (ctx.client)
+		rpc_client_free(ctx.client);
+	return r;
+}
