@@ -168,7 +168,7 @@ def test_huge_length_prefix(pb, agentd):
     rss0 = agentd.rss_kib()
     with raw(agentd) as c:
         c.start()
-        sid = c.request(VERSION, H.grpc_message(b"\x00" * 16384, length=0xFFFFFFFF),
+        sid = c.request(VERSION, H.grpc_message(b"\x00" * 16000, length=0xFFFFFFFF),
                         end_stream=False)
         r = c.wait_stream(sid, timeout=5)
         assert r.grpc_status() == RESOURCE_EXHAUSTED, r

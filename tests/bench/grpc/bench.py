@@ -1,0 +1,267 @@
+#!/usr/bin/python3
+"""Runs h2load against agentd and the reference C++ gRPC server side by side
+and prints throughput, latency percentiles, CPU time and memory, with the
+ratios agentd / C++. Driven by ./run, which installs and builds everything.
+
+Both servers answer runtime.v1.RuntimeService/Version; each gets the same
+pre-encoded gRPC request body, the same h2load settings, in alternation."""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
+import agentd_harness as H  # noqa: E402
+
+PATH = "/runtime.v1.RuntimeService/Version"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+class Server:
+    def __init__(self, name, args, workdir, env=None):
+        self.name = name
+        self.args = args
+        self.errpath = os.path.join(workdir, name + ".stderr")
+        self.err = open(self.errpath, "wb")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.err,
+                                     stderr=self.err, start_new_session=True, env=env)
+
+    def stderr(self):
+        with open(self.errpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_port(self, port, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited (%s):\n%s" % (self.name, self.proc.returncode,
+                                                           self.stderr()))
+            try:
+                import socket
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("%s: port %d not open after %ds" % (self.name, port, timeout))
+
+    def status(self):
+        return H.proc_status(self.proc.pid)
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tck = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / tck  # utime + stime
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.err.close()
+        return self.proc.returncode
+
+
+def grpc_check(port, tls_certs=None):
+    """One real gRPC Version call (grpcio), so that h2load's HTTP 200s are
+    known to be gRPC successes with the expected answer."""
+    import grpc
+    pb = H.load_stubs()
+    opts = [("grpc.enable_http_proxy", 0)]
+    if tls_certs:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=open(tls_certs.ca, "rb").read(),
+            private_key=open(tls_certs.client_key, "rb").read(),
+            certificate_chain=open(tls_certs.client_cert, "rb").read())
+        ch = grpc.secure_channel("127.0.0.1:%d" % port, creds, options=opts)
+    else:
+        ch = grpc.insecure_channel("127.0.0.1:%d" % port, options=opts)
+    with ch:
+        r = pb.api_grpc.RuntimeServiceStub(ch).Version(pb.api.VersionRequest(version="v1"),
+                                                      timeout=10)
+    return r
+
+
+def h2load(url, n, c, m, body, logfile, threads):
+    cmd = ["h2load", "-n", str(n), "-c", str(c), "-m", str(m), "-t", str(threads),
+           "-H", "content-type: application/grpc", "-H", "te: trailers",
+           "-d", body, "--log-file", logfile, url]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    out = r.stdout
+    if r.returncode != 0:
+        raise RuntimeError("h2load failed (%d): %s %s" % (r.returncode, out, r.stderr))
+    res = {"cmd": " ".join(cmd)}
+    mt = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", out)
+    res["rps"] = float(mt.group(3))
+    mr = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                   r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    res["succeeded"], res["failed"], res["errored"] = (int(mr.group(4)), int(mr.group(5)),
+                                                       int(mr.group(6)))
+    lat = []
+    with open(logfile) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3:
+                lat.append(int(parts[2]))
+    lat.sort()
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p / 100.0 * len(lat)))] / 1000.0 if lat else float("nan")
+    res["p50"], res["p99"] = pct(50), pct(99)
+    res["mean"] = sum(lat) / len(lat) / 1000.0 if lat else float("nan")
+    md = re.search(r"traffic: .*?\n", out)
+    res["traffic"] = md.group(0).strip() if md else ""
+    os.unlink(logfile)
+    return res
+
+
+def mib(kib):
+    return kib / 1024.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agentd", required=True)
+    ap.add_argument("--ref", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--body", required=True)
+    ap.add_argument("-n", type=int, default=200000)
+    ap.add_argument("--configs", default="4x16,8x100", help="CONNSxSTREAMS,...")
+    ap.add_argument("--threads", type=int, default=1, help="h2load threads")
+    ap.add_argument("--transports", default="h2c,tls")
+    ap.add_argument("--agentd-tls-args", default="",
+                    help="extra agentd arguments for its TLS listener")
+    ap.add_argument("--ref-sync", action="store_true")
+    a = ap.parse_args()
+
+    certs = H.make_certs(os.path.join(a.work, "certs"))
+    transports = a.transports.split(",")
+    ports = {k: H.free_port() for k in ("a_h2c", "a_tls", "r_h2c", "r_tls")}
+    aroot = os.path.join(a.work, "agentd")
+    os.makedirs(os.path.join(aroot, "root"))
+    os.makedirs(os.path.join(aroot, "state"))
+    aargs = [a.agentd, "--root", os.path.join(aroot, "root"), "--state",
+             os.path.join(aroot, "state"), "--listen", os.path.join(aroot, "state", "agentd.sock"),
+             "--log-level", "warn", "--tcp-insecure-listen", "127.0.0.1:%d" % ports["a_h2c"]]
+    if "tls" in transports:
+        aargs += ["--tls-listen", "127.0.0.1:%d" % ports["a_tls"], "--tls-cert",
+                  certs.server_cert, "--tls-key", certs.server_key] + a.agentd_tls_args.split()
+    rargs = [a.ref, "--h2c", "127.0.0.1:%d" % ports["r_h2c"]]
+    if "tls" in transports:
+        rargs += ["--tls", "127.0.0.1:%d" % ports["r_tls"], "--cert", certs.server_cert,
+                  "--key", certs.server_key]
+    if a.ref_sync:
+        rargs.append("--sync")
+
+    servers = []
+    try:
+        agentd = Server("agentd", aargs, a.work)
+        servers.append(agentd)
+        ref = Server("cxx", rargs, a.work)
+        servers.append(ref)
+        agentd.wait_port(ports["a_h2c"])
+        ref.wait_port(ports["r_h2c"])
+        if "tls" in transports:
+            agentd.wait_port(ports["a_tls"])
+            ref.wait_port(ports["r_tls"])
+        va, vr = grpc_check(ports["a_h2c"]), grpc_check(ports["r_h2c"])
+        assert va.runtime_name == "agentd" and vr.runtime_name == "agentd", (va, vr)
+        idle = {s.name: s.status()["VmRSS"] for s in servers}
+        log("agentd: %s" % " ".join(aargs))
+        log("c++:    %s" % " ".join(rargs))
+
+        targets = {}
+        for t in transports:
+            scheme = "http" if t == "h2c" else "https"
+            targets[t] = {"agentd": "%s://127.0.0.1:%d%s" % (scheme, ports["a_" + t], PATH),
+                          "cxx": "%s://127.0.0.1:%d%s" % (scheme, ports["r_" + t], PATH)}
+
+        # Warm-up (also checks that h2load gets 200s everywhere).
+        for t in transports:
+            for s in servers:
+                r = h2load(targets[t][s.name], 20000, 4, 16, a.body,
+                           os.path.join(a.work, "h2load.log"), a.threads)
+                if r["succeeded"] != 20000:
+                    raise RuntimeError("warm-up against %s over %s: %r" % (s.name, t, r))
+
+        rows = []
+        for t in transports:
+            for cfg in a.configs.split(","):
+                c, m = (int(x) for x in cfg.split("x"))
+                pair = {}
+                for s in servers:
+                    cpu0 = s.cpu_seconds()
+                    r = h2load(targets[t][s.name], a.n, c, m, a.body,
+                               os.path.join(a.work, "h2load.log"), a.threads)
+                    r["cpu"] = s.cpu_seconds() - cpu0
+                    pair[s.name] = r
+                    log("%-4s %-7s %-6s %10.0f req/s  p50 %.3f ms  p99 %.3f ms  ok %d fail %d "
+                        "err %d  cpu %.2fs" % (t, cfg, s.name, r["rps"], r["p50"], r["p99"],
+                                               r["succeeded"], r["failed"], r["errored"],
+                                               r["cpu"]))
+                rows.append((t, cfg, pair))
+
+        final = {s.name: s.status() for s in servers}
+        if agentd.proc.poll() is not None:
+            raise RuntimeError("agentd died:\n" + agentd.stderr())
+    finally:
+        rcs = {s.name: s.stop() for s in servers}
+
+    # ---- report
+    print()
+    print("gRPC benchmark: runtime.v1.RuntimeService/Version, h2load -n %d -t %d, "
+          "%d CPUs" % (a.n, a.threads, os.cpu_count()))
+    print("%-5s %-8s %-7s %11s %9s %9s %9s %9s %12s" % (
+        "trans", "c x m", "server", "req/s", "p50 ms", "p99 ms", "mean ms", "cpu s",
+        "req/cpu-s"))
+    for t, cfg, pair in rows:
+        for name in ("agentd", "cxx"):
+            r = pair[name]
+            eff = a.n / r["cpu"] if r["cpu"] > 0 else float("nan")
+            print("%-5s %-8s %-7s %11.0f %9.3f %9.3f %9.3f %9.2f %12.0f" % (
+                t, cfg, name, r["rps"], r["p50"], r["p99"], r["mean"], r["cpu"], eff))
+            if r["succeeded"] != a.n:
+                print("      ^ only %d of %d requests succeeded (failed %d, errored %d)" % (
+                    r["succeeded"], a.n, r["failed"], r["errored"]))
+        ra, rc = pair["agentd"], pair["cxx"]
+        print("%-5s %-8s %-7s %10.2fx %8.2fx %8.2fx %8.2fx %8.2fx" % (
+            t, cfg, "ratio", ra["rps"] / rc["rps"], ra["p50"] / rc["p50"], ra["p99"] / rc["p99"],
+            ra["mean"] / rc["mean"], ra["cpu"] / rc["cpu"] if rc["cpu"] else float("nan")))
+    print()
+    print("memory (MiB)   idle VmRSS   final VmRSS   VmHWM (peak)")
+    for name in ("agentd", "cxx"):
+        print("%-13s %11.1f %13.1f %14.1f" % (name, mib(idle[name]), mib(final[name]["VmRSS"]),
+                                              mib(final[name]["VmHWM"])))
+    hwm_ratio = final["agentd"]["VmHWM"] / final["cxx"]["VmHWM"]
+    print("%-13s %10.2fx %12.2fx %13.2fx" % ("ratio", idle["agentd"] / idle["cxx"],
+                                            final["agentd"]["VmRSS"] / final["cxx"]["VmRSS"],
+                                            hwm_ratio))
+    tput = min(p["agentd"]["rps"] / p["cxx"]["rps"] for _, _, p in rows)
+    print()
+    print("goal: agentd >= 1.00x the C++ throughput: worst ratio %.2fx -> %s" % (
+        tput, "met" if tput >= 1.0 else "NOT met"))
+    print("goal: agentd <= 0.25x the C++ peak RSS:   %.2fx -> %s" % (
+        hwm_ratio, "met" if hwm_ratio <= 0.25 else "NOT met"))
+    print("exit status after SIGTERM: agentd %s, c++ %s" % (rcs["agentd"], rcs["cxx"]))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        if H._STUBS is not None:
+            shutil.rmtree(H._STUBS.dir, ignore_errors=True)
