@@ -1,0 +1,2 @@
+# libadrpc tests (agent/grpc).
+agentd_unit_test(rpc_test adrpc adproto)
