@@ -1,0 +1,147 @@
+/* Pod network namespaces pinned by bind mounts, like `ip netns add/del`. */
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "cni.h"
+
+/* The pins must be visible in (and removable from) the mount namespaces of
+ * every process that joins a pod, so the directory becomes a shared mount
+ * point, bind-mounting it onto itself first if it is not one yet. */
+static int cni_netns_prepare_dir(const char *dir, ad_error **err)
+{
+	if (ad_mkdir_p(dir, 0755, err) < 0)
+		return ad_error_wrap(err, "netns dir %s", dir);
+	bool bound = false;
+	while (mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0) {
+		if (errno != EINVAL || bound)
+			return ad_fail_errno(err, AD_E_INTERNAL, "make %s a shared mount", dir);
+		if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "bind mount %s onto itself", dir);
+		bound = true;
+	}
+	return 0;
+}
+
+struct cni_netns_job {
+	const char *path; /* pin to create, or namespace to join */
+	int op;		  /* 0: unshare and pin; 1: join and bring lo up */
+	int err_no;
+	const char *what;
+};
+
+/* Runs in its own thread: network namespaces belong to a thread, so only this
+ * short-lived thread changes namespace, never the caller. */
+static void *cni_netns_thread(void *arg)
+{
+	struct cni_netns_job *job = arg;
+	if (job->op == 0) {
+		if (unshare(CLONE_NEWNET) < 0) {
+			job->err_no = errno;
+			job->what = "unshare(CLONE_NEWNET)";
+			return NULL;
+		}
+		if (mount("/proc/thread-self/ns/net", job->path, "none", MS_BIND, NULL) < 0) {
+			job->err_no = errno;
+			job->what = "bind mount of the new namespace";
+		}
+		return NULL;
+	}
+
+	int nsfd = open(job->path, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0) {
+		job->err_no = errno;
+		job->what = "open";
+		return NULL;
+	}
+	int r = setns(nsfd, CLONE_NEWNET);
+	close(nsfd);
+	if (r < 0) {
+		job->err_no = errno;
+		job->what = "setns";
+		return NULL;
+	}
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		job->err_no = errno;
+		job->what = "socket";
+		return NULL;
+	}
+	struct ifreq ifr = {0};
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
+		job->err_no = errno;
+		job->what = "SIOCGIFFLAGS lo";
+	} else if (!(ifr.ifr_flags & IFF_UP)) {
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) {
+			job->err_no = errno;
+			job->what = "SIOCSIFFLAGS lo up";
+		}
+	}
+	close(s);
+	return NULL;
+}
+
+static int cni_netns_run(struct cni_netns_job *job, ad_error **err)
+{
+	pthread_t t;
+	int r = pthread_create(&t, NULL, cni_netns_thread, job);
+	if (r != 0)
+		return ad_error_make(err, AD_E_INTERNAL, r, "create netns thread");
+	pthread_join(t, NULL);
+	if (job->err_no != 0)
+		return ad_error_make(err, AD_E_INTERNAL, job->err_no, "netns %s: %s", job->path,
+				     job->what);
+	return 0;
+}
+
+int cni_netns_create(const char *dir, const char *name, char **ret_path, ad_error **err)
+{
+	if (!dir)
+		dir = CNI_DEFAULT_NETNS_DIR;
+	if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return ad_fail(err, AD_E_INVALID, "invalid netns name \"%s\"", name ? name : "");
+	if (cni_netns_prepare_dir(dir, err) < 0)
+		return -1;
+
+	_cleanup_free_ char *path = ad_asprintf("%s/%s", dir, name);
+	int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+	if (fd < 0) {
+		if (errno == EEXIST)
+			return ad_fail(err, AD_E_EXISTS, "netns %s already exists", path);
+		return ad_fail_errno(err, AD_E_INTERNAL, "create netns pin %s", path);
+	}
+	close(fd);
+
+	struct cni_netns_job job = {.path = path, .op = 0};
+	if (cni_netns_run(&job, err) < 0) {
+		umount2(path, MNT_DETACH);
+		unlink(path);
+		return -1;
+	}
+	*ret_path = ad_steal_ptr(path);
+	return 0;
+}
+
+int cni_netns_remove(const char *path, ad_error **err)
+{
+	if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+		return ad_fail_errno(err, AD_E_INTERNAL, "unmount netns %s", path);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return ad_fail_errno(err, AD_E_INTERNAL, "remove netns pin %s", path);
+	return 0;
+}
+
+int cni_loopback_up(const char *netns_path, ad_error **err)
+{
+	struct cni_netns_job job = {.path = netns_path, .op = 1};
+	return cni_netns_run(&job, err);
+}
