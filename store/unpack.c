@@ -352,12 +352,23 @@ static int set_xattrs(struct archive_entry *entry, int fd, int pfd, const char *
 		return 0;
 	}
 	char proc_path[64] = "";
+	/* libarchive's pax writer stores each xattr twice (LIBARCHIVE.xattr and
+	 * SCHILY.xattr) and its reader reports both: set each name once. */
+	const char *seen[32];
+	size_t n_seen = 0;
 	const char *xname;
 	const void *value;
 	size_t size;
 	while (archive_entry_xattr_next(entry, &xname, &value, &size) == ARCHIVE_OK) {
 		if (skip_xattr(xname))
 			continue;
+		bool dup = false;
+		for (size_t i = 0; i < n_seen && !dup; i++)
+			dup = strcmp(seen[i], xname) == 0;
+		if (dup)
+			continue;
+		if (n_seen < sizeof(seen) / sizeof(seen[0]))
+			seen[n_seen++] = xname;
 		total += strlen(xname) + size;
 		int r;
 		if (fd >= 0) {

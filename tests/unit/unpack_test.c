@@ -9,7 +9,8 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <locale.h>
+#include <dirent.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -77,7 +78,8 @@ static struct archive_entry *new_entry(const char *path, mode_t type, mode_t per
 
 static void write_entry(struct layer *l, struct archive_entry *e, const void *data, size_t len)
 {
-	assert_int_equal(archive_write_header(l->a, e), ARCHIVE_OK);
+	if (archive_write_header(l->a, e) != ARCHIVE_OK)
+		fail_msg("write %s: %s", archive_entry_pathname(e), archive_error_string(l->a));
 	if (len)
 		assert_int_equal(archive_write_data(l->a, data, len), (la_ssize_t)len);
 	archive_entry_free(e);
@@ -184,7 +186,8 @@ static ssize_t feed_cb(void *userdata, void *buf, size_t len, ad_error **err)
 		want = len;
 	if (want > f->len - f->pos)
 		want = f->len - f->pos;
-	memcpy(buf, f->p + f->pos, want);
+	if (want)
+		memcpy(buf, f->p + f->pos, want);
 	f->pos += want;
 	return (ssize_t)want;
 }
@@ -278,7 +281,7 @@ static bool exists(const char *dir, const char *rel)
 	return r;
 }
 
-static __attribute__((unused)) void expect_error(int r, ad_error **err, ad_code code, const char *needle)
+static void expect_error(int r, ad_error **err, ad_code code, const char *needle)
 {
 	assert_int_equal(r, -1);
 	assert_non_null(*err);
@@ -510,6 +513,461 @@ static void test_whiteouts(void **state)
 	free(upper);
 }
 
+/* ---- hostile layers ------------------------------------------------------------------ */
+
+/* Layout: tmp/outer/{victim,inner/dest}; nothing may change in outer. */
+struct jail {
+	char *outer, *dest, *victim;
+	struct stat victim_st;
+};
+
+static void jail_make(struct fixture *fx, struct jail *j, const char *name)
+{
+	j->outer = tpath(fx, "outer");
+	char *rel = ad_asprintf("outer/inner/%s", name);
+	j->dest = mkdest(fx, rel);
+	free(rel);
+	j->victim = ad_asprintf("%s/victim", j->outer);
+	if (!exists(j->outer, "victim")) {
+		ad_error *e = NULL;
+		int fd = open(j->outer, O_RDONLY | O_DIRECTORY);
+		assert_true(fd >= 0);
+		assert_int_equal(ad_write_file_atomic(fd, "victim", "orig", 4, 0644, &e), 0);
+		close(fd);
+	}
+	assert_int_equal(lstat(j->victim, &j->victim_st), 0);
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void list_dir(const char *dir, char *out, size_t out_len)
+{
+	out[0] = '\0';
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	struct dirent *de;
+	size_t n = 0;
+	char names[16][256];
+	while ((de = readdir(d)) && n < 16) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			snprintf(names[n++], sizeof(names[0]), "%s", de->d_name);
+	}
+	closedir(d);
+	qsort(names, n, sizeof(names[0]), cmp_names);
+	for (size_t i = 0; i < n; i++) {
+		strncat(out, names[i], out_len - strlen(out) - 1);
+		strncat(out, " ", out_len - strlen(out) - 1);
+	}
+}
+
+/* Nothing was created, removed or changed outside the destinations. */
+static void jail_check(struct jail *j, const char *inner_listing)
+{
+	char got[512];
+	list_dir(j->outer, got, sizeof(got));
+	assert_string_equal(got, "inner victim ");
+	char *inner = ad_asprintf("%s/inner", j->outer);
+	list_dir(inner, got, sizeof(got));
+	assert_string_equal(got, inner_listing);
+	free(inner);
+	struct stat st;
+	assert_int_equal(lstat(j->victim, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_ino, j->victim_st.st_ino);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(st.st_mtim.tv_sec, j->victim_st.st_mtim.tv_sec);
+	assert_int_equal(st.st_mtim.tv_nsec, j->victim_st.st_mtim.tv_nsec);
+	assert_content(j->outer, "victim", "orig");
+}
+
+static void jail_free(struct jail *j)
+{
+	free(j->outer);
+	free(j->dest);
+	free(j->victim);
+}
+
+static void test_escapes_contained(void **state)
+{
+	struct fixture *fx = *state;
+	struct jail j;
+	jail_make(fx, &j, "dest");
+	struct layer l;
+	layer_begin(&l);
+	add_file(&l, "../../etc/evil", "e1", 0644, 0, 0);
+	add_file(&l, "/abs/evil", "e2", 0644, 0, 0);
+	add_file(&l, "a/../../../../up", "e3", 0644, 0, 0);
+	add_symlink(&l, "link", "/");
+	add_file(&l, "link/evil1", "e4", 0644, 0, 0);
+	add_symlink(&l, "link2", "../../");
+	add_file(&l, "link2/evil2", "e5", 0644, 0, 0);
+	add_file(&l, "x", "x", 0644, 0, 0);
+	add_hardlink(&l, "hl", "link/x");
+	/* A file entry over a symlink replaces the symlink, never writes
+	 * through it. */
+	add_symlink(&l, "link3", j.victim);
+	add_file(&l, "link3", "new", 0644, 0, 0);
+	add_symlink(&l, "link4", j.outer);
+	add_dir(&l, "link4", 0755);
+	add_symlink(&l, "link5", j.victim);
+	add_node(&l, "link5", AE_IFIFO, 0);
+	layer_end(&l);
+	unpack_ok(j.dest, &l, COMP_GZIP, NULL);
+
+	assert_content(j.dest, "etc/evil", "e1");
+	assert_content(j.dest, "abs/evil", "e2");
+	assert_content(j.dest, "up", "e3");
+	assert_content(j.dest, "evil1", "e4");
+	assert_content(j.dest, "evil2", "e5");
+	assert_int_equal(lstat_of(j.dest, "hl").st_ino, lstat_of(j.dest, "x").st_ino);
+	assert_content(j.dest, "link3", "new");
+	assert_true(S_ISREG(lstat_of(j.dest, "link3").st_mode));
+	assert_true(S_ISDIR(lstat_of(j.dest, "link4").st_mode));
+	assert_true(S_ISFIFO(lstat_of(j.dest, "link5").st_mode));
+	jail_check(&j, "dest ");
+	jail_free(&j);
+}
+
+/* Each layer must fail with AD_E_INVALID naming `entry`, leaving outer alone. */
+static void expect_rejected(struct jail *j, struct layer *l, const char *entry,
+			    const store_unpack_opts *opts)
+{
+	struct buf b = compress_bytes(&l->tar, COMP_NONE);
+	free(l->tar.p);
+	ad_error *err = NULL;
+	store_unpack_result res;
+	char *needle = ad_asprintf("\"%s\"", entry);
+	expect_error(unpack_bytes(j->dest, &b, opts, &res, &err), &err, AD_E_INVALID, needle);
+	free(needle);
+	free(b.p);
+	jail_check(j, "dest ");
+}
+
+static void test_escapes_rejected(void **state)
+{
+	struct fixture *fx = *state;
+	struct jail j;
+	jail_make(fx, &j, "dest");
+	struct stat passwd_before, passwd_after;
+	assert_int_equal(stat("/etc/passwd", &passwd_before), 0);
+	struct layer l;
+
+	layer_begin(&l);
+	add_hardlink(&l, "hp", "../../../etc/passwd");
+	layer_end(&l);
+	expect_rejected(&j, &l, "hp", NULL);
+
+	layer_begin(&l);
+	add_hardlink(&l, "hp2", "/etc/passwd");
+	layer_end(&l);
+	expect_rejected(&j, &l, "hp2", NULL);
+
+	layer_begin(&l);
+	add_symlink(&l, "l6", j.outer);
+	add_hardlink(&l, "h6", "l6/victim");
+	layer_end(&l);
+	expect_rejected(&j, &l, "h6", NULL);
+
+	layer_begin(&l);
+	add_symlink(&l, "l4", j.outer);
+	add_file(&l, "l4/evil", "e", 0644, 0, 0);
+	layer_end(&l);
+	expect_rejected(&j, &l, "l4/evil", NULL);
+
+	layer_begin(&l);
+	add_symlink(&l, "l5", j.outer);
+	add_file(&l, "l5/.wh.victim", "", 0644, 0, 0);
+	layer_end(&l);
+	expect_rejected(&j, &l, "l5/.wh.victim", NULL);
+
+	layer_begin(&l);
+	add_dir(&l, "dir", 0755);
+	add_hardlink(&l, "hd", "dir");
+	layer_end(&l);
+	expect_rejected(&j, &l, "hd", NULL);
+
+	layer_begin(&l);
+	add_node(&l, "sda", AE_IFCHR, makedev(8, 0));
+	layer_end(&l);
+	expect_rejected(&j, &l, "sda", NULL);
+
+	layer_begin(&l);
+	add_node(&l, "loop0", AE_IFBLK, makedev(7, 0));
+	layer_end(&l);
+	expect_rejected(&j, &l, "loop0", NULL);
+
+	assert_int_equal(stat("/etc/passwd", &passwd_after), 0);
+	assert_int_equal(passwd_after.st_nlink, passwd_before.st_nlink);
+	assert_int_equal(passwd_after.st_ino, passwd_before.st_ino);
+
+	/* Allowed explicitly, devices are made; a 0:0 one is always fine. */
+	char *dev_dest = mkdest(fx, "devs");
+	layer_begin(&l);
+	add_node(&l, "sda", AE_IFCHR, makedev(8, 0));
+	add_node(&l, "wh", AE_IFCHR, makedev(0, 0));
+	layer_end(&l);
+	store_unpack_opts opts = {.allow_devices = true};
+	unpack_ok(dev_dest, &l, COMP_NONE, &opts);
+	struct stat st = lstat_of(dev_dest, "sda");
+	assert_true(S_ISCHR(st.st_mode));
+	assert_int_equal(st.st_rdev, makedev(8, 0));
+	assert_int_equal(st.st_mode & 07777, 0640);
+	free(dev_dest);
+	dev_dest = mkdest(fx, "devs2");
+	layer_begin(&l);
+	add_node(&l, "wh", AE_IFCHR, makedev(0, 0));
+	layer_end(&l);
+	unpack_ok(dev_dest, &l, COMP_NONE, NULL);
+	assert_true(S_ISCHR(lstat_of(dev_dest, "wh").st_mode));
+	free(dev_dest);
+	jail_free(&j);
+}
+
+/* ---- malformed streams and limits ------------------------------------------------------- */
+
+static void octal(char *field, size_t width, uint64_t v)
+{
+	snprintf(field, width, "%0*llo", (int)width - 1, (unsigned long long)v);
+}
+
+static void ustar_header(unsigned char h[512], const char *name, char type, uint64_t size)
+{
+	memset(h, 0, 512);
+	snprintf((char *)h, 100, "%s", name);
+	octal((char *)h + 100, 8, 0644);
+	octal((char *)h + 108, 8, 0);
+	octal((char *)h + 116, 8, 0);
+	octal((char *)h + 124, 12, size);
+	octal((char *)h + 136, 12, 1600000000);
+	h[156] = (unsigned char)type;
+	memcpy(h + 257, "ustar", 6);
+	memcpy(h + 263, "00", 2);
+	memset(h + 148, ' ', 8);
+	unsigned sum = 0;
+	for (int i = 0; i < 512; i++)
+		sum += h[i];
+	snprintf((char *)h + 148, 8, "%06o", sum);
+	h[155] = ' ';
+}
+
+static void test_huge_pax_header(void **state)
+{
+	struct fixture *fx = *state;
+	char *dest = mkdest(fx, "pax");
+	/* "<len> path=AAAA...\n" with a 10 MiB path, written by hand: the
+	 * writer side of libarchive would refuse nothing, but keep the test
+	 * independent of it. */
+	size_t plen = 10 * 1024 * 1024;
+	size_t rec_len = 8 + 6 + plen + 1;
+	struct buf b = {0};
+	unsigned char h[512];
+	ustar_header(h, "PaxHeaders/f", 'x', rec_len);
+	buf_append(&b, h, 512);
+	char prefix[32];
+	snprintf(prefix, sizeof(prefix), "%zu path=", rec_len);
+	assert_int_equal(strlen(prefix), 14);
+	buf_append(&b, prefix, 14);
+	char *as = ad_malloc0(plen);
+	memset(as, 'A', plen);
+	buf_append(&b, as, plen);
+	free(as);
+	buf_append(&b, "\n", 1);
+	static const unsigned char zeros[1024];
+	buf_append(&b, zeros, (512 - b.len % 512) % 512);
+	ustar_header(h, "f", '0', 0);
+	buf_append(&b, h, 512);
+	buf_append(&b, zeros, 1024);
+
+	/* In a child, so its peak RSS shows what the unpacker allocated. */
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rusage before, after;
+		getrusage(RUSAGE_SELF, &before);
+		ad_error *err = NULL;
+		store_unpack_result res;
+		int r = unpack_bytes(dest, &b, NULL, &res, &err);
+		getrusage(RUSAGE_SELF, &after);
+		long grew_kb = after.ru_maxrss - before.ru_maxrss;
+		fprintf(stderr, "huge pax: r=%d err=%s grew %ld KiB\n", r,
+			err ? err->message : "-", grew_kb);
+		if (r == 0)
+			_exit(1);
+		if (err->code != AD_E_INVALID && err->code != AD_E_RESOURCE)
+			_exit(2);
+		_exit(grew_kb < 6 * 1024 ? 0 : 3);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	free(b.p);
+	free(dest);
+}
+
+static void test_bad_streams(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf tar;
+	build_tree(&tar);
+	struct buf gz = compress_bytes(&tar, COMP_GZIP);
+	struct buf zs = compress_bytes(&tar, COMP_ZSTD);
+	ad_error *err = NULL;
+	store_unpack_result res;
+	int n = 0;
+
+	size_t cuts[] = {gz.len / 2, gz.len - 4, 10};
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		char *name = ad_asprintf("trunc%d", n++);
+		char *dest = mkdest(fx, name);
+		free(name);
+		struct buf t = {.p = gz.p, .len = cuts[i]};
+		int r = unpack_bytes(dest, &t, NULL, &res, &err);
+		if (r == 0)
+			fail_msg("gzip truncated at %zu of %zu unpacked fine", cuts[i], gz.len);
+		expect_error(r, &err, AD_E_INVALID, NULL);
+		free(dest);
+	}
+	{
+		char *dest = mkdest(fx, "trunczstd");
+		struct buf t = {.p = zs.p, .len = zs.len / 2};
+		expect_error(unpack_bytes(dest, &t, NULL, &res, &err), &err, AD_E_INVALID, NULL);
+		free(dest);
+	}
+	{
+		/* A plain tar cut mid-file. */
+		char *dest = mkdest(fx, "trunctar");
+		struct buf t = {.p = tar.p, .len = tar.len / 2};
+		expect_error(unpack_bytes(dest, &t, NULL, &res, &err), &err, AD_E_INVALID, NULL);
+		free(dest);
+	}
+
+	struct buf garbage = {0};
+	unsigned x = 12345;
+	for (int i = 0; i < 65536; i++) {
+		x = x * 1103515245 + 12345;
+		unsigned char c = (unsigned char)(x >> 16);
+		buf_append(&garbage, &c, 1);
+	}
+	char *dest = mkdest(fx, "garbage");
+	expect_error(unpack_bytes(dest, &garbage, NULL, &res, &err), &err, AD_E_INVALID, NULL);
+	memcpy(garbage.p, "\x1f\x8b\x08\x00", 4);
+	expect_error(unpack_bytes(dest, &garbage, NULL, &res, &err), &err, AD_E_INVALID, NULL);
+	memcpy(garbage.p, "\x28\xb5\x2f\xfd", 4);
+	expect_error(unpack_bytes(dest, &garbage, NULL, &res, &err), &err, AD_E_INVALID, NULL);
+	struct buf empty = {0};
+	expect_error(unpack_bytes(dest, &empty, NULL, &res, &err), &err, AD_E_INVALID, NULL);
+	free(garbage.p);
+	free(dest);
+
+	/* The read callback's own error comes out unchanged. */
+	dest = mkdest(fx, "readfail");
+	size_t fail_points[] = {1, 5000, gz.len - 1};
+	for (size_t i = 0; i < 3; i++) {
+		struct feeder f = {.p = gz.p, .len = gz.len, .fail_after = fail_points[i]};
+		expect_error(store_unpack_layer(dest, feed_cb, &f, NULL, &res, &err), &err,
+			     AD_E_UNAVAILABLE, "boom");
+	}
+	free(dest);
+
+	free(gz.p);
+	free(zs.p);
+	free(tar.p);
+}
+
+static void test_limits(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf tar;
+	build_tree(&tar);
+	ad_error *err = NULL;
+	store_unpack_result res;
+	char *dest = mkdest(fx, "lim");
+
+	store_unpack_opts opts = {.max_entries = 3};
+	expect_error(unpack_bytes(dest, &tar, &opts, &res, &err), &err, AD_E_RESOURCE, "entries");
+	opts = (store_unpack_opts){.max_entries = 13};
+	if (unpack_bytes(dest, &tar, &opts, &res, &err) < 0)
+		fail_msg("%s", err->message);
+
+	opts = (store_unpack_opts){.max_path_len = 14};
+	expect_error(unpack_bytes(dest, &tar, &opts, &res, &err), &err, AD_E_INVALID,
+		     "deep/a/b/c/file");
+	opts = (store_unpack_opts){.max_path_len = 15};
+	assert_int_equal(unpack_bytes(dest, &tar, &opts, &res, &err), 0);
+	free(tar.p);
+
+	struct layer l;
+	layer_begin(&l);
+	struct archive_entry *e = new_entry("fat", AE_IFREG, 0644, 0, 0);
+	char big[200];
+	memset(big, 'v', sizeof(big));
+	archive_entry_xattr_add_entry(e, "user.big", big, sizeof(big));
+	write_entry(&l, e, NULL, 0);
+	layer_end(&l);
+	opts = (store_unpack_opts){.max_header_bytes = 150};
+	expect_error(unpack_bytes(dest, &l.tar, &opts, &res, &err), &err, AD_E_INVALID, "\"fat\"");
+	opts = (store_unpack_opts){.max_header_bytes = 300};
+	if (unpack_bytes(dest, &l.tar, &opts, &res, &err) < 0)
+		fail_msg("%s", err->message);
+	free(l.tar.p);
+	free(dest);
+}
+
+/* ---- duplicates ---------------------------------------------------------------------------- */
+
+static void test_duplicates(void **state)
+{
+	struct fixture *fx = *state;
+	char *dest = mkdest(fx, "dup");
+	struct layer l;
+	/* The writer needs a UTF-8 locale to store a non-ASCII name; the
+	 * unpacker then runs in the C locale, as the agent does. */
+	assert_non_null(setlocale(LC_CTYPE, "C.UTF-8"));
+	layer_begin(&l);
+	add_dir(&l, "a", 0755);
+	add_file(&l, "a/f", "f", 0644, 0, 0);
+	add_dir(&l, "a/sub", 0755);
+	add_file(&l, "a/sub/g", "g", 0644, 0, 0);
+	add_file(&l, "a", "now a file", 0600, 0, 0);
+	add_file(&l, "b", "b", 0644, 0, 0);
+	add_dir(&l, "b", 0711);
+	add_file(&l, "b/in", "in", 0644, 0, 0);
+	add_file(&l, "c", "one", 0644, 0, 0);
+	add_file(&l, "c", "two", 0644, 0, 0);
+	add_symlink(&l, "s", "x");
+	add_symlink(&l, "s", "y");
+	add_dir(&l, "k", 0700);
+	add_file(&l, "k/f", "kf", 0644, 0, 0);
+	add_dir(&l, "k", 0755);
+	add_file(&l, "self", "self", 0644, 0, 0);
+	add_hardlink(&l, "self", "self");
+	add_file(&l, "héllo wörld", "utf8", 0644, 0, 0);
+	layer_end(&l);
+	assert_non_null(setlocale(LC_CTYPE, "C"));
+	unpack_ok(dest, &l, COMP_GZIP, NULL);
+	assert_content(dest, "a", "now a file");
+	assert_int_equal(lstat_of(dest, "a").st_mode & 07777, 0600);
+	assert_true(S_ISDIR(lstat_of(dest, "b").st_mode));
+	assert_int_equal(lstat_of(dest, "b").st_mode & 07777, 0711);
+	assert_content(dest, "b/in", "in");
+	assert_content(dest, "c", "two");
+	char t[8];
+	char *p = ad_asprintf("%s/s", dest);
+	assert_int_equal(readlink(p, t, sizeof(t)), 1);
+	assert_int_equal(t[0], 'y');
+	free(p);
+	assert_content(dest, "k/f", "kf");
+	assert_int_equal(lstat_of(dest, "k").st_mode & 07777, 0755);
+	assert_content(dest, "self", "self");
+	assert_content(dest, "héllo wörld", "utf8");
+	free(dest);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -517,6 +975,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tree_gzip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tree_zstd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_escapes_contained, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_escapes_rejected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_huge_pax_header, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_streams, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
