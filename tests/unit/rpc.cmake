@@ -1,2 +1,7 @@
 # libadrpc tests (agent/grpc).
 agentd_unit_test(rpc_test adrpc adproto)
+
+# A small client used by tests/integration/test_rpc_c_client.py against a
+# Python grpcio server (found as ${AGENTD_BUILD_DIR}/tests/unit/rpc_client_probe).
+add_executable(rpc_client_probe ${CMAKE_CURRENT_SOURCE_DIR}/rpc_client_probe.c)
+target_link_libraries(rpc_client_probe PRIVATE adrpc adproto)
