@@ -141,8 +141,7 @@ static la_ssize_t tar_read_cb(struct archive *a, void *data, const void **buffer
 
 /* Turns a libarchive failure into an ad_error, preferring the read_fn error
  * that caused it. */
-static int archive_fail(struct unpack_ctx *ctx, struct archive *a, ad_error **err,
-			const char *what)
+static int archive_fail(struct unpack_ctx *ctx, struct archive *a, ad_error **err, const char *what)
 {
 	if (ctx->read_err) {
 		ad_error *e = ad_steal_ptr(ctx->read_err);
@@ -277,7 +276,8 @@ static int get_parent(struct unpack_ctx *ctx, const char *parent, const char *na
 	drop_parent_cache(ctx);
 	int fd = open_dir_in_root(ctx, parent, true);
 	if (fd < 0)
-		return ad_fail_errno(err, AD_E_INVALID, "layer entry \"%s\": parent directory", name);
+		return ad_fail_errno(err, AD_E_INVALID, "layer entry \"%s\": parent directory",
+				     name);
 	ctx->parent_path = ad_strdup(parent);
 	ctx->parent_fd = fd;
 	return fd;
@@ -438,8 +438,7 @@ static int write_all_at(int fd, const char *p, size_t n, off_t off)
 }
 
 static int extract_file(struct unpack_ctx *ctx, struct archive_entry *entry, int pfd,
-			const char *base, const char *name, size_t *ret_xattr_bytes,
-			ad_error **err)
+			const char *base, const char *name, size_t *ret_xattr_bytes, ad_error **err)
 {
 	_cleanup_close_ int fd = -1;
 	for (int attempt = 0;; attempt++) {
@@ -447,7 +446,8 @@ static int extract_file(struct unpack_ctx *ctx, struct archive_entry *entry, int
 		if (fd >= 0)
 			break;
 		if (errno != EEXIST || attempt > 0)
-			return ad_fail_errno(err, AD_E_INTERNAL, "layer entry \"%s\": create", name);
+			return ad_fail_errno(err, AD_E_INTERNAL, "layer entry \"%s\": create",
+					     name);
 		if (remove_existing(ctx, pfd, base, name, err) < 0)
 			return -1;
 	}
@@ -516,8 +516,8 @@ static int extract_dir(struct unpack_ctx *ctx, struct archive_entry *entry, int 
 				break;
 			/* Not a directory (or a symlink): replace it. */
 			if ((errno != ENOTDIR && errno != ELOOP) || attempt > 0)
-				return ad_fail_errno(err, AD_E_INTERNAL,
-						     "layer entry \"%s\": open", name);
+				return ad_fail_errno(err, AD_E_INTERNAL, "layer entry \"%s\": open",
+						     name);
 			if (remove_existing(ctx, pfd, base, name, err) < 0)
 				return -1;
 		}
@@ -536,7 +536,8 @@ static int create_replacing(struct unpack_ctx *ctx, int pfd, const char *base, c
 		if (create(pfd, base, arg) == 0)
 			return 0;
 		if (errno != EEXIST || attempt > 0)
-			return ad_fail_errno(err, AD_E_INTERNAL, "layer entry \"%s\": create", name);
+			return ad_fail_errno(err, AD_E_INTERNAL, "layer entry \"%s\": create",
+					     name);
 		if (remove_existing(ctx, pfd, base, name, err) < 0)
 			return -1;
 	}
@@ -598,8 +599,8 @@ static int extract_hardlink(struct unpack_ctx *ctx, const char *target, int pfd,
 	}
 	struct stat tst;
 	if (fstatat(tdir, tbase, &tst, AT_SYMLINK_NOFOLLOW) < 0)
-		return ad_fail_errno(err, AD_E_INVALID, "layer entry \"%s\": hardlink target \"%s\"",
-				     name, target);
+		return ad_fail_errno(err, AD_E_INVALID,
+				     "layer entry \"%s\": hardlink target \"%s\"", name, target);
 	if (S_ISDIR(tst.st_mode))
 		return ad_fail(err, AD_E_INVALID,
 			       "layer entry \"%s\": hardlink target \"%s\" is a directory", name,
@@ -660,7 +661,8 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 		header_bytes += strlen(hardlink);
 	if (symlink)
 		header_bytes += strlen(symlink);
-	if ((hardlink && strlen(hardlink) > ctx->max_path_len) || header_bytes > ctx->max_header_bytes)
+	if ((hardlink && strlen(hardlink) > ctx->max_path_len) ||
+	    header_bytes > ctx->max_header_bytes)
 		return ad_fail(err, AD_E_INVALID, "layer entry \"%s\": header too large", name);
 
 	_cleanup_free_ char *path = ad_malloc0(name_len + 1);
@@ -703,8 +705,8 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 		break;
 	case AE_IFLNK:
 		if (!symlink)
-			return ad_fail(err, AD_E_INVALID, "layer entry \"%s\": symlink without target",
-				       name);
+			return ad_fail(err, AD_E_INVALID,
+				       "layer entry \"%s\": symlink without target", name);
 		r = create_replacing(ctx, pfd, base, name, do_symlink, symlink, err);
 		if (r == 0)
 			r = node_metadata(entry, pfd, base, name, true, &xbytes, err);
@@ -718,9 +720,11 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 			return ad_fail(err, AD_E_INVALID,
 				       "layer entry \"%s\": device nodes are not allowed", name);
 		struct node_arg arg = {
-			.mode = (type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO) |
-				0600,
-			.rdev = type == AE_IFIFO ? 0 : rdev,
+		    .mode = (type == AE_IFCHR	? S_IFCHR
+			     : type == AE_IFBLK ? S_IFBLK
+						: S_IFIFO) |
+			    0600,
+		    .rdev = type == AE_IFIFO ? 0 : rdev,
 		};
 		r = create_replacing(ctx, pfd, base, name, do_mknod, &arg, err);
 		if (r == 0)
@@ -746,7 +750,8 @@ static int apply_dir_times(struct unpack_ctx *ctx, ad_error **err)
 		struct dir_time *d = &ctx->dirs[i];
 		if (d->path[0] == '\0') {
 			if (futimens(ctx->root_fd, d->ts) < 0)
-				return ad_fail_errno(err, AD_E_INTERNAL, "setting times of the root");
+				return ad_fail_errno(err, AD_E_INTERNAL,
+						     "setting times of the root");
 			continue;
 		}
 		const char *parent;
@@ -797,7 +802,8 @@ static int run_unpack(struct unpack_ctx *ctx, store_unpack_result *res, ad_error
 
 	if (archive_read_support_filter_none(ctx->tar) != ARCHIVE_OK ||
 	    archive_read_support_format_tar(ctx->tar) != ARCHIVE_OK)
-		return ad_fail(err, AD_E_INTERNAL, "libarchive: %s", archive_error_string(ctx->tar));
+		return ad_fail(err, AD_E_INTERNAL, "libarchive: %s",
+			       archive_error_string(ctx->tar));
 	if (archive_read_open(ctx->tar, ctx, NULL, tar_read_cb, NULL) != ARCHIVE_OK)
 		return archive_fail(ctx, ctx->tar, err, "reading layer");
 
@@ -809,8 +815,8 @@ static int run_unpack(struct unpack_ctx *ctx, store_unpack_result *res, ad_error
 		if (r < ARCHIVE_WARN || r == ARCHIVE_RETRY)
 			return archive_fail(ctx, ctx->tar, err, "reading layer");
 		if (++res->entries > ctx->max_entries)
-			return ad_fail(err, AD_E_RESOURCE, "layer has more than %" PRIu64 " entries",
-				       ctx->max_entries);
+			return ad_fail(err, AD_E_RESOURCE,
+				       "layer has more than %" PRIu64 " entries", ctx->max_entries);
 		if (extract_entry(ctx, entry, err) < 0)
 			return -1;
 	}
@@ -854,14 +860,14 @@ int store_unpack_layer(const char *dest_dir, store_read_fn read_fn, void *userda
 	if (!opts)
 		opts = &defaults;
 	struct unpack_ctx ctx = {
-		.read_fn = read_fn,
-		.userdata = userdata,
-		.root_fd = -1,
-		.parent_fd = -1,
-		.max_path_len = opts->max_path_len ? opts->max_path_len : 4096,
-		.max_header_bytes = opts->max_header_bytes ? opts->max_header_bytes : 1024 * 1024,
-		.max_entries = opts->max_entries ? opts->max_entries : 10000000,
-		.allow_devices = opts->allow_devices,
+	    .read_fn = read_fn,
+	    .userdata = userdata,
+	    .root_fd = -1,
+	    .parent_fd = -1,
+	    .max_path_len = opts->max_path_len ? opts->max_path_len : 4096,
+	    .max_header_bytes = opts->max_header_bytes ? opts->max_header_bytes : 1024 * 1024,
+	    .max_entries = opts->max_entries ? opts->max_entries : 10000000,
+	    .allow_devices = opts->allow_devices,
 	};
 	store_unpack_result res = {0};
 	int r = -1;

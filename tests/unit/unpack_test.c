@@ -793,8 +793,8 @@ static void test_huge_pax_header(void **state)
 		int r = unpack_bytes(dest, &b, NULL, &res, &err);
 		getrusage(RUSAGE_SELF, &after);
 		long grew_kb = after.ru_maxrss - before.ru_maxrss;
-		fprintf(stderr, "huge pax: r=%d err=%s grew %ld KiB\n", r,
-			err ? err->message : "-", grew_kb);
+		fprintf(stderr, "huge pax: r=%d err=%s grew %ld KiB\n", r, err ? err->message : "-",
+			grew_kb);
 		if (r == 0)
 			_exit(1);
 		if (err->code != AD_E_INVALID && err->code != AD_E_RESOURCE)
@@ -971,16 +971,16 @@ static void test_duplicates(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_tree_plain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tree_gzip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tree_zstd, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_escapes_contained, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_escapes_rejected, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_huge_pax_header, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_streams, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tree_plain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tree_gzip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tree_zstd, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_escapes_contained, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_escapes_rejected, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_huge_pax_header, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_streams, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
