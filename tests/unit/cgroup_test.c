@@ -197,7 +197,9 @@ static int64_t cputime_ns(void)
 
 static void child_spin(long ms, int fd)
 {
-	while (cputime_ns() < ms * 1000000LL)
+	/* Only CPU time spent after joining the cgroup is charged to it. */
+	int64_t start = cputime_ns();
+	while (cputime_ns() - start < ms * 1000000LL)
 		;
 	char c = 'r';
 	if (write(fd, &c, 1) != 1)
@@ -379,10 +381,15 @@ static void test_v1_create_limits_destroy(void **state)
 	assert_string_equal(cg_path(opened), p);
 	cg_free(opened);
 
-	pid_t pid = spawn(cg, child_pause, 0, NULL);
+	int fd;
+	char c;
+	pid_t pid = spawn(cg, child_pause, 0, &fd);
+	wait_report(fd, &c, 1);
+	close(fd);
 	destroy_ok(cg);
 	int st = wait_child(pid);
-	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
+		fail_msg("child status 0x%x, want SIGKILL", st);
 	for (size_t i = 0; i < N_V1; i++) {
 		_cleanup_free_ char *dir = ad_asprintf("/sys/fs/cgroup/%s/%s", v1_ctrls[i], want_path);
 		if (exists(dir))
