@@ -293,7 +293,9 @@ static const char fake_plugin[] =
     "cmd, t, d = os.environ['CNI_COMMAND'], conf['type'], conf['logdir']\n"
     "open(d + '/calls', 'a').write(cmd + ' ' + t + '\\n')\n"
     "env = {k: v for k, v in os.environ.items() if k.startswith('CNI_')}\n"
-    "json.dump({'conf': conf, 'env': env}, open(d + '/' + cmd + '-' + t + '.json', 'w'))\n"
+    "fds = sorted(int(f) for f in os.listdir('/proc/self/fd'))\n"
+    "json.dump({'conf': conf, 'env': env, 'fds': fds},\n"
+    "          open(d + '/' + cmd + '-' + t + '.json', 'w'))\n"
     "if conf.get('sleep'):\n"
     "    open(d + '/pid', 'w').write(str(os.getpid()))\n"
     "    time.sleep(conf['sleep'])\n"
@@ -420,6 +422,10 @@ static void test_protocol(void **state)
 	assert_string_equal(json_string_value(json_object_get(env, "CNI_ARGS")),
 			    "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;"
 			    "K8S_POD_INFRA_CONTAINER_ID=abc123;K8S_POD_UID=u-1");
+	/* Only stdin, stdout and stderr (3 is listdir's own). */
+	json_t *fds = json_object_get(a, "fds");
+	assert_true(json_array_size(fds) <= 4);
+	assert_true(json_integer_value(json_array_get(fds, json_array_size(fds) - 1)) <= 3);
 	json_decref(a);
 	json_decref(b);
 
@@ -551,6 +557,107 @@ static void test_plugin_errors(void **state)
 	assert_int_equal(e->code, AD_E_UNIMPLEMENTED);
 	ad_error_free(&e);
 	cni_net_free(old);
+}
+
+static int count_fds(void)
+{
+	char *out = run("ls /proc/%d/fd | wc -l", getpid());
+	int n = atoi(out);
+	free(out);
+	return n;
+}
+
+/* A plugin that exits without reading a config larger than a pipe holds must
+ * not kill us with SIGPIPE. */
+static void test_unread_stdin(void **state)
+{
+	(void)state;
+	char path[256];
+	snprintf(path, sizeof(path), "%s/fake-quit", fake_dir);
+	write_file(path, "#!/bin/sh\nexit 0\n", 0755);
+	size_t big = 512 * 1024;
+	char *pad = ad_malloc0(big + 1);
+	memset(pad, 'x', big);
+	char *plugins = ad_asprintf("[{\"type\":\"fake-quit\",\"pad\":\"%s\"}]", pad);
+	free(pad);
+	cni_net *net = fake_net(plugins, 0);
+	free(plugins);
+	cni_pod pod = {.container_id = "abc123", .netns_path = "/var/run/netns/x"};
+	ad_error *e = NULL;
+	char *result = NULL;
+	int fds_before = count_fds();
+	assert_int_equal(cni_add(net, &pod, &result, &e), -1);
+	assert_msg(e, "fake-quit ADD returned no valid result");
+	ad_error_free(&e);
+	assert_int_equal(cni_del(net, &pod, NULL, &e), 0);
+	assert_int_equal(count_fds(), fds_before);
+	cni_net_free(net);
+}
+
+struct par_job {
+	const cni_net *net;
+	cni_pod pod;
+	char id[48];
+	char *result;
+	char *error;
+	bool del;
+};
+
+static void *par_thread(void *arg)
+{
+	struct par_job *j = arg;
+	ad_error *e = NULL;
+	int r = j->del ? cni_del(j->net, &j->pod, j->result, &e)
+		       : cni_add(j->net, &j->pod, &j->result, &e);
+	if (r < 0) {
+		j->error = ad_strdup(e->message);
+		ad_error_free(&e);
+	}
+	return NULL;
+}
+
+/* Runs ADD (or DEL) for every job at once, one thread each. */
+static void run_parallel(struct par_job *jobs, size_t n, bool del)
+{
+	pthread_t t[16];
+	for (size_t i = 0; i < n; i++) {
+		jobs[i].del = del;
+		assert_int_equal(pthread_create(&t[i], NULL, par_thread, &jobs[i]), 0);
+	}
+	for (size_t i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i].error)
+			fail_msg("%s %s: %s", del ? "DEL" : "ADD", jobs[i].id, jobs[i].error);
+	}
+}
+
+static void test_parallel_fake(void **state)
+{
+	(void)state;
+	cni_net *net = fake_net("[{\"type\":\"fake-a\"},{\"type\":\"fake-b\"}]", 0);
+	struct par_job jobs[8];
+	memset(jobs, 0, sizeof(jobs));
+	free(calls());
+	int fds_before = count_fds();
+	for (size_t i = 0; i < 8; i++) {
+		snprintf(jobs[i].id, sizeof(jobs[i].id), "par%zu", i);
+		jobs[i].net = net;
+		jobs[i].pod = (cni_pod){.container_id = jobs[i].id, .netns_path = "/x"};
+	}
+	run_parallel(jobs, 8, false);
+	run_parallel(jobs, 8, true);
+	char *c = calls();
+	/* 8 pods x 2 plugins x (ADD + DEL) */
+	size_t lines = 0;
+	for (char *p = c; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 32);
+	free(c);
+	for (size_t i = 0; i < 8; i++)
+		free(jobs[i].result);
+	assert_int_equal(count_fds(), fds_before);
+	cni_net_free(net);
 }
 
 /* ---- network namespaces ----------------------------------------------------------- */
@@ -899,6 +1006,83 @@ static void test_real_rollback(void **state)
 	pin_path = NULL;
 }
 
+/* Several pods at once on a 0.4.0 list: distinct addresses, all reachable,
+ * all released. */
+static struct par_job real_jobs[4];
+static char *real_pins[4];
+
+static int parallel_teardown(void **state)
+{
+	for (size_t i = 0; i < 4; i++) {
+		if (real_net && real_jobs[i].pod.container_id)
+			cni_del(real_net, &real_jobs[i].pod, real_jobs[i].result, NULL);
+		free(real_jobs[i].result);
+		free(real_jobs[i].error);
+		if (real_pins[i]) {
+			cni_netns_remove(real_pins[i], NULL);
+			free(real_pins[i]);
+		}
+	}
+	memset(real_jobs, 0, sizeof(real_jobs));
+	memset(real_pins, 0, sizeof(real_pins));
+	return real_teardown(state);
+}
+
+static void test_real_parallel(void **state)
+{
+	(void)state;
+	if (!have_real_plugins())
+		skip();
+	ad_error *e = NULL;
+	char path[256];
+	snprintf(path, sizeof(path), "%s/10-test.conflist", conf_dir);
+	char *text =
+	    ad_asprintf("{\"cniVersion\":\"0.4.0\",\"name\":\"%s\",\"plugins\":["
+			"{\"type\":\"bridge\",\"bridge\":\"%s\",\"isGateway\":true,\"ipMasq\":true,"
+			"\"ipam\":{\"type\":\"host-local\",\"subnet\":\"%s\",\"dataDir\":\"%s\"}},"
+			"{\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}}]}",
+			netname, bridge, subnet, ipam_dir);
+	write_file(path, text, 0644);
+	free(text);
+	load_real_net();
+	assert_string_equal(cni_net_version(real_net), "0.4.0");
+	for (size_t i = 0; i < 4; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "par-%zu", i);
+		if (cni_netns_create(netns_dir, name, &real_pins[i], &e) < 0)
+			fail_msg("%s", e->message);
+		snprintf(real_jobs[i].id, sizeof(real_jobs[i].id), "%.40sp%zu", cid, i);
+		real_jobs[i].net = real_net;
+		real_jobs[i].pod =
+		    (cni_pod){.container_id = real_jobs[i].id, .netns_path = real_pins[i]};
+	}
+	run_parallel(real_jobs, 4, false);
+	char *seen[4] = {0};
+	for (size_t i = 0; i < 4; i++) {
+		char **ips = NULL;
+		size_t n = 0;
+		assert_int_equal(cni_result_ips(real_jobs[i].result, &ips, &n, &e), 0);
+		assert_int_equal(n, 1);
+		for (size_t k = 0; k < i; k++)
+			assert_string_not_equal(seen[k], ips[0]);
+		seen[i] = ad_strdup(ips[0]);
+		int lfd = listen_in_netns(real_pins[i], 80);
+		bool ok = talk(ips[0], 80, lfd);
+		close(lfd);
+		cni_strv_free(ips);
+		assert_true(ok);
+	}
+	for (size_t i = 0; i < 4; i++)
+		free(seen[i]);
+	assert_int_equal(allocated_ips(), 4);
+	assert_int_equal(bridge_ports(), 4);
+	assert_true(iptables_mentions(cid) > 0);
+	run_parallel(real_jobs, 4, true);
+	assert_int_equal(allocated_ips(), 0);
+	assert_int_equal(bridge_ports(), 0);
+	assert_int_equal(iptables_mentions(cid), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -909,6 +1093,9 @@ int main(void)
 	    cmocka_unit_test(test_netns),
 	    cmocka_unit_test_teardown(test_real_add_del, real_teardown),
 	    cmocka_unit_test_teardown(test_real_rollback, real_teardown),
+	    cmocka_unit_test_teardown(test_real_parallel, parallel_teardown),
+	    cmocka_unit_test(test_unread_stdin),
+	    cmocka_unit_test(test_parallel_fake),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
