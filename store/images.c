@@ -202,6 +202,7 @@ static int resolve_locked(store *s, const char *query, char **ret_id, int *ret_k
 
 static int load_locked(store *s, const char *id, store_image **ret, ad_error **err)
 {
+	_cleanup_error_ ad_error *e = NULL;
 	store_image *img = ad_malloc0(sizeof(*img));
 	img->id = ad_strdup(id);
 	sqlite3_stmt *st = NULL;
@@ -241,7 +242,6 @@ static int load_locked(store *s, const char *id, store_image **ret, ad_error **e
 			strv_push(img->layer_ids, &nl, (const char *)sqlite3_column_text(st, 0));
 	sqlite3_reset(st);
 	size_t len = 0;
-	_cleanup_error_ ad_error *e = NULL;
 	/* The config blob is small; a missing one leaves config_json NULL. */
 	store_blob_read(s, id, 16 << 20, &img->config_json, &len, &e);
 	*ret = img;
@@ -339,7 +339,7 @@ void store_gc_try(store *s);
 
 int store_image_remove(store *s, const char *query, ad_error **err)
 {
-	_cleanup_free_ char *id = NULL, *name = NULL;
+	_cleanup_free_ char *id = NULL, *name = NULL, *holder = NULL;
 	int kind;
 	pthread_mutex_lock(&s->db_lock);
 	if (resolve_locked(s, query, &id, &kind, &name, err) < 0)
@@ -348,7 +348,6 @@ int store_image_remove(store *s, const char *query, ad_error **err)
 		pthread_mutex_unlock(&s->db_lock);
 		return 0;
 	}
-	_cleanup_free_ char *holder = NULL;
 	int ntags = 0;
 	if (query_one(s, "SELECT name FROM image_names WHERE image_id = ?1 AND kind = 0", id,
 		      &holder, &ntags, err) < 0)

@@ -118,6 +118,12 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 	int blobs_parent = -1;
 	if (ad_mkdir_p(s->root, 0700, err) < 0)
 		goto fail;
+	/* Absolute, so the overlay options and returned paths do not depend on cwd. */
+	char *abs = realpath(s->root, NULL);
+	if (abs) {
+		free(s->root);
+		s->root = abs;
+	}
 	s->root_fd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->root_fd < 0) {
 		ad_fail_errno(err, AD_E_INTERNAL, "store %s: open", s->root);

@@ -1,0 +1,644 @@
+/* Pull orchestration: manifest (through an index if need be) → config →
+ * layers, each downloaded and unpacked at once in its own worker, at most
+ * max_parallel at a time. A layer's bytes go from curl's write callback
+ * through a bounded buffer to the unpacker, and into the content store on the
+ * way, hashed as they pass. Nothing is recorded until every layer is in place. */
+#include "store_int.h"
+#include "unpack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1"
+#define PIPE_CAP (1u << 20)
+#define PROGRESS_STEP (256u << 10)
+
+typedef struct pull_layer {
+	char *digest, *media_type, *diff_id;
+	uint64_t size;
+	uint64_t done;
+	uint64_t last_reported;
+	ad_error *err;
+} pull_layer;
+
+typedef struct pull_ctx {
+	store *s;
+	store_session *sess;
+	const store_pull_opts *opts;
+	pull_layer *layers;
+	size_t n_layers;
+	size_t next; /* the next layer a worker takes */
+	pthread_mutex_t lock;
+} pull_ctx;
+
+static void sha256_hex(const void *data, size_t len, char out[72])
+{
+	unsigned char md[32];
+	unsigned int n = 0;
+	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+	strcpy(out, "sha256:");
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+}
+
+static void report(pull_ctx *pc, size_t i, store_layer_state state)
+{
+	if (!pc->opts || !pc->opts->progress)
+		return;
+	pull_layer *l = &pc->layers[i];
+	store_progress p = {.index = i,
+			    .count = pc->n_layers,
+			    .digest = l->digest,
+			    .state = state,
+			    .done = l->done,
+			    .total = l->size};
+	pthread_mutex_lock(&pc->s->progress_lock);
+	pc->opts->progress(pc->opts->progress_userdata, &p);
+	pthread_mutex_unlock(&pc->s->progress_lock);
+}
+
+/* ---- host platform ---- */
+
+static struct utsname host_uname;
+static pthread_once_t host_uname_once = PTHREAD_ONCE_INIT;
+static void host_uname_init(void)
+{
+	uname(&host_uname);
+}
+
+static void host_platform(const char **os, const char **arch, const char **variant)
+{
+	pthread_once(&host_uname_once, host_uname_init);
+	const struct utsname *u = &host_uname;
+	*os = "linux";
+	*variant = NULL;
+	const char *m = u->machine;
+	if (strcmp(m, "x86_64") == 0)
+		*arch = "amd64";
+	else if (strcmp(m, "aarch64") == 0) {
+		*arch = "arm64";
+		*variant = "v8";
+	} else if (strncmp(m, "armv7", 5) == 0) {
+		*arch = "arm";
+		*variant = "v7";
+	} else if (strncmp(m, "armv6", 5) == 0) {
+		*arch = "arm";
+		*variant = "v6";
+	} else if (strcmp(m, "i686") == 0 || strcmp(m, "i386") == 0)
+		*arch = "386";
+	else if (strcmp(m, "ppc64le") == 0)
+		*arch = "ppc64le";
+	else if (strcmp(m, "s390x") == 0)
+		*arch = "s390x";
+	else if (strcmp(m, "riscv64") == 0)
+		*arch = "riscv64";
+	else
+		*arch = m;
+}
+
+/* The index entry for os/arch[/variant]: an exact variant match wins, then an
+ * entry without a variant (arm64 images often omit v8). */
+static json_t *choose_platform(json_t *manifests, const char *os, const char *arch,
+			       const char *variant)
+{
+	json_t *fallback = NULL, *m;
+	size_t i;
+	json_array_foreach(manifests, i, m)
+	{
+		json_t *p = json_object_get(m, "platform");
+		const char *pos = json_string_value(json_object_get(p, "os"));
+		const char *parch = json_string_value(json_object_get(p, "architecture"));
+		const char *pvar = json_string_value(json_object_get(p, "variant"));
+		if (!pos || !parch || strcmp(pos, os) != 0 || strcmp(parch, arch) != 0)
+			continue;
+		if (!variant || (pvar && strcmp(pvar, variant) == 0))
+			return m;
+		if (!pvar && !fallback)
+			fallback = m;
+	}
+	return fallback;
+}
+
+/* ---- blobs from memory ---- */
+
+typedef struct mem_reader {
+	const char *data;
+	size_t len, pos;
+} mem_reader;
+
+static ssize_t mem_read(void *u, void *buf, size_t len, ad_error **err)
+{
+	(void)err;
+	mem_reader *m = u;
+	size_t n = m->len - m->pos < len ? m->len - m->pos : len;
+	memcpy(buf, m->data + m->pos, n);
+	m->pos += n;
+	return (ssize_t)n;
+}
+
+static int store_bytes(store *s, const char *digest, const char *data, size_t len,
+		       ad_error **err)
+{
+	if (store_blob_exists(s, digest))
+		return 0;
+	mem_reader m = {data, len, 0};
+	return store_blob_ingest(s, digest, (int64_t)len, mem_read, &m, err);
+}
+
+/* ---- small blobs (config) straight into the store ---- */
+
+static int writer_sink(void *u, const void *buf, size_t len, ad_error **err)
+{
+	return store_blob_writer_write(u, buf, len, err);
+}
+
+static int fetch_blob(pull_ctx *pc, const char *digest, int64_t size, ad_error **err)
+{
+	store *s = pc->s;
+	store_inflight_claim(s, digest);
+	int r = 0;
+	if (!store_blob_exists(s, digest)) {
+		store_blob_writer *w = NULL;
+		r = store_blob_writer_open(s, digest, size, &w, err);
+		if (r == 0) {
+			r = store_session_get_blob(pc->sess, digest, (uint64_t)size, writer_sink, w,
+						   err);
+			if (r == 0)
+				r = store_blob_writer_commit(w, err);
+			else
+				store_blob_writer_abort(w);
+		}
+	}
+	store_inflight_release(s, digest);
+	return r;
+}
+
+/* ---- the bounded buffer between download and unpack ---- */
+
+typedef struct pipe_buf {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	char *buf;
+	size_t head, len;
+	bool eof, closed;
+	ad_error *err; /* the download's failure, handed to the unpacker */
+} pipe_buf;
+
+static int pipe_push(pipe_buf *p, const char *data, size_t len, ad_error **err)
+{
+	pthread_mutex_lock(&p->m);
+	while (len > 0) {
+		while (p->len == PIPE_CAP && !p->closed)
+			pthread_cond_wait(&p->c, &p->m);
+		if (p->closed) {
+			pthread_mutex_unlock(&p->m);
+			return ad_fail(err, AD_E_CANCELLED, "layer extraction stopped");
+		}
+		size_t tail = (p->head + p->len) % PIPE_CAP;
+		size_t room = PIPE_CAP - p->len;
+		size_t n = len < room ? len : room;
+		if (n > PIPE_CAP - tail)
+			n = PIPE_CAP - tail;
+		memcpy(p->buf + tail, data, n);
+		p->len += n;
+		data += n;
+		len -= n;
+		pthread_cond_broadcast(&p->c);
+	}
+	pthread_mutex_unlock(&p->m);
+	return 0;
+}
+
+static ssize_t pipe_pop(void *u, void *out, size_t len, ad_error **err)
+{
+	pipe_buf *p = u;
+	pthread_mutex_lock(&p->m);
+	while (p->len == 0 && !p->eof && !p->err)
+		pthread_cond_wait(&p->c, &p->m);
+	if (p->len == 0) {
+		ssize_t r = 0;
+		if (p->err)
+			r = ad_fail(err, p->err->code, "%s", p->err->message);
+		pthread_mutex_unlock(&p->m);
+		return r;
+	}
+	size_t n = len < p->len ? len : p->len;
+	if (n > PIPE_CAP - p->head)
+		n = PIPE_CAP - p->head;
+	memcpy(out, p->buf + p->head, n);
+	p->head = (p->head + n) % PIPE_CAP;
+	p->len -= n;
+	pthread_cond_broadcast(&p->c);
+	pthread_mutex_unlock(&p->m);
+	return (ssize_t)n;
+}
+
+typedef struct download {
+	pull_ctx *pc;
+	size_t idx;
+	pipe_buf *pipe;
+	store_blob_writer *w;
+} download;
+
+static int download_sink(void *u, const void *buf, size_t len, ad_error **err)
+{
+	download *d = u;
+	if (store_blob_writer_write(d->w, buf, len, err) < 0)
+		return -1;
+	if (pipe_push(d->pipe, buf, len, err) < 0)
+		return -1;
+	pull_layer *l = &d->pc->layers[d->idx];
+	l->done += len;
+	if (l->done - l->last_reported >= PROGRESS_STEP) {
+		l->last_reported = l->done;
+		report(d->pc, d->idx, STORE_LAYER_DOWNLOADING);
+	}
+	return 0;
+}
+
+static void *download_main(void *u)
+{
+	download *d = u;
+	pull_layer *l = &d->pc->layers[d->idx];
+	ad_error *err = NULL;
+	int r = store_session_get_blob(d->pc->sess, l->digest, l->size, download_sink, d, &err);
+	if (r == 0)
+		r = store_blob_writer_commit(d->w, &err);
+	else
+		store_blob_writer_abort(d->w);
+	d->w = NULL;
+	pthread_mutex_lock(&d->pipe->m);
+	if (r == 0)
+		d->pipe->eof = true;
+	else
+		d->pipe->err = err;
+	pthread_cond_broadcast(&d->pipe->c);
+	pthread_mutex_unlock(&d->pipe->m);
+	if (r == 0)
+		report(d->pc, d->idx, STORE_LAYER_EXTRACTING);
+	return NULL;
+}
+
+static ssize_t fd_read(void *u, void *buf, size_t len, ad_error **err)
+{
+	int fd = *(int *)u;
+	for (;;) {
+		ssize_t n = read(fd, buf, len);
+		if (n >= 0)
+			return n;
+		if (errno != EINTR)
+			return ad_fail_errno(err, AD_E_INTERNAL, "read blob");
+	}
+}
+
+static bool layer_present(store *s, const char *diff_id)
+{
+	struct stat st;
+	return fstatat(s->layers_fd, diff_id + 7, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISDIR(st.st_mode);
+}
+
+static int unpack_layer(pull_ctx *pc, size_t i, ad_error **err)
+{
+	store *s = pc->s;
+	pull_layer *l = &pc->layers[i];
+	static unsigned counter;
+	char tmpname[128];
+	snprintf(tmpname, sizeof(tmpname), "layer-%.16s-%d-%u", l->diff_id + 7, (int)getpid(),
+		 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+	if (mkdirat(s->tmp_fd, tmpname, 0755) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "layer %s: mkdir", l->digest);
+	_cleanup_free_ char *tmppath = ad_asprintf("%s/tmp/%s", s->root, tmpname);
+	store_unpack_opts uo = {.allow_devices = s->allow_devices};
+	store_unpack_result res = {0};
+	int r;
+
+	if (store_blob_exists(s, l->digest)) {
+		/* A pull that died after the download: unpack from the store. */
+		l->done = l->size;
+		report(pc, i, STORE_LAYER_EXTRACTING);
+		_cleanup_close_ int fd = openat(s->blobs_fd, l->digest + 7, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			r = ad_fail_errno(err, AD_E_INTERNAL, "open blob %s", l->digest);
+		else
+			r = store_unpack_layer(tmppath, fd_read, &fd, &uo, &res, err);
+	} else {
+		pipe_buf p = {.buf = ad_malloc0(PIPE_CAP)};
+		pthread_mutex_init(&p.m, NULL);
+		pthread_cond_init(&p.c, NULL);
+		download d = {.pc = pc, .idx = i, .pipe = &p};
+		pthread_t th;
+		r = store_blob_writer_open(s, l->digest, (int64_t)l->size, &d.w, err);
+		if (r == 0) {
+			report(pc, i, STORE_LAYER_DOWNLOADING);
+			if (pthread_create(&th, NULL, download_main, &d) != 0) {
+				store_blob_writer_abort(d.w);
+				r = ad_fail(err, AD_E_RESOURCE, "cannot start a download thread");
+			} else {
+				r = store_unpack_layer(tmppath, pipe_pop, &p, &uo, &res, err);
+				/* Unblock the download if the unpack stopped early. */
+				pthread_mutex_lock(&p.m);
+				p.closed = true;
+				pthread_cond_broadcast(&p.c);
+				pthread_mutex_unlock(&p.m);
+				pthread_join(th, NULL);
+				if (r == 0 && p.err) {
+					*err = ad_steal_ptr(p.err);
+					r = -1;
+				} else if (r < 0 && p.err && (*err)->code == AD_E_CANCELLED) {
+					ad_error_free(err);
+					*err = ad_steal_ptr(p.err);
+				}
+			}
+		}
+		ad_error_free(&p.err);
+		pthread_mutex_destroy(&p.m);
+		pthread_cond_destroy(&p.c);
+		free(p.buf);
+	}
+	if (r == 0 && strcmp(res.diff_id, l->diff_id) != 0)
+		r = ad_fail(err, AD_E_DATA_LOSS,
+			    "layer %s: uncompressed digest mismatch: config says %s, got %s",
+			    l->digest, l->diff_id, res.diff_id);
+	if (r == 0) {
+		_cleanup_close_ int dfd = openat(s->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		/* The files must be on disk before the dir is named as complete. */
+		if (dfd >= 0)
+			syncfs(dfd);
+		if (renameat(s->tmp_fd, tmpname, s->layers_fd, l->diff_id + 7) < 0 &&
+		    !layer_present(s, l->diff_id))
+			r = ad_fail_errno(err, AD_E_INTERNAL, "layer %s: rename into place",
+					  l->digest);
+		else
+			fsync(s->layers_fd);
+	}
+	if (r < 0 || layer_present(s, l->diff_id)) {
+		_cleanup_error_ ad_error *e = NULL;
+		struct stat st;
+		if (fstatat(s->tmp_fd, tmpname, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			ad_remove_tree(tmppath, &e);
+	}
+	if (r < 0)
+		return ad_error_wrap(err, "layer %zu/%zu %s", i + 1, pc->n_layers, l->digest);
+	return 0;
+}
+
+static void *layer_worker(void *u)
+{
+	pull_ctx *pc = u;
+	for (;;) {
+		pthread_mutex_lock(&pc->lock);
+		size_t i = pc->next++;
+		pthread_mutex_unlock(&pc->lock);
+		if (i >= pc->n_layers)
+			return NULL;
+		pull_layer *l = &pc->layers[i];
+		/* Two pulls of images sharing a layer unpack it once. */
+		store_inflight_claim(pc->s, l->diff_id);
+		if (layer_present(pc->s, l->diff_id)) {
+			l->done = l->size;
+			report(pc, i, STORE_LAYER_EXISTS);
+		} else if (unpack_layer(pc, i, &l->err) < 0) {
+			report(pc, i, STORE_LAYER_FAILED);
+		} else {
+			l->done = l->size;
+			report(pc, i, STORE_LAYER_DONE);
+		}
+		store_inflight_release(pc->s, l->diff_id);
+	}
+}
+
+/* ---- manifest ---- */
+
+static int get_verified_manifest(store_session *sess, const char *ref_string, const char *what,
+				 const char *want_digest, char **ret_body, size_t *ret_len,
+				 char **ret_mt, char ret_digest[72], ad_error **err)
+{
+	char *body = NULL, *mt = NULL, *hdr_digest = NULL;
+	size_t len = 0;
+	if (store_session_get_manifest(sess, what, &body, &len, &mt, &hdr_digest, err) < 0)
+		return -1;
+	free(hdr_digest);
+	sha256_hex(body, len, ret_digest);
+	if (want_digest && strcmp(want_digest, ret_digest) != 0) {
+		free(body);
+		free(mt);
+		return ad_fail(err, AD_E_DATA_LOSS,
+			       "image %s: manifest digest mismatch: expected %s, got %s",
+			       ref_string, want_digest, ret_digest);
+	}
+	*ret_body = body;
+	*ret_len = len;
+	*ret_mt = mt;
+	return 0;
+}
+
+static int parse_layers(pull_ctx *pc, const char *ref_string, json_t *manifest, json_t *config,
+			ad_error **err)
+{
+	json_t *layers = json_object_get(manifest, "layers");
+	json_t *diff_ids = json_object_get(json_object_get(config, "rootfs"), "diff_ids");
+	if (!json_is_array(layers) || !json_is_array(diff_ids))
+		return ad_fail(err, AD_E_DATA_LOSS, "image %s: manifest without layers or config "
+						    "without rootfs.diff_ids",
+			       ref_string);
+	if (json_array_size(layers) != json_array_size(diff_ids))
+		return ad_fail(err, AD_E_DATA_LOSS,
+			       "image %s: manifest has %zu layers, config %zu diff_ids",
+			       ref_string, json_array_size(layers), json_array_size(diff_ids));
+	pc->n_layers = json_array_size(layers);
+	pc->layers = ad_malloc0(sizeof(*pc->layers) * (pc->n_layers ? pc->n_layers : 1));
+	for (size_t i = 0; i < pc->n_layers; i++) {
+		json_t *d = json_array_get(layers, i);
+		const char *dig = json_string_value(json_object_get(d, "digest"));
+		const char *mt = json_string_value(json_object_get(d, "mediaType"));
+		const char *diff = json_string_value(json_array_get(diff_ids, i));
+		json_int_t size = json_integer_value(json_object_get(d, "size"));
+		if (!store_digest_valid(dig) || !store_digest_valid(diff) || size < 0)
+			return ad_fail(err, AD_E_DATA_LOSS,
+				       "image %s: layer %zu has an invalid digest, diff_id or size",
+				       ref_string, i);
+		pc->layers[i].digest = ad_strdup(dig);
+		pc->layers[i].media_type = ad_strdup(mt ? mt : "");
+		pc->layers[i].diff_id = ad_strdup(diff);
+		pc->layers[i].size = (uint64_t)size;
+	}
+	return 0;
+}
+
+static void pull_ctx_clear(pull_ctx *pc)
+{
+	for (size_t i = 0; i < pc->n_layers; i++) {
+		free(pc->layers[i].digest);
+		free(pc->layers[i].media_type);
+		free(pc->layers[i].diff_id);
+		ad_error_free(&pc->layers[i].err);
+	}
+	free(pc->layers);
+	store_session_free(pc->sess);
+	pthread_mutex_destroy(&pc->lock);
+}
+
+static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
+		       const store_pull_opts *opts, char **ret_image_id, ad_error **err)
+{
+	pull_ctx pc = {.s = s, .opts = opts};
+	pthread_mutex_init(&pc.lock, NULL);
+	_cleanup_free_ char *body = NULL, *mt = NULL, *index_body = NULL, *config_data = NULL;
+	_cleanup_free_ char *name = NULL, *tag = NULL, *repo_digest = NULL, *want_copy = NULL;
+	size_t len = 0, index_len = 0, config_len = 0;
+	char top_digest[72], digest[72], index_digest[72] = "";
+	json_t *manifest = NULL, *config = NULL;
+	int r = -1;
+
+	if (store_session_new(s, ref, opts ? opts->auth : NULL, &pc.sess, err) < 0)
+		goto out;
+	if (get_verified_manifest(pc.sess, ref_string, ref->digest ? ref->digest : ref->tag,
+				  ref->digest, &body, &len, &mt, top_digest, err) < 0)
+		goto out;
+	strcpy(digest, top_digest);
+	json_error_t jerr;
+	manifest = json_loadb(body, len, 0, &jerr);
+	if (!json_is_object(manifest)) {
+		ad_fail(err, AD_E_DATA_LOSS, "image %s: manifest is not JSON: %s", ref_string,
+			jerr.text);
+		goto out;
+	}
+	const char *jmt = json_string_value(json_object_get(manifest, "mediaType"));
+	if (jmt && !*mt) {
+		free(mt);
+		mt = ad_strdup(jmt);
+	}
+	if (json_integer_value(json_object_get(manifest, "schemaVersion")) == 1 ||
+	    strncmp(mt, MT_DOCKER_V1, strlen(MT_DOCKER_V1)) == 0) {
+		ad_fail(err, AD_E_UNIMPLEMENTED,
+			"image %s: Docker schema 1 manifests are not supported", ref_string);
+		goto out;
+	}
+	if (strcmp(mt, MT_DOCKER_LIST) == 0 || strcmp(mt, MT_OCI_INDEX) == 0 ||
+	    json_is_array(json_object_get(manifest, "manifests"))) {
+		const char *os, *arch, *variant;
+		host_platform(&os, &arch, &variant);
+		if (opts && opts->os)
+			os = opts->os;
+		if (opts && opts->arch) {
+			arch = opts->arch;
+			variant = opts->variant;
+		}
+		json_t *m = choose_platform(json_object_get(manifest, "manifests"), os, arch,
+					    variant);
+		const char *want = json_string_value(json_object_get(m, "digest"));
+		if (!m || !store_digest_valid(want)) {
+			ad_fail(err, AD_E_NOT_FOUND, "image %s has no manifest for %s/%s%s%s",
+				ref_string, os, arch, variant ? "/" : "", variant ? variant : "");
+			goto out;
+		}
+		want_copy = ad_strdup(want);
+		json_decref(manifest);
+		manifest = NULL;
+		strcpy(index_digest, top_digest);
+		index_body = ad_steal_ptr(body);
+		index_len = len;
+		free(mt);
+		mt = NULL;
+		if (get_verified_manifest(pc.sess, ref_string, want_copy, want_copy, &body, &len,
+					  &mt, digest, err) < 0)
+			goto out;
+		manifest = json_loadb(body, len, 0, &jerr);
+		if (!json_is_object(manifest) ||
+		    json_is_array(json_object_get(manifest, "manifests"))) {
+			ad_fail(err, AD_E_DATA_LOSS,
+				"image %s: platform manifest %s is not an image manifest",
+				ref_string, digest);
+			goto out;
+		}
+	}
+	json_t *cd = json_object_get(manifest, "config");
+	const char *config_digest = json_string_value(json_object_get(cd, "digest"));
+	json_int_t config_size = json_integer_value(json_object_get(cd, "size"));
+	if (!store_digest_valid(config_digest)) {
+		ad_fail(err, AD_E_DATA_LOSS, "image %s: manifest %s has no valid config digest",
+			ref_string, digest);
+		goto out;
+	}
+	if (fetch_blob(&pc, config_digest, config_size > 0 ? config_size : -1, err) < 0 ||
+	    store_blob_read(s, config_digest, 16u << 20, &config_data, &config_len, err) < 0)
+		goto out;
+	config = json_loadb(config_data, config_len, 0, &jerr);
+	if (!json_is_object(config)) {
+		ad_fail(err, AD_E_DATA_LOSS, "image %s: config %s is not JSON", ref_string,
+			config_digest);
+		goto out;
+	}
+	if (parse_layers(&pc, ref_string, manifest, config, err) < 0)
+		goto out;
+	if (store_bytes(s, digest, body, len, err) < 0 ||
+	    (index_body && store_bytes(s, index_digest, index_body, index_len, err) < 0))
+		goto out;
+
+	for (size_t i = 0; i < pc.n_layers; i++)
+		report(&pc, i, STORE_LAYER_WAITING);
+	size_t nthreads = pc.n_layers < s->max_parallel ? pc.n_layers : s->max_parallel;
+	pthread_t *th = ad_malloc0(sizeof(*th) * (nthreads ? nthreads : 1));
+	size_t started = 0;
+	for (; started < nthreads; started++)
+		if (pthread_create(&th[started], NULL, layer_worker, &pc) != 0)
+			break;
+	if (started == 0 && nthreads > 0)
+		layer_worker(&pc);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	for (size_t i = 0; i < pc.n_layers; i++) {
+		if (pc.layers[i].err) {
+			*err = ad_steal_ptr(pc.layers[i].err);
+			ad_error_wrap(err, "pull %s", ref_string);
+			goto out;
+		}
+	}
+
+	store_layer_rec *recs = ad_malloc0(sizeof(*recs) * (pc.n_layers ? pc.n_layers : 1));
+	for (size_t i = 0; i < pc.n_layers; i++) {
+		recs[i].digest = pc.layers[i].digest;
+		recs[i].media_type = pc.layers[i].media_type;
+		recs[i].diff_id = pc.layers[i].diff_id;
+		recs[i].size = pc.layers[i].size;
+	}
+	name = store_ref_name(ref);
+	tag = ref->tag ? ad_asprintf("%s:%s", name, ref->tag) : NULL;
+	repo_digest = ad_asprintf("%s@%s", name, top_digest);
+	const char *extra[] = {index_body ? index_digest : NULL, NULL};
+	r = store_image_record(s, tag, repo_digest, digest, config_digest, recs, pc.n_layers,
+			       extra, err);
+	free(recs);
+	if (r == 0 && ret_image_id)
+		*ret_image_id = ad_strdup(config_digest);
+out:
+	json_decref(manifest);
+	json_decref(config);
+	pull_ctx_clear(&pc);
+	return r;
+}
+
+int store_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
+	       ad_error **err)
+{
+	store_ref ref = {0};
+	if (store_ref_parse(reference, &ref, err) < 0)
+		return -1;
+	_cleanup_free_ char *ref_string = store_ref_string(&ref);
+	pthread_rwlock_rdlock(&s->gc_lock);
+	int r = pull_locked(s, &ref, ref_string, opts, ret_image_id, err);
+	pthread_rwlock_unlock(&s->gc_lock);
+	store_ref_clear(&ref);
+	return r;
+}

@@ -1,0 +1,289 @@
+"""A real registry on loopback for tests: Debian's docker-registry (plain,
+htpasswd basic auth, TLS with a test CA), and images built offline from
+busybox-static with umoci and pushed with skopeo.
+
+Usage:
+    with Registry(tmpdir, auth=("u", "p"), tls=True) as reg:
+        layout = ImageBuilder(tmpdir / "oci")
+        layout.busybox("base")
+        reg.push(layout, "base", "test/base:v1", fmt="v2s2")
+"""
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import io
+import time
+import urllib.request
+import ssl
+from pathlib import Path
+
+BUSYBOX = "/bin/busybox"
+APPLETS = ["sh", "ls", "cat", "echo", "true", "false", "sleep", "httpd", "mkdir", "rm"]
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args, **kw):
+    kw.setdefault("check", True)
+    kw.setdefault("capture_output", True)
+    try:
+        return subprocess.run([str(a) for a in args], **kw)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"{args}: {e.stderr.decode(errors='replace')}") from e
+
+
+def sha256_bytes(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+class Registry:
+    """docker-registry serving a private temp dir on 127.0.0.1:<free port>."""
+
+    def __init__(self, workdir, auth=None, tls=False):
+        self.dir = Path(workdir) / f"registry-{os.getpid()}-{free_port()}"
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.auth = auth
+        self.tls = tls
+        self.proc = None
+        self.certs_dir = None
+
+    def _make_tls(self):
+        d = self.dir / "tls"
+        d.mkdir()
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=agentd test CA", "-keyout", d / "ca.key", "-out", d / "ca.crt")
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", d / "server.key", "-out", d / "server.csr")
+        (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("openssl", "x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.crt",
+            "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "2", "-extfile",
+            d / "ext.cnf", "-out", d / "server.crt")
+        # certs.d layout: <dir>/<host:port>/ca.crt
+        self.certs_dir = self.dir / "certs.d"
+        (self.certs_dir / self.host).mkdir(parents=True)
+        shutil.copy(d / "ca.crt", self.certs_dir / self.host / "ca.crt")
+        return d
+
+    def start(self):
+        cfg = [
+            "version: 0.1",
+            "log:",
+            "  level: error",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.dir / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "http:",
+            f"  addr: {self.host}",
+        ]
+        if self.tls:
+            d = self._make_tls()
+            cfg += ["  tls:", f"    certificate: {d / 'server.crt'}", f"    key: {d / 'server.key'}"]
+        if self.auth:
+            htp = self.dir / "htpasswd"
+            run("htpasswd", "-Bbc", htp, self.auth[0], self.auth[1])
+            cfg += ["auth:", "  htpasswd:", "    realm: agentd-test", f"    path: {htp}"]
+        (self.dir / "config.yml").write_text("\n".join(cfg) + "\n")
+        self.log = open(self.dir / "registry.log", "wb")
+        self.proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(self.dir / "config.yml")],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("docker-registry exited: " + (self.dir / "registry.log").read_text())
+            try:
+                self.get("/v2/")
+                return self
+            except urllib.error.HTTPError as e:
+                if e.code == 401:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("docker-registry did not come up")
+
+    @property
+    def url(self):
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    def get(self, path):
+        ctx = None
+        if self.tls:
+            ctx = ssl.create_default_context(cafile=str(self.dir / "tls" / "ca.crt"))
+        req = urllib.request.Request(self.url + path)
+        if self.auth:
+            tok = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            req.add_header("Authorization", "Basic " + tok)
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+            return r.read()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def push(self, layout, tag, dest, fmt=None, all_images=False, compress=None):
+        """skopeo copy oci:<layout>:<tag> docker://<host>/<dest>."""
+        args = ["skopeo", "copy", "--quiet"]
+        if self.tls:
+            args += ["--dest-cert-dir", self.certs_dir / self.host]
+        else:
+            args += ["--dest-tls-verify=false"]
+        if self.auth:
+            args += ["--dest-creds", f"{self.auth[0]}:{self.auth[1]}"]
+        if fmt:
+            args += ["--format", fmt]
+        if all_images:
+            args += ["--all"]
+        if compress:
+            args += ["--dest-compress-format", compress]
+        args += [f"oci:{layout.path}:{tag}", f"docker://{self.host}/{dest}"]
+        run(*args)
+
+
+class ImageBuilder:
+    """An OCI layout built offline: a busybox-static base made with umoci
+    (unpack/repack: its `insert` writes tars without the final padding), plus
+    layers crafted with tarfile (whiteouts, opaque dirs, zstd) appended by
+    hand-written manifests."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not (self.path / "index.json").exists():
+            run("umoci", "init", "--layout", self.path)
+
+    def busybox(self, tag, marker="base", arch=None):
+        """A one-layer image: /bin/busybox + applets, /etc/marker, Cmd ["sh"]."""
+        bundle = self.path.parent / f"bundle-{tag}"
+        run("umoci", "new", "--image", f"{self.path}:{tag}")
+        run("umoci", "unpack", "--image", f"{self.path}:{tag}", bundle)
+        root = bundle / "rootfs"
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy(BUSYBOX, root / "bin" / "busybox")
+        for a in APPLETS:
+            os.symlink("busybox", root / "bin" / a)
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc" / "marker").write_text(marker + "\n")
+        (root / "data").mkdir()
+        (root / "data" / "old").write_text("old\n")
+        (root / "data" / "keep").write_text("keep\n")
+        (root / "gone").write_text("gone\n")
+        run("umoci", "repack", "--image", f"{self.path}:{tag}", bundle)
+        cfg = ["umoci", "config", "--image", f"{self.path}:{tag}", "--config.cmd", "sh"]
+        if arch:
+            cfg += ["--architecture", arch]
+        run(*cfg)
+        shutil.rmtree(bundle)
+
+    def _index(self):
+        return json.loads((self.path / "index.json").read_text())
+
+    def descriptor(self, tag):
+        for m in self._index()["manifests"]:
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+                return m
+        raise KeyError(tag)
+
+    def blob(self, digest):
+        return (self.path / "blobs" / "sha256" / digest[7:]).read_bytes()
+
+    def write_blob(self, data):
+        d = sha256_bytes(data)
+        (self.path / "blobs" / "sha256" / d[7:]).write_bytes(data)
+        return d
+
+    def set_tag(self, tag, desc):
+        idx = self._index()
+        idx["manifests"] = [m for m in idx["manifests"]
+                            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
+        desc = dict(desc)
+        desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+        idx["manifests"].append(desc)
+        (self.path / "index.json").write_text(json.dumps(idx))
+
+    def append_layer(self, src_tag, dst_tag, entries, compress="gzip"):
+        """Adds a layer made of `entries` [(name, kind, data)] (kind: "file",
+        "dir", "symlink" (data = target), "link" (data = target)) on top of
+        src_tag and tags the result dst_tag."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, kind, data in entries:
+                ti = tarfile.TarInfo(name)
+                ti.mtime = 1700000000
+                if kind == "file":
+                    ti.size = len(data)
+                    ti.mode = 0o644
+                    tf.addfile(ti, io.BytesIO(data))
+                    continue
+                if kind == "dir":
+                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                elif kind == "symlink":
+                    ti.type, ti.linkname = tarfile.SYMTYPE, data
+                elif kind == "link":
+                    ti.type, ti.linkname = tarfile.LNKTYPE, data
+                tf.addfile(ti)
+        raw = buf.getvalue()
+        if compress == "gzip":
+            import gzip
+            blob, mt = gzip.compress(raw), "application/vnd.oci.image.layer.v1.tar+gzip"
+        elif compress == "zstd":
+            blob = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True,
+                                  check=True).stdout
+            mt = "application/vnd.oci.image.layer.v1.tar+zstd"
+        else:
+            blob, mt = raw, "application/vnd.oci.image.layer.v1.tar"
+        desc = self.descriptor(src_tag)
+        manifest = json.loads(self.blob(desc["digest"]))
+        config = json.loads(self.blob(manifest["config"]["digest"]))
+        config["rootfs"]["diff_ids"].append(sha256_bytes(raw))
+        config.setdefault("history", []).append({"created_by": f"append {compress} layer"})
+        cdata = json.dumps(config).encode()
+        manifest["config"] = {"mediaType": manifest["config"]["mediaType"],
+                              "digest": self.write_blob(cdata), "size": len(cdata)}
+        manifest["layers"].append({"mediaType": mt, "digest": self.write_blob(blob),
+                                   "size": len(blob)})
+        mdata = json.dumps(manifest).encode()
+        self.set_tag(dst_tag, {"mediaType": desc["mediaType"], "digest": self.write_blob(mdata),
+                               "size": len(mdata)})
+        return sha256_bytes(raw)
+
+    def multiarch(self, tag, per_arch):
+        """An OCI index `tag` over images {arch: tag} already in the layout."""
+        manifests = []
+        for arch, t in per_arch.items():
+            desc = dict(self.descriptor(t))
+            desc.pop("annotations", None)
+            desc["platform"] = {"os": "linux", "architecture": arch}
+            manifests.append(desc)
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                 "manifests": manifests}
+        data = json.dumps(index).encode()
+        self.set_tag(tag, {"mediaType": "application/vnd.oci.image.index.v1+json",
+                           "digest": self.write_blob(data), "size": len(data)})
