@@ -101,25 +101,39 @@ static int client_dead_err(rpc_client *c, ad_error **err)
 		       c->dead_reason ? c->dead_reason : "closed");
 }
 
-/* SSL_write with SIGPIPE blocked for this thread, and a SIGPIPE it raised
- * consumed: the caller's process must not die because the server left. */
-static int ssl_write_nosigpipe(SSL *ssl, const void *buf, int len)
+/* OpenSSL writes with plain write(): a server that goes away must give
+ * EPIPE, not kill the caller's process. SIGPIPE is blocked for this thread
+ * around TLS work and one it raised is consumed before unblocking. */
+typedef struct sigpipe_guard {
+	bool active;
+	bool was_pending;
+	sigset_t old;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g)
 {
-	sigset_t pipe, old;
+	sigset_t pipe, pending;
 	sigemptyset(&pipe);
 	sigaddset(&pipe, SIGPIPE);
-	sigset_t pending;
 	sigpending(&pending);
-	bool was_pending = sigismember(&pending, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipe, &old);
-	int r = SSL_write(ssl, buf, len);
-	if (r <= 0 && !was_pending) {
+	g->was_pending = sigismember(&pending, SIGPIPE);
+	g->active = pthread_sigmask(SIG_BLOCK, &pipe, &g->old) == 0;
+}
+
+static void sigpipe_restore(sigpipe_guard *g)
+{
+	if (!g->active)
+		return;
+	if (!g->was_pending) {
+		sigset_t pipe;
+		sigemptyset(&pipe);
+		sigaddset(&pipe, SIGPIPE);
 		struct timespec zero = {0, 0};
 		while (sigtimedwait(&pipe, NULL, &zero) > 0)
 			;
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return r;
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+	g->active = false;
 }
 
 /* Writes all of buf. Returns 0, or -1 (connection dead). */
@@ -130,7 +144,7 @@ static int write_all(rpc_client *c, const uint8_t *buf, size_t len, int64_t dead
 		short want = POLLOUT;
 		if (c->ssl) {
 			ERR_clear_error();
-			int r = ssl_write_nosigpipe(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+			int r = SSL_write(c->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
 			if (r > 0) {
 				n = r;
 			} else {
@@ -544,7 +558,7 @@ static int tls_start(rpc_client *c, const rpc_client_config *cfg, const char *ho
 	return 0;
 }
 
-int rpc_client_connect(const rpc_client_config *cfg, rpc_client **ret_client, ad_error **err)
+static int client_connect(const rpc_client_config *cfg, rpc_client **ret_client, ad_error **err)
 {
 	if (!cfg->endpoint)
 		return ad_fail(err, AD_E_INVALID, "no endpoint");
@@ -621,10 +635,22 @@ int rpc_client_connect(const rpc_client_config *cfg, rpc_client **ret_client, ad
 	return 0;
 }
 
+int rpc_client_connect(const rpc_client_config *cfg, rpc_client **ret_client, ad_error **err)
+{
+	sigpipe_guard g;
+	sigpipe_block(&g);
+	int r = client_connect(cfg, ret_client, err);
+	sigpipe_restore(&g);
+	return r;
+}
+
 void rpc_client_free(rpc_client *c)
 {
 	if (!c)
 		return;
+	sigpipe_guard g = {0};
+	if (c->ssl)
+		sigpipe_block(&g);
 	if (c->session && !c->dead) {
 		nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
 		io_send(c, ad_monotonic_ns() + 100000000LL);
@@ -644,6 +670,7 @@ void rpc_client_free(rpc_client *c)
 	free(c->authority);
 	free(c->dead_reason);
 	free(c);
+	sigpipe_restore(&g);
 }
 
 void rpc_status_clear(rpc_status *st)
@@ -673,8 +700,24 @@ static rpc_code code_from_rst(uint32_t rst)
 	}
 }
 
+static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path,
+		       const ProtobufCMessage *req, unsigned timeout_ms, rpc_status *st,
+		       ad_error **err);
+
 static int run_call(rpc_client *c, rpc_ccall *cc, const char *path, const ProtobufCMessage *req,
 		    unsigned timeout_ms, rpc_status *st, ad_error **err)
+{
+	sigpipe_guard g = {0};
+	if (c->ssl)
+		sigpipe_block(&g);
+	int r = run_call_io(c, cc, path, req, timeout_ms, st, err);
+	sigpipe_restore(&g);
+	return r;
+}
+
+static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path,
+		       const ProtobufCMessage *req, unsigned timeout_ms, rpc_status *st,
+		       ad_error **err)
 {
 	if (c->dead)
 		return client_dead_err(c, err);

@@ -215,3 +215,159 @@ def test_connect_refused(tmp):
     assert r["rc"] == 2
     assert r["error"] == ("unavailable cannot connect to %s: No such file or directory "
                           "(is agentd running?)" % ep)
+
+
+# ---------------------------------------------------------------------------
+# The other direction: grpcio's client against libadrpc's server
+# (tests/unit/rpc_server_probe), on a unix socket and on mutual TLS.
+
+SERVER_PROBE = os.path.join(BUILD, "tests", "unit", "rpc_server_probe")
+MAX_MSG = 65536
+
+
+@pytest.fixture(scope="module")
+def c_server(tmp, certs):
+    assert os.path.exists(SERVER_PROBE), "build the unit tests first: " + SERVER_PROBE
+    sock = os.path.join(tmp, "c-server", "probe.sock")
+    p = subprocess.Popen([SERVER_PROBE, "--unix", sock, "--tcp", "127.0.0.1:0",
+                          "--cert", os.path.join(certs, "server.pem"),
+                          "--key", os.path.join(certs, "server.key"),
+                          "--client-ca", os.path.join(certs, "ca.pem"),
+                          "--max-msg", str(MAX_MSG), "--workers", "4"],
+                         stdout=subprocess.PIPE, text=True)
+    port = None
+    for line in p.stdout:
+        if line.startswith("port="):
+            port = int(line.split("=")[1])
+        if line.strip() == "ready":
+            break
+    assert port, "server probe did not start"
+    yield {"unix": "unix:" + sock, "tls": "127.0.0.1:%d" % port, "proc": p}
+    if p.poll() is None:
+        p.terminate()
+        assert p.wait(timeout=15) == 0
+
+
+@pytest.fixture(params=["unix", "tls"])
+def stub(request, c_server, certs, stubs):
+    agent_pb2, agent_pb2_grpc = stubs
+    if request.param == "unix":
+        ch = grpc.insecure_channel(c_server["unix"])
+    else:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=read(os.path.join(certs, "ca.pem")),
+            private_key=read(os.path.join(certs, "client.key")),
+            certificate_chain=read(os.path.join(certs, "client.pem")))
+        ch = grpc.secure_channel(c_server["tls"], creds,
+                                 options=[("grpc.ssl_target_name_override", "localhost")])
+    yield agent_pb2, agent_pb2_grpc.DebugServiceStub(ch), request.param
+    ch.close()
+
+
+def test_grpcio_unary(stub):
+    pb, s, kind = stub
+    r = s.Echo(pb.EchoRequest(message="hi", payload=b"\x00\x01" * 100), timeout=10)
+    assert r.message == "hi" and r.payload == b"\x00\x01" * 100
+    md = s.Echo(pb.EchoRequest(message="md:x-test"), metadata=[("x-test", "v1")], timeout=10)
+    assert md.message == "v1"
+    who = s.Echo(pb.EchoRequest(message="whoami"), timeout=10)
+    assert ("CN=probe-client" in who.message) if kind == "tls" else who.message == "(none)"
+
+
+def test_grpcio_stream(stub):
+    pb, s, _ = stub
+    got = [(m.index, m.message) for m in s.StreamEcho(pb.EchoRequest(message="m", repeat=300),
+                                                      timeout=20)]
+    assert got == [(i, "m") for i in range(300)]
+
+
+def test_grpcio_error(stub):
+    pb, s, _ = stub
+    with pytest.raises(grpc.RpcError) as e:
+        s.Echo(pb.EchoRequest(message="error:" + ERROR_TEXT), timeout=10)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert e.value.details() == ERROR_TEXT
+
+
+def test_grpcio_unknown_method(c_server, stubs):
+    pb, _ = stubs
+    with grpc.insecure_channel(c_server["unix"]) as ch:
+        call = ch.unary_unary("/agent.v1.DebugService/Nope",
+                              request_serializer=pb.EchoRequest.SerializeToString,
+                              response_deserializer=pb.EchoResponse.FromString)
+        with pytest.raises(grpc.RpcError) as e:
+            call(pb.EchoRequest(message="x"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "unknown method /agent.v1.DebugService/Nope" in e.value.details()
+
+
+def test_grpcio_deadline_and_cancel(stub):
+    pb, s, _ = stub
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as e:
+        s.Echo(pb.EchoRequest(message="slow", delay_ms=5000), timeout=0.3)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - t0 < 3
+    it = s.StreamEcho(pb.EchoRequest(message="c", repeat=100000), timeout=20)
+    for i, _m in enumerate(it):
+        if i == 5:
+            it.cancel()
+            break
+    # still serving
+    assert s.Echo(pb.EchoRequest(message="after"), timeout=10).message == "after"
+
+
+def test_grpcio_size_limits(stub):
+    pb, s, _ = stub
+
+    def req_of(size):
+        n = size - 4
+        while True:
+            r = pb.EchoRequest(payload=b"x" * n)
+            if r.ByteSize() == size:
+                return r
+            n += 1 if r.ByteSize() < size else -1
+
+    assert len(s.Echo(req_of(MAX_MSG), timeout=10).payload) > 0
+    with pytest.raises(grpc.RpcError) as e:
+        s.Echo(req_of(MAX_MSG + 1), timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as e:
+        s.Echo(pb.EchoRequest(response_bytes=MAX_MSG), timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_grpcio_mtls_refused(c_server, certs, stubs):
+    pb, pbg = stubs
+    for cert in (None, "rogue"):
+        kw = {"root_certificates": read(os.path.join(certs, "ca.pem"))}
+        if cert:
+            kw["private_key"] = read(os.path.join(certs, cert + ".key"))
+            kw["certificate_chain"] = read(os.path.join(certs, cert + ".pem"))
+        ch = grpc.secure_channel(c_server["tls"], grpc.ssl_channel_credentials(**kw),
+                                 options=[("grpc.ssl_target_name_override", "localhost")])
+        with pytest.raises(grpc.RpcError) as e:
+            pbg.DebugServiceStub(ch).Echo(pb.EchoRequest(message="x"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        ch.close()
+
+
+def test_grpcio_concurrent(c_server, stubs):
+    pb, pbg = stubs
+    with grpc.insecure_channel(c_server["unix"]) as ch:
+        s = pbg.DebugServiceStub(ch)
+        futs = [s.Echo.future(pb.EchoRequest(message=str(i), delay_ms=20), timeout=30)
+                for i in range(200)]
+        assert [f.result().message for f in futs] == [str(i) for i in range(200)]
+
+
+def test_zz_server_drains_on_sigterm(c_server, stubs):
+    pb, pbg = stubs
+    p = c_server["proc"]
+    with grpc.insecure_channel(c_server["unix"]) as ch:
+        s = pbg.DebugServiceStub(ch)
+        fut = s.Echo.future(pb.EchoRequest(message="last", delay_ms=500), timeout=10)
+        time.sleep(0.2)
+        p.terminate()
+        assert fut.result().message == "last"
+    assert p.wait(timeout=10) == 0

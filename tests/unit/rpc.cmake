@@ -5,3 +5,8 @@ agentd_unit_test(rpc_test adrpc adproto)
 # Python grpcio server (found as ${AGENTD_BUILD_DIR}/tests/unit/rpc_client_probe).
 add_executable(rpc_client_probe ${CMAKE_CURRENT_SOURCE_DIR}/rpc_client_probe.c)
 target_link_libraries(rpc_client_probe PRIVATE adrpc adproto)
+
+# libadrpc's server alone, serving agent.v1.DebugService, for grpcio clients in
+# the same integration test and for ad-hoc h2load/hostile-input runs.
+add_executable(rpc_server_probe ${CMAKE_CURRENT_SOURCE_DIR}/rpc_server_probe.c)
+target_link_libraries(rpc_server_probe PRIVATE adrpc adproto)
