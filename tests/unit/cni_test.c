@@ -592,6 +592,17 @@ static void test_unread_stdin(void **state)
 	assert_int_equal(cni_del(net, &pod, NULL, &e), 0);
 	assert_int_equal(count_fds(), fds_before);
 	cni_net_free(net);
+
+	/* Output beyond the bound is refused, and the plugin is not left blocked. */
+	snprintf(path, sizeof(path), "%s/fake-chatty", fake_dir);
+	write_file(path, "#!/bin/sh\nhead -c 3000000 /dev/zero | tr '\\0' x\n", 0755);
+	net = fake_net("[{\"type\":\"fake-chatty\"}]", 20000);
+	assert_int_equal(cni_add(net, &pod, &result, &e), -1);
+	assert_int_equal(e->code, AD_E_RESOURCE);
+	assert_msg(e, "more than");
+	ad_error_free(&e);
+	assert_int_equal(count_fds(), fds_before);
+	cni_net_free(net);
 }
 
 struct par_job {
