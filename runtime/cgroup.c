@@ -37,20 +37,13 @@ static const struct {
 	const char *name;
 	unsigned bit;
 } cg_ctrl_names[] = {
-	{"cpu", CG_CTRL_CPU},
-	{"cpuacct", CG_CTRL_CPUACCT},
-	{"cpuset", CG_CTRL_CPUSET},
-	{"memory", CG_CTRL_MEMORY},
-	{"devices", CG_CTRL_DEVICES},
-	{"freezer", CG_CTRL_FREEZER},
-	{"blkio", CG_CTRL_BLKIO},
-	{"pids", CG_CTRL_PIDS},
-	{"hugetlb", CG_CTRL_HUGETLB},
-	{"net_cls", CG_CTRL_NET_CLS},
-	{"net_prio", CG_CTRL_NET_PRIO},
-	{"perf_event", CG_CTRL_PERF_EVENT},
-	{"rdma", CG_CTRL_RDMA},
-	{"misc", CG_CTRL_MISC},
+    {"cpu", CG_CTRL_CPU},	    {"cpuacct", CG_CTRL_CPUACCT},
+    {"cpuset", CG_CTRL_CPUSET},	    {"memory", CG_CTRL_MEMORY},
+    {"devices", CG_CTRL_DEVICES},   {"freezer", CG_CTRL_FREEZER},
+    {"blkio", CG_CTRL_BLKIO},	    {"pids", CG_CTRL_PIDS},
+    {"hugetlb", CG_CTRL_HUGETLB},   {"net_cls", CG_CTRL_NET_CLS},
+    {"net_prio", CG_CTRL_NET_PRIO}, {"perf_event", CG_CTRL_PERF_EVENT},
+    {"rdma", CG_CTRL_RDMA},	    {"misc", CG_CTRL_MISC},
 };
 
 /* Comma-separated options -> mask of known controllers (unknown ones and
@@ -196,12 +189,27 @@ static int cg_version(void)
 	return cg_layout.version;
 }
 
-const char *cg_version_name(void) { return cg_version() == 2 ? "v2" : "v1"; }
+const char *cg_version_name(void)
+{
+	return cg_version() == 2 ? "v2" : "v1";
+}
 
-const char *cg_root(void) { return cg_layout.root; }
-bool cg_testing(void) { return cg_layout.testing; }
-size_t cg_v1_hier_count(void) { return cg_layout.n_hiers; }
-const cg_v1_hier *cg_v1_hier_get(size_t i) { return &cg_layout.hiers[i]; }
+const char *cg_root(void)
+{
+	return cg_layout.root;
+}
+bool cg_testing(void)
+{
+	return cg_layout.testing;
+}
+size_t cg_v1_hier_count(void)
+{
+	return cg_layout.n_hiers;
+}
+const cg_v1_hier *cg_v1_hier_get(size_t i)
+{
+	return &cg_layout.hiers[i];
+}
 
 /* ---- file helpers ---- */
 
@@ -363,8 +371,9 @@ int cg_validate_cpuset(const char *what, const char *value, ad_error **err)
 				return ad_fail(err, AD_E_INVALID, "%s \"%s\": number out of range",
 					       what, value);
 			if (hi < lo)
-				return ad_fail(err, AD_E_INVALID, "%s \"%s\": range %lu-%lu is reversed",
-					       what, value, lo, hi);
+				return ad_fail(err, AD_E_INVALID,
+					       "%s \"%s\": range %lu-%lu is reversed", what, value,
+					       lo, hi);
 			p = end;
 		}
 		if (*p == '\0')
@@ -389,7 +398,8 @@ int cg_validate_resources(const rt_resources *res, ad_error **err)
 			       "cpu quota %" PRId64 "us: must be -1 (unlimited) or at least 1000",
 			       res->cpu_quota_us);
 	if (res->cpu_period_us && (res->cpu_period_us < 1000 || res->cpu_period_us > 1000000))
-		return ad_fail(err, AD_E_INVALID, "cpu period %" PRIu64 "us out of range 1000..1000000",
+		return ad_fail(err, AD_E_INVALID,
+			       "cpu period %" PRIu64 "us out of range 1000..1000000",
 			       res->cpu_period_us);
 	if (res->cpuset_cpus && *res->cpuset_cpus &&
 	    cg_validate_cpuset("cpuset cpus", res->cpuset_cpus, err) < 0)
@@ -450,7 +460,8 @@ int cg_validate_device_rule(const char *rule, ad_error **err)
 		return 0;
 	const char *p = rule;
 	if ((p[0] != 'a' && p[0] != 'b' && p[0] != 'c') || p[1] != ' ')
-		return ad_fail(err, AD_E_INVALID, "device rule \"%s\": type must be a, b or c", rule);
+		return ad_fail(err, AD_E_INVALID, "device rule \"%s\": type must be a, b or c",
+			       rule);
 	p += 2;
 	size_t maj = strcspn(p, ":");
 	if (!cg_device_number_ok(p, maj) || p[maj] != ':')
@@ -530,7 +541,8 @@ int cg_mkdir(const char *dir, bool *ret_created, ad_error **err)
 			return 0;
 		}
 	}
-	return ad_fail_errno(err, errno == EACCES || errno == EPERM ? AD_E_PERMISSION : AD_E_INTERNAL,
+	return ad_fail_errno(err,
+			     errno == EACCES || errno == EPERM ? AD_E_PERMISSION : AD_E_INTERNAL,
 			     "mkdir %s", dir);
 }
 
@@ -549,7 +561,8 @@ int cg_rmdir(const char *dir, ad_error **err)
 		/* The kernel unlinks an exiting task from its cgroup a moment after
 		 * cgroup.procs stops listing it. */
 		if (errno != EBUSY || i >= 100)
-			return ad_fail_errno(err, errno == EBUSY ? AD_E_PRECONDITION : AD_E_INTERNAL,
+			return ad_fail_errno(err,
+					     errno == EBUSY ? AD_E_PRECONDITION : AD_E_INTERNAL,
 					     "rmdir %s", dir);
 		cg_sleep_ms(10);
 	}
@@ -565,8 +578,9 @@ static int cg_check_component(const char *what, const char *s, size_t len, ad_er
 		return ad_fail(err, AD_E_INVALID, "cgroup %s: path component longer than 255 bytes",
 			       what);
 	if ((len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
-		return ad_fail(err, AD_E_INVALID, "cgroup %s \"%.*s\": \".\" and \"..\" are not allowed",
-			       what, (int)len, s);
+		return ad_fail(err, AD_E_INVALID,
+			       "cgroup %s \"%.*s\": \".\" and \"..\" are not allowed", what,
+			       (int)len, s);
 	for (size_t i = 0; i < len; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
 			return ad_fail(err, AD_E_INVALID, "cgroup %s: control character in name",
@@ -582,7 +596,8 @@ static int cg_normalize_parent(const char *parent, char **ret, ad_error **err)
 	if (!parent)
 		parent = "";
 	if (strlen(parent) > PATH_MAX / 2)
-		return ad_fail(err, AD_E_INVALID, "cgroup parent: longer than %d bytes", PATH_MAX / 2);
+		return ad_fail(err, AD_E_INVALID, "cgroup parent: longer than %d bytes",
+			       PATH_MAX / 2);
 	_cleanup_free_ char *out = ad_malloc0(strlen(parent) + 1);
 	size_t n = 0;
 	for (const char *p = parent; *p;) {
@@ -628,7 +643,8 @@ static int cg_manager_new(const char *parent, const char *name, cg_manager **ret
 			return ad_fail(err, AD_E_UNAVAILABLE, "no cgroup v1 hierarchy is mounted");
 		}
 		for (size_t i = 0; i < cg_layout.n_hiers; i++)
-			cg->v1_dirs[i] = ad_asprintf("%s/%s", cg_layout.hiers[i].mountpoint, cg->path);
+			cg->v1_dirs[i] =
+			    ad_asprintf("%s/%s", cg_layout.hiers[i].mountpoint, cg->path);
 	}
 	*ret = cg;
 	return 0;
@@ -719,12 +735,16 @@ int cg_devices_allow(cg_manager *cg, const char *rule, ad_error **err)
 {
 	if (!rule || cg_validate_device_rule(rule, err) < 0 ||
 	    cg->drv->devices_allow(cg, rule, err) < 0)
-		return rule ? ad_error_wrap(err, "cgroup %s", cg->path)
-			    : ad_fail(err, AD_E_INVALID, "cgroup %s: missing device rule", cg->path);
+		return rule
+			   ? ad_error_wrap(err, "cgroup %s", cg->path)
+			   : ad_fail(err, AD_E_INVALID, "cgroup %s: missing device rule", cg->path);
 	return 0;
 }
 
-const char *cg_path(cg_manager *cg) { return cg->path; }
+const char *cg_path(cg_manager *cg)
+{
+	return cg->path;
+}
 
 void cg_free(cg_manager *cg)
 {

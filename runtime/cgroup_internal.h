@@ -54,7 +54,7 @@ typedef struct cg_driver {
 
 struct cg_manager {
 	const cg_driver *drv;
-	char *path;        /* normalized, relative, no leading '/': "agentd/c1" */
+	char *path;	   /* normalized, relative, no leading '/': "agentd/c1" */
 	char *parent_path; /* normalized parent ("" for the root) */
 	/* v2: the one directory. v1: one per hierarchy, same index as cg_v1_hiers. */
 	char *dir;
@@ -76,7 +76,7 @@ const cg_v1_hier *cg_v1_hier_get(size_t i);
  * EBUSY/EINVAL. */
 int cg_write(const char *dir, const char *file, const char *value, ad_error **err);
 int cg_writef(const char *dir, const char *file, ad_error **err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 int cg_read(const char *dir, const char *file, char **ret, ad_error **err);
 /* "max" reads as UINT64_MAX. */
 int cg_read_u64(const char *dir, const char *file, uint64_t *ret, ad_error **err);

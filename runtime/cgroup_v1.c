@@ -89,7 +89,8 @@ static int v1_apply_memory(cg_manager *cg, const rt_resources *res, ad_error **e
 	for (int step = 0; step < 2; step++) {
 		bool do_swap = (step == 0) == raising;
 		if (do_swap) {
-			if (swap != 0 && v1_write_i64(dir, "memory.memsw.limit_in_bytes", swap, err) < 0)
+			if (swap != 0 &&
+			    v1_write_i64(dir, "memory.memsw.limit_in_bytes", swap, err) < 0)
 				return -1;
 			continue;
 		}
@@ -117,16 +118,19 @@ static int v1_apply(cg_manager *cg, const rt_resources *res, ad_error **err)
 	if (res->cpu_shares || res->cpu_quota_us || res->cpu_period_us) {
 		if (!(dir = v1_dir(cg, CG_CTRL_CPU)))
 			return ad_fail(err, AD_E_UNAVAILABLE, "cpu controller is not mounted");
-		if (res->cpu_shares && cg_writef(dir, "cpu.shares", err, "%" PRIu64, res->cpu_shares) < 0)
+		if (res->cpu_shares &&
+		    cg_writef(dir, "cpu.shares", err, "%" PRIu64, res->cpu_shares) < 0)
 			return -1;
 		/* Period first: a quota is checked against the period in force. */
 		if (res->cpu_period_us &&
 		    cg_writef(dir, "cpu.cfs_period_us", err, "%" PRIu64, res->cpu_period_us) < 0)
 			return -1;
-		if (res->cpu_quota_us && v1_write_i64(dir, "cpu.cfs_quota_us", res->cpu_quota_us, err) < 0)
+		if (res->cpu_quota_us &&
+		    v1_write_i64(dir, "cpu.cfs_quota_us", res->cpu_quota_us, err) < 0)
 			return -1;
 	}
-	bool cpus = res->cpuset_cpus && *res->cpuset_cpus, mems = res->cpuset_mems && *res->cpuset_mems;
+	bool cpus = res->cpuset_cpus && *res->cpuset_cpus,
+	     mems = res->cpuset_mems && *res->cpuset_mems;
 	if (cpus || mems) {
 		if (!(dir = v1_dir(cg, CG_CTRL_CPUSET)))
 			return ad_fail(err, AD_E_UNAVAILABLE, "cpuset controller is not mounted");
@@ -167,7 +171,8 @@ static int v1_create(cg_manager *cg, const rt_resources *res, ad_error **err)
 			free(cur);
 			cur = next;
 			bool made;
-			if (cg_mkdir(cur, &made, err) < 0 || (cpuset && v1_cpuset_inherit(cur, err) < 0)) {
+			if (cg_mkdir(cur, &made, err) < 0 ||
+			    (cpuset && v1_cpuset_inherit(cur, err) < 0)) {
 				v1_rollback(cg, created);
 				return -1;
 			}
@@ -353,8 +358,8 @@ static int v1_destroy(cg_manager *cg, ad_error **err)
 		if (n == 0)
 			break;
 		if (ad_monotonic_ns() > deadline)
-			return ad_fail(err, AD_E_DEADLINE, "%zu processes still running after SIGKILL",
-				       n);
+			return ad_fail(err, AD_E_DEADLINE,
+				       "%zu processes still running after SIGKILL", n);
 		size_t seen;
 		if (v1_signal_once(cg, SIGKILL, &seen, err) < 0)
 			return -1;
@@ -382,14 +387,14 @@ static int v1_devices_allow(cg_manager *cg, const char *rule, ad_error **err)
 }
 
 const cg_driver cg_v1_driver = {
-	.name = "v1",
-	.create = v1_create,
-	.open = v1_open,
-	.enter = v1_enter,
-	.update = v1_update,
-	.stats = v1_stats,
-	.oom_kill_count = v1_oom_kill_count,
-	.kill_all = v1_kill_all,
-	.destroy = v1_destroy,
-	.devices_allow = v1_devices_allow,
+    .name = "v1",
+    .create = v1_create,
+    .open = v1_open,
+    .enter = v1_enter,
+    .update = v1_update,
+    .stats = v1_stats,
+    .oom_kill_count = v1_oom_kill_count,
+    .kill_all = v1_kill_all,
+    .destroy = v1_destroy,
+    .devices_allow = v1_devices_allow,
 };

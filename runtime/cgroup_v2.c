@@ -128,8 +128,8 @@ static int v2_apply_cpu_max(cg_manager *cg, const rt_resources *res, ad_error **
 
 static int v2_apply(cg_manager *cg, const rt_resources *res, ad_error **err)
 {
-	if (res->cpu_shares &&
-	    cg_writef(cg->dir, "cpu.weight", err, "%" PRIu64, cg_shares_to_weight(res->cpu_shares)) < 0)
+	if (res->cpu_shares && cg_writef(cg->dir, "cpu.weight", err, "%" PRIu64,
+					 cg_shares_to_weight(res->cpu_shares)) < 0)
 		return -1;
 	if ((res->cpu_quota_us || res->cpu_period_us) && v2_apply_cpu_max(cg, res, err) < 0)
 		return -1;
@@ -159,7 +159,8 @@ static int v2_create(cg_manager *cg, const rt_resources *res, ad_error **err)
 		cur = next;
 		if (leaf) {
 			if (mkdir(cur, 0755) < 0)
-				return ad_error_make(err, errno == EEXIST ? AD_E_EXISTS : AD_E_INTERNAL,
+				return ad_error_make(err,
+						     errno == EEXIST ? AD_E_EXISTS : AD_E_INTERNAL,
 						     errno, "mkdir %s", cur);
 		} else {
 			bool made;
@@ -285,8 +286,8 @@ static int v2_destroy(cg_manager *cg, ad_error **err)
 		if (n == 0)
 			break;
 		if (ad_monotonic_ns() > deadline)
-			return ad_fail(err, AD_E_DEADLINE, "%zu processes still running after SIGKILL",
-				       n);
+			return ad_fail(err, AD_E_DEADLINE,
+				       "%zu processes still running after SIGKILL", n);
 		if (v2_kill_all(cg, SIGKILL, err) < 0)
 			return -1;
 		cg_sleep_ms(5);
@@ -304,14 +305,14 @@ static int v2_devices_allow(cg_manager *cg, const char *rule, ad_error **err)
 }
 
 const cg_driver cg_v2_driver = {
-	.name = "v2",
-	.create = v2_create,
-	.open = v2_open,
-	.enter = v2_enter,
-	.update = v2_update,
-	.stats = v2_stats,
-	.oom_kill_count = v2_oom_kill_count,
-	.kill_all = v2_kill_all,
-	.destroy = v2_destroy,
-	.devices_allow = v2_devices_allow,
+    .name = "v2",
+    .create = v2_create,
+    .open = v2_open,
+    .enter = v2_enter,
+    .update = v2_update,
+    .stats = v2_stats,
+    .oom_kill_count = v2_oom_kill_count,
+    .kill_all = v2_kill_all,
+    .destroy = v2_destroy,
+    .devices_allow = v2_devices_allow,
 };

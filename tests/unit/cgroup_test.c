@@ -47,7 +47,8 @@ static char *slurp(const char *path)
 	return data;
 }
 
-static void assert_file(const char *want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void assert_file(const char *want, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void assert_file(const char *want, const char *fmt, ...)
 {
 	va_list ap;
@@ -120,7 +121,7 @@ static void nuke(const char *path, bool self)
 	ad_remove_tree(path, &err);
 }
 
-static const char *const v1_ctrls[] = {"cpu",     "cpuacct", "cpuset", "memory",
+static const char *const v1_ctrls[] = {"cpu",	  "cpuacct", "cpuset", "memory",
 				       "devices", "freezer", "blkio",  "pids"};
 #define N_V1 (sizeof(v1_ctrls) / sizeof(v1_ctrls[0]))
 
@@ -210,7 +211,8 @@ static void child_spin(long ms, int fd)
 
 static void child_alloc(long bytes, int fd)
 {
-	char *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p =
+	    mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		_exit(97);
 	for (long i = 0; i < bytes; i += 4096)
@@ -391,7 +393,8 @@ static void test_v1_create_limits_destroy(void **state)
 	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
 		fail_msg("child status 0x%x, want SIGKILL", st);
 	for (size_t i = 0; i < N_V1; i++) {
-		_cleanup_free_ char *dir = ad_asprintf("/sys/fs/cgroup/%s/%s", v1_ctrls[i], want_path);
+		_cleanup_free_ char *dir =
+		    ad_asprintf("/sys/fs/cgroup/%s/%s", v1_ctrls[i], want_path);
 		if (exists(dir))
 			fail_msg("%s still exists after cg_destroy", dir);
 	}
@@ -572,7 +575,7 @@ static void test_v1_devices(void **state)
 	assert_int_equal(cg_devices_allow(cg, "c 1:3 rwm", &err), 0);
 	assert_int_equal(cg_devices_allow(cg, "c 1:5 rw", &err), 0);
 	_cleanup_free_ char *list_path =
-		ad_asprintf("/sys/fs/cgroup/devices/%s/devices.list", cg_path(cg));
+	    ad_asprintf("/sys/fs/cgroup/devices/%s/devices.list", cg_path(cg));
 	_cleanup_free_ char *list = NULL;
 	assert_int_equal(ad_read_file(AT_FDCWD, list_path, 4096, &list, NULL, &err), 0);
 	assert_string_equal(list, "c 1:3 rwm\nc 1:5 rw\n");
@@ -821,8 +824,8 @@ static void test_v2_file_formats(void **state)
 	ad_error_free(&err);
 	assert_file("67108864", "%s/memory.max", leaf);
 
-	rt_resources upd = {.memory_limit = -1, .memory_swap = -1, .cpu_quota_us = -1,
-			    .pids_limit = -1};
+	rt_resources upd = {
+	    .memory_limit = -1, .memory_swap = -1, .cpu_quota_us = -1, .pids_limit = -1};
 	assert_int_equal(cg_update(cg, &upd, &err), 0);
 	assert_file("max", "%s/memory.max", leaf);
 	assert_file("max", "%s/memory.swap.max", leaf);
@@ -855,17 +858,17 @@ static void test_v2_file_formats(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_detect, teardown),
-		cmocka_unit_test_teardown(test_bad_input, teardown),
-		cmocka_unit_test_teardown(test_v1_create_limits_destroy, teardown),
-		cmocka_unit_test_teardown(test_v1_stats, teardown),
-		cmocka_unit_test_teardown(test_v1_update_memory, teardown),
-		cmocka_unit_test_teardown(test_v1_oom, teardown),
-		cmocka_unit_test_teardown(test_v1_pids_and_destroy, teardown),
-		cmocka_unit_test_teardown(test_v1_devices, teardown),
-		cmocka_unit_test_teardown(test_v1_parent_normalized, teardown),
-		cmocka_unit_test_teardown(test_v2_real_unified, teardown),
-		cmocka_unit_test_teardown(test_v2_file_formats, teardown),
+	    cmocka_unit_test_teardown(test_detect, teardown),
+	    cmocka_unit_test_teardown(test_bad_input, teardown),
+	    cmocka_unit_test_teardown(test_v1_create_limits_destroy, teardown),
+	    cmocka_unit_test_teardown(test_v1_stats, teardown),
+	    cmocka_unit_test_teardown(test_v1_update_memory, teardown),
+	    cmocka_unit_test_teardown(test_v1_oom, teardown),
+	    cmocka_unit_test_teardown(test_v1_pids_and_destroy, teardown),
+	    cmocka_unit_test_teardown(test_v1_devices, teardown),
+	    cmocka_unit_test_teardown(test_v1_parent_normalized, teardown),
+	    cmocka_unit_test_teardown(test_v2_real_unified, teardown),
+	    cmocka_unit_test_teardown(test_v2_file_formats, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
