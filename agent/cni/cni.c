@@ -97,6 +97,14 @@ const char *cni_net_source(const cni_net *net)
 	return net->source;
 }
 
+char *cni_net_json(const cni_net *net)
+{
+	char *s = json_dumps(net->list, JSON_COMPACT);
+	if (!s)
+		abort();
+	return s;
+}
+
 static bool cni_valid_plugin_type(const char *t)
 {
 	return t && *t && !strchr(t, '/') && strcmp(t, ".") != 0 && strcmp(t, "..") != 0;

@@ -72,7 +72,10 @@ int cni_net_parse(const cni_opts *opts, const char *json, const char *source, cn
 void cni_net_free(cni_net *net);
 const char *cni_net_name(const cni_net *net);
 const char *cni_net_version(const cni_net *net); /* the list's cniVersion */
-const char *cni_net_source(const cni_net *net);	 /* the file it came from */
+const char *cni_net_source(const cni_net *net);  /* the file it came from */
+/* The list as JSON text, to keep beside an ADD result: cni_net_parse of it
+ * gives back the same network, for a DEL after the files have changed. */
+char *cni_net_json(const cni_net *net);
 /* Every plugin binary of the list is present and executable in a plugin dir;
  * else AD_E_UNAVAILABLE naming the first missing one. */
 int cni_net_check_plugins(const cni_net *net, ad_error **err);

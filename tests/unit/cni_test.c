@@ -28,6 +28,7 @@ static char tmp[64];
 static char netns_dir[128], conf_dir[128], ipam_dir[128], fake_dir[128], log_dir[128];
 static char bridge[16], subnet[32], gateway[32], netname[64], cid[64];
 static int forward_before = -1;
+static bool hostport_chains_before;
 /* What the real-network tests set up, so teardown can undo it after a failure. */
 static char *pin_path;
 static cni_net *real_net;
@@ -107,6 +108,11 @@ static int group_setup(void **state)
 	snprintf(gateway, sizeof(gateway), "10.231.%d.1", pid % 250);
 	snprintf(netname, sizeof(netname), "adt-test-%d", pid);
 	snprintf(cid, sizeof(cid), "cnitest%d0123456789abcdef", pid);
+	if (geteuid() == 0) {
+		char *nat = run("iptables-save -t nat 2>/dev/null");
+		hostport_chains_before = strstr(nat, ":CNI-HOSTPORT-DNAT") != NULL;
+		free(nat);
+	}
 	char *fwd = read_text("/proc/sys/net/ipv4/ip_forward");
 	if (fwd)
 		forward_before = atoi(fwd);
@@ -140,6 +146,21 @@ static int group_teardown(void **state)
 	if (geteuid() == 0) {
 		free(run("ip link del %s 2>/dev/null", bridge));
 		umount2(netns_dir, MNT_DETACH);
+		/* portmap never removes its shared chains; drop them if this test
+		 * made them and no mapping of anyone else is in them. */
+		char *rules =
+		    run("iptables -t nat -S CNI-HOSTPORT-DNAT 2>/dev/null | grep -c '^-A'");
+		if (!hostport_chains_before && atoi(rules) == 0)
+			free(run(
+			    "iptables -t nat -D PREROUTING -m addrtype --dst-type LOCAL "
+			    "-j CNI-HOSTPORT-DNAT; "
+			    "iptables -t nat -D OUTPUT -m addrtype --dst-type LOCAL "
+			    "-j CNI-HOSTPORT-DNAT; "
+			    "iptables -t nat -D POSTROUTING -m comment --comment "
+			    "'CNI portfwd requiring masquerade' -j CNI-HOSTPORT-MASQ; "
+			    "for c in DNAT MASQ SETMARK; do iptables -t nat -F CNI-HOSTPORT-$c; "
+			    "iptables -t nat -X CNI-HOSTPORT-$c; done 2>/dev/null"));
+		free(rules);
 		if (forward_before == 0)
 			write_file("/proc/sys/net/ipv4/ip_forward", "0", 0644);
 	}
@@ -428,6 +449,17 @@ static void test_protocol(void **state)
 	assert_true(json_integer_value(json_array_get(fds, json_array_size(fds) - 1)) <= 3);
 	json_decref(a);
 	json_decref(b);
+
+	/* The list round-trips through its JSON text. */
+	char *saved = cni_net_json(net);
+	cni_net *again = NULL;
+	assert_int_equal(cni_net_parse(NULL, saved, "db", &again, &e), 0);
+	char *saved2 = cni_net_json(again);
+	assert_string_equal(saved, saved2);
+	assert_string_equal(cni_net_name(again), "fake");
+	free(saved);
+	free(saved2);
+	cni_net_free(again);
 
 	/* CHECK in order, DEL in reverse, both with the cached result. */
 	assert_int_equal(cni_check(net, &pod, result, &e), 0);
