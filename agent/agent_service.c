@@ -142,8 +142,9 @@ static rpc_code debug_stream_echo(rpc_call *call, const ProtobufCMessage *req,
 	if (code != RPC_OK)
 		return code;
 	if (rq->repeat < 0 || rq->repeat > ECHO_MAX_REPEAT)
-		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "repeat %d out of range (0 to %d)",
-				      rq->repeat, ECHO_MAX_REPEAT);
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT,
+				      "repeat %d out of range (0 to %d)", rq->repeat,
+				      ECHO_MAX_REPEAT);
 	_cleanup_free_ uint8_t *buf = len ? ad_malloc0(len) : NULL;
 	if (len)
 		echo_fill(buf, rq);
@@ -164,36 +165,36 @@ static rpc_code debug_stream_echo(rpc_call *call, const ProtobufCMessage *req,
 void svc_agent_register(svc_table *t, agent_ctx *ctx)
 {
 	const rpc_method info = {
-		.path = "/agent.v1.AgentService/Info",
-		.request = &agent__v1__info_request__descriptor,
-		.response = &agent__v1__info_response__descriptor,
-		.kind = RPC_UNARY,
-		.on_loop = false, /* statfs, uname: system calls that may block */
-		.handler = agent_info,
-		.userdata = ctx,
+	    .path = "/agent.v1.AgentService/Info",
+	    .request = &agent__v1__info_request__descriptor,
+	    .response = &agent__v1__info_response__descriptor,
+	    .kind = RPC_UNARY,
+	    .on_loop = false, /* statfs, uname: system calls that may block */
+	    .handler = agent_info,
+	    .userdata = ctx,
 	};
 	svc_table_add(t, &info);
 	if (!ctx->cfg->debug_service)
 		return;
 	const rpc_method debug[] = {
-		{
-			.path = "/agent.v1.DebugService/Echo",
-			.request = &agent__v1__echo_request__descriptor,
-			.response = &agent__v1__echo_response__descriptor,
-			.kind = RPC_UNARY,
-			.on_loop = false,
-			.handler = debug_echo,
-			.userdata = ctx,
-		},
-		{
-			.path = "/agent.v1.DebugService/StreamEcho",
-			.request = &agent__v1__echo_request__descriptor,
-			.response = &agent__v1__echo_response__descriptor,
-			.kind = RPC_SERVER_STREAM,
-			.on_loop = false,
-			.handler = debug_stream_echo,
-			.userdata = ctx,
-		},
+	    {
+		.path = "/agent.v1.DebugService/Echo",
+		.request = &agent__v1__echo_request__descriptor,
+		.response = &agent__v1__echo_response__descriptor,
+		.kind = RPC_UNARY,
+		.on_loop = false,
+		.handler = debug_echo,
+		.userdata = ctx,
+	    },
+	    {
+		.path = "/agent.v1.DebugService/StreamEcho",
+		.request = &agent__v1__echo_request__descriptor,
+		.response = &agent__v1__echo_response__descriptor,
+		.kind = RPC_SERVER_STREAM,
+		.on_loop = false,
+		.handler = debug_stream_echo,
+		.userdata = ctx,
+	    },
 	};
 	for (size_t i = 0; i < sizeof(debug) / sizeof(debug[0]); i++)
 		svc_table_add(t, &debug[i]);

@@ -20,14 +20,14 @@
 #define CONFIG_MAX_SIZE (1024 * 1024)
 
 typedef enum key_type {
-	K_ABS_PATH,   /* absolute path, required */
-	K_SOCK_PATH,  /* absolute unix socket path, or "" */
-	K_HOST_PORT,  /* host:port or [v6]:port, or "" */
-	K_FILE,       /* any path, or "" */
+	K_ABS_PATH,  /* absolute path, required */
+	K_SOCK_PATH, /* absolute unix socket path, or "" */
+	K_HOST_PORT, /* host:port or [v6]:port, or "" */
+	K_FILE,	     /* any path, or "" */
 	K_LOG_LEVEL,
-	K_SIZE,       /* size_t in [min, max] */
-	K_U32,        /* uint32_t in [min, max] */
-	K_UNSIGNED,   /* unsigned in [min, max] */
+	K_SIZE,	    /* size_t in [min, max] */
+	K_U32,	    /* uint32_t in [min, max] */
+	K_UNSIGNED, /* unsigned in [min, max] */
 	K_BOOL,
 } key_type;
 
@@ -39,46 +39,49 @@ typedef struct cfg_key {
 	uint64_t min, max;
 } cfg_key;
 
-#define KEY(sec, name, type, min, max) {sec, #name, type, offsetof(cfg_config, name), min, max}
+#define KEY(sec, name, type, min, max)                                                             \
+	{                                                                                          \
+		sec, #name, type, offsetof(cfg_config, name), min, max                             \
+	}
 
 static const cfg_key keys[] = {
-	KEY("agentd", root, K_ABS_PATH, 0, 0),
-	KEY("agentd", state, K_ABS_PATH, 0, 0),
-	KEY("agentd", log_level, K_LOG_LEVEL, 0, 0),
-	KEY("grpc", listen, K_SOCK_PATH, 0, 0),
-	KEY("grpc", tls_listen, K_HOST_PORT, 0, 0),
-	KEY("grpc", tls_cert, K_FILE, 0, 0),
-	KEY("grpc", tls_key, K_FILE, 0, 0),
-	KEY("grpc", tls_client_ca, K_FILE, 0, 0),
-	KEY("grpc", tcp_insecure_listen, K_HOST_PORT, 0, 0),
-	KEY("grpc", max_recv_msg_size, K_SIZE, 1, MAX_MSG_LIMIT),
-	KEY("grpc", max_send_msg_size, K_SIZE, 1, MAX_MSG_LIMIT),
-	KEY("grpc", max_concurrent_streams, K_U32, 1, UINT32_MAX),
-	KEY("grpc", workers, K_UNSIGNED, 1, 1024),
-	KEY("grpc", drain_timeout, K_UNSIGNED, 0, 3600),
-	KEY("grpc", debug_service, K_BOOL, 0, 0),
+    KEY("agentd", root, K_ABS_PATH, 0, 0),
+    KEY("agentd", state, K_ABS_PATH, 0, 0),
+    KEY("agentd", log_level, K_LOG_LEVEL, 0, 0),
+    KEY("grpc", listen, K_SOCK_PATH, 0, 0),
+    KEY("grpc", tls_listen, K_HOST_PORT, 0, 0),
+    KEY("grpc", tls_cert, K_FILE, 0, 0),
+    KEY("grpc", tls_key, K_FILE, 0, 0),
+    KEY("grpc", tls_client_ca, K_FILE, 0, 0),
+    KEY("grpc", tcp_insecure_listen, K_HOST_PORT, 0, 0),
+    KEY("grpc", max_recv_msg_size, K_SIZE, 1, MAX_MSG_LIMIT),
+    KEY("grpc", max_send_msg_size, K_SIZE, 1, MAX_MSG_LIMIT),
+    KEY("grpc", max_concurrent_streams, K_U32, 1, UINT32_MAX),
+    KEY("grpc", workers, K_UNSIGNED, 1, 1024),
+    KEY("grpc", drain_timeout, K_UNSIGNED, 0, 3600),
+    KEY("grpc", debug_service, K_BOOL, 0, 0),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
 void cfg_init(cfg_config *cfg)
 {
 	*cfg = (cfg_config){
-		.root = ad_strdup(DEFAULT_ROOT),
-		.state = ad_strdup(DEFAULT_STATE),
-		.log_level = AD_LOG_INFO,
-		.listen = ad_strdup(DEFAULT_LISTEN),
-		.tls_listen = ad_strdup(""),
-		.tls_cert = ad_strdup(""),
-		.tls_key = ad_strdup(""),
-		.tls_client_ca = ad_strdup(""),
-		.tcp_insecure_listen = ad_strdup(""),
-		.max_recv_msg_size = DEFAULT_MAX_MSG,
-		.max_send_msg_size = DEFAULT_MAX_MSG,
-		.max_concurrent_streams = 1000,
-		.workers = 8,
-		.drain_timeout = 5,
-		.debug_service = false,
-		.source = ad_strdup("<defaults>"),
+	    .root = ad_strdup(DEFAULT_ROOT),
+	    .state = ad_strdup(DEFAULT_STATE),
+	    .log_level = AD_LOG_INFO,
+	    .listen = ad_strdup(DEFAULT_LISTEN),
+	    .tls_listen = ad_strdup(""),
+	    .tls_cert = ad_strdup(""),
+	    .tls_key = ad_strdup(""),
+	    .tls_client_ca = ad_strdup(""),
+	    .tcp_insecure_listen = ad_strdup(""),
+	    .max_recv_msg_size = DEFAULT_MAX_MSG,
+	    .max_send_msg_size = DEFAULT_MAX_MSG,
+	    .max_concurrent_streams = 1000,
+	    .workers = 8,
+	    .drain_timeout = 5,
+	    .debug_service = false,
+	    .source = ad_strdup("<defaults>"),
 	};
 }
 
@@ -171,7 +174,8 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 	switch (k->type) {
 	case K_ABS_PATH:
 		if (value[0] != '/') {
-			*ret_msg = ad_asprintf("invalid value '%s' (expected an absolute path)", value);
+			*ret_msg =
+			    ad_asprintf("invalid value '%s' (expected an absolute path)", value);
 			return -1;
 		}
 		break;
@@ -180,20 +184,20 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 			value += 7;
 		if (value[0] && value[0] != '/') {
 			*ret_msg = ad_asprintf(
-				"invalid value '%s' (expected an absolute unix socket path)", value);
+			    "invalid value '%s' (expected an absolute unix socket path)", value);
 			return -1;
 		}
 		if (strlen(value) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-			*ret_msg = ad_asprintf("socket path '%s' is too long (at most %zu bytes)",
-					       value,
-					       sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			*ret_msg =
+			    ad_asprintf("socket path '%s' is too long (at most %zu bytes)", value,
+					sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -1;
 		}
 		break;
 	case K_HOST_PORT:
 		if (value[0] && !valid_host_port(value)) {
 			*ret_msg = ad_asprintf(
-				"invalid value '%s' (expected host:port or [ipv6]:port)", value);
+			    "invalid value '%s' (expected host:port or [ipv6]:port)", value);
 			return -1;
 		}
 		break;
@@ -202,7 +206,7 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 	case K_LOG_LEVEL:
 		if (ad_log_level_parse(value, (ad_log_level *)field) < 0) {
 			*ret_msg = ad_asprintf(
-				"invalid value '%s' (expected error, warn, info or debug)", value);
+			    "invalid value '%s' (expected error, warn, info or debug)", value);
 			return -1;
 		}
 		return 0;
@@ -210,9 +214,10 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 	case K_U32:
 	case K_UNSIGNED:
 		if (parse_u64(value, k->min, k->max, &n) < 0) {
-			*ret_msg = ad_asprintf("invalid value '%s' (expected an integer from %" PRIu64
-					       " to %" PRIu64 ")",
-					       value, k->min, k->max);
+			*ret_msg =
+			    ad_asprintf("invalid value '%s' (expected an integer from %" PRIu64
+					" to %" PRIu64 ")",
+					value, k->min, k->max);
 			return -1;
 		}
 		if (k->type == K_SIZE)
@@ -224,7 +229,8 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 		return 0;
 	case K_BOOL:
 		if (parse_bool(value, (bool *)field) < 0) {
-			*ret_msg = ad_asprintf("invalid value '%s' (expected true or false)", value);
+			*ret_msg =
+			    ad_asprintf("invalid value '%s' (expected true or false)", value);
 			return -1;
 		}
 		return 0;
@@ -241,9 +247,9 @@ typedef struct ini_ctx {
 	cfg_config *cfg;
 	const char *name;
 	const char *pos, *end; /* the text still to be read */
-	int line;              /* number of the line being parsed */
+	int line;	       /* number of the line being parsed */
 	bool at_line_start;
-	char *err_msg;         /* first error found by us (reader or handler) */
+	char *err_msg; /* first error found by us (reader or handler) */
 	int err_line;
 } ini_ctx;
 
@@ -330,10 +336,10 @@ static int cfg_ini_key(void *user, const char *section, const char *name, const 
 int cfg_load_string(cfg_config *cfg, const char *text, const char *name, ad_error **err)
 {
 	ini_ctx ctx = {
-		.cfg = cfg,
-		.name = name,
-		.pos = text,
-		.end = text + strlen(text),
+	    .cfg = cfg,
+	    .name = name,
+	    .pos = text,
+	    .end = text + strlen(text),
 	};
 	int r = ini_parse_stream(cfg_ini_read, &ctx, cfg_ini_key, &ctx);
 	if (ctx.err_msg && (r <= 0 || ctx.err_line <= r)) {
@@ -360,11 +366,10 @@ int cfg_load_file(cfg_config *cfg, const char *path, ad_error **err)
 	size_t len;
 	ad_error *e = NULL;
 	if (ad_read_file(AT_FDCWD, path, CONFIG_MAX_SIZE, &text, &len, &e) < 0) {
-		int r = e->errno_value
-				? ad_error_make(err, e->code, e->errno_value,
-						"cannot read config file %s", path)
-				: ad_fail(err, e->code, "cannot read config file %s: %s", path,
-					  e->message);
+		int r = e->errno_value ? ad_error_make(err, e->code, e->errno_value,
+						       "cannot read config file %s", path)
+				       : ad_fail(err, e->code, "cannot read config file %s: %s",
+						 path, e->message);
 		ad_error_free(&e);
 		return r;
 	}
@@ -376,8 +381,8 @@ int cfg_load_file(cfg_config *cfg, const char *path, ad_error **err)
 int cfg_validate(const cfg_config *cfg, ad_error **err)
 {
 	if (cfg->tls_listen[0]) {
-		const char *missing = !cfg->tls_cert[0]  ? "tls_cert"
-				      : !cfg->tls_key[0] ? "tls_key"
+		const char *missing = !cfg->tls_cert[0]	       ? "tls_cert"
+				      : !cfg->tls_key[0]       ? "tls_key"
 				      : !cfg->tls_client_ca[0] ? "tls_client_ca"
 							       : NULL;
 		if (missing)
@@ -416,21 +421,21 @@ enum {
 };
 
 static const struct option long_options[] = {
-	{"config", required_argument, NULL, 'c'},
-	{"root", required_argument, NULL, OPT_ROOT},
-	{"state", required_argument, NULL, OPT_STATE},
-	{"listen", required_argument, NULL, OPT_LISTEN},
-	{"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
-	{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-	{"tls-key", required_argument, NULL, OPT_TLS_KEY},
-	{"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
-	{"tcp-insecure-listen", required_argument, NULL, OPT_TCP_INSECURE_LISTEN},
-	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-	{"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
-	{"debug-service", no_argument, NULL, OPT_DEBUG_SERVICE},
-	{"version", no_argument, NULL, 'V'},
-	{"help", no_argument, NULL, 'h'},
-	{0},
+    {"config", required_argument, NULL, 'c'},
+    {"root", required_argument, NULL, OPT_ROOT},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+    {"tcp-insecure-listen", required_argument, NULL, OPT_TCP_INSECURE_LISTEN},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
+    {"debug-service", no_argument, NULL, OPT_DEBUG_SERVICE},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
 };
 
 /* Which config key(s) each overriding option sets. */
@@ -438,17 +443,17 @@ static const struct {
 	int opt;
 	const char *section, *key, *key2;
 } option_keys[] = {
-	{OPT_ROOT, "agentd", "root", NULL},
-	{OPT_STATE, "agentd", "state", NULL},
-	{OPT_LOG_LEVEL, "agentd", "log_level", NULL},
-	{OPT_LISTEN, "grpc", "listen", NULL},
-	{OPT_TLS_LISTEN, "grpc", "tls_listen", NULL},
-	{OPT_TLS_CERT, "grpc", "tls_cert", NULL},
-	{OPT_TLS_KEY, "grpc", "tls_key", NULL},
-	{OPT_TLS_CLIENT_CA, "grpc", "tls_client_ca", NULL},
-	{OPT_TCP_INSECURE_LISTEN, "grpc", "tcp_insecure_listen", NULL},
-	{OPT_MAX_MSG_SIZE, "grpc", "max_recv_msg_size", "max_send_msg_size"},
-	{OPT_DEBUG_SERVICE, "grpc", "debug_service", NULL},
+    {OPT_ROOT, "agentd", "root", NULL},
+    {OPT_STATE, "agentd", "state", NULL},
+    {OPT_LOG_LEVEL, "agentd", "log_level", NULL},
+    {OPT_LISTEN, "grpc", "listen", NULL},
+    {OPT_TLS_LISTEN, "grpc", "tls_listen", NULL},
+    {OPT_TLS_CERT, "grpc", "tls_cert", NULL},
+    {OPT_TLS_KEY, "grpc", "tls_key", NULL},
+    {OPT_TLS_CLIENT_CA, "grpc", "tls_client_ca", NULL},
+    {OPT_TCP_INSECURE_LISTEN, "grpc", "tcp_insecure_listen", NULL},
+    {OPT_MAX_MSG_SIZE, "grpc", "max_recv_msg_size", "max_send_msg_size"},
+    {OPT_DEBUG_SERVICE, "grpc", "debug_service", NULL},
 };
 
 static const char *option_name(int opt)
@@ -467,8 +472,8 @@ static int apply_option(cfg_config *cfg, int opt, const char *value, ad_error **
 		const char *names[2] = {option_keys[i].key, option_keys[i].key2};
 		for (size_t j = 0; j < 2 && names[j]; j++) {
 			char *msg = NULL;
-			if (set_key(cfg, find_key(option_keys[i].section, names[j]), value,
-				    &msg) < 0) {
+			if (set_key(cfg, find_key(option_keys[i].section, names[j]), value, &msg) <
+			    0) {
 				ad_fail(err, AD_E_INVALID, "--%s: %s", option_name(opt), msg);
 				free(msg);
 				return -1;

@@ -17,9 +17,9 @@ typedef struct cfg_config {
 	char *state; /* runtime state: sockets, shim dirs */
 	ad_log_level log_level;
 	/* [grpc] */
-	char *listen;              /* unix socket path; "" = none */
-	char *tls_listen;          /* host:port; "" = off */
-	char *tls_cert;            /* PEM files, all three required with tls_listen */
+	char *listen;	  /* unix socket path; "" = none */
+	char *tls_listen; /* host:port; "" = off */
+	char *tls_cert;	  /* PEM files, all three required with tls_listen */
 	char *tls_key;
 	char *tls_client_ca;
 	char *tcp_insecure_listen; /* host:port, h2c without TLS; "" = off */

@@ -9,13 +9,13 @@
 #include "services.h"
 
 const char *const svc_cri_streaming[] = {
-	"runtime.v1.RuntimeService/StreamPodSandboxes",
-	"runtime.v1.RuntimeService/StreamContainers",
-	"runtime.v1.RuntimeService/StreamContainerStats",
-	"runtime.v1.RuntimeService/StreamPodSandboxStats",
-	"runtime.v1.RuntimeService/GetContainerEvents",
-	"runtime.v1.RuntimeService/StreamPodSandboxMetrics",
-	"runtime.v1.ImageService/StreamImages",
+    "runtime.v1.RuntimeService/StreamPodSandboxes",
+    "runtime.v1.RuntimeService/StreamContainers",
+    "runtime.v1.RuntimeService/StreamContainerStats",
+    "runtime.v1.RuntimeService/StreamPodSandboxStats",
+    "runtime.v1.RuntimeService/GetContainerEvents",
+    "runtime.v1.RuntimeService/StreamPodSandboxMetrics",
+    "runtime.v1.ImageService/StreamImages",
 };
 const size_t svc_cri_n_streaming = sizeof(svc_cri_streaming) / sizeof(svc_cri_streaming[0]);
 
@@ -55,7 +55,7 @@ static const struct {
 	rpc_handler_fn handler;
 	bool on_loop;
 } implemented[] = {
-	{"runtime.v1.RuntimeService/Version", cri_version, true},
+    {"runtime.v1.RuntimeService/Version", cri_version, true},
 };
 
 static void register_service(svc_table *t, agent_ctx *ctx, const ProtobufCServiceDescriptor *svc)
@@ -64,15 +64,15 @@ static void register_service(svc_table *t, agent_ctx *ctx, const ProtobufCServic
 		const ProtobufCMethodDescriptor *md = &svc->methods[i];
 		const char *full = svc_table_own(t, ad_asprintf("%s/%s", svc->name, md->name));
 		rpc_method m = {
-			.path = svc_table_own(t, ad_asprintf("/%s", full)),
-			.request = md->input,
-			.response = md->output,
-			.kind = svc_cri_is_streaming(full) ? RPC_SERVER_STREAM : RPC_UNARY,
-			/* Answering UNIMPLEMENTED is pure computation; streams
-			 * always go to the workers, where sending may block. */
-			.on_loop = !svc_cri_is_streaming(full),
-			.handler = cri_unimplemented,
-			.userdata = (void *)full,
+		    .path = svc_table_own(t, ad_asprintf("/%s", full)),
+		    .request = md->input,
+		    .response = md->output,
+		    .kind = svc_cri_is_streaming(full) ? RPC_SERVER_STREAM : RPC_UNARY,
+		    /* Answering UNIMPLEMENTED is pure computation; streams
+		     * always go to the workers, where sending may block. */
+		    .on_loop = !svc_cri_is_streaming(full),
+		    .handler = cri_unimplemented,
+		    .userdata = (void *)full,
 		};
 		for (size_t j = 0; j < sizeof(implemented) / sizeof(implemented[0]); j++) {
 			if (strcmp(implemented[j].method, full) == 0) {

@@ -20,7 +20,7 @@ static bool known_service(const agent_ctx *ctx, const char *name)
 }
 
 static Grpc__Health__V1__HealthCheckResponse__ServingStatus status_of(agent_ctx *ctx,
-								       const char *name)
+								      const char *name)
 {
 	if (!known_service(ctx, name))
 		return ST(SERVICE_UNKNOWN);
@@ -32,7 +32,7 @@ static rpc_code health_check(rpc_call *call, const ProtobufCMessage *req, Protob
 {
 	agent_ctx *ctx = userdata;
 	const Grpc__Health__V1__HealthCheckRequest *rq =
-		(const Grpc__Health__V1__HealthCheckRequest *)req;
+	    (const Grpc__Health__V1__HealthCheckRequest *)req;
 	const char *name = rq->service ? rq->service : "";
 	Grpc__Health__V1__HealthCheckResponse__ServingStatus st = status_of(ctx, name);
 	if (st == ST(SERVICE_UNKNOWN))
@@ -57,7 +57,7 @@ static rpc_code health_watch(rpc_call *call, const ProtobufCMessage *req, Protob
 	(void)resp;
 	agent_ctx *ctx = userdata;
 	const Grpc__Health__V1__HealthCheckRequest *rq =
-		(const Grpc__Health__V1__HealthCheckRequest *)req;
+	    (const Grpc__Health__V1__HealthCheckRequest *)req;
 	const char *name = rq->service ? rq->service : "";
 	Grpc__Health__V1__HealthCheckResponse__ServingStatus st = status_of(ctx, name);
 	if (send_status(call, st) < 0)
@@ -71,8 +71,8 @@ static rpc_code health_watch(rpc_call *call, const ProtobufCMessage *req, Protob
 		if (rpc_call_cancelled(call))
 			return RPC_CANCELLED;
 		struct pollfd fds[2] = {
-			{.fd = ctx->shutdown_fd, .events = POLLIN},
-			{.fd = rpc_call_cancel_fd(call), .events = POLLIN},
+		    {.fd = ctx->shutdown_fd, .events = POLLIN},
+		    {.fd = rpc_call_cancel_fd(call), .events = POLLIN},
 		};
 		/* The timeout only bounds the wait should an fd be unusable. */
 		if (poll(fds, fds[1].fd >= 0 ? 2 : 1, 1000) < 0 && errno != EINTR)
@@ -91,24 +91,24 @@ void svc_health_shutdown(agent_ctx *ctx)
 void svc_health_register(svc_table *t, agent_ctx *ctx)
 {
 	const rpc_method methods[] = {
-		{
-			.path = "/grpc.health.v1.Health/Check",
-			.request = &grpc__health__v1__health_check_request__descriptor,
-			.response = &grpc__health__v1__health_check_response__descriptor,
-			.kind = RPC_UNARY,
-			.on_loop = true,
-			.handler = health_check,
-			.userdata = ctx,
-		},
-		{
-			.path = "/grpc.health.v1.Health/Watch",
-			.request = &grpc__health__v1__health_check_request__descriptor,
-			.response = &grpc__health__v1__health_check_response__descriptor,
-			.kind = RPC_SERVER_STREAM,
-			.on_loop = false,
-			.handler = health_watch,
-			.userdata = ctx,
-		},
+	    {
+		.path = "/grpc.health.v1.Health/Check",
+		.request = &grpc__health__v1__health_check_request__descriptor,
+		.response = &grpc__health__v1__health_check_response__descriptor,
+		.kind = RPC_UNARY,
+		.on_loop = true,
+		.handler = health_check,
+		.userdata = ctx,
+	    },
+	    {
+		.path = "/grpc.health.v1.Health/Watch",
+		.request = &grpc__health__v1__health_check_request__descriptor,
+		.response = &grpc__health__v1__health_check_response__descriptor,
+		.kind = RPC_SERVER_STREAM,
+		.on_loop = false,
+		.handler = health_watch,
+		.userdata = ctx,
+	    },
 	};
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
 		svc_table_add(t, &methods[i]);

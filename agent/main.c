@@ -84,12 +84,12 @@ static int start_servers(agentd *d, ad_error **err)
 {
 	const cfg_config *c = &d->cfg;
 	rpc_server_config base_cfg = {
-		.max_recv_msg = c->max_recv_msg_size,
-		.max_send_msg = c->max_send_msg_size,
-		.max_concurrent_streams = c->max_concurrent_streams,
-		.workers = c->workers,
-		/* 0 would mean the library default; "no drain" is 1 ms. */
-		.drain_timeout_ms = c->drain_timeout ? c->drain_timeout * 1000 : 1,
+	    .max_recv_msg = c->max_recv_msg_size,
+	    .max_send_msg = c->max_send_msg_size,
+	    .max_concurrent_streams = c->max_concurrent_streams,
+	    .workers = c->workers,
+	    /* 0 would mean the library default; "no drain" is 1 ms. */
+	    .drain_timeout_ms = c->drain_timeout ? c->drain_timeout * 1000 : 1,
 	};
 
 	/* One server for the unix socket and the mTLS port, another one for the
@@ -109,8 +109,8 @@ static int start_servers(agentd *d, ad_error **err)
 		if (c->listen[0])
 			add_listener(&d->ctx, ad_asprintf("unix://%s", c->listen));
 		if (c->tls_listen[0])
-			add_listener(&d->ctx, bound_address("tls", c->tls_listen,
-							     rpc_server_tcp_port(srv)));
+			add_listener(&d->ctx,
+				     bound_address("tls", c->tls_listen, rpc_server_tcp_port(srv)));
 	}
 	if (c->tcp_insecure_listen[0]) {
 		rpc_server_config sc = base_cfg;
@@ -120,7 +120,7 @@ static int start_servers(agentd *d, ad_error **err)
 			return -1;
 		rpc_server *srv = d->servers[d->n_servers++];
 		add_listener(&d->ctx, bound_address("tcp", c->tcp_insecure_listen,
-						     rpc_server_tcp_port(srv)));
+						    rpc_server_tcp_port(srv)));
 		ad_warn("listening without TLS or authentication on %s (benchmarks only)",
 			d->ctx.listeners[d->ctx.n_listeners - 1]);
 	}

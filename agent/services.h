@@ -24,7 +24,7 @@ typedef struct svc_table {
  * except for the shutdown flag. */
 typedef struct agent_ctx {
 	const cfg_config *cfg;
-	int64_t started_at_ns;   /* CLOCK_REALTIME at start */
+	int64_t started_at_ns;	 /* CLOCK_REALTIME at start */
 	int64_t started_mono_ns; /* CLOCK_MONOTONIC at start */
 	int schema_version;
 	char **listeners; /* "unix:///run/agentd/agentd.sock", "tls://127.0.0.1:10250" */

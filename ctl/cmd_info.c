@@ -12,13 +12,12 @@ static void print_json(const Agent__V1__InfoResponse *in)
 	for (size_t i = 0; i < in->n_listeners; i++)
 		json_array_append_new(listeners, json_string(in->listeners[i]));
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:o, s:i}",
-			      "version", in->version, "api_version", in->api_version,
-			      "root_dir", in->root_dir, "state_dir", in->state_dir,
-			      "cgroup_version", in->cgroup_version, "kernel_version",
-			      in->kernel_version, "hostname", in->hostname, "started_at",
-			      (json_int_t)in->started_at, "uptime_seconds",
-			      (json_int_t)in->uptime_seconds, "pid", (int)in->pid, "listeners",
-			      listeners, "schema_version", (int)in->schema_version);
+			      "version", in->version, "api_version", in->api_version, "root_dir",
+			      in->root_dir, "state_dir", in->state_dir, "cgroup_version",
+			      in->cgroup_version, "kernel_version", in->kernel_version, "hostname",
+			      in->hostname, "started_at", (json_int_t)in->started_at,
+			      "uptime_seconds", (json_int_t)in->uptime_seconds, "pid", (int)in->pid,
+			      "listeners", listeners, "schema_version", (int)in->schema_version);
 	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	fputc('\n', stdout);
 	json_decref(o);
@@ -48,9 +47,9 @@ static void print_text(const Agent__V1__InfoResponse *in)
 static int run_info(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	ctl_format fmt = CTL_TEXT;
 	int c;
@@ -86,8 +85,8 @@ static int run_info(ctl_ctx *ctx, int argc, char **argv)
 }
 
 const ctl_command ctl_cmd_info = {
-	.name = "info",
-	.synopsis = "[-o json|text]",
-	.summary = "agentd's version, directories, listeners, cgroup version",
-	.run = run_info,
+    .name = "info",
+    .synopsis = "[-o json|text]",
+    .summary = "agentd's version, directories, listeners, cgroup version",
+    .run = run_info,
 };

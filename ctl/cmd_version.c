@@ -9,9 +9,9 @@
 static int run_version(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	ctl_format fmt = CTL_TEXT;
 	int c;
@@ -26,7 +26,8 @@ static int run_version(ctl_ctx *ctx, int argc, char **argv)
 			ctl_command_usage(stdout, &ctl_cmd_version);
 			return 0;
 		default:
-			return ctl_usage_error(&ctl_cmd_version, "bad option '%s'", argv[optind - 1]);
+			return ctl_usage_error(&ctl_cmd_version, "bad option '%s'",
+					       argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -43,8 +44,8 @@ static int run_version(ctl_ctx *ctx, int argc, char **argv)
 	if (fmt == CTL_JSON) {
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "client_version", AGENTD_VERSION,
 				      "version", v->version, "runtime_name", v->runtime_name,
-				      "runtime_version", v->runtime_version,
-				      "runtime_api_version", v->runtime_api_version);
+				      "runtime_version", v->runtime_version, "runtime_api_version",
+				      v->runtime_api_version);
 		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		fputc('\n', stdout);
 		json_decref(o);
@@ -60,8 +61,8 @@ static int run_version(ctl_ctx *ctx, int argc, char **argv)
 }
 
 const ctl_command ctl_cmd_version = {
-	.name = "version",
-	.synopsis = "[-o json|text]",
-	.summary = "client version and agentd's runtime version (CRI Version)",
-	.run = run_version,
+    .name = "version",
+    .synopsis = "[-o json|text]",
+    .summary = "client version and agentd's runtime version (CRI Version)",
+    .run = run_version,
 };

@@ -36,7 +36,7 @@ extern const ctl_command ctl_cmd_info;
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "agentctl: <message>" and the command's usage line; returns EX_USAGE. */
 int ctl_usage_error(const ctl_command *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 void ctl_command_usage(FILE *out, const ctl_command *cmd);
 
 /* Unary call to agentd (connecting first if needed). Returns 0 with *ret_resp

@@ -10,8 +10,8 @@
 #include "ctl.h"
 
 static const ctl_command *const commands[] = {
-	&ctl_cmd_version,
-	&ctl_cmd_info,
+    &ctl_cmd_version,
+    &ctl_cmd_info,
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -26,19 +26,20 @@ static void synopsis(FILE *out)
 static void usage(FILE *out)
 {
 	synopsis(out);
-	fprintf(out,
-		"\n"
-		"  -e, --endpoint ENDPOINT  agentd's address: unix:///path, /path, tls://host:port\n"
-		"                           (default $AGENTD_ENDPOINT, else %s)\n"
-		"      --cacert FILE        CA bundle that the server's certificate must chain to\n"
-		"      --cert FILE          client certificate for mutual TLS\n"
-		"      --key FILE           its private key\n"
-		"  -t, --timeout SECONDS    deadline of each call (default %u; 0: none)\n"
-		"  -h, --help               this help\n"
-		"  -V, --version            agentctl's version\n"
-		"\n"
-		"commands:\n",
-		CTL_DEFAULT_ENDPOINT, CTL_DEFAULT_TIMEOUT_MS / 1000);
+	fprintf(
+	    out,
+	    "\n"
+	    "  -e, --endpoint ENDPOINT  agentd's address: unix:///path, /path, tls://host:port\n"
+	    "                           (default $AGENTD_ENDPOINT, else %s)\n"
+	    "      --cacert FILE        CA bundle that the server's certificate must chain to\n"
+	    "      --cert FILE          client certificate for mutual TLS\n"
+	    "      --key FILE           its private key\n"
+	    "  -t, --timeout SECONDS    deadline of each call (default %u; 0: none)\n"
+	    "  -h, --help               this help\n"
+	    "  -V, --version            agentctl's version\n"
+	    "\n"
+	    "commands:\n",
+	    CTL_DEFAULT_ENDPOINT, CTL_DEFAULT_TIMEOUT_MS / 1000);
 	for (size_t i = 0; i < N_COMMANDS; i++) {
 		char head[64];
 		snprintf(head, sizeof(head), "%s %s", commands[i]->name, commands[i]->synopsis);
@@ -89,18 +90,21 @@ int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret)
 
 /* ---- talking to agentd --------------------------------------------------- */
 
-static bool is_tls(const char *endpoint) { return strncmp(endpoint, "tls://", 6) == 0; }
+static bool is_tls(const char *endpoint)
+{
+	return strncmp(endpoint, "tls://", 6) == 0;
+}
 
 static int connect_agentd(ctl_ctx *ctx)
 {
 	if (ctx->client)
 		return 0;
 	rpc_client_config cc = {
-		.endpoint = ctx->endpoint,
-		.tls_ca = ctx->cacert,
-		.tls_cert = ctx->cert,
-		.tls_key = ctx->key,
-		.connect_timeout_ms = ctx->timeout_ms,
+	    .endpoint = ctx->endpoint,
+	    .tls_ca = ctx->cacert,
+	    .tls_cert = ctx->cert,
+	    .tls_key = ctx->key,
+	    .connect_timeout_ms = ctx->timeout_ms,
 	};
 	_cleanup_error_ ad_error *err = NULL;
 	if (rpc_client_connect(&cc, &ctx->client, &err) == 0)
@@ -194,14 +198,10 @@ static int parse_timeout(const char *s, unsigned *ret_ms)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"endpoint", required_argument, NULL, 'e'},
-		{"cacert", required_argument, NULL, 'C'},
-		{"cert", required_argument, NULL, 'c'},
-		{"key", required_argument, NULL, 'k'},
-		{"timeout", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{0},
+	    {"endpoint", required_argument, NULL, 'e'}, {"cacert", required_argument, NULL, 'C'},
+	    {"cert", required_argument, NULL, 'c'},	{"key", required_argument, NULL, 'k'},
+	    {"timeout", required_argument, NULL, 't'},	{"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},	{0},
 	};
 	ctl_ctx ctx = {.timeout_ms = CTL_DEFAULT_TIMEOUT_MS};
 	const char *env = getenv("AGENTD_ENDPOINT");
@@ -226,7 +226,8 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			if (parse_timeout(optarg, &ctx.timeout_ms) < 0)
-				return ctl_usage_error(NULL, "invalid timeout '%s' (seconds)", optarg);
+				return ctl_usage_error(NULL, "invalid timeout '%s' (seconds)",
+						       optarg);
 			break;
 		case 'h':
 			usage(stdout);

@@ -86,10 +86,21 @@ static void test_builtin_matches_defaults(void **state)
 	assert_int_equal(cfg_validate(&cfg, NULL), 0);
 	cfg_free(&cfg);
 	/* ... and documents every key: each one appears as "key =". */
-	const char *keys[] = {"root", "state", "log_level", "listen", "tls_listen", "tls_cert",
-			      "tls_key", "tls_client_ca", "tcp_insecure_listen",
-			      "max_recv_msg_size", "max_send_msg_size", "max_concurrent_streams",
-			      "workers", "drain_timeout", "debug_service"};
+	const char *keys[] = {"root",
+			      "state",
+			      "log_level",
+			      "listen",
+			      "tls_listen",
+			      "tls_cert",
+			      "tls_key",
+			      "tls_client_ca",
+			      "tcp_insecure_listen",
+			      "max_recv_msg_size",
+			      "max_send_msg_size",
+			      "max_concurrent_streams",
+			      "workers",
+			      "drain_timeout",
+			      "debug_service"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char *pat = ad_asprintf("\n%s =", keys[i]);
 		if (!strstr(cfg_default_text, pat))
@@ -154,7 +165,7 @@ static void test_values(void **state)
 	assert_int_equal(cfg_validate(&cfg, NULL), 0);
 	cfg_free(&cfg);
 
-	const char *bools[][2] = {{"true", "1"}, {"on", "1"}, {"1", "1"}, {"TRUE", "1"},
+	const char *bools[][2] = {{"true", "1"},  {"on", "1"}, {"1", "1"},   {"TRUE", "1"},
 				  {"false", "0"}, {"no", "0"}, {"off", "0"}, {"0", "0"}};
 	for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
 		char *t = ad_asprintf("[grpc]\ndebug_service = %s\n", bools[i][0]);
@@ -169,8 +180,8 @@ static void test_unknown_key(void **state)
 {
 	(void)state;
 	expect_error("[agentd]\nroot = /x\n\nrot = /y\n", "test.conf:4: ", "unknown key 'rot'");
-	expect_error("[grpc]\nlisten = /a.sock\nroot = /x\n", "test.conf:3: ",
-		     "unknown key 'root' in section [grpc]");
+	expect_error("[grpc]\nlisten = /a.sock\nroot = /x\n",
+		     "test.conf:3: ", "unknown key 'root' in section [grpc]");
 	expect_error("stray = 1\n[agentd]\n", "test.conf:1: ", "outside of a section");
 }
 
@@ -188,33 +199,33 @@ static void test_bad_values(void **state)
 	struct {
 		const char *text, *needle;
 	} cases[] = {
-		{"[grpc]\nworkers = abc\n", "[grpc] workers: invalid value 'abc'"},
-		{"[grpc]\nworkers = 0\n", "from 1 to 1024"},
-		{"[grpc]\nworkers = 1025\n", "from 1 to 1024"},
-		{"[grpc]\nworkers = -1\n", "invalid value '-1'"},
-		{"[grpc]\nworkers = 8x\n", "invalid value '8x'"},
-		{"[grpc]\nworkers =\n", "invalid value ''"},
-		{"[grpc]\nmax_recv_msg_size = 0\n", "from 1 to 2147483647"},
-		{"[grpc]\nmax_send_msg_size = 2147483648\n", "from 1 to 2147483647"},
-		{"[grpc]\nmax_concurrent_streams = 4294967296\n", "max_concurrent_streams"},
-		{"[grpc]\ndrain_timeout = 3601\n", "from 0 to 3600"},
-		{"[grpc]\nmax_recv_msg_size = 99999999999999999999999\n", "invalid value"},
-		{"[grpc]\ndebug_service = maybe\n", "expected true or false"},
-		{"[agentd]\nlog_level = loud\n", "expected error, warn, info or debug"},
-		{"[agentd]\nroot = relative/dir\n", "expected an absolute path"},
-		{"[agentd]\nstate =\n", "expected an absolute path"},
-		{"[grpc]\nlisten = run/a.sock\n", "absolute unix socket path"},
-		{"[grpc]\ntls_listen = localhost\n", "expected host:port"},
-		{"[grpc]\ntls_listen = :10250\n", "expected host:port"},
-		{"[grpc]\ntls_listen = 127.0.0.1:65536\n", "expected host:port"},
-		{"[grpc]\ntcp_insecure_listen = ::1:80\n", "expected host:port"},
-		{"[grpc]\ntcp_insecure_listen = [::1]80\n", "expected host:port"},
+	    {"[grpc]\nworkers = abc\n", "[grpc] workers: invalid value 'abc'"},
+	    {"[grpc]\nworkers = 0\n", "from 1 to 1024"},
+	    {"[grpc]\nworkers = 1025\n", "from 1 to 1024"},
+	    {"[grpc]\nworkers = -1\n", "invalid value '-1'"},
+	    {"[grpc]\nworkers = 8x\n", "invalid value '8x'"},
+	    {"[grpc]\nworkers =\n", "invalid value ''"},
+	    {"[grpc]\nmax_recv_msg_size = 0\n", "from 1 to 2147483647"},
+	    {"[grpc]\nmax_send_msg_size = 2147483648\n", "from 1 to 2147483647"},
+	    {"[grpc]\nmax_concurrent_streams = 4294967296\n", "max_concurrent_streams"},
+	    {"[grpc]\ndrain_timeout = 3601\n", "from 0 to 3600"},
+	    {"[grpc]\nmax_recv_msg_size = 99999999999999999999999\n", "invalid value"},
+	    {"[grpc]\ndebug_service = maybe\n", "expected true or false"},
+	    {"[agentd]\nlog_level = loud\n", "expected error, warn, info or debug"},
+	    {"[agentd]\nroot = relative/dir\n", "expected an absolute path"},
+	    {"[agentd]\nstate =\n", "expected an absolute path"},
+	    {"[grpc]\nlisten = run/a.sock\n", "absolute unix socket path"},
+	    {"[grpc]\ntls_listen = localhost\n", "expected host:port"},
+	    {"[grpc]\ntls_listen = :10250\n", "expected host:port"},
+	    {"[grpc]\ntls_listen = 127.0.0.1:65536\n", "expected host:port"},
+	    {"[grpc]\ntcp_insecure_listen = ::1:80\n", "expected host:port"},
+	    {"[grpc]\ntcp_insecure_listen = [::1]80\n", "expected host:port"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *line = strncmp(cases[i].text, "[grpc]", 6) == 0 ||
-						   strncmp(cases[i].text, "[agentd]", 8) == 0
-					   ? "test.conf:2: "
-					   : "test.conf:1: ";
+					   strncmp(cases[i].text, "[agentd]", 8) == 0
+				       ? "test.conf:2: "
+				       : "test.conf:1: ";
 		expect_error(cases[i].text, line, cases[i].needle);
 	}
 	/* The first error is the one reported. */
@@ -316,7 +327,7 @@ static void test_args_override_file(void **state)
 	assert_int_equal(action, CFG_RUN);
 	assert_string_equal(cfg.root, "/from/args");
 	assert_string_equal(cfg.state, "/file/state"); /* from the file */
-	assert_int_equal(cfg.workers, 3);                /* from the file */
+	assert_int_equal(cfg.workers, 3);	       /* from the file */
 	assert_string_equal(cfg.listen, "/tmp/x.sock");
 	assert_int_equal(cfg.max_recv_msg_size, 4096);
 	assert_int_equal(cfg.max_send_msg_size, 4096);
@@ -331,8 +342,8 @@ static void test_args_override_file(void **state)
 	cfg_free(&cfg);
 
 	/* TLS from the command line. */
-	assert_int_equal(from_args(&cfg, &action, &msg, "--tls-listen", "127.0.0.1:0",
-				   "--tls-cert", "/c", "--tls-key", "/k", "--tls-client-ca", "/ca",
+	assert_int_equal(from_args(&cfg, &action, &msg, "--tls-listen", "127.0.0.1:0", "--tls-cert",
+				   "/c", "--tls-key", "/k", "--tls-client-ca", "/ca",
 				   "--tcp-insecure-listen", "127.0.0.1:1", "--state", "/s", NULL),
 			 0);
 	assert_string_equal(cfg.tls_listen, "127.0.0.1:0");
@@ -363,15 +374,15 @@ static void test_args_errors(void **state)
 	struct {
 		const char *a, *b, *needle;
 	} cases[] = {
-		{"--bogus", NULL, "unknown option '--bogus'"},
-		{"-x", NULL, "unknown option '-x'"},
-		{"--root", NULL, "needs an argument"},
-		{"--root", "rel", "--root: invalid value 'rel'"},
-		{"--max-msg-size", "0", "--max-msg-size: invalid value '0'"},
-		{"--log-level", "chatty", "--log-level: invalid value"},
-		{"--tls-listen", "127.0.0.1:0", "tls_cert"},
-		{"--config", "/nonexistent/agentd.conf", "cannot read config file"},
-		{"extra", NULL, "unexpected argument 'extra'"},
+	    {"--bogus", NULL, "unknown option '--bogus'"},
+	    {"-x", NULL, "unknown option '-x'"},
+	    {"--root", NULL, "needs an argument"},
+	    {"--root", "rel", "--root: invalid value 'rel'"},
+	    {"--max-msg-size", "0", "--max-msg-size: invalid value '0'"},
+	    {"--log-level", "chatty", "--log-level: invalid value"},
+	    {"--tls-listen", "127.0.0.1:0", "tls_cert"},
+	    {"--config", "/nonexistent/agentd.conf", "cannot read config file"},
+	    {"extra", NULL, "unexpected argument 'extra'"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		cfg_config cfg;
@@ -410,9 +421,8 @@ static void test_args_actions(void **state)
 	assert_int_equal(action, CFG_HELP);
 	cfg_free(&cfg);
 	/* --version does not even read the config. */
-	assert_int_equal(from_args(&cfg, &action, &msg, "--config", "/nonexistent", "--version",
-				   NULL),
-			 0);
+	assert_int_equal(
+	    from_args(&cfg, &action, &msg, "--config", "/nonexistent", "--version", NULL), 0);
 	assert_int_equal(action, CFG_VERSION);
 	cfg_free(&cfg);
 	assert_int_equal(from_args(&cfg, &action, &msg, "-V", NULL), 0);
@@ -423,20 +433,20 @@ static void test_args_actions(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_builtin_matches_defaults),
-		cmocka_unit_test(test_deploy_file),
-		cmocka_unit_test(test_values),
-		cmocka_unit_test(test_unknown_key),
-		cmocka_unit_test(test_unknown_section),
-		cmocka_unit_test(test_bad_values),
-		cmocka_unit_test(test_socket_path_length),
-		cmocka_unit_test(test_syntax_errors),
-		cmocka_unit_test(test_tls_needs_all_files),
-		cmocka_unit_test(test_args_override_file),
-		cmocka_unit_test(test_args_without_config_use_builtin),
-		cmocka_unit_test(test_args_errors),
-		cmocka_unit_test(test_args_actions),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_builtin_matches_defaults),
+	    cmocka_unit_test(test_deploy_file),
+	    cmocka_unit_test(test_values),
+	    cmocka_unit_test(test_unknown_key),
+	    cmocka_unit_test(test_unknown_section),
+	    cmocka_unit_test(test_bad_values),
+	    cmocka_unit_test(test_socket_path_length),
+	    cmocka_unit_test(test_syntax_errors),
+	    cmocka_unit_test(test_tls_needs_all_files),
+	    cmocka_unit_test(test_args_override_file),
+	    cmocka_unit_test(test_args_without_config_use_builtin),
+	    cmocka_unit_test(test_args_errors),
+	    cmocka_unit_test(test_args_actions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

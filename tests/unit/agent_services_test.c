@@ -88,7 +88,7 @@ static void test_every_cri_method_registered(void **state)
 			assert_ptr_equal(m->request, svcs[s]->methods[i].input);
 			assert_ptr_equal(m->response, svcs[s]->methods[i].output);
 			assert_int_equal(m->kind, svc_cri_is_streaming(path + 1) ? RPC_SERVER_STREAM
-										  : RPC_UNARY);
+										 : RPC_UNARY);
 			if (m->kind == RPC_SERVER_STREAM)
 				assert_false(m->on_loop);
 			if (strcmp(path, "/runtime.v1.RuntimeService/Version") == 0) {
@@ -144,19 +144,19 @@ static void test_status_mapping(void **state)
 {
 	(void)state;
 	static const rpc_code want[_AD_E_MAX] = {
-		[AD_E_INTERNAL] = RPC_INTERNAL,
-		[AD_E_INVALID] = RPC_INVALID_ARGUMENT,
-		[AD_E_NOT_FOUND] = RPC_NOT_FOUND,
-		[AD_E_EXISTS] = RPC_ALREADY_EXISTS,
-		[AD_E_PRECONDITION] = RPC_FAILED_PRECONDITION,
-		[AD_E_UNAVAILABLE] = RPC_UNAVAILABLE,
-		[AD_E_UNAUTHENTICATED] = RPC_UNAUTHENTICATED,
-		[AD_E_PERMISSION] = RPC_PERMISSION_DENIED,
-		[AD_E_RESOURCE] = RPC_RESOURCE_EXHAUSTED,
-		[AD_E_DEADLINE] = RPC_DEADLINE_EXCEEDED,
-		[AD_E_CANCELLED] = RPC_CANCELLED,
-		[AD_E_UNIMPLEMENTED] = RPC_UNIMPLEMENTED,
-		[AD_E_DATA_LOSS] = RPC_DATA_LOSS,
+	    [AD_E_INTERNAL] = RPC_INTERNAL,
+	    [AD_E_INVALID] = RPC_INVALID_ARGUMENT,
+	    [AD_E_NOT_FOUND] = RPC_NOT_FOUND,
+	    [AD_E_EXISTS] = RPC_ALREADY_EXISTS,
+	    [AD_E_PRECONDITION] = RPC_FAILED_PRECONDITION,
+	    [AD_E_UNAVAILABLE] = RPC_UNAVAILABLE,
+	    [AD_E_UNAUTHENTICATED] = RPC_UNAUTHENTICATED,
+	    [AD_E_PERMISSION] = RPC_PERMISSION_DENIED,
+	    [AD_E_RESOURCE] = RPC_RESOURCE_EXHAUSTED,
+	    [AD_E_DEADLINE] = RPC_DEADLINE_EXCEEDED,
+	    [AD_E_CANCELLED] = RPC_CANCELLED,
+	    [AD_E_UNIMPLEMENTED] = RPC_UNIMPLEMENTED,
+	    [AD_E_DATA_LOSS] = RPC_DATA_LOSS,
 	};
 	for (int c = 0; c < _AD_E_MAX; c++) {
 		rpc_code got = status_from_ad_code((ad_code)c);
@@ -173,10 +173,10 @@ static void test_status_mapping(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_streaming_table_matches_proto),
-		cmocka_unit_test(test_every_cri_method_registered),
-		cmocka_unit_test(test_debug_service_only_when_configured),
-		cmocka_unit_test(test_status_mapping),
+	    cmocka_unit_test(test_streaming_table_matches_proto),
+	    cmocka_unit_test(test_every_cri_method_registered),
+	    cmocka_unit_test(test_debug_service_only_when_configured),
+	    cmocka_unit_test(test_status_mapping),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
