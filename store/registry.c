@@ -298,6 +298,14 @@ static int creds_from_file(store_session *sess, const char *path, ad_error **err
 	return 0;
 }
 
+static bool has_certs_dir(store *s, const char *hostport)
+{
+	if (!s->certs_dir)
+		return false;
+	_cleanup_free_ char *dir = ad_asprintf("%s/%s", s->certs_dir, hostport);
+	return access(dir, F_OK) == 0;
+}
+
 /* ---- session ---- */
 
 int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
@@ -318,7 +326,9 @@ int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
 			endpoint_add(sess, *m, cfg->insecure, false);
 	const char *host = strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io"
 								  : ref->domain;
-	bool plain = (cfg && cfg->plain_http) || host_is_loopback(host);
+	/* Loopback speaks plain HTTP, as docker and podman allow, unless a CA
+	 * for it is configured in certs.d (then it is a TLS registry). */
+	bool plain = (cfg && cfg->plain_http) || (host_is_loopback(host) && !has_certs_dir(s, host));
 	_cleanup_free_ char *base = ad_asprintf("%s://%s", plain ? "http" : "https", host);
 	endpoint_add(sess, base, cfg && cfg->insecure, true);
 

@@ -41,7 +41,9 @@ typedef struct store_auth {
 /* Per-registry settings, matched by the reference's domain ("host[:port]"). */
 typedef struct store_registry_config {
 	const char *host;
-	bool plain_http;     /* speak http:// (loopback hosts do by default) */
+	/* Speak http://. Loopback hosts (localhost, 127/8, ::1) do by default
+	 * unless certs_dir has a directory for them. */
+	bool plain_http;
 	bool insecure;       /* https without certificate verification */
 	const char **mirrors; /* NULL-terminated base URLs, tried in order before the host */
 } store_registry_config;

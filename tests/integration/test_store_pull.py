@@ -1,0 +1,283 @@
+"""libadstore against a real docker-registry on loopback (plain, htpasswd basic
+auth, TLS with a test CA), through the store_probe CLI built with the tests.
+Images are built offline from busybox-static (registry_harness.py)."""
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from registry_harness import ImageBuilder, Registry, free_port  # noqa: E402
+
+BUILD = Path(os.environ.get("AGENTD_BUILD_DIR", Path(__file__).parents[2] / "build"))
+PROBE = BUILD / "tests" / "unit" / "store_probe"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking layers needs root")
+
+
+def probe(store, *args, check=True, timeout=120):
+    cmd = [str(PROBE), "--root", str(store / "root"), "--db", str(store / "state.db"),
+           "--retries", "1", "--stall", "10"] + [str(a) for a in args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd}: rc {p.returncode}\n{p.stdout}\n{p.stderr[-3000:]}")
+    return p
+
+
+def fields(out, key):
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith(key + " ")]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    if not PROBE.exists():
+        pytest.skip(f"{PROBE} not built")
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def layout(work):
+    b = ImageBuilder(work / "oci")
+    b.busybox("base")
+    # whiteout of /gone, opaque /data with only /data/new
+    b.append_layer("base", "wh", [("data", "dir", None), ("data/.wh..wh..opq", "file", b""),
+                                  ("data/new", "file", b"new\n"), (".wh.gone", "file", b"")])
+    b.append_layer("wh", "zst", [("z", "file", b"zstd layer\n")], compress="zstd")
+    b.busybox("arm", marker="arm64", arch="arm64")
+    b.multiarch("multi", {"amd64": "base", "arm64": "arm"})
+    # A big incompressible layer, so that a pull can be killed midway.
+    b.append_layer("base", "big", [("big", "file", os.urandom(48 << 20))], compress=None)
+    return b
+
+
+@pytest.fixture(scope="module")
+def plain(work, layout):
+    with Registry(work) as reg:
+        reg.push(layout, "base", "test/base:v2s2", fmt="v2s2")
+        reg.push(layout, "base", "test/base:oci", fmt="oci")
+        reg.push(layout, "wh", "test/wh:v1", fmt="oci")
+        reg.push(layout, "zst", "test/zst:v1", fmt="oci")
+        reg.push(layout, "multi", "test/multi:v1", all_images=True)
+        reg.push(layout, "big", "test/big:v1", fmt="oci")
+        yield reg
+
+
+@pytest.fixture
+def store(tmp_path):
+    yield tmp_path
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(tmp_path) not in mounts, "a test left a mount behind"
+
+
+def manifest_media_type(store, repo_digest):
+    digest = repo_digest.split("@", 1)[1]
+    blob = store / "root" / "blobs" / "sha256" / digest[7:]
+    # The config descriptor's type tells the formats apart (OCI manifests
+    # may omit their own mediaType).
+    return json.loads(blob.read_text())["config"]["mediaType"]
+
+
+def test_pull_v2s2_and_oci(plain, store):
+    for tag, mt, state in [("v2s2", "application/vnd.docker.container.image.v1+json", "done"),
+                           ("oci", "application/vnd.oci.image.config.v1+json", "exists")]:
+        ref = f"{plain.host}/test/base:{tag}"
+        p = probe(store, "pull", ref)
+        # progress: the layer's end; the second pull finds the same layer in place
+        assert f" {state} " in p.stderr, p.stderr
+        out = probe(store, "get", ref).stdout
+        assert ref in fields(out, "tag")
+        assert mt in [manifest_media_type(store, d) for d in fields(out, "digest")]
+        layer = fields(out, "layer")[0]
+        d = store / "root" / "layers" / layer[7:]
+        assert (d / "bin" / "busybox").is_file()
+        assert (d / "etc" / "marker").read_text() == "base\n"
+    # Both pushes have the same config: one image with two tags.
+    out = probe(store, "list").stdout
+    assert len(fields(out, "id")) == 1
+    assert len(fields(out, "tag")) == 2
+
+
+def test_multiarch_index(plain, store):
+    ref = f"{plain.host}/test/multi:v1"
+    out = probe(store, "pull", ref).stdout
+    layer = fields(probe(store, "get", ref).stdout, "layer")[0]
+    assert (store / "root" / "layers" / layer[7:] / "etc" / "marker").read_text() == "base\n"
+    other = store / "arm"
+    other.mkdir()
+    probe(other, "--platform", "linux/arm64", "pull", ref)
+    img = probe(other, "get", ref).stdout
+    layer = fields(img, "layer")[0]
+    assert (other / "root" / "layers" / layer[7:] / "etc" / "marker").read_text() == "arm64\n"
+    assert fields(img, "id") != fields(out, "pulled")
+    # The repo digest is the index's, so pulling by it finds the image again.
+    rd = fields(img, "digest")[0]
+    assert json.loads((other / "root" / "blobs" / "sha256" / rd.split("@sha256:")[1])
+                      .read_text())["manifests"]
+    p = probe(other, "--platform", "linux/s390x", "pull", ref, check=False)
+    assert p.returncode == 1 and "ERROR not found" in p.stdout and "s390x" in p.stdout
+
+
+def test_whiteouts_zstd_and_rootfs(plain, store):
+    ref = f"{plain.host}/test/zst:v1"
+    probe(store, "pull", ref)
+    img = probe(store, "get", ref).stdout
+    layers = fields(img, "layer")
+    assert len(layers) == 3
+    wh = store / "root" / "layers" / layers[1][7:]
+    st = os.lstat(wh / "gone")
+    assert (st.st_mode & 0o170000) == 0o020000 and st.st_rdev == 0  # overlay whiteout
+    assert os.getxattr(wh / "data", "trusted.overlay.opaque") == b"y"
+    merged = Path(fields(probe(store, "mount", ref, "c1").stdout, "rootfs")[0])
+    assert sorted(os.listdir(merged)) == ["bin", "data", "etc", "z"]
+    assert os.listdir(merged / "data") == ["new"]
+    assert (merged / "z").read_text() == "zstd layer\n"
+    assert subprocess.run([merged / "bin" / "busybox", "echo", "ok"], capture_output=True,
+                          text=True).stdout == "ok\n"
+    (merged / "written").write_text("upper\n")
+    assert (store / "root" / "containers" / "c1" / "upper" / "written").exists()
+    # Mounting again is idempotent; the image is in use and cannot be removed.
+    probe(store, "mount", ref, "c1")
+    p = probe(store, "rm", ref, check=False)
+    assert p.returncode == 1 and "ERROR failed precondition" in p.stdout and "c1" in p.stdout
+    probe(store, "umount", "c1")
+    assert str(merged) not in Path("/proc/self/mountinfo").read_text()
+    assert not (store / "root" / "containers" / "c1").exists()
+    probe(store, "umount", "c1")  # absent: not an error
+    probe(store, "rm", ref)
+
+
+def test_unknown_tag_and_repo(plain, store):
+    for ref in [f"{plain.host}/test/base:nope", f"{plain.host}/test/nothere:v1"]:
+        p = probe(store, "pull", ref, check=False)
+        assert p.returncode == 1
+        assert p.stdout.startswith("ERROR not found"), p.stdout
+        assert ref in p.stdout
+    p = probe(store, "pull", "Bad/Ref", check=False)
+    assert p.stdout.startswith("ERROR invalid argument") and '"Bad/Ref"' in p.stdout
+    p = probe(store, "get", f"{plain.host}/test/base:nope", check=False)
+    assert p.stdout.startswith("ERROR not found")
+
+
+def test_registry_down(store):
+    host = f"127.0.0.1:{free_port()}"
+    t = time.time()
+    p = probe(store, "pull", f"{host}/x/y:z", check=False)
+    assert p.returncode == 1
+    assert p.stdout.startswith("ERROR unavailable") and host in p.stdout, p.stdout
+    assert time.time() - t < 20
+
+
+def test_mirror_before_upstream(plain, store):
+    # The upstream name does not resolve; the mirror serves the same paths.
+    ref = "registry.invalid/test/base:oci"
+    probe(store, "--mirror", f"registry.invalid=http://{plain.host}", "pull", ref)
+    assert fields(probe(store, "get", ref).stdout, "tag") == [ref]
+
+
+def test_remove_and_gc_free_only_unshared(plain, store):
+    base, wh = f"{plain.host}/test/base:oci", f"{plain.host}/test/wh:v1"
+    probe(store, "pull", base)
+    probe(store, "pull", wh)
+    layers = store / "root" / "layers"
+    base_layer = fields(probe(store, "get", base).stdout, "layer")[0][7:]
+    wh_layers = [x[7:] for x in fields(probe(store, "get", wh).stdout, "layer")]
+    assert wh_layers[0] == base_layer and len(os.listdir(layers)) == 2
+    probe(store, "rm", wh)
+    assert os.listdir(layers) == [base_layer]
+    probe(store, "rm", wh)  # idempotent
+    img = probe(store, "get", base).stdout
+    blobs = set(os.listdir(store / "root" / "blobs" / "sha256"))
+    assert fields(img, "id")[0][7:] in blobs
+    probe(store, "rm", fields(img, "id")[0][7:19])  # by a short id
+    assert os.listdir(layers) == []
+    assert os.listdir(store / "root" / "blobs" / "sha256") == []
+    assert probe(store, "list").stdout == ""
+    assert "freed 0" in probe(store, "gc").stdout
+
+
+def test_usage(plain, store):
+    probe(store, "pull", f"{plain.host}/test/base:oci")
+    out = probe(store, "usage").stdout
+    assert int(fields(out, "used")[0]) > 1 << 20  # busybox, unpacked and compressed
+    assert int(fields(out, "total")[0]) >= int(fields(out, "free")[0]) > 0
+
+
+def test_kill_mid_pull_then_repeat(plain, store):
+    ref = f"{plain.host}/test/big:v1"
+    cmd = [str(PROBE), "--root", str(store / "root"), "--db", str(store / "state.db"),
+           "--parallel", "1", "pull", ref]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    for line in proc.stderr:
+        parts = line.split()
+        # progress i/n digest state done/total: kill once the big layer is underway
+        if len(parts) == 5 and parts[1] == "2/2" and parts[3] == "downloading" \
+                and int(parts[4].split("/")[0]) > 0:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+    proc.wait()
+    assert killed, "the pull ended before it could be killed"
+    # The store holds only complete, verified blobs; the image is not recorded.
+    for b in os.listdir(store / "root" / "blobs" / "sha256"):
+        data = (store / "root" / "blobs" / "sha256" / b).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == b
+    assert probe(store, "get", ref, check=False).stdout.startswith("ERROR not found")
+    probe(store, "pull", ref)
+    assert os.listdir(store / "root" / "tmp") == []
+    layer = fields(probe(store, "get", ref).stdout, "layer")[1]
+    assert (store / "root" / "layers" / layer[7:] / "big").stat().st_size == 48 << 20
+
+
+@pytest.fixture(scope="module")
+def authreg(work, layout):
+    with Registry(work, auth=("alice", "s3cret")) as reg:
+        reg.push(layout, "base", "private/base:v1", fmt="v2s2")
+        yield reg
+
+
+def test_basic_auth(authreg, store):
+    ref = f"{authreg.host}/private/base:v1"
+    p = probe(store, "pull", ref, check=False)
+    assert p.stdout.startswith("ERROR unauthenticated") and authreg.host in p.stdout, p.stdout
+    p = probe(store, "--user", "alice", "--password", "wrong", "pull", ref, check=False)
+    assert p.stdout.startswith("ERROR unauthenticated"), p.stdout
+    probe(store, "--user", "alice", "--password", "s3cret", "pull", ref)
+    # The CRI "auth" field and an auth.json file work as well.
+    other = store / "b"
+    other.mkdir()
+    b64 = base64.b64encode(b"alice:s3cret").decode()
+    probe(other, "--auth", b64, "pull", ref)
+    authfile = store / "auth.json"
+    authfile.write_text(json.dumps({"auths": {authreg.host: {"auth": b64}}}))
+    third = store / "c"
+    third.mkdir()
+    probe(third, "--auth-file", authfile, "pull", ref)
+
+
+@pytest.fixture(scope="module")
+def tlsreg(work, layout):
+    with Registry(work, tls=True) as reg:
+        reg.push(layout, "base", "secure/base:v1", fmt="oci")
+        yield reg
+
+
+def test_tls_with_certs_d(tlsreg, store):
+    ref = f"{tlsreg.host}/secure/base:v1"
+    # Without the CA the loopback default is plain HTTP, which this server refuses.
+    p = probe(store, "pull", ref, check=False)
+    assert p.returncode == 1
+    # A certs.d dir holding only another host's CA: TLS, but unverifiable.
+    wrong = store / "certs-wrong"
+    (wrong / tlsreg.host).mkdir(parents=True)
+    p = probe(store, "--certs-dir", wrong, "pull", ref, check=False)
+    assert p.stdout.startswith("ERROR unavailable") and tlsreg.host in p.stdout, p.stdout
+    probe(store, "--certs-dir", tlsreg.certs_dir, "pull", ref)
+    assert fields(probe(store, "get", ref).stdout, "tag") == [ref]
