@@ -94,6 +94,31 @@ static void cg_unescape(char *s)
 	*w = '\0';
 }
 
+bool cg_parse_mountinfo_line(char *line, const char **ret_mountpoint, unsigned *ret_mask)
+{
+	/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS */
+	char *save = NULL, *fields[5] = {0};
+	char *tok = strtok_r(line, " \n", &save);
+	for (int i = 0; i < 5 && tok; i++, tok = strtok_r(NULL, " \n", &save))
+		fields[i] = tok;
+	if (!fields[4])
+		return false;
+	while (tok && strcmp(tok, "-") != 0)
+		tok = strtok_r(NULL, " \n", &save);
+	char *fstype = tok ? strtok_r(NULL, " \n", &save) : NULL;
+	char *source = fstype ? strtok_r(NULL, " \n", &save) : NULL;
+	char *superopts = source ? strtok_r(NULL, " \n", &save) : NULL;
+	if (!superopts || strcmp(fstype, "cgroup") != 0)
+		return false;
+	unsigned mask = cg_ctrl_mask(superopts);
+	if (mask == 0)
+		return false;
+	cg_unescape(fields[4]);
+	*ret_mountpoint = fields[4];
+	*ret_mask = mask;
+	return true;
+}
+
 static void cg_scan_mountinfo(void)
 {
 	_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
@@ -102,22 +127,10 @@ static void cg_scan_mountinfo(void)
 	_cleanup_free_ char *line = NULL;
 	size_t cap = 0;
 	while (getline(&line, &cap, f) > 0) {
-		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS */
-		char *save = NULL, *fields[5] = {0};
-		char *tok = strtok_r(line, " \n", &save);
-		for (int i = 0; i < 5 && tok; i++, tok = strtok_r(NULL, " \n", &save))
-			fields[i] = tok;
-		if (!fields[4])
-			continue;
-		while (tok && strcmp(tok, "-") != 0)
-			tok = strtok_r(NULL, " \n", &save);
-		char *fstype = tok ? strtok_r(NULL, " \n", &save) : NULL;
-		char *source = fstype ? strtok_r(NULL, " \n", &save) : NULL;
-		char *superopts = source ? strtok_r(NULL, " \n", &save) : NULL;
-		if (!superopts || strcmp(fstype, "cgroup") != 0)
-			continue;
-		cg_unescape(fields[4]);
-		cg_add_hier(fields[4], cg_ctrl_mask(superopts));
+		const char *mp;
+		unsigned mask;
+		if (cg_parse_mountinfo_line(line, &mp, &mask))
+			cg_add_hier(mp, mask);
 	}
 }
 
@@ -219,9 +232,16 @@ int cg_write(const char *dir, const char *file, const char *value, ad_error **er
 	/* The test stand-in is a plain directory: files appear on first write. */
 	int flags = O_WRONLY | O_TRUNC | O_CLOEXEC | (cg_layout.testing ? O_CREAT : 0);
 	_cleanup_close_ int fd = open(path, flags, 0644);
-	if (fd < 0)
-		return ad_fail_errno(err, errno == ENOENT ? AD_E_NOT_FOUND : AD_E_INTERNAL,
+	if (fd < 0) {
+		/* kernfs answers EACCES, not ENOENT, for a missing file opened
+		 * with O_TRUNC; callers need to know it is missing. */
+		int e = errno;
+		if (e == ENOENT || (e == EACCES && access(path, F_OK) < 0 && errno == ENOENT))
+			return ad_error_make(err, AD_E_NOT_FOUND, ENOENT, "open %s", path);
+		return ad_error_make(err,
+				     e == EACCES || e == EPERM ? AD_E_PERMISSION : AD_E_INTERNAL, e,
 				     "open %s", path);
+	}
 	size_t len = strlen(value);
 	ssize_t n = write(fd, value, len);
 	if (n < 0) {
@@ -652,9 +672,17 @@ static int cg_manager_new(const char *parent, const char *name, cg_manager **ret
 
 /* ---- public API ---- */
 
+/* The drivers inspect the error they got back (EBUSY, NOT_FOUND), so they
+ * always need somewhere to put it, even when the caller passed NULL. */
+#define CG_ERR_GUARD(err)                                                                          \
+	_cleanup_error_ ad_error *_local_err = NULL;                                               \
+	if (!(err))                                                                                \
+	(err) = &_local_err
+
 int cg_create(const char *parent, const char *name, const rt_resources *res, cg_manager **ret,
 	      ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	if (cg_validate_resources(res, err) < 0)
 		return -1;
 	cg_manager *cg = NULL;
@@ -671,6 +699,7 @@ int cg_create(const char *parent, const char *name, const rt_resources *res, cg_
 
 int cg_open(const char *parent, const char *name, cg_manager **ret, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	cg_manager *cg = NULL;
 	if (cg_manager_new(parent, name, &cg, err) < 0)
 		return -1;
@@ -685,6 +714,7 @@ int cg_open(const char *parent, const char *name, cg_manager **ret, ad_error **e
 
 int cg_enter(cg_manager *cg, pid_t pid, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	if (pid <= 0)
 		return ad_fail(err, AD_E_INVALID, "cgroup %s: bad pid %d", cg->path, (int)pid);
 	if (cg->drv->enter(cg, pid, err) < 0)
@@ -694,6 +724,7 @@ int cg_enter(cg_manager *cg, pid_t pid, ad_error **err)
 
 int cg_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	if (cg_validate_resources(res, err) < 0 || (res && cg->drv->update(cg, res, err) < 0))
 		return ad_error_wrap(err, "cgroup %s: update", cg->path);
 	return 0;
@@ -701,6 +732,7 @@ int cg_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 
 int cg_stats(cg_manager *cg, struct rt_stats *ret, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	struct rt_stats st = {.timestamp_ns = ad_now_ns()};
 	if (cg->drv->stats(cg, &st, err) < 0)
 		return ad_error_wrap(err, "cgroup %s: stats", cg->path);
@@ -710,6 +742,7 @@ int cg_stats(cg_manager *cg, struct rt_stats *ret, ad_error **err)
 
 int cg_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	if (cg->drv->oom_kill_count(cg, ret, err) < 0)
 		return ad_error_wrap(err, "cgroup %s: oom kill count", cg->path);
 	return 0;
@@ -717,6 +750,7 @@ int cg_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err)
 
 int cg_kill_all(cg_manager *cg, int sig, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	if (sig <= 0 || sig >= NSIG)
 		return ad_fail(err, AD_E_INVALID, "cgroup %s: bad signal %d", cg->path, sig);
 	if (cg->drv->kill_all(cg, sig, err) < 0)
@@ -726,6 +760,7 @@ int cg_kill_all(cg_manager *cg, int sig, ad_error **err)
 
 int cg_destroy(cg_manager *cg, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	if (cg->drv->destroy(cg, err) < 0)
 		return ad_error_wrap(err, "cgroup %s: destroy", cg->path);
 	return 0;
@@ -733,6 +768,7 @@ int cg_destroy(cg_manager *cg, ad_error **err)
 
 int cg_devices_allow(cg_manager *cg, const char *rule, ad_error **err)
 {
+	CG_ERR_GUARD(err);
 	if (!rule || cg_validate_device_rule(rule, err) < 0 ||
 	    cg->drv->devices_allow(cg, rule, err) < 0)
 		return rule

@@ -71,6 +71,11 @@ bool cg_testing(void);
 size_t cg_v1_hier_count(void);
 const cg_v1_hier *cg_v1_hier_get(size_t i);
 
+/* One /proc/self/mountinfo line (modified in place): true for a v1 mount
+ * carrying at least one controller agentd knows, with its unescaped
+ * mountpoint (pointing into line) and controller mask. */
+bool cg_parse_mountinfo_line(char *line, const char **ret_mountpoint, unsigned *ret_mask);
+
 /* File helpers: dir is absolute; errors name the file and value. The errno
  * of a failed write is kept in (*err)->errno_value for callers that react to
  * EBUSY/EINVAL. */

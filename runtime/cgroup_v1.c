@@ -66,7 +66,7 @@ static int v1_apply_memory(cg_manager *cg, const rt_resources *res, ad_error **e
 		return 0;
 	const char *dir = v1_dir(cg, CG_CTRL_MEMORY);
 	if (!dir)
-		return ad_fail(err, AD_E_UNAVAILABLE, "memory controller is not mounted");
+		return ad_fail(err, AD_E_PRECONDITION, "memory controller is not mounted");
 	bool have_memsw = cg_file_exists(dir, "memory.memsw.limit_in_bytes");
 	/* memsw.limit >= limit must hold after every single write, so unlimited
 	 * memory drags an unset swap limit along. */
@@ -117,7 +117,7 @@ static int v1_apply(cg_manager *cg, const rt_resources *res, ad_error **err)
 	const char *dir;
 	if (res->cpu_shares || res->cpu_quota_us || res->cpu_period_us) {
 		if (!(dir = v1_dir(cg, CG_CTRL_CPU)))
-			return ad_fail(err, AD_E_UNAVAILABLE, "cpu controller is not mounted");
+			return ad_fail(err, AD_E_PRECONDITION, "cpu controller is not mounted");
 		if (res->cpu_shares &&
 		    cg_writef(dir, "cpu.shares", err, "%" PRIu64, res->cpu_shares) < 0)
 			return -1;
@@ -133,7 +133,7 @@ static int v1_apply(cg_manager *cg, const rt_resources *res, ad_error **err)
 	     mems = res->cpuset_mems && *res->cpuset_mems;
 	if (cpus || mems) {
 		if (!(dir = v1_dir(cg, CG_CTRL_CPUSET)))
-			return ad_fail(err, AD_E_UNAVAILABLE, "cpuset controller is not mounted");
+			return ad_fail(err, AD_E_PRECONDITION, "cpuset controller is not mounted");
 		if (cpus && cg_write(dir, "cpuset.cpus", res->cpuset_cpus, err) < 0)
 			return -1;
 		if (mems && cg_write(dir, "cpuset.mems", res->cpuset_mems, err) < 0)
@@ -143,7 +143,7 @@ static int v1_apply(cg_manager *cg, const rt_resources *res, ad_error **err)
 		return -1;
 	if (res->pids_limit) {
 		if (!(dir = v1_dir(cg, CG_CTRL_PIDS)))
-			return ad_fail(err, AD_E_UNAVAILABLE, "pids controller is not mounted");
+			return ad_fail(err, AD_E_PRECONDITION, "pids controller is not mounted");
 		if (res->pids_limit == -1 ? cg_write(dir, "pids.max", "max", err)
 					  : v1_write_i64(dir, "pids.max", res->pids_limit, err))
 			return -1;
@@ -277,7 +277,7 @@ static int v1_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err)
 {
 	const char *mem = v1_dir(cg, CG_CTRL_MEMORY);
 	if (!mem)
-		return ad_fail(err, AD_E_UNAVAILABLE, "memory controller is not mounted");
+		return ad_fail(err, AD_E_PRECONDITION, "memory controller is not mounted");
 	_cleanup_free_ char *oom = NULL;
 	if (cg_read(mem, "memory.oom_control", &oom, err) < 0)
 		return -1;
@@ -303,27 +303,27 @@ static int v1_signal_once(cg_manager *cg, int sig, size_t *ret_count, ad_error *
 	const char *fz = v1_dir(cg, CG_CTRL_FREEZER);
 	if (fz && access(fz, F_OK) < 0)
 		fz = NULL; /* a half-destroyed cgroup */
-	if (!fz) {
-		size_t total = 0;
-		for (size_t i = 0; i < cg_v1_hier_count(); i++) {
-			size_t n = 0;
-			if (access(cg->v1_dirs[i], F_OK) < 0)
-				continue;
-			if (cg_signal_procs(cg->v1_dirs[i], sig, &n, err) < 0)
-				return -1;
-			total += n;
-		}
-		*ret_count = total;
-		return 0;
+	if (fz) {
+		if (cg_write(fz, "freezer.state", "FROZEN", err) < 0)
+			return -1;
+		for (int i = 0; i < 1000 && !v1_state_is(fz, "FROZEN"); i++)
+			cg_sleep_ms(1);
 	}
-	if (cg_write(fz, "freezer.state", "FROZEN", err) < 0)
-		return -1;
-	for (int i = 0; i < 1000 && !v1_state_is(fz, "FROZEN"); i++)
-		cg_sleep_ms(1);
-	int r = cg_signal_procs(fz, sig, ret_count, err);
+	/* Every hierarchy, not just the freezer's: a task may have been moved
+	 * in only some of them. While frozen, the duplicate signals merge. */
+	int r = 0;
+	size_t total = 0;
+	for (size_t i = 0; i < cg_v1_hier_count() && r == 0; i++) {
+		size_t n = 0;
+		if (access(cg->v1_dirs[i], F_OK) < 0)
+			continue;
+		r = cg_signal_procs(cg->v1_dirs[i], sig, &n, err);
+		total = n > total ? n : total;
+	}
 	_cleanup_error_ ad_error *thaw_err = NULL;
-	if (cg_write(fz, "freezer.state", "THAWED", r < 0 ? &thaw_err : err) < 0 && r == 0)
+	if (fz && cg_write(fz, "freezer.state", "THAWED", r < 0 ? &thaw_err : err) < 0 && r == 0)
 		return -1;
+	*ret_count = total;
 	return r;
 }
 
@@ -375,7 +375,7 @@ static int v1_devices_allow(cg_manager *cg, const char *rule, ad_error **err)
 {
 	const char *dir = v1_dir(cg, CG_CTRL_DEVICES);
 	if (!dir)
-		return ad_fail(err, AD_E_UNAVAILABLE, "devices controller is not mounted");
+		return ad_fail(err, AD_E_PRECONDITION, "devices controller is not mounted");
 	/* Default-deny starts with the first rule, so a container nobody lists
 	 * devices for keeps the parent's access. */
 	if (!cg->devices_restricted) {

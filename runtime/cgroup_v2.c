@@ -146,6 +146,19 @@ static int v2_apply(cg_manager *cg, const rt_resources *res, ad_error **err)
 	return 0;
 }
 
+/* A missing limit file means the controller is not enabled for this cgroup. */
+static int v2_apply_checked(cg_manager *cg, const rt_resources *res, ad_error **err)
+{
+	if (v2_apply(cg, res, err) == 0)
+		return 0;
+	if ((*err)->code == AD_E_NOT_FOUND) {
+		(*err)->code = AD_E_PRECONDITION;
+		ad_error_wrap(err, "controller not enabled in %s's cgroup.subtree_control",
+			      *cg->parent_path ? cg->parent_path : "the root");
+	}
+	return -1;
+}
+
 static int v2_create(cg_manager *cg, const rt_resources *res, ad_error **err)
 {
 	_cleanup_free_ char *cur = ad_strdup(cg_root());
@@ -171,7 +184,7 @@ static int v2_create(cg_manager *cg, const rt_resources *res, ad_error **err)
 		if (*p == '/')
 			p++;
 	}
-	if (res && v2_apply(cg, res, err) < 0) {
+	if (res && v2_apply_checked(cg, res, err) < 0) {
 		rmdir(cg->dir);
 		return -1;
 	}
@@ -193,7 +206,7 @@ static int v2_enter(cg_manager *cg, pid_t pid, ad_error **err)
 
 static int v2_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 {
-	return v2_apply(cg, res, err);
+	return v2_apply_checked(cg, res, err);
 }
 
 static int v2_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)

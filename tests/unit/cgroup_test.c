@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "cgroup.h"
+#include "cgroup_internal.h"
 
 #define MiB (1024LL * 1024)
 #define UNIFIED "/sys/fs/cgroup/unified"
@@ -342,6 +343,51 @@ static void test_detect(void **state)
 	struct statfs sfs;
 	assert_int_equal(statfs("/sys/fs/cgroup", &sfs), 0);
 	assert_string_equal(cg_version_name(), sfs.f_type == CGROUP2_SUPER_MAGIC ? "v2" : "v1");
+}
+
+static void test_mountinfo(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		const char *mountpoint; /* NULL: not a v1 hierarchy agentd uses */
+		unsigned mask;
+	} cases[] = {
+	    {"31 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:9 - cgroup cgroup "
+	     "rw,cpu,cpuacct\n",
+	     "/sys/fs/cgroup/cpu,cpuacct", CG_CTRL_CPU | CG_CTRL_CPUACCT},
+	    {"32 30 0:29 / /sys/fs/cgroup/net_cls,net_prio rw - cgroup cgroup rw,net_cls,net_prio",
+	     "/sys/fs/cgroup/net_cls,net_prio", CG_CTRL_NET_CLS | CG_CTRL_NET_PRIO},
+	    {"34 30 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n",
+	     "/sys/fs/cgroup/memory", CG_CTRL_MEMORY},
+	    {"35 30 0:32 / /mnt/my\\040cg rw master:3 shared:4 - cgroup none rw,pids,freezer\n",
+	     "/mnt/my cg", CG_CTRL_PIDS | CG_CTRL_FREEZER},
+	    {"39 30 0:36 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n", NULL,
+	     0},
+	    {"40 30 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate\n", NULL, 0},
+	    {"30 22 0:27 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n", NULL, 0},
+	    {"garbage\n", NULL, 0},
+	    {"1 2 3 4 5 6 - cgroup\n", NULL, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		_cleanup_free_ char *line = ad_strdup(cases[i].line);
+		const char *mp = NULL;
+		unsigned mask = 0;
+		bool ok = cg_parse_mountinfo_line(line, &mp, &mask);
+		if (!cases[i].mountpoint) {
+			if (ok)
+				fail_msg("case %zu: parsed as a hierarchy", i);
+			continue;
+		}
+		if (!ok)
+			fail_msg("case %zu: not parsed", i);
+		assert_string_equal(mp, cases[i].mountpoint);
+		assert_int_equal(mask, cases[i].mask);
+	}
+	/* Weights span 1..10000 like runc's and crun's conversion. */
+	assert_int_equal(cg_shares_to_weight(2), 1);
+	assert_int_equal(cg_shares_to_weight(1024), 39);
+	assert_int_equal(cg_shares_to_weight(262144), 10000);
 }
 
 static void test_v1_create_limits_destroy(void **state)
@@ -692,7 +738,10 @@ static void test_v2_real_unified(void **state)
 		/* No pids controller here: the limit cannot be set, and says why. */
 		rt_resources res = {.pids_limit = 10};
 		assert_int_equal(cg_create(g_parent, "nopids", &res, &cg, &err), -1);
+		if (err->code != AD_E_PRECONDITION)
+			fail_msg("%s: %s", ad_code_name(err->code), err->message);
 		assert_non_null(strstr(err->message, "pids.max"));
+		assert_non_null(strstr(err->message, "not enabled"));
 		ad_error_free(&err);
 		_cleanup_free_ char *left = ad_asprintf(UNIFIED "/%s/nopids", g_parent);
 		assert_false(exists(left));
@@ -860,6 +909,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_detect, teardown),
 	    cmocka_unit_test_teardown(test_bad_input, teardown),
+	    cmocka_unit_test(test_mountinfo),
 	    cmocka_unit_test_teardown(test_v1_create_limits_destroy, teardown),
 	    cmocka_unit_test_teardown(test_v1_stats, teardown),
 	    cmocka_unit_test_teardown(test_v1_update_memory, teardown),
