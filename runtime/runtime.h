@@ -42,4 +42,201 @@ typedef struct rt_stats {
 	uint64_t oom_kill_count;      /* OOM kills inside this cgroup so far */
 } rt_stats;
 
+/* ---- container configuration (plain C; the caller owns every pointer) -- */
+
+typedef enum rt_ns_type {
+	RT_NS_PID,
+	RT_NS_NET,
+	RT_NS_IPC,
+	RT_NS_UTS,
+	RT_NS_MOUNT,
+	RT_NS_USER,
+	RT_NS_CGROUP,
+	_RT_NS_MAX,
+} rt_ns_type;
+
+typedef enum rt_ns_mode {
+	RT_NS_SHARE_HOST = 0, /* stay in agentd's namespace */
+	RT_NS_NEW,
+	RT_NS_JOIN, /* setns() to `path` (e.g. /proc/PID/ns/net or a bind-mounted netns) */
+} rt_ns_mode;
+
+typedef struct rt_namespace {
+	rt_ns_mode mode;
+	const char *path; /* RT_NS_JOIN only */
+} rt_namespace;
+
+typedef enum rt_propagation {
+	RT_PROP_PRIVATE = 0, /* rprivate: the default for container mounts */
+	RT_PROP_RSLAVE,
+	RT_PROP_RSHARED,
+} rt_propagation;
+
+typedef struct rt_mount {
+	const char *type;	 /* "bind" or "tmpfs" */
+	const char *source;	 /* host path for binds; ignored for tmpfs */
+	const char *destination; /* absolute path inside the container */
+	bool readonly;
+	rt_propagation propagation;
+	const char *options; /* tmpfs data, e.g. "size=64m,mode=1777"; NULL: none */
+} rt_mount;
+
+typedef struct rt_id_map {
+	uint32_t container_id;
+	uint32_t host_id;
+	uint32_t size;
+} rt_id_map;
+
+typedef struct rt_rlimit {
+	int resource; /* RLIMIT_* */
+	uint64_t soft;
+	uint64_t hard;
+} rt_rlimit;
+
+typedef enum rt_seccomp_mode {
+	RT_SECCOMP_DEFAULT = 0, /* Docker's default profile, built in */
+	RT_SECCOMP_UNCONFINED,
+	RT_SECCOMP_CUSTOM, /* Docker/OCI JSON profile at seccomp_profile */
+} rt_seccomp_mode;
+
+/* Capability masks are (1ULL << CAP_xxx) bits. */
+uint64_t rt_default_capabilities(void); /* Docker's default set */
+
+typedef struct rt_security {
+	bool privileged; /* all capabilities, no seccomp, no masked/readonly paths */
+	bool no_new_privs;
+	bool readonly_rootfs;
+	/* false: bounding = effective = permitted = inheritable = Docker's default
+	 * set, ambient empty (ambient is the caps a non-root user keeps). */
+	bool capabilities_set;
+	uint64_t cap_bounding, cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+	rt_seccomp_mode seccomp;
+	const char *seccomp_profile;  /* RT_SECCOMP_CUSTOM: path of the JSON file */
+	const char *apparmor_profile; /* NULL: none applied */
+	/* NULL: the OCI/Docker defaults; a list with only NULL: none. */
+	const char *const *masked_paths;
+	const char *const *readonly_paths;
+	/* Extra cgroup device rules ("c 10:200 rwm") beyond the standard nodes. */
+	const char *const *device_rules;
+} rt_security;
+
+typedef struct rt_config {
+	const char *id;	    /* [A-Za-z0-9][A-Za-z0-9_.-]{0,127} */
+	const char *rootfs; /* host path of the prepared root filesystem */
+	const char *const
+	    *args;		/* NULL-terminated; args[0] is resolved with the container's PATH */
+	const char *const *env; /* NULL-terminated "K=V"; NULL: PATH only */
+	const char *cwd;	/* NULL: "/" */
+	uid_t uid;
+	gid_t gid;
+	const gid_t *additional_gids;
+	size_t n_additional_gids;
+	const char *hostname; /* new UTS namespace only; NULL: the id, cut to 63 chars */
+	const rt_mount *mounts;
+	size_t n_mounts;
+	/* Zero-initialized means "share the host's"; use rt_config_init() for the
+	 * usual container (new pid, ipc, uts, mount, cgroup; net per the caller). */
+	rt_namespace namespaces[_RT_NS_MAX];
+	const rt_id_map *uid_maps; /* new user namespace only */
+	size_t n_uid_maps;
+	const rt_id_map *gid_maps;
+	size_t n_gid_maps;
+	rt_resources resources;
+	const char *cgroup_parent; /* NULL: the runtime's default */
+	rt_security security;
+	const rt_rlimit *rlimits;
+	size_t n_rlimits;
+	int oom_score_adj;
+	bool oom_score_adj_set;
+	bool tty;	      /* stdin/stdout/stderr on a pty held by the shim */
+	const char *log_path; /* CRI-format log; NULL: output discarded */
+} rt_config;
+
+/* Zeroes cfg and sets the usual namespaces (new pid, ipc, uts, mount, net). */
+void rt_config_init(rt_config *cfg);
+
+/* ---- runtime and containers --------------------------------------------- */
+
+typedef struct rt_options {
+	const char *state_root;	   /* NULL: /run/agentd/containers */
+	const char *shim_path;	   /* NULL: $AGENTD_SHIM or /usr/libexec/agentd/agentd-shim */
+	const char *cgroup_parent; /* NULL: "agentd" */
+} rt_options;
+
+typedef struct rt_runtime rt_runtime;
+typedef struct rt_container rt_container;
+
+int rt_runtime_new(const rt_options *opts, rt_runtime **ret, ad_error **err);
+void rt_runtime_free(rt_runtime *rt);
+
+typedef enum rt_status {
+	RT_STATUS_CREATED,
+	RT_STATUS_RUNNING,
+	RT_STATUS_STOPPED,
+	_RT_STATUS_MAX,
+} rt_status;
+
+typedef struct rt_state {
+	rt_status status;
+	pid_t pid;     /* the init's pid on the host; 0 once stopped */
+	int exit_code; /* 128 + signal when killed by a signal */
+	int signal;    /* the killing signal, or 0 */
+	bool oom_killed;
+	int64_t created_at; /* CLOCK_REALTIME ns */
+	int64_t started_at; /* 0 if never started */
+	int64_t finished_at;
+} rt_state;
+
+/* Sets up the container's init (namespaces, mounts, security) under a new
+ * detached shim; the init waits for rt_start before exec'ing args[0]. Any
+ * failure leaves nothing behind. */
+int rt_create(rt_runtime *rt, const rt_config *cfg, rt_container **ret, ad_error **err);
+/* A container created earlier (possibly by another agentd process). */
+int rt_open(rt_runtime *rt, const char *id, rt_container **ret, ad_error **err);
+/* Ids of the containers that have a state dir. */
+int rt_list(rt_runtime *rt, char ***ret_ids, size_t *ret_n, ad_error **err);
+void rt_list_free(char **ids, size_t n);
+
+const char *rt_container_id(const rt_container *c);
+const char *rt_container_state_dir(const rt_container *c);
+/* The init's pid on the host (it may have exited since). */
+pid_t rt_container_init_pid(const rt_container *c);
+
+int rt_start(rt_container *c, ad_error **err);
+int rt_kill(rt_container *c, int sig, ad_error **err);
+/* Sends sig (0: SIGTERM), waits up to grace_ms, then SIGKILLs the whole cgroup. */
+int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err);
+int rt_get_state(rt_container *c, rt_state *ret, ad_error **err);
+/* Waits until the container stops (timeout_ms < 0: forever); AD_E_DEADLINE on timeout. */
+int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err);
+/* Kills what is left, removes the cgroup and the state dir. Frees nothing. */
+int rt_delete(rt_container *c, ad_error **err);
+void rt_container_free(rt_container *c);
+
+int rt_get_stats(rt_container *c, rt_stats *ret, ad_error **err);
+int rt_update(rt_container *c, const rt_resources *res, ad_error **err);
+int rt_reopen_log(rt_container *c, ad_error **err);
+int rt_resize(rt_container *c, unsigned rows, unsigned cols, ad_error **err);
+
+/* ---- exec into a running container ---------------------------------------
+ * Joins all of its namespaces and its cgroup, with the same user and security
+ * as `cfg` (the config the container was created with). */
+typedef struct rt_exec_result {
+	int exit_code; /* 128 + signal if killed */
+	bool timed_out;
+	char *out; /* NUL-terminated; each capped at max_output bytes */
+	size_t out_len;
+	char *err;
+	size_t err_len;
+} rt_exec_result;
+
+/* Runs args to completion; on timeout the process is killed and timed_out set. */
+int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args, int timeout_ms,
+		 size_t max_output, rt_exec_result *ret, ad_error **err);
+void rt_exec_result_clear(rt_exec_result *r);
+/* Starts args with the given stdio fds (-1: /dev/null); the caller waits on
+ * *ret_pid (a child of the caller) and receives its exit status directly. */
+int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int stdin_fd,
+	    int stdout_fd, int stderr_fd, pid_t *ret_pid, ad_error **err);
+
 #endif

@@ -1,0 +1,943 @@
+/* Container lifecycle: create (a detached shim whose child is the container's
+ * init, set up in the cloned child itself: no re-exec of agentd), start,
+ * kill, state, wait, delete; the state dir; the shim control socket. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+
+#include "rt_internal.h"
+
+/* ---- small helpers -------------------------------------------------------- */
+
+uint64_t rt_proc_start_time(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_free_ char *buf = NULL;
+	if (ad_read_file(AT_FDCWD, path, 4096, &buf, NULL, NULL) < 0)
+		return 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	int field = 2;
+	for (p++; *p && field < 22; p++)
+		if (*p == ' ')
+			field++;
+	return strtoull(p, NULL, 10);
+}
+
+static bool proc_alive(pid_t pid, uint64_t start)
+{
+	return pid > 0 && start && rt_proc_start_time(pid) == start;
+}
+
+void rt_msg_send_error(int fd, ad_error *e)
+{
+	rt_msg m = {.type = RT_MSG_ERROR};
+	if (e) {
+		m.code = e->code;
+		m.errno_value = e->errno_value;
+		snprintf(m.text, sizeof(m.text), "%s", e->message);
+	}
+	if (send(fd, &m, sizeof(m), MSG_NOSIGNAL) < 0) {
+		/* the parent is gone; nobody to tell */
+	}
+}
+
+int rt_msg_send(int fd, int type, pid_t pid)
+{
+	rt_msg m = {.type = type, .pid = pid};
+	return send(fd, &m, sizeof(m), MSG_NOSIGNAL) == sizeof(m) ? 0 : -1;
+}
+
+int rt_msg_recv(int fd, rt_msg *ret, const char *what, ad_error **err)
+{
+	for (;;) {
+		ssize_t n = recv(fd, ret, sizeof(*ret), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "%s", what);
+		if (n == 0)
+			return ad_fail(err, AD_E_INTERNAL, "%s: the process exited early", what);
+		if ((size_t)n != sizeof(*ret))
+			return ad_fail(err, AD_E_INTERNAL, "%s: short message", what);
+		ret->text[sizeof(ret->text) - 1] = '\0';
+		return 0;
+	}
+}
+
+int rt_msg_to_error(const rt_msg *m, ad_error **err)
+{
+	ad_code code = (m->code >= 0 && m->code < _AD_E_MAX) ? (ad_code)m->code : AD_E_INTERNAL;
+	return ad_error_make(err, code, 0, "%s", m->text);
+}
+
+static void child_fail(int sync_fd, ad_error *e)
+{
+	rt_msg_send_error(sync_fd, e);
+	_exit(1);
+}
+
+static bool valid_id(const char *id)
+{
+	if (!id || !*id || strlen(id) > 128)
+		return false;
+	for (const char *p = id; *p; p++) {
+		bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || (p != id && strchr("_.-", *p));
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* ---- runtime -------------------------------------------------------------- */
+
+int rt_runtime_new(const rt_options *opts, rt_runtime **ret, ad_error **err)
+{
+	rt_options o = opts ? *opts : (rt_options){0};
+	const char *shim = o.shim_path ? o.shim_path : getenv("AGENTD_SHIM");
+	if (!shim)
+		shim = "/usr/libexec/agentd/agentd-shim";
+	/* The shim is exec'd from a child whose cwd is not ours. */
+	_cleanup_free_ char *shim_abs = realpath(shim, NULL);
+	if (!shim_abs || access(shim_abs, X_OK) < 0)
+		return ad_fail_errno(err, AD_E_PRECONDITION, "shim %s", shim);
+	const char *root = o.state_root ? o.state_root : "/run/agentd/containers";
+	if (ad_mkdir_p(root, 0700, err) < 0)
+		return ad_error_wrap(err, "state dir");
+	rt_runtime *rt = ad_malloc0(sizeof(*rt));
+	rt->state_root = ad_strdup(root);
+	rt->shim_path = ad_steal_ptr(shim_abs);
+	rt->cgroup_parent = ad_strdup(o.cgroup_parent ? o.cgroup_parent : "agentd");
+	*ret = rt;
+	return 0;
+}
+
+void rt_runtime_free(rt_runtime *rt)
+{
+	if (!rt)
+		return;
+	free(rt->state_root);
+	free(rt->shim_path);
+	free(rt->cgroup_parent);
+	free(rt);
+}
+
+void rt_config_init(rt_config *cfg)
+{
+	*cfg = (rt_config){0};
+	cfg->namespaces[RT_NS_PID].mode = RT_NS_NEW;
+	cfg->namespaces[RT_NS_IPC].mode = RT_NS_NEW;
+	cfg->namespaces[RT_NS_UTS].mode = RT_NS_NEW;
+	cfg->namespaces[RT_NS_MOUNT].mode = RT_NS_NEW;
+	cfg->namespaces[RT_NS_NET].mode = RT_NS_NEW;
+	cfg->namespaces[RT_NS_CGROUP].mode = RT_NS_NEW;
+}
+
+const char *rt_container_id(const rt_container *c)
+{
+	return c->id;
+}
+
+const char *rt_container_state_dir(const rt_container *c)
+{
+	return c->dir;
+}
+
+pid_t rt_container_init_pid(const rt_container *c)
+{
+	return c->init_pid;
+}
+
+void rt_container_free(rt_container *c)
+{
+	if (!c)
+		return;
+	if (c->cg)
+		cg_free(c->cg);
+	free(c->id);
+	free(c->dir);
+	free(c);
+}
+
+/* ---- the state file ------------------------------------------------------- */
+
+static int write_state(rt_container *c, const char *cgroup_parent, ad_error **err)
+{
+	_cleanup_free_ char *s = ad_asprintf(
+	    "init_pid=%d\ninit_start=%llu\nshim_pid=%d\nshim_start=%llu\ncreated_at=%lld\n"
+	    "oom_base=%llu\ncgroup_parent=%s\n",
+	    (int)c->init_pid, (unsigned long long)c->init_start, (int)c->shim_pid,
+	    (unsigned long long)c->shim_start, (long long)c->created_at,
+	    (unsigned long long)c->oom_base, cgroup_parent);
+	_cleanup_close_ int dfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", c->dir);
+	return ad_write_file_atomic(dfd, RT_FILE_STATE, s, strlen(s), 0600, err);
+}
+
+/* Looks `key=` up in a key=value text. */
+static const char *kv_get(const char *text, const char *key)
+{
+	size_t kl = strlen(key);
+	for (const char *p = text; p && *p;) {
+		if (!strncmp(p, key, kl) && p[kl] == '=')
+			return p + kl + 1;
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+static long long kv_num(const char *text, const char *key)
+{
+	const char *v = kv_get(text, key);
+	return v ? strtoll(v, NULL, 10) : 0;
+}
+
+/* ---- control socket ------------------------------------------------------- */
+
+/* Sends one command to the shim; reply holds the text after "ok". */
+static int shim_call(rt_container *c, const char *cmd, char *reply, size_t reply_size,
+		     ad_error **err)
+{
+	_cleanup_close_ int dfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ad_fail_errno(err, AD_E_NOT_FOUND, "container %s: state dir", c->id);
+	/* Through the dir fd: a long state root must not overflow sun_path. */
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dfd, RT_FILE_CTL);
+	_cleanup_close_ int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "socket");
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return ad_fail_errno(err, AD_E_PRECONDITION, "container %s: shim not reachable",
+				     c->id);
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	_cleanup_free_ char *line = ad_asprintf("%s\n", cmd);
+	if (send(s, line, strlen(line), MSG_NOSIGNAL) < 0)
+		return ad_fail_errno(err, AD_E_UNAVAILABLE, "container %s: shim", c->id);
+	char buf[256];
+	size_t len = 0;
+	ssize_t n;
+	while (len < sizeof(buf) - 1 && (n = read(s, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)n;
+	buf[len] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (strncmp(buf, "ok", 2) != 0)
+		return ad_fail(err, AD_E_PRECONDITION, "container %s: shim: %s", c->id,
+			       len ? buf : "no reply");
+	if (reply) {
+		const char *rest = buf[2] ? buf + 3 : "";
+		size_t rl = strlen(rest);
+		if (rl >= reply_size)
+			rl = reply_size - 1;
+		memcpy(reply, rest, rl);
+		reply[rl] = '\0';
+	}
+	return 0;
+}
+
+/* ---- create --------------------------------------------------------------- */
+
+static const int clone_ns[_RT_NS_MAX] = {
+    [RT_NS_PID] = CLONE_NEWPID,	      [RT_NS_NET] = CLONE_NEWNET,  [RT_NS_IPC] = CLONE_NEWIPC,
+    [RT_NS_UTS] = CLONE_NEWUTS,	      [RT_NS_MOUNT] = CLONE_NEWNS, [RT_NS_USER] = CLONE_NEWUSER,
+    [RT_NS_CGROUP] = CLONE_NEWCGROUP,
+};
+
+typedef struct create_ctx {
+	const rt_config *cfg;
+	const rt_secplan *plan;
+	cg_manager *cg;
+	const char *shim_path;
+	const char *state_dir;
+	int sync[2];  /* [0] parent, [1] children */
+	int go[2];    /* shim-to-be -> init: namespaces are ready */
+	int start[2]; /* shim -> init: exec now */
+	int out[2], err[2];
+	int pty_master, pty_slave;
+	int ctl_fd;
+} create_ctx;
+
+static int write_id_map(pid_t pid, const char *file, const rt_id_map *maps, size_t n,
+			ad_error **err)
+{
+	char buf[4096];
+	size_t len = 0;
+	for (size_t i = 0; i < n && len < sizeof(buf); i++)
+		len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%u %u %u\n",
+					maps[i].container_id, maps[i].host_id, maps[i].size);
+	if (len >= sizeof(buf))
+		return ad_fail(err, AD_E_INVALID, "%s: too many entries", file);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", path);
+	ssize_t w = write(fd, buf, len);
+	int e = errno;
+	close(fd);
+	if (w != (ssize_t)len)
+		return ad_error_make(err, AD_E_INVALID, e, "write %s", file);
+	return 0;
+}
+
+static void apply_rlimits(const rt_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_rlimits; i++) {
+		struct rlimit rl = {.rlim_cur = cfg->rlimits[i].soft,
+				    .rlim_max = cfg->rlimits[i].hard};
+		if (setrlimit(cfg->rlimits[i].resource, &rl) < 0)
+			/* Raising a hard limit needs CAP_SYS_RESOURCE, which agentd may
+			 * lack: the container still runs, with the host's limit. */
+			ad_warn("container %s: rlimit %d: %s", cfg->id, cfg->rlimits[i].resource,
+				strerror(errno));
+	}
+	if (cfg->oom_score_adj_set) {
+		char v[16];
+		int n = snprintf(v, sizeof(v), "%d", cfg->oom_score_adj);
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, v, (size_t)n) != n)
+			ad_warn("container %s: oom_score_adj %d: %s", cfg->id, cfg->oom_score_adj,
+				strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+/* The container's init, in its new namespaces; never returns. */
+static void run_init(create_ctx *x)
+{
+	const rt_config *cfg = x->cfg;
+	ad_error *e = NULL;
+	int sfd = x->sync[1];
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* Until exec this is a copy of agentd: keep container processes from
+	 * opening it through /proc (the CVE-2019-5736 class). */
+	prctl(PR_SET_DUMPABLE, 0);
+	close(x->go[1]);
+	close(x->start[1]);
+	char b;
+	if (read(x->go[0], &b, 1) != 1)
+		_exit(1);
+	close(x->go[0]);
+	umask(0);
+	if (rt_join_namespaces(cfg, &e) < 0)
+		child_fail(sfd, e);
+	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
+		child_fail(sfd, e);
+	}
+	if (cfg->namespaces[RT_NS_UTS].mode == RT_NS_NEW) {
+		const char *h = cfg->hostname ? cfg->hostname : cfg->id;
+		size_t hl = strlen(h);
+		if (sethostname(h, hl > 63 ? 63 : hl) < 0) {
+			ad_fail_errno(&e, AD_E_INVALID, "hostname %s", h);
+			child_fail(sfd, e);
+		}
+	}
+	if (rt_setup_rootfs(cfg, &e) < 0)
+		child_fail(sfd, e);
+	apply_rlimits(cfg);
+	if (rt_secplan_apply_pre_user(x->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
+	    rt_secplan_apply_post_user(x->plan, &e) < 0)
+		child_fail(sfd, e);
+	const char *cwd = cfg->cwd ? cfg->cwd : "/";
+	if (chdir(cwd) < 0) {
+		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
+		child_fail(sfd, e);
+	}
+	char *exe = NULL;
+	if (rt_find_executable(cfg->args[0], cfg->env, &exe, &e) < 0)
+		child_fail(sfd, e);
+	umask(022);
+	if (x->pty_slave >= 0) {
+		setsid();
+		ioctl(x->pty_slave, TIOCSCTTY, 0);
+		dup2(x->pty_slave, 0);
+		dup2(x->pty_slave, 1);
+		dup2(x->pty_slave, 2);
+	} else {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		dup2(null, 0);
+		dup2(x->out[1] >= 0 ? x->out[1] : null, 1);
+		dup2(x->err[1] >= 0 ? x->err[1] : null, 2);
+	}
+	if (rt_msg_send(sfd, RT_MSG_READY, 0) < 0)
+		_exit(1);
+	close(sfd);
+	/* EOF without a byte: the container was deleted before it started. */
+	if (read(x->start[0], &b, 1) != 1)
+		_exit(1);
+	if (rt_secplan_apply_final(x->plan, &e) < 0) {
+		if (write(2, e->message, strlen(e->message)) < 0 || write(2, "\n", 1) < 0) {
+		}
+		_exit(127);
+	}
+	prctl(PR_SET_PDEATHSIG, 0);
+	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+	static const char *const default_env[] = {"PATH=" RT_DEFAULT_PATH, NULL};
+	execve(exe, (char *const *)cfg->args, (char *const *)(cfg->env ? cfg->env : default_env));
+	dprintf(2, "exec %s: %s\n", exe, strerror(errno));
+	_exit(127);
+}
+
+/* Moves fd to `target` (closing what was there); -1 stays -1 and closes target. */
+static void place_fd(int fd, int target)
+{
+	if (fd < 0) {
+		close(target);
+		return;
+	}
+	if (fd != target)
+		dup2(fd, target);
+	fcntl(target, F_SETFD, 0);
+}
+
+/* The shim-to-be: clones the init, then becomes agentd-shim; never returns. */
+static void run_shim_parent(create_ctx *x)
+{
+	const rt_config *cfg = x->cfg;
+	ad_error *e = NULL;
+	int sfd = x->sync[1];
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	if (rt_msg_send(sfd, RT_MSG_SHIM_PID, getpid()) < 0)
+		_exit(1);
+	int flags = 0;
+	for (int t = 0; t < _RT_NS_MAX; t++)
+		if (cfg->namespaces[t].mode == RT_NS_NEW && t != RT_NS_CGROUP)
+			flags |= clone_ns[t];
+	if (cfg->namespaces[RT_NS_PID].mode == RT_NS_JOIN) {
+		/* setns to a pid namespace applies to children only: do it here. */
+		int fd = open(cfg->namespaces[RT_NS_PID].path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, CLONE_NEWPID) < 0) {
+			ad_fail_errno(&e, AD_E_INVALID, "join pid namespace %s",
+				      cfg->namespaces[RT_NS_PID].path);
+			child_fail(sfd, e);
+		}
+		close(fd);
+	}
+	/* Fork-like clone (no new stack): this process is single-threaded. */
+	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, 0);
+	if (pid < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "clone");
+		child_fail(sfd, e);
+	}
+	if (pid == 0)
+		run_init(x);
+	close(x->go[0]);
+	close(x->start[0]);
+	if (rt_msg_send(sfd, RT_MSG_INIT_PID, pid) < 0)
+		_exit(1);
+	if (cfg->namespaces[RT_NS_USER].mode == RT_NS_NEW &&
+	    (write_id_map(pid, "uid_map", cfg->uid_maps, cfg->n_uid_maps, &e) < 0 ||
+	     write_id_map(pid, "gid_map", cfg->gid_maps, cfg->n_gid_maps, &e) < 0))
+		goto fail;
+	if (x->cg && cg_enter(x->cg, pid, &e) < 0)
+		goto fail;
+	if (write(x->go[1], "g", 1) != 1) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "wake the container init");
+		goto fail;
+	}
+	close(x->go[1]);
+
+	/* Become the shim: only its fds survive, at fixed numbers. */
+	int sdir = open(x->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int keep[_RT_SHIM_FD_MAX] = {
+	    [RT_SHIM_FD_SYNC] = sfd,
+	    [RT_SHIM_FD_CTL] = x->ctl_fd,
+	    [RT_SHIM_FD_START] = x->start[1],
+	    [RT_SHIM_FD_OUT] = x->pty_master >= 0 ? x->pty_master : x->out[0],
+	    [RT_SHIM_FD_ERR] = x->pty_master >= 0 ? -1 : x->err[0],
+	    [RT_SHIM_FD_STATE] = sdir,
+	};
+	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
+		if (keep[i] >= 0)
+			keep[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 64);
+	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
+		place_fd(keep[i], i);
+	syscall(SYS_close_range, _RT_SHIM_FD_MAX, ~0U, 0);
+	int null = open("/dev/null", O_RDWR);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	if (chdir("/") < 0) {
+	}
+	char pidbuf[16];
+	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+	char *argv[] = {"agentd-shim", pidbuf, (char *)(cfg->log_path ? cfg->log_path : ""),
+			x->pty_master >= 0 ? "1" : "0", NULL};
+	char *envp[] = {NULL};
+	execve(x->shim_path, argv, envp);
+	ad_fail_errno(&e, AD_E_INTERNAL, "exec shim %s", x->shim_path);
+	sfd = RT_SHIM_FD_SYNC;
+fail:
+	kill(pid, SIGKILL);
+	child_fail(sfd, e);
+}
+
+static void close_pair(int p[2])
+{
+	for (int i = 0; i < 2; i++)
+		if (p[i] >= 0) {
+			close(p[i]);
+			p[i] = -1;
+		}
+}
+
+static int default_devices(cg_manager *cg, const rt_security *sec, ad_error **err)
+{
+	static const char *const std[] = {"c *:* m",   "b *:* m",   "c 1:3 rwm",   "c 1:5 rwm",
+					  "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",   "c 5:0 rwm",
+					  "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:229 rwm",
+					  NULL};
+	if (sec->privileged)
+		return cg_devices_allow(cg, "a *:* rwm", err);
+	for (size_t i = 0; std[i]; i++)
+		if (cg_devices_allow(cg, std[i], err) < 0)
+			return -1;
+	for (size_t i = 0; sec->device_rules && sec->device_rules[i]; i++)
+		if (cg_devices_allow(cg, sec->device_rules[i], err) < 0)
+			return -1;
+	return 0;
+}
+
+static int bind_ctl_socket(const char *dir, ad_error **err)
+{
+	_cleanup_close_ int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", dir);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dfd, RT_FILE_CTL);
+	_cleanup_close_ int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 16) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "control socket in %s", dir);
+	return ad_steal_fd(s);
+}
+
+static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, const rt_secplan *plan,
+		     ad_error **err)
+{
+	const char *cg_parent = cfg->cgroup_parent ? cfg->cgroup_parent : rt->cgroup_parent;
+	if (cg_create(cg_parent, cfg->id, &cfg->resources, &c->cg, err) < 0)
+		return ad_error_wrap(err, "cgroup");
+	if (strcmp(cg_version_name(), "v1") == 0 && default_devices(c->cg, &cfg->security, err) < 0)
+		return ad_error_wrap(err, "cgroup devices");
+	if (cg_oom_kill_count(c->cg, &c->oom_base, NULL) < 0)
+		c->oom_base = 0;
+
+	create_ctx x = {.cfg = cfg,
+			.plan = plan,
+			.cg = c->cg,
+			.shim_path = rt->shim_path,
+			.state_dir = c->dir,
+			.pty_master = -1,
+			.pty_slave = -1,
+			.ctl_fd = -1};
+	int *pairs[] = {x.sync, x.go, x.start, x.out, x.err};
+	for (size_t i = 0; i < 5; i++)
+		pairs[i][0] = pairs[i][1] = -1;
+	int r = -1;
+	pid_t mid = -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, x.sync) < 0 ||
+	    pipe2(x.go, O_CLOEXEC) < 0 || pipe2(x.start, O_CLOEXEC) < 0) {
+		ad_fail_errno(err, AD_E_INTERNAL, "pipes");
+		goto out;
+	}
+	if (cfg->tty) {
+		if (openpty(&x.pty_master, &x.pty_slave, NULL, NULL, NULL) < 0) {
+			ad_fail_errno(err, AD_E_INTERNAL, "openpty");
+			goto out;
+		}
+		fcntl(x.pty_master, F_SETFD, FD_CLOEXEC);
+		fcntl(x.pty_slave, F_SETFD, FD_CLOEXEC);
+	} else if (cfg->log_path) {
+		if (pipe2(x.out, O_CLOEXEC) < 0 || pipe2(x.err, O_CLOEXEC) < 0) {
+			ad_fail_errno(err, AD_E_INTERNAL, "pipes");
+			goto out;
+		}
+	}
+	x.ctl_fd = bind_ctl_socket(c->dir, err);
+	if (x.ctl_fd < 0)
+		goto out;
+
+	mid = fork();
+	if (mid < 0) {
+		ad_fail_errno(err, AD_E_INTERNAL, "fork");
+		goto out;
+	}
+	if (mid == 0) {
+		/* Detach: a new session, and a grandchild of agentd that init adopts. */
+		close(x.sync[0]);
+		setsid();
+		pid_t s = fork();
+		if (s == 0)
+			run_shim_parent(&x);
+		_exit(s < 0 ? 1 : 0);
+	}
+	close(x.sync[1]);
+	x.sync[1] = -1;
+	close_pair(x.go);
+	close(x.start[0]);
+	x.start[0] = -1;
+	int st;
+	while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
+		;
+	/* Expect: shim pid, init pid, init ready, shim ready. */
+	bool init_ready = false, shim_ready = false;
+	while (!init_ready || !shim_ready) {
+		rt_msg m;
+		if (rt_msg_recv(x.sync[0], &m, "container setup", err) < 0)
+			goto out;
+		switch (m.type) {
+		case RT_MSG_SHIM_PID:
+			c->shim_pid = m.pid;
+			break;
+		case RT_MSG_INIT_PID:
+			c->init_pid = m.pid;
+			c->init_start = rt_proc_start_time(m.pid);
+			break;
+		case RT_MSG_READY:
+			init_ready = true;
+			break;
+		case RT_SHIM_MSG_READY:
+			shim_ready = true;
+			c->shim_start = rt_proc_start_time(c->shim_pid);
+			break;
+		case RT_MSG_ERROR:
+			rt_msg_to_error(&m, err);
+			goto out;
+		default:
+			ad_fail(err, AD_E_INTERNAL, "container setup: message %d", m.type);
+			goto out;
+		}
+	}
+	c->created_at = ad_now_ns();
+	r = write_state(c, cg_parent, err);
+out:
+	if (r < 0) {
+		/* Both are ours and were just created: nobody else can own these pids yet. */
+		if (c->init_pid > 0)
+			kill(c->init_pid, SIGKILL);
+		if (c->shim_pid > 0)
+			kill(c->shim_pid, SIGKILL);
+	}
+	for (size_t i = 0; i < 5; i++)
+		close_pair(pairs[i]);
+	if (x.pty_master >= 0)
+		close(x.pty_master);
+	if (x.pty_slave >= 0)
+		close(x.pty_slave);
+	if (x.ctl_fd >= 0)
+		close(x.ctl_fd);
+	return r;
+}
+
+int rt_create(rt_runtime *rt, const rt_config *cfg, rt_container **ret, ad_error **err)
+{
+	if (!valid_id(cfg->id))
+		return ad_fail(err, AD_E_INVALID, "invalid container id \"%s\"",
+			       cfg->id ? cfg->id : "");
+	if (!cfg->args || !cfg->args[0])
+		return ad_fail(err, AD_E_INVALID, "container %s: no command", cfg->id);
+	if (cfg->namespaces[RT_NS_MOUNT].mode != RT_NS_NEW)
+		return ad_fail(err, AD_E_INVALID, "container %s: needs a new mount namespace",
+			       cfg->id);
+	struct stat st;
+	if (!cfg->rootfs || stat(cfg->rootfs, &st) < 0 || !S_ISDIR(st.st_mode))
+		return ad_fail(err, AD_E_INVALID, "container %s: rootfs %s is not a directory",
+			       cfg->id, cfg->rootfs ? cfg->rootfs : "(null)");
+	for (int t = 0; t < _RT_NS_MAX; t++) {
+		const rt_namespace *ns = &cfg->namespaces[t];
+		if (ns->mode != RT_NS_JOIN)
+			continue;
+		if (!ns->path || stat(ns->path, &st) < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "container %s: namespace path %s",
+					     cfg->id, ns->path ? ns->path : "(null)");
+	}
+	for (size_t i = 0; i < cfg->n_mounts; i++) {
+		const rt_mount *m = &cfg->mounts[i];
+		if ((!m->type || !strcmp(m->type, "bind")) &&
+		    (!m->source || stat(m->source, &st) < 0))
+			return ad_fail_errno(err, AD_E_INVALID,
+					     "container %s: bind mount source %s", cfg->id,
+					     m->source ? m->source : "(null)");
+	}
+	if (cfg->namespaces[RT_NS_USER].mode == RT_NS_NEW && (!cfg->n_uid_maps || !cfg->n_gid_maps))
+		return ad_fail(err, AD_E_INVALID,
+			       "container %s: a user namespace needs uid and gid maps", cfg->id);
+
+	rt_secplan plan;
+	if (rt_secplan_build(cfg, &plan, err) < 0)
+		return ad_error_wrap(err, "container %s", cfg->id);
+
+	rt_container *c = ad_malloc0(sizeof(*c));
+	c->rt = rt;
+	c->id = ad_strdup(cfg->id);
+	c->dir = ad_asprintf("%s/%s", rt->state_root, cfg->id);
+	int r = -1;
+	if (mkdir(c->dir, 0700) < 0) {
+		if (errno == EEXIST)
+			ad_fail(err, AD_E_EXISTS, "container %s already exists", cfg->id);
+		else
+			ad_fail_errno(err, AD_E_INTERNAL, "mkdir %s", c->dir);
+		rt_secplan_clear(&plan);
+		rt_container_free(c);
+		return -1;
+	}
+	r = do_create(rt, cfg, c, &plan, err);
+	rt_secplan_clear(&plan);
+	if (r < 0) {
+		ad_error_wrap(err, "container %s", cfg->id);
+		if (c->cg)
+			cg_destroy(c->cg, NULL);
+		ad_remove_tree(c->dir, NULL);
+		rt_container_free(c);
+		return -1;
+	}
+	*ret = c;
+	return 0;
+}
+
+/* ---- open and list -------------------------------------------------------- */
+
+int rt_open(rt_runtime *rt, const char *id, rt_container **ret, ad_error **err)
+{
+	if (!valid_id(id))
+		return ad_fail(err, AD_E_INVALID, "invalid container id \"%s\"", id ? id : "");
+	_cleanup_free_ char *dir = ad_asprintf("%s/%s", rt->state_root, id);
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ad_fail_errno(err, errno == ENOENT ? AD_E_NOT_FOUND : AD_E_INTERNAL,
+				     "container %s", id);
+	_cleanup_free_ char *s = NULL;
+	if (ad_read_file(dfd, RT_FILE_STATE, 4096, &s, NULL, err) < 0)
+		return ad_error_wrap(err, "container %s", id);
+	rt_container *c = ad_malloc0(sizeof(*c));
+	c->rt = rt;
+	c->id = ad_strdup(id);
+	c->dir = ad_steal_ptr(dir);
+	c->init_pid = (pid_t)kv_num(s, "init_pid");
+	c->init_start = (uint64_t)kv_num(s, "init_start");
+	c->shim_pid = (pid_t)kv_num(s, "shim_pid");
+	c->shim_start = (uint64_t)kv_num(s, "shim_start");
+	c->created_at = kv_num(s, "created_at");
+	c->oom_base = (uint64_t)kv_num(s, "oom_base");
+	const char *parent = kv_get(s, "cgroup_parent");
+	_cleanup_free_ char *p = parent ? ad_strndup(parent, strcspn(parent, "\n")) : NULL;
+	if (p && cg_open(p, id, &c->cg, NULL) < 0)
+		c->cg = NULL; /* already removed */
+	*ret = c;
+	return 0;
+}
+
+int rt_list(rt_runtime *rt, char ***ret_ids, size_t *ret_n, ad_error **err)
+{
+	DIR *d = opendir(rt->state_root);
+	if (!d)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", rt->state_root);
+	char **ids = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!valid_id(de->d_name))
+			continue;
+		_cleanup_free_ char *f =
+		    ad_asprintf("%s/%s/%s", rt->state_root, de->d_name, RT_FILE_STATE);
+		if (access(f, F_OK) < 0)
+			continue;
+		ids = ad_realloc(ids, (n + 1) * sizeof(*ids));
+		ids[n++] = ad_strdup(de->d_name);
+	}
+	closedir(d);
+	*ret_ids = ids;
+	*ret_n = n;
+	return 0;
+}
+
+void rt_list_free(char **ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+/* ---- start, state, wait, kill, delete ------------------------------------- */
+
+int rt_start(rt_container *c, ad_error **err)
+{
+	return shim_call(c, "start", NULL, 0, err);
+}
+
+int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
+{
+	rt_state s = {.created_at = c->created_at};
+	_cleanup_close_ int dfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ad_fail_errno(err, AD_E_NOT_FOUND, "container %s", c->id);
+	_cleanup_free_ char *ex = NULL;
+	if (ad_read_file(dfd, RT_FILE_EXIT, 4096, &ex, NULL, NULL) == 0) {
+		s.status = RT_STATUS_STOPPED;
+		s.exit_code = (int)kv_num(ex, "exit_code");
+		s.signal = (int)kv_num(ex, "signal");
+		s.started_at = kv_num(ex, "started_at");
+		s.finished_at = kv_num(ex, "finished_at");
+		uint64_t oom;
+		if (c->cg && cg_oom_kill_count(c->cg, &oom, NULL) == 0 && oom > c->oom_base)
+			s.oom_killed = true;
+		*ret = s;
+		return 0;
+	}
+	char reply[128];
+	if (proc_alive(c->shim_pid, c->shim_start) &&
+	    shim_call(c, "status", reply, sizeof(reply), NULL) == 0) {
+		s.status = strncmp(reply, "running", 7) ? RT_STATUS_CREATED : RT_STATUS_RUNNING;
+		s.pid = c->init_pid;
+		const char *sp = strchr(reply, ' ');
+		s.started_at = sp ? strtoll(sp + 1, NULL, 10) : 0;
+		*ret = s;
+		return 0;
+	}
+	/* The shim is gone without a word (killed): the exit is unknown. */
+	s.status = RT_STATUS_STOPPED;
+	s.exit_code = 255;
+	*ret = s;
+	return 0;
+}
+
+static int pidfd_of(pid_t pid, uint64_t start)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return -1;
+	/* Checked after opening: from here on the fd pins this very process. */
+	if (rt_proc_start_time(pid) != start) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err)
+{
+	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+	if (pfd >= 0) {
+		struct pollfd p = {.fd = pfd, .events = POLLIN};
+		int64_t deadline = ad_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+		for (;;) {
+			int left = -1;
+			if (timeout_ms >= 0) {
+				int64_t l = (deadline - ad_monotonic_ns()) / 1000000;
+				left = l < 0 ? 0 : (int)l;
+			}
+			int n = poll(&p, 1, left);
+			if (n > 0)
+				break;
+			if (n == 0)
+				return ad_fail(err, AD_E_DEADLINE, "container %s: still running",
+					       c->id);
+			if (errno != EINTR)
+				return ad_fail_errno(err, AD_E_INTERNAL, "poll");
+		}
+	}
+	return rt_get_state(c, ret, err);
+}
+
+int rt_kill(rt_container *c, int sig, ad_error **err)
+{
+	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	if (pfd < 0)
+		return ad_fail(err, AD_E_PRECONDITION, "container %s is not running", c->id);
+	if (syscall(SYS_pidfd_send_signal, pfd, sig, NULL, 0) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "container %s: signal %d", c->id, sig);
+	return 0;
+}
+
+int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err)
+{
+	rt_state st;
+	if (rt_kill(c, sig ? sig : SIGTERM, NULL) < 0)
+		return 0; /* already stopped */
+	_cleanup_error_ ad_error *e = NULL;
+	if (rt_wait(c, grace_ms, &st, &e) == 0)
+		return 0;
+	if (c->cg)
+		cg_kill_all(c->cg, SIGKILL, NULL);
+	rt_kill(c, SIGKILL, NULL);
+	return rt_wait(c, 10000, &st, err);
+}
+
+int rt_delete(rt_container *c, ad_error **err)
+{
+	rt_kill(c, SIGKILL, NULL);
+	if (c->cg) {
+		if (cg_destroy(c->cg, err) < 0)
+			return ad_error_wrap(err, "container %s", c->id);
+		cg_free(c->cg);
+		c->cg = NULL;
+	}
+	rt_state st;
+	_cleanup_error_ ad_error *e = NULL;
+	if (rt_wait(c, 5000, &st, &e) < 0) {
+		_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+		if (pfd >= 0)
+			syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
+	}
+	if (ad_remove_tree(c->dir, err) < 0)
+		return ad_error_wrap(err, "container %s", c->id);
+	return 0;
+}
+
+/* ---- resources and shim requests ------------------------------------------ */
+
+int rt_get_stats(rt_container *c, rt_stats *ret, ad_error **err)
+{
+	if (!c->cg)
+		return ad_fail(err, AD_E_NOT_FOUND, "container %s: no cgroup", c->id);
+	return cg_stats(c->cg, ret, err);
+}
+
+int rt_update(rt_container *c, const rt_resources *res, ad_error **err)
+{
+	if (!c->cg)
+		return ad_fail(err, AD_E_NOT_FOUND, "container %s: no cgroup", c->id);
+	if (cg_update(c->cg, res, err) < 0)
+		return ad_error_wrap(err, "container %s", c->id);
+	return 0;
+}
+
+int rt_reopen_log(rt_container *c, ad_error **err)
+{
+	return shim_call(c, "reopen", NULL, 0, err);
+}
+
+int rt_resize(rt_container *c, unsigned rows, unsigned cols, ad_error **err)
+{
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "resize %u %u", rows, cols);
+	return shim_call(c, cmd, NULL, 0, err);
+}

@@ -1,0 +1,251 @@
+/* Exec into a running container: an intermediate child joins the init's
+ * namespaces and cgroup (a pid namespace applies to its children only), its
+ * child takes the container's user and security and execs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "rt_internal.h"
+
+static const struct {
+	const char *name;
+	int flag;
+} exec_ns[] = {
+    /* user first: it owns the rest; mnt last: it changes our root. */
+    {"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
+    {"net", CLONE_NEWNET},   {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP},
+    {"mnt", CLONE_NEWNS},
+};
+#define N_EXEC_NS (sizeof(exec_ns) / sizeof(exec_ns[0]))
+
+static void fail_to(int sfd, ad_error *e)
+{
+	rt_msg_send_error(sfd, e);
+	_exit(127);
+}
+
+static void exec_child(const rt_config *cfg, const rt_secplan *plan, const char *const *args,
+		       int sfd, const int stdio[3])
+{
+	ad_error *e = NULL;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (int i = 0; i < 3; i++) {
+		int fd = stdio[i] >= 0 ? stdio[i] : open("/dev/null", O_RDWR);
+		if (fd < 0 || dup2(fd, i) < 0) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "stdio");
+			fail_to(sfd, e);
+		}
+	}
+	if (rt_secplan_apply_pre_user(plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
+	    rt_secplan_apply_post_user(plan, &e) < 0)
+		fail_to(sfd, e);
+	const char *cwd = cfg->cwd ? cfg->cwd : "/";
+	if (chdir(cwd) < 0) {
+		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
+		fail_to(sfd, e);
+	}
+	char *exe = NULL;
+	if (rt_find_executable(args[0], cfg->env, &exe, &e) < 0 ||
+	    rt_secplan_apply_final(plan, &e) < 0)
+		fail_to(sfd, e);
+	static const char *const default_env[] = {"PATH=" RT_DEFAULT_PATH, NULL};
+	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+	/* sfd is close-on-exec: EOF there tells the parent the exec happened. */
+	execve(exe, (char *const *)args, (char *const *)(cfg->env ? cfg->env : default_env));
+	ad_fail_errno(&e, AD_E_INTERNAL, "exec %s", exe);
+	fail_to(sfd, e);
+}
+
+int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int stdin_fd,
+	    int stdout_fd, int stderr_fd, pid_t *ret_pid, ad_error **err)
+{
+	if (!args || !args[0])
+		return ad_fail(err, AD_E_INVALID, "container %s: exec: no command", c->id);
+	if (rt_proc_start_time(c->init_pid) != c->init_start || !c->init_start)
+		return ad_fail(err, AD_E_PRECONDITION, "container %s is not running", c->id);
+	int nsfd[N_EXEC_NS];
+	for (size_t i = 0; i < N_EXEC_NS; i++) {
+		char path[64], mine[64];
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)c->init_pid, exec_ns[i].name);
+		snprintf(mine, sizeof(mine), "/proc/self/ns/%s", exec_ns[i].name);
+		struct stat a, b;
+		/* Joining our own user namespace fails: skip the ones we share. */
+		nsfd[i] = -1;
+		if (stat(path, &a) == 0 && stat(mine, &b) == 0 && a.st_ino == b.st_ino &&
+		    a.st_dev == b.st_dev)
+			continue;
+		nsfd[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (nsfd[i] < 0) {
+			int e = errno;
+			for (size_t j = 0; j < i; j++)
+				if (nsfd[j] >= 0)
+					close(nsfd[j]);
+			return ad_error_make(err, AD_E_PRECONDITION, e, "container %s: %s", c->id,
+					     path);
+		}
+	}
+	/* The init may have died and its pid been reused while we opened. */
+	if (rt_proc_start_time(c->init_pid) != c->init_start) {
+		for (size_t j = 0; j < N_EXEC_NS; j++)
+			if (nsfd[j] >= 0)
+				close(nsfd[j]);
+		return ad_fail(err, AD_E_PRECONDITION, "container %s is not running", c->id);
+	}
+	rt_secplan plan;
+	int r = rt_secplan_build(cfg, &plan, err);
+	int sync[2] = {-1, -1};
+	if (r == 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0)
+		r = ad_fail_errno(err, AD_E_INTERNAL, "socketpair");
+	pid_t pid = -1;
+	if (r == 0) {
+		pid = fork();
+		if (pid < 0)
+			r = ad_fail_errno(err, AD_E_INTERNAL, "fork");
+	}
+	if (pid == 0) {
+		ad_error *e = NULL;
+		close(sync[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		prctl(PR_SET_DUMPABLE, 0);
+		if (c->cg && cg_enter(c->cg, getpid(), &e) < 0)
+			fail_to(sync[1], e);
+		for (size_t i = 0; i < N_EXEC_NS; i++)
+			if (nsfd[i] >= 0 && setns(nsfd[i], exec_ns[i].flag) < 0) {
+				ad_fail_errno(&e, AD_E_INTERNAL, "join %s namespace",
+					      exec_ns[i].name);
+				fail_to(sync[1], e);
+			}
+		int stdio[3] = {stdin_fd, stdout_fd, stderr_fd};
+		pid_t child = fork();
+		if (child < 0) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "fork");
+			fail_to(sync[1], e);
+		}
+		if (child == 0)
+			exec_child(cfg, &plan, args, sync[1], stdio);
+		close(sync[1]);
+		/* Relay the exit: our parent waits on us, not on the grandchild. */
+		sigset_t all;
+		sigfillset(&all);
+		sigprocmask(SIG_BLOCK, &all, NULL);
+		int st;
+		while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+			;
+		_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+	}
+	for (size_t j = 0; j < N_EXEC_NS; j++)
+		if (nsfd[j] >= 0)
+			close(nsfd[j]);
+	if (r == 0) {
+		close(sync[1]);
+		sync[1] = -1;
+		rt_msg m;
+		ssize_t n;
+		while ((n = recv(sync[0], &m, sizeof(m), 0)) < 0 && errno == EINTR)
+			;
+		if (n == (ssize_t)sizeof(m) && m.type == RT_MSG_ERROR) {
+			m.text[sizeof(m.text) - 1] = '\0';
+			rt_msg_to_error(&m, err);
+			ad_error_wrap(err, "container %s: exec", c->id);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			r = -1;
+		} else {
+			*ret_pid = pid;
+		}
+	}
+	if (sync[0] >= 0)
+		close(sync[0]);
+	if (sync[1] >= 0)
+		close(sync[1]);
+	rt_secplan_clear(&plan);
+	return r;
+}
+
+void rt_exec_result_clear(rt_exec_result *r)
+{
+	free(r->out);
+	free(r->err);
+	*r = (rt_exec_result){0};
+}
+
+int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args, int timeout_ms,
+		 size_t max_output, rt_exec_result *ret, ad_error **err)
+{
+	int o[2], e[2];
+	if (pipe2(o, O_CLOEXEC) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "pipe");
+	if (pipe2(e, O_CLOEXEC) < 0) {
+		close(o[0]);
+		close(o[1]);
+		return ad_fail_errno(err, AD_E_INTERNAL, "pipe");
+	}
+	pid_t pid;
+	int r = rt_exec(c, cfg, args, -1, o[1], e[1], &pid, err);
+	close(o[1]);
+	close(e[1]);
+	if (r < 0) {
+		close(o[0]);
+		close(e[0]);
+		return -1;
+	}
+	rt_exec_result res = {0};
+	res.out = ad_malloc0(max_output + 1);
+	res.err = ad_malloc0(max_output + 1);
+	int fds[2] = {o[0], e[0]};
+	char **bufs[2] = {&res.out, &res.err};
+	size_t *lens[2] = {&res.out_len, &res.err_len};
+	int64_t deadline = ad_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+	/* Read until both pipes close (or the deadline): a daemonized grandchild
+	 * holding them open only extends this up to the timeout. */
+	while (fds[0] >= 0 || fds[1] >= 0) {
+		int left = -1;
+		if (timeout_ms > 0) {
+			int64_t l = (deadline - ad_monotonic_ns()) / 1000000;
+			if (l <= 0) {
+				res.timed_out = true;
+				break;
+			}
+			left = (int)l;
+		}
+		struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN},
+				      {.fd = fds[1], .events = POLLIN}};
+		if (poll(p, 2, left) < 0 && errno != EINTR)
+			break;
+		for (int i = 0; i < 2; i++) {
+			if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			char buf[4096];
+			ssize_t n = read(fds[i], buf, sizeof(buf));
+			if (n <= 0) {
+				close(fds[i]);
+				fds[i] = -1;
+				continue;
+			}
+			size_t room = max_output - *lens[i];
+			size_t take = (size_t)n < room ? (size_t)n : room;
+			memcpy(*bufs[i] + *lens[i], buf, take);
+			*lens[i] += take;
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (res.timed_out)
+		kill(pid, SIGKILL); /* our child; its child dies with it (PDEATHSIG) */
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	res.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	*ret = res;
+	return 0;
+}

@@ -1,0 +1,847 @@
+/* Capabilities, seccomp (Docker's default profile and JSON profiles),
+ * AppArmor and no_new_privs. Plans are built in the parent (errors surface
+ * before any process exists) and applied by the setup children. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <linux/sched.h>
+#include <seccomp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/prctl.h>
+#include <sys/utsname.h>
+
+#include "rt_internal.h"
+
+#define CAPM(c) (1ULL << (c))
+
+uint64_t rt_default_capabilities(void)
+{
+	return CAPM(CAP_CHOWN) | CAPM(CAP_DAC_OVERRIDE) | CAPM(CAP_FSETID) | CAPM(CAP_FOWNER) |
+	       CAPM(CAP_MKNOD) | CAPM(CAP_NET_RAW) | CAPM(CAP_SETGID) | CAPM(CAP_SETUID) |
+	       CAPM(CAP_SETFCAP) | CAPM(CAP_SETPCAP) | CAPM(CAP_NET_BIND_SERVICE) |
+	       CAPM(CAP_SYS_CHROOT) | CAPM(CAP_KILL) | CAPM(CAP_AUDIT_WRITE);
+}
+
+static int last_cap(void)
+{
+	static int last = -1;
+	if (last >= 0)
+		return last;
+	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+	if (f) {
+		if (fscanf(f, "%d", &last) != 1)
+			last = -1;
+		fclose(f);
+	}
+	if (last < 0 || last > 63)
+		last = CAP_LAST_CAP;
+	return last;
+}
+
+/* Docker's default allow-list (moby profiles/seccomp/default.json). Names the
+ * running libseccomp does not know for this architecture are skipped. */
+static const char *const default_allow[] = {"accept",
+					    "accept4",
+					    "access",
+					    "adjtimex",
+					    "alarm",
+					    "arch_prctl",
+					    "bind",
+					    "brk",
+					    "cachestat",
+					    "capget",
+					    "capset",
+					    "chdir",
+					    "chmod",
+					    "chown",
+					    "chown32",
+					    "clock_adjtime",
+					    "clock_adjtime64",
+					    "clock_getres",
+					    "clock_getres_time64",
+					    "clock_gettime",
+					    "clock_gettime64",
+					    "clock_nanosleep",
+					    "clock_nanosleep_time64",
+					    "close",
+					    "close_range",
+					    "connect",
+					    "copy_file_range",
+					    "creat",
+					    "dup",
+					    "dup2",
+					    "dup3",
+					    "epoll_create",
+					    "epoll_create1",
+					    "epoll_ctl",
+					    "epoll_ctl_old",
+					    "epoll_pwait",
+					    "epoll_pwait2",
+					    "epoll_wait",
+					    "epoll_wait_old",
+					    "eventfd",
+					    "eventfd2",
+					    "execve",
+					    "execveat",
+					    "exit",
+					    "exit_group",
+					    "faccessat",
+					    "faccessat2",
+					    "fadvise64",
+					    "fadvise64_64",
+					    "fallocate",
+					    "fanotify_mark",
+					    "fchdir",
+					    "fchmod",
+					    "fchmodat",
+					    "fchmodat2",
+					    "fchown",
+					    "fchown32",
+					    "fchownat",
+					    "fcntl",
+					    "fcntl64",
+					    "fdatasync",
+					    "fgetxattr",
+					    "flistxattr",
+					    "flock",
+					    "fork",
+					    "fremovexattr",
+					    "fsetxattr",
+					    "fstat",
+					    "fstat64",
+					    "fstatat64",
+					    "fstatfs",
+					    "fstatfs64",
+					    "fsync",
+					    "ftruncate",
+					    "ftruncate64",
+					    "futex",
+					    "futex_requeue",
+					    "futex_time64",
+					    "futex_wait",
+					    "futex_waitv",
+					    "futex_wake",
+					    "futimesat",
+					    "getcpu",
+					    "getcwd",
+					    "getdents",
+					    "getdents64",
+					    "getegid",
+					    "getegid32",
+					    "geteuid",
+					    "geteuid32",
+					    "getgid",
+					    "getgid32",
+					    "getgroups",
+					    "getgroups32",
+					    "getitimer",
+					    "getpeername",
+					    "getpgid",
+					    "getpgrp",
+					    "getpid",
+					    "getppid",
+					    "getpriority",
+					    "getrandom",
+					    "getresgid",
+					    "getresgid32",
+					    "getresuid",
+					    "getresuid32",
+					    "getrlimit",
+					    "get_robust_list",
+					    "getrusage",
+					    "getsid",
+					    "getsockname",
+					    "getsockopt",
+					    "get_thread_area",
+					    "gettid",
+					    "gettimeofday",
+					    "getuid",
+					    "getuid32",
+					    "getxattr",
+					    "inotify_add_watch",
+					    "inotify_init",
+					    "inotify_init1",
+					    "inotify_rm_watch",
+					    "io_cancel",
+					    "ioctl",
+					    "io_destroy",
+					    "io_getevents",
+					    "io_pgetevents",
+					    "io_pgetevents_time64",
+					    "ioprio_get",
+					    "ioprio_set",
+					    "io_setup",
+					    "io_submit",
+					    "ipc",
+					    "kill",
+					    "landlock_add_rule",
+					    "landlock_create_ruleset",
+					    "landlock_restrict_self",
+					    "lchown",
+					    "lchown32",
+					    "lgetxattr",
+					    "link",
+					    "linkat",
+					    "listen",
+					    "listxattr",
+					    "llistxattr",
+					    "_llseek",
+					    "lremovexattr",
+					    "lseek",
+					    "lsetxattr",
+					    "lstat",
+					    "lstat64",
+					    "madvise",
+					    "map_shadow_stack",
+					    "membarrier",
+					    "memfd_create",
+					    "memfd_secret",
+					    "mincore",
+					    "mkdir",
+					    "mkdirat",
+					    "mknod",
+					    "mknodat",
+					    "mlock",
+					    "mlock2",
+					    "mlockall",
+					    "mmap",
+					    "mmap2",
+					    "mprotect",
+					    "mq_getsetattr",
+					    "mq_notify",
+					    "mq_open",
+					    "mq_timedreceive",
+					    "mq_timedreceive_time64",
+					    "mq_timedsend",
+					    "mq_timedsend_time64",
+					    "mq_unlink",
+					    "mremap",
+					    "msgctl",
+					    "msgget",
+					    "msgrcv",
+					    "msgsnd",
+					    "msync",
+					    "munlock",
+					    "munlockall",
+					    "munmap",
+					    "name_to_handle_at",
+					    "nanosleep",
+					    "newfstatat",
+					    "_newselect",
+					    "open",
+					    "openat",
+					    "openat2",
+					    "pause",
+					    "pidfd_open",
+					    "pidfd_send_signal",
+					    "pipe",
+					    "pipe2",
+					    "pkey_alloc",
+					    "pkey_free",
+					    "pkey_mprotect",
+					    "poll",
+					    "ppoll",
+					    "ppoll_time64",
+					    "prctl",
+					    "pread64",
+					    "preadv",
+					    "preadv2",
+					    "prlimit64",
+					    "process_mrelease",
+					    "pselect6",
+					    "pselect6_time64",
+					    "pwrite64",
+					    "pwritev",
+					    "pwritev2",
+					    "read",
+					    "readahead",
+					    "readlink",
+					    "readlinkat",
+					    "readv",
+					    "recv",
+					    "recvfrom",
+					    "recvmmsg",
+					    "recvmmsg_time64",
+					    "recvmsg",
+					    "remap_file_pages",
+					    "removexattr",
+					    "rename",
+					    "renameat",
+					    "renameat2",
+					    "restart_syscall",
+					    "rmdir",
+					    "rseq",
+					    "rt_sigaction",
+					    "rt_sigpending",
+					    "rt_sigprocmask",
+					    "rt_sigqueueinfo",
+					    "rt_sigreturn",
+					    "rt_sigsuspend",
+					    "rt_sigtimedwait",
+					    "rt_sigtimedwait_time64",
+					    "rt_tgsigqueueinfo",
+					    "sched_getaffinity",
+					    "sched_getattr",
+					    "sched_getparam",
+					    "sched_get_priority_max",
+					    "sched_get_priority_min",
+					    "sched_getscheduler",
+					    "sched_rr_get_interval",
+					    "sched_rr_get_interval_time64",
+					    "sched_setaffinity",
+					    "sched_setattr",
+					    "sched_setparam",
+					    "sched_setscheduler",
+					    "sched_yield",
+					    "seccomp",
+					    "select",
+					    "semctl",
+					    "semget",
+					    "semop",
+					    "semtimedop",
+					    "semtimedop_time64",
+					    "send",
+					    "sendfile",
+					    "sendfile64",
+					    "sendmmsg",
+					    "sendmsg",
+					    "sendto",
+					    "setfsgid",
+					    "setfsgid32",
+					    "setfsuid",
+					    "setfsuid32",
+					    "setgid",
+					    "setgid32",
+					    "setgroups",
+					    "setgroups32",
+					    "setitimer",
+					    "setpgid",
+					    "setpriority",
+					    "setregid",
+					    "setregid32",
+					    "setresgid",
+					    "setresgid32",
+					    "setresuid",
+					    "setresuid32",
+					    "setreuid",
+					    "setreuid32",
+					    "setrlimit",
+					    "set_robust_list",
+					    "setsid",
+					    "setsockopt",
+					    "set_thread_area",
+					    "set_tid_address",
+					    "setuid",
+					    "setuid32",
+					    "setxattr",
+					    "shmat",
+					    "shmctl",
+					    "shmdt",
+					    "shmget",
+					    "shutdown",
+					    "sigaltstack",
+					    "signalfd",
+					    "signalfd4",
+					    "sigprocmask",
+					    "sigreturn",
+					    "socket",
+					    "socketcall",
+					    "socketpair",
+					    "splice",
+					    "stat",
+					    "stat64",
+					    "statfs",
+					    "statfs64",
+					    "statx",
+					    "symlink",
+					    "symlinkat",
+					    "sync",
+					    "sync_file_range",
+					    "syncfs",
+					    "sysinfo",
+					    "tee",
+					    "tgkill",
+					    "time",
+					    "timer_create",
+					    "timer_delete",
+					    "timer_getoverrun",
+					    "timer_gettime",
+					    "timer_gettime64",
+					    "timer_settime",
+					    "timer_settime64",
+					    "timerfd_create",
+					    "timerfd_gettime",
+					    "timerfd_gettime64",
+					    "timerfd_settime",
+					    "timerfd_settime64",
+					    "times",
+					    "tkill",
+					    "truncate",
+					    "truncate64",
+					    "ugetrlimit",
+					    "umask",
+					    "uname",
+					    "unlink",
+					    "unlinkat",
+					    "utime",
+					    "utimensat",
+					    "utimensat_time64",
+					    "utimes",
+					    "vfork",
+					    "vmsplice",
+					    "wait4",
+					    "waitid",
+					    "waitpid",
+					    "write",
+					    "writev",
+					    NULL};
+
+/* Syscalls Docker's profile allows only when the container holds a capability. */
+static const struct {
+	int cap;
+	const char *names[16];
+} cap_allow[] = {
+    {CAP_SYS_ADMIN,
+     {"bpf", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick", "lookup_dcookie",
+      "mount", "mount_setattr", "move_mount", "open_tree", "perf_event_open", "quotactl",
+      "quotactl_fd", NULL}},
+    {CAP_SYS_ADMIN,
+     {"setdomainname", "sethostname", "setns", "syslog", "umount", "umount2", "unshare", NULL}},
+    {CAP_SYS_BOOT, {"reboot", NULL}},
+    {CAP_SYS_CHROOT, {"chroot", NULL}},
+    {CAP_SYS_MODULE, {"delete_module", "init_module", "finit_module", NULL}},
+    {CAP_SYS_PACCT, {"acct", NULL}},
+    {CAP_SYS_PTRACE,
+     {"kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev", "ptrace",
+      NULL}},
+    {CAP_SYS_RAWIO, {"iopl", "ioperm", NULL}},
+    {CAP_SYS_TIME, {"settimeofday", "stime", "clock_settime", "clock_settime64", NULL}},
+    {CAP_SYS_TTY_CONFIG, {"vhangup", NULL}},
+    {CAP_SYS_NICE, {"get_mempolicy", "mbind", "set_mempolicy", "set_mempolicy_home_node", NULL}},
+    {CAP_SYSLOG, {"syslog", NULL}},
+    {CAP_DAC_READ_SEARCH, {"open_by_handle_at", NULL}},
+};
+
+static int add_allow(scmp_filter_ctx ctx, const char *name, ad_error **err)
+{
+	int nr = seccomp_syscall_resolve_name(name);
+	if (nr == __NR_SCMP_ERROR)
+		return 0;
+	int r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+	/* Pseudo-syscalls that do not exist on this arch are refused: fine. */
+	if (r < 0 && r != -EDOM && r != -EOPNOTSUPP && r != -EEXIST)
+		return ad_error_make(err, AD_E_INTERNAL, -r, "seccomp rule for %s", name);
+	return 0;
+}
+
+static int build_default(uint64_t caps, scmp_filter_ctx *ret, ad_error **err)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
+	if (!ctx)
+		return ad_fail(err, AD_E_INTERNAL, "seccomp_init failed");
+	for (size_t i = 0; default_allow[i]; i++)
+		if (add_allow(ctx, default_allow[i], err) < 0)
+			goto fail;
+	for (size_t i = 0; i < sizeof(cap_allow) / sizeof(cap_allow[0]); i++) {
+		if (!(caps & CAPM(cap_allow[i].cap)))
+			continue;
+		for (size_t j = 0; cap_allow[i].names[j]; j++)
+			if (add_allow(ctx, cap_allow[i].names[j], err) < 0)
+				goto fail;
+	}
+	int r;
+	if (caps & CAPM(CAP_SYS_ADMIN)) {
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 0);
+	} else {
+		/* Threads and forks yes, new namespaces no. glibc falls back from
+		 * clone3 (whose flags seccomp cannot see) to clone on ENOSYS. */
+		const uint64_t ns_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
+					  CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET |
+					  CLONE_NEWCGROUP;
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+				     SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags, 0));
+		if (r == 0)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+	}
+	static const uint64_t personas[] = {0x0, 0x8, 0x20000, 0x20008, 0xffffffff};
+	for (size_t i = 0; r == 0 && i < sizeof(personas) / sizeof(personas[0]); i++)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 1,
+				     SCMP_A0(SCMP_CMP_EQ, personas[i]));
+	if (r < 0) {
+		ad_error_make(err, AD_E_INTERNAL, -r, "seccomp conditional rules");
+		goto fail;
+	}
+	*ret = ctx;
+	return 0;
+fail:
+	seccomp_release(ctx);
+	return -1;
+}
+
+static int parse_action(const char *s, json_t *errno_ret, uint32_t *ret)
+{
+	int e = json_is_integer(errno_ret) ? (int)json_integer_value(errno_ret) : EPERM;
+	if (!strcmp(s, "SCMP_ACT_ALLOW"))
+		*ret = SCMP_ACT_ALLOW;
+	else if (!strcmp(s, "SCMP_ACT_ERRNO"))
+		*ret = SCMP_ACT_ERRNO(e);
+	else if (!strcmp(s, "SCMP_ACT_KILL") || !strcmp(s, "SCMP_ACT_KILL_THREAD"))
+		*ret = SCMP_ACT_KILL;
+	else if (!strcmp(s, "SCMP_ACT_KILL_PROCESS"))
+		*ret = SCMP_ACT_KILL_PROCESS;
+	else if (!strcmp(s, "SCMP_ACT_TRAP"))
+		*ret = SCMP_ACT_TRAP;
+	else if (!strcmp(s, "SCMP_ACT_LOG"))
+		*ret = SCMP_ACT_LOG;
+	else if (!strcmp(s, "SCMP_ACT_TRACE"))
+		*ret = SCMP_ACT_TRACE(e);
+	else
+		return -1;
+	return 0;
+}
+
+static int parse_op(const char *s, enum scmp_compare *ret)
+{
+	static const struct {
+		const char *n;
+		enum scmp_compare op;
+	} ops[] = {{"SCMP_CMP_NE", SCMP_CMP_NE},
+		   {"SCMP_CMP_LT", SCMP_CMP_LT},
+		   {"SCMP_CMP_LE", SCMP_CMP_LE},
+		   {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+		   {"SCMP_CMP_GE", SCMP_CMP_GE},
+		   {"SCMP_CMP_GT", SCMP_CMP_GT},
+		   {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (!strcmp(s, ops[i].n)) {
+			*ret = ops[i].op;
+			return 0;
+		}
+	return -1;
+}
+
+static const char *cap_names[] = {"CAP_CHOWN",
+				  "CAP_DAC_OVERRIDE",
+				  "CAP_DAC_READ_SEARCH",
+				  "CAP_FOWNER",
+				  "CAP_FSETID",
+				  "CAP_KILL",
+				  "CAP_SETGID",
+				  "CAP_SETUID",
+				  "CAP_SETPCAP",
+				  "CAP_LINUX_IMMUTABLE",
+				  "CAP_NET_BIND_SERVICE",
+				  "CAP_NET_BROADCAST",
+				  "CAP_NET_ADMIN",
+				  "CAP_NET_RAW",
+				  "CAP_IPC_LOCK",
+				  "CAP_IPC_OWNER",
+				  "CAP_SYS_MODULE",
+				  "CAP_SYS_RAWIO",
+				  "CAP_SYS_CHROOT",
+				  "CAP_SYS_PTRACE",
+				  "CAP_SYS_PACCT",
+				  "CAP_SYS_ADMIN",
+				  "CAP_SYS_BOOT",
+				  "CAP_SYS_NICE",
+				  "CAP_SYS_RESOURCE",
+				  "CAP_SYS_TIME",
+				  "CAP_SYS_TTY_CONFIG",
+				  "CAP_MKNOD",
+				  "CAP_LEASE",
+				  "CAP_AUDIT_WRITE",
+				  "CAP_AUDIT_CONTROL",
+				  "CAP_SETFCAP",
+				  "CAP_MAC_OVERRIDE",
+				  "CAP_MAC_ADMIN",
+				  "CAP_SYSLOG",
+				  "CAP_WAKE_ALARM",
+				  "CAP_BLOCK_SUSPEND",
+				  "CAP_AUDIT_READ",
+				  "CAP_PERFMON",
+				  "CAP_BPF",
+				  "CAP_CHECKPOINT_RESTORE"};
+
+/* Docker's "includes"/"excludes": {"caps": [...], "arches": [...]} */
+static bool filter_matches(json_t *f, uint64_t caps, bool want_all)
+{
+	if (!json_is_object(f))
+		return want_all;
+	json_t *list = json_object_get(f, "caps");
+	size_t i;
+	json_t *v;
+	bool any = false, all = true;
+	json_array_foreach(list, i, v)
+	{
+		bool have = false;
+		for (size_t k = 0; k < sizeof(cap_names) / sizeof(cap_names[0]); k++)
+			if (json_is_string(v) && !strcmp(json_string_value(v), cap_names[k]))
+				have = caps & CAPM(k);
+		any |= have;
+		all &= have;
+	}
+	if (json_array_size(list) == 0)
+		any = false, all = true;
+	/* Arch filters name docker arches; native is x86_64/amd64 here. */
+	json_t *arches = json_object_get(f, "arches");
+	if (json_array_size(arches)) {
+		struct utsname u;
+		uname(&u);
+		bool arch_any = false;
+		json_array_foreach(arches, i, v)
+		{
+			const char *a = json_string_value(v);
+			if (a && (!strcmp(a, u.machine) ||
+				  (!strcmp(a, "amd64") && !strcmp(u.machine, "x86_64")) ||
+				  (!strcmp(a, "arm64") && !strcmp(u.machine, "aarch64"))))
+				arch_any = true;
+		}
+		any |= arch_any;
+		all &= arch_any;
+	}
+	return want_all ? all : any;
+}
+
+static int build_custom(const char *path, uint64_t caps, scmp_filter_ctx *ret, ad_error **err)
+{
+	json_error_t jerr;
+	json_t *root = json_load_file(path, 0, &jerr);
+	if (!root)
+		return ad_fail(err, AD_E_INVALID, "seccomp profile %s: line %d: %s", path,
+			       jerr.line, jerr.text);
+	scmp_filter_ctx ctx = NULL;
+	uint32_t def;
+	json_t *da = json_object_get(root, "defaultAction");
+	if (!json_is_string(da) ||
+	    parse_action(json_string_value(da), json_object_get(root, "defaultErrnoRet"), &def) <
+		0) {
+		ad_fail(err, AD_E_INVALID, "seccomp profile %s: missing or unknown defaultAction",
+			path);
+		goto fail;
+	}
+	ctx = seccomp_init(def);
+	if (!ctx) {
+		ad_fail(err, AD_E_INTERNAL, "seccomp_init failed");
+		goto fail;
+	}
+	size_t i;
+	json_t *rule;
+	json_array_foreach(json_object_get(root, "syscalls"), i, rule)
+	{
+		if (!filter_matches(json_object_get(rule, "includes"), caps, true))
+			continue;
+		json_t *ex = json_object_get(rule, "excludes");
+		if (json_is_object(ex) && json_object_size(ex) && filter_matches(ex, caps, false))
+			continue;
+		uint32_t act;
+		json_t *a = json_object_get(rule, "action");
+		if (!json_is_string(a) ||
+		    parse_action(json_string_value(a), json_object_get(rule, "errnoRet"), &act) <
+			0) {
+			ad_fail(err, AD_E_INVALID, "seccomp profile %s: syscalls[%zu]: bad action",
+				path, i);
+			goto fail;
+		}
+		struct scmp_arg_cmp cmps[6];
+		unsigned n_cmps = 0;
+		size_t j;
+		json_t *arg;
+		json_array_foreach(json_object_get(rule, "args"), j, arg)
+		{
+			enum scmp_compare op;
+			json_t *o = json_object_get(arg, "op");
+			if (n_cmps >= 6 || !json_is_string(o) ||
+			    parse_op(json_string_value(o), &op) < 0) {
+				ad_fail(err, AD_E_INVALID,
+					"seccomp profile %s: syscalls[%zu]: bad args[%zu]", path, i,
+					j);
+				goto fail;
+			}
+			cmps[n_cmps++] = (struct scmp_arg_cmp){
+			    .arg = (unsigned)json_integer_value(json_object_get(arg, "index")),
+			    .op = op,
+			    .datum_a = (uint64_t)json_integer_value(json_object_get(arg, "value")),
+			    .datum_b =
+				(uint64_t)json_integer_value(json_object_get(arg, "valueTwo")),
+			};
+		}
+		json_t *names = json_object_get(rule, "names");
+		json_t *one = json_object_get(rule, "name");
+		size_t n_names = json_is_array(names) ? json_array_size(names) : (one ? 1 : 0);
+		for (size_t k = 0; k < n_names; k++) {
+			json_t *nv = json_is_array(names) ? json_array_get(names, k) : one;
+			const char *name = json_string_value(nv);
+			int nr = name ? seccomp_syscall_resolve_name(name) : __NR_SCMP_ERROR;
+			if (nr == __NR_SCMP_ERROR) {
+				ad_fail(err, AD_E_INVALID,
+					"seccomp profile %s: unknown syscall \"%s\"", path,
+					name ? name : "(not a string)");
+				goto fail;
+			}
+			if (act == def)
+				continue; /* libseccomp refuses rules equal to the default */
+			int r = seccomp_rule_add_array(ctx, act, nr, n_cmps, cmps);
+			if (r < 0 && r != -EDOM && r != -EOPNOTSUPP && r != -EEXIST) {
+				ad_error_make(err, AD_E_INVALID, -r,
+					      "seccomp profile %s: rule for %s", path, name);
+				goto fail;
+			}
+		}
+	}
+	json_decref(root);
+	*ret = ctx;
+	return 0;
+fail:
+	if (ctx)
+		seccomp_release(ctx);
+	json_decref(root);
+	return -1;
+}
+
+bool rt_apparmor_enabled(void)
+{
+	char c = 0;
+	int fd = open("/sys/module/apparmor/parameters/enabled", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	if (read(fd, &c, 1) != 1)
+		c = 0;
+	close(fd);
+	return c == 'Y';
+}
+
+int rt_secplan_build(const rt_config *cfg, rt_secplan *ret, ad_error **err)
+{
+	const rt_security *s = &cfg->security;
+	rt_secplan p = {.no_new_privs = s->no_new_privs, .apparmor = s->apparmor_profile};
+	uint64_t all = (last_cap() == 63) ? ~0ULL : (CAPM(last_cap() + 1) - 1);
+	if (s->privileged) {
+		p.bounding = p.effective = p.permitted = p.inheritable = all;
+		p.all_caps = true;
+	} else if (s->capabilities_set) {
+		p.bounding = s->cap_bounding & all;
+		p.effective = s->cap_effective & all;
+		p.permitted = s->cap_permitted & all;
+		p.inheritable = s->cap_inheritable & all;
+		p.ambient = s->cap_ambient & all;
+	} else {
+		p.bounding = p.effective = p.permitted = p.inheritable = rt_default_capabilities();
+	}
+	if (s->apparmor_profile && !rt_apparmor_enabled())
+		return ad_fail(err, AD_E_INVALID,
+			       "AppArmor profile \"%s\" requested but AppArmor is not enabled on "
+			       "this host",
+			       s->apparmor_profile);
+	if (!s->privileged && s->seccomp == RT_SECCOMP_DEFAULT) {
+		if (build_default(p.bounding, &p.seccomp, err) < 0)
+			return -1;
+	} else if (!s->privileged && s->seccomp == RT_SECCOMP_CUSTOM) {
+		if (!s->seccomp_profile)
+			return ad_fail(err, AD_E_INVALID, "custom seccomp without a profile path");
+		if (build_custom(s->seccomp_profile, p.bounding, &p.seccomp, err) < 0)
+			return -1;
+	}
+	if (p.seccomp) {
+		/* no_new_privs is the caller's choice; the filter is loaded while
+		 * CAP_SYS_ADMIN is still held when it is off. */
+		int r = seccomp_attr_set(p.seccomp, SCMP_FLTATR_CTL_NNP, 0);
+		if (r == 0)
+			r = seccomp_attr_set(p.seccomp, SCMP_FLTATR_CTL_TSYNC, 0);
+		if (r < 0) {
+			rt_secplan_clear(&p);
+			return ad_error_make(err, AD_E_INTERNAL, -r, "seccomp attributes");
+		}
+	}
+	*ret = p;
+	return 0;
+}
+
+void rt_secplan_clear(rt_secplan *p)
+{
+	if (p->seccomp)
+		seccomp_release(p->seccomp);
+	p->seccomp = NULL;
+}
+
+static int load_seccomp(const rt_secplan *p, ad_error **err)
+{
+	int r = seccomp_load(p->seccomp);
+	if (r < 0)
+		return ad_error_make(err, AD_E_INTERNAL, -r, "load seccomp filter");
+	return 0;
+}
+
+int rt_secplan_apply_pre_user(const rt_secplan *p, ad_error **err)
+{
+	/* The bounding set can only shrink while CAP_SETPCAP is held: before the
+	 * uid switch. */
+	for (int c = 0; c <= last_cap(); c++)
+		if (!(p->bounding & CAPM(c)) && cap_drop_bound(c) < 0 && errno != EINVAL)
+			return ad_fail_errno(err, AD_E_INTERNAL, "drop %s from the bounding set",
+					     c < 41 ? cap_names[c] : "capability");
+	if (p->apparmor) {
+		_cleanup_free_ char *cmd = ad_asprintf("exec %s", p->apparmor);
+		int fd = open("/proc/self/attr/apparmor/exec", O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			fd = open("/proc/self/attr/exec", O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "apparmor: open attr/exec");
+		ssize_t n = write(fd, cmd, strlen(cmd));
+		int e = errno;
+		close(fd);
+		if (n < 0)
+			return ad_error_make(err, AD_E_INVALID, e, "apparmor profile \"%s\"",
+					     p->apparmor);
+	}
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "PR_SET_KEEPCAPS");
+	if (p->seccomp && !p->no_new_privs)
+		return load_seccomp(p, err);
+	return 0;
+}
+
+static int set_flag(cap_t caps, cap_flag_t flag, uint64_t mask)
+{
+	for (int c = 0; c <= last_cap(); c++) {
+		cap_value_t v = c;
+		if ((mask & CAPM(c)) && cap_set_flag(caps, flag, 1, &v, CAP_SET) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int rt_secplan_apply_post_user(const rt_secplan *p, ad_error **err)
+{
+	cap_t caps = cap_init();
+	if (!caps)
+		return ad_fail_errno(err, AD_E_INTERNAL, "cap_init");
+	int r = set_flag(caps, CAP_EFFECTIVE, p->effective);
+	if (r == 0)
+		r = set_flag(caps, CAP_PERMITTED, p->permitted);
+	if (r == 0)
+		r = set_flag(caps, CAP_INHERITABLE, p->inheritable);
+	if (r == 0)
+		r = cap_set_proc(caps);
+	int e = errno;
+	cap_free(caps);
+	if (r < 0)
+		return ad_error_make(err, AD_E_INVALID, e, "set capabilities");
+	if (cap_reset_ambient() < 0 && errno != EINVAL)
+		return ad_fail_errno(err, AD_E_INTERNAL, "clear ambient capabilities");
+	for (int c = 0; c <= last_cap(); c++)
+		if ((p->ambient & CAPM(c)) && cap_set_ambient(c, CAP_SET) < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "raise ambient %s",
+					     c < 41 ? cap_names[c] : "capability");
+	return 0;
+}
+
+int rt_secplan_apply_final(const rt_secplan *p, ad_error **err)
+{
+	if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "PR_SET_NO_NEW_PRIVS");
+	if (p->seccomp && p->no_new_privs)
+		return load_seccomp(p, err);
+	return 0;
+}

@@ -1,0 +1,342 @@
+/* Child side of container setup: namespaces, the root filesystem (mounts,
+ * /dev, pivot_root, masked and read-only paths), the user switch and the
+ * executable lookup. Runs in the freshly cloned init, single-threaded. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <grp.h>
+
+#include "rt_internal.h"
+
+static const char *const default_masked[] = {"/proc/acpi",
+					     "/proc/kcore",
+					     "/proc/keys",
+					     "/proc/latency_stats",
+					     "/proc/timer_list",
+					     "/proc/timer_stats",
+					     "/proc/sched_debug",
+					     "/proc/scsi",
+					     "/sys/firmware",
+					     "/sys/devices/virtual/powercap",
+					     NULL};
+static const char *const default_readonly[] = {
+    "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", NULL};
+
+static const int ns_flags[_RT_NS_MAX] = {
+    [RT_NS_PID] = CLONE_NEWPID,	      [RT_NS_NET] = CLONE_NEWNET,  [RT_NS_IPC] = CLONE_NEWIPC,
+    [RT_NS_UTS] = CLONE_NEWUTS,	      [RT_NS_MOUNT] = CLONE_NEWNS, [RT_NS_USER] = CLONE_NEWUSER,
+    [RT_NS_CGROUP] = CLONE_NEWCGROUP,
+};
+
+int rt_join_namespaces(const rt_config *cfg, ad_error **err)
+{
+	/* The user namespace first: it owns the others. */
+	static const rt_ns_type order[] = {RT_NS_USER, RT_NS_IPC,    RT_NS_UTS,
+					   RT_NS_NET,  RT_NS_CGROUP, RT_NS_MOUNT};
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		const rt_namespace *ns = &cfg->namespaces[order[i]];
+		if (ns->mode != RT_NS_JOIN)
+			continue;
+		int fd = open(ns->path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "namespace path %s", ns->path);
+		int r = setns(fd, ns_flags[order[i]]);
+		int e = errno;
+		close(fd);
+		if (r < 0)
+			return ad_error_make(err, AD_E_INVALID, e, "join namespace %s", ns->path);
+	}
+	return 0;
+}
+
+/* mkdir -p of `path` inside the root `root_fd`, every component resolved in
+ * the root, never following a symlink out of it. Returns an O_PATH fd of the
+ * final directory (or, with as_file, of an empty file created there). */
+static int make_in_root(int root_fd, const char *path, bool as_file, ad_error **err)
+{
+	_cleanup_free_ char *p = ad_strdup(path);
+	int fd = ad_openat_in_root(root_fd, p, O_PATH, 0, NULL);
+	if (fd >= 0)
+		return fd;
+	char *slash = strrchr(p, '/');
+	_cleanup_close_ int parent = -1;
+	const char *leaf = p;
+	if (slash && slash != p) {
+		*slash = '\0';
+		parent = make_in_root(root_fd, p, false, err);
+		if (parent < 0)
+			return -1;
+		leaf = slash + 1;
+	} else {
+		parent = fcntl(root_fd, F_DUPFD_CLOEXEC, 3);
+		leaf = slash ? slash + 1 : p;
+	}
+	if (*leaf == '\0')
+		return fcntl(parent, F_DUPFD_CLOEXEC, 3);
+	_cleanup_close_ int pdir = openat(parent, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pdir < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "%s: parent is not a directory", path);
+	if (as_file) {
+		int f = openat(pdir, leaf, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (f < 0 && errno != EEXIST)
+			return ad_fail_errno(err, AD_E_INTERNAL, "create %s", path);
+		if (f >= 0)
+			close(f);
+	} else if (mkdirat(pdir, leaf, 0755) < 0 && errno != EEXIST) {
+		return ad_fail_errno(err, AD_E_INTERNAL, "mkdir %s", path);
+	}
+	return ad_openat_in_root(root_fd, path, O_PATH, 0, err);
+}
+
+static int mount_fd(const char *src, int fd, const char *type, unsigned long flags,
+		    const char *data, const char *what, ad_error **err)
+{
+	char target[64];
+	snprintf(target, sizeof(target), "/proc/self/fd/%d", fd);
+	if (mount(src, target, type, flags, data) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "mount %s", what);
+	return 0;
+}
+
+static int mount_in_root(int root_fd, const char *dest, const char *src, const char *type,
+			 unsigned long flags, const char *data, bool as_file, ad_error **err)
+{
+	_cleanup_close_ int fd = make_in_root(root_fd, dest, as_file, err);
+	if (fd < 0)
+		return -1;
+	return mount_fd(src, fd, type, flags, data, dest, err);
+}
+
+static int setup_dev(int root_fd, bool in_userns, ad_error **err)
+{
+	if (mount_in_root(root_fd, "/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME,
+			  "mode=755,size=65536k", false, err) < 0)
+		return -1;
+	_cleanup_close_ int dev =
+	    ad_openat_in_root(root_fd, "/dev", O_RDONLY | O_DIRECTORY, 0, err);
+	if (dev < 0)
+		return -1;
+	static const struct {
+		const char *name;
+		unsigned maj, min;
+	} nodes[] = {{"null", 1, 3},   {"zero", 1, 5},	  {"full", 1, 7},
+		     {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
+		if (!in_userns && mknodat(dev, nodes[i].name, S_IFCHR | 0666,
+					  makedev(nodes[i].maj, nodes[i].min)) == 0)
+			continue;
+		/* In a user namespace mknod is refused: bind the host's node. */
+		_cleanup_free_ char *dest = ad_asprintf("/dev/%s", nodes[i].name);
+		_cleanup_free_ char *src = ad_asprintf("/dev/%s", nodes[i].name);
+		if (mount_in_root(root_fd, dest, src, NULL, MS_BIND, NULL, true, err) < 0)
+			return -1;
+	}
+	static const struct {
+		const char *name, *target;
+	} links[] = {{"ptmx", "pts/ptmx"},	    {"fd", "/proc/self/fd"},
+		     {"stdin", "/proc/self/fd/0"},  {"stdout", "/proc/self/fd/1"},
+		     {"stderr", "/proc/self/fd/2"}, {"core", "/proc/kcore"}};
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+		if (symlinkat(links[i].target, dev, links[i].name) < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "symlink /dev/%s", links[i].name);
+	if (mount_in_root(root_fd, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+			  "newinstance,ptmxmode=0666,mode=0620,gid=5", false, NULL) < 0 &&
+	    /* gid 5 may be unmapped in a user namespace */
+	    mount_in_root(root_fd, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+			  "newinstance,ptmxmode=0666,mode=0620", false, err) < 0)
+		return -1;
+	if (mount_in_root(root_fd, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			  "mode=1777,size=65536k", false, err) < 0)
+		return -1;
+	if (mount_in_root(root_fd, "/dev/mqueue", "mqueue", "mqueue",
+			  MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, false, err) < 0)
+		return -1;
+	return 0;
+}
+
+static int user_mount(int root_fd, const rt_mount *m, ad_error **err)
+{
+	if (!m->destination || m->destination[0] != '/')
+		return ad_fail(err, AD_E_INVALID, "mount destination must be absolute: %s",
+			       m->destination ? m->destination : "(null)");
+	_cleanup_close_ int fd = -1;
+	unsigned long ro = m->readonly ? MS_RDONLY : 0;
+	if (m->type && !strcmp(m->type, "tmpfs")) {
+		fd = make_in_root(root_fd, m->destination, false, err);
+		if (fd < 0 || mount_fd("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV | ro, m->options,
+				       m->destination, err) < 0)
+			return -1;
+	} else if (!m->type || !strcmp(m->type, "bind")) {
+		struct stat st;
+		if (!m->source || stat(m->source, &st) < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "bind mount source %s",
+					     m->source ? m->source : "(null)");
+		fd = make_in_root(root_fd, m->destination, !S_ISDIR(st.st_mode), err);
+		if (fd < 0 ||
+		    mount_fd(m->source, fd, NULL, MS_BIND | MS_REC, NULL, m->destination, err) < 0)
+			return -1;
+		/* The first mount is the source's; reopen to reach the new one on top. */
+		close(fd);
+		fd = ad_openat_in_root(root_fd, m->destination, O_PATH, 0, err);
+		if (fd < 0)
+			return -1;
+		if (ro && mount_fd(NULL, fd, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL,
+				   m->destination, err) < 0)
+			return -1;
+	} else {
+		return ad_fail(err, AD_E_INVALID, "mount %s: unsupported type %s", m->destination,
+			       m->type);
+	}
+	unsigned long prop = m->propagation == RT_PROP_RSHARED	? MS_SHARED
+			     : m->propagation == RT_PROP_RSLAVE ? MS_SLAVE
+								: MS_PRIVATE;
+	close(fd);
+	fd = ad_openat_in_root(root_fd, m->destination, O_PATH, 0, err);
+	if (fd < 0)
+		return -1;
+	return mount_fd(NULL, fd, NULL, MS_REC | prop, NULL, m->destination, err);
+}
+
+static int mask_path(const char *path, ad_error **err)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return 0; /* nothing to hide */
+	if (S_ISDIR(st.st_mode)) {
+		if (mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0") < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "mask %s", path);
+	} else if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0) {
+		return ad_fail_errno(err, AD_E_INTERNAL, "mask %s", path);
+	}
+	return 0;
+}
+
+static int readonly_path(const char *path, ad_error **err)
+{
+	if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return ad_fail_errno(err, AD_E_INTERNAL, "bind %s", path);
+	}
+	if (mount(NULL, path, NULL,
+		  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_REC,
+		  NULL) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "make %s read-only", path);
+	return 0;
+}
+
+int rt_setup_rootfs(const rt_config *cfg, ad_error **err)
+{
+	bool in_userns = cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST;
+	/* Nothing mounted from here on may leak back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "make / rslave");
+	if (mount(cfg->rootfs, cfg->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "bind rootfs %s", cfg->rootfs);
+	_cleanup_close_ int root = open(cfg->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "rootfs %s", cfg->rootfs);
+	if (mount_in_root(root, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL,
+			  false, err) < 0)
+		return -1;
+	if (setup_dev(root, in_userns, err) < 0)
+		return -1;
+	unsigned long sysflags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	if (mount_in_root(root, "/sys", "sysfs", "sysfs", sysflags, NULL, false, NULL) < 0) {
+		/* sysfs needs a network namespace we own; fall back to the host's. */
+		_cleanup_close_ int sys = make_in_root(root, "/sys", false, err);
+		if (sys < 0 || mount_fd("/sys", sys, NULL, MS_BIND | MS_REC, NULL, "/sys", err) < 0)
+			return -1;
+		close(sys);
+		sys = ad_openat_in_root(root, "/sys", O_PATH, 0, err);
+		if (sys < 0 || mount_fd(NULL, sys, NULL, MS_BIND | MS_REMOUNT | sysflags, NULL,
+					"/sys", err) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < cfg->n_mounts; i++)
+		if (user_mount(root, &cfg->mounts[i], err) < 0)
+			return -1;
+
+	if (fchdir(root) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "chdir rootfs");
+	/* pivot_root(".", ".") stacks the old root under the new one; detaching
+	 * it leaves no path back to the host. */
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "pivot_root %s", cfg->rootfs);
+	if (umount2(".", MNT_DETACH) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "detach the old root");
+	if (chdir("/") < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "chdir /");
+
+	if (!cfg->security.privileged) {
+		const char *const *masked =
+		    cfg->security.masked_paths ? cfg->security.masked_paths : default_masked;
+		const char *const *ro =
+		    cfg->security.readonly_paths ? cfg->security.readonly_paths : default_readonly;
+		for (size_t i = 0; masked[i]; i++)
+			if (mask_path(masked[i], err) < 0)
+				return -1;
+		for (size_t i = 0; ro[i]; i++)
+			if (readonly_path(ro[i], err) < 0)
+				return -1;
+	}
+	if (cfg->security.readonly_rootfs &&
+	    mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "make the rootfs read-only");
+	return 0;
+}
+
+int rt_switch_user(const rt_config *cfg, ad_error **err)
+{
+	if (cfg->uid == (uid_t)-1 || cfg->gid == (gid_t)-1)
+		return ad_fail(err, AD_E_INVALID, "invalid uid/gid %d:%d", (int)cfg->uid,
+			       (int)cfg->gid);
+	if (setgroups(cfg->n_additional_gids, cfg->additional_gids) < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "set additional gids");
+	if (setresgid(cfg->gid, cfg->gid, cfg->gid) < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "invalid gid %u", (unsigned)cfg->gid);
+	if (setresuid(cfg->uid, cfg->uid, cfg->uid) < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "invalid uid %u", (unsigned)cfg->uid);
+	return 0;
+}
+
+static bool is_executable(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+int rt_find_executable(const char *name, const char *const *env, char **ret, ad_error **err)
+{
+	if (!name || !*name)
+		return ad_fail(err, AD_E_INVALID, "no executable given");
+	if (strchr(name, '/')) {
+		if (!is_executable(name))
+			return ad_fail_errno(err, AD_E_NOT_FOUND, "executable file not found: %s",
+					     name);
+		*ret = ad_strdup(name);
+		return 0;
+	}
+	const char *path = RT_DEFAULT_PATH;
+	for (size_t i = 0; env && env[i]; i++)
+		if (!strncmp(env[i], "PATH=", 5))
+			path = env[i] + 5;
+	for (const char *p = path; *p;) {
+		const char *end = strchrnul(p, ':');
+		_cleanup_free_ char *cand = end == p
+						? ad_asprintf("./%s", name)
+						: ad_asprintf("%.*s/%s", (int)(end - p), p, name);
+		if (is_executable(cand)) {
+			*ret = ad_steal_ptr(cand);
+			return 0;
+		}
+		p = *end ? end + 1 : end;
+	}
+	return ad_fail(err, AD_E_NOT_FOUND, "executable file not found: %s in PATH=%s", name, path);
+}

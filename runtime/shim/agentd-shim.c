@@ -1,0 +1,302 @@
+/* agentd-shim — the per-container monitor. Started (already detached) by
+ * libadruntime with the container's init as its child; outlives agentd.
+ * Holds the init's stdio and writes it to a CRI-format log, forwards signals,
+ * answers the control socket, and records the exit status atomically.
+ * Deliberately tiny: libc only, linked statically, no allocation on the hot
+ * path. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rt_shim_proto.h"
+
+/* kubelet splits log lines at 16 KiB as well. */
+#define LINE_MAX_BYTES 16384
+#define DRAIN_AFTER_EXIT_MS 2000
+
+struct stream {
+	int fd;
+	const char *name;
+	size_t len;
+	char buf[LINE_MAX_BYTES];
+};
+
+static pid_t init_pid;
+static unsigned long long init_start;
+static const char *log_path;
+static int log_fd = -1;
+static int pty_fd = -1;
+static int start_fd = RT_SHIM_FD_START;
+static int64_t started_at;
+static struct stream out_s = {.name = "stdout"}, err_s = {.name = "stderr"};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static unsigned long long proc_start_time(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* comm may hold spaces and parens */
+	if (!p)
+		return 0;
+	/* after ") " come fields 3..; starttime is field 22 */
+	int field = 2;
+	for (p++; *p && field < 22; p++)
+		if (*p == ' ')
+			field++;
+	return strtoull(p, NULL, 10);
+}
+
+static void reopen_log(void)
+{
+	if (!log_path || !*log_path)
+		return;
+	int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return; /* keep the old one rather than lose output */
+	if (log_fd >= 0)
+		close(log_fd);
+	log_fd = fd;
+}
+
+static void emit(struct stream *s, const char *line, size_t n, bool partial)
+{
+	if (log_fd < 0)
+		return;
+	char ts[48];
+	int64_t t = now_ns();
+	time_t secs = (time_t)(t / 1000000000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	size_t k = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(ts + k, sizeof(ts) - k, ".%09dZ %s %c ", (int)(t % 1000000000), s->name,
+		 partial ? 'P' : 'F');
+	struct iovec iov[3] = {
+	    {ts, strlen(ts)},
+	    {(void *)line, n},
+	    {"\n", 1},
+	};
+	/* One writev per record: concurrent readers never see half a line. */
+	while (writev(log_fd, iov, 3) < 0 && errno == EINTR)
+		;
+}
+
+/* Returns false at EOF. */
+static bool stream_read(struct stream *s)
+{
+	ssize_t n = read(s->fd, s->buf + s->len, sizeof(s->buf) - s->len);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return true;
+	if (n <= 0) {
+		if (s->len)
+			emit(s, s->buf, s->len, false);
+		s->len = 0;
+		close(s->fd);
+		s->fd = -1;
+		return false;
+	}
+	s->len += (size_t)n;
+	size_t start = 0;
+	for (size_t i = s->len - (size_t)n; i < s->len; i++) {
+		if (s->buf[i] != '\n')
+			continue;
+		size_t end = i;
+		if (end > start && s->buf[end - 1] == '\r' && pty_fd >= 0)
+			end--; /* a pty turns \n into \r\n */
+		emit(s, s->buf + start, end - start, false);
+		start = i + 1;
+	}
+	memmove(s->buf, s->buf + start, s->len - start);
+	s->len -= start;
+	if (s->len == sizeof(s->buf)) {
+		emit(s, s->buf, s->len, true);
+		s->len = 0;
+	}
+	return true;
+}
+
+static void write_exit(int status, int64_t finished)
+{
+	char buf[512];
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	int n = snprintf(buf, sizeof(buf),
+			 "init_pid=%d\ninit_start=%llu\nstatus=%d\nexit_code=%d\nsignal=%d\n"
+			 "started_at=%lld\nfinished_at=%lld\n",
+			 (int)init_pid, init_start, status, code, sig, (long long)started_at,
+			 (long long)finished);
+	int fd = openat(RT_SHIM_FD_STATE, RT_FILE_EXIT ".tmp",
+			O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	bool ok = write(fd, buf, (size_t)n) == n && fsync(fd) == 0;
+	close(fd);
+	if (ok &&
+	    renameat(RT_SHIM_FD_STATE, RT_FILE_EXIT ".tmp", RT_SHIM_FD_STATE, RT_FILE_EXIT) == 0)
+		fsync(RT_SHIM_FD_STATE);
+}
+
+static void handle_client(int fd)
+{
+	struct timeval tv = {.tv_sec = 1};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char req[128];
+	ssize_t n = read(fd, req, sizeof(req) - 1);
+	if (n <= 0)
+		return;
+	req[n] = '\0';
+	req[strcspn(req, "\r\n")] = '\0';
+	char reply[128] = "ok\n";
+	unsigned rows, cols;
+	if (!strcmp(req, "start")) {
+		if (start_fd < 0) {
+			strcpy(reply, "error already started\n");
+		} else {
+			started_at = now_ns();
+			if (write(start_fd, "s", 1) != 1)
+				snprintf(reply, sizeof(reply), "error start: %s\n",
+					 strerror(errno));
+			close(start_fd);
+			start_fd = -1;
+		}
+	} else if (!strcmp(req, "status")) {
+		snprintf(reply, sizeof(reply), "ok %s %lld\n", start_fd < 0 ? "running" : "created",
+			 (long long)started_at);
+	} else if (!strcmp(req, "reopen")) {
+		reopen_log();
+	} else if (sscanf(req, "resize %u %u", &rows, &cols) == 2) {
+		struct winsize ws = {.ws_row = (unsigned short)rows,
+				     .ws_col = (unsigned short)cols};
+		if (pty_fd < 0 || ioctl(pty_fd, TIOCSWINSZ, &ws) < 0)
+			strcpy(reply, "error no tty\n");
+	} else {
+		strcpy(reply, "error unknown command\n");
+	}
+	if (write(fd, reply, strlen(reply)) < 0) {
+		/* the client went away: nothing to tell */
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	init_pid = (pid_t)atoi(argv[1]);
+	log_path = argv[2];
+	if (argv[3][0] == '1')
+		pty_fd = RT_SHIM_FD_OUT;
+	init_start = proc_start_time(init_pid);
+	out_s.fd = fcntl(RT_SHIM_FD_OUT, F_GETFD) >= 0 ? RT_SHIM_FD_OUT : -1;
+	err_s.fd = fcntl(RT_SHIM_FD_ERR, F_GETFD) >= 0 ? RT_SHIM_FD_ERR : -1;
+	if (pty_fd >= 0)
+		out_s.fd = -1; /* read through pty_fd below, as stdout */
+	reopen_log();
+	signal(SIGPIPE, SIG_IGN);
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaddset(&mask, sigs[i]);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	rt_msg m = {.type = RT_SHIM_MSG_READY, .pid = getpid()};
+	if (sfd < 0 || init_start == 0) {
+		m.type = RT_MSG_ERROR;
+		snprintf(m.text, sizeof(m.text), "shim: %s",
+			 sfd < 0 ? "signalfd failed" : "container init vanished");
+	}
+	if (send(RT_SHIM_FD_SYNC, &m, sizeof(m), MSG_NOSIGNAL) < 0 || m.type == RT_MSG_ERROR)
+		return 1;
+	close(RT_SHIM_FD_SYNC);
+
+	if (pty_fd >= 0)
+		out_s.fd = pty_fd;
+	bool exited = false;
+	int status = 0;
+	int64_t finished = 0, deadline = 0;
+	for (;;) {
+		if (exited && (out_s.fd < 0 && err_s.fd < 0))
+			break;
+		int64_t left = -1;
+		if (exited) {
+			left = (deadline - now_ns()) / 1000000;
+			if (left <= 0)
+				break;
+		}
+		struct pollfd pfd[4] = {
+		    {.fd = sfd, .events = POLLIN},
+		    {.fd = exited ? -1 : RT_SHIM_FD_CTL, .events = POLLIN},
+		    {.fd = out_s.fd, .events = POLLIN},
+		    {.fd = err_s.fd, .events = POLLIN},
+		};
+		if (poll(pfd, 4, (int)left) < 0 && errno != EINTR)
+			break;
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo != SIGCHLD) {
+					kill(init_pid, (int)si.ssi_signo);
+					continue;
+				}
+				int st;
+				pid_t p;
+				/* Reparented orphans land here too (we are their subreaper). */
+				while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+					if (p == init_pid && !exited) {
+						exited = true;
+						status = st;
+						finished = now_ns();
+						deadline =
+						    finished + DRAIN_AFTER_EXIT_MS * 1000000LL;
+					}
+				}
+			}
+		}
+		if (pfd[1].revents & POLLIN) {
+			int c = accept4(RT_SHIM_FD_CTL, NULL, NULL, SOCK_CLOEXEC);
+			if (c >= 0) {
+				handle_client(c);
+				close(c);
+			}
+		}
+		/* A pty master reports EIO once every slave is closed: that is EOF. */
+		if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))
+			stream_read(&out_s);
+		if (pfd[3].revents & (POLLIN | POLLHUP | POLLERR))
+			stream_read(&err_s);
+	}
+	unlinkat(RT_SHIM_FD_STATE, RT_FILE_CTL, 0);
+	write_exit(status, finished);
+	return 0;
+}

@@ -1,0 +1,613 @@
+/* runtime_test.c — libadruntime against real containers (root needed): a
+ * busybox-static rootfs in a private temp dir, cgroups under
+ * "agentd-rt-test-<pid>", every container deleted and checked for leftovers. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "cgroup.h"
+#include "runtime.h"
+
+static char g_tmp[64];
+static char g_rootfs[128];
+static char g_state[128];
+static char g_cgparent[64];
+static rt_runtime *g_rt;
+
+#define MiB (1024LL * 1024)
+
+/* Evaluates the call first: its error is read after. */
+#define must(call, e, what)                                                                        \
+	do {                                                                                       \
+		if ((call) < 0)                                                                    \
+			fail_msg("%s: %s", (what), (e) ? (e)->message : "?");                      \
+	} while (0)
+
+static char *slurp(const char *path)
+{
+	char *data = NULL;
+	_cleanup_error_ ad_error *err = NULL;
+	if (ad_read_file(AT_FDCWD, path, 4 << 20, &data, NULL, &err) < 0)
+		return NULL;
+	return data;
+}
+
+static const char *const applets[] = {"sh",   "ps",   "hostname", "cat",      "grep",	"sleep",
+				      "true", "echo", "ls",	  "unshare",  "mount",	"seq",
+				      "head", "tr",   "wc",	  "readlink", "printf", "mkdir",
+				      "id",   "dd",   "tty",	  NULL};
+
+static int setup_all(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "runtime_test needs root\n");
+		return -1;
+	}
+	snprintf(g_tmp, sizeof(g_tmp), "/tmp/rt-test-XXXXXX");
+	if (!mkdtemp(g_tmp))
+		return -1;
+	snprintf(g_rootfs, sizeof(g_rootfs), "%s/rootfs", g_tmp);
+	snprintf(g_state, sizeof(g_state), "%s/state", g_tmp);
+	snprintf(g_cgparent, sizeof(g_cgparent), "agentd-rt-test-%d", (int)getpid());
+	static const char *const dirs[] = {"",	   "/bin", "/etc",  "/proc", "/sys",
+					   "/dev", "/tmp", "/root", NULL};
+	for (size_t i = 0; dirs[i]; i++) {
+		char p[256];
+		snprintf(p, sizeof(p), "%s%s", g_rootfs, dirs[i]);
+		if (mkdir(p, 0755) < 0)
+			return -1;
+	}
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "cp /bin/busybox %s/bin/busybox", g_rootfs);
+	if (system(cmd) != 0)
+		return -1;
+	for (size_t i = 0; applets[i]; i++) {
+		char p[256];
+		snprintf(p, sizeof(p), "%s/bin/%s", g_rootfs, applets[i]);
+		if (symlink("busybox", p) < 0)
+			return -1;
+	}
+	const char *build = getenv("AGENTD_BUILD_DIR");
+	char shim[512];
+	snprintf(shim, sizeof(shim), "%s/runtime/agentd-shim", build ? build : ".");
+	char shim_abs[PATH_MAX];
+	if (!realpath(shim, shim_abs)) {
+		fprintf(stderr, "%s: %s\n", shim, strerror(errno));
+		return -1;
+	}
+	rt_options o = {.state_root = g_state, .shim_path = shim_abs, .cgroup_parent = g_cgparent};
+	_cleanup_error_ ad_error *e = NULL;
+	if (rt_runtime_new(&o, &g_rt, &e) < 0) {
+		fprintf(stderr, "rt_runtime_new: %s\n", e->message);
+		return -1;
+	}
+	return 0;
+}
+
+static int teardown_all(void **state)
+{
+	(void)state;
+	/* Anything a failed test left running, then the shared parent cgroup. */
+	char **ids = NULL;
+	size_t n = 0;
+	if (g_rt && rt_list(g_rt, &ids, &n, NULL) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			rt_container *c;
+			if (rt_open(g_rt, ids[i], &c, NULL) == 0) {
+				rt_delete(c, NULL);
+				rt_container_free(c);
+			}
+		}
+		rt_list_free(ids, n);
+	}
+	cg_manager *p;
+	if (cg_open("", g_cgparent, &p, NULL) == 0) {
+		cg_destroy(p, NULL);
+		cg_free(p);
+	}
+	rt_runtime_free(g_rt);
+	ad_remove_tree(g_tmp, NULL);
+	return 0;
+}
+
+static void base_config(rt_config *cfg, const char *id, const char *const *args)
+{
+	rt_config_init(cfg);
+	cfg->id = id;
+	cfg->rootfs = g_rootfs;
+	cfg->args = args;
+	static char log[256];
+	snprintf(log, sizeof(log), "%s/%s.log", g_tmp, id);
+	cfg->log_path = log;
+}
+
+/* The content of the CRI log's lines for one stream, "\n"-joined; checks
+ * every line's format on the way. */
+static char *log_stream(const char *id, const char *stream)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s.log", g_tmp, id);
+	_cleanup_free_ char *all = slurp(path);
+	char *out = ad_malloc0(all ? strlen(all) + 1 : 1);
+	size_t len = 0;
+	for (char *line = all, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		/* 2026-11-29T02:46:36.123456789Z stdout F text */
+		int y, mo, d, h, mi, s;
+		long ns;
+		char st[16], tag[4];
+		int off = 0;
+		if (sscanf(line, "%4d-%2d-%2dT%2d:%2d:%2d.%9ldZ %15s %3s %n", &y, &mo, &d, &h, &mi,
+			   &s, &ns, st, tag, &off) != 9 ||
+		    strlen(line) < 30 || line[29] != 'Z' || (strcmp(tag, "P") && strcmp(tag, "F")))
+			fail_msg("bad CRI log line: \"%s\"", line);
+		if (strcmp(st, stream))
+			continue;
+		/* the content starts after exactly one space following the tag */
+		const char *text = strstr(line + 31, tag) + 2;
+		len += (size_t)sprintf(out + len, "%s%s", text, tag[0] == 'F' ? "\n" : "");
+	}
+	return out;
+}
+
+static void assert_gone(const char *id, pid_t init_pid)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/%s", g_state, id);
+	assert_int_equal(access(p, F_OK), -1);
+	snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/%s/%s", g_cgparent, id);
+	assert_int_equal(access(p, F_OK), -1);
+	snprintf(p, sizeof(p), "/sys/fs/cgroup/pids/%s/%s", g_cgparent, id);
+	assert_int_equal(access(p, F_OK), -1);
+	if (init_pid > 0)
+		assert_true(kill(init_pid, 0) < 0 && errno == ESRCH);
+	_cleanup_free_ char *mi = slurp("/proc/self/mountinfo");
+	assert_non_null(mi);
+	assert_null(strstr(mi, g_rootfs));
+}
+
+/* create + start + wait; returns the final state. */
+static rt_state run(const rt_config *cfg)
+{
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	rt_state st;
+	must(rt_wait(c, 20000, &st, &e), e, "wait");
+	assert_int_equal(st.status, RT_STATUS_STOPPED);
+	pid_t pid = rt_container_init_pid(c);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	assert_gone(cfg->id, pid);
+	return st;
+}
+
+static void test_isolation(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c",
+	    "ps -o pid,comm; hostname; grep -E '^(Seccomp|CapEff):' /proc/self/status;"
+	    "echo timers=$(cat /proc/timer_list | wc -c) keys=$(cat /proc/keys | wc -c)"
+	    " fw=$(ls /sys/firmware | wc -l);"
+	    "unshare -U true 2>&1; mount -t tmpfs none /tmp 2>&1;"
+	    "(echo x > /proc/sys/kernel/domainname) 2>&1; ls -l /dev/ptmx /dev/null; exit 0",
+	    NULL};
+	rt_config cfg;
+	base_config(&cfg, "iso", args);
+	cfg.hostname = "box1";
+	rt_state st = run(&cfg);
+	assert_int_equal(st.exit_code, 0);
+	_cleanup_free_ char *out = log_stream("iso", "stdout");
+	/* only our processes: the init (sh) as pid 1 and ps */
+	if (!strstr(out, "    1 sh\n") || strstr(out, "    3 "))
+		fail_msg("ps output: %s", out);
+	assert_non_null(strstr(out, "\nbox1\n"));
+	assert_non_null(strstr(out, "CapEff:\t00000000a80425fb\nSeccomp:\t2\n"));
+	/* masked: empty here, not on the host */
+	assert_non_null(strstr(out, "timers=0 keys=0 fw=0\n"));
+	/* unshare of a user namespace needs no capability: EPERM is seccomp's */
+	assert_non_null(strstr(out, "unshare(0x10000000): Operation not permitted"));
+	assert_non_null(strstr(out, "mount: permission denied"));
+	assert_non_null(strstr(out, "domainname: Read-only file system"));
+	assert_non_null(strstr(out, "/dev/ptmx -> pts/ptmx"));
+}
+
+static void test_exit_and_log(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c",
+	    "echo out1; echo err1 >&2; head -c 20000 /dev/zero | tr '\\0' a; echo; printf tail;"
+	    "exit 3",
+	    NULL};
+	rt_config cfg;
+	base_config(&cfg, "logs", args);
+	rt_state st = run(&cfg);
+	assert_int_equal(st.exit_code, 3);
+	assert_int_equal(st.signal, 0);
+	assert_true(st.finished_at >= st.started_at && st.started_at > 0);
+	_cleanup_free_ char *out = log_stream("logs", "stdout");
+	_cleanup_free_ char *err = log_stream("logs", "stderr");
+	assert_string_equal(err, "err1\n");
+	assert_int_equal(strncmp(out, "out1\naaaa", 9), 0);
+	assert_int_equal(strlen(out), 5 + 20000 + 1 + 5);
+	assert_string_equal(out + strlen(out) - 5, "tail\n");
+	/* the 20000-byte line was split: one partial record of 16 KiB */
+	char path[256];
+	snprintf(path, sizeof(path), "%s/logs.log", g_tmp);
+	_cleanup_free_ char *raw = slurp(path);
+	assert_non_null(strstr(raw, " stdout P aaaa"));
+}
+
+static void test_exec(void **state)
+{
+	(void)state;
+	static const char *const args[] = {"sleep", "100", NULL};
+	rt_config cfg;
+	base_config(&cfg, "exec", args);
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	rt_state st;
+	must(rt_get_state(c, &st, &e), e, "state");
+	assert_int_equal(st.status, RT_STATUS_CREATED);
+	must(rt_start(c, &e), e, "start");
+	must(rt_get_state(c, &st, &e), e, "state");
+	assert_int_equal(st.status, RT_STATUS_RUNNING);
+	assert_true(st.pid > 0);
+
+	static const char *const ns_args[] = {
+	    "sh", "-c",
+	    "for n in pid net ipc uts mnt cgroup; do readlink /proc/self/ns/$n; done;"
+	    "grep -E '^(Seccomp|CapEff):' /proc/self/status; echo oops >&2; exit 5",
+	    NULL};
+	rt_exec_result r;
+	must(rt_exec_sync(c, &cfg, ns_args, 10000, 65536, &r, &e), e, "exec_sync");
+	assert_int_equal(r.exit_code, 5);
+	assert_false(r.timed_out);
+	assert_string_equal(r.err, "oops\n");
+	char want[1024] = "";
+	static const char *const ns[] = {"pid", "net", "ipc", "uts", "mnt", "cgroup"};
+	for (size_t i = 0; i < 6; i++) {
+		char p[64], link[128] = "";
+		snprintf(p, sizeof(p), "/proc/%d/ns/%s", (int)st.pid, ns[i]);
+		ssize_t n = readlink(p, link, sizeof(link) - 1);
+		assert_true(n > 0);
+		strcat(want, link);
+		strcat(want, "\n");
+	}
+	strcat(want, "CapEff:\t00000000a80425fb\nSeccomp:\t2\n");
+	assert_string_equal(r.out, want);
+	rt_exec_result_clear(&r);
+
+	/* the exec'd process is in the container's cgroup */
+	static const char *const cg_args[] = {"cat", "/proc/self/cgroup", NULL};
+	must(rt_exec_sync(c, &cfg, cg_args, 10000, 65536, &r, &e), e, "exec_sync cgroup");
+	assert_int_equal(r.exit_code, 0);
+	assert_non_null(strstr(r.out, "memory:/\n")); /* root of its cgroup namespace */
+	rt_exec_result_clear(&r);
+
+	static const char *const slow[] = {"sleep", "30", NULL};
+	int64_t t0 = ad_monotonic_ns();
+	must(rt_exec_sync(c, &cfg, slow, 300, 1024, &r, &e), e, "exec_sync timeout");
+	assert_true(r.timed_out);
+	assert_true(ad_monotonic_ns() - t0 < 5000000000LL);
+	rt_exec_result_clear(&r);
+
+	static const char *const missing[] = {"nosuchcmd", NULL};
+	assert_int_equal(rt_exec_sync(c, &cfg, missing, 1000, 1024, &r, &e), -1);
+	assert_non_null(strstr(e->message, "executable file not found: nosuchcmd"));
+	ad_error_free(&e);
+
+	/* stop: sleep as pid 1 ignores SIGTERM, so the grace period runs out */
+	must(rt_stop(c, SIGTERM, 300, &e), e, "stop");
+	must(rt_get_state(c, &st, &e), e, "state");
+	assert_int_equal(st.status, RT_STATUS_STOPPED);
+	assert_int_equal(st.signal, SIGKILL);
+	assert_int_equal(st.exit_code, 128 + SIGKILL);
+	pid_t pid = rt_container_init_pid(c);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	assert_gone("exec", pid);
+}
+
+static void test_memory_oom_and_update(void **state)
+{
+	(void)state;
+	static const char *const args[] = {"sleep", "100", NULL};
+	rt_config cfg;
+	base_config(&cfg, "mem", args);
+	cfg.resources.memory_limit = 32 * MiB;
+	cfg.resources.memory_swap = 32 * MiB;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	char p[256];
+	snprintf(p, sizeof(p), "/sys/fs/cgroup/memory/%s/mem/memory.limit_in_bytes", g_cgparent);
+	_cleanup_free_ char *before = slurp(p);
+	assert_non_null(before);
+	assert_int_equal(strtoll(before, NULL, 10), 32 * MiB);
+	rt_resources res = {.memory_limit = 48 * MiB, .memory_swap = 48 * MiB};
+	must(rt_update(c, &res, &e), e, "update");
+	_cleanup_free_ char *after = slurp(p);
+	assert_int_equal(strtoll(after, NULL, 10), 48 * MiB);
+	rt_stats stats;
+	must(rt_get_stats(c, &stats, &e), e, "stats");
+	assert_int_equal(stats.memory_limit, 48 * MiB);
+	assert_true(stats.pids_current >= 1);
+
+	/* a string that doubles until the limit stops it */
+	static const char *const hog[] = {"sh", "-c", "a=x; while :; do a=$a$a; done", NULL};
+	rt_exec_result r;
+	must(rt_exec_sync(c, &cfg, hog, 20000, 1024, &r, &e), e, "exec hog");
+	assert_int_equal(r.exit_code, 128 + SIGKILL);
+	rt_exec_result_clear(&r);
+	/* the init was not the victim; now make it one */
+	static const char *const hog1[] = {"sh", "-c", "a=x; while :; do a=$a$a; done", NULL};
+	rt_config cfg2;
+	base_config(&cfg2, "oom", hog1);
+	cfg2.resources.memory_limit = 24 * MiB;
+	cfg2.resources.memory_swap = 24 * MiB;
+	rt_state st = run(&cfg2);
+	assert_int_equal(st.signal, SIGKILL);
+	assert_true(st.oom_killed);
+	rt_state st1;
+	must(rt_stop(c, SIGKILL, 1000, &e), e, "stop");
+	must(rt_get_state(c, &st1, &e), e, "state");
+	assert_true(st1.oom_killed); /* the exec's OOM kill counts for the container */
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+}
+
+static void test_pids_limit(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c", "for i in $(seq 1 40); do sleep 3 & done 2>&1; echo done", NULL};
+	rt_config cfg;
+	base_config(&cfg, "pids", args);
+	cfg.resources.pids_limit = 10;
+	rt_state st = run(&cfg);
+	(void)st;
+	_cleanup_free_ char *out = log_stream("pids", "stdout");
+	assert_non_null(strstr(out, "can't fork"));
+}
+
+static void test_shim_outlives_creator(void **state)
+{
+	(void)state;
+	static const char *const args[] = {"sh", "-c", "sleep 1; echo bye; exit 7", NULL};
+	rt_config cfg;
+	base_config(&cfg, "orphan", args);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		/* The "agentd" that creates the container and dies. */
+		rt_container *c = NULL;
+		ad_error *e = NULL;
+		if (rt_create(g_rt, &cfg, &c, &e) < 0 || rt_start(c, &e) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(child, &st, 0), child);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	char **ids;
+	size_t n;
+	must(rt_list(g_rt, &ids, &n, &e), e, "list");
+	bool listed = false;
+	for (size_t i = 0; i < n; i++)
+		listed |= !strcmp(ids[i], "orphan");
+	assert_true(listed);
+	rt_list_free(ids, n);
+	must(rt_open(g_rt, "orphan", &c, &e), e, "open");
+	rt_state s;
+	must(rt_get_state(c, &s, &e), e, "state");
+	assert_int_equal(s.status, RT_STATUS_RUNNING);
+	/* nobody listens while it exits */
+	struct timespec ts = {.tv_sec = 1, .tv_nsec = 600000000};
+	nanosleep(&ts, NULL);
+	rt_container_free(c);
+	must(rt_open(g_rt, "orphan", &c, &e), e, "reopen");
+	must(rt_get_state(c, &s, &e), e, "state");
+	assert_int_equal(s.status, RT_STATUS_STOPPED);
+	assert_int_equal(s.exit_code, 7);
+	_cleanup_free_ char *out = log_stream("orphan", "stdout");
+	assert_string_equal(out, "bye\n");
+	pid_t pid = rt_container_init_pid(c);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	assert_gone("orphan", pid);
+}
+
+static void test_tty(void **state)
+{
+	(void)state;
+	static const char *const args[] = {"sh", "-c", "test -t 1 && echo is-a-tty", NULL};
+	rt_config cfg;
+	base_config(&cfg, "tty", args);
+	cfg.tty = true;
+	rt_state st = run(&cfg);
+	assert_int_equal(st.exit_code, 0);
+	_cleanup_free_ char *out = log_stream("tty", "stdout");
+	assert_string_equal(out, "is-a-tty\n");
+}
+
+static void test_user_and_mounts(void **state)
+{
+	(void)state;
+	char src[256];
+	snprintf(src, sizeof(src), "%s/shared", g_tmp);
+	assert_int_equal(mkdir(src, 0755), 0);
+	static const char *const args[] = {
+	    "sh", "-c",
+	    "id; cat /data/hello; (echo x > /data/new) 2>&1; grep -c ' /scratch ' /proc/mounts;"
+	    "grep CapEff /proc/self/status",
+	    NULL};
+	char hello[300];
+	snprintf(hello, sizeof(hello), "%s/hello", src);
+	FILE *f = fopen(hello, "w");
+	assert_non_null(f);
+	fputs("hi from host\n", f);
+	fclose(f);
+	rt_mount mounts[] = {
+	    {.type = "bind", .source = src, .destination = "/data", .readonly = true},
+	    {.type = "tmpfs", .destination = "/scratch", .options = "size=1m"},
+	};
+	static const gid_t extra[] = {2000, 3000};
+	rt_config cfg;
+	base_config(&cfg, "user", args);
+	cfg.uid = 1000;
+	cfg.gid = 1000;
+	cfg.additional_gids = extra;
+	cfg.n_additional_gids = 2;
+	cfg.mounts = mounts;
+	cfg.n_mounts = 2;
+	cfg.security.no_new_privs = true;
+	rt_rlimit rl[] = {{.resource = RLIMIT_NOFILE, .soft = 512, .hard = 1024}};
+	cfg.rlimits = rl;
+	cfg.n_rlimits = 1;
+	rt_state st = run(&cfg);
+	assert_int_equal(st.exit_code, 0);
+	_cleanup_free_ char *out = log_stream("user", "stdout");
+	if (!strstr(out, "uid=1000 gid=1000 groups=2000,3000\n") ||
+	    !strstr(out, "hi from host\n") || !strstr(out, "Read-only file system") ||
+	    !strstr(out, "\n1\n") || !strstr(out, "CapEff:\t0000000000000000\n"))
+		fail_msg("output: %s", out);
+}
+
+static void test_custom_seccomp(void **state)
+{
+	(void)state;
+	char prof[256];
+	snprintf(prof, sizeof(prof), "%s/profile.json", g_tmp);
+	FILE *f = fopen(prof, "w");
+	assert_non_null(f);
+	fputs("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"mkdir\","
+	      "\"mkdirat\"],\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":13}]}",
+	      f);
+	fclose(f);
+	static const char *const args[] = {"sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?", NULL};
+	rt_config cfg;
+	base_config(&cfg, "scmp", args);
+	cfg.security.seccomp = RT_SECCOMP_CUSTOM;
+	cfg.security.seccomp_profile = prof;
+	run(&cfg);
+	_cleanup_free_ char *out = log_stream("scmp", "stdout");
+	if (!strstr(out, "Permission denied") || !strstr(out, "rc=1"))
+		fail_msg("output: %s", out);
+}
+
+/* Each bad input: a clear error and nothing left behind. */
+static void expect_create_error(rt_config *cfg, const char *want)
+{
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	if (rt_create(g_rt, cfg, &c, &e) == 0)
+		fail_msg("create %s succeeded", cfg->id);
+	if (!strstr(e->message, want))
+		fail_msg("error \"%s\" lacks \"%s\"", e->message, want);
+	assert_gone(cfg->id, 0);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	static const char *const missing[] = {"nosuch", NULL};
+	rt_config cfg;
+	base_config(&cfg, "err1", missing);
+	expect_create_error(&cfg, "executable file not found: nosuch in PATH=/usr/local/sbin:");
+
+	static const char *const ok[] = {"true", NULL};
+	static const char *const env[] = {"PATH=/opt/bin", NULL};
+	base_config(&cfg, "err2", ok);
+	cfg.env = env;
+	expect_create_error(&cfg, "executable file not found: true in PATH=/opt/bin");
+
+	rt_mount m = {.type = "bind", .source = "/nonexistent/src", .destination = "/x"};
+	base_config(&cfg, "err3", ok);
+	cfg.mounts = &m;
+	cfg.n_mounts = 1;
+	expect_create_error(&cfg, "bind mount source /nonexistent/src");
+
+	base_config(&cfg, "err4", ok);
+	cfg.namespaces[RT_NS_NET] = (rt_namespace){RT_NS_JOIN, "/proc/self/ns/nosuch"};
+	expect_create_error(&cfg, "namespace path /proc/self/ns/nosuch");
+
+	base_config(&cfg, "err5", ok);
+	cfg.namespaces[RT_NS_NET] = (rt_namespace){RT_NS_JOIN, "/etc/hostname"};
+	expect_create_error(&cfg, "join namespace /etc/hostname");
+
+	char prof[256];
+	snprintf(prof, sizeof(prof), "%s/bad.json", g_tmp);
+	FILE *f = fopen(prof, "w");
+	assert_non_null(f);
+	fputs("{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[\"read\","
+	      "\"nosuchcall\"],\"action\":\"SCMP_ACT_ALLOW\"}]}",
+	      f);
+	fclose(f);
+	base_config(&cfg, "err6", ok);
+	cfg.security.seccomp = RT_SECCOMP_CUSTOM;
+	cfg.security.seccomp_profile = prof;
+	expect_create_error(&cfg, "unknown syscall \"nosuchcall\"");
+
+	base_config(&cfg, "err7", ok);
+	cfg.gid = (gid_t)-1;
+	expect_create_error(&cfg, "invalid uid/gid");
+
+	base_config(&cfg, "err8", ok);
+	cfg.cwd = "/does/not/exist";
+	expect_create_error(&cfg, "cwd /does/not/exist");
+
+	base_config(&cfg, "err9", ok);
+	cfg.security.apparmor_profile = "docker-default";
+	expect_create_error(&cfg, "AppArmor");
+
+	base_config(&cfg, "bad/id", ok);
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	assert_int_equal(rt_create(g_rt, &cfg, &c, &e), -1);
+	assert_int_equal(e->code, AD_E_INVALID);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_isolation),
+	    cmocka_unit_test(test_exit_and_log),
+	    cmocka_unit_test(test_exec),
+	    cmocka_unit_test(test_memory_oom_and_update),
+	    cmocka_unit_test(test_pids_limit),
+	    cmocka_unit_test(test_shim_outlives_creator),
+	    cmocka_unit_test(test_tty),
+	    cmocka_unit_test(test_user_and_mounts),
+	    cmocka_unit_test(test_custom_seccomp),
+	    cmocka_unit_test(test_errors),
+	};
+	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
