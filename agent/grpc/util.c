@@ -107,6 +107,8 @@ int rpc_framer_feed(rpc_framer *fr, const uint8_t *data, size_t len, size_t max,
 				len -= fr->len;
 				continue;
 			}
+			if (len == 0)
+				break;
 		}
 		size_t need = fr->len - fr->got;
 		size_t take = need < len ? need : len;
