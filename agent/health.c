@@ -51,14 +51,8 @@ static int send_status(rpc_call *call, Grpc__Health__V1__HealthCheckResponse__Se
 /* Sends the current status, then holds the stream open (statuses only change
  * at shutdown) until the client cancels or the server begins shutting down,
  * which is announced as NOT_SERVING. */
-static rpc_code health_watch(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			     void *userdata)
+static rpc_code watch(rpc_call *call, agent_ctx *ctx, const char *name)
 {
-	(void)resp;
-	agent_ctx *ctx = userdata;
-	const Grpc__Health__V1__HealthCheckRequest *rq =
-	    (const Grpc__Health__V1__HealthCheckRequest *)req;
-	const char *name = rq->service ? rq->service : "";
 	Grpc__Health__V1__HealthCheckResponse__ServingStatus st = status_of(ctx, name);
 	if (send_status(call, st) < 0)
 		return RPC_CANCELLED;
@@ -78,6 +72,28 @@ static rpc_code health_watch(rpc_call *call, const ProtobufCMessage *req, Protob
 		if (poll(fds, fds[1].fd >= 0 ? 2 : 1, 1000) < 0 && errno != EINTR)
 			return rpc_call_error(call, RPC_INTERNAL, "poll: %s", strerror(errno));
 	}
+}
+
+static rpc_code health_watch(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			     void *userdata)
+{
+	(void)resp;
+	agent_ctx *ctx = userdata;
+	const Grpc__Health__V1__HealthCheckRequest *rq =
+	    (const Grpc__Health__V1__HealthCheckRequest *)req;
+	const char *name = rq->service ? rq->service : "";
+	/* A Watch occupies a worker for as long as it is open: leave at least
+	 * half of them to the other calls. */
+	unsigned limit = ctx->cfg->workers > 1 ? ctx->cfg->workers / 2 : 1;
+	if (atomic_fetch_add(&ctx->health_watchers, 1) >= limit) {
+		atomic_fetch_sub(&ctx->health_watchers, 1);
+		return rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
+				      "too many health Watch streams (at most %u with %u workers)",
+				      limit, ctx->cfg->workers);
+	}
+	rpc_code code = watch(call, ctx, name);
+	atomic_fetch_sub(&ctx->health_watchers, 1);
+	return code;
 }
 
 void svc_health_shutdown(agent_ctx *ctx)

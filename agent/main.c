@@ -158,6 +158,7 @@ static int run(agentd *d)
 	ctx->started_mono_ns = ad_monotonic_ns();
 	ctx->shutdown_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	atomic_init(&ctx->shutting_down, false);
+	atomic_init(&ctx->health_watchers, 0);
 	if (ctx->shutdown_fd < 0) {
 		ad_error_log("eventfd: %s", strerror(errno));
 		return 1;

@@ -33,7 +33,8 @@ typedef struct agent_ctx {
 	char **services;
 	size_t n_services;
 	atomic_bool shutting_down;
-	int shutdown_fd; /* eventfd, readable once shutdown began */
+	atomic_uint health_watchers; /* open Watch streams (each holds a worker) */
+	int shutdown_fd;	     /* eventfd, readable once shutdown began */
 } agent_ctx;
 
 void svc_table_add(svc_table *t, const rpc_method *m);

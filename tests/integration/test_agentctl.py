@@ -337,6 +337,125 @@ def test_corrupt_db(tmp_path):
         d.kill()
 
 
+# ---------------------------------------------------------------- agentd services (grpcio)
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory):
+    """Python stubs generated from the project's protos."""
+    pytest.importorskip("grpc_tools")
+    import importlib
+    d = str(tmp_path_factory.mktemp("stubs"))
+    proto = os.path.join(SRC, "proto")
+    base = [sys.executable, "-m", "grpc_tools.protoc", "--python_out=" + d,
+            "--grpc_python_out=" + d]
+    subprocess.run(base + ["-I", proto, "cri/api.proto"], check=True)
+    # health.proto as a top-level module: grpc.health.* would shadow grpcio.
+    subprocess.run(base + ["-I", os.path.join(proto, "grpc", "health", "v1"), "health.proto"],
+                   check=True)
+    open(os.path.join(d, "cri", "__init__.py"), "a").close()
+    sys.path.insert(0, d)
+    try:
+        mods = {n: importlib.import_module(m) for n, m in (
+            ("api", "cri.api_pb2"), ("api_grpc", "cri.api_pb2_grpc"),
+            ("health", "health_pb2"), ("health_grpc", "health_pb2_grpc"))}
+    finally:
+        sys.path.remove(d)
+    return type("Stubs", (), mods)
+
+
+def test_cri_rpcs_unimplemented(agentd, stubs):
+    import grpc
+    with grpc.insecure_channel("unix:" + agentd.sock) as ch:
+        rt = stubs.api_grpc.RuntimeServiceStub(ch)
+        im = stubs.api_grpc.ImageServiceStub(ch)
+        calls = [
+            ("runtime.v1.RuntimeService/RunPodSandbox",
+             lambda: rt.RunPodSandbox(stubs.api.RunPodSandboxRequest(), timeout=10)),
+            ("runtime.v1.RuntimeService/RuntimeConfig",
+             lambda: rt.RuntimeConfig(stubs.api.RuntimeConfigRequest(), timeout=10)),
+            ("runtime.v1.ImageService/PullImage",
+             lambda: im.PullImage(stubs.api.PullImageRequest(), timeout=10)),
+            ("runtime.v1.RuntimeService/GetContainerEvents",
+             lambda: list(rt.GetContainerEvents(stubs.api.GetEventsRequest(), timeout=10))),
+            ("runtime.v1.ImageService/StreamImages",
+             lambda: list(im.StreamImages(stubs.api.StreamImagesRequest(), timeout=10))),
+        ]
+        for name, call in calls:
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED, name
+            assert e.value.details() == name + " is not implemented yet"
+        assert rt.Version(stubs.api.VersionRequest(version="v1"), timeout=10).runtime_name \
+            == "agentd"
+
+
+def test_health_check_and_watch_across_shutdown(tmp_path, stubs):
+    import grpc
+    d = Daemon(tmp_path).start()
+    try:
+        d.wait_ready()
+        h = stubs.health
+        SERVING, NOT_SERVING = h.HealthCheckResponse.SERVING, h.HealthCheckResponse.NOT_SERVING
+        with grpc.insecure_channel("unix:" + d.sock) as ch:
+            stub = stubs.health_grpc.HealthStub(ch)
+            for svc in ("", "runtime.v1.RuntimeService", "runtime.v1.ImageService",
+                        "agent.v1.AgentService", "grpc.health.v1.Health"):
+                assert stub.Check(h.HealthCheckRequest(service=svc), timeout=10).status \
+                    == SERVING, svc
+            for svc in ("agent.v1.DebugService", "nope.Service"):  # debug service is off
+                with pytest.raises(grpc.RpcError) as e:
+                    stub.Check(h.HealthCheckRequest(service=svc), timeout=10)
+                assert e.value.code() == grpc.StatusCode.NOT_FOUND
+            watch = stub.Watch(h.HealthCheckRequest(service=""), timeout=30)
+            assert next(watch).status == SERVING
+            t0 = time.monotonic()
+            os.kill(d.proc.pid, signal.SIGTERM)
+            assert next(watch).status == NOT_SERVING
+            with pytest.raises(grpc.RpcError):
+                next(watch)
+        assert d.wait_exit() == 0, d.output()
+        # The Watch ended at once: no drain timeout (5 s) was waited out for it.
+        assert time.monotonic() - t0 < 4, d.output()
+    finally:
+        d.kill()
+
+
+def test_health_watch_cap(tmp_path, stubs):
+    """Each Watch holds a worker: with 2 workers only 1 may be open at a time."""
+    import grpc
+    conf = tmp_path / "agentd.conf"
+    conf.write_text("[grpc]\nworkers = 2\n")
+    d = Daemon(tmp_path, config=str(conf)).start()
+    try:
+        d.wait_ready()
+        h = stubs.health
+        with grpc.insecure_channel("unix:" + d.sock) as ch:
+            stub = stubs.health_grpc.HealthStub(ch)
+            first = stub.Watch(h.HealthCheckRequest(service=""), timeout=30)
+            assert next(first).status == h.HealthCheckResponse.SERVING
+            second = stub.Watch(h.HealthCheckRequest(service=""), timeout=30)
+            with pytest.raises(grpc.RpcError) as e:
+                next(second)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # The remaining worker still serves.
+            r = ctl("-e", d.sock, "info")
+            assert r.returncode == 0, r.stderr
+            first.cancel()
+            # Once cancelled, the slot is free again.
+            deadline = time.monotonic() + 10
+            while True:
+                again = stub.Watch(h.HealthCheckRequest(service=""), timeout=30)
+                try:
+                    assert next(again).status == h.HealthCheckResponse.SERVING
+                    again.cancel()
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline, "Watch slot never freed"
+                    time.sleep(0.1)
+        assert d.stop() == 0, d.output()
+    finally:
+        d.kill()
+
+
 # ---------------------------------------------------------------- helpers
 def free_port():
     s = socket.socket()
