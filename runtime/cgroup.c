@@ -465,12 +465,14 @@ static bool cg_device_number_ok(const char *s, size_t len)
 {
 	if (len == 1 && s[0] == '*')
 		return true;
+	/* Device numbers are 32-bit (12-bit major, 20-bit minor in practice); the
+	 * v2 program compares them as signed 32-bit immediates. */
 	if (len == 0 || len > 10)
 		return false;
 	for (size_t i = 0; i < len; i++)
 		if (!isdigit((unsigned char)s[i]))
 			return false;
-	return true;
+	return strtoull(s, NULL, 10) <= INT32_MAX;
 }
 
 int cg_validate_device_rule(const char *rule, ad_error **err)
@@ -791,5 +793,8 @@ void cg_free(cg_manager *cg)
 	free(cg->dir);
 	for (size_t i = 0; i < CG_V1_MAX_HIER; i++)
 		free(cg->v1_dirs[i]);
+	for (size_t i = 0; i < cg->n_dev_rules; i++)
+		free(cg->dev_rules[i]);
+	free(cg->dev_rules);
 	free(cg);
 }

@@ -30,9 +30,12 @@ int cg_destroy(cg_manager *cg, ad_error **err);
 void cg_free(cg_manager *cg);
 /* "v1" or "v2", detected once. */
 const char *cg_version_name(void);
-/* "c 1:3 rwm"; v1: the first call writes devices.deny "a" (until then the
- * cgroup keeps its parent's device access), then devices.allow rule;
- * v2: AD_E_UNIMPLEMENTED (needs an eBPF device program). */
+/* "c 1:3 rwm" (or "a"). Everything not allowed is denied from the first call
+ * on; until then the cgroup keeps its parent's device access.
+ * v1: devices.deny "a" once, then devices.allow rule.
+ * v2: the rules this manager was given so far are compiled into one
+ * BPF_PROG_TYPE_CGROUP_DEVICE program that replaces any device program on
+ * the cgroup; so after cg_open, give the whole rule set again. */
 int cg_devices_allow(cg_manager *cg, const char *rule, ad_error **err);
 /* The relative path ("agentd/c1"), for state files and metrics. */
 const char *cg_path(cg_manager *cg);

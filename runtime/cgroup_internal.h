@@ -60,6 +60,8 @@ struct cg_manager {
 	char *dir;
 	char *v1_dirs[CG_V1_MAX_HIER];
 	bool devices_restricted; /* v1: devices.deny "a" already written */
+	char **dev_rules;	 /* v2: the allowlist given to this manager */
+	size_t n_dev_rules;
 };
 
 extern const cg_driver cg_v1_driver;
@@ -105,6 +107,9 @@ int cg_count_procs(const char *dir, size_t *ret_count, ad_error **err);
 int cg_mkdir(const char *dir, bool *ret_created, ad_error **err);
 /* rmdir with retries for the short EBUSY window after the last task exits;
  * ENOENT is success. */
+/* v2: compiles rules (already validated) into a device program, attaches
+ * it to dir and detaches every device program attached there before. */
+int cg_bpf_devices_apply(const char *dir, char *const *rules, size_t n_rules, ad_error **err);
 int cg_rmdir(const char *dir, ad_error **err);
 void cg_sleep_ms(unsigned ms);
 

@@ -310,11 +310,12 @@ static int v2_destroy(cg_manager *cg, ad_error **err)
 
 static int v2_devices_allow(cg_manager *cg, const char *rule, ad_error **err)
 {
-	(void)cg;
-	return ad_fail(err, AD_E_UNIMPLEMENTED,
-		       "device rule \"%s\": cgroup v2 device control needs an eBPF program, "
-		       "which agentd does not load yet",
-		       rule);
+	cg->dev_rules = ad_realloc(cg->dev_rules, (cg->n_dev_rules + 1) * sizeof(char *));
+	cg->dev_rules[cg->n_dev_rules++] = ad_strdup(rule);
+	if (cg_bpf_devices_apply(cg->dir, cg->dev_rules, cg->n_dev_rules, err) == 0)
+		return 0;
+	free(cg->dev_rules[--cg->n_dev_rules]);
+	return ad_error_wrap(err, "device rule \"%s\"", rule);
 }
 
 const cg_driver cg_v2_driver = {
