@@ -242,13 +242,17 @@ static int open_dir_in_root(struct unpack_ctx *ctx, const char *path, bool creat
 		fd = ad_openat_in_root(ctx->root_fd, prefix, O_RDONLY | O_DIRECTORY, 0, &e);
 		if (fd < 0 && e->errno_value == ENOENT) {
 			ad_error_free(&e);
-			if (mkdirat(cur, comp, 0755) < 0 && errno != EEXIST) {
+			bool made = mkdirat(cur, comp, 0755) == 0;
+			if (!made && errno != EEXIST) {
 				saved = errno;
 				close(cur);
 				errno = saved;
 				return -1;
 			}
 			fd = ad_openat_in_root(ctx->root_fd, prefix, O_RDONLY | O_DIRECTORY, 0, &e);
+			/* 0755 whatever the umask, as docker makes them. */
+			if (made && fd >= 0)
+				(void)fchmod(fd, 0755);
 		}
 		if (fd < 0) {
 			saved = e->errno_value ? e->errno_value : EIO;
@@ -812,8 +816,11 @@ static int run_unpack(struct unpack_ctx *ctx, store_unpack_result *res, ad_error
 		r = archive_read_next_header(ctx->tar, &entry);
 		if (r == ARCHIVE_EOF)
 			break;
-		if (r < ARCHIVE_WARN || r == ARCHIVE_RETRY)
-			return archive_fail(ctx, ctx->tar, err, "reading layer");
+		if (r < ARCHIVE_WARN || r == ARCHIVE_RETRY) {
+			_cleanup_free_ char *what = ad_asprintf(
+			    "reading layer header after %" PRIu64 " entries", res->entries);
+			return archive_fail(ctx, ctx->tar, err, what);
+		}
 		if (++res->entries > ctx->max_entries)
 			return ad_fail(err, AD_E_RESOURCE,
 				       "layer has more than %" PRIu64 " entries", ctx->max_entries);
