@@ -701,7 +701,7 @@ static char *challenge_param(const char *ch, const char *name)
 }
 
 static int fetch_token(store_session *sess, const endpoint *ep, const char *challenge,
-		       char **ret_token, ad_error **err)
+		       const char *rejected, char **ret_token, ad_error **err)
 {
 	store *s = sess->s;
 	_cleanup_free_ char *realm = challenge_param(challenge, "realm");
@@ -717,8 +717,18 @@ static int fetch_token(store_session *sess, const endpoint *ep, const char *chal
 					       creds && sess->username ? sess->username : "");
 	int64_t now = ad_monotonic_ns();
 	pthread_mutex_lock(&s->reg->tokens_lock);
-	for (token_entry *t = s->reg->tokens; t; t = t->next) {
-		if (strcmp(t->key, key) == 0 && t->expires_ns > now) {
+	for (token_entry **tp = &s->reg->tokens; *tp;) {
+		token_entry *t = *tp;
+		/* Expired, or refused by the registry before its time: fetch anew. */
+		if (t->expires_ns <= now || (rejected && strcmp(t->token, rejected) == 0)) {
+			*tp = t->next;
+			free(t->key);
+			free(t->token);
+			free(t);
+			continue;
+		}
+		tp = &t->next;
+		if (strcmp(t->key, key) == 0) {
 			*ret_token = ad_strdup(t->token);
 			pthread_mutex_unlock(&s->reg->tokens_lock);
 			return 0;
@@ -816,13 +826,13 @@ static int fetch_token(store_session *sess, const endpoint *ep, const char *chal
 
 /* Turns a 401 challenge into credentials for the next attempt. */
 static int answer_challenge(store_session *sess, endpoint *ep, const char *challenge,
-			    ad_error **err)
+			    const char *rejected, ad_error **err)
 {
 	if (strncasecmp(challenge, "Bearer", 6) == 0) {
 		char *tok = NULL;
 		if (ep->upstream && sess->registry_token) {
 			tok = ad_strdup(sess->registry_token);
-		} else if (fetch_token(sess, ep, challenge, &tok, err) < 0) {
+		} else if (fetch_token(sess, ep, challenge, rejected, &tok, err) < 0) {
 			return -1;
 		}
 		free(ep->bearer);
@@ -876,10 +886,12 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 	bool auth_retried = false;
 	unsigned delay = s->backoff_ms;
 	for (unsigned attempt = 0;; attempt++) {
-		_cleanup_free_ char *auth_header = NULL, *range = NULL;
+		_cleanup_free_ char *auth_header = NULL, *range = NULL, *used_bearer = NULL;
 		pthread_mutex_lock(&sess->lock);
-		if (ep->bearer)
+		if (ep->bearer) {
 			auth_header = ad_asprintf("Authorization: Bearer %s", ep->bearer);
+			used_bearer = ad_strdup(ep->bearer);
+		}
 		else if (ep->basic)
 			auth_header = ad_asprintf("Authorization: Basic %s", ep->basic);
 		pthread_mutex_unlock(&sess->lock);
@@ -895,13 +907,17 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 		if (rc == CURLE_OK && x->status == 401 && x->www_auth && !auth_retried) {
 			auth_retried = true;
 			pthread_mutex_lock(&sess->lock);
-			int r = answer_challenge(sess, ep, x->www_auth, err);
+			int r = answer_challenge(sess, ep, x->www_auth, used_bearer, err);
 			pthread_mutex_unlock(&sess->lock);
 			if (r < 0)
 				return -1;
 			continue;
 		}
 		if (rc != CURLE_OK) {
+			if (rc == CURLE_OPERATION_TIMEDOUT && attempt >= s->retries)
+				return ad_fail(err, AD_E_UNAVAILABLE,
+					       "registry %s: no data for %u s (stalled)", ep->hostport,
+					       s->stall_timeout_s);
 			if (!transient_curl(rc) || attempt >= s->retries)
 				return ad_fail(err, AD_E_UNAVAILABLE, "registry %s unreachable: %s",
 					       ep->hostport, curl_easy_strerror(rc));

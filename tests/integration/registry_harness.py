@@ -119,11 +119,20 @@ class Registry:
     def url(self):
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
-    def get(self, path):
+    def manifest(self, name, ref):
+        accept = ", ".join(["application/vnd.oci.image.manifest.v1+json",
+                            "application/vnd.docker.distribution.manifest.v2+json",
+                            "application/vnd.oci.image.index.v1+json",
+                            "application/vnd.docker.distribution.manifest.list.v2+json"])
+        return json.loads(self.get(f"/v2/{name}/manifests/{ref}", accept=accept))
+
+    def get(self, path, accept=None):
         ctx = None
         if self.tls:
             ctx = ssl.create_default_context(cafile=str(self.dir / "tls" / "ca.crt"))
         req = urllib.request.Request(self.url + path)
+        if accept:
+            req.add_header("Accept", accept)
         if self.auth:
             tok = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
             req.add_header("Authorization", "Basic " + tok)
@@ -287,3 +296,185 @@ class ImageBuilder:
         data = json.dumps(index).encode()
         self.set_tag(tag, {"mediaType": "application/vnd.oci.image.index.v1+json",
                            "digest": self.write_blob(data), "size": len(data)})
+
+
+class AuthProxy:
+    """A token-auth front for a plain Registry, for the parts docker-registry
+    cannot show by itself: the Bearer flow of distribution's
+    docs/spec/auth/token.md (realm, service, scope), blobs redirected to
+    another origin ("storage", which must never see the credentials), and
+    injected faults per blob digest: "503", "reset" (half the body, then the
+    connection drops), "stall" (half the body, then silence), "expire" (all
+    tokens revoked, answered 401)."""
+
+    def __init__(self, upstream, creds=None, redirect=True):
+        import collections
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.upstream = upstream
+        self.creds = creds
+        self.redirect = redirect
+        self.tokens = set()
+        self.token_requests = []
+        self.blob_requests = collections.Counter()
+        self.storage_requests = []  # (digest, Authorization header, Range header)
+        self.faults = {}
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self._cache = {}
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, code, body=b"", headers=()):
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                try:
+                    if self.server is proxy.storage:
+                        proxy._storage(self)
+                    else:
+                        proxy._front(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.front = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.storage = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.front.daemon_threads = self.storage.daemon_threads = True
+        self.host = f"127.0.0.1:{self.front.server_address[1]}"
+        self.storage_host = f"127.0.0.1:{self.storage.server_address[1]}"
+        self._threads = [threading.Thread(target=s.serve_forever, daemon=True)
+                         for s in (self.front, self.storage)]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for s in (self.front, self.storage):
+            s.shutdown()
+            s.server_close()
+
+    def _fault(self, digest):
+        with self.lock:
+            lst = self.faults.get(digest)
+            return lst.pop(0) if lst else None
+
+    def _upstream_blob(self, name, digest):
+        if digest not in self._cache:
+            self._cache[digest] = self.upstream.get(f"/v2/{name}/blobs/{digest}")
+        return self._cache[digest]
+
+    def _challenge(self, h, scope):
+        realm = f"http://{self.host}/token"
+        ch = f'Bearer realm="{realm}",service="agentd-test"'
+        if scope:
+            ch += f',scope="{scope}"'
+        body = json.dumps({"errors": [{"code": "UNAUTHORIZED",
+                                       "message": "authentication required"}]}).encode()
+        h.reply(401, body, [("WWW-Authenticate", ch), ("Content-Type", "application/json")])
+
+    def _front(self, h):
+        from urllib.parse import urlparse, parse_qs
+        u = urlparse(h.path)
+        if u.path == "/token":
+            q = parse_qs(u.query)
+            self.token_requests.append({k: v[0] for k, v in q.items()})
+            if self.creds:
+                want = "Basic " + base64.b64encode(
+                    f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
+                if h.headers.get("Authorization") != want:
+                    body = json.dumps({"errors": [{"code": "UNAUTHORIZED",
+                                                   "message": "bad user or password"}]})
+                    return h.reply(401, body.encode(), [("Content-Type", "application/json")])
+            tok = base64.b64encode(os.urandom(18)).decode()
+            with self.lock:
+                self.tokens.add(tok)
+            body = json.dumps({"access_token": tok, "expires_in": 300}).encode()
+            return h.reply(200, body, [("Content-Type", "application/json")])
+        parts = u.path.split("/")
+        # /v2/<name...>/(manifests|blobs)/<ref>
+        scope = None
+        if len(parts) >= 5 and parts[-2] in ("manifests", "blobs"):
+            scope = f"repository:{'/'.join(parts[2:-2])}:pull"
+        auth = h.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
+            return self._challenge(h, scope)
+        if u.path == "/v2/":
+            return h.reply(200, b"{}")
+        if not scope:
+            return h.reply(404)
+        name, kind, ref = "/".join(parts[2:-2]), parts[-2], parts[-1]
+        if kind == "manifests":
+            req = urllib.request.Request(f"{self.upstream.url}/v2/{name}/manifests/{ref}",
+                                         headers={"Accept": h.headers.get("Accept", "")})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return h.reply(200, r.read(), [
+                        ("Content-Type", r.headers["Content-Type"]),
+                        ("Docker-Content-Digest", r.headers["Docker-Content-Digest"])])
+            except urllib.error.HTTPError as e:
+                return h.reply(e.code, e.read(), [("Content-Type", "application/json")])
+        with self.lock:
+            self.blob_requests[ref] += 1
+        fault = self._fault(ref)
+        if fault == "503":
+            return h.reply(503, b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')
+        if fault == "expire":
+            with self.lock:
+                self.tokens.clear()
+            return self._challenge(h, scope)
+        if self.redirect:
+            loc = f"http://{self.storage_host}/storage/{name}/{ref}?sig=x"
+            if fault:
+                with self.lock:
+                    self.faults.setdefault(ref, []).insert(0, fault)
+            return h.reply(307, b"", [("Location", loc)])
+        return self._serve_blob(h, name, ref, fault)
+
+    def _storage(self, h):
+        from urllib.parse import urlparse
+        parts = urlparse(h.path).path.split("/")
+        name, digest = "/".join(parts[2:-1]), parts[-1]
+        self.storage_requests.append((digest, h.headers.get("Authorization"),
+                                      h.headers.get("Range")))
+        return self._serve_blob(h, name, digest, self._fault(digest))
+
+    def _serve_blob(self, h, name, digest, fault):
+        data = self._upstream_blob(name, digest)
+        start = 0
+        rng = h.headers.get("Range")
+        if rng and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[6:-1])
+        body = data[start:]
+        h.send_response(206 if start else 200)
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Content-Type", "application/octet-stream")
+        h.end_headers()
+        if fault in ("reset", "stall"):
+            h.wfile.write(body[: len(body) // 2])
+            h.wfile.flush()
+            if fault == "stall":
+                self.stop_event.wait(8)
+            h.close_connection = True
+            import socket as _s
+            try:
+                h.connection.shutdown(_s.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        h.wfile.write(body)

@@ -281,3 +281,68 @@ def test_tls_with_certs_d(tlsreg, store):
     assert p.stdout.startswith("ERROR unavailable") and tlsreg.host in p.stdout, p.stdout
     probe(store, "--certs-dir", tlsreg.certs_dir, "pull", ref)
     assert fields(probe(store, "get", ref).stdout, "tag") == [ref]
+
+
+def test_bearer_token_flow_and_redirect(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, creds=("bob", "pw")) as px:
+        ref = f"{px.host}/test/wh:v1"
+        p = probe(store, "--user", "bob", "--password", "nope", "pull", ref, check=False)
+        assert p.stdout.startswith("ERROR unauthenticated"), p.stdout
+        assert "bad user or password" in p.stdout and px.host in p.stdout
+        probe(store, "--user", "bob", "--password", "pw", "pull", ref)
+        assert {"service": "agentd-test", "scope": "repository:test/wh:pull"} in px.token_requests
+        # Blobs came from the other origin, which never saw the credentials.
+        assert px.storage_requests
+        assert all(auth is None for _, auth, _ in px.storage_requests)
+        assert px.storage_host not in str(px.token_requests)
+
+
+def test_token_refused_midway_is_refreshed(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain) as px:
+        ref = f"{px.host}/test/wh:v1"
+        layers = plain.manifest("test/wh", "v1")["layers"]
+        px.faults[layers[1]["digest"]] = ["expire"]
+        probe(store, "pull", ref)
+        assert len(px.token_requests) >= 2  # anonymous tokens, the second after the 401
+
+
+def test_retry_5xx_and_resume_after_reset(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain) as px:
+        ref = f"{px.host}/test/big:v1"
+        big = plain.manifest("test/big", "v1")["layers"][1]["digest"]
+        px.faults[big] = ["503", "reset"]
+        probe(store, "--retries", "3", "pull", ref)
+        ranges = [r for d, _, r in px.storage_requests if d == big]
+        # First try: 503; second: half then a reset; third resumes with a Range.
+        assert px.blob_requests[big] == 3
+        assert ranges[0] is None and ranges[-1] and ranges[-1].startswith("bytes=")
+        assert int(ranges[-1][6:-1]) > 0
+        assert os.listdir(store / "root" / "tmp") == []
+
+
+def test_stall_timeout(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain) as px:
+        ref = f"{px.host}/test/base:oci"
+        layer = plain.manifest("test/base", "oci")["layers"][0]["digest"]
+        px.faults[layer] = ["stall", "stall"]
+        t = time.time()
+        p = probe(store, "--stall", "2", "pull", ref, check=False)
+        assert p.stdout.startswith("ERROR unavailable") and "stalled" in p.stdout, p.stdout
+        assert px.host in p.stdout
+        assert time.time() - t < 30
+        assert os.listdir(store / "root" / "tmp") == []
+        assert os.listdir(store / "root" / "layers") == []
+
+
+def test_concurrent_pulls_share_downloads(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, redirect=False) as px:
+        refs = [f"{px.host}/test/base:oci", f"{px.host}/test/wh:v1", f"{px.host}/test/zst:v1"]
+        out = probe(store, "pull", *refs).stdout
+        assert len(fields(out, "pulled")) == 3
+        base = plain.manifest("test/base", "oci")["layers"][0]["digest"]
+        assert px.blob_requests[base] == 1, px.blob_requests

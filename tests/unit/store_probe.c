@@ -3,6 +3,7 @@
  * docker-registry. Prints results on stdout; on failure one line
  * "ERROR <CODE>: <message>" and exit status 1. */
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,6 +35,23 @@ static void print_image(const store_image *img)
 	printf("config %s\n", img->config_json ? "yes" : "no");
 }
 
+struct pull_job {
+	store *s;
+	const char *ref;
+	const store_pull_opts *opts;
+	pthread_t th;
+	int r;
+	char *id;
+	ad_error *err;
+};
+
+static void *pull_main(void *u)
+{
+	struct pull_job *j = u;
+	j->r = store_pull(j->s, j->ref, j->opts, &j->id, &j->err);
+	return NULL;
+}
+
 static int usage(void)
 {
 	fprintf(stderr,
@@ -41,7 +59,7 @@ static int usage(void)
 		"       [--user U --password P | --auth B64 | --registry-token T]\n"
 		"       [--plain-http HOST] [--insecure HOST] [--mirror HOST=URL]\n"
 		"       [--parallel N] [--retries N] [--stall S] [--platform OS/ARCH[/VARIANT]]\n"
-		"       pull REF | get Q | list [FILTER] | rm Q | gc | usage |\n"
+		"       pull REF... | get Q | list [FILTER] | rm Q | gc | usage |\n"
 		"       mount IMAGE CONTAINER | umount CONTAINER\n");
 	return 2;
 }
@@ -153,11 +171,27 @@ int main(int argc, char **argv)
 			po.arch = strtok(NULL, "/");
 			po.variant = strtok(NULL, "/");
 		}
-		char *id = NULL;
-		r = store_pull(s, arg, &po, &id, &err);
-		if (r == 0)
-			printf("pulled %s\n", id);
-		free(id);
+		/* Several references are pulled at once, each in its own thread. */
+		int n = argc - optind - 1;
+		struct pull_job *jobs = calloc((size_t)n, sizeof(*jobs));
+		for (int i = 0; i < n; i++) {
+			jobs[i] = (struct pull_job){.s = s, .ref = argv[optind + 1 + i], .opts = &po};
+			pthread_create(&jobs[i].th, NULL, pull_main, &jobs[i]);
+		}
+		r = 0;
+		for (int i = 0; i < n; i++) {
+			pthread_join(jobs[i].th, NULL);
+			if (jobs[i].r == 0) {
+				printf("pulled %s\n", jobs[i].id);
+			} else if (r == 0) {
+				r = -1;
+				err = jobs[i].err;
+				jobs[i].err = NULL;
+			}
+			free(jobs[i].id);
+			ad_error_free(&jobs[i].err);
+		}
+		free(jobs);
 	} else if (strcmp(cmd, "get") == 0 && arg) {
 		store_image *img = NULL;
 		r = store_image_get(s, arg, &img, &err);
