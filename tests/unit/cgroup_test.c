@@ -656,6 +656,9 @@ static void test_v1_devices(void **state)
 	assert_int_equal(cg_open(g_parent, "dev", &again, &err), 0);
 	assert_int_equal(cg_devices_allow(again, "c 1:8 r", &err), 0);
 	cg_free(again);
+	/* What the runtime writes for a privileged container. */
+	assert_int_equal(cg_devices_allow(cg, "a *:* rwm", &err), 0);
+	assert_file("a *:* rwm", "/sys/fs/cgroup/devices/%s/devices.list", cg_path(cg));
 	destroy_ok(cg);
 }
 
