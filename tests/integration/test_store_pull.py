@@ -346,3 +346,26 @@ def test_concurrent_pulls_share_downloads(plain, store):
         assert len(fields(out, "pulled")) == 3
         base = plain.manifest("test/base", "oci")["layers"][0]["digest"]
         assert px.blob_requests[base] == 1, px.blob_requests
+
+
+def test_demo_image_builds_and_runs(plain, store, work):
+    out = work / "demo"
+    subprocess.run(["sh", str(Path(__file__).parents[2] / "deploy" / "demo-image" / "build.sh"),
+                    str(out)], check=True, capture_output=True, timeout=120)
+    assert (out / "demo-image.tar").stat().st_size > 1 << 20
+    layout = ImageBuilder(out / "oci")
+    plain.push(layout, "latest", "agentd/demo:latest")
+    ref = f"{plain.host}/agentd/demo:latest"
+    probe(store, "pull", ref)
+    cfg_digest = fields(probe(store, "get", ref).stdout, "id")[0]
+    cfg = json.loads((store / "root" / "blobs" / "sha256" / cfg_digest[7:]).read_text())
+    assert cfg["config"]["Cmd"] == ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"]
+    merged = Path(fields(probe(store, "mount", ref, "demo").stdout, "rootfs")[0])
+    try:
+        assert os.readlink(merged / "bin" / "httpd") == "busybox"
+        assert "Hello from agentd" in (merged / "www" / "index.html").read_text()
+        r = subprocess.run(["chroot", str(merged), "/bin/sh", "-c", "echo from-demo"],
+                           capture_output=True, text=True)
+        assert r.stdout == "from-demo\n"
+    finally:
+        probe(store, "umount", "demo")
