@@ -243,6 +243,17 @@ static void child_forks(long n, int fd)
 		pause();
 }
 
+static void child_bomb(long unused, int fd)
+{
+	(void)unused;
+	char c = 'r';
+	if (write(fd, &c, 1) != 1)
+		_exit(98);
+	close(fd);
+	for (;;)
+		fork();
+}
+
 static void child_pause(long unused, int fd)
 {
 	(void)unused;
@@ -631,6 +642,37 @@ static void test_v1_pids_and_destroy(void **state)
 	assert_int_equal(errno, ECHILD);
 }
 
+static void test_v1_destroy_fork_bomb(void **state)
+{
+	(void)state;
+	REQUIRE_V1();
+	/* pids.max keeps the bomb from hurting the host; the freezer keeps it
+	 * from outrunning the kill loop. */
+	rt_resources res = {.pids_limit = 128};
+	cg_manager *cg = create_ok("bomb", &res);
+	_cleanup_free_ char *path = ad_strdup(cg_path(cg));
+	int fd;
+	char c;
+	pid_t pid = spawn(cg, child_bomb, 0, &fd);
+	wait_report(fd, &c, 1);
+	close(fd);
+	usleep(200000);
+	_cleanup_error_ ad_error *err = NULL;
+	rt_stats st;
+	assert_int_equal(cg_stats(cg, &st, &err), 0);
+	assert_true(st.pids_current > 1);
+	int64_t t0 = ad_monotonic_ns();
+	destroy_ok(cg);
+	assert_true(ad_monotonic_ns() - t0 < 5000000000LL);
+	wait_child(pid);
+	for (size_t i = 0; i < N_V1; i++) {
+		_cleanup_free_ char *dir = ad_asprintf("/sys/fs/cgroup/%s/%s", v1_ctrls[i], path);
+		if (exists(dir))
+			fail_msg("%s still exists after cg_destroy", dir);
+	}
+	reap_all();
+}
+
 static void test_v1_devices(void **state)
 {
 	(void)state;
@@ -980,6 +1022,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_v1_update_memory, teardown),
 	    cmocka_unit_test_teardown(test_v1_oom, teardown),
 	    cmocka_unit_test_teardown(test_v1_pids_and_destroy, teardown),
+	    cmocka_unit_test_teardown(test_v1_destroy_fork_bomb, teardown),
 	    cmocka_unit_test_teardown(test_v1_devices, teardown),
 	    cmocka_unit_test_teardown(test_v1_parent_normalized, teardown),
 	    cmocka_unit_test_teardown(test_v2_real_unified, teardown),
