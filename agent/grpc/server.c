@@ -122,6 +122,7 @@ struct rpc_conn {
 	char peer[INET6_ADDRSTRLEN + 16];
 	char *identity;
 	bool got_frame;
+	bool read_paused;
 	size_t recv_buffered;
 	int64_t reset_window_start;
 	unsigned resets;
@@ -904,9 +905,21 @@ static int conn_flush(rpc_conn *c)
 		return 0;
 	if (nghttp2_session_send(c->session) != 0)
 		return -1;
+	size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
 	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+	    pending == 0)
 		return -1;
+	/* Backpressure: a client that does not read its responses gets no new
+	 * requests processed until it does (writecb re-enables at empty). */
+	if (pending >= CONN_OUTBUF_MAX) {
+		if (!c->read_paused) {
+			c->read_paused = true;
+			bufferevent_disable(c->bev, EV_READ);
+		}
+	} else if (c->read_paused) {
+		c->read_paused = false;
+		bufferevent_enable(c->bev, EV_READ);
+	}
 	return 0;
 }
 
