@@ -283,6 +283,19 @@ class ImageBuilder:
                                "size": len(mdata)})
         return sha256_bytes(raw)
 
+    def break_diff_id(self, src_tag, dst_tag):
+        """dst_tag: src_tag with a config whose last diff_id is wrong."""
+        desc = self.descriptor(src_tag)
+        manifest = json.loads(self.blob(desc["digest"]))
+        config = json.loads(self.blob(manifest["config"]["digest"]))
+        config["rootfs"]["diff_ids"][-1] = "sha256:" + "0" * 64
+        cdata = json.dumps(config).encode()
+        manifest["config"] = dict(manifest["config"], digest=self.write_blob(cdata),
+                                  size=len(cdata))
+        mdata = json.dumps(manifest).encode()
+        self.set_tag(dst_tag, {"mediaType": desc["mediaType"], "digest": self.write_blob(mdata),
+                               "size": len(mdata)})
+
     def multiarch(self, tag, per_arch):
         """An OCI index `tag` over images {arch: tag} already in the layout."""
         manifests = []
@@ -305,7 +318,7 @@ class AuthProxy:
     another origin ("storage", which must never see the credentials), and
     injected faults per blob digest: "503", "reset" (half the body, then the
     connection drops), "stall" (half the body, then silence), "expire" (all
-    tokens revoked, answered 401)."""
+    tokens revoked, answered 401), "corrupt" (the first byte flipped)."""
 
     def __init__(self, upstream, creds=None, redirect=True):
         import collections
@@ -459,6 +472,8 @@ class AuthProxy:
         if rng and rng.startswith("bytes=") and rng.endswith("-"):
             start = int(rng[6:-1])
         body = data[start:]
+        if fault == "corrupt":
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
         h.send_response(206 if start else 200)
         if start:
             h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

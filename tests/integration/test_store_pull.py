@@ -51,6 +51,8 @@ def layout(work):
                                   ("data/new", "file", b"new\n"), (".wh.gone", "file", b"")])
     b.append_layer("wh", "zst", [("z", "file", b"zstd layer\n")], compress="zstd")
     b.busybox("arm", marker="arm64", arch="arm64")
+    b.break_diff_id("wh", "baddiff")
+    b.append_layer("base", "evil", [("../../escaped", "file", b"out\n")])
     b.multiarch("multi", {"amd64": "base", "arm64": "arm"})
     # A big incompressible layer, so that a pull can be killed midway.
     b.append_layer("base", "big", [("big", "file", os.urandom(48 << 20))], compress=None)
@@ -66,6 +68,8 @@ def plain(work, layout):
         reg.push(layout, "zst", "test/zst:v1", fmt="oci")
         reg.push(layout, "multi", "test/multi:v1", all_images=True)
         reg.push(layout, "big", "test/big:v1", fmt="oci")
+        reg.push(layout, "baddiff", "test/baddiff:v1", fmt="oci")
+        reg.push(layout, "evil", "test/evil:v1", fmt="oci")
         yield reg
 
 
@@ -369,3 +373,68 @@ def test_demo_image_builds_and_runs(plain, store, work):
         assert r.stdout == "from-demo\n"
     finally:
         probe(store, "umount", "demo")
+
+
+def test_pull_by_digest(plain, store):
+    m = plain.manifest("test/base", "oci")
+    manifest_digest = "sha256:" + hashlib.sha256(
+        plain.get("/v2/test/base/manifests/oci",
+                  accept="application/vnd.oci.image.manifest.v1+json")).hexdigest()
+    ref = f"{plain.host}/test/base@{manifest_digest}"
+    out = probe(store, "pull", ref).stdout
+    img = probe(store, "get", ref).stdout
+    assert fields(img, "id") == fields(out, "pulled")
+    assert fields(img, "tag") == []  # a digest pull names no tag
+    assert fields(probe(store, "get", manifest_digest).stdout, "id") == fields(out, "pulled")
+    assert fields(img, "layer")[0] == json.loads(
+        (store / "root" / "blobs" / "sha256" / m["config"]["digest"][7:]).read_text()
+    )["rootfs"]["diff_ids"][0]
+    # By the index digest of a multi-arch image; a digest the registry lacks.
+    idx = "sha256:" + hashlib.sha256(plain.get(
+        "/v2/test/multi/manifests/v1",
+        accept="application/vnd.oci.image.index.v1+json")).hexdigest()
+    probe(store, "pull", f"{plain.host}/test/multi@{idx}")
+    p = probe(store, "pull", f"{plain.host}/test/base@sha256:{'1' * 64}", check=False)
+    assert p.stdout.startswith("ERROR not found"), p.stdout
+
+
+def test_corrupt_blob_is_rejected_and_nothing_kept(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, redirect=False) as px:
+        layer = plain.manifest("test/wh", "v1")["layers"][1]["digest"]
+        px.faults[layer] = ["corrupt"]
+        p = probe(store, "pull", f"{px.host}/test/wh:v1", check=False)
+        assert p.stdout.startswith("ERROR data loss"), p.stdout
+        assert layer in p.stdout and p.stdout.count("sha256:") >= 3  # expected and got
+        assert layer[7:] not in os.listdir(store / "root" / "blobs" / "sha256")
+        assert os.listdir(store / "root" / "tmp") == []
+        assert probe(store, "list").stdout == ""
+        probe(store, "pull", f"{px.host}/test/wh:v1")  # the next try is clean
+
+
+def test_diff_id_mismatch(plain, store):
+    p = probe(store, "pull", f"{plain.host}/test/baddiff:v1", check=False)
+    assert p.stdout.startswith("ERROR data loss") and "sha256:" + "0" * 64 in p.stdout, p.stdout
+    assert os.listdir(store / "root" / "tmp") == []
+    assert probe(store, "list").stdout == ""
+
+
+def test_path_traversal_layer_is_contained(plain, store):
+    p = probe(store, "pull", f"{plain.host}/test/evil:v1", check=False)
+    assert not (store / "escaped").exists() and not (store / "root" / "escaped").exists()
+    if p.returncode == 0:
+        # Contained: the entry landed inside the layer dir.
+        layer = fields(probe(store, "get", f"{plain.host}/test/evil:v1").stdout, "layer")[1]
+        assert (store / "root" / "layers" / layer[7:] / "escaped").read_text() == "out\n"
+    else:
+        assert p.stdout.startswith("ERROR invalid argument"), p.stdout
+        assert probe(store, "list").stdout == ""
+    assert os.listdir(store / "root" / "tmp") == []
+
+
+def test_registry_token_from_caller(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, creds=("x", "y")) as px:
+        px.tokens.add("given-by-kubelet")
+        probe(store, "--registry-token", "given-by-kubelet", "pull", f"{px.host}/test/base:oci")
+        assert px.token_requests == []  # used as is, no token server round trip
