@@ -18,3 +18,18 @@ else()
 endif()
 target_include_directories(unpack_test PRIVATE ${CMAKE_SOURCE_DIR}/store)
 set_tests_properties(unit.unpack_test PROPERTIES TIMEOUT 120)
+
+# libFuzzer target (not a ctest): only with clang.
+if(CMAKE_C_COMPILER_ID MATCHES "Clang")
+  add_executable(unpack_fuzz ${CMAKE_SOURCE_DIR}/tests/fuzz/unpack_fuzz.c)
+  target_compile_options(unpack_fuzz PRIVATE -fsanitize=fuzzer)
+  target_link_options(unpack_fuzz PRIVATE -fsanitize=fuzzer)
+  target_include_directories(unpack_fuzz PRIVATE ${CMAKE_SOURCE_DIR}/store)
+  if(unpack_in_adstore)
+    target_link_libraries(unpack_fuzz PRIVATE adstore adcommon PkgConfig::LIBARCHIVE
+                          PkgConfig::OPENSSL)
+  else()
+    target_sources(unpack_fuzz PRIVATE ${CMAKE_SOURCE_DIR}/store/unpack.c)
+    target_link_libraries(unpack_fuzz PRIVATE adcommon PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
+  endif()
+endif()
