@@ -48,13 +48,14 @@ def sha256_bytes(b):
 class Registry:
     """docker-registry serving a private temp dir on 127.0.0.1:<free port>."""
 
-    def __init__(self, workdir, auth=None, tls=False):
+    def __init__(self, workdir, auth=None, tls=False, client_certs=False):
         self.dir = Path(workdir) / f"registry-{os.getpid()}-{free_port()}"
         self.dir.mkdir(parents=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.auth = auth
-        self.tls = tls
+        self.tls = tls or client_certs
+        self.client_certs = client_certs
         self.proc = None
         self.certs_dir = None
 
@@ -73,6 +74,13 @@ class Registry:
         self.certs_dir = self.dir / "certs.d"
         (self.certs_dir / self.host).mkdir(parents=True)
         shutil.copy(d / "ca.crt", self.certs_dir / self.host / "ca.crt")
+        if self.client_certs:
+            # client.cert + client.key, signed by the same CA, required by the server
+            run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=agentd client",
+                "-keyout", self.certs_dir / self.host / "client.key", "-out", d / "client.csr")
+            run("openssl", "x509", "-req", "-in", d / "client.csr", "-CA", d / "ca.crt",
+                "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "2",
+                "-out", self.certs_dir / self.host / "client.cert")
         return d
 
     def start(self):
@@ -91,6 +99,8 @@ class Registry:
         if self.tls:
             d = self._make_tls()
             cfg += ["  tls:", f"    certificate: {d / 'server.crt'}", f"    key: {d / 'server.key'}"]
+            if self.client_certs:
+                cfg += ["    clientcas:", f"      - {d / 'ca.crt'}"]
         if self.auth:
             htp = self.dir / "htpasswd"
             run("htpasswd", "-Bbc", htp, self.auth[0], self.auth[1])
@@ -130,6 +140,9 @@ class Registry:
         ctx = None
         if self.tls:
             ctx = ssl.create_default_context(cafile=str(self.dir / "tls" / "ca.crt"))
+            if self.client_certs:
+                c = self.certs_dir / self.host
+                ctx.load_cert_chain(str(c / "client.cert"), str(c / "client.key"))
         req = urllib.request.Request(self.url + path)
         if accept:
             req.add_header("Accept", accept)

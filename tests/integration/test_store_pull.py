@@ -5,6 +5,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -438,3 +439,15 @@ def test_registry_token_from_caller(plain, store):
         px.tokens.add("given-by-kubelet")
         probe(store, "--registry-token", "given-by-kubelet", "pull", f"{px.host}/test/base:oci")
         assert px.token_requests == []  # used as is, no token server round trip
+
+
+def test_tls_client_certificate(work, layout, store):
+    with Registry(work, client_certs=True) as reg:
+        reg.push(layout, "base", "mtls/base:v1", fmt="oci")
+        ref = f"{reg.host}/mtls/base:v1"
+        only_ca = store / "certs-ca-only"
+        (only_ca / reg.host).mkdir(parents=True)
+        shutil.copy(reg.certs_dir / reg.host / "ca.crt", only_ca / reg.host / "ca.crt")
+        p = probe(store, "--certs-dir", only_ca, "pull", ref, check=False)
+        assert p.stdout.startswith("ERROR unavailable") and reg.host in p.stdout, p.stdout
+        probe(store, "--certs-dir", reg.certs_dir, "pull", ref)

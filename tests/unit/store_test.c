@@ -362,6 +362,47 @@ static void test_open_cleans_tmp(void **state)
 	assert_int_equal(count_entries(p), 0);
 }
 
+/* GC: blobs and layer dirs no image references go, as do stray names. */
+static void test_gc_unreferenced(void **state)
+{
+	fixture *f = *state;
+	const char *data = "unreferenced";
+	char dig[72], p[256];
+	sha256_of(data, strlen(data), dig);
+	mem_src m = {data, strlen(data), 0, 0, -1, 0, 0};
+	ad_error *err = NULL;
+	assert_int_equal(store_blob_ingest(f->s, dig, -1, mem_read, &m, &err), 0);
+	snprintf(p, sizeof(p), "%s/root/layers/%s", f->dir, HEX_A);
+	assert_int_equal(mkdir(p, 0755), 0);
+	snprintf(p, sizeof(p), "%s/root/layers/%s/file", f->dir, HEX_A);
+	close(open(p, O_CREAT | O_WRONLY, 0644));
+	snprintf(p, sizeof(p), "%s/root/layers/not-a-digest", f->dir);
+	assert_int_equal(mkdir(p, 0755), 0);
+	uint64_t freed = 0;
+	assert_int_equal(store_gc(f->s, &freed, &err), 0);
+	assert_true(freed > 0);
+	assert_false(store_blob_exists(f->s, dig));
+	snprintf(p, sizeof(p), "%s/root/layers", f->dir);
+	assert_int_equal(count_entries(p), 0);
+	assert_int_equal(store_gc(f->s, &freed, &err), 0);
+	assert_int_equal(freed, 0);
+
+	store_image **imgs = NULL;
+	assert_int_equal(store_image_list(f->s, NULL, &imgs, &err), 0);
+	assert_null(imgs[0]);
+	store_images_free(imgs);
+	store_image *img = NULL;
+	assert_int_equal(store_image_get(f->s, "nginx", &img, &err), -1);
+	assert_int_equal(err->code, AD_E_NOT_FOUND);
+	assert_non_null(strstr(err->message, "nginx"));
+	ad_error_free(&err);
+	/* Removing what is absent is not an error; a bad reference is. */
+	assert_int_equal(store_image_remove(f->s, "nginx", &err), 0);
+	assert_int_equal(store_image_remove(f->s, "Bad/Ref", &err), -1);
+	assert_int_equal(err->code, AD_E_INVALID);
+	ad_error_free(&err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -371,6 +412,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_blob_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blob_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_cleans_tmp, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_unreferenced, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
