@@ -76,25 +76,24 @@ static la_ssize_t raw_read_cb(struct archive *a, void *data, const void **buffer
 	struct unpack_ctx *ctx = data;
 	if (ctx->in_eof)
 		return 0;
-	for (;;) {
-		ad_error *e = NULL;
-		ssize_t n = ctx->read_fn(ctx->userdata, ctx->in_buf, UNPACK_READ_BLOCK, &e);
-		if (n < 0) {
-			if (!e)
-				ad_fail(&e, AD_E_INTERNAL, "layer read failed");
-			archive_set_error(a, e->errno_value ? e->errno_value : EIO, "%s",
-					  e->message);
-			if (!ctx->read_err)
-				ctx->read_err = e;
-			else
-				ad_error_free(&e);
-			return -1;
-		}
-		if (n == 0)
-			ctx->in_eof = true;
-		*buffer = ctx->in_buf;
-		return n;
+	ad_error *e = NULL;
+	ssize_t n = ctx->read_fn(ctx->userdata, ctx->in_buf, UNPACK_READ_BLOCK, &e);
+	if (n > UNPACK_READ_BLOCK)
+		ad_fail(&e, AD_E_INTERNAL, "layer read returned more than asked");
+	if (n < 0 || e) {
+		if (!e)
+			ad_fail(&e, AD_E_INTERNAL, "layer read failed");
+		archive_set_error(a, e->errno_value ? e->errno_value : EIO, "%s", e->message);
+		if (!ctx->read_err)
+			ctx->read_err = e;
+		else
+			ad_error_free(&e);
+		return -1;
 	}
+	if (n == 0)
+		ctx->in_eof = true;
+	*buffer = ctx->in_buf;
+	return n;
 }
 
 static void hash_bytes(struct unpack_ctx *ctx, const void *p, size_t n)
