@@ -1006,6 +1006,42 @@ static void test_duplicates(void **state)
 	free(dest);
 }
 
+/* ---- sparse files ------------------------------------------------------------------------ */
+
+static void test_sparse(void **state)
+{
+	struct fixture *fx = *state;
+	char *dest = mkdest(fx, "sparse");
+	const size_t size = 4 * 1024 * 1024;
+	char *data = ad_malloc0(size);
+	memset(data, 'a', 8192);
+	memset(data + 1024 * 1024, 'b', 4096);
+	struct layer l;
+	layer_begin(&l);
+	struct archive_entry *e = new_entry("holes", AE_IFREG, 0644, 0, 0);
+	archive_entry_set_size(e, (la_int64_t)size);
+	archive_entry_sparse_add_entry(e, 0, 8192);
+	archive_entry_sparse_add_entry(e, 1024 * 1024, 4096);
+	write_entry(&l, e, data, size); /* holes included: the writer skips them */
+	layer_end(&l);
+	assert_true(l.tar.len < 64 * 1024); /* it really was stored sparse */
+	unpack_ok(dest, &l, COMP_GZIP, NULL);
+	struct stat st = lstat_of(dest, "holes");
+	assert_int_equal(st.st_size, size);
+	assert_true(st.st_blocks * 512 < 1024 * 1024);
+	char *p = ad_asprintf("%s/holes", dest);
+	char *got = NULL;
+	size_t len = 0;
+	ad_error *err = NULL;
+	assert_int_equal(ad_read_file(AT_FDCWD, p, size + 1, &got, &len, &err), 0);
+	assert_int_equal(len, size);
+	assert_memory_equal(got, data, size);
+	free(got);
+	free(p);
+	free(data);
+	free(dest);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1019,6 +1055,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_streams, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sparse, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
