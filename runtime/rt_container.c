@@ -126,6 +126,7 @@ int rt_runtime_new(const rt_options *opts, rt_runtime **ret, ad_error **err)
 	rt->state_root = ad_strdup(root);
 	rt->shim_path = ad_steal_ptr(shim_abs);
 	rt->cgroup_parent = ad_strdup(o.cgroup_parent ? o.cgroup_parent : "agentd");
+	pthread_mutex_init(&rt->seccomp_lock, NULL);
 	*ret = rt;
 	return 0;
 }
@@ -137,6 +138,8 @@ void rt_runtime_free(rt_runtime *rt)
 	free(rt->state_root);
 	free(rt->shim_path);
 	free(rt->cgroup_parent);
+	free(rt->seccomp_bpf);
+	pthread_mutex_destroy(&rt->seccomp_lock);
 	free(rt);
 }
 
@@ -692,7 +695,7 @@ int rt_create(rt_runtime *rt, const rt_config *cfg, rt_container **ret, ad_error
 			       "container %s: a user namespace needs uid and gid maps", cfg->id);
 
 	rt_secplan plan;
-	if (rt_secplan_build(cfg, &plan, err) < 0)
+	if (rt_secplan_build(rt, cfg, &plan, err) < 0)
 		return ad_error_wrap(err, "container %s", cfg->id);
 
 	rt_container *c = ad_malloc0(sizeof(*c));

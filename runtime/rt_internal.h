@@ -2,7 +2,8 @@
 #ifndef AGENTD_RT_INTERNAL_H
 #define AGENTD_RT_INTERNAL_H
 
-#include <seccomp.h>
+#include <linux/filter.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -14,6 +15,12 @@
 #define RT_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct rt_runtime {
+	/* Docker's default seccomp profile, compiled once per bounding set:
+	 * generating the BPF costs more than the rest of a container start. */
+	pthread_mutex_t seccomp_lock;
+	uint64_t seccomp_caps;
+	struct sock_filter *seccomp_bpf;
+	size_t seccomp_len;
 	char *state_root;
 	char *shim_path;
 	char *cgroup_parent;
@@ -37,12 +44,13 @@ struct rt_container {
 typedef struct rt_secplan {
 	uint64_t bounding, effective, permitted, inheritable, ambient;
 	bool all_caps;
-	scmp_filter_ctx seccomp; /* NULL: unconfined */
+	struct sock_filter *seccomp; /* NULL: unconfined */
+	size_t seccomp_len;	     /* instructions */
 	const char *apparmor;
 	bool no_new_privs;
 } rt_secplan;
 
-int rt_secplan_build(const rt_config *cfg, rt_secplan *ret, ad_error **err);
+int rt_secplan_build(rt_runtime *rt, const rt_config *cfg, rt_secplan *ret, ad_error **err);
 void rt_secplan_clear(rt_secplan *p);
 /* Child side, in order: before the uid switch, after it (caps), and last. */
 int rt_secplan_apply_pre_user(const rt_secplan *p, ad_error **err);

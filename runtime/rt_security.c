@@ -10,7 +10,10 @@
 #include <string.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <linux/seccomp.h>
 
 #include "rt_internal.h"
 
@@ -700,6 +703,67 @@ fail:
 	return -1;
 }
 
+/* Compiles ctx into BPF here, in the parent, and releases it. */
+static int export_bpf(scmp_filter_ctx ctx, struct sock_filter **ret, size_t *ret_len,
+		      ad_error **err)
+{
+	int r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+	_cleanup_close_ int fd = memfd_create("seccomp-bpf", MFD_CLOEXEC);
+	if (fd < 0) {
+		seccomp_release(ctx);
+		return ad_fail_errno(err, AD_E_INTERNAL, "memfd_create");
+	}
+	if (r == 0)
+		r = seccomp_export_bpf(ctx, fd);
+	seccomp_release(ctx);
+	if (r < 0)
+		return ad_error_make(err, AD_E_INTERNAL, -r, "compile the seccomp filter");
+	off_t len = lseek(fd, 0, SEEK_END);
+	if (len <= 0 || len % (off_t)sizeof(struct sock_filter) || len > (1 << 20))
+		return ad_fail(err, AD_E_INTERNAL, "seccomp filter of %lld bytes", (long long)len);
+	struct sock_filter *bpf = ad_malloc0((size_t)len);
+	if (pread(fd, bpf, (size_t)len, 0) != len) {
+		free(bpf);
+		return ad_fail_errno(err, AD_E_INTERNAL, "read the seccomp filter");
+	}
+	*ret = bpf;
+	*ret_len = (size_t)len / sizeof(struct sock_filter);
+	return 0;
+}
+
+static int default_bpf(rt_runtime *rt, uint64_t caps, struct sock_filter **ret, size_t *ret_len,
+		       ad_error **err)
+{
+	scmp_filter_ctx ctx = NULL;
+	if (!rt) {
+		if (build_default(caps, &ctx, err) < 0)
+			return -1;
+		return export_bpf(ctx, ret, ret_len, err);
+	}
+	pthread_mutex_lock(&rt->seccomp_lock);
+	int r = 0;
+	if (!rt->seccomp_bpf || rt->seccomp_caps != caps) {
+		struct sock_filter *bpf;
+		size_t len;
+		r = build_default(caps, &ctx, err);
+		if (r == 0)
+			r = export_bpf(ctx, &bpf, &len, err);
+		if (r == 0) {
+			free(rt->seccomp_bpf);
+			rt->seccomp_bpf = bpf;
+			rt->seccomp_len = len;
+			rt->seccomp_caps = caps;
+		}
+	}
+	if (r == 0) {
+		*ret = ad_malloc0(rt->seccomp_len * sizeof(struct sock_filter));
+		memcpy(*ret, rt->seccomp_bpf, rt->seccomp_len * sizeof(struct sock_filter));
+		*ret_len = rt->seccomp_len;
+	}
+	pthread_mutex_unlock(&rt->seccomp_lock);
+	return r;
+}
+
 bool rt_apparmor_enabled(void)
 {
 	char c = 0;
@@ -712,7 +776,7 @@ bool rt_apparmor_enabled(void)
 	return c == 'Y';
 }
 
-int rt_secplan_build(const rt_config *cfg, rt_secplan *ret, ad_error **err)
+int rt_secplan_build(rt_runtime *rt, const rt_config *cfg, rt_secplan *ret, ad_error **err)
 {
 	const rt_security *s = &cfg->security;
 	rt_secplan p = {.no_new_privs = s->no_new_privs, .apparmor = s->apparmor_profile};
@@ -735,24 +799,15 @@ int rt_secplan_build(const rt_config *cfg, rt_secplan *ret, ad_error **err)
 			       "this host",
 			       s->apparmor_profile);
 	if (!s->privileged && s->seccomp == RT_SECCOMP_DEFAULT) {
-		if (build_default(p.bounding, &p.seccomp, err) < 0)
+		if (default_bpf(rt, p.bounding, &p.seccomp, &p.seccomp_len, err) < 0)
 			return -1;
 	} else if (!s->privileged && s->seccomp == RT_SECCOMP_CUSTOM) {
+		scmp_filter_ctx ctx = NULL;
 		if (!s->seccomp_profile)
 			return ad_fail(err, AD_E_INVALID, "custom seccomp without a profile path");
-		if (build_custom(s->seccomp_profile, p.bounding, &p.seccomp, err) < 0)
+		if (build_custom(s->seccomp_profile, p.bounding, &ctx, err) < 0 ||
+		    export_bpf(ctx, &p.seccomp, &p.seccomp_len, err) < 0)
 			return -1;
-	}
-	if (p.seccomp) {
-		/* no_new_privs is the caller's choice; the filter is loaded while
-		 * CAP_SYS_ADMIN is still held when it is off. */
-		int r = seccomp_attr_set(p.seccomp, SCMP_FLTATR_CTL_NNP, 0);
-		if (r == 0)
-			r = seccomp_attr_set(p.seccomp, SCMP_FLTATR_CTL_TSYNC, 0);
-		if (r < 0) {
-			rt_secplan_clear(&p);
-			return ad_error_make(err, AD_E_INTERNAL, -r, "seccomp attributes");
-		}
 	}
 	*ret = p;
 	return 0;
@@ -760,16 +815,15 @@ int rt_secplan_build(const rt_config *cfg, rt_secplan *ret, ad_error **err)
 
 void rt_secplan_clear(rt_secplan *p)
 {
-	if (p->seccomp)
-		seccomp_release(p->seccomp);
+	free(p->seccomp);
 	p->seccomp = NULL;
 }
 
 static int load_seccomp(const rt_secplan *p, ad_error **err)
 {
-	int r = seccomp_load(p->seccomp);
-	if (r < 0)
-		return ad_error_make(err, AD_E_INTERNAL, -r, "load seccomp filter");
+	struct sock_fprog prog = {.len = (unsigned short)p->seccomp_len, .filter = p->seccomp};
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "load seccomp filter");
 	return 0;
 }
 
