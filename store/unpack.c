@@ -343,7 +343,8 @@ static bool skip_xattr(const char *xname)
 {
 	/* The overlay's own markers must come from whiteout entries only: a
 	 * layer must not smuggle in redirects or metacopy flags. */
-	return strncmp(xname, "trusted.overlay.", 16) == 0;
+	return strncmp(xname, "trusted.overlay.", 16) == 0 ||
+	       strncmp(xname, "user.overlay.", 13) == 0;
 }
 
 static int set_xattrs(struct archive_entry *entry, int fd, int pfd, const char *base,
@@ -671,6 +672,12 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 	_cleanup_free_ char *path = ad_malloc0(name_len + 1);
 	clean_path(name, path);
 	mode_t type = archive_entry_filetype(entry);
+
+	/* AUFS metadata at the top (.wh..wh.plnk/ and its content, ...) means
+	 * nothing to overlayfs; an opaque marker there is a real whiteout. */
+	if (strncmp(path, WHITEOUT_META_PREFIX, strlen(WHITEOUT_META_PREFIX)) == 0 &&
+	    strcmp(path, WHITEOUT_OPAQUE) != 0)
+		return 0;
 
 	if (path[0] == '\0') {
 		if (hardlink || type != AE_IFDIR)

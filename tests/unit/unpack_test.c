@@ -488,6 +488,7 @@ static void test_whiteouts(void **state)
 	add_file(&l, "d/new", "new\n", 0644, 0, 0);
 	add_file(&l, "d2/.wh.x", "", 0644, 0, 0);
 	add_dir(&l, ".wh..wh.plnk", 0700);
+	add_file(&l, ".wh..wh.plnk/123.456", "aufs", 0644, 0, 0);
 	layer_end(&l);
 	unpack_ok(upper, &l, COMP_ZSTD, NULL);
 
