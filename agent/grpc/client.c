@@ -393,18 +393,25 @@ static int connect_fail(const rpc_client_config *cfg, int e, ad_error **err)
 }
 
 static int connect_unix(rpc_client *c, const rpc_client_config *cfg, const char *path,
-			ad_error **err)
+			int64_t deadline, ad_error **err)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sun.sun_path))
 		return ad_fail(err, AD_E_INVALID, "unix socket path too long: %s", path);
 	strcpy(sun.sun_path, path);
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->fd < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "socket");
-	if (connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
-		return connect_fail(cfg, errno, err);
-	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+	/* Non-blocking: a server whose backlog is full (hung) answers EAGAIN
+	 * instead of blocking us past the connect timeout. */
+	while (connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN || remaining_ms(deadline) == 0)
+			return connect_fail(cfg, errno, err);
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
 	c->authority = ad_strdup("localhost");
 	return 0;
 }
@@ -572,9 +579,9 @@ static int client_connect(const rpc_client_config *cfg, rpc_client **ret_client,
 	int r;
 	_cleanup_free_ char *host = NULL;
 	if (strncmp(ep, "unix://", 7) == 0) {
-		r = connect_unix(c, cfg, ep + 7, err);
+		r = connect_unix(c, cfg, ep + 7, deadline, err);
 	} else if (ep[0] == '/') {
-		r = connect_unix(c, cfg, ep, err);
+		r = connect_unix(c, cfg, ep, deadline, err);
 	} else if (strncmp(ep, "tcp://", 6) == 0) {
 		r = connect_tcp(c, cfg, ep + 6, deadline, &host, err);
 	} else if (strncmp(ep, "tls://", 6) == 0) {

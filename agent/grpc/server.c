@@ -156,6 +156,7 @@ struct rpc_server {
 	rpc_call *ready;
 	int ready_fd;
 	struct event *ready_ev;
+	struct event *accept_ev;
 };
 
 static void conn_free(rpc_conn *c);
@@ -1128,6 +1129,36 @@ static void accept_conn(rpc_server *srv, evutil_socket_t fd, struct sockaddr *sa
 		conn_free(c);
 }
 
+/* accept() failing with EMFILE & co would otherwise spin the loop on a
+ * readable listener: pause accepting for a moment instead. */
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	rpc_server *srv = arg;
+	if (srv->shutting_down)
+		return;
+	if (srv->unix_lis)
+		evconnlistener_enable(srv->unix_lis);
+	if (srv->tcp_lis)
+		evconnlistener_enable(srv->tcp_lis);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	(void)l;
+	rpc_server *srv = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
+		return;
+	if (srv->unix_lis)
+		evconnlistener_disable(srv->unix_lis);
+	if (srv->tcp_lis)
+		evconnlistener_disable(srv->tcp_lis);
+	struct timeval tv = {0, 100000};
+	evtimer_add(srv->accept_ev, &tv);
+}
+
 static void unix_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 			   int salen, void *arg)
 {
@@ -1194,6 +1225,7 @@ static int listen_unix(rpc_server *srv, const char *path, ad_error **err)
 					   -1, fd);
 	if (!srv->unix_lis)
 		return ad_fail(err, AD_E_INTERNAL, "evconnlistener_new failed");
+	evconnlistener_set_error_cb(srv->unix_lis, accept_error_cb);
 	fd = -1;
 	srv->unix_path = ad_strdup(path);
 	return 0;
@@ -1260,6 +1292,7 @@ static int listen_tcp(rpc_server *srv, const char *addr, ad_error **err)
 		close(fd);
 		return ad_fail(err, AD_E_INTERNAL, "evconnlistener_new failed");
 	}
+	evconnlistener_set_error_cb(srv->tcp_lis, accept_error_cb);
 	return 0;
 }
 
@@ -1362,7 +1395,8 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 		goto fail;
 	}
 	srv->ready_ev = event_new(base, srv->ready_fd, EV_READ | EV_PERSIST, ready_cb, srv);
-	if (!srv->ready_ev || event_add(srv->ready_ev, NULL) != 0) {
+	srv->accept_ev = evtimer_new(base, accept_resume_cb, srv);
+	if (!srv->ready_ev || !srv->accept_ev || event_add(srv->ready_ev, NULL) != 0) {
 		ad_fail(err, AD_E_INTERNAL, "event_new failed");
 		goto fail;
 	}
@@ -1550,6 +1584,8 @@ void rpc_server_free(rpc_server *srv)
 		event_free(srv->ready_ev);
 	if (srv->drain_ev)
 		event_free(srv->drain_ev);
+	if (srv->accept_ev)
+		event_free(srv->accept_ev);
 	if (srv->ready_fd >= 0)
 		close(srv->ready_fd);
 	if (srv->ssl_ctx)
