@@ -347,33 +347,52 @@ static bool skip_xattr(const char *xname)
 	       strncmp(xname, "user.overlay.", 13) == 0;
 }
 
-static int set_xattrs(struct archive_entry *entry, int fd, int pfd, const char *base,
-		      const char *name, size_t *ret_bytes, ad_error **err)
+/* libarchive's pax writer stores each xattr twice (LIBARCHIVE.xattr and
+ * SCHILY.xattr) and its reader reports both: each name counts once. */
+struct xattr_seen {
+	const char *names[32];
+	size_t n;
+};
+
+static bool xattr_seen_before(struct xattr_seen *seen, const char *xname)
 {
+	for (size_t i = 0; i < seen->n; i++)
+		if (strcmp(seen->names[i], xname) == 0)
+			return true;
+	if (seen->n < sizeof(seen->names) / sizeof(seen->names[0]))
+		seen->names[seen->n++] = xname;
+	return false;
+}
+
+static size_t xattr_bytes(struct archive_entry *entry)
+{
+	struct xattr_seen seen = {.n = 0};
 	size_t total = 0;
-	if (archive_entry_xattr_reset(entry) == 0) {
-		*ret_bytes = 0;
+	const char *xname;
+	const void *value;
+	size_t size;
+	archive_entry_xattr_reset(entry);
+	while (archive_entry_xattr_next(entry, &xname, &value, &size) == ARCHIVE_OK)
+		if (!xattr_seen_before(&seen, xname))
+			total += strlen(xname) + size;
+	return total;
+}
+
+static int set_xattrs(struct archive_entry *entry, int fd, int pfd, const char *base,
+		      const char *name, ad_error **err)
+{
+	if (archive_entry_xattr_reset(entry) == 0)
 		return 0;
-	}
 	char proc_path[64] = "";
-	/* libarchive's pax writer stores each xattr twice (LIBARCHIVE.xattr and
-	 * SCHILY.xattr) and its reader reports both: set each name once. */
-	const char *seen[32];
-	size_t n_seen = 0;
+	struct xattr_seen seen = {.n = 0};
 	const char *xname;
 	const void *value;
 	size_t size;
 	while (archive_entry_xattr_next(entry, &xname, &value, &size) == ARCHIVE_OK) {
 		if (skip_xattr(xname))
 			continue;
-		bool dup = false;
-		for (size_t i = 0; i < n_seen && !dup; i++)
-			dup = strcmp(seen[i], xname) == 0;
-		if (dup)
+		if (xattr_seen_before(&seen, xname))
 			continue;
-		if (n_seen < sizeof(seen) / sizeof(seen[0]))
-			seen[n_seen++] = xname;
-		total += strlen(xname) + size;
 		int r;
 		if (fd >= 0) {
 			r = fsetxattr(fd, xname, value, size, 0);
@@ -393,7 +412,6 @@ static int set_xattrs(struct archive_entry *entry, int fd, int pfd, const char *
 				strerror(errno));
 		}
 	}
-	*ret_bytes = total;
 	return 0;
 }
 
@@ -442,7 +460,7 @@ static int write_all_at(int fd, const char *p, size_t n, off_t off)
 }
 
 static int extract_file(struct unpack_ctx *ctx, struct archive_entry *entry, int pfd,
-			const char *base, const char *name, size_t *ret_xattr_bytes, ad_error **err)
+			const char *base, const char *name, ad_error **err)
 {
 	_cleanup_close_ int fd = -1;
 	for (int attempt = 0;; attempt++) {
@@ -481,7 +499,7 @@ static int extract_file(struct unpack_ctx *ctx, struct archive_entry *entry, int
 
 	if (fd_owner_mode(fd, entry, name, err) < 0)
 		return -1;
-	if (set_xattrs(entry, fd, pfd, base, name, ret_xattr_bytes, err) < 0)
+	if (set_xattrs(entry, fd, pfd, base, name, err) < 0)
 		return -1;
 	struct timespec ts[2];
 	entry_times(entry, ts);
@@ -503,7 +521,7 @@ static int record_dir_time(struct unpack_ctx *ctx, const char *path, struct arch
 }
 
 static int extract_dir(struct unpack_ctx *ctx, struct archive_entry *entry, int pfd,
-		       const char *base, const char *name, size_t *ret_xattr_bytes, ad_error **err)
+		       const char *base, const char *name, ad_error **err)
 {
 	_cleanup_close_ int fd = -1;
 	if (!base) {
@@ -528,7 +546,7 @@ static int extract_dir(struct unpack_ctx *ctx, struct archive_entry *entry, int 
 	}
 	if (fd_owner_mode(fd, entry, name, err) < 0)
 		return -1;
-	return set_xattrs(entry, fd, pfd, base, name, ret_xattr_bytes, err);
+	return set_xattrs(entry, fd, pfd, base, name, err);
 }
 
 /* Creates a non-file node with `create`, replacing what is in its way. */
@@ -565,7 +583,7 @@ static int do_mknod(int pfd, const char *base, const void *arg)
 
 /* Owner, mode, xattrs and times of a node that has no fd of its own. */
 static int node_metadata(struct archive_entry *entry, int pfd, const char *base, const char *name,
-			 bool is_link, size_t *ret_xattr_bytes, ad_error **err)
+			 bool is_link, ad_error **err)
 {
 	if (fchownat(pfd, base, (uid_t)archive_entry_uid(entry), (gid_t)archive_entry_gid(entry),
 		     AT_SYMLINK_NOFOLLOW) < 0)
@@ -573,7 +591,7 @@ static int node_metadata(struct archive_entry *entry, int pfd, const char *base,
 	if (!is_link &&
 	    fchmodat(pfd, base, archive_entry_perm(entry) & 07777, AT_SYMLINK_NOFOLLOW) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "layer entry \"%s\": chmod", name);
-	if (set_xattrs(entry, -1, pfd, base, name, ret_xattr_bytes, err) < 0)
+	if (set_xattrs(entry, -1, pfd, base, name, err) < 0)
 		return -1;
 	struct timespec ts[2];
 	entry_times(entry, ts);
@@ -665,6 +683,8 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 		header_bytes += strlen(hardlink);
 	if (symlink)
 		header_bytes += strlen(symlink);
+	/* Counted before anything is made. */
+	header_bytes += xattr_bytes(entry);
 	if ((hardlink && strlen(hardlink) > ctx->max_path_len) ||
 	    header_bytes > ctx->max_header_bytes)
 		return ad_fail(err, AD_E_INVALID, "layer entry \"%s\": header too large", name);
@@ -683,8 +703,7 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 		if (hardlink || type != AE_IFDIR)
 			return ad_fail(err, AD_E_INVALID,
 				       "layer entry \"%s\": the root must be a directory", name);
-		size_t xbytes = 0;
-		if (extract_dir(ctx, entry, -1, NULL, name, &xbytes, err) < 0)
+		if (extract_dir(ctx, entry, -1, NULL, name, err) < 0)
 			return -1;
 		return record_dir_time(ctx, "", entry);
 	}
@@ -702,14 +721,13 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 	if (hardlink)
 		return extract_hardlink(ctx, hardlink, pfd, base, name, err);
 
-	size_t xbytes = 0;
 	int r;
 	switch (type) {
 	case AE_IFREG:
-		r = extract_file(ctx, entry, pfd, base, name, &xbytes, err);
+		r = extract_file(ctx, entry, pfd, base, name, err);
 		break;
 	case AE_IFDIR:
-		r = extract_dir(ctx, entry, pfd, base, name, &xbytes, err);
+		r = extract_dir(ctx, entry, pfd, base, name, err);
 		if (r == 0)
 			r = record_dir_time(ctx, full, entry);
 		break;
@@ -719,7 +737,7 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 				       "layer entry \"%s\": symlink without target", name);
 		r = create_replacing(ctx, pfd, base, name, do_symlink, symlink, err);
 		if (r == 0)
-			r = node_metadata(entry, pfd, base, name, true, &xbytes, err);
+			r = node_metadata(entry, pfd, base, name, true, err);
 		break;
 	case AE_IFCHR:
 	case AE_IFBLK:
@@ -738,18 +756,14 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 		};
 		r = create_replacing(ctx, pfd, base, name, do_mknod, &arg, err);
 		if (r == 0)
-			r = node_metadata(entry, pfd, base, name, false, &xbytes, err);
+			r = node_metadata(entry, pfd, base, name, false, err);
 		break;
 	}
 	default:
 		return ad_fail(err, AD_E_INVALID, "layer entry \"%s\": unsupported type 0%o", name,
 			       (unsigned)type);
 	}
-	if (r < 0)
-		return -1;
-	if (header_bytes + xbytes > ctx->max_header_bytes)
-		return ad_fail(err, AD_E_INVALID, "layer entry \"%s\": header too large", name);
-	return 0;
+	return r;
 }
 
 /* Directory times last: creating entries inside would change them again. */
