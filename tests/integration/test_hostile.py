@@ -14,7 +14,14 @@ import agentd_harness as H
 from agentd_harness import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM,
                             frame)
 
-AGENTD_OPTIONS = dict(tls=True)
+
+@pytest.fixture
+def agentd(agentd_factory):
+    """A fresh daemon per case: a crash is pinned on the case that caused it,
+    and memory growth is measured from a clean start. It must exit 0 and
+    sanitizer-clean at the end (checked by the factory)."""
+    return agentd_factory(tls=True)
+
 VERSION = "/runtime.v1.RuntimeService/Version"
 ECHO = "/agent.v1.DebugService/Echo"
 RESOURCE_EXHAUSTED = 8

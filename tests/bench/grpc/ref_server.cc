@@ -9,6 +9,10 @@
 // Uses the callback API (the one upstream recommends for performance) unless
 // --sync is given. Prints "ref_server ready" on stderr; exits 0 on SIGTERM.
 
+// First: CRI's Signal enum has values named SIGABRT, SIGKILL ..., which the
+// <signal.h> macros would clobber if they were defined before it.
+#include "cri/api.grpc.pb.h"
+
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -19,8 +23,6 @@
 #include <string>
 
 #include <grpcpp/grpcpp.h>
-
-#include "cri/api.grpc.pb.h"
 
 namespace {
 
