@@ -743,9 +743,11 @@ static int on_message(const uint8_t *msg, size_t len, bool compressed, void *ctx
 		return RPC_UNIMPLEMENTED;
 	}
 	if (call->nmsgs > 0) {
-		call_fail(call, RPC_INTERNAL,
-			  "cardinality violation: expected one request message, got more");
-		return RPC_INTERNAL;
+		/* statuscodes.md: request cardinality violation. */
+		call_fail(call, RPC_UNIMPLEMENTED,
+			  "cardinality violation: more than one request message for a "
+			  "non-client-streaming method");
+		return RPC_UNIMPLEMENTED;
 	}
 	call->nmsgs++;
 	ProtobufCAllocator alloc;
@@ -799,6 +801,7 @@ static void call_dispatch(rpc_conn *c, rpc_call *call)
 		return;
 	}
 	if (call->nmsgs != 1) {
+		/* As grpc-go: a stream that ends without the request is INTERNAL. */
 		call_fail(call, RPC_INTERNAL, "cardinality violation: no request message");
 		return;
 	}
