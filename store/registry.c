@@ -405,7 +405,25 @@ typedef struct xfer {
 	size_t errbody_len;
 	char *www_auth, *content_type, *docker_digest;
 	bool status_checked, range_request;
+	/* Stall detection: no byte for stall_ns since last_byte_ns. */
+	int64_t last_byte_ns, stall_ns;
+	bool stalled;
 } xfer;
+
+static int on_xferinfo(void *u, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	xfer *x = u;
+	if (x->stall_ns > 0 && ad_monotonic_ns() - x->last_byte_ns > x->stall_ns) {
+		x->stalled = true;
+		return 1; /* CURLE_ABORTED_BY_CALLBACK */
+	}
+	return 0;
+}
 
 static char *header_value(const char *line, size_t n, const char *name)
 {
@@ -425,6 +443,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *u)
 {
 	xfer *x = u;
 	size_t len = size * n;
+	x->last_byte_ns = ad_monotonic_ns();
 	/* A new status line (after a 100 or a redirect) resets what we saw. */
 	if (len > 5 && strncmp(buf, "HTTP/", 5) == 0) {
 		free(x->www_auth);
@@ -451,6 +470,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *u)
 {
 	xfer *x = u;
 	size_t len = size * n;
+	x->last_byte_ns = ad_monotonic_ns();
 	if (!x->status_checked) {
 		curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
 		x->status_checked = true;
@@ -609,9 +629,14 @@ static CURLcode perform(store *s, const endpoint *ep, const char *url, const cha
 		curl_easy_setopt(h, CURLOPT_USERAGENT, "agentd/" AGENTD_VERSION);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)s->stall_timeout_s);
-		/* The stall timeout: fewer than 1 byte/s for N seconds. */
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)s->stall_timeout_s);
+		/* The stall timeout counts from the last byte, not an average speed
+		 * (curl's LOW_SPEED_* lags by its averaging window). */
+		x->stall_ns = (int64_t)s->stall_timeout_s * 1000000000LL;
+		x->last_byte_ns = ad_monotonic_ns();
+		x->stalled = false;
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -913,6 +938,8 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 				return -1;
 			continue;
 		}
+		if (rc == CURLE_ABORTED_BY_CALLBACK && x->stalled)
+			rc = CURLE_OPERATION_TIMEDOUT;
 		if (rc != CURLE_OK) {
 			if (rc == CURLE_OPERATION_TIMEDOUT && attempt >= s->retries)
 				return ad_fail(err, AD_E_UNAVAILABLE,
