@@ -53,6 +53,11 @@ def layout(work):
     b.append_layer("wh", "zst", [("z", "file", b"zstd layer\n")], compress="zstd")
     b.busybox("arm", marker="arm64", arch="arm64")
     b.break_diff_id("wh", "baddiff")
+    # 70 layers: the lowerdir list outgrows a page of mount options.
+    prev = "base"
+    for i in range(70):
+        b.append_layer(prev, "tall", [(f"layer{i:02d}", "file", f"{i}\n".encode())])
+        prev = "tall"
     b.append_layer("base", "evil", [("../../escaped", "file", b"out\n")])
     b.multiarch("multi", {"amd64": "base", "arm64": "arm"})
     # A big incompressible layer, so that a pull can be killed midway.
@@ -71,6 +76,7 @@ def plain(work, layout):
         reg.push(layout, "big", "test/big:v1", fmt="oci")
         reg.push(layout, "baddiff", "test/baddiff:v1", fmt="oci")
         reg.push(layout, "evil", "test/evil:v1", fmt="oci")
+        reg.push(layout, "tall", "test/tall:v1", fmt="oci")
         yield reg
 
 
@@ -451,3 +457,29 @@ def test_tls_client_certificate(work, layout, store):
         p = probe(store, "--certs-dir", only_ca, "pull", ref, check=False)
         assert p.stdout.startswith("ERROR unavailable") and reg.host in p.stdout, p.stdout
         probe(store, "--certs-dir", reg.certs_dir, "pull", ref)
+
+
+def test_rootfs_with_many_layers(plain, store):
+    ref = f"{plain.host}/test/tall:v1"
+    probe(store, "--parallel", "8", "pull", ref)
+    assert len(fields(probe(store, "get", ref).stdout, "layer")) == 71
+    merged = Path(fields(probe(store, "mount", ref, "tall").stdout, "rootfs")[0])
+    try:
+        names = os.listdir(merged)
+        assert all(f"layer{i:02d}" in names for i in range(70)) and "bin" in names
+        assert (merged / "layer69").read_text() == "69\n"
+    finally:
+        probe(store, "umount", "tall")
+
+
+def test_identity_token_refresh_grant(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, creds=("x", "y")) as px:
+        px.identity_token = "refresh-me"
+        ref = f"{px.host}/test/base:oci"
+        p = probe(store, "--identity-token", "wrong", "pull", ref, check=False)
+        assert p.stdout.startswith("ERROR unauthenticated"), p.stdout
+        probe(store, "--identity-token", "refresh-me", "pull", ref)
+        grant = px.token_requests[-1]
+        assert grant["grant_type"] == "refresh_token" and grant["scope"] == "repository:test/base:pull"
+        assert grant["service"] == "agentd-test"

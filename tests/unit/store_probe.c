@@ -56,7 +56,7 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: store_probe --root DIR --db FILE [--certs-dir DIR] [--auth-file FILE]\n"
-		"       [--user U --password P | --auth B64 | --registry-token T]\n"
+		"       [--user U --password P | --auth B64 | --registry-token T | --identity-token T]\n"
 		"       [--plain-http HOST] [--insecure HOST] [--mirror HOST=URL]\n"
 		"       [--parallel N] [--retries N] [--stall S] [--platform OS/ARCH[/VARIANT]]\n"
 		"       pull REF... | get Q | list [FILTER] | rm Q | gc | usage |\n"
@@ -77,6 +77,7 @@ int main(int argc, char **argv)
 		{"root", 1, 0, 'r'},       {"db", 1, 0, 'd'},       {"certs-dir", 1, 0, 'c'},
 		{"auth-file", 1, 0, 'a'},  {"user", 1, 0, 'u'},     {"password", 1, 0, 'p'},
 		{"auth", 1, 0, 'A'},       {"registry-token", 1, 0, 'T'},
+		{"identity-token", 1, 0, 'i'},
 		{"plain-http", 1, 0, 'H'}, {"insecure", 1, 0, 'I'}, {"mirror", 1, 0, 'm'},
 		{"parallel", 1, 0, 'j'},   {"retries", 1, 0, 'R'},  {"stall", 1, 0, 's'},
 		{"platform", 1, 0, 'P'},   {0, 0, 0, 0},
@@ -110,6 +111,10 @@ int main(int argc, char **argv)
 			break;
 		case 'T':
 			auth.registry_token = optarg;
+			have_auth = true;
+			break;
+		case 'i':
+			auth.identity_token = optarg;
 			have_auth = true;
 			break;
 		case 'H':
