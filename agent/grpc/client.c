@@ -726,6 +726,9 @@ static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path,
 		       const ProtobufCMessage *req, unsigned timeout_ms, rpc_status *st,
 		       ad_error **err)
 {
+	if (!c->dead && !nghttp2_session_want_read(c->session) &&
+	    !nghttp2_session_want_write(c->session))
+		client_kill(c, "the server closed the connection (GOAWAY)");
 	if (c->dead)
 		return client_dead_err(c, err);
 	size_t sz = protobuf_c_message_get_packed_size(req);

@@ -1354,6 +1354,10 @@ static int tls_setup(rpc_server *srv, ad_error **err)
 	if (names)
 		SSL_CTX_set_client_CA_list(ctx, names);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	/* With client verification on, OpenSSL refuses to resume a session
+	 * without a context id: clients that resume would fail the handshake. */
+	static const unsigned char sid_ctx[] = "agentd-rpc";
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	return 0;
 }

@@ -1237,6 +1237,29 @@ static void test_preface_timeout(void **state)
 	server_stop(ts);
 }
 
+static void test_client_after_server_gone(void **state)
+{
+	(void)state;
+	tserver *ts = server_start();
+	rpc_client *c = client_unix();
+	Agent__V1__EchoResponse *resp = NULL;
+	rpc_status rs = {0};
+	ad_error *err = NULL;
+	assert_int_equal(echo(c, ECHO, "before", 0, 0, &resp, &rs, &err), 0);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	resp = NULL;
+	server_stop(ts);
+	/* The next call fails promptly as a transport error, twice. */
+	for (int i = 0; i < 2; i++) {
+		int64_t t0 = ad_monotonic_ns();
+		assert_int_equal(echo(c, ECHO, "after", 0, 0, &resp, &rs, &err), -1);
+		assert_int_equal(err->code, AD_E_UNAVAILABLE);
+		assert_true((ad_monotonic_ns() - t0) / 1000000 < 2000);
+		ad_error_free(&err);
+	}
+	rpc_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1254,6 +1277,7 @@ int main(void)
 		cmocka_unit_test(test_raw_framing),
 		cmocka_unit_test(test_rapid_reset),
 		cmocka_unit_test(test_preface_timeout),
+		cmocka_unit_test(test_client_after_server_gone),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
