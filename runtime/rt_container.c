@@ -347,6 +347,13 @@ static void run_init(create_ctx *x)
 	umask(0);
 	if (rt_join_namespaces(cfg, &e) < 0)
 		child_fail(sfd, e);
+	/* In a new user namespace we still run as agentd's unmapped uid: become
+	 * its root so that what setup creates is owned by someone. */
+	if (cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST &&
+	    (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
+		ad_fail_errno(&e, AD_E_INVALID, "user namespace: uid/gid 0 is not mapped");
+		child_fail(sfd, e);
+	}
 	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
 		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
 		child_fail(sfd, e);

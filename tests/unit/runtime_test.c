@@ -62,7 +62,8 @@ static int setup_all(void **state)
 		return -1;
 	}
 	snprintf(g_tmp, sizeof(g_tmp), "/tmp/rt-test-XXXXXX");
-	if (!mkdtemp(g_tmp))
+	/* searchable: a user-namespaced container's root is not host root */
+	if (!mkdtemp(g_tmp) || chmod(g_tmp, 0711) < 0)
 		return -1;
 	snprintf(g_rootfs, sizeof(g_rootfs), "%s/rootfs", g_tmp);
 	snprintf(g_state, sizeof(g_state), "%s/state", g_tmp);
@@ -523,6 +524,134 @@ static void test_custom_seccomp(void **state)
 		fail_msg("output: %s", out);
 }
 
+static void test_user_namespace(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c",
+	    "id -u; cat /proc/self/uid_map /proc/self/gid_map; grep CapEff /proc/self/status;"
+	    "echo proc=$(cat /proc/1/comm); sleep 100",
+	    NULL};
+	rt_id_map map = {.container_id = 0, .host_id = 200000, .size = 65536};
+	rt_config cfg;
+	base_config(&cfg, "userns", args);
+	cfg.namespaces[RT_NS_USER].mode = RT_NS_NEW;
+	cfg.uid_maps = &map;
+	cfg.n_uid_maps = 1;
+	cfg.gid_maps = &map;
+	cfg.n_gid_maps = 1;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	/* seen from the host, the container's root is an unprivileged uid */
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/status", (int)rt_container_init_pid(c));
+	_cleanup_free_ char *st = slurp(p);
+	assert_non_null(strstr(st, "Uid:\t200000\t200000\t200000\t200000\n"));
+	/* exec joins the user namespace too */
+	static const char *const ex[] = {"cat", "/proc/self/uid_map", NULL};
+	rt_exec_result r;
+	must(rt_exec_sync(c, &cfg, ex, 10000, 4096, &r, &e), e, "exec");
+	assert_int_equal(r.exit_code, 0);
+	assert_non_null(strstr(r.out, "200000"));
+	rt_exec_result_clear(&r);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	_cleanup_free_ char *out = log_stream("userns", "stdout");
+	if (!strstr(out, "0\n") || !strstr(out, "0     200000      65536") ||
+	    !strstr(out, "CapEff:\t00000000a80425fb") || !strstr(out, "proc=sh\n"))
+		fail_msg("output: %s", out);
+	assert_gone("userns", 0);
+}
+
+static void test_join_namespaces(void **state)
+{
+	(void)state;
+	static const char *const a_args[] = {"sleep", "100", NULL};
+	rt_config a;
+	base_config(&a, "nsa", a_args);
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *ca = NULL;
+	must(rt_create(g_rt, &a, &ca, &e), e, "create a");
+	must(rt_start(ca, &e), e, "start a");
+	char netp[64], pidp[64], want_net[128] = "";
+	snprintf(netp, sizeof(netp), "/proc/%d/ns/net", (int)rt_container_init_pid(ca));
+	snprintf(pidp, sizeof(pidp), "/proc/%d/ns/pid", (int)rt_container_init_pid(ca));
+	assert_true(readlink(netp, want_net, sizeof(want_net) - 1) > 0);
+
+	static const char *const b_args[] = {"sh", "-c", "readlink /proc/self/ns/net; ps -o comm",
+					     NULL};
+	rt_config b;
+	base_config(&b, "nsb", b_args);
+	b.namespaces[RT_NS_NET] = (rt_namespace){RT_NS_JOIN, netp};
+	b.namespaces[RT_NS_PID] = (rt_namespace){RT_NS_JOIN, pidp};
+	rt_state st = run(&b);
+	assert_int_equal(st.exit_code, 0);
+	_cleanup_free_ char *out = log_stream("nsb", "stdout");
+	assert_int_equal(strncmp(out, want_net, strlen(want_net)), 0);
+	/* one pid namespace: a's init is visible from b */
+	assert_non_null(strstr(out, "\nsleep\n"));
+	must(rt_delete(ca, &e), e, "delete a");
+	rt_container_free(ca);
+}
+
+static void test_reopen_log_and_rlimits(void **state)
+{
+	(void)state;
+	char fifo[256];
+	snprintf(fifo, sizeof(fifo), "%s/fifo-dir", g_tmp);
+	assert_int_equal(mkdir(fifo, 0755), 0);
+	strcat(fifo, "/f");
+	assert_int_equal(mkfifo(fifo, 0644), 0);
+	static const char *const args[] = {
+	    "sh", "-c", "echo first; ulimit -n; ulimit -Hn; cat /ctl/f; echo second", NULL};
+	rt_mount m = {.type = "bind", .source = fifo, .destination = "/ctl/f"};
+	rt_config cfg;
+	base_config(&cfg, "reopen", args);
+	cfg.mounts = &m;
+	cfg.n_mounts = 1;
+	cfg.security.readonly_rootfs = true;
+	/* the hard limit cannot be raised without CAP_SYS_RESOURCE: a warning */
+	rt_rlimit rl[] = {{.resource = RLIMIT_NOFILE, .soft = 200, .hard = 300},
+			  {.resource = RLIMIT_NPROC, .soft = RLIM_INFINITY, .hard = RLIM_INFINITY}};
+	struct rlimit cur;
+	getrlimit(RLIMIT_NPROC, &cur);
+	cfg.rlimits = rl;
+	cfg.n_rlimits = cur.rlim_max == RLIM_INFINITY ? 1 : 2;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	char log[256], moved[256];
+	snprintf(log, sizeof(log), "%s/reopen.log", g_tmp);
+	snprintf(moved, sizeof(moved), "%s/reopen.log.1", g_tmp);
+	for (int i = 0; i < 500; i++) {
+		_cleanup_free_ char *l = slurp(log);
+		if (l && strstr(l, "300\n"))
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(rename(log, moved), 0);
+	must(rt_reopen_log(c, &e), e, "reopen");
+	int fd = open(fifo, O_WRONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "via-fifo\n", 9), 9);
+	close(fd);
+	rt_state st;
+	must(rt_wait(c, 10000, &st, &e), e, "wait");
+	assert_int_equal(st.exit_code, 0);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	_cleanup_free_ char *now = log_stream("reopen", "stdout");
+	assert_string_equal(now, "via-fifo\nsecond\n");
+	_cleanup_free_ char *old = slurp(moved);
+	assert_non_null(strstr(old, " stdout F first\n"));
+	assert_non_null(strstr(old, " stdout F 200\n"));
+	assert_non_null(strstr(old, " stdout F 300\n"));
+	assert_null(strstr(old, "second"));
+}
+
 /* Each bad input: a clear error and nothing left behind. */
 static void expect_create_error(rt_config *cfg, const char *want)
 {
@@ -607,6 +736,9 @@ int main(void)
 	    cmocka_unit_test(test_tty),
 	    cmocka_unit_test(test_user_and_mounts),
 	    cmocka_unit_test(test_custom_seccomp),
+	    cmocka_unit_test(test_user_namespace),
+	    cmocka_unit_test(test_join_namespaces),
+	    cmocka_unit_test(test_reopen_log_and_rlimits),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
