@@ -782,6 +782,15 @@ int rt_secplan_build(rt_runtime *rt, const rt_config *cfg, rt_secplan *ret, ad_e
 	rt_secplan p = {.no_new_privs = s->no_new_privs, .apparmor = s->apparmor_profile};
 	uint64_t all = (last_cap() == 63) ? ~0ULL : (CAPM(last_cap() + 1) - 1);
 	if (s->privileged) {
+		/* Everything agentd itself holds (it may lack some, e.g. CAP_SYS_RESOURCE). */
+		cap_t mine = cap_get_proc();
+		for (int c = 0; mine && c <= last_cap(); c++) {
+			cap_flag_value_t v = CAP_CLEAR;
+			if (cap_get_flag(mine, c, CAP_PERMITTED, &v) == 0 && v == CAP_CLEAR)
+				all &= ~CAPM(c);
+		}
+		if (mine)
+			cap_free(mine);
 		p.bounding = p.effective = p.permitted = p.inheritable = all;
 		p.all_caps = true;
 	} else if (s->capabilities_set) {

@@ -342,6 +342,7 @@ static void test_memory_oom_and_update(void **state)
 	base_config(&cfg, "mem", args);
 	cfg.resources.memory_limit = 32 * MiB;
 	cfg.resources.memory_swap = 32 * MiB;
+	cfg.resources.cpu_shares = 512;
 	_cleanup_error_ ad_error *e = NULL;
 	rt_container *c = NULL;
 	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
@@ -351,6 +352,11 @@ static void test_memory_oom_and_update(void **state)
 	_cleanup_free_ char *before = slurp(p);
 	assert_non_null(before);
 	assert_int_equal(strtoll(before, NULL, 10), 32 * MiB);
+	char shares[256];
+	snprintf(shares, sizeof(shares), "/sys/fs/cgroup/cpu/%s/mem/cpu.shares", g_cgparent);
+	_cleanup_free_ char *sh = slurp(shares);
+	assert_non_null(sh);
+	assert_string_equal(sh, "512\n");
 	rt_resources res = {.memory_limit = 48 * MiB, .memory_swap = 48 * MiB};
 	must(rt_update(c, &res, &e), e, "update");
 	_cleanup_free_ char *after = slurp(p);
@@ -411,11 +417,12 @@ static void test_shim_outlives_creator(void **state)
 		ad_error *e = NULL;
 		if (rt_create(g_rt, &cfg, &c, &e) < 0 || rt_start(c, &e) < 0)
 			_exit(1);
+		raise(SIGKILL); /* like kill -9 of agentd */
 		_exit(0);
 	}
 	int st;
 	assert_int_equal(waitpid(child, &st, 0), child);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	_cleanup_error_ ad_error *e = NULL;
 	rt_container *c = NULL;
 	char **ids;
@@ -468,7 +475,7 @@ static void test_user_and_mounts(void **state)
 	static const char *const args[] = {
 	    "sh", "-c",
 	    "id; cat /data/hello; (echo x > /data/new) 2>&1; grep -c ' /scratch ' /proc/mounts;"
-	    "grep CapEff /proc/self/status",
+	    "grep CapEff /proc/self/status; echo adj=$(cat /proc/self/oom_score_adj)",
 	    NULL};
 	char hello[300];
 	snprintf(hello, sizeof(hello), "%s/hello", src);
@@ -490,6 +497,8 @@ static void test_user_and_mounts(void **state)
 	cfg.mounts = mounts;
 	cfg.n_mounts = 2;
 	cfg.security.no_new_privs = true;
+	cfg.oom_score_adj = 500;
+	cfg.oom_score_adj_set = true;
 	rt_rlimit rl[] = {{.resource = RLIMIT_NOFILE, .soft = 512, .hard = 1024}};
 	cfg.rlimits = rl;
 	cfg.n_rlimits = 1;
@@ -498,7 +507,8 @@ static void test_user_and_mounts(void **state)
 	_cleanup_free_ char *out = log_stream("user", "stdout");
 	if (!strstr(out, "uid=1000 gid=1000 groups=2000,3000\n") ||
 	    !strstr(out, "hi from host\n") || !strstr(out, "Read-only file system") ||
-	    !strstr(out, "\n1\n") || !strstr(out, "CapEff:\t0000000000000000\n"))
+	    !strstr(out, "\n1\n") || !strstr(out, "CapEff:\t0000000000000000\n") ||
+	    !strstr(out, "adj=500\n"))
 		fail_msg("output: %s", out);
 }
 
@@ -652,6 +662,59 @@ static void test_reopen_log_and_rlimits(void **state)
 	assert_null(strstr(old, "second"));
 }
 
+static void test_privileged_and_signals(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c",
+	    "grep -E '^(CapEff|Seccomp):' /proc/self/status; echo keys=$(cat /proc/keys | wc -c);"
+	    "trap 'echo got-term; exit 4' TERM; echo ready; while :; do sleep 0.1; done",
+	    NULL};
+	rt_config cfg;
+	base_config(&cfg, "priv", args);
+	cfg.security.privileged = true;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	char log[256];
+	snprintf(log, sizeof(log), "%s/priv.log", g_tmp);
+	for (int i = 0; i < 500; i++) {
+		_cleanup_free_ char *l = slurp(log);
+		if (l && strstr(l, "ready"))
+			break;
+		usleep(10000);
+	}
+	/* a signal to the shim is forwarded to the container's init */
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/status", (int)rt_container_init_pid(c));
+	_cleanup_free_ char *st = slurp(p);
+	const char *pp = strstr(st, "PPid:");
+	assert_non_null(pp);
+	pid_t shim = (pid_t)atoi(pp + 5);
+	assert_true(shim > 1);
+	assert_int_equal(kill(shim, SIGTERM), 0);
+	rt_state s;
+	must(rt_wait(c, 10000, &s, &e), e, "wait");
+	assert_int_equal(s.exit_code, 4);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	_cleanup_free_ char *out = log_stream("priv", "stdout");
+	/* every capability this process holds */
+	cap_t mine = cap_get_proc();
+	uint64_t mask = 0;
+	for (int cap = 0; cap < 64; cap++) {
+		cap_flag_value_t v = CAP_CLEAR;
+		if (cap_get_flag(mine, cap, CAP_PERMITTED, &v) == 0 && v == CAP_SET)
+			mask |= 1ULL << cap;
+	}
+	cap_free(mine);
+	char all[64];
+	snprintf(all, sizeof(all), "CapEff:\t%016llx\nSeccomp:\t0\n", (unsigned long long)mask);
+	if (!strstr(out, all) || strstr(out, "keys=0\n") || !strstr(out, "got-term"))
+		fail_msg("output: %s", out);
+}
+
 /* Each bad input: a clear error and nothing left behind. */
 static void expect_create_error(rt_config *cfg, const char *want)
 {
@@ -739,6 +802,7 @@ int main(void)
 	    cmocka_unit_test(test_user_namespace),
 	    cmocka_unit_test(test_join_namespaces),
 	    cmocka_unit_test(test_reopen_log_and_rlimits),
+	    cmocka_unit_test(test_privileged_and_signals),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
