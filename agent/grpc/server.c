@@ -34,7 +34,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#define CALL_ARENA_INLINE 1536
+#define CALL_ARENA_INLINE 512
 #define STREAM_QUEUE_MAX (1u << 20)   /* bytes a streaming call may queue before send blocks */
 #define CONN_OUTBUF_MAX (1u << 20)    /* bytes buffered towards the socket per connection */
 #define CONN_RECV_BUDGET (64u << 20)  /* partially received request bytes per connection */

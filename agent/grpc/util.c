@@ -281,7 +281,7 @@ void *rpc_arena_alloc(rpc_arena *a, size_t size)
 		a->blocks = b;
 		return b->data;
 	}
-	size_t bsz = 8192;
+	size_t bsz = 4096;
 	rpc_arena_block *b = ad_malloc0(sizeof(*b) + bsz);
 	b->next = a->blocks;
 	a->blocks = b;
