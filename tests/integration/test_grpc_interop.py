@@ -160,6 +160,35 @@ def test_response_just_under_limit(pb, channel):
     assert len(r.payload) == n
 
 
+def test_response_exactly_at_limit(pb, channel):
+    n = payload_for_message_size(LIMIT)
+    r = dbg(pb, channel).Echo(pb.agent.EchoRequest(response_bytes=n), timeout=10)
+    assert r.ByteSize() == LIMIT
+    assert len(r.payload) == n
+
+
+@pytest.mark.parametrize("extra", [1, 2])
+def test_response_encoding_over_limit(pb, channel, extra):
+    """The payload alone fits the limit but the encoded message does not: the
+    transport's send-side check (not the handler's) must refuse it."""
+    n = payload_for_message_size(LIMIT + extra)
+    assert n <= LIMIT
+    with pytest.raises(grpc.RpcError) as ei:
+        dbg(pb, channel).Echo(pb.agent.EchoRequest(response_bytes=n), timeout=10)
+    assert_code(ei, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert rt(pb, channel).Version(pb.api.VersionRequest(), timeout=5).runtime_name == "agentd"
+
+
+def test_stream_message_over_limit(pb, channel):
+    """A server-streaming message over the limit ends the stream with
+    RESOURCE_EXHAUSTED (after the messages that fit)."""
+    n = payload_for_message_size(LIMIT + 1)
+    with pytest.raises(grpc.RpcError) as ei:
+        list(dbg(pb, channel).StreamEcho(
+            pb.agent.EchoRequest(repeat=2, response_bytes=n), timeout=10))
+    assert_code(ei, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
 # ------------------------------------------------------------------ deadlines, concurrency
 def test_deadline_exceeded_promptly(pb, channel):
     t0 = time.monotonic()
@@ -325,3 +354,29 @@ def test_sigterm_drain_is_bounded(pb, agentd_factory):
                                grpc.StatusCode.INTERNAL), ei.value
     assert took < 15, took
     a.stop()
+
+
+# ------------------------------------------------------------------ fairness
+def test_slow_calls_do_not_starve_other_clients(pb, agentd_factory):
+    """One client with 16 slow calls in flight (handlers that wait, like a
+    long ExecSync or image pull would) must not stop another client's calls
+    for their duration."""
+    a = agentd_factory()
+    with a.unix_channel() as busy:
+        futs = [dbg(pb, busy).Echo.future(pb.agent.EchoRequest(delay_ms=6000), timeout=30)
+                for _ in range(16)]
+        time.sleep(0.5)
+        with a.unix_channel() as ch:
+            t0 = time.monotonic()
+            try:
+                info = pb.agent_grpc.AgentServiceStub(ch).Info(pb.agent.InfoRequest(),
+                                                               timeout=10)
+            except grpc.RpcError as e:
+                pytest.fail("Info from another client failed after %.1f s (%s) while 16 slow "
+                            "calls were in flight" % (time.monotonic() - t0, e.code()))
+            took = time.monotonic() - t0
+            assert info.pid == a.pid
+            assert rt(pb, ch).Version(pb.api.VersionRequest(), timeout=5).runtime_name == "agentd"
+        for f in futs:
+            f.cancel()
+    assert took < 2.0, "Info waited %.1f s behind another client's slow calls" % took

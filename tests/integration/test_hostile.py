@@ -118,25 +118,32 @@ def test_silent_connections_do_not_block_others(pb, agentd):
             s.close()
 
 
-def test_silent_connection_is_closed_eventually(agentd):
-    """A peer that connects and never sends the preface is dropped."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(agentd.sock)
-    s.settimeout(14)
+def test_silent_connections_are_closed_eventually(agentd):
+    """Peers that connect and never send anything (no HTTP/2 preface on the
+    unix socket, no TLS ClientHello on the TLS port) are dropped."""
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    u.connect(agentd.sock)
+    t = socket.create_connection(("127.0.0.1", agentd.tls_port), timeout=5)
+    socks = {"unix": u, "tls": t}
+    open_ = set(socks)
+    deadline = time.monotonic() + 14
     try:
-        t0 = time.monotonic()
-        try:
-            data = s.recv(65536)
-            # nghttp2 may send its SETTINGS first; then it must close.
-            while data:
-                data = s.recv(65536)
-        except socket.timeout:
-            pytest.fail("a connection that never sent the preface was still open after 14 s")
-        except ConnectionResetError:
-            pass
-        assert time.monotonic() - t0 < 14
+        while open_ and time.monotonic() < deadline:
+            for name in list(open_):
+                s = socks[name]
+                s.settimeout(0.2)
+                try:
+                    # agentd may send its SETTINGS first; then it must close.
+                    if not s.recv(65536):
+                        open_.discard(name)
+                except socket.timeout:
+                    pass
+                except OSError:
+                    open_.discard(name)
+        assert not open_, "silent connections still open after 14 s: %s" % sorted(open_)
     finally:
-        s.close()
+        for s in socks.values():
+            s.close()
 
 
 def test_truncated_grpc_message(pb, agentd):
@@ -351,3 +358,112 @@ def test_settings_and_ping_flood(pb, agentd):
             if not c.try_send(blob):
                 break
     # Either agentd coped or it dropped us; the autouse check verifies it lives.
+
+
+def test_unary_without_message(pb, agentd):
+    """HEADERS with END_STREAM and no message at all for a unary method."""
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, None)
+        r = c.wait_stream(sid)
+    st = r.grpc_status()
+    assert st is not None and st != OK, r
+
+
+def test_unary_with_two_messages(pb, agentd):
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(VERSION, version_body(pb) + version_body(pb))
+        r = c.wait_stream(sid)
+    assert r.rst is not None or (r.grpc_status() not in (None, OK)), r
+
+
+def test_wrong_content_type(pb, agentd):
+    """Not gRPC: HTTP 415 (or a gRPC error), never a normal answer."""
+    with raw(agentd) as c:
+        c.start()
+        sid = c.new_stream()
+        hdrs = [(k, "application/json" if k == "content-type" else v)
+                for k, v in H.grpc_request_headers(VERSION)]
+        c.send(frame(HEADERS, END_HEADERS, sid, H.header_block(hdrs))
+               + frame(DATA, END_STREAM, sid, version_body(pb)))
+        r = c.wait_stream(sid)
+    assert r.rst is not None or r.headers is not None, r
+    if r.headers is not None:
+        assert r.headers[":status"] != "200" or r.grpc_status() not in (None, OK), r
+
+
+def test_missing_path(pb, agentd):
+    with raw(agentd) as c:
+        c.start()
+        sid = c.new_stream()
+        hdrs = [(k, v) for k, v in H.grpc_request_headers(VERSION) if k != ":path"]
+        c.send(frame(HEADERS, END_HEADERS, sid, H.header_block(hdrs))
+               + frame(DATA, END_STREAM, sid, version_body(pb)))
+        r = c.wait_stream(sid)
+    assert r.rst is not None or c.goaway is not None or c.closed or \
+        (r.headers is not None and r.grpc_status() != OK), r
+
+
+def test_error_message_is_percent_encoded(agentd):
+    """grpc-message must be printable ASCII with '%' and non-ASCII bytes
+    percent-encoded (gRPC PROTOCOL-HTTP2); the path is echoed in it."""
+    path = "/nope.v1.N\u00fcx/a%b"
+    with raw(agentd) as c:
+        c.start()
+        sid = c.request(path, H.grpc_message(b""))
+        r = c.wait_stream(sid)
+    assert r.grpc_status() == 12, r  # UNIMPLEMENTED
+    msg = r.grpc_message()
+    assert msg is not None, r
+    assert all(0x20 <= ord(ch) <= 0x7e for ch in msg), repr(msg)
+    from urllib.parse import unquote
+    decoded = unquote(msg, errors="strict")
+    assert "nope.v1.N\u00fcx/a%b" in decoded, (msg, decoded)
+
+
+def _await_server_settings(c):
+    """Reads until the server's SETTINGS came (and were ACKed by RawH2)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        f = c.read_frame(deadline - time.monotonic())
+        if f is None:
+            break
+        if f[0] == H.SETTINGS and not f[1] & H.ACK:
+            return dict(struct.unpack(">HI", f[3][k:k + 6]) for k in range(0, len(f[3]), 6))
+    pytest.fail("no SETTINGS from agentd")
+
+
+def test_concurrent_streams_limit(pb, agentd):
+    """More open streams than SETTINGS_MAX_CONCURRENT_STREAMS on one
+    connection: the extra ones are refused, nothing else breaks."""
+    with raw(agentd, timeout=10) as c:
+        c.start()
+        settings = _await_server_settings(c)
+        limit = settings.get(3)  # SETTINGS_MAX_CONCURRENT_STREAMS
+        assert limit is not None and 0 < limit <= 10000, settings
+        block = H.header_block(H.grpc_request_headers(ECHO))
+        n = limit + 50
+        # Request bodies never come: every stream stays open.
+        sids = [1 + 2 * i for i in range(n)]
+        for k in range(0, n, 200):
+            c.send(b"".join(frame(HEADERS, END_HEADERS, sid, block) for sid in sids[k:k + 200]))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not c.closed:
+            if c.read_frame(0.5) is None and time.monotonic() > deadline - 4:
+                break
+        refused = [sid for sid, r in c.responses.items() if r.rst is not None]
+        if not c.closed and c.goaway is None:
+            assert len(refused) >= n - limit, \
+                "%d streams opened with a limit of %d, only %d refused" % (n, limit, len(refused))
+        for k in range(0, n, 500):
+            c.try_send(b"".join(frame(RST_STREAM, 0, sid, struct.pack(">I", H.CANCEL))
+                                for sid in sids[k:k + 500]))
+
+
+def test_window_update_overflow(agentd):
+    """A connection window pushed past 2^31-1 is a FLOW_CONTROL_ERROR."""
+    with raw(agentd) as c:
+        c.start()
+        c.try_send(frame(H.WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7fffffff)) * 2)
+        assert c.wait_closed(5) or c.goaway is not None
