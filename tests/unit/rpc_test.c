@@ -37,6 +37,7 @@ static char tmpdir[256];
 static char sock_path[320];
 static atomic_int handler_saw_cancel;
 static atomic_int stream_send_failed;
+static atomic_int stream_sent;
 
 /* ---- handlers ------------------------------------------------------------ */
 
@@ -114,6 +115,7 @@ static rpc_code stream_handler(rpc_call *call, const ProtobufCMessage *req_,
 			atomic_store(&stream_send_failed, 1);
 			return RPC_CANCELLED;
 		}
+		atomic_fetch_add(&stream_sent, 1);
 	}
 	return RPC_OK;
 }
@@ -1260,6 +1262,52 @@ static void test_client_after_server_gone(void **state)
 	rpc_client_free(c);
 }
 
+typedef struct slow_reader {
+	int n;
+	int sent_during_stall;
+} slow_reader;
+
+static int on_slow_msg(const ProtobufCMessage *msg, void *userdata)
+{
+	(void)msg;
+	slow_reader *sr = userdata;
+	if (sr->n++ == 0) {
+		/* Stop reading for a while: the handler must end up blocked in
+		 * rpc_call_send rather than queue everything in memory. */
+		sleep_ms(1000);
+		sr->sent_during_stall = atomic_load(&stream_sent);
+	}
+	return 0;
+}
+
+static void test_stream_backpressure(void **state)
+{
+	(void)state;
+	tserver *ts = server_start();
+	rpc_client *c = client_unix();
+	Agent__V1__EchoRequest req = AGENT__V1__ECHO_REQUEST__INIT;
+	req.message = "bp";
+	req.repeat = 2000;
+	req.response_bytes = 16000; /* 32 MB in all */
+	atomic_store(&stream_sent, 0);
+	slow_reader sr = {0};
+	rpc_status rs = {0};
+	ad_error *err = NULL;
+	assert_int_equal(rpc_client_stream(c, STREAM, &req.base,
+					   &agent__v1__echo_response__descriptor, 60000,
+					   on_slow_msg, &sr, &rs, &err),
+			 0);
+	assert_int_equal(rs.code, RPC_OK);
+	assert_int_equal(sr.n, 2000);
+	/* Windows (1 MiB) + call queue (1 MiB) + connection buffer (1 MiB) +
+	 * socket buffers: well under 32 MB. */
+	print_message("sent while the client stalled: %d\n", sr.sent_during_stall);
+	assert_true(sr.sent_during_stall > 0);
+	assert_true(sr.sent_during_stall < 800);
+	rpc_client_free(c);
+	server_stop(ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1278,6 +1326,7 @@ int main(void)
 		cmocka_unit_test(test_rapid_reset),
 		cmocka_unit_test(test_preface_timeout),
 		cmocka_unit_test(test_client_after_server_gone),
+		cmocka_unit_test(test_stream_backpressure),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
