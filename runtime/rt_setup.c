@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <grp.h>
@@ -160,6 +161,31 @@ static int setup_dev(int root_fd, bool in_userns, ad_error **err)
 	return 0;
 }
 
+/* A remount must repeat the flags the source mount has: in a user namespace
+ * they are locked and dropping one fails with EPERM. */
+static unsigned long locked_flags(int fd)
+{
+	char p[64];
+	struct statvfs sv;
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	if (statvfs(p, &sv) < 0)
+		return 0;
+	unsigned long f = 0;
+	if (sv.f_flag & ST_NOSUID)
+		f |= MS_NOSUID;
+	if (sv.f_flag & ST_NODEV)
+		f |= MS_NODEV;
+	if (sv.f_flag & ST_NOEXEC)
+		f |= MS_NOEXEC;
+	if (sv.f_flag & ST_NOATIME)
+		f |= MS_NOATIME;
+	if (sv.f_flag & ST_NODIRATIME)
+		f |= MS_NODIRATIME;
+	if (sv.f_flag & ST_RELATIME)
+		f |= MS_RELATIME;
+	return f;
+}
+
 static int user_mount(int root_fd, const rt_mount *m, ad_error **err)
 {
 	if (!m->destination || m->destination[0] != '/')
@@ -186,8 +212,9 @@ static int user_mount(int root_fd, const rt_mount *m, ad_error **err)
 		fd = ad_openat_in_root(root_fd, m->destination, O_PATH, 0, err);
 		if (fd < 0)
 			return -1;
-		if (ro && mount_fd(NULL, fd, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL,
-				   m->destination, err) < 0)
+		if (ro &&
+		    mount_fd(NULL, fd, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags(fd),
+			     NULL, m->destination, err) < 0)
 			return -1;
 	} else {
 		return ad_fail(err, AD_E_INVALID, "mount %s: unsupported type %s", m->destination,

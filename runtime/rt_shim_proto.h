@@ -37,6 +37,7 @@ typedef struct rt_msg {
 /* Control socket: one request line, one reply line ("ok ..." or "error ...").
  *   start            let the init exec
  *   status           "ok created|running <started_at_ns>"
+ *   kill SIG         signal the init (the library uses a pidfd instead)
  *   reopen           reopen the log file
  *   resize R C       set the pty window size
  * The exit file holds key=value lines: init_pid, init_start, status (raw wait

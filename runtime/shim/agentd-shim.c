@@ -191,6 +191,9 @@ static void handle_client(int fd)
 	} else if (!strcmp(req, "status")) {
 		snprintf(reply, sizeof(reply), "ok %s %lld\n", start_fd < 0 ? "running" : "created",
 			 (long long)started_at);
+	} else if (sscanf(req, "kill %u", &rows) == 1) {
+		if (rows == 0 || rows >= 65 || kill(init_pid, (int)rows) < 0)
+			strcpy(reply, "error kill failed\n");
 	} else if (!strcmp(req, "reopen")) {
 		reopen_log();
 	} else if (sscanf(req, "resize %u %u", &rows, &cols) == 2) {

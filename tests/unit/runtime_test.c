@@ -366,6 +366,41 @@ static void test_memory_oom_and_update(void **state)
 	assert_int_equal(stats.memory_limit, 48 * MiB);
 	assert_true(stats.pids_current >= 1);
 
+	/* a limit below what the container uses cannot be set (shmem cannot be
+	 * reclaimed without swap) */
+	static const char *const fill[] = {
+	    "sh", "-c",
+	    "dd if=/dev/zero of=/dev/shm/f bs=1M count=16 2>/dev/null; echo filled; sleep 100",
+	    NULL};
+	rt_exec_result fr;
+	rt_container *c2 = NULL;
+	rt_config cfg3;
+	base_config(&cfg3, "memfull", fill);
+	must(rt_create(g_rt, &cfg3, &c2, &e), e, "create memfull");
+	must(rt_start(c2, &e), e, "start memfull");
+	char flog[256];
+	snprintf(flog, sizeof(flog), "%s/memfull.log", g_tmp);
+	for (int i = 0; i < 1000; i++) {
+		_cleanup_free_ char *l = slurp(flog);
+		if (l && strstr(l, "filled"))
+			break;
+		usleep(10000);
+	}
+	_cleanup_free_ char *fl = slurp(flog);
+	if (!fl || !strstr(fl, "filled"))
+		fail_msg("memfull: %s", fl ? fl : "(no log)");
+	rt_stats fst;
+	must(rt_get_stats(c2, &fst, &e), e, "stats memfull");
+	if (fst.memory_usage < 8 * MiB)
+		fail_msg("memfull uses only %llu bytes", (unsigned long long)fst.memory_usage);
+	rt_resources tiny = {.memory_limit = 4 * MiB, .memory_swap = 4 * MiB};
+	assert_int_equal(rt_update(c2, &tiny, &e), -1);
+	assert_int_equal(e->code, AD_E_PRECONDITION);
+	ad_error_free(&e);
+	(void)fr;
+	must(rt_delete(c2, &e), e, "delete memfull");
+	rt_container_free(c2);
+
 	/* a string that doubles until the limit stops it */
 	static const char *const hog[] = {"sh", "-c", "a=x; while :; do a=$a$a; done", NULL};
 	rt_exec_result r;
