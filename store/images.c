@@ -414,3 +414,15 @@ int store_unpin(store *s, const char *holder, ad_error **err)
 	pthread_mutex_unlock(&s->db_lock);
 	return r;
 }
+
+int store_image_manifest_digest(store *s, const char *image_id, char **ret, ad_error **err)
+{
+	*ret = NULL;
+	pthread_mutex_lock(&s->db_lock);
+	int r = query_one(s, "SELECT manifest_digest FROM images WHERE id = ?1", image_id, ret,
+			  NULL, err);
+	pthread_mutex_unlock(&s->db_lock);
+	if (r == 0 && !*ret)
+		r = ad_fail(err, AD_E_NOT_FOUND, "image %s not found", image_id);
+	return r;
+}

@@ -75,7 +75,7 @@ static void host_uname_init(void)
 	uname(&host_uname);
 }
 
-static void host_platform(const char **os, const char **arch, const char **variant)
+void store_host_platform(const char **os, const char **arch, const char **variant)
 {
 	pthread_once(&host_uname_once, host_uname_init);
 	const struct utsname *u = &host_uname;
@@ -107,7 +107,7 @@ static void host_platform(const char **os, const char **arch, const char **varia
 
 /* The index entry for os/arch[/variant]: an exact variant match wins, then an
  * entry without a variant (arm64 images often omit v8). */
-static json_t *choose_platform(json_t *manifests, const char *os, const char *arch,
+json_t *store_choose_platform(json_t *manifests, const char *os, const char *arch,
 			       const char *variant)
 {
 	json_t *fallback = NULL, *m;
@@ -307,30 +307,64 @@ static bool layer_present(store *s, const char *diff_id)
 	       S_ISDIR(st.st_mode);
 }
 
+int store_layer_unpack(store *s, const char *label, const char *want_diff_id,
+		       store_read_fn read_fn, void *userdata, char ret_diff_id[72], ad_error **err)
+{
+	static unsigned counter;
+	char tmpname[128];
+	snprintf(tmpname, sizeof(tmpname), "layer-%d-%u", (int)getpid(),
+		 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+	if (mkdirat(s->tmp_fd, tmpname, 0755) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "layer %s: mkdir", label);
+	_cleanup_free_ char *tmppath = ad_asprintf("%s/tmp/%s", s->root, tmpname);
+	store_unpack_opts uo = {.allow_devices = s->allow_devices};
+	store_unpack_result res = {0};
+	int r = store_unpack_layer(tmppath, read_fn, userdata, &uo, &res, err);
+	if (r == 0 && want_diff_id && strcmp(res.diff_id, want_diff_id) != 0)
+		r = ad_fail(err, AD_E_DATA_LOSS,
+			    "layer %s: uncompressed digest mismatch: config says %s, got %s", label,
+			    want_diff_id, res.diff_id);
+	if (r == 0) {
+		_cleanup_close_ int dfd = openat(s->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		/* The files must be on disk before the dir is named as complete. */
+		if (dfd >= 0)
+			syncfs(dfd);
+		if (renameat(s->tmp_fd, tmpname, s->layers_fd, res.diff_id + 7) < 0 &&
+		    !layer_present(s, res.diff_id))
+			r = ad_fail_errno(err, AD_E_INTERNAL, "layer %s: rename into place", label);
+		else
+			fsync(s->layers_fd);
+	}
+	struct stat st;
+	if (fstatat(s->tmp_fd, tmpname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		_cleanup_error_ ad_error *e = NULL;
+		ad_remove_tree(tmppath, &e);
+	}
+	if (r == 0 && ret_diff_id)
+		memcpy(ret_diff_id, res.diff_id, sizeof(res.diff_id));
+	return r;
+}
+
+int store_layer_unpack_blob(store *s, const char *digest, const char *want_diff_id,
+			    char ret_diff_id[72], ad_error **err)
+{
+	_cleanup_close_ int fd = openat(s->blobs_fd, digest + 7, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open blob %s", digest);
+	return store_layer_unpack(s, digest, want_diff_id, fd_read, &fd, ret_diff_id, err);
+}
+
 static int unpack_layer(pull_ctx *pc, size_t i, ad_error **err)
 {
 	store *s = pc->s;
 	pull_layer *l = &pc->layers[i];
-	static unsigned counter;
-	char tmpname[128];
-	snprintf(tmpname, sizeof(tmpname), "layer-%.16s-%d-%u", l->diff_id + 7, (int)getpid(),
-		 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-	if (mkdirat(s->tmp_fd, tmpname, 0755) < 0)
-		return ad_fail_errno(err, AD_E_INTERNAL, "layer %s: mkdir", l->digest);
-	_cleanup_free_ char *tmppath = ad_asprintf("%s/tmp/%s", s->root, tmpname);
-	store_unpack_opts uo = {.allow_devices = s->allow_devices};
-	store_unpack_result res = {0};
 	int r;
 
 	if (store_blob_exists(s, l->digest)) {
 		/* A pull that died after the download: unpack from the store. */
 		l->done = l->size;
 		report(pc, i, STORE_LAYER_EXTRACTING);
-		_cleanup_close_ int fd = openat(s->blobs_fd, l->digest + 7, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			r = ad_fail_errno(err, AD_E_INTERNAL, "open blob %s", l->digest);
-		else
-			r = store_unpack_layer(tmppath, fd_read, &fd, &uo, &res, err);
+		r = store_layer_unpack_blob(s, l->digest, l->diff_id, NULL, err);
 	} else {
 		pipe_buf p = {.buf = ad_malloc0(PIPE_CAP)};
 		pthread_mutex_init(&p.m, NULL);
@@ -344,17 +378,17 @@ static int unpack_layer(pull_ctx *pc, size_t i, ad_error **err)
 				store_blob_writer_abort(d.w);
 				r = ad_fail(err, AD_E_RESOURCE, "cannot start a download thread");
 			} else {
-				r = store_unpack_layer(tmppath, pipe_pop, &p, &uo, &res, err);
+				/* The unpacker reads to the end, which the download only
+				 * signals once the blob's digest is verified and stored. */
+				r = store_layer_unpack(s, l->digest, l->diff_id, pipe_pop, &p, NULL,
+						       err);
 				/* Unblock the download if the unpack stopped early. */
 				pthread_mutex_lock(&p.m);
 				p.closed = true;
 				pthread_cond_broadcast(&p.c);
 				pthread_mutex_unlock(&p.m);
 				pthread_join(th, NULL);
-				if (r == 0 && p.err) {
-					*err = ad_steal_ptr(p.err);
-					r = -1;
-				} else if (r < 0 && p.err && (*err)->code == AD_E_CANCELLED) {
+				if (r < 0 && p.err && (*err)->code == AD_E_CANCELLED) {
 					ad_error_free(err);
 					*err = ad_steal_ptr(p.err);
 				}
@@ -364,28 +398,6 @@ static int unpack_layer(pull_ctx *pc, size_t i, ad_error **err)
 		pthread_mutex_destroy(&p.m);
 		pthread_cond_destroy(&p.c);
 		free(p.buf);
-	}
-	if (r == 0 && strcmp(res.diff_id, l->diff_id) != 0)
-		r = ad_fail(err, AD_E_DATA_LOSS,
-			    "layer %s: uncompressed digest mismatch: config says %s, got %s",
-			    l->digest, l->diff_id, res.diff_id);
-	if (r == 0) {
-		_cleanup_close_ int dfd = openat(s->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		/* The files must be on disk before the dir is named as complete. */
-		if (dfd >= 0)
-			syncfs(dfd);
-		if (renameat(s->tmp_fd, tmpname, s->layers_fd, l->diff_id + 7) < 0 &&
-		    !layer_present(s, l->diff_id))
-			r = ad_fail_errno(err, AD_E_INTERNAL, "layer %s: rename into place",
-					  l->digest);
-		else
-			fsync(s->layers_fd);
-	}
-	if (r < 0 || layer_present(s, l->diff_id)) {
-		_cleanup_error_ ad_error *e = NULL;
-		struct stat st;
-		if (fstatat(s->tmp_fd, tmpname, &st, AT_SYMLINK_NOFOLLOW) == 0)
-			ad_remove_tree(tmppath, &e);
 	}
 	if (r < 0)
 		return ad_error_wrap(err, "layer %zu/%zu %s", i + 1, pc->n_layers, l->digest);
@@ -527,14 +539,14 @@ static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
 	if (strcmp(mt, MT_DOCKER_LIST) == 0 || strcmp(mt, MT_OCI_INDEX) == 0 ||
 	    json_is_array(json_object_get(manifest, "manifests"))) {
 		const char *os, *arch, *variant;
-		host_platform(&os, &arch, &variant);
+		store_host_platform(&os, &arch, &variant);
 		if (opts && opts->os)
 			os = opts->os;
 		if (opts && opts->arch) {
 			arch = opts->arch;
 			variant = opts->variant;
 		}
-		json_t *m = choose_platform(json_object_get(manifest, "manifests"), os, arch,
+		json_t *m = store_choose_platform(json_object_get(manifest, "manifests"), os, arch,
 					    variant);
 		const char *want = json_string_value(json_object_get(m, "digest"));
 		if (!m || !store_digest_valid(want)) {

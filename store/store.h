@@ -141,6 +141,19 @@ int store_image_remove(store *s, const char *query, ad_error **err);
 /* Deletes blobs and layer dirs no image references, and temp leftovers. */
 int store_gc(store *s, uint64_t *ret_freed_bytes, ad_error **err);
 
+/* Loads a docker-archive (docker save) or an oci-archive, plain or compressed,
+ * from `fd`; records the tags it carries. *ret_image_ids: NULL-terminated. */
+int store_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err);
+/* Writes the images found by `queries` (NULL-terminated) to `fd` as a tar in
+ * docker 25's save layout: an OCI layout (oci-layout, index.json, blobs/)
+ * plus manifest.json, so docker load and oci-archive readers both take it. */
+int store_image_save(store *s, const char *const *queries, int fd, ad_error **err);
+/* Imports a rootfs tar (plain, gzip or zstd; a regular file) as a one-layer
+ * image, tagged `reference` if not NULL. An empty tar gives an image without
+ * layers. */
+int store_image_import(store *s, int fd, const char *reference, char **ret_image_id,
+		       ad_error **err);
+
 typedef struct store_fs_usage {
 	char *mountpoint;  /* the store root */
 	uint64_t used_bytes; /* bytes of blobs and layers */

@@ -78,6 +78,18 @@ typedef int (*store_sink_fn)(void *userdata, const void *buf, size_t len, ad_err
 int store_session_get_blob(store_session *sess, const char *digest, uint64_t size,
 			   store_sink_fn sink, void *userdata, ad_error **err);
 
+/* ---- pull.c: layers and platforms, shared with load.c ---- */
+/* Unpacks a stream into tmp/, checks its diff_id against want_diff_id (unless
+ * NULL) and renames it to layers/<hex>. */
+int store_layer_unpack(store *s, const char *label, const char *want_diff_id,
+		       store_source_fn read_fn, void *userdata, char ret_diff_id[72], ad_error **err);
+int store_layer_unpack_blob(store *s, const char *digest, const char *want_diff_id,
+			    char ret_diff_id[72], ad_error **err);
+void store_host_platform(const char **os, const char **arch, const char **variant);
+typedef struct json_t json_t;
+json_t *store_choose_platform(json_t *manifests, const char *os, const char *arch,
+			      const char *variant);
+
 /* ---- images.c ---- */
 typedef struct store_layer_rec {
 	char *digest;  /* compressed blob */
@@ -93,6 +105,7 @@ int store_image_record(store *s, const char *name_tag, const char *repo_digest,
 /* Layer dir ids (diff_id hex), bottom first, of the image found by `query`. */
 int store_image_layers(store *s, const char *query, char **ret_image_id, char ***ret_layer_ids,
 		       ad_error **err);
+int store_image_manifest_digest(store *s, const char *image_id, char **ret, ad_error **err);
 int store_pin(store *s, const char *holder, const char *image_id, ad_error **err);
 int store_unpin(store *s, const char *holder, ad_error **err);
 

@@ -2,6 +2,8 @@
  * (tests/integration/test_store_pull.py), which run it against a real
  * docker-registry. Prints results on stdout; on failure one line
  * "ERROR <CODE>: <message>" and exit status 1. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -52,6 +54,13 @@ static void *pull_main(void *u)
 	return NULL;
 }
 
+static void store_strv_free_public(char **v)
+{
+	for (char **p = v; p && *p; p++)
+		free(*p);
+	free(v);
+}
+
 static int usage(void)
 {
 	fprintf(stderr,
@@ -60,7 +69,8 @@ static int usage(void)
 		"       [--plain-http HOST] [--insecure HOST] [--mirror HOST=URL]\n"
 		"       [--parallel N] [--retries N] [--stall S] [--platform OS/ARCH[/VARIANT]]\n"
 		"       pull REF... | get Q | list [FILTER] | rm Q | gc | usage |\n"
-		"       mount IMAGE CONTAINER | umount CONTAINER\n");
+		"       mount IMAGE CONTAINER | umount CONTAINER |\n"
+		"       load FILE | save FILE Q... | import FILE [REF]\n");
 	return 2;
 }
 
@@ -232,6 +242,32 @@ int main(int argc, char **argv)
 		if (r == 0)
 			printf("rootfs %s\n", path);
 		free(path);
+	} else if (strcmp(cmd, "load") == 0 && arg) {
+		int fd = open(arg, O_RDONLY | O_CLOEXEC);
+		char **ids = NULL;
+		r = fd < 0 ? ad_fail_errno(&err, AD_E_NOT_FOUND, "open %s", arg)
+			   : store_image_load(s, fd, &ids, &err);
+		for (char **p = ids; r == 0 && *p; p++)
+			printf("loaded %s\n", *p);
+		store_strv_free_public(ids);
+		if (fd >= 0)
+			close(fd);
+	} else if (strcmp(cmd, "import") == 0 && arg) {
+		int fd = open(arg, O_RDONLY | O_CLOEXEC);
+		char *id = NULL;
+		r = fd < 0 ? ad_fail_errno(&err, AD_E_NOT_FOUND, "open %s", arg)
+			   : store_image_import(s, fd, arg2, &id, &err);
+		if (r == 0)
+			printf("imported %s\n", id);
+		free(id);
+		if (fd >= 0)
+			close(fd);
+	} else if (strcmp(cmd, "save") == 0 && arg && arg2) {
+		int fd = open(arg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		r = fd < 0 ? ad_fail_errno(&err, AD_E_INTERNAL, "create %s", arg)
+			   : store_image_save(s, (const char *const *)&argv[optind + 2], fd, &err);
+		if (fd >= 0)
+			close(fd);
 	} else if (strcmp(cmd, "umount") == 0 && arg) {
 		r = store_rootfs_remove(s, arg, &err);
 	} else {
