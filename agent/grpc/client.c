@@ -304,8 +304,9 @@ static int on_message(const uint8_t *msg, size_t len, bool compressed, void *ctx
 	if (cc->unary) {
 		if (cc->nmsgs++ > 0) {
 			protobuf_c_message_free_unpacked(m, NULL);
-			ccall_local_fail(cc, RPC_INTERNAL,
-					 ad_strdup("more than one response message for a unary call"));
+			ccall_local_fail(
+			    cc, RPC_INTERNAL,
+			    ad_strdup("more than one response message for a unary call"));
 			return RPC_INTERNAL;
 		}
 		cc->resp = m;
@@ -363,9 +364,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	return 0;
 }
 
-static ssize_t req_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-			   size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-			   void *user_data)
+static ssize_t req_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+			   uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	(void)session;
 	(void)stream_id;
@@ -522,8 +522,8 @@ static int tls_start(rpc_client *c, const rpc_client_config *cfg, const char *ho
 	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
 	static const unsigned char alpn[] = "\x02h2";
 	SSL_CTX_set_alpn_protos(c->ctx, alpn, 3);
-	SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-					 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_mode(c->ctx,
+			 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	c->ssl = SSL_new(c->ctx);
 	if (!c->ssl)
 		return tls_fail(c, "TLS setup for", err);
@@ -614,8 +614,8 @@ static int client_connect(const rpc_client_config *cfg, rpc_client **ret_client,
 			       nghttp2_strerror(r));
 	}
 	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
 	};
 	nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
 	nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, 4 << 20);
@@ -707,9 +707,8 @@ static rpc_code code_from_rst(uint32_t rst)
 	}
 }
 
-static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path,
-		       const ProtobufCMessage *req, unsigned timeout_ms, rpc_status *st,
-		       ad_error **err);
+static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path, const ProtobufCMessage *req,
+		       unsigned timeout_ms, rpc_status *st, ad_error **err);
 
 static int run_call(rpc_client *c, rpc_ccall *cc, const char *path, const ProtobufCMessage *req,
 		    unsigned timeout_ms, rpc_status *st, ad_error **err)
@@ -722,9 +721,8 @@ static int run_call(rpc_client *c, rpc_ccall *cc, const char *path, const Protob
 	return r;
 }
 
-static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path,
-		       const ProtobufCMessage *req, unsigned timeout_ms, rpc_status *st,
-		       ad_error **err)
+static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path, const ProtobufCMessage *req,
+		       unsigned timeout_ms, rpc_status *st, ad_error **err)
 {
 	if (!c->dead && !nghttp2_session_want_read(c->session) &&
 	    !nghttp2_session_want_write(c->session))
@@ -769,8 +767,8 @@ static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path,
 	nghttp2_data_provider prd = {.source.ptr = cc, .read_callback = req_read_cb};
 	cc->stream_id = nghttp2_submit_request(c->session, NULL, nv, n, &prd, cc);
 	if (cc->stream_id < 0)
-		return ad_fail(err, AD_E_UNAVAILABLE, "cannot start a call on %s: %s",
-			       c->endpoint, nghttp2_strerror(cc->stream_id));
+		return ad_fail(err, AD_E_UNAVAILABLE, "cannot start a call on %s: %s", c->endpoint,
+			       nghttp2_strerror(cc->stream_id));
 	c->cur = cc;
 	bool sent_rst = false;
 	int ret = 0;
@@ -811,8 +809,8 @@ static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path,
 		st->message = ad_asprintf("HTTP status %d", cc->http_status);
 	} else if (cc->rst_code != NGHTTP2_NO_ERROR) {
 		st->code = code_from_rst(cc->rst_code);
-		st->message = ad_asprintf("stream reset by the server (HTTP/2 error %u)",
-					  cc->rst_code);
+		st->message =
+		    ad_asprintf("stream reset by the server (HTTP/2 error %u)", cc->rst_code);
 	} else {
 		st->code = RPC_INTERNAL;
 		st->message = ad_strdup("stream ended without grpc-status");
@@ -852,8 +850,7 @@ int rpc_client_unary(rpc_client *c, const char *path, const ProtobufCMessage *re
 
 int rpc_client_stream(rpc_client *c, const char *path, const ProtobufCMessage *req,
 		      const ProtobufCMessageDescriptor *resp_desc, unsigned timeout_ms,
-		      rpc_stream_fn on_msg, void *userdata, rpc_status *ret_status,
-		      ad_error **err)
+		      rpc_stream_fn on_msg, void *userdata, rpc_status *ret_status, ad_error **err)
 {
 	rpc_ccall cc = {.desc = resp_desc, .fn = on_msg, .userdata = userdata};
 	rpc_status st = {0};

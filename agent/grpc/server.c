@@ -35,13 +35,13 @@
 #include <sys/un.h>
 
 #define CALL_ARENA_INLINE 512
-#define STREAM_QUEUE_MAX (1u << 20)   /* bytes a streaming call may queue before send blocks */
-#define CONN_OUTBUF_MAX (1u << 20)    /* bytes buffered towards the socket per connection */
-#define CONN_RECV_BUDGET (64u << 20)  /* partially received request bytes per connection */
+#define STREAM_QUEUE_MAX (1u << 20)  /* bytes a streaming call may queue before send blocks */
+#define CONN_OUTBUF_MAX (1u << 20)   /* bytes buffered towards the socket per connection */
+#define CONN_RECV_BUDGET (64u << 20) /* partially received request bytes per connection */
 #define PREFACE_TIMEOUT_S 10
 #define RESET_WINDOW_NS (10LL * 1000000000LL)
-#define RESET_LIMIT 1000              /* client resets per window before ENHANCE_YOUR_CALM */
-#define GRPC_MESSAGE_MAX 1024         /* bytes of grpc-message kept (before encoding) */
+#define RESET_LIMIT 1000      /* client resets per window before ENHANCE_YOUR_CALM */
+#define GRPC_MESSAGE_MAX 1024 /* bytes of grpc-message kept (before encoding) */
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (4 << 20)
 
@@ -79,9 +79,9 @@ struct rpc_call {
 	const char *encoding;
 	bool bad_timeout;
 	bool dispatched;
-	bool responded;   /* response HEADERS submitted */
-	bool finished;    /* final status handed to nghttp2 (or the stream is gone) */
-	bool deferred;    /* the data provider returned NGHTTP2_ERR_DEFERRED */
+	bool responded; /* response HEADERS submitted */
+	bool finished;	/* final status handed to nghttp2 (or the stream is gone) */
+	bool deferred;	/* the data provider returned NGHTTP2_ERR_DEFERRED */
 	bool inline_running;
 	bool counted_recv;
 	struct event *deadline_ev;
@@ -305,7 +305,7 @@ static void call_fail(rpc_call *call, rpc_code code, const char *msg)
 }
 
 static void call_failf(rpc_call *call, rpc_code code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void call_failf(rpc_call *call, rpc_code code, const char *fmt, ...)
 {
 	/* Pre-dispatch only: the loop still owns the arena. */
@@ -325,7 +325,7 @@ static int submit_trailers(rpc_call *call, rpc_code code, const char *msg)
 	char st[12];
 	int stlen = snprintf(st, sizeof(st), "%d", (int)code);
 	nghttp2_nv nv[2] = {
-		{(uint8_t *)"grpc-status", (uint8_t *)st, 11, (size_t)stlen, NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"grpc-status", (uint8_t *)st, 11, (size_t)stlen, NGHTTP2_NV_FLAG_NONE},
 	};
 	size_t n = 1;
 	char *enc = NULL;
@@ -425,11 +425,11 @@ static void call_pump(rpc_call *call)
 		int stlen = snprintf(st, sizeof(st), "%d", (int)code);
 		char *enc = msg && *msg ? rpc_percent_encode(msg, GRPC_MESSAGE_MAX) : NULL;
 		nghttp2_nv nv[4] = {
-			{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
-			{(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
-			 NGHTTP2_NV_FLAG_NONE},
-			{(uint8_t *)"grpc-status", (uint8_t *)st, 11, (size_t)stlen,
-			 NGHTTP2_NV_FLAG_NONE},
+		    {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+		    {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+		     NGHTTP2_NV_FLAG_NONE},
+		    {(uint8_t *)"grpc-status", (uint8_t *)st, 11, (size_t)stlen,
+		     NGHTTP2_NV_FLAG_NONE},
 		};
 		size_t n = 3;
 		if (enc) {
@@ -443,9 +443,9 @@ static void call_pump(rpc_call *call)
 		return;
 	}
 	static const nghttp2_nv hdrs[] = {
-		{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
-		 NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+	     NGHTTP2_NV_FLAG_NONE},
 	};
 	nghttp2_data_provider prd = {.source.ptr = call, .read_callback = call_read_cb};
 	nghttp2_submit_response(c->session, call->stream_id, hdrs, 2, &prd);
@@ -464,7 +464,7 @@ static void call_respond_http(rpc_call *call, const char *status)
 {
 	rpc_conn *c = call->conn;
 	nghttp2_nv nv[] = {
-		{(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE},
 	};
 	pthread_mutex_lock(&call->mu);
 	call->status_locked = true;
@@ -503,9 +503,10 @@ static void call_run(rpc_call *call)
 	if (rc == RPC_OK && m->kind == RPC_UNARY) {
 		size_t sz = protobuf_c_message_get_packed_size(call->resp);
 		if (sz > srv->cfg.max_send_msg) {
-			rc = rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
-					    "response message of %zu bytes exceeds the limit of %zu",
-					    sz, srv->cfg.max_send_msg);
+			rc =
+			    rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
+					   "response message of %zu bytes exceeds the limit of %zu",
+					   sz, srv->cfg.max_send_msg);
 		} else {
 			ch = rpc_arena_alloc(&call->arena, sizeof(*ch) + 5 + sz);
 			ch->len = 5 + sz;
@@ -776,8 +777,8 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 		return 0;
 	}
 	uint32_t big = 0;
-	int r = rpc_framer_feed(&call->fr, data, len, srv->cfg.max_recv_msg, on_message, call,
-				&big);
+	int r =
+	    rpc_framer_feed(&call->fr, data, len, srv->cfg.max_recv_msg, on_message, call, &big);
 	size_t after = rpc_framer_buffered(&call->fr);
 	c->recv_buffered = c->recv_buffered - before + after;
 	call->counted_recv = true;
@@ -965,8 +966,8 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
 			n = 16;
 		size_t total = 0;
 		for (int i = 0; i < n; i++) {
-			ssize_t rv = nghttp2_session_mem_recv(c->session, v[i].iov_base,
-							      v[i].iov_len);
+			ssize_t rv =
+			    nghttp2_session_mem_recv(c->session, v[i].iov_base, v[i].iov_len);
 			if (rv < 0) {
 				conn_free(c);
 				return;
@@ -1014,9 +1015,9 @@ static int conn_start_session(rpc_conn *c)
 	if (rv != 0)
 		return -1;
 	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->cfg.max_concurrent_streams},
-		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)srv->cfg.max_header_list},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->cfg.max_concurrent_streams},
+	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)srv->cfg.max_header_list},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
 	};
 	if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3) != 0)
 		return -1;
@@ -1103,10 +1104,9 @@ static void accept_conn(rpc_server *srv, evutil_socket_t fd, struct sockaddr *sa
 			conn_free(c);
 			return;
 		}
-		c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl,
-							BUFFEREVENT_SSL_ACCEPTING,
-							BEV_OPT_CLOSE_ON_FREE |
-								BEV_OPT_DEFER_CALLBACKS);
+		c->bev =
+		    bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (!c->bev) {
 			SSL_free(ssl);
 			close(fd);
@@ -1224,8 +1224,8 @@ static int listen_unix(rpc_server *srv, const char *path, ad_error **err)
 		return ad_fail_errno(err, AD_E_INTERNAL, "chmod %s", path);
 	if (listen(fd, 1024) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "listen on %s", path);
-	srv->unix_lis = evconnlistener_new(srv->base, unix_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE,
-					   -1, fd);
+	srv->unix_lis =
+	    evconnlistener_new(srv->base, unix_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 	if (!srv->unix_lis)
 		return ad_fail(err, AD_E_INTERNAL, "evconnlistener_new failed");
 	evconnlistener_set_error_cb(srv->unix_lis, accept_error_cb);
@@ -1289,8 +1289,8 @@ static int listen_tcp(rpc_server *srv, const char *addr, ad_error **err)
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
 	srv->tcp_port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
 						: ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	srv->tcp_lis = evconnlistener_new(srv->base, tcp_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE,
-					  -1, fd);
+	srv->tcp_lis =
+	    evconnlistener_new(srv->base, tcp_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 	if (!srv->tcp_lis) {
 		close(fd);
 		return ad_fail(err, AD_E_INTERNAL, "evconnlistener_new failed");
@@ -1341,7 +1341,7 @@ static int tls_setup(rpc_server *srv, ad_error **err)
 	srv->ssl_ctx = ctx;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-					 SSL_OP_CIPHER_SERVER_PREFERENCE);
+				     SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
 		return ssl_fail(err, "cannot load certificate", cfg->tls_cert);
 	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1)

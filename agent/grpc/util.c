@@ -5,23 +5,23 @@
 #include <string.h>
 
 static const char *const code_names[] = {
-	[RPC_OK] = "OK",
-	[RPC_CANCELLED] = "CANCELLED",
-	[RPC_UNKNOWN] = "UNKNOWN",
-	[RPC_INVALID_ARGUMENT] = "INVALID_ARGUMENT",
-	[RPC_DEADLINE_EXCEEDED] = "DEADLINE_EXCEEDED",
-	[RPC_NOT_FOUND] = "NOT_FOUND",
-	[RPC_ALREADY_EXISTS] = "ALREADY_EXISTS",
-	[RPC_PERMISSION_DENIED] = "PERMISSION_DENIED",
-	[RPC_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
-	[RPC_FAILED_PRECONDITION] = "FAILED_PRECONDITION",
-	[RPC_ABORTED] = "ABORTED",
-	[RPC_OUT_OF_RANGE] = "OUT_OF_RANGE",
-	[RPC_UNIMPLEMENTED] = "UNIMPLEMENTED",
-	[RPC_INTERNAL] = "INTERNAL",
-	[RPC_UNAVAILABLE] = "UNAVAILABLE",
-	[RPC_DATA_LOSS] = "DATA_LOSS",
-	[RPC_UNAUTHENTICATED] = "UNAUTHENTICATED",
+    [RPC_OK] = "OK",
+    [RPC_CANCELLED] = "CANCELLED",
+    [RPC_UNKNOWN] = "UNKNOWN",
+    [RPC_INVALID_ARGUMENT] = "INVALID_ARGUMENT",
+    [RPC_DEADLINE_EXCEEDED] = "DEADLINE_EXCEEDED",
+    [RPC_NOT_FOUND] = "NOT_FOUND",
+    [RPC_ALREADY_EXISTS] = "ALREADY_EXISTS",
+    [RPC_PERMISSION_DENIED] = "PERMISSION_DENIED",
+    [RPC_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
+    [RPC_FAILED_PRECONDITION] = "FAILED_PRECONDITION",
+    [RPC_ABORTED] = "ABORTED",
+    [RPC_OUT_OF_RANGE] = "OUT_OF_RANGE",
+    [RPC_UNIMPLEMENTED] = "UNIMPLEMENTED",
+    [RPC_INTERNAL] = "INTERNAL",
+    [RPC_UNAVAILABLE] = "UNAVAILABLE",
+    [RPC_DATA_LOSS] = "DATA_LOSS",
+    [RPC_UNAUTHENTICATED] = "UNAUTHENTICATED",
 };
 
 const char *rpc_code_name(rpc_code code)
@@ -178,8 +178,7 @@ char *rpc_percent_decode(const char *s, size_t len)
 	char *out = ad_malloc0(len + 1);
 	char *p = out;
 	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 &&
-		    hexval(s[i + 2]) >= 0) {
+		if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
 			*p++ = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
 			i += 2;
 		} else {

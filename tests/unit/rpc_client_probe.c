@@ -41,15 +41,15 @@ int main(int argc, char **argv)
 	int delay_ms = 0;
 	int response_bytes = 0;
 	static const struct option opts[] = {
-		{"ca", required_argument, NULL, 'a'},
-		{"cert", required_argument, NULL, 'c'},
-		{"key", required_argument, NULL, 'k'},
-		{"server-name", required_argument, NULL, 'n'},
-		{"timeout", required_argument, NULL, 't'},
-		{"delay", required_argument, NULL, 'd'},
-		{"max-recv", required_argument, NULL, 'm'},
-		{"response-bytes", required_argument, NULL, 'r'},
-		{NULL, 0, NULL, 0},
+	    {"ca", required_argument, NULL, 'a'},
+	    {"cert", required_argument, NULL, 'c'},
+	    {"key", required_argument, NULL, 'k'},
+	    {"server-name", required_argument, NULL, 'n'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"delay", required_argument, NULL, 'd'},
+	    {"max-recv", required_argument, NULL, 'm'},
+	    {"response-bytes", required_argument, NULL, 'r'},
+	    {NULL, 0, NULL, 0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -74,10 +74,10 @@ static rpc_code stream_handler(rpc_call *call, const ProtobufCMessage *req_,
 }
 
 static rpc_method methods[] = {
-	{"/agent.v1.DebugService/Echo", &agent__v1__echo_request__descriptor,
-	 &agent__v1__echo_response__descriptor, RPC_UNARY, false, echo_handler, NULL},
-	{"/agent.v1.DebugService/StreamEcho", &agent__v1__echo_request__descriptor,
-	 &agent__v1__echo_response__descriptor, RPC_SERVER_STREAM, false, stream_handler, NULL},
+    {"/agent.v1.DebugService/Echo", &agent__v1__echo_request__descriptor,
+     &agent__v1__echo_response__descriptor, RPC_UNARY, false, echo_handler, NULL},
+    {"/agent.v1.DebugService/StreamEcho", &agent__v1__echo_request__descriptor,
+     &agent__v1__echo_response__descriptor, RPC_SERVER_STREAM, false, stream_handler, NULL},
 };
 
 static rpc_server *srv;
@@ -101,16 +101,11 @@ int main(int argc, char **argv)
 {
 	rpc_server_config cfg = {0};
 	static const struct option opts[] = {
-		{"unix", required_argument, NULL, 'u'},
-		{"tcp", required_argument, NULL, 't'},
-		{"cert", required_argument, NULL, 'c'},
-		{"key", required_argument, NULL, 'k'},
-		{"client-ca", required_argument, NULL, 'a'},
-		{"insecure", no_argument, NULL, 'i'},
-		{"max-msg", required_argument, NULL, 'm'},
-		{"inline", no_argument, NULL, 'l'},
-		{"workers", required_argument, NULL, 'w'},
-		{NULL, 0, NULL, 0},
+	    {"unix", required_argument, NULL, 'u'},	 {"tcp", required_argument, NULL, 't'},
+	    {"cert", required_argument, NULL, 'c'},	 {"key", required_argument, NULL, 'k'},
+	    {"client-ca", required_argument, NULL, 'a'}, {"insecure", no_argument, NULL, 'i'},
+	    {"max-msg", required_argument, NULL, 'm'},	 {"inline", no_argument, NULL, 'l'},
+	    {"workers", required_argument, NULL, 'w'},	 {NULL, 0, NULL, 0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -143,9 +138,10 @@ int main(int argc, char **argv)
 			cfg.workers = (unsigned)atoi(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: rpc_server_probe [--unix PATH] [--tcp ADDR] "
-					"[--cert F --key F --client-ca F] [--insecure] [--max-msg N] "
-					"[--inline] [--workers N]\n");
+			fprintf(stderr,
+				"usage: rpc_server_probe [--unix PATH] [--tcp ADDR] "
+				"[--cert F --key F --client-ca F] [--insecure] [--max-msg N] "
+				"[--inline] [--workers N]\n");
 			return 64;
 		}
 	}

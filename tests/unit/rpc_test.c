@@ -121,12 +121,12 @@ static rpc_code stream_handler(rpc_call *call, const ProtobufCMessage *req_,
 }
 
 static const rpc_method methods[] = {
-	{ECHO, &agent__v1__echo_request__descriptor, &agent__v1__echo_response__descriptor,
-	 RPC_UNARY, false, echo_handler, NULL},
-	{ECHO_INLINE, &agent__v1__echo_request__descriptor, &agent__v1__echo_response__descriptor,
-	 RPC_UNARY, true, echo_handler, NULL},
-	{STREAM, &agent__v1__echo_request__descriptor, &agent__v1__echo_response__descriptor,
-	 RPC_SERVER_STREAM, false, stream_handler, NULL},
+    {ECHO, &agent__v1__echo_request__descriptor, &agent__v1__echo_response__descriptor, RPC_UNARY,
+     false, echo_handler, NULL},
+    {ECHO_INLINE, &agent__v1__echo_request__descriptor, &agent__v1__echo_response__descriptor,
+     RPC_UNARY, true, echo_handler, NULL},
+    {STREAM, &agent__v1__echo_request__descriptor, &agent__v1__echo_response__descriptor,
+     RPC_SERVER_STREAM, false, stream_handler, NULL},
 };
 
 /* ---- a server on its own loop thread ------------------------------------- */
@@ -186,15 +186,15 @@ static tserver *server_start(void)
 	cert_path(key, sizeof(key), "server.key");
 	cert_path(ca, sizeof(ca), "ca.pem");
 	rpc_server_config cfg = {
-		.unix_path = sock_path,
-		.tcp_listen = "127.0.0.1:0",
-		.tls_cert = cert,
-		.tls_key = key,
-		.tls_client_ca = ca,
-		.max_recv_msg = LIMIT,
-		.max_send_msg = LIMIT,
-		.workers = 4,
-		.drain_timeout_ms = 2000,
+	    .unix_path = sock_path,
+	    .tcp_listen = "127.0.0.1:0",
+	    .tls_cert = cert,
+	    .tls_key = key,
+	    .tls_client_ca = ca,
+	    .max_recv_msg = LIMIT,
+	    .max_send_msg = LIMIT,
+	    .workers = 4,
+	    .drain_timeout_ms = 2000,
 	};
 	return server_start_cfg(&cfg);
 }
@@ -237,8 +237,8 @@ static int client_tls(int port, const char *ca_name, const char *cert_name, rpc_
 	return rpc_client_connect(&cfg, ret, err);
 }
 
-static int echo(rpc_client *c, const char *path, const char *msg, int delay_ms,
-		unsigned timeout_ms, Agent__V1__EchoResponse **ret, rpc_status *st, ad_error **err)
+static int echo(rpc_client *c, const char *path, const char *msg, int delay_ms, unsigned timeout_ms,
+		Agent__V1__EchoResponse **ret, rpc_status *st, ad_error **err)
 {
 	Agent__V1__EchoRequest req = AGENT__V1__ECHO_REQUEST__INIT;
 	req.message = (char *)msg;
@@ -421,8 +421,9 @@ static void test_error_message(void **state)
 	rpc_client *c = client_unix();
 	const char *paths[] = {ECHO, ECHO_INLINE};
 	for (int i = 0; i < 2; i++) {
-		const char *text = "nicht gefunden: 100% \xc3\xbc\x62\x65r \xe6\x97\xa5\xe6\x9c\xac "
-				   "%41 tab\there\nnewline";
+		const char *text =
+		    "nicht gefunden: 100% \xc3\xbc\x62\x65r \xe6\x97\xa5\xe6\x9c\xac "
+		    "%41 tab\there\nnewline";
 		char msg[256];
 		snprintf(msg, sizeof(msg), "error:%s", text);
 		Agent__V1__EchoResponse *resp = NULL;
@@ -753,7 +754,6 @@ static void test_shutdown_drain(void **state)
 	rpc_status_clear(&b.rs);
 }
 
-
 /* ======================================================================
  * Raw HTTP/2: frames written by hand, for inputs no well-behaved client
  * sends. Header blocks go through nghttp2's HPACK codec only.
@@ -773,7 +773,7 @@ typedef struct raw_result {
 	char grpc_message[512];
 	size_t data_bytes;
 	bool ended;
-	int rst; /* -1: none */
+	int rst;    /* -1: none */
 	int goaway; /* -1: none */
 	bool closed;
 } raw_result;
@@ -795,8 +795,14 @@ static void raw_write(raw_conn *rc, const void *buf, size_t len)
 static void raw_frame(raw_conn *rc, uint8_t type, uint8_t flags, uint32_t sid, const void *payload,
 		      size_t len)
 {
-	uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len, type, flags,
-			(uint8_t)(sid >> 24 & 0x7f), (uint8_t)(sid >> 16), (uint8_t)(sid >> 8),
+	uint8_t h[9] = {(uint8_t)(len >> 16),
+			(uint8_t)(len >> 8),
+			(uint8_t)len,
+			type,
+			flags,
+			(uint8_t)(sid >> 24 & 0x7f),
+			(uint8_t)(sid >> 16),
+			(uint8_t)(sid >> 8),
 			(uint8_t)sid};
 	raw_write(rc, h, 9);
 	if (len)
@@ -832,12 +838,14 @@ static void raw_request(raw_conn *rc, uint32_t sid, const char *path, const char
 {
 	nghttp2_nv nv[128];
 	size_t n = 0;
-	const char *base[] = {":method", "POST", ":scheme", "http", ":path", path,
-			      ":authority", "localhost", "content-type", "application/grpc",
-			      "te", "trailers", NULL};
+	const char *base[] = {
+	    ":method",	 "POST",	 ":scheme",	     "http", ":path",	 path, ":authority",
+	    "localhost", "content-type", "application/grpc", "te",   "trailers", NULL};
 #define ADD(k, v)                                                                                  \
-	nv[n++] = (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), strlen(v),               \
-			       NGHTTP2_NV_FLAG_NONE}
+	nv[n++] = (nghttp2_nv)                                                                     \
+	{                                                                                          \
+		(uint8_t *)(k), (uint8_t *)(v), strlen(k), strlen(v), NGHTTP2_NV_FLAG_NONE         \
+	}
 	for (int i = 0; base[i]; i += 2) {
 		const char *v = base[i + 1];
 		for (int j = 0; extra && extra[j]; j += 2)
@@ -943,7 +951,8 @@ static void raw_wait(raw_conn *rc, uint32_t sid, raw_result *res, int timeout_ms
 	int64_t end = ad_monotonic_ns() + (int64_t)timeout_ms * 1000000;
 	for (;;) {
 		while (rc->rlen >= 9) {
-			size_t flen = (size_t)rc->rbuf[0] << 16 | (size_t)rc->rbuf[1] << 8 | rc->rbuf[2];
+			size_t flen =
+			    (size_t)rc->rbuf[0] << 16 | (size_t)rc->rbuf[1] << 8 | rc->rbuf[2];
 			if (rc->rlen < 9 + flen)
 				break;
 			uint8_t type = rc->rbuf[3], flags = rc->rbuf[4];
@@ -1189,8 +1198,8 @@ static void test_rapid_reset(void **state)
 	if (res.goaway < 0 && !res.closed)
 		raw_wait(rc, 0, &res, 5000);
 	/* The abuser is told to calm down (or cut off). */
-	assert_true(res.goaway == NGHTTP2_ENHANCE_YOUR_CALM || res.goaway == NGHTTP2_INTERNAL_ERROR ||
-		    res.closed);
+	assert_true(res.goaway == NGHTTP2_ENHANCE_YOUR_CALM ||
+		    res.goaway == NGHTTP2_INTERNAL_ERROR || res.closed);
 	raw_close(rc);
 	int64_t ms = (ad_monotonic_ns() - t0) / 1000000;
 	assert_true(ms < 10000);
@@ -1311,22 +1320,22 @@ static void test_stream_backpressure(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_code_name),
-		cmocka_unit_test(test_unary_unix),
-		cmocka_unit_test(test_stream),
-		cmocka_unit_test(test_error_message),
-		cmocka_unit_test(test_unknown_method),
-		cmocka_unit_test(test_deadline),
-		cmocka_unit_test(test_size_limits),
-		cmocka_unit_test(test_tls),
-		cmocka_unit_test(test_connect_errors),
-		cmocka_unit_test(test_socket_takeover),
-		cmocka_unit_test(test_shutdown_drain),
-		cmocka_unit_test(test_raw_framing),
-		cmocka_unit_test(test_rapid_reset),
-		cmocka_unit_test(test_preface_timeout),
-		cmocka_unit_test(test_client_after_server_gone),
-		cmocka_unit_test(test_stream_backpressure),
+	    cmocka_unit_test(test_code_name),
+	    cmocka_unit_test(test_unary_unix),
+	    cmocka_unit_test(test_stream),
+	    cmocka_unit_test(test_error_message),
+	    cmocka_unit_test(test_unknown_method),
+	    cmocka_unit_test(test_deadline),
+	    cmocka_unit_test(test_size_limits),
+	    cmocka_unit_test(test_tls),
+	    cmocka_unit_test(test_connect_errors),
+	    cmocka_unit_test(test_socket_takeover),
+	    cmocka_unit_test(test_shutdown_drain),
+	    cmocka_unit_test(test_raw_framing),
+	    cmocka_unit_test(test_rapid_reset),
+	    cmocka_unit_test(test_preface_timeout),
+	    cmocka_unit_test(test_client_after_server_gone),
+	    cmocka_unit_test(test_stream_backpressure),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
