@@ -591,6 +591,18 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 			goto out;
 		}
 	}
+	if (cfg->log_path) {
+		/* Checked here: the shim could only lose the output silently. */
+		int lfd = open(cfg->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (lfd < 0) {
+			ad_fail_errno(err, AD_E_INVALID, "log path %s", cfg->log_path);
+			goto out;
+		}
+		close(lfd);
+	}
+	/* A setup child stuck (say, on a hung mount) must not hang the caller. */
+	struct timeval tv = {.tv_sec = 60};
+	setsockopt(x.sync[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	x.ctl_fd = bind_ctl_socket(c->dir, err);
 	if (x.ctl_fd < 0)
 		goto out;

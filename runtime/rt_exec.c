@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +45,12 @@ static void exec_child(const rt_config *cfg, const rt_secplan *plan, const char 
 			ad_fail_errno(&e, AD_E_INTERNAL, "stdio");
 			fail_to(sfd, e);
 		}
+	}
+	/* A terminal on stdin (the caller's pty slave) becomes the controlling
+	 * one, as for the init with a tty. */
+	if (stdio[0] >= 0 && isatty(0)) {
+		setsid();
+		ioctl(0, TIOCSCTTY, 0);
 	}
 	if (rt_secplan_apply_pre_user(plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
 	    rt_secplan_apply_post_user(plan, &e) < 0)

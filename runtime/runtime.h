@@ -235,7 +235,9 @@ int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args,
 		 size_t max_output, rt_exec_result *ret, ad_error **err);
 void rt_exec_result_clear(rt_exec_result *r);
 /* Starts args with the given stdio fds (-1: /dev/null); the caller waits on
- * *ret_pid (a child of the caller) and receives its exit status directly. */
+ * *ret_pid (a child of the caller) and receives its exit status directly.
+ * For a tty, pass a pty slave as stdin (and usually stdout/stderr): it
+ * becomes the process's controlling terminal. */
 int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int stdin_fd,
 	    int stdout_fd, int stderr_fd, pid_t *ret_pid, ad_error **err);
 

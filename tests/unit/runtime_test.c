@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pty.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -309,6 +310,25 @@ static void test_exec(void **state)
 	assert_int_equal(r.exit_code, 0);
 	assert_non_null(strstr(r.out, "memory:/\n")); /* root of its cgroup namespace */
 	rt_exec_result_clear(&r);
+
+	/* exec with a terminal: a pty slave as stdio */
+	int master, slave;
+	assert_int_equal(openpty(&master, &slave, NULL, NULL, NULL), 0);
+	static const char *const tty_args[] = {"sh", "-c", "test -t 0 && test -t 1 && echo tty-ok",
+					       NULL};
+	pid_t tpid;
+	must(rt_exec(c, &cfg, tty_args, slave, slave, slave, &tpid, &e), e, "exec tty");
+	close(slave);
+	char tbuf[256] = "";
+	size_t tl = 0;
+	ssize_t tn;
+	while (tl < sizeof(tbuf) - 1 && (tn = read(master, tbuf + tl, sizeof(tbuf) - 1 - tl)) > 0)
+		tl += (size_t)tn; /* EIO once the slave side is gone */
+	close(master);
+	int tst;
+	assert_int_equal(waitpid(tpid, &tst, 0), tpid);
+	assert_true(WIFEXITED(tst) && WEXITSTATUS(tst) == 0);
+	assert_non_null(strstr(tbuf, "tty-ok"));
 
 	static const char *const slow[] = {"sleep", "30", NULL};
 	int64_t t0 = ad_monotonic_ns();
@@ -814,6 +834,10 @@ static void test_errors(void **state)
 	base_config(&cfg, "err9", ok);
 	cfg.security.apparmor_profile = "docker-default";
 	expect_create_error(&cfg, "AppArmor");
+
+	base_config(&cfg, "err10", ok);
+	cfg.log_path = "/nonexistent/dir/x.log";
+	expect_create_error(&cfg, "log path /nonexistent/dir/x.log");
 
 	base_config(&cfg, "bad/id", ok);
 	_cleanup_error_ ad_error *e = NULL;
