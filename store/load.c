@@ -582,7 +582,7 @@ static int make_tmpdir(store *s, const char *prefix, char **ret_path, int *ret_f
 
 int store_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err)
 {
-	_cleanup_free_ char *tmppath = NULL;
+	_cleanup_free_ char *tmppath = NULL, *data = NULL;
 	_cleanup_close_ int dir_fd = -1;
 	char **ids = NULL;
 	size_t nids = 0;
@@ -590,7 +590,6 @@ int store_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err)
 	pthread_rwlock_rdlock(&s->gc_lock);
 	if (make_tmpdir(s, "load", &tmppath, &dir_fd, err) < 0 || extract(fd, dir_fd, err) < 0)
 		goto out;
-	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	ad_error *e = NULL;
 	if (read_in_root(dir_fd, "manifest.json", &data, &len, &e) == 0) {

@@ -359,10 +359,16 @@ def test_concurrent_pulls_share_downloads(plain, store):
         assert px.blob_requests[base] == 1, px.blob_requests
 
 
-def test_demo_image_builds_and_runs(plain, store, work):
+@pytest.fixture(scope="module")
+def demo(work):
     out = work / "demo"
     subprocess.run(["sh", str(Path(__file__).parents[2] / "deploy" / "demo-image" / "build.sh"),
                     str(out)], check=True, capture_output=True, timeout=120)
+    return out
+
+
+def test_demo_image_builds_and_runs(plain, store, demo):
+    out = demo
     assert (out / "demo-image.tar").stat().st_size > 1 << 20
     layout = ImageBuilder(out / "oci")
     plain.push(layout, "latest", "agentd/demo:latest")
@@ -483,3 +489,85 @@ def test_identity_token_refresh_grant(plain, store):
         grant = px.token_requests[-1]
         assert grant["grant_type"] == "refresh_token" and grant["scope"] == "repository:test/base:pull"
         assert grant["service"] == "agentd-test"
+
+
+def test_load_save_roundtrip(demo, store):
+    ids = set()
+    for archive in ["demo-image.tar", "demo-image.oci.tar"]:
+        out = probe(store, "load", demo / archive).stdout
+        ids.update(fields(out, "loaded"))
+    assert len(ids) == 1  # the same image either way
+    img = probe(store, "get", "agentd/demo:latest").stdout
+    assert fields(img, "tag") == ["docker.io/agentd/demo:latest"]
+    assert fields(img, "id") == list(ids)
+    saved = store / "saved.tar"
+    probe(store, "save", saved, "agentd/demo")
+    # Both readers take the saved file; a fresh store loads it to the same id.
+    for transport in ["docker-archive", "oci-archive"]:
+        subprocess.run(["skopeo", "inspect", f"{transport}:{saved}"], check=True,
+                       capture_output=True)
+    other = store / "other"
+    other.mkdir()
+    assert fields(probe(other, "load", saved).stdout, "loaded") == list(ids)
+    merged = Path(fields(probe(other, "mount", "agentd/demo", "d1").stdout, "rootfs")[0])
+    try:
+        assert "Hello from agentd" in (merged / "www" / "index.html").read_text()
+    finally:
+        probe(other, "umount", "d1")
+    p = probe(store, "save", store / "x.tar", "no/such:image", check=False)
+    assert p.stdout.startswith("ERROR not found"), p.stdout
+
+
+def test_import_rootfs_tar(store):
+    src = store / "rootfs"
+    (src / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", src / "bin" / "busybox")
+    (src / "hello").write_text("imported\n")
+    tgz = store / "rootfs.tgz"
+    subprocess.run(["tar", "-C", src, "-czf", tgz, "."], check=True)
+    out = probe(store, "import", tgz, "my/imported:v1").stdout
+    img = probe(store, "get", "my/imported:v1").stdout
+    assert fields(img, "id") == fields(out, "imported") and len(fields(img, "layer")) == 1
+    merged = Path(fields(probe(store, "mount", "my/imported:v1", "i1").stdout, "rootfs")[0])
+    try:
+        assert (merged / "hello").read_text() == "imported\n"
+    finally:
+        probe(store, "umount", "i1")
+    empty = store / "empty.tar"
+    empty.write_bytes(b"")
+    probe(store, "import", empty, "my/empty:v1")
+    assert fields(probe(store, "get", "my/empty:v1").stdout, "layer") == []
+    merged = Path(fields(probe(store, "mount", "my/empty:v1", "e1").stdout, "rootfs")[0])
+    try:
+        assert os.listdir(merged) == []
+    finally:
+        probe(store, "umount", "e1")
+
+
+def test_load_bad_archives(store):
+    import io
+    import tarfile
+    evil = store / "evil.tar"
+    with tarfile.open(evil, "w") as tf:
+        ti = tarfile.TarInfo("../outside")
+        ti.size = 2
+        tf.addfile(ti, io.BytesIO(b"x\n"))
+    p = probe(store, "load", evil, check=False)
+    assert p.stdout.startswith("ERROR invalid argument") and "outside" in p.stdout, p.stdout
+    assert not (store / "root" / "outside").exists() and not (store / "outside").exists()
+    # An oci-archive whose layer blob does not match its digest.
+    layout = ImageBuilder(store / "oci")
+    layout.busybox("t")
+    m = json.loads(layout.blob(layout.descriptor("t")["digest"]))
+    layer = layout.path / "blobs" / "sha256" / m["layers"][0]["digest"][7:]
+    data = bytearray(layer.read_bytes())
+    data[-1] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    bad = store / "bad.tar"
+    subprocess.run(["tar", "-C", layout.path, "-cf", bad, "."], check=True)
+    p = probe(store, "load", bad, check=False)
+    assert p.stdout.startswith("ERROR data loss"), p.stdout
+    assert probe(store, "list").stdout == ""
+    assert os.listdir(store / "root" / "tmp") == []
+    p = probe(store, "load", store / "oci" / "index.json", check=False)
+    assert p.stdout.startswith("ERROR invalid argument"), p.stdout
