@@ -738,9 +738,15 @@ static int on_message(const uint8_t *msg, size_t len, bool compressed, void *ctx
 {
 	rpc_call *call = ctx;
 	if (compressed) {
-		/* We never advertise grpc-accept-encoding beyond identity. */
+		/* We decompress nothing. A compressed message without an encoding
+		 * (or "identity") is a protocol error; a real encoding is one we
+		 * do not implement. */
+		if (!call->encoding || strcmp(call->encoding, "identity") == 0) {
+			call_fail(call, RPC_INTERNAL, "compressed message without a grpc-encoding");
+			return RPC_INTERNAL;
+		}
 		call_failf(call, RPC_UNIMPLEMENTED, "grpc-encoding %s is not supported",
-			   call->encoding ? call->encoding : "(none)");
+			   call->encoding);
 		return RPC_UNIMPLEMENTED;
 	}
 	if (call->nmsgs > 0) {

@@ -1084,35 +1084,41 @@ static void test_raw_framing(void **state)
 	raw_message(rc, 13, 1, (uint32_t)blen, body, blen, 16384, true);
 	raw_wait(rc, 13, &res, 5000);
 	assert_int_equal(res.grpc_status, RPC_UNIMPLEMENTED);
+	assert_string_equal(res.grpc_message, "grpc-encoding gzip is not supported");
+	/* ...and compressed without any encoding at all. */
+	raw_request(rc, 15, ECHO, NULL, false);
+	raw_message(rc, 15, 1, (uint32_t)blen, body, blen, 16384, true);
+	raw_wait(rc, 15, &res, 5000);
+	assert_int_equal(res.grpc_status, RPC_INTERNAL);
 
 	/* Not gRPC: wrong content-type, wrong method. */
 	const char *ct[] = {"content-type", "application/json", NULL};
-	raw_request(rc, 15, ECHO, ct, true);
-	raw_wait(rc, 15, &res, 5000);
+	raw_request(rc, 17, ECHO, ct, true);
+	raw_wait(rc, 17, &res, 5000);
 	assert_int_equal(res.http_status, 415);
 	assert_int_equal(res.grpc_status, -1);
 	const char *get[] = {":method", "GET", NULL};
-	raw_request(rc, 17, ECHO, get, true);
-	raw_wait(rc, 17, &res, 5000);
+	raw_request(rc, 19, ECHO, get, true);
+	raw_wait(rc, 19, &res, 5000);
 	assert_int_equal(res.http_status, 405);
 
 	/* grpc-timeout: malformed, and already expired. */
 	const char *badt[] = {"grpc-timeout", "123456789S", NULL};
-	raw_request(rc, 19, ECHO, badt, false);
-	raw_message(rc, 19, 0, (uint32_t)blen, body, blen, 16384, true);
-	raw_wait(rc, 19, &res, 5000);
-	assert_int_equal(res.grpc_status, RPC_INTERNAL);
-	const char *tiny[] = {"grpc-timeout", "1n", NULL};
-	raw_request(rc, 21, ECHO, tiny, false);
+	raw_request(rc, 21, ECHO, badt, false);
 	raw_message(rc, 21, 0, (uint32_t)blen, body, blen, 16384, true);
 	raw_wait(rc, 21, &res, 5000);
+	assert_int_equal(res.grpc_status, RPC_INTERNAL);
+	const char *tiny[] = {"grpc-timeout", "1n", NULL};
+	raw_request(rc, 23, ECHO, tiny, false);
+	raw_message(rc, 23, 0, (uint32_t)blen, body, blen, 16384, true);
+	raw_wait(rc, 23, &res, 5000);
 	assert_int_equal(res.grpc_status, RPC_DEADLINE_EXCEEDED);
 
 	/* Undecodable bytes. */
 	uint8_t junk[] = {0x0a, 0xff, 0xff};
-	raw_request(rc, 23, ECHO, NULL, false);
-	raw_message(rc, 23, 0, sizeof(junk), junk, sizeof(junk), 16384, true);
-	raw_wait(rc, 23, &res, 5000);
+	raw_request(rc, 25, ECHO, NULL, false);
+	raw_message(rc, 25, 0, sizeof(junk), junk, sizeof(junk), 16384, true);
+	raw_wait(rc, 25, &res, 5000);
 	assert_int_equal(res.grpc_status, RPC_INVALID_ARGUMENT);
 	assert_string_equal(res.grpc_message, "cannot decode agent.v1.EchoRequest");
 
@@ -1128,14 +1134,14 @@ static void test_raw_framing(void **state)
 		many[2 * i + 1] = big;
 	}
 	many[48] = NULL;
-	raw_request(rc, 25, ECHO, many, false);
-	raw_message(rc, 25, 0, (uint32_t)blen, body, blen, 16384, true);
-	raw_wait(rc, 25, &res, 5000);
+	raw_request(rc, 27, ECHO, many, false);
+	raw_message(rc, 27, 0, (uint32_t)blen, body, blen, 16384, true);
+	raw_wait(rc, 27, &res, 5000);
 	assert_true(res.rst >= 0 || res.goaway >= 0 || res.closed || res.grpc_status > 0);
 	if (res.goaway < 0 && !res.closed) {
-		raw_request(rc, 27, ECHO, NULL, false);
-		raw_message(rc, 27, 0, (uint32_t)blen, body, blen, 16384, true);
-		raw_wait(rc, 27, &res, 5000);
+		raw_request(rc, 29, ECHO, NULL, false);
+		raw_message(rc, 29, 0, (uint32_t)blen, body, blen, 16384, true);
+		raw_wait(rc, 29, &res, 5000);
 		assert_int_equal(res.grpc_status, RPC_OK);
 	}
 	raw_close(rc);
