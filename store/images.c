@@ -88,7 +88,8 @@ int store_image_record(store *s, const char *name_tag, const char *repo_digest,
 			goto fail;
 		}
 	}
-	const char *blob_sql = "INSERT OR IGNORE INTO image_blobs (image_id, digest) VALUES (?2, ?1)";
+	const char *blob_sql =
+	    "INSERT OR IGNORE INTO image_blobs (image_id, digest) VALUES (?2, ?1)";
 	if (exec_bind(s, blob_sql, config_digest, config_digest, 0, err) < 0 ||
 	    exec_bind(s, blob_sql, manifest_digest, config_digest, 0, err) < 0)
 		goto fail;
@@ -210,8 +211,7 @@ static int load_locked(store *s, const char *id, store_image **ret, ad_error **e
 	img->tags = ad_malloc0(sizeof(char *));
 	img->repo_digests = ad_malloc0(sizeof(char *));
 	img->layer_ids = ad_malloc0(sizeof(char *));
-	if (ad_db_prepare(s->db, "SELECT size, created_ns FROM images WHERE id = ?1", &st, err) <
-	    0)
+	if (ad_db_prepare(s->db, "SELECT size, created_ns FROM images WHERE id = ?1", &st, err) < 0)
 		goto fail;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 	if (sqlite3_step(st) == SQLITE_ROW) {
@@ -239,7 +239,7 @@ static int load_locked(store *s, const char *id, store_image **ret, ad_error **e
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 	while (sqlite3_step(st) == SQLITE_ROW)
 		img->layer_ids =
-			strv_push(img->layer_ids, &nl, (const char *)sqlite3_column_text(st, 0));
+		    strv_push(img->layer_ids, &nl, (const char *)sqlite3_column_text(st, 0));
 	sqlite3_reset(st);
 	size_t len = 0;
 	/* The config blob is small; a missing one leaves config_json NULL. */
@@ -365,8 +365,8 @@ int store_image_remove(store *s, const char *query, ad_error **err)
 			      NULL, err) < 0)
 			goto rollback;
 		if (holder) {
-			ad_fail(err, AD_E_PRECONDITION,
-				"image %s is in use by container %s", query, holder);
+			ad_fail(err, AD_E_PRECONDITION, "image %s is in use by container %s", query,
+				holder);
 			goto rollback;
 		}
 		if (exec_bind(s, "DELETE FROM images WHERE id = ?1", id, NULL, 0, err) < 0)

@@ -93,8 +93,9 @@ static int read_in_root(int dir_fd, const char *name, char **ret, size_t *ret_le
 		if (len == cap) {
 			if (cap > MAX_JSON) {
 				free(buf);
-				return ad_fail(err, AD_E_RESOURCE, "archive member %s is over %u bytes",
-					       name, MAX_JSON);
+				return ad_fail(err, AD_E_RESOURCE,
+					       "archive member %s is over %u bytes", name,
+					       MAX_JSON);
 			}
 			cap *= 2;
 			buf = ad_realloc(buf, cap + 1);
@@ -239,12 +240,11 @@ static int extract(int in_fd, int dir_fd, ad_error **err)
 				goto out;
 			}
 		} else if (type == AE_IFREG) {
-			_cleanup_close_ int fd = openat(pfd, base,
-							O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-								O_CLOEXEC,
-							0644);
+			_cleanup_close_ int fd = openat(
+			    pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 			if (fd < 0) {
-				r = ad_error_make(err, errno == ENOSPC ? AD_E_RESOURCE : AD_E_INVALID,
+				r = ad_error_make(err,
+						  errno == ENOSPC ? AD_E_RESOURCE : AD_E_INVALID,
 						  errno, "archive member %s", clean);
 				goto out;
 			}
@@ -254,10 +254,9 @@ static int extract(int in_fd, int dir_fd, ad_error **err)
 			int dr;
 			while ((dr = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
 				if (pwrite(fd, buf, size, off) != (ssize_t)size) {
-					r = ad_error_make(err,
-							  errno == ENOSPC ? AD_E_RESOURCE
-									  : AD_E_INTERNAL,
-							  errno, "write %s", clean);
+					r = ad_error_make(
+					    err, errno == ENOSPC ? AD_E_RESOURCE : AD_E_INTERNAL,
+					    errno, "write %s", clean);
 					goto out;
 				}
 			}
@@ -278,8 +277,8 @@ out:
 /* ---- one image from local files ---- */
 
 typedef struct load_layer {
-	const char *path;      /* in the extracted archive */
-	const char *digest;    /* NULL: computed */
+	const char *path;	/* in the extracted archive */
+	const char *digest;	/* NULL: computed */
 	const char *media_type; /* NULL: from the magic bytes */
 } load_layer;
 
@@ -288,22 +287,20 @@ static char *synth_manifest(const char *config_digest, size_t config_len,
 {
 	json_t *layers = json_array();
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(layers,
-				      json_pack("{s:s, s:s, s:I}", "mediaType", recs[i].media_type,
-						"digest", recs[i].digest, "size",
-						(json_int_t)recs[i].size));
-	json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2,
-			      "mediaType", MT_OCI_MANIFEST, "config", "mediaType", MT_OCI_CONFIG,
-			      "digest", config_digest, "size", (json_int_t)config_len, "layers",
-			      layers);
+		json_array_append_new(
+		    layers, json_pack("{s:s, s:s, s:I}", "mediaType", recs[i].media_type, "digest",
+				      recs[i].digest, "size", (json_int_t)recs[i].size));
+	json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2, "mediaType",
+			      MT_OCI_MANIFEST, "config", "mediaType", MT_OCI_CONFIG, "digest",
+			      config_digest, "size", (json_int_t)config_len, "layers", layers);
 	char *out = json_dumps(m, JSON_COMPACT);
 	json_decref(m);
 	return out;
 }
 
 static int load_image(store *s, int dir_fd, const char *config, size_t config_len,
-		      const load_layer *layers, size_t n, const char *manifest,
-		      size_t manifest_len, char **tags, char **ret_id, ad_error **err)
+		      const load_layer *layers, size_t n, const char *manifest, size_t manifest_len,
+		      char **tags, char **ret_id, ad_error **err)
 {
 	char config_digest[72], manifest_digest[72];
 	json_t *cfg = json_loadb(config, config_len, 0, NULL);
@@ -326,7 +323,8 @@ static int load_image(store *s, int dir_fd, const char *config, size_t config_le
 			ad_fail(err, AD_E_INVALID, "image config: invalid diff_id %zu", i);
 			goto out;
 		}
-		_cleanup_close_ int fd = ad_openat_in_root(dir_fd, layers[i].path, O_RDONLY, 0, err);
+		_cleanup_close_ int fd =
+		    ad_openat_in_root(dir_fd, layers[i].path, O_RDONLY, 0, err);
 		if (fd < 0) {
 			ad_error_wrap(err, "layer %s", layers[i].path);
 			goto out;
@@ -336,14 +334,15 @@ static int load_image(store *s, int dir_fd, const char *config, size_t config_le
 		if (sha256_fd(fd, digest, &size, err) < 0)
 			goto out;
 		if (layers[i].digest && strcmp(digest, layers[i].digest) != 0) {
-			ad_fail(err, AD_E_DATA_LOSS, "layer %s: digest mismatch: expected %s, got %s",
-				layers[i].path, layers[i].digest, digest);
+			ad_fail(err, AD_E_DATA_LOSS,
+				"layer %s: digest mismatch: expected %s, got %s", layers[i].path,
+				layers[i].digest, digest);
 			goto out;
 		}
 		recs[i].digest = ad_strdup(digest);
 		recs[i].diff_id = ad_strdup(diff);
 		recs[i].media_type =
-			ad_strdup(layers[i].media_type ? layers[i].media_type : layer_media_type(fd));
+		    ad_strdup(layers[i].media_type ? layers[i].media_type : layer_media_type(fd));
 		recs[i].size = size;
 		if (ingest_fd(s, fd, digest, err) < 0)
 			goto out;
@@ -418,8 +417,9 @@ static int load_docker(store *s, int dir_fd, json_t *manifest, char ***ids, size
 		const char *config_path = json_string_value(json_object_get(entry, "Config"));
 		json_t *jl = json_object_get(entry, "Layers");
 		if (!config_path || !json_is_array(jl))
-			return ad_fail(err, AD_E_INVALID, "manifest.json entry %zu lacks Config or "
-							  "Layers",
+			return ad_fail(err, AD_E_INVALID,
+				       "manifest.json entry %zu lacks Config or "
+				       "Layers",
 				       i);
 		_cleanup_free_ char *config = NULL;
 		size_t config_len = 0;
@@ -443,9 +443,10 @@ static int load_docker(store *s, int dir_fd, json_t *manifest, char ***ids, size
 		for (size_t k = 0; k < n; k++)
 			ok = ok && layers[k].path;
 		char *id = NULL;
-		int r = ok ? load_image(s, dir_fd, config, config_len, layers, n, NULL, 0, tags, &id,
-					err)
-			   : ad_fail(err, AD_E_INVALID, "manifest.json: a layer path is not a string");
+		int r =
+		    ok ? load_image(s, dir_fd, config, config_len, layers, n, NULL, 0, tags, &id,
+				    err)
+		       : ad_fail(err, AD_E_INVALID, "manifest.json: a layer path is not a string");
 		free(layers);
 		store_strv_free(tags);
 		if (r < 0)
@@ -455,8 +456,7 @@ static int load_docker(store *s, int dir_fd, json_t *manifest, char ***ids, size
 	return 0;
 }
 
-static int read_blob_in(int dir_fd, const char *digest, char **ret, size_t *ret_len,
-			ad_error **err)
+static int read_blob_in(int dir_fd, const char *digest, char **ret, size_t *ret_len, ad_error **err)
 {
 	if (!store_digest_valid(digest))
 		return ad_fail(err, AD_E_INVALID, "invalid digest \"%s\" in the archive",
@@ -500,8 +500,8 @@ static int load_oci_manifest(store *s, int dir_fd, const char *digest, const cha
 		if (!d)
 			d = json_array_size(sub) == 1 ? json_array_get(sub, 0) : NULL;
 		if (!d) {
-			ad_fail(err, AD_E_NOT_FOUND, "index %s has no manifest for %s/%s", digest, os,
-				arch);
+			ad_fail(err, AD_E_NOT_FOUND, "index %s has no manifest for %s/%s", digest,
+				os, arch);
 			goto out;
 		}
 		r = load_oci_manifest(s, dir_fd, json_string_value(json_object_get(d, "digest")),
@@ -509,7 +509,7 @@ static int load_oci_manifest(store *s, int dir_fd, const char *digest, const cha
 		goto out;
 	}
 	const char *config_digest =
-		json_string_value(json_object_get(json_object_get(m, "config"), "digest"));
+	    json_string_value(json_object_get(json_object_get(m, "config"), "digest"));
 	if (read_blob_in(dir_fd, config_digest, &config, &config_len, err) < 0)
 		goto out;
 	json_t *jl = json_object_get(m, "layers");
@@ -547,26 +547,25 @@ out:
 	return r;
 }
 
-static int load_oci(store *s, int dir_fd, json_t *index, char ***ids, size_t *nids,
-		    ad_error **err)
+static int load_oci(store *s, int dir_fd, json_t *index, char ***ids, size_t *nids, ad_error **err)
 {
 	size_t i;
 	json_t *d;
 	json_array_foreach(json_object_get(index, "manifests"), i, d)
 	{
 		json_t *ann = json_object_get(d, "annotations");
-		const char *name = json_string_value(json_object_get(ann, "io.containerd.image.name"));
+		const char *name =
+		    json_string_value(json_object_get(ann, "io.containerd.image.name"));
 		if (!name)
 			name = json_string_value(json_object_get(ann, REF_NAME));
-		if (load_oci_manifest(s, dir_fd, json_string_value(json_object_get(d, "digest")), name,
-				      ids, nids, 0, err) < 0)
+		if (load_oci_manifest(s, dir_fd, json_string_value(json_object_get(d, "digest")),
+				      name, ids, nids, 0, err) < 0)
 			return -1;
 	}
 	return 0;
 }
 
-static int make_tmpdir(store *s, const char *prefix, char **ret_path, int *ret_fd,
-		       ad_error **err)
+static int make_tmpdir(store *s, const char *prefix, char **ret_path, int *ret_fd, ad_error **err)
 {
 	static unsigned counter;
 	_cleanup_free_ char *name = ad_asprintf("%s-%d-%u", prefix, (int)getpid(),
@@ -623,8 +622,7 @@ out:
 	return 0;
 }
 
-int store_image_import(store *s, int fd, const char *reference, char **ret_image_id,
-		       ad_error **err)
+int store_image_import(store *s, int fd, const char *reference, char **ret_image_id, ad_error **err)
 {
 	_cleanup_free_ char *tag = NULL, *config = NULL, *path = NULL;
 	if (reference) {
@@ -754,8 +752,8 @@ static int write_blob(saver *sv, const char *digest, ad_error **err)
 int store_image_save(store *s, const char *const *queries, int fd, ad_error **err)
 {
 	saver sv = {.s = s, .a = archive_write_new()};
-	json_t *index = json_pack("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType",
-				  MT_OCI_INDEX, "manifests");
+	json_t *index = json_pack("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+				  "manifests");
 	json_t *dmanifest = json_array();
 	int r = -1;
 	archive_write_set_format_pax_restricted(sv.a);
@@ -791,7 +789,8 @@ int store_image_save(store *s, const char *const *queries, int fd, ad_error **er
 		{
 			const char *dg = json_string_value(json_object_get(l, "digest"));
 			if (ir == 0 && !store_digest_valid(dg))
-				ir = ad_fail(err, AD_E_DATA_LOSS, "manifest %s: bad layer", mdigest);
+				ir =
+				    ad_fail(err, AD_E_DATA_LOSS, "manifest %s: bad layer", mdigest);
 			if (ir == 0)
 				ir = write_blob(&sv, dg, err);
 			if (ir == 0)
@@ -803,23 +802,23 @@ int store_image_save(store *s, const char *const *queries, int fd, ad_error **er
 		for (char **t = img->tags; ir == 0 && *t; t++) {
 			json_array_append_new(tags, json_string(*t));
 			const char *colon = strrchr(*t, ':');
-			json_array_append_new(
-				json_object_get(index, "manifests"),
-				json_pack("{s:s, s:s, s:I, s:{s:s, s:s}}", "mediaType",
-					  mt ? mt : MT_OCI_MANIFEST, "digest", mdigest, "size",
-					  (json_int_t)mlen, "annotations", "io.containerd.image.name",
-					  *t, REF_NAME, colon ? colon + 1 : *t));
+			json_array_append_new(json_object_get(index, "manifests"),
+					      json_pack("{s:s, s:s, s:I, s:{s:s, s:s}}",
+							"mediaType", mt ? mt : MT_OCI_MANIFEST,
+							"digest", mdigest, "size", (json_int_t)mlen,
+							"annotations", "io.containerd.image.name",
+							*t, REF_NAME, colon ? colon + 1 : *t));
 		}
 		if (ir == 0 && !img->tags[0])
 			json_array_append_new(json_object_get(index, "manifests"),
 					      json_pack("{s:s, s:s, s:I}", "mediaType",
-							mt ? mt : MT_OCI_MANIFEST, "digest", mdigest,
-							"size", (json_int_t)mlen));
+							mt ? mt : MT_OCI_MANIFEST, "digest",
+							mdigest, "size", (json_int_t)mlen));
 		if (ir == 0)
 			json_array_append_new(dmanifest,
-					      json_pack("{s:s+, s:o, s:o}", "Config", "blobs/sha256/",
-							img->id + 7, "RepoTags", tags, "Layers",
-							layer_paths));
+					      json_pack("{s:s+, s:o, s:o}", "Config",
+							"blobs/sha256/", img->id + 7, "RepoTags",
+							tags, "Layers", layer_paths));
 		else {
 			json_decref(tags);
 			json_decref(layer_paths);

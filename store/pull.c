@@ -108,7 +108,7 @@ void store_host_platform(const char **os, const char **arch, const char **varian
 /* The index entry for os/arch[/variant]: an exact variant match wins, then an
  * entry without a variant (arm64 images often omit v8). */
 json_t *store_choose_platform(json_t *manifests, const char *os, const char *arch,
-			       const char *variant)
+			      const char *variant)
 {
 	json_t *fallback = NULL, *m;
 	size_t i;
@@ -145,8 +145,7 @@ static ssize_t mem_read(void *u, void *buf, size_t len, ad_error **err)
 	return (ssize_t)n;
 }
 
-static int store_bytes(store *s, const char *digest, const char *data, size_t len,
-		       ad_error **err)
+static int store_bytes(store *s, const char *digest, const char *data, size_t len, ad_error **err)
 {
 	if (store_blob_exists(s, digest))
 		return 0;
@@ -307,8 +306,8 @@ static bool layer_present(store *s, const char *diff_id)
 	       S_ISDIR(st.st_mode);
 }
 
-int store_layer_unpack(store *s, const char *label, const char *want_diff_id,
-		       store_read_fn read_fn, void *userdata, char ret_diff_id[72], ad_error **err)
+int store_layer_unpack(store *s, const char *label, const char *want_diff_id, store_read_fn read_fn,
+		       void *userdata, char ret_diff_id[72], ad_error **err)
 {
 	static unsigned counter;
 	char tmpname[128];
@@ -325,7 +324,8 @@ int store_layer_unpack(store *s, const char *label, const char *want_diff_id,
 			    "layer %s: uncompressed digest mismatch: config says %s, got %s", label,
 			    want_diff_id, res.diff_id);
 	if (r == 0) {
-		_cleanup_close_ int dfd = openat(s->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		_cleanup_close_ int dfd =
+		    openat(s->tmp_fd, tmpname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		/* The files must be on disk before the dir is named as complete. */
 		if (dfd >= 0)
 			syncfs(dfd);
@@ -460,13 +460,14 @@ static int parse_layers(pull_ctx *pc, const char *ref_string, json_t *manifest, 
 	json_t *layers = json_object_get(manifest, "layers");
 	json_t *diff_ids = json_object_get(json_object_get(config, "rootfs"), "diff_ids");
 	if (!json_is_array(layers) || !json_is_array(diff_ids))
-		return ad_fail(err, AD_E_DATA_LOSS, "image %s: manifest without layers or config "
-						    "without rootfs.diff_ids",
+		return ad_fail(err, AD_E_DATA_LOSS,
+			       "image %s: manifest without layers or config "
+			       "without rootfs.diff_ids",
 			       ref_string);
 	if (json_array_size(layers) != json_array_size(diff_ids))
 		return ad_fail(err, AD_E_DATA_LOSS,
-			       "image %s: manifest has %zu layers, config %zu diff_ids",
-			       ref_string, json_array_size(layers), json_array_size(diff_ids));
+			       "image %s: manifest has %zu layers, config %zu diff_ids", ref_string,
+			       json_array_size(layers), json_array_size(diff_ids));
 	pc->n_layers = json_array_size(layers);
 	pc->layers = ad_malloc0(sizeof(*pc->layers) * (pc->n_layers ? pc->n_layers : 1));
 	for (size_t i = 0; i < pc->n_layers; i++) {
@@ -547,7 +548,7 @@ static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
 			variant = opts->variant;
 		}
 		json_t *m = store_choose_platform(json_object_get(manifest, "manifests"), os, arch,
-					    variant);
+						  variant);
 		const char *want = json_string_value(json_object_get(m, "digest"));
 		if (!m || !store_digest_valid(want)) {
 			ad_fail(err, AD_E_NOT_FOUND, "image %s has no manifest for %s/%s%s%s",
@@ -629,8 +630,8 @@ static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
 	tag = ref->tag ? ad_asprintf("%s:%s", name, ref->tag) : NULL;
 	repo_digest = ad_asprintf("%s@%s", name, top_digest);
 	const char *extra[] = {index_body ? index_digest : NULL, NULL};
-	r = store_image_record(s, tag, repo_digest, digest, config_digest, recs, pc.n_layers,
-			       extra, err);
+	r = store_image_record(s, tag, repo_digest, digest, config_digest, recs, pc.n_layers, extra,
+			       err);
 	free(recs);
 	if (r == 0 && ret_image_id)
 		*ret_image_id = ad_strdup(config_digest);

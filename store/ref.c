@@ -177,7 +177,8 @@ int store_ref_parse(const char *s, store_ref *ret_ref, ad_error **err)
 		*at = '\0';
 		digest = ad_strdup(at + 1);
 		if (!store_digest_valid(digest))
-			return invalid(err, s, "digest must be sha256: followed by 64 lowercase hex digits");
+			return invalid(
+			    err, s, "digest must be sha256: followed by 64 lowercase hex digits");
 	}
 	char *slash = strrchr(name, '/');
 	char *colon = strrchr(slash ? slash : name, ':');
@@ -185,8 +186,9 @@ int store_ref_parse(const char *s, store_ref *ret_ref, ad_error **err)
 		*colon = '\0';
 		tag = ad_strdup(colon + 1);
 		if (!valid_tag(tag))
-			return invalid(err, s,
-				       "tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -");
+			return invalid(
+			    err, s,
+			    "tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -");
 	}
 	if (!*name)
 		return invalid(err, s, "repository name is empty");

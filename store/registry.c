@@ -21,11 +21,10 @@
 #define MAX_SMALL_BODY (4u << 20) /* manifests, tokens, error bodies */
 #define MAX_ERROR_BODY (64u << 10)
 
-static const char *const ACCEPT =
-	"Accept: application/vnd.oci.image.index.v1+json, "
-	"application/vnd.docker.distribution.manifest.list.v2+json, "
-	"application/vnd.oci.image.manifest.v1+json, "
-	"application/vnd.docker.distribution.manifest.v2+json";
+static const char *const ACCEPT = "Accept: application/vnd.oci.image.index.v1+json, "
+				  "application/vnd.docker.distribution.manifest.list.v2+json, "
+				  "application/vnd.oci.image.manifest.v1+json, "
+				  "application/vnd.docker.distribution.manifest.v2+json";
 
 typedef struct token_entry {
 	char *key; /* realm + service + scope */
@@ -42,14 +41,14 @@ struct store_registry {
 };
 
 typedef struct endpoint {
-	char *base;     /* "https://registry-1.docker.io" */
+	char *base;	/* "https://registry-1.docker.io" */
 	char *hostport; /* "registry-1.docker.io", "127.0.0.1:5000": certs.d name */
-	char *origin;   /* scheme://host:port as the server sees it, for redirects */
+	char *origin;	/* scheme://host:port as the server sees it, for redirects */
 	bool insecure;
-	bool upstream;  /* credentials of the reference's registry apply */
+	bool upstream; /* credentials of the reference's registry apply */
 	/* Auth scheme learned from the last 401. */
-	char *bearer;   /* current token */
-	char *basic;    /* "user:pass" base64 */
+	char *bearer;	 /* current token */
+	char *basic;	 /* "user:pass" base64 */
 	char *challenge; /* the WWW-Authenticate value */
 } endpoint;
 
@@ -324,16 +323,17 @@ int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
 	if (cfg && cfg->mirrors)
 		for (const char **m = cfg->mirrors; *m; m++)
 			endpoint_add(sess, *m, cfg->insecure, false);
-	const char *host = strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io"
-								  : ref->domain;
+	const char *host =
+	    strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io" : ref->domain;
 	/* Loopback speaks plain HTTP, as docker and podman allow, unless a CA
 	 * for it is configured in certs.d (then it is a TLS registry). */
-	bool plain = (cfg && cfg->plain_http) || (host_is_loopback(host) && !has_certs_dir(s, host));
+	bool plain =
+	    (cfg && cfg->plain_http) || (host_is_loopback(host) && !has_certs_dir(s, host));
 	_cleanup_free_ char *base = ad_asprintf("%s://%s", plain ? "http" : "https", host);
 	endpoint_add(sess, base, cfg && cfg->insecure, true);
 
-	if (auth && (auth->username || auth->auth || auth->identity_token ||
-		     auth->registry_token)) {
+	if (auth &&
+	    (auth->username || auth->auth || auth->identity_token || auth->registry_token)) {
 		if (auth->auth && *auth->auth) {
 			char *dec = b64_decode(auth->auth);
 			char *colon = dec ? strchr(dec, ':') : NULL;
@@ -558,7 +558,7 @@ static int ssl_ctx_cb(CURL *h, void *sslctx, void *u)
 }
 
 typedef struct tls_files {
-	char *dir;       /* certs.d/<host:port> when it exists */
+	char *dir; /* certs.d/<host:port> when it exists */
 	char *cert, *key;
 } tls_files;
 
@@ -576,7 +576,7 @@ static void tls_files_find(store *s, const endpoint *ep, tls_files *t)
 		size_t n = strlen(e->d_name);
 		if (!t->cert && n > 5 && strcmp(e->d_name + n - 5, ".cert") == 0) {
 			_cleanup_free_ char *key =
-				ad_asprintf("%s/%.*s.key", dir, (int)(n - 5), e->d_name);
+			    ad_asprintf("%s/%.*s.key", dir, (int)(n - 5), e->d_name);
 			if (access(key, R_OK) == 0) {
 				t->cert = ad_asprintf("%s/%s", dir, e->d_name);
 				t->key = ad_steal_ptr(key);
@@ -916,8 +916,7 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 		if (ep->bearer) {
 			auth_header = ad_asprintf("Authorization: Bearer %s", ep->bearer);
 			used_bearer = ad_strdup(ep->bearer);
-		}
-		else if (ep->basic)
+		} else if (ep->basic)
 			auth_header = ad_asprintf("Authorization: Basic %s", ep->basic);
 		pthread_mutex_unlock(&sess->lock);
 		x->range_request = x->sink && x->delivered > 0;
@@ -943,8 +942,8 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 		if (rc != CURLE_OK) {
 			if (rc == CURLE_OPERATION_TIMEDOUT && attempt >= s->retries)
 				return ad_fail(err, AD_E_UNAVAILABLE,
-					       "registry %s: no data for %u s (stalled)", ep->hostport,
-					       s->stall_timeout_s);
+					       "registry %s: no data for %u s (stalled)",
+					       ep->hostport, s->stall_timeout_s);
 			if (!transient_curl(rc) || attempt >= s->retries)
 				return ad_fail(err, AD_E_UNAVAILABLE, "registry %s unreachable: %s",
 					       ep->hostport, curl_easy_strerror(rc));
@@ -958,10 +957,9 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 			retry = true;
 		} else if (x->status == 401 || x->status == 403) {
 			_cleanup_free_ char *m = registry_message(x);
-			return ad_fail(err,
-				       x->status == 401 ? AD_E_UNAUTHENTICATED : AD_E_PERMISSION,
-				       "registry %s denied %s: %s", ep->hostport, sess->ref_string,
-				       m);
+			return ad_fail(
+			    err, x->status == 401 ? AD_E_UNAUTHENTICATED : AD_E_PERMISSION,
+			    "registry %s denied %s: %s", ep->hostport, sess->ref_string, m);
 		} else if (x->status == 404) {
 			_cleanup_free_ char *m = registry_message(x);
 			if (kind == WHAT_MANIFEST)
@@ -977,8 +975,9 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 		if (!retry)
 			return 0;
 		if (attempt >= s->retries)
-			return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: giving up after %u attempts",
-				       ep->hostport, attempt + 1);
+			return ad_fail(err, AD_E_UNAVAILABLE,
+				       "registry %s: giving up after %u attempts", ep->hostport,
+				       attempt + 1);
 		struct timespec ts = {delay / 1000, (long)(delay % 1000) * 1000000L};
 		nanosleep(&ts, NULL);
 		delay *= 2;

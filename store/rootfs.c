@@ -74,7 +74,8 @@ int store_rootfs_mount(store *s, const char *image, const char *container_id, ch
 	}
 	if (mkdir_in(s->containers_fd, container_id, container_id, err) < 0)
 		goto out;
-	cfd = openat(s->containers_fd, container_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	cfd =
+	    openat(s->containers_fd, container_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (cfd < 0) {
 		ad_fail_errno(err, AD_E_INTERNAL, "container %s: open dir", container_id);
 		goto out;
@@ -119,7 +120,8 @@ int store_rootfs_mount(store *s, const char *image, const char *container_id, ch
 	opts = ad_asprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, cdir, cdir);
 	free(lower);
 	if (strlen(opts) > MOUNT_OPTS_MAX) {
-		ad_fail(err, AD_E_RESOURCE, "image %s has too many layers (%zu) to mount", image, n);
+		ad_fail(err, AD_E_RESOURCE, "image %s has too many layers (%zu) to mount", image,
+			n);
 		goto out;
 	}
 	if (mount("overlay", merged, "overlay", 0, opts) < 0) {

@@ -10,8 +10,7 @@
 
 #include <sqlite3.h>
 
-static int open_subdir(int dirfd, const char *root, const char *name, int *ret_fd,
-		       ad_error **err)
+static int open_subdir(int dirfd, const char *root, const char *name, int *ret_fd, ad_error **err)
 {
 	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
 		return ad_fail_errno(err, AD_E_INTERNAL, "store %s: mkdir %s", root, name);

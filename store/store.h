@@ -33,7 +33,7 @@ char *store_ref_name(const store_ref *ref);
 typedef struct store_auth {
 	const char *username;
 	const char *password;
-	const char *auth;           /* base64 "user:password" */
+	const char *auth;	    /* base64 "user:password" */
 	const char *identity_token; /* OAuth2 refresh token for the token realm */
 	const char *registry_token; /* used as the Bearer token as is */
 } store_auth;
@@ -44,22 +44,22 @@ typedef struct store_registry_config {
 	/* Speak http://. Loopback hosts (localhost, 127/8, ::1) do by default
 	 * unless certs_dir has a directory for them. */
 	bool plain_http;
-	bool insecure;       /* https without certificate verification */
+	bool insecure;	      /* https without certificate verification */
 	const char **mirrors; /* NULL-terminated base URLs, tried in order before the host */
 } store_registry_config;
 
 typedef struct store_opts {
-	const char *root;    /* blobs/, layers/, containers/, tmp/ live here */
-	const char *db_path; /* the state DB (opened with ad_db_open) */
+	const char *root;      /* blobs/, layers/, containers/, tmp/ live here */
+	const char *db_path;   /* the state DB (opened with ad_db_open) */
 	const char *certs_dir; /* certs.d layout: <dir>/<host[:port]>/{*.crt,*.cert,*.key} */
 	const char *auth_file; /* containers auth.json or Docker config.json; NULL: none */
 	const store_registry_config *registries;
 	size_t n_registries;
-	unsigned max_parallel;   /* layers fetched at once; 0: 3 */
+	unsigned max_parallel;	  /* layers fetched at once; 0: 3 */
 	unsigned stall_timeout_s; /* no bytes for this long fails a fetch; 0: 30 */
-	unsigned retries;        /* extra attempts on 5xx/resets; 0: 3 */
-	unsigned backoff_ms;     /* first retry delay, doubled each time; 0: 200 */
-	bool allow_devices;      /* let layers carry device nodes (see unpack) */
+	unsigned retries;	  /* extra attempts on 5xx/resets; 0: 3 */
+	unsigned backoff_ms;	  /* first retry delay, doubled each time; 0: 200 */
+	bool allow_devices;	  /* let layers carry device nodes (see unpack) */
 } store_opts;
 
 typedef struct store store;
@@ -86,8 +86,8 @@ typedef enum store_layer_state {
 	STORE_LAYER_WAITING,
 	STORE_LAYER_DOWNLOADING,
 	STORE_LAYER_EXTRACTING, /* the download is done; the tail is being unpacked */
-	STORE_LAYER_DONE,       /* unpacked and verified */
-	STORE_LAYER_EXISTS,     /* already in the store */
+	STORE_LAYER_DONE,	/* unpacked and verified */
+	STORE_LAYER_EXISTS,	/* already in the store */
 	STORE_LAYER_FAILED,
 } store_layer_state;
 
@@ -102,7 +102,7 @@ typedef struct store_progress {
 typedef void (*store_progress_fn)(void *userdata, const store_progress *p);
 
 typedef struct store_pull_opts {
-	const store_auth *auth; /* NULL: from the auth file, else anonymous */
+	const store_auth *auth;		 /* NULL: from the auth file, else anonymous */
 	const char *os, *arch, *variant; /* NULL: the host's */
 	store_progress_fn progress;
 	void *progress_userdata;
@@ -115,13 +115,13 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 
 /* ---- images ---------------------------------------------------------------- */
 typedef struct store_image {
-	char *id;              /* "sha256:<config hex>" */
-	char **tags;           /* NULL-terminated, normalised names */
-	char **repo_digests;   /* NULL-terminated, "name@sha256:<manifest>" */
-	uint64_t size;         /* compressed layers + config */
-	char *config_json;     /* the image config */
-	char **layer_ids;      /* NULL-terminated diff_ids, bottom first */
-	int64_t created_ns;    /* when it was stored here */
+	char *id;	     /* "sha256:<config hex>" */
+	char **tags;	     /* NULL-terminated, normalised names */
+	char **repo_digests; /* NULL-terminated, "name@sha256:<manifest>" */
+	uint64_t size;	     /* compressed layers + config */
+	char *config_json;   /* the image config */
+	char **layer_ids;    /* NULL-terminated diff_ids, bottom first */
+	int64_t created_ns;  /* when it was stored here */
 } store_image;
 
 void store_image_free(store_image *img);
@@ -155,7 +155,7 @@ int store_image_import(store *s, int fd, const char *reference, char **ret_image
 		       ad_error **err);
 
 typedef struct store_fs_usage {
-	char *mountpoint;  /* the store root */
+	char *mountpoint;    /* the store root */
 	uint64_t used_bytes; /* bytes of blobs and layers */
 	uint64_t inodes_used;
 	uint64_t fs_free_bytes, fs_total_bytes;

@@ -82,7 +82,8 @@ int store_session_get_blob(store_session *sess, const char *digest, uint64_t siz
 /* Unpacks a stream into tmp/, checks its diff_id against want_diff_id (unless
  * NULL) and renames it to layers/<hex>. */
 int store_layer_unpack(store *s, const char *label, const char *want_diff_id,
-		       store_source_fn read_fn, void *userdata, char ret_diff_id[72], ad_error **err);
+		       store_source_fn read_fn, void *userdata, char ret_diff_id[72],
+		       ad_error **err);
 int store_layer_unpack_blob(store *s, const char *digest, const char *want_diff_id,
 			    char ret_diff_id[72], ad_error **err);
 void store_host_platform(const char **os, const char **arch, const char **variant);
@@ -92,7 +93,7 @@ json_t *store_choose_platform(json_t *manifests, const char *os, const char *arc
 
 /* ---- images.c ---- */
 typedef struct store_layer_rec {
-	char *digest;  /* compressed blob */
+	char *digest; /* compressed blob */
 	char *media_type;
 	char *diff_id; /* uncompressed; names layers/<hex> */
 	uint64_t size;

@@ -65,7 +65,8 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: store_probe --root DIR --db FILE [--certs-dir DIR] [--auth-file FILE]\n"
-		"       [--user U --password P | --auth B64 | --registry-token T | --identity-token T]\n"
+		"       [--user U --password P | --auth B64 | --registry-token T | "
+		"--identity-token T]\n"
 		"       [--plain-http HOST] [--insecure HOST] [--mirror HOST=URL]\n"
 		"       [--parallel N] [--retries N] [--stall S] [--platform OS/ARCH[/VARIANT]]\n"
 		"       pull REF... | get Q | list [FILTER] | rm Q | gc | usage |\n"
@@ -84,13 +85,23 @@ int main(int argc, char **argv)
 	size_t nregs = 0;
 	char *platform = NULL;
 	static const struct option lo[] = {
-		{"root", 1, 0, 'r'},       {"db", 1, 0, 'd'},       {"certs-dir", 1, 0, 'c'},
-		{"auth-file", 1, 0, 'a'},  {"user", 1, 0, 'u'},     {"password", 1, 0, 'p'},
-		{"auth", 1, 0, 'A'},       {"registry-token", 1, 0, 'T'},
-		{"identity-token", 1, 0, 'i'},
-		{"plain-http", 1, 0, 'H'}, {"insecure", 1, 0, 'I'}, {"mirror", 1, 0, 'm'},
-		{"parallel", 1, 0, 'j'},   {"retries", 1, 0, 'R'},  {"stall", 1, 0, 's'},
-		{"platform", 1, 0, 'P'},   {0, 0, 0, 0},
+	    {"root", 1, 0, 'r'},
+	    {"db", 1, 0, 'd'},
+	    {"certs-dir", 1, 0, 'c'},
+	    {"auth-file", 1, 0, 'a'},
+	    {"user", 1, 0, 'u'},
+	    {"password", 1, 0, 'p'},
+	    {"auth", 1, 0, 'A'},
+	    {"registry-token", 1, 0, 'T'},
+	    {"identity-token", 1, 0, 'i'},
+	    {"plain-http", 1, 0, 'H'},
+	    {"insecure", 1, 0, 'I'},
+	    {"mirror", 1, 0, 'm'},
+	    {"parallel", 1, 0, 'j'},
+	    {"retries", 1, 0, 'R'},
+	    {"stall", 1, 0, 's'},
+	    {"platform", 1, 0, 'P'},
+	    {0, 0, 0, 0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -190,7 +201,8 @@ int main(int argc, char **argv)
 		int n = argc - optind - 1;
 		struct pull_job *jobs = calloc((size_t)n, sizeof(*jobs));
 		for (int i = 0; i < n; i++) {
-			jobs[i] = (struct pull_job){.s = s, .ref = argv[optind + 1 + i], .opts = &po};
+			jobs[i] =
+			    (struct pull_job){.s = s, .ref = argv[optind + 1 + i], .opts = &po};
 			pthread_create(&jobs[i].th, NULL, pull_main, &jobs[i]);
 		}
 		r = 0;

@@ -24,65 +24,65 @@ static const struct {
 	const char *in;
 	const char *out; /* NULL: invalid */
 } ref_table[] = {
-	/* docker.io defaults: domain, library/, latest */
-	{"nginx", "docker.io/library/nginx:latest"},
-	{"nginx:1.25", "docker.io/library/nginx:1.25"},
-	{"library/nginx", "docker.io/library/nginx:latest"},
-	{"docker.io/nginx", "docker.io/library/nginx:latest"},
-	{"index.docker.io/nginx", "docker.io/library/nginx:latest"},
-	{"docker.io/library/nginx:latest", "docker.io/library/nginx:latest"},
-	{"user/repo", "docker.io/user/repo:latest"},
-	{"user/repo/sub", "docker.io/user/repo/sub:latest"},
-	/* the first component is a host only with '.', ':', "localhost" or uppercase */
-	{"daocloud.io/library/nginx", "daocloud.io/library/nginx:latest"},
-	{"quay.io/x", "quay.io/x:latest"},
-	{"localhost/x", "localhost/x:latest"},
-	{"localhost:5000/x", "localhost:5000/x:latest"},
-	{"localhost:5000/x:v1", "localhost:5000/x:v1"},
-	{"127.0.0.1:5000/a/b/c:t", "127.0.0.1:5000/a/b/c:t"},
-	{"[::1]:5000/x", "[::1]:5000/x:latest"},
-	{"[::1]/x", "[::1]/x:latest"},
-	{"Registry/x", "Registry/x:latest"},
-	{"localhostx/x", "docker.io/localhostx/x:latest"},
-	/* a port with no path is a tag on docker.io */
-	{"localhost:5000", "docker.io/library/localhost:5000"},
-	/* digests, with and without a tag */
-	{"nginx@" DIG_A, "docker.io/library/nginx@" DIG_A},
-	{"nginx:1@" DIG_A, "docker.io/library/nginx:1@" DIG_A},
-	{"host:1/x@" DIG_A, "host:1/x@" DIG_A},
-	/* separators in path components */
-	{"a.b/c_d", "a.b/c_d:latest"},
-	{"a.b/c__d", "a.b/c__d:latest"},
-	{"a.b/c---d", "a.b/c---d:latest"},
-	{"a.b/c.d-e_f", "a.b/c.d-e_f:latest"},
-	{"x:_tag", "docker.io/library/x:_tag"},
-	{"x:A.b-C", "docker.io/library/x:A.b-C"},
-	/* invalid */
-	{"", NULL},
-	{"Nginx", NULL},
-	{"docker.io/Nginx", NULL},
-	{"nginx:", NULL},
-	{"nginx:.x", NULL},
-	{"nginx:-x", NULL},
-	{"nginx@sha256:abc", NULL},
-	{"nginx@sha256:" HEX_A "0", NULL},
-	{"nginx@md5:" HEX_A, NULL},
-	{"nginx@sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL},
-	{HEX_A, NULL},
-	{"a.b/c..d", NULL},
-	{"a.b/c___d", NULL},
-	{"a.b/-c", NULL},
-	{"a.b/c-", NULL},
-	{"a.b//c", NULL},
-	{"a.b/c/", NULL},
-	{"/x", NULL},
-	{"-a.b/x", NULL},
-	{"a-.b/x", NULL},
-	{"host:port/x", NULL},
-	{"host:123456/x", NULL},
-	{"[zz]/x", NULL},
-	{"a b", NULL},
-	{"x:t@", NULL},
+    /* docker.io defaults: domain, library/, latest */
+    {"nginx", "docker.io/library/nginx:latest"},
+    {"nginx:1.25", "docker.io/library/nginx:1.25"},
+    {"library/nginx", "docker.io/library/nginx:latest"},
+    {"docker.io/nginx", "docker.io/library/nginx:latest"},
+    {"index.docker.io/nginx", "docker.io/library/nginx:latest"},
+    {"docker.io/library/nginx:latest", "docker.io/library/nginx:latest"},
+    {"user/repo", "docker.io/user/repo:latest"},
+    {"user/repo/sub", "docker.io/user/repo/sub:latest"},
+    /* the first component is a host only with '.', ':', "localhost" or uppercase */
+    {"daocloud.io/library/nginx", "daocloud.io/library/nginx:latest"},
+    {"quay.io/x", "quay.io/x:latest"},
+    {"localhost/x", "localhost/x:latest"},
+    {"localhost:5000/x", "localhost:5000/x:latest"},
+    {"localhost:5000/x:v1", "localhost:5000/x:v1"},
+    {"127.0.0.1:5000/a/b/c:t", "127.0.0.1:5000/a/b/c:t"},
+    {"[::1]:5000/x", "[::1]:5000/x:latest"},
+    {"[::1]/x", "[::1]/x:latest"},
+    {"Registry/x", "Registry/x:latest"},
+    {"localhostx/x", "docker.io/localhostx/x:latest"},
+    /* a port with no path is a tag on docker.io */
+    {"localhost:5000", "docker.io/library/localhost:5000"},
+    /* digests, with and without a tag */
+    {"nginx@" DIG_A, "docker.io/library/nginx@" DIG_A},
+    {"nginx:1@" DIG_A, "docker.io/library/nginx:1@" DIG_A},
+    {"host:1/x@" DIG_A, "host:1/x@" DIG_A},
+    /* separators in path components */
+    {"a.b/c_d", "a.b/c_d:latest"},
+    {"a.b/c__d", "a.b/c__d:latest"},
+    {"a.b/c---d", "a.b/c---d:latest"},
+    {"a.b/c.d-e_f", "a.b/c.d-e_f:latest"},
+    {"x:_tag", "docker.io/library/x:_tag"},
+    {"x:A.b-C", "docker.io/library/x:A.b-C"},
+    /* invalid */
+    {"", NULL},
+    {"Nginx", NULL},
+    {"docker.io/Nginx", NULL},
+    {"nginx:", NULL},
+    {"nginx:.x", NULL},
+    {"nginx:-x", NULL},
+    {"nginx@sha256:abc", NULL},
+    {"nginx@sha256:" HEX_A "0", NULL},
+    {"nginx@md5:" HEX_A, NULL},
+    {"nginx@sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL},
+    {HEX_A, NULL},
+    {"a.b/c..d", NULL},
+    {"a.b/c___d", NULL},
+    {"a.b/-c", NULL},
+    {"a.b/c-", NULL},
+    {"a.b//c", NULL},
+    {"a.b/c/", NULL},
+    {"/x", NULL},
+    {"-a.b/x", NULL},
+    {"a-.b/x", NULL},
+    {"host:port/x", NULL},
+    {"host:123456/x", NULL},
+    {"[zz]/x", NULL},
+    {"a b", NULL},
+    {"x:t@", NULL},
 };
 
 static void test_ref_table(void **state)
@@ -237,7 +237,8 @@ static void test_blob_ok(void **state)
 	mem_src m = {data, strlen(data), 0, 3, -1, 0, 0};
 	ad_error *err = NULL;
 	assert_false(store_blob_exists(f->s, dig));
-	assert_int_equal(store_blob_ingest(f->s, dig, (int64_t)strlen(data), mem_read, &m, &err), 0);
+	assert_int_equal(store_blob_ingest(f->s, dig, (int64_t)strlen(data), mem_read, &m, &err),
+			 0);
 	assert_true(store_blob_exists(f->s, dig));
 	char *path = NULL;
 	assert_int_equal(store_blob_path(f->s, dig, &path, &err), 0);
@@ -406,13 +407,13 @@ static void test_gc_unreferenced(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ref_table),
-		cmocka_unit_test(test_ref_length),
-		cmocka_unit_test_setup_teardown(test_blob_ok, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_blob_mismatch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_blob_enospc, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_cleans_tmp, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_gc_unreferenced, setup, teardown),
+	    cmocka_unit_test(test_ref_table),
+	    cmocka_unit_test(test_ref_length),
+	    cmocka_unit_test_setup_teardown(test_blob_ok, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_blob_mismatch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_blob_enospc, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_cleans_tmp, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc_unreferenced, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
