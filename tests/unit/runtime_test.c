@@ -172,6 +172,20 @@ static char *log_stream(const char *id, const char *stream)
 	return out;
 }
 
+/* Waits (up to 10 s) until the container's log holds `needle`. */
+static void wait_log(const char *id, const char *needle)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s.log", g_tmp, id);
+	for (int i = 0; i < 1000; i++) {
+		_cleanup_free_ char *l = slurp(path);
+		if (l && strstr(l, needle))
+			return;
+		usleep(10000);
+	}
+	fail_msg("%s: no \"%s\" in the log", id, needle);
+}
+
 static void assert_gone(const char *id, pid_t init_pid)
 {
 	char p[256];
@@ -609,6 +623,7 @@ static void test_user_namespace(void **state)
 	rt_container *c = NULL;
 	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
 	must(rt_start(c, &e), e, "start");
+	wait_log("userns", "proc=");
 	/* seen from the host, the container's root is an unprivileged uid */
 	char p[64];
 	snprintf(p, sizeof(p), "/proc/%d/status", (int)rt_container_init_pid(c));
@@ -640,6 +655,15 @@ static void test_join_namespaces(void **state)
 	rt_container *ca = NULL;
 	must(rt_create(g_rt, &a, &ca, &e), e, "create a");
 	must(rt_start(ca, &e), e, "start a");
+	/* until it execs, a's init still carries this program's name */
+	char commp[64];
+	snprintf(commp, sizeof(commp), "/proc/%d/comm", (int)rt_container_init_pid(ca));
+	for (int i = 0; i < 1000; i++) {
+		_cleanup_free_ char *comm = slurp(commp);
+		if (comm && !strcmp(comm, "sleep\n"))
+			break;
+		usleep(10000);
+	}
 	char netp[64], pidp[64], want_net[128] = "";
 	snprintf(netp, sizeof(netp), "/proc/%d/ns/net", (int)rt_container_init_pid(ca));
 	snprintf(pidp, sizeof(pidp), "/proc/%d/ns/pid", (int)rt_container_init_pid(ca));
