@@ -133,87 +133,91 @@ def mib(kib):
     return kib / 1024.0
 
 
+def load_client(binary, port, n, c, m, certs=None):
+    cmd = [binary, "--target", "127.0.0.1:%d" % port, "-n", str(n), "-c", str(c), "-m", str(m)]
+    if certs:
+        cmd += ["--ca", certs.ca, "--cert", certs.client_cert, "--key", certs.client_key]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    kv = dict(x.split("=", 1) for x in r.stdout.split() if "=" in x)
+    if "rps" not in kv:
+        raise RuntimeError("load_client failed (%d): %s %s" % (r.returncode, r.stdout, r.stderr))
+    return {"cmd": " ".join(cmd), "rps": float(kv["rps"]), "p50": float(kv["p50_ms"]),
+            "p99": float(kv["p99_ms"]), "mean": float(kv["mean_ms"]),
+            "succeeded": int(kv["ok"]), "failed": int(kv["failed"]), "errored": 0}
+
+
+CLIENT_OF = {"h2c": "h2load", "mtls": "load_client", "h2c-grpc": "load_client"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agentd", required=True)
     ap.add_argument("--ref", required=True)
+    ap.add_argument("--load-client", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--body", required=True)
     ap.add_argument("-n", type=int, default=200000)
     ap.add_argument("--configs", default="4x16,8x100", help="CONNSxSTREAMS,...")
     ap.add_argument("--threads", type=int, default=1, help="h2load threads")
-    ap.add_argument("--transports", default="h2c,tls")
-    ap.add_argument("--agentd-tls-args", default="",
-                    help="extra agentd arguments for its TLS listener")
+    ap.add_argument("--transports", default="h2c,mtls",
+                    help="h2c (h2load), mtls (load_client, mutual TLS), "
+                         "h2c-grpc (load_client over h2c)")
     ap.add_argument("--ref-sync", action="store_true")
     a = ap.parse_args()
 
     certs = H.make_certs(os.path.join(a.work, "certs"))
     transports = a.transports.split(",")
+    for t in transports:
+        if t not in CLIENT_OF:
+            ap.error("unknown transport %s" % t)
     ports = {k: H.free_port() for k in ("a_h2c", "a_tls", "r_h2c", "r_tls")}
     aroot = os.path.join(a.work, "agentd")
     os.makedirs(os.path.join(aroot, "root"))
     os.makedirs(os.path.join(aroot, "state"))
     aargs = [a.agentd, "--root", os.path.join(aroot, "root"), "--state",
              os.path.join(aroot, "state"), "--listen", os.path.join(aroot, "state", "agentd.sock"),
-             "--log-level", "warn", "--tcp-insecure-listen", "127.0.0.1:%d" % ports["a_h2c"]]
-    if "tls" in transports:
-        aargs += ["--tls-listen", "127.0.0.1:%d" % ports["a_tls"], "--tls-cert",
-                  certs.server_cert, "--tls-key", certs.server_key] + a.agentd_tls_args.split()
-    rargs = [a.ref, "--h2c", "127.0.0.1:%d" % ports["r_h2c"]]
-    if "tls" in transports:
-        rargs += ["--tls", "127.0.0.1:%d" % ports["r_tls"], "--cert", certs.server_cert,
-                  "--key", certs.server_key]
+             "--log-level", "warn", "--tcp-insecure-listen", "127.0.0.1:%d" % ports["a_h2c"],
+             "--tls-listen", "127.0.0.1:%d" % ports["a_tls"], "--tls-cert", certs.server_cert,
+             "--tls-key", certs.server_key, "--tls-client-ca", certs.ca]
+    rargs = [a.ref, "--h2c", "127.0.0.1:%d" % ports["r_h2c"], "--tls",
+             "127.0.0.1:%d" % ports["r_tls"], "--cert", certs.server_cert, "--key",
+             certs.server_key, "--client-ca", certs.ca]
     if a.ref_sync:
         rargs.append("--sync")
+    NOTES.append("h2load cannot present a client certificate and agentd's TLS listener "
+                 "requires one, so TLS is measured with load_client (C++ gRPC callback "
+                 "client, closed loop) with mutual TLS on both servers")
 
     servers = []
-    if "tls" in transports:
-        # agentd's TLS listener is mutual TLS only, and h2load cannot present
-        # a client certificate. Find out whether this agentd starts with TLS
-        # but without --tls-client-ca (or with BENCH_AGENTD_TLS_ARGS).
-        probe = Server("agentd-tls-probe", aargs, a.work)
-        try:
-            probe.wait_port(ports["a_tls"], timeout=10)
-            tls_ok, why = True, ""
-        except RuntimeError as e:
-            tls_ok, why = False, str(e).strip().splitlines()[-1]
-        probe.stop()
-        if not tls_ok:
-            NOTES.append("TLS not benchmarked: agentd refuses a TLS listener without client "
-                         "authentication (%s) and h2load cannot present a client certificate"
-                         % why)
-            transports.remove("tls")
-            i = aargs.index("--tls-listen")
-            del aargs[i:i + 6]
-            rargs = rargs[:3] + (["--sync"] if a.ref_sync else [])
     try:
         agentd = Server("agentd", aargs, a.work)
         servers.append(agentd)
         ref = Server("cxx", rargs, a.work)
         servers.append(ref)
-        agentd.wait_port(ports["a_h2c"])
-        ref.wait_port(ports["r_h2c"])
-        if "tls" in transports:
-            agentd.wait_port(ports["a_tls"])
-            ref.wait_port(ports["r_tls"])
-        va, vr = grpc_check(ports["a_h2c"]), grpc_check(ports["r_h2c"])
-        assert va.runtime_name == "agentd" and vr.runtime_name == "agentd", (va, vr)
+        for s, pre in ((agentd, "a_"), (ref, "r_")):
+            s.wait_port(ports[pre + "h2c"])
+            s.wait_port(ports[pre + "tls"])
+        for pre in ("a_", "r_"):
+            assert grpc_check(ports[pre + "h2c"]).runtime_name == "agentd"
+            assert grpc_check(ports[pre + "tls"], certs).runtime_name == "agentd"
         idle = {s.name: s.status()["VmRSS"] for s in servers}
         log("agentd: %s" % " ".join(aargs))
         log("c++:    %s" % " ".join(rargs))
+        pre = {"agentd": "a_", "cxx": "r_"}
+        h2log = os.path.join(a.work, "h2load.log")
 
-        targets = {}
-        for t in transports:
-            scheme = "http" if t == "h2c" else "https"
-            targets[t] = {"agentd": "%s://127.0.0.1:%d%s" % (scheme, ports["a_" + t], PATH),
-                          "cxx": "%s://127.0.0.1:%d%s" % (scheme, ports["r_" + t], PATH)}
+        def run(t, name, n, c, m):
+            if t == "h2c":
+                url = "http://127.0.0.1:%d%s" % (ports[pre[name] + "h2c"], PATH)
+                return h2load(url, n, c, m, a.body, h2log, a.threads)
+            if t == "mtls":
+                return load_client(a.load_client, ports[pre[name] + "tls"], n, c, m, certs)
+            return load_client(a.load_client, ports[pre[name] + "h2c"], n, c, m)
 
-        # Warm-up (also checks that h2load gets 200s everywhere).
+        # Warm-up; also checks that every request succeeds everywhere.
         for t in transports:
             for s in servers:
-                r = h2load(targets[t][s.name], 20000, 4, 16, a.body,
-                           os.path.join(a.work, "h2load.log"), a.threads)
+                r = run(t, s.name, 20000, 4, 16)
                 if r["succeeded"] != 20000:
                     raise RuntimeError("warm-up against %s over %s: %r" % (s.name, t, r))
 
@@ -224,11 +228,10 @@ def main():
                 pair = {}
                 for s in servers:
                     cpu0 = s.cpu_seconds()
-                    r = h2load(targets[t][s.name], a.n, c, m, a.body,
-                               os.path.join(a.work, "h2load.log"), a.threads)
+                    r = run(t, s.name, a.n, c, m)
                     r["cpu"] = s.cpu_seconds() - cpu0
                     pair[s.name] = r
-                    log("%-4s %-7s %-6s %10.0f req/s  p50 %.3f ms  p99 %.3f ms  ok %d fail %d "
+                    log("%-8s %-7s %-6s %10.0f req/s  p50 %.3f ms  p99 %.3f ms  ok %d fail %d "
                         "err %d  cpu %.2fs" % (t, cfg, s.name, r["rps"], r["p50"], r["p99"],
                                                r["succeeded"], r["failed"], r["errored"],
                                                r["cpu"]))
@@ -242,24 +245,26 @@ def main():
 
     # ---- report
     print()
-    print("gRPC benchmark: runtime.v1.RuntimeService/Version, h2load -n %d -t %d, "
-          "%d CPUs" % (a.n, a.threads, os.cpu_count()))
-    print("%-5s %-8s %-7s %11s %9s %9s %9s %9s %12s" % (
-        "trans", "c x m", "server", "req/s", "p50 ms", "p99 ms", "mean ms", "cpu s",
+    print("gRPC benchmark: runtime.v1.RuntimeService/Version, %d requests per run, "
+          "%d CPUs shared by client and server" % (a.n, os.cpu_count()))
+    print("%-8s %-11s %-8s %-7s %10s %8s %8s %8s %7s %10s" % (
+        "trans", "client", "c x m", "server", "req/s", "p50 ms", "p99 ms", "mean ms", "cpu s",
         "req/cpu-s"))
     for t, cfg, pair in rows:
         for name in ("agentd", "cxx"):
             r = pair[name]
             eff = a.n / r["cpu"] if r["cpu"] > 0 else float("nan")
-            print("%-5s %-8s %-7s %11.0f %9.3f %9.3f %9.3f %9.2f %12.0f" % (
-                t, cfg, name, r["rps"], r["p50"], r["p99"], r["mean"], r["cpu"], eff))
+            print("%-8s %-11s %-8s %-7s %10.0f %8.3f %8.3f %8.3f %7.2f %10.0f" % (
+                t, CLIENT_OF[t], cfg, name, r["rps"], r["p50"], r["p99"], r["mean"], r["cpu"],
+                eff))
             if r["succeeded"] != a.n:
                 print("      ^ only %d of %d requests succeeded (failed %d, errored %d)" % (
                     r["succeeded"], a.n, r["failed"], r["errored"]))
         ra, rc = pair["agentd"], pair["cxx"]
-        print("%-5s %-8s %-7s %10.2fx %8.2fx %8.2fx %8.2fx %8.2fx" % (
-            t, cfg, "ratio", ra["rps"] / rc["rps"], ra["p50"] / rc["p50"], ra["p99"] / rc["p99"],
-            ra["mean"] / rc["mean"], ra["cpu"] / rc["cpu"] if rc["cpu"] else float("nan")))
+        print("%-8s %-11s %-8s %-7s %9.2fx %7.2fx %7.2fx %7.2fx %6.2fx" % (
+            t, "", cfg, "ratio", ra["rps"] / rc["rps"], ra["p50"] / rc["p50"],
+            ra["p99"] / rc["p99"], ra["mean"] / rc["mean"],
+            ra["cpu"] / rc["cpu"] if rc["cpu"] else float("nan")))
     print()
     print("memory (MiB)   idle VmRSS   final VmRSS   VmHWM (peak)")
     for name in ("agentd", "cxx"):

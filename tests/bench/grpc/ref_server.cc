@@ -4,8 +4,11 @@
 // time against code generated from proto/cri/api.proto; every other CRI
 // method answers UNIMPLEMENTED (the generated base class does that).
 //
-// Usage: ref_server [--h2c HOST:PORT] [--tls HOST:PORT --cert PEM --key PEM]
+// Usage: ref_server [--h2c HOST:PORT]
+//                   [--tls HOST:PORT --cert PEM --key PEM [--client-ca PEM]]
 //                   [--sync]
+// With --client-ca, TLS clients must present a certificate from that CA
+// (mutual TLS, as agentd's TLS listener requires).
 // Uses the callback API (the one upstream recommends for performance) unless
 // --sync is given. Prints "ref_server ready" on stderr; exits 0 on SIGTERM.
 
@@ -67,6 +70,7 @@ std::string slurp(const char *path) {
 
 int main(int argc, char **argv) {
   const char *h2c = nullptr, *tls = nullptr, *cert = nullptr, *key = nullptr;
+  const char *client_ca = nullptr;
   bool sync = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -85,11 +89,13 @@ int main(int argc, char **argv) {
       cert = next();
     else if (a == "--key")
       key = next();
+    else if (a == "--client-ca")
+      client_ca = next();
     else if (a == "--sync")
       sync = true;
     else {
-      std::cerr << "usage: ref_server [--h2c HOST:PORT] [--tls HOST:PORT --cert PEM --key PEM]"
-                   " [--sync]\n";
+      std::cerr << "usage: ref_server [--h2c HOST:PORT] [--tls HOST:PORT --cert PEM --key PEM"
+                   " [--client-ca PEM]] [--sync]\n";
       return 2;
     }
   }
@@ -114,7 +120,11 @@ int main(int argc, char **argv) {
       std::cerr << "ref_server: --tls needs --cert and --key\n";
       return 2;
     }
-    grpc::SslServerCredentialsOptions opts(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    grpc::SslServerCredentialsOptions opts(
+        client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                  : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    if (client_ca)
+      opts.pem_root_certs = slurp(client_ca);
     opts.pem_key_cert_pairs.push_back({slurp(key), slurp(cert)});
     b.AddListeningPort(tls, grpc::SslServerCredentials(opts));
   }
