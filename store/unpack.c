@@ -689,6 +689,14 @@ static int extract_entry(struct unpack_ctx *ctx, struct archive_entry *entry, ad
 	    header_bytes > ctx->max_header_bytes)
 		return ad_fail(err, AD_E_INVALID, "layer entry \"%s\": header too large", name);
 
+	/* (uid_t)-1 would mean "leave unchanged" to chown: refuse it and
+	 * anything that does not fit. */
+	la_int64_t uid = archive_entry_uid(entry), gid = archive_entry_gid(entry);
+	if (uid < 0 || gid < 0 || uid >= (la_int64_t)UINT32_MAX || gid >= (la_int64_t)UINT32_MAX)
+		return ad_fail(err, AD_E_INVALID,
+			       "layer entry \"%s\": invalid owner %" PRId64 ":%" PRId64, name,
+			       (int64_t)uid, (int64_t)gid);
+
 	_cleanup_free_ char *path = ad_malloc0(name_len + 1);
 	clean_path(name, path);
 	mode_t type = archive_entry_filetype(entry);

@@ -710,6 +710,13 @@ static void test_escapes_rejected(void **state)
 	expect_rejected(&j, &l, "sda", NULL);
 
 	layer_begin(&l);
+	struct archive_entry *e = new_entry("nobody-ish", AE_IFREG, 0644, 0, 0);
+	archive_entry_set_uid(e, 4294967295LL); /* chown's "unchanged" */
+	write_entry(&l, e, NULL, 0);
+	layer_end(&l);
+	expect_rejected(&j, &l, "nobody-ish", NULL);
+
+	layer_begin(&l);
 	add_node(&l, "loop0", AE_IFBLK, makedev(7, 0));
 	layer_end(&l);
 	expect_rejected(&j, &l, "loop0", NULL);
