@@ -29,6 +29,7 @@ typedef enum key_type {
 	K_U32,	    /* uint32_t in [min, max] */
 	K_UNSIGNED, /* unsigned in [min, max] */
 	K_BOOL,
+	K_HOST_LIST, /* comma-separated host or host:port, or "" */
 } key_type;
 
 typedef struct cfg_key {
@@ -60,6 +61,12 @@ static const cfg_key keys[] = {
     KEY("grpc", workers, K_UNSIGNED, 1, 1024),
     KEY("grpc", drain_timeout, K_UNSIGNED, 0, 3600),
     KEY("grpc", debug_service, K_BOOL, 0, 0),
+    KEY("images", max_parallel_layers, K_UNSIGNED, 1, 64),
+    KEY("images", stall_timeout, K_UNSIGNED, 1, 3600),
+    KEY("images", certs_dir, K_FILE, 0, 0),
+    KEY("images", auth_file, K_FILE, 0, 0),
+    KEY("images", plain_http_registries, K_HOST_LIST, 0, 0),
+    KEY("images", insecure_registries, K_HOST_LIST, 0, 0),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -81,6 +88,12 @@ void cfg_init(cfg_config *cfg)
 	    .workers = 8,
 	    .drain_timeout = 5,
 	    .debug_service = false,
+	    .max_parallel_layers = 3,
+	    .stall_timeout = 30,
+	    .certs_dir = ad_strdup("/etc/agentd/certs.d"),
+	    .auth_file = ad_strdup(""),
+	    .plain_http_registries = ad_strdup(""),
+	    .insecure_registries = ad_strdup(""),
 	    .source = ad_strdup("<defaults>"),
 	};
 }
@@ -95,6 +108,10 @@ void cfg_free(cfg_config *cfg)
 	free(cfg->tls_key);
 	free(cfg->tls_client_ca);
 	free(cfg->tcp_insecure_listen);
+	free(cfg->certs_dir);
+	free(cfg->auth_file);
+	free(cfg->plain_http_registries);
+	free(cfg->insecure_registries);
 	free(cfg->source);
 	*cfg = (cfg_config){0};
 }
@@ -164,6 +181,20 @@ static bool valid_host_port(const char *s)
 	return parse_u64(colon + 1, 0, 65535, &port) == 0;
 }
 
+/* Registry names as a reference's domain has them: no scheme, path or spaces. */
+static bool valid_host_list(const char *s)
+{
+	for (const char *p = s; *p;) {
+		size_t n = strcspn(p, ",");
+		if (n == 0 || memchr(p, '/', n) || memchr(p, ' ', n) || memchr(p, '\t', n))
+			return false;
+		p += n;
+		if (*p == ',' && !*++p)
+			return false;
+	}
+	return true;
+}
+
 /* Sets one key from its text form. On a bad value returns -1 and a malloc'd
  * description (without location) in *ret_msg. */
 static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **ret_msg)
@@ -202,6 +233,14 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 		}
 		break;
 	case K_FILE:
+		break;
+	case K_HOST_LIST:
+		if (!valid_host_list(value)) {
+			*ret_msg = ad_asprintf("invalid value '%s' (expected comma-separated "
+					       "host or host:port names, without spaces)",
+					       value);
+			return -1;
+		}
 		break;
 	case K_LOG_LEVEL:
 		if (ad_log_level_parse(value, (ad_log_level *)field) < 0) {
@@ -283,7 +322,9 @@ static void check_section_line(ini_ctx *ctx, const char *line, size_t len)
 		b--;
 	_cleanup_free_ char *sec = ad_strndup(a, (size_t)(b - a));
 	if (!known_section(sec))
-		ctx_error(ctx, ad_asprintf("unknown section [%s] (known: [agentd], [grpc])", sec));
+		ctx_error(ctx, ad_asprintf("unknown section [%s] (known: [agentd], [grpc], "
+					   "[images])",
+					   sec));
 }
 
 static char *cfg_ini_read(char *str, int num, void *stream)

@@ -29,6 +29,14 @@ typedef struct cfg_config {
 	unsigned workers;
 	unsigned drain_timeout; /* seconds */
 	bool debug_service;
+	/* [images] */
+	unsigned max_parallel_layers; /* layers fetched at once per pull */
+	unsigned stall_timeout;	      /* seconds without bytes that fail a fetch */
+	char *certs_dir;	      /* certs.d layout; "" = none */
+	char *auth_file;	      /* auth.json / config.json; "" = none */
+	/* Comma-separated "host[:port]" lists. */
+	char *plain_http_registries;
+	char *insecure_registries;
 	/* Where the settings came from ("<built-in>" or the file name). */
 	char *source;
 } cfg_config;

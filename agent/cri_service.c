@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cri/api.pb-c.h"
+#include "images.h"
 #include "services.h"
 
 const char *const svc_cri_streaming[] = {
@@ -56,6 +57,11 @@ static const struct {
 	bool on_loop;
 } implemented[] = {
     {"runtime.v1.RuntimeService/Version", cri_version, true},
+    {"runtime.v1.ImageService/PullImage", cri_pull_image, false},
+    {"runtime.v1.ImageService/ListImages", cri_list_images, false},
+    {"runtime.v1.ImageService/ImageStatus", cri_image_status, false},
+    {"runtime.v1.ImageService/RemoveImage", cri_remove_image, false},
+    {"runtime.v1.ImageService/ImageFsInfo", cri_image_fs_info, false},
 };
 
 static void register_service(svc_table *t, agent_ctx *ctx, const ProtobufCServiceDescriptor *svc)

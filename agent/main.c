@@ -10,6 +10,7 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "images.h"
 #include "services.h"
 
 #define EXIT_CONFIG 2
@@ -24,6 +25,7 @@ typedef struct agentd {
 	size_t n_servers;
 	size_t pending_shutdowns;
 	ad_db *db;
+	store *images;
 } agentd;
 
 static void add_listener(agent_ctx *ctx, char *s)
@@ -173,9 +175,15 @@ static int run(agentd *d)
 		return 1;
 	}
 	ctx->schema_version = ad_db_schema_version(d->db);
+	if (agent_images_open(&d->cfg, &d->images, &err) < 0) {
+		ad_error_log("%s", err->message);
+		return 1;
+	}
+	agent_images_set_store(d->images);
 
 	svc_cri_register(&d->table, ctx);
 	svc_agent_register(&d->table, ctx);
+	agent_image_register(&d->table, ctx);
 	svc_health_register(&d->table, ctx);
 	collect_services(ctx, &d->table);
 
@@ -226,6 +234,10 @@ static void teardown(agentd *d)
 		event_free(d->sig_int);
 	if (d->base)
 		event_base_free(d->base);
+	/* After the servers: no handler can be using the store any more. */
+	agent_images_set_store(NULL);
+	if (d->images)
+		store_close(d->images);
 	if (d->db)
 		ad_db_close(d->db);
 	for (size_t i = 0; i < d->ctx.n_listeners; i++)

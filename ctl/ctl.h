@@ -18,6 +18,7 @@ typedef struct ctl_ctx {
 	const char *endpoint;
 	const char *cacert, *cert, *key;
 	unsigned timeout_ms; /* 0: no deadline */
+	bool timeout_given;  /* -t was given (long calls like pull have none by default) */
 	rpc_client *client;  /* connected on first use */
 } ctl_ctx;
 
@@ -31,6 +32,10 @@ typedef struct ctl_command {
 
 extern const ctl_command ctl_cmd_version;
 extern const ctl_command ctl_cmd_info;
+extern const ctl_command ctl_cmd_pull;
+extern const ctl_command ctl_cmd_images;
+extern const ctl_command ctl_cmd_inspecti;
+extern const ctl_command ctl_cmd_rmi;
 
 /* err(3)-style: "agentctl: " + message on stderr. */
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -44,6 +49,11 @@ void ctl_command_usage(FILE *out, const ctl_command *cmd);
  * the exit status to use: EX_UNAVAILABLE when agentd cannot be reached. */
 int ctl_unary(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 	      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp);
+
+/* Server-streaming call, like ctl_unary; on_msg returning non-zero cancels. */
+int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
+	       const ProtobufCMessageDescriptor *resp_desc, unsigned timeout_ms,
+	       rpc_stream_fn on_msg, void *userdata);
 
 /* Output format option shared by commands: "text" or "json". */
 typedef enum ctl_format { CTL_TEXT, CTL_JSON } ctl_format;

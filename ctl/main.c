@@ -10,8 +10,8 @@
 #include "ctl.h"
 
 static const ctl_command *const commands[] = {
-    &ctl_cmd_version,
-    &ctl_cmd_info,
+    &ctl_cmd_version, &ctl_cmd_info,	 &ctl_cmd_pull,
+    &ctl_cmd_images,  &ctl_cmd_inspecti, &ctl_cmd_rmi,
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -180,6 +180,31 @@ int ctl_unary(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 	return 0;
 }
 
+int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
+	       const ProtobufCMessageDescriptor *resp_desc, unsigned timeout_ms,
+	       rpc_stream_fn on_msg, void *userdata)
+{
+	int r = connect_agentd(ctx);
+	if (r)
+		return r;
+	rpc_status st = {0};
+	_cleanup_error_ ad_error *err = NULL;
+	if (rpc_client_stream(ctx->client, path, req, resp_desc, timeout_ms, on_msg, userdata, &st,
+			      &err) < 0) {
+		ctl_warnx("%s: %s", path + 1, err->message);
+		return EX_UNAVAILABLE;
+	}
+	if (st.code != RPC_OK) {
+		ctl_warnx("%s: %s: %s", path + 1, rpc_code_name(st.code),
+			  st.message ? st.message : "(no message)");
+		r = exit_status_for(st.code);
+		rpc_status_clear(&st);
+		return r;
+	}
+	rpc_status_clear(&st);
+	return 0;
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 static int parse_timeout(const char *s, unsigned *ret_ms)
@@ -228,6 +253,7 @@ int main(int argc, char **argv)
 			if (parse_timeout(optarg, &ctx.timeout_ms) < 0)
 				return ctl_usage_error(NULL, "invalid timeout '%s' (seconds)",
 						       optarg);
+			ctx.timeout_given = true;
 			break;
 		case 'h':
 			usage(stdout);

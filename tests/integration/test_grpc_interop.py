@@ -99,7 +99,7 @@ def test_health_watch_first_message(pb, channel):
 @pytest.mark.parametrize("method,req", [
     ("/runtime.v1.RuntimeService/RunPodSandbox", "RunPodSandboxRequest"),
     ("/runtime.v1.RuntimeService/ListContainers", "ListContainersRequest"),
-    ("/runtime.v1.ImageService/PullImage", "PullImageRequest"),
+    ("/runtime.v1.RuntimeService/CheckpointContainer", "CheckpointContainerRequest"),
 ])
 def test_unimplemented_cri(pb, channel, method, req):
     msg = getattr(pb.api, req)()

@@ -95,8 +95,9 @@ static void test_every_cri_method_registered(void **state)
 				version++;
 				assert_true(m->on_loop);
 				assert_ptr_equal(m->userdata, &ctx);
-			} else {
-				/* The stubs name their method in the UNIMPLEMENTED message. */
+			} else if (m->userdata != &ctx) {
+				/* The stubs name their method in the UNIMPLEMENTED message;
+				 * implemented RPCs (e.g. the image ones) get the ctx. */
 				assert_string_equal((const char *)m->userdata, path + 1);
 			}
 			for (size_t j = 0; j < k; j++)

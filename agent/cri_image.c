@@ -1,0 +1,338 @@
+/* runtime.v1.ImageService on libadstore: PullImage, ListImages, ImageStatus,
+ * RemoveImage, ImageFsInfo. All of them run on the worker pool: they touch
+ * the disk, the state DB and (PullImage) the network. */
+#include <ctype.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cri/api.pb-c.h"
+#include "images.h"
+#include "status.h"
+
+/* Written once by main.c before the servers start, read by the workers. */
+static store *_Atomic images_store;
+
+void agent_images_set_store(store *s)
+{
+	atomic_store(&images_store, s);
+}
+
+store *agent_images_store(void)
+{
+	return atomic_load(&images_store);
+}
+
+/* "a,b:5000" -> one registry config per name, plain_http or insecure set. */
+static void add_registries(store_registry_config **regs, size_t *n, const char *list,
+			   bool plain_http)
+{
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len) {
+			_cleanup_free_ char *host = ad_strndup(p, len);
+			store_registry_config *c = NULL;
+			for (size_t i = 0; i < *n && !c; i++)
+				if (strcmp((*regs)[i].host, host) == 0)
+					c = &(*regs)[i];
+			if (!c) {
+				*regs = ad_realloc(*regs, (*n + 1) * sizeof(**regs));
+				c = &(*regs)[(*n)++];
+				*c = (store_registry_config){.host = ad_steal_ptr(host)};
+			}
+			if (plain_http)
+				c->plain_http = true;
+			else
+				c->insecure = true;
+		}
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+}
+
+int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err)
+{
+	store_registry_config *regs = NULL;
+	size_t n = 0;
+	add_registries(&regs, &n, cfg->plain_http_registries, true);
+	add_registries(&regs, &n, cfg->insecure_registries, false);
+	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", cfg->root);
+	store_opts o = {
+	    .root = cfg->root,
+	    .db_path = db_path,
+	    .certs_dir = cfg->certs_dir[0] ? cfg->certs_dir : NULL,
+	    .auth_file = cfg->auth_file[0] ? cfg->auth_file : NULL,
+	    .registries = regs,
+	    .n_registries = n,
+	    .max_parallel = cfg->max_parallel_layers,
+	    .stall_timeout_s = cfg->stall_timeout,
+	};
+	int r = store_open(&o, ret_store, err);
+	for (size_t i = 0; i < n; i++)
+		free((char *)regs[i].host);
+	free(regs);
+	if (r < 0)
+		return ad_error_wrap(err, "image store");
+	return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+#define CALL_NEW(call, type, init)                                                                 \
+	({                                                                                         \
+		type *_m = rpc_call_alloc((call), sizeof(type));                                   \
+		type _init = init;                                                                 \
+		*_m = _init;                                                                       \
+		_m;                                                                                \
+	})
+
+static rpc_code fail(rpc_call *call, ad_code code, const char *msg)
+{
+	_cleanup_error_ ad_error *e = NULL;
+	ad_fail(&e, code, "%s", msg);
+	return status_call_error(call, e);
+}
+
+static rpc_code with_store(rpc_call *call, store **ret_store)
+{
+	*ret_store = agent_images_store();
+	if (!*ret_store)
+		return fail(call, AD_E_UNAVAILABLE, "the image store is not open");
+	return RPC_OK;
+}
+
+/* The image spec's reference, required non-empty. */
+static rpc_code spec_image(rpc_call *call, const Runtime__V1__ImageSpec *spec, const char **ret)
+{
+	if (!spec || !spec->image || !spec->image[0])
+		return fail(call, AD_E_INVALID, "image spec with an image reference is required");
+	*ret = spec->image;
+	return RPC_OK;
+}
+
+static char **strv_copy(rpc_call *call, char **v, size_t *ret_n)
+{
+	size_t n = 0;
+	while (v && v[n])
+		n++;
+	char **out = rpc_call_alloc(call, sizeof(char *) * (n + 1));
+	for (size_t i = 0; i < n; i++)
+		out[i] = rpc_call_strdup(call, v[i]);
+	*ret_n = n;
+	return out;
+}
+
+/* The config's User ("uid[:gid]" or "name[:group]"), as the CRI splits it:
+ * a numeric user goes to uid, a name to username, nothing to neither. */
+static void set_user(rpc_call *call, Runtime__V1__Image *m, const char *config_json)
+{
+	json_t *root = config_json ? json_loads(config_json, 0, NULL) : NULL;
+	const char *user =
+	    json_string_value(json_object_get(json_object_get(root, "config"), "User"));
+	if (user && *user) {
+		size_t len = strcspn(user, ":");
+		bool numeric = len > 0;
+		for (size_t i = 0; i < len; i++)
+			numeric = numeric && isdigit((unsigned char)user[i]);
+		_cleanup_free_ char *name = ad_strndup(user, len);
+		if (numeric) {
+			m->uid =
+			    CALL_NEW(call, Runtime__V1__Int64Value, RUNTIME__V1__INT64_VALUE__INIT);
+			m->uid->value = strtoll(name, NULL, 10);
+		} else if (len) {
+			m->username = rpc_call_strdup(call, name);
+		}
+	}
+	json_decref(root);
+}
+
+static Runtime__V1__Image *image_msg(rpc_call *call, const store_image *img)
+{
+	Runtime__V1__Image *m = CALL_NEW(call, Runtime__V1__Image, RUNTIME__V1__IMAGE__INIT);
+	m->id = rpc_call_strdup(call, img->id);
+	m->repo_tags = strv_copy(call, img->tags, &m->n_repo_tags);
+	m->repo_digests = strv_copy(call, img->repo_digests, &m->n_repo_digests);
+	m->size = img->size;
+	set_user(call, m, img->config_json);
+	m->spec = CALL_NEW(call, Runtime__V1__ImageSpec, RUNTIME__V1__IMAGE_SPEC__INIT);
+	m->spec->image = rpc_call_strdup(call, img->id);
+	m->pinned = false;
+	return m;
+}
+
+/* The verbose "info" value: what ImageStatus cannot otherwise say. */
+static char *image_info_json(const store_image *img)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "id", json_string(img->id));
+	json_t *cfg = img->config_json ? json_loads(img->config_json, 0, NULL) : NULL;
+	json_object_set_new(o, "imageSpec", cfg ? cfg : json_null());
+	json_t *layers = json_array();
+	for (char **l = img->layer_ids; l && *l; l++)
+		json_array_append_new(layers, json_string(*l));
+	json_object_set_new(o, "layers", layers);
+	char when[40];
+	ad_format_rfc3339nano(img->created_ns, when);
+	json_object_set_new(o, "stored", json_string(when));
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return s;
+}
+
+/* ---- handlers ---------------------------------------------------------------- */
+
+rpc_code cri_pull_image(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			void *userdata)
+{
+	(void)userdata;
+	const Runtime__V1__PullImageRequest *rq = (const Runtime__V1__PullImageRequest *)req;
+	Runtime__V1__PullImageResponse *r = (Runtime__V1__PullImageResponse *)resp;
+	store *s;
+	const char *image;
+	rpc_code code = with_store(call, &s);
+	if (code == RPC_OK)
+		code = spec_image(call, rq->image, &image);
+	if (code != RPC_OK)
+		return code;
+
+	const Runtime__V1__AuthConfig *a = rq->auth;
+	store_auth auth = {0};
+	bool have_auth = false;
+	if (a) {
+#define NONEMPTY(f) ((f) && (f)[0] ? (have_auth = true, (f)) : NULL)
+		auth.username = NONEMPTY(a->username);
+		auth.password = NONEMPTY(a->password);
+		auth.auth = NONEMPTY(a->auth);
+		auth.identity_token = NONEMPTY(a->identity_token);
+		auth.registry_token = NONEMPTY(a->registry_token);
+#undef NONEMPTY
+	}
+	store_pull_opts po = {.auth = have_auth ? &auth : NULL};
+	_cleanup_free_ char *id = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (store_pull(s, image, &po, &id, &e) < 0)
+		return status_call_error(call, e);
+	ad_info("pulled %s as %s", image, id);
+	r->image_ref = rpc_call_strdup(call, id);
+	return RPC_OK;
+}
+
+rpc_code cri_list_images(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			 void *userdata)
+{
+	(void)userdata;
+	const Runtime__V1__ListImagesRequest *rq = (const Runtime__V1__ListImagesRequest *)req;
+	Runtime__V1__ListImagesResponse *r = (Runtime__V1__ListImagesResponse *)resp;
+	store *s;
+	rpc_code code = with_store(call, &s);
+	if (code != RPC_OK)
+		return code;
+	const char *filter = NULL;
+	if (rq->filter && rq->filter->image && rq->filter->image->image &&
+	    rq->filter->image->image[0])
+		filter = rq->filter->image->image;
+	store_image **imgs = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (store_image_list(s, filter, &imgs, &e) < 0)
+		return status_call_error(call, e);
+	size_t n = 0;
+	while (imgs[n])
+		n++;
+	r->images = rpc_call_alloc(call, sizeof(*r->images) * (n + 1));
+	for (size_t i = 0; i < n; i++)
+		r->images[i] = image_msg(call, imgs[i]);
+	r->n_images = n;
+	store_images_free(imgs);
+	return RPC_OK;
+}
+
+rpc_code cri_image_status(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	(void)userdata;
+	const Runtime__V1__ImageStatusRequest *rq = (const Runtime__V1__ImageStatusRequest *)req;
+	Runtime__V1__ImageStatusResponse *r = (Runtime__V1__ImageStatusResponse *)resp;
+	store *s;
+	const char *image;
+	rpc_code code = with_store(call, &s);
+	if (code == RPC_OK)
+		code = spec_image(call, rq->image, &image);
+	if (code != RPC_OK)
+		return code;
+	store_image *img = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (store_image_get(s, image, &img, &e) < 0) {
+		/* The CRI asks for an empty answer, not an error, for an absent image. */
+		if (e->code == AD_E_NOT_FOUND)
+			return RPC_OK;
+		return status_call_error(call, e);
+	}
+	r->image = image_msg(call, img);
+	if (rq->verbose) {
+		char *info = image_info_json(img);
+		Runtime__V1__ImageStatusResponse__InfoEntry *entry =
+		    CALL_NEW(call, Runtime__V1__ImageStatusResponse__InfoEntry,
+			     RUNTIME__V1__IMAGE_STATUS_RESPONSE__INFO_ENTRY__INIT);
+		entry->key = rpc_call_strdup(call, "info");
+		entry->value = rpc_call_strdup(call, info ? info : "{}");
+		free(info);
+		r->info = rpc_call_alloc(call, sizeof(*r->info));
+		r->info[0] = entry;
+		r->n_info = 1;
+	}
+	store_image_free(img);
+	return RPC_OK;
+}
+
+rpc_code cri_remove_image(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	(void)userdata;
+	(void)resp;
+	const Runtime__V1__RemoveImageRequest *rq = (const Runtime__V1__RemoveImageRequest *)req;
+	store *s;
+	const char *image;
+	rpc_code code = with_store(call, &s);
+	if (code == RPC_OK)
+		code = spec_image(call, rq->image, &image);
+	if (code != RPC_OK)
+		return code;
+	_cleanup_error_ ad_error *e = NULL;
+	if (store_image_remove(s, image, &e) < 0)
+		return status_call_error(call, e);
+	ad_info("removed image %s", image);
+	return RPC_OK;
+}
+
+rpc_code cri_image_fs_info(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			   void *userdata)
+{
+	(void)userdata;
+	(void)req;
+	Runtime__V1__ImageFsInfoResponse *r = (Runtime__V1__ImageFsInfoResponse *)resp;
+	store *s;
+	rpc_code code = with_store(call, &s);
+	if (code != RPC_OK)
+		return code;
+	store_fs_usage u = {0};
+	_cleanup_error_ ad_error *e = NULL;
+	if (store_fs_usage_get(s, &u, &e) < 0)
+		return status_call_error(call, e);
+	Runtime__V1__FilesystemUsage *fu =
+	    CALL_NEW(call, Runtime__V1__FilesystemUsage, RUNTIME__V1__FILESYSTEM_USAGE__INIT);
+	fu->timestamp = ad_now_ns();
+	fu->fs_id = CALL_NEW(call, Runtime__V1__FilesystemIdentifier,
+			     RUNTIME__V1__FILESYSTEM_IDENTIFIER__INIT);
+	fu->fs_id->mountpoint = rpc_call_strdup(call, u.mountpoint);
+	fu->used_bytes = CALL_NEW(call, Runtime__V1__UInt64Value, RUNTIME__V1__UINT64_VALUE__INIT);
+	fu->used_bytes->value = u.used_bytes;
+	fu->inodes_used = CALL_NEW(call, Runtime__V1__UInt64Value, RUNTIME__V1__UINT64_VALUE__INIT);
+	fu->inodes_used->value = u.inodes_used;
+	store_fs_usage_clear(&u);
+	r->image_filesystems = rpc_call_alloc(call, sizeof(*r->image_filesystems));
+	r->image_filesystems[0] = fu;
+	r->n_image_filesystems = 1;
+	return RPC_OK;
+}
