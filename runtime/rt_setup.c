@@ -258,6 +258,70 @@ static int readonly_path(const char *path, ad_error **err)
 	return 0;
 }
 
+/* /sys/fs/cgroup as the container sees it: each of the host's hierarchies,
+ * mounted read-only from inside the new cgroup namespace (so its own cgroup
+ * is the root). Runtimes such as the JVM and Go size themselves from it. A
+ * hierarchy that cannot be mounted (some in a user namespace) is skipped. */
+static int setup_cgroupfs(int root_fd, ad_error **err)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return ad_fail_errno(err, AD_E_INTERNAL, "read mountinfo");
+	_cleanup_close_ int cgfd = -1;
+	char *line = NULL;
+	size_t cap = 0;
+	int r = 0;
+	while (r == 0 && getline(&line, &cap, f) > 0) {
+		char *sep = strstr(line, " - ");
+		if (!sep)
+			continue;
+		char mp[512], fstype[64], src[256], opts[512] = "";
+		if (sscanf(line, "%*s %*s %*s %*s %511s", mp) != 1 ||
+		    sscanf(sep + 3, "%63s %255s %511s", fstype, src, opts) < 2)
+			continue;
+		bool v2 = !strcmp(fstype, "cgroup2");
+		if ((!v2 && strcmp(fstype, "cgroup")) || strncmp(mp, "/sys/fs/cgroup", 14))
+			continue;
+		const char *leaf = mp[14] == '/' ? mp + 15 : "";
+		if (strchr(leaf, '/'))
+			continue;
+		if (cgfd < 0) {
+			if (mount_in_root(root_fd, "/sys/fs/cgroup", "tmpfs", "tmpfs",
+					  MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k",
+					  false, err) < 0) {
+				r = -1;
+				break;
+			}
+			cgfd = ad_openat_in_root(root_fd, "/sys/fs/cgroup", O_PATH, 0, err);
+			if (cgfd < 0) {
+				r = -1;
+				break;
+			}
+		}
+		/* super options without rw/ro: the controllers (and name=) */
+		char data[512] = "";
+		for (char *t = strtok(opts, ","); t; t = strtok(NULL, ","))
+			if (strcmp(t, "rw") && strcmp(t, "ro"))
+				snprintf(data + strlen(data), sizeof(data) - strlen(data), "%s%s",
+					 data[0] ? "," : "", t);
+		_cleanup_free_ char *dest =
+		    ad_asprintf("/sys/fs/cgroup%s%s", *leaf ? "/" : "", leaf);
+		_cleanup_close_ int fd = make_in_root(root_fd, dest, false, NULL);
+		if (fd < 0 || mount_fd(v2 ? "cgroup2" : "cgroup", fd, fstype,
+				       MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+				       v2 ? NULL : data, dest, NULL) < 0)
+			ad_debug("container cgroupfs: %s not mounted", dest);
+	}
+	free(line);
+	fclose(f);
+	if (r == 0 && cgfd >= 0 &&
+	    mount_fd(NULL, cgfd, NULL,
+		     MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL,
+		     "/sys/fs/cgroup", err) < 0)
+		r = -1;
+	return r;
+}
+
 int rt_setup_rootfs(const rt_config *cfg, ad_error **err)
 {
 	bool in_userns = cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST;
@@ -286,6 +350,8 @@ int rt_setup_rootfs(const rt_config *cfg, ad_error **err)
 					"/sys", err) < 0)
 			return -1;
 	}
+	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && setup_cgroupfs(root, err) < 0)
+		return -1;
 	for (size_t i = 0; i < cfg->n_mounts; i++)
 		if (user_mount(root, &cfg->mounts[i], err) < 0)
 			return -1;

@@ -393,6 +393,17 @@ static void test_memory_oom_and_update(void **state)
 	assert_string_equal(sh, "512\n");
 	rt_resources res = {.memory_limit = 48 * MiB, .memory_swap = 48 * MiB};
 	must(rt_update(c, &res, &e), e, "update");
+	/* the container sees its own cgroup, with the new limit, as the root */
+	static const char *const cgfs[] = {
+	    "sh", "-c",
+	    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; ls /sys/fs/cgroup/memory | "
+	    "grep -c memory.limit_in_bytes; touch /sys/fs/cgroup/x 2>&1",
+	    NULL};
+	rt_exec_result cr;
+	must(rt_exec_sync(c, &cfg, cgfs, 10000, 4096, &cr, &e), e, "exec cgroupfs");
+	if (!strstr(cr.out, "50331648\n1\n") || !strstr(cr.out, "Read-only file system"))
+		fail_msg("cgroupfs: %s", cr.out);
+	rt_exec_result_clear(&cr);
 	_cleanup_free_ char *after = slurp(p);
 	assert_int_equal(strtoll(after, NULL, 10), 48 * MiB);
 	rt_stats stats;
