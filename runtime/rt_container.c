@@ -305,7 +305,7 @@ static int write_id_map(pid_t pid, const char *file, const rt_id_map *maps, size
 	return 0;
 }
 
-static void apply_rlimits(const rt_config *cfg)
+void rt_apply_rlimits(const rt_config *cfg)
 {
 	for (size_t i = 0; i < cfg->n_rlimits; i++) {
 		struct rlimit rl = {.rlim_cur = cfg->rlimits[i].soft,
@@ -368,7 +368,7 @@ static void run_init(create_ctx *x)
 	}
 	if (rt_setup_rootfs(cfg, &e) < 0)
 		child_fail(sfd, e);
-	apply_rlimits(cfg);
+	rt_apply_rlimits(cfg);
 	if (rt_secplan_apply_pre_user(x->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
 	    rt_secplan_apply_post_user(x->plan, &e) < 0)
 		child_fail(sfd, e);

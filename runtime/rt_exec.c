@@ -46,6 +46,7 @@ static void exec_child(const rt_config *cfg, const rt_secplan *plan, const char 
 			fail_to(sfd, e);
 		}
 	}
+	rt_apply_rlimits(cfg);
 	/* A terminal on stdin (the caller's pty slave) becomes the controlling
 	 * one, as for the init with a tty. */
 	if (stdio[0] >= 0 && isatty(0)) {

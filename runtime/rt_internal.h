@@ -59,6 +59,10 @@ int rt_secplan_apply_final(const rt_secplan *p, ad_error **err);
 /* Detects AppArmor on the host (/sys/module/apparmor/parameters/enabled). */
 bool rt_apparmor_enabled(void);
 
+/* The container's rlimits and oom_score_adj for the calling process; what
+ * the kernel refuses (no CAP_SYS_RESOURCE) is only logged. */
+void rt_apply_rlimits(const rt_config *cfg);
+
 /* Reads field 22 of /proc/PID/stat; 0 if the process is gone. */
 uint64_t rt_proc_start_time(pid_t pid);
 

@@ -743,6 +743,12 @@ static void test_reopen_log_and_rlimits(void **state)
 	}
 	assert_int_equal(rename(log, moved), 0);
 	must(rt_reopen_log(c, &e), e, "reopen");
+	/* exec'd processes get the container's rlimits too */
+	static const char *const ul[] = {"sh", "-c", "ulimit -n", NULL};
+	rt_exec_result r;
+	must(rt_exec_sync(c, &cfg, ul, 10000, 1024, &r, &e), e, "exec ulimit");
+	assert_string_equal(r.out, "200\n");
+	rt_exec_result_clear(&r);
 	int fd = open(fifo, O_WRONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "via-fifo\n", 9), 9);
