@@ -16,6 +16,9 @@
 #include <openssl/evp.h>
 
 #include "store.h"
+#include "store_int.h"
+
+#include <jansson.h>
 
 #define HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define DIG_A "sha256:" HEX_A
@@ -404,11 +407,52 @@ static void test_gc_unreferenced(void **state)
 	ad_error_free(&err);
 }
 
+/* Platform choice in an index: os and architecture must match; an exact
+ * variant wins over an entry without one, which wins over another variant. */
+static void test_choose_platform(void **state)
+{
+	(void)state;
+	json_t *m = json_loads(
+	    "["
+	    "{\"digest\":\"a\",\"platform\":{\"os\":\"linux\",\"architecture\":\"arm\",\"variant\":"
+	    "\"v6\"}},"
+	    "{\"digest\":\"b\",\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\"}},"
+	    "{\"digest\":\"c\",\"platform\":{\"os\":\"linux\",\"architecture\":\"arm\",\"variant\":"
+	    "\"v7\"}},"
+	    "{\"digest\":\"d\",\"platform\":{\"os\":\"windows\",\"architecture\":\"amd64\"}},"
+	    "{\"digest\":\"e\",\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}},"
+	    "{\"digest\":\"f\",\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\","
+	    "\"variant\":\"v8\"}}"
+	    "]",
+	    0, NULL);
+	assert_non_null(m);
+	static const struct {
+		const char *os, *arch, *variant, *want;
+	} cases[] = {
+	    {"linux", "amd64", NULL, "e"},  {"windows", "amd64", NULL, "d"},
+	    {"linux", "arm", "v7", "c"},    {"linux", "arm", "v6", "a"},
+	    {"linux", "arm", "v5", NULL},   {"linux", "arm64", "v8", "f"},
+	    {"linux", "arm64", NULL, "b"},  {"linux", "arm64", "v9", "b"},
+	    {"linux", "s390x", NULL, NULL}, {"darwin", "amd64", NULL, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *d = store_choose_platform(m, cases[i].os, cases[i].arch, cases[i].variant);
+		const char *got = d ? json_string_value(json_object_get(d, "digest")) : NULL;
+		if ((got == NULL) != (cases[i].want == NULL) ||
+		    (got && strcmp(got, cases[i].want) != 0))
+			fail_msg("%s/%s/%s: got %s want %s", cases[i].os, cases[i].arch,
+				 cases[i].variant ? cases[i].variant : "-", got ? got : "none",
+				 cases[i].want ? cases[i].want : "none");
+	}
+	json_decref(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ref_table),
 	    cmocka_unit_test(test_ref_length),
+	    cmocka_unit_test(test_choose_platform),
 	    cmocka_unit_test_setup_teardown(test_blob_ok, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_mismatch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_blob_enospc, setup, teardown),
