@@ -537,7 +537,7 @@ static void xfer_free(xfer *x)
 	ad_error_free(&x->sink_err);
 }
 
-static int ssl_ctx_cb(CURL *h, void *sslctx, void *u)
+static CURLcode ssl_ctx_cb(CURL *h, void *sslctx, void *u)
 {
 	(void)h;
 	const char *dir = u;
