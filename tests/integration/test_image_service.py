@@ -315,3 +315,33 @@ def test_agentctl_pull_images_inspecti_rmi(agentd, plain, private):
     assert p.stdout.strip().startswith("sha256:")
     p = ctl(agentd, "pull", check=False)
     assert p.returncode == 64 and "IMAGE is required" in p.stderr  # EX_USAGE
+
+
+def test_agentctl_pull_progress_bar_on_a_tty(agentd, plain):
+    """On a terminal, one line redrawn in place (\\r) instead of a line per change."""
+    import pty
+    ref = f"{plain.host}/test/three:v1"
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([H.agentctl_binary(), "-e", os.path.abspath(agentd.sock), "pull", ref],
+                           stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120)
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the pty's other side is closed and drained
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0, out
+    assert p.stdout.strip().startswith("sha256:")
+    text = out.decode()
+    assert "\r" in text and "layers 2/2 [" in text, text
+    assert "waiting" not in text, text
