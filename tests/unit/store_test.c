@@ -162,7 +162,7 @@ static int setup(void **state)
 	snprintf(f->dir, sizeof(f->dir), "/tmp/store_test.XXXXXX");
 	if (!mkdtemp(f->dir))
 		return -1;
-	char root[128], db[128];
+	char root[1024], db[1024];
 	snprintf(root, sizeof(root), "%s/root", f->dir);
 	snprintf(db, sizeof(db), "%s/state.db", f->dir);
 	store_opts o = {.root = root, .db_path = db};
@@ -221,9 +221,9 @@ static ssize_t mem_read(void *u, void *buf, size_t len, ad_error **err)
 
 static int count_entries(const char *dir)
 {
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "ls -A %s | wc -l", dir);
+	char *cmd = ad_asprintf("ls -A %s | wc -l", dir);
 	FILE *p = popen(cmd, "r");
+	free(cmd);
 	int n = -1;
 	if (fscanf(p, "%d", &n) != 1)
 		n = -1;
@@ -263,7 +263,7 @@ static void test_blob_mismatch(void **state)
 	const char *data = "the wrong bytes";
 	char got[72];
 	sha256_of(data, strlen(data), got);
-	char blobs[128], tmp[128];
+	char blobs[1024], tmp[1024];
 	snprintf(blobs, sizeof(blobs), "%s/root/blobs/sha256", f->dir);
 	snprintf(tmp, sizeof(tmp), "%s/root/tmp", f->dir);
 
@@ -311,13 +311,13 @@ static void test_blob_mismatch(void **state)
 static void test_blob_enospc(void **state)
 {
 	fixture *f = *state;
-	char small[128], cmd[512];
+	char small[256], cmd[1100];
 	snprintf(small, sizeof(small), "%s/small", f->dir);
 	mkdir(small, 0700);
 	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=64k tmpfs %s", small);
 	if (system(cmd) != 0)
 		skip();
-	char root[160], db[160];
+	char root[1024], db[1024];
 	snprintf(root, sizeof(root), "%s/root", small);
 	snprintf(db, sizeof(db), "%s/state.db", f->dir);
 	store_opts o = {.root = root, .db_path = db};
@@ -333,7 +333,7 @@ static void test_blob_enospc(void **state)
 	assert_int_equal(err->code, AD_E_RESOURCE);
 	ad_error_free(&err);
 	assert_false(store_blob_exists(s, dig));
-	char tmp[200];
+	char tmp[1100];
 	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
 	assert_int_equal(count_entries(tmp), 0);
 	store_close(s);
@@ -346,7 +346,7 @@ static void test_blob_enospc(void **state)
 static void test_open_cleans_tmp(void **state)
 {
 	fixture *f = *state;
-	char p[200];
+	char p[1024];
 	snprintf(p, sizeof(p), "%s/root/tmp/blob-dead", f->dir);
 	int fd = open(p, O_CREAT | O_WRONLY, 0600);
 	assert_true(fd >= 0);
@@ -356,7 +356,7 @@ static void test_open_cleans_tmp(void **state)
 	snprintf(p, sizeof(p), "%s/root/tmp/layer-dead/f", f->dir);
 	close(open(p, O_CREAT | O_WRONLY, 0600));
 	store_close(f->s);
-	char root[128], db[128];
+	char root[1024], db[1024];
 	snprintf(root, sizeof(root), "%s/root", f->dir);
 	snprintf(db, sizeof(db), "%s/state.db", f->dir);
 	store_opts o = {.root = root, .db_path = db};
@@ -371,7 +371,7 @@ static void test_gc_unreferenced(void **state)
 {
 	fixture *f = *state;
 	const char *data = "unreferenced";
-	char dig[72], p[256];
+	char dig[72], p[1024];
 	sha256_of(data, strlen(data), dig);
 	mem_src m = {data, strlen(data), 0, 0, -1, 0, 0};
 	ad_error *err = NULL;
