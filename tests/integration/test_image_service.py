@@ -205,6 +205,35 @@ def test_basic_auth_registry(pb, agentd, private):
         assert pull(pb, im, ref, auth=token) == image_id
 
 
+def test_remove_image_in_use_is_failed_precondition(pb, agentd, plain):
+    """A container's rootfs pins its image. agentd has no container RPCs yet,
+    so the store's own test CLI mounts one on agentd's root and DB (SQLite
+    lets both processes in)."""
+    probe = Path(H.build_dir()) / "tests" / "unit" / "store_probe"
+    if not probe.exists():
+        pytest.skip(f"{probe} not built")
+    ref = f"{plain.host}/test/two:v1"
+    root = os.path.realpath(agentd.root)
+    base = [str(probe), "--root", root, "--db", os.path.join(root, "agentd.db")]
+    cid = "imgsvc-test-ctr"
+    ch, im = images_stub(pb, agentd)
+    with ch:
+        image_id = pull(pb, im, ref)
+        subprocess.run(base + ["mount", image_id, cid], check=True, capture_output=True,
+                       timeout=60)
+        try:
+            for q in (ref, image_id):
+                e = rpc_error(lambda: im.RemoveImage(
+                    pb.api.RemoveImageRequest(image=spec(pb, q)), timeout=10))
+                assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+                assert cid in e.details(), e.details()
+            assert status(pb, im, ref).image.id == image_id
+        finally:
+            subprocess.run(base + ["umount", cid], check=True, capture_output=True, timeout=60)
+        im.RemoveImage(pb.api.RemoveImageRequest(image=spec(pb, ref)), timeout=10)
+        assert not status(pb, im, ref).HasField("image")
+
+
 # ------------------------------------------------------------------ agent.v1
 def test_agent_pull_streams_progress(pb, agentd, plain):
     base, ref = f"{plain.host}/test/base:v1", f"{plain.host}/test/three:v1"
