@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 
 #define CALL_ARENA_INLINE 512
 #define STREAM_QUEUE_MAX (1u << 20)  /* bytes a streaming call may queue before send blocks */
@@ -42,10 +43,25 @@
 #define RESET_WINDOW_NS (10LL * 1000000000LL)
 #define RESET_LIMIT 1000      /* client resets per window before ENHANCE_YOUR_CALM */
 #define GRPC_MESSAGE_MAX 1024 /* bytes of grpc-message kept (before encoding) */
+#define WORKER_IDLE_S 10
+#define WORKERS_MIN_CAP 64 /* extra workers: up to max(this, 4 x cfg.workers) in all */
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (4 << 20)
 
 typedef struct rpc_conn rpc_conn;
+
+/* Worker threads: cfg.workers of them always run; when a job is queued and
+ * none is idle, another is started (up to a cap), and such extra workers
+ * leave after WORKER_IDLE_S without work. Slow handlers (a long exec, a
+ * pull) thus never starve quick calls of other clients, while an idle
+ * server keeps only the permanent ones. */
+typedef struct rpc_worker {
+	rpc_server *srv;
+	unsigned idx;
+	pthread_t th;
+	bool started; /* joinable until joined */
+	bool exited;
+} rpc_worker;
 
 typedef struct rpc_chunk {
 	struct rpc_chunk *next;
@@ -151,8 +167,9 @@ struct rpc_server {
 	pthread_cond_t job_cond;
 	rpc_call *job_head, *job_tail;
 	bool stop;
-	pthread_t *threads;
-	unsigned nthreads;
+	rpc_worker *slots; /* cfg.workers permanent + extra ones on demand */
+	unsigned nslots;
+	unsigned alive, idle, njobs;
 	rpc_call *ready;
 	int ready_fd;
 	struct event *ready_ev;
@@ -539,17 +556,37 @@ static void call_run(rpc_call *call)
 
 static void *worker_main(void *arg)
 {
-	rpc_server *srv = arg;
+	rpc_worker *w = arg;
+	rpc_server *srv = w->srv;
+	bool extra = w->idx >= srv->cfg.workers;
 	pthread_mutex_lock(&srv->mu);
 	for (;;) {
-		while (!srv->job_head && !srv->stop)
-			pthread_cond_wait(&srv->job_cond, &srv->mu);
+		while (!srv->job_head && !srv->stop) {
+			srv->idle++;
+			int rc = 0;
+			if (extra) {
+				struct timespec ts;
+				clock_gettime(CLOCK_MONOTONIC, &ts);
+				ts.tv_sec += WORKER_IDLE_S;
+				rc = pthread_cond_timedwait(&srv->job_cond, &srv->mu, &ts);
+			} else {
+				pthread_cond_wait(&srv->job_cond, &srv->mu);
+			}
+			srv->idle--;
+			if (rc == ETIMEDOUT && !srv->job_head && !srv->stop) {
+				w->exited = true;
+				srv->alive--;
+				pthread_mutex_unlock(&srv->mu);
+				return NULL;
+			}
+		}
 		if (srv->stop)
 			break;
 		rpc_call *call = srv->job_head;
 		srv->job_head = call->job_next;
 		if (!srv->job_head)
 			srv->job_tail = NULL;
+		srv->njobs--;
 		pthread_mutex_unlock(&srv->mu);
 		call_run(call);
 		call_notify(call);
@@ -558,6 +595,30 @@ static void *worker_main(void *arg)
 	}
 	pthread_mutex_unlock(&srv->mu);
 	return NULL;
+}
+
+/* Under srv->mu. Returns 0 or -1 (no slot, or pthread_create failed). */
+static int worker_spawn(rpc_server *srv)
+{
+	for (unsigned i = 0; i < srv->nslots; i++) {
+		rpc_worker *w = &srv->slots[i];
+		if (w->started && !w->exited)
+			continue;
+		if (w->started) {
+			/* It has returned (exited is set just before). */
+			pthread_join(w->th, NULL);
+			w->started = false;
+		}
+		w->srv = srv;
+		w->idx = i;
+		w->exited = false;
+		if (pthread_create(&w->th, NULL, worker_main, w) != 0)
+			return -1;
+		w->started = true;
+		srv->alive++;
+		return 0;
+	}
+	return -1;
 }
 
 static void ready_cb(evutil_socket_t fd, short what, void *arg)
@@ -833,6 +894,10 @@ static void call_dispatch(rpc_conn *c, rpc_call *call)
 	else
 		srv->job_head = call;
 	srv->job_tail = call;
+	srv->njobs++;
+	/* Every worker busy: add one rather than make this call wait. */
+	if (srv->njobs > srv->idle)
+		worker_spawn(srv);
 	pthread_cond_signal(&srv->job_cond);
 	pthread_mutex_unlock(&srv->mu);
 }
@@ -1400,7 +1465,11 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	srv->tcp_port = -1;
 	srv->ready_fd = -1;
 	pthread_mutex_init(&srv->mu, NULL);
-	pthread_cond_init(&srv->job_cond, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&srv->job_cond, &ca);
+	pthread_condattr_destroy(&ca);
 
 	srv->ready_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (srv->ready_fd < 0) {
@@ -1425,14 +1494,20 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	if (cfg->tcp_listen && listen_tcp(srv, cfg->tcp_listen, err) < 0)
 		goto fail;
 
-	srv->threads = ad_malloc0(sizeof(pthread_t) * srv->cfg.workers);
+	srv->nslots =
+	    srv->cfg.workers * 4 > WORKERS_MIN_CAP ? srv->cfg.workers * 4 : WORKERS_MIN_CAP;
+	if (srv->nslots < srv->cfg.workers)
+		srv->nslots = srv->cfg.workers;
+	srv->slots = ad_malloc0(sizeof(*srv->slots) * srv->nslots);
+	pthread_mutex_lock(&srv->mu);
 	for (unsigned i = 0; i < srv->cfg.workers; i++) {
-		if (pthread_create(&srv->threads[i], NULL, worker_main, srv) != 0) {
+		if (worker_spawn(srv) < 0) {
+			pthread_mutex_unlock(&srv->mu);
 			ad_fail_errno(err, AD_E_INTERNAL, "pthread_create");
 			goto fail;
 		}
-		srv->nthreads++;
 	}
+	pthread_mutex_unlock(&srv->mu);
 	srv->cfg.tls_cert = srv->cfg.tls_key = srv->cfg.tls_client_ca = NULL;
 	*ret_server = srv;
 	return 0;
@@ -1580,9 +1655,10 @@ void rpc_server_free(rpc_server *srv)
 	srv->stop = true;
 	pthread_cond_broadcast(&srv->job_cond);
 	pthread_mutex_unlock(&srv->mu);
-	for (unsigned i = 0; i < srv->nthreads; i++)
-		pthread_join(srv->threads[i], NULL);
-	free(srv->threads);
+	for (unsigned i = 0; i < srv->nslots; i++)
+		if (srv->slots[i].started)
+			pthread_join(srv->slots[i].th, NULL);
+	free(srv->slots);
 	while (srv->job_head) {
 		rpc_call *call = srv->job_head;
 		srv->job_head = call->job_next;
@@ -1650,9 +1726,21 @@ int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg)
 		return -1;
 	size_t sz = protobuf_c_message_get_packed_size(msg);
 	if (sz > call->srv->cfg.max_send_msg) {
+		/* The call ends RESOURCE_EXHAUSTED whatever the handler returns
+		 * next; what was queued before still goes out first. */
 		rpc_call_error(call, RPC_RESOURCE_EXHAUSTED,
 			       "response message of %zu bytes exceeds the limit of %zu", sz,
 			       call->srv->cfg.max_send_msg);
+		pthread_mutex_lock(&call->mu);
+		if (!call->status_locked) {
+			call->code = RPC_RESOURCE_EXHAUSTED;
+			call->msg = call->err_msg;
+			call->status_locked = true;
+		}
+		pthread_mutex_unlock(&call->mu);
+		call_cancel(call);
+		if (!call->inline_running)
+			call_notify(call);
 		return -1;
 	}
 	rpc_chunk *ch = malloc(sizeof(*ch) + 5 + sz);

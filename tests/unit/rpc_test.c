@@ -1323,6 +1323,60 @@ static void test_stream_backpressure(void **state)
 	server_stop(ts);
 }
 
+static void test_slow_calls_do_not_starve(void **state)
+{
+	(void)state;
+	tserver *ts = server_start(); /* 4 permanent workers */
+	bg_call b[12];
+	for (int i = 0; i < 12; i++) {
+		b[i] = (bg_call){.delay_ms = 3000};
+		pthread_create(&b[i].th, NULL, bg_main, &b[i]);
+	}
+	sleep_ms(300);
+	rpc_client *c = client_unix();
+	Agent__V1__EchoResponse *resp = NULL;
+	rpc_status rs = {0};
+	ad_error *err = NULL;
+	int64_t t0 = ad_monotonic_ns();
+	assert_int_equal(echo(c, ECHO, "quick", 0, 5000, &resp, &rs, &err), 0);
+	assert_int_equal(rs.code, RPC_OK);
+	assert_true((ad_monotonic_ns() - t0) / 1000000 < 1000);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	rpc_client_free(c);
+	for (int i = 0; i < 12; i++) {
+		pthread_join(b[i].th, NULL);
+		assert_int_equal(b[i].ret, 0);
+		assert_int_equal(b[i].rs.code, RPC_OK);
+	}
+	server_stop(ts);
+}
+
+static void test_stream_message_over_limit(void **state)
+{
+	(void)state;
+	tserver *ts = server_start();
+	rpc_client *c = client_unix();
+	Agent__V1__EchoRequest req = AGENT__V1__ECHO_REQUEST__INIT;
+	req.message = "";
+	req.repeat = 3;
+	req.response_bytes = (int32_t)LIMIT; /* each message is a little over LIMIT */
+	stream_ctx sc = {.order_ok = true};
+	rpc_status rs = {0};
+	ad_error *err = NULL;
+	assert_int_equal(rpc_client_stream(c, STREAM, &req.base,
+					   &agent__v1__echo_response__descriptor, 10000,
+					   on_stream_msg, &sc, &rs, &err),
+			 0);
+	/* The handler returns CANCELLED after the failed send; the status the
+	 * client sees is the reason. */
+	assert_int_equal(rs.code, RPC_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(rs.message, "exceeds the limit"));
+	assert_int_equal(sc.n, 0);
+	rpc_status_clear(&rs);
+	rpc_client_free(c);
+	server_stop(ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1342,6 +1396,8 @@ int main(void)
 	    cmocka_unit_test(test_preface_timeout),
 	    cmocka_unit_test(test_client_after_server_gone),
 	    cmocka_unit_test(test_stream_backpressure),
+	    cmocka_unit_test(test_slow_calls_do_not_starve),
+	    cmocka_unit_test(test_stream_message_over_limit),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
