@@ -266,14 +266,18 @@ def main():
             ra["p99"] / rc["p99"], ra["mean"] / rc["mean"],
             ra["cpu"] / rc["cpu"] if rc["cpu"] else float("nan")))
     print()
-    print("memory (MiB)   idle VmRSS   final VmRSS   VmHWM (peak)")
+    print("memory (MiB)   idle VmRSS   final VmRSS   VmHWM (peak)   final RssAnon   RssFile")
     for name in ("agentd", "cxx"):
-        print("%-13s %11.1f %13.1f %14.1f" % (name, mib(idle[name]), mib(final[name]["VmRSS"]),
-                                              mib(final[name]["VmHWM"])))
-    hwm_ratio = final["agentd"]["VmHWM"] / final["cxx"]["VmHWM"]
-    print("%-13s %10.2fx %12.2fx %13.2fx" % ("ratio", idle["agentd"] / idle["cxx"],
-                                            final["agentd"]["VmRSS"] / final["cxx"]["VmRSS"],
-                                            hwm_ratio))
+        f = final[name]
+        print("%-13s %11.1f %13.1f %14.1f %15.1f %9.1f" % (
+            name, mib(idle[name]), mib(f["VmRSS"]), mib(f["VmHWM"]), mib(f["RssAnon"]),
+            mib(f["RssFile"])))
+    fa, fc = final["agentd"], final["cxx"]
+    hwm_ratio = fa["VmHWM"] / fc["VmHWM"]
+    print("%-13s %10.2fx %12.2fx %13.2fx %14.2fx %8.2fx" % (
+        "ratio", idle["agentd"] / idle["cxx"], fa["VmRSS"] / fc["VmRSS"], hwm_ratio,
+        fa["RssAnon"] / fc["RssAnon"], fa["RssFile"] / fc["RssFile"]))
+    print("(RssFile: pages of the binary and shared libraries, shared with other processes)")
     tput = min(p["agentd"]["rps"] / p["cxx"]["rps"] for _, _, p in rows)
     print()
     print("goal: agentd >= 1.00x the C++ throughput: worst ratio %.2fx -> %s" % (
