@@ -218,9 +218,7 @@ static long long kv_num(const char *text, const char *key)
 
 /* ---- control socket ------------------------------------------------------- */
 
-/* Sends one command to the shim; reply holds the text after "ok". */
-static int shim_call(rt_container *c, const char *cmd, char *reply, size_t reply_size,
-		     ad_error **err)
+static int shim_connect(rt_container *c, ad_error **err)
 {
 	_cleanup_close_ int dfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
@@ -234,6 +232,16 @@ static int shim_call(rt_container *c, const char *cmd, char *reply, size_t reply
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return ad_fail_errno(err, AD_E_PRECONDITION, "container %s: shim not reachable",
 				     c->id);
+	return ad_steal_fd(s);
+}
+
+/* Sends one command to the shim; reply holds the text after "ok". */
+static int shim_call(rt_container *c, const char *cmd, char *reply, size_t reply_size,
+		     ad_error **err)
+{
+	_cleanup_close_ int s = shim_connect(c, err);
+	if (s < 0)
+		return -1;
 	struct timeval tv = {.tv_sec = 5};
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	_cleanup_free_ char *line = ad_asprintf("%s\n", cmd);
@@ -277,7 +285,7 @@ typedef struct create_ctx {
 	int sync[2];  /* [0] parent, [1] children */
 	int go[2];    /* shim-to-be -> init: namespaces are ready */
 	int start[2]; /* shim -> init: exec now */
-	int out[2], err[2];
+	int out[2], err[2], in[2];
 	int pty_master, pty_slave;
 	int ctl_fd;
 } create_ctx;
@@ -389,7 +397,7 @@ static void run_init(create_ctx *x)
 		dup2(x->pty_slave, 2);
 	} else {
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		dup2(null, 0);
+		dup2(x->in[0] >= 0 ? x->in[0] : null, 0);
 		dup2(x->out[1] >= 0 ? x->out[1] : null, 1);
 		dup2(x->err[1] >= 0 ? x->err[1] : null, 2);
 	}
@@ -480,6 +488,7 @@ static void run_shim_parent(create_ctx *x)
 	    [RT_SHIM_FD_OUT] = x->pty_master >= 0 ? x->pty_master : x->out[0],
 	    [RT_SHIM_FD_ERR] = x->pty_master >= 0 ? -1 : x->err[0],
 	    [RT_SHIM_FD_STATE] = sdir,
+	    [RT_SHIM_FD_IN] = x->pty_master >= 0 ? -1 : x->in[1],
 	};
 	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
 		if (keep[i] >= 0)
@@ -499,8 +508,12 @@ static void run_shim_parent(create_ctx *x)
 	}
 	char pidbuf[16];
 	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-	char *argv[] = {"agentd-shim", pidbuf, (char *)(cfg->log_path ? cfg->log_path : ""),
-			x->pty_master >= 0 ? "1" : "0", NULL};
+	char *argv[] = {"agentd-shim",
+			pidbuf,
+			(char *)(cfg->log_path ? cfg->log_path : ""),
+			x->pty_master >= 0 ? "1" : "0",
+			cfg->stdin_once ? "1" : "0",
+			NULL};
 	char *envp[] = {NULL};
 	execve(x->shim_path, argv, envp);
 	ad_fail_errno(&e, AD_E_INTERNAL, "exec shim %s", x->shim_path);
@@ -568,8 +581,8 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 			.pty_master = -1,
 			.pty_slave = -1,
 			.ctl_fd = -1};
-	int *pairs[] = {x.sync, x.go, x.start, x.out, x.err};
-	for (size_t i = 0; i < 5; i++)
+	int *pairs[] = {x.sync, x.go, x.start, x.out, x.err, x.in};
+	for (size_t i = 0; i < 6; i++)
 		pairs[i][0] = pairs[i][1] = -1;
 	int r = -1;
 	pid_t mid = -1;
@@ -585,8 +598,10 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 		}
 		fcntl(x.pty_master, F_SETFD, FD_CLOEXEC);
 		fcntl(x.pty_slave, F_SETFD, FD_CLOEXEC);
-	} else if (cfg->log_path) {
-		if (pipe2(x.out, O_CLOEXEC) < 0 || pipe2(x.err, O_CLOEXEC) < 0) {
+	} else {
+		/* Always through the shim: for the log and for attach. */
+		if (pipe2(x.out, O_CLOEXEC) < 0 || pipe2(x.err, O_CLOEXEC) < 0 ||
+		    (cfg->open_stdin && pipe2(x.in, O_CLOEXEC) < 0)) {
 			ad_fail_errno(err, AD_E_INTERNAL, "pipes");
 			goto out;
 		}
@@ -668,7 +683,7 @@ out:
 		if (c->shim_pid > 0)
 			kill(c->shim_pid, SIGKILL);
 	}
-	for (size_t i = 0; i < 5; i++)
+	for (size_t i = 0; i < 6; i++)
 		close_pair(pairs[i]);
 	if (x.pty_master >= 0)
 		close(x.pty_master);
@@ -949,6 +964,34 @@ int rt_update(rt_container *c, const rt_resources *res, ad_error **err)
 		return ad_fail(err, AD_E_NOT_FOUND, "container %s: no cgroup", c->id);
 	if (cg_update(c->cg, res, err) < 0)
 		return ad_error_wrap(err, "container %s", c->id);
+	return 0;
+}
+
+int rt_attach(rt_container *c, int *ret_fd, ad_error **err)
+{
+	_cleanup_close_ int s = shim_connect(c, err);
+	if (s < 0)
+		return -1;
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (send(s, "attach\n", 7, MSG_NOSIGNAL) != 7)
+		return ad_fail_errno(err, AD_E_UNAVAILABLE, "container %s: attach", c->id);
+	/* Byte by byte up to the newline: what follows is already the stream. */
+	char line[128];
+	size_t n = 0;
+	while (n < sizeof(line) - 1) {
+		ssize_t r = read(s, line + n, 1);
+		if (r <= 0 || line[n] == '\n')
+			break;
+		n++;
+	}
+	line[n] = '\0';
+	if (strcmp(line, "ok") != 0)
+		return ad_fail(err, AD_E_PRECONDITION, "container %s: attach: %s", c->id,
+			       n ? line : "no reply");
+	tv.tv_sec = 0;
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	*ret_fd = ad_steal_fd(s);
 	return 0;
 }
 

@@ -10,11 +10,12 @@ enum {
 	RT_SHIM_FD_START = 5, /* write end of the init's start pipe */
 	RT_SHIM_FD_OUT = 6,   /* container stdout (or the pty master), -1 if absent */
 	RT_SHIM_FD_ERR = 7,   /* container stderr, -1 if absent */
-	RT_SHIM_FD_STATE = 8, /* O_PATH of the state dir */
+	RT_SHIM_FD_STATE = 8, /* the state dir */
+	RT_SHIM_FD_IN = 9,    /* write end of the container's stdin pipe, -1 if absent */
 	_RT_SHIM_FD_MAX,
 };
 
-/* argv: agentd-shim <init-pid> <log-path or ""> <tty 0|1> */
+/* argv: agentd-shim <init-pid> <log-path or ""> <tty 0|1> <stdin_once 0|1> */
 
 /* Sync messages: SOCK_SEQPACKET between the setup children (then the shim)
  * and the creator. */
@@ -37,6 +38,8 @@ typedef struct rt_msg {
 /* Control socket: one request line, one reply line ("ok ..." or "error ...").
  *   start            let the init exec
  *   status           "ok created|running <started_at_ns>"
+ *   attach           "ok", then the connection carries framed output one way
+ *                    (see rt_attach) and raw stdin the other
  *   kill SIG         signal the init (the library uses a pidfd instead)
  *   reopen           reopen the log file
  *   resize R C       set the pty window size

@@ -148,7 +148,9 @@ typedef struct rt_config {
 	size_t n_rlimits;
 	int oom_score_adj;
 	bool oom_score_adj_set;
-	bool tty;	      /* stdin/stdout/stderr on a pty held by the shim */
+	bool tty;	 /* stdin/stdout/stderr on a pty held by the shim */
+	bool open_stdin; /* stdin is a pipe the shim holds (fed by rt_attach); else /dev/null */
+	bool stdin_once; /* the first attached client's EOF closes the container's stdin */
 	const char *log_path; /* CRI-format log; NULL: output discarded */
 } rt_config;
 
@@ -216,6 +218,12 @@ void rt_container_free(rt_container *c);
 int rt_get_stats(rt_container *c, rt_stats *ret, ad_error **err);
 int rt_update(rt_container *c, const rt_resources *res, ad_error **err);
 int rt_reopen_log(rt_container *c, ad_error **err);
+/* A connection to the shim carrying the container's output from now on, as
+ * frames: 1 byte stream (1 stdout, 2 stderr; a tty is all stdout), 4 bytes
+ * big-endian length, the bytes. What is written to it goes to the
+ * container's stdin (open_stdin or tty). EOF when the container is gone; a
+ * reader that falls behind by about 1 MiB is disconnected. */
+int rt_attach(rt_container *c, int *ret_fd, ad_error **err);
 int rt_resize(rt_container *c, unsigned rows, unsigned cols, ad_error **err);
 
 /* ---- exec into a running container ---------------------------------------

@@ -45,6 +45,11 @@ static int pty_fd = -1;
 static int start_fd = RT_SHIM_FD_START;
 static int64_t started_at;
 static struct stream out_s = {.name = "stdout"}, err_s = {.name = "stderr"};
+/* attach: clients that receive the output (framed) and feed stdin */
+#define MAX_ATTACH 8
+static int attach_fds[MAX_ATTACH] = {-1, -1, -1, -1, -1, -1, -1, -1};
+static int in_fd = -1; /* the container's stdin: pipe write end or the pty master */
+static bool stdin_once;
 
 static int64_t now_ns(void)
 {
@@ -110,6 +115,43 @@ static void emit(struct stream *s, const char *line, size_t n, bool partial)
 		;
 }
 
+static bool attach_eof[MAX_ATTACH];
+
+/* The client finished sending: with stdin_once that is the container's EOF. */
+static void attach_input_done(int i)
+{
+	attach_eof[i] = true;
+	if (stdin_once && in_fd >= 0 && in_fd != pty_fd) {
+		close(in_fd);
+		in_fd = -1;
+	}
+}
+
+static void drop_attach(int i)
+{
+	if (!attach_eof[i])
+		attach_input_done(i);
+	close(attach_fds[i]);
+	attach_fds[i] = -1;
+}
+
+/* Frames: 1 byte stream (1 stdout, 2 stderr), 4 bytes big-endian length,
+ * data. A client that cannot keep up is dropped, never waited for. */
+static void broadcast(int stream, const char *data, size_t n)
+{
+	unsigned char hdr[5] = {(unsigned char)stream, (unsigned char)(n >> 24),
+				(unsigned char)(n >> 16), (unsigned char)(n >> 8),
+				(unsigned char)n};
+	for (int i = 0; i < MAX_ATTACH; i++) {
+		if (attach_fds[i] < 0)
+			continue;
+		struct iovec iov[2] = {{hdr, 5}, {(void *)data, n}};
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+		if (sendmsg(attach_fds[i], &mh, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)(n + 5))
+			drop_attach(i);
+	}
+}
+
 /* Returns false at EOF. */
 static bool stream_read(struct stream *s)
 {
@@ -124,6 +166,7 @@ static bool stream_read(struct stream *s)
 		s->fd = -1;
 		return false;
 	}
+	broadcast(s == &err_s ? 2 : 1, s->buf + s->len, (size_t)n);
 	s->len += (size_t)n;
 	size_t start = 0;
 	for (size_t i = s->len - (size_t)n; i < s->len; i++) {
@@ -165,19 +208,34 @@ static void write_exit(int status, int64_t finished)
 		fsync(RT_SHIM_FD_STATE);
 }
 
-static void handle_client(int fd)
+/* Returns true when the connection stays open (attach). */
+static bool handle_client(int fd)
 {
 	struct timeval tv = {.tv_sec = 1};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	char req[128];
 	ssize_t n = read(fd, req, sizeof(req) - 1);
 	if (n <= 0)
-		return;
+		return false;
 	req[n] = '\0';
 	req[strcspn(req, "\r\n")] = '\0';
 	char reply[128] = "ok\n";
 	unsigned rows, cols;
-	if (!strcmp(req, "start")) {
+	if (!strcmp(req, "attach")) {
+		for (int i = 0; i < MAX_ATTACH; i++) {
+			if (attach_fds[i] >= 0)
+				continue;
+			if (write(fd, "ok\n", 3) != 3)
+				return false;
+			int big = 1 << 20;
+			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+			fcntl(fd, F_SETFL, O_NONBLOCK);
+			attach_fds[i] = fd;
+			attach_eof[i] = false;
+			return true;
+		}
+		strcpy(reply, "error too many attached clients\n");
+	} else if (!strcmp(req, "start")) {
 		if (start_fd < 0) {
 			strcpy(reply, "error already started\n");
 		} else {
@@ -207,12 +265,16 @@ static void handle_client(int fd)
 	if (write(fd, reply, strlen(reply)) < 0) {
 		/* the client went away: nothing to tell */
 	}
+	return false;
 }
 
 int main(int argc, char **argv)
 {
-	if (argc != 4)
+	if (argc != 5)
 		return 2;
+	stdin_once = argv[4][0] == '1';
+	if (fcntl(RT_SHIM_FD_IN, F_GETFD) >= 0)
+		in_fd = RT_SHIM_FD_IN;
 	init_pid = (pid_t)atoi(argv[1]);
 	log_path = argv[2];
 	if (argv[3][0] == '1')
@@ -244,7 +306,9 @@ int main(int argc, char **argv)
 	close(RT_SHIM_FD_SYNC);
 
 	if (pty_fd >= 0)
-		out_s.fd = pty_fd;
+		out_s.fd = in_fd = pty_fd;
+	if (in_fd >= 0 && in_fd != pty_fd)
+		fcntl(in_fd, F_SETFL, O_NONBLOCK); /* a stalled container never blocks us */
 	bool exited = false;
 	int status = 0;
 	int64_t finished = 0, deadline = 0;
@@ -257,14 +321,41 @@ int main(int argc, char **argv)
 			if (left <= 0)
 				break;
 		}
-		struct pollfd pfd[4] = {
+		struct pollfd pfd[4 + MAX_ATTACH] = {
 		    {.fd = sfd, .events = POLLIN},
 		    {.fd = exited ? -1 : RT_SHIM_FD_CTL, .events = POLLIN},
 		    {.fd = out_s.fd, .events = POLLIN},
 		    {.fd = err_s.fd, .events = POLLIN},
 		};
-		if (poll(pfd, 4, (int)left) < 0 && errno != EINTR)
+		for (int i = 0; i < MAX_ATTACH; i++)
+			pfd[4 + i] = (struct pollfd){.fd = attach_fds[i],
+						     .events = attach_eof[i] ? 0 : POLLIN};
+		if (poll(pfd, 4 + MAX_ATTACH, (int)left) < 0 && errno != EINTR)
 			break;
+		for (int i = 0; i < MAX_ATTACH; i++) {
+			if (attach_fds[i] < 0 ||
+			    !(pfd[4 + i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			if (attach_eof[i]) { /* gone entirely */
+				drop_attach(i);
+				continue;
+			}
+			char buf[4096];
+			ssize_t n = read(attach_fds[i], buf, sizeof(buf));
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			if (n == 0) {
+				attach_input_done(i); /* half-close: output still flows */
+				continue;
+			}
+			if (n < 0) {
+				drop_attach(i);
+				continue;
+			}
+			if (in_fd >= 0 && write(in_fd, buf, (size_t)n) < 0) {
+				/* a full stdin pipe drops input rather than stall the shim */
+			}
+		}
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
@@ -288,10 +379,8 @@ int main(int argc, char **argv)
 		}
 		if (pfd[1].revents & POLLIN) {
 			int c = accept4(RT_SHIM_FD_CTL, NULL, NULL, SOCK_CLOEXEC);
-			if (c >= 0) {
-				handle_client(c);
+			if (c >= 0 && !handle_client(c))
 				close(c);
-			}
 		}
 		/* A pty master reports EIO once every slave is closed: that is EOF. */
 		if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR))

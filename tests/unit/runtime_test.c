@@ -13,6 +13,7 @@
 #include <sys/capability.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -820,6 +821,76 @@ static void test_privileged_and_signals(void **state)
 		fail_msg("output: %s", out);
 }
 
+/* Reads attach frames until EOF; returns stdout and stderr concatenated. */
+static void read_frames(int fd, char *out, size_t out_size, char *err, size_t err_size)
+{
+	size_t ol = 0, el = 0;
+	for (;;) {
+		unsigned char hdr[5];
+		size_t got = 0;
+		while (got < 5) {
+			ssize_t n = read(fd, hdr + got, 5 - got);
+			if (n <= 0)
+				goto done;
+			got += (size_t)n;
+		}
+		size_t len =
+		    (size_t)hdr[1] << 24 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 8 | hdr[4];
+		char buf[4096];
+		assert_true(len < sizeof(buf));
+		got = 0;
+		while (got < len) {
+			ssize_t n = read(fd, buf + got, len - got);
+			assert_true(n > 0);
+			got += (size_t)n;
+		}
+		char *dst = hdr[0] == 1 ? out : err;
+		size_t *dl = hdr[0] == 1 ? &ol : &el;
+		size_t cap = hdr[0] == 1 ? out_size : err_size;
+		assert_true(hdr[0] == 1 || hdr[0] == 2);
+		if (*dl + len < cap) {
+			memcpy(dst + *dl, buf, len);
+			*dl += len;
+		}
+	}
+done:
+	out[ol] = '\0';
+	err[el] = '\0';
+}
+
+static void test_attach_stdin(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c", "read a; echo got:$a; echo oops >&2; read b || echo eof; exit 2", NULL};
+	rt_config cfg;
+	base_config(&cfg, "attach", args);
+	cfg.open_stdin = true;
+	cfg.stdin_once = true;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	int fd;
+	must(rt_attach(c, &fd, &e), e, "attach");
+	assert_int_equal(write(fd, "hello\n", 6), 6);
+	/* our EOF is the container's (stdin_once): the second read ends */
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	char out[256], err[256];
+	read_frames(fd, out, sizeof(out), err, sizeof(err));
+	close(fd);
+	assert_string_equal(out, "got:hello\neof\n");
+	assert_string_equal(err, "oops\n");
+	rt_state st;
+	must(rt_wait(c, 10000, &st, &e), e, "wait");
+	assert_int_equal(st.exit_code, 2);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	/* the log has it all as well */
+	_cleanup_free_ char *log = log_stream("attach", "stdout");
+	assert_string_equal(log, "got:hello\neof\n");
+}
+
 /* Each bad input: a clear error and nothing left behind. */
 static void expect_create_error(rt_config *cfg, const char *want)
 {
@@ -912,6 +983,7 @@ int main(void)
 	    cmocka_unit_test(test_join_namespaces),
 	    cmocka_unit_test(test_reopen_log_and_rlimits),
 	    cmocka_unit_test(test_privileged_and_signals),
+	    cmocka_unit_test(test_attach_stdin),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
