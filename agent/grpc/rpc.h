@@ -79,12 +79,16 @@ typedef struct rpc_server_config {
 	size_t max_send_msg;       /* 0: RPC_DEFAULT_MAX_MSG */
 	uint32_t max_concurrent_streams; /* 0: 1000 */
 	size_t max_header_list;    /* 0: 64 KiB */
-	unsigned workers;          /* worker threads, 0: 8 */
+	unsigned workers;          /* permanent worker threads, 0: 8; more are started
+				    * while all are busy (up to max(64, 4 x workers))
+				    * and leave again after 10 s idle */
 	unsigned drain_timeout_ms; /* 0: 5000 */
 } rpc_server_config;
 
 /* Binds the listeners (a stale unix socket file is replaced only if nothing
- * accepts on it). Registers the handlers on `base`; the caller runs the loop. */
+ * accepts on it). Registers the handlers on `base`; the caller runs the loop.
+ * Sets SIGPIPE to SIG_IGN if it is SIG_DFL (a peer leaving mid-write must be
+ * EPIPE, not the end of the process). */
 int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_server **ret_server,
 		   ad_error **err);
 /* Adds methods; the table must outlive the server. Paths are unique. */
