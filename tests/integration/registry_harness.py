@@ -331,7 +331,8 @@ class AuthProxy:
     another origin ("storage", which must never see the credentials), and
     injected faults per blob digest: "503", "reset" (half the body, then the
     connection drops), "stall" (half the body, then silence), "expire" (all
-    tokens revoked, answered 401), "corrupt" (the first byte flipped)."""
+    tokens revoked, answered 401), "corrupt" (the first byte flipped), "slow"
+    (0.3 s before the answer)."""
 
     def __init__(self, upstream, creds=None, redirect=True):
         import collections
@@ -347,6 +348,7 @@ class AuthProxy:
         self.storage_requests = []  # (digest, Authorization header, Range header)
         self.faults = {}
         self.identity_token = None
+        self.active = self.max_active = 0  # blob transfers at once
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self._cache = {}
@@ -498,6 +500,18 @@ class AuthProxy:
         return self._serve_blob(h, name, digest, self._fault(digest))
 
     def _serve_blob(self, h, name, digest, fault):
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            if fault == "slow":
+                time.sleep(0.3)
+            self._serve_blob_body(h, name, digest, fault)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def _serve_blob_body(self, h, name, digest, fault):
         data = self._upstream_blob(name, digest)
         start = 0
         rng = h.headers.get("Range")

@@ -571,3 +571,14 @@ def test_load_bad_archives(store):
     assert os.listdir(store / "root" / "tmp") == []
     p = probe(store, "load", store / "oci" / "index.json", check=False)
     assert p.stdout.startswith("ERROR invalid argument"), p.stdout
+
+
+@pytest.mark.parametrize("parallel", [None, 2])
+def test_parallel_layers_bounded(plain, store, parallel):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, redirect=False) as px:
+        for layer in plain.manifest("test/tall", "v1")["layers"][:12]:
+            px.faults[layer["digest"]] = ["slow"]
+        args = ["--parallel", str(parallel)] if parallel else []
+        probe(store, *args, "pull", f"{px.host}/test/tall:v1")
+        assert px.max_active == (parallel or 3)  # the default is 3
