@@ -444,6 +444,13 @@ static int build_default(uint64_t caps, scmp_filter_ctx *ret, ad_error **err)
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
 	if (!ctx)
 		return ad_fail(err, AD_E_INTERNAL, "seccomp_init failed");
+	/* As Docker: the 32-bit ABIs an x86-64 kernel also runs get the same rules. */
+	if (seccomp_arch_native() == SCMP_ARCH_X86_64 &&
+	    (seccomp_arch_add(ctx, SCMP_ARCH_X86) < 0 ||
+	     seccomp_arch_add(ctx, SCMP_ARCH_X32) < 0)) {
+		seccomp_release(ctx);
+		return ad_fail(err, AD_E_INTERNAL, "seccomp: add the x86 and x32 ABIs");
+	}
 	for (size_t i = 0; default_allow[i]; i++)
 		if (add_allow(ctx, default_allow[i], err) < 0)
 			goto fail;
@@ -628,6 +635,30 @@ static int build_custom(const char *path, uint64_t caps, scmp_filter_ctx *ret, a
 	if (!ctx) {
 		ad_fail(err, AD_E_INTERNAL, "seccomp_init failed");
 		goto fail;
+	}
+	size_t ai;
+	json_t *av;
+	json_array_foreach(json_object_get(root, "architectures"), ai, av)
+	{
+		/* "SCMP_ARCH_X86_64" -> "x86_64" */
+		const char *a = json_string_value(av);
+		char name[32] = "";
+		for (size_t k = 0; a && a[k] && k < sizeof(name) - 1; k++)
+			name[k] = (char)(a[k] >= 'A' && a[k] <= 'Z' ? a[k] - 'A' + 'a' : a[k]);
+		const char *n = strncmp(name, "scmp_arch_", 10) ? name : name + 10;
+		uint32_t arch = seccomp_arch_resolve_name(n);
+		if (!arch) {
+			ad_fail(err, AD_E_INVALID,
+				"seccomp profile %s: unknown architecture \"%s\"", path,
+				a ? a : "(not a string)");
+			goto fail;
+		}
+		int r = seccomp_arch_add(ctx, arch);
+		if (r < 0 && r != -EEXIST) {
+			ad_error_make(err, AD_E_INVALID, -r, "seccomp profile %s: architecture %s",
+				      path, a);
+			goto fail;
+		}
 	}
 	size_t i;
 	json_t *rule;

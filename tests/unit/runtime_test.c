@@ -609,7 +609,8 @@ static void test_custom_seccomp(void **state)
 	snprintf(prof, sizeof(prof), "%s/profile.json", g_tmp);
 	FILE *f = fopen(prof, "w");
 	assert_non_null(f);
-	fputs("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"mkdir\","
+	fputs("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"architectures\":[\"SCMP_ARCH_X86_64\","
+	      "\"SCMP_ARCH_X86\",\"SCMP_ARCH_X32\"],\"syscalls\":[{\"names\":[\"mkdir\","
 	      "\"mkdirat\"],\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":13}]}",
 	      f);
 	fclose(f);
