@@ -327,8 +327,8 @@ int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
 	    strcmp(ref->domain, "docker.io") == 0 ? "registry-1.docker.io" : ref->domain;
 	/* Loopback speaks plain HTTP, as docker and podman allow, unless a CA
 	 * for it is configured in certs.d (then it is a TLS registry). */
-	bool plain =
-	    (cfg && cfg->plain_http) || (host_is_loopback(host) && !has_certs_dir(s, host));
+	bool plain = (cfg && cfg->plain_http) ||
+		     (!(cfg && cfg->insecure) && host_is_loopback(host) && !has_certs_dir(s, host));
 	_cleanup_free_ char *base = ad_asprintf("%s://%s", plain ? "http" : "https", host);
 	endpoint_add(sess, base, cfg && cfg->insecure, true);
 

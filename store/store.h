@@ -42,7 +42,7 @@ typedef struct store_auth {
 typedef struct store_registry_config {
 	const char *host;
 	/* Speak http://. Loopback hosts (localhost, 127/8, ::1) do by default
-	 * unless certs_dir has a directory for them. */
+	 * unless certs_dir has a directory for them or `insecure` is set. */
 	bool plain_http;
 	bool insecure;	      /* https without certificate verification */
 	const char **mirrors; /* NULL-terminated base URLs, tried in order before the host */

@@ -292,6 +292,10 @@ def test_tls_with_certs_d(tlsreg, store):
     assert p.stdout.startswith("ERROR unavailable") and tlsreg.host in p.stdout, p.stdout
     probe(store, "--certs-dir", tlsreg.certs_dir, "pull", ref)
     assert fields(probe(store, "get", ref).stdout, "tag") == [ref]
+    # insecure: TLS without verification, no CA needed.
+    other = store / "insecure"
+    other.mkdir()
+    probe(other, "--insecure", tlsreg.host, "pull", ref)
 
 
 def test_bearer_token_flow_and_redirect(plain, store):
