@@ -89,6 +89,10 @@ static int setup_all(void **state)
 			return -1;
 	}
 	const char *build = getenv("AGENTD_BUILD_DIR");
+	snprintf(cmd, sizeof(cmd), "cp %s/tests/unit/runtime_probe %s/bin/probe",
+		 build ? build : ".", g_rootfs);
+	if (system(cmd) != 0)
+		return -1;
 	char shim[512];
 	snprintf(shim, sizeof(shim), "%s/runtime/agentd-shim", build ? build : ".");
 	char shim_abs[PATH_MAX];
@@ -892,6 +896,25 @@ static void test_attach_stdin(void **state)
 	assert_string_equal(log, "got:hello\neof\n");
 }
 
+static void test_seccomp_blocks(void **state)
+{
+	(void)state;
+	static const char *const args[] = {"/bin/probe", NULL};
+	rt_config cfg;
+	base_config(&cfg, "probe", args);
+	run(&cfg);
+	_cleanup_free_ char *out = log_stream("probe", "stdout");
+	assert_string_equal(out, "keyctl=EPERM\nadd_key=EPERM\nunshare=EPERM\nmount=EPERM\n"
+				 "personality=EPERM\nclone_newns=EPERM\nclone=ok\n");
+	/* same capabilities, no filter: keyctl works, so the EPERM was seccomp's */
+	base_config(&cfg, "probe2", args);
+	cfg.security.seccomp = RT_SECCOMP_UNCONFINED;
+	run(&cfg);
+	_cleanup_free_ char *out2 = log_stream("probe2", "stdout");
+	if (strstr(out2, "keyctl=EPERM") || !strstr(out2, "personality=ok"))
+		fail_msg("unconfined: %s", out2);
+}
+
 /* Each bad input: a clear error and nothing left behind. */
 static void expect_create_error(rt_config *cfg, const char *want)
 {
@@ -985,6 +1008,7 @@ int main(void)
 	    cmocka_unit_test(test_reopen_log_and_rlimits),
 	    cmocka_unit_test(test_privileged_and_signals),
 	    cmocka_unit_test(test_attach_stdin),
+	    cmocka_unit_test(test_seccomp_blocks),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
