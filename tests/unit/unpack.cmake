@@ -17,6 +17,7 @@ else()
   target_sources(unpack_test PRIVATE ${CMAKE_SOURCE_DIR}/store/unpack.c)
 endif()
 target_include_directories(unpack_test PRIVATE ${CMAKE_SOURCE_DIR}/store)
+target_link_libraries(unpack_test PRIVATE Threads::Threads)
 set_tests_properties(unit.unpack_test PROPERTIES TIMEOUT 120)
 
 # libFuzzer target (not a ctest): only with clang. unpack.c is compiled into

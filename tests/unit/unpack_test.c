@@ -12,6 +12,7 @@
 #include <locale.h>
 #include <dirent.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -1050,6 +1051,54 @@ static void test_sparse(void **state)
 	free(dest);
 }
 
+/* ---- layers in parallel (the store unpacks up to N at once) --------------------------------- */
+
+struct par_job {
+	char *dest;
+	struct buf layer;
+	store_unpack_result res;
+	ad_error *err;
+	int r;
+};
+
+static void *par_run(void *arg)
+{
+	struct par_job *j = arg;
+	struct feeder f = {.p = j->layer.p, .len = j->layer.len};
+	j->r = store_unpack_layer(j->dest, feed_cb, &f, NULL, &j->res, &j->err);
+	return NULL;
+}
+
+static void test_parallel(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf tar;
+	build_tree(&tar);
+	char want[72];
+	sha256_hex(tar.p, tar.len, want);
+	struct par_job jobs[3];
+	pthread_t th[3];
+	for (int i = 0; i < 3; i++) {
+		char *name = ad_asprintf("par%d", i);
+		jobs[i] =
+		    (struct par_job){.dest = mkdest(fx, name),
+				     .layer = compress_bytes(&tar, i == 1 ? COMP_ZSTD : COMP_GZIP)};
+		free(name);
+		assert_int_equal(pthread_create(&th[i], NULL, par_run, &jobs[i]), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	for (int i = 0; i < 3; i++) {
+		if (jobs[i].r < 0)
+			fail_msg("job %d: %s", i, jobs[i].err->message);
+		assert_string_equal(jobs[i].res.diff_id, want);
+		check_tree(jobs[i].dest);
+		free(jobs[i].dest);
+		free(jobs[i].layer.p);
+	}
+	free(tar.p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1064,6 +1113,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sparse, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
