@@ -26,9 +26,9 @@ BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "ls", "cat", "echo", "true", "false", "sleep", "httpd", "mkdir", "rm"]
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(ipv6=False):
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("::1" if ipv6 else "127.0.0.1", 0))
         return s.getsockname()[1]
 
 
@@ -48,16 +48,20 @@ def sha256_bytes(b):
 class Registry:
     """docker-registry serving a private temp dir on 127.0.0.1:<free port>."""
 
-    def __init__(self, workdir, auth=None, tls=False, client_certs=False):
+    def __init__(self, workdir, auth=None, tls=False, client_certs=False, ipv6=False,
+                 storage=None):
         self.dir = Path(workdir) / f"registry-{os.getpid()}-{free_port()}"
         self.dir.mkdir(parents=True)
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.port = free_port(ipv6)
+        self.host = f"[::1]:{self.port}" if ipv6 else f"127.0.0.1:{self.port}"
         self.auth = auth
         self.tls = tls or client_certs
         self.client_certs = client_certs
         self.proc = None
         self.certs_dir = None
+        # Another registry's storage dir: serves what was pushed there (skopeo
+        # cannot push to an IPv6 literal).
+        self.storage = storage or self.dir / "data"
 
     def _make_tls(self):
         d = self.dir / "tls"
@@ -90,11 +94,11 @@ class Registry:
             "  level: error",
             "storage:",
             "  filesystem:",
-            f"    rootdirectory: {self.dir / 'data'}",
+            f"    rootdirectory: {self.storage}",
             "  delete:",
             "    enabled: true",
             "http:",
-            f"  addr: {self.host}",
+            f"  addr: '{self.host}'",
         ]
         if self.tls:
             d = self._make_tls()

@@ -586,3 +586,10 @@ def test_parallel_layers_bounded(plain, store, parallel):
         args = ["--parallel", str(parallel)] if parallel else []
         probe(store, *args, "pull", f"{px.host}/test/tall:v1")
         assert px.max_active == (parallel or 3)  # the default is 3
+
+
+def test_ipv6_loopback_is_plain_http(work, plain, store):
+    with Registry(work, ipv6=True, storage=plain.storage) as reg:
+        ref = f"{reg.host}/test/base:oci"
+        probe(store, "pull", ref)
+        assert fields(probe(store, "get", ref).stdout, "tag") == [ref]
