@@ -35,7 +35,15 @@ typedef struct store_unpack_result {
  * .wh..wh..opq) to overlayfs whiteouts (0:0 char device, the xattr
  * trusted.overlay.opaque=y), preserving owners, modes, xattrs, hardlinks and
  * times. Reads the stream to its end so the digest covers every byte. On
- * failure dest_dir may hold partial content: the caller removes it. */
+ * failure dest_dir may hold partial content: the caller removes it.
+ *
+ * Errors: a read_fn error comes back with its own code (message prefixed);
+ * a malformed stream (bad or truncated compression, damaged tar, giant
+ * headers) or a hostile entry (escape that cannot be contained, hardlink to a
+ * missing or directory target, device when not allowed, impossible owner) is
+ * AD_E_INVALID naming the entry; too many entries or a full disk is
+ * AD_E_RESOURCE. Single-threaded: read_fn is called on the calling thread
+ * only; several layers may be unpacked at once from different threads. */
 int store_unpack_layer(const char *dest_dir, store_read_fn read_fn, void *userdata,
 		       const store_unpack_opts *opts, store_unpack_result *ret_result,
 		       ad_error **err);
