@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <grp.h>
+#include <limits.h>
 
 #include "rt_internal.h"
 
@@ -56,11 +57,11 @@ int rt_join_namespaces(const rt_config *cfg, ad_error **err)
 	return 0;
 }
 
-/* mkdir -p of `path` inside the root `root_fd`, every component resolved in
- * the root, never following a symlink out of it. Returns an O_PATH fd of the
- * final directory (or, with as_file, of an empty file created there). */
-static int make_in_root(int root_fd, const char *path, bool as_file, ad_error **err)
+static int make_in_root_depth(int root_fd, const char *path, bool as_file, int depth,
+			      ad_error **err)
 {
+	if (depth > 40)
+		return ad_fail(err, AD_E_INVALID, "%s: too many levels of symbolic links", path);
 	_cleanup_free_ char *p = ad_strdup(path);
 	int fd = ad_openat_in_root(root_fd, p, O_PATH, 0, NULL);
 	if (fd >= 0)
@@ -70,7 +71,7 @@ static int make_in_root(int root_fd, const char *path, bool as_file, ad_error **
 	const char *leaf = p;
 	if (slash && slash != p) {
 		*slash = '\0';
-		parent = make_in_root(root_fd, p, false, err);
+		parent = make_in_root_depth(root_fd, p, false, depth + 1, err);
 		if (parent < 0)
 			return -1;
 		leaf = slash + 1;
@@ -83,6 +84,17 @@ static int make_in_root(int root_fd, const char *path, bool as_file, ad_error **
 	_cleanup_close_ int pdir = openat(parent, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (pdir < 0)
 		return ad_fail_errno(err, AD_E_INVALID, "%s: parent is not a directory", path);
+	/* A dangling symlink (an image's "/dev -> /somewhere"): create its
+	 * target instead, resolved inside the root like everything else. */
+	char target[PATH_MAX];
+	ssize_t tl = readlinkat(pdir, leaf, target, sizeof(target) - 1);
+	if (tl > 0) {
+		target[tl] = '\0';
+		_cleanup_free_ char *next =
+		    target[0] == '/' ? ad_strdup(target)
+				     : ad_asprintf("%s/%s", slash && slash != p ? p : "", target);
+		return make_in_root_depth(root_fd, next, as_file, depth + 1, err);
+	}
 	if (as_file) {
 		int f = openat(pdir, leaf, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
 		if (f < 0 && errno != EEXIST)
@@ -93,6 +105,14 @@ static int make_in_root(int root_fd, const char *path, bool as_file, ad_error **
 		return ad_fail_errno(err, AD_E_INTERNAL, "mkdir %s", path);
 	}
 	return ad_openat_in_root(root_fd, path, O_PATH, 0, err);
+}
+
+/* mkdir -p of `path` inside the root `root_fd`, every component resolved in
+ * the root, never following a symlink out of it. Returns an O_PATH fd of the
+ * final directory (or, with as_file, of an empty file created there). */
+static int make_in_root(int root_fd, const char *path, bool as_file, ad_error **err)
+{
+	return make_in_root_depth(root_fd, path, as_file, 0, err);
 }
 
 static int mount_fd(const char *src, int fd, const char *type, unsigned long flags,

@@ -915,6 +915,39 @@ static void test_seccomp_blocks(void **state)
 		fail_msg("unconfined: %s", out2);
 }
 
+/* An image whose /dev points out of its root: everything set up there must
+ * land inside the rootfs, never on the host path. */
+static void test_hostile_rootfs(void **state)
+{
+	(void)state;
+	char escape[256], evil[256], cmd[1024], link[512];
+	snprintf(escape, sizeof(escape), "%s/escape", g_tmp);
+	snprintf(evil, sizeof(evil), "%s/evil", g_tmp);
+	assert_int_equal(mkdir(escape, 0755), 0);
+	snprintf(cmd, sizeof(cmd), "cp -a %s %s && rmdir %s/dev", g_rootfs, evil, evil);
+	assert_int_equal(system(cmd), 0);
+	snprintf(link, sizeof(link), "../../../../../../../..%s", escape);
+	snprintf(cmd, sizeof(cmd), "%s/dev", evil);
+	assert_int_equal(symlink(link, cmd), 0);
+	static const char *const args[] = {"sh", "-c", "echo hi > /dev/null && echo ok", NULL};
+	rt_config cfg;
+	base_config(&cfg, "evil", args);
+	cfg.rootfs = evil;
+	rt_state st = run(&cfg);
+	assert_int_equal(st.exit_code, 0);
+	_cleanup_free_ char *out = log_stream("evil", "stdout");
+	assert_string_equal(out, "ok\n");
+	DIR *d = opendir(escape);
+	assert_non_null(d);
+	struct dirent *de;
+	int n = 0;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	assert_int_equal(n, 0);
+}
+
 /* Each bad input: a clear error and nothing left behind. */
 static void expect_create_error(rt_config *cfg, const char *want)
 {
@@ -1009,6 +1042,7 @@ int main(void)
 	    cmocka_unit_test(test_privileged_and_signals),
 	    cmocka_unit_test(test_attach_stdin),
 	    cmocka_unit_test(test_seccomp_blocks),
+	    cmocka_unit_test(test_hostile_rootfs),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
