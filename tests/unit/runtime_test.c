@@ -191,6 +191,17 @@ static void wait_log(const char *id, const char *needle)
 	fail_msg("%s: no \"%s\" in the log", id, needle);
 }
 
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	while (d && readdir(d))
+		n++;
+	if (d)
+		closedir(d);
+	return n;
+}
+
 static void assert_gone(const char *id, pid_t init_pid)
 {
 	char p[256];
@@ -288,6 +299,7 @@ static void test_exec(void **state)
 	static const char *const args[] = {"sleep", "100", NULL};
 	rt_config cfg;
 	base_config(&cfg, "exec", args);
+	int fds_before = count_fds();
 	_cleanup_error_ ad_error *e = NULL;
 	rt_container *c = NULL;
 	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
@@ -371,6 +383,8 @@ static void test_exec(void **state)
 	must(rt_delete(c, &e), e, "delete");
 	rt_container_free(c);
 	assert_gone("exec", pid);
+	/* no fd of ours stays behind */
+	assert_int_equal(count_fds(), fds_before);
 }
 
 static void test_memory_oom_and_update(void **state)
