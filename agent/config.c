@@ -30,6 +30,7 @@ typedef enum key_type {
 	K_UNSIGNED, /* unsigned in [min, max] */
 	K_BOOL,
 	K_HOST_LIST, /* comma-separated host or host:port, or "" */
+	K_MIRRORS,   /* comma-separated host=URL|URL..., or "" */
 } key_type;
 
 typedef struct cfg_key {
@@ -67,6 +68,10 @@ static const cfg_key keys[] = {
     KEY("images", auth_file, K_FILE, 0, 0),
     KEY("images", plain_http_registries, K_HOST_LIST, 0, 0),
     KEY("images", insecure_registries, K_HOST_LIST, 0, 0),
+    KEY("images", registry_mirrors, K_MIRRORS, 0, 0),
+    {"cni", "conf_dir", K_FILE, offsetof(cfg_config, cni_conf_dir), 0, 0},
+    {"cni", "plugin_dirs", K_FILE, offsetof(cfg_config, cni_plugin_dirs), 0, 0},
+    {"cni", "netns_dir", K_FILE, offsetof(cfg_config, cni_netns_dir), 0, 0},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -94,6 +99,10 @@ void cfg_init(cfg_config *cfg)
 	    .auth_file = ad_strdup(""),
 	    .plain_http_registries = ad_strdup(""),
 	    .insecure_registries = ad_strdup(""),
+	    .registry_mirrors = ad_strdup(""),
+	    .cni_conf_dir = ad_strdup("/etc/cni/net.d"),
+	    .cni_plugin_dirs = ad_strdup("/usr/lib/cni:/opt/cni/bin"),
+	    .cni_netns_dir = ad_strdup(""),
 	    .source = ad_strdup("<defaults>"),
 	};
 }
@@ -112,6 +121,10 @@ void cfg_free(cfg_config *cfg)
 	free(cfg->auth_file);
 	free(cfg->plain_http_registries);
 	free(cfg->insecure_registries);
+	free(cfg->registry_mirrors);
+	free(cfg->cni_conf_dir);
+	free(cfg->cni_plugin_dirs);
+	free(cfg->cni_netns_dir);
 	free(cfg->source);
 	*cfg = (cfg_config){0};
 }
@@ -195,6 +208,32 @@ static bool valid_host_list(const char *s)
 	return true;
 }
 
+/* "host=URL|URL,host2=URL" with http(s) URLs; no spaces anywhere. */
+static bool valid_mirrors(const char *s)
+{
+	if (strpbrk(s, " \t"))
+		return false;
+	for (const char *p = s; *p;) {
+		size_t n = strcspn(p, ",");
+		const char *eq = memchr(p, '=', n);
+		if (!eq || eq == p || memchr(p, '/', (size_t)(eq - p)))
+			return false;
+		for (const char *u = eq + 1; u <= p + n;) {
+			size_t m = strcspn(u, "|,");
+			if (u + m > p + n)
+				m = (size_t)(p + n - u);
+			if (!((m > 7 && strncmp(u, "http://", 7) == 0) ||
+			      (m > 8 && strncmp(u, "https://", 8) == 0)))
+				return false;
+			u += m + 1;
+		}
+		p += n;
+		if (*p == ',' && !*++p)
+			return false;
+	}
+	return true;
+}
+
 /* Sets one key from its text form. On a bad value returns -1 and a malloc'd
  * description (without location) in *ret_msg. */
 static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **ret_msg)
@@ -238,6 +277,15 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 		if (!valid_host_list(value)) {
 			*ret_msg = ad_asprintf("invalid value '%s' (expected comma-separated "
 					       "host or host:port names, without spaces)",
+					       value);
+			return -1;
+		}
+		break;
+	case K_MIRRORS:
+		if (!valid_mirrors(value)) {
+			*ret_msg = ad_asprintf("invalid value '%s' (expected "
+					       "host=URL[|URL...][,host=URL...] with http:// or "
+					       "https:// URLs, without spaces)",
 					       value);
 			return -1;
 		}
@@ -323,7 +371,7 @@ static void check_section_line(ini_ctx *ctx, const char *line, size_t len)
 	_cleanup_free_ char *sec = ad_strndup(a, (size_t)(b - a));
 	if (!known_section(sec))
 		ctx_error(ctx, ad_asprintf("unknown section [%s] (known: [agentd], [grpc], "
-					   "[images])",
+					   "[images], [cni])",
 					   sec));
 }
 

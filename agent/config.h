@@ -37,6 +37,12 @@ typedef struct cfg_config {
 	/* Comma-separated "host[:port]" lists. */
 	char *plain_http_registries;
 	char *insecure_registries;
+	/* "host=URL|URL,host2=URL": mirrors tried before each host. */
+	char *registry_mirrors;
+	/* [cni] */
+	char *cni_conf_dir;    /* network config lists */
+	char *cni_plugin_dirs; /* colon-separated plugin binary dirs */
+	char *cni_netns_dir;   /* netns pins; "" = <state>/netns */
 	/* Where the settings came from ("<built-in>" or the file name). */
 	char *source;
 } cfg_config;

@@ -234,6 +234,31 @@ def test_remove_image_in_use_is_failed_precondition(pb, agentd, plain):
         assert not status(pb, im, ref).HasField("image")
 
 
+def test_images_config_mirror_and_certs_dir(pb, agentd, agentd_factory, work, layout, plain):
+    """[images] settings reach the store: a mirror serves a registry that does
+    not exist, and certs_dir holds the CA of a TLS registry on loopback."""
+    with Registry(work, tls=True) as tls:
+        tls.push(layout, "base", "test/tls:v1", fmt="oci")
+        conf = work / f"agentd-{tls.port}.conf"
+        conf.write_text("[images]\n"
+                        f"certs_dir = {tls.certs_dir}\n"
+                        "max_parallel_layers = 1\n"
+                        f"registry_mirrors = mirror.invalid=http://{plain.host}\n")
+        a = agentd_factory(extra_args=["--config", str(conf)])
+        ch, im = images_stub(pb, a)
+        with ch:
+            ref = "mirror.invalid/test/base:v1"
+            image_id = pull(pb, im, ref)
+            assert image_id == plain.manifest("test/base", "v1")["config"]["digest"]
+            assert ref in status(pb, im, image_id).image.repo_tags
+            assert pull(pb, im, f"{tls.host}/test/tls:v1") == image_id
+        # Without certs_dir the TLS registry is spoken to in plain HTTP (loopback).
+        ch, im = images_stub(pb, agentd)
+        with ch:
+            e = rpc_error(lambda: pull(pb, im, f"{tls.host}/test/tls:v1"))
+            assert e.code() == grpc.StatusCode.UNAVAILABLE and tls.host in e.details(), e
+
+
 # ------------------------------------------------------------------ agent.v1
 def test_agent_pull_streams_progress(pb, agentd, plain):
     base, ref = f"{plain.host}/test/base:v1", f"{plain.host}/test/three:v1"

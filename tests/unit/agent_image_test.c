@@ -25,6 +25,7 @@ static void test_defaults_documented(void **state)
 	assert_string_equal(cfg.auth_file, "");
 	assert_string_equal(cfg.plain_http_registries, "");
 	assert_string_equal(cfg.insecure_registries, "");
+	assert_string_equal(cfg.registry_mirrors, "");
 	/* The built-in text sets the same values and documents each key. */
 	assert_int_equal(cfg_load_string(&cfg, cfg_default_text, "<built-in>", NULL), 0);
 	assert_int_equal(cfg.max_parallel_layers, 3);
@@ -51,7 +52,9 @@ static void test_values(void **state)
 					 "[images]\nmax_parallel_layers = 8\nstall_timeout = 5\n"
 					 "certs_dir =\nauth_file = /x/auth.json\n"
 					 "plain_http_registries = a.lan:5000,b\n"
-					 "insecure_registries = [::1]:5000\n",
+					 "insecure_registries = [::1]:5000\n"
+					 "registry_mirrors = docker.io=https://m1|http://m2:5000/x,"
+					 "q.io=http://m3\n",
 					 "t.conf", NULL),
 			 0);
 	assert_int_equal(cfg.max_parallel_layers, 8);
@@ -60,6 +63,8 @@ static void test_values(void **state)
 	assert_string_equal(cfg.auth_file, "/x/auth.json");
 	assert_string_equal(cfg.plain_http_registries, "a.lan:5000,b");
 	assert_string_equal(cfg.insecure_registries, "[::1]:5000");
+	assert_string_equal(cfg.registry_mirrors,
+			    "docker.io=https://m1|http://m2:5000/x,q.io=http://m3");
 	cfg_free(&cfg);
 }
 
@@ -86,6 +91,14 @@ static void test_bad_values(void **state)
 	expect_bad("[images]\nplain_http_registries = a, b\n", "comma-separated");
 	expect_bad("[images]\ninsecure_registries = a,,b\n", "comma-separated");
 	expect_bad("[images]\ninsecure_registries = a,\n", "comma-separated");
+	expect_bad("[images]\nregistry_mirrors = docker.io\n", "host=URL");
+	expect_bad("[images]\nregistry_mirrors = =http://m\n", "host=URL");
+	expect_bad("[images]\nregistry_mirrors = a/b=http://m\n", "host=URL");
+	expect_bad("[images]\nregistry_mirrors = a=ftp://m\n", "host=URL");
+	expect_bad("[images]\nregistry_mirrors = a=http://m|\n", "host=URL");
+	expect_bad("[images]\nregistry_mirrors = a=http://\n", "host=URL");
+	expect_bad("[images]\nregistry_mirrors = a=http://m,\n", "host=URL");
+	expect_bad("[images]\nregistry_mirrors = a=http://m, b=http://n\n", "host=URL");
 	expect_bad("[images]\nmirrors = x\n", "unknown key 'mirrors' in section [images]");
 }
 
@@ -103,6 +116,8 @@ static void test_open_store(void **state)
 	cfg.plain_http_registries = ad_strdup("a:1,b");
 	free(cfg.insecure_registries);
 	cfg.insecure_registries = ad_strdup("b,c");
+	free(cfg.registry_mirrors);
+	cfg.registry_mirrors = ad_strdup("b=http://m1|https://m2,d=http://m3,b=http://m4");
 	store *s = NULL;
 	ad_error *err = NULL;
 	if (agent_images_open(&cfg, &s, &err) < 0)
