@@ -196,7 +196,7 @@ class Agentd:
     mutual TLS on a free 127.0.0.1 port. extra_args are appended."""
 
     def __init__(self, workdir=None, certs=None, debug_service=True, max_msg_size=None,
-                 extra_args=(), log_level="info", env=None, tcp_insecure=False):
+                 extra_args=(), log_level="info", env=None, tcp_insecure=False, nofile=None):
         self.own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="agentd-t-")
         self.root = os.path.join(self.workdir, "root")
@@ -230,6 +230,7 @@ class Agentd:
         if env:
             e.update(env)
         self.env = e
+        self.nofile = nofile  # RLIMIT_NOFILE for the daemon, or None
         self.proc = None
         self.returncode = None
 
@@ -238,9 +239,17 @@ class Agentd:
         if not os.access(self.args[0], os.X_OK):
             raise AgentdError("agentd binary not found: %s (set AGENTD_BUILD_DIR)" % self.args[0])
         self._stderr = open(self.stderr_path, "wb")
+        preexec = None
+        if self.nofile is not None:
+            import resource
+            n = self.nofile
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr,
-                                     env=self.env, start_new_session=True)
+                                     env=self.env, start_new_session=True,
+                                     preexec_fn=preexec)
         self.wait_ready(timeout)
         return self
 
@@ -386,6 +395,12 @@ class Agentd:
 
     def rss_kib(self):
         return rss_kib(self.pid)
+
+    def cpu_seconds(self):
+        """utime + stime of the whole process so far."""
+        with open("/proc/%d/stat" % self.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- raw HTTP/2

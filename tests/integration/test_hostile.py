@@ -467,3 +467,89 @@ def test_window_update_overflow(agentd):
         c.start()
         c.try_send(frame(H.WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7fffffff)) * 2)
         assert c.wait_closed(5) or c.goaway is not None
+
+
+def test_connection_flood_past_fd_limit(pb, agentd_factory):
+    """More connections than agentd has file descriptors: it must neither
+    crash nor spin on accept(), and must serve again once they are gone."""
+    a = agentd_factory(nofile=128)
+    a.assert_healthy()
+    socks = []
+    try:
+        for _ in range(300):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(a.sock)
+            except (BlockingIOError, InterruptedError):
+                pass  # in the listen backlog
+            except OSError:
+                s.close()
+                break
+            socks.append(s)
+        time.sleep(0.5)
+        cpu0 = a.cpu_seconds()
+        time.sleep(2.0)
+        spent = a.cpu_seconds() - cpu0
+        assert a.alive(), a.stderr_text()
+        assert spent < 1.0, "agentd used %.2f s of CPU in 2 s while out of descriptors" % spent
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            a.assert_healthy()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_many_idle_h2_connections(pb, agentd):
+    """500 connections that complete the HTTP/2 handshake and stay idle; a
+    new client is still served promptly."""
+    conns = []
+    try:
+        for _ in range(500):
+            for attempt in range(100):
+                try:
+                    c = raw(agentd)
+                    break
+                except BlockingIOError:  # listen backlog full: wait for accept()
+                    time.sleep(0.01)
+            else:
+                pytest.fail("agentd stopped accepting connections")
+            c.start()
+            conns.append(c)
+        t0 = time.monotonic()
+        agentd.assert_healthy()
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_connection_burst_is_queued(pb, agentd):
+    """512 connections arriving while agentd cannot accept (stopped) must wait
+    in the listen backlog, not be refused."""
+    import signal as sig
+    socks, refused = [], 0
+    os.kill(agentd.pid, sig.SIGSTOP)
+    try:
+        for _ in range(512):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(agentd.sock)
+                socks.append(s)
+            except (BlockingIOError, InterruptedError):
+                refused += 1
+                s.close()
+    finally:
+        os.kill(agentd.pid, sig.SIGCONT)
+    for s in socks:
+        s.close()
+    assert refused == 0, ("%d of 512 queued connections refused (EAGAIN): the listen backlog "
+                          "is %d" % (refused, len(socks) - 1))
