@@ -96,6 +96,25 @@ def test_health_watch_first_message(pb, channel):
     assert rt(pb, channel).Version(pb.api.VersionRequest(), timeout=5).runtime_name == "agentd"
 
 
+@pytest.mark.parametrize("service", ["runtime.v1.RuntimeService", "runtime.v1.ImageService",
+                                     "agent.v1.AgentService"])
+def test_health_check_per_service(pb, channel, service):
+    r = pb.health_grpc.HealthStub(channel).Check(pb.health.HealthCheckRequest(service=service),
+                                                 timeout=5)
+    assert r.status == pb.health.HealthCheckResponse.SERVING
+
+
+def test_health_unknown_service(pb, channel):
+    """grpc.health.v1: Check answers NOT_FOUND, Watch sends SERVICE_UNKNOWN."""
+    stub = pb.health_grpc.HealthStub(channel)
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.Check(pb.health.HealthCheckRequest(service="nope.v1.Nope"), timeout=5)
+    assert_code(ei, grpc.StatusCode.NOT_FOUND)
+    it = stub.Watch(pb.health.HealthCheckRequest(service="nope.v1.Nope"), timeout=10)
+    assert next(it).status == pb.health.HealthCheckResponse.SERVICE_UNKNOWN
+    it.cancel()
+
+
 @pytest.mark.parametrize("method,req", [
     ("/runtime.v1.RuntimeService/RunPodSandbox", "RunPodSandboxRequest"),
     ("/runtime.v1.RuntimeService/ListContainers", "ListContainersRequest"),
@@ -337,6 +356,28 @@ def test_sigterm_drains_in_flight_call(pb, agentd_factory):
     assert time.monotonic() - t0 < 10
     assert a.proc.returncode == 0
     a.stop()  # checks exit status and sanitizer output
+
+
+def test_health_watch_sees_shutdown(pb, agentd_factory):
+    """A Watch open at SIGTERM gets NOT_SERVING and its stream ends; it does
+    not hold up the exit until the drain timeout."""
+    a = agentd_factory()
+    with a.unix_channel() as ch:
+        it = pb.health_grpc.HealthStub(ch).Watch(pb.health.HealthCheckRequest(service=""),
+                                                 timeout=30)
+        assert next(it).status == pb.health.HealthCheckResponse.SERVING
+        t0 = time.monotonic()
+        a.signal(signal.SIGTERM)
+        seen = []
+        with pytest.raises(grpc.RpcError) as ei:
+            for m in it:
+                seen.append(m.status)
+        a.proc.wait(10)
+        took = time.monotonic() - t0
+    assert seen == [pb.health.HealthCheckResponse.NOT_SERVING], seen
+    assert ei.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), ei.value
+    assert took < 3.0, took
+    a.stop()
 
 
 def test_sigterm_drain_is_bounded(pb, agentd_factory):
