@@ -139,6 +139,7 @@ struct rpc_conn {
 	char *identity;
 	bool got_frame;
 	bool read_paused;
+	bool arm_deadlines; /* calls with a grpc-timeout arrived in this batch */
 	size_t recv_buffered;
 	int64_t reset_window_start;
 	unsigned resets;
@@ -788,11 +789,37 @@ static void call_headers_done(rpc_conn *c, rpc_call *call)
 			call_fail(call, RPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
 			return;
 		}
-		call->deadline_ev = evtimer_new(srv->base, call_deadline_cb, call);
-		struct timeval tv = {.tv_sec = left / 1000000000LL,
-				     .tv_usec = (left % 1000000000LL) / 1000};
-		evtimer_add(call->deadline_ev, &tv);
+		/* The timer is armed after this read batch (conn_arm_deadlines)
+		 * unless the call is over by then: most inline calls are. */
+		c->arm_deadlines = true;
 	}
+}
+
+static void call_arm_deadline(rpc_call *call)
+{
+	if (call->deadline_ev || call->finished || !call->deadline)
+		return;
+	pthread_mutex_lock(&call->mu);
+	bool decided = call->status_locked; /* e.g. answered inline */
+	pthread_mutex_unlock(&call->mu);
+	if (decided)
+		return;
+	int64_t left = call->deadline - ad_monotonic_ns();
+	if (left < 0)
+		left = 0;
+	call->deadline_ev = evtimer_new(call->srv->base, call_deadline_cb, call);
+	struct timeval tv = {.tv_sec = left / 1000000000LL,
+			     .tv_usec = (left % 1000000000LL) / 1000};
+	evtimer_add(call->deadline_ev, &tv);
+}
+
+static void conn_arm_deadlines(rpc_conn *c)
+{
+	if (!c->arm_deadlines)
+		return;
+	c->arm_deadlines = false;
+	for (rpc_call *call = c->calls; call; call = call->conn_next)
+		call_arm_deadline(call);
 }
 
 static int on_message(const uint8_t *msg, size_t len, bool compressed, void *ctx)
@@ -878,6 +905,10 @@ static void call_dispatch(rpc_conn *c, rpc_call *call)
 	if (m->kind == RPC_UNARY) {
 		call->resp = rpc_arena_alloc(&call->arena, m->response->sizeof_message);
 		protobuf_c_message_init(m->response, call->resp);
+	}
+	if (call->deadline && ad_monotonic_ns() >= call->deadline) {
+		call_fail(call, RPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
+		return;
 	}
 	if (m->on_loop) {
 		call->inline_running = true;
@@ -1049,6 +1080,7 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
 		if (n < 16)
 			break;
 	}
+	conn_arm_deadlines(c);
 	if (conn_flush(c) != 0)
 		conn_free(c);
 }

@@ -1145,6 +1145,22 @@ static void test_raw_framing(void **state)
 		assert_int_equal(res.grpc_status, RPC_OK);
 	}
 	raw_close(rc);
+
+	/* A deadline that passes while the request is still being sent. */
+	rc = raw_open();
+	const char *t200[] = {"grpc-timeout", "200m", NULL};
+	int64_t t0 = ad_monotonic_ns();
+	raw_request(rc, 1, ECHO, t200, false);
+	raw_wait(rc, 1, &res, 5000);
+	int64_t ms = (ad_monotonic_ns() - t0) / 1000000;
+	assert_int_equal(res.grpc_status, RPC_DEADLINE_EXCEEDED);
+	assert_true(ms >= 150 && ms < 3000);
+	/* and on the inline path, half a message in */
+	raw_request(rc, 3, ECHO_INLINE, t200, false);
+	raw_message(rc, 3, 0, (uint32_t)blen + 5, body, blen, 16384, false);
+	raw_wait(rc, 3, &res, 5000);
+	assert_int_equal(res.grpc_status, RPC_DEADLINE_EXCEEDED);
+	raw_close(rc);
 	assert_server_alive();
 	server_stop(ts);
 }
