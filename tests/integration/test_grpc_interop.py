@@ -331,6 +331,34 @@ def test_mtls_refuses_client(pb, agentd, client):
     agentd.assert_healthy()
 
 
+def test_mtls_refuses_certificate_not_meant_for_clients(pb, agentd, certs):
+    """The server's own certificate (same CA, extendedKeyUsage serverAuth only)
+    is not a client certificate."""
+    creds = grpc.ssl_channel_credentials(root_certificates=certs.read(certs.ca),
+                                         private_key=certs.read(certs.server_key),
+                                         certificate_chain=certs.read(certs.server_cert))
+    with grpc.secure_channel("127.0.0.1:%d" % agentd.tls_port, creds,
+                             options=[("grpc.enable_http_proxy", 0)]) as ch:
+        with pytest.raises(grpc.RpcError) as ei:
+            rt(pb, ch).Version(pb.api.VersionRequest(), timeout=5)
+    assert_code(ei, grpc.StatusCode.UNAVAILABLE)
+
+
+def test_tls_refuses_alpn_other_than_h2(agentd, certs):
+    import socket
+    import ssl
+    ctx = H.tls_client_context(certs)
+    ctx.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", agentd.tls_port), timeout=5) as s:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                # Handshake done anyway: the server must not speak HTTP/1.1.
+                t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                if not t.recv(100):
+                    raise ConnectionError("closed")
+    agentd.assert_healthy()
+
+
 def test_tls_port_refuses_plaintext_h2c(pb, agentd):
     with grpc.insecure_channel("127.0.0.1:%d" % agentd.tls_port,
                                options=[("grpc.enable_http_proxy", 0)]) as ch:
