@@ -41,11 +41,6 @@ uint64_t rt_proc_start_time(pid_t pid)
 	return strtoull(p, NULL, 10);
 }
 
-static bool proc_alive(pid_t pid, uint64_t start)
-{
-	return pid > 0 && start && rt_proc_start_time(pid) == start;
-}
-
 void rt_msg_send_error(int fd, ad_error *e)
 {
 	rt_msg m = {.type = RT_MSG_ERROR};
@@ -830,42 +825,6 @@ int rt_start(rt_container *c, ad_error **err)
 	return shim_call(c, "start", NULL, 0, err);
 }
 
-int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
-{
-	rt_state s = {.created_at = c->created_at};
-	_cleanup_close_ int dfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return ad_fail_errno(err, AD_E_NOT_FOUND, "container %s", c->id);
-	_cleanup_free_ char *ex = NULL;
-	if (ad_read_file(dfd, RT_FILE_EXIT, 4096, &ex, NULL, NULL) == 0) {
-		s.status = RT_STATUS_STOPPED;
-		s.exit_code = (int)kv_num(ex, "exit_code");
-		s.signal = (int)kv_num(ex, "signal");
-		s.started_at = kv_num(ex, "started_at");
-		s.finished_at = kv_num(ex, "finished_at");
-		uint64_t oom;
-		if (c->cg && cg_oom_kill_count(c->cg, &oom, NULL) == 0 && oom > c->oom_base)
-			s.oom_killed = true;
-		*ret = s;
-		return 0;
-	}
-	char reply[128];
-	if (proc_alive(c->shim_pid, c->shim_start) &&
-	    shim_call(c, "status", reply, sizeof(reply), NULL) == 0) {
-		s.status = strncmp(reply, "running", 7) ? RT_STATUS_CREATED : RT_STATUS_RUNNING;
-		s.pid = c->init_pid;
-		const char *sp = strchr(reply, ' ');
-		s.started_at = sp ? strtoll(sp + 1, NULL, 10) : 0;
-		*ret = s;
-		return 0;
-	}
-	/* The shim is gone without a word (killed): the exit is unknown. */
-	s.status = RT_STATUS_STOPPED;
-	s.exit_code = 255;
-	*ret = s;
-	return 0;
-}
-
 static int pidfd_of(pid_t pid, uint64_t start)
 {
 	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -877,6 +836,63 @@ static int pidfd_of(pid_t pid, uint64_t start)
 		return -1;
 	}
 	return fd;
+}
+
+static bool read_exit(rt_container *c, int dfd, rt_state *s)
+{
+	_cleanup_free_ char *ex = NULL;
+	if (ad_read_file(dfd, RT_FILE_EXIT, 4096, &ex, NULL, NULL) < 0)
+		return false;
+	s->status = RT_STATUS_STOPPED;
+	s->pid = 0;
+	s->exit_code = (int)kv_num(ex, "exit_code");
+	s->signal = (int)kv_num(ex, "signal");
+	s->started_at = kv_num(ex, "started_at");
+	s->finished_at = kv_num(ex, "finished_at");
+	uint64_t oom;
+	if (c->cg && cg_oom_kill_count(c->cg, &oom, NULL) == 0 && oom > c->oom_base)
+		s->oom_killed = true;
+	return true;
+}
+
+int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
+{
+	rt_state s = {.created_at = c->created_at};
+	_cleanup_close_ int dfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ad_fail_errno(err, AD_E_NOT_FOUND, "container %s", c->id);
+	if (read_exit(c, dfd, &s)) {
+		*ret = s;
+		return 0;
+	}
+	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+	if (pfd >= 0) {
+		char reply[128];
+		if (shim_call(c, "status", reply, sizeof(reply), NULL) == 0 &&
+		    strncmp(reply, "exited", 6) != 0) {
+			s.status =
+			    strncmp(reply, "running", 7) ? RT_STATUS_CREATED : RT_STATUS_RUNNING;
+			s.pid = c->init_pid;
+			const char *sp = strchr(reply, ' ');
+			s.started_at = sp ? strtoll(sp + 1, NULL, 10) : 0;
+			*ret = s;
+			return 0;
+		}
+		/* The init is gone and the shim is finishing (draining output,
+		 * writing the exit file): give it the moment it needs. */
+		struct pollfd p = {.fd = pfd, .events = POLLIN};
+		while (poll(&p, 1, 5000) < 0 && errno == EINTR)
+			;
+	}
+	if (read_exit(c, dfd, &s)) {
+		*ret = s;
+		return 0;
+	}
+	/* The shim died without a word (killed): the exit is unknown. */
+	s.status = RT_STATUS_STOPPED;
+	s.exit_code = 255;
+	*ret = s;
+	return 0;
 }
 
 int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err)

@@ -50,6 +50,7 @@ static struct stream out_s = {.name = "stdout"}, err_s = {.name = "stderr"};
 static int attach_fds[MAX_ATTACH] = {-1, -1, -1, -1, -1, -1, -1, -1};
 static int in_fd = -1; /* the container's stdin: pipe write end or the pty master */
 static bool stdin_once;
+static bool exited; /* the init is gone; draining its output */
 
 static int64_t now_ns(void)
 {
@@ -247,7 +248,10 @@ static bool handle_client(int fd)
 			start_fd = -1;
 		}
 	} else if (!strcmp(req, "status")) {
-		snprintf(reply, sizeof(reply), "ok %s %lld\n", start_fd < 0 ? "running" : "created",
+		snprintf(reply, sizeof(reply), "ok %s %lld\n",
+			 exited		? "exited"
+			 : start_fd < 0 ? "running"
+					: "created",
 			 (long long)started_at);
 	} else if (sscanf(req, "kill %u", &rows) == 1) {
 		if (rows == 0 || rows >= 65 || kill(init_pid, (int)rows) < 0)
@@ -309,7 +313,6 @@ int main(int argc, char **argv)
 		out_s.fd = in_fd = pty_fd;
 	if (in_fd >= 0 && in_fd != pty_fd)
 		fcntl(in_fd, F_SETFL, O_NONBLOCK); /* a stalled container never blocks us */
-	bool exited = false;
 	int status = 0;
 	int64_t finished = 0, deadline = 0;
 	for (;;) {
@@ -323,7 +326,7 @@ int main(int argc, char **argv)
 		}
 		struct pollfd pfd[4 + MAX_ATTACH] = {
 		    {.fd = sfd, .events = POLLIN},
-		    {.fd = exited ? -1 : RT_SHIM_FD_CTL, .events = POLLIN},
+		    {.fd = RT_SHIM_FD_CTL, .events = POLLIN},
 		    {.fd = out_s.fd, .events = POLLIN},
 		    {.fd = err_s.fd, .events = POLLIN},
 		};

@@ -962,6 +962,34 @@ static void test_hostile_rootfs(void **state)
 	assert_int_equal(n, 0);
 }
 
+/* The init exits while a process it left behind (host pid namespace here)
+ * still holds its stdout: the shim drains for a while; the state asked in
+ * that window is the real exit, not "unknown". */
+static void test_exit_while_draining(void **state)
+{
+	(void)state;
+	static const char *const args[] = {"sh", "-c", "sleep 3 & echo bye; exit 5", NULL};
+	rt_config cfg;
+	base_config(&cfg, "drain", args);
+	cfg.namespaces[RT_NS_PID].mode = RT_NS_SHARE_HOST;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	pid_t pid = rt_container_init_pid(c);
+	for (int i = 0; i < 500 && kill(pid, 0) == 0; i++)
+		usleep(10000);
+	rt_state st;
+	must(rt_get_state(c, &st, &e), e, "state");
+	assert_int_equal(st.status, RT_STATUS_STOPPED);
+	assert_int_equal(st.exit_code, 5);
+	must(rt_delete(c, &e), e, "delete"); /* kills the straggler with the cgroup */
+	rt_container_free(c);
+	assert_gone("drain", pid);
+	_cleanup_free_ char *out = log_stream("drain", "stdout");
+	assert_string_equal(out, "bye\n");
+}
+
 /* Each bad input: a clear error and nothing left behind. */
 static void expect_create_error(rt_config *cfg, const char *want)
 {
@@ -1057,6 +1085,7 @@ int main(void)
 	    cmocka_unit_test(test_attach_stdin),
 	    cmocka_unit_test(test_seccomp_blocks),
 	    cmocka_unit_test(test_hostile_rootfs),
+	    cmocka_unit_test(test_exit_while_draining),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
