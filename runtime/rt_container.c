@@ -689,6 +689,26 @@ out:
 	return r;
 }
 
+/* A state dir without a state file is what a create interrupted by a crash
+ * of agentd leaves. With no shim answering in it, it and its cgroup are
+ * removed so that the id can be used again (callers serialize creates of
+ * one id). Returns 0 when something stale was removed. */
+static int remove_stale(rt_runtime *rt, const rt_config *cfg, rt_container *c)
+{
+	_cleanup_free_ char *st = ad_asprintf("%s/%s", c->dir, RT_FILE_STATE);
+	if (access(st, F_OK) == 0 || shim_call(c, "status", NULL, 0, NULL) == 0)
+		return -1;
+	cg_manager *cg;
+	if (cg_open(cfg->cgroup_parent ? cfg->cgroup_parent : rt->cgroup_parent, cfg->id, &cg,
+		    NULL) == 0) {
+		int r = cg_destroy(cg, NULL);
+		cg_free(cg);
+		if (r < 0)
+			return -1;
+	}
+	return ad_remove_tree(c->dir, NULL);
+}
+
 int rt_create(rt_runtime *rt, const rt_config *cfg, rt_container **ret, ad_error **err)
 {
 	if (!valid_id(cfg->id))
@@ -732,11 +752,14 @@ int rt_create(rt_runtime *rt, const rt_config *cfg, rt_container **ret, ad_error
 	c->id = ad_strdup(cfg->id);
 	c->dir = ad_asprintf("%s/%s", rt->state_root, cfg->id);
 	int r = -1;
-	if (mkdir(c->dir, 0700) < 0) {
-		if (errno == EEXIST)
+	int mk = mkdir(c->dir, 0700) < 0 ? errno : 0;
+	if (mk == EEXIST && remove_stale(rt, cfg, c) == 0)
+		mk = mkdir(c->dir, 0700) < 0 ? errno : 0;
+	if (mk != 0) {
+		if (mk == EEXIST)
 			ad_fail(err, AD_E_EXISTS, "container %s already exists", cfg->id);
 		else
-			ad_fail_errno(err, AD_E_INTERNAL, "mkdir %s", c->dir);
+			ad_error_make(err, AD_E_INTERNAL, mk, "mkdir %s", c->dir);
 		rt_secplan_clear(&plan);
 		rt_container_free(c);
 		return -1;

@@ -1005,6 +1005,7 @@ static void expect_create_error(rt_config *cfg, const char *want)
 static void test_errors(void **state)
 {
 	(void)state;
+	rt_container *c_unused = NULL;
 	static const char *const missing[] = {"nosuch", NULL};
 	rt_config cfg;
 	base_config(&cfg, "err1", missing);
@@ -1058,6 +1059,24 @@ static void test_errors(void **state)
 	base_config(&cfg, "err10", ok);
 	cfg.log_path = "/nonexistent/dir/x.log";
 	expect_create_error(&cfg, "log path /nonexistent/dir/x.log");
+
+	/* a live container's id is taken ... */
+	static const char *const sl[] = {"sleep", "100", NULL};
+	base_config(&cfg, "dup", sl);
+	rt_container *live = NULL;
+	_cleanup_error_ ad_error *e0 = NULL;
+	must(rt_create(g_rt, &cfg, &live, &e0), e0, "create dup");
+	assert_int_equal(rt_create(g_rt, &cfg, &c_unused, &e0), -1);
+	assert_int_equal(e0->code, AD_E_EXISTS);
+	ad_error_free(&e0);
+	must(rt_delete(live, &e0), e0, "delete dup");
+	rt_container_free(live);
+	/* ... the leftovers of a create interrupted by a crash are not */
+	char stale[256];
+	snprintf(stale, sizeof(stale), "%s/dup", g_state);
+	assert_int_equal(mkdir(stale, 0700), 0);
+	base_config(&cfg, "dup", ok);
+	run(&cfg);
 
 	base_config(&cfg, "bad/id", ok);
 	_cleanup_error_ ad_error *e = NULL;
