@@ -553,3 +553,24 @@ def test_connection_burst_is_queued(pb, agentd):
         s.close()
     assert refused == 0, ("%d of 512 queued connections refused (EAGAIN): the listen backlog "
                           "is %d" % (refused, len(socks) - 1))
+
+
+def test_slow_reader_is_bounded(pb, agentd):
+    """A client that asks for big server-streams and never reads (no
+    WINDOW_UPDATE, full socket buffers): agentd buffers a bounded amount, keeps
+    serving others, and lets go when the client disconnects."""
+    rss0 = agentd.rss_kib()
+    body = H.grpc_message(pb.agent.EchoRequest(message="s", repeat=1000,
+                                               response_bytes=1 << 20).SerializeToString())
+    with raw(agentd) as c:
+        c.start()
+        for _ in range(4):
+            c.request("/agent.v1.DebugService/StreamEcho", body)
+        time.sleep(2)
+        grown = agentd.rss_kib() - rss0
+        assert grown < 96 * 1024, "RSS grew by %d KiB for 4 unread streams" % grown
+        t0 = time.monotonic()
+        with agentd.unix_channel() as ch:
+            info = pb.agent_grpc.AgentServiceStub(ch).Info(pb.agent.InfoRequest(), timeout=5)
+        assert info.pid == agentd.pid
+        assert time.monotonic() - t0 < 2.0
