@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import agentd_harness as H  # noqa: E402
-from registry_harness import ImageBuilder, Registry, free_port  # noqa: E402
+from registry_harness import ImageBuilder, Registry, free_port, run  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking layers needs root")
 
@@ -33,6 +33,8 @@ def layout(work):
     b.busybox("base")
     b.append_layer("base", "two", [("etc/two", "file", b"two\n")])
     b.append_layer("base", "three", [("etc/three", "file", b"three\n")])
+    for tag, user in (("uid", "1000:100"), ("named", "nobody")):
+        run("umoci", "config", "--image", f"{b.path}:base", "--tag", tag, "--config.user", user)
     # Big and incompressible, so that a pull is still running when cancelled.
     b.append_layer("base", "big", [("big", "file", os.urandom(24 << 20))], compress=None)
     return b
@@ -45,6 +47,8 @@ def plain(work, layout):
         reg.push(layout, "two", "test/two:v1", fmt="v2s2")
         reg.push(layout, "two", "test/ctl:v1", fmt="oci")
         reg.push(layout, "three", "test/three:v1", fmt="oci")
+        reg.push(layout, "uid", "test/uid:v1", fmt="oci")
+        reg.push(layout, "named", "test/named:v1", fmt="v2s2")
         reg.push(layout, "big", "test/big:v1", fmt="oci")
         yield reg
 
@@ -146,6 +150,33 @@ def test_remove_image_twice(pb, agentd, plain):
         image_id = pull(pb, im, ref)
         im.RemoveImage(pb.api.RemoveImageRequest(image=spec(pb, image_id)), timeout=10)
         assert not status(pb, im, ref).HasField("image")
+
+
+def test_remove_image_by_repo_digest(pb, agentd, plain):
+    ref = f"{plain.host}/test/two:v1"
+    ch, im = images_stub(pb, agentd)
+    with ch:
+        pull(pb, im, ref)
+        digest = status(pb, im, ref).image.repo_digests[0]
+        im.RemoveImage(pb.api.RemoveImageRequest(image=spec(pb, digest)), timeout=10)
+        assert not status(pb, im, ref).HasField("image")
+
+
+def test_image_user(pb, agentd, plain):
+    """The config's User: numeric -> uid (the group part dropped), a name ->
+    username, none -> neither."""
+    ch, im = images_stub(pb, agentd)
+    with ch:
+        for name, uid, username in (("uid", 1000, ""), ("named", None, "nobody"),
+                                    ("base", None, "")):
+            ref = f"{plain.host}/test/{name}:v1"
+            pull(pb, im, ref)
+            img = status(pb, im, ref).image
+            if uid is None:
+                assert not img.HasField("uid"), (name, img)
+            else:
+                assert img.uid.value == uid, (name, img)
+            assert img.username == username, (name, img)
 
 
 def test_image_fs_info(pb, agentd, plain):
