@@ -21,6 +21,7 @@
 #define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1"
 #define PIPE_CAP (1u << 20)
 #define PROGRESS_STEP (256u << 10)
+#define MAX_LAYERS 500
 
 typedef struct pull_layer {
 	char *digest, *media_type, *diff_id;
@@ -468,6 +469,10 @@ static int parse_layers(pull_ctx *pc, const char *ref_string, json_t *manifest, 
 		return ad_fail(err, AD_E_DATA_LOSS,
 			       "image %s: manifest has %zu layers, config %zu diff_ids", ref_string,
 			       json_array_size(layers), json_array_size(diff_ids));
+	/* Overlay stacks at most 500 lowerdirs; anything near that is hostile. */
+	if (json_array_size(layers) > MAX_LAYERS)
+		return ad_fail(err, AD_E_RESOURCE, "image %s has %zu layers, more than %d",
+			       ref_string, json_array_size(layers), MAX_LAYERS);
 	pc->n_layers = json_array_size(layers);
 	pc->layers = ad_malloc0(sizeof(*pc->layers) * (pc->n_layers ? pc->n_layers : 1));
 	for (size_t i = 0; i < pc->n_layers; i++) {
