@@ -43,6 +43,11 @@
 #define RESET_WINDOW_NS (10LL * 1000000000LL)
 #define RESET_LIMIT 1000      /* client resets per window before ENHANCE_YOUR_CALM */
 #define GRPC_MESSAGE_MAX 1024 /* bytes of grpc-message kept (before encoding) */
+/* listen() backlog (the kernel caps it at net.core.somaxconn). A burst of
+ * connections while the loop is busy waits here instead of being refused.
+ * evconnlistener_new gets backlog 0 so that it keeps ours (-1 would
+ * re-listen with 128). */
+#define RPC_LISTEN_BACKLOG 4096
 #define WORKER_IDLE_S 10
 #define WORKERS_MIN_CAP 64 /* extra workers: up to max(this, 4 x cfg.workers) in all */
 #define STREAM_WINDOW (1 << 20)
@@ -1325,10 +1330,10 @@ static int listen_unix(rpc_server *srv, const char *path, ad_error **err)
 		return ad_fail_errno(err, AD_E_INTERNAL, "cannot bind %s", path);
 	if (chmod(path, 0660) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "chmod %s", path);
-	if (listen(fd, 1024) < 0)
+	if (listen(fd, RPC_LISTEN_BACKLOG) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "listen on %s", path);
 	srv->unix_lis =
-	    evconnlistener_new(srv->base, unix_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	    evconnlistener_new(srv->base, unix_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, 0, fd);
 	if (!srv->unix_lis)
 		return ad_fail(err, AD_E_INTERNAL, "evconnlistener_new failed");
 	evconnlistener_set_error_cb(srv->unix_lis, accept_error_cb);
@@ -1378,7 +1383,8 @@ static int listen_tcp(rpc_server *srv, const char *addr, ad_error **err)
 		}
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+		    listen(fd, RPC_LISTEN_BACKLOG) == 0)
 			break;
 		saved = errno;
 		close(fd);
@@ -1393,7 +1399,7 @@ static int listen_tcp(rpc_server *srv, const char *addr, ad_error **err)
 	srv->tcp_port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
 						: ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	srv->tcp_lis =
-	    evconnlistener_new(srv->base, tcp_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	    evconnlistener_new(srv->base, tcp_accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, 0, fd);
 	if (!srv->tcp_lis) {
 		close(fd);
 		return ad_fail(err, AD_E_INTERNAL, "evconnlistener_new failed");

@@ -663,6 +663,14 @@ static void test_connect_errors(void **state)
 	ad_error_free(&err);
 }
 
+static void block_loop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sleep_ms(1000); /* the loop accepts nothing meanwhile */
+}
+
 static void test_socket_takeover(void **state)
 {
 	(void)state;
@@ -679,6 +687,24 @@ static void test_socket_takeover(void **state)
 	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
 	close(fd);
 	tserver *ts = server_start();
+
+	/* The listen backlog is not libevent's default 128: 300 connections
+	 * made while the server's loop is not accepting all get queued. */
+	{
+		struct timeval zero = {0, 0};
+		event_base_once(ts->base, -1, EV_TIMEOUT, block_loop_cb, NULL, &zero);
+		sleep_ms(100);
+		int fds[300], queued = 0;
+		for (int i = 0; i < 300; i++) {
+			fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			struct sockaddr_un a = {.sun_family = AF_UNIX};
+			strcpy(a.sun_path, sock_path);
+			queued += connect(fds[i], (struct sockaddr *)&a, sizeof(a)) == 0;
+		}
+		for (int i = 0; i < 300; i++)
+			close(fds[i]);
+		assert_int_equal(queued, 300);
+	}
 
 	/* A live one is not. */
 	struct event_base *base = event_base_new();
