@@ -228,6 +228,8 @@ def test_basic_auth_registry(pb, agentd, private):
             assert e.code() in (grpc.StatusCode.UNAUTHENTICATED,
                                 grpc.StatusCode.PERMISSION_DENIED), (auth, e)
             assert private.host in e.details(), e.details()
+            if auth:  # docker-registry's own words (errors[].message of the 401)
+                assert "authentication required" in e.details(), e.details()
         image_id = pull(pb, im, ref, username=USER, password=PASSWORD)
         assert status(pb, im, ref).image.id == image_id
         im.RemoveImage(pb.api.RemoveImageRequest(image=spec(pb, ref)), timeout=10)
