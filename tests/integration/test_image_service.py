@@ -292,6 +292,23 @@ def test_images_config_mirror_and_certs_dir(pb, agentd, agentd_factory, work, la
             assert e.code() == grpc.StatusCode.UNAVAILABLE and tls.host in e.details(), e
 
 
+def test_images_config_auth_file(pb, agentd_factory, work, private):
+    """Pulls without credentials of their own use [images] auth_file."""
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    auth = work / f"auth-{private.port}.json"
+    auth.write_text(json.dumps({"auths": {private.host: {"auth": token}}}))
+    conf = work / f"agentd-auth-{private.port}.conf"
+    conf.write_text(f"[images]\nauth_file = {auth}\n")
+    a = agentd_factory(extra_args=["--config", str(conf)])
+    ch, im = images_stub(pb, a)
+    with ch:
+        ref = f"{private.host}/test/private:v1"
+        assert pull(pb, im, ref).startswith("sha256:")
+        # Credentials in the request win over the file.
+        e = rpc_error(lambda: pull(pb, im, ref, username=USER, password="wrong"))
+        assert e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
 # ------------------------------------------------------------------ agent.v1
 def test_agent_pull_streams_progress(pb, agentd, plain):
     base, ref = f"{plain.host}/test/base:v1", f"{plain.host}/test/three:v1"
