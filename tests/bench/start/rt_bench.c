@@ -64,6 +64,8 @@ int main(int argc, char **argv)
 		cfg.args = t_args;
 		if (getenv("RT_BENCH_UNCONFINED"))
 			cfg.security.seccomp = RT_SECCOMP_UNCONFINED;
+		if (getenv("RT_BENCH_NO_CGNS"))
+			cfg.namespaces[RT_NS_CGROUP].mode = RT_NS_SHARE_HOST;
 		if (getenv("RT_BENCH_NO_NETNS"))
 			cfg.namespaces[RT_NS_NET].mode = RT_NS_SHARE_HOST;
 		rt_container *c;
