@@ -108,7 +108,7 @@ int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int 
 				close(nsfd[j]);
 		return ad_fail(err, AD_E_PRECONDITION, "container %s is not running", c->id);
 	}
-	rt_secplan plan;
+	rt_secplan plan = {0}; /* cleared below even if the build fails */
 	int r = rt_secplan_build(c->rt, cfg, &plan, err);
 	int sync[2] = {-1, -1};
 	if (r == 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0)

@@ -368,6 +368,14 @@ static void test_exec(void **state)
 	assert_true(ad_monotonic_ns() - t0 < 5000000000LL);
 	rt_exec_result_clear(&r);
 
+	/* a bad security setting for the exec: an error, nothing started */
+	rt_config bad = cfg;
+	bad.security.seccomp = RT_SECCOMP_CUSTOM;
+	bad.security.seccomp_profile = "/nonexistent.json";
+	assert_int_equal(rt_exec_sync(c, &bad, slow, 1000, 1024, &r, &e), -1);
+	assert_non_null(strstr(e->message, "/nonexistent.json"));
+	ad_error_free(&e);
+
 	static const char *const missing[] = {"nosuchcmd", NULL};
 	assert_int_equal(rt_exec_sync(c, &cfg, missing, 1000, 1024, &r, &e), -1);
 	assert_non_null(strstr(e->message, "executable file not found: nosuchcmd"));
