@@ -1393,6 +1393,55 @@ static void test_slow_calls_do_not_starve(void **state)
 	server_stop(ts);
 }
 
+static int count_threads(void)
+{
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "ls /proc/%d/task | wc -l", (int)getpid());
+	FILE *f = popen(cmd, "r");
+	int n = -1;
+	if (f) {
+		if (fscanf(f, "%d", &n) != 1)
+			n = -1;
+		pclose(f);
+	}
+	return n;
+}
+
+static void run_slow_batch(int n)
+{
+	bg_call b[16];
+	for (int i = 0; i < n; i++) {
+		b[i] = (bg_call){.delay_ms = 600};
+		pthread_create(&b[i].th, NULL, bg_main, &b[i]);
+	}
+	for (int i = 0; i < n; i++) {
+		pthread_join(b[i].th, NULL);
+		assert_int_equal(b[i].ret, 0);
+		assert_int_equal(b[i].rs.code, RPC_OK);
+	}
+}
+
+static void test_extra_workers_come_and_go(void **state)
+{
+	(void)state;
+	tserver *ts = server_start(); /* 4 permanent workers */
+	int base = count_threads();
+	run_slow_batch(12);
+	int grown = count_threads();
+	assert_true(grown >= base + 6);
+	/* Extra workers leave after 10 s without work... */
+	int now = grown;
+	for (int i = 0; i < 150 && now > base; i++) {
+		sleep_ms(100);
+		now = count_threads();
+	}
+	assert_int_equal(now, base);
+	/* ...and their slots are reused (joined, then restarted). */
+	run_slow_batch(12);
+	assert_true(count_threads() >= base + 6);
+	server_stop(ts);
+}
+
 static void test_stream_message_over_limit(void **state)
 {
 	(void)state;
@@ -1440,6 +1489,7 @@ int main(void)
 	    cmocka_unit_test(test_stream_backpressure),
 	    cmocka_unit_test(test_slow_calls_do_not_starve),
 	    cmocka_unit_test(test_stream_message_over_limit),
+	    cmocka_unit_test(test_extra_workers_come_and_go),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
