@@ -7,6 +7,7 @@
 
 #include "cri/api.pb-c.h"
 #include "images.h"
+#include "manager.h"
 #include "services.h"
 
 const char *const svc_cri_streaming[] = {
@@ -62,6 +63,19 @@ static const struct {
     {"runtime.v1.ImageService/ImageStatus", cri_image_status, false},
     {"runtime.v1.ImageService/RemoveImage", cri_remove_image, false},
     {"runtime.v1.ImageService/ImageFsInfo", cri_image_fs_info, false},
+    {"runtime.v1.RuntimeService/Status", cri_status, false},
+    {"runtime.v1.RuntimeService/RunPodSandbox", cri_run_pod_sandbox, false},
+    {"runtime.v1.RuntimeService/StopPodSandbox", cri_stop_pod_sandbox, false},
+    {"runtime.v1.RuntimeService/RemovePodSandbox", cri_remove_pod_sandbox, false},
+    {"runtime.v1.RuntimeService/PodSandboxStatus", cri_pod_sandbox_status, false},
+    {"runtime.v1.RuntimeService/ListPodSandbox", cri_list_pod_sandbox, false},
+    {"runtime.v1.RuntimeService/CreateContainer", cri_create_container, false},
+    {"runtime.v1.RuntimeService/StartContainer", cri_start_container, false},
+    {"runtime.v1.RuntimeService/StopContainer", cri_stop_container, false},
+    {"runtime.v1.RuntimeService/RemoveContainer", cri_remove_container, false},
+    {"runtime.v1.RuntimeService/ListContainers", cri_list_containers, false},
+    {"runtime.v1.RuntimeService/ContainerStatus", cri_container_status, false},
+    {"runtime.v1.RuntimeService/ExecSync", cri_exec_sync, false},
 };
 
 static void register_service(svc_table *t, agent_ctx *ctx, const ProtobufCServiceDescriptor *svc)

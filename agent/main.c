@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "images.h"
+#include "manager.h"
 #include "services.h"
 
 #define EXIT_CONFIG 2
@@ -26,6 +27,7 @@ typedef struct agentd {
 	size_t pending_shutdowns;
 	ad_db *db;
 	store *images;
+	mgr *pods;
 } agentd;
 
 static void add_listener(agent_ctx *ctx, char *s)
@@ -180,6 +182,11 @@ static int run(agentd *d)
 		return 1;
 	}
 	agent_images_set_store(d->images);
+	if (mgr_open(&d->cfg, d->images, &d->pods, &err) < 0) {
+		ad_error_log("pods: %s", err->message);
+		return 1;
+	}
+	mgr_set_default(d->pods);
 
 	svc_cri_register(&d->table, ctx);
 	svc_agent_register(&d->table, ctx);
@@ -235,6 +242,8 @@ static void teardown(agentd *d)
 	if (d->base)
 		event_base_free(d->base);
 	/* After the servers: no handler can be using the store any more. */
+	mgr_set_default(NULL);
+	mgr_close(d->pods);
 	agent_images_set_store(NULL);
 	if (d->images)
 		store_close(d->images);

@@ -29,6 +29,23 @@ static const char *const migrations[] = {
 	/* A container (holder) using an image: no cascade, a pinned image stays. */
 	"CREATE TABLE image_pins (holder TEXT PRIMARY KEY,"
 	" image_id TEXT NOT NULL REFERENCES images(id));",
+	/* 3: pods and containers (agent/manager.c). state: 0 creating (half set
+	 * up, cleaned up on start), then per table. config: the CRI request
+	 * (packed protobuf) the object was made from. */
+	"CREATE TABLE pods (id TEXT PRIMARY KEY, name TEXT NOT NULL, namespace TEXT NOT NULL,"
+	" uid TEXT NOT NULL, attempt INTEGER NOT NULL, state INTEGER NOT NULL,"
+	" created_ns INTEGER NOT NULL, netns TEXT, infra_id TEXT, cni_result TEXT,"
+	" port_mappings TEXT, cni_net TEXT, labels TEXT, annotations TEXT, log_directory TEXT,"
+	" hostname TEXT, dir TEXT, runtime_handler TEXT, config BLOB,"
+	" UNIQUE (name, namespace, attempt));"
+	"CREATE TABLE containers (id TEXT PRIMARY KEY,"
+	" pod_id TEXT NOT NULL REFERENCES pods(id), name TEXT NOT NULL,"
+	" attempt INTEGER NOT NULL, state INTEGER NOT NULL, image TEXT, image_id TEXT,"
+	" image_ref TEXT, created_ns INTEGER NOT NULL, started_ns INTEGER NOT NULL DEFAULT 0,"
+	" finished_ns INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0,"
+	" reason TEXT, message TEXT, log_path TEXT, labels TEXT, annotations TEXT,"
+	" image_config TEXT, config BLOB, UNIQUE (pod_id, name, attempt));"
+	"CREATE INDEX containers_pod ON containers(pod_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

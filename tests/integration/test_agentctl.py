@@ -368,8 +368,8 @@ def test_cri_rpcs_unimplemented(agentd, stubs):
         rt = stubs.api_grpc.RuntimeServiceStub(ch)
         im = stubs.api_grpc.ImageServiceStub(ch)
         calls = [
-            ("runtime.v1.RuntimeService/RunPodSandbox",
-             lambda: rt.RunPodSandbox(stubs.api.RunPodSandboxRequest(), timeout=10)),
+            ("runtime.v1.RuntimeService/PortForward",
+             lambda: rt.PortForward(stubs.api.PortForwardRequest(), timeout=10)),
             ("runtime.v1.RuntimeService/RuntimeConfig",
              lambda: rt.RuntimeConfig(stubs.api.RuntimeConfigRequest(), timeout=10)),
             ("runtime.v1.RuntimeService/CheckpointContainer",

@@ -1,0 +1,582 @@
+/* runtime.v1.RuntimeService on the manager: validate, call the manager,
+ * translate its records into CRI messages. Answers carry back the caller's
+ * own metadata, labels and annotations from the stored request. */
+#include <string.h>
+
+#include <jansson.h>
+
+#include "manager.h"
+#include "status.h"
+
+#define R(type) Runtime__V1__##type
+
+static void *call_alloc(void *data, size_t size)
+{
+	return rpc_call_alloc(data, size);
+}
+
+static void call_free(void *data, void *p)
+{
+	(void)data;
+	(void)p;
+}
+
+/* Unpacks a stored request into call memory: it lives as long as the answer. */
+static void *unpack_in_call(rpc_call *call, const ProtobufCMessageDescriptor *d, size_t len,
+			    const uint8_t *data)
+{
+	ProtobufCAllocator a = {.alloc = call_alloc, .free = call_free, .allocator_data = call};
+	return protobuf_c_message_unpack(d, &a, len, data);
+}
+
+static mgr *get_mgr(rpc_call *call, rpc_code *ret_code)
+{
+	mgr *m = mgr_default();
+	if (!m)
+		*ret_code = rpc_call_error(call, RPC_UNAVAILABLE, "the pod manager is not running");
+	return m;
+}
+
+static rpc_code fail(rpc_call *call, ad_error *e)
+{
+	rpc_code c = status_call_error(call, e);
+	ad_error_free(&e);
+	return c;
+}
+
+static bool empty(const char *s)
+{
+	return !s || !*s;
+}
+
+/* Map entries share one layout ({base, key, value}); `d` is the entry type. */
+static void **copy_map(rpc_call *call, const ProtobufCMessageDescriptor *d, size_t n,
+		       void *const *src)
+{
+	void **v = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	for (size_t i = 0; i < n; i++) {
+		R(KeyValue) *e = rpc_call_alloc(call, d->sizeof_message);
+		protobuf_c_message_init(d, e);
+		const R(KeyValue) *s = src[i];
+		e->key = s->key;
+		e->value = s->value;
+		v[i] = e;
+	}
+	return v;
+}
+
+#define COPY_MAP(call, obj, field, desc, src_n, src)                                               \
+	do {                                                                                       \
+		(obj)->field = (void *)copy_map((call), &(desc), (src_n), (void *const *)(src));   \
+		(obj)->n_##field = (src_n);                                                        \
+	} while (0)
+
+/* Every label of the selector is on the object. */
+static bool labels_match(size_t n_sel, void *const *sel, size_t n, void *const *labels)
+{
+	for (size_t i = 0; i < n_sel; i++) {
+		const R(KeyValue) *s = sel[i];
+		bool found = false;
+		for (size_t j = 0; j < n && !found; j++) {
+			const R(KeyValue) *l = labels[j];
+			found = strcmp(l->key, s->key) == 0 && strcmp(l->value, s->value) == 0;
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/* ---- Status --------------------------------------------------------------- */
+rpc_code cri_status(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+		    void *userdata)
+{
+	(void)req;
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	R(StatusResponse) *r = (R(StatusResponse) *)resp;
+	R(RuntimeStatus) *st = rpc_call_alloc(call, sizeof(*st));
+	runtime__v1__runtime_status__init(st);
+	R(RuntimeCondition) **conds = rpc_call_alloc(call, 2 * sizeof(*conds));
+	for (int i = 0; i < 2; i++) {
+		conds[i] = rpc_call_alloc(call, sizeof(**conds));
+		runtime__v1__runtime_condition__init(conds[i]);
+	}
+	conds[0]->type = rpc_call_strdup(call, "RuntimeReady");
+	conds[0]->status = true;
+	conds[1]->type = rpc_call_strdup(call, "NetworkReady");
+	ad_error *e = NULL;
+	if (mgr_network_ready(m, &e) == 0) {
+		conds[1]->status = true;
+	} else {
+		conds[1]->status = false;
+		conds[1]->reason = rpc_call_strdup(call, "NetworkPluginNotReady");
+		conds[1]->message = rpc_call_strdup(call, e->message);
+		ad_error_free(&e);
+	}
+	st->conditions = conds;
+	st->n_conditions = 2;
+	r->status = st;
+	return RPC_OK;
+}
+
+/* ---- pods ----------------------------------------------------------------- */
+rpc_code cri_run_pod_sandbox(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			     void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(RunPodSandboxRequest) *q = (const R(RunPodSandboxRequest) *)req;
+	if (!q->config)
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT,
+				      "RunPodSandbox: config is required");
+	ad_error *e = NULL;
+	char *id = NULL;
+	if (mgr_pod_run(m, q->config, q->runtime_handler, &id, &e) < 0)
+		return fail(call, e);
+	((R(RunPodSandboxResponse) *)resp)->pod_sandbox_id = rpc_call_strdup(call, id);
+	free(id);
+	return RPC_OK;
+}
+
+static rpc_code pod_id_op(rpc_call *call, const char *id,
+			  int (*op)(mgr *, const char *, ad_error **))
+{
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	if (empty(id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
+	ad_error *e = NULL;
+	if (op(m, id, &e) < 0)
+		return fail(call, e);
+	return RPC_OK;
+}
+
+rpc_code cri_stop_pod_sandbox(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			      void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	return pod_id_op(call, ((const R(StopPodSandboxRequest) *)req)->pod_sandbox_id,
+			 mgr_pod_stop);
+}
+
+rpc_code cri_remove_pod_sandbox(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+				void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	return pod_id_op(call, ((const R(RemovePodSandboxRequest) *)req)->pod_sandbox_id,
+			 mgr_pod_remove);
+}
+
+static R(PodSandboxState) pod_state(const mgr_pod *p)
+{
+	return p->state == MGR_POD_READY ? RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY
+					 : RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
+}
+
+static void add_info(rpc_call *call, R(PodSandboxStatusResponse) * r, const mgr_pod *p)
+{
+	json_t *o = json_pack("{s:s, s:s*, s:s*, s:s*, s:s*}", "id", p->id, "netns", p->netns,
+			      "infraId", p->infra_id, "podDir", p->dir, "network", p->cni_net);
+	if (p->cni_result)
+		json_object_set_new(o, "cniResult", json_loads(p->cni_result, 0, NULL));
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	R(PodSandboxStatusResponse__InfoEntry) *e = rpc_call_alloc(call, sizeof(*e));
+	runtime__v1__pod_sandbox_status_response__info_entry__init(e);
+	e->key = rpc_call_strdup(call, "info");
+	e->value = rpc_call_strdup(call, s);
+	free(s);
+	r->info = rpc_call_alloc(call, sizeof(*r->info));
+	r->info[0] = e;
+	r->n_info = 1;
+}
+
+rpc_code cri_pod_sandbox_status(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+				void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(PodSandboxStatusRequest) *q = (const R(PodSandboxStatusRequest) *)req;
+	if (empty(q->pod_sandbox_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
+	ad_error *e = NULL;
+	mgr_pod *p = NULL;
+	if (mgr_pod_get(m, q->pod_sandbox_id, &p, &e) < 0)
+		return fail(call, e);
+	R(PodSandboxConfig) *cfg = unpack_in_call(
+	    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+	R(PodSandboxStatusResponse) *r = (R(PodSandboxStatusResponse) *)resp;
+	R(PodSandboxStatus) *st = rpc_call_alloc(call, sizeof(*st));
+	runtime__v1__pod_sandbox_status__init(st);
+	st->id = rpc_call_strdup(call, p->id);
+	st->state = pod_state(p);
+	st->created_at = p->created_ns;
+	st->runtime_handler = rpc_call_strdup(call, p->runtime_handler ? p->runtime_handler : "");
+	if (cfg) {
+		st->metadata = cfg->metadata;
+		COPY_MAP(call, st, labels,
+			 runtime__v1__pod_sandbox_status__labels_entry__descriptor, cfg->n_labels,
+			 cfg->labels);
+		COPY_MAP(call, st, annotations,
+			 runtime__v1__pod_sandbox_status__annotations_entry__descriptor,
+			 cfg->n_annotations, cfg->annotations);
+		R(LinuxPodSandboxStatus) *ls = rpc_call_alloc(call, sizeof(*ls));
+		runtime__v1__linux_pod_sandbox_status__init(ls);
+		R(Namespace) *ns = rpc_call_alloc(call, sizeof(*ns));
+		runtime__v1__namespace__init(ns);
+		if (cfg->linux && cfg->linux->security_context &&
+		    cfg->linux->security_context->namespace_options) {
+			ns->options = cfg->linux->security_context->namespace_options;
+		} else {
+			ns->options = rpc_call_alloc(call, sizeof(*ns->options));
+			runtime__v1__namespace_option__init(ns->options);
+		}
+		ls->namespaces = ns;
+		st->linux = ls;
+	}
+	R(PodSandboxNetworkStatus) *net = rpc_call_alloc(call, sizeof(*net));
+	runtime__v1__pod_sandbox_network_status__init(net);
+	char **ips = p->state == MGR_POD_READY ? mgr_pod_ips(p) : NULL;
+	if (ips && ips[0]) {
+		net->ip = rpc_call_strdup(call, ips[0]);
+		size_t n = 0;
+		while (ips[n + 1])
+			n++;
+		net->additional_ips = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+		for (size_t i = 0; i < n; i++) {
+			R(PodIP) *pip = rpc_call_alloc(call, sizeof(*pip));
+			runtime__v1__pod_ip__init(pip);
+			pip->ip = rpc_call_strdup(call, ips[i + 1]);
+			net->additional_ips[i] = pip;
+		}
+		net->n_additional_ips = n;
+	}
+	mgr_strv_free(ips);
+	st->network = net;
+	r->status = st;
+	r->timestamp = ad_now_ns();
+	if (q->verbose)
+		add_info(call, r, p);
+	mgr_pod_free(p);
+	return RPC_OK;
+}
+
+rpc_code cri_list_pod_sandbox(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			      void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(PodSandboxFilter) *f = ((const R(ListPodSandboxRequest) *)req)->filter;
+	ad_error *e = NULL;
+	mgr_pod **pods = NULL;
+	if (mgr_pod_list(m, &pods, &e) < 0)
+		return fail(call, e);
+	size_t n = 0;
+	while (pods[n])
+		n++;
+	R(ListPodSandboxResponse) *r = (R(ListPodSandboxResponse) *)resp;
+	r->items = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	for (size_t i = 0; i < n; i++) {
+		mgr_pod *p = pods[i];
+		if (f && !empty(f->id) && strncmp(p->id, f->id, strlen(f->id)) != 0)
+			continue;
+		if (f && f->state && f->state->state != pod_state(p))
+			continue;
+		R(PodSandboxConfig) *cfg = unpack_in_call(
+		    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+		if (!cfg)
+			continue;
+		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
+				       cfg->n_labels, (void *const *)cfg->labels))
+			continue;
+		R(PodSandbox) *it = rpc_call_alloc(call, sizeof(*it));
+		runtime__v1__pod_sandbox__init(it);
+		it->id = rpc_call_strdup(call, p->id);
+		it->metadata = cfg->metadata;
+		it->state = pod_state(p);
+		it->created_at = p->created_ns;
+		it->runtime_handler =
+		    rpc_call_strdup(call, p->runtime_handler ? p->runtime_handler : "");
+		COPY_MAP(call, it, labels, runtime__v1__pod_sandbox__labels_entry__descriptor,
+			 cfg->n_labels, cfg->labels);
+		COPY_MAP(call, it, annotations,
+			 runtime__v1__pod_sandbox__annotations_entry__descriptor,
+			 cfg->n_annotations, cfg->annotations);
+		r->items[r->n_items++] = it;
+	}
+	mgr_pods_free(pods);
+	return RPC_OK;
+}
+
+/* ---- containers --------------------------------------------------------------- */
+rpc_code cri_create_container(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			      void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(CreateContainerRequest) *q = (const R(CreateContainerRequest) *)req;
+	if (empty(q->pod_sandbox_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
+	if (!q->config)
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT,
+				      "CreateContainer: config is required");
+	ad_error *e = NULL;
+	char *id = NULL;
+	if (mgr_ctr_create(m, q->pod_sandbox_id, q->config, &id, &e) < 0)
+		return fail(call, e);
+	((R(CreateContainerResponse) *)resp)->container_id = rpc_call_strdup(call, id);
+	free(id);
+	return RPC_OK;
+}
+
+static rpc_code ctr_id_op(rpc_call *call, const char *id,
+			  int (*op)(mgr *, const char *, ad_error **))
+{
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	if (empty(id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	ad_error *e = NULL;
+	if (op(m, id, &e) < 0)
+		return fail(call, e);
+	return RPC_OK;
+}
+
+rpc_code cri_start_container(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			     void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	return ctr_id_op(call, ((const R(StartContainerRequest) *)req)->container_id,
+			 mgr_ctr_start);
+}
+
+rpc_code cri_remove_container(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			      void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	return ctr_id_op(call, ((const R(RemoveContainerRequest) *)req)->container_id,
+			 mgr_ctr_remove);
+}
+
+rpc_code cri_stop_container(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			    void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(StopContainerRequest) *q = (const R(StopContainerRequest) *)req;
+	if (empty(q->container_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	ad_error *e = NULL;
+	if (mgr_ctr_stop(m, q->container_id, q->timeout, &e) < 0)
+		return fail(call, e);
+	return RPC_OK;
+}
+
+static R(ContainerState) ctr_state(const mgr_ctr *c)
+{
+	switch (c->state) {
+	case MGR_CTR_CREATED:
+		return RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED;
+	case MGR_CTR_RUNNING:
+		return RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
+	case MGR_CTR_EXITED:
+		return RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
+	default:
+		return RUNTIME__V1__CONTAINER_STATE__CONTAINER_UNKNOWN;
+	}
+}
+
+static R(ImageSpec) * image_spec(rpc_call *call, const mgr_ctr *c, const R(ContainerConfig) * cfg)
+{
+	R(ImageSpec) *s = rpc_call_alloc(call, sizeof(*s));
+	runtime__v1__image_spec__init(s);
+	s->image = rpc_call_strdup(call, c->image_id ? c->image_id : "");
+	s->user_specified_image = rpc_call_strdup(call, c->image ? c->image : "");
+	if (cfg && cfg->image) {
+		s->annotations = cfg->image->annotations;
+		s->n_annotations = cfg->image->n_annotations;
+	}
+	return s;
+}
+
+rpc_code cri_list_containers(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			     void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(ContainerFilter) *f = ((const R(ListContainersRequest) *)req)->filter;
+	ad_error *e = NULL;
+	mgr_ctr **v = NULL;
+	if (mgr_ctr_list(m, f && !empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) < 0)
+		return fail(call, e);
+	size_t n = 0;
+	while (v[n])
+		n++;
+	R(ListContainersResponse) *r = (R(ListContainersResponse) *)resp;
+	r->containers = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	for (size_t i = 0; i < n; i++) {
+		mgr_ctr *c = v[i];
+		if (f && !empty(f->id) && strncmp(c->id, f->id, strlen(f->id)) != 0)
+			continue;
+		if (f && f->state && f->state->state != ctr_state(c))
+			continue;
+		R(ContainerConfig) *cfg = unpack_in_call(
+		    call, &runtime__v1__container_config__descriptor, c->config_len, c->config);
+		if (!cfg)
+			continue;
+		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
+				       cfg->n_labels, (void *const *)cfg->labels))
+			continue;
+		R(Container) *it = rpc_call_alloc(call, sizeof(*it));
+		runtime__v1__container__init(it);
+		it->id = rpc_call_strdup(call, c->id);
+		it->pod_sandbox_id = rpc_call_strdup(call, c->pod_id);
+		it->metadata = cfg->metadata;
+		it->image = image_spec(call, c, cfg);
+		it->image_ref = rpc_call_strdup(call, c->image_ref ? c->image_ref : "");
+		it->image_id = rpc_call_strdup(call, c->image_id ? c->image_id : "");
+		it->state = ctr_state(c);
+		it->created_at = c->created_ns;
+		COPY_MAP(call, it, labels, runtime__v1__container__labels_entry__descriptor,
+			 cfg->n_labels, cfg->labels);
+		COPY_MAP(call, it, annotations,
+			 runtime__v1__container__annotations_entry__descriptor, cfg->n_annotations,
+			 cfg->annotations);
+		r->containers[r->n_containers++] = it;
+	}
+	mgr_ctrs_free(v);
+	return RPC_OK;
+}
+
+rpc_code cri_container_status(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			      void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(ContainerStatusRequest) *q = (const R(ContainerStatusRequest) *)req;
+	if (empty(q->container_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	ad_error *e = NULL;
+	mgr_ctr *c = NULL;
+	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
+		return fail(call, e);
+	R(ContainerConfig) *cfg = unpack_in_call(call, &runtime__v1__container_config__descriptor,
+						 c->config_len, c->config);
+	R(ContainerStatus) *st = rpc_call_alloc(call, sizeof(*st));
+	runtime__v1__container_status__init(st);
+	st->id = rpc_call_strdup(call, c->id);
+	st->state = ctr_state(c);
+	st->created_at = c->created_ns;
+	st->started_at = c->started_ns;
+	st->finished_at = c->finished_ns;
+	st->exit_code = c->exit_code;
+	st->image = image_spec(call, c, cfg);
+	st->image_ref = rpc_call_strdup(call, c->image_ref ? c->image_ref : "");
+	st->image_id = rpc_call_strdup(call, c->image_id ? c->image_id : "");
+	st->reason = rpc_call_strdup(call, c->reason ? c->reason : "");
+	st->message = rpc_call_strdup(call, c->message ? c->message : "");
+	st->log_path = rpc_call_strdup(call, c->log_path ? c->log_path : "");
+	if (cfg) {
+		st->metadata = cfg->metadata;
+		COPY_MAP(call, st, labels, runtime__v1__container_status__labels_entry__descriptor,
+			 cfg->n_labels, cfg->labels);
+		COPY_MAP(call, st, annotations,
+			 runtime__v1__container_status__annotations_entry__descriptor,
+			 cfg->n_annotations, cfg->annotations);
+		st->mounts = cfg->mounts;
+		st->n_mounts = cfg->n_mounts;
+		st->stop_signal = cfg->stop_signal;
+	}
+	R(ContainerStatusResponse) *r = (R(ContainerStatusResponse) *)resp;
+	r->status = st;
+	if (q->verbose) {
+		json_t *o =
+		    json_pack("{s:s, s:s, s:s, s:s*}", "id", c->id, "sandboxId", c->pod_id,
+			      "imageId", c->image_id ? c->image_id : "", "logPath", c->log_path);
+		char *s = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+		R(ContainerStatusResponse__InfoEntry) *ie = rpc_call_alloc(call, sizeof(*ie));
+		runtime__v1__container_status_response__info_entry__init(ie);
+		ie->key = rpc_call_strdup(call, "info");
+		ie->value = rpc_call_strdup(call, s);
+		free(s);
+		r->info = rpc_call_alloc(call, sizeof(*r->info));
+		r->info[0] = ie;
+		r->n_info = 1;
+	}
+	mgr_ctr_free(c);
+	return RPC_OK;
+}
+
+rpc_code cri_exec_sync(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+		       void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(ExecSyncRequest) *q = (const R(ExecSyncRequest) *)req;
+	if (empty(q->container_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	if (q->n_cmd == 0)
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "ExecSync: cmd is required");
+	const char **args = rpc_call_alloc(call, (q->n_cmd + 1) * sizeof(char *));
+	for (size_t i = 0; i < q->n_cmd; i++)
+		args[i] = q->cmd[i];
+	args[q->n_cmd] = NULL;
+	ad_error *e = NULL;
+	rt_exec_result res = {0};
+	if (mgr_ctr_exec_sync(m, q->container_id, args, q->timeout, 0, &res, &e) < 0)
+		return fail(call, e);
+	R(ExecSyncResponse) *r = (R(ExecSyncResponse) *)resp;
+	if (res.timed_out) {
+		rt_exec_result_clear(&res);
+		return rpc_call_error(call, RPC_DEADLINE_EXCEEDED,
+				      "ExecSync in %s: command timed out after %llds",
+				      q->container_id, (long long)q->timeout);
+	}
+	r->stdout.data = rpc_call_alloc(call, res.out_len + 1);
+	memcpy(r->stdout.data, res.out ? res.out : "", res.out_len);
+	r->stdout.len = res.out_len;
+	r->stderr.data = rpc_call_alloc(call, res.err_len + 1);
+	memcpy(r->stderr.data, res.err ? res.err : "", res.err_len);
+	r->stderr.len = res.err_len;
+	r->exit_code = res.exit_code;
+	rt_exec_result_clear(&res);
+	return RPC_OK;
+}

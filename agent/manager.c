@@ -1,0 +1,950 @@
+/* The pod half of the manager: pod sandboxes (network namespace pin, CNI,
+ * the infra process that holds the IPC/UTS/PID namespaces, the per-pod
+ * hosts/hostname/resolv.conf) and what both halves share (DB, id holds). */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "manager_int.h"
+
+#define INFRA_BINARY "agentd-infra"
+#define INFRA_STOP_GRACE_MS 2000
+#define POD_CTR_STOP_GRACE_MS 2000
+
+static mgr *_Atomic default_mgr;
+
+void mgr_set_default(mgr *m)
+{
+	atomic_store(&default_mgr, m);
+}
+
+mgr *mgr_default(void)
+{
+	return atomic_load(&default_mgr);
+}
+
+void mgr_strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+/* ---- holds ---------------------------------------------------------------- */
+void mgr_hold(mgr *m, const char *id)
+{
+	pthread_mutex_lock(&m->busy_lock);
+	for (;;) {
+		bool taken = false;
+		for (size_t i = 0; i < m->n_busy && !taken; i++)
+			taken = strcmp(m->busy[i], id) == 0;
+		if (!taken)
+			break;
+		pthread_cond_wait(&m->busy_cond, &m->busy_lock);
+	}
+	if (m->n_busy == m->cap_busy) {
+		m->cap_busy = m->cap_busy ? 2 * m->cap_busy : 16;
+		m->busy = ad_realloc(m->busy, m->cap_busy * sizeof(char *));
+	}
+	m->busy[m->n_busy++] = ad_strdup(id);
+	pthread_mutex_unlock(&m->busy_lock);
+}
+
+void mgr_release(mgr *m, const char *id)
+{
+	pthread_mutex_lock(&m->busy_lock);
+	for (size_t i = 0; i < m->n_busy; i++) {
+		if (strcmp(m->busy[i], id) == 0) {
+			free(m->busy[i]);
+			m->busy[i] = m->busy[--m->n_busy];
+			break;
+		}
+	}
+	pthread_cond_broadcast(&m->busy_cond);
+	pthread_mutex_unlock(&m->busy_lock);
+}
+
+char *mgr_new_id(void)
+{
+	uint8_t b[32];
+	size_t got = 0;
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+		if (n > 0)
+			got += (size_t)n;
+		else if (errno != EINTR)
+			abort();
+	}
+	char *s = ad_malloc0(65);
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(s + 2 * i, 3, "%02x", b[i]);
+	return s;
+}
+
+/* ---- DB ------------------------------------------------------------------- */
+static int bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
+{
+	int idx = 1;
+	for (const char *f = fmt; *f; f++, idx++) {
+		int rc;
+		if (*f == 's') {
+			const char *s = va_arg(ap, const char *);
+			rc = s ? sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT)
+			       : sqlite3_bind_null(st, idx);
+		} else if (*f == 'i') {
+			rc = sqlite3_bind_int64(st, idx, va_arg(ap, int64_t));
+		} else {
+			const void *p = va_arg(ap, const void *);
+			size_t len = va_arg(ap, size_t);
+			rc = sqlite3_bind_blob(st, idx, p ? p : "", (int)len, SQLITE_TRANSIENT);
+		}
+		if (rc != SQLITE_OK)
+			return -1;
+	}
+	return 0;
+}
+
+/* One statement (its own transaction). fmt: s = text (NULL binds NULL),
+ * i = int64_t, b = blob (pointer, size_t). */
+int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)
+{
+	pthread_mutex_lock(&m->db_lock);
+	sqlite3_stmt *st;
+	int r = ad_db_prepare(m->db, sql, &st, err);
+	if (r == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		if (bind_args(st, fmt, ap) < 0 || sqlite3_step(st) != SQLITE_DONE)
+			r = ad_db_fail(m->db, err, "state DB");
+		va_end(ap);
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&m->db_lock);
+	return r;
+}
+
+static char *col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	return t ? ad_strdup((const char *)t) : NULL;
+}
+
+static uint8_t *col_blob(sqlite3_stmt *st, int i, size_t *ret_len)
+{
+	const void *b = sqlite3_column_blob(st, i);
+	size_t n = (size_t)sqlite3_column_bytes(st, i);
+	*ret_len = n;
+	uint8_t *p = ad_malloc0(n + 1);
+	if (b && n)
+		memcpy(p, b, n);
+	return p;
+}
+
+void mgr_pod_free(mgr_pod *p)
+{
+	if (!p)
+		return;
+	free(p->id);
+	free(p->name);
+	free(p->namespace_);
+	free(p->uid);
+	free(p->netns);
+	free(p->infra_id);
+	free(p->cni_result);
+	free(p->ports_json);
+	free(p->cni_net);
+	free(p->log_directory);
+	free(p->hostname);
+	free(p->dir);
+	free(p->runtime_handler);
+	free(p->config);
+	free(p);
+}
+
+void mgr_pods_free(mgr_pod **v)
+{
+	if (!v)
+		return;
+	for (mgr_pod **p = v; *p; p++)
+		mgr_pod_free(*p);
+	free(v);
+}
+
+#define POD_COLS                                                                                   \
+	"id, name, namespace, uid, attempt, state, created_ns, netns, infra_id, cni_result,"       \
+	" port_mappings, cni_net, log_directory, hostname, dir, runtime_handler, config"
+
+static mgr_pod *pod_from_row(sqlite3_stmt *st)
+{
+	mgr_pod *p = ad_malloc0(sizeof(*p));
+	p->id = col_text(st, 0);
+	p->name = col_text(st, 1);
+	p->namespace_ = col_text(st, 2);
+	p->uid = col_text(st, 3);
+	p->attempt = (uint32_t)sqlite3_column_int64(st, 4);
+	p->state = (mgr_pod_state)sqlite3_column_int(st, 5);
+	p->created_ns = sqlite3_column_int64(st, 6);
+	p->netns = col_text(st, 7);
+	p->infra_id = col_text(st, 8);
+	p->cni_result = col_text(st, 9);
+	p->ports_json = col_text(st, 10);
+	p->cni_net = col_text(st, 11);
+	p->log_directory = col_text(st, 12);
+	p->hostname = col_text(st, 13);
+	p->dir = col_text(st, 14);
+	p->runtime_handler = col_text(st, 15);
+	p->config = col_blob(st, 16, &p->config_len);
+	return p;
+}
+
+/* Rows of `sql` (one optional text parameter) as pods. */
+static int pod_query(mgr *m, const char *sql, const char *param, mgr_pod ***ret, size_t *ret_n,
+		     ad_error **err)
+{
+	pthread_mutex_lock(&m->db_lock);
+	sqlite3_stmt *st;
+	mgr_pod **v = ad_malloc0(sizeof(*v));
+	size_t n = 0;
+	int r = ad_db_prepare(m->db, sql, &st, err);
+	if (r == 0) {
+		if (param)
+			sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT);
+		int rc;
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			v = ad_realloc(v, (n + 2) * sizeof(*v));
+			v[n++] = pod_from_row(st);
+			v[n] = NULL;
+		}
+		if (rc != SQLITE_DONE)
+			r = ad_db_fail(m->db, err, "state DB: pods");
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&m->db_lock);
+	if (r < 0) {
+		mgr_pods_free(v);
+		return -1;
+	}
+	*ret = v;
+	if (ret_n)
+		*ret_n = n;
+	return 0;
+}
+
+int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err)
+{
+	mgr_pod **v;
+	size_t n;
+	if (pod_query(m, "SELECT " POD_COLS " FROM pods WHERE id = ?1", id, &v, &n, err) < 0)
+		return -1;
+	if (n == 0) {
+		mgr_pods_free(v);
+		return ad_fail(err, AD_E_NOT_FOUND, "pod sandbox %s not found", id);
+	}
+	*ret = v[0];
+	v[0] = NULL;
+	mgr_pods_free(v);
+	return 0;
+}
+
+int mgr_pod_list(mgr *m, mgr_pod ***ret, ad_error **err)
+{
+	return pod_query(m, "SELECT " POD_COLS " FROM pods WHERE state != 0 ORDER BY created_ns",
+			 NULL, ret, NULL, err);
+}
+
+char **mgr_pod_ips(const mgr_pod *p)
+{
+	if (!p->cni_result)
+		return NULL;
+	char **ips = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (cni_result_ips(p->cni_result, &ips, NULL, &e) < 0)
+		return NULL;
+	return ips;
+}
+
+char *mgr_kv_json(size_t n, void *const *entries)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; i < n; i++) {
+		/* Every CRI map entry is {base, key, value}. */
+		const Runtime__V1__KeyValue *kv = entries[i];
+		json_object_set_new(o, kv->key, json_string(kv->value));
+	}
+	char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	return s;
+}
+
+void mgr_cni_opts(mgr *m, cni_opts *o)
+{
+	*o = (cni_opts){
+	    .conf_dirs = (const char *const *)m->conf_dirs,
+	    .plugin_dirs = (const char *const *)m->plugin_dirs,
+	};
+}
+
+int mgr_network_ready(mgr *m, ad_error **err)
+{
+	cni_opts o;
+	mgr_cni_opts(m, &o);
+	return cni_network_ready(&o, err);
+}
+
+/* ---- pod network ------------------------------------------------------------ */
+static Runtime__V1__NamespaceMode pod_ns_mode(const Runtime__V1__PodSandboxConfig *cfg, char which)
+{
+	const Runtime__V1__NamespaceOption *o =
+	    cfg->linux && cfg->linux->security_context
+		? cfg->linux->security_context->namespace_options
+		: NULL;
+	if (!o)
+		return RUNTIME__V1__NAMESPACE_MODE__POD;
+	return which == 'n' ? o->network : which == 'p' ? o->pid : o->ipc;
+}
+
+static char *ports_to_json(const Runtime__V1__PodSandboxConfig *cfg)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < cfg->n_port_mappings; i++) {
+		const Runtime__V1__PortMapping *pm = cfg->port_mappings[i];
+		const char *proto = pm->protocol == RUNTIME__V1__PROTOCOL__UDP	  ? "udp"
+				    : pm->protocol == RUNTIME__V1__PROTOCOL__SCTP ? "sctp"
+										  : "tcp";
+		json_array_append_new(a, json_pack("{s:i, s:i, s:s, s:s}", "hostPort",
+						   (int)pm->host_port, "containerPort",
+						   (int)pm->container_port, "protocol", proto,
+						   "hostIP", pm->host_ip ? pm->host_ip : ""));
+	}
+	char *s = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return s;
+}
+
+/* The port mappings stored beside the ADD result; `*ret_json` owns the strings. */
+static cni_port_mapping *ports_from_json(const char *text, size_t *ret_n, json_t **ret_json)
+{
+	*ret_n = 0;
+	*ret_json = NULL;
+	if (!text)
+		return NULL;
+	json_t *a = json_loads(text, 0, NULL);
+	if (!json_is_array(a)) {
+		json_decref(a);
+		return NULL;
+	}
+	size_t n = json_array_size(a);
+	cni_port_mapping *pm = ad_malloc0((n + 1) * sizeof(*pm));
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_array_get(a, i);
+		pm[i].host_port = (uint16_t)json_integer_value(json_object_get(o, "hostPort"));
+		pm[i].container_port =
+		    (uint16_t)json_integer_value(json_object_get(o, "containerPort"));
+		pm[i].protocol = json_string_value(json_object_get(o, "protocol"));
+		pm[i].host_ip = json_string_value(json_object_get(o, "hostIP"));
+	}
+	*ret_n = n;
+	*ret_json = a;
+	return pm;
+}
+
+/* CNI DEL with what was stored at ADD time; idempotent. */
+static int pod_network_down(mgr *m, const mgr_pod *p, ad_error **err)
+{
+	if (!p->cni_net)
+		return 0;
+	cni_opts o;
+	mgr_cni_opts(m, &o);
+	cni_net *net = NULL;
+	if (cni_net_parse(&o, p->cni_net, "stored network config", &net, err) < 0)
+		return -1;
+	json_t *pj;
+	size_t n_pm;
+	cni_port_mapping *pm = ports_from_json(p->ports_json, &n_pm, &pj);
+	cni_pod cp = {
+	    .container_id = p->id,
+	    .netns_path = p->netns,
+	    .pod_namespace = p->namespace_,
+	    .pod_name = p->name,
+	    .pod_uid = p->uid,
+	    .port_mappings = pm,
+	    .n_port_mappings = n_pm,
+	};
+	int r = cni_del(net, &cp, p->cni_result, err);
+	free(pm);
+	json_decref(pj);
+	cni_net_free(net);
+	return r;
+}
+
+/* ---- per-pod files ---------------------------------------------------------- */
+static int write_text(const char *dir, const char *name, const char *text, ad_error **err)
+{
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", dir);
+	return ad_write_file_atomic(fd, name, text, strlen(text), 0644, err);
+}
+
+static int pod_write_files(const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg,
+			   const char *ip, ad_error **err)
+{
+	const char *hn = p->hostname && *p->hostname ? p->hostname : p->name;
+	_cleanup_free_ char *hostname = ad_asprintf("%s\n", hn);
+	if (write_text(p->dir, "hostname", hostname, err) < 0)
+		return -1;
+	_cleanup_free_ char *hosts =
+	    ad_asprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s%s%s%s",
+			ip ? ip : "", ip ? "\t" : "", ip ? hn : "", ip ? "\n" : "");
+	if (write_text(p->dir, "hosts", hosts, err) < 0)
+		return -1;
+
+	_cleanup_free_ char *resolv = NULL;
+	const Runtime__V1__DNSConfig *dns = cfg->dns_config;
+	if (dns && (dns->n_servers || dns->n_searches || dns->n_options)) {
+		size_t len = 0;
+		_cleanup_fclose_ FILE *f = NULL;
+		char *buf = NULL;
+		f = open_memstream(&buf, &len);
+		if (!f)
+			return ad_fail_errno(err, AD_E_INTERNAL, "open_memstream");
+		for (size_t i = 0; i < dns->n_servers; i++)
+			fprintf(f, "nameserver %s\n", dns->servers[i]);
+		if (dns->n_searches) {
+			fputs("search", f);
+			for (size_t i = 0; i < dns->n_searches; i++)
+				fprintf(f, " %s", dns->searches[i]);
+			fputc('\n', f);
+		}
+		if (dns->n_options) {
+			fputs("options", f);
+			for (size_t i = 0; i < dns->n_options; i++)
+				fprintf(f, " %s", dns->options[i]);
+			fputc('\n', f);
+		}
+		fclose(f);
+		f = NULL;
+		resolv = buf;
+	} else {
+		/* No DNSConfig: the node's resolver, as containerd does. */
+		size_t n;
+		_cleanup_error_ ad_error *e = NULL;
+		if (ad_read_file(AT_FDCWD, "/etc/resolv.conf", 1 << 20, &resolv, &n, &e) < 0)
+			resolv = ad_strdup("");
+	}
+	return write_text(p->dir, "resolv.conf", resolv, err);
+}
+
+/* ---- infra process -------------------------------------------------------- */
+static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg,
+		       ad_error **err)
+{
+	static const char *const args[] = {"/" INFRA_BINARY, NULL};
+	rt_config rc;
+	rt_config_init(&rc);
+	rc.id = p->infra_id;
+	rc.rootfs = m->infra_rootfs;
+	rc.args = args;
+	rc.security.readonly_rootfs = true;
+	rc.security.no_new_privs = true;
+	/* pause needs no capability at all. */
+	rc.security.capabilities_set = true;
+	bool host_net = pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__NODE;
+	if (host_net) {
+		rc.namespaces[RT_NS_NET].mode = RT_NS_SHARE_HOST;
+		rc.namespaces[RT_NS_UTS].mode = RT_NS_SHARE_HOST;
+	} else {
+		rc.namespaces[RT_NS_NET] = (rt_namespace){RT_NS_JOIN, p->netns};
+		rc.hostname = p->hostname && *p->hostname ? p->hostname : p->name;
+	}
+	if (pod_ns_mode(cfg, 'i') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+		rc.namespaces[RT_NS_IPC].mode = RT_NS_SHARE_HOST;
+	if (pod_ns_mode(cfg, 'p') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+		rc.namespaces[RT_NS_PID].mode = RT_NS_SHARE_HOST;
+	rt_container *c = NULL;
+	if (rt_create(m->rt, &rc, &c, err) < 0)
+		return ad_error_wrap(err, "infra process");
+	int r = rt_start(c, err);
+	if (r < 0) {
+		_cleanup_error_ ad_error *e2 = NULL;
+		rt_delete(c, &e2);
+		ad_error_wrap(err, "infra process");
+	}
+	rt_container_free(c);
+	return r;
+}
+
+static int infra_stop(mgr *m, const char *infra_id, bool delete, ad_error **err)
+{
+	if (!infra_id)
+		return 0;
+	rt_container *c = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (rt_open(m->rt, infra_id, &c, &e) < 0)
+		return 0; /* already gone */
+	int r = rt_stop(c, SIGTERM, INFRA_STOP_GRACE_MS, err);
+	if (r == 0 && delete)
+		r = rt_delete(c, err);
+	rt_container_free(c);
+	return r;
+}
+
+/* Undoes whatever of a pod exists: every step tolerates its part being absent. */
+static int pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
+{
+	_cleanup_error_ ad_error *first = NULL;
+	ad_error *e = NULL;
+	char **cids = NULL;
+	if (mgr_ctr_ids_of_pod(m, p->id, &cids, &e) < 0) {
+		first = e;
+		e = NULL;
+	}
+	for (char **c = cids; c && *c; c++) {
+		int r = remove ? mgr_ctr_remove_locked(m, *c, &e)
+			       : mgr_ctr_stop_locked(m, *c, POD_CTR_STOP_GRACE_MS, &e);
+		if (r < 0 && !first)
+			first = e, e = NULL;
+		ad_error_free(&e);
+	}
+	mgr_strv_free(cids);
+	if (infra_stop(m, p->infra_id, remove, &e) < 0 && !first)
+		first = e, e = NULL;
+	ad_error_free(&e);
+	if (pod_network_down(m, p, &e) < 0 && !first)
+		first = e, e = NULL;
+	ad_error_free(&e);
+	if (p->netns && cni_netns_remove(p->netns, &e) < 0 && !first)
+		first = e, e = NULL;
+	ad_error_free(&e);
+	if (remove && p->dir && ad_remove_tree(p->dir, &e) < 0 && !first)
+		first = e, e = NULL;
+	ad_error_free(&e);
+	if (first) {
+		*err = ad_steal_ptr(first);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- RunPodSandbox ------------------------------------------------------------ */
+static int pod_check_metadata(const Runtime__V1__PodSandboxConfig *cfg, ad_error **err)
+{
+	const Runtime__V1__PodSandboxMetadata *md = cfg ? cfg->metadata : NULL;
+	if (!md)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox config without metadata");
+	if (!md->name || !*md->name)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: name is required");
+	if (!md->namespace_ || !*md->namespace_)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: namespace is required");
+	if (!md->uid || !*md->uid)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: uid is required");
+	if (pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__TARGET ||
+	    pod_ns_mode(cfg, 'i') == RUNTIME__V1__NAMESPACE_MODE__TARGET ||
+	    pod_ns_mode(cfg, 'p') == RUNTIME__V1__NAMESPACE_MODE__TARGET)
+		return ad_fail(err, AD_E_INVALID, "namespace mode TARGET is for containers only");
+	return 0;
+}
+
+/* Inserts the 'creating' row; a pod of the same name, namespace and attempt
+ * → AD_E_EXISTS naming it. */
+static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *annotations,
+		      ad_error **err)
+{
+	pthread_mutex_lock(&m->db_lock);
+	int r = 0;
+	sqlite3_stmt *st;
+	/* Check and insert in one transaction so two racing runs cannot both win. */
+	if (ad_db_begin(m->db, err) < 0) {
+		pthread_mutex_unlock(&m->db_lock);
+		return -1;
+	}
+	if ((r = ad_db_prepare(m->db,
+			       "SELECT id FROM pods WHERE name = ?1 AND namespace = ?2 AND"
+			       " attempt = ?3",
+			       &st, err)) == 0) {
+		sqlite3_bind_text(st, 1, p->name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 2, p->namespace_, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 3, p->attempt);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			r = ad_fail(err, AD_E_EXISTS,
+				    "pod sandbox %s/%s (attempt %u) already exists: %s",
+				    p->namespace_, p->name, p->attempt, sqlite3_column_text(st, 0));
+		sqlite3_reset(st);
+	}
+	if (r == 0 &&
+	    (r = ad_db_prepare(m->db,
+			       "INSERT INTO pods (id, name, namespace, uid, attempt, state,"
+			       " created_ns, labels, annotations, log_directory, hostname, dir,"
+			       " runtime_handler, config) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7,"
+			       " ?8, ?9, ?10, ?11, ?12, ?13)",
+			       &st, err)) == 0) {
+		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 2, p->name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 3, p->namespace_, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 4, p->uid, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 5, p->attempt);
+		sqlite3_bind_int64(st, 6, p->created_ns);
+		sqlite3_bind_text(st, 7, labels, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 8, annotations, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 9, p->log_directory, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 10, p->hostname, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 11, p->dir, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 12, p->runtime_handler, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_blob(st, 13, p->config, (int)p->config_len, SQLITE_TRANSIENT);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = ad_db_fail(m->db, err, "state DB: insert pod");
+		sqlite3_reset(st);
+	}
+	if (r == 0)
+		r = ad_db_commit(m->db, err);
+	else
+		ad_db_rollback(m->db);
+	pthread_mutex_unlock(&m->db_lock);
+	return r;
+}
+
+int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *runtime_handler,
+		char **ret_id, ad_error **err)
+{
+	if (mgr_need_rt(m, err) < 0 || pod_check_metadata(cfg, err) < 0)
+		return -1;
+	if (runtime_handler && *runtime_handler && strcmp(runtime_handler, "agentd") != 0)
+		return ad_fail(err, AD_E_INVALID, "unknown runtime handler '%s'", runtime_handler);
+
+	mgr_pod *p = ad_malloc0(sizeof(*p));
+	p->id = mgr_new_id();
+	p->name = ad_strdup(cfg->metadata->name);
+	p->namespace_ = ad_strdup(cfg->metadata->namespace_);
+	p->uid = ad_strdup(cfg->metadata->uid);
+	p->attempt = cfg->metadata->attempt;
+	p->created_ns = ad_now_ns();
+	p->log_directory = ad_strdup(cfg->log_directory ? cfg->log_directory : "");
+	p->hostname = ad_strdup(cfg->hostname ? cfg->hostname : "");
+	p->dir = ad_asprintf("%s/%s", m->pods_dir, p->id);
+	p->runtime_handler = ad_strdup(runtime_handler ? runtime_handler : "");
+	p->infra_id = ad_strdup(p->id);
+	p->config_len = protobuf_c_message_get_packed_size(&cfg->base);
+	p->config = ad_malloc0(p->config_len + 1);
+	protobuf_c_message_pack(&cfg->base, p->config);
+
+	_cleanup_free_ char *labels = mgr_kv_json(cfg->n_labels, (void *const *)cfg->labels);
+	_cleanup_free_ char *annotations =
+	    mgr_kv_json(cfg->n_annotations, (void *const *)cfg->annotations);
+	if (pod_insert(m, p, labels, annotations, err) < 0) {
+		mgr_pod_free(p);
+		return -1;
+	}
+	mgr_hold(m, p->id);
+
+	int r = ad_mkdir_p(p->dir, 0755, err);
+	if (r == 0 && pod_ns_mode(cfg, 'n') != RUNTIME__V1__NAMESPACE_MODE__NODE) {
+		r = cni_netns_create(m->netns_dir, p->id, &p->netns, err);
+		if (r == 0)
+			r = mgr_db_exec(m, err, "UPDATE pods SET netns = ?2 WHERE id = ?1", "ss",
+					p->id, p->netns);
+		if (r == 0)
+			r = cni_loopback_up(p->netns, err);
+		cni_net *net = NULL;
+		cni_opts o;
+		mgr_cni_opts(m, &o);
+		if (r == 0)
+			r = cni_net_load(&o, &net, err);
+		if (r == 0) {
+			/* Stored before ADD: a crash during ADD still gets its DEL. */
+			p->cni_net = cni_net_json(net);
+			p->ports_json = ports_to_json(cfg);
+			r = mgr_db_exec(
+			    m, err,
+			    "UPDATE pods SET cni_net = ?2, port_mappings = ?3 WHERE id = ?1", "sss",
+			    p->id, p->cni_net, p->ports_json);
+		}
+		if (r == 0) {
+			json_t *pj;
+			size_t n_pm;
+			cni_port_mapping *pm = ports_from_json(p->ports_json, &n_pm, &pj);
+			cni_pod cp = {
+			    .container_id = p->id,
+			    .netns_path = p->netns,
+			    .pod_namespace = p->namespace_,
+			    .pod_name = p->name,
+			    .pod_uid = p->uid,
+			    .port_mappings = pm,
+			    .n_port_mappings = n_pm,
+			};
+			r = cni_add(net, &cp, &p->cni_result, err);
+			free(pm);
+			json_decref(pj);
+			if (r == 0)
+				r = mgr_db_exec(m, err,
+						"UPDATE pods SET cni_result = ?2 WHERE id = ?1",
+						"ss", p->id, p->cni_result);
+		}
+		cni_net_free(net);
+	}
+	if (r == 0) {
+		char **ips = mgr_pod_ips(p);
+		r = pod_write_files(p, cfg, ips && ips[0] ? ips[0] : NULL, err);
+		cni_strv_free(ips);
+	}
+	if (r == 0)
+		r = mgr_db_exec(m, err, "UPDATE pods SET infra_id = ?2 WHERE id = ?1", "ss", p->id,
+				p->infra_id);
+	if (r == 0)
+		r = infra_start(m, p, cfg, err);
+	if (r == 0)
+		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", p->id,
+				(int64_t)MGR_POD_READY);
+	if (r < 0) {
+		_cleanup_error_ ad_error *e2 = NULL;
+		if (pod_teardown(m, p, true, &e2) < 0)
+			ad_warn("pod %s: cleanup after a failed start: %s", p->id, e2->message);
+		_cleanup_error_ ad_error *e3 = NULL;
+		if (mgr_db_exec(m, &e3, "DELETE FROM pods WHERE id = ?1", "s", p->id) < 0)
+			ad_warn("pod %s: %s", p->id, e3->message);
+		mgr_release(m, p->id);
+		mgr_pod_free(p);
+		return -1;
+	}
+	ad_info("pod %s (%s/%s) ready", p->id, p->namespace_, p->name);
+	mgr_release(m, p->id);
+	*ret_id = ad_strdup(p->id);
+	mgr_pod_free(p);
+	return 0;
+}
+
+int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
+{
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	mgr_hold(m, id);
+	mgr_pod *p = NULL;
+	int r = mgr_pod_get(m, id, &p, err);
+	if (r == 0)
+		r = pod_teardown(m, p, false, err);
+	if (r == 0)
+		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", id,
+				(int64_t)MGR_POD_NOTREADY);
+	if (r < 0 && p)
+		ad_error_wrap(err, "stop pod sandbox %s", id);
+	mgr_pod_free(p);
+	mgr_release(m, id);
+	return r;
+}
+
+int mgr_pod_remove(mgr *m, const char *id, ad_error **err)
+{
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	mgr_hold(m, id);
+	mgr_pod *p = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	int r = 0;
+	if (mgr_pod_get(m, id, &p, &e) < 0) {
+		if (e->code != AD_E_NOT_FOUND) {
+			*err = ad_steal_ptr(e);
+			r = -1;
+		}
+		mgr_release(m, id);
+		return r;
+	}
+	r = pod_teardown(m, p, true, err);
+	if (r == 0)
+		r = mgr_db_exec(m, err, "DELETE FROM pods WHERE id = ?1", "s", id);
+	if (r < 0)
+		ad_error_wrap(err, "remove pod sandbox %s", id);
+	else
+		ad_info("pod %s removed", id);
+	mgr_pod_free(p);
+	mgr_release(m, id);
+	return r;
+}
+
+/* ---- open/close ------------------------------------------------------------- */
+static char **split_dirs(const char *s)
+{
+	size_t n = 0;
+	char **v = ad_malloc0(sizeof(char *));
+	for (const char *p = s; p && *p;) {
+		size_t len = strcspn(p, ":");
+		if (len) {
+			v = ad_realloc(v, (n + 2) * sizeof(char *));
+			v[n++] = ad_strndup(p, len);
+			v[n] = NULL;
+		}
+		p += len;
+		if (*p == ':')
+			p++;
+	}
+	return v;
+}
+
+int mgr_need_rt(mgr *m, ad_error **err)
+{
+	if (m->rt)
+		return 0;
+	return ad_fail(err, AD_E_UNAVAILABLE, "the container runtime is unavailable: %s",
+		       m->rt_error ? m->rt_error : "not set up");
+}
+
+/* The shim: AGENTD_SHIM (read by the runtime), beside agentd in a build tree,
+ * or the runtime's default (installed). */
+static char *find_shim(void)
+{
+	if (getenv("AGENTD_SHIM"))
+		return NULL;
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return NULL;
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	if (!slash)
+		return NULL;
+	*slash = '\0';
+	char *cand = ad_asprintf("%s/../runtime/agentd-shim", self);
+	if (access(cand, X_OK) == 0)
+		return cand;
+	free(cand);
+	return NULL;
+}
+
+/* The infra binary: AGENTD_INFRA, beside agentd (a build tree), or installed. */
+static char *find_infra_binary(void)
+{
+	const char *env = getenv("AGENTD_INFRA");
+	if (env && *env)
+		return ad_strdup(env);
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			char *cand = ad_asprintf("%s/infra/%s", self, INFRA_BINARY);
+			if (access(cand, X_OK) == 0)
+				return cand;
+			free(cand);
+			cand = ad_asprintf("%s/%s", self, INFRA_BINARY);
+			if (access(cand, X_OK) == 0)
+				return cand;
+			free(cand);
+		}
+	}
+	return ad_strdup("/usr/libexec/agentd/" INFRA_BINARY);
+}
+
+/* <root>/infra-rootfs: the binary and the mount points, nothing else. */
+static int make_infra_rootfs(mgr *m, ad_error **err)
+{
+	static const char *const dirs[] = {"proc", "dev", "sys", "etc", "tmp"};
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		_cleanup_free_ char *d = ad_asprintf("%s/%s", m->infra_rootfs, dirs[i]);
+		if (ad_mkdir_p(d, 0755, err) < 0)
+			return -1;
+	}
+	_cleanup_free_ char *src = find_infra_binary();
+	_cleanup_free_ char *data = NULL;
+	size_t len;
+	if (ad_read_file(AT_FDCWD, src, 16 << 20, &data, &len, err) < 0)
+		return ad_error_wrap(err, "infra binary");
+	_cleanup_close_ int fd = open(m->infra_rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", m->infra_rootfs);
+	return ad_write_file_atomic(fd, INFRA_BINARY, data, len, 0755, err);
+}
+
+/* Half-created pods (agentd died in RunPodSandbox) are undone. */
+static void pod_reconcile(mgr *m)
+{
+	mgr_pod **v = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (pod_query(m, "SELECT " POD_COLS " FROM pods WHERE state = 0", NULL, &v, NULL, &e) < 0) {
+		ad_warn("reconcile pods: %s", e->message);
+		return;
+	}
+	for (mgr_pod **p = v; *p; p++) {
+		ad_error *e2 = NULL;
+		ad_info("pod %s: cleaning up an interrupted start", (*p)->id);
+		if (pod_teardown(m, *p, true, &e2) < 0 ||
+		    mgr_db_exec(m, &e2, "DELETE FROM pods WHERE id = ?1", "s", (*p)->id) < 0)
+			ad_warn("pod %s: %s", (*p)->id, e2->message);
+		ad_error_free(&e2);
+	}
+	mgr_pods_free(v);
+}
+
+int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
+{
+	mgr *m = ad_malloc0(sizeof(*m));
+	pthread_mutex_init(&m->db_lock, NULL);
+	pthread_mutex_init(&m->busy_lock, NULL);
+	pthread_cond_init(&m->busy_cond, NULL);
+	m->root = ad_strdup(cfg->root);
+	m->state = ad_strdup(cfg->state);
+	m->images = images;
+	m->conf_dirs = split_dirs(cfg->cni_conf_dir);
+	m->plugin_dirs = split_dirs(cfg->cni_plugin_dirs);
+	m->netns_dir = *cfg->cni_netns_dir ? ad_strdup(cfg->cni_netns_dir)
+					   : ad_asprintf("%s/netns", cfg->state);
+	m->infra_rootfs = ad_asprintf("%s/infra-rootfs", cfg->root);
+	m->pods_dir = ad_asprintf("%s/pods", cfg->state);
+	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", cfg->root);
+	_cleanup_free_ char *rt_state = ad_asprintf("%s/containers", cfg->state);
+	_cleanup_free_ char *shim = find_shim();
+	rt_options ro = {.state_root = rt_state, .shim_path = shim};
+	if (ad_db_open(db_path, &m->db, err) < 0 || ad_mkdir_p(m->pods_dir, 0711, err) < 0) {
+		mgr_close(m);
+		return -1;
+	}
+	/* Without a runtime agentd still serves images and the rest; the pod
+	 * RPCs answer UNAVAILABLE with the reason. */
+	ad_error *e = NULL;
+	if (make_infra_rootfs(m, &e) < 0 || rt_runtime_new(&ro, &m->rt, &e) < 0) {
+		ad_warn("pods and containers unavailable: %s", e->message);
+		m->rt_error = ad_strdup(e->message);
+		ad_error_free(&e);
+		m->rt = NULL;
+	} else {
+		pod_reconcile(m);
+		mgr_ctr_reconcile(m);
+	}
+	*ret = m;
+	return 0;
+}
+
+void mgr_close(mgr *m)
+{
+	if (!m)
+		return;
+	if (m->rt)
+		rt_runtime_free(m->rt);
+	if (m->db)
+		ad_db_close(m->db);
+	mgr_strv_free(m->conf_dirs);
+	mgr_strv_free(m->plugin_dirs);
+	for (size_t i = 0; i < m->n_busy; i++)
+		free(m->busy[i]);
+	free(m->busy);
+	free(m->rt_error);
+	free(m->netns_dir);
+	free(m->infra_rootfs);
+	free(m->pods_dir);
+	free(m->root);
+	free(m->state);
+	pthread_mutex_destroy(&m->db_lock);
+	pthread_mutex_destroy(&m->busy_lock);
+	pthread_cond_destroy(&m->busy_cond);
+	free(m);
+}

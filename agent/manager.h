@@ -1,0 +1,139 @@
+/* manager.h — agentd's pods and containers: the state machine behind the CRI
+ * RuntimeService. Every transition is written to the state DB (one
+ * transaction) before it is acknowledged; the runtime (libadruntime), the
+ * image store (overlay rootfs) and CNI (libadcni) do the work.
+ *
+ * The manager keeps the CRI requests it was given (packed protobuf) so that
+ * status and list answers carry the caller's own metadata, labels and
+ * annotations back. */
+#ifndef AGENTD_MANAGER_H
+#define AGENTD_MANAGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "cri/api.pb-c.h"
+#include "runtime.h"
+#include "store.h"
+
+typedef struct mgr mgr;
+
+typedef enum mgr_pod_state {
+	MGR_POD_CREATING = 0, /* half set up: cleaned up on start */
+	MGR_POD_READY,
+	MGR_POD_NOTREADY,
+} mgr_pod_state;
+
+typedef enum mgr_ctr_state {
+	MGR_CTR_CREATING = 0,
+	MGR_CTR_CREATED,
+	MGR_CTR_RUNNING,
+	MGR_CTR_EXITED,
+} mgr_ctr_state;
+
+typedef struct mgr_pod {
+	char *id;
+	char *name, *namespace_, *uid;
+	uint32_t attempt;
+	mgr_pod_state state;
+	int64_t created_ns;
+	char *netns;	  /* pin path; NULL with host networking or once removed */
+	char *infra_id;	  /* runtime id of the infra process */
+	char *cni_result; /* the ADD result (JSON) or NULL */
+	char *ports_json; /* the port mappings given to ADD (DEL needs them) */
+	char *cni_net;	  /* the network config list the ADD used */
+	char *log_directory;
+	char *hostname;
+	char *dir; /* resolv.conf, hostname, hosts for the containers */
+	char *runtime_handler;
+	uint8_t *config; /* packed runtime.v1.PodSandboxConfig */
+	size_t config_len;
+} mgr_pod;
+
+typedef struct mgr_ctr {
+	char *id;
+	char *pod_id;
+	char *name;
+	uint32_t attempt;
+	mgr_ctr_state state;
+	char *image;	 /* as requested */
+	char *image_id;	 /* "sha256:..." */
+	char *image_ref; /* repo digest if known, else the id */
+	int64_t created_ns, started_ns, finished_ns;
+	int exit_code;
+	char *reason, *message;
+	char *log_path;
+	char *image_config; /* the image's config JSON at create time */
+	uint8_t *config;    /* packed runtime.v1.ContainerConfig */
+	size_t config_len;
+} mgr_ctr;
+
+void mgr_pod_free(mgr_pod *p);
+void mgr_pods_free(mgr_pod **v); /* NULL-terminated */
+void mgr_ctr_free(mgr_ctr *c);
+void mgr_ctrs_free(mgr_ctr **v);
+
+/* Opens the manager's DB connection, the runtime, the infra rootfs under
+ * cfg->root, and reconciles the DB with the shims. */
+int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err);
+void mgr_close(mgr *m);
+/* The one manager the CRI handlers use (set by main.c before serving). */
+void mgr_set_default(mgr *m);
+mgr *mgr_default(void);
+
+/* NetworkReady: 0, or -1 with the reason. */
+int mgr_network_ready(mgr *m, ad_error **err);
+
+/* ---- pods ---- */
+int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *runtime_handler,
+		char **ret_id, ad_error **err);
+/* Unknown id: AD_E_NOT_FOUND. Stopping twice is fine. */
+int mgr_pod_stop(mgr *m, const char *id, ad_error **err);
+/* Unknown id is not an error (already removed). */
+int mgr_pod_remove(mgr *m, const char *id, ad_error **err);
+int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err);
+/* NULL-terminated. */
+int mgr_pod_list(mgr *m, mgr_pod ***ret, ad_error **err);
+/* The pod's IPs from its CNI result (NULL-terminated, mgr_strv_free) or NULL. */
+char **mgr_pod_ips(const mgr_pod *p);
+void mgr_strv_free(char **v);
+
+/* ---- containers ---- */
+int mgr_ctr_create(mgr *m, const char *pod_id, const Runtime__V1__ContainerConfig *cfg,
+		   char **ret_id, ad_error **err);
+int mgr_ctr_start(mgr *m, const char *id, ad_error **err);
+/* SIGTERM, SIGKILL after timeout_s; a stopped container stays as it is. */
+int mgr_ctr_stop(mgr *m, const char *id, int64_t timeout_s, ad_error **err);
+/* Unknown id is not an error. */
+int mgr_ctr_remove(mgr *m, const char *id, ad_error **err);
+/* With the exit of a container that stopped recorded first. */
+int mgr_ctr_get(mgr *m, const char *id, mgr_ctr **ret, ad_error **err);
+/* pod_id NULL: all. NULL-terminated. */
+int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err);
+int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
+		      size_t max_output, rt_exec_result *ret, ad_error **err);
+
+/* ---- the CRI RuntimeService handlers (cri_runtime.c), listed in
+ * cri_service.c's `implemented` table; all run on the worker pool. ---- */
+#include "rpc.h"
+#define MGR_CRI_HANDLERS(X)                                                                        \
+	X(cri_status)                                                                              \
+	X(cri_run_pod_sandbox)                                                                     \
+	X(cri_stop_pod_sandbox)                                                                    \
+	X(cri_remove_pod_sandbox)                                                                  \
+	X(cri_pod_sandbox_status)                                                                  \
+	X(cri_list_pod_sandbox)                                                                    \
+	X(cri_create_container)                                                                    \
+	X(cri_start_container)                                                                     \
+	X(cri_stop_container)                                                                      \
+	X(cri_remove_container)                                                                    \
+	X(cri_list_containers)                                                                     \
+	X(cri_container_status)                                                                    \
+	X(cri_exec_sync)
+#define MGR_CRI_DECLARE(name)                                                                      \
+	rpc_code name(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,         \
+		      void *userdata);
+MGR_CRI_HANDLERS(MGR_CRI_DECLARE)
+
+#endif

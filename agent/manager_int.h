@@ -1,0 +1,57 @@
+/* manager_int.h — what manager.c (pods) and container.c share. Not a public
+ * header: only the manager's own files include it. */
+#ifndef AGENTD_MANAGER_INT_H
+#define AGENTD_MANAGER_INT_H
+
+#include <pthread.h>
+
+#include "cni.h"
+#include "manager.h"
+
+struct mgr {
+	char *root, *state;
+	store *images;
+	rt_runtime *rt; /* NULL: no runtime (shim missing); pod RPCs unavailable */
+	char *rt_error; /* why */
+	/* One connection; SQLite objects are not shared between threads
+	 * concurrently, so every use holds db_lock. */
+	ad_db *db;
+	pthread_mutex_t db_lock;
+	char **conf_dirs, **plugin_dirs; /* NULL-terminated */
+	char *netns_dir;
+	char *infra_rootfs; /* read-only rootfs of the infra process */
+	char *pods_dir;	    /* <state>/pods/<id>/: hosts, hostname, resolv.conf */
+	/* Objects an operation is working on: one operation per id at a time,
+	 * so a stop and a remove of the same pod cannot interleave. */
+	pthread_mutex_t busy_lock;
+	pthread_cond_t busy_cond;
+	char **busy;
+	size_t n_busy, cap_busy;
+};
+
+/* Waits until no other operation holds `id`, then holds it. */
+void mgr_hold(mgr *m, const char *id);
+void mgr_release(mgr *m, const char *id);
+
+/* A new random 64-hex id. */
+char *mgr_new_id(void);
+
+/* DB helpers; each takes db_lock itself. */
+int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
+void mgr_cni_opts(mgr *m, cni_opts *o);
+
+/* Label map of a CRI config as JSON ("{}" when empty). */
+char *mgr_kv_json(size_t n, void *const *entries);
+
+/* Stops, deletes and forgets a container (pod lock held by the caller). */
+int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err);
+int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err);
+/* Containers of a pod (ids, NULL-terminated). */
+int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err);
+/* Startup: containers left half-created are removed, exits recorded. */
+void mgr_ctr_reconcile(mgr *m);
+
+/* 0 if the runtime is there, else AD_E_UNAVAILABLE saying why. */
+int mgr_need_rt(mgr *m, ad_error **err);
+
+#endif

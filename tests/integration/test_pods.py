@@ -1,0 +1,399 @@
+"""Pods and containers through the CRI RuntimeService, end to end: a real
+agentd with a private CNI config (its own bridge and subnet, host-local state
+in the temp dir), a busybox image pulled from a docker-registry on loopback,
+and containers under the real runtime. Everything the tests create (bridge,
+netns pins, mounts, cgroups, processes) is checked for and removed."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import agentd_harness as H  # noqa: E402
+from registry_harness import ImageBuilder, Registry  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
+
+N = os.getpid() % 250
+BRIDGE = "adp%d" % (os.getpid() % 1000)
+SUBNET_PREFIX = "10.232.%d." % N
+IMAGE_PATH = "test/podbox:v1"
+
+
+def run(*args, check=True):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("pods")
+
+
+@pytest.fixture(scope="module")
+def registry(work):
+    b = ImageBuilder(work / "oci")
+    b.busybox("base")
+    b.append_layer("base", "pod", [("bin/wget", "symlink", "busybox"),
+                                   ("bin/nc", "symlink", "busybox"),
+                                   ("bin/hostname", "symlink", "busybox")])
+    with Registry(work) as reg:
+        reg.push(b, "pod", IMAGE_PATH, fmt="oci")
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def daemon(work, pb, registry):
+    conf = work / "cni"
+    conf.mkdir()
+    (conf / "10-test.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0",
+        "name": "agentd-test-%d" % os.getpid(),
+        "plugins": [
+            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
+             "ipam": {"type": "host-local", "dataDir": str(work / "ipam"),
+                      "ranges": [[{"subnet": SUBNET_PREFIX + "0/24"}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ]}))
+    cfgfile = work / "agentd.conf"
+    cfgfile.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (conf, work / "netns"))
+    build = H.build_dir()
+    a = H.Agentd(workdir=str(work / "agentd"), extra_args=["--config", str(cfgfile)],
+                 env={"AGENTD_SHIM": os.path.join(build, "runtime", "agentd-shim")})
+    a.start()
+    try:
+        yield a
+    finally:
+        try:
+            # Pods outlive agentd by design: remove whatever a failed test left.
+            if a.alive():
+                with a.unix_channel() as ch:
+                    stub = pb.api_grpc.RuntimeServiceStub(ch)
+                    for p in stub.ListPodSandbox(pb.api.ListPodSandboxRequest(),
+                                                 timeout=60).items:
+                        stub.RemovePodSandbox(pb.api.RemovePodSandboxRequest(
+                            pod_sandbox_id=p.id), timeout=120)
+        finally:
+            try:
+                a.stop()
+            finally:
+                a.kill()
+                run("ip", "link", "del", BRIDGE, check=False)
+                # libadcni makes the pin dir a shared mount point (as `ip netns`).
+                if str(work / "netns") in Path("/proc/self/mountinfo").read_text():
+                    run("umount", work / "netns", check=False)
+
+
+@pytest.fixture(scope="module")
+def rt(pb, daemon):
+    with daemon.unix_channel() as ch:
+        yield pb.api_grpc.RuntimeServiceStub(ch)
+
+
+@pytest.fixture(scope="module")
+def image(pb, daemon, registry):
+    ref = "%s/%s" % (registry.host, IMAGE_PATH)
+    with daemon.unix_channel() as ch:
+        pb.api_grpc.ImageServiceStub(ch).PullImage(
+            pb.api.PullImageRequest(image=pb.api.ImageSpec(image=ref)), timeout=120)
+    return ref
+
+
+_seq = [0]
+
+
+def pod_config(pb, work, name=None, labels=None, attempt=0):
+    _seq[0] += 1
+    name = name or "pod%d" % _seq[0]
+    logdir = work / "logs" / name
+    return pb.api.PodSandboxConfig(
+        metadata=pb.api.PodSandboxMetadata(name=name, namespace="test", uid="uid-" + name,
+                                           attempt=attempt),
+        hostname=name, log_directory=str(logdir), labels=labels or {"app": name},
+        annotations={"note": "n-" + name},
+        dns_config=pb.api.DNSConfig(servers=["10.0.0.10"], searches=["svc.test"],
+                                    options=["ndots:2"]))
+
+
+def ctr_config(pb, image, name, cmd, log=None, labels=None):
+    return pb.api.ContainerConfig(
+        metadata=pb.api.ContainerMetadata(name=name), image=pb.api.ImageSpec(image=image),
+        command=cmd, log_path=log or "", labels=labels or {"c": name},
+        envs=[pb.api.KeyValue(key="GREETING", value="hi")])
+
+
+def wait_state(rt, pb, cid, state, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        st = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+        if st.state == state or time.monotonic() > deadline:
+            return st
+        time.sleep(0.1)
+
+
+def run_ctr(rt, pb, pod_id, pcfg, cfg):
+    cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+        pod_sandbox_id=pod_id, config=cfg, sandbox_config=pcfg)).container_id
+    rt.StartContainer(pb.api.StartContainerRequest(container_id=cid))
+    return cid
+
+
+def rpc_error(fn, req):
+    with pytest.raises(grpc.RpcError) as ei:
+        fn(req, timeout=60)
+    return ei.value
+
+
+def leftovers(work, daemon, ids):
+    """What remains of the given pod/container ids on the host."""
+    found = []
+    mounts = Path("/proc/self/mountinfo").read_text()
+    for i in ids:
+        if i in mounts:
+            found.append("mount of " + i)
+        for ctl in ("memory", "pids", "cpu"):
+            for p in Path("/sys/fs/cgroup", ctl).glob("**/" + i):
+                found.append("cgroup " + str(p))
+    netns = work / "netns"
+    if netns.exists():
+        found += ["netns pin " + p.name for p in netns.iterdir() if p.name in ids]
+    brif = Path("/sys/class/net", BRIDGE, "brif")
+    if brif.exists():
+        found += ["veth " + p.name for p in brif.iterdir()]
+    state = Path(daemon.state, "containers")
+    if state.exists():
+        found += ["runtime state " + p.name for p in state.iterdir() if p.name in ids]
+    return found
+
+
+def test_status_reports_ready(rt, pb):
+    st = rt.Status(pb.api.StatusRequest()).status
+    conds = {c.type: c for c in st.conditions}
+    assert conds["RuntimeReady"].status
+    assert conds["NetworkReady"].status, conds["NetworkReady"].message
+
+
+def test_pod_lifecycle(rt, pb, work, image, daemon):
+    pcfg = pod_config(pb, work, labels={"app": "web", "tier": "front"})
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid,
+                                                            verbose=True))
+    assert st.status.id == pid
+    assert st.status.state == pb.api.SANDBOX_READY
+    assert st.status.metadata.name == pcfg.metadata.name
+    assert st.status.network.ip.startswith(SUBNET_PREFIX), st.status.network.ip
+    assert dict(st.status.labels) == {"app": "web", "tier": "front"}
+    assert dict(st.status.annotations) == dict(pcfg.annotations)
+    assert st.status.created_at > 0
+    assert "info" in st.info and pid in st.info["info"]
+
+    F = pb.api.PodSandboxFilter
+    ls = lambda f: [p.id for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest(filter=f)).items]  # noqa
+    assert pid in ls(None)
+    assert ls(F(id=pid)) == [pid]
+    assert pid in ls(F(label_selector={"tier": "front"}))
+    assert pid not in ls(F(label_selector={"tier": "back"}))
+    assert pid in ls(F(state=pb.api.PodSandboxStateValue(state=pb.api.SANDBOX_READY)))
+
+    # A container: logs in CRI format, environment, the pod's hostname/resolv.conf.
+    log = "hello/0.log"
+    cid = run_ctr(rt, pb, pid, pcfg, ctr_config(
+        pb, image, "hello",
+        ["sh", "-c", "echo out-$GREETING; echo err-line >&2; hostname; cat /etc/resolv.conf"],
+        log=log))
+    cs = wait_state(rt, pb, cid, pb.api.CONTAINER_EXITED)
+    assert cs.state == pb.api.CONTAINER_EXITED
+    assert cs.exit_code == 0 and cs.reason == "Completed"
+    assert cs.started_at >= cs.created_at > 0 and cs.finished_at >= cs.started_at
+    assert cs.log_path == os.path.join(pcfg.log_directory, log)
+    assert cs.metadata.name == "hello"
+    deadline = time.monotonic() + 10
+    while True:
+        text = Path(cs.log_path).read_text() if Path(cs.log_path).exists() else ""
+        if "ndots" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    lines = text.splitlines()
+    pat = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) (stdout|stderr) [FP] ")
+    assert lines and all(pat.match(line) for line in lines), text
+    assert any(line.endswith(" stdout F out-hi") for line in lines), text
+    assert any(line.endswith(" stderr F err-line") for line in lines), text
+    assert any(line.endswith(" F " + pcfg.hostname) for line in lines), text
+    assert any("nameserver 10.0.0.10" in line for line in lines), text
+
+    # Exit codes.
+    bad = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "bad", ["sh", "-c", "exit 3"]))
+    cs = wait_state(rt, pb, bad, pb.api.CONTAINER_EXITED)
+    assert (cs.state, cs.exit_code, cs.reason) == (pb.api.CONTAINER_EXITED, 3, "Error")
+
+    # A long-running one, stopped with a timeout; ExecSync while it runs.
+    long = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "long", ["sleep", "1000"],
+                                                 labels={"kind": "long"}))
+    assert wait_state(rt, pb, long, pb.api.CONTAINER_RUNNING).state == pb.api.CONTAINER_RUNNING
+    ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=long, cmd=["sh", "-c", "echo $GREETING; echo e >&2; exit 4"], timeout=30))
+    assert (ex.stdout, ex.stderr, ex.exit_code) == (b"hi\n", b"e\n", 4)
+
+    C = pb.api.ContainerFilter
+    lc = lambda f: [c.id for c in rt.ListContainers(pb.api.ListContainersRequest(filter=f)).containers]  # noqa
+    assert set(lc(C(pod_sandbox_id=pid))) == {cid, bad, long}
+    assert lc(C(label_selector={"kind": "long"})) == [long]
+    assert lc(C(id=bad)) == [bad]
+    assert lc(C(state=pb.api.ContainerStateValue(state=pb.api.CONTAINER_RUNNING),
+                pod_sandbox_id=pid)) == [long]
+
+    # sleep is pid 1 of its pid namespace: SIGTERM is ignored, SIGKILL after 1 s.
+    t0 = time.monotonic()
+    rt.StopContainer(pb.api.StopContainerRequest(container_id=long, timeout=1))
+    assert 0.9 < time.monotonic() - t0 < 8
+    cs = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=long)).status
+    assert cs.state == pb.api.CONTAINER_EXITED and cs.exit_code == 128 + 9
+    assert cs.reason == "Error"
+    rt.StopContainer(pb.api.StopContainerRequest(container_id=long, timeout=10))
+    rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=long))
+    rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=long))
+    assert long not in lc(None)
+
+    # Stop and remove the pod, twice each.
+    rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid))
+    st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid)).status
+    assert st.state == pb.api.SANDBOX_NOTREADY
+    assert pid in ls(F(state=pb.api.PodSandboxStateValue(state=pb.api.SANDBOX_NOTREADY)))
+    assert pid not in ls(F(state=pb.api.PodSandboxStateValue(state=pb.api.SANDBOX_READY)))
+    rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid))
+    e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+        pod_sandbox_id=pid, config=ctr_config(pb, image, "late", ["true"])))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and pid in e.details()
+    rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert pid not in ls(None)
+    assert lc(C(pod_sandbox_id=pid)) == []
+    e = rpc_error(rt.PodSandboxStatus, pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid))
+    assert e.code() == grpc.StatusCode.NOT_FOUND and pid in e.details()
+    assert leftovers(work, daemon, [pid, cid, bad, long]) == []
+
+
+def test_containers_share_localhost_and_pod_ip_reachable(rt, pb, work, image, daemon):
+    pcfg = pod_config(pb, work)
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    ids = [pid]
+    try:
+        ip = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+            pod_sandbox_id=pid)).status.network.ip
+        web = run_ctr(rt, pb, pid, pcfg, ctr_config(
+            pb, image, "web",
+            ["sh", "-c", "mkdir -p /www && echo pod-page-%s > /www/index.html && "
+             "exec httpd -f -p 8080 -h /www" % pid[:8]]))
+        client = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "client",
+                                                       ["sleep", "1000"]))
+        ids += [web, client]
+        assert wait_state(rt, pb, client, pb.api.CONTAINER_RUNNING).state == \
+            pb.api.CONTAINER_RUNNING
+        want = "pod-page-%s" % pid[:8]
+        # Over the pod's shared loopback, from the other container.
+        deadline = time.monotonic() + 15
+        while True:
+            ex = rt.ExecSync(pb.api.ExecSyncRequest(
+                container_id=client, cmd=["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
+                timeout=10))
+            if ex.exit_code == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert ex.exit_code == 0, ex.stderr
+        assert ex.stdout.decode().strip() == want
+        # Same UTS namespace: the pod's hostname.
+        ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=client, cmd=["hostname"],
+                                                timeout=10))
+        assert ex.stdout.decode().strip() == pcfg.hostname
+        # From the host, to the pod IP over the private bridge.
+        with socket.create_connection((ip, 8080), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        assert want.encode() in data
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, ids) == []
+
+
+def test_bad_requests(rt, pb, work, image, daemon):
+    unknown = "f" * 64
+    for fn, req in [
+        (rt.PodSandboxStatus, pb.api.PodSandboxStatusRequest(pod_sandbox_id=unknown)),
+        (rt.StopPodSandbox, pb.api.StopPodSandboxRequest(pod_sandbox_id=unknown)),
+        (rt.ContainerStatus, pb.api.ContainerStatusRequest(container_id=unknown)),
+        (rt.StartContainer, pb.api.StartContainerRequest(container_id=unknown)),
+        (rt.StopContainer, pb.api.StopContainerRequest(container_id=unknown)),
+        (rt.ExecSync, pb.api.ExecSyncRequest(container_id=unknown, cmd=["true"])),
+        (rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=unknown, config=ctr_config(pb, image, "x", ["true"]))),
+    ]:
+        e = rpc_error(fn, req)
+        assert e.code() == grpc.StatusCode.NOT_FOUND, (fn, e)
+        assert unknown in e.details()
+    # Removing what does not exist is fine (idempotent).
+    rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=unknown))
+    rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=unknown))
+
+    e = rpc_error(rt.RunPodSandbox, pb.api.RunPodSandboxRequest(
+        config=pb.api.PodSandboxConfig(metadata=pb.api.PodSandboxMetadata(name="x"))))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "namespace" in e.details()
+
+    pcfg = pod_config(pb, work)
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        e = rpc_error(rt.RunPodSandbox, pb.api.RunPodSandboxRequest(config=pcfg))
+        assert e.code() == grpc.StatusCode.ALREADY_EXISTS and pid in e.details()
+        cfg = ctr_config(pb, image, "dup", ["sleep", "100"])
+        cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+            pod_sandbox_id=pid, config=cfg)).container_id
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pid, config=cfg))
+        assert e.code() == grpc.StatusCode.ALREADY_EXISTS and cid in e.details()
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pid, config=ctr_config(pb, image + "-missing", "noimg", ["true"])))
+        assert e.code() == grpc.StatusCode.NOT_FOUND
+        # ExecSync needs a running container.
+        e = rpc_error(rt.ExecSync, pb.api.ExecSyncRequest(container_id=cid, cmd=["true"]))
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+        st = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+        assert st.state == pb.api.CONTAINER_CREATED
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, [pid, cid]) == []
+
+
+def test_cni_failure_leaves_nothing(rt, pb, work, daemon):
+    """A plugin that fails (host-local given an invalid subnet: agentd reads
+    the config dir at each RunPodSandbox) fails the run with the plugin's
+    message and leaves no pod, pin or veth behind."""
+    conf = work / "cni" / "10-test.conflist"
+    good = conf.read_text()
+    bad = json.loads(good)
+    bad["plugins"][0]["ipam"]["ranges"] = [[{"subnet": SUBNET_PREFIX + "0/33"}]]
+    before = {p.id for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items}
+    conf.write_text(json.dumps(bad))
+    try:
+        e = rpc_error(rt.RunPodSandbox, pb.api.RunPodSandboxRequest(config=pod_config(pb, work)))
+    finally:
+        conf.write_text(good)
+    assert e.code() == grpc.StatusCode.INTERNAL, e
+    assert "/33" in e.details() or "subnet" in e.details(), e.details()
+    after = {p.id for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items}
+    assert after == before
+    netns = work / "netns"
+    assert not netns.exists() or list(netns.iterdir()) == []
+    assert leftovers(work, daemon, []) == []
+    # And the next pod works again.
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pod_config(pb, work))).pod_sandbox_id
+    rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, [pid]) == []
