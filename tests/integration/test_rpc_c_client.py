@@ -371,3 +371,32 @@ def test_zz_server_drains_on_sigterm(c_server, stubs):
         p.terminate()
         assert fut.result().message == "last"
     assert p.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_tls_session_resumption(c_server, certs, version):
+    """A client that resumes its TLS session (with its client certificate)
+    gets a working connection again, not a handshake failure."""
+    import socket
+    import ssl
+    host, port = c_server["tls"].rsplit(":", 1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(os.path.join(certs, "ca.pem"))
+    ctx.load_cert_chain(os.path.join(certs, "client.pem"), os.path.join(certs, "client.key"))
+    ctx.set_alpn_protocols(["h2"])
+    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+    def session(resume=None):
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=resume) as s:
+                assert s.selected_alpn_protocol() == "h2"
+                s.sendall(preface)
+                head = s.recv(9)  # the server's SETTINGS frame header
+                assert len(head) == 9 and head[3] == 4, head
+                return s.session, s.session_reused
+
+    first, reused = session()
+    assert not reused
+    _, reused = session(first)
+    assert reused
