@@ -42,10 +42,29 @@ def registry(work):
     b.busybox("base")
     b.append_layer("base", "pod", [("bin/wget", "symlink", "busybox"),
                                    ("bin/nc", "symlink", "busybox"),
-                                   ("bin/hostname", "symlink", "busybox")])
+                                   ("bin/hostname", "symlink", "busybox"),
+                                   ("bin/head", "symlink", "busybox"),
+                                   ("bin/tr", "symlink", "busybox")])
     with Registry(work) as reg:
         reg.push(b, "pod", IMAGE_PATH, fmt="oci")
         yield reg
+
+
+def new_agentd(work, name):
+    build = H.build_dir()
+    return H.Agentd(workdir=str(work / name), extra_args=["--config", str(work / "agentd.conf")],
+                    env={"AGENTD_SHIM": os.path.join(build, "runtime", "agentd-shim")})
+
+
+def remove_all_pods(pb, a):
+    """Pods outlive agentd by design: remove whatever a failed test left."""
+    if not a.alive():
+        return
+    with a.unix_channel() as ch:
+        stub = pb.api_grpc.RuntimeServiceStub(ch)
+        for p in stub.ListPodSandbox(pb.api.ListPodSandboxRequest(), timeout=60).items:
+            stub.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=p.id),
+                                  timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -63,22 +82,13 @@ def daemon(work, pb, registry):
         ]}))
     cfgfile = work / "agentd.conf"
     cfgfile.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (conf, work / "netns"))
-    build = H.build_dir()
-    a = H.Agentd(workdir=str(work / "agentd"), extra_args=["--config", str(cfgfile)],
-                 env={"AGENTD_SHIM": os.path.join(build, "runtime", "agentd-shim")})
+    a = new_agentd(work, "agentd")
     a.start()
     try:
         yield a
     finally:
         try:
-            # Pods outlive agentd by design: remove whatever a failed test left.
-            if a.alive():
-                with a.unix_channel() as ch:
-                    stub = pb.api_grpc.RuntimeServiceStub(ch)
-                    for p in stub.ListPodSandbox(pb.api.ListPodSandboxRequest(),
-                                                 timeout=60).items:
-                        stub.RemovePodSandbox(pb.api.RemovePodSandboxRequest(
-                            pod_sandbox_id=p.id), timeout=120)
+            remove_all_pods(pb, a)
         finally:
             try:
                 a.stop()
@@ -397,3 +407,106 @@ def test_cni_failure_leaves_nothing(rt, pb, work, daemon):
     pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pod_config(pb, work))).pod_sandbox_id
     rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
     assert leftovers(work, daemon, [pid]) == []
+
+
+def test_restart_keeps_objects_and_records_exits(pb, work, image, daemon):
+    """agentd stopped in the middle of a lifecycle: the pod and a running
+    container survive it, an exit that happened meanwhile is recorded with its
+    code by the next agentd (sharing the image store through the same root
+    would need the same dirs, so this daemon pulls the image itself)."""
+    a = new_agentd(work, "restart")
+    a.start()
+    ids = []
+    try:
+        with a.unix_channel() as ch:
+            pb.api_grpc.ImageServiceStub(ch).PullImage(
+                pb.api.PullImageRequest(image=pb.api.ImageSpec(image=image)), timeout=120)
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            pcfg = pod_config(pb, work)
+            pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+            quick = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "quick",
+                                                          ["sh", "-c", "sleep 2; exit 7"]))
+            long = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "long", ["sleep", "1000"]))
+            created = rt.CreateContainer(pb.api.CreateContainerRequest(
+                pod_sandbox_id=pid, config=ctr_config(pb, image, "later", ["echo", "late"]),
+                sandbox_config=pcfg)).container_id
+            ids = [pid, quick, long, created]
+            assert wait_state(rt, pb, long, pb.api.CONTAINER_RUNNING).state == \
+                pb.api.CONTAINER_RUNNING
+        a.stop()
+        time.sleep(3)  # "quick" exits while agentd is down
+        a = new_agentd(work, "restart")
+        a.start()
+        with a.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid)).status
+            assert st.state == pb.api.SANDBOX_READY
+            assert st.network.ip.startswith(SUBNET_PREFIX)
+            cs = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=quick)).status
+            assert (cs.state, cs.exit_code, cs.reason) == (pb.api.CONTAINER_EXITED, 7, "Error")
+            cs = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=long)).status
+            assert cs.state == pb.api.CONTAINER_RUNNING
+            ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=long, cmd=["echo", "alive"],
+                                                    timeout=10))
+            assert ex.stdout == b"alive\n"
+            # The created one can still be started after the restart.
+            rt.StartContainer(pb.api.StartContainerRequest(container_id=created))
+            cs = wait_state(rt, pb, created, pb.api.CONTAINER_EXITED)
+            assert (cs.state, cs.exit_code) == (pb.api.CONTAINER_EXITED, 0)
+            rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid))
+            rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+        assert leftovers(work, a, ids) == []
+    finally:
+        try:
+            remove_all_pods(pb, a)
+        finally:
+            a.stop()
+
+
+def test_port_mapping_and_oom(rt, pb, work, image, daemon):
+    """A port mapping host:P -> pod:80 (the portmap plugin's DNAT, reached at
+    the bridge's own address on the host), and a container killed by the OOM
+    killer reported as OOMKilled."""
+    pcfg = pod_config(pb, work)
+    host_port = H.free_port()
+    pcfg.port_mappings.append(pb.api.PortMapping(container_port=80, host_port=host_port))
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    ids = [pid]
+    try:
+        web = run_ctr(rt, pb, pid, pcfg, ctr_config(
+            pb, image, "web", ["sh", "-c", "mkdir -p /www && echo mapped-page > "
+                               "/www/index.html && exec httpd -f -p 80 -h /www"]))
+        ids.append(web)
+        gw = SUBNET_PREFIX + "1"
+        deadline = time.monotonic() + 15
+        data = b""
+        while b"mapped-page" not in data and time.monotonic() < deadline:
+            try:
+                with socket.create_connection((gw, host_port), timeout=3) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+            except OSError:
+                time.sleep(0.2)
+        assert b"mapped-page" in data
+        rules = run("iptables", "-t", "nat", "-S").stdout
+        assert "dport %d" % host_port in rules
+
+        cfg = ctr_config(pb, image, "hog", ["sh", "-c",
+                                            "x=$(head -c 300000000 /dev/zero | tr '\\0' a)"])
+        cfg.linux.resources.memory_limit_in_bytes = 32 << 20
+        cfg.linux.resources.memory_swap_limit_in_bytes = 32 << 20
+        hog = run_ctr(rt, pb, pid, pcfg, cfg)
+        ids.append(hog)
+        cs = wait_state(rt, pb, hog, pb.api.CONTAINER_EXITED, timeout=60)
+        assert cs.state == pb.api.CONTAINER_EXITED
+        assert cs.reason == "OOMKilled", (cs.reason, cs.exit_code)
+        assert cs.exit_code != 0
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, ids) == []
+    assert "dport %d" % host_port not in run("iptables", "-t", "nat", "-S").stdout
