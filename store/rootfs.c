@@ -66,14 +66,21 @@ int store_rootfs_mount(store *s, const char *image, const char *container_id, ch
 	int r = -1;
 	_cleanup_close_ int cfd = -1;
 
+	bool created = false;
 	if (store_pin(s, container_id, image_id, err) < 0)
 		goto out;
 	if (is_mountpoint(merged)) {
 		r = 0;
 		goto out;
 	}
-	if (mkdir_in(s->containers_fd, container_id, container_id, err) < 0)
+	/* Only a first mount cleans up after itself: a remount after a restart
+	 * must not lose the container's upper dir. */
+	if (mkdirat(s->containers_fd, container_id, 0755) == 0)
+		created = true;
+	else if (errno != EEXIST) {
+		ad_fail_errno(err, AD_E_INTERNAL, "%s: mkdir", container_id);
 		goto out;
+	}
 	cfd =
 	    openat(s->containers_fd, container_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (cfd < 0) {
@@ -136,6 +143,15 @@ out:
 			close(fds[i]);
 	free(fds);
 	store_strv_free(layers);
+	if (r < 0 && created) {
+		/* Nothing mounted: leave no pin or half-made dir behind. */
+		_cleanup_error_ ad_error *e = NULL;
+		struct stat st;
+		if (fstatat(s->containers_fd, container_id, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			ad_remove_tree(cdir, &e);
+		ad_error_free(&e);
+		store_unpin(s, container_id, &e);
+	}
 	if (r == 0 && ret_path)
 		*ret_path = ad_steal_ptr(merged);
 	return r;

@@ -596,3 +596,18 @@ def test_ipv6_loopback_is_plain_http(work, plain, store):
         ref = f"{reg.host}/test/base:oci"
         probe(store, "pull", ref)
         assert fields(probe(store, "get", ref).stdout, "tag") == [ref]
+
+
+def test_failed_mount_leaves_no_pin(plain, store):
+    ref = f"{plain.host}/test/wh:v1"
+    probe(store, "pull", ref)
+    layer = fields(probe(store, "get", ref).stdout, "layer")[1]
+    shutil.rmtree(store / "root" / "layers" / layer[7:])  # damage the store
+    p = probe(store, "mount", ref, "c9", check=False)
+    assert p.returncode == 1 and "c9" in p.stdout, p.stdout
+    assert not (store / "root" / "containers" / "c9").exists()
+    probe(store, "rm", ref)  # not pinned by the failed mount
+    p = probe(store, "mount", "no/such:image", "c9", check=False)
+    assert p.stdout.startswith("ERROR not found"), p.stdout
+    p = probe(store, "mount", ref, "../escape", check=False)
+    assert p.stdout.startswith("ERROR invalid argument"), p.stdout
