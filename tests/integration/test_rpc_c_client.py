@@ -361,18 +361,6 @@ def test_grpcio_concurrent(c_server, stubs):
         assert [f.result().message for f in futs] == [str(i) for i in range(200)]
 
 
-def test_zz_server_drains_on_sigterm(c_server, stubs):
-    pb, pbg = stubs
-    p = c_server["proc"]
-    with grpc.insecure_channel(c_server["unix"]) as ch:
-        s = pbg.DebugServiceStub(ch)
-        fut = s.Echo.future(pb.EchoRequest(message="last", delay_ms=500), timeout=10)
-        time.sleep(0.2)
-        p.terminate()
-        assert fut.result().message == "last"
-    assert p.wait(timeout=10) == 0
-
-
 @pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
 def test_tls_session_resumption(c_server, certs, version):
     """A client that resumes its TLS session (with its client certificate)
@@ -400,3 +388,16 @@ def test_tls_session_resumption(c_server, certs, version):
     assert not reused
     _, reused = session(first)
     assert reused
+
+
+def test_zz_server_drains_on_sigterm(c_server, stubs):
+    pb, pbg = stubs
+    p = c_server["proc"]
+    with grpc.insecure_channel(c_server["unix"]) as ch:
+        s = pbg.DebugServiceStub(ch)
+        fut = s.Echo.future(pb.EchoRequest(message="last", delay_ms=500), timeout=10)
+        time.sleep(0.2)
+        p.terminate()
+        assert fut.result().message == "last"
+    assert p.wait(timeout=10) == 0
+
