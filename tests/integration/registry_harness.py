@@ -352,6 +352,7 @@ class AuthProxy:
         self.storage_requests = []  # (digest, Authorization header, Range header)
         self.faults = {}
         self.identity_token = None
+        self.deny = None  # a message: answer 403 to every authorised request
         self.active = self.max_active = 0  # blob transfers at once
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -468,6 +469,9 @@ class AuthProxy:
         if not scope:
             return h.reply(404)
         name, kind, ref = "/".join(parts[2:-2]), parts[-2], parts[-1]
+        if self.deny:
+            body = json.dumps({"errors": [{"code": "DENIED", "message": self.deny}]}).encode()
+            return h.reply(403, body, [("Content-Type", "application/json")])
         if kind == "manifests":
             req = urllib.request.Request(f"{self.upstream.url}/v2/{name}/manifests/{ref}",
                                          headers={"Accept": h.headers.get("Accept", "")})

@@ -611,3 +611,12 @@ def test_failed_mount_leaves_no_pin(plain, store):
     assert p.stdout.startswith("ERROR not found"), p.stdout
     p = probe(store, "mount", ref, "../escape", check=False)
     assert p.stdout.startswith("ERROR invalid argument"), p.stdout
+
+
+def test_forbidden_is_permission_denied(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain) as px:
+        px.deny = "requested access to the resource is denied"
+        p = probe(store, "pull", f"{px.host}/test/base:oci", check=False)
+        assert p.stdout.startswith("ERROR permission denied"), p.stdout
+        assert px.deny in p.stdout and px.host in p.stdout
