@@ -331,6 +331,31 @@ void rt_apply_rlimits(const rt_config *cfg)
 	}
 }
 
+/* Closes every fd >= 3 but those in keep (-1 entries ignored). With agentd's
+ * threads creating containers side by side, a child otherwise holds the
+ * pipes of another container's setup until it execs. */
+static void close_all_but(const int *keep, size_t n)
+{
+	int sorted[16];
+	size_t m = 0;
+	for (size_t i = 0; i < n && m < 16; i++)
+		if (keep[i] >= 3)
+			sorted[m++] = keep[i];
+	for (size_t i = 1; i < m; i++)
+		for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+			int t = sorted[j];
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = t;
+		}
+	unsigned lo = 3;
+	for (size_t i = 0; i < m; i++) {
+		if ((unsigned)sorted[i] > lo)
+			syscall(SYS_close_range, lo, (unsigned)sorted[i] - 1, 0);
+		lo = (unsigned)sorted[i] + 1;
+	}
+	syscall(SYS_close_range, lo, ~0U, 0);
+}
+
 /* The container's init, in its new namespaces; never returns. */
 static void run_init(create_ctx *x)
 {
@@ -341,8 +366,9 @@ static void run_init(create_ctx *x)
 	/* Until exec this is a copy of agentd: keep container processes from
 	 * opening it through /proc (the CVE-2019-5736 class). */
 	prctl(PR_SET_DUMPABLE, 0);
-	close(x->go[1]);
-	close(x->start[1]);
+	const int keep[] = {sfd,       x->go[0], x->start[0], x->out[1],
+			    x->err[1], x->in[0], x->pty_slave};
+	close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
 	char b;
 	if (read(x->go[0], &b, 1) != 1)
 		_exit(1);
@@ -433,6 +459,10 @@ static void run_shim_parent(create_ctx *x)
 	const rt_config *cfg = x->cfg;
 	ad_error *e = NULL;
 	int sfd = x->sync[1];
+	const int inherited[] = {sfd,	    x->go[0],	   x->go[1],	 x->start[0], x->start[1],
+				 x->out[0], x->out[1],	   x->err[0],	 x->err[1],   x->in[0],
+				 x->in[1],  x->pty_master, x->pty_slave, x->ctl_fd};
+	close_all_but(inherited, sizeof(inherited) / sizeof(inherited[0]));
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	if (rt_msg_send(sfd, RT_MSG_SHIM_PID, getpid()) < 0)
 		_exit(1);

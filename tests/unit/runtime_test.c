@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <pty.h>
 #include <stdlib.h>
 #include <signal.h>
@@ -998,6 +1000,50 @@ static void test_exit_while_draining(void **state)
 	assert_string_equal(out, "bye\n");
 }
 
+/* agentd calls in from a worker pool: creates race each other's forks. */
+static void *parallel_worker(void *arg)
+{
+	int n = (int)(intptr_t)arg;
+	static const char *const args[] = {"sh", "-c", "exit 9", NULL};
+	for (int i = 0; i < 3; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "par-%d-%d", n, i);
+		rt_config cfg;
+		rt_config_init(&cfg);
+		cfg.id = id;
+		cfg.rootfs = g_rootfs;
+		cfg.args = args;
+		rt_container *c = NULL;
+		ad_error *e = NULL;
+		rt_state st;
+		if (rt_create(g_rt, &cfg, &c, &e) < 0 || rt_start(c, &e) < 0 ||
+		    rt_wait(c, 20000, &st, &e) < 0 || rt_delete(c, &e) < 0) {
+			fprintf(stderr, "%s: %s\n", id, e ? e->message : "?");
+			ad_error_free(&e);
+			rt_container_free(c);
+			return (void *)1;
+		}
+		rt_container_free(c);
+		if (st.exit_code != 9)
+			return (void *)2;
+	}
+	return NULL;
+}
+
+static void test_parallel_creates(void **state)
+{
+	(void)state;
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, parallel_worker, (void *)(intptr_t)i),
+				 0);
+	for (int i = 0; i < 4; i++) {
+		void *r;
+		assert_int_equal(pthread_join(t[i], &r), 0);
+		assert_null(r);
+	}
+}
+
 /* Each bad input: a clear error and nothing left behind. */
 static void expect_create_error(rt_config *cfg, const char *want)
 {
@@ -1113,6 +1159,7 @@ int main(void)
 	    cmocka_unit_test(test_seccomp_blocks),
 	    cmocka_unit_test(test_hostile_rootfs),
 	    cmocka_unit_test(test_exit_while_draining),
+	    cmocka_unit_test(test_parallel_creates),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
