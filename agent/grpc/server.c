@@ -1117,6 +1117,9 @@ static int conn_start_session(rpc_conn *c)
 		return -1;
 	}
 	nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024);
+	/* gRPC does not use stream priorities: do not keep closed streams
+	 * around for the priority tree (memory per connection). */
+	nghttp2_option_set_no_closed_streams(opt, 1);
 	int rv = nghttp2_session_server_new2(&c->session, cbs, c, opt);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cbs);
