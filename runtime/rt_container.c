@@ -334,7 +334,7 @@ void rt_apply_rlimits(const rt_config *cfg)
 /* Closes every fd >= 3 but those in keep (-1 entries ignored). With agentd's
  * threads creating containers side by side, a child otherwise holds the
  * pipes of another container's setup until it execs. */
-static void close_all_but(const int *keep, size_t n)
+void rt_close_all_but(const int *keep, size_t n)
 {
 	int sorted[16];
 	size_t m = 0;
@@ -368,7 +368,7 @@ static void run_init(create_ctx *x)
 	prctl(PR_SET_DUMPABLE, 0);
 	const int keep[] = {sfd,       x->go[0], x->start[0], x->out[1],
 			    x->err[1], x->in[0], x->pty_slave};
-	close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
+	rt_close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
 	char b;
 	if (read(x->go[0], &b, 1) != 1)
 		_exit(1);
@@ -462,7 +462,7 @@ static void run_shim_parent(create_ctx *x)
 	const int inherited[] = {sfd,	    x->go[0],	   x->go[1],	 x->start[0], x->start[1],
 				 x->out[0], x->out[1],	   x->err[0],	 x->err[1],   x->in[0],
 				 x->in[1],  x->pty_master, x->pty_slave, x->ctl_fd};
-	close_all_but(inherited, sizeof(inherited) / sizeof(inherited[0]));
+	rt_close_all_but(inherited, sizeof(inherited) / sizeof(inherited[0]));
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	if (rt_msg_send(sfd, RT_MSG_SHIM_PID, getpid()) < 0)
 		_exit(1);

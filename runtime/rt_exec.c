@@ -121,7 +121,12 @@ int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int 
 	}
 	if (pid == 0) {
 		ad_error *e = NULL;
-		close(sync[0]);
+		/* This child lives as long as the exec'd process: it must not
+		 * pin agentd's sockets and pipes meanwhile. */
+		int keep[N_EXEC_NS + 4] = {sync[1], stdin_fd, stdout_fd, stderr_fd};
+		for (size_t i = 0; i < N_EXEC_NS; i++)
+			keep[4 + i] = nsfd[i];
+		rt_close_all_but(keep, N_EXEC_NS + 4);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		prctl(PR_SET_DUMPABLE, 0);
 		if (c->cg && cg_enter(c->cg, getpid(), &e) < 0)
@@ -140,7 +145,7 @@ int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int 
 		}
 		if (child == 0)
 			exec_child(cfg, &plan, args, sync[1], stdio);
-		close(sync[1]);
+		syscall(SYS_close_range, 3, ~0U, 0);
 		/* Relay the exit: our parent waits on us, not on the grandchild. */
 		sigset_t all;
 		sigfillset(&all);

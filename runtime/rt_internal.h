@@ -63,6 +63,9 @@ bool rt_apparmor_enabled(void);
  * the kernel refuses (no CAP_SYS_RESOURCE) is only logged. */
 void rt_apply_rlimits(const rt_config *cfg);
 
+/* Closes every fd >= 3 but those listed (-1 entries ignored; at most 16). */
+void rt_close_all_but(const int *keep, size_t n);
+
 /* Reads field 22 of /proc/PID/stat; 0 if the process is gone. */
 uint64_t rt_proc_start_time(pid_t pid);
 
