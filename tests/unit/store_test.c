@@ -60,7 +60,23 @@ static const struct {
     {"a.b/c.d-e_f", "a.b/c.d-e_f:latest"},
     {"x:_tag", "docker.io/library/x:_tag"},
     {"x:A.b-C", "docker.io/library/x:A.b-C"},
+    /* a bare name with dots is a repository on docker.io, not a host */
+    {"docker.io", "docker.io/library/docker.io:latest"},
+    {"a:1/b", "a:1/b:latest"},
+    {"sub.example.com:443/team/app:2.0-rc_1", "sub.example.com:443/team/app:2.0-rc_1"},
+    {"x:"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+     "docker.io/library/x:"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
     /* invalid */
+    {"a:/b", NULL},
+    {"_x", NULL},
+    {"x_", NULL},
+    {"x..y", NULL},
+    {"a.b/c@", NULL},
+    {"a.b/c@sha256:", NULL},
+    {"nginx:tag:extra", NULL},
+    {"ex ample.com/x", NULL},
     {"", NULL},
     {"Nginx", NULL},
     {"docker.io/Nginx", NULL},
