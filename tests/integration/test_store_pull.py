@@ -620,3 +620,21 @@ def test_forbidden_is_permission_denied(plain, store):
         p = probe(store, "pull", f"{px.host}/test/base:oci", check=False)
         assert p.stdout.startswith("ERROR permission denied"), p.stdout
         assert px.deny in p.stdout and px.host in p.stdout
+
+
+def test_disk_full_during_pull(plain, store):
+    small = store / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", small], check=True)
+    try:
+        (small / "s").mkdir()
+        p = probe(small / "s", "--db", store / "state.db", "pull", f"{plain.host}/test/big:v1",
+                  check=False)
+        assert p.stdout.startswith("ERROR resource exhausted"), p.stdout
+        root = small / "s" / "root"
+        assert os.listdir(root / "tmp") == []
+        big = plain.manifest("test/big", "v1")["layers"][1]["digest"]
+        assert big[7:] not in os.listdir(root / "blobs" / "sha256")
+        assert probe(small / "s", "--db", store / "state.db", "list").stdout == ""
+    finally:
+        subprocess.run(["umount", small], check=True)
