@@ -238,7 +238,9 @@ typedef struct rt_exec_result {
 	size_t err_len;
 } rt_exec_result;
 
-/* Runs args to completion; on timeout the process is killed and timed_out set. */
+/* Runs args to completion; after timeout_ms (<= 0: none) the process is
+ * killed and timed_out set. Like rt_exec and rt_create, it waits for children
+ * it forked by pid: the calling program must not reap with waitpid(-1). */
 int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args, int timeout_ms,
 		 size_t max_output, rt_exec_result *ret, ad_error **err);
 void rt_exec_result_clear(rt_exec_result *r);
