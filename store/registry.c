@@ -297,6 +297,12 @@ static int creds_from_file(store_session *sess, const char *path, ad_error **err
 	return 0;
 }
 
+/* CRI sends every AuthConfig field, empty when unset. */
+static bool filled(const char *s)
+{
+	return s && *s;
+}
+
 static bool has_certs_dir(store *s, const char *hostport)
 {
 	if (!s->certs_dir)
@@ -332,8 +338,8 @@ int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
 	_cleanup_free_ char *base = ad_asprintf("%s://%s", plain ? "http" : "https", host);
 	endpoint_add(sess, base, cfg && cfg->insecure, true);
 
-	if (auth &&
-	    (auth->username || auth->auth || auth->identity_token || auth->registry_token)) {
+	if (auth && (filled(auth->username) || filled(auth->auth) || filled(auth->identity_token) ||
+		     filled(auth->registry_token))) {
 		if (auth->auth && *auth->auth) {
 			char *dec = b64_decode(auth->auth);
 			char *colon = dec ? strchr(dec, ':') : NULL;
@@ -348,7 +354,7 @@ int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
 			sess->username = ad_strdup(dec);
 			sess->password = ad_strdup(colon + 1);
 			free(dec);
-		} else if (auth->username) {
+		} else if (filled(auth->username)) {
 			sess->username = ad_strdup(auth->username);
 			sess->password = ad_strdup(auth->password ? auth->password : "");
 		}
