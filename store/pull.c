@@ -546,11 +546,12 @@ static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
 	    json_is_array(json_object_get(manifest, "manifests"))) {
 		const char *os, *arch, *variant;
 		store_host_platform(&os, &arch, &variant);
-		if (opts && opts->os)
+		/* Empty strings (as a request's unset fields arrive) mean the host's. */
+		if (opts && opts->os && *opts->os)
 			os = opts->os;
-		if (opts && opts->arch) {
+		if (opts && opts->arch && *opts->arch) {
 			arch = opts->arch;
-			variant = opts->variant;
+			variant = opts->variant && *opts->variant ? opts->variant : NULL;
 		}
 		json_t *m = store_choose_platform(json_object_get(manifest, "manifests"), os, arch,
 						  variant);
