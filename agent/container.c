@@ -1037,3 +1037,59 @@ void mgr_ctr_reconcile(mgr *m)
 	}
 	mgr_ctrs_free(v);
 }
+
+/* ---- stats, resources, logs --------------------------------------------------------- */
+/* Opens the runtime side of a running container. */
+static int open_running(mgr *m, const char *id, rt_container **ret, ad_error **err)
+{
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	mgr_ctr *c = NULL;
+	int r = mgr_ctr_get(m, id, &c, err);
+	if (r == 0 && c->state != MGR_CTR_RUNNING)
+		r = ad_fail(err, AD_E_PRECONDITION, "container %s is not running", id);
+	mgr_ctr_free(c);
+	if (r == 0)
+		r = rt_open(m->rt, id, ret, err);
+	return r;
+}
+
+int mgr_ctr_stats(mgr *m, const char *id, rt_stats *ret, ad_error **err)
+{
+	rt_container *rc = NULL;
+	int r = open_running(m, id, &rc, err);
+	if (r == 0)
+		r = rt_get_stats(rc, ret, err);
+	rt_container_free(rc);
+	return r;
+}
+
+int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
+		   ad_error **err)
+{
+	rt_container *rc = NULL;
+	mgr_hold(m, id);
+	int r = open_running(m, id, &rc, err);
+	if (r == 0) {
+		Runtime__V1__LinuxContainerConfig lc = RUNTIME__V1__LINUX_CONTAINER_CONFIG__INIT;
+		Runtime__V1__ContainerConfig cc = RUNTIME__V1__CONTAINER_CONFIG__INIT;
+		lc.resources = (Runtime__V1__LinuxContainerResources *)res;
+		cc.linux = &lc;
+		rt_config tmp = {0};
+		build_resources(&cc, &tmp);
+		r = rt_update(rc, &tmp.resources, err);
+	}
+	rt_container_free(rc);
+	mgr_release(m, id);
+	return r;
+}
+
+int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err)
+{
+	rt_container *rc = NULL;
+	int r = open_running(m, id, &rc, err);
+	if (r == 0)
+		r = rt_reopen_log(rc, err);
+	rt_container_free(rc);
+	return r;
+}

@@ -580,3 +580,158 @@ rpc_code cri_exec_sync(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 	rt_exec_result_clear(&res);
 	return RPC_OK;
 }
+
+/* ---- stats, resources, logs, runtime config ------------------------------------ */
+static R(UInt64Value) * u64(rpc_call *call, uint64_t v)
+{
+	R(UInt64Value) *p = rpc_call_alloc(call, sizeof(*p));
+	runtime__v1__uint64_value__init(p);
+	p->value = v;
+	return p;
+}
+
+/* A container's stats; usage only while it runs (an exited one has no cgroup). */
+static R(ContainerStats) *
+    ctr_stats(rpc_call *call, mgr *m, const mgr_ctr *c, const R(ContainerConfig) * cfg)
+{
+	R(ContainerStats) *s = rpc_call_alloc(call, sizeof(*s));
+	runtime__v1__container_stats__init(s);
+	R(ContainerAttributes) *a = rpc_call_alloc(call, sizeof(*a));
+	runtime__v1__container_attributes__init(a);
+	a->id = rpc_call_strdup(call, c->id);
+	if (cfg) {
+		a->metadata = cfg->metadata;
+		COPY_MAP(call, a, labels,
+			 runtime__v1__container_attributes__labels_entry__descriptor, cfg->n_labels,
+			 cfg->labels);
+		COPY_MAP(call, a, annotations,
+			 runtime__v1__container_attributes__annotations_entry__descriptor,
+			 cfg->n_annotations, cfg->annotations);
+	}
+	s->attributes = a;
+	rt_stats st;
+	ad_error *e = NULL;
+	if (c->state != MGR_CTR_RUNNING || mgr_ctr_stats(m, c->id, &st, &e) < 0) {
+		ad_error_free(&e);
+		return s;
+	}
+	R(CpuUsage) *cpu = rpc_call_alloc(call, sizeof(*cpu));
+	runtime__v1__cpu_usage__init(cpu);
+	cpu->timestamp = st.timestamp_ns;
+	cpu->usage_core_nano_seconds = u64(call, st.cpu_usage_ns);
+	s->cpu = cpu;
+	R(MemoryUsage) *mem = rpc_call_alloc(call, sizeof(*mem));
+	runtime__v1__memory_usage__init(mem);
+	mem->timestamp = st.timestamp_ns;
+	mem->working_set_bytes = u64(call, st.memory_working_set);
+	mem->usage_bytes = u64(call, st.memory_usage);
+	mem->rss_bytes = u64(call, st.memory_rss);
+	mem->page_faults = u64(call, st.memory_page_faults);
+	mem->major_page_faults = u64(call, st.memory_major_page_faults);
+	if (st.memory_limit)
+		mem->available_bytes = u64(call, st.memory_limit > st.memory_working_set
+						     ? st.memory_limit - st.memory_working_set
+						     : 0);
+	s->memory = mem;
+	return s;
+}
+
+rpc_code cri_container_stats(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			     void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(ContainerStatsRequest) *q = (const R(ContainerStatsRequest) *)req;
+	if (empty(q->container_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	ad_error *e = NULL;
+	mgr_ctr *c = NULL;
+	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
+		return fail(call, e);
+	R(ContainerConfig) *cfg = unpack_in_call(call, &runtime__v1__container_config__descriptor,
+						 c->config_len, c->config);
+	((R(ContainerStatsResponse) *)resp)->stats = ctr_stats(call, m, c, cfg);
+	mgr_ctr_free(c);
+	return RPC_OK;
+}
+
+rpc_code cri_list_container_stats(rpc_call *call, const ProtobufCMessage *req,
+				  ProtobufCMessage *resp, void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(ContainerStatsFilter) *f = ((const R(ListContainerStatsRequest) *)req)->filter;
+	ad_error *e = NULL;
+	mgr_ctr **v = NULL;
+	if (mgr_ctr_list(m, f && !empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) < 0)
+		return fail(call, e);
+	size_t n = 0;
+	while (v[n])
+		n++;
+	R(ListContainerStatsResponse) *r = (R(ListContainerStatsResponse) *)resp;
+	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	for (size_t i = 0; i < n; i++) {
+		mgr_ctr *c = v[i];
+		if (f && !empty(f->id) && strncmp(c->id, f->id, strlen(f->id)) != 0)
+			continue;
+		R(ContainerConfig) *cfg = unpack_in_call(
+		    call, &runtime__v1__container_config__descriptor, c->config_len, c->config);
+		if (!cfg)
+			continue;
+		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
+				       cfg->n_labels, (void *const *)cfg->labels))
+			continue;
+		r->stats[r->n_stats++] = ctr_stats(call, m, c, cfg);
+	}
+	mgr_ctrs_free(v);
+	return RPC_OK;
+}
+
+rpc_code cri_update_container_resources(rpc_call *call, const ProtobufCMessage *req,
+					ProtobufCMessage *resp, void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(UpdateContainerResourcesRequest) *q =
+	    (const R(UpdateContainerResourcesRequest) *)req;
+	if (empty(q->container_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	if (!q->linux)
+		return RPC_OK;
+	ad_error *e = NULL;
+	if (mgr_ctr_update(m, q->container_id, q->linux, &e) < 0)
+		return fail(call, e);
+	return RPC_OK;
+}
+
+rpc_code cri_reopen_container_log(rpc_call *call, const ProtobufCMessage *req,
+				  ProtobufCMessage *resp, void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	return ctr_id_op(call, ((const R(ReopenContainerLogRequest) *)req)->container_id,
+			 mgr_ctr_reopen_log);
+}
+
+rpc_code cri_runtime_config(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			    void *userdata)
+{
+	(void)req;
+	(void)userdata;
+	R(LinuxRuntimeConfiguration) *l = rpc_call_alloc(call, sizeof(*l));
+	runtime__v1__linux_runtime_configuration__init(l);
+	/* The runtime manages cgroups through the filesystem, never systemd. */
+	l->cgroup_driver = RUNTIME__V1__CGROUP_DRIVER__CGROUPFS;
+	((R(RuntimeConfigResponse) *)resp)->linux = l;
+	return RPC_OK;
+}

@@ -76,6 +76,12 @@ static const struct {
     {"runtime.v1.RuntimeService/ListContainers", cri_list_containers, false},
     {"runtime.v1.RuntimeService/ContainerStatus", cri_container_status, false},
     {"runtime.v1.RuntimeService/ExecSync", cri_exec_sync, false},
+    {"runtime.v1.RuntimeService/ContainerStats", cri_container_stats, false},
+    {"runtime.v1.RuntimeService/ListContainerStats", cri_list_container_stats, false},
+    {"runtime.v1.RuntimeService/UpdateContainerResources", cri_update_container_resources,
+     false},
+    {"runtime.v1.RuntimeService/ReopenContainerLog", cri_reopen_container_log, false},
+    {"runtime.v1.RuntimeService/RuntimeConfig", cri_runtime_config, false},
 };
 
 static void register_service(svc_table *t, agent_ctx *ctx, const ProtobufCServiceDescriptor *svc)

@@ -114,6 +114,12 @@ int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err);
 int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
 		      size_t max_output, rt_exec_result *ret, ad_error **err);
 
+/* Running containers only (else AD_E_PRECONDITION). */
+int mgr_ctr_stats(mgr *m, const char *id, rt_stats *ret, ad_error **err);
+int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
+		   ad_error **err);
+int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);
+
 /* ---- the CRI RuntimeService handlers (cri_runtime.c), listed in
  * cri_service.c's `implemented` table; all run on the worker pool. ---- */
 #include "rpc.h"
@@ -130,7 +136,12 @@ int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t t
 	X(cri_remove_container)                                                                    \
 	X(cri_list_containers)                                                                     \
 	X(cri_container_status)                                                                    \
-	X(cri_exec_sync)
+	X(cri_exec_sync)                                                                           \
+	X(cri_container_stats)                                                                     \
+	X(cri_list_container_stats)                                                                \
+	X(cri_update_container_resources)                                                          \
+	X(cri_reopen_container_log)                                                                \
+	X(cri_runtime_config)
 #define MGR_CRI_DECLARE(name)                                                                      \
 	rpc_code name(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,         \
 		      void *userdata);

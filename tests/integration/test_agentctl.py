@@ -370,8 +370,8 @@ def test_cri_rpcs_unimplemented(agentd, stubs):
         calls = [
             ("runtime.v1.RuntimeService/PortForward",
              lambda: rt.PortForward(stubs.api.PortForwardRequest(), timeout=10)),
-            ("runtime.v1.RuntimeService/RuntimeConfig",
-             lambda: rt.RuntimeConfig(stubs.api.RuntimeConfigRequest(), timeout=10)),
+            ("runtime.v1.RuntimeService/Attach",
+             lambda: rt.Attach(stubs.api.AttachRequest(), timeout=10)),
             ("runtime.v1.RuntimeService/CheckpointContainer",
              lambda: rt.CheckpointContainer(stubs.api.CheckpointContainerRequest(), timeout=10)),
             ("runtime.v1.RuntimeService/GetContainerEvents",

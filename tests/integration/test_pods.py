@@ -257,6 +257,25 @@ def test_pod_lifecycle(rt, pb, work, image, daemon):
     assert lc(C(state=pb.api.ContainerStateValue(state=pb.api.CONTAINER_RUNNING),
                 pod_sandbox_id=pid)) == [long]
 
+    # Stats, resources and log reopening while it runs.
+    stats = rt.ContainerStats(pb.api.ContainerStatsRequest(container_id=long)).stats
+    assert stats.attributes.id == long and stats.attributes.metadata.name == "long"
+    assert stats.memory.working_set_bytes.value > 0
+    assert stats.cpu.timestamp > 0
+    all_stats = rt.ListContainerStats(pb.api.ListContainerStatsRequest(
+        filter=pb.api.ContainerStatsFilter(pod_sandbox_id=pid))).stats
+    assert {s.attributes.id for s in all_stats} == {cid, bad, long}
+    rt.UpdateContainerResources(pb.api.UpdateContainerResourcesRequest(
+        container_id=long, linux=pb.api.LinuxContainerResources(
+            memory_limit_in_bytes=64 << 20)))
+    stats = rt.ContainerStats(pb.api.ContainerStatsRequest(container_id=long)).stats
+    assert stats.memory.available_bytes.value <= 64 << 20
+    rt.ReopenContainerLog(pb.api.ReopenContainerLogRequest(container_id=long))
+    e = rpc_error(rt.ReopenContainerLog, pb.api.ReopenContainerLogRequest(container_id=bad))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+    rc = rt.RuntimeConfig(pb.api.RuntimeConfigRequest())
+    assert rc.linux.cgroup_driver == pb.api.CGROUPFS
+
     # sleep is pid 1 of its pid namespace: SIGTERM is ignored, SIGKILL after 1 s.
     t0 = time.monotonic()
     rt.StopContainer(pb.api.StopContainerRequest(container_id=long, timeout=1))
