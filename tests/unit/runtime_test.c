@@ -337,6 +337,22 @@ static void test_exec(void **state)
 	assert_string_equal(r.out, want);
 	rt_exec_result_clear(&r);
 
+#ifdef RT_SHIM_MAX_RSS_KIB
+	{
+		/* the shim (the init's parent) stays small */
+		char sp[64];
+		snprintf(sp, sizeof(sp), "/proc/%d/status", (int)st.pid);
+		_cleanup_free_ char *is = slurp(sp);
+		pid_t shim = (pid_t)atoi(strstr(is, "PPid:") + 5);
+		snprintf(sp, sizeof(sp), "/proc/%d/status", (int)shim);
+		_cleanup_free_ char *ss = slurp(sp);
+		const char *rss = strstr(ss, "VmRSS:");
+		assert_non_null(rss);
+		long kib = strtol(rss + 6, NULL, 10);
+		if (kib <= 0 || kib > RT_SHIM_MAX_RSS_KIB)
+			fail_msg("shim VmRSS %ld KiB", kib);
+	}
+#endif
 	/* the exec'd process is in the container's cgroup */
 	static const char *const cg_args[] = {"cat", "/proc/self/cgroup", NULL};
 	must(rt_exec_sync(c, &cfg, cg_args, 10000, 65536, &r, &e), e, "exec_sync cgroup");
