@@ -529,3 +529,31 @@ def test_port_mapping_and_oom(rt, pb, work, image, daemon):
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
     assert leftovers(work, daemon, ids) == []
     assert "dport %d" % host_port not in run("iptables", "-t", "nat", "-S").stdout
+
+
+def test_parallel_pods(rt, pb, work, image, daemon):
+    """Pods started, used and removed from several client threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        pcfg = pod_config(pb, work)
+        pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg),
+                               timeout=120).pod_sandbox_id
+        cid = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "c", ["sh", "-c",
+                                                                    "exit %d" % i]))
+        cs = wait_state(rt, pb, cid, pb.api.CONTAINER_EXITED, timeout=60)
+        ip = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+            pod_sandbox_id=pid)).status.network.ip
+        return pid, cid, cs.exit_code, ip
+
+    with ThreadPoolExecutor(6) as ex:
+        results = list(ex.map(one, range(6)))
+    assert [r[2] for r in results] == list(range(6))
+    ips = [r[3] for r in results]
+    assert len(set(ips)) == 6 and all(ip.startswith(SUBNET_PREFIX) for ip in ips)
+    with ThreadPoolExecutor(6) as ex:
+        list(ex.map(lambda r: rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(
+            pod_sandbox_id=r[0]), timeout=120), results))
+    left = {p.id for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items}
+    assert not left & {r[0] for r in results}
+    assert leftovers(work, daemon, [x for r in results for x in r[:2]]) == []
