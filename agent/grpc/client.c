@@ -304,10 +304,11 @@ static int on_message(const uint8_t *msg, size_t len, bool compressed, void *ctx
 	if (cc->unary) {
 		if (cc->nmsgs++ > 0) {
 			protobuf_c_message_free_unpacked(m, NULL);
+			/* statuscodes.md: response cardinality violation. */
 			ccall_local_fail(
-			    cc, RPC_INTERNAL,
+			    cc, RPC_UNIMPLEMENTED,
 			    ad_strdup("more than one response message for a unary call"));
-			return RPC_INTERNAL;
+			return RPC_UNIMPLEMENTED;
 		}
 		cc->resp = m;
 		return 0;
@@ -816,7 +817,9 @@ static int run_call_io(rpc_client *c, rpc_ccall *cc, const char *path, const Pro
 		st->message = ad_strdup("stream ended without grpc-status");
 	}
 	if (st->code == RPC_OK && cc->unary && cc->nmsgs != 1) {
-		st->code = RPC_INTERNAL;
+		/* statuscodes.md: response cardinality violation. */
+		free(st->message);
+		st->code = RPC_UNIMPLEMENTED;
 		st->message = ad_strdup("no response message for a unary call");
 	}
 	return 0;

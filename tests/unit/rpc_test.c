@@ -405,6 +405,21 @@ static void test_stream(void **state)
 		sleep_ms(10);
 	assert_true(atomic_load(&stream_send_failed));
 
+	/* A unary call that gets zero or two messages: response cardinality
+	 * violation (the streaming method called as if it were unary). */
+	for (int repeat = 0; repeat <= 2; repeat += 2) {
+		Agent__V1__EchoResponse *r1 = NULL;
+		req.repeat = repeat;
+		req.response_bytes = 0;
+		assert_int_equal(rpc_client_unary(c, STREAM, &req.base,
+						  &agent__v1__echo_response__descriptor, 5000,
+						  (ProtobufCMessage **)&r1, &rs, &err),
+				 0);
+		assert_int_equal(rs.code, RPC_UNIMPLEMENTED);
+		assert_null(r1);
+		rpc_status_clear(&rs);
+	}
+
 	/* The connection still works. */
 	Agent__V1__EchoResponse *resp = NULL;
 	assert_int_equal(echo(c, ECHO, "after", 0, 0, &resp, &rs, &err), 0);
