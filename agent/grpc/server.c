@@ -505,8 +505,10 @@ static void call_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	rpc_conn *c = call->conn;
 	if (!c || call->finished)
 		return;
-	call_cancel(call);
+	/* Status first: a handler woken by the cancellation must not get its
+	 * own CANCELLED in before DEADLINE_EXCEEDED. */
 	call_fail(call, RPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
+	call_cancel(call);
 	if (conn_flush(c) != 0)
 		conn_free(c);
 }
