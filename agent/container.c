@@ -157,6 +157,7 @@ static int record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 			reason) < 0)
 		return -1;
 	c->state = MGR_CTR_EXITED;
+	mgr_event_publish(m, c->id, c->pod_id, MGR_EV_STOPPED);
 	c->finished_ns = finished;
 	c->exit_code = st->exit_code;
 	free(c->reason);
@@ -808,6 +809,7 @@ static int ctr_create_in_pod(mgr *m, const mgr_pod *p, const Runtime__V1__Contai
 		ad_error_wrap(err, "create container %s in pod sandbox %s", c->name, p->id);
 	} else {
 		*ret_id = ad_strdup(c->id);
+		mgr_event_publish(m, c->id, c->pod_id, MGR_EV_CREATED);
 	}
 	mgr_release(m, c->id);
 	mgr_ctr_free(c);
@@ -852,6 +854,8 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 		r = mgr_db_exec(m, err,
 				"UPDATE containers SET state = ?2, started_ns = ?3 WHERE id = ?1",
 				"sii", id, (int64_t)MGR_CTR_RUNNING, started);
+		if (r == 0)
+			mgr_event_publish(m, id, c->pod_id, MGR_EV_STARTED);
 	} else if (c && c->state == MGR_CTR_CREATED) {
 		/* A start that failed leaves an exited container, as upstream does. */
 		_cleanup_error_ ad_error *e = NULL;
@@ -944,6 +948,8 @@ int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err)
 		r = mgr_db_exec(m, err, "DELETE FROM containers WHERE id = ?1", "s", id);
 	if (r < 0)
 		ad_error_wrap(err, "remove container %s", id);
+	else
+		mgr_event_publish(m, id, c->pod_id, MGR_EV_DELETED);
 	mgr_ctr_free(c);
 	return r;
 }
@@ -1011,6 +1017,24 @@ int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t t
 	mgr_pod_free(p);
 	mgr_ctr_free(c);
 	return r;
+}
+
+void mgr_ctr_poll(mgr *m)
+{
+	mgr_ctr **v = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (ctr_query(m, "SELECT " CTR_COLS " FROM containers WHERE state = 2", NULL, &v, NULL,
+		      &e) < 0) {
+		ad_warn("container monitor: %s", e->message);
+		return;
+	}
+	for (mgr_ctr **c = v; *c; c++) {
+		ad_error *e2 = NULL;
+		if (ctr_refresh(m, *c, &e2) < 0)
+			ad_debug("container %s: %s", (*c)->id, e2->message);
+		ad_error_free(&e2);
+	}
+	mgr_ctrs_free(v);
 }
 
 /* ---- reconcile ---------------------------------------------------------------------- */

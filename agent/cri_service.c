@@ -78,10 +78,10 @@ static const struct {
     {"runtime.v1.RuntimeService/ExecSync", cri_exec_sync, false},
     {"runtime.v1.RuntimeService/ContainerStats", cri_container_stats, false},
     {"runtime.v1.RuntimeService/ListContainerStats", cri_list_container_stats, false},
-    {"runtime.v1.RuntimeService/UpdateContainerResources", cri_update_container_resources,
-     false},
+    {"runtime.v1.RuntimeService/UpdateContainerResources", cri_update_container_resources, false},
     {"runtime.v1.RuntimeService/ReopenContainerLog", cri_reopen_container_log, false},
     {"runtime.v1.RuntimeService/RuntimeConfig", cri_runtime_config, false},
+    {"runtime.v1.RuntimeService/GetContainerEvents", cri_get_container_events, false},
 };
 
 static void register_service(svc_table *t, agent_ctx *ctx, const ProtobufCServiceDescriptor *svc)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -90,6 +91,72 @@ char *mgr_new_id(void)
 	for (size_t i = 0; i < sizeof(b); i++)
 		snprintf(s + 2 * i, 3, "%02x", b[i]);
 	return s;
+}
+
+/* ---- events ------------------------------------------------------------- */
+void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_type type)
+{
+	pthread_mutex_lock(&m->ev_lock);
+	uint64_t seq = m->next_seq++;
+	mgr_event *e = &m->ring[seq % MGR_EVENT_RING];
+	*e = (mgr_event){.seq = seq, .type = type, .at_ns = ad_now_ns()};
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	snprintf(e->pod_id, sizeof(e->pod_id), "%s", pod_id ? pod_id : "");
+	pthread_cond_broadcast(&m->ev_cond);
+	pthread_mutex_unlock(&m->ev_lock);
+}
+
+uint64_t mgr_events_cursor(mgr *m)
+{
+	pthread_mutex_lock(&m->ev_lock);
+	uint64_t c = m->next_seq;
+	pthread_mutex_unlock(&m->ev_lock);
+	return c;
+}
+
+size_t mgr_events_wait(mgr *m, uint64_t *cursor, mgr_event *out, size_t max, int timeout_ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&m->ev_lock);
+	while (m->next_seq == *cursor && !m->stopping)
+		if (pthread_cond_timedwait(&m->ev_cond, &m->ev_lock, &until) == ETIMEDOUT)
+			break;
+	if (m->next_seq - *cursor > MGR_EVENT_RING)
+		*cursor = m->next_seq - MGR_EVENT_RING;
+	size_t n = 0;
+	while (*cursor < m->next_seq && n < max)
+		out[n++] = m->ring[(*cursor)++ % MGR_EVENT_RING];
+	pthread_mutex_unlock(&m->ev_lock);
+	return n;
+}
+
+static void *monitor_main(void *arg)
+{
+	mgr *m = arg;
+	pthread_mutex_lock(&m->ev_lock);
+	while (!m->stopping) {
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += MGR_MONITOR_INTERVAL_MS / 1000;
+		/* ev_cond also signals events: sleep out the whole interval. */
+		while (!m->stopping &&
+		       pthread_cond_timedwait(&m->ev_cond, &m->ev_lock, &until) != ETIMEDOUT)
+			;
+		if (m->stopping)
+			break;
+		pthread_mutex_unlock(&m->ev_lock);
+		mgr_ctr_poll(m);
+		pthread_mutex_lock(&m->ev_lock);
+	}
+	pthread_mutex_unlock(&m->ev_lock);
+	return NULL;
 }
 
 /* ---- DB ------------------------------------------------------------------- */
@@ -891,6 +958,13 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	pthread_mutex_init(&m->db_lock, NULL);
 	pthread_mutex_init(&m->busy_lock, NULL);
 	pthread_cond_init(&m->busy_cond, NULL);
+	pthread_mutex_init(&m->ev_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->ev_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	m->next_seq = 1;
 	m->root = ad_strdup(cfg->root);
 	m->state = ad_strdup(cfg->state);
 	m->images = images;
@@ -919,6 +993,10 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	} else {
 		pod_reconcile(m);
 		mgr_ctr_reconcile(m);
+		if (pthread_create(&m->monitor, NULL, monitor_main, m) == 0)
+			m->monitor_started = true;
+		else
+			ad_warn("pods: no exit monitor thread; exits are noticed on queries");
 	}
 	*ret = m;
 	return 0;
@@ -928,6 +1006,13 @@ void mgr_close(mgr *m)
 {
 	if (!m)
 		return;
+	if (m->monitor_started) {
+		pthread_mutex_lock(&m->ev_lock);
+		m->stopping = true;
+		pthread_cond_broadcast(&m->ev_cond);
+		pthread_mutex_unlock(&m->ev_lock);
+		pthread_join(m->monitor, NULL);
+	}
 	if (m->rt)
 		rt_runtime_free(m->rt);
 	if (m->db)
@@ -946,5 +1031,7 @@ void mgr_close(mgr *m)
 	pthread_mutex_destroy(&m->db_lock);
 	pthread_mutex_destroy(&m->busy_lock);
 	pthread_cond_destroy(&m->busy_cond);
+	pthread_mutex_destroy(&m->ev_lock);
+	pthread_cond_destroy(&m->ev_cond);
 	free(m);
 }

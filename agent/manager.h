@@ -114,6 +114,29 @@ int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err);
 int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
 		      size_t max_output, rt_exec_result *ret, ad_error **err);
 
+/* ---- container events (GetContainerEvents) ---- */
+typedef enum mgr_event_type { /* the CRI ContainerEventType values */
+			      MGR_EV_CREATED = 0,
+			      MGR_EV_STARTED,
+			      MGR_EV_STOPPED,
+			      MGR_EV_DELETED,
+} mgr_event_type;
+
+typedef struct mgr_event {
+	uint64_t seq;
+	mgr_event_type type;
+	int64_t at_ns;
+	char id[65];
+	char pod_id[65];
+} mgr_event;
+
+/* Where a new watcher starts: after every event so far. */
+uint64_t mgr_events_cursor(mgr *m);
+/* Waits up to timeout_ms for events after *cursor and copies up to `max`
+ * of them (a watcher that falls more than the ring behind loses the oldest).
+ * Returns how many; *cursor moves past them. */
+size_t mgr_events_wait(mgr *m, uint64_t *cursor, mgr_event *out, size_t max, int timeout_ms);
+
 /* Running containers only (else AD_E_PRECONDITION). */
 int mgr_ctr_stats(mgr *m, const char *id, rt_stats *ret, ad_error **err);
 int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
@@ -141,7 +164,8 @@ int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);
 	X(cri_list_container_stats)                                                                \
 	X(cri_update_container_resources)                                                          \
 	X(cri_reopen_container_log)                                                                \
-	X(cri_runtime_config)
+	X(cri_runtime_config)                                                                      \
+	X(cri_get_container_events)
 #define MGR_CRI_DECLARE(name)                                                                      \
 	rpc_code name(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,         \
 		      void *userdata);

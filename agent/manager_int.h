@@ -8,6 +8,9 @@
 #include "cni.h"
 #include "manager.h"
 
+#define MGR_EVENT_RING 512
+#define MGR_MONITOR_INTERVAL_MS 1000
+
 struct mgr {
 	char *root, *state;
 	store *images;
@@ -27,7 +30,19 @@ struct mgr {
 	pthread_cond_t busy_cond;
 	char **busy;
 	size_t n_busy, cap_busy;
+	/* Container events: a ring the GetContainerEvents streams read. */
+	pthread_mutex_t ev_lock;
+	pthread_cond_t ev_cond;
+	mgr_event ring[MGR_EVENT_RING];
+	uint64_t next_seq; /* seq of the next event; the first is 1 */
+	/* Notices exits of running containers without waiting for a query. */
+	pthread_t monitor;
+	bool monitor_started, stopping;
 };
+
+void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_type type);
+/* Refreshes every running container (records exits). */
+void mgr_ctr_poll(mgr *m);
 
 /* Waits until no other operation holds `id`, then holds it. */
 void mgr_hold(mgr *m, const char *id);

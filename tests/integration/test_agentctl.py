@@ -374,8 +374,8 @@ def test_cri_rpcs_unimplemented(agentd, stubs):
              lambda: rt.Attach(stubs.api.AttachRequest(), timeout=10)),
             ("runtime.v1.RuntimeService/CheckpointContainer",
              lambda: rt.CheckpointContainer(stubs.api.CheckpointContainerRequest(), timeout=10)),
-            ("runtime.v1.RuntimeService/GetContainerEvents",
-             lambda: list(rt.GetContainerEvents(stubs.api.GetEventsRequest(), timeout=10))),
+            ("runtime.v1.RuntimeService/StreamContainers",
+             lambda: list(rt.StreamContainers(stubs.api.StreamContainersRequest(), timeout=10))),
             ("runtime.v1.ImageService/StreamImages",
              lambda: list(im.StreamImages(stubs.api.StreamImagesRequest(), timeout=10))),
         ]

@@ -557,3 +557,48 @@ def test_parallel_pods(rt, pb, work, image, daemon):
     left = {p.id for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items}
     assert not left & {r[0] for r in results}
     assert leftovers(work, daemon, [x for r in results for x in r[:2]]) == []
+
+
+def test_container_events(rt, pb, work, image, daemon):
+    """GetContainerEvents streams created, started, stopped (noticed by the
+    exit monitor, nobody asks for the status) and deleted."""
+    import threading
+    got = []
+    stream = rt.GetContainerEvents(pb.api.GetEventsRequest(), timeout=60)
+
+    def reader():
+        try:
+            for ev in stream:
+                got.append(ev)
+        except grpc.RpcError:
+            pass
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        time.sleep(0.3)
+        pcfg = pod_config(pb, work)
+        pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+        cid = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "ev", ["sh", "-c", "exit 5"]))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(
+                e.container_id == cid and e.container_event_type == pb.api.CONTAINER_STOPPED_EVENT
+                for e in got):
+            time.sleep(0.1)
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                e.container_id == cid and e.container_event_type == pb.api.CONTAINER_DELETED_EVENT
+                for e in got):
+            time.sleep(0.1)
+    finally:
+        stream.cancel()
+        t.join(10)
+    mine = [e for e in got if e.container_id == cid]
+    assert [e.container_event_type for e in mine] == [
+        pb.api.CONTAINER_CREATED_EVENT, pb.api.CONTAINER_STARTED_EVENT,
+        pb.api.CONTAINER_STOPPED_EVENT, pb.api.CONTAINER_DELETED_EVENT]
+    stopped = mine[2]
+    assert stopped.pod_sandbox_status.id == pid
+    assert stopped.containers_statuses[0].exit_code == 5
+    assert stopped.created_at > 0
