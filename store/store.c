@@ -21,10 +21,18 @@ static int open_subdir(int dirfd, const char *root, const char *name, int *ret_f
 	return 0;
 }
 
+/* A new open file description for a directory: a dup() would share the read
+ * position with the store's long-lived fd, so a second readdir pass would
+ * start at the end and see nothing. */
+static int reopen_dir(int dirfd)
+{
+	return openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
 /* Everything in tmp/ belongs to a pull that died: no record points into it. */
 static void clean_tmp(store *s)
 {
-	int fd = dup(s->tmp_fd);
+	int fd = reopen_dir(s->tmp_fd);
 	if (fd < 0)
 		return;
 	DIR *d = fdopendir(fd);
@@ -218,7 +226,7 @@ static bool referenced(store *s, const char *sql, const char *value)
 static void sweep(store *s, int dirfd, const char *sub, const char *sql, bool is_dir,
 		  uint64_t *freed)
 {
-	int fd = dup(dirfd);
+	int fd = reopen_dir(dirfd);
 	if (fd < 0)
 		return;
 	DIR *d = fdopendir(fd);

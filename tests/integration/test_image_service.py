@@ -152,6 +152,22 @@ def test_remove_image_twice(pb, agentd, plain):
         assert not status(pb, im, ref).HasField("image")
 
 
+def test_remove_frees_content_every_time(pb, agentd_factory, plain):
+    """Each RemoveImage in one agentd frees the image's blobs and layers, not
+    only the first (the sweep must not reuse a spent directory stream)."""
+    a = agentd_factory()
+    root = Path(a.root)
+    ref = f"{plain.host}/test/three:v1"
+    ch, im = images_stub(pb, a)
+    with ch:
+        for _ in range(3):
+            pull(pb, im, ref)
+            assert os.listdir(root / "layers") and os.listdir(root / "blobs" / "sha256")
+            im.RemoveImage(pb.api.RemoveImageRequest(image=spec(pb, ref)), timeout=10)
+            assert os.listdir(root / "layers") == []
+            assert os.listdir(root / "blobs" / "sha256") == []
+
+
 def test_remove_image_by_repo_digest(pb, agentd, plain):
     ref = f"{plain.host}/test/two:v1"
     ch, im = images_stub(pb, agentd)
