@@ -1315,10 +1315,13 @@ static int listen_unix(rpc_server *srv, const char *path, ad_error **err)
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
 			return ad_fail(err, AD_E_EXISTS, "%s exists and is not a socket", path);
-		_cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		/* Non-blocking: a live but busy server (full backlog) answers
+		 * EAGAIN rather than keeping us waiting. */
+		_cleanup_close_ int probe =
+		    socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (probe < 0)
 			return ad_fail_errno(err, AD_E_INTERNAL, "socket");
-		if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+		if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0 || errno == EAGAIN)
 			return ad_fail(err, AD_E_EXISTS,
 				       "another server is already listening on %s", path);
 		if (errno != ECONNREFUSED)

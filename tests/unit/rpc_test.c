@@ -729,6 +729,18 @@ static void test_socket_takeover(void **state)
 	assert_int_equal(rpc_server_new(base, &cfg, &srv, &err), -1);
 	assert_non_null(strstr(err->message, "already listening"));
 	ad_error_free(&err);
+	/* Nor is a file that is not a socket. */
+	char plain[400];
+	snprintf(plain, sizeof(plain), "%s/not-a-socket", tmpdir);
+	FILE *f = fopen(plain, "w");
+	fclose(f);
+	cfg.unix_path = plain;
+	assert_int_equal(rpc_server_new(base, &cfg, &srv, &err), -1);
+	assert_non_null(strstr(err->message, "is not a socket"));
+	ad_error_free(&err);
+	struct stat pst;
+	assert_int_equal(stat(plain, &pst), 0);
+	assert_true(S_ISREG(pst.st_mode));
 	event_base_free(base);
 
 	rpc_client *c = client_unix();
