@@ -813,3 +813,143 @@ rpc_code cri_get_container_events(rpc_call *call, const ProtobufCMessage *req,
 	}
 	return RPC_CANCELLED;
 }
+
+/* ---- PodSandboxStats ----------------------------------------------------------------- */
+/* The pod's usage: its containers' (listed too) plus the infra process's. */
+static R(PodSandboxStats) *
+    pod_stats(rpc_call *call, mgr *m, const mgr_pod *p, const R(PodSandboxConfig) * cfg)
+{
+	R(PodSandboxStats) *s = rpc_call_alloc(call, sizeof(*s));
+	runtime__v1__pod_sandbox_stats__init(s);
+	R(PodSandboxAttributes) *a = rpc_call_alloc(call, sizeof(*a));
+	runtime__v1__pod_sandbox_attributes__init(a);
+	a->id = rpc_call_strdup(call, p->id);
+	if (cfg) {
+		a->metadata = cfg->metadata;
+		COPY_MAP(call, a, labels,
+			 runtime__v1__pod_sandbox_attributes__labels_entry__descriptor,
+			 cfg->n_labels, cfg->labels);
+		COPY_MAP(call, a, annotations,
+			 runtime__v1__pod_sandbox_attributes__annotations_entry__descriptor,
+			 cfg->n_annotations, cfg->annotations);
+	}
+	s->attributes = a;
+	R(LinuxPodSandboxStats) *l = rpc_call_alloc(call, sizeof(*l));
+	runtime__v1__linux_pod_sandbox_stats__init(l);
+	s->linux = l;
+
+	rt_stats infra;
+	ad_error *e = NULL;
+	if (mgr_pod_infra_stats(m, p, &infra, &e) < 0) {
+		ad_error_free(&e);
+		return s; /* not ready: no usage */
+	}
+	uint64_t cpu = infra.cpu_usage_ns, ws = infra.memory_working_set;
+	uint64_t usage = infra.memory_usage, rss = infra.memory_rss, procs = infra.pids_current;
+	mgr_ctr **v = NULL;
+	if (mgr_ctr_list(m, p->id, &v, &e) == 0) {
+		size_t n = 0;
+		while (v[n])
+			n++;
+		l->containers = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+		for (size_t i = 0; i < n; i++) {
+			R(ContainerConfig) *cc =
+			    unpack_in_call(call, &runtime__v1__container_config__descriptor,
+					   v[i]->config_len, v[i]->config);
+			R(ContainerStats) *cs = ctr_stats(call, m, v[i], cc);
+			l->containers[l->n_containers++] = cs;
+			if (cs->cpu && cs->cpu->usage_core_nano_seconds)
+				cpu += cs->cpu->usage_core_nano_seconds->value;
+			if (cs->memory) {
+				ws += cs->memory->working_set_bytes->value;
+				usage += cs->memory->usage_bytes->value;
+				rss += cs->memory->rss_bytes->value;
+			}
+		}
+		mgr_ctrs_free(v);
+	}
+	ad_error_free(&e);
+	for (size_t i = 0; i < l->n_containers; i++) {
+		rt_stats st;
+		/* Process counts are not in ContainerStats: read them again. */
+		if (l->containers[i]->cpu &&
+		    mgr_ctr_stats(m, l->containers[i]->attributes->id, &st, &e) == 0)
+			procs += st.pids_current;
+		ad_error_free(&e);
+	}
+	R(CpuUsage) *c = rpc_call_alloc(call, sizeof(*c));
+	runtime__v1__cpu_usage__init(c);
+	c->timestamp = infra.timestamp_ns;
+	c->usage_core_nano_seconds = u64(call, cpu);
+	l->cpu = c;
+	R(MemoryUsage) *mu = rpc_call_alloc(call, sizeof(*mu));
+	runtime__v1__memory_usage__init(mu);
+	mu->timestamp = infra.timestamp_ns;
+	mu->working_set_bytes = u64(call, ws);
+	mu->usage_bytes = u64(call, usage);
+	mu->rss_bytes = u64(call, rss);
+	l->memory = mu;
+	R(ProcessUsage) *pu = rpc_call_alloc(call, sizeof(*pu));
+	runtime__v1__process_usage__init(pu);
+	pu->timestamp = infra.timestamp_ns;
+	pu->process_count = u64(call, procs);
+	l->process = pu;
+	return s;
+}
+
+rpc_code cri_pod_sandbox_stats(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			       void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(PodSandboxStatsRequest) *q = (const R(PodSandboxStatsRequest) *)req;
+	if (empty(q->pod_sandbox_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
+	ad_error *e = NULL;
+	mgr_pod *p = NULL;
+	if (mgr_pod_get(m, q->pod_sandbox_id, &p, &e) < 0)
+		return fail(call, e);
+	R(PodSandboxConfig) *cfg = unpack_in_call(
+	    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+	((R(PodSandboxStatsResponse) *)resp)->stats = pod_stats(call, m, p, cfg);
+	mgr_pod_free(p);
+	return RPC_OK;
+}
+
+rpc_code cri_list_pod_sandbox_stats(rpc_call *call, const ProtobufCMessage *req,
+				    ProtobufCMessage *resp, void *userdata)
+{
+	(void)userdata;
+	rpc_code code;
+	mgr *m = get_mgr(call, &code);
+	if (!m)
+		return code;
+	const R(PodSandboxStatsFilter) *f = ((const R(ListPodSandboxStatsRequest) *)req)->filter;
+	ad_error *e = NULL;
+	mgr_pod **pods = NULL;
+	if (mgr_pod_list(m, &pods, &e) < 0)
+		return fail(call, e);
+	size_t n = 0;
+	while (pods[n])
+		n++;
+	R(ListPodSandboxStatsResponse) *r = (R(ListPodSandboxStatsResponse) *)resp;
+	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	for (size_t i = 0; i < n; i++) {
+		mgr_pod *p = pods[i];
+		if (f && !empty(f->id) && strncmp(p->id, f->id, strlen(f->id)) != 0)
+			continue;
+		R(PodSandboxConfig) *cfg = unpack_in_call(
+		    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+		if (!cfg)
+			continue;
+		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
+				       cfg->n_labels, (void *const *)cfg->labels))
+			continue;
+		r->stats[r->n_stats++] = pod_stats(call, m, p, cfg);
+	}
+	mgr_pods_free(pods);
+	return RPC_OK;
+}

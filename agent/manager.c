@@ -790,6 +790,20 @@ int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *ru
 	return 0;
 }
 
+int mgr_pod_infra_stats(mgr *m, const mgr_pod *p, rt_stats *ret, ad_error **err)
+{
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	if (p->state != MGR_POD_READY || !p->infra_id)
+		return ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s is not ready", p->id);
+	rt_container *c = NULL;
+	if (rt_open(m->rt, p->infra_id, &c, err) < 0)
+		return -1;
+	int r = rt_get_stats(c, ret, err);
+	rt_container_free(c);
+	return r;
+}
+
 int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
 {
 	if (mgr_need_rt(m, err) < 0)

@@ -137,6 +137,9 @@ uint64_t mgr_events_cursor(mgr *m);
  * Returns how many; *cursor moves past them. */
 size_t mgr_events_wait(mgr *m, uint64_t *cursor, mgr_event *out, size_t max, int timeout_ms);
 
+/* The infra process's cgroup usage (a ready pod only). */
+int mgr_pod_infra_stats(mgr *m, const mgr_pod *p, rt_stats *ret, ad_error **err);
+
 /* Running containers only (else AD_E_PRECONDITION). */
 int mgr_ctr_stats(mgr *m, const char *id, rt_stats *ret, ad_error **err);
 int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
@@ -165,7 +168,9 @@ int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);
 	X(cri_update_container_resources)                                                          \
 	X(cri_reopen_container_log)                                                                \
 	X(cri_runtime_config)                                                                      \
-	X(cri_get_container_events)
+	X(cri_get_container_events)                                                                \
+	X(cri_pod_sandbox_stats)                                                                   \
+	X(cri_list_pod_sandbox_stats)
 #define MGR_CRI_DECLARE(name)                                                                      \
 	rpc_code name(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,         \
 		      void *userdata);

@@ -335,6 +335,16 @@ def test_containers_share_localhost_and_pod_ip_reachable(rt, pb, work, image, da
             time.sleep(0.2)
         assert ex.exit_code == 0, ex.stderr
         assert ex.stdout.decode().strip() == want
+        # Pod stats: both containers and the infra process.
+        ps = rt.PodSandboxStats(pb.api.PodSandboxStatsRequest(pod_sandbox_id=pid)).stats
+        assert ps.attributes.id == pid and ps.attributes.metadata.name == pcfg.metadata.name
+        assert {c.attributes.id for c in ps.linux.containers} == {web, client}
+        assert ps.linux.process.process_count.value >= 3
+        assert ps.linux.memory.working_set_bytes.value > 0
+        assert ps.linux.cpu.usage_core_nano_seconds.value > 0
+        ls = rt.ListPodSandboxStats(pb.api.ListPodSandboxStatsRequest(
+            filter=pb.api.PodSandboxStatsFilter(id=pid))).stats
+        assert [x.attributes.id for x in ls] == [pid]
         # Same UTS namespace: the pod's hostname.
         ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=client, cmd=["hostname"],
                                                 timeout=10))
