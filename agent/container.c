@@ -650,6 +650,9 @@ static int build_config(mgr *m, arena *a, const mgr_ctr *c, const Runtime__V1__C
 	rc->tty = cc->tty;
 	rc->log_path = c->log_path && *c->log_path ? c->log_path : NULL;
 	build_resources(cc, rc);
+	/* The pod's cgroup (kubelet's cgroupfs path), shared by all its containers. */
+	if (pc && pc->linux && pc->linux->cgroup_parent && *pc->linux->cgroup_parent)
+		rc->cgroup_parent = pc->linux->cgroup_parent;
 	if (build_user(cc, img, rootfs, rc, err) < 0 || build_security(a, cc, rc, err) < 0 ||
 	    build_mounts(a, cc, p, rc, err) < 0 || build_namespaces(m, a, cc, p, pc, rc, err) < 0)
 		return -1;

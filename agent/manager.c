@@ -525,6 +525,8 @@ static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxCo
 	rc.args = args;
 	rc.security.readonly_rootfs = true;
 	rc.security.no_new_privs = true;
+	if (cfg->linux && cfg->linux->cgroup_parent && *cfg->linux->cgroup_parent)
+		rc.cgroup_parent = cfg->linux->cgroup_parent;
 	/* pause needs no capability at all. */
 	rc.security.capabilities_set = true;
 	bool host_net = pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__NODE;

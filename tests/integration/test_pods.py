@@ -612,3 +612,28 @@ def test_container_events(rt, pb, work, image, daemon):
     assert stopped.pod_sandbox_status.id == pid
     assert stopped.containers_statuses[0].exit_code == 5
     assert stopped.created_at > 0
+
+
+def test_cgroup_parent(rt, pb, work, image, daemon):
+    """The pod's cgroup_parent holds the infra process and every container."""
+    parent = "agentd-test-pods-%d" % os.getpid()
+    pcfg = pod_config(pb, work)
+    pcfg.linux.cgroup_parent = "/" + parent
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        cid = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "cg", ["sleep", "1000"]))
+        assert wait_state(rt, pb, cid, pb.api.CONTAINER_RUNNING).state == \
+            pb.api.CONTAINER_RUNNING
+        for ctl in ("pids", "memory"):
+            assert Path("/sys/fs/cgroup", ctl, parent, cid).is_dir()
+            assert Path("/sys/fs/cgroup", ctl, parent, pid).is_dir()
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+        for ctl in ("pids", "memory"):
+            assert not Path("/sys/fs/cgroup", ctl, parent, cid).exists()
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+        for d in Path("/sys/fs/cgroup").glob("*/" + parent):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
