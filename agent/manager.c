@@ -3,6 +3,7 @@
  * hosts/hostname/resolv.conf) and what both halves share (DB, id holds). */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -515,7 +516,7 @@ static int pod_write_files(const mgr_pod *p, const Runtime__V1__PodSandboxConfig
 
 /* ---- infra process -------------------------------------------------------- */
 static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg,
-		       ad_error **err)
+		       pid_t *ret_pid, ad_error **err)
 {
 	static const char *const args[] = {"/" INFRA_BINARY, NULL};
 	rt_config rc;
@@ -550,8 +551,107 @@ static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxCo
 		rt_delete(c, &e2);
 		ad_error_wrap(err, "infra process");
 	}
+	*ret_pid = rt_container_init_pid(c);
 	rt_container_free(c);
 	return r;
+}
+
+/* ---- sysctls ------------------------------------------------------------------ */
+/* Kubernetes' namespaced sysctls: net.* live in the network namespace, the
+ * IPC ones in the IPC namespace; anything else would change the node. */
+static bool sysctl_is_ipc(const char *k)
+{
+	return strncmp(k, "kernel.shm", 10) == 0 || strncmp(k, "kernel.msg", 10) == 0 ||
+	       strcmp(k, "kernel.sem") == 0 || strncmp(k, "fs.mqueue.", 10) == 0;
+}
+
+typedef struct sysctl_job {
+	const Runtime__V1__PodSandboxConfig *cfg;
+	const char *netns;
+	pid_t infra;
+	ad_error *err;
+} sysctl_job;
+
+static int write_sysctl(const char *key, const char *value, ad_error **err)
+{
+	_cleanup_free_ char *path = ad_asprintf("/proc/sys/%s", key);
+	for (char *c = path + 10; *c; c++)
+		if (*c == '.')
+			*c = '/';
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "sysctl %s", key);
+	size_t len = strlen(value);
+	if (write(fd, value, len) != (ssize_t)len)
+		return ad_fail_errno(err, AD_E_INVALID, "sysctl %s = %s", key, value);
+	return 0;
+}
+
+/* setns() changes only the calling thread: a short-lived one does the writes. */
+static void *sysctl_thread(void *arg)
+{
+	sysctl_job *j = arg;
+	const Runtime__V1__LinuxPodSandboxConfig *l = j->cfg->linux;
+	for (int pass = 0; pass < 2 && !j->err; pass++) {
+		bool ipc = pass == 1;
+		_cleanup_free_ char *ipc_path = ad_asprintf("/proc/%d/ns/ipc", (int)j->infra);
+		const char *ns = ipc ? ipc_path : j->netns;
+		_cleanup_close_ int fd = -1;
+		for (size_t i = 0; i < l->n_sysctls && !j->err; i++) {
+			const char *k = l->sysctls[i]->key;
+			if (sysctl_is_ipc(k) != ipc)
+				continue;
+			if (fd < 0) {
+				fd = open(ns, O_RDONLY | O_CLOEXEC);
+				if (fd < 0 || setns(fd, ipc ? CLONE_NEWIPC : CLONE_NEWNET) < 0) {
+					ad_fail_errno(&j->err, AD_E_INTERNAL, "sysctl %s: join %s",
+						      k, ns);
+					break;
+				}
+			}
+			write_sysctl(k, l->sysctls[i]->value, &j->err);
+		}
+	}
+	return NULL;
+}
+
+static int check_sysctls(const Runtime__V1__PodSandboxConfig *cfg, ad_error **err)
+{
+	if (!cfg->linux)
+		return 0;
+	for (size_t i = 0; i < cfg->linux->n_sysctls; i++) {
+		const char *k = cfg->linux->sysctls[i]->key;
+		bool net = strncmp(k, "net.", 4) == 0;
+		if (!net && !sysctl_is_ipc(k))
+			return ad_fail(err, AD_E_INVALID, "sysctl %s is not namespaced", k);
+		if (strstr(k, "..") || strchr(k, '/'))
+			return ad_fail(err, AD_E_INVALID, "sysctl %s: bad name", k);
+		if (net && pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+			return ad_fail(err, AD_E_INVALID,
+				       "sysctl %s needs the pod's own network namespace", k);
+		if (!net && pod_ns_mode(cfg, 'i') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+			return ad_fail(err, AD_E_INVALID,
+				       "sysctl %s needs the pod's own IPC namespace", k);
+	}
+	return 0;
+}
+
+static int apply_sysctls(const Runtime__V1__PodSandboxConfig *cfg, const char *netns, pid_t infra,
+			 ad_error **err)
+{
+	if (!cfg->linux || !cfg->linux->n_sysctls)
+		return 0;
+	sysctl_job j = {.cfg = cfg, .netns = netns, .infra = infra};
+	pthread_t t;
+	int rc = pthread_create(&t, NULL, sysctl_thread, &j);
+	if (rc != 0)
+		return ad_error_make(err, AD_E_INTERNAL, rc, "sysctl thread");
+	pthread_join(t, NULL);
+	if (j.err) {
+		*err = j.err;
+		return -1;
+	}
+	return 0;
 }
 
 static int infra_stop(mgr *m, const char *infra_id, bool delete, ad_error **err)
@@ -686,7 +786,8 @@ static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *
 int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *runtime_handler,
 		char **ret_id, ad_error **err)
 {
-	if (mgr_need_rt(m, err) < 0 || pod_check_metadata(cfg, err) < 0)
+	if (mgr_need_rt(m, err) < 0 || pod_check_metadata(cfg, err) < 0 ||
+	    check_sysctls(cfg, err) < 0)
 		return -1;
 	if (runtime_handler && *runtime_handler && strcmp(runtime_handler, "agentd") != 0)
 		return ad_fail(err, AD_E_INVALID, "unknown runtime handler '%s'", runtime_handler);
@@ -769,8 +870,11 @@ int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *ru
 	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE pods SET infra_id = ?2 WHERE id = ?1", "ss", p->id,
 				p->infra_id);
+	pid_t infra_pid = 0;
 	if (r == 0)
-		r = infra_start(m, p, cfg, err);
+		r = infra_start(m, p, cfg, &infra_pid, err);
+	if (r == 0)
+		r = apply_sysctls(cfg, p->netns, infra_pid, err);
 	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", p->id,
 				(int64_t)MGR_POD_READY);

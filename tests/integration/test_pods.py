@@ -637,3 +637,30 @@ def test_cgroup_parent(rt, pb, work, image, daemon):
                 d.rmdir()
             except OSError:
                 pass
+
+
+def test_sysctls(rt, pb, work, image, daemon):
+    """Namespaced sysctls land in the pod's network and IPC namespaces, not
+    the node's; others are refused."""
+    host_range = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+    host_msgmax = Path("/proc/sys/kernel/msgmax").read_text()
+    pcfg = pod_config(pb, work)
+    pcfg.linux.sysctls["net.ipv4.ip_local_port_range"] = "20000 30000"
+    pcfg.linux.sysctls["kernel.msgmax"] = "12345"
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        cid = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "sys", ["sleep", "1000"]))
+        assert wait_state(rt, pb, cid, pb.api.CONTAINER_RUNNING).state == \
+            pb.api.CONTAINER_RUNNING
+        ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=cid, cmd=[
+            "cat", "/proc/sys/net/ipv4/ip_local_port_range", "/proc/sys/kernel/msgmax"],
+            timeout=10))
+        assert ex.stdout.decode().split() == ["20000", "30000", "12345"], ex.stderr
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert Path("/proc/sys/net/ipv4/ip_local_port_range").read_text() == host_range
+    assert Path("/proc/sys/kernel/msgmax").read_text() == host_msgmax
+    bad = pod_config(pb, work)
+    bad.linux.sysctls["vm.swappiness"] = "1"
+    e = rpc_error(rt.RunPodSandbox, pb.api.RunPodSandboxRequest(config=bad))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "vm.swappiness" in e.details()
