@@ -115,7 +115,7 @@ static rpc_code debug_echo(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	agent_ctx *ctx = userdata;
 	const Agent__V1__EchoRequest *rq = (const Agent__V1__EchoRequest *)req;
 	Agent__V1__EchoResponse *r = (Agent__V1__EchoResponse *)resp;
-	size_t len;
+	size_t len = 0;
 	rpc_code code = echo_check(call, ctx, rq, &len);
 	if (code != RPC_OK)
 		return code;
@@ -137,7 +137,7 @@ static rpc_code debug_stream_echo(rpc_call *call, const ProtobufCMessage *req,
 	(void)resp;
 	agent_ctx *ctx = userdata;
 	const Agent__V1__EchoRequest *rq = (const Agent__V1__EchoRequest *)req;
-	size_t len;
+	size_t len = 0;
 	rpc_code code = echo_check(call, ctx, rq, &len);
 	if (code != RPC_OK)
 		return code;

@@ -225,7 +225,7 @@ rpc_code cri_pull_image(rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 	const Runtime__V1__PullImageRequest *rq = (const Runtime__V1__PullImageRequest *)req;
 	Runtime__V1__PullImageResponse *r = (Runtime__V1__PullImageResponse *)resp;
 	store *s;
-	const char *image;
+	const char *image = NULL;
 	rpc_code code = with_store(call, &s);
 	if (code == RPC_OK)
 		code = spec_image(call, rq->image, &image);
@@ -290,7 +290,7 @@ rpc_code cri_image_status(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	const Runtime__V1__ImageStatusRequest *rq = (const Runtime__V1__ImageStatusRequest *)req;
 	Runtime__V1__ImageStatusResponse *r = (Runtime__V1__ImageStatusResponse *)resp;
 	store *s;
-	const char *image;
+	const char *image = NULL;
 	rpc_code code = with_store(call, &s);
 	if (code == RPC_OK)
 		code = spec_image(call, rq->image, &image);
@@ -328,7 +328,7 @@ rpc_code cri_remove_image(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	(void)resp;
 	const Runtime__V1__RemoveImageRequest *rq = (const Runtime__V1__RemoveImageRequest *)req;
 	store *s;
-	const char *image;
+	const char *image = NULL;
 	rpc_code code = with_store(call, &s);
 	if (code == RPC_OK)
 		code = spec_image(call, rq->image, &image);
