@@ -186,8 +186,9 @@ static R(PodSandboxState) pod_state(const mgr_pod *p)
 
 static void add_info(rpc_call *call, R(PodSandboxStatusResponse) * r, const mgr_pod *p)
 {
-	json_t *o = json_pack("{s:s, s:s*, s:s*, s:s*, s:s*}", "id", p->id, "netns", p->netns,
-			      "infraId", p->infra_id, "podDir", p->dir, "network", p->cni_net);
+	json_t *o = json_pack("{s:s, s:s*, s:s*, s:i, s:s*, s:s*}", "id", p->id, "netns", p->netns,
+			      "infraId", p->infra_id, "pid", (int)p->infra_pid, "podDir", p->dir,
+			      "network", p->cni_net);
 	if (p->cni_result)
 		json_object_set_new(o, "cniResult", json_loads(p->cni_result, 0, NULL));
 	char *s = json_dumps(o, JSON_COMPACT);

@@ -309,6 +309,32 @@ static int pod_query(mgr *m, const char *sql, const char *param, mgr_pod ***ret,
 	return 0;
 }
 
+/* A ready pod whose infra process is gone (killed, or the node rebooted) is
+ * not ready any more: the kubelet then replaces it. */
+static void pod_check_alive(mgr *m, mgr_pod *p)
+{
+	if (p->state != MGR_POD_READY || !m->rt || !p->infra_id)
+		return;
+	rt_container *c = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_state st = {.status = RT_STATUS_STOPPED};
+	if (rt_open(m->rt, p->infra_id, &c, &e) == 0) {
+		if (rt_get_state(c, &st, &e) < 0)
+			st.status = RT_STATUS_STOPPED;
+		rt_container_free(c);
+	}
+	if (st.status == RT_STATUS_RUNNING) {
+		p->infra_pid = st.pid;
+		return;
+	}
+	ad_warn("pod %s: its infra process is gone; the pod is not ready", p->id);
+	p->state = MGR_POD_NOTREADY;
+	ad_error_free(&e);
+	if (mgr_db_exec(m, &e, "UPDATE pods SET state = ?2 WHERE id = ?1 AND state = ?3", "sii",
+			p->id, (int64_t)MGR_POD_NOTREADY, (int64_t)MGR_POD_READY) < 0)
+		ad_warn("pod %s: %s", p->id, e->message);
+}
+
 int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err)
 {
 	mgr_pod **v;
@@ -322,13 +348,18 @@ int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err)
 	*ret = v[0];
 	v[0] = NULL;
 	mgr_pods_free(v);
+	pod_check_alive(m, *ret);
 	return 0;
 }
 
 int mgr_pod_list(mgr *m, mgr_pod ***ret, ad_error **err)
 {
-	return pod_query(m, "SELECT " POD_COLS " FROM pods WHERE state != 0 ORDER BY created_ns",
-			 NULL, ret, NULL, err);
+	if (pod_query(m, "SELECT " POD_COLS " FROM pods WHERE state != 0 ORDER BY created_ns", NULL,
+		      ret, NULL, err) < 0)
+		return -1;
+	for (mgr_pod **p = *ret; *p; p++)
+		pod_check_alive(m, *p);
+	return 0;
 }
 
 char **mgr_pod_ips(const mgr_pod *p)

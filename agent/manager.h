@@ -49,6 +49,7 @@ typedef struct mgr_pod {
 	char *runtime_handler;
 	uint8_t *config; /* packed runtime.v1.PodSandboxConfig */
 	size_t config_len;
+	pid_t infra_pid; /* while ready, as found by get/list; else 0 */
 } mgr_pod;
 
 typedef struct mgr_ctr {

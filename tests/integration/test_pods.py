@@ -664,3 +664,30 @@ def test_sysctls(rt, pb, work, image, daemon):
     bad.linux.sysctls["vm.swappiness"] = "1"
     e = rpc_error(rt.RunPodSandbox, pb.api.RunPodSandboxRequest(config=bad))
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "vm.swappiness" in e.details()
+
+
+def test_infra_killed_makes_pod_notready(rt, pb, work, image, daemon):
+    pcfg = pod_config(pb, work)
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid,
+                                                                verbose=True))
+        infra = json.loads(st.info["info"])["pid"]
+        assert infra > 0
+        assert Path("/proc/%d/exe" % infra).resolve().name == "agentd-infra"
+        os.kill(infra, 9)
+        deadline = time.monotonic() + 10
+        while True:
+            state = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+                pod_sandbox_id=pid)).status.state
+            if state == pb.api.SANDBOX_NOTREADY or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert state == pb.api.SANDBOX_NOTREADY
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pid, config=ctr_config(pb, image, "late", ["true"])))
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid))
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, [pid]) == []
