@@ -40,14 +40,24 @@ def version_body(pb):
     return H.grpc_message(pb.api.VersionRequest(version="v1").SerializeToString())
 
 
-def raw(agentd, **kw):
+def raw(agentd, transport="unix", **kw):
+    """A RawH2 connection: h2c on the unix socket, or h2 over mutual TLS."""
+    if transport == "tls":
+        return H.RawH2(tcp=("127.0.0.1", agentd.tls_port),
+                       tls_context=H.tls_client_context(agentd.certs), **kw)
     return H.RawH2(unix_path=agentd.sock, **kw)
 
 
-def test_raw_h2_client_works(pb, agentd):
+# Cases that also run over TLS, where the bytes take another path (OpenSSL
+# bufferevents) through agentd.
+TRANSPORTS = pytest.mark.parametrize("transport", ["unix", "tls"])
+
+
+@TRANSPORTS
+def test_raw_h2_client_works(pb, agentd, transport):
     """The hand-written client is right: a proper request gets an answer
     (so that the failures below are the server's doing)."""
-    with raw(agentd) as c:
+    with raw(agentd, transport) as c:
         c.start()
         sid = c.request(VERSION, version_body(pb))
         r = c.wait_stream(sid)
@@ -146,9 +156,10 @@ def test_silent_connections_are_closed_eventually(agentd):
             s.close()
 
 
-def test_truncated_grpc_message(pb, agentd):
+@TRANSPORTS
+def test_truncated_grpc_message(pb, agentd, transport):
     """Length prefix says 100, 10 bytes come, then END_STREAM."""
-    with raw(agentd) as c:
+    with raw(agentd, transport) as c:
         c.start()
         sid = c.request(VERSION, H.grpc_message(b"\x0a\x02v1" + b"\x00" * 6, length=100))
         r = c.wait_stream(sid, timeout=5)
@@ -177,10 +188,11 @@ def test_compressed_flag_without_encoding(pb, agentd):
     assert st is not None and st != OK, r
 
 
-def test_huge_length_prefix(pb, agentd):
+@TRANSPORTS
+def test_huge_length_prefix(pb, agentd, transport):
     """A prefix claiming 4 GiB: RESOURCE_EXHAUSTED at once, nothing allocated."""
     rss0 = agentd.rss_kib()
-    with raw(agentd) as c:
+    with raw(agentd, transport) as c:
         c.start()
         sid = c.request(VERSION, H.grpc_message(b"\x00" * 16000, length=0xFFFFFFFF),
                         end_stream=False)
@@ -261,10 +273,11 @@ def test_rapid_reset(pb, agentd):
     assert grown < 256 * 1024, "RSS grew by %d KiB after %d reset streams" % (grown, sent)
 
 
-def test_header_value_over_limit(pb, agentd):
+@TRANSPORTS
+def test_header_value_over_limit(pb, agentd, transport):
     """A 100 KiB header value (in HEADERS + CONTINUATION frames)."""
     block = H.header_block(H.grpc_request_headers(VERSION, extra=[("x-big", "a" * 100 * 1024)]))
-    with raw(agentd) as c:
+    with raw(agentd, transport) as c:
         c.start()
         sid = c.new_stream()
         chunks = [block[i:i + 16384] for i in range(0, len(block), 16384)]
@@ -297,10 +310,10 @@ def test_many_headers_over_limit(pb, agentd):
         assert refused, "%d KiB of headers were accepted: %r" % (len(block) // 1024, r)
 
 
-def _continuation_flood(agentd, payload_for, limit_bytes):
+def _continuation_flood(agentd, payload_for, limit_bytes, transport="unix"):
     """HEADERS without END_HEADERS, then CONTINUATION frames without end.
     Returns (bytes sent before agentd cut us off, seconds, connection closed)."""
-    with raw(agentd, timeout=5) as c:
+    with raw(agentd, transport, timeout=5) as c:
         c.start()
         sid = c.new_stream()
         first = H.header_block(H.grpc_request_headers(VERSION))
@@ -319,10 +332,12 @@ def _continuation_flood(agentd, payload_for, limit_bytes):
         return sent, time.monotonic() - t0, closed
 
 
-def test_continuation_flood_headers(agentd):
+@TRANSPORTS
+def test_continuation_flood_headers(agentd, transport):
     rss0 = agentd.rss_kib()
     sent, took, closed = _continuation_flood(
-        agentd, lambda i: H.hpack_literal("x-f%d" % i, "f" * 8000), 64 * 1024 * 1024)
+        agentd, lambda i: H.hpack_literal("x-f%d" % i, "f" * 8000), 64 * 1024 * 1024,
+        transport)
     assert closed, "agentd accepted %d bytes of CONTINUATION frames" % sent
     grown = agentd.rss_kib() - rss0
     assert grown < 64 * 1024, "RSS grew by %d KiB" % grown
