@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/capability.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -455,6 +456,12 @@ static int build_security(arena *a, const Runtime__V1__ContainerConfig *cc, rt_c
 			break;
 		}
 	}
+	/* AppArmor: a Localhost profile by name; RuntimeDefault and Unconfined
+	 * apply none (no default profile is shipped). */
+	if (sc->apparmor &&
+	    sc->apparmor->profile_type == RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Localhost &&
+	    sc->apparmor->localhost_ref && *sc->apparmor->localhost_ref)
+		rc->security.apparmor_profile = sc->apparmor->localhost_ref;
 	if (sc->n_masked_paths) {
 		const char **v = strv_new(a, sc->n_masked_paths);
 		for (size_t i = 0; i < sc->n_masked_paths; i++)
@@ -514,7 +521,8 @@ static int build_mounts(arena *a, const Runtime__V1__ContainerConfig *cc, const 
 			rt_config *rc, ad_error **err)
 {
 	static const char *const pod_files[] = {"hosts", "hostname", "resolv.conf"};
-	rt_mount *mv = ar_keep(a, ad_malloc0((cc->n_mounts + 3) * sizeof(rt_mount)));
+	rt_mount *mv =
+	    ar_keep(a, ad_malloc0((cc->n_mounts + cc->n_devices + 3) * sizeof(rt_mount)));
 	size_t n = 0;
 	for (size_t i = 0; i < cc->n_mounts; i++) {
 		const Runtime__V1__Mount *cm = cc->mounts[i];
@@ -557,6 +565,37 @@ static int build_mounts(arena *a, const Runtime__V1__ContainerConfig *cc, const 
 		    .destination = dest,
 		};
 	}
+	/* Devices: the host's node bound in, and allowed in the devices cgroup. */
+	const char **rules = strv_new(a, cc->n_devices);
+	for (size_t i = 0; i < cc->n_devices; i++) {
+		const Runtime__V1__Device *d = cc->devices[i];
+		struct stat sb;
+		if (!d->host_path || stat(d->host_path, &sb) < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "device %s",
+					     d->host_path ? d->host_path : "");
+		if (!S_ISCHR(sb.st_mode) && !S_ISBLK(sb.st_mode))
+			return ad_fail(err, AD_E_INVALID, "device %s is not a device node",
+				       d->host_path);
+		const char *perms = d->permissions && *d->permissions ? d->permissions : "rwm";
+		if (perms[strspn(perms, "rwm")] != '\0')
+			return ad_fail(err, AD_E_INVALID, "device %s: bad permissions '%s'",
+				       d->host_path, perms);
+		const char *dest =
+		    d->container_path && *d->container_path ? d->container_path : d->host_path;
+		if (dest[0] != '/')
+			return ad_fail(err, AD_E_INVALID,
+				       "device %s: container path '%s' is not "
+				       "absolute",
+				       d->host_path, dest);
+		rules[i] = ar_keep(a, ad_asprintf("%c %u:%u %s", S_ISCHR(sb.st_mode) ? 'c' : 'b',
+						  major(sb.st_rdev), minor(sb.st_rdev), perms));
+		mv[n++] = (rt_mount){.type = "bind",
+				     .source = d->host_path,
+				     .destination = dest,
+				     .readonly = !strchr(perms, 'w')};
+	}
+	if (cc->n_devices && !rc->security.privileged)
+		rc->security.device_rules = rules;
 	rc->mounts = mv;
 	rc->n_mounts = n;
 	return 0;

@@ -691,3 +691,35 @@ def test_infra_killed_makes_pod_notready(rt, pb, work, image, daemon):
         rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid))
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
     assert leftovers(work, daemon, [pid]) == []
+
+
+def test_devices(rt, pb, work, image, daemon):
+    """A CRI device is bound in and allowed by the devices cgroup (the node
+    is not in the default allow list)."""
+    pcfg = pod_config(pb, work)
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        cfg = ctr_config(pb, image, "dev", ["sleep", "1000"])
+        cfg.devices.append(pb.api.Device(host_path="/dev/loop-control",
+                                         container_path="/dev/lc", permissions="rwm"))
+        cid = run_ctr(rt, pb, pid, pcfg, cfg)
+        assert wait_state(rt, pb, cid, pb.api.CONTAINER_RUNNING).state == \
+            pb.api.CONTAINER_RUNNING
+        ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=cid, cmd=[
+            "sh", "-c", "test -c /dev/lc && exec 3<>/dev/lc && echo opened"], timeout=10))
+        assert ex.stdout == b"opened\n", ex.stderr
+        # A container without it does not have the node.
+        plain = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "plain", ["sleep", "1000"]))
+        assert wait_state(rt, pb, plain, pb.api.CONTAINER_RUNNING).state == \
+            pb.api.CONTAINER_RUNNING
+        ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=plain, cmd=[
+            "sh", "-c", "test -c /dev/lc"], timeout=10))
+        assert ex.exit_code != 0
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pid, config=pb.api.ContainerConfig(
+                metadata=pb.api.ContainerMetadata(name="baddev"),
+                image=pb.api.ImageSpec(image=image), command=["true"],
+                devices=[pb.api.Device(host_path="/etc/hostname", container_path="/dev/x")])))
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
