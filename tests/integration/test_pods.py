@@ -723,3 +723,38 @@ def test_devices(rt, pb, work, image, daemon):
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+
+
+def test_list_200_containers_fast(rt, pb, work, image, daemon):
+    """ListContainers over 200 containers (100 of them running) answers fast."""
+    from concurrent.futures import ThreadPoolExecutor
+    pcfg = pod_config(pb, work)
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        def make(i):
+            cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+                pod_sandbox_id=pid, config=ctr_config(pb, image, "c%d" % i, ["sleep", "1000"]),
+                sandbox_config=pcfg), timeout=120).container_id
+            if i % 2 == 0:
+                rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
+            return cid
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(4) as ex:
+            ids = list(ex.map(make, range(200)))
+        created = time.monotonic() - t0
+        best = 1e9
+        for _ in range(3):
+            t0 = time.monotonic()
+            got = rt.ListContainers(pb.api.ListContainersRequest(
+                filter=pb.api.ContainerFilter(pod_sandbox_id=pid)), timeout=60).containers
+            best = min(best, time.monotonic() - t0)
+        assert len(got) == 200 and {c.id for c in got} == set(ids)
+        assert sum(c.state == pb.api.CONTAINER_RUNNING for c in got) == 100
+        print("200 containers created in %.1fs, ListContainers %.3fs" % (created, best))
+        assert best < 2.0, best
+    finally:
+        t0 = time.monotonic()
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid), timeout=300)
+        print("pod with 200 containers removed in %.1fs" % (time.monotonic() - t0))
+    assert leftovers(work, daemon, [pid] + ids) == []
