@@ -954,3 +954,25 @@ rpc_code cri_list_pod_sandbox_stats(rpc_call *call, const ProtobufCMessage *req,
 	mgr_pods_free(pods);
 	return RPC_OK;
 }
+
+rpc_code cri_update_runtime_config(rpc_call *call, const ProtobufCMessage *req,
+				   ProtobufCMessage *resp, void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	const R(UpdateRuntimeConfigRequest) *q = (const R(UpdateRuntimeConfigRequest) *)req;
+	const char *cidr = q->runtime_config && q->runtime_config->network_config
+			       ? q->runtime_config->network_config->pod_cidr
+			       : NULL;
+	if (empty(cidr))
+		return RPC_OK;
+	const char *slash = strchr(cidr, '/');
+	if (!slash || !slash[1] || slash[1 + strspn(slash + 1, "0123456789")] != '\0' ||
+	    strspn(cidr, "0123456789abcdefABCDEF.:") != (size_t)(slash - cidr))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod CIDR '%s' is not a CIDR",
+				      cidr);
+	/* Addresses come from the CNI config's IPAM, as with containerd when it
+	 * has no config template: the CIDR is only taken note of. */
+	ad_info("pod CIDR %s (pod addresses come from the CNI network config)", cidr);
+	return RPC_OK;
+}

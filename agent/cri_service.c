@@ -84,6 +84,7 @@ static const struct {
     {"runtime.v1.RuntimeService/GetContainerEvents", cri_get_container_events, false},
     {"runtime.v1.RuntimeService/PodSandboxStats", cri_pod_sandbox_stats, false},
     {"runtime.v1.RuntimeService/ListPodSandboxStats", cri_list_pod_sandbox_stats, false},
+    {"runtime.v1.RuntimeService/UpdateRuntimeConfig", cri_update_runtime_config, false},
 };
 
 static void register_service(svc_table *t, agent_ctx *ctx, const ProtobufCServiceDescriptor *svc)

@@ -171,7 +171,8 @@ int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);
 	X(cri_runtime_config)                                                                      \
 	X(cri_get_container_events)                                                                \
 	X(cri_pod_sandbox_stats)                                                                   \
-	X(cri_list_pod_sandbox_stats)
+	X(cri_list_pod_sandbox_stats)                                                              \
+	X(cri_update_runtime_config)
 #define MGR_CRI_DECLARE(name)                                                                      \
 	rpc_code name(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,         \
 		      void *userdata);

@@ -187,6 +187,38 @@ def test_status_reports_ready(rt, pb):
     conds = {c.type: c for c in st.conditions}
     assert conds["RuntimeReady"].status
     assert conds["NetworkReady"].status, conds["NetworkReady"].message
+    rt.UpdateRuntimeConfig(pb.api.UpdateRuntimeConfigRequest(runtime_config=pb.api.RuntimeConfig(
+        network_config=pb.api.NetworkConfig(pod_cidr="10.244.1.0/24"))))
+    e = rpc_error(rt.UpdateRuntimeConfig, pb.api.UpdateRuntimeConfigRequest(
+        runtime_config=pb.api.RuntimeConfig(network_config=pb.api.NetworkConfig(
+            pod_cidr="nonsense"))))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_network_not_ready_without_cni_config(pb, work):
+    """No CNI config: Status says NetworkReady=false with the reason, and a
+    pod cannot get a network."""
+    empty = work / "cni-empty"
+    empty.mkdir()
+    cfg = work / "agentd-nocni.conf"
+    cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (empty, work / "netns"))
+    a = H.Agentd(workdir=str(work / "nocni"), extra_args=["--config", str(cfg)],
+                 env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
+    a.start()
+    try:
+        with a.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            conds = {c.type: c for c in rt.Status(pb.api.StatusRequest()).status.conditions}
+            assert conds["RuntimeReady"].status
+            assert not conds["NetworkReady"].status
+            assert conds["NetworkReady"].reason and conds["NetworkReady"].message
+            e = rpc_error(rt.RunPodSandbox, pb.api.RunPodSandboxRequest(
+                config=pod_config(pb, work)))
+            assert e.code() == grpc.StatusCode.UNAVAILABLE
+            assert len(rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items) == 0
+            assert not any((work / "netns").iterdir()) if (work / "netns").exists() else True
+    finally:
+        a.stop()
 
 
 def test_pod_lifecycle(rt, pb, work, image, daemon):
