@@ -20,7 +20,8 @@
 
 #define INFRA_BINARY "agentd-infra"
 #define INFRA_STOP_GRACE_MS 2000
-#define POD_CTR_STOP_GRACE_MS 2000
+/* StopPodSandbox is forceful: kubelet stopped the containers gracefully before. */
+#define POD_CTR_STOP_GRACE_MS 0
 
 static mgr *_Atomic default_mgr;
 

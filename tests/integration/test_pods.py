@@ -790,3 +790,29 @@ def test_list_200_containers_fast(rt, pb, work, image, daemon):
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid), timeout=300)
         print("pod with 200 containers removed in %.1fs" % (time.monotonic() - t0))
     assert leftovers(work, daemon, [pid] + ids) == []
+
+
+def test_host_network_pod(rt, pb, work, image, daemon):
+    """NamespaceOption network=NODE: no netns, no CNI, the node's network and
+    hostname; StopPodSandbox kills what still runs at once."""
+    pcfg = pod_config(pb, work)
+    pcfg.linux.security_context.namespace_options.network = pb.api.NODE
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid)).status
+        assert st.state == pb.api.SANDBOX_READY and st.network.ip == ""
+        assert st.linux.namespaces.options.network == pb.api.NODE
+        cid = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "h", ["sleep", "1000"]))
+        assert wait_state(rt, pb, cid, pb.api.CONTAINER_RUNNING).state == \
+            pb.api.CONTAINER_RUNNING
+        ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=cid, cmd=["hostname"],
+                                                timeout=10))
+        assert ex.stdout.decode().strip() == socket.gethostname()
+        t0 = time.monotonic()
+        rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid))
+        assert time.monotonic() - t0 < 5
+        cs = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+        assert cs.state == pb.api.CONTAINER_EXITED and cs.exit_code == 137
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, [pid, cid]) == []
