@@ -164,6 +164,10 @@ def leftovers(work, daemon, ids):
     """What remains of the given pod/container ids on the host."""
     found = []
     mounts = Path("/proc/self/mountinfo").read_text()
+    # Every test removes all its pods: no container rootfs may stay mounted
+    # (also those of creates that failed, whose ids nobody knows).
+    if os.path.join(daemon.root, "containers") in mounts:
+        found.append("rootfs mounts under " + daemon.root)
     for i in ids:
         if i in mounts:
             found.append("mount of " + i)
@@ -816,3 +820,49 @@ def test_host_network_pod(rt, pb, work, image, daemon):
     finally:
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
     assert leftovers(work, daemon, [pid, cid]) == []
+
+
+def test_image_config_merge(rt, pb, work, image, daemon):
+    """Kubelet's merge: no command runs the image's Cmd; working_dir,
+    run_as_user/group and env apply; a user the image lacks is refused and
+    leaves nothing behind."""
+    pcfg = pod_config(pb, work)
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        # Image Cmd ["sh"] with stdin at /dev/null: exits 0 at once.
+        dflt = run_ctr(rt, pb, pid, pcfg, pb.api.ContainerConfig(
+            metadata=pb.api.ContainerMetadata(name="dflt"), image=pb.api.ImageSpec(image=image)))
+        cs = wait_state(rt, pb, dflt, pb.api.CONTAINER_EXITED)
+        assert (cs.state, cs.exit_code, cs.reason) == (pb.api.CONTAINER_EXITED, 0, "Completed")
+
+        cfg = ctr_config(pb, image, "who", ["sh", "-c", "pwd; echo g=$GREETING; "
+                                            "cat /proc/self/status"], log="who.log")
+        cfg.working_dir = "/data"
+        cfg.linux.security_context.run_as_user.value = 1234
+        cfg.linux.security_context.run_as_group.value = 5678
+        cfg.linux.security_context.readonly_rootfs = True
+        who = run_ctr(rt, pb, pid, pcfg, cfg)
+        cs = wait_state(rt, pb, who, pb.api.CONTAINER_EXITED)
+        assert cs.exit_code == 0
+        deadline = time.monotonic() + 10
+        text = ""
+        while "Gid:" not in text and time.monotonic() < deadline:
+            text = Path(cs.log_path).read_text() if Path(cs.log_path).exists() else ""
+            time.sleep(0.1)
+        out = [line.split(" ", 3)[3] for line in text.splitlines()]
+        assert out[0] == "/data" and out[1] == "g=hi", out
+        uid = [x for x in out if x.startswith("Uid:")][0].split()
+        gid = [x for x in out if x.startswith("Gid:")][0].split()
+        assert uid[1:] == ["1234"] * 4 and gid[1:] == ["5678"] * 4
+
+        bad = ctr_config(pb, image, "nouser", ["true"])
+        bad.linux.security_context.run_as_username = "no-such-user"
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pid, config=bad))
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "no-such-user" in e.details()
+        names = [c.metadata.name for c in rt.ListContainers(pb.api.ListContainersRequest(
+            filter=pb.api.ContainerFilter(pod_sandbox_id=pid))).containers]
+        assert sorted(names) == ["dflt", "who"]
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, [pid, dflt, who]) == []
