@@ -712,8 +712,11 @@ static int pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 		e = NULL;
 	}
 	for (char **c = cids; c && *c; c++) {
+		/* Pod, then container: the order every operation holds them in. */
+		mgr_hold(m, *c);
 		int r = remove ? mgr_ctr_remove_locked(m, *c, &e)
 			       : mgr_ctr_stop_locked(m, *c, POD_CTR_STOP_GRACE_MS, &e);
+		mgr_release(m, *c);
 		if (r < 0 && !first)
 			first = e, e = NULL;
 		ad_error_free(&e);

@@ -58,7 +58,7 @@ void mgr_cni_opts(mgr *m, cni_opts *o);
 /* Label map of a CRI config as JSON ("{}" when empty). */
 char *mgr_kv_json(size_t n, void *const *entries);
 
-/* Stops, deletes and forgets a container (pod lock held by the caller). */
+/* Stop / remove with the container id already held by the caller. */
 int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err);
 int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err);
 /* Containers of a pod (ids, NULL-terminated). */
