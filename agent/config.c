@@ -72,6 +72,7 @@ static const cfg_key keys[] = {
     {"cni", "conf_dir", K_FILE, offsetof(cfg_config, cni_conf_dir), 0, 0},
     {"cni", "plugin_dirs", K_FILE, offsetof(cfg_config, cni_plugin_dirs), 0, 0},
     {"cni", "netns_dir", K_FILE, offsetof(cfg_config, cni_netns_dir), 0, 0},
+    KEY("pods", pause_image, K_FILE, 0, 0),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -103,6 +104,7 @@ void cfg_init(cfg_config *cfg)
 	    .cni_conf_dir = ad_strdup("/etc/cni/net.d"),
 	    .cni_plugin_dirs = ad_strdup("/usr/lib/cni:/opt/cni/bin"),
 	    .cni_netns_dir = ad_strdup(""),
+	    .pause_image = ad_strdup(""),
 	    .source = ad_strdup("<defaults>"),
 	};
 }
@@ -125,6 +127,7 @@ void cfg_free(cfg_config *cfg)
 	free(cfg->cni_conf_dir);
 	free(cfg->cni_plugin_dirs);
 	free(cfg->cni_netns_dir);
+	free(cfg->pause_image);
 	free(cfg->source);
 	*cfg = (cfg_config){0};
 }
@@ -371,7 +374,7 @@ static void check_section_line(ini_ctx *ctx, const char *line, size_t len)
 	_cleanup_free_ char *sec = ad_strndup(a, (size_t)(b - a));
 	if (!known_section(sec))
 		ctx_error(ctx, ad_asprintf("unknown section [%s] (known: [agentd], [grpc], "
-					   "[images], [cni])",
+					   "[images], [cni], [pods])",
 					   sec));
 }
 

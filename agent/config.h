@@ -43,6 +43,8 @@ typedef struct cfg_config {
 	char *cni_conf_dir;    /* network config lists */
 	char *cni_plugin_dirs; /* colon-separated plugin binary dirs */
 	char *cni_netns_dir;   /* netns pins; "" = <state>/netns */
+	/* [pods] */
+	char *pause_image; /* infra image; "" = the built-in agentd-infra */
 	/* Where the settings came from ("<built-in>" or the file name). */
 	char *source;
 } cfg_config;

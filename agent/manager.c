@@ -547,6 +547,74 @@ static int pod_write_files(const mgr_pod *p, const Runtime__V1__PodSandboxConfig
 }
 
 /* ---- infra process -------------------------------------------------------- */
+/* A configured pause image: its rootfs (mounted for the pod) and its
+ * Entrypoint + Cmd, Env, WorkingDir and numeric User. */
+typedef struct pause_spec {
+	char *rootfs;
+	const char **args, **env;
+	json_t *cfg;
+} pause_spec;
+
+static void pause_spec_clear(pause_spec *s)
+{
+	free(s->rootfs);
+	free(s->args);
+	free(s->env);
+	json_decref(s->cfg);
+	*s = (pause_spec){0};
+}
+
+static const char **json_strv(json_t *a, json_t *b)
+{
+	size_t n = 0;
+	const char **v = ad_malloc0((json_array_size(a) + json_array_size(b) + 1) * sizeof(char *));
+	for (size_t i = 0; i < json_array_size(a); i++)
+		if (json_is_string(json_array_get(a, i)))
+			v[n++] = json_string_value(json_array_get(a, i));
+	for (size_t i = 0; i < json_array_size(b); i++)
+		if (json_is_string(json_array_get(b, i)))
+			v[n++] = json_string_value(json_array_get(b, i));
+	return v;
+}
+
+static int pause_prepare(mgr *m, const mgr_pod *p, pause_spec *s, rt_config *rc, ad_error **err)
+{
+	store_image *img = NULL;
+	if (!m->images)
+		return ad_fail(err, AD_E_UNAVAILABLE, "the image store is not open");
+	if (store_image_get(m->images, m->pause_image, &img, err) < 0)
+		return ad_error_wrap(err, "pause image (pull it first)");
+	s->cfg = json_loads(img->config_json ? img->config_json : "{}", 0, NULL);
+	int r = store_rootfs_mount(m->images, img->id, p->infra_id, &s->rootfs, err);
+	store_image_free(img);
+	if (r < 0)
+		return ad_error_wrap(err, "pause image");
+	json_t *c = json_object_get(s->cfg, "config");
+	s->args = json_strv(json_object_get(c, "Entrypoint"), json_object_get(c, "Cmd"));
+	s->env = json_strv(json_object_get(c, "Env"), NULL);
+	if (!s->args[0])
+		return ad_fail(err, AD_E_INVALID, "pause image %s has no command", m->pause_image);
+	rc->rootfs = s->rootfs;
+	rc->args = s->args;
+	rc->env = s->env;
+	const char *wd = json_string_value(json_object_get(c, "WorkingDir"));
+	rc->cwd = wd && *wd ? wd : NULL;
+	const char *user = json_string_value(json_object_get(c, "User"));
+	if (user && *user) {
+		char *end;
+		unsigned long uid = strtoul(user, &end, 10), gid = 0;
+		if (*end == ':')
+			gid = strtoul(end + 1, &end, 10);
+		if (*end)
+			return ad_fail(err, AD_E_INVALID,
+				       "pause image user '%s': only numeric ids are supported",
+				       user);
+		rc->uid = (uid_t)uid;
+		rc->gid = (gid_t)gid;
+	}
+	return 0;
+}
+
 static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg,
 		       pid_t *ret_pid, ad_error **err)
 {
@@ -556,6 +624,11 @@ static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxCo
 	rc.id = p->infra_id;
 	rc.rootfs = m->infra_rootfs;
 	rc.args = args;
+	pause_spec ps = {0};
+	if (m->pause_image && pause_prepare(m, p, &ps, &rc, err) < 0) {
+		pause_spec_clear(&ps);
+		return -1;
+	}
 	rc.security.readonly_rootfs = true;
 	rc.security.no_new_privs = true;
 	if (cfg->linux && cfg->linux->cgroup_parent && *cfg->linux->cgroup_parent)
@@ -575,9 +648,11 @@ static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxCo
 	if (pod_ns_mode(cfg, 'p') == RUNTIME__V1__NAMESPACE_MODE__NODE)
 		rc.namespaces[RT_NS_PID].mode = RT_NS_SHARE_HOST;
 	rt_container *c = NULL;
-	if (rt_create(m->rt, &rc, &c, err) < 0)
+	int r = rt_create(m->rt, &rc, &c, err);
+	pause_spec_clear(&ps);
+	if (r < 0)
 		return ad_error_wrap(err, "infra process");
-	int r = rt_start(c, err);
+	r = rt_start(c, err);
 	if (r < 0) {
 		_cleanup_error_ ad_error *e2 = NULL;
 		rt_delete(c, &e2);
@@ -723,6 +798,11 @@ static int pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 	}
 	mgr_strv_free(cids);
 	if (infra_stop(m, p->infra_id, remove, &e) < 0 && !first)
+		first = e, e = NULL;
+	ad_error_free(&e);
+	/* The pause image's rootfs, if one was used (absent is fine). */
+	if (remove && p->infra_id && m->images &&
+	    store_rootfs_remove(m->images, p->infra_id, &e) < 0 && !first)
 		first = e, e = NULL;
 	ad_error_free(&e);
 	if (pod_network_down(m, p, &e) < 0 && !first)
@@ -1128,6 +1208,8 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	m->netns_dir = *cfg->cni_netns_dir ? ad_strdup(cfg->cni_netns_dir)
 					   : ad_asprintf("%s/netns", cfg->state);
 	m->infra_rootfs = ad_asprintf("%s/infra-rootfs", cfg->root);
+	if (cfg->pause_image && *cfg->pause_image)
+		m->pause_image = ad_strdup(cfg->pause_image);
 	m->pods_dir = ad_asprintf("%s/pods", cfg->state);
 	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", cfg->root);
 	_cleanup_free_ char *rt_state = ad_asprintf("%s/containers", cfg->state);
@@ -1180,6 +1262,7 @@ void mgr_close(mgr *m)
 	free(m->rt_error);
 	free(m->netns_dir);
 	free(m->infra_rootfs);
+	free(m->pause_image);
 	free(m->pods_dir);
 	free(m->root);
 	free(m->state);

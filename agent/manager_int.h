@@ -23,6 +23,7 @@ struct mgr {
 	char **conf_dirs, **plugin_dirs; /* NULL-terminated */
 	char *netns_dir;
 	char *infra_rootfs; /* read-only rootfs of the infra process */
+	char *pause_image;  /* NULL: agentd-infra from infra_rootfs */
 	char *pods_dir;	    /* <state>/pods/<id>/: hosts, hostname, resolv.conf */
 	/* Objects an operation is working on: one operation per id at a time,
 	 * so a stop and a remove of the same pod cannot interleave. */

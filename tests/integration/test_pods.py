@@ -25,6 +25,7 @@ N = os.getpid() % 250
 BRIDGE = "adp%d" % (os.getpid() % 1000)
 SUBNET_PREFIX = "10.232.%d." % N
 IMAGE_PATH = "test/podbox:v1"
+PAUSE_PATH = "test/pause:v1"
 
 
 def run(*args, check=True):
@@ -45,8 +46,13 @@ def registry(work):
                                    ("bin/hostname", "symlink", "busybox"),
                                    ("bin/head", "symlink", "busybox"),
                                    ("bin/tr", "symlink", "busybox")])
+    # A "pause" image: busybox whose command sleeps (run as a non-root user).
+    b.busybox("pause")
+    run("umoci", "config", "--image", "%s:pause" % b.path, "--clear", "config.cmd",
+        "--config.entrypoint", "sleep", "--config.cmd", "100000", "--config.user", "65534:65534")
     with Registry(work) as reg:
         reg.push(b, "pod", IMAGE_PATH, fmt="oci")
+        reg.push(b, "pause", PAUSE_PATH, fmt="oci")
         yield reg
 
 
@@ -866,3 +872,47 @@ def test_image_config_merge(rt, pb, work, image, daemon):
     finally:
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
     assert leftovers(work, daemon, [pid, dflt, who]) == []
+
+
+def test_configured_pause_image(pb, work, registry, image):
+    """[pods] pause_image: the infra process comes from that image (its
+    Entrypoint/Cmd and User), containers still share its namespaces, and its
+    rootfs goes with the pod."""
+    pause = "%s/%s" % (registry.host, PAUSE_PATH)
+    cfg = work / "agentd-pause.conf"
+    cfg.write_text((work / "agentd.conf").read_text() + "[pods]\npause_image = %s\n" % pause)
+    a = H.Agentd(workdir=str(work / "pause"), extra_args=["--config", str(cfg)],
+                 env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
+    a.start()
+    ids = []
+    try:
+        with a.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            im = pb.api_grpc.ImageServiceStub(ch)
+            pcfg = pod_config(pb, work)
+            e = rpc_error(rt.RunPodSandbox, pb.api.RunPodSandboxRequest(config=pcfg))
+            assert e.code() == grpc.StatusCode.NOT_FOUND and "pause" in e.details()
+            for ref in (pause, image):
+                im.PullImage(pb.api.PullImageRequest(image=pb.api.ImageSpec(image=ref)),
+                             timeout=120)
+            pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+            ids.append(pid)
+            info = json.loads(rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+                pod_sandbox_id=pid, verbose=True)).info["info"])
+            status = Path("/proc/%d/status" % info["pid"]).read_text()
+            assert Path("/proc/%d/cmdline" % info["pid"]).read_bytes() == b"sleep\x00100000\x00"
+            assert re.search(r"^Uid:\s+65534\s", status, re.M)
+            cid = run_ctr(rt, pb, pid, pcfg, ctr_config(pb, image, "h", ["sleep", "1000"]))
+            ids.append(cid)
+            assert wait_state(rt, pb, cid, pb.api.CONTAINER_RUNNING).state == \
+                pb.api.CONTAINER_RUNNING
+            ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=cid, cmd=["hostname"],
+                                                    timeout=10))
+            assert ex.stdout.decode().strip() == pcfg.hostname
+            rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid), timeout=60)
+        assert leftovers(work, a, ids) == []
+    finally:
+        try:
+            remove_all_pods(pb, a)
+        finally:
+            a.stop()
