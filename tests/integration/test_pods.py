@@ -321,7 +321,7 @@ def test_pod_lifecycle(rt, pb, work, image, daemon):
     # sleep is pid 1 of its pid namespace: SIGTERM is ignored, SIGKILL after 1 s.
     t0 = time.monotonic()
     rt.StopContainer(pb.api.StopContainerRequest(container_id=long, timeout=1))
-    assert 0.9 < time.monotonic() - t0 < 8
+    assert 0.9 < time.monotonic() - t0 < 15
     cs = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=long)).status
     assert cs.state == pb.api.CONTAINER_EXITED and cs.exit_code == 128 + 9
     assert cs.reason == "Error"
@@ -768,7 +768,8 @@ def test_devices(rt, pb, work, image, daemon):
 
 
 def test_list_200_containers_fast(rt, pb, work, image, daemon):
-    """ListContainers over 200 containers (100 of them running) answers fast."""
+    """ListContainers over 200 containers (100 of them running) answers fast
+    (typically 0.05 s; the bound leaves room for a loaded machine)."""
     from concurrent.futures import ThreadPoolExecutor
     pcfg = pod_config(pb, work)
     pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
@@ -794,7 +795,7 @@ def test_list_200_containers_fast(rt, pb, work, image, daemon):
         assert len(got) == 200 and {c.id for c in got} == set(ids)
         assert sum(c.state == pb.api.CONTAINER_RUNNING for c in got) == 100
         print("200 containers created in %.1fs, ListContainers %.3fs" % (created, best))
-        assert best < 2.0, best
+        assert best < 5.0, best
     finally:
         t0 = time.monotonic()
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid), timeout=300)
@@ -820,7 +821,7 @@ def test_host_network_pod(rt, pb, work, image, daemon):
         assert ex.stdout.decode().strip() == socket.gethostname()
         t0 = time.monotonic()
         rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid))
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 10
         cs = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
         assert cs.state == pb.api.CONTAINER_EXITED and cs.exit_code == 137
     finally:
@@ -916,3 +917,64 @@ def test_configured_pause_image(pb, work, registry, image):
             remove_all_pods(pb, a)
         finally:
             a.stop()
+
+
+def test_interrupted_run_cleaned_up_on_start(pb, work, daemon):
+    """agentd killed (SIGKILL) in the middle of RunPodSandbox's CNI ADD: the
+    next agentd finds the half-created pod and undoes it (CNI DEL with the
+    stored config, netns pin, record)."""
+    import threading
+    plugins = work / "slow-plugins"
+    plugins.mkdir()
+    slow = plugins / "slowbridge"
+    slow.write_text("#!/bin/sh\nsleep 2\nexec /usr/lib/cni/bridge\n")
+    slow.chmod(0o755)
+    conf = work / "cni-slow"
+    conf.mkdir()
+    net = json.loads((work / "cni" / "10-test.conflist").read_text())
+    net["plugins"][0]["type"] = "slowbridge"
+    (conf / "10-slow.conflist").write_text(json.dumps(net))
+    cfg = work / "agentd-slow.conf"
+    cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\nplugin_dirs = %s:/usr/lib/cni\n"
+                   % (conf, work / "netns", plugins))
+
+    def start():
+        a = H.Agentd(workdir=str(work / "slow"), extra_args=["--config", str(cfg)],
+                     env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
+        a.start()
+        return a
+
+    a = start()
+    errors = []
+
+    def runp():
+        try:
+            with a.unix_channel() as ch:
+                pb.api_grpc.RuntimeServiceStub(ch).RunPodSandbox(
+                    pb.api.RunPodSandboxRequest(config=pod_config(pb, work)), timeout=30)
+        except grpc.RpcError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=runp)
+    t.start()
+    deadline = time.monotonic() + 10
+    netns = work / "netns"
+    while time.monotonic() < deadline and not (netns.exists() and any(netns.iterdir())):
+        time.sleep(0.05)
+    pins = [p.name for p in netns.iterdir()]
+    assert pins, "RunPodSandbox never pinned a netns"
+    time.sleep(0.5)
+    a.kill()
+    t.join(30)
+    assert errors  # the client saw the daemon go away
+    time.sleep(3)  # the orphaned plugin finishes its ADD
+    a = start()
+    try:
+        with a.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            assert len(rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items) == 0
+        assert [p.name for p in netns.iterdir() if p.name in pins] == []
+        assert leftovers(work, a, pins) == []
+        assert "interrupted start" in a.stderr_text()
+    finally:
+        a.stop()
