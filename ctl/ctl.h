@@ -36,6 +36,20 @@ extern const ctl_command ctl_cmd_pull;
 extern const ctl_command ctl_cmd_images;
 extern const ctl_command ctl_cmd_inspecti;
 extern const ctl_command ctl_cmd_rmi;
+extern const ctl_command ctl_cmd_runp;
+extern const ctl_command ctl_cmd_pods;
+extern const ctl_command ctl_cmd_stopp;
+extern const ctl_command ctl_cmd_rmp;
+extern const ctl_command ctl_cmd_inspectp;
+extern const ctl_command ctl_cmd_create;
+extern const ctl_command ctl_cmd_start;
+extern const ctl_command ctl_cmd_run;
+extern const ctl_command ctl_cmd_stop;
+extern const ctl_command ctl_cmd_rm;
+extern const ctl_command ctl_cmd_ps;
+extern const ctl_command ctl_cmd_inspect;
+extern const ctl_command ctl_cmd_logs;
+extern const ctl_command ctl_cmd_exec;
 
 /* err(3)-style: "agentctl: " + message on stderr. */
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -58,5 +72,34 @@ int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 /* Output format option shared by commands: "text" or "json". */
 typedef enum ctl_format { CTL_TEXT, CTL_JSON } ctl_format;
 int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret);
+
+/* ---- pods and containers (ctl/cmd_pod.c) ---- */
+typedef struct json_t json_t;
+typedef struct Runtime__V1__PodSandboxConfig Runtime__V1__PodSandboxConfig;
+
+/* Any message as protojson-style JSON (lowerCamelCase keys, enum names). */
+json_t *ctl_pb_to_json(const ProtobufCMessage *msg);
+/* Builds a message from JSON by field name (snake_case or lowerCamelCase);
+ * unknown keys are ignored. On a type mismatch prints "<what>: field 'a.b':
+ * ..." and returns NULL. Free with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *ctl_pb_from_json(const ProtobufCMessageDescriptor *desc, json_t *obj,
+				   const char *what);
+/* ctl_pb_from_json of a JSON file; returns 0 or, having printed why, an exit status. */
+int ctl_pb_from_file(const char *file, const ProtobufCMessageDescriptor *desc,
+		     ProtobufCMessage **ret);
+void ctl_print_json(json_t *o); /* takes the reference */
+/* {"status": ..., "info": {...}}; info is an array of map entries (key, value). */
+void ctl_print_status(const ProtobufCMessage *status, size_t n_info, void **info);
+/* Gives calls that set up or tear down pods and containers a longer deadline
+ * unless -t was given. */
+void ctl_long_call(ctl_ctx *ctx);
+void ctl_format_age(int64_t created_ns, char buf[32]);
+bool ctl_add_label(json_t *selector, const char *kv);
+/* The full id of a pod (pod) or container named by a unique prefix; else arg. */
+char *ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg);
+/* getopt for commands taking just "-h" and operands: 0 to go on, -1 after
+ * printing help, else the exit status of a usage error. */
+int ctl_ids_only(const ctl_command *cmd, int argc, char **argv, const char *what);
+int ctl_run_pod(ctl_ctx *ctx, Runtime__V1__PodSandboxConfig *cfg, char **ret_id);
 
 #endif

@@ -1,0 +1,617 @@
+/* agentctl create, start, run, stop, rm, ps, inspect, logs, exec: the
+ * container half of the CRI runtime.v1.RuntimeService. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cri/api.pb-c.h"
+#include "ctl.h"
+
+#define SVC "/runtime.v1.RuntimeService/"
+#define PATH_CREATE SVC "CreateContainer"
+#define PATH_START SVC "StartContainer"
+#define PATH_STOP SVC "StopContainer"
+#define PATH_REMOVE SVC "RemoveContainer"
+#define PATH_LIST SVC "ListContainers"
+#define PATH_STATUS SVC "ContainerStatus"
+#define PATH_EXEC SVC "ExecSync"
+#define LOG_MAX_SIZE (256u << 20)
+
+/* ---- create, start, run --------------------------------------------------------- */
+
+static int create_container(ctl_ctx *ctx, const char *pod_id, const char *ctr_file,
+			    const char *pod_file, char **ret_id)
+{
+	ProtobufCMessage *cfg = NULL, *pcfg = NULL;
+	int r = ctl_pb_from_file(ctr_file, &runtime__v1__container_config__descriptor, &cfg);
+	if (!r)
+		r = ctl_pb_from_file(pod_file, &runtime__v1__pod_sandbox_config__descriptor, &pcfg);
+	_cleanup_free_ char *pod_ours = NULL;
+	if (!r && !pod_id) {
+		r = ctl_run_pod(ctx, (Runtime__V1__PodSandboxConfig *)pcfg, &pod_ours);
+		pod_id = pod_ours;
+	}
+	if (!r) {
+		Runtime__V1__CreateContainerRequest req =
+		    RUNTIME__V1__CREATE_CONTAINER_REQUEST__INIT;
+		req.pod_sandbox_id = (char *)pod_id;
+		req.config = (Runtime__V1__ContainerConfig *)cfg;
+		req.sandbox_config = (Runtime__V1__PodSandboxConfig *)pcfg;
+		ProtobufCMessage *m = NULL;
+		ctl_long_call(ctx);
+		r = ctl_unary(ctx, PATH_CREATE, &req.base,
+			      &runtime__v1__create_container_response__descriptor, &m);
+		if (!r) {
+			*ret_id =
+			    ad_strdup(((Runtime__V1__CreateContainerResponse *)m)->container_id);
+			protobuf_c_message_free_unpacked(m, NULL);
+		}
+	}
+	if (cfg)
+		protobuf_c_message_free_unpacked(cfg, NULL);
+	if (pcfg)
+		protobuf_c_message_free_unpacked(pcfg, NULL);
+	return r;
+}
+
+static int start_container(ctl_ctx *ctx, const char *id)
+{
+	Runtime__V1__StartContainerRequest req = RUNTIME__V1__START_CONTAINER_REQUEST__INIT;
+	req.container_id = (char *)id;
+	ProtobufCMessage *m = NULL;
+	ctl_long_call(ctx);
+	int r = ctl_unary(ctx, PATH_START, &req.base,
+			  &runtime__v1__start_container_response__descriptor, &m);
+	if (!r)
+		protobuf_c_message_free_unpacked(m, NULL);
+	return r;
+}
+
+static int run_create(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_create, argc, argv, "POD");
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind != 3)
+		return ctl_usage_error(&ctl_cmd_create,
+				       "POD, CONTAINER_CONFIG and POD_CONFIG are required");
+	_cleanup_free_ char *pod = ctl_resolve_id(ctx, true, argv[optind]);
+	_cleanup_free_ char *id = NULL;
+	r = create_container(ctx, pod, argv[optind + 1], argv[optind + 2], &id);
+	if (!r)
+		printf("%s\n", id);
+	return r;
+}
+
+static int run_run(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_run, argc, argv, "CONTAINER_CONFIG");
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind != 2)
+		return ctl_usage_error(&ctl_cmd_run,
+				       "CONTAINER_CONFIG and POD_CONFIG are required");
+	_cleanup_free_ char *id = NULL;
+	r = create_container(ctx, NULL, argv[optind], argv[optind + 1], &id);
+	if (!r)
+		r = start_container(ctx, id);
+	if (!r)
+		printf("%s\n", id);
+	return r;
+}
+
+static int run_start(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_start, argc, argv, "CONTAINER");
+	if (r)
+		return r < 0 ? 0 : r;
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[i]);
+		r = start_container(ctx, id);
+		if (r)
+			status = r;
+		else
+			printf("%s\n", id);
+	}
+	return status;
+}
+
+/* ---- stop, rm ------------------------------------------------------------------------ */
+
+static int run_stop(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	long grace = 0;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":t:h", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case 't':
+			grace = strtol(optarg, &end, 10);
+			if (end == optarg || *end || grace < 0 || grace > 86400)
+				return ctl_usage_error(&ctl_cmd_stop,
+						       "invalid timeout '%s' (seconds)", optarg);
+			break;
+		case 'h':
+			ctl_command_usage(stdout, &ctl_cmd_stop);
+			return 0;
+		case ':':
+			return ctl_usage_error(&ctl_cmd_stop, "option '%s' needs an argument",
+					       argv[optind - 1]);
+		default:
+			return ctl_usage_error(&ctl_cmd_stop, "bad option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return ctl_usage_error(&ctl_cmd_stop, "CONTAINER is required");
+	ctl_long_call(ctx);
+	/* The call must outlive the grace period it asks for. */
+	if (ctx->timeout_ms && ctx->timeout_ms < (unsigned)(grace + 30) * 1000)
+		ctx->timeout_ms = (unsigned)(grace + 30) * 1000;
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[i]);
+		Runtime__V1__StopContainerRequest req = RUNTIME__V1__STOP_CONTAINER_REQUEST__INIT;
+		req.container_id = id;
+		req.timeout = grace;
+		ProtobufCMessage *m = NULL;
+		int r = ctl_unary(ctx, PATH_STOP, &req.base,
+				  &runtime__v1__stop_container_response__descriptor, &m);
+		if (r) {
+			status = r;
+			continue;
+		}
+		protobuf_c_message_free_unpacked(m, NULL);
+		printf("%s\n", id);
+	}
+	return status;
+}
+
+static int run_rm(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_rm, argc, argv, "CONTAINER");
+	if (r)
+		return r < 0 ? 0 : r;
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[i]);
+		Runtime__V1__RemoveContainerRequest req =
+		    RUNTIME__V1__REMOVE_CONTAINER_REQUEST__INIT;
+		req.container_id = id;
+		ProtobufCMessage *m = NULL;
+		ctl_long_call(ctx);
+		r = ctl_unary(ctx, PATH_REMOVE, &req.base,
+			      &runtime__v1__remove_container_response__descriptor, &m);
+		if (r) {
+			status = r;
+			continue;
+		}
+		protobuf_c_message_free_unpacked(m, NULL);
+		printf("%s\n", id);
+	}
+	return status;
+}
+
+/* ---- ps ---------------------------------------------------------------------------------- */
+
+static const char *state_label(Runtime__V1__ContainerState s)
+{
+	switch (s) {
+	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED:
+		return "Created";
+	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING:
+		return "Running";
+	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED:
+		return "Exited";
+	default:
+		return "Unknown";
+	}
+}
+
+static int run_ps(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"all", no_argument, NULL, 'a'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"pod", required_argument, NULL, 'p'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"state", required_argument, NULL, 's'},
+	    {"label", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	ctl_format fmt = CTL_TEXT;
+	bool quiet = false, all = false;
+	const char *name = NULL, *pod = NULL, *state = NULL;
+	json_t *labels = json_object();
+	int c, r = 0;
+	opterr = 0;
+	while (!r && (c = getopt_long(argc, argv, ":aqo:p:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			all = true;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'o':
+			r = ctl_parse_format(&ctl_cmd_ps, optarg, &fmt);
+			break;
+		case 'p':
+			pod = optarg;
+			break;
+		case 'n':
+			name = optarg;
+			break;
+		case 's':
+			if (strcasecmp(optarg, "created") == 0)
+				state = "CONTAINER_CREATED";
+			else if (strcasecmp(optarg, "running") == 0)
+				state = "CONTAINER_RUNNING";
+			else if (strcasecmp(optarg, "exited") == 0)
+				state = "CONTAINER_EXITED";
+			else if (strcasecmp(optarg, "unknown") == 0)
+				state = "CONTAINER_UNKNOWN";
+			else
+				r = ctl_usage_error(
+				    &ctl_cmd_ps,
+				    "unknown state '%s' (created, running, exited or unknown)",
+				    optarg);
+			break;
+		case 'l':
+			if (!ctl_add_label(labels, optarg))
+				r = ctl_usage_error(&ctl_cmd_ps, "--label wants KEY=VALUE");
+			break;
+		case 'h':
+			ctl_command_usage(stdout, &ctl_cmd_ps);
+			r = -1;
+			break;
+		case ':':
+			r = ctl_usage_error(&ctl_cmd_ps, "option '%s' needs an argument",
+					    argv[optind - 1]);
+			break;
+		default:
+			r = ctl_usage_error(&ctl_cmd_ps, "bad option '%s'", argv[optind - 1]);
+		}
+	}
+	if (!r && optind < argc)
+		r = ctl_usage_error(&ctl_cmd_ps, "unexpected argument '%s'", argv[optind]);
+	if (r) {
+		json_decref(labels);
+		return r < 0 ? 0 : r;
+	}
+	/* Like crictl: running containers only unless -a or --state. */
+	if (!state && !all)
+		state = "CONTAINER_RUNNING";
+	_cleanup_free_ char *pod_id = pod ? ctl_resolve_id(ctx, true, pod) : NULL;
+	json_t *filter = json_pack("{s:o}", "label_selector", labels);
+	if (state)
+		json_object_set_new(filter, "state", json_pack("{s:s}", "state", state));
+	if (pod_id)
+		json_object_set_new(filter, "pod_sandbox_id", json_string(pod_id));
+	Runtime__V1__ListContainersRequest req = RUNTIME__V1__LIST_CONTAINERS_REQUEST__INIT;
+	req.filter = (Runtime__V1__ContainerFilter *)ctl_pb_from_json(
+	    &runtime__v1__container_filter__descriptor, filter, "filter");
+	json_decref(filter);
+	ProtobufCMessage *m = NULL;
+	r = ctl_unary(ctx, PATH_LIST, &req.base, &runtime__v1__list_containers_response__descriptor,
+		      &m);
+	if (req.filter)
+		protobuf_c_message_free_unpacked(&req.filter->base, NULL);
+	if (r)
+		return r;
+	const Runtime__V1__ListContainersResponse *resp = (void *)m;
+	json_t *items = json_array();
+	if (!quiet && fmt == CTL_TEXT)
+		printf("%-13s %-24s %-20s %-9s %-24s %-7s %s\n", "CONTAINER", "IMAGE", "CREATED",
+		       "STATE", "NAME", "ATTEMPT", "POD ID");
+	for (size_t i = 0; i < resp->n_containers; i++) {
+		const Runtime__V1__Container *ct = resp->containers[i];
+		const Runtime__V1__ContainerMetadata *md = ct->metadata;
+		if (name && !(md && strstr(md->name, name)))
+			continue;
+		if (fmt == CTL_JSON) {
+			json_array_append_new(items, ctl_pb_to_json(&ct->base));
+		} else if (quiet) {
+			printf("%s\n", ct->id);
+		} else {
+			char age[32];
+			ctl_format_age(ct->created_at, age);
+			const char *image =
+			    ct->image && ct->image->image[0] ? ct->image->image : ct->image_ref;
+			printf("%-13.13s %-24s %-20s %-9s %-24s %-7u %.13s\n", ct->id, image, age,
+			       state_label(ct->state), md ? md->name : "", md ? md->attempt : 0,
+			       ct->pod_sandbox_id);
+		}
+	}
+	if (fmt == CTL_JSON)
+		ctl_print_json(json_pack("{s:O}", "containers", items));
+	json_decref(items);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+/* ---- inspect, logs ----------------------------------------------------------------------- */
+
+static int container_status(ctl_ctx *ctx, const char *arg, bool verbose,
+			    Runtime__V1__ContainerStatusResponse **ret)
+{
+	_cleanup_free_ char *id = ctl_resolve_id(ctx, false, arg);
+	Runtime__V1__ContainerStatusRequest req = RUNTIME__V1__CONTAINER_STATUS_REQUEST__INIT;
+	req.container_id = id;
+	req.verbose = verbose;
+	ProtobufCMessage *m = NULL;
+	int r = ctl_unary(ctx, PATH_STATUS, &req.base,
+			  &runtime__v1__container_status_response__descriptor, &m);
+	if (!r)
+		*ret = (Runtime__V1__ContainerStatusResponse *)m;
+	return r;
+}
+
+static int run_inspect(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_inspect, argc, argv, "CONTAINER");
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind != 1)
+		return ctl_usage_error(&ctl_cmd_inspect, "one CONTAINER only");
+	Runtime__V1__ContainerStatusResponse *st = NULL;
+	r = container_status(ctx, argv[optind], true, &st);
+	if (r)
+		return r;
+	ctl_print_status(st->status ? &st->status->base : NULL, st->n_info, (void **)st->info);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return 0;
+}
+
+typedef struct log_line {
+	const char *time;
+	size_t time_len;
+	bool err;
+	char *text; /* partial lines joined */
+} log_line;
+
+/* CRI log lines: "<RFC3339Nano> <stdout|stderr> <P|F>[:tags] <text>"; a P
+ * line continues in the next one of the same stream. */
+static size_t parse_log(char *data, log_line **ret)
+{
+	log_line *lines = NULL;
+	size_t n = 0, cap = 0;
+	char *partial[2] = {NULL, NULL};
+	for (char *p = data; *p;) {
+		char *nl = strchr(p, '\n');
+		char *end = nl ? nl : p + strlen(p);
+		char *next = nl ? nl + 1 : end;
+		char *sp1 = memchr(p, ' ', (size_t)(end - p));
+		char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
+		char *sp3 = sp2 ? memchr(sp2 + 1, ' ', (size_t)(end - sp2 - 1)) : NULL;
+		char *text = sp3 ? sp3 + 1 : end;
+		if (!sp2) {
+			p = next; /* not a CRI log line */
+			continue;
+		}
+		bool err = strncmp(sp1 + 1, "stderr", 6) == 0;
+		bool is_partial = sp2[1] == 'P';
+		char *joined = ad_asprintf("%s%.*s", partial[err] ? partial[err] : "",
+					   (int)(end - text), text);
+		free(partial[err]);
+		partial[err] = NULL;
+		if (is_partial) {
+			partial[err] = joined;
+		} else {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				lines = ad_realloc(lines, cap * sizeof(*lines));
+			}
+			lines[n++] = (log_line){
+			    .time = p, .time_len = (size_t)(sp1 - p), .err = err, .text = joined};
+		}
+		p = next;
+	}
+	free(partial[0]);
+	free(partial[1]);
+	*ret = lines;
+	return n;
+}
+
+static int run_logs(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"tail", required_argument, NULL, 'n'},
+	    {"timestamps", no_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	long tail = -1;
+	bool stamps = false;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case 'n':
+			tail = strtol(optarg, &end, 10);
+			if (end == optarg || *end || tail < 0)
+				return ctl_usage_error(&ctl_cmd_logs, "invalid --tail '%s'",
+						       optarg);
+			break;
+		case 'T':
+			stamps = true;
+			break;
+		case 'h':
+			ctl_command_usage(stdout, &ctl_cmd_logs);
+			return 0;
+		case ':':
+			return ctl_usage_error(&ctl_cmd_logs, "option '%s' needs an argument",
+					       argv[optind - 1]);
+		default:
+			return ctl_usage_error(&ctl_cmd_logs, "bad option '%s'", argv[optind - 1]);
+		}
+	}
+	if (argc - optind != 1)
+		return ctl_usage_error(&ctl_cmd_logs, "one CONTAINER is required");
+	Runtime__V1__ContainerStatusResponse *st = NULL;
+	int r = container_status(ctx, argv[optind], false, &st);
+	if (r)
+		return r;
+	_cleanup_free_ char *path =
+	    ad_strdup(st->status && st->status->log_path ? st->status->log_path : "");
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (!path[0]) {
+		ctl_warnx("container %s has no log file", argv[optind]);
+		return 1;
+	}
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	_cleanup_error_ ad_error *err = NULL;
+	if (ad_read_file(AT_FDCWD, path, LOG_MAX_SIZE, &data, &len, &err) < 0) {
+		ctl_warnx("%s: %s", path, err->message);
+		return EX_NOINPUT;
+	}
+	log_line *lines = NULL;
+	size_t n = parse_log(data, &lines);
+	size_t first = tail >= 0 && (size_t)tail < n ? n - (size_t)tail : 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i >= first) {
+			FILE *out = lines[i].err ? stderr : stdout;
+			if (stamps)
+				fprintf(out, "%.*s ", (int)lines[i].time_len, lines[i].time);
+			fprintf(out, "%s\n", lines[i].text);
+		}
+		free(lines[i].text);
+	}
+	free(lines);
+	return 0;
+}
+
+/* ---- exec -------------------------------------------------------------------------------- */
+
+static int run_exec(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	long timeout = 0;
+	int c;
+	opterr = 0;
+	/* '+': options end at CONTAINER; what follows is the command's. */
+	while ((c = getopt_long(argc, argv, "+:t:h", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case 't':
+			timeout = strtol(optarg, &end, 10);
+			if (end == optarg || *end || timeout < 0 || timeout > 86400)
+				return ctl_usage_error(&ctl_cmd_exec,
+						       "invalid timeout '%s' (seconds)", optarg);
+			break;
+		case 'h':
+			ctl_command_usage(stdout, &ctl_cmd_exec);
+			return 0;
+		case ':':
+			return ctl_usage_error(&ctl_cmd_exec, "option '%s' needs an argument",
+					       argv[optind - 1]);
+		default:
+			return ctl_usage_error(&ctl_cmd_exec, "bad option '%s'", argv[optind - 1]);
+		}
+	}
+	if (argc - optind < 2)
+		return ctl_usage_error(&ctl_cmd_exec, "CONTAINER and CMD are required");
+	_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[optind]);
+	Runtime__V1__ExecSyncRequest req = RUNTIME__V1__EXEC_SYNC_REQUEST__INIT;
+	req.container_id = id;
+	req.cmd = argv + optind + 1;
+	req.n_cmd = (size_t)(argc - optind - 1);
+	req.timeout = timeout;
+	/* The command may run as long as --timeout lets it (or forever). */
+	if (!ctx->timeout_given)
+		ctx->timeout_ms = timeout ? (unsigned)(timeout + 30) * 1000 : 0;
+	ProtobufCMessage *m = NULL;
+	int r =
+	    ctl_unary(ctx, PATH_EXEC, &req.base, &runtime__v1__exec_sync_response__descriptor, &m);
+	if (r)
+		return r;
+	const Runtime__V1__ExecSyncResponse *resp = (void *)m;
+	if (resp->stdout.len)
+		fwrite(resp->stdout.data, 1, resp->stdout.len, stdout);
+	if (resp->stderr.len)
+		fwrite(resp->stderr.data, 1, resp->stderr.len, stderr);
+	r = resp->exit_code < 0 || resp->exit_code > 255 ? 255 : resp->exit_code;
+	protobuf_c_message_free_unpacked(m, NULL);
+	return r;
+}
+
+const ctl_command ctl_cmd_create = {
+    .name = "create",
+    .synopsis = "POD CONTAINER_CONFIG.json POD_CONFIG.json",
+    .summary = "create a container in a pod; prints its id",
+    .run = run_create,
+};
+
+const ctl_command ctl_cmd_start = {
+    .name = "start",
+    .synopsis = "CONTAINER...",
+    .summary = "start created containers",
+    .run = run_start,
+};
+
+const ctl_command ctl_cmd_run = {
+    .name = "run",
+    .synopsis = "CONTAINER_CONFIG.json POD_CONFIG.json",
+    .summary = "run a pod and start a container in it; prints the container's id",
+    .run = run_run,
+};
+
+const ctl_command ctl_cmd_stop = {
+    .name = "stop",
+    .synopsis = "[-t SECONDS] CONTAINER...",
+    .summary = "stop containers (SIGKILL after the grace period)",
+    .run = run_stop,
+};
+
+const ctl_command ctl_cmd_rm = {
+    .name = "rm",
+    .synopsis = "CONTAINER...",
+    .summary = "remove containers",
+    .run = run_rm,
+};
+
+const ctl_command ctl_cmd_ps = {
+    .name = "ps",
+    .synopsis = "[-aq] [-o FMT] [-p POD] [--name N] [--state S] [--label K=V]",
+    .summary = "list containers, running ones unless -a or --state (-o json|table)",
+    .run = run_ps,
+};
+
+const ctl_command ctl_cmd_inspect = {
+    .name = "inspect",
+    .synopsis = "CONTAINER",
+    .summary = "a container's status and info as JSON",
+    .run = run_inspect,
+};
+
+const ctl_command ctl_cmd_logs = {
+    .name = "logs",
+    .synopsis = "[--tail N] [--timestamps] CONTAINER",
+    .summary = "print a container's log",
+    .run = run_logs,
+};
+
+const ctl_command ctl_cmd_exec = {
+    .name = "exec",
+    .synopsis = "[--timeout SECONDS] CONTAINER CMD [ARG...]",
+    .summary = "run a command in a container; exits with its status",
+    .run = run_exec,
+};

@@ -1,0 +1,767 @@
+/* agentctl runp, pods, stopp, rmp, inspectp: the pod half of the CRI
+ * runtime.v1.RuntimeService, plus what the pod and container commands share:
+ * protobuf <-> JSON through the message descriptors (so crictl's config files
+ * map onto every field of the generated structs without per-field code) and
+ * id prefixes. */
+#include <ctype.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <string.h>
+
+#include "cri/api.pb-c.h"
+#include "ctl.h"
+
+#define PATH_RUNP "/runtime.v1.RuntimeService/RunPodSandbox"
+#define PATH_STOPP "/runtime.v1.RuntimeService/StopPodSandbox"
+#define PATH_RMP "/runtime.v1.RuntimeService/RemovePodSandbox"
+#define PATH_PODSTATUS "/runtime.v1.RuntimeService/PodSandboxStatus"
+#define PATH_LISTP "/runtime.v1.RuntimeService/ListPodSandbox"
+#define CONFIG_MAX_SIZE (4 << 20)
+/* Pod and container set-up (CNI, image mounts, stop grace periods) takes
+ * longer than a query; without -t these calls get this much. */
+#define LONG_CALL_MS 120000
+
+/* ---- protobuf -> JSON --------------------------------------------------------- */
+
+static size_t elem_size(ProtobufCType t)
+{
+	switch (t) {
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return 8;
+	case PROTOBUF_C_TYPE_BOOL:
+		return sizeof(protobuf_c_boolean);
+	case PROTOBUF_C_TYPE_STRING:
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return sizeof(void *);
+	case PROTOBUF_C_TYPE_BYTES:
+		return sizeof(ProtobufCBinaryData);
+	default:
+		return 4;
+	}
+}
+
+/* protobuf-c does not mark map entries; protoc names them "<Field>Entry"
+ * with exactly the fields key and value. */
+static bool is_map_entry(const ProtobufCMessageDescriptor *d)
+{
+	size_t n = strlen(d->name);
+	return d->n_fields == 2 && n > 5 && strcmp(d->name + n - 5, "Entry") == 0 &&
+	       strcmp(d->fields[0].name, "key") == 0 && strcmp(d->fields[1].name, "value") == 0;
+}
+
+/* crictl prints protojson, whose keys are lowerCamelCase. */
+static char *camel_name(const char *name)
+{
+	char *s = ad_strdup(name), *o = s;
+	for (const char *p = name; *p; p++) {
+		if (*p == '_' && p[1]) {
+			*o++ = (char)toupper((unsigned char)*++p);
+			continue;
+		}
+		*o++ = *p;
+	}
+	*o = 0;
+	return s;
+}
+
+static json_t *text_json(const char *s, size_t len)
+{
+	json_t *v = json_stringn(s, len);
+	return v ? v : json_string("<invalid utf-8>");
+}
+
+static json_t *value_json(const ProtobufCFieldDescriptor *f, const void *p)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		return json_integer(*(const int32_t *)p);
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		return json_integer(*(const uint32_t *)p);
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		return json_integer(*(const int64_t *)p);
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		return json_integer((json_int_t) * (const uint64_t *)p);
+	case PROTOBUF_C_TYPE_FLOAT:
+		return json_real(*(const float *)p);
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return json_real(*(const double *)p);
+	case PROTOBUF_C_TYPE_BOOL:
+		return json_boolean(*(const protobuf_c_boolean *)p);
+	case PROTOBUF_C_TYPE_ENUM: {
+		int v = *(const int *)p;
+		const ProtobufCEnumValue *ev =
+		    protobuf_c_enum_descriptor_get_value(f->descriptor, v);
+		return ev ? json_string(ev->name) : json_integer(v);
+	}
+	case PROTOBUF_C_TYPE_STRING: {
+		const char *s = *(char *const *)p;
+		return text_json(s ? s : "", s ? strlen(s) : 0);
+	}
+	case PROTOBUF_C_TYPE_BYTES: {
+		const ProtobufCBinaryData *b = p;
+		return text_json((const char *)b->data, b->len);
+	}
+	case PROTOBUF_C_TYPE_MESSAGE: {
+		const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
+		return m ? ctl_pb_to_json(m) : json_null();
+	}
+	}
+	return json_null();
+}
+
+static void map_entry_json(json_t *obj, const ProtobufCMessage *entry)
+{
+	const ProtobufCFieldDescriptor *kf = &entry->descriptor->fields[0];
+	const ProtobufCFieldDescriptor *vf = &entry->descriptor->fields[1];
+	const char *key = *(char *const *)((const char *)entry + kf->offset);
+	json_object_set_new(obj, key ? key : "", value_json(vf, (const char *)entry + vf->offset));
+}
+
+json_t *ctl_pb_to_json(const ProtobufCMessage *msg)
+{
+	const ProtobufCMessageDescriptor *d = msg->descriptor;
+	const char *base = (const char *)msg;
+	json_t *o = json_object();
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		const void *p = base + f->offset;
+		json_t *v;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)(base + f->quantifier_offset);
+			const char *arr = *(char *const *)p;
+			bool map =
+			    f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor);
+			v = map ? json_object() : json_array();
+			for (size_t j = 0; j < n; j++) {
+				const void *e = arr + j * elem_size(f->type);
+				if (map)
+					map_entry_json(v, *(ProtobufCMessage *const *)e);
+				else
+					json_array_append_new(v, value_json(f, e));
+			}
+		} else {
+			if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+			    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+				continue;
+			if (f->label == PROTOBUF_C_LABEL_OPTIONAL &&
+			    f->type != PROTOBUF_C_TYPE_STRING &&
+			    f->type != PROTOBUF_C_TYPE_MESSAGE &&
+			    !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+			    !*(const protobuf_c_boolean *)(base + f->quantifier_offset))
+				continue;
+			if (f->type == PROTOBUF_C_TYPE_MESSAGE && !*(ProtobufCMessage *const *)p)
+				continue;
+			v = value_json(f, p);
+		}
+		_cleanup_free_ char *key = camel_name(f->name);
+		json_object_set_new(o, key, v);
+	}
+	return o;
+}
+
+void ctl_print_json(json_t *o)
+{
+	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	fputc('\n', stdout);
+	json_decref(o);
+}
+
+/* ---- JSON -> protobuf ---------------------------------------------------------- */
+
+typedef struct parse_ctx {
+	const char *file;
+} parse_ctx;
+
+static int field_error(parse_ctx *pc, const char *path, const char *what)
+{
+	ctl_warnx("%s: field '%s': %s", pc->file, path, what);
+	return -1;
+}
+
+static ProtobufCMessage *msg_from_json(parse_ctx *pc, const ProtobufCMessageDescriptor *d,
+				       json_t *obj, const char *path);
+
+static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v, void *p,
+		     const char *path)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64: {
+		if (!json_is_integer(v))
+			return field_error(pc, path, "expected an integer");
+		json_int_t n = json_integer_value(v);
+		bool is_unsigned =
+		    f->type == PROTOBUF_C_TYPE_UINT32 || f->type == PROTOBUF_C_TYPE_FIXED32 ||
+		    f->type == PROTOBUF_C_TYPE_UINT64 || f->type == PROTOBUF_C_TYPE_FIXED64;
+		if (is_unsigned && n < 0)
+			return field_error(pc, path, "expected a non-negative integer");
+		if (elem_size(f->type) == 4) {
+			if (is_unsigned ? n > UINT32_MAX : (n < INT32_MIN || n > INT32_MAX))
+				return field_error(pc, path, "integer out of range");
+			if (is_unsigned)
+				*(uint32_t *)p = (uint32_t)n;
+			else
+				*(int32_t *)p = (int32_t)n;
+		} else {
+			*(int64_t *)p = n;
+		}
+		return 0;
+	}
+	case PROTOBUF_C_TYPE_FLOAT:
+	case PROTOBUF_C_TYPE_DOUBLE:
+		if (!json_is_number(v))
+			return field_error(pc, path, "expected a number");
+		if (f->type == PROTOBUF_C_TYPE_FLOAT)
+			*(float *)p = (float)json_number_value(v);
+		else
+			*(double *)p = json_number_value(v);
+		return 0;
+	case PROTOBUF_C_TYPE_BOOL:
+		if (!json_is_boolean(v))
+			return field_error(pc, path, "expected true or false");
+		*(protobuf_c_boolean *)p = json_is_true(v);
+		return 0;
+	case PROTOBUF_C_TYPE_ENUM: {
+		const ProtobufCEnumDescriptor *ed = f->descriptor;
+		if (json_is_integer(v)) {
+			*(int *)p = (int)json_integer_value(v);
+			return 0;
+		}
+		if (!json_is_string(v))
+			return field_error(pc, path, "expected a name or a number");
+		/* crictl's files write protocols as "tcp" as well as "TCP". */
+		_cleanup_free_ char *up = ad_strdup(json_string_value(v));
+		for (char *c = up; *c; c++)
+			*c = (char)toupper((unsigned char)*c);
+		const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(ed, up);
+		if (!ev) {
+			_cleanup_free_ char *msg =
+			    ad_asprintf("unknown value '%s'", json_string_value(v));
+			return field_error(pc, path, msg);
+		}
+		*(int *)p = ev->value;
+		return 0;
+	}
+	case PROTOBUF_C_TYPE_STRING:
+		if (!json_is_string(v))
+			return field_error(pc, path, "expected a string");
+		*(char **)p = ad_strdup(json_string_value(v));
+		return 0;
+	case PROTOBUF_C_TYPE_BYTES: {
+		if (!json_is_string(v))
+			return field_error(pc, path, "expected a string");
+		ProtobufCBinaryData *b = p;
+		b->len = json_string_length(v);
+		b->data = ad_malloc0(b->len + 1);
+		memcpy(b->data, json_string_value(v), b->len);
+		return 0;
+	}
+	case PROTOBUF_C_TYPE_MESSAGE: {
+		if (!json_is_object(v))
+			return field_error(pc, path, "expected an object");
+		ProtobufCMessage *m = msg_from_json(pc, f->descriptor, v, path);
+		if (!m)
+			return -1;
+		*(ProtobufCMessage **)p = m;
+		return 0;
+	}
+	}
+	return field_error(pc, path, "unsupported field type");
+}
+
+static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescriptor *d,
+						  const char *key)
+{
+	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, key);
+	for (unsigned i = 0; !f && i < d->n_fields; i++) {
+		_cleanup_free_ char *camel = camel_name(d->fields[i].name);
+		if (strcmp(camel, key) == 0)
+			f = &d->fields[i];
+	}
+	return f;
+}
+
+static int set_repeated(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v, char *base,
+			const char *path)
+{
+	bool map = f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor);
+	if (map ? !json_is_object(v) : !json_is_array(v))
+		return field_error(pc, path, map ? "expected an object" : "expected an array");
+	size_t n = map ? json_object_size(v) : json_array_size(v);
+	size_t *count = (size_t *)(base + f->quantifier_offset);
+	char *arr = ad_malloc0(elem_size(f->type) * (n ? n : 1));
+	*(char **)(base + f->offset) = arr;
+	*count = 0;
+	if (map) {
+		const char *k;
+		json_t *val;
+		json_object_foreach(v, k, val)
+		{
+			_cleanup_free_ char *sub = ad_asprintf("%s.%s", path, k);
+			json_t *entry = json_pack("{s:s,s:O}", "key", k, "value", val);
+			ProtobufCMessage *m = msg_from_json(pc, f->descriptor, entry, sub);
+			json_decref(entry);
+			if (!m)
+				return -1;
+			((ProtobufCMessage **)arr)[(*count)++] = m;
+		}
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *sub = ad_asprintf("%s[%zu]", path, i);
+		if (set_value(pc, f, json_array_get(v, i), arr + i * elem_size(f->type), sub) < 0)
+			return -1;
+		(*count)++;
+	}
+	return 0;
+}
+
+static ProtobufCMessage *msg_from_json(parse_ctx *pc, const ProtobufCMessageDescriptor *d,
+				       json_t *obj, const char *path)
+{
+	ProtobufCMessage *m = ad_malloc0(d->sizeof_message);
+	d->message_init(m);
+	char *base = (char *)m;
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v)
+	{
+		const ProtobufCFieldDescriptor *f = find_field(d, key);
+		/* Unknown fields are skipped, as crictl's decoder does. */
+		if (!f || json_is_null(v))
+			continue;
+		_cleanup_free_ char *sub = *path ? ad_asprintf("%s.%s", path, key) : ad_strdup(key);
+		int r;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			r = set_repeated(pc, f, v, base, sub);
+		} else {
+			r = set_value(pc, f, v, base + f->offset, sub);
+			if (!r && (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+				*(uint32_t *)(base + f->quantifier_offset) = f->id;
+			else if (!r && f->label == PROTOBUF_C_LABEL_OPTIONAL &&
+				 f->type != PROTOBUF_C_TYPE_STRING &&
+				 f->type != PROTOBUF_C_TYPE_MESSAGE)
+				*(protobuf_c_boolean *)(base + f->quantifier_offset) = 1;
+		}
+		if (r < 0) {
+			protobuf_c_message_free_unpacked(m, NULL);
+			return NULL;
+		}
+	}
+	return m;
+}
+
+ProtobufCMessage *ctl_pb_from_json(const ProtobufCMessageDescriptor *desc, json_t *obj,
+				   const char *what)
+{
+	parse_ctx pc = {.file = what};
+	return msg_from_json(&pc, desc, obj, "");
+}
+
+int ctl_pb_from_file(const char *file, const ProtobufCMessageDescriptor *desc,
+		     ProtobufCMessage **ret)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	_cleanup_error_ ad_error *err = NULL;
+	if (ad_read_file(AT_FDCWD, file, CONFIG_MAX_SIZE, &data, &len, &err) < 0) {
+		ctl_warnx("%s: %s", file, err->message);
+		return EX_NOINPUT;
+	}
+	json_error_t jerr;
+	json_t *obj = json_loadb(data, len, 0, &jerr);
+	if (!obj) {
+		ctl_warnx("%s:%d:%d: invalid JSON: %s", file, jerr.line, jerr.column, jerr.text);
+		return EX_DATAERR;
+	}
+	if (!json_is_object(obj)) {
+		json_decref(obj);
+		ctl_warnx("%s: expected a JSON object", file);
+		return EX_DATAERR;
+	}
+	*ret = ctl_pb_from_json(desc, obj, file);
+	json_decref(obj);
+	return *ret ? 0 : EX_DATAERR;
+}
+
+/* ---- shared by pods and containers -------------------------------------------- */
+
+void ctl_long_call(ctl_ctx *ctx)
+{
+	if (!ctx->timeout_given)
+		ctx->timeout_ms = LONG_CALL_MS;
+}
+
+void ctl_format_age(int64_t created_ns, char buf[32])
+{
+	int64_t s = (ad_now_ns() - created_ns) / 1000000000;
+	if (s < 0)
+		s = 0;
+	if (s < 60)
+		snprintf(buf, 32, "%" PRId64 " seconds ago", s);
+	else if (s < 3600)
+		snprintf(buf, 32, "%" PRId64 " minutes ago", s / 60);
+	else if (s < 86400)
+		snprintf(buf, 32, "%" PRId64 " hours ago", s / 3600);
+	else
+		snprintf(buf, 32, "%" PRId64 " days ago", s / 86400);
+}
+
+/* "k=v" into a label_selector object; false when it has no '='. */
+bool ctl_add_label(json_t *selector, const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	if (!eq || eq == kv)
+		return false;
+	_cleanup_free_ char *k = ad_strndup(kv, (size_t)(eq - kv));
+	json_object_set_new(selector, k, json_string(eq + 1));
+	return true;
+}
+
+/* Like crictl, an unambiguous prefix names a pod or container; anything
+ * else goes to agentd as typed, which reports NOT_FOUND in its own words. */
+char *ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg)
+{
+	ProtobufCMessage *m = NULL;
+	char *found = NULL;
+	size_t n_found = 0;
+	if (pod) {
+		Runtime__V1__ListPodSandboxRequest req =
+		    RUNTIME__V1__LIST_POD_SANDBOX_REQUEST__INIT;
+		if (ctl_unary(ctx, PATH_LISTP, &req.base,
+			      &runtime__v1__list_pod_sandbox_response__descriptor, &m))
+			return ad_strdup(arg);
+		const Runtime__V1__ListPodSandboxResponse *r = (void *)m;
+		for (size_t i = 0; i < r->n_items; i++) {
+			if (strcmp(r->items[i]->id, arg) == 0) {
+				n_found = 1;
+				found = r->items[i]->id;
+				break;
+			}
+			if (strncmp(r->items[i]->id, arg, strlen(arg)) == 0) {
+				n_found++;
+				found = r->items[i]->id;
+			}
+		}
+	} else {
+		Runtime__V1__ListContainersRequest req = RUNTIME__V1__LIST_CONTAINERS_REQUEST__INIT;
+		if (ctl_unary(ctx, "/runtime.v1.RuntimeService/ListContainers", &req.base,
+			      &runtime__v1__list_containers_response__descriptor, &m))
+			return ad_strdup(arg);
+		const Runtime__V1__ListContainersResponse *r = (void *)m;
+		for (size_t i = 0; i < r->n_containers; i++) {
+			if (strcmp(r->containers[i]->id, arg) == 0) {
+				n_found = 1;
+				found = r->containers[i]->id;
+				break;
+			}
+			if (strncmp(r->containers[i]->id, arg, strlen(arg)) == 0) {
+				n_found++;
+				found = r->containers[i]->id;
+			}
+		}
+	}
+	char *id = ad_strdup(n_found == 1 && *arg ? found : arg);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return id;
+}
+
+/* Prints {"status": ..., "info": {...}} with info's JSON strings parsed. */
+void ctl_print_status(const ProtobufCMessage *status, size_t n_info, void **info)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "status", status ? ctl_pb_to_json(status) : json_null());
+	json_t *inf = json_object();
+	for (size_t i = 0; i < n_info; i++) {
+		/* All the InfoEntry types share the map-entry layout. */
+		const Runtime__V1__PodSandboxStatusResponse__InfoEntry *e = info[i];
+		json_t *v = json_loads(e->value, 0, NULL);
+		json_object_set_new(inf, e->key, v ? v : json_string(e->value));
+	}
+	json_object_set_new(o, "info", inf);
+	ctl_print_json(o);
+}
+
+/* Shared getopt for the commands that take only IDs and -h. */
+int ctl_ids_only(const ctl_command *cmd, int argc, char **argv, const char *what)
+{
+	int c;
+	opterr = 0;
+	while ((c = getopt(argc, argv, ":h")) != -1) {
+		if (c == 'h') {
+			ctl_command_usage(stdout, cmd);
+			return -1;
+		}
+		return ctl_usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+	}
+	if (optind >= argc)
+		return ctl_usage_error(cmd, "%s is required", what);
+	return 0;
+}
+
+/* ---- runp ---------------------------------------------------------------------- */
+
+int ctl_run_pod(ctl_ctx *ctx, Runtime__V1__PodSandboxConfig *cfg, char **ret_id)
+{
+	Runtime__V1__RunPodSandboxRequest req = RUNTIME__V1__RUN_POD_SANDBOX_REQUEST__INIT;
+	req.config = cfg;
+	ProtobufCMessage *m = NULL;
+	ctl_long_call(ctx);
+	int r = ctl_unary(ctx, PATH_RUNP, &req.base,
+			  &runtime__v1__run_pod_sandbox_response__descriptor, &m);
+	if (r)
+		return r;
+	*ret_id = ad_strdup(((Runtime__V1__RunPodSandboxResponse *)m)->pod_sandbox_id);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+static int run_runp(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_runp, argc, argv, "POD_CONFIG");
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind != 1)
+		return ctl_usage_error(&ctl_cmd_runp, "one POD_CONFIG only");
+	ProtobufCMessage *cfg = NULL;
+	r = ctl_pb_from_file(argv[optind], &runtime__v1__pod_sandbox_config__descriptor, &cfg);
+	if (r)
+		return r;
+	_cleanup_free_ char *id = NULL;
+	r = ctl_run_pod(ctx, (Runtime__V1__PodSandboxConfig *)cfg, &id);
+	protobuf_c_message_free_unpacked(cfg, NULL);
+	if (!r)
+		printf("%s\n", id);
+	return r;
+}
+
+/* ---- pods ------------------------------------------------------------------------ */
+
+static int run_pods(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"state", required_argument, NULL, 's'},
+	    {"label", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	ctl_format fmt = CTL_TEXT;
+	bool quiet = false;
+	const char *name = NULL;
+	json_t *filter = json_object();
+	json_t *labels = json_object();
+	int c, r = 0;
+	opterr = 0;
+	while (!r && (c = getopt_long(argc, argv, ":qo:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'q':
+			quiet = true;
+			break;
+		case 'o':
+			r = ctl_parse_format(&ctl_cmd_pods, optarg, &fmt);
+			break;
+		case 'n':
+			name = optarg;
+			break;
+		case 's':
+			if (strcasecmp(optarg, "ready") == 0)
+				json_object_set_new(filter, "state",
+						    json_pack("{s:s}", "state", "SANDBOX_READY"));
+			else if (strcasecmp(optarg, "notready") == 0)
+				json_object_set_new(
+				    filter, "state",
+				    json_pack("{s:s}", "state", "SANDBOX_NOTREADY"));
+			else
+				r = ctl_usage_error(&ctl_cmd_pods,
+						    "unknown state '%s' (ready or notready)",
+						    optarg);
+			break;
+		case 'l':
+			if (!ctl_add_label(labels, optarg))
+				r = ctl_usage_error(&ctl_cmd_pods, "--label wants KEY=VALUE");
+			break;
+		case 'h':
+			ctl_command_usage(stdout, &ctl_cmd_pods);
+			r = -1;
+			break;
+		case ':':
+			r = ctl_usage_error(&ctl_cmd_pods, "option '%s' needs an argument",
+					    argv[optind - 1]);
+			break;
+		default:
+			r = ctl_usage_error(&ctl_cmd_pods, "bad option '%s'", argv[optind - 1]);
+		}
+	}
+	if (!r && optind < argc)
+		r = ctl_usage_error(&ctl_cmd_pods, "unexpected argument '%s'", argv[optind]);
+	json_object_set_new(filter, "label_selector", labels);
+	Runtime__V1__ListPodSandboxRequest req = RUNTIME__V1__LIST_POD_SANDBOX_REQUEST__INIT;
+	if (!r)
+		req.filter = (Runtime__V1__PodSandboxFilter *)ctl_pb_from_json(
+		    &runtime__v1__pod_sandbox_filter__descriptor, filter, "filter");
+	json_decref(filter);
+	if (r)
+		return r < 0 ? 0 : r;
+	ProtobufCMessage *m = NULL;
+	r = ctl_unary(ctx, PATH_LISTP, &req.base,
+		      &runtime__v1__list_pod_sandbox_response__descriptor, &m);
+	if (req.filter)
+		protobuf_c_message_free_unpacked(&req.filter->base, NULL);
+	if (r)
+		return r;
+	const Runtime__V1__ListPodSandboxResponse *resp = (void *)m;
+	json_t *items = json_array();
+	if (!quiet && fmt == CTL_TEXT)
+		printf("%-13s %-20s %-9s %-32s %-16s %s\n", "POD ID", "CREATED", "STATE", "NAME",
+		       "NAMESPACE", "ATTEMPT");
+	for (size_t i = 0; i < resp->n_items; i++) {
+		const Runtime__V1__PodSandbox *p = resp->items[i];
+		const Runtime__V1__PodSandboxMetadata *md = p->metadata;
+		if (name && !(md && strstr(md->name, name)))
+			continue;
+		if (fmt == CTL_JSON) {
+			json_array_append_new(items, ctl_pb_to_json(&p->base));
+		} else if (quiet) {
+			printf("%s\n", p->id);
+		} else {
+			char age[32];
+			ctl_format_age(p->created_at, age);
+			printf("%-13.13s %-20s %-9s %-32s %-16s %u\n", p->id, age,
+			       p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY
+				   ? "Ready"
+				   : "NotReady",
+			       md ? md->name : "", md ? md->namespace_ : "", md ? md->attempt : 0);
+		}
+	}
+	if (fmt == CTL_JSON)
+		ctl_print_json(json_pack("{s:O}", "items", items));
+	json_decref(items);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+/* ---- stopp, rmp, inspectp ----------------------------------------------------------- */
+
+static int pod_op(ctl_ctx *ctx, const ctl_command *cmd, int argc, char **argv, bool remove)
+{
+	int r = ctl_ids_only(cmd, argc, argv, "POD");
+	if (r)
+		return r < 0 ? 0 : r;
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		_cleanup_free_ char *id = ctl_resolve_id(ctx, true, argv[i]);
+		ProtobufCMessage *m = NULL;
+		ctl_long_call(ctx);
+		if (remove) {
+			Runtime__V1__RemovePodSandboxRequest req =
+			    RUNTIME__V1__REMOVE_POD_SANDBOX_REQUEST__INIT;
+			req.pod_sandbox_id = id;
+			r = ctl_unary(ctx, PATH_RMP, &req.base,
+				      &runtime__v1__remove_pod_sandbox_response__descriptor, &m);
+		} else {
+			Runtime__V1__StopPodSandboxRequest req =
+			    RUNTIME__V1__STOP_POD_SANDBOX_REQUEST__INIT;
+			req.pod_sandbox_id = id;
+			r = ctl_unary(ctx, PATH_STOPP, &req.base,
+				      &runtime__v1__stop_pod_sandbox_response__descriptor, &m);
+		}
+		if (r) {
+			status = r;
+			continue;
+		}
+		protobuf_c_message_free_unpacked(m, NULL);
+		printf("%s sandbox %s\n", remove ? "Removed" : "Stopped", id);
+	}
+	return status;
+}
+
+static int run_stopp(ctl_ctx *ctx, int argc, char **argv)
+{
+	return pod_op(ctx, &ctl_cmd_stopp, argc, argv, false);
+}
+
+static int run_rmp(ctl_ctx *ctx, int argc, char **argv)
+{
+	return pod_op(ctx, &ctl_cmd_rmp, argc, argv, true);
+}
+
+static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_inspectp, argc, argv, "POD");
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind != 1)
+		return ctl_usage_error(&ctl_cmd_inspectp, "one POD only");
+	_cleanup_free_ char *id = ctl_resolve_id(ctx, true, argv[optind]);
+	Runtime__V1__PodSandboxStatusRequest req = RUNTIME__V1__POD_SANDBOX_STATUS_REQUEST__INIT;
+	req.pod_sandbox_id = id;
+	req.verbose = true;
+	ProtobufCMessage *m = NULL;
+	r = ctl_unary(ctx, PATH_PODSTATUS, &req.base,
+		      &runtime__v1__pod_sandbox_status_response__descriptor, &m);
+	if (r)
+		return r;
+	const Runtime__V1__PodSandboxStatusResponse *st = (void *)m;
+	ctl_print_status(&st->status->base, st->n_info, (void **)st->info);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+const ctl_command ctl_cmd_runp = {
+    .name = "runp",
+    .synopsis = "POD_CONFIG.json",
+    .summary = "run a pod from a crictl pod config; prints its id",
+    .run = run_runp,
+};
+
+const ctl_command ctl_cmd_pods = {
+    .name = "pods",
+    .synopsis = "[-q] [-o json|table] [--name N] [--state S] [--label K=V]",
+    .summary = "list pods (--state ready|notready)",
+    .run = run_pods,
+};
+
+const ctl_command ctl_cmd_stopp = {
+    .name = "stopp",
+    .synopsis = "POD...",
+    .summary = "stop pods and their containers",
+    .run = run_stopp,
+};
+
+const ctl_command ctl_cmd_rmp = {
+    .name = "rmp",
+    .synopsis = "POD...",
+    .summary = "remove pods",
+    .run = run_rmp,
+};
+
+const ctl_command ctl_cmd_inspectp = {
+    .name = "inspectp",
+    .synopsis = "POD",
+    .summary = "a pod's status and info as JSON",
+    .run = run_inspectp,
+};
