@@ -79,8 +79,10 @@ static int run_create(ctl_ctx *ctx, int argc, char **argv)
 	if (argc - optind != 3)
 		return ctl_usage_error(&ctl_cmd_create,
 				       "POD, CONTAINER_CONFIG and POD_CONFIG are required");
-	_cleanup_free_ char *pod = ctl_resolve_id(ctx, true, argv[optind]);
-	_cleanup_free_ char *id = NULL;
+	_cleanup_free_ char *pod = NULL, *id = NULL;
+	r = ctl_resolve_id(ctx, true, argv[optind], &pod);
+	if (r)
+		return r;
 	r = create_container(ctx, pod, argv[optind + 1], argv[optind + 2], &id);
 	if (!r)
 		printf("%s\n", id);
@@ -111,8 +113,10 @@ static int run_start(ctl_ctx *ctx, int argc, char **argv)
 		return r < 0 ? 0 : r;
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[i]);
-		r = start_container(ctx, id);
+		_cleanup_free_ char *id = NULL;
+		r = ctl_resolve_id(ctx, false, argv[i], &id);
+		if (!r)
+			r = start_container(ctx, id);
 		if (r)
 			status = r;
 		else
@@ -160,13 +164,18 @@ static int run_stop(ctl_ctx *ctx, int argc, char **argv)
 		ctx->timeout_ms = (unsigned)(grace + 30) * 1000;
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[i]);
+		_cleanup_free_ char *id = NULL;
+		int r = ctl_resolve_id(ctx, false, argv[i], &id);
+		if (r) {
+			status = r;
+			continue;
+		}
 		Runtime__V1__StopContainerRequest req = RUNTIME__V1__STOP_CONTAINER_REQUEST__INIT;
 		req.container_id = id;
 		req.timeout = grace;
 		ProtobufCMessage *m = NULL;
-		int r = ctl_unary(ctx, PATH_STOP, &req.base,
-				  &runtime__v1__stop_container_response__descriptor, &m);
+		r = ctl_unary(ctx, PATH_STOP, &req.base,
+			      &runtime__v1__stop_container_response__descriptor, &m);
 		if (r) {
 			status = r;
 			continue;
@@ -184,7 +193,12 @@ static int run_rm(ctl_ctx *ctx, int argc, char **argv)
 		return r < 0 ? 0 : r;
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[i]);
+		_cleanup_free_ char *id = NULL;
+		r = ctl_resolve_id(ctx, false, argv[i], &id);
+		if (r) {
+			status = r;
+			continue;
+		}
 		Runtime__V1__RemoveContainerRequest req =
 		    RUNTIME__V1__REMOVE_CONTAINER_REQUEST__INIT;
 		req.container_id = id;
@@ -294,7 +308,11 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 	/* Like crictl: running containers only unless -a or --state. */
 	if (!state && !all)
 		state = "CONTAINER_RUNNING";
-	_cleanup_free_ char *pod_id = pod ? ctl_resolve_id(ctx, true, pod) : NULL;
+	_cleanup_free_ char *pod_id = NULL;
+	if (pod && (r = ctl_resolve_id(ctx, true, pod, &pod_id))) {
+		json_decref(labels);
+		return r;
+	}
 	json_t *filter = json_pack("{s:o}", "label_selector", labels);
 	if (state)
 		json_object_set_new(filter, "state", json_pack("{s:s}", "state", state));
@@ -347,13 +365,16 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 static int container_status(ctl_ctx *ctx, const char *arg, bool verbose,
 			    Runtime__V1__ContainerStatusResponse **ret)
 {
-	_cleanup_free_ char *id = ctl_resolve_id(ctx, false, arg);
+	_cleanup_free_ char *id = NULL;
+	int r = ctl_resolve_id(ctx, false, arg, &id);
+	if (r)
+		return r;
 	Runtime__V1__ContainerStatusRequest req = RUNTIME__V1__CONTAINER_STATUS_REQUEST__INIT;
 	req.container_id = id;
 	req.verbose = verbose;
 	ProtobufCMessage *m = NULL;
-	int r = ctl_unary(ctx, PATH_STATUS, &req.base,
-			  &runtime__v1__container_status_response__descriptor, &m);
+	r = ctl_unary(ctx, PATH_STATUS, &req.base,
+		      &runtime__v1__container_status_response__descriptor, &m);
 	if (!r)
 		*ret = (Runtime__V1__ContainerStatusResponse *)m;
 	return r;
@@ -529,7 +550,10 @@ static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 	}
 	if (argc - optind < 2)
 		return ctl_usage_error(&ctl_cmd_exec, "CONTAINER and CMD are required");
-	_cleanup_free_ char *id = ctl_resolve_id(ctx, false, argv[optind]);
+	_cleanup_free_ char *id = NULL;
+	int r = ctl_resolve_id(ctx, false, argv[optind], &id);
+	if (r)
+		return r;
 	Runtime__V1__ExecSyncRequest req = RUNTIME__V1__EXEC_SYNC_REQUEST__INIT;
 	req.container_id = id;
 	req.cmd = argv + optind + 1;
@@ -539,8 +563,7 @@ static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 	if (!ctx->timeout_given)
 		ctx->timeout_ms = timeout ? (unsigned)(timeout + 30) * 1000 : 0;
 	ProtobufCMessage *m = NULL;
-	int r =
-	    ctl_unary(ctx, PATH_EXEC, &req.base, &runtime__v1__exec_sync_response__descriptor, &m);
+	r = ctl_unary(ctx, PATH_EXEC, &req.base, &runtime__v1__exec_sync_response__descriptor, &m);
 	if (r)
 		return r;
 	const Runtime__V1__ExecSyncResponse *resp = (void *)m;

@@ -439,52 +439,57 @@ bool ctl_add_label(json_t *selector, const char *kv)
 	return true;
 }
 
-/* Like crictl, an unambiguous prefix names a pod or container; anything
- * else goes to agentd as typed, which reports NOT_FOUND in its own words. */
-char *ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg)
+/* Like crictl, a unique prefix names a pod or container; an id matching
+ * nothing goes to agentd as typed, which reports NOT_FOUND in its own words. */
+int ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg, char **ret)
 {
 	ProtobufCMessage *m = NULL;
-	char *found = NULL;
-	size_t n_found = 0;
+	int r;
 	if (pod) {
 		Runtime__V1__ListPodSandboxRequest req =
 		    RUNTIME__V1__LIST_POD_SANDBOX_REQUEST__INIT;
-		if (ctl_unary(ctx, PATH_LISTP, &req.base,
-			      &runtime__v1__list_pod_sandbox_response__descriptor, &m))
-			return ad_strdup(arg);
-		const Runtime__V1__ListPodSandboxResponse *r = (void *)m;
-		for (size_t i = 0; i < r->n_items; i++) {
-			if (strcmp(r->items[i]->id, arg) == 0) {
-				n_found = 1;
-				found = r->items[i]->id;
-				break;
-			}
-			if (strncmp(r->items[i]->id, arg, strlen(arg)) == 0) {
-				n_found++;
-				found = r->items[i]->id;
-			}
-		}
+		r = ctl_unary(ctx, PATH_LISTP, &req.base,
+			      &runtime__v1__list_pod_sandbox_response__descriptor, &m);
 	} else {
 		Runtime__V1__ListContainersRequest req = RUNTIME__V1__LIST_CONTAINERS_REQUEST__INIT;
-		if (ctl_unary(ctx, "/runtime.v1.RuntimeService/ListContainers", &req.base,
-			      &runtime__v1__list_containers_response__descriptor, &m))
-			return ad_strdup(arg);
-		const Runtime__V1__ListContainersResponse *r = (void *)m;
-		for (size_t i = 0; i < r->n_containers; i++) {
-			if (strcmp(r->containers[i]->id, arg) == 0) {
-				n_found = 1;
-				found = r->containers[i]->id;
-				break;
-			}
-			if (strncmp(r->containers[i]->id, arg, strlen(arg)) == 0) {
-				n_found++;
-				found = r->containers[i]->id;
-			}
+		r = ctl_unary(ctx, "/runtime.v1.RuntimeService/ListContainers", &req.base,
+			      &runtime__v1__list_containers_response__descriptor, &m);
+	}
+	if (r)
+		return r;
+	Runtime__V1__PodSandbox **pods = NULL;
+	Runtime__V1__Container **ctrs = NULL;
+	size_t n;
+	if (pod) {
+		pods = ((Runtime__V1__ListPodSandboxResponse *)m)->items;
+		n = ((Runtime__V1__ListPodSandboxResponse *)m)->n_items;
+	} else {
+		ctrs = ((Runtime__V1__ListContainersResponse *)m)->containers;
+		n = ((Runtime__V1__ListContainersResponse *)m)->n_containers;
+	}
+	const char *found = NULL;
+	size_t n_found = 0;
+	for (size_t i = 0; i < n && *arg; i++) {
+		const char *id = pod ? pods[i]->id : ctrs[i]->id;
+		if (strcmp(id, arg) == 0) {
+			n_found = 1;
+			found = id;
+			break;
+		}
+		if (strncmp(id, arg, strlen(arg)) == 0) {
+			n_found++;
+			found = id;
 		}
 	}
-	char *id = ad_strdup(n_found == 1 && *arg ? found : arg);
+	if (n_found > 1) {
+		ctl_warnx("'%s' is the prefix of more than one %s id", arg,
+			  pod ? "pod" : "container");
+		r = EX_DATAERR;
+	} else {
+		*ret = ad_strdup(n_found ? found : arg);
+	}
 	protobuf_c_message_free_unpacked(m, NULL);
-	return id;
+	return r;
 }
 
 /* Prints {"status": ..., "info": {...}} with info's JSON strings parsed. */
@@ -673,7 +678,12 @@ static int pod_op(ctl_ctx *ctx, const ctl_command *cmd, int argc, char **argv, b
 		return r < 0 ? 0 : r;
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = ctl_resolve_id(ctx, true, argv[i]);
+		_cleanup_free_ char *id = NULL;
+		r = ctl_resolve_id(ctx, true, argv[i], &id);
+		if (r) {
+			status = r;
+			continue;
+		}
 		ProtobufCMessage *m = NULL;
 		ctl_long_call(ctx);
 		if (remove) {
@@ -716,7 +726,10 @@ static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)
 		return r < 0 ? 0 : r;
 	if (argc - optind != 1)
 		return ctl_usage_error(&ctl_cmd_inspectp, "one POD only");
-	_cleanup_free_ char *id = ctl_resolve_id(ctx, true, argv[optind]);
+	_cleanup_free_ char *id = NULL;
+	r = ctl_resolve_id(ctx, true, argv[optind], &id);
+	if (r)
+		return r;
 	Runtime__V1__PodSandboxStatusRequest req = RUNTIME__V1__POD_SANDBOX_STATUS_REQUEST__INIT;
 	req.pod_sandbox_id = id;
 	req.verbose = true;

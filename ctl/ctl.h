@@ -95,8 +95,9 @@ void ctl_print_status(const ProtobufCMessage *status, size_t n_info, void **info
 void ctl_long_call(ctl_ctx *ctx);
 void ctl_format_age(int64_t created_ns, char buf[32]);
 bool ctl_add_label(json_t *selector, const char *kv);
-/* The full id of a pod (pod) or container named by a unique prefix; else arg. */
-char *ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg);
+/* *ret: the full id of the pod (pod) or container that arg is a unique prefix
+ * of, else arg itself. Returns 0 or, having printed why, an exit status. */
+int ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg, char **ret);
 /* getopt for commands taking just "-h" and operands: 0 to go on, -1 after
  * printing help, else the exit status of a usage error. */
 int ctl_ids_only(const ctl_command *cmd, int argc, char **argv, const char *what);

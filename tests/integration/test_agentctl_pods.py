@@ -134,6 +134,14 @@ def test_unknown_ids(daemon):
         assert "agentctl: runtime.v1.RuntimeService/%s: NOT_FOUND" % method in r.stderr, r.stderr
 
 
+def test_agentd_unreachable(work):
+    for args in (("stopp", "abc"), ("inspect", "abc"), ("exec", "abc", "true"), ("pods",)):
+        r = subprocess.run([H.agentctl_binary(), "-e", "unix://%s/nope.sock" % work] +
+                           list(args), capture_output=True, text=True, timeout=30)
+        assert r.returncode == 69, (args, r.stderr)
+        assert r.stderr.count("agentctl: cannot connect") == 1, (args, r.stderr)
+
+
 def test_pod_and_container_lifecycle(daemon, image, work):
     pod_cfg = work / "pod.json"
     pod_cfg.write_text(json.dumps({
