@@ -233,6 +233,13 @@ def test_pod_and_container_lifecycle(daemon, image, work):
         pod2 = ok(daemon, "pods", "-q", "--name", "ctlpod2").split()
         assert len(pod2) == 1 and pod2[0] != pod
         assert ok(daemon, "ps", "-q", "--pod", pod2[0]).split() == [ctr2]
+        common = os.path.commonprefix([pod, pod2[0]])
+        if common:
+            r = ctl(daemon, "inspectp", common)
+            assert r.returncode == EX_DATAERR
+            assert "'%s' is the prefix of more than one pod id" % common in r.stderr
+        else:
+            assert json.loads(ok(daemon, "inspectp", pod[0]))["status"]["id"] == pod
         assert ok(daemon, "stopp", pod2[0]).strip() == "Stopped sandbox " + pod2[0]
         assert ok(daemon, "rmp", pod2[0]).strip() == "Removed sandbox " + pod2[0]
         assert ok(daemon, "ps", "-a", "-q").split() == []
