@@ -739,7 +739,7 @@ static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)
 	if (r)
 		return r;
 	const Runtime__V1__PodSandboxStatusResponse *st = (void *)m;
-	ctl_print_status(&st->status->base, st->n_info, (void **)st->info);
+	ctl_print_status(st->status ? &st->status->base : NULL, st->n_info, (void **)st->info);
 	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
 }
