@@ -1,0 +1,338 @@
+#!/usr/bin/python3
+"""Pod start benchmark: agentd vs containerd's CRI plugin, one grpcio client.
+
+RunPodSandbox + CreateContainer + StartContainer until ContainerStatus says
+RUNNING: sequential single pods (latency median/p90), then 50 pods in
+parallel (wall time), then the daemon's + its shims' memory with the 50 pods
+running. Both daemons get the same private CNI config (own bridge, subnet and
+host-local dataDir) and pull the same busybox image from a docker-registry on
+loopback. Run by tests/bench/pod/run (which installs the packages and builds
+agentd); everything lives under the work dir given (a tmpfs)."""
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+TOP = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(TOP / "tests" / "integration"))
+import agentd_harness as H  # noqa: E402
+from registry_harness import ImageBuilder, Registry  # noqa: E402
+
+WORK = Path(sys.argv[1])
+BUILD = os.environ["AGENTD_BUILD_DIR"]
+SINGLE = int(os.environ.get("BENCH_SINGLE", "10"))
+PAR = int(os.environ.get("BENCH_PARALLEL", "50"))
+ONLY = os.environ.get("BENCH_ONLY", "")  # "agentd" or "containerd" to run one side
+BRIDGE = "adbp%d" % (os.getpid() % 1000)
+SUBNET = "10.233.%d.0/24" % (os.getpid() % 250)
+IMAGE_PATH = "bench/box:v1"
+PAUSE_PATH = "bench/pause:v1"
+SHIM = os.path.join(BUILD, "runtime", "agentd-shim")
+
+
+def run(*a, check=True):
+    return subprocess.run([str(x) for x in a], capture_output=True, text=True, check=check)
+
+
+def mem_kib(pid):
+    """(VmRSS, Pss) in KiB of one process, or (0, 0) if it is gone."""
+    try:
+        rss = int(next(l.split()[1] for l in open("/proc/%d/status" % pid)
+                       if l.startswith("VmRSS:")))
+        pss = int(next(l.split()[1] for l in open("/proc/%d/smaps_rollup" % pid)
+                       if l.startswith("Pss:")))
+        return rss, pss
+    except (OSError, StopIteration):
+        return 0, 0
+
+
+def procs(match):
+    """PIDs whose (exe, cmdline) satisfy match and that have a child (a shim
+    with its container; not one still exiting after a removed pod)."""
+    parents = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                parents.add(int(open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[1]))
+            except (OSError, IndexError):
+                pass
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            exe = os.readlink("/proc/%s/exe" % p)
+            cmd = open("/proc/%s/cmdline" % p, "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if match(exe, cmd) and int(p) in parents:
+            out.append(int(p))
+    return out
+
+
+class Side:
+    name = ""
+    pid = 0
+    sock = ""
+
+    def shims(self):
+        return []
+
+
+class AgentdSide(Side):
+    name = "agentd"
+
+    def __init__(self, pb):
+        cfg = WORK / "agentd.conf"
+        cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (WORK / "cni", WORK / "netns"))
+        self.a = H.Agentd(workdir=str(WORK / "agentd"), debug_service=False,
+                          extra_args=["--config", str(cfg)], env={"AGENTD_SHIM": SHIM},
+                          log_level="warn")
+        self.a.start()
+        self.pid = self.a.pid
+        self.sock = "unix://" + self.a.sock
+
+    def shims(self):
+        return procs(lambda exe, cmd: exe == SHIM)
+
+    def stop(self):
+        self.a.stop()
+        if str(WORK / "netns") in Path("/proc/self/mountinfo").read_text():
+            run("umount", WORK / "netns", check=False)
+
+
+class ContainerdSide(Side):
+    name = "containerd"
+
+    def __init__(self, reg):
+        d = WORK / "ctd"
+        d.mkdir()
+        self.sock = str(d / "containerd.sock")
+        host = reg.host
+        (d / "config.toml").write_text("""version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{host}/{pause}"
+  enable_selinux = false
+  # This host refuses lowering oom_score_adj (CRI gives pause -998): clamp it
+  # to containerd's own, as in an unprivileged/nested setup.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "{runc}"
+        Root = "{d}/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]
+    endpoint = ["http://{host}"]
+  [plugins."io.containerd.grpc.v1.cri".registry.configs."{host}".tls]
+    insecure_skip_verify = true
+""".format(d=d, sock=self.sock, host=host, pause=PAUSE_PATH, cni=WORK / "cni",
+           runc=os.environ.get("BENCH_RUNC", "/usr/sbin/runc")))
+        self.log = open(d / "containerd.log", "wb")
+        self.p = subprocess.Popen(["/usr/bin/containerd", "--config", str(d / "config.toml"),
+                                   "--log-level", os.environ.get("BENCH_CTD_LOG", "warn")], stdin=subprocess.DEVNULL,
+                                  stdout=self.log, stderr=self.log, start_new_session=True)
+        self.pid = self.p.pid
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.sock):
+            if self.p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("containerd did not start:\n" +
+                                   (d / "containerd.log").read_text()[-3000:])
+            time.sleep(0.1)
+        self.sock = "unix://" + self.sock
+
+    def shims(self):
+        addr = self.sock[len("unix://"):]
+        return procs(lambda exe, cmd: exe.endswith("containerd-shim-runc-v2") and addr in cmd)
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        d = WORK / "ctd"
+        # Whatever containerd left mounted under its root/state (snapshots, shm).
+        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+            mp = line.split()[4]
+            if mp.startswith(str(d) + "/"):
+                run("umount", "-l", mp, check=False)
+
+
+def bench_side(pb, side, image, pull_extra=()):
+    ch = grpc.insecure_channel(side.sock, options=[("grpc.max_receive_message_length", 64 << 20)])
+    rt = pb.api_grpc.RuntimeServiceStub(ch)
+    im = pb.api_grpc.ImageServiceStub(ch)
+    for ref in (image,) + tuple(pull_extra):
+        im.PullImage(pb.api.PullImageRequest(image=pb.api.ImageSpec(image=ref)), timeout=120)
+    seq = [0]
+
+    def one():
+        seq[0] += 1
+        n = "%s-p%d" % (side.name, seq[0])
+        pcfg = pb.api.PodSandboxConfig(
+            metadata=pb.api.PodSandboxMetadata(name=n, namespace="bench", uid="uid-" + n),
+            hostname=n, log_directory=str(WORK / "logs" / n))
+        t0 = time.monotonic()
+        pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg), timeout=300).pod_sandbox_id
+        cfg = pb.api.ContainerConfig(metadata=pb.api.ContainerMetadata(name="c"),
+                                     image=pb.api.ImageSpec(image=image),
+                                     command=["sleep", "100000"], log_path="c.log")
+        cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+            pod_sandbox_id=pid, config=cfg, sandbox_config=pcfg), timeout=300).container_id
+        rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=300)
+        while rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid),
+                                 timeout=60).status.state != pb.api.CONTAINER_RUNNING:
+            time.sleep(0.005)
+        return time.monotonic() - t0, pid
+
+    def remove(pid):
+        rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pid), timeout=300)
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid), timeout=300)
+
+    res = {}
+    # One warm-up pod, then single pods one after the other.
+    _, p = one()
+    remove(p)
+    lat = []
+    for _ in range(SINGLE):
+        t, p = one()
+        lat.append(t * 1000)
+        remove(p)
+    lat.sort()
+    res["single_median_ms"] = statistics.median(lat)
+    res["single_p90_ms"] = lat[min(len(lat) - 1, int(round(0.9 * (len(lat) - 1))))]
+    with ThreadPoolExecutor(PAR) as ex:
+        t0 = time.monotonic()
+        out = list(ex.map(lambda _: one(), range(PAR)))
+        res["parallel_wall_s"] = time.monotonic() - t0
+    plat = sorted(t * 1000 for t, _ in out)
+    res["parallel_median_ms"] = statistics.median(plat)
+    time.sleep(1)
+    shims = side.shims()
+    d_rss, d_pss = mem_kib(side.pid)
+    s = [mem_kib(p) for p in shims]
+    res.update(daemon_rss=d_rss, daemon_pss=d_pss, nshims=len(shims),
+               shims_rss=sum(r for r, _ in s), shims_pss=sum(p for _, p in s))
+    res["total_rss"] = d_rss + res["shims_rss"]
+    res["total_pss"] = d_pss + res["shims_pss"]
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda o: remove(o[1]), out))
+    left = rt.ListPodSandbox(pb.api.ListPodSandboxRequest(), timeout=60).items
+    for p in left:
+        remove(p.id)
+    ch.close()
+    return res
+
+
+def main():
+    (WORK / "stubs").mkdir()
+    pb = H.load_stubs(str(WORK / "stubs"))
+    (WORK / "cni").mkdir()
+    (WORK / "cni" / "10-bench.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "agentd-bench-%d" % os.getpid(),
+        "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
+                     "ipam": {"type": "host-local", "dataDir": str(WORK / "ipam"),
+                              "ranges": [[{"subnet": SUBNET}]]}},
+                    {"type": "portmap", "capabilities": {"portMappings": True}}]}))
+    b = ImageBuilder(WORK / "oci")
+    b.busybox("box")
+    b.busybox("pause")
+    run("umoci", "config", "--image", "%s:pause" % b.path, "--clear", "config.cmd",
+        "--config.entrypoint", "/bin/sleep", "--config.cmd", "1000000", "--config.user", "65534:65534")
+    for t in ("box", "pause"):  # umoci new gives no Env: containerd wants PATH for "sleep"
+        run("umoci", "config", "--image", "%s:%s" % (b.path, t), "--config.env", "PATH=/bin")
+    results = {}
+    try:
+        with Registry(WORK) as reg:
+            reg.push(b, "box", IMAGE_PATH, fmt="oci")
+            reg.push(b, "pause", PAUSE_PATH, fmt="oci")
+            image = "%s/%s" % (reg.host, IMAGE_PATH)
+            pause = "%s/%s" % (reg.host, PAUSE_PATH)
+            if ONLY in ("", "agentd"):
+                s = AgentdSide(pb)
+                try:
+                    results["agentd"] = bench_side(pb, s, image)
+                finally:
+                    s.stop()
+            if ONLY in ("", "containerd"):
+                try:
+                    s = ContainerdSide(reg)
+                except Exception as e:  # noqa: BLE001
+                    print("containerd: could not start: %s" % e, file=sys.stderr)
+                    s = None
+                if s:
+                    try:
+                        results["containerd"] = bench_side(pb, s, image, (pause,))
+                    except Exception as e:  # noqa: BLE001
+                        print("containerd: failed: %s" % e, file=sys.stderr)
+                        print((WORK / "ctd" / "containerd.log").read_text()[-3000:],
+                              file=sys.stderr)
+                    finally:
+                        s.stop()
+    finally:
+        run("ip", "link", "del", BRIDGE, check=False)
+    report(results)
+
+
+def report(r):
+    a, c = r.get("agentd"), r.get("containerd")
+    print("pod start (RunPodSandbox+CreateContainer+StartContainer until RUNNING), "
+          "load: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
+    print("  %-34s %12s %12s %8s" % ("", "agentd", "containerd", "ratio"))
+
+    def row(label, key, fmt="%12.1f", goal=None):
+        av = a[key] if a else None
+        cv = c[key] if c else None
+        ratio = (av / cv) if (av is not None and cv) else None
+        print("  %-34s %12s %12s %8s%s" % (
+            label, fmt % av if av is not None else "-", fmt % cv if cv is not None else "-",
+            "%.2fx" % ratio if ratio is not None else "-",
+            ("  goal <= %.2fx: %s" % (goal, "met" if ratio <= goal else "NOT met"))
+            if goal and ratio is not None else ""))
+    row("1 pod: median latency (ms)", "single_median_ms", goal=0.5)
+    row("1 pod: p90 latency (ms)", "single_p90_ms")
+    row("%d pods parallel: wall time (s)" % PAR, "parallel_wall_s", "%12.2f", goal=0.5)
+    row("%d pods parallel: median pod (ms)" % PAR, "parallel_median_ms")
+    row("daemon VmRSS (KiB)", "daemon_rss", "%12d")
+    row("shims count", "nshims", "%12d")
+    row("shims VmRSS sum (KiB)", "shims_rss", "%12d")
+    row("daemon+shims VmRSS (KiB)", "total_rss", "%12d", goal=0.25)
+    row("daemon PSS (KiB)", "daemon_pss", "%12d")
+    row("shims PSS sum (KiB)", "shims_pss", "%12d")
+    row("daemon+shims PSS (KiB)", "total_pss", "%12d", goal=0.25)
+    print("  (ratio = agentd / containerd; a pod-start ratio <= 0.5x is the '>= 2x faster' goal)")
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
