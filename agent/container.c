@@ -48,69 +48,44 @@ void mgr_ctrs_free(mgr_ctr **v)
 	"id, pod_id, name, attempt, state, image, image_id, image_ref, created_ns, started_ns,"    \
 	" finished_ns, exit_code, reason, message, log_path, image_config, config"
 
-static char *col_text(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-	return t ? ad_strdup((const char *)t) : NULL;
-}
-
 static mgr_ctr *ctr_from_row(sqlite3_stmt *st)
 {
 	mgr_ctr *c = ad_malloc0(sizeof(*c));
-	c->id = col_text(st, 0);
-	c->pod_id = col_text(st, 1);
-	c->name = col_text(st, 2);
+	c->id = mgr_col_text(st, 0);
+	c->pod_id = mgr_col_text(st, 1);
+	c->name = mgr_col_text(st, 2);
 	c->attempt = (uint32_t)sqlite3_column_int64(st, 3);
 	c->state = (mgr_ctr_state)sqlite3_column_int(st, 4);
-	c->image = col_text(st, 5);
-	c->image_id = col_text(st, 6);
-	c->image_ref = col_text(st, 7);
+	c->image = mgr_col_text(st, 5);
+	c->image_id = mgr_col_text(st, 6);
+	c->image_ref = mgr_col_text(st, 7);
 	c->created_ns = sqlite3_column_int64(st, 8);
 	c->started_ns = sqlite3_column_int64(st, 9);
 	c->finished_ns = sqlite3_column_int64(st, 10);
 	c->exit_code = sqlite3_column_int(st, 11);
-	c->reason = col_text(st, 12);
-	c->message = col_text(st, 13);
-	c->log_path = col_text(st, 14);
-	c->image_config = col_text(st, 15);
-	const void *b = sqlite3_column_blob(st, 16);
-	c->config_len = (size_t)sqlite3_column_bytes(st, 16);
-	c->config = ad_malloc0(c->config_len + 1);
-	if (b && c->config_len)
-		memcpy(c->config, b, c->config_len);
+	c->reason = mgr_col_text(st, 12);
+	c->message = mgr_col_text(st, 13);
+	c->log_path = mgr_col_text(st, 14);
+	c->image_config = mgr_col_text(st, 15);
+	c->config = mgr_col_blob(st, 16, &c->config_len);
 	return c;
+}
+
+static void *ctr_row(sqlite3_stmt *st)
+{
+	return ctr_from_row(st);
+}
+
+static void ctrs_free_all(void *v)
+{
+	mgr_ctrs_free(v);
 }
 
 static int ctr_query(mgr *m, const char *sql, const char *param, mgr_ctr ***ret, size_t *ret_n,
 		     ad_error **err)
 {
-	pthread_mutex_lock(&m->db_lock);
-	sqlite3_stmt *st;
-	mgr_ctr **v = ad_malloc0(sizeof(*v));
-	size_t n = 0;
-	int r = ad_db_prepare(m->db, sql, &st, err);
-	if (r == 0) {
-		if (param)
-			sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT);
-		int rc;
-		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			v = ad_realloc(v, (n + 2) * sizeof(*v));
-			v[n++] = ctr_from_row(st);
-			v[n] = NULL;
-		}
-		if (rc != SQLITE_DONE)
-			r = ad_db_fail(m->db, err, "state DB: containers");
-		sqlite3_reset(st);
-	}
-	pthread_mutex_unlock(&m->db_lock);
-	if (r < 0) {
-		mgr_ctrs_free(v);
-		return -1;
-	}
-	*ret = v;
-	if (ret_n)
-		*ret_n = n;
-	return 0;
+	return mgr_query_rows(m, sql, param, ctr_row, ctrs_free_all, "state DB: containers",
+			      (void ***)ret, ret_n, err);
 }
 
 static int ctr_load(mgr *m, const char *id, mgr_ctr **ret, ad_error **err)

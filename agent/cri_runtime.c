@@ -145,19 +145,26 @@ rpc_code cri_run_pod_sandbox(rpc_call *call, const ProtobufCMessage *req, Protob
 	return RPC_OK;
 }
 
-static rpc_code pod_id_op(rpc_call *call, const char *id,
-			  int (*op)(mgr *, const char *, ad_error **))
+/* The RPCs whose whole request is one id: check it, then call the manager. */
+static rpc_code id_op(rpc_call *call, const char *field, const char *id,
+		      int (*op)(mgr *, const char *, ad_error **))
 {
 	rpc_code code;
 	mgr *m = get_mgr(call, &code);
 	if (!m)
 		return code;
 	if (empty(id))
-		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "%s is required", field);
 	ad_error *e = NULL;
 	if (op(m, id, &e) < 0)
 		return fail(call, e);
 	return RPC_OK;
+}
+
+static rpc_code pod_id_op(rpc_call *call, const char *id,
+			  int (*op)(mgr *, const char *, ad_error **))
+{
+	return id_op(call, "pod_sandbox_id", id, op);
 }
 
 rpc_code cri_stop_pod_sandbox(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -353,16 +360,7 @@ rpc_code cri_create_container(rpc_call *call, const ProtobufCMessage *req, Proto
 static rpc_code ctr_id_op(rpc_call *call, const char *id,
 			  int (*op)(mgr *, const char *, ad_error **))
 {
-	rpc_code code;
-	mgr *m = get_mgr(call, &code);
-	if (!m)
-		return code;
-	if (empty(id))
-		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
-	ad_error *e = NULL;
-	if (op(m, id, &e) < 0)
-		return fail(call, e);
-	return RPC_OK;
+	return id_op(call, "container_id", id, op);
 }
 
 rpc_code cri_start_container(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,

@@ -203,13 +203,13 @@ int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)
 	return r;
 }
 
-static char *col_text(sqlite3_stmt *st, int i)
+char *mgr_col_text(sqlite3_stmt *st, int i)
 {
 	const unsigned char *t = sqlite3_column_text(st, i);
 	return t ? ad_strdup((const char *)t) : NULL;
 }
 
-static uint8_t *col_blob(sqlite3_stmt *st, int i, size_t *ret_len)
+uint8_t *mgr_col_blob(sqlite3_stmt *st, int i, size_t *ret_len)
 {
 	const void *b = sqlite3_column_blob(st, i);
 	size_t n = (size_t)sqlite3_column_bytes(st, i);
@@ -218,6 +218,39 @@ static uint8_t *col_blob(sqlite3_stmt *st, int i, size_t *ret_len)
 	if (b && n)
 		memcpy(p, b, n);
 	return p;
+}
+
+int mgr_query_rows(mgr *m, const char *sql, const char *param, void *(*from_row)(sqlite3_stmt *),
+		   void (*free_all)(void *), const char *what, void ***ret, size_t *ret_n,
+		   ad_error **err)
+{
+	pthread_mutex_lock(&m->db_lock);
+	sqlite3_stmt *st;
+	void **v = ad_malloc0(sizeof(*v));
+	size_t n = 0;
+	int r = ad_db_prepare(m->db, sql, &st, err);
+	if (r == 0) {
+		if (param)
+			sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT);
+		int rc;
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			v = ad_realloc(v, (n + 2) * sizeof(*v));
+			v[n++] = from_row(st);
+			v[n] = NULL;
+		}
+		if (rc != SQLITE_DONE)
+			r = ad_db_fail(m->db, err, what);
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&m->db_lock);
+	if (r < 0) {
+		free_all(v);
+		return -1;
+	}
+	*ret = v;
+	if (ret_n)
+		*ret_n = n;
+	return 0;
 }
 
 void mgr_pod_free(mgr_pod *p)
@@ -257,57 +290,42 @@ void mgr_pods_free(mgr_pod **v)
 static mgr_pod *pod_from_row(sqlite3_stmt *st)
 {
 	mgr_pod *p = ad_malloc0(sizeof(*p));
-	p->id = col_text(st, 0);
-	p->name = col_text(st, 1);
-	p->namespace_ = col_text(st, 2);
-	p->uid = col_text(st, 3);
+	p->id = mgr_col_text(st, 0);
+	p->name = mgr_col_text(st, 1);
+	p->namespace_ = mgr_col_text(st, 2);
+	p->uid = mgr_col_text(st, 3);
 	p->attempt = (uint32_t)sqlite3_column_int64(st, 4);
 	p->state = (mgr_pod_state)sqlite3_column_int(st, 5);
 	p->created_ns = sqlite3_column_int64(st, 6);
-	p->netns = col_text(st, 7);
-	p->infra_id = col_text(st, 8);
-	p->cni_result = col_text(st, 9);
-	p->ports_json = col_text(st, 10);
-	p->cni_net = col_text(st, 11);
-	p->log_directory = col_text(st, 12);
-	p->hostname = col_text(st, 13);
-	p->dir = col_text(st, 14);
-	p->runtime_handler = col_text(st, 15);
-	p->config = col_blob(st, 16, &p->config_len);
+	p->netns = mgr_col_text(st, 7);
+	p->infra_id = mgr_col_text(st, 8);
+	p->cni_result = mgr_col_text(st, 9);
+	p->ports_json = mgr_col_text(st, 10);
+	p->cni_net = mgr_col_text(st, 11);
+	p->log_directory = mgr_col_text(st, 12);
+	p->hostname = mgr_col_text(st, 13);
+	p->dir = mgr_col_text(st, 14);
+	p->runtime_handler = mgr_col_text(st, 15);
+	p->config = mgr_col_blob(st, 16, &p->config_len);
 	return p;
+}
+
+static void *pod_row(sqlite3_stmt *st)
+{
+	return pod_from_row(st);
+}
+
+static void pods_free_all(void *v)
+{
+	mgr_pods_free(v);
 }
 
 /* Rows of `sql` (one optional text parameter) as pods. */
 static int pod_query(mgr *m, const char *sql, const char *param, mgr_pod ***ret, size_t *ret_n,
 		     ad_error **err)
 {
-	pthread_mutex_lock(&m->db_lock);
-	sqlite3_stmt *st;
-	mgr_pod **v = ad_malloc0(sizeof(*v));
-	size_t n = 0;
-	int r = ad_db_prepare(m->db, sql, &st, err);
-	if (r == 0) {
-		if (param)
-			sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT);
-		int rc;
-		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			v = ad_realloc(v, (n + 2) * sizeof(*v));
-			v[n++] = pod_from_row(st);
-			v[n] = NULL;
-		}
-		if (rc != SQLITE_DONE)
-			r = ad_db_fail(m->db, err, "state DB: pods");
-		sqlite3_reset(st);
-	}
-	pthread_mutex_unlock(&m->db_lock);
-	if (r < 0) {
-		mgr_pods_free(v);
-		return -1;
-	}
-	*ret = v;
-	if (ret_n)
-		*ret_n = n;
-	return 0;
+	return mgr_query_rows(m, sql, param, pod_row, pods_free_all, "state DB: pods",
+			      (void ***)ret, ret_n, err);
 }
 
 /* A ready pod whose infra process is gone (killed, or the node rebooted) is

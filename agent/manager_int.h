@@ -54,6 +54,16 @@ char *mgr_new_id(void);
 
 /* DB helpers; each takes db_lock itself. */
 int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
+/* Column readers for rows of the pods and containers tables: copies (NULL for
+ * SQL NULL text; a blob is NUL-terminated and may be empty). */
+char *mgr_col_text(sqlite3_stmt *st, int i);
+uint8_t *mgr_col_blob(sqlite3_stmt *st, int i, size_t *ret_len);
+/* Runs `sql` (one optional text parameter) and turns each row into an object
+ * with from_row; *ret is a NULL-terminated array of them. `what` names the
+ * table in errors; free_all frees a partial array. */
+int mgr_query_rows(mgr *m, const char *sql, const char *param, void *(*from_row)(sqlite3_stmt *),
+		   void (*free_all)(void *), const char *what, void ***ret, size_t *ret_n,
+		   ad_error **err);
 void mgr_cni_opts(mgr *m, cni_opts *o);
 
 /* Label map of a CRI config as JSON ("{}" when empty). */
