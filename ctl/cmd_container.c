@@ -1,12 +1,17 @@
 /* agentctl create, start, run, stop, rm, ps, inspect, logs, exec: the
  * container half of the CRI runtime.v1.RuntimeService. */
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cri/api.pb-c.h"
 #include "ctl.h"
@@ -446,21 +451,163 @@ static size_t parse_log(char *data, log_line **ret)
 	return n;
 }
 
+/* Prints the log lines in data, only the last `tail` unless it is negative. */
+static void print_log(char *data, long tail, bool stamps)
+{
+	log_line *lines = NULL;
+	size_t n = parse_log(data, &lines);
+	size_t first = tail >= 0 && (size_t)tail < n ? n - (size_t)tail : 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i >= first) {
+			FILE *out = lines[i].err ? stderr : stdout;
+			if (stamps)
+				fprintf(out, "%.*s ", (int)lines[i].time_len, lines[i].time);
+			fprintf(out, "%s\n", lines[i].text);
+		}
+		free(lines[i].text);
+	}
+	free(lines);
+	fflush(stdout);
+	fflush(stderr);
+}
+
+/* How much of data is whole lines, up to a full (F) one: a partial (P)
+ * line waits for the rest of its text before it is printed. */
+static size_t log_complete(const char *data, size_t len)
+{
+	size_t done = 0;
+	for (size_t p = 0; p < len;) {
+		const char *nl = memchr(data + p, '\n', len - p);
+		if (!nl)
+			break;
+		size_t end = (size_t)(nl - data) + 1;
+		const char *sp1 = memchr(data + p, ' ', end - p);
+		const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(data + end - sp1 - 1)) : NULL;
+		if (!sp2 || sp2[1] != 'P')
+			done = end;
+		p = end;
+	}
+	return done;
+}
+
+typedef struct log_follow {
+	int fd;
+	struct stat st; /* of the file fd reads */
+	char *buf;
+	size_t len, cap;
+} log_follow;
+
+static volatile sig_atomic_t logs_interrupted;
+
+static void on_logs_interrupt(int sig)
+{
+	(void)sig;
+	logs_interrupted = 1;
+}
+
+/* Reads what fd has and prints the whole lines of it (the last `tail` of
+ * them, first time round). */
+static void log_drain(log_follow *f, long tail, bool stamps)
+{
+	for (;;) {
+		if (f->cap - f->len < 65536) {
+			f->cap = f->cap * 2 + 65536;
+			f->buf = ad_realloc(f->buf, f->cap);
+		}
+		ssize_t k = read(f->fd, f->buf + f->len, f->cap - f->len - 1);
+		if (k <= 0)
+			break;
+		f->len += (size_t)k;
+	}
+	size_t done = log_complete(f->buf, f->len);
+	if (!done)
+		return;
+	char saved = f->buf[done];
+	f->buf[done] = '\0';
+	print_log(f->buf, tail, stamps);
+	f->buf[done] = saved;
+	memmove(f->buf, f->buf + done, f->len - done);
+	f->len -= done;
+}
+
+/* logs -f: prints the log, then what is appended to it, re-opening the path
+ * when it is rotated (another inode) and starting over when it is truncated,
+ * until the container exits or SIGINT. */
+static int follow_log(ctl_ctx *ctx, const char *id, const char *path, long tail, bool stamps)
+{
+	log_follow f = {.fd = open(path, O_RDONLY | O_CLOEXEC)};
+	if (f.fd < 0 || fstat(f.fd, &f.st) < 0) {
+		ctl_warnx("%s: %s", path, strerror(errno));
+		if (f.fd >= 0)
+			close(f.fd);
+		return EX_NOINPUT;
+	}
+	struct sigaction sa = {.sa_handler = on_logs_interrupt};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	log_drain(&f, tail, stamps);
+	int r = 0;
+	bool exited = false;
+	int64_t next_check = 0;
+	while (!logs_interrupted && !exited) {
+		int64_t now = ad_monotonic_ns();
+		if (now >= next_check) {
+			/* Checked before the last read, so nothing written before
+			 * the exit is missed. */
+			Runtime__V1__ContainerStatusResponse *st = NULL;
+			r = container_status(ctx, id, false, &st);
+			if (r)
+				break;
+			exited = !st->status || st->status->state ==
+						    RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
+			protobuf_c_message_free_unpacked(&st->base, NULL);
+			next_check = now + 1000000000;
+		}
+		log_drain(&f, -1, stamps);
+		struct stat cur;
+		if (stat(path, &cur) == 0 &&
+		    (cur.st_ino != f.st.st_ino || cur.st_dev != f.st.st_dev)) {
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd >= 0) {
+				log_drain(&f, -1, stamps); /* the old file's last lines */
+				close(f.fd);
+				f.fd = fd;
+				f.st = cur;
+				f.len = 0;
+				log_drain(&f, -1, stamps);
+			}
+		} else if (stat(path, &cur) == 0 && cur.st_size < lseek(f.fd, 0, SEEK_CUR)) {
+			lseek(f.fd, 0, SEEK_SET);
+			f.len = 0;
+		}
+		if (!exited)
+			nanosleep(&(struct timespec){.tv_nsec = 200000000}, NULL);
+	}
+	close(f.fd);
+	free(f.buf);
+	return r;
+}
+
 static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"tail", required_argument, NULL, 'n'},
 	    {"timestamps", no_argument, NULL, 'T'},
+	    {"follow", no_argument, NULL, 'f'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	long tail = -1;
-	bool stamps = false;
+	bool stamps = false, follow = false;
 	int c;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":fh", opts, NULL)) != -1) {
 		char *end;
 		switch (c) {
+		case 'f':
+			follow = true;
+			break;
 		case 'n':
 			tail = strtol(optarg, &end, 10);
 			if (end == optarg || *end || tail < 0)
@@ -493,6 +640,11 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 		ctl_warnx("container %s has no log file", argv[optind]);
 		return 1;
 	}
+	if (follow) {
+		_cleanup_free_ char *id = NULL;
+		r = ctl_resolve_id(ctx, false, argv[optind], &id);
+		return r ? r : follow_log(ctx, id, path, tail, stamps);
+	}
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	_cleanup_error_ ad_error *err = NULL;
@@ -500,19 +652,7 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 		ctl_warnx("%s: %s", path, err->message);
 		return EX_NOINPUT;
 	}
-	log_line *lines = NULL;
-	size_t n = parse_log(data, &lines);
-	size_t first = tail >= 0 && (size_t)tail < n ? n - (size_t)tail : 0;
-	for (size_t i = 0; i < n; i++) {
-		if (i >= first) {
-			FILE *out = lines[i].err ? stderr : stdout;
-			if (stamps)
-				fprintf(out, "%.*s ", (int)lines[i].time_len, lines[i].time);
-			fprintf(out, "%s\n", lines[i].text);
-		}
-		free(lines[i].text);
-	}
-	free(lines);
+	print_log(data, tail, stamps);
 	return 0;
 }
 
@@ -627,8 +767,8 @@ const ctl_command ctl_cmd_inspect = {
 
 const ctl_command ctl_cmd_logs = {
     .name = "logs",
-    .synopsis = "[--tail N] [--timestamps] CONTAINER",
-    .summary = "print a container's log",
+    .synopsis = "[-f] [--tail N] [--timestamps] CONTAINER",
+    .summary = "print a container's log (-f: and follow it until the container exits)",
     .run = run_logs,
 };
 

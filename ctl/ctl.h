@@ -50,6 +50,9 @@ extern const ctl_command ctl_cmd_ps;
 extern const ctl_command ctl_cmd_inspect;
 extern const ctl_command ctl_cmd_logs;
 extern const ctl_command ctl_cmd_exec;
+extern const ctl_command ctl_cmd_stats;
+extern const ctl_command ctl_cmd_update;
+extern const ctl_command ctl_cmd_events;
 
 /* err(3)-style: "agentctl: " + message on stderr. */
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
