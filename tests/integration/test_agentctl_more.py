@@ -242,3 +242,24 @@ def test_logs_follow_interrupt(daemon, image, work, pod):
     out, err = finish(f)
     assert f.returncode == 0 and out == "one\n", (out, err)
     ok(daemon, "stop", "-t", "0", ctr)
+
+
+def test_logs_follow_rotation(daemon, image, work, pod, pb):
+    ctr = container(daemon, image, work, pod, "rot",
+                    ["sh", "-c", "i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo n$i; "
+                     "sleep 0.2; done"])
+    log = Path(json.loads(ok(daemon, "inspect", ctr))["status"]["logPath"])
+    f = spawn(daemon, "logs", "-f", ctr)
+    try:
+        time.sleep(1.5)
+        # What kubelet does: rename the file, then have the runtime reopen the path.
+        log.rename(str(log) + ".1")
+        with daemon.unix_channel() as ch:
+            pb.api_grpc.RuntimeServiceStub(ch).ReopenContainerLog(
+                pb.api.ReopenContainerLogRequest(container_id=ctr), timeout=30)
+    finally:
+        out, err = finish(f, timeout=30)
+    assert f.returncode == 0, err
+    # Every line once, in order, across both files.
+    assert out.splitlines() == ["n%d" % i for i in range(1, 21)], (out, err)
+    assert "n20" in log.read_text() and "n1\n" in Path(str(log) + ".1").read_text()
