@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+"""End-to-end start latency through agentd's CRI vs `crun run`, and shim
+memory: agentd-shim vs conmon. Called by tests/bench/start/run with
+  e2e.py <work dir on tmpfs> <agentd build dir> <OCI bundle dir> <iterations>
+
+- agentd (Release) with a private CNI config and one pod (busybox image from
+  a docker-registry on loopback, pulled by CRI PullImage); per iteration:
+  CreateContainer(/bin/true) + StartContainer, ContainerStatus polled until
+  EXITED, RemoveContainer; timed from the client.
+- `crun run --bundle B ID` of the same /bin/true bundle the library bench
+  uses, spawned from the same Python process; interleaved rounds.
+- 10 `sleep` containers under agentd (their agentd-shim processes) and 10
+  crun containers each under conmon: mean VmRSS and Pss per shim."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(TOP / "tests" / "integration"))
+import agentd_harness as H  # noqa: E402
+from registry_harness import ImageBuilder, Registry  # noqa: E402
+
+WORK, BUILD, BUNDLE, N = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+SHIM = os.path.join(BUILD, "runtime", "agentd-shim")
+BRIDGE = "adbs%d" % (os.getpid() % 1000)
+SUBNET = "10.234.%d.0/24" % (os.getpid() % 250)
+ROUNDS = 5
+
+
+def run(*a, check=True):
+    return subprocess.run([str(x) for x in a], capture_output=True, text=True, check=check)
+
+
+def ns_run(*a, check=True):
+    """A command in a private mount namespace without /sys/fs/cgroup/unified:
+    crun 1.8 refuses this host's cgroup v1 hybrid setup (its cgroup2 mount has
+    the hugetlb controller) with "cgroups in hybrid mode not supported"."""
+    return run("unshare", "-m", "--propagation", "private", "sh", "-c",
+               'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"', "sh", *a, check=check)
+
+
+def mem_kib(pid):
+    rss = int(next(l.split()[1] for l in open("/proc/%d/status" % pid) if l.startswith("VmRSS:")))
+    pss = int(next(l.split()[1] for l in open("/proc/%d/smaps_rollup" % pid)
+                   if l.startswith("Pss:")))
+    return rss, pss
+
+
+def shim_pids():
+    out = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if os.readlink("/proc/%s/exe" % p) == SHIM:
+                    out.add(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def main():
+    (WORK / "stubs").mkdir()
+    pb = H.load_stubs(str(WORK / "stubs"))
+    (WORK / "cni").mkdir()
+    (WORK / "cni" / "10-bench.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "agentd-bench-%d" % os.getpid(),
+        "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
+                     "ipam": {"type": "host-local", "dataDir": str(WORK / "ipam"),
+                              "ranges": [[{"subnet": SUBNET}]]}}]}))
+    cfg = WORK / "agentd.conf"
+    cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (WORK / "cni", WORK / "netns"))
+    b = ImageBuilder(WORK / "oci")
+    b.busybox("box")
+    a = None
+    conmons = []
+    cleanup_pod = []
+    try:
+        with Registry(WORK) as reg:
+            reg.push(b, "box", "bench/box:v1", fmt="oci")
+            image = "%s/bench/box:v1" % reg.host
+            a = H.Agentd(workdir=str(WORK / "agentd"), debug_service=False, log_level="warn",
+                         extra_args=["--config", str(cfg)], env={"AGENTD_SHIM": SHIM})
+            a.start()
+            ch = a.unix_channel()
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            pb.api_grpc.ImageServiceStub(ch).PullImage(
+                pb.api.PullImageRequest(image=pb.api.ImageSpec(image=image)), timeout=120)
+            pcfg = pb.api.PodSandboxConfig(
+                metadata=pb.api.PodSandboxMetadata(name="e2e", namespace="bench", uid="u-e2e"),
+                hostname="e2e", log_directory=str(WORK / "logs"))
+            pod = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg),
+                                   timeout=120).pod_sandbox_id
+            cleanup_pod.append(lambda: (
+                rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=120),
+                rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod),
+                                    timeout=120)))
+            seq = [0]
+
+            def ctr(cmd):
+                seq[0] += 1
+                c = pb.api.ContainerConfig(
+                    metadata=pb.api.ContainerMetadata(name="c%d" % seq[0]),
+                    image=pb.api.ImageSpec(image=image), command=cmd)
+                cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+                    pod_sandbox_id=pod, config=c, sandbox_config=pcfg), timeout=60).container_id
+                rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
+                return cid
+
+            def agentd_once():
+                t0 = time.monotonic()
+                cid = ctr(["/bin/true"])
+                while rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid),
+                                         timeout=60).status.state != pb.api.CONTAINER_EXITED:
+                    time.sleep(0.001)
+                rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid), timeout=60)
+                return time.monotonic() - t0
+
+            def crun_round(r, n):
+                """n x `crun run`, each timed by bash ($EPOCHREALTIME, no
+                fork) inside one private mount namespace without the cgroup2
+                mount (crun 1.8 refuses this host's v1 hybrid setup)."""
+                script = ('umount /sys/fs/cgroup/unified 2>/dev/null; for i in $(seq 1 %d); do '
+                          't0=$EPOCHREALTIME; crun run --bundle %s e2e-%d-%d-$i </dev/null '
+                          '>/dev/null 2>%s/crun.err || { cat %s/crun.err >&2; exit 1; }; '
+                          't1=$EPOCHREALTIME; echo "$t0 $t1"; done' % (n, BUNDLE, os.getpid(), r, WORK, WORK))
+                out = run("unshare", "-m", "--propagation", "private", "bash", "-c", script)
+                return [float(b) - float(a) for a, b in
+                        (l.split() for l in out.stdout.split("\n") if l.strip())]
+
+            agentd_once()
+            crun_round(0, 1)
+            per = max(1, N // ROUNDS)
+            ta, tc = [], []
+            for r in range(ROUNDS):
+                tc += crun_round(r + 1, per)
+                ta += [agentd_once() for _ in range(per)]
+            am, cm = statistics.mean(ta) * 1000, statistics.mean(tc) * 1000
+            print("e2e_agentd_ms %.3f %.3f" % (am, statistics.median(ta) * 1000))
+            print("e2e_crun_ms %.3f %.3f" % (cm, statistics.median(tc) * 1000))
+            print("e2e_n %d" % len(ta))
+
+            # 10 sleeping containers under agentd: the new agentd-shim processes.
+            before = shim_pids()
+            for _ in range(10):
+                ctr(["sleep", "100000"])
+            time.sleep(1)
+            new = sorted(shim_pids() - before)
+            m = [mem_kib(p) for p in new]
+            print("agentd_shims %d rss %.1f pss %.1f" % (
+                len(m), sum(x for x, _ in m) / len(m), sum(y for _, y in m) / len(m)))
+
+            # 10 crun containers under conmon.
+            cb = WORK / "conmon"
+            cb.mkdir()
+            spec = json.loads((BUNDLE / "config.json").read_text())
+            spec["process"]["args"] = ["/bin/sleep", "100000"]
+            spec["root"]["path"] = str(BUNDLE / "rootfs")
+            # conmon (and the crun it runs) in a private mount namespace without
+            # the cgroup2 mount, as above; conmon leaves it and stays running.
+            for i in range(10):
+                cid = "cm-%d-%d" % (os.getpid(), i)
+                d = cb / cid
+                d.mkdir()
+                (d / "config.json").write_text(json.dumps(spec))
+                ns_run("conmon", "--cid", cid, "--cuuid", cid, "--name", cid,
+                    "--runtime", "/usr/bin/crun", "--bundle", d,
+                    "--log-path", d / "ctr.log", "--exit-dir", cb,
+                    "--socket-dir-path", d, "--container-pidfile", d / "ctr.pid",
+                    "--conmon-pidfile", d / "conmon.pid")
+                conmons.append((cid, int((d / "conmon.pid").read_text())))
+                deadline = time.monotonic() + 10
+                while not (d / "ctr.pid").exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                r = ns_run("crun", "start", cid, check=False)
+                if r.returncode:
+                    raise RuntimeError("crun start %s: %s %s" % (cid, r.stderr, (d / "ctr.log").read_text()
+                                                                 if (d / "ctr.log").exists() else ""))
+            time.sleep(1)
+            m = [mem_kib(p) for _, p in conmons]
+            print("conmon_shims %d rss %.1f pss %.1f" % (
+                len(m), sum(x for x, _ in m) / len(m), sum(y for _, y in m) / len(m)))
+    finally:
+        for f in cleanup_pod:  # pods outlive agentd by design: remove it first
+            try:
+                f()
+            except Exception as e:  # noqa: BLE001
+                print("removing the pod: %s" % e, file=sys.stderr)
+        for cid, pid in conmons:
+            ns_run("crun", "kill", cid, "KILL", check=False)
+        deadline = time.monotonic() + 10
+        for cid, pid in conmons:
+            while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ns_run("crun", "delete", "-f", cid, check=False)
+        if a:
+            a.stop()
+        if str(WORK / "netns") in Path("/proc/self/mountinfo").read_text():
+            run("umount", WORK / "netns", check=False)
+        run("ip", "link", "del", BRIDGE, check=False)
+
+
+if __name__ == "__main__":
+    main()
