@@ -13,7 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import agentd_harness as H  # noqa: E402
-from registry_harness import ImageBuilder, Registry  # noqa: E402
+import pods_harness as P  # noqa: E402
+from pods_harness import EX_DATAERR, EX_USAGE, ctl, ok  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
 
@@ -21,12 +22,6 @@ N = os.getpid() % 250
 BRIDGE = "adc%d" % (os.getpid() % 1000)
 SUBNET = "10.233.%d.0/24" % N
 IMAGE_PATH = "test/ctlbox:v1"
-EX_USAGE = 64
-EX_DATAERR = 65
-
-
-def run(*args, check=True):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -36,73 +31,19 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def registry(work):
-    b = ImageBuilder(work / "oci")
-    b.busybox("base")
-    with Registry(work) as reg:
-        reg.push(b, "base", IMAGE_PATH, fmt="oci")
+    with P.busybox_registry(work, IMAGE_PATH) as reg:
         yield reg
 
 
 @pytest.fixture(scope="module")
 def daemon(work, pb, registry):
-    conf = work / "cni"
-    conf.mkdir()
-    (conf / "10-test.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0",
-        "name": "agentctl-test-%d" % os.getpid(),
-        "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-             "ipam": {"type": "host-local", "dataDir": str(work / "ipam"),
-                      "ranges": [[{"subnet": SUBNET}]]}},
-        ]}))
-    cfgfile = work / "agentd.conf"
-    cfgfile.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (conf, work / "netns"))
-    a = H.Agentd(workdir=str(work / "agentd"), extra_args=["--config", str(cfgfile)],
-                 env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
-    a.start()
-    try:
+    with P.pod_agentd(work, pb, "agentctl-test", BRIDGE, SUBNET) as a:
         yield a
-    finally:
-        try:
-            if a.alive():
-                with a.unix_channel() as ch:
-                    stub = pb.api_grpc.RuntimeServiceStub(ch)
-                    for p in stub.ListPodSandbox(pb.api.ListPodSandboxRequest(),
-                                                 timeout=60).items:
-                        stub.RemovePodSandbox(
-                            pb.api.RemovePodSandboxRequest(pod_sandbox_id=p.id), timeout=120)
-        finally:
-            try:
-                a.stop()
-            finally:
-                a.kill()
-                run("ip", "link", "del", BRIDGE, check=False)
-                if str(work / "netns") in Path("/proc/self/mountinfo").read_text():
-                    run("umount", work / "netns", check=False)
 
 
 @pytest.fixture(scope="module")
 def image(pb, daemon, registry):
-    ref = "%s/%s" % (registry.host, IMAGE_PATH)
-    with daemon.unix_channel() as ch:
-        pb.api_grpc.ImageServiceStub(ch).PullImage(
-            pb.api.PullImageRequest(image=pb.api.ImageSpec(image=ref)), timeout=120)
-    return ref
-
-
-def ctl(daemon, *args):
-    r = subprocess.run([H.agentctl_binary(), "-e", "unix://" + daemon.sock] +
-                       [str(a) for a in args], capture_output=True, text=True, timeout=150)
-    # agentctl is built with the sanitizers too: error paths must be clean as well.
-    for m in ("runtime error:", "LeakSanitizer", "AddressSanitizer"):
-        assert m not in r.stderr, (args, r.stderr)
-    return r
-
-
-def ok(daemon, *args):
-    r = ctl(daemon, *args)
-    assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
-    return r.stdout
+    return P.pull(pb, daemon, "%s/%s" % (registry.host, IMAGE_PATH))
 
 
 def test_bad_config_files(daemon, work):

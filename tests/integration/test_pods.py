@@ -7,7 +7,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import agentd_harness as H  # noqa: E402
+import pods_harness as P  # noqa: E402
+from pods_harness import new_agentd, remove_all_pods, run  # noqa: E402
 from registry_harness import ImageBuilder, Registry  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
@@ -26,10 +27,6 @@ BRIDGE = "adp%d" % (os.getpid() % 1000)
 SUBNET_PREFIX = "10.232.%d." % N
 IMAGE_PATH = "test/podbox:v1"
 PAUSE_PATH = "test/pause:v1"
-
-
-def run(*args, check=True):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -56,54 +53,11 @@ def registry(work):
         yield reg
 
 
-def new_agentd(work, name):
-    build = H.build_dir()
-    return H.Agentd(workdir=str(work / name), extra_args=["--config", str(work / "agentd.conf")],
-                    env={"AGENTD_SHIM": os.path.join(build, "runtime", "agentd-shim")})
-
-
-def remove_all_pods(pb, a):
-    """Pods outlive agentd by design: remove whatever a failed test left."""
-    if not a.alive():
-        return
-    with a.unix_channel() as ch:
-        stub = pb.api_grpc.RuntimeServiceStub(ch)
-        for p in stub.ListPodSandbox(pb.api.ListPodSandboxRequest(), timeout=60).items:
-            stub.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=p.id),
-                                  timeout=120)
-
-
 @pytest.fixture(scope="module")
 def daemon(work, pb, registry):
-    conf = work / "cni"
-    conf.mkdir()
-    (conf / "10-test.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0",
-        "name": "agentd-test-%d" % os.getpid(),
-        "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-             "ipam": {"type": "host-local", "dataDir": str(work / "ipam"),
-                      "ranges": [[{"subnet": SUBNET_PREFIX + "0/24"}]]}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ]}))
-    cfgfile = work / "agentd.conf"
-    cfgfile.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (conf, work / "netns"))
-    a = new_agentd(work, "agentd")
-    a.start()
-    try:
+    with P.pod_agentd(work, pb, "agentd-test", BRIDGE, SUBNET_PREFIX + "0/24",
+                      portmap=True) as a:
         yield a
-    finally:
-        try:
-            remove_all_pods(pb, a)
-        finally:
-            try:
-                a.stop()
-            finally:
-                a.kill()
-                run("ip", "link", "del", BRIDGE, check=False)
-                # libadcni makes the pin dir a shared mount point (as `ip netns`).
-                if str(work / "netns") in Path("/proc/self/mountinfo").read_text():
-                    run("umount", work / "netns", check=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,116 @@
+"""Shared set-up for tests that run pods through a real agentd: a private CNI
+network (own bridge, subnet, host-local dataDir and netns pin dir under the
+test's temp dir, never the default agentd0/10.88), busybox images served by a
+loopback docker-registry, and clean-up of everything pods leave on the host
+(pods, bridge, the pin dir's mount)."""
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import agentd_harness as H  # noqa: E402
+from registry_harness import ImageBuilder, Registry  # noqa: E402
+
+# Exit codes agentctl uses (sysexits).
+EX_USAGE = 64
+EX_DATAERR = 65
+
+
+def run(*args, check=True):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=check)
+
+
+def write_network(work, name, bridge, subnet, portmap=False):
+    """A CNI conflist of the test's own and an agentd.conf that points at it;
+    returns the agentd.conf path."""
+    conf = work / "cni"
+    conf.mkdir(exist_ok=True)
+    plugins = [{"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+                "ipam": {"type": "host-local", "dataDir": str(work / "ipam"),
+                         "ranges": [[{"subnet": subnet}]]}}]
+    if portmap:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
+    (conf / "10-test.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "%s-%d" % (name, os.getpid()), "plugins": plugins}))
+    cfgfile = work / "agentd.conf"
+    cfgfile.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (conf, work / "netns"))
+    return cfgfile
+
+
+def new_agentd(work, name):
+    """An agentd (not started) on the network of write_network()."""
+    return H.Agentd(workdir=str(work / name), extra_args=["--config", str(work / "agentd.conf")],
+                    env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
+
+
+def remove_all_pods(pb, a):
+    """Pods outlive agentd by design: remove whatever a failed test left."""
+    if not a.alive():
+        return
+    with a.unix_channel() as ch:
+        stub = pb.api_grpc.RuntimeServiceStub(ch)
+        for p in stub.ListPodSandbox(pb.api.ListPodSandboxRequest(), timeout=60).items:
+            stub.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=p.id),
+                                  timeout=120)
+
+
+def remove_network(work, bridge):
+    run("ip", "link", "del", bridge, check=False)
+    # libadcni makes the pin dir a shared mount point (as `ip netns` does).
+    if str(work / "netns") in Path("/proc/self/mountinfo").read_text():
+        run("umount", work / "netns", check=False)
+
+
+@contextlib.contextmanager
+def pod_agentd(work, pb, name, bridge, subnet, portmap=False):
+    """Starts agentd on a private network; on exit removes its pods, stops it
+    and removes the network."""
+    write_network(work, name, bridge, subnet, portmap)
+    a = new_agentd(work, "agentd")
+    a.start()
+    try:
+        yield a
+    finally:
+        try:
+            remove_all_pods(pb, a)
+        finally:
+            try:
+                a.stop()
+            finally:
+                a.kill()
+                remove_network(work, bridge)
+
+
+@contextlib.contextmanager
+def busybox_registry(work, path):
+    """A loopback registry serving busybox-static as `path` (name:tag)."""
+    b = ImageBuilder(work / "oci")
+    b.busybox("base")
+    with Registry(work) as reg:
+        reg.push(b, "base", path, fmt="oci")
+        yield reg
+
+
+def pull(pb, daemon, ref):
+    with daemon.unix_channel() as ch:
+        pb.api_grpc.ImageServiceStub(ch).PullImage(
+            pb.api.PullImageRequest(image=pb.api.ImageSpec(image=ref)), timeout=120)
+    return ref
+
+
+def ctl(daemon, *args):
+    r = subprocess.run([H.agentctl_binary(), "-e", "unix://" + daemon.sock] +
+                       [str(a) for a in args], capture_output=True, text=True, timeout=150)
+    # agentctl is built with the sanitizers too: error paths must be clean as well.
+    for m in ("runtime error:", "LeakSanitizer", "AddressSanitizer"):
+        assert m not in r.stderr, (args, r.stderr)
+    return r
+
+
+def ok(daemon, *args):
+    r = ctl(daemon, *args)
+    assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+    return r.stdout
