@@ -110,14 +110,28 @@ def main():
                 rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
                 return cid
 
+            phases = [0.0, 0.0, 0.0, 0.0]  # create, start, until EXITED, remove
+
             def agentd_once():
                 t0 = time.monotonic()
-                cid = ctr(["/bin/true"])
+                seq[0] += 1
+                c = pb.api.ContainerConfig(
+                    metadata=pb.api.ContainerMetadata(name="c%d" % seq[0]),
+                    image=pb.api.ImageSpec(image=image), command=["/bin/true"])
+                cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+                    pod_sandbox_id=pod, config=c, sandbox_config=pcfg), timeout=60).container_id
+                t1 = time.monotonic()
+                rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
+                t2 = time.monotonic()
                 while rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid),
                                          timeout=60).status.state != pb.api.CONTAINER_EXITED:
                     time.sleep(0.001)
+                t3 = time.monotonic()
                 rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid), timeout=60)
-                return time.monotonic() - t0
+                t4 = time.monotonic()
+                for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                    phases[i] += d
+                return t4 - t0
 
             def crun_round(r, n):
                 """n x `crun run`, each timed by bash ($EPOCHREALTIME, no
@@ -142,6 +156,8 @@ def main():
             print("e2e_agentd_ms %.3f %.3f" % (am, statistics.median(ta) * 1000))
             print("e2e_crun_ms %.3f %.3f" % (cm, statistics.median(tc) * 1000))
             print("e2e_n %d" % len(ta))
+            print("e2e_agentd_phases_ms create %.2f start %.2f until_exited %.2f remove %.2f"
+                  % tuple(x * 1000 / (len(ta) + 1) for x in phases))
 
             # 10 sleeping containers under agentd: the new agentd-shim processes.
             before = shim_pids()
