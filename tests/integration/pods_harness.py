@@ -57,6 +57,21 @@ def remove_all_pods(pb, a):
                                   timeout=120)
 
 
+def remove_empty_cgroup_parents(name="agentd"):
+    """agentd's default cgroup parent, in every v1 hierarchy (and v2), once
+    nothing is left in it: rmdir fails harmlessly while another agentd on the
+    host still has containers there."""
+    for d in Path("/sys/fs/cgroup").glob("*/" + name):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    try:
+        Path("/sys/fs/cgroup", name).rmdir()
+    except OSError:
+        pass
+
+
 def remove_network(work, bridge):
     run("ip", "link", "del", bridge, check=False)
     # libadcni makes the pin dir a shared mount point (as `ip netns` does).
@@ -82,6 +97,7 @@ def pod_agentd(work, pb, name, bridge, subnet, portmap=False):
             finally:
                 a.kill()
                 remove_network(work, bridge)
+                remove_empty_cgroup_parents()
 
 
 @contextlib.contextmanager
