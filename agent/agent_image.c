@@ -1,5 +1,9 @@
-/* agent.v1.ImageService: PullImage with a stream of per-layer progress. */
+/* agent.v1.ImageService: PullImage with a stream of per-layer progress;
+ * LoadImage, SaveImage and ImportImage on files of agentd's host. */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/v1/agent.pb-c.h"
 #include "images.h"
@@ -137,6 +141,169 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	return RPC_OK;
 }
 
+/* ---- load, save, import: files on agentd's host ---------------------------- */
+/* The path is opened by agentd (root): callers are trusted, as the socket's
+ * 0660 already demands. */
+
+static void free_strv(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int check_path(const char *path, ad_error **err)
+{
+	if (!path || !path[0])
+		return ad_fail(err, AD_E_INVALID, "a file path is required");
+	if (path[0] != '/')
+		return ad_fail(err, AD_E_INVALID, "%s: the path must be absolute", path);
+	return 0;
+}
+
+static int check_format(const char *format, ad_error **err)
+{
+	if (!format || !format[0] || strcmp(format, "docker-archive") == 0 ||
+	    strcmp(format, "oci-archive") == 0)
+		return 0;
+	return ad_fail(err, AD_E_INVALID,
+		       "unknown archive format '%s' (docker-archive or oci-archive)", format);
+}
+
+static int open_input(const char *path, int *ret_fd, ad_error **err)
+{
+	if (check_path(path, err) < 0)
+		return -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return ad_fail_errno(err, errno == ENOENT ? AD_E_NOT_FOUND : AD_E_INVALID, "%s",
+				     path);
+	*ret_fd = fd;
+	return 0;
+}
+
+static rpc_code image_load(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			   void *userdata)
+{
+	(void)userdata;
+	const Agent__V1__LoadImageRequest *rq = (const Agent__V1__LoadImageRequest *)req;
+	Agent__V1__LoadImageResponse *rs = (Agent__V1__LoadImageResponse *)resp;
+	_cleanup_error_ ad_error *e = NULL;
+	_cleanup_close_ int fd = -1;
+	store *s = agent_images_store();
+	if (!s) {
+		ad_fail(&e, AD_E_UNAVAILABLE, "the image store is not open");
+		return status_call_error(call, e);
+	}
+	if (check_format(rq->format, &e) < 0 || open_input(rq->path, &fd, &e) < 0)
+		return status_call_error(call, e);
+	char **ids = NULL;
+	if (store_image_load(s, fd, &ids, &e) < 0) {
+		ad_error_wrap(&e, "%s", rq->path);
+		return status_call_error(call, e);
+	}
+	size_t n = 0, n_tags = 0;
+	while (ids && ids[n])
+		n++;
+	store_image **imgs = ad_malloc0(sizeof(*imgs) * (n + 1));
+	rs->image_ids = rpc_call_alloc(call, sizeof(char *) * (n + 1));
+	for (size_t i = 0; i < n; i++) {
+		rs->image_ids[i] = rpc_call_strdup(call, ids[i]);
+		if (store_image_get(s, ids[i], &imgs[i], NULL) < 0)
+			imgs[i] = NULL;
+		for (size_t j = 0; imgs[i] && imgs[i]->tags && imgs[i]->tags[j]; j++)
+			n_tags++;
+		ad_info("loaded %s from %s", ids[i], rq->path);
+	}
+	rs->n_image_ids = n;
+	rs->tags = rpc_call_alloc(call, sizeof(char *) * (n_tags + 1));
+	n_tags = 0;
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; imgs[i] && imgs[i]->tags && imgs[i]->tags[j]; j++)
+			rs->tags[n_tags++] = rpc_call_strdup(call, imgs[i]->tags[j]);
+		store_image_free(imgs[i]);
+	}
+	free(imgs);
+	free_strv(ids);
+	rs->n_tags = n_tags;
+	return RPC_OK;
+}
+
+static rpc_code image_save(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			   void *userdata)
+{
+	(void)resp;
+	(void)userdata;
+	const Agent__V1__SaveImageRequest *rq = (const Agent__V1__SaveImageRequest *)req;
+	_cleanup_error_ ad_error *e = NULL;
+	store *s = agent_images_store();
+	if (!s) {
+		ad_fail(&e, AD_E_UNAVAILABLE, "the image store is not open");
+		return status_call_error(call, e);
+	}
+	if (check_format(rq->format, &e) < 0 || check_path(rq->path, &e) < 0)
+		return status_call_error(call, e);
+	if (!rq->n_images) {
+		ad_fail(&e, AD_E_INVALID, "at least one image is required");
+		return status_call_error(call, e);
+	}
+	/* Unknown images fail before the file is touched. */
+	for (size_t i = 0; i < rq->n_images; i++) {
+		store_image *img = NULL;
+		if (store_image_get(s, rq->images[i], &img, &e) < 0)
+			return status_call_error(call, e);
+		store_image_free(img);
+	}
+	_cleanup_free_ const char **queries = ad_malloc0(sizeof(char *) * (rq->n_images + 1));
+	for (size_t i = 0; i < rq->n_images; i++)
+		queries[i] = rq->images[i];
+	_cleanup_close_ int fd =
+	    open(rq->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+	if (fd < 0) {
+		ad_fail_errno(&e, errno == ENOENT ? AD_E_NOT_FOUND : AD_E_INVALID, "%s", rq->path);
+		return status_call_error(call, e);
+	}
+	if (store_image_save(s, queries, fd, &e) < 0) {
+		(void)unlink(rq->path);
+		return status_call_error(call, e);
+	}
+	ad_info("saved %zu image(s) to %s", rq->n_images, rq->path);
+	return RPC_OK;
+}
+
+static rpc_code image_import(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			     void *userdata)
+{
+	(void)userdata;
+	const Agent__V1__ImportImageRequest *rq = (const Agent__V1__ImportImageRequest *)req;
+	Agent__V1__ImportImageResponse *rs = (Agent__V1__ImportImageResponse *)resp;
+	_cleanup_error_ ad_error *e = NULL;
+	_cleanup_close_ int fd = -1;
+	store *s = agent_images_store();
+	if (!s) {
+		ad_fail(&e, AD_E_UNAVAILABLE, "the image store is not open");
+		return status_call_error(call, e);
+	}
+	const char *reference = rq->reference && rq->reference[0] ? rq->reference : NULL;
+	if (reference) {
+		store_ref ref = {0};
+		if (store_ref_parse(reference, &ref, &e) < 0)
+			return status_call_error(call, e);
+		store_ref_clear(&ref);
+	}
+	if (open_input(rq->path, &fd, &e) < 0)
+		return status_call_error(call, e);
+	char *id = NULL;
+	if (store_image_import(s, fd, reference, &id, &e) < 0) {
+		ad_error_wrap(&e, "%s", rq->path);
+		return status_call_error(call, e);
+	}
+	ad_info("imported %s from %s as %s", reference ? reference : "(untagged)", rq->path, id);
+	rs->image_id = rpc_call_strdup(call, id);
+	free(id);
+	return RPC_OK;
+}
+
 void agent_image_register(svc_table *t, agent_ctx *ctx)
 {
 	const rpc_method pull = {
@@ -149,4 +316,31 @@ void agent_image_register(svc_table *t, agent_ctx *ctx)
 	    .userdata = ctx,
 	};
 	svc_table_add(t, &pull);
+	const rpc_method unary[] = {
+	    {
+		.path = "/agent.v1.ImageService/LoadImage",
+		.request = &agent__v1__load_image_request__descriptor,
+		.response = &agent__v1__load_image_response__descriptor,
+		.handler = image_load,
+	    },
+	    {
+		.path = "/agent.v1.ImageService/SaveImage",
+		.request = &agent__v1__save_image_request__descriptor,
+		.response = &agent__v1__save_image_response__descriptor,
+		.handler = image_save,
+	    },
+	    {
+		.path = "/agent.v1.ImageService/ImportImage",
+		.request = &agent__v1__import_image_request__descriptor,
+		.response = &agent__v1__import_image_response__descriptor,
+		.handler = image_import,
+	    },
+	};
+	for (size_t i = 0; i < sizeof(unary) / sizeof(unary[0]); i++) {
+		rpc_method m = unary[i];
+		m.kind = RPC_UNARY;
+		m.on_loop = false;
+		m.userdata = ctx;
+		svc_table_add(t, &m);
+	}
 }

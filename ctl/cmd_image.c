@@ -1,5 +1,7 @@
 /* agentctl pull, images, inspecti, rmi: agent.v1.ImageService/PullImage (for
- * its progress stream) and the CRI runtime.v1.ImageService. */
+ * its progress stream) and the CRI runtime.v1.ImageService; load, save and
+ * import: agent.v1.ImageService on files of agentd's host. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -14,6 +16,9 @@
 #define PATH_LIST "/runtime.v1.ImageService/ListImages"
 #define PATH_STATUS "/runtime.v1.ImageService/ImageStatus"
 #define PATH_REMOVE "/runtime.v1.ImageService/RemoveImage"
+#define PATH_LOAD "/agent.v1.ImageService/LoadImage"
+#define PATH_SAVE "/agent.v1.ImageService/SaveImage"
+#define PATH_IMPORT "/agent.v1.ImageService/ImportImage"
 #define BAR_WIDTH 30
 
 /* Decimal units with three significant digits, as crictl prints sizes. */
@@ -430,6 +435,142 @@ static int run_rmi(ctl_ctx *ctx, int argc, char **argv)
 	return status;
 }
 
+/* ---- load, save, import ---------------------------------------------------------- */
+/* agentd opens the file itself: it must be absolute, so a relative one is made
+ * absolute here (agentd and agentctl share the host's file system). */
+
+static char *absolute_path(const char *path)
+{
+	if (path[0] == '/')
+		return ad_strdup(path);
+	char *cwd = getcwd(NULL, 0);
+	if (!cwd)
+		return ad_strdup(path); /* agentd answers "must be absolute" */
+	char *abs = ad_asprintf("%s/%s", cwd, path);
+	free(cwd);
+	return abs;
+}
+
+/* getopt with one option taking a FILE (-i for load, -o for save) and -h. */
+static int file_option(const ctl_command *cmd, int argc, char **argv, const char *shortopts,
+		       const struct option *opts, const char **ret_file)
+{
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, shortopts, opts, NULL)) != -1) {
+		switch (c) {
+		case 'i':
+		case 'o':
+			*ret_file = optarg;
+			break;
+		case 'h':
+			ctl_command_usage(stdout, cmd);
+			return -1;
+		case ':':
+			return ctl_usage_error(cmd, "option '%s' needs an argument",
+					       argv[optind - 1]);
+		default:
+			return ctl_usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+		}
+	}
+	return 0;
+}
+
+static int run_load(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"input", required_argument, NULL, 'i'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	const char *file = NULL;
+	int r = file_option(&ctl_cmd_load, argc, argv, ":i:h", opts, &file);
+	if (r)
+		return r < 0 ? 0 : r;
+	if (optind < argc)
+		return ctl_usage_error(&ctl_cmd_load, "unexpected argument '%s'", argv[optind]);
+	if (!file)
+		return ctl_usage_error(&ctl_cmd_load, "-i FILE is required");
+	_cleanup_free_ char *path = absolute_path(file);
+	Agent__V1__LoadImageRequest req = AGENT__V1__LOAD_IMAGE_REQUEST__INIT;
+	req.path = path;
+	ctl_long_call(ctx);
+	ProtobufCMessage *m = NULL;
+	r = ctl_unary(ctx, PATH_LOAD, &req.base, &agent__v1__load_image_response__descriptor, &m);
+	if (r)
+		return r;
+	const Agent__V1__LoadImageResponse *resp = (const Agent__V1__LoadImageResponse *)m;
+	/* As docker load prints: the tags, or the ids of untagged images. */
+	for (size_t i = 0; i < resp->n_tags; i++)
+		printf("Loaded image: %s\n", resp->tags[i]);
+	if (!resp->n_tags)
+		for (size_t i = 0; i < resp->n_image_ids; i++)
+			printf("Loaded image ID: %s\n", resp->image_ids[i]);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+static int run_save(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	const char *file = NULL;
+	int r = file_option(&ctl_cmd_save, argc, argv, ":o:h", opts, &file);
+	if (r)
+		return r < 0 ? 0 : r;
+	if (!file)
+		return ctl_usage_error(&ctl_cmd_save, "-o FILE is required");
+	if (optind >= argc)
+		return ctl_usage_error(&ctl_cmd_save, "IMAGE is required");
+	_cleanup_free_ char *path = absolute_path(file);
+	Agent__V1__SaveImageRequest req = AGENT__V1__SAVE_IMAGE_REQUEST__INIT;
+	req.path = path;
+	req.images = argv + optind;
+	req.n_images = (size_t)(argc - optind);
+	ctl_long_call(ctx);
+	ProtobufCMessage *m = NULL;
+	r = ctl_unary(ctx, PATH_SAVE, &req.base, &agent__v1__save_image_response__descriptor, &m);
+	if (r)
+		return r;
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+static int run_import(ctl_ctx *ctx, int argc, char **argv)
+{
+	int c;
+	opterr = 0;
+	while ((c = getopt(argc, argv, ":h")) != -1) {
+		if (c == 'h') {
+			ctl_command_usage(stdout, &ctl_cmd_import);
+			return 0;
+		}
+		return ctl_usage_error(&ctl_cmd_import, "bad option '%s'", argv[optind - 1]);
+	}
+	if (optind >= argc)
+		return ctl_usage_error(&ctl_cmd_import, "FILE is required");
+	if (argc - optind > 2)
+		return ctl_usage_error(&ctl_cmd_import, "unexpected argument '%s'",
+				       argv[optind + 2]);
+	_cleanup_free_ char *path = absolute_path(argv[optind]);
+	Agent__V1__ImportImageRequest req = AGENT__V1__IMPORT_IMAGE_REQUEST__INIT;
+	req.path = path;
+	req.reference = optind + 1 < argc ? argv[optind + 1] : (char *)"";
+	ctl_long_call(ctx);
+	ProtobufCMessage *m = NULL;
+	int r = ctl_unary(ctx, PATH_IMPORT, &req.base,
+			  &agent__v1__import_image_response__descriptor, &m);
+	if (r)
+		return r;
+	/* As docker import prints: the new image's id. */
+	printf("%s\n", ((const Agent__V1__ImportImageResponse *)m)->image_id);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
 const ctl_command ctl_cmd_pull = {
     .name = "pull",
     .synopsis = "[--creds USER:PASS] IMAGE",
@@ -456,4 +597,25 @@ const ctl_command ctl_cmd_rmi = {
     .synopsis = "IMAGE...",
     .summary = "remove images",
     .run = run_rmi,
+};
+
+const ctl_command ctl_cmd_load = {
+    .name = "load",
+    .synopsis = "-i FILE",
+    .summary = "load images from a docker-archive or oci-archive (a file on agentd's host)",
+    .run = run_load,
+};
+
+const ctl_command ctl_cmd_save = {
+    .name = "save",
+    .synopsis = "-o FILE IMAGE...",
+    .summary = "save images to a tar that docker load and oci-archive readers take",
+    .run = run_save,
+};
+
+const ctl_command ctl_cmd_import = {
+    .name = "import",
+    .synopsis = "FILE [REFERENCE]",
+    .summary = "import a rootfs tar as a one-layer image; prints its id",
+    .run = run_import,
 };

@@ -465,3 +465,114 @@ def test_agentctl_pull_progress_bar_on_a_tty(agentd, plain):
     text = out.decode()
     assert "\r" in text and "layers 2/2 [" in text, text
     assert "waiting" not in text, text
+
+
+# ------------------------------------------------- load, save, import (files on agentd's host)
+def rootfs_tar(path, files):
+    """A rootfs tar made with tarfile: files is [(name, bytes)]; [] gives an empty tar."""
+    import io
+    import tarfile
+    with tarfile.open(path, "w") as t:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_agentctl_save_rmi_load(agentd, plain, tmp_path, monkeypatch):
+    ref = f"{plain.host}/test/two:v1"
+    image_id = ctl(agentd, "pull", ref).stdout.strip()
+    # A relative -o: agentctl makes it absolute for agentd.
+    monkeypatch.chdir(tmp_path)
+    p = ctl(agentd, "save", "-o", "two.tar", ref)
+    assert p.stdout == "", p.stdout
+    archive = tmp_path / "two.tar"
+    assert archive.stat().st_size > 0
+    import tarfile
+    with tarfile.open(archive) as t:
+        names = set(t.getnames())
+    assert {"manifest.json", "index.json", "oci-layout"} <= names, names
+
+    ctl(agentd, "rmi", ref)
+    assert image_id not in ctl(agentd, "images", "-q").stdout.split()
+    p = ctl(agentd, "load", "-i", "two.tar")
+    assert p.stdout.splitlines() == [f"Loaded image: {ref}"], p.stdout
+    listed = json.loads(ctl(agentd, "images", "-o", "json", ref).stdout)["images"]
+    assert [i["id"] for i in listed] == [image_id] and ref in listed[0]["repoTags"]
+    # Saving an image not there: NOT_FOUND naming it, and no file left.
+    p = ctl(agentd, "save", "-o", str(tmp_path / "x.tar"), "test/absent:v9", check=False)
+    assert p.returncode == 1 and "NOT_FOUND" in p.stderr and "test/absent:v9" in p.stderr, \
+        p.stderr
+    assert not (tmp_path / "x.tar").exists()
+    ctl(agentd, "rmi", ref)
+
+
+def test_agentctl_import_rootfs_tar(agentd, tmp_path):
+    tar = rootfs_tar(tmp_path / "rootfs.tar", [("hello.txt", b"hello\n")])
+    p = ctl(agentd, "import", str(tar), "test/imported:v1")
+    image_id = p.stdout.strip()
+    assert image_id.startswith("sha256:") and len(image_id) == 71, p.stdout
+    rows = [r.split() for r in ctl(agentd, "images").stdout.splitlines()[1:]]
+    assert ["test/imported", "v1", image_id[7:20]] in [r[:3] for r in rows] or \
+        any(r[0].endswith("test/imported") and r[1] == "v1" and r[2] == image_id[7:20]
+            for r in rows), rows
+    info = json.loads(ctl(agentd, "inspecti", "test/imported:v1").stdout)
+    assert info["status"]["id"] == image_id
+    assert len(info["info"]["info"]["imageSpec"]["rootfs"]["diff_ids"]) == 1, info
+
+    # An empty tar: an image without layers.
+    empty = rootfs_tar(tmp_path / "empty.tar", [])
+    empty_id = ctl(agentd, "import", str(empty), "test/empty:v1").stdout.strip()
+    assert empty_id.startswith("sha256:") and empty_id != image_id
+    info = json.loads(ctl(agentd, "inspecti", "test/empty:v1").stdout)
+    assert info["status"]["id"] == empty_id
+    assert info["info"]["info"]["imageSpec"]["rootfs"].get("diff_ids") in ([], None), info
+    ctl(agentd, "rmi", "test/imported:v1", "test/empty:v1")
+
+
+def test_agentctl_load_import_errors(agentd, tmp_path):
+    missing = tmp_path / "nope.tar"
+    for args in (("load", "-i", str(missing)), ("import", str(missing), "test/x:v1")):
+        p = ctl(agentd, *args, check=False)
+        assert p.returncode == 1 and "NOT_FOUND" in p.stderr and str(missing) in p.stderr, \
+            (args, p.stderr)
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(os.urandom(4096))
+    for args in (("load", "-i", str(garbage)), ("import", str(garbage), "test/x:v1")):
+        p = ctl(agentd, *args, check=False)
+        assert p.returncode != 0 and str(garbage) in p.stderr, (args, p.stderr)
+        assert "INVALID_ARGUMENT" in p.stderr or "DATA_LOSS" in p.stderr, (args, p.stderr)
+    p = ctl(agentd, "load", check=False)
+    assert p.returncode == 64 and "-i FILE is required" in p.stderr
+    p = ctl(agentd, "save", "-o", str(tmp_path / "s.tar"), check=False)
+    assert p.returncode == 64 and "IMAGE is required" in p.stderr
+
+
+def test_agent_load_save_import_rpc_errors(pb, agentd, tmp_path):
+    with agentd.unix_channel() as ch:
+        stub = pb.agent_grpc.ImageServiceStub(ch)
+        INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+        e = rpc_error(lambda: stub.LoadImage(pb.agent.LoadImageRequest(path="rel.tar"),
+                                             timeout=30))
+        assert e.code() == INVALID and "absolute" in e.details()
+        e = rpc_error(lambda: stub.LoadImage(
+            pb.agent.LoadImageRequest(path=str(tmp_path / "a.tar"), format="zip"), timeout=30))
+        assert e.code() == INVALID and "zip" in e.details()
+        e = rpc_error(lambda: stub.LoadImage(
+            pb.agent.LoadImageRequest(path=str(tmp_path / "a.tar")), timeout=30))
+        assert e.code() == NOT_FOUND and "a.tar" in e.details()
+        e = rpc_error(lambda: stub.SaveImage(
+            pb.agent.SaveImageRequest(images=["test/absent:v1"], path=str(tmp_path / "s.tar")),
+            timeout=30))
+        assert e.code() == NOT_FOUND and "test/absent:v1" in e.details()
+        e = rpc_error(lambda: stub.SaveImage(
+            pb.agent.SaveImageRequest(path=str(tmp_path / "s.tar")), timeout=30))
+        assert e.code() == INVALID
+        e = rpc_error(lambda: stub.ImportImage(
+            pb.agent.ImportImageRequest(path="", reference="test/x:v1"), timeout=30))
+        assert e.code() == INVALID
+        tar = rootfs_tar(tmp_path / "r.tar", [("f", b"x")])
+        r = stub.ImportImage(pb.agent.ImportImageRequest(path=str(tar)), timeout=30)
+        assert r.image_id.startswith("sha256:")
+        ctl(agentd, "rmi", r.image_id)
