@@ -34,6 +34,8 @@ cleanup() {
 	ip link del "${bridge:-agentd-demo0}" 2>/dev/null || true
 	# agentd makes its netns dir a mount point (as `ip netns` does).
 	umount "$demo/state/netns" 2>/dev/null || true
+	# agentd's cgroup parent, if the demo's containers were its only ones.
+	for d in /sys/fs/cgroup/*/agentd; do rmdir "$d" 2>/dev/null || true; done
 	rm -rf "$demo"
 }
 trap cleanup EXIT
