@@ -143,13 +143,10 @@ static int run_stop(ctl_ctx *ctx, int argc, char **argv)
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":t:h", opts, NULL)) != -1) {
-		char *end;
 		switch (c) {
 		case 't':
-			grace = strtol(optarg, &end, 10);
-			if (end == optarg || *end || grace < 0 || grace > 86400)
-				return ctl_usage_error(&ctl_cmd_stop,
-						       "invalid timeout '%s' (seconds)", optarg);
+			if (ctl_parse_seconds(&ctl_cmd_stop, optarg, &grace))
+				return EX_USAGE;
 			break;
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_stop);
@@ -670,13 +667,10 @@ static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 	opterr = 0;
 	/* '+': options end at CONTAINER; what follows is the command's. */
 	while ((c = getopt_long(argc, argv, "+:t:h", opts, NULL)) != -1) {
-		char *end;
 		switch (c) {
 		case 't':
-			timeout = strtol(optarg, &end, 10);
-			if (end == optarg || *end || timeout < 0 || timeout > 86400)
-				return ctl_usage_error(&ctl_cmd_exec,
-						       "invalid timeout '%s' (seconds)", optarg);
+			if (ctl_parse_seconds(&ctl_cmd_exec, optarg, &timeout))
+				return EX_USAGE;
 			break;
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_exec);

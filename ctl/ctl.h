@@ -78,6 +78,8 @@ int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 /* Output format option shared by commands: "text" or "json". */
 typedef enum ctl_format { CTL_TEXT, CTL_JSON } ctl_format;
 int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret);
+/* A command's whole-seconds option (0 to 86400): 0, or the usage error's exit code. */
+int ctl_parse_seconds(const ctl_command *cmd, const char *s, long *ret);
 
 /* ---- pods and containers (ctl/cmd_pod.c) ---- */
 typedef struct json_t json_t;

@@ -92,6 +92,16 @@ int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret)
 	return 0;
 }
 
+int ctl_parse_seconds(const ctl_command *cmd, const char *s, long *ret)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (end == s || *end || v < 0 || v > 86400)
+		return ctl_usage_error(cmd, "invalid timeout '%s' (seconds)", s);
+	*ret = v;
+	return 0;
+}
+
 /* ---- talking to agentd --------------------------------------------------- */
 
 static bool is_tls(const char *endpoint)
