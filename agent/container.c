@@ -389,6 +389,31 @@ static int cap_bits(const char *const *names, size_t n, uint64_t *bits, ad_error
 	return 0;
 }
 
+void mgr_security_profiles(const Runtime__V1__SecurityProfile *seccomp,
+			   const Runtime__V1__SecurityProfile *apparmor, rt_security *sec)
+{
+	if (seccomp) {
+		switch (seccomp->profile_type) {
+		case RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__RuntimeDefault:
+			sec->seccomp = RT_SECCOMP_DEFAULT;
+			break;
+		case RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Localhost:
+			sec->seccomp = RT_SECCOMP_CUSTOM;
+			sec->seccomp_profile = seccomp->localhost_ref;
+			break;
+		default:
+			sec->seccomp = RT_SECCOMP_UNCONFINED;
+			break;
+		}
+	}
+	/* AppArmor: a Localhost profile by name; RuntimeDefault and Unconfined
+	 * apply none (no default profile is shipped). */
+	if (apparmor &&
+	    apparmor->profile_type == RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Localhost &&
+	    apparmor->localhost_ref && *apparmor->localhost_ref)
+		sec->apparmor_profile = apparmor->localhost_ref;
+}
+
 static int build_security(arena *a, const Runtime__V1__ContainerConfig *cc, rt_config *rc,
 			  ad_error **err)
 {
@@ -417,26 +442,7 @@ static int build_security(arena *a, const Runtime__V1__ContainerConfig *cc, rt_c
 		rc->security.cap_bounding = rc->security.cap_effective = set;
 		rc->security.cap_permitted = rc->security.cap_inheritable = set;
 	}
-	const Runtime__V1__SecurityProfile *sp = sc->seccomp;
-	if (sp) {
-		switch (sp->profile_type) {
-		case RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__RuntimeDefault:
-			rc->security.seccomp = RT_SECCOMP_DEFAULT;
-			break;
-		case RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Localhost:
-			rc->security.seccomp = RT_SECCOMP_CUSTOM;
-			rc->security.seccomp_profile = sp->localhost_ref;
-			break;
-		default:
-			break;
-		}
-	}
-	/* AppArmor: a Localhost profile by name; RuntimeDefault and Unconfined
-	 * apply none (no default profile is shipped). */
-	if (sc->apparmor &&
-	    sc->apparmor->profile_type == RUNTIME__V1__SECURITY_PROFILE__PROFILE_TYPE__Localhost &&
-	    sc->apparmor->localhost_ref && *sc->apparmor->localhost_ref)
-		rc->security.apparmor_profile = sc->apparmor->localhost_ref;
+	mgr_security_profiles(sc->seccomp, sc->apparmor, &rc->security);
 	if (sc->n_masked_paths) {
 		const char **v = strv_new(a, sc->n_masked_paths);
 		for (size_t i = 0; i < sc->n_masked_paths; i++)
@@ -586,9 +592,50 @@ static Runtime__V1__NamespaceMode pod_mode(const Runtime__V1__PodSandboxConfig *
 	return which == 'n' ? o->network : o->ipc;
 }
 
+/* The init pid of a pid namespace TARGET: a running container of the same
+ * pod, as containerd and CRI-O require for ephemeral (debug) containers. */
+static int target_pid(mgr *m, const mgr_pod *p, const char *target_id, pid_t *ret,
+		      ad_error **err)
+{
+	if (!target_id || !*target_id)
+		return ad_fail(err, AD_E_INVALID,
+			       "namespace_options: pid mode TARGET needs a target_id");
+	mgr_ctr *t = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (ctr_load(m, target_id, &t, &e) < 0 || t->state == MGR_CTR_CREATING) {
+		mgr_ctr_free(t);
+		if (e && e->code != AD_E_NOT_FOUND) {
+			*err = ad_steal_ptr(e);
+			return -1;
+		}
+		return ad_fail(err, AD_E_NOT_FOUND, "pid namespace target container %s not found",
+			       target_id);
+	}
+	int r = 0;
+	if (strcmp(t->pod_id, p->id) != 0)
+		r = ad_fail(err, AD_E_INVALID,
+			    "pid namespace target container %s is in pod sandbox %s, not in %s",
+			    target_id, t->pod_id, p->id);
+	else if (ctr_refresh(m, t, err) < 0)
+		r = -1;
+	else if (t->state != MGR_CTR_RUNNING)
+		r = ad_fail(err, AD_E_PRECONDITION,
+			    "pid namespace target container %s is not running", target_id);
+	mgr_ctr_free(t);
+	rt_container *tc = NULL;
+	if (r == 0 && rt_open(m->rt, target_id, &tc, err) < 0)
+		return -1;
+	if (r == 0)
+		*ret = rt_container_init_pid(tc);
+	rt_container_free(tc);
+	return r;
+}
+
+/* `creating`: resolve everything for a new container; exec (which joins the
+ * running container's own namespaces) only needs the rest of the config. */
 static int build_namespaces(mgr *m, arena *a, const Runtime__V1__ContainerConfig *cc,
 			    const mgr_pod *p, const Runtime__V1__PodSandboxConfig *pc,
-			    rt_config *rc, ad_error **err)
+			    bool creating, rt_config *rc, ad_error **err)
 {
 	pid_t infra = 0;
 	rt_container *ic = NULL;
@@ -625,15 +672,11 @@ static int build_namespaces(mgr *m, arena *a, const Runtime__V1__ContainerConfig
 		rc->namespaces[RT_NS_PID].mode = RT_NS_SHARE_HOST;
 		break;
 	case RUNTIME__V1__NAMESPACE_MODE__TARGET: {
-		rt_container *tc = NULL;
-		if (!o->target_id || rt_open(m->rt, o->target_id, &tc, err) < 0)
-			return ad_fail(err, AD_E_NOT_FOUND,
-				       "pid namespace target container %s not found",
-				       o->target_id ? o->target_id : "");
+		pid_t tpid = 0;
+		if (creating && target_pid(m, p, o->target_id, &tpid, err) < 0)
+			return -1;
 		rc->namespaces[RT_NS_PID] = (rt_namespace){
-		    RT_NS_JOIN,
-		    ar_keep(a, ad_asprintf("/proc/%d/ns/pid", (int)rt_container_init_pid(tc)))};
-		rt_container_free(tc);
+		    RT_NS_JOIN, ar_keep(a, ad_asprintf("/proc/%d/ns/pid", (int)tpid))};
 		break;
 	}
 	default:
@@ -662,13 +705,17 @@ static int build_config(mgr *m, arena *a, const mgr_ctr *c, const Runtime__V1__C
 	const char *wd = json_string_value(image_cfg_get(img, "WorkingDir"));
 	rc->cwd = cc->working_dir && *cc->working_dir ? cc->working_dir : wd && *wd ? wd : NULL;
 	rc->tty = cc->tty;
+	/* stdin: a pipe the shim holds open (fed by attach), so the process
+	 * does not read EOF at once. */
+	rc->open_stdin = cc->stdin;
+	rc->stdin_once = cc->stdin_once;
 	rc->log_path = c->log_path && *c->log_path ? c->log_path : NULL;
 	build_resources(cc, rc);
 	/* The pod's cgroup (kubelet's cgroupfs path), shared by all its containers. */
 	if (pc && pc->linux && pc->linux->cgroup_parent && *pc->linux->cgroup_parent)
 		rc->cgroup_parent = pc->linux->cgroup_parent;
 	if (build_user(cc, img, rootfs, rc, err) < 0 || build_security(a, cc, rc, err) < 0 ||
-	    build_mounts(a, cc, p, rc, err) < 0 || build_namespaces(m, a, cc, p, pc, rc, err) < 0)
+	    build_mounts(a, cc, p, rc, err) < 0 || build_namespaces(m, a, cc, p, pc, c->state == MGR_CTR_CREATING, rc, err) < 0)
 		return -1;
 	return 0;
 }
@@ -982,6 +1029,47 @@ int mgr_ctr_remove(mgr *m, const char *id, ad_error **err)
 }
 
 /* ---- exec --------------------------------------------------------------------------- */
+/* The rt_config of an existing container rebuilt from what was stored, its
+ * rootfs seen through /proc/<init pid>/root; `cfg` points into the rest. */
+typedef struct stored_config {
+	mgr_pod *pod;
+	Runtime__V1__ContainerConfig *cc;
+	Runtime__V1__PodSandboxConfig *pc;
+	json_t *img;
+	char *rootfs;
+	arena a;
+	rt_config cfg;
+} stored_config;
+
+static void stored_config_clear(stored_config *s)
+{
+	ar_free(&s->a);
+	json_decref(s->img);
+	if (s->cc)
+		runtime__v1__container_config__free_unpacked(s->cc, NULL);
+	if (s->pc)
+		runtime__v1__pod_sandbox_config__free_unpacked(s->pc, NULL);
+	mgr_pod_free(s->pod);
+	free(s->rootfs);
+	*s = (stored_config){0};
+}
+
+static int stored_config_build(mgr *m, const mgr_ctr *c, pid_t init_pid, stored_config *s,
+			       ad_error **err)
+{
+	*s = (stored_config){0};
+	if (mgr_pod_get(m, c->pod_id, &s->pod, err) < 0)
+		return -1;
+	s->cc = runtime__v1__container_config__unpack(NULL, c->config_len, c->config);
+	s->pc = runtime__v1__pod_sandbox_config__unpack(NULL, s->pod->config_len, s->pod->config);
+	s->img = json_loads(c->image_config ? c->image_config : "{}", 0, NULL);
+	if (!s->cc || !s->pc)
+		return ad_fail(err, AD_E_DATA_LOSS, "container %s: stored config unreadable",
+			       c->id);
+	s->rootfs = ad_asprintf("/proc/%d/root", (int)init_pid);
+	return build_config(m, &s->a, c, s->cc, s->img, s->pod, s->pc, s->rootfs, &s->cfg, err);
+}
+
 int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
 		      size_t max_output, rt_exec_result *ret, ad_error **err)
 {
@@ -990,48 +1078,24 @@ int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t t
 	if (!args || !args[0])
 		return ad_fail(err, AD_E_INVALID, "exec: no command");
 	mgr_ctr *c = NULL;
-	mgr_pod *p = NULL;
 	rt_container *rc = NULL;
-	Runtime__V1__ContainerConfig *cc = NULL;
-	Runtime__V1__PodSandboxConfig *pc = NULL;
-	json_t *ij = NULL;
-	arena a = {0};
+	stored_config sc = {0};
 	int r = mgr_ctr_get(m, id, &c, err);
 	if (r == 0 && c->state != MGR_CTR_RUNNING)
 		r = ad_fail(err, AD_E_PRECONDITION, "container %s is not running", id);
 	if (r == 0)
-		r = mgr_pod_get(m, c->pod_id, &p, err);
-	if (r == 0) {
-		cc = runtime__v1__container_config__unpack(NULL, c->config_len, c->config);
-		pc = runtime__v1__pod_sandbox_config__unpack(NULL, p->config_len, p->config);
-		ij = json_loads(c->image_config ? c->image_config : "{}", 0, NULL);
-		if (!cc || !pc)
-			r = ad_fail(err, AD_E_DATA_LOSS, "container %s: stored config unreadable",
-				    id);
-	}
-	rt_config cfg;
-	_cleanup_free_ char *rootfs = NULL;
-	if (r == 0)
 		r = rt_open(m->rt, id, &rc, err);
-	if (r == 0) {
-		rootfs = ad_asprintf("/proc/%d/root", (int)rt_container_init_pid(rc));
-		r = build_config(m, &a, c, cc, ij, p, pc, rootfs, &cfg, err);
-	}
+	if (r == 0)
+		r = stored_config_build(m, c, rt_container_init_pid(rc), &sc, err);
 	if (r == 0) {
 		int64_t ms = timeout_s > 0 ? timeout_s * 1000 : 0;
 		if (ms > INT32_MAX)
 			ms = INT32_MAX;
-		r = rt_exec_sync(rc, &cfg, args, (int)ms,
+		r = rt_exec_sync(rc, &sc.cfg, args, (int)ms,
 				 max_output ? max_output : EXEC_MAX_OUTPUT_DEFAULT, ret, err);
 	}
-	ar_free(&a);
-	json_decref(ij);
-	if (cc)
-		runtime__v1__container_config__free_unpacked(cc, NULL);
-	if (pc)
-		runtime__v1__pod_sandbox_config__free_unpacked(pc, NULL);
+	stored_config_clear(&sc);
 	rt_container_free(rc);
-	mgr_pod_free(p);
 	mgr_ctr_free(c);
 	return r;
 }
@@ -1105,6 +1169,49 @@ int mgr_ctr_stats(mgr *m, const char *id, rt_stats *ret, ad_error **err)
 	return r;
 }
 
+/* The stored config gets the new resources, so ContainerStatus reports what
+ * is applied now (containerd likewise updates the container's spec). */
+static int store_resources(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
+			   ad_error **err)
+{
+	mgr_ctr *c = NULL;
+	if (ctr_load(m, id, &c, err) < 0)
+		return -1;
+	Runtime__V1__ContainerConfig *cc =
+	    runtime__v1__container_config__unpack(NULL, c->config_len, c->config);
+	int r = 0;
+	if (!cc) {
+		r = ad_fail(err, AD_E_DATA_LOSS, "container %s: stored config unreadable", id);
+	} else {
+		Runtime__V1__LinuxContainerConfig lc = RUNTIME__V1__LINUX_CONTAINER_CONFIG__INIT;
+		Runtime__V1__LinuxContainerConfig *own = cc->linux;
+		if (!own)
+			cc->linux = &lc;
+		Runtime__V1__LinuxContainerResources *old = cc->linux->resources;
+		cc->linux->resources = (Runtime__V1__LinuxContainerResources *)res;
+		size_t len = protobuf_c_message_get_packed_size(&cc->base);
+		uint8_t *buf = ad_malloc0(len + 1);
+		protobuf_c_message_pack(&cc->base, buf);
+		cc->linux->resources = old;
+		cc->linux = own;
+		runtime__v1__container_config__free_unpacked(cc, NULL);
+		r = mgr_db_exec(m, err, "UPDATE containers SET config = ?2 WHERE id = ?1", "sb", id,
+				buf, len);
+		free(buf);
+	}
+	mgr_ctr_free(c);
+	return r;
+}
+
+int mgr_ctr_fs_usage(mgr *m, const char *id, uint64_t *ret_bytes, uint64_t *ret_inodes,
+		     const char **ret_mountpoint, ad_error **err)
+{
+	*ret_mountpoint = m->root;
+	if (!m->images)
+		return ad_fail(err, AD_E_UNAVAILABLE, "the image store is not open");
+	return store_rootfs_usage(m->images, id, ret_bytes, ret_inodes, err);
+}
+
 int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
 		   ad_error **err)
 {
@@ -1120,9 +1227,139 @@ int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerReso
 		build_resources(&cc, &tmp);
 		r = rt_update(rc, &tmp.resources, err);
 	}
+	if (r == 0)
+		r = store_resources(m, id, res, err);
 	rt_container_free(rc);
 	mgr_release(m, id);
 	return r;
+}
+
+/* "Uid:\t0\t0\t0\t0" → the real id (the first). */
+static bool status_id(const char *status, const char *key, uint32_t *ret)
+{
+	const char *l = strstr(status, key);
+	if (!l)
+		return false;
+	*ret = (uint32_t)strtoul(l + strlen(key), NULL, 10);
+	return true;
+}
+
+int mgr_ctr_user(mgr *m, const mgr_ctr *c, mgr_user *ret, ad_error **err)
+{
+	*ret = (mgr_user){0};
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	rt_container *rc = NULL;
+	if (c->state == MGR_CTR_EXITED || rt_open(m->rt, c->id, &rc, err) < 0)
+		return ad_fail(err, AD_E_NOT_FOUND, "container %s has no process", c->id);
+	pid_t pid = rt_container_init_pid(rc);
+	rt_container_free(rc);
+	if (c->state == MGR_CTR_RUNNING) {
+		/* What the process really runs with. */
+		_cleanup_free_ char *path = ad_asprintf("/proc/%d/status", (int)pid), *st = NULL;
+		size_t len;
+		if (ad_read_file(AT_FDCWD, path, 1 << 20, &st, &len, err) < 0)
+			return -1;
+		if (!status_id(st, "\nUid:", &ret->uid) || !status_id(st, "\nGid:", &ret->gid))
+			return ad_fail(err, AD_E_INTERNAL, "%s: no Uid/Gid", path);
+		const char *g = strstr(st, "\nGroups:");
+		for (char *end = NULL, *p = g ? (char *)g + 8 : NULL;
+		     p && *p != '\n' && ret->n_groups < MGR_MAX_GROUPS; p = end) {
+			unsigned long v = strtoul(p, &end, 10);
+			if (end == p)
+				break;
+			ret->groups[ret->n_groups++] = (uint32_t)v;
+		}
+		return 0;
+	}
+	/* Created: what it will run with, from the config and its rootfs. */
+	Runtime__V1__ContainerConfig *cc =
+	    runtime__v1__container_config__unpack(NULL, c->config_len, c->config);
+	if (!cc)
+		return ad_fail(err, AD_E_DATA_LOSS, "container %s: stored config unreadable", c->id);
+	json_t *ij = json_loads(c->image_config ? c->image_config : "{}", 0, NULL);
+	_cleanup_free_ char *rootfs = ad_asprintf("/proc/%d/root", (int)pid);
+	arena a = {0};
+	rt_config rcfg = {0};
+	int r = build_user(cc, ij, rootfs, &rcfg, err);
+	if (r == 0)
+		r = build_security(&a, cc, &rcfg, err);
+	if (r == 0) {
+		ret->uid = rcfg.uid;
+		ret->gid = rcfg.gid;
+		for (size_t i = 0; i < rcfg.n_additional_gids && i < MGR_MAX_GROUPS; i++)
+			ret->groups[ret->n_groups++] = rcfg.additional_gids[i];
+	}
+	ar_free(&a);
+	json_decref(ij);
+	runtime__v1__container_config__free_unpacked(cc, NULL);
+	return r;
+}
+
+static json_t *strv_json(const char *const *v)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; v && v[i]; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+char *mgr_ctr_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid)
+{
+	*ret_pid = 0;
+	if (!m->rt || c->state == MGR_CTR_EXITED)
+		return NULL;
+	rt_container *rc = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (rt_open(m->rt, c->id, &rc, &e) < 0)
+		return NULL;
+	pid_t pid = rt_container_init_pid(rc);
+	rt_container_free(rc);
+	if (c->state == MGR_CTR_RUNNING)
+		*ret_pid = pid;
+	stored_config sc;
+	char *out = NULL;
+	if (stored_config_build(m, c, pid, &sc, &e) == 0) {
+		const rt_config *rcfg = &sc.cfg;
+		static const char *const ns_names[_RT_NS_MAX] = {
+		    [RT_NS_PID] = "pid", [RT_NS_NET] = "network", [RT_NS_IPC] = "ipc",
+		    [RT_NS_UTS] = "uts", [RT_NS_MOUNT] = "mount", [RT_NS_USER] = "user",
+		    [RT_NS_CGROUP] = "cgroup"};
+		json_t *ns = json_array();
+		for (int i = 0; i < _RT_NS_MAX; i++) {
+			if (rcfg->namespaces[i].mode == RT_NS_SHARE_HOST)
+				continue;
+			json_t *o = json_pack("{s:s}", "type", ns_names[i]);
+			if (rcfg->namespaces[i].mode == RT_NS_JOIN && rcfg->namespaces[i].path)
+				json_object_set_new(o, "path",
+						    json_string(rcfg->namespaces[i].path));
+			json_array_append_new(ns, o);
+		}
+		json_t *gids = json_array();
+		for (size_t i = 0; i < rcfg->n_additional_gids; i++)
+			json_array_append_new(gids, json_integer(rcfg->additional_gids[i]));
+		const rt_resources *rr = &rcfg->resources;
+		json_t *res = json_pack("{s:I, s:I, s:I, s:I, s:I, s:s*, s:s*}", "cpuShares",
+					(json_int_t)rr->cpu_shares, "cpuQuota",
+					(json_int_t)rr->cpu_quota_us, "cpuPeriod",
+					(json_int_t)rr->cpu_period_us, "memoryLimit",
+					(json_int_t)rr->memory_limit, "memorySwap",
+					(json_int_t)rr->memory_swap, "cpusetCpus", rr->cpuset_cpus,
+					"cpusetMems", rr->cpuset_mems);
+		json_t *spec = json_pack(
+		    "{s:{s:o, s:o, s:s, s:b, s:{s:i, s:i, s:o}},"
+		    " s:{s:o, s:s*, s:o, s:b, s:b}}",
+		    "process", "args", strv_json(rcfg->args), "env", strv_json(rcfg->env), "cwd",
+		    rcfg->cwd ? rcfg->cwd : "/", "terminal", rcfg->tty, "user", "uid",
+		    (int)rcfg->uid, "gid", (int)rcfg->gid, "additionalGids", gids, "linux",
+		    "namespaces", ns, "cgroupsParent", rcfg->cgroup_parent, "resources", res,
+		    "privileged", rcfg->security.privileged, "readonlyRootfs",
+		    rcfg->security.readonly_rootfs);
+		out = json_dumps(spec, JSON_COMPACT);
+		json_decref(spec);
+	}
+	stored_config_clear(&sc);
+	return out;
 }
 
 int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err)

@@ -191,13 +191,24 @@ static R(PodSandboxState) pod_state(const mgr_pod *p)
 					 : RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
 }
 
-static void add_info(rpc_call *call, R(PodSandboxStatusResponse) * r, const mgr_pod *p)
+static void add_info(rpc_call *call, mgr *m, R(PodSandboxStatusResponse) * r, const mgr_pod *p)
 {
 	json_t *o = json_pack("{s:s, s:s*, s:s*, s:i, s:s*, s:s*}", "id", p->id, "netns", p->netns,
 			      "infraId", p->infra_id, "pid", (int)p->infra_pid, "podDir", p->dir,
 			      "network", p->cni_net);
 	if (p->cni_result)
 		json_object_set_new(o, "cniResult", json_loads(p->cni_result, 0, NULL));
+	/* CNI CHECK: "ok", or why the pod's network is not as ADD left it. */
+	if (p->state == MGR_POD_READY && p->cni_net && p->netns) {
+		ad_error *e = NULL;
+		const char *check = "ok";
+		if (mgr_pod_network_check(m, p, &e) < 0)
+			check = e->code == AD_E_UNIMPLEMENTED ? "unsupported" : e->message;
+		json_object_set_new(o, "cniCheck", json_string(check));
+		if (e && e->code != AD_E_UNIMPLEMENTED)
+			ad_warn("%s", e->message);
+		ad_error_free(&e);
+	}
 	char *s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	R(PodSandboxStatusResponse__InfoEntry) *e = rpc_call_alloc(call, sizeof(*e));
@@ -278,7 +289,7 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, const ProtobufCMessage *req, Pro
 	r->status = st;
 	r->timestamp = ad_now_ns();
 	if (q->verbose)
-		add_info(call, r, p);
+		add_info(call, m, r, p);
 	mgr_pod_free(p);
 	return RPC_OK;
 }
@@ -519,13 +530,43 @@ rpc_code cri_container_status(rpc_call *call, const ProtobufCMessage *req, Proto
 		st->mounts = cfg->mounts;
 		st->n_mounts = cfg->n_mounts;
 		st->stop_signal = cfg->stop_signal;
+		/* As applied: UpdateContainerResources rewrites the stored ones. */
+		if (cfg->linux && cfg->linux->resources) {
+			R(ContainerResources) *res = rpc_call_alloc(call, sizeof(*res));
+			runtime__v1__container_resources__init(res);
+			res->linux = cfg->linux->resources;
+			st->resources = res;
+		}
 	}
+	mgr_user u;
+	if (mgr_ctr_user(m, c, &u, &e) == 0) {
+		R(LinuxContainerUser) *lu = rpc_call_alloc(call, sizeof(*lu));
+		runtime__v1__linux_container_user__init(lu);
+		lu->uid = u.uid;
+		lu->gid = u.gid;
+		lu->supplemental_groups = rpc_call_alloc(call, (u.n_groups + 1) * sizeof(int64_t));
+		for (size_t i = 0; i < u.n_groups; i++)
+			lu->supplemental_groups[i] = u.groups[i];
+		lu->n_supplemental_groups = u.n_groups;
+		R(ContainerUser) *cu = rpc_call_alloc(call, sizeof(*cu));
+		runtime__v1__container_user__init(cu);
+		cu->linux = lu;
+		st->user = cu;
+	}
+	ad_error_free(&e);
 	R(ContainerStatusResponse) *r = (R(ContainerStatusResponse) *)resp;
 	r->status = st;
 	if (q->verbose) {
-		json_t *o =
-		    json_pack("{s:s, s:s, s:s, s:s*}", "id", c->id, "sandboxId", c->pod_id,
-			      "imageId", c->image_id ? c->image_id : "", "logPath", c->log_path);
+		/* The keys containerd and CRI-O use: sandboxID, pid, runtimeSpec. */
+		pid_t pid = 0;
+		char *spec = mgr_ctr_spec_json(m, c, &pid);
+		json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s*}", "id", c->id, "sandboxID",
+				      c->pod_id, "pid", (int)pid, "image", c->image ? c->image : "",
+				      "imageId", c->image_id ? c->image_id : "", "logPath",
+				      c->log_path);
+		if (spec)
+			json_object_set_new(o, "runtimeSpec", json_loads(spec, 0, NULL));
+		free(spec);
 		char *s = json_dumps(o, JSON_COMPACT);
 		json_decref(o);
 		R(ContainerStatusResponse__InfoEntry) *ie = rpc_call_alloc(call, sizeof(*ie));
@@ -608,8 +649,23 @@ static R(ContainerStats) *
 			 cfg->n_annotations, cfg->annotations);
 	}
 	s->attributes = a;
-	rt_stats st;
 	ad_error *e = NULL;
+	uint64_t bytes, inodes;
+	const char *mountpoint;
+	if (mgr_ctr_fs_usage(m, c->id, &bytes, &inodes, &mountpoint, &e) == 0) {
+		R(FilesystemUsage) *fs = rpc_call_alloc(call, sizeof(*fs));
+		runtime__v1__filesystem_usage__init(fs);
+		fs->timestamp = ad_now_ns();
+		R(FilesystemIdentifier) *fid = rpc_call_alloc(call, sizeof(*fid));
+		runtime__v1__filesystem_identifier__init(fid);
+		fid->mountpoint = rpc_call_strdup(call, mountpoint);
+		fs->fs_id = fid;
+		fs->used_bytes = u64(call, bytes);
+		fs->inodes_used = u64(call, inodes);
+		s->writable_layer = fs;
+	}
+	ad_error_free(&e);
+	rt_stats st;
 	if (c->state != MGR_CTR_RUNNING || mgr_ctr_stats(m, c->id, &st, &e) < 0) {
 		ad_error_free(&e);
 		return s;
@@ -888,6 +944,32 @@ static R(PodSandboxStats) *
 	mu->usage_bytes = u64(call, usage);
 	mu->rss_bytes = u64(call, rss);
 	l->memory = mu;
+	cni_if_stats *ifs = NULL;
+	size_t n_ifs = 0;
+	if (mgr_pod_net_stats(m, p, &ifs, &n_ifs, &e) == 0) {
+		R(NetworkUsage) *nu = rpc_call_alloc(call, sizeof(*nu));
+		runtime__v1__network_usage__init(nu);
+		nu->timestamp = infra.timestamp_ns;
+		nu->interfaces = rpc_call_alloc(call, (n_ifs + 1) * sizeof(void *));
+		for (size_t i = 0; i < n_ifs; i++) {
+			/* Loopback traffic never leaves the pod: kubelet and cAdvisor skip it. */
+			if (strcmp(ifs[i].name, "lo") == 0)
+				continue;
+			R(NetworkInterfaceUsage) *iu = rpc_call_alloc(call, sizeof(*iu));
+			runtime__v1__network_interface_usage__init(iu);
+			iu->name = rpc_call_strdup(call, ifs[i].name);
+			iu->rx_bytes = u64(call, ifs[i].rx_bytes);
+			iu->rx_errors = u64(call, ifs[i].rx_errors);
+			iu->tx_bytes = u64(call, ifs[i].tx_bytes);
+			iu->tx_errors = u64(call, ifs[i].tx_errors);
+			nu->interfaces[nu->n_interfaces++] = iu;
+			if (strcmp(ifs[i].name, "eth0") == 0)
+				nu->default_interface = iu;
+		}
+		l->network = nu;
+	}
+	free(ifs);
+	ad_error_free(&e);
 	R(ProcessUsage) *pu = rpc_call_alloc(call, sizeof(*pu));
 	runtime__v1__process_usage__init(pu);
 	pu->timestamp = infra.timestamp_ns;

@@ -477,11 +477,13 @@ static cni_port_mapping *ports_from_json(const char *text, size_t *ret_n, json_t
 	return pm;
 }
 
-/* CNI DEL with what was stored at ADD time; idempotent. */
-static int pod_network_down(mgr *m, const mgr_pod *p, ad_error **err)
+typedef int (*cni_op)(const cni_net *net, const cni_pod *pod, const char *cached_result,
+		      ad_error **err);
+
+/* DEL or CHECK with what was stored at ADD time (the network config, the
+ * port mappings and the result, which is the prevResult). */
+static int pod_network_op(mgr *m, const mgr_pod *p, cni_op op, ad_error **err)
 {
-	if (!p->cni_net)
-		return 0;
 	cni_opts o;
 	mgr_cni_opts(m, &o);
 	cni_net *net = NULL;
@@ -499,11 +501,30 @@ static int pod_network_down(mgr *m, const mgr_pod *p, ad_error **err)
 	    .port_mappings = pm,
 	    .n_port_mappings = n_pm,
 	};
-	int r = cni_del(net, &cp, p->cni_result, err);
+	int r = op(net, &cp, p->cni_result, err);
 	free(pm);
 	json_decref(pj);
 	cni_net_free(net);
 	return r;
+}
+
+/* CNI DEL; idempotent. */
+static int pod_network_down(mgr *m, const mgr_pod *p, ad_error **err)
+{
+	if (!p->cni_net)
+		return 0;
+	return pod_network_op(m, p, cni_del, err);
+}
+
+int mgr_pod_network_check(mgr *m, const mgr_pod *p, ad_error **err)
+{
+	if (!p->cni_net || !p->netns)
+		return ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s has no CNI network", p->id);
+	if (p->state != MGR_POD_READY)
+		return ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s is not ready", p->id);
+	if (pod_network_op(m, p, cni_check, err) < 0)
+		return ad_error_wrap(err, "pod sandbox %s: CNI CHECK", p->id);
+	return 0;
 }
 
 /* ---- per-pod files ---------------------------------------------------------- */
@@ -651,8 +672,28 @@ static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxCo
 	rc.security.no_new_privs = true;
 	if (cfg->linux && cfg->linux->cgroup_parent && *cfg->linux->cgroup_parent)
 		rc.cgroup_parent = cfg->linux->cgroup_parent;
-	/* pause needs no capability at all. */
+	/* pause needs no capability at all, whatever the sandbox's privileged
+	 * says (that is for its containers, which say so themselves). */
 	rc.security.capabilities_set = true;
+	/* The sandbox's security context: its user, groups and profiles are the
+	 * infra process's, as containerd applies them to pause. */
+	const Runtime__V1__LinuxSandboxSecurityContext *sc =
+	    cfg->linux ? cfg->linux->security_context : NULL;
+	gid_t *groups = NULL;
+	if (sc) {
+		if (sc->run_as_user)
+			rc.uid = (uid_t)sc->run_as_user->value;
+		if (sc->run_as_group)
+			rc.gid = (gid_t)sc->run_as_group->value;
+		if (sc->n_supplemental_groups) {
+			groups = ad_malloc0(sc->n_supplemental_groups * sizeof(gid_t));
+			for (size_t i = 0; i < sc->n_supplemental_groups; i++)
+				groups[i] = (gid_t)sc->supplemental_groups[i];
+			rc.additional_gids = groups;
+			rc.n_additional_gids = sc->n_supplemental_groups;
+		}
+		mgr_security_profiles(sc->seccomp, sc->apparmor, &rc.security);
+	}
 	bool host_net = pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__NODE;
 	if (host_net) {
 		rc.namespaces[RT_NS_NET].mode = RT_NS_SHARE_HOST;
@@ -668,6 +709,7 @@ static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxCo
 	rt_container *c = NULL;
 	int r = rt_create(m->rt, &rc, &c, err);
 	pause_spec_clear(&ps);
+	free(groups);
 	if (r < 0)
 		return ad_error_wrap(err, "infra process");
 	r = rt_start(c, err);
@@ -1043,6 +1085,27 @@ int mgr_pod_infra_stats(mgr *m, const mgr_pod *p, rt_stats *ret, ad_error **err)
 	return r;
 }
 
+int mgr_pod_net_stats(mgr *m, const mgr_pod *p, cni_if_stats **ret, size_t *ret_n,
+		      ad_error **err)
+{
+	*ret = NULL;
+	*ret_n = 0;
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	if (p->state != MGR_POD_READY || p->infra_pid <= 0)
+		return ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s is not ready", p->id);
+	if (!p->netns)
+		return ad_fail(err, AD_E_PRECONDITION,
+			       "pod sandbox %s uses the node's network", p->id);
+	/* /proc/<pid>/net is the network namespace of that process. */
+	_cleanup_free_ char *path = ad_asprintf("/proc/%d/net/dev", (int)p->infra_pid);
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if (ad_read_file(AT_FDCWD, path, 1 << 20, &text, &len, err) < 0)
+		return -1;
+	return cni_netdev_parse(text, ret, ret_n, err);
+}
+
 int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
 {
 	if (mgr_need_rt(m, err) < 0)
@@ -1205,6 +1268,28 @@ static void pod_reconcile(mgr *m)
 	mgr_pods_free(v);
 }
 
+/* Pods that should be ready still have their network (the CNI spec's CHECK,
+ * as CRI-O runs it when it restores sandboxes): a failure is logged, and
+ * PodSandboxStatus verbose reports it too. */
+static void pod_check_networks(mgr *m)
+{
+	mgr_pod **v = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (mgr_pod_list(m, &v, &e) < 0) {
+		ad_warn("check pod networks: %s", e->message);
+		return;
+	}
+	for (mgr_pod **p = v; *p; p++) {
+		if ((*p)->state != MGR_POD_READY || !(*p)->cni_net || !(*p)->netns)
+			continue;
+		ad_error *e2 = NULL;
+		if (mgr_pod_network_check(m, *p, &e2) < 0 && e2->code != AD_E_UNIMPLEMENTED)
+			ad_warn("%s", e2->message);
+		ad_error_free(&e2);
+	}
+	mgr_pods_free(v);
+}
+
 int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 {
 	mgr *m = ad_malloc0(sizeof(*m));
@@ -1248,6 +1333,7 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	} else {
 		pod_reconcile(m);
 		mgr_ctr_reconcile(m);
+		pod_check_networks(m);
 		if (pthread_create(&m->monitor, NULL, monitor_main, m) == 0)
 			m->monitor_started = true;
 		else

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cni.h"
 #include "config.h"
 #include "cri/api.pb-c.h"
 #include "runtime.h"
@@ -96,6 +97,9 @@ int mgr_pod_remove(mgr *m, const char *id, ad_error **err);
 int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err);
 /* NULL-terminated. */
 int mgr_pod_list(mgr *m, mgr_pod ***ret, ad_error **err);
+/* CNI CHECK of a ready pod's network with the stored ADD result as
+ * prevResult. Lists older than 0.4.0: AD_E_UNIMPLEMENTED. */
+int mgr_pod_network_check(mgr *m, const mgr_pod *p, ad_error **err);
 /* The pod's IPs from its CNI result (NULL-terminated, mgr_strv_free) or NULL. */
 char **mgr_pod_ips(const mgr_pod *p);
 void mgr_strv_free(char **v);
@@ -141,8 +145,31 @@ size_t mgr_events_wait(mgr *m, uint64_t *cursor, mgr_event *out, size_t max, int
 /* The infra process's cgroup usage (a ready pod only). */
 int mgr_pod_infra_stats(mgr *m, const mgr_pod *p, rt_stats *ret, ad_error **err);
 
+/* The counters of the pod's interfaces (its own network namespace, ready
+ * pods only; else AD_E_PRECONDITION). *ret: free(). */
+int mgr_pod_net_stats(mgr *m, const mgr_pod *p, cni_if_stats **ret, size_t *ret_n,
+		      ad_error **err);
+/* The container's writable layer (its overlay upper dir) and the mount
+ * point it lives under. */
+int mgr_ctr_fs_usage(mgr *m, const char *id, uint64_t *ret_bytes, uint64_t *ret_inodes,
+		     const char **ret_mountpoint, ad_error **err);
+
 /* Running containers only (else AD_E_PRECONDITION). */
 int mgr_ctr_stats(mgr *m, const char *id, rt_stats *ret, ad_error **err);
+/* The user a container's process runs with (running: as the kernel says;
+ * created: as it will). Exited containers: AD_E_NOT_FOUND. */
+#define MGR_MAX_GROUPS 64
+typedef struct mgr_user {
+	uint32_t uid, gid;
+	uint32_t groups[MGR_MAX_GROUPS];
+	size_t n_groups;
+} mgr_user;
+int mgr_ctr_user(mgr *m, const mgr_ctr *c, mgr_user *ret, ad_error **err);
+/* A summary of the runtime config of a created or running container as JSON
+ * (an OCI-spec-like "runtimeSpec" for ContainerStatus verbose), or NULL;
+ * *ret_pid: its process while running, else 0. */
+char *mgr_ctr_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid);
+/* The stored resources are replaced by `res` once applied. */
 int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
 		   ad_error **err);
 int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);

@@ -77,6 +77,11 @@ int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err);
 /* Startup: containers left half-created are removed, exits recorded. */
 void mgr_ctr_reconcile(mgr *m);
 
+/* A CRI seccomp and AppArmor profile (either NULL: unchanged) onto `sec`;
+ * the strings stay the caller's. */
+void mgr_security_profiles(const Runtime__V1__SecurityProfile *seccomp,
+			   const Runtime__V1__SecurityProfile *apparmor, rt_security *sec);
+
 /* 0 if the runtime is there, else AD_E_UNAVAILABLE saying why. */
 int mgr_need_rt(mgr *m, ad_error **err);
 

@@ -204,6 +204,23 @@ int store_fs_usage_get(store *s, store_fs_usage *ret_usage, ad_error **err)
 	return 0;
 }
 
+int store_rootfs_usage(store *s, const char *container_id, uint64_t *ret_bytes,
+		       uint64_t *ret_inodes, ad_error **err)
+{
+	*ret_bytes = *ret_inodes = 0;
+	if (!container_id || !*container_id || strchr(container_id, '/') ||
+	    container_id[0] == '.')
+		return ad_fail(err, AD_E_INVALID, "bad container id '%s'",
+			       container_id ? container_id : "");
+	_cleanup_close_ int fd =
+	    openat(s->containers_fd, container_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return ad_fail_errno(err, errno == ENOENT ? AD_E_NOT_FOUND : AD_E_INTERNAL,
+				     "container %s: rootfs", container_id);
+	du_at(fd, "upper", ret_bytes, ret_inodes);
+	return 0;
+}
+
 void store_fs_usage_clear(store_fs_usage *u)
 {
 	free(u->mountpoint);

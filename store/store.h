@@ -169,6 +169,10 @@ void store_fs_usage_clear(store_fs_usage *u);
  * dir. Idempotent for a mounted container. */
 int store_rootfs_mount(store *s, const char *image, const char *container_id, char **ret_path,
 		       ad_error **err);
+/* Bytes (by blocks, as du) and inodes of the container's writable layer (its
+ * overlay upper dir). No rootfs → AD_E_NOT_FOUND. */
+int store_rootfs_usage(store *s, const char *container_id, uint64_t *ret_bytes,
+		       uint64_t *ret_inodes, ad_error **err);
 /* Unmounts, removes <root>/containers/<id>/ and the pin. Absent is not an error. */
 int store_rootfs_remove(store *s, const char *container_id, ad_error **err);
 

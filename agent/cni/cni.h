@@ -47,6 +47,16 @@ int cni_netns_remove(const char *path, ad_error **err);
  * short-lived thread that joins it, so no plugin binary is needed). */
 int cni_loopback_up(const char *netns_path, ad_error **err);
 
+/* Counters of one interface as /proc/<pid>/net/dev shows them for the
+ * network namespace of <pid>. */
+typedef struct cni_if_stats {
+	char name[32];
+	uint64_t rx_bytes, rx_errors, tx_bytes, tx_errors;
+} cni_if_stats;
+/* Parses the text of a /proc/.../net/dev; *ret is an array of *ret_n entries
+ * (free()). A line that is not "name: 16 numbers" → AD_E_INVALID. */
+int cni_netdev_parse(const char *text, cni_if_stats **ret, size_t *ret_n, ad_error **err);
+
 /* ---- network configuration ------------------------------------------------ */
 typedef struct cni_opts {
 	/* NULL-terminated lists; NULL → CNI_DEFAULT_CONF_DIR / CNI_DEFAULT_PLUGIN_DIRS. */

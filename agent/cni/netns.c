@@ -145,3 +145,52 @@ int cni_loopback_up(const char *netns_path, ad_error **err)
 	struct cni_netns_job job = {.path = netns_path, .op = 1};
 	return cni_netns_run(&job, err);
 }
+
+int cni_netdev_parse(const char *text, cni_if_stats **ret, size_t *ret_n, ad_error **err)
+{
+	*ret = NULL;
+	*ret_n = 0;
+	cni_if_stats *v = NULL;
+	size_t n = 0;
+	for (const char *line = text; line && *line;) {
+		const char *eol = strchrnul(line, '\n');
+		const char *colon = memchr(line, ':', (size_t)(eol - line));
+		/* The two header lines have '|' and no ':'. */
+		if (colon) {
+			const char *name = line + strspn(line, " \t");
+			size_t name_len = (size_t)(colon - name);
+			uint64_t f[16];
+			int got = 0;
+			const char *p = colon + 1;
+			while (got < 16 && p < eol) {
+				char *end;
+				p += strspn(p, " \t");
+				if (p >= eol)
+					break;
+				errno = 0;
+				unsigned long long x = strtoull(p, &end, 10);
+				if (end == p || errno)
+					break;
+				f[got++] = x;
+				p = end;
+			}
+			if (got != 16 || name_len == 0 || name_len >= sizeof(v->name)) {
+				free(v);
+				return ad_fail(err, AD_E_INVALID, "net/dev: bad line '%.*s'",
+					       (int)(eol - line), line);
+			}
+			v = ad_realloc(v, (n + 1) * sizeof(*v));
+			v[n] = (cni_if_stats){.rx_bytes = f[0],
+					      .rx_errors = f[2],
+					      .tx_bytes = f[8],
+					      .tx_errors = f[10]};
+			memcpy(v[n].name, name, name_len);
+			v[n].name[name_len] = '\0';
+			n++;
+		}
+		line = *eol ? eol + 1 : eol;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}

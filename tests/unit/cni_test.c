@@ -1126,11 +1126,56 @@ static void test_real_parallel(void **state)
 	assert_int_equal(iptables_mentions(cid), 0);
 }
 
+/* /proc/<pid>/net/dev as the kernel prints it: two header lines, then one
+ * line per interface with 8 receive and 8 transmit counters. */
+static void test_netdev_parse(void **state)
+{
+	(void)state;
+	static const char text[] =
+	    "Inter-|   Receive                                                |  Transmit\n"
+	    " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets "
+	    "errs drop fifo colls carrier compressed\n"
+	    "    lo:     120       2    0    0    0     0          0         0      120       2    "
+	    "0    0    0     0       0          0\n"
+	    "  eth0: 18446744073709551615 41 3 0 0 0 0 0 2345 17 4 0 0 0 0 0\n";
+	cni_if_stats *v = NULL;
+	size_t n = 0;
+	ad_error *e = NULL;
+	assert_int_equal(cni_netdev_parse(text, &v, &n, &e), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].name, "lo");
+	assert_int_equal(v[0].rx_bytes, 120);
+	assert_int_equal(v[0].tx_bytes, 120);
+	assert_string_equal(v[1].name, "eth0");
+	assert_true(v[1].rx_bytes == UINT64_MAX);
+	assert_int_equal(v[1].rx_errors, 3);
+	assert_int_equal(v[1].tx_bytes, 2345);
+	assert_int_equal(v[1].tx_errors, 4);
+	free(v);
+
+	assert_int_equal(cni_netdev_parse("", &v, &n, &e), 0);
+	assert_int_equal(n, 0);
+	free(v);
+	/* Too few counters, a value that is no number, no name. */
+	static const char *const bad[] = {
+	    "eth0: 1 2 3\n",
+	    "eth0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 x\n",
+	    ": 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(cni_netdev_parse(bad[i], &v, &n, &e), -1);
+		assert_int_equal(e->code, AD_E_INVALID);
+		assert_non_null(strstr(e->message, "net/dev: bad line"));
+		ad_error_free(&e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_conf_loading),
 	    cmocka_unit_test(test_result_ips),
+	    cmocka_unit_test(test_netdev_parse),
 	    cmocka_unit_test(test_protocol),
 	    cmocka_unit_test(test_plugin_errors),
 	    cmocka_unit_test(test_netns),

@@ -1,0 +1,349 @@
+"""The finer parts of the CRI RuntimeService against a real agentd (private
+CNI network: own bridge, subnet and host-local dir; busybox from a loopback
+registry; real containers): pid/ipc namespace modes including TARGET (debug
+containers), the sandbox security context on the infra process, ContainerStatus
+resources/user/verbose info, pod network and writable-layer stats, CNI CHECK,
+and stdin held open by the shim. Everything created is removed."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pods_harness as P  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
+
+N = os.getpid() % 250
+BRIDGE = "adq%d" % (os.getpid() % 1000)
+SUBNET = "10.237.%d.0/24" % N
+IMAGE_PATH = "test/rtbox:v1"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("podsrt")
+
+
+@pytest.fixture(scope="module")
+def registry(work):
+    with P.busybox_registry(work, IMAGE_PATH) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def daemon(work, pb, registry):
+    with P.pod_agentd(work, pb, "agentd-rt-test", BRIDGE, SUBNET) as a:
+        yield a
+
+
+@pytest.fixture(scope="module")
+def rt(pb, daemon):
+    with daemon.unix_channel() as ch:
+        yield pb.api_grpc.RuntimeServiceStub(ch)
+
+
+@pytest.fixture(scope="module")
+def image(pb, daemon, registry):
+    return P.pull(pb, daemon, "%s/%s" % (registry.host, IMAGE_PATH))
+
+
+_seq = [0]
+
+
+def pod_config(pb, work):
+    _seq[0] += 1
+    name = "rt%d" % _seq[0]
+    return pb.api.PodSandboxConfig(
+        metadata=pb.api.PodSandboxMetadata(name=name, namespace="test", uid="uid-" + name),
+        hostname=name, log_directory=str(work / "logs" / name))
+
+
+def ctr_config(pb, image, name, cmd):
+    return pb.api.ContainerConfig(metadata=pb.api.ContainerMetadata(name=name),
+                                  image=pb.api.ImageSpec(image=image), command=cmd)
+
+
+class Pod:
+    """A pod for one test, removed at the end whatever happened."""
+
+    def __init__(self, rt, pb, work, cfg=None):
+        self.rt, self.pb = rt, pb
+        self.cfg = cfg or pod_config(pb, work)
+
+    def __enter__(self):
+        self.id = self.rt.RunPodSandbox(
+            self.pb.api.RunPodSandboxRequest(config=self.cfg)).pod_sandbox_id
+        return self
+
+    def __exit__(self, *exc):
+        self.rt.RemovePodSandbox(self.pb.api.RemovePodSandboxRequest(pod_sandbox_id=self.id))
+
+    def create(self, cfg):
+        return self.rt.CreateContainer(self.pb.api.CreateContainerRequest(
+            pod_sandbox_id=self.id, config=cfg, sandbox_config=self.cfg)).container_id
+
+    def run(self, cfg):
+        cid = self.create(cfg)
+        self.rt.StartContainer(self.pb.api.StartContainerRequest(container_id=cid))
+        assert wait_state(self.rt, self.pb, cid, self.pb.api.CONTAINER_RUNNING).state == \
+            self.pb.api.CONTAINER_RUNNING
+        return cid
+
+    def info(self):
+        st = self.rt.PodSandboxStatus(self.pb.api.PodSandboxStatusRequest(
+            pod_sandbox_id=self.id, verbose=True))
+        return json.loads(st.info["info"])
+
+    def exec(self, cid, *cmd):
+        r = self.rt.ExecSync(self.pb.api.ExecSyncRequest(container_id=cid, cmd=list(cmd),
+                                                         timeout=20))
+        assert r.exit_code == 0, (cmd, r.stdout, r.stderr)
+        return r.stdout.decode()
+
+
+def wait_state(rt, pb, cid, state, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        st = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+        if st.state == state or time.monotonic() > deadline:
+            return st
+        time.sleep(0.1)
+
+
+def rpc_error(fn, req):
+    with pytest.raises(grpc.RpcError) as ei:
+        fn(req, timeout=60)
+    return ei.value
+
+
+def status_field(pid, key):
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith(key + ":"):
+            return line.split(":", 1)[1].split()
+    raise KeyError(key)
+
+
+def with_pid_mode(pb, cfg, mode, target=""):
+    cfg.linux.security_context.namespace_options.pid = mode
+    cfg.linux.security_context.namespace_options.target_id = target
+    return cfg
+
+
+def test_pid_and_ipc_namespace_modes(rt, pb, work, image, daemon):
+    """pid POD sees the infra process as pid 1, CONTAINER its own command,
+    NODE the node's init; TARGET joins another container's pid namespace (a
+    debug container), with NOT_FOUND naming a missing target. ipc NODE is the
+    node's IPC namespace."""
+    host_init = Path("/proc/1/cmdline").read_bytes().split(b"\0")[0].decode()
+    host_ipc = os.readlink("/proc/self/ns/ipc")
+    pcfg = pod_config(pb, work)
+    pcfg.linux.security_context.namespace_options.ipc = pb.api.NODE
+    with Pod(rt, pb, work, pcfg) as pod:
+        def pid1(cid):
+            return pod.exec(cid, "cat", "/proc/1/cmdline").split("\0")[0]
+
+        in_pod = pod.run(with_pid_mode(pb, ctr_config(pb, image, "inpod", ["sleep", "1000"]),
+                                       pb.api.POD))
+        assert pid1(in_pod) == "/agentd-infra"
+        own = pod.run(with_pid_mode(pb, ctr_config(pb, image, "own", ["sleep", "1001"]),
+                                    pb.api.CONTAINER))
+        assert pid1(own) == "sleep"
+        assert pod.exec(own, "cat", "/proc/1/cmdline").split("\0")[1] == "1001"
+        node = pod.run(with_pid_mode(pb, ctr_config(pb, image, "node", ["sleep", "1000"]),
+                                     pb.api.NODE))
+        assert pid1(node) == host_init
+        debug = pod.run(with_pid_mode(pb, ctr_config(pb, image, "debug", ["sleep", "1000"]),
+                                      pb.api.TARGET, own))
+        assert pod.exec(debug, "cat", "/proc/1/cmdline").split("\0")[:2] == ["sleep", "1001"]
+        # The target's own processes and the debugger's share one namespace.
+        assert "sleep\x001000" in pod.exec(debug, "sh", "-c", "cat /proc/[0-9]*/cmdline")
+        assert pod.exec(in_pod, "busybox", "readlink", "/proc/self/ns/ipc").strip() == host_ipc
+
+        missing = "f" * 64
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pod.id, config=with_pid_mode(
+                pb, ctr_config(pb, image, "dbg2", ["true"]), pb.api.TARGET, missing)))
+        assert e.code() == grpc.StatusCode.NOT_FOUND and missing in e.details()
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pod.id, config=with_pid_mode(
+                pb, ctr_config(pb, image, "dbg3", ["true"]), pb.api.TARGET)))
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "target_id" in e.details()
+        rt.StopContainer(pb.api.StopContainerRequest(container_id=own, timeout=0))
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=pod.id, config=with_pid_mode(
+                pb, ctr_config(pb, image, "dbg4", ["true"]), pb.api.TARGET, own)))
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and own in e.details()
+    # A container of another pod is not a target.
+    with Pod(rt, pb, work) as a, Pod(rt, pb, work) as b:
+        other = a.run(ctr_config(pb, image, "t", ["sleep", "1000"]))
+        e = rpc_error(rt.CreateContainer, pb.api.CreateContainerRequest(
+            pod_sandbox_id=b.id, config=with_pid_mode(
+                pb, ctr_config(pb, image, "dbg", ["true"]), pb.api.TARGET, other)))
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and other in e.details()
+
+
+def test_sandbox_security_context_on_infra(rt, pb, work, daemon):
+    """The sandbox's run_as_user/run_as_group/supplemental_groups and seccomp
+    profile are the infra process's."""
+    pcfg = pod_config(pb, work)
+    sc = pcfg.linux.security_context
+    sc.run_as_user.value = 65534
+    sc.run_as_group.value = 65533
+    sc.supplemental_groups.extend([4, 7])
+    sc.seccomp.profile_type = pb.api.SecurityProfile.RuntimeDefault
+    with Pod(rt, pb, work, pcfg) as pod:
+        infra = pod.info()["pid"]
+        assert status_field(infra, "Uid")[0] == "65534"
+        assert status_field(infra, "Gid")[0] == "65533"
+        assert sorted(status_field(infra, "Groups")) == ["4", "7"]
+        assert status_field(infra, "Seccomp") == ["2"]
+    pcfg = pod_config(pb, work)
+    pcfg.linux.security_context.seccomp.profile_type = pb.api.SecurityProfile.Unconfined
+    with Pod(rt, pb, work, pcfg) as pod:
+        infra = pod.info()["pid"]
+        assert status_field(infra, "Seccomp") == ["0"]
+        assert status_field(infra, "Uid")[0] == "0"
+
+
+def test_container_status_resources_user_and_info(rt, pb, work, image, daemon):
+    """ContainerStatus reports the resources as applied (after an update too),
+    the user the process runs with, and verbose info with its pid, sandbox
+    and a runtime spec summary."""
+    with Pod(rt, pb, work) as pod:
+        cfg = ctr_config(pb, image, "st", ["sleep", "1000"])
+        cfg.linux.resources.memory_limit_in_bytes = 64 << 20
+        cfg.linux.resources.cpu_shares = 512
+        cfg.linux.security_context.run_as_user.value = 1000
+        cfg.linux.security_context.run_as_group.value = 1001
+        cfg.linux.security_context.supplemental_groups.extend([5, 6])
+        cid = pod.create(cfg)
+        st = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+        assert st.resources.linux.memory_limit_in_bytes == 64 << 20
+        assert (st.user.linux.uid, st.user.linux.gid) == (1000, 1001)
+        assert sorted(st.user.linux.supplemental_groups) == [5, 6]
+        rt.StartContainer(pb.api.StartContainerRequest(container_id=cid))
+        r = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid, verbose=True))
+        st = r.status
+        assert st.state == pb.api.CONTAINER_RUNNING
+        assert st.image_id.startswith("sha256:") and st.image_ref
+        assert (st.user.linux.uid, st.user.linux.gid) == (1000, 1001)
+        assert sorted(st.user.linux.supplemental_groups) == [5, 6]
+        info = json.loads(r.info["info"])
+        assert info["sandboxID"] == pod.id and info["imageId"] == st.image_id
+        assert status_field(info["pid"], "Uid")[0] == "1000"
+        spec = info["runtimeSpec"]
+        assert spec["process"]["args"] == ["sleep", "1000"]
+        assert spec["process"]["user"] == {"uid": 1000, "gid": 1001, "additionalGids": [5, 6]}
+        assert {"type": "network", "path": pod.info()["netns"]} in spec["linux"]["namespaces"]
+        assert spec["linux"]["resources"]["memoryLimit"] == 64 << 20
+
+        rt.UpdateContainerResources(pb.api.UpdateContainerResourcesRequest(
+            container_id=cid, linux=pb.api.LinuxContainerResources(
+                memory_limit_in_bytes=96 << 20, cpu_shares=256)))
+        st = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+        assert st.resources.linux.memory_limit_in_bytes == 96 << 20
+        assert st.resources.linux.cpu_shares == 256
+        rt.StopContainer(pb.api.StopContainerRequest(container_id=cid, timeout=0))
+        r = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid, verbose=True))
+        assert r.status.resources.linux.memory_limit_in_bytes == 96 << 20
+        assert json.loads(r.info["info"])["pid"] == 0
+
+
+def test_pod_network_and_writable_layer_stats(rt, pb, work, image, daemon):
+    """PodSandboxStats carries the counters of the pod's eth0 (not lo);
+    ContainerStats the bytes and inodes of the writable layer."""
+    with Pod(rt, pb, work) as pod:
+        cid = pod.run(ctr_config(pb, image, "w", ["sleep", "1000"]))
+        pod.exec(cid, "busybox", "dd", "if=/dev/zero", "of=/big", "bs=1024", "count=300")
+        pod.exec(cid, "sh", "-c", "mkdir /d && echo a > /d/a && echo b > /d/b")
+        st = rt.ContainerStats(pb.api.ContainerStatsRequest(container_id=cid)).stats
+        wl = st.writable_layer
+        assert wl.used_bytes.value >= 300 * 1024, wl
+        assert wl.inodes_used.value >= 4, wl
+        assert wl.fs_id.mountpoint and wl.timestamp > 0
+
+        ip = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+            pod_sandbox_id=pod.id)).status.network.ip
+        # Traffic: SYNs in, RSTs out (nothing listens on that port).
+        for _ in range(5):
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.connect((ip, 9))
+            except OSError:
+                pass
+            s.close()
+        ps = rt.PodSandboxStats(pb.api.PodSandboxStatsRequest(pod_sandbox_id=pod.id)).stats
+        net = ps.linux.network
+        assert [i.name for i in net.interfaces] == ["eth0"]
+        assert net.default_interface.name == "eth0"
+        assert net.default_interface.rx_bytes.value > 0
+        assert net.default_interface.tx_bytes.value > 0
+        assert net.default_interface.rx_errors.value == 0
+        assert net.timestamp > 0
+        listed = rt.ListPodSandboxStats(pb.api.ListPodSandboxStatsRequest(
+            filter=pb.api.PodSandboxStatsFilter(id=pod.id))).stats
+        assert listed[0].linux.network.default_interface.rx_bytes.value >= \
+            net.default_interface.rx_bytes.value
+        c = [x for x in ps.linux.containers if x.attributes.id == cid][0]
+        assert c.writable_layer.used_bytes.value >= 300 * 1024
+
+
+def test_cni_check(rt, pb, work, daemon):
+    """CNI CHECK with the stored result: "ok" in the verbose status of an
+    intact pod; an address removed behind agentd's back is reported there and
+    logged, also by an agentd that starts with that pod."""
+    with Pod(rt, pb, work) as pod:
+        assert pod.info()["cniCheck"] == "ok"
+        pin = pod.info()["netns"]
+        P.run("nsenter", "--net=" + pin, "ip", "addr", "flush", "dev", "eth0")
+        check = pod.info()["cniCheck"]
+        assert check != "ok" and "CNI CHECK" in check and pod.id in check
+        assert "CNI CHECK" in daemon.stderr_text()
+
+
+def test_cni_check_on_start(pb, work, daemon):
+    """An agentd starting with a ready pod whose network broke logs it."""
+    a = P.new_agentd(work, "chk")
+    a.start()
+    try:
+        with a.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(
+                config=pod_config(pb, work))).pod_sandbox_id
+            pin = json.loads(rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+                pod_sandbox_id=pid, verbose=True)).info["info"])["netns"]
+        a.stop()
+        P.run("nsenter", "--net=" + pin, "ip", "link", "del", "eth0")
+        a = P.new_agentd(work, "chk")
+        a.start()
+        assert "pod sandbox %s: CNI CHECK" % pid in a.stderr_text()
+    finally:
+        P.remove_all_pods(pb, a)
+        a.stop()
+
+
+def test_stdin_held_open(rt, pb, work, image, daemon):
+    """stdin=true: the shim holds the container's stdin open, so `cat` keeps
+    running; without it stdin is at EOF and cat ends at once."""
+    with Pod(rt, pb, work) as pod:
+        cfg = ctr_config(pb, image, "in", ["cat"])
+        cfg.stdin = True
+        cfg.stdin_once = True
+        held = pod.run(cfg)
+        closed = pod.create(ctr_config(pb, image, "noin", ["cat"]))
+        rt.StartContainer(pb.api.StartContainerRequest(container_id=closed))
+        st = wait_state(rt, pb, closed, pb.api.CONTAINER_EXITED)
+        assert st.state == pb.api.CONTAINER_EXITED and st.exit_code == 0
+        time.sleep(1)
+        st = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=held)).status
+        assert st.state == pb.api.CONTAINER_RUNNING
+        e = rpc_error(rt.Attach, pb.api.AttachRequest(container_id=held, stdin=True))
+        assert e.code() == grpc.StatusCode.UNIMPLEMENTED
