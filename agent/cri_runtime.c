@@ -205,7 +205,7 @@ static void add_info(rpc_call *call, mgr *m, R(PodSandboxStatusResponse) * r, co
 		if (mgr_pod_network_check(m, p, &e) < 0)
 			check = e->code == AD_E_UNIMPLEMENTED ? "unsupported" : e->message;
 		json_object_set_new(o, "cniCheck", json_string(check));
-		if (e && e->code != AD_E_UNIMPLEMENTED)
+		if (e && e->code != AD_E_UNIMPLEMENTED && e->code != AD_E_PRECONDITION)
 			ad_warn("%s", e->message);
 		ad_error_free(&e);
 	}

@@ -518,13 +518,20 @@ static int pod_network_down(mgr *m, const mgr_pod *p, ad_error **err)
 
 int mgr_pod_network_check(mgr *m, const mgr_pod *p, ad_error **err)
 {
-	if (!p->cni_net || !p->netns)
-		return ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s has no CNI network", p->id);
-	if (p->state != MGR_POD_READY)
-		return ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s is not ready", p->id);
-	if (pod_network_op(m, p, cni_check, err) < 0)
-		return ad_error_wrap(err, "pod sandbox %s: CNI CHECK", p->id);
-	return 0;
+	/* Held, and read again: a stop tearing the network down meanwhile is
+	 * not a failed CHECK. */
+	mgr_hold(m, p->id);
+	mgr_pod *now = NULL;
+	int r = mgr_pod_get(m, p->id, &now, err);
+	if (r == 0 && (!now->cni_net || !now->netns))
+		r = ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s has no CNI network", p->id);
+	else if (r == 0 && now->state != MGR_POD_READY)
+		r = ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s is not ready", p->id);
+	else if (r == 0 && pod_network_op(m, now, cni_check, err) < 0)
+		r = ad_error_wrap(err, "pod sandbox %s: CNI CHECK", p->id);
+	mgr_pod_free(now);
+	mgr_release(m, p->id);
+	return r;
 }
 
 /* ---- per-pod files ---------------------------------------------------------- */
@@ -1283,7 +1290,8 @@ static void pod_check_networks(mgr *m)
 		if ((*p)->state != MGR_POD_READY || !(*p)->cni_net || !(*p)->netns)
 			continue;
 		ad_error *e2 = NULL;
-		if (mgr_pod_network_check(m, *p, &e2) < 0 && e2->code != AD_E_UNIMPLEMENTED)
+		if (mgr_pod_network_check(m, *p, &e2) < 0 && e2->code != AD_E_UNIMPLEMENTED &&
+		    e2->code != AD_E_PRECONDITION)
 			ad_warn("%s", e2->message);
 		ad_error_free(&e2);
 	}

@@ -57,6 +57,15 @@ def remove_all_pods(pb, a):
                                   timeout=120)
 
 
+def cgroup_dirs(controller, name):
+    """Every cgroup called `name` in a v1 controller's hierarchy. os.walk,
+    not Path.glob: other agentds on the host remove cgroups meanwhile, and a
+    directory that vanishes mid-walk is skipped rather than an error."""
+    for top, dirs, _ in os.walk(os.path.join("/sys/fs/cgroup", controller)):
+        if name in dirs:
+            yield os.path.join(top, name)
+
+
 def remove_empty_cgroup_parents(name="agentd"):
     """agentd's default cgroup parent, in every v1 hierarchy (and v2), once
     nothing is left in it: rmdir fails harmlessly while another agentd on the

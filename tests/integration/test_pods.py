@@ -132,8 +132,8 @@ def leftovers(work, daemon, ids):
         if i in mounts:
             found.append("mount of " + i)
         for ctl in ("memory", "pids", "cpu"):
-            for p in Path("/sys/fs/cgroup", ctl).glob("**/" + i):
-                found.append("cgroup " + str(p))
+            for p in P.cgroup_dirs(ctl, i):
+                found.append("cgroup " + p)
     netns = work / "netns"
     if netns.exists():
         found += ["netns pin " + p.name for p in netns.iterdir() if p.name in ids]

@@ -189,6 +189,25 @@ def test_pid_and_ipc_namespace_modes(rt, pb, work, image, daemon):
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and other in e.details()
 
 
+def test_pod_namespace_modes_on_infra(rt, pb, work, daemon):
+    """The sandbox's pid and ipc NODE put the infra process in the node's
+    namespaces; POD (the default) gives it its own, network included."""
+    def ns(pid, which):
+        return os.readlink("/proc/%s/ns/%s" % (pid, which))
+    pcfg = pod_config(pb, work)
+    opts = pcfg.linux.security_context.namespace_options
+    opts.pid, opts.ipc = pb.api.NODE, pb.api.NODE
+    with Pod(rt, pb, work, pcfg) as pod:
+        infra = pod.info()["pid"]
+        assert ns(infra, "pid") == ns("self", "pid")
+        assert ns(infra, "ipc") == ns("self", "ipc")
+        assert ns(infra, "net") != ns("self", "net")
+    with Pod(rt, pb, work) as pod:
+        infra = pod.info()["pid"]
+        for which in ("pid", "ipc", "uts", "net"):
+            assert ns(infra, which) != ns("self", which), which
+
+
 def test_sandbox_security_context_on_infra(rt, pb, work, daemon):
     """The sandbox's run_as_user/run_as_group/supplemental_groups and seccomp
     profile are the infra process's."""
