@@ -234,6 +234,32 @@ static const char *state_label(Runtime__V1__ContainerState s)
 	}
 }
 
+/* Newest first, as crictl lists containers. */
+static int ctr_newer_first(const void *a, const void *b)
+{
+	const Runtime__V1__Container *x = *(Runtime__V1__Container *const *)a;
+	const Runtime__V1__Container *y = *(Runtime__V1__Container *const *)b;
+	return x->created_at < y->created_at ? 1 : x->created_at > y->created_at ? -1 : 0;
+}
+
+/* --image: the image as the container's config named it, or the image it
+ * names now (image_id, when agentd has it), or the image's id. */
+static bool image_matches(const Runtime__V1__Container *ct, const char *image,
+			  const char *image_id)
+{
+	if (!image)
+		return true;
+	const char *named = ct->image ? ct->image->user_specified_image : NULL;
+	const char *id = ct->image ? ct->image->image : NULL;
+	const char *candidates[] = {named, id, ct->image_ref};
+	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+		const char *c = candidates[i];
+		if (c && *c && (strcmp(c, image) == 0 || (image_id && strcmp(c, image_id) == 0)))
+			return true;
+	}
+	return false;
+}
+
 static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -241,19 +267,26 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"output", required_argument, NULL, 'o'},
 	    {"pod", required_argument, NULL, 'p'},
-	    {"name", required_argument, NULL, 'n'},
+	    {"id", required_argument, NULL, 'i'},
+	    {"name", required_argument, NULL, 'N'},
+	    {"image", required_argument, NULL, 'I'},
 	    {"state", required_argument, NULL, 's'},
-	    {"label", required_argument, NULL, 'l'},
+	    {"label", required_argument, NULL, 'L'},
+	    {"last", required_argument, NULL, 'n'},
+	    {"latest", no_argument, NULL, 'l'},
+	    {"no-trunc", no_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	ctl_format fmt = CTL_TEXT;
-	bool quiet = false, all = false;
-	const char *name = NULL, *pod = NULL, *state = NULL;
+	bool quiet = false, all = false, no_trunc = false;
+	const char *pod = NULL, *state = NULL, *id_arg = NULL, *image = NULL;
+	long last = 0;
+	ctl_regex name = {0};
 	json_t *labels = json_object();
 	int c, r = 0;
 	opterr = 0;
-	while (!r && (c = getopt_long(argc, argv, ":aqo:p:h", opts, NULL)) != -1) {
+	while (!r && (c = getopt_long(argc, argv, ":aqo:p:s:n:lh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'a':
 			all = true;
@@ -267,8 +300,14 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 		case 'p':
 			pod = optarg;
 			break;
-		case 'n':
-			name = optarg;
+		case 'i':
+			id_arg = optarg;
+			break;
+		case 'N':
+			r = ctl_regex_compile(&ctl_cmd_ps, "--name", optarg, &name);
+			break;
+		case 'I':
+			image = optarg;
 			break;
 		case 's':
 			if (strcasecmp(optarg, "created") == 0)
@@ -285,9 +324,17 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 				    "unknown state '%s' (created, running, exited or unknown)",
 				    optarg);
 			break;
+		case 'L':
+			r = ctl_add_label(&ctl_cmd_ps, labels, optarg);
+			break;
+		case 'n':
+			r = ctl_parse_count(&ctl_cmd_ps, "--last", optarg, &last);
+			break;
 		case 'l':
-			if (!ctl_add_label(labels, optarg))
-				r = ctl_usage_error(&ctl_cmd_ps, "--label wants KEY=VALUE");
+			last = 1;
+			break;
+		case 'T':
+			no_trunc = true;
 			break;
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_ps);
@@ -303,23 +350,29 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 	}
 	if (!r && optind < argc)
 		r = ctl_usage_error(&ctl_cmd_ps, "unexpected argument '%s'", argv[optind]);
+	/* Like crictl: running containers only unless -a, --state, --last or
+	 * --latest (which look at every state). */
+	if (!state && !all && !last)
+		state = "CONTAINER_RUNNING";
+	_cleanup_free_ char *pod_id = NULL, *ctr_id = NULL, *image_id = NULL;
+	if (!r && pod)
+		r = ctl_resolve_id(ctx, true, pod, &pod_id);
+	if (!r && image)
+		r = ctl_image_id(ctx, image, &image_id);
+	if (!r && id_arg)
+		r = ctl_resolve_id(ctx, false, id_arg, &ctr_id);
 	if (r) {
 		json_decref(labels);
+		ctl_regex_free(&name);
 		return r < 0 ? 0 : r;
-	}
-	/* Like crictl: running containers only unless -a or --state. */
-	if (!state && !all)
-		state = "CONTAINER_RUNNING";
-	_cleanup_free_ char *pod_id = NULL;
-	if (pod && (r = ctl_resolve_id(ctx, true, pod, &pod_id))) {
-		json_decref(labels);
-		return r;
 	}
 	json_t *filter = json_pack("{s:o}", "label_selector", labels);
 	if (state)
 		json_object_set_new(filter, "state", json_pack("{s:s}", "state", state));
 	if (pod_id)
 		json_object_set_new(filter, "pod_sandbox_id", json_string(pod_id));
+	if (ctr_id)
+		json_object_set_new(filter, "id", json_string(ctr_id));
 	Runtime__V1__ListContainersRequest req = RUNTIME__V1__LIST_CONTAINERS_REQUEST__INIT;
 	req.filter = (Runtime__V1__ContainerFilter *)ctl_pb_from_json(
 	    &runtime__v1__container_filter__descriptor, filter, "filter");
@@ -329,35 +382,49 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 		      &m);
 	if (req.filter)
 		protobuf_c_message_free_unpacked(&req.filter->base, NULL);
-	if (r)
+	if (r) {
+		ctl_regex_free(&name);
 		return r;
+	}
 	const Runtime__V1__ListContainersResponse *resp = (void *)m;
+	Runtime__V1__Container **ctrs = ad_malloc0(sizeof(*ctrs) * (resp->n_containers + 1));
+	size_t n = 0;
+	for (size_t i = 0; i < resp->n_containers; i++) {
+		const Runtime__V1__Container *ct = resp->containers[i];
+		if (ctl_regex_match(&name, ct->metadata ? ct->metadata->name : "") &&
+		    image_matches(ct, image, image_id))
+			ctrs[n++] = resp->containers[i];
+	}
+	qsort(ctrs, n, sizeof(*ctrs), ctr_newer_first);
+	if (last > 0 && (size_t)last < n)
+		n = (size_t)last;
 	json_t *items = json_array();
 	if (!quiet && fmt == CTL_TEXT)
 		printf("%-13s %-24s %-20s %-9s %-24s %-7s %s\n", "CONTAINER", "IMAGE", "CREATED",
 		       "STATE", "NAME", "ATTEMPT", "POD ID");
-	for (size_t i = 0; i < resp->n_containers; i++) {
-		const Runtime__V1__Container *ct = resp->containers[i];
+	int id_width = no_trunc ? 64 : 13;
+	for (size_t i = 0; i < n; i++) {
+		const Runtime__V1__Container *ct = ctrs[i];
 		const Runtime__V1__ContainerMetadata *md = ct->metadata;
-		if (name && !(md && strstr(md->name, name)))
-			continue;
-		if (fmt == CTL_JSON) {
+		if (fmt != CTL_TEXT) {
 			json_array_append_new(items, ctl_pb_to_json(&ct->base));
 		} else if (quiet) {
 			printf("%s\n", ct->id);
 		} else {
 			char age[32];
 			ctl_format_age(ct->created_at, age);
-			const char *image =
+			const char *image_name =
 			    ct->image && ct->image->image[0] ? ct->image->image : ct->image_ref;
-			printf("%-13.13s %-24s %-20s %-9s %-24s %-7u %.13s\n", ct->id, image, age,
-			       state_label(ct->state), md ? md->name : "", md ? md->attempt : 0,
-			       ct->pod_sandbox_id);
+			printf("%-13.*s %-24s %-20s %-9s %-24s %-7u %.*s\n", id_width, ct->id,
+			       image_name, age, state_label(ct->state), md ? md->name : "",
+			       md ? md->attempt : 0, id_width, ct->pod_sandbox_id);
 		}
 	}
-	if (fmt == CTL_JSON)
-		ctl_print_json(json_pack("{s:O}", "containers", items));
+	if (fmt != CTL_TEXT)
+		ctl_print(json_pack("{s:O}", "containers", items), fmt);
 	json_decref(items);
+	free(ctrs);
+	ctl_regex_free(&name);
 	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
 }
@@ -384,7 +451,8 @@ static int container_status(ctl_ctx *ctx, const char *arg, bool verbose,
 
 static int run_inspect(ctl_ctx *ctx, int argc, char **argv)
 {
-	int r = ctl_ids_only(&ctl_cmd_inspect, argc, argv, "CONTAINER");
+	ctl_format fmt = CTL_JSON;
+	int r = ctl_ids_and_format(&ctl_cmd_inspect, argc, argv, "CONTAINER", &fmt);
 	if (r)
 		return r < 0 ? 0 : r;
 	if (argc - optind != 1)
@@ -393,7 +461,9 @@ static int run_inspect(ctl_ctx *ctx, int argc, char **argv)
 	r = container_status(ctx, argv[optind], true, &st);
 	if (r)
 		return r;
-	ctl_print_status(st->status ? &st->status->base : NULL, st->n_info, (void **)st->info);
+	ctl_print(ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base) : NULL, st->n_info,
+				  (void **)st->info),
+		  fmt);
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	return 0;
 }
@@ -448,16 +518,174 @@ static size_t parse_log(char *data, log_line **ret)
 	return n;
 }
 
-/* Prints the log lines in data, only the last `tail` unless it is negative. */
-static void print_log(char *data, long tail, bool stamps)
+/* ---- time stamps for --since and the log lines ---- */
+
+static bool take_digits(const char **p, const char *end, int n, int *ret)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (*p >= end || (*p)[0] < '0' || (*p)[0] > '9')
+			return false;
+		v = v * 10 + (*(*p)++ - '0');
+	}
+	*ret = v;
+	return true;
+}
+
+/* RFC 3339 ("2006-01-02T15:04:05.999999999Z07:00", what CRI log lines start
+ * with); without a zone the local time, and "2006-01-02" alone its local
+ * midnight, as docker's and crictl's --since read them. */
+static bool parse_rfc3339(const char *s, size_t len, int64_t *ret_ns)
+{
+	const char *p = s, *end = s + len;
+	struct tm tm = {.tm_isdst = -1};
+	int y, mo, d, h = 0, mi = 0, sec = 0, zone_s = 0;
+	int64_t frac = 0;
+	bool local = true;
+	if (!take_digits(&p, end, 4, &y) || p >= end || *p++ != '-' ||
+	    !take_digits(&p, end, 2, &mo) || p >= end || *p++ != '-' ||
+	    !take_digits(&p, end, 2, &d))
+		return false;
+	if (p < end) {
+		if (*p != 'T' && *p != 't' && *p != ' ')
+			return false;
+		p++;
+		if (!take_digits(&p, end, 2, &h) || p >= end || *p++ != ':' ||
+		    !take_digits(&p, end, 2, &mi) || p >= end || *p++ != ':' ||
+		    !take_digits(&p, end, 2, &sec))
+			return false;
+		if (p < end && *p == '.') {
+			p++;
+			int n = 0;
+			for (; p < end && *p >= '0' && *p <= '9'; p++, n++)
+				if (n < 9)
+					frac = frac * 10 + (*p - '0');
+			if (!n)
+				return false;
+			for (; n < 9; n++)
+				frac *= 10;
+		}
+		if (p < end && (*p == 'Z' || *p == 'z')) {
+			p++;
+			local = false;
+		} else if (p < end && (*p == '+' || *p == '-')) {
+			int sign = *p++ == '-' ? -1 : 1, zh, zm;
+			if (!take_digits(&p, end, 2, &zh) || p >= end || *p++ != ':' ||
+			    !take_digits(&p, end, 2, &zm) || zh > 23 || zm > 59)
+				return false;
+			zone_s = sign * (zh * 3600 + zm * 60);
+			local = false;
+		}
+	}
+	if (p != end || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return false;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	time_t t = local ? mktime(&tm) : timegm(&tm) - zone_s;
+	*ret_ns = (int64_t)t * 1000000000 + frac;
+	return true;
+}
+
+/* A Go duration ("1h30m", "90s", "1.5h", "300ms"), as kubectl's and crictl's
+ * --since take it; negative ones are refused. */
+static bool parse_duration(const char *s, int64_t *ret_ns)
+{
+	static const struct {
+		const char *name;
+		double ns;
+	} units[] = {{"ns", 1},	     {"us", 1e3},	  {"\u00b5s", 1e3}, {"\u03bcs", 1e3},
+		     {"ms", 1e6},    {"s", 1e9},	  {"m", 60e9},	    {"h", 3600e9}};
+	if (strcmp(s, "0") == 0) {
+		*ret_ns = 0;
+		return true;
+	}
+	double total = 0;
+	const char *p = *s == '+' ? s + 1 : s;
+	if (!*p)
+		return false;
+	while (*p) {
+		char *end;
+		if (!((*p >= '0' && *p <= '9') || *p == '.'))
+			return false;
+		errno = 0;
+		double v = strtod(p, &end);
+		if (errno || end == p)
+			return false;
+		size_t best = 0, best_len = 0;
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+			size_t n = strlen(units[i].name);
+			if (strncmp(end, units[i].name, n) == 0 && n > best_len)
+				best = i, best_len = n;
+		}
+		if (!best_len)
+			return false;
+		total += v * units[best].ns;
+		p = end + best_len;
+	}
+	if (total > 9.2e18)
+		return false;
+	*ret_ns = (int64_t)total;
+	return true;
+}
+
+/* --since: a duration back from now, an RFC 3339 time or a Unix time
+ * (seconds[.nanoseconds]), tried in that order as crictl does. */
+static int parse_since(const char *s, int64_t *ret_ns)
+{
+	int64_t v;
+	if (parse_duration(s, &v)) {
+		*ret_ns = ad_now_ns() - v;
+		return 0;
+	}
+	if (parse_rfc3339(s, strlen(s), ret_ns))
+		return 0;
+	const char *p = s;
+	int64_t secs = 0, frac = 0;
+	int n_int = 0, n_frac = 0;
+	for (; *p >= '0' && *p <= '9' && n_int < 12; p++, n_int++)
+		secs = secs * 10 + (*p - '0');
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9' && n_frac < 9; p++, n_frac++)
+			frac = frac * 10 + (*p - '0');
+	if (n_int && !*p && (s[n_int] != '.' || n_frac)) {
+		for (; n_frac < 9; n_frac++)
+			frac *= 10;
+		*ret_ns = secs * 1000000000 + frac;
+		return 0;
+	}
+	return ctl_usage_error(&ctl_cmd_logs,
+			       "invalid --since '%s' (a duration like 10s, 5m or 1h30m, an RFC 3339 "
+			       "time like 2024-01-02T15:04:05Z, or Unix seconds)",
+			       s);
+}
+
+typedef struct log_opts {
+	long tail; /* the last N lines of what is there at first; -1: all */
+	bool stamps;
+	bool since_set;
+	int64_t since_ns;
+} log_opts;
+
+/* Prints the log lines in data: of the first read only the last `tail`
+ * (then, as kubelet does, --since among those), afterwards every line. */
+static void print_log(char *data, const log_opts *o, bool first_read)
 {
 	log_line *lines = NULL;
 	size_t n = parse_log(data, &lines);
+	long tail = first_read ? o->tail : -1;
 	size_t first = tail >= 0 && (size_t)tail < n ? n - (size_t)tail : 0;
 	for (size_t i = 0; i < n; i++) {
-		if (i >= first) {
+		int64_t at;
+		bool shown = i >= first;
+		if (shown && o->since_set && parse_rfc3339(lines[i].time, lines[i].time_len, &at))
+			shown = at >= o->since_ns;
+		if (shown) {
 			FILE *out = lines[i].err ? stderr : stdout;
-			if (stamps)
+			if (o->stamps)
 				fprintf(out, "%.*s ", (int)lines[i].time_len, lines[i].time);
 			fprintf(out, "%s\n", lines[i].text);
 		}
@@ -488,10 +716,11 @@ static size_t log_complete(const char *data, size_t len)
 }
 
 typedef struct log_follow {
-	int fd;
+	int fd; /* -1 until the file exists */
 	struct stat st; /* of the file fd reads */
 	char *buf;
 	size_t len, cap;
+	bool printed; /* the first read (where --tail applies) is done */
 } log_follow;
 
 static volatile sig_atomic_t logs_interrupted;
@@ -502,9 +731,8 @@ static void on_logs_interrupt(int sig)
 	logs_interrupted = 1;
 }
 
-/* Reads what fd has and prints the whole lines of it (the last `tail` of
- * them, first time round). */
-static void log_drain(log_follow *f, long tail, bool stamps)
+/* Reads what fd has and prints the whole lines of it. */
+static void log_drain(log_follow *f, const log_opts *o)
 {
 	for (;;) {
 		if (f->cap - f->len < 65536) {
@@ -517,37 +745,50 @@ static void log_drain(log_follow *f, long tail, bool stamps)
 		f->len += (size_t)k;
 	}
 	size_t done = log_complete(f->buf, f->len);
+	bool first = !f->printed;
+	f->printed = true;
 	if (!done)
 		return;
 	char saved = f->buf[done];
 	f->buf[done] = '\0';
-	print_log(f->buf, tail, stamps);
+	print_log(f->buf, o, first);
 	f->buf[done] = saved;
 	memmove(f->buf, f->buf + done, f->len - done);
 	f->len -= done;
 }
 
+/* Opens the log once it exists; false on an error other than its absence. */
+static bool log_open(log_follow *f, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &f->st) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		if (e == ENOENT)
+			return true;
+		ctl_warnx("%s: %s", path, strerror(e));
+		return false;
+	}
+	f->fd = fd;
+	return true;
+}
+
 /* logs -f: prints the log, then what is appended to it, re-opening the path
  * when it is rotated (another inode) and starting over when it is truncated,
- * until the container exits or SIGINT. */
-static int follow_log(ctl_ctx *ctx, const char *id, const char *path, long tail, bool stamps)
+ * until the container exits or SIGINT. A log that is not there yet (the
+ * container was just created, or its log was rotated away) is waited for. */
+static int follow_log(ctl_ctx *ctx, const char *id, const char *path, const log_opts *o)
 {
-	log_follow f = {.fd = open(path, O_RDONLY | O_CLOEXEC)};
-	if (f.fd < 0 || fstat(f.fd, &f.st) < 0) {
-		ctl_warnx("%s: %s", path, strerror(errno));
-		if (f.fd >= 0)
-			close(f.fd);
-		return EX_NOINPUT;
-	}
+	log_follow f = {.fd = -1};
 	struct sigaction sa = {.sa_handler = on_logs_interrupt};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	log_drain(&f, tail, stamps);
 	int r = 0;
 	bool exited = false;
 	int64_t next_check = 0;
-	while (!logs_interrupted && !exited) {
+	while (!logs_interrupted) {
 		int64_t now = ad_monotonic_ns();
 		if (now >= next_check) {
 			/* Checked before the last read, so nothing written before
@@ -561,27 +802,39 @@ static int follow_log(ctl_ctx *ctx, const char *id, const char *path, long tail,
 			protobuf_c_message_free_unpacked(&st->base, NULL);
 			next_check = now + 1000000000;
 		}
-		log_drain(&f, -1, stamps);
-		struct stat cur;
-		if (stat(path, &cur) == 0 &&
-		    (cur.st_ino != f.st.st_ino || cur.st_dev != f.st.st_dev)) {
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
-			if (fd >= 0) {
-				log_drain(&f, -1, stamps); /* the old file's last lines */
-				close(f.fd);
-				f.fd = fd;
-				f.st = cur;
-				f.len = 0;
-				log_drain(&f, -1, stamps);
-			}
-		} else if (stat(path, &cur) == 0 && cur.st_size < lseek(f.fd, 0, SEEK_CUR)) {
-			lseek(f.fd, 0, SEEK_SET);
-			f.len = 0;
+		if (f.fd < 0 && !log_open(&f, path)) {
+			r = EX_NOINPUT;
+			break;
 		}
-		if (!exited)
-			nanosleep(&(struct timespec){.tv_nsec = 200000000}, NULL);
+		if (f.fd >= 0) {
+			log_drain(&f, o);
+			struct stat cur;
+			if (stat(path, &cur) == 0 &&
+			    (cur.st_ino != f.st.st_ino || cur.st_dev != f.st.st_dev)) {
+				int fd = open(path, O_RDONLY | O_CLOEXEC);
+				if (fd >= 0) {
+					log_drain(&f, o); /* the old file's last lines */
+					close(f.fd);
+					f.fd = fd;
+					f.st = cur;
+					f.len = 0;
+					log_drain(&f, o);
+				}
+			} else if (stat(path, &cur) == 0 && cur.st_size < lseek(f.fd, 0, SEEK_CUR)) {
+				lseek(f.fd, 0, SEEK_SET);
+				f.len = 0;
+			}
+		}
+		if (exited)
+			break;
+		nanosleep(&(struct timespec){.tv_nsec = 200000000}, NULL);
 	}
-	close(f.fd);
+	if (!r && exited && f.fd < 0) {
+		ctl_warnx("%s: no such file: container %s exited without a log", path, id);
+		r = EX_NOINPUT;
+	}
+	if (f.fd >= 0)
+		close(f.fd);
 	free(f.buf);
 	return r;
 }
@@ -590,29 +843,32 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"tail", required_argument, NULL, 'n'},
-	    {"timestamps", no_argument, NULL, 'T'},
+	    {"since", required_argument, NULL, 'S'},
+	    {"timestamps", no_argument, NULL, 't'},
 	    {"follow", no_argument, NULL, 'f'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	long tail = -1;
-	bool stamps = false, follow = false;
-	int c;
+	log_opts o = {.tail = -1};
+	bool follow = false;
+	int c, r;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":fh", opts, NULL)) != -1) {
-		char *end;
+	while ((c = getopt_long(argc, argv, ":fth", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			follow = true;
 			break;
 		case 'n':
-			tail = strtol(optarg, &end, 10);
-			if (end == optarg || *end || tail < 0)
-				return ctl_usage_error(&ctl_cmd_logs, "invalid --tail '%s'",
-						       optarg);
+			if ((r = ctl_parse_count(&ctl_cmd_logs, "--tail", optarg, &o.tail)))
+				return r;
 			break;
-		case 'T':
-			stamps = true;
+		case 'S':
+			if ((r = parse_since(optarg, &o.since_ns)))
+				return r;
+			o.since_set = true;
+			break;
+		case 't':
+			o.stamps = true;
 			break;
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_logs);
@@ -626,22 +882,25 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		return ctl_usage_error(&ctl_cmd_logs, "one CONTAINER is required");
+	_cleanup_free_ char *id = NULL;
+	r = ctl_resolve_id(ctx, false, argv[optind], &id);
+	if (r)
+		return r;
 	Runtime__V1__ContainerStatusResponse *st = NULL;
-	int r = container_status(ctx, argv[optind], false, &st);
+	r = container_status(ctx, id, false, &st);
 	if (r)
 		return r;
 	_cleanup_free_ char *path =
 	    ad_strdup(st->status && st->status->log_path ? st->status->log_path : "");
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	if (!path[0]) {
-		ctl_warnx("container %s has no log file", argv[optind]);
+		ctl_warnx("container %s has no log file (its pod has no log_directory or the "
+			  "container no log_path)",
+			  argv[optind]);
 		return 1;
 	}
-	if (follow) {
-		_cleanup_free_ char *id = NULL;
-		r = ctl_resolve_id(ctx, false, argv[optind], &id);
-		return r ? r : follow_log(ctx, id, path, tail, stamps);
-	}
+	if (follow)
+		return follow_log(ctx, id, path, &o);
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	_cleanup_error_ ad_error *err = NULL;
@@ -649,7 +908,7 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 		ctl_warnx("%s: %s", path, err->message);
 		return EX_NOINPUT;
 	}
-	print_log(data, tail, stamps);
+	print_log(data, &o, true);
 	return 0;
 }
 
@@ -712,8 +971,8 @@ static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 
 const ctl_command ctl_cmd_create = {
     .name = "create",
-    .synopsis = "POD CONTAINER_CONFIG.json POD_CONFIG.json",
-    .summary = "create a container in a pod; prints its id",
+    .synopsis = "POD CONTAINER_CONFIG POD_CONFIG",
+    .summary = "create a container in a pod (configs in JSON or YAML); prints its id",
     .run = run_create,
 };
 
@@ -726,7 +985,7 @@ const ctl_command ctl_cmd_start = {
 
 const ctl_command ctl_cmd_run = {
     .name = "run",
-    .synopsis = "CONTAINER_CONFIG.json POD_CONFIG.json",
+    .synopsis = "CONTAINER_CONFIG POD_CONFIG",
     .summary = "run a pod and start a container in it; prints the container's id",
     .run = run_run,
 };
@@ -747,22 +1006,24 @@ const ctl_command ctl_cmd_rm = {
 
 const ctl_command ctl_cmd_ps = {
     .name = "ps",
-    .synopsis = "[-aq] [-o FMT] [-p POD] [--name N] [--state S] [--label K=V]",
-    .summary = "list containers, running ones unless -a or --state (-o json|table)",
+    .synopsis = "[-aql] [-o table|json|yaml] [-n LAST] [-p POD] [--id ID] [--name RE] "
+		"[--image IMAGE] [-s STATE] [--label K=V] [--no-trunc]",
+    .summary = "list containers, newest first; running ones unless -a, -s, -n or -l",
     .run = run_ps,
 };
 
 const ctl_command ctl_cmd_inspect = {
     .name = "inspect",
-    .synopsis = "CONTAINER",
-    .summary = "a container's status and info as JSON",
+    .synopsis = "[-o json|yaml] CONTAINER",
+    .summary = "a container's status and info",
     .run = run_inspect,
 };
 
 const ctl_command ctl_cmd_logs = {
     .name = "logs",
-    .synopsis = "[-f] [--tail N] [--timestamps] CONTAINER",
-    .summary = "print a container's log (-f: and follow it until the container exits)",
+    .synopsis = "[-ft] [--tail N] [--since TIME|DURATION] CONTAINER",
+    .summary = "print a container's log (-f: follow it until the container exits; "
+	       "-t: with time stamps)",
     .run = run_logs,
 };
 

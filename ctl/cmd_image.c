@@ -211,13 +211,6 @@ static json_t *image_json(const Runtime__V1__Image *im)
 	return o;
 }
 
-static void print_json(json_t *o)
-{
-	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-	json_decref(o);
-}
-
 /* "host/name:tag" -> name "host/name", tag "tag" (the ':' after the last '/'). */
 static void split_tag(const char *ref, char **ret_name, const char **ret_tag)
 {
@@ -232,11 +225,126 @@ static void split_tag(const char *ref, char **ret_name, const char **ret_tag)
 	*ret_tag = colon + 1;
 }
 
-static void table_row(const char *name, const char *tag, const Runtime__V1__Image *im)
+/* The name of an untagged image: its first repo digest's, as crictl shows it. */
+static char *digest_name(const Runtime__V1__Image *im)
+{
+	if (!im->n_repo_digests)
+		return NULL;
+	const char *d = im->repo_digests[0], *at = strchr(d, '@');
+	return at ? ad_strndup(d, (size_t)(at - d)) : ad_strdup(d);
+}
+
+typedef struct image_table {
+	bool digests, no_trunc;
+} image_table;
+
+static void table_row(const image_table *t, const char *name, const char *tag,
+		      const Runtime__V1__Image *im)
 {
 	char size[32];
 	human_size(im->size, size);
-	printf("%-40s %-12s %-15.13s %s\n", name, tag, short_digest(im->id), size);
+	printf("%-40s %-12s ", name, tag);
+	if (t->digests) {
+		const char *at = im->n_repo_digests ? strchr(im->repo_digests[0], '@') : NULL;
+		printf("%-15.*s ", t->no_trunc ? 71 : 13, at ? short_digest(at + 1) : "<none>");
+	}
+	printf("%-15.*s %s\n", t->no_trunc ? 71 : 13, t->no_trunc ? im->id : short_digest(im->id),
+	       size);
+}
+
+/* crictl's images --filter: dangling=BOOL, reference=REGEX, before=IMAGE and
+ * since=IMAGE (by the order agentd lists images in). */
+typedef struct image_filter {
+	int dangling; /* -1: either */
+	ctl_regex reference;
+	char *before, *since;
+} image_filter;
+
+static int parse_image_filter(image_filter *f, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	const char *v = eq ? eq + 1 : "";
+	size_t klen = eq ? (size_t)(eq - arg) : strlen(arg);
+	if (klen == 8 && strncmp(arg, "dangling", 8) == 0) {
+		if (strcmp(v, "true") == 0)
+			f->dangling = 1;
+		else if (strcmp(v, "false") == 0)
+			f->dangling = 0;
+		else
+			return ctl_usage_error(&ctl_cmd_images,
+					       "--filter dangling= wants true or false, not '%s'", v);
+		return 0;
+	}
+	if (klen == 9 && strncmp(arg, "reference", 9) == 0)
+		return ctl_regex_compile(&ctl_cmd_images, "--filter reference", v, &f->reference);
+	char **slot = klen == 6 && strncmp(arg, "before", 6) == 0  ? &f->before
+		      : klen == 5 && strncmp(arg, "since", 5) == 0 ? &f->since
+								   : NULL;
+	if (!slot)
+		return ctl_usage_error(&ctl_cmd_images,
+				       "unknown --filter '%s' (dangling=, reference=, before= or "
+				       "since=)",
+				       arg);
+	if (!*v)
+		return ctl_usage_error(&ctl_cmd_images, "--filter %.*s= wants an image", (int)klen,
+				       arg);
+	free(*slot);
+	*slot = ad_strdup(v);
+	return 0;
+}
+
+/* before= and since= name an image by NAME:TAG, an id prefix or NAME@DIGEST. */
+static bool image_is(const Runtime__V1__Image *im, const char *ref)
+{
+	for (size_t i = 0; i < im->n_repo_tags; i++)
+		if (strcmp(im->repo_tags[i], ref) == 0)
+			return true;
+	for (size_t i = 0; i < im->n_repo_digests; i++)
+		if (strcmp(im->repo_digests[i], ref) == 0)
+			return true;
+	return strncmp(im->id, ref, strlen(ref)) == 0 ||
+	       strncmp(short_digest(im->id), ref, strlen(ref)) == 0;
+}
+
+static bool reference_matches(const image_filter *f, const Runtime__V1__Image *im)
+{
+	if (!f->reference.set)
+		return true;
+	for (size_t i = 0; i < im->n_repo_tags; i++)
+		if (ctl_regex_match(&f->reference, im->repo_tags[i]))
+			return true;
+	_cleanup_free_ char *name = digest_name(im);
+	return name && ctl_regex_match(&f->reference, name);
+}
+
+/* Applies f to the n images in v (in place); returns how many are left, or
+ * -1 having said which before=/since= image is not there. */
+static ssize_t filter_images(const image_filter *f, Runtime__V1__Image **v, size_t n)
+{
+	size_t from = 0, to = n;
+	const char *marks[2] = {f->since, f->before};
+	for (int k = 0; k < 2; k++) {
+		if (!marks[k])
+			continue;
+		size_t i = 0;
+		while (i < n && !image_is(v[i], marks[k]))
+			i++;
+		if (i == n) {
+			ctl_warnx("--filter %s=%s: no such image", k ? "before" : "since", marks[k]);
+			return -1;
+		}
+		if (k == 0 && i + 1 > from)
+			from = i + 1;
+		if (k == 1 && i < to)
+			to = i;
+	}
+	size_t out = 0;
+	for (size_t i = from; i < to; i++) {
+		bool dangling = v[i]->n_repo_tags == 0;
+		if ((f->dangling < 0 || dangling == (f->dangling == 1)) && reference_matches(f, v[i]))
+			v[out++] = v[i];
+	}
+	return (ssize_t)out;
 }
 
 static int run_images(ctl_ctx *ctx, int argc, char **argv)
@@ -244,83 +352,104 @@ static int run_images(ctl_ctx *ctx, int argc, char **argv)
 	static const struct option opts[] = {
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"output", required_argument, NULL, 'o'},
+	    {"filter", required_argument, NULL, 'f'},
+	    {"digests", no_argument, NULL, 'D'},
+	    {"no-trunc", no_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	ctl_format fmt = CTL_TEXT;
 	bool quiet = false;
-	int c;
+	image_table table = {0};
+	image_filter filter = {.dangling = -1};
+	int c, r = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":qo:h", opts, NULL)) != -1) {
+	while (!r && (c = getopt_long(argc, argv, ":qo:f:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'q':
 			quiet = true;
 			break;
 		case 'o':
-			if (ctl_parse_format(&ctl_cmd_images, optarg, &fmt))
-				return EX_USAGE;
+			r = ctl_parse_format(&ctl_cmd_images, optarg, &fmt);
+			break;
+		case 'f':
+			r = parse_image_filter(&filter, optarg);
+			break;
+		case 'D':
+			table.digests = true;
+			break;
+		case 'T':
+			table.no_trunc = true;
 			break;
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_images);
-			return 0;
+			r = -1;
+			break;
 		case ':':
-			return ctl_usage_error(&ctl_cmd_images, "option '%s' needs an argument",
-					       argv[optind - 1]);
+			r = ctl_usage_error(&ctl_cmd_images, "option '%s' needs an argument",
+					    argv[optind - 1]);
+			break;
 		default:
-			return ctl_usage_error(&ctl_cmd_images, "bad option '%s'",
-					       argv[optind - 1]);
+			r = ctl_usage_error(&ctl_cmd_images, "bad option '%s'", argv[optind - 1]);
 		}
 	}
-	if (argc - optind > 1)
-		return ctl_usage_error(&ctl_cmd_images, "unexpected argument '%s'",
-				       argv[optind + 1]);
+	if (!r && argc - optind > 1)
+		r = ctl_usage_error(&ctl_cmd_images, "unexpected argument '%s'", argv[optind + 1]);
 	Runtime__V1__ListImagesRequest req = RUNTIME__V1__LIST_IMAGES_REQUEST__INIT;
-	Runtime__V1__ImageFilter filter = RUNTIME__V1__IMAGE_FILTER__INIT;
+	Runtime__V1__ImageFilter spec_filter = RUNTIME__V1__IMAGE_FILTER__INIT;
 	Runtime__V1__ImageSpec spec = RUNTIME__V1__IMAGE_SPEC__INIT;
 	if (optind < argc) {
 		spec.image = argv[optind];
-		filter.image = &spec;
-		req.filter = &filter;
+		spec_filter.image = &spec;
+		req.filter = &spec_filter;
 	}
 	ProtobufCMessage *m = NULL;
-	int r = ctl_unary(ctx, PATH_LIST, &req.base, &runtime__v1__list_images_response__descriptor,
-			  &m);
-	if (r)
-		return r;
-	const Runtime__V1__ListImagesResponse *resp = (const Runtime__V1__ListImagesResponse *)m;
-	if (fmt == CTL_JSON) {
+	if (!r)
+		r = ctl_unary(ctx, PATH_LIST, &req.base,
+			      &runtime__v1__list_images_response__descriptor, &m);
+	ssize_t n = 0;
+	Runtime__V1__Image **images = NULL;
+	if (!r) {
+		const Runtime__V1__ListImagesResponse *resp = (const void *)m;
+		images = ad_malloc0(sizeof(*images) * (resp->n_images + 1));
+		memcpy(images, resp->images, sizeof(*images) * resp->n_images);
+		n = filter_images(&filter, images, resp->n_images);
+		if (n < 0)
+			r = EX_DATAERR;
+	}
+	if (!r && fmt != CTL_TEXT) {
 		json_t *a = json_array();
-		for (size_t i = 0; i < resp->n_images; i++)
-			json_array_append_new(a, image_json(resp->images[i]));
-		print_json(json_pack("{s:o}", "images", a));
-	} else if (quiet) {
-		for (size_t i = 0; i < resp->n_images; i++)
-			printf("%s\n", resp->images[i]->id);
-	} else {
-		printf("%-40s %-12s %-15s %s\n", "IMAGE", "TAG", "IMAGE ID", "SIZE");
-		for (size_t i = 0; i < resp->n_images; i++) {
-			const Runtime__V1__Image *im = resp->images[i];
+		for (ssize_t i = 0; i < n; i++)
+			json_array_append_new(a, image_json(images[i]));
+		ctl_print(json_pack("{s:o}", "images", a), fmt);
+	} else if (!r && quiet) {
+		for (ssize_t i = 0; i < n; i++)
+			printf("%s\n", images[i]->id);
+	} else if (!r) {
+		printf("%-40s %-12s %s%-15s %s\n", "IMAGE", "TAG",
+		       table.digests ? "DIGEST          " : "", "IMAGE ID", "SIZE");
+		for (ssize_t i = 0; i < n; i++) {
+			const Runtime__V1__Image *im = images[i];
 			if (!im->n_repo_tags) {
 				/* Untagged: named by a repo digest, as crictl does. */
-				_cleanup_free_ char *name = NULL;
-				if (im->n_repo_digests) {
-					const char *at = strchr(im->repo_digests[0], '@');
-					name = at ? ad_strndup(im->repo_digests[0],
-							       (size_t)(at - im->repo_digests[0]))
-						  : ad_strdup(im->repo_digests[0]);
-				}
-				table_row(name ? name : "<none>", "<none>", im);
+				_cleanup_free_ char *name = digest_name(im);
+				table_row(&table, name ? name : "<none>", "<none>", im);
 			}
 			for (size_t j = 0; j < im->n_repo_tags; j++) {
 				_cleanup_free_ char *name = NULL;
 				const char *tag;
 				split_tag(im->repo_tags[j], &name, &tag);
-				table_row(name, tag, im);
+				table_row(&table, name, tag, im);
 			}
 		}
 	}
-	protobuf_c_message_free_unpacked(m, NULL);
-	return 0;
+	free(images);
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+	ctl_regex_free(&filter.reference);
+	free(filter.before);
+	free(filter.since);
+	return r < 0 ? 0 : r;
 }
 
 /* ---- inspecti, rmi -------------------------------------------------------------- */
@@ -343,24 +472,28 @@ static int image_status(ctl_ctx *ctx, const char *image, bool verbose,
 	return 0;
 }
 
+int ctl_image_id(ctl_ctx *ctx, const char *image, char **ret_id)
+{
+	Runtime__V1__ImageStatusResponse *st = NULL;
+	int r = image_status(ctx, image, false, &st);
+	if (r)
+		return r;
+	*ret_id = st->image ? ad_strdup(st->image->id) : NULL;
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return 0;
+}
+
 static int run_inspecti(ctl_ctx *ctx, int argc, char **argv)
 {
-	int c;
-	opterr = 0;
-	while ((c = getopt(argc, argv, ":h")) != -1) {
-		if (c == 'h') {
-			ctl_command_usage(stdout, &ctl_cmd_inspecti);
-			return 0;
-		}
-		return ctl_usage_error(&ctl_cmd_inspecti, "bad option '%s'", argv[optind - 1]);
-	}
-	if (optind >= argc)
-		return ctl_usage_error(&ctl_cmd_inspecti, "IMAGE is required");
+	ctl_format fmt = CTL_JSON;
+	int r = ctl_ids_and_format(&ctl_cmd_inspecti, argc, argv, "IMAGE", &fmt);
+	if (r)
+		return r < 0 ? 0 : r;
 	json_t *out = json_array();
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		Runtime__V1__ImageStatusResponse *st = NULL;
-		int r = image_status(ctx, argv[i], true, &st);
+		r = image_status(ctx, argv[i], true, &st);
 		if (r) {
 			json_decref(out);
 			return r;
@@ -369,23 +502,16 @@ static int run_inspecti(ctl_ctx *ctx, int argc, char **argv)
 			ctl_warnx("no such image: %s", argv[i]);
 			status = 1;
 		} else {
-			json_t *o = json_pack("{s:o}", "status", image_json(st->image));
-			json_t *info = json_object();
-			for (size_t j = 0; j < st->n_info; j++) {
-				json_t *v = json_loads(st->info[j]->value, 0, NULL);
-				json_object_set_new(info, st->info[j]->key,
-						    v ? v : json_string(st->info[j]->value));
-			}
-			json_object_set_new(o, "info", info);
-			json_array_append_new(out, o);
+			json_array_append_new(out, ctl_status_json(image_json(st->image), st->n_info,
+								   (void **)st->info));
 		}
 		protobuf_c_message_free_unpacked(&st->base, NULL);
 	}
 	/* One image: the object itself, as crictl inspecti prints it. */
 	if (json_array_size(out) == 1 && argc - optind == 1)
-		print_json(json_incref(json_array_get(out, 0)));
+		ctl_print(json_incref(json_array_get(out, 0)), fmt);
 	else if (json_array_size(out))
-		print_json(json_incref(out));
+		ctl_print(json_incref(out), fmt);
 	json_decref(out);
 	return status;
 }
@@ -580,15 +706,15 @@ const ctl_command ctl_cmd_pull = {
 
 const ctl_command ctl_cmd_images = {
     .name = "images",
-    .synopsis = "[-q] [-o json|text] [IMAGE]",
-    .summary = "list images (IMAGE TAG IMAGE ID SIZE)",
+    .synopsis = "[-q] [-o table|json|yaml] [-f FILTER]... [--digests] [--no-trunc] [IMAGE]",
+    .summary = "list images; filters: dangling=BOOL, reference=RE, before=IMG, since=IMG",
     .run = run_images,
 };
 
 const ctl_command ctl_cmd_inspecti = {
     .name = "inspecti",
-    .synopsis = "IMAGE...",
-    .summary = "an image's status and config as JSON",
+    .synopsis = "[-o json|yaml] IMAGE...",
+    .summary = "an image's status and config",
     .run = run_inspecti,
 };
 

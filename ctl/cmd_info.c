@@ -6,7 +6,7 @@
 #include "agent/v1/agent.pb-c.h"
 #include "ctl.h"
 
-static void print_json(const Agent__V1__InfoResponse *in)
+static void print_tree(const Agent__V1__InfoResponse *in, ctl_format fmt)
 {
 	json_t *listeners = json_array();
 	for (size_t i = 0; i < in->n_listeners; i++)
@@ -18,9 +18,7 @@ static void print_json(const Agent__V1__InfoResponse *in)
 			      in->hostname, "started_at", (json_int_t)in->started_at,
 			      "uptime_seconds", (json_int_t)in->uptime_seconds, "pid", (int)in->pid,
 			      "listeners", listeners, "schema_version", (int)in->schema_version);
-	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-	json_decref(o);
+	ctl_print(o, fmt);
 }
 
 static void print_text(const Agent__V1__InfoResponse *in)
@@ -63,6 +61,9 @@ static int run_info(ctl_ctx *ctx, int argc, char **argv)
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_info);
 			return 0;
+		case ':':
+			return ctl_usage_error(&ctl_cmd_info, "option '%s' needs an argument",
+					       argv[optind - 1]);
 		default:
 			return ctl_usage_error(&ctl_cmd_info, "bad option '%s'", argv[optind - 1]);
 		}
@@ -76,8 +77,8 @@ static int run_info(ctl_ctx *ctx, int argc, char **argv)
 			  &agent__v1__info_response__descriptor, &m);
 	if (r)
 		return r;
-	if (fmt == CTL_JSON)
-		print_json((Agent__V1__InfoResponse *)m);
+	if (fmt != CTL_TEXT)
+		print_tree((Agent__V1__InfoResponse *)m, fmt);
 	else
 		print_text((Agent__V1__InfoResponse *)m);
 	protobuf_c_message_free_unpacked(m, NULL);
@@ -86,7 +87,7 @@ static int run_info(ctl_ctx *ctx, int argc, char **argv)
 
 const ctl_command ctl_cmd_info = {
     .name = "info",
-    .synopsis = "[-o json|text]",
+    .synopsis = "[-o table|json|yaml]",
     .summary = "agentd's version, directories, listeners, cgroup version",
     .run = run_info,
 };

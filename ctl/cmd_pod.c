@@ -18,7 +18,6 @@
 #define PATH_RMP "/runtime.v1.RuntimeService/RemovePodSandbox"
 #define PATH_PODSTATUS "/runtime.v1.RuntimeService/PodSandboxStatus"
 #define PATH_LISTP "/runtime.v1.RuntimeService/ListPodSandbox"
-#define CONFIG_MAX_SIZE (4 << 20)
 /* Pod and container set-up (CNI, image mounts, stop grace periods) takes
  * longer than a query; without -t these calls get this much. */
 #define LONG_CALL_MS 120000
@@ -172,17 +171,13 @@ json_t *ctl_pb_to_json(const ProtobufCMessage *msg)
 	return o;
 }
 
-void ctl_print_json(json_t *o)
-{
-	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-	json_decref(o);
-}
-
 /* ---- JSON -> protobuf ---------------------------------------------------------- */
 
 typedef struct parse_ctx {
 	const char *file;
+	/* From YAML: an unquoted 8080 or true for a string field is its text,
+	 * as crictl's YAML decoder takes it. */
+	bool scalars_as_text;
 } parse_ctx;
 
 static int field_error(parse_ctx *pc, const char *path, const char *what)
@@ -264,6 +259,12 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 		return 0;
 	}
 	case PROTOBUF_C_TYPE_STRING:
+		if (pc->scalars_as_text && (json_is_number(v) || json_is_boolean(v))) {
+			/* The text of what YAML resolved: jansson prints scalars bare. */
+			char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+			*(char **)p = text ? text : ad_strdup("");
+			return 0;
+		}
 		if (!json_is_string(v))
 			return field_error(pc, path, "expected a string");
 		*(char **)p = ad_strdup(json_string_value(v));
@@ -382,25 +383,13 @@ ProtobufCMessage *ctl_pb_from_json(const ProtobufCMessageDescriptor *desc, json_
 int ctl_pb_from_file(const char *file, const ProtobufCMessageDescriptor *desc,
 		     ProtobufCMessage **ret)
 {
-	_cleanup_free_ char *data = NULL;
-	size_t len = 0;
-	_cleanup_error_ ad_error *err = NULL;
-	if (ad_read_file(AT_FDCWD, file, CONFIG_MAX_SIZE, &data, &len, &err) < 0) {
-		ctl_warnx("%s: %s", file, err->message);
-		return EX_NOINPUT;
-	}
-	json_error_t jerr;
-	json_t *obj = json_loadb(data, len, 0, &jerr);
-	if (!obj) {
-		ctl_warnx("%s:%d:%d: invalid JSON: %s", file, jerr.line, jerr.column, jerr.text);
-		return EX_DATAERR;
-	}
-	if (!json_is_object(obj)) {
-		json_decref(obj);
-		ctl_warnx("%s: expected a JSON object", file);
-		return EX_DATAERR;
-	}
-	*ret = ctl_pb_from_json(desc, obj, file);
+	json_t *obj = NULL;
+	bool yaml = false;
+	int r = ctl_load_config(file, &obj, &yaml);
+	if (r)
+		return r;
+	parse_ctx pc = {.file = file, .scalars_as_text = yaml};
+	*ret = msg_from_json(&pc, desc, obj, "");
 	json_decref(obj);
 	return *ret ? 0 : EX_DATAERR;
 }
@@ -428,15 +417,14 @@ void ctl_format_age(int64_t created_ns, char buf[32])
 		snprintf(buf, 32, "%" PRId64 " days ago", s / 86400);
 }
 
-/* "k=v" into a label_selector object; false when it has no '='. */
-bool ctl_add_label(json_t *selector, const char *kv)
+int ctl_add_label(const ctl_command *cmd, json_t *selector, const char *kv)
 {
 	const char *eq = strchr(kv, '=');
 	if (!eq || eq == kv)
-		return false;
+		return ctl_usage_error(cmd, "--label wants KEY=VALUE, not '%s'", kv);
 	_cleanup_free_ char *k = ad_strndup(kv, (size_t)(eq - kv));
 	json_object_set_new(selector, k, json_string(eq + 1));
-	return true;
+	return 0;
 }
 
 /* Like crictl, a unique prefix names a pod or container; an id matching
@@ -492,37 +480,59 @@ int ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg, char **ret)
 	return r;
 }
 
-/* Prints {"status": ..., "info": {...}} with info's JSON strings parsed. */
-void ctl_print_status(const ProtobufCMessage *status, size_t n_info, void **info)
+json_t *ctl_status_json(json_t *status, size_t n_info, void **info)
 {
 	json_t *o = json_object();
-	json_object_set_new(o, "status", status ? ctl_pb_to_json(status) : json_null());
-	json_t *inf = json_object();
+	json_object_set_new(o, "status", status ? status : json_null());
 	for (size_t i = 0; i < n_info; i++) {
 		/* All the InfoEntry types share the map-entry layout. */
 		const Runtime__V1__PodSandboxStatusResponse__InfoEntry *e = info[i];
-		json_t *v = json_loads(e->value, 0, NULL);
-		json_object_set_new(inf, e->key, v ? v : json_string(e->value));
+		if (strcmp(e->key, "status") == 0)
+			continue; /* the response's own status comes first */
+		json_t *v = json_loads(e->value, JSON_DECODE_ANY, NULL);
+		json_object_set_new(o, e->key, v ? v : json_string(e->value));
 	}
-	json_object_set_new(o, "info", inf);
-	ctl_print_json(o);
+	return o;
 }
 
-/* Shared getopt for the commands that take only IDs and -h. */
-int ctl_ids_only(const ctl_command *cmd, int argc, char **argv, const char *what)
+int ctl_ids_and_format(const ctl_command *cmd, int argc, char **argv, const char *what,
+		       ctl_format *fmt)
 {
-	int c;
+	static const struct option opts[] = {
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	int c, r;
 	opterr = 0;
-	while ((c = getopt(argc, argv, ":h")) != -1) {
-		if (c == 'h') {
+	while ((c = getopt_long(argc, argv, fmt ? ":o:h" : ":h", fmt ? opts : opts + 1, NULL)) !=
+	       -1) {
+		switch (c) {
+		case 'h':
 			ctl_command_usage(stdout, cmd);
 			return -1;
+		case 'o':
+			if ((r = ctl_parse_format(cmd, optarg, fmt)))
+				return r;
+			if (*fmt == CTL_TEXT)
+				return ctl_usage_error(cmd, "%s prints json or yaml, not '%s'",
+						       cmd->name, optarg);
+			break;
+		case ':':
+			return ctl_usage_error(cmd, "option '%s' needs an argument",
+					       argv[optind - 1]);
+		default:
+			return ctl_usage_error(cmd, "bad option '%s'", argv[optind - 1]);
 		}
-		return ctl_usage_error(cmd, "bad option '%s'", argv[optind - 1]);
 	}
 	if (optind >= argc)
 		return ctl_usage_error(cmd, "%s is required", what);
 	return 0;
+}
+
+int ctl_ids_only(const ctl_command *cmd, int argc, char **argv, const char *what)
+{
+	return ctl_ids_and_format(cmd, argc, argv, what, NULL);
 }
 
 /* ---- runp ---------------------------------------------------------------------- */
@@ -563,25 +573,40 @@ static int run_runp(ctl_ctx *ctx, int argc, char **argv)
 
 /* ---- pods ------------------------------------------------------------------------ */
 
+/* Newest first, as crictl lists pods. */
+static int pod_newer_first(const void *a, const void *b)
+{
+	const Runtime__V1__PodSandbox *x = *(Runtime__V1__PodSandbox *const *)a;
+	const Runtime__V1__PodSandbox *y = *(Runtime__V1__PodSandbox *const *)b;
+	return x->created_at < y->created_at ? 1 : x->created_at > y->created_at ? -1 : 0;
+}
+
 static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"output", required_argument, NULL, 'o'},
-	    {"name", required_argument, NULL, 'n'},
+	    {"id", required_argument, NULL, 'i'},
+	    {"name", required_argument, NULL, 'N'},
+	    {"namespace", required_argument, NULL, 'S'},
 	    {"state", required_argument, NULL, 's'},
-	    {"label", required_argument, NULL, 'l'},
+	    {"label", required_argument, NULL, 'L'},
+	    {"last", required_argument, NULL, 'n'},
+	    {"latest", no_argument, NULL, 'l'},
+	    {"no-trunc", no_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	ctl_format fmt = CTL_TEXT;
-	bool quiet = false;
-	const char *name = NULL;
+	bool quiet = false, no_trunc = false;
+	const char *id_arg = NULL;
+	long last = 0;
+	ctl_regex name = {0}, ns = {0};
 	json_t *filter = json_object();
 	json_t *labels = json_object();
 	int c, r = 0;
 	opterr = 0;
-	while (!r && (c = getopt_long(argc, argv, ":qo:h", opts, NULL)) != -1) {
+	while (!r && (c = getopt_long(argc, argv, ":qo:s:n:lh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'q':
 			quiet = true;
@@ -589,8 +614,14 @@ static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 		case 'o':
 			r = ctl_parse_format(&ctl_cmd_pods, optarg, &fmt);
 			break;
-		case 'n':
-			name = optarg;
+		case 'i':
+			id_arg = optarg;
+			break;
+		case 'N':
+			r = ctl_regex_compile(&ctl_cmd_pods, "--name", optarg, &name);
+			break;
+		case 'S':
+			r = ctl_regex_compile(&ctl_cmd_pods, "--namespace", optarg, &ns);
 			break;
 		case 's':
 			if (strcasecmp(optarg, "ready") == 0)
@@ -605,9 +636,17 @@ static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 						    "unknown state '%s' (ready or notready)",
 						    optarg);
 			break;
+		case 'L':
+			r = ctl_add_label(&ctl_cmd_pods, labels, optarg);
+			break;
+		case 'n':
+			r = ctl_parse_count(&ctl_cmd_pods, "--last", optarg, &last);
+			break;
 		case 'l':
-			if (!ctl_add_label(labels, optarg))
-				r = ctl_usage_error(&ctl_cmd_pods, "--label wants KEY=VALUE");
+			last = 1;
+			break;
+		case 'T':
+			no_trunc = true;
 			break;
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_pods);
@@ -623,48 +662,68 @@ static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 	}
 	if (!r && optind < argc)
 		r = ctl_usage_error(&ctl_cmd_pods, "unexpected argument '%s'", argv[optind]);
+	_cleanup_free_ char *pod_id = NULL;
+	if (!r && id_arg)
+		r = ctl_resolve_id(ctx, true, id_arg, &pod_id);
+	if (pod_id)
+		json_object_set_new(filter, "id", json_string(pod_id));
 	json_object_set_new(filter, "label_selector", labels);
 	Runtime__V1__ListPodSandboxRequest req = RUNTIME__V1__LIST_POD_SANDBOX_REQUEST__INIT;
 	if (!r)
 		req.filter = (Runtime__V1__PodSandboxFilter *)ctl_pb_from_json(
 		    &runtime__v1__pod_sandbox_filter__descriptor, filter, "filter");
 	json_decref(filter);
-	if (r)
-		return r < 0 ? 0 : r;
 	ProtobufCMessage *m = NULL;
-	r = ctl_unary(ctx, PATH_LISTP, &req.base,
-		      &runtime__v1__list_pod_sandbox_response__descriptor, &m);
+	if (!r)
+		r = ctl_unary(ctx, PATH_LISTP, &req.base,
+			      &runtime__v1__list_pod_sandbox_response__descriptor, &m);
 	if (req.filter)
 		protobuf_c_message_free_unpacked(&req.filter->base, NULL);
-	if (r)
-		return r;
+	if (r) {
+		ctl_regex_free(&name);
+		ctl_regex_free(&ns);
+		return r < 0 ? 0 : r;
+	}
 	const Runtime__V1__ListPodSandboxResponse *resp = (void *)m;
+	/* Name and namespace are regular expressions, matched here as crictl does. */
+	Runtime__V1__PodSandbox **pods = ad_malloc0(sizeof(*pods) * (resp->n_items + 1));
+	size_t n = 0;
+	for (size_t i = 0; i < resp->n_items; i++) {
+		const Runtime__V1__PodSandboxMetadata *md = resp->items[i]->metadata;
+		if (ctl_regex_match(&name, md ? md->name : "") &&
+		    ctl_regex_match(&ns, md ? md->namespace_ : ""))
+			pods[n++] = resp->items[i];
+	}
+	qsort(pods, n, sizeof(*pods), pod_newer_first);
+	if (last > 0 && (size_t)last < n)
+		n = (size_t)last;
 	json_t *items = json_array();
 	if (!quiet && fmt == CTL_TEXT)
 		printf("%-13s %-20s %-9s %-32s %-16s %s\n", "POD ID", "CREATED", "STATE", "NAME",
 		       "NAMESPACE", "ATTEMPT");
-	for (size_t i = 0; i < resp->n_items; i++) {
-		const Runtime__V1__PodSandbox *p = resp->items[i];
+	for (size_t i = 0; i < n; i++) {
+		const Runtime__V1__PodSandbox *p = pods[i];
 		const Runtime__V1__PodSandboxMetadata *md = p->metadata;
-		if (name && !(md && strstr(md->name, name)))
-			continue;
-		if (fmt == CTL_JSON) {
+		if (fmt != CTL_TEXT) {
 			json_array_append_new(items, ctl_pb_to_json(&p->base));
 		} else if (quiet) {
 			printf("%s\n", p->id);
 		} else {
 			char age[32];
 			ctl_format_age(p->created_at, age);
-			printf("%-13.13s %-20s %-9s %-32s %-16s %u\n", p->id, age,
+			printf("%-13.*s %-20s %-9s %-32s %-16s %u\n", no_trunc ? 64 : 13, p->id, age,
 			       p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY
 				   ? "Ready"
 				   : "NotReady",
 			       md ? md->name : "", md ? md->namespace_ : "", md ? md->attempt : 0);
 		}
 	}
-	if (fmt == CTL_JSON)
-		ctl_print_json(json_pack("{s:O}", "items", items));
+	if (fmt != CTL_TEXT)
+		ctl_print(json_pack("{s:O}", "items", items), fmt);
 	json_decref(items);
+	free(pods);
+	ctl_regex_free(&name);
+	ctl_regex_free(&ns);
 	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
 }
@@ -721,7 +780,8 @@ static int run_rmp(ctl_ctx *ctx, int argc, char **argv)
 
 static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)
 {
-	int r = ctl_ids_only(&ctl_cmd_inspectp, argc, argv, "POD");
+	ctl_format fmt = CTL_JSON;
+	int r = ctl_ids_and_format(&ctl_cmd_inspectp, argc, argv, "POD", &fmt);
 	if (r)
 		return r < 0 ? 0 : r;
 	if (argc - optind != 1)
@@ -739,22 +799,25 @@ static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)
 	if (r)
 		return r;
 	const Runtime__V1__PodSandboxStatusResponse *st = (void *)m;
-	ctl_print_status(st->status ? &st->status->base : NULL, st->n_info, (void **)st->info);
+	ctl_print(ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base) : NULL, st->n_info,
+				  (void **)st->info),
+		  fmt);
 	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
 }
 
 const ctl_command ctl_cmd_runp = {
     .name = "runp",
-    .synopsis = "POD_CONFIG.json",
-    .summary = "run a pod from a crictl pod config; prints its id",
+    .synopsis = "POD_CONFIG.{json|yaml}",
+    .summary = "run a pod from a crictl pod config (JSON or YAML); prints its id",
     .run = run_runp,
 };
 
 const ctl_command ctl_cmd_pods = {
     .name = "pods",
-    .synopsis = "[-q] [-o json|table] [--name N] [--state S] [--label K=V]",
-    .summary = "list pods (--state ready|notready)",
+    .synopsis = "[-ql] [-o table|json|yaml] [-n LAST] [--id ID] [--name RE] [--namespace RE] "
+		"[-s STATE] [--label K=V] [--no-trunc]",
+    .summary = "list pods, newest first (--state ready|notready)",
     .run = run_pods,
 };
 
@@ -774,7 +837,7 @@ const ctl_command ctl_cmd_rmp = {
 
 const ctl_command ctl_cmd_inspectp = {
     .name = "inspectp",
-    .synopsis = "POD",
-    .summary = "a pod's status and info as JSON",
+    .synopsis = "[-o json|yaml] POD",
+    .summary = "a pod's status and info",
     .run = run_inspectp,
 };

@@ -135,8 +135,7 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 			id = optarg;
 			break;
 		case 'l':
-			if (!ctl_add_label(labels, optarg))
-				r = ctl_usage_error(&ctl_cmd_stats, "--label wants KEY=VALUE");
+			r = ctl_add_label(&ctl_cmd_stats, labels, optarg);
 			break;
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_stats);
@@ -203,7 +202,7 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 		/* Like crictl: only running containers (those with usage) unless -a. */
 		if (!all && !one && !s->cpu && !s->memory)
 			continue;
-		if (fmt == CTL_JSON) {
+		if (fmt != CTL_TEXT) {
 			json_array_append_new(items, ctl_pb_to_json(&s->base));
 			continue;
 		}
@@ -220,8 +219,8 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 		       a && a->metadata ? a->metadata->name : "", cpubuf, mem, disk,
 		       s->writable_layer ? u64_or_0(s->writable_layer->inodes_used) : 0);
 	}
-	if (fmt == CTL_JSON)
-		ctl_print_json(json_pack("{s:O}", "stats", items));
+	if (fmt != CTL_TEXT)
+		ctl_print(json_pack("{s:O}", "stats", items), fmt);
 	json_decref(items);
 	protobuf_c_message_free_unpacked(m0, NULL);
 	if (m1)
@@ -373,13 +372,8 @@ static int on_event(const ProtobufCMessage *msg, void *userdata)
 {
 	const ctl_format *fmt = userdata;
 	const Runtime__V1__ContainerEventResponse *ev = (const void *)msg;
-	if (*fmt == CTL_JSON) {
-		json_t *o = ctl_pb_to_json(msg);
-		char *s = json_dumps(o, JSON_COMPACT);
-		json_decref(o);
-		if (s)
-			printf("%s\n", s);
-		free(s);
+	if (*fmt != CTL_TEXT) {
+		ctl_print_stream_item(ctl_pb_to_json(msg), *fmt);
 		return 0;
 	}
 	const ProtobufCEnumValue *ev_type = protobuf_c_enum_descriptor_get_value(
@@ -439,8 +433,8 @@ static int run_events(ctl_ctx *ctx, int argc, char **argv)
 
 const ctl_command ctl_cmd_stats = {
     .name = "stats",
-    .synopsis = "[-a] [-o FMT] [-p POD] [--id ID] [--label K=V] [CTR]",
-    .summary = "containers' CPU and memory usage (-o json|table)",
+    .synopsis = "[-a] [-o table|json|yaml] [-p POD] [--id ID] [--label K=V] [CTR]",
+    .summary = "containers' CPU and memory usage",
     .run = run_stats,
 };
 
@@ -454,7 +448,8 @@ const ctl_command ctl_cmd_update = {
 
 const ctl_command ctl_cmd_events = {
     .name = "events",
-    .synopsis = "[-o json|text]",
-    .summary = "print container events until interrupted",
+    .synopsis = "[-o table|json|yaml]",
+    .summary = "print container events until interrupted (json: a line each, yaml: a "
+	       "document each)",
     .run = run_events,
 };

@@ -25,6 +25,9 @@ static int run_version(ctl_ctx *ctx, int argc, char **argv)
 		case 'h':
 			ctl_command_usage(stdout, &ctl_cmd_version);
 			return 0;
+		case ':':
+			return ctl_usage_error(&ctl_cmd_version, "option '%s' needs an argument",
+					       argv[optind - 1]);
 		default:
 			return ctl_usage_error(&ctl_cmd_version, "bad option '%s'",
 					       argv[optind - 1]);
@@ -41,14 +44,12 @@ static int run_version(ctl_ctx *ctx, int argc, char **argv)
 	if (r)
 		return r;
 	Runtime__V1__VersionResponse *v = (Runtime__V1__VersionResponse *)m;
-	if (fmt == CTL_JSON) {
+	if (fmt != CTL_TEXT) {
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "client_version", AGENTD_VERSION,
 				      "version", v->version, "runtime_name", v->runtime_name,
 				      "runtime_version", v->runtime_version, "runtime_api_version",
 				      v->runtime_api_version);
-		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		fputc('\n', stdout);
-		json_decref(o);
+		ctl_print(o, fmt);
 	} else {
 		printf("ClientVersion:  %s\n", AGENTD_VERSION);
 		printf("Version:  %s\n", v->version);
@@ -62,7 +63,7 @@ static int run_version(ctl_ctx *ctx, int argc, char **argv)
 
 const ctl_command ctl_cmd_version = {
     .name = "version",
-    .synopsis = "[-o json|text]",
+    .synopsis = "[-o table|json|yaml]",
     .summary = "client version and agentd's runtime version (CRI Version)",
     .run = run_version,
 };

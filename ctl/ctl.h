@@ -4,6 +4,7 @@
 #ifndef AGENTCTL_CTL_H
 #define AGENTCTL_CTL_H
 
+#include <regex.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sysexits.h>
@@ -75,11 +76,25 @@ int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 	       const ProtobufCMessageDescriptor *resp_desc, unsigned timeout_ms,
 	       rpc_stream_fn on_msg, void *userdata);
 
-/* Output format option shared by commands: "text" or "json". */
-typedef enum ctl_format { CTL_TEXT, CTL_JSON } ctl_format;
+/* Output format option shared by commands: -o table (or text), json, yaml. */
+typedef enum ctl_format { CTL_TEXT, CTL_JSON, CTL_YAML } ctl_format;
 int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret);
 /* A command's whole-seconds option (0 to 86400): 0, or the usage error's exit code. */
 int ctl_parse_seconds(const ctl_command *cmd, const char *s, long *ret);
+/* A count option (--last N, --tail N): a non-negative integer; 0 or the
+ * usage error's exit code. */
+int ctl_parse_count(const ctl_command *cmd, const char *option, const char *s, long *ret);
+
+/* A --name-style filter: an extended regular expression that matches
+ * anywhere in the value (crictl's regexp filters); unset matches all. */
+typedef struct ctl_regex {
+	bool set;
+	regex_t re;
+} ctl_regex;
+int ctl_regex_compile(const ctl_command *cmd, const char *option, const char *pattern,
+		      ctl_regex *ret);
+bool ctl_regex_match(const ctl_regex *re, const char *s);
+void ctl_regex_free(ctl_regex *re);
 
 /* ---- pods and containers (ctl/cmd_pod.c) ---- */
 typedef struct json_t json_t;
@@ -92,23 +107,41 @@ json_t *ctl_pb_to_json(const ProtobufCMessage *msg);
  * ..." and returns NULL. Free with protobuf_c_message_free_unpacked. */
 ProtobufCMessage *ctl_pb_from_json(const ProtobufCMessageDescriptor *desc, json_t *obj,
 				   const char *what);
-/* ctl_pb_from_json of a JSON file; returns 0 or, having printed why, an exit status. */
+/* ctl_pb_from_json of a JSON or YAML config file (ctl_load_config); returns 0
+ * or, having printed why, an exit status. */
 int ctl_pb_from_file(const char *file, const ProtobufCMessageDescriptor *desc,
 		     ProtobufCMessage **ret);
-void ctl_print_json(json_t *o); /* takes the reference */
-/* {"status": ..., "info": {...}}; info is an array of map entries (key, value). */
-void ctl_print_status(const ProtobufCMessage *status, size_t n_info, void **info);
+/* -o json and -o yaml of one tree (ctl/yaml.c); take the reference. */
+void ctl_print(json_t *o, ctl_format fmt); /* CTL_TEXT prints JSON */
+/* One item of a stream (events): a JSON line, or a "---" YAML document. */
+void ctl_print_stream_item(json_t *o, ctl_format fmt);
+/* A config file as a JSON object: JSON if it starts with '{', else YAML
+ * (as crictl decides). Returns 0, or, having printed what is wrong and
+ * where (FILE:LINE:COLUMN), an exit status. *ret_yaml: it was YAML. */
+int ctl_load_config(const char *file, json_t **ret, bool *ret_yaml);
+/* As crictl prints a verbose status: {"status": ..., <info keys>: ...}, each
+ * info value's JSON parsed. status is taken; info is an array of map entries
+ * (key, value). */
+json_t *ctl_status_json(json_t *status, size_t n_info, void **info);
 /* Gives calls that set up or tear down pods and containers a longer deadline
  * unless -t was given. */
 void ctl_long_call(ctl_ctx *ctx);
 void ctl_format_age(int64_t created_ns, char buf[32]);
-bool ctl_add_label(json_t *selector, const char *kv);
+/* --label KEY=VALUE into a label_selector object: 0, or the usage error's
+ * exit status. */
+int ctl_add_label(const ctl_command *cmd, json_t *selector, const char *kv);
 /* *ret: the full id of the pod (pod) or container that arg is a unique prefix
  * of, else arg itself. Returns 0 or, having printed why, an exit status. */
 int ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg, char **ret);
 /* getopt for commands taking just "-h" and operands: 0 to go on, -1 after
  * printing help, else the exit status of a usage error. */
 int ctl_ids_only(const ctl_command *cmd, int argc, char **argv, const char *what);
+/* ctl_ids_only that also takes -o json|yaml (the inspect commands). */
+int ctl_ids_and_format(const ctl_command *cmd, int argc, char **argv, const char *what,
+		       ctl_format *fmt);
 int ctl_run_pod(ctl_ctx *ctx, Runtime__V1__PodSandboxConfig *cfg, char **ret_id);
+/* The id of the image agentd knows by that name (*ret_id NULL if none);
+ * returns 0 or, having printed why, an exit status. */
+int ctl_image_id(ctl_ctx *ctx, const char *image, char **ret_id);
 
 #endif

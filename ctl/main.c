@@ -87,8 +87,10 @@ int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret)
 		*ret = CTL_TEXT;
 	else if (strcmp(s, "json") == 0)
 		*ret = CTL_JSON;
+	else if (strcmp(s, "yaml") == 0)
+		*ret = CTL_YAML;
 	else
-		return ctl_usage_error(cmd, "unknown output format '%s' (json or text)", s);
+		return ctl_usage_error(cmd, "unknown output format '%s' (table, json or yaml)", s);
 	return 0;
 }
 
@@ -100,6 +102,44 @@ int ctl_parse_seconds(const ctl_command *cmd, const char *s, long *ret)
 		return ctl_usage_error(cmd, "invalid timeout '%s' (seconds)", s);
 	*ret = v;
 	return 0;
+}
+
+int ctl_parse_count(const ctl_command *cmd, const char *option, const char *s, long *ret)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0)
+		return ctl_usage_error(cmd, "invalid %s '%s' (a number, 0 or more)", option, s);
+	*ret = v;
+	return 0;
+}
+
+int ctl_regex_compile(const ctl_command *cmd, const char *option, const char *pattern,
+		      ctl_regex *ret)
+{
+	if (ret->set)
+		ctl_regex_free(ret);
+	int e = regcomp(&ret->re, pattern, REG_EXTENDED | REG_NOSUB);
+	if (e) {
+		char why[128];
+		regerror(e, &ret->re, why, sizeof(why));
+		return ctl_usage_error(cmd, "invalid %s '%s': %s", option, pattern, why);
+	}
+	ret->set = true;
+	return 0;
+}
+
+bool ctl_regex_match(const ctl_regex *re, const char *s)
+{
+	return !re->set || regexec(&re->re, s ? s : "", 0, NULL, 0) == 0;
+}
+
+void ctl_regex_free(ctl_regex *re)
+{
+	if (re->set)
+		regfree(&re->re);
+	re->set = false;
 }
 
 /* ---- talking to agentd --------------------------------------------------- */

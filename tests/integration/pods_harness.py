@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
 import agentd_harness as H  # noqa: E402
 from registry_harness import ImageBuilder, Registry  # noqa: E402
@@ -119,6 +121,32 @@ def busybox_registry(work, path):
         yield reg
 
 
+def agentctl_fixtures(tmpname, name, bridge, subnet, image_path):
+    """The module fixtures of an agentctl test: work (its temp dir), registry
+    (busybox as image_path), daemon (agentd on its own network) and image (the
+    pulled reference). Assign them to the module's names work, registry,
+    daemon and image."""
+    @pytest.fixture(scope="module")
+    def work(tmp_path_factory):
+        return tmp_path_factory.mktemp(tmpname)
+
+    @pytest.fixture(scope="module")
+    def registry(work):
+        with busybox_registry(work, image_path) as reg:
+            yield reg
+
+    @pytest.fixture(scope="module")
+    def daemon(work, pb, registry):
+        with pod_agentd(work, pb, name, bridge, subnet) as a:
+            yield a
+
+    @pytest.fixture(scope="module")
+    def image(pb, daemon, registry):
+        return pull(pb, daemon, "%s/%s" % (registry.host, image_path))
+
+    return work, registry, daemon, image
+
+
 def pull(pb, daemon, ref):
     with daemon.unix_channel() as ch:
         pb.api_grpc.ImageServiceStub(ch).PullImage(
@@ -133,6 +161,26 @@ def ctl(daemon, *args):
     for m in ("runtime error:", "LeakSanitizer", "AddressSanitizer"):
         assert m not in r.stderr, (args, r.stderr)
     return r
+
+
+def spawn(daemon, *args):
+    """agentctl running in the background (logs -f, events)."""
+    return subprocess.Popen([H.agentctl_binary(), "-e", "unix://" + daemon.sock] +
+                            [str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(p, timeout=30):
+    """The output of a spawn()ed agentctl once it ends (killed if it does not)."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError("agentctl did not end: %r %r" % (out, err))
+    for m in ("runtime error:", "LeakSanitizer", "AddressSanitizer"):
+        assert m not in err, err
+    return out, err
 
 
 def ok(daemon, *args):

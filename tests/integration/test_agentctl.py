@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("AGENTD_SOURCE_DIR", os.path.abspath(os.path.join(HERE, "..", "..")))
@@ -131,6 +132,12 @@ def test_version(agentd):
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)
     assert j["runtime_name"] == "agentd" and j["runtime_api_version"] == "v1"
+    # -o yaml: the same tree, in YAML (strings like "0.1.0" and "v1" stay strings).
+    r = ctl("-e", agentd.sock, "version", "-o", "yaml")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout) == j, r.stdout
+    r = ctl("-e", agentd.sock, "version", "-o", "xml")
+    assert r.returncode == EX_USAGE and "unknown output format 'xml'" in r.stderr
 
     # The endpoint from the environment.
     r = ctl("version", env={"AGENTD_ENDPOINT": "unix://" + agentd.sock})
@@ -153,6 +160,13 @@ def test_info(agentd):
     assert j["schema_version"] >= 1
     assert abs(j["started_at"] / 1e9 - time.time()) < 120
     assert 0 <= j["uptime_seconds"] < 120
+    r = ctl("-e", agentd.sock, "info", "-o", "yaml")
+    assert r.returncode == 0, r.stderr
+    y = yaml.safe_load(r.stdout)
+    assert y.pop("uptime_seconds") >= j.pop("uptime_seconds")
+    assert y == j, r.stdout
+    r = ctl("-e", agentd.sock, "info", "-o")
+    assert r.returncode == EX_USAGE and "'-o' needs an argument" in r.stderr, r.stderr
 
     r = ctl("-e", agentd.sock, "info")
     assert r.returncode == 0, r.stderr

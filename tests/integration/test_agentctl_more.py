@@ -6,7 +6,6 @@ bridge, netns pin mount, agentctl subprocesses) is removed."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,9 +13,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import agentd_harness as H  # noqa: E402
 import pods_harness as P  # noqa: E402
-from pods_harness import EX_USAGE, ctl, ok  # noqa: E402
+from pods_harness import EX_USAGE, ctl, finish, ok, spawn  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
 
@@ -26,26 +24,8 @@ SUBNET = "10.234.%d.0/24" % N
 IMAGE_PATH = "test/ctlmore:v1"
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("ctlmore")
-
-
-@pytest.fixture(scope="module")
-def registry(work):
-    with P.busybox_registry(work, IMAGE_PATH) as reg:
-        yield reg
-
-
-@pytest.fixture(scope="module")
-def daemon(work, pb, registry):
-    with P.pod_agentd(work, pb, "agentctl-more", BRIDGE, SUBNET) as a:
-        yield a
-
-
-@pytest.fixture(scope="module")
-def image(pb, daemon, registry):
-    return P.pull(pb, daemon, "%s/%s" % (registry.host, IMAGE_PATH))
+work, registry, daemon, image = P.agentctl_fixtures("ctlmore", "agentctl-more", BRIDGE, SUBNET,
+                                                   IMAGE_PATH)
 
 
 
@@ -80,24 +60,6 @@ def container(daemon, image, work, pod, name, cmd, start=True):
     if start:
         ok(daemon, "start", ctr)
     return ctr
-
-
-def spawn(daemon, *args):
-    return subprocess.Popen([H.agentctl_binary(), "-e", "unix://" + daemon.sock] +
-                            [str(a) for a in args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def finish(p, timeout=20):
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        raise AssertionError("agentctl did not end: %r %r" % (out, err))
-    for m in ("runtime error:", "LeakSanitizer", "AddressSanitizer"):
-        assert m not in err, err
-    return out, err
 
 
 def test_stats_and_update(daemon, image, work, pod):

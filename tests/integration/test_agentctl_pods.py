@@ -24,26 +24,8 @@ SUBNET = "10.233.%d.0/24" % N
 IMAGE_PATH = "test/ctlbox:v1"
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("ctlpods")
-
-
-@pytest.fixture(scope="module")
-def registry(work):
-    with P.busybox_registry(work, IMAGE_PATH) as reg:
-        yield reg
-
-
-@pytest.fixture(scope="module")
-def daemon(work, pb, registry):
-    with P.pod_agentd(work, pb, "agentctl-test", BRIDGE, SUBNET) as a:
-        yield a
-
-
-@pytest.fixture(scope="module")
-def image(pb, daemon, registry):
-    return P.pull(pb, daemon, "%s/%s" % (registry.host, IMAGE_PATH))
+work, registry, daemon, image = P.agentctl_fixtures("ctlpods", "agentctl-test", BRIDGE, SUBNET,
+                                                   IMAGE_PATH)
 
 
 def test_bad_config_files(daemon, work):

@@ -416,7 +416,7 @@ def test_agentctl_pull_images_inspecti_rmi(agentd, plain, private):
 
     info = json.loads(ctl(agentd, "inspecti", ref).stdout)
     assert info["status"]["id"] == image_id
-    assert info["info"]["info"]["imageSpec"]["config"]["Cmd"] == ["sh"]
+    assert info["info"]["imageSpec"]["config"]["Cmd"] == ["sh"]
 
     p = ctl(agentd, "rmi", ref)
     assert p.stdout.strip() == f"Deleted: {ref}"
@@ -519,7 +519,7 @@ def test_agentctl_import_rootfs_tar(agentd, tmp_path):
             for r in rows), rows
     info = json.loads(ctl(agentd, "inspecti", "test/imported:v1").stdout)
     assert info["status"]["id"] == image_id
-    assert len(info["info"]["info"]["imageSpec"]["rootfs"]["diff_ids"]) == 1, info
+    assert len(info["info"]["imageSpec"]["rootfs"]["diff_ids"]) == 1, info
 
     # An empty tar: an image without layers.
     empty = rootfs_tar(tmp_path / "empty.tar", [])
@@ -527,7 +527,7 @@ def test_agentctl_import_rootfs_tar(agentd, tmp_path):
     assert empty_id.startswith("sha256:") and empty_id != image_id
     info = json.loads(ctl(agentd, "inspecti", "test/empty:v1").stdout)
     assert info["status"]["id"] == empty_id
-    assert info["info"]["info"]["imageSpec"]["rootfs"].get("diff_ids") in ([], None), info
+    assert info["info"]["imageSpec"]["rootfs"].get("diff_ids") in ([], None), info
     ctl(agentd, "rmi", "test/imported:v1", "test/empty:v1")
 
 
