@@ -175,14 +175,18 @@ json_t *ctl_pb_to_json(const ProtobufCMessage *msg)
 
 typedef struct parse_ctx {
 	const char *file;
-	/* From YAML: an unquoted 8080 or true for a string field is its text,
-	 * as crictl's YAML decoder takes it. */
-	bool scalars_as_text;
+	/* From YAML: where each value is; and an unquoted 8080 or true for a
+	 * string field is its text, as crictl's YAML decoder takes it. */
+	json_t *yaml_marks;
 } parse_ctx;
 
-static int field_error(parse_ctx *pc, const char *path, const char *what)
+static int field_error(parse_ctx *pc, json_t *v, const char *path, const char *what)
 {
-	ctl_warnx("%s: field '%s': %s", pc->file, path, what);
+	int line, column;
+	if (ctl_config_mark(pc->yaml_marks, v, &line, &column))
+		ctl_warnx("%s:%d:%d: field '%s': %s", pc->file, line, column, path, what);
+	else
+		ctl_warnx("%s: field '%s': %s", pc->file, path, what);
 	return -1;
 }
 
@@ -204,16 +208,16 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 	case PROTOBUF_C_TYPE_UINT64:
 	case PROTOBUF_C_TYPE_FIXED64: {
 		if (!json_is_integer(v))
-			return field_error(pc, path, "expected an integer");
+			return field_error(pc, v, path, "expected an integer");
 		json_int_t n = json_integer_value(v);
 		bool is_unsigned =
 		    f->type == PROTOBUF_C_TYPE_UINT32 || f->type == PROTOBUF_C_TYPE_FIXED32 ||
 		    f->type == PROTOBUF_C_TYPE_UINT64 || f->type == PROTOBUF_C_TYPE_FIXED64;
 		if (is_unsigned && n < 0)
-			return field_error(pc, path, "expected a non-negative integer");
+			return field_error(pc, v, path, "expected a non-negative integer");
 		if (elem_size(f->type) == 4) {
 			if (is_unsigned ? n > UINT32_MAX : (n < INT32_MIN || n > INT32_MAX))
-				return field_error(pc, path, "integer out of range");
+				return field_error(pc, v, path, "integer out of range");
 			if (is_unsigned)
 				*(uint32_t *)p = (uint32_t)n;
 			else
@@ -226,7 +230,7 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 	case PROTOBUF_C_TYPE_FLOAT:
 	case PROTOBUF_C_TYPE_DOUBLE:
 		if (!json_is_number(v))
-			return field_error(pc, path, "expected a number");
+			return field_error(pc, v, path, "expected a number");
 		if (f->type == PROTOBUF_C_TYPE_FLOAT)
 			*(float *)p = (float)json_number_value(v);
 		else
@@ -234,7 +238,7 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 		return 0;
 	case PROTOBUF_C_TYPE_BOOL:
 		if (!json_is_boolean(v))
-			return field_error(pc, path, "expected true or false");
+			return field_error(pc, v, path, "expected true or false");
 		*(protobuf_c_boolean *)p = json_is_true(v);
 		return 0;
 	case PROTOBUF_C_TYPE_ENUM: {
@@ -244,7 +248,7 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 			return 0;
 		}
 		if (!json_is_string(v))
-			return field_error(pc, path, "expected a name or a number");
+			return field_error(pc, v, path, "expected a name or a number");
 		/* crictl's files write protocols as "tcp" as well as "TCP". */
 		_cleanup_free_ char *up = ad_strdup(json_string_value(v));
 		for (char *c = up; *c; c++)
@@ -253,25 +257,25 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 		if (!ev) {
 			_cleanup_free_ char *msg =
 			    ad_asprintf("unknown value '%s'", json_string_value(v));
-			return field_error(pc, path, msg);
+			return field_error(pc, v, path, msg);
 		}
 		*(int *)p = ev->value;
 		return 0;
 	}
 	case PROTOBUF_C_TYPE_STRING:
-		if (pc->scalars_as_text && (json_is_number(v) || json_is_boolean(v))) {
+		if (pc->yaml_marks && (json_is_number(v) || json_is_boolean(v))) {
 			/* The text of what YAML resolved: jansson prints scalars bare. */
 			char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
 			*(char **)p = text ? text : ad_strdup("");
 			return 0;
 		}
 		if (!json_is_string(v))
-			return field_error(pc, path, "expected a string");
+			return field_error(pc, v, path, "expected a string");
 		*(char **)p = ad_strdup(json_string_value(v));
 		return 0;
 	case PROTOBUF_C_TYPE_BYTES: {
 		if (!json_is_string(v))
-			return field_error(pc, path, "expected a string");
+			return field_error(pc, v, path, "expected a string");
 		ProtobufCBinaryData *b = p;
 		b->len = json_string_length(v);
 		b->data = ad_malloc0(b->len + 1);
@@ -280,7 +284,7 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 	}
 	case PROTOBUF_C_TYPE_MESSAGE: {
 		if (!json_is_object(v))
-			return field_error(pc, path, "expected an object");
+			return field_error(pc, v, path, "expected an object");
 		ProtobufCMessage *m = msg_from_json(pc, f->descriptor, v, path);
 		if (!m)
 			return -1;
@@ -288,7 +292,7 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 		return 0;
 	}
 	}
-	return field_error(pc, path, "unsupported field type");
+	return field_error(pc, v, path, "unsupported field type");
 }
 
 static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescriptor *d,
@@ -308,7 +312,7 @@ static int set_repeated(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t
 {
 	bool map = f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor);
 	if (map ? !json_is_object(v) : !json_is_array(v))
-		return field_error(pc, path, map ? "expected an object" : "expected an array");
+		return field_error(pc, v, path, map ? "expected an object" : "expected an array");
 	size_t n = map ? json_object_size(v) : json_array_size(v);
 	size_t *count = (size_t *)(base + f->quantifier_offset);
 	char *arr = ad_malloc0(elem_size(f->type) * (n ? n : 1));
@@ -317,15 +321,21 @@ static int set_repeated(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t
 	if (map) {
 		const char *k;
 		json_t *val;
+		const ProtobufCMessageDescriptor *ed = f->descriptor;
+		const ProtobufCFieldDescriptor *kf = &ed->fields[0], *vf = &ed->fields[1];
 		json_object_foreach(v, k, val)
 		{
+			/* An error names the entry as "labels.app", not its value field. */
 			_cleanup_free_ char *sub = ad_asprintf("%s.%s", path, k);
-			json_t *entry = json_pack("{s:s,s:O}", "key", k, "value", val);
-			ProtobufCMessage *m = msg_from_json(pc, f->descriptor, entry, sub);
-			json_decref(entry);
-			if (!m)
-				return -1;
+			ProtobufCMessage *m = ad_malloc0(ed->sizeof_message);
+			ed->message_init(m);
 			((ProtobufCMessage **)arr)[(*count)++] = m;
+			json_t *key = json_string(k);
+			int r = set_value(pc, kf, key, (char *)m + kf->offset, sub);
+			json_decref(key);
+			if (r < 0 ||
+			    (!json_is_null(val) && set_value(pc, vf, val, (char *)m + vf->offset, sub) < 0))
+				return -1;
 		}
 		return 0;
 	}
@@ -383,14 +393,14 @@ ProtobufCMessage *ctl_pb_from_json(const ProtobufCMessageDescriptor *desc, json_
 int ctl_pb_from_file(const char *file, const ProtobufCMessageDescriptor *desc,
 		     ProtobufCMessage **ret)
 {
-	json_t *obj = NULL;
-	bool yaml = false;
-	int r = ctl_load_config(file, &obj, &yaml);
+	json_t *obj = NULL, *marks = NULL;
+	int r = ctl_load_config(file, &obj, &marks);
 	if (r)
 		return r;
-	parse_ctx pc = {.file = file, .scalars_as_text = yaml};
+	parse_ctx pc = {.file = file, .yaml_marks = marks};
 	*ret = msg_from_json(&pc, desc, obj, "");
 	json_decref(obj);
+	json_decref(marks);
 	return *ret ? 0 : EX_DATAERR;
 }
 

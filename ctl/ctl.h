@@ -117,8 +117,11 @@ void ctl_print(json_t *o, ctl_format fmt); /* CTL_TEXT prints JSON */
 void ctl_print_stream_item(json_t *o, ctl_format fmt);
 /* A config file as a JSON object: JSON if it starts with '{', else YAML
  * (as crictl decides). Returns 0, or, having printed what is wrong and
- * where (FILE:LINE:COLUMN), an exit status. *ret_yaml: it was YAML. */
-int ctl_load_config(const char *file, json_t **ret, bool *ret_yaml);
+ * where (FILE:LINE:COLUMN), an exit status. *ret_marks: NULL for JSON; for
+ * YAML where its values are, for ctl_config_mark (json_decref it). */
+int ctl_load_config(const char *file, json_t **ret, json_t **ret_marks);
+/* The line and column a YAML value of the tree started at, if known. */
+bool ctl_config_mark(json_t *marks, const json_t *v, int *ret_line, int *ret_column);
 /* As crictl prints a verbose status: {"status": ..., <info keys>: ...}, each
  * info value's JSON parsed. status is taken; info is an array of map entries
  * (key, value). */

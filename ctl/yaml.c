@@ -211,6 +211,7 @@ typedef struct loader {
 	size_t n_anchors;
 	char *error; /* "LINE:COL: what" */
 	size_t expanded; /* nodes loaded so far, aliases counted expanded */
+	json_t *marks;	 /* where each value starts (ctl_config_mark) */
 } loader;
 
 static json_t *load_fail(loader *l, yaml_mark_t mark, const char *fmt, ...)
@@ -344,6 +345,36 @@ static json_t *load_scalar(loader *l, const yaml_event_t *ev)
 
 static json_t *load_node(loader *l, yaml_event_t *ev, int depth);
 
+static void mark_key(const json_t *v, char key[32])
+{
+	snprintf(key, 32, "%p", (const void *)v);
+}
+
+static void remember_mark(loader *l, json_t *v, yaml_mark_t at)
+{
+	/* null, true and false are shared singletons: no place of their own. */
+	if (!v || json_is_null(v) || json_is_boolean(v))
+		return;
+	char key[32];
+	mark_key(v, key);
+	if (!json_object_get(l->marks, key))
+		json_object_set_new(l->marks, key,
+				    json_pack("[I,I]", (json_int_t)at.line + 1,
+					      (json_int_t)at.column + 1));
+}
+
+bool ctl_config_mark(json_t *marks, const json_t *v, int *ret_line, int *ret_column)
+{
+	char key[32];
+	mark_key(v, key);
+	json_t *at = marks ? json_object_get(marks, key) : NULL;
+	if (!at)
+		return false;
+	*ret_line = (int)json_integer_value(json_array_get(at, 0));
+	*ret_column = (int)json_integer_value(json_array_get(at, 1));
+	return true;
+}
+
 static void remember_anchor(loader *l, const yaml_char_t *name, json_t *v, size_t nodes)
 {
 	if (!name || !v)
@@ -457,6 +488,7 @@ static json_t *load_node(loader *l, yaml_event_t *ev, int depth)
 		return NULL;
 	}
 	size_t before = l->expanded++;
+	yaml_mark_t at = ev->start_mark;
 	switch (ev->type) {
 	case YAML_SCALAR_EVENT:
 		v = load_scalar(l, ev);
@@ -491,6 +523,7 @@ static json_t *load_node(loader *l, yaml_event_t *ev, int depth)
 		load_fail(l, ev->start_mark, "unexpected YAML event");
 	}
 	yaml_event_delete(ev);
+	remember_mark(l, v, at);
 	return v;
 }
 
@@ -541,7 +574,7 @@ static bool looks_like_json(const char *data, size_t len)
 	return i < len && data[i] == '{';
 }
 
-int ctl_load_config(const char *file, json_t **ret, bool *ret_yaml)
+int ctl_load_config(const char *file, json_t **ret, json_t **ret_marks)
 {
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
@@ -551,8 +584,9 @@ int ctl_load_config(const char *file, json_t **ret, bool *ret_yaml)
 		return EX_NOINPUT;
 	}
 	json_t *obj;
-	*ret_yaml = !looks_like_json(data, len);
-	if (!*ret_yaml) {
+	bool yaml = !looks_like_json(data, len);
+	*ret_marks = NULL;
+	if (!yaml) {
 		json_error_t jerr;
 		obj = json_loadb(data, len, 0, &jerr);
 		if (!obj) {
@@ -561,7 +595,7 @@ int ctl_load_config(const char *file, json_t **ret, bool *ret_yaml)
 			return EX_DATAERR;
 		}
 	} else {
-		loader l = {.file = file};
+		loader l = {.file = file, .marks = json_object()};
 		yaml_parser_initialize(&l.p);
 		obj = load_yaml(&l, data, len);
 		yaml_parser_delete(&l.p);
@@ -573,12 +607,16 @@ int ctl_load_config(const char *file, json_t **ret, bool *ret_yaml)
 		if (!obj) {
 			ctl_warnx("%s:%s", file, l.error);
 			free(l.error);
+			json_decref(l.marks);
 			return EX_DATAERR;
 		}
+		*ret_marks = l.marks;
 	}
 	if (!json_is_object(obj)) {
 		json_decref(obj);
-		ctl_warnx("%s: expected a %s", file, *ret_yaml ? "YAML mapping" : "JSON object");
+		json_decref(*ret_marks);
+		*ret_marks = NULL;
+		ctl_warnx("%s: expected a %s", file, yaml ? "YAML mapping" : "JSON object");
 		return EX_DATAERR;
 	}
 	*ret = obj;

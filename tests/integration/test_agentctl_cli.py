@@ -214,10 +214,15 @@ def test_bad_yaml_files(daemon, work):
     f = write(work / "list.yaml", "- metadata: {name: x}\n")
     r = ctl(daemon, "runp", f)
     assert r.returncode == EX_DATAERR and "%s: expected a YAML mapping" % f in r.stderr
+    # Values of the wrong type: named by field, and by line:column in YAML.
     f = write(work / "types.yaml", "metadata:\n  name: x\n  attempt: first\n")
     r = ctl(daemon, "runp", f)
     assert r.returncode == EX_DATAERR
-    assert "%s: field 'metadata.attempt': expected an integer" % f in r.stderr, r.stderr
+    assert "%s:3:12: field 'metadata.attempt': expected an integer" % f in r.stderr, r.stderr
+    f = write(work / "map.yaml", "labels: {a: [1]}\n")
+    r = ctl(daemon, "runp", f)
+    assert r.returncode == EX_DATAERR
+    assert "%s:1:13: field 'labels.a': expected a string" % f in r.stderr, r.stderr
     f = write(work / "ports.yaml", "port_mappings:\n- containerPort: 80\n  protocol: SCTP-ish\n")
     r = ctl(daemon, "runp", f)
     assert r.returncode == EX_DATAERR
