@@ -675,6 +675,13 @@ static int build_namespaces(mgr *m, arena *a, const Runtime__V1__ContainerConfig
 		pid_t tpid = 0;
 		if (creating && target_pid(m, p, o->target_id, &tpid, err) < 0)
 			return -1;
+		/* Later (a status summary) the target may be gone: no path then. */
+		ad_error_free(&e);
+		if (!creating && target_pid(m, p, o->target_id, &tpid, &e) < 0) {
+			ad_error_free(&e);
+			rc->namespaces[RT_NS_PID] = (rt_namespace){RT_NS_JOIN, NULL};
+			break;
+		}
 		rc->namespaces[RT_NS_PID] = (rt_namespace){
 		    RT_NS_JOIN, ar_keep(a, ad_asprintf("/proc/%d/ns/pid", (int)tpid))};
 		break;

@@ -162,6 +162,12 @@ def test_pid_and_ipc_namespace_modes(rt, pb, work, image, daemon):
         debug = pod.run(with_pid_mode(pb, ctr_config(pb, image, "debug", ["sleep", "1000"]),
                                       pb.api.TARGET, own))
         assert pod.exec(debug, "cat", "/proc/1/cmdline").split("\0")[:2] == ["sleep", "1001"]
+
+        def verbose(cid):
+            return json.loads(rt.ContainerStatus(pb.api.ContainerStatusRequest(
+                container_id=cid, verbose=True)).info["info"])
+        assert {"type": "pid", "path": "/proc/%d/ns/pid" % verbose(own)["pid"]} in \
+            verbose(debug)["runtimeSpec"]["linux"]["namespaces"]
         # The target's own processes and the debugger's share one namespace.
         assert "sleep\x001000" in pod.exec(debug, "sh", "-c", "cat /proc/[0-9]*/cmdline")
         assert pod.exec(in_pod, "busybox", "readlink", "/proc/self/ns/ipc").strip() == host_ipc
