@@ -1,8 +1,10 @@
 /* Pull orchestration: manifest (through an index if need be) → config →
  * layers, each downloaded and unpacked at once in its own worker, at most
- * max_parallel at a time. A layer's bytes go from curl's write callback
- * through a bounded buffer to the unpacker, and into the content store on the
- * way, hashed as they pass. Nothing is recorded until every layer is in place. */
+ * max_parallel at a time. Every transfer runs on the session's one curl multi
+ * loop (registry.c); a layer's bytes go from curl's write callback on that
+ * loop through a bounded buffer to the layer's unpacker, which writes them
+ * into the content store, hashed, as they pass. Nothing is recorded until
+ * every layer is in place. */
 #include "store_int.h"
 #include "unpack.h"
 
@@ -19,7 +21,7 @@
 #define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
 #define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 #define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1"
-#define PIPE_CAP (1u << 20)
+#define PIPE_CAP (2u << 20)
 #define PROGRESS_STEP (256u << 10)
 #define MAX_LAYERS 500
 
@@ -184,107 +186,118 @@ static int fetch_blob(pull_ctx *pc, const char *digest, int64_t size, ad_error *
 
 /* ---- the bounded buffer between download and unpack ---- */
 
+/* Filled by the session's loop thread (never blocking: a full pipe pauses the
+ * transfer), drained by the layer's unpacker, which also hashes the bytes
+ * into the content store as they pass, so the loop thread only copies. */
 typedef struct pipe_buf {
 	pthread_mutex_t m;
 	pthread_cond_t c;
 	char *buf;
-	size_t head, len;
+	size_t cap, head, len;
 	bool eof, closed;
+	bool paused; /* the producer was turned away: resume it once drained */
 	ad_error *err; /* the download's failure, handed to the unpacker */
+	store_session *sess;
 } pipe_buf;
 
-static int pipe_push(pipe_buf *p, const char *data, size_t len, ad_error **err)
-{
-	pthread_mutex_lock(&p->m);
-	while (len > 0) {
-		while (p->len == PIPE_CAP && !p->closed)
-			pthread_cond_wait(&p->c, &p->m);
-		if (p->closed) {
-			pthread_mutex_unlock(&p->m);
-			return ad_fail(err, AD_E_CANCELLED, "layer extraction stopped");
-		}
-		size_t tail = (p->head + p->len) % PIPE_CAP;
-		size_t room = PIPE_CAP - p->len;
-		size_t n = len < room ? len : room;
-		if (n > PIPE_CAP - tail)
-			n = PIPE_CAP - tail;
-		memcpy(p->buf + tail, data, n);
-		p->len += n;
-		data += n;
-		len -= n;
-		pthread_cond_broadcast(&p->c);
-	}
-	pthread_mutex_unlock(&p->m);
-	return 0;
-}
-
-static ssize_t pipe_pop(void *u, void *out, size_t len, ad_error **err)
+static int pipe_push(void *u, const void *data, size_t len, ad_error **err)
 {
 	pipe_buf *p = u;
 	pthread_mutex_lock(&p->m);
-	while (p->len == 0 && !p->eof && !p->err)
-		pthread_cond_wait(&p->c, &p->m);
-	if (p->len == 0) {
-		ssize_t r = 0;
-		if (p->err)
-			r = ad_fail(err, p->err->code, "%s", p->err->message);
+	if (p->closed) {
 		pthread_mutex_unlock(&p->m);
-		return r;
+		return ad_fail(err, AD_E_CANCELLED, "layer extraction stopped");
 	}
-	size_t n = len < p->len ? len : p->len;
-	if (n > PIPE_CAP - p->head)
-		n = PIPE_CAP - p->head;
-	memcpy(out, p->buf + p->head, n);
-	p->head = (p->head + n) % PIPE_CAP;
-	p->len -= n;
+	/* The limit is soft: a chunk is taken whole (curl hands back a paused
+	 * chunk whole, perhaps grown), so the buffer holds at most PIPE_CAP
+	 * plus one chunk. */
+	if (p->len >= PIPE_CAP) {
+		p->paused = true;
+		pthread_mutex_unlock(&p->m);
+		return 1;
+	}
+	if (p->head + p->len + len > p->cap) {
+		if (p->len > 0)
+			memmove(p->buf, p->buf + p->head, p->len);
+		p->head = 0;
+		if (p->len + len > p->cap) {
+			p->cap = p->len + len;
+			p->buf = ad_realloc(p->buf, p->cap);
+		}
+	}
+	memcpy(p->buf + p->head + p->len, data, len);
+	p->len += len;
 	pthread_cond_broadcast(&p->c);
 	pthread_mutex_unlock(&p->m);
-	return (ssize_t)n;
+	return 0;
 }
 
 typedef struct download {
 	pull_ctx *pc;
 	size_t idx;
-	pipe_buf *pipe;
-	store_blob_writer *w;
+	pipe_buf pipe;
+	store_blob_writer *w; /* the unpacker's: committed when the stream ends */
 } download;
 
-static int download_sink(void *u, const void *buf, size_t len, ad_error **err)
+/* The unpacker's read_fn: bytes from the pipe, written to the content store
+ * on the way; the end of the stream is only reported once the blob's digest
+ * and size are verified and it is stored. */
+static ssize_t download_read(void *u, void *out, size_t want, ad_error **err)
 {
 	download *d = u;
-	if (store_blob_writer_write(d->w, buf, len, err) < 0)
-		return -1;
-	if (pipe_push(d->pipe, buf, len, err) < 0)
+	pipe_buf *p = &d->pipe;
+	pthread_mutex_lock(&p->m);
+	while (p->len == 0 && !p->eof && !p->err)
+		pthread_cond_wait(&p->c, &p->m);
+	if (p->len == 0) {
+		int r = 0;
+		if (p->err)
+			r = ad_fail(err, p->err->code, "%s", p->err->message);
+		pthread_mutex_unlock(&p->m);
+		if (r == 0) {
+			store_blob_writer *w = ad_steal_ptr(d->w);
+			r = store_blob_writer_commit(w, err);
+			if (r == 0)
+				report(d->pc, d->idx, STORE_LAYER_EXTRACTING);
+		}
+		return r;
+	}
+	size_t n = want < p->len ? want : p->len;
+	memcpy(out, p->buf + p->head, n);
+	p->head += n;
+	p->len -= n;
+	bool resume = p->paused && p->len <= PIPE_CAP / 2;
+	if (resume)
+		p->paused = false;
+	pthread_mutex_unlock(&p->m);
+	if (resume)
+		store_session_resume(p->sess);
+	if (store_blob_writer_write(d->w, out, n, err) < 0)
 		return -1;
 	pull_layer *l = &d->pc->layers[d->idx];
-	l->done += len;
+	l->done += n;
 	if (l->done - l->last_reported >= PROGRESS_STEP) {
 		l->last_reported = l->done;
 		report(d->pc, d->idx, STORE_LAYER_DOWNLOADING);
 	}
-	return 0;
+	return (ssize_t)n;
 }
 
+/* The layer's transfer: blocks on the session's loop (with its retries,
+ * auth and redirects) while the unpacker drains the pipe. */
 static void *download_main(void *u)
 {
 	download *d = u;
 	pull_layer *l = &d->pc->layers[d->idx];
 	ad_error *err = NULL;
-	int r = store_session_get_blob(d->pc->sess, l->digest, l->size, download_sink, d, &err);
+	int r = store_session_get_blob(d->pc->sess, l->digest, l->size, pipe_push, &d->pipe, &err);
+	pthread_mutex_lock(&d->pipe.m);
 	if (r == 0)
-		r = store_blob_writer_commit(d->w, &err);
+		d->pipe.eof = true;
 	else
-		store_blob_writer_abort(d->w);
-	d->w = NULL;
-	pthread_mutex_lock(&d->pipe->m);
-	if (r == 0)
-		d->pipe->eof = true;
-	else
-		d->pipe->err = err;
-	pthread_cond_broadcast(&d->pipe->c);
-	pthread_mutex_unlock(&d->pipe->m);
-	if (r == 0)
-		report(d->pc, d->idx, STORE_LAYER_EXTRACTING);
+		d->pipe.err = err;
+	pthread_cond_broadcast(&d->pipe.c);
+	pthread_mutex_unlock(&d->pipe.m);
 	return NULL;
 }
 
@@ -367,38 +380,39 @@ static int unpack_layer(pull_ctx *pc, size_t i, ad_error **err)
 		report(pc, i, STORE_LAYER_EXTRACTING);
 		r = store_layer_unpack_blob(s, l->digest, l->diff_id, NULL, err);
 	} else {
-		pipe_buf p = {.buf = ad_malloc0(PIPE_CAP)};
-		pthread_mutex_init(&p.m, NULL);
-		pthread_cond_init(&p.c, NULL);
-		download d = {.pc = pc, .idx = i, .pipe = &p};
+		download d = {.pc = pc, .idx = i};
+		pipe_buf *p = &d.pipe;
+		p->sess = pc->sess;
+		pthread_mutex_init(&p->m, NULL);
+		pthread_cond_init(&p->c, NULL);
 		pthread_t th;
 		r = store_blob_writer_open(s, l->digest, (int64_t)l->size, &d.w, err);
 		if (r == 0) {
 			report(pc, i, STORE_LAYER_DOWNLOADING);
 			if (pthread_create(&th, NULL, download_main, &d) != 0) {
-				store_blob_writer_abort(d.w);
 				r = ad_fail(err, AD_E_RESOURCE, "cannot start a download thread");
 			} else {
-				/* The unpacker reads to the end, which the download only
-				 * signals once the blob's digest is verified and stored. */
-				r = store_layer_unpack(s, l->digest, l->diff_id, pipe_pop, &p, NULL,
-						       err);
-				/* Unblock the download if the unpack stopped early. */
-				pthread_mutex_lock(&p.m);
-				p.closed = true;
-				pthread_cond_broadcast(&p.c);
-				pthread_mutex_unlock(&p.m);
+				r = store_layer_unpack(s, l->digest, l->diff_id, download_read, &d,
+						       NULL, err);
+				/* Stop the download if the unpack stopped early (a paused
+				 * transfer must run again to see it). */
+				pthread_mutex_lock(&p->m);
+				p->closed = true;
+				pthread_cond_broadcast(&p->c);
+				pthread_mutex_unlock(&p->m);
+				store_session_resume(pc->sess);
 				pthread_join(th, NULL);
-				if (r < 0 && p.err && (*err)->code == AD_E_CANCELLED) {
+				if (r < 0 && p->err && (*err)->code == AD_E_CANCELLED) {
 					ad_error_free(err);
-					*err = ad_steal_ptr(p.err);
+					*err = ad_steal_ptr(p->err);
 				}
 			}
+			store_blob_writer_abort(d.w); /* NULL once committed */
 		}
-		ad_error_free(&p.err);
-		pthread_mutex_destroy(&p.m);
-		pthread_cond_destroy(&p.c);
-		free(p.buf);
+		ad_error_free(&p->err);
+		pthread_mutex_destroy(&p->m);
+		pthread_cond_destroy(&p->c);
+		free(p->buf);
 	}
 	if (r < 0)
 		return ad_error_wrap(err, "layer %zu/%zu %s", i + 1, pc->n_layers, l->digest);
@@ -412,7 +426,7 @@ static void *layer_worker(void *u)
 		pthread_mutex_lock(&pc->lock);
 		size_t i = pc->next++;
 		pthread_mutex_unlock(&pc->lock);
-		if (i >= pc->n_layers)
+		if (i >= pc->n_layers || store_session_cancelled(pc->sess))
 			return NULL;
 		pull_layer *l = &pc->layers[i];
 		/* Two pulls of images sharing a layer unpack it once. */
@@ -518,7 +532,8 @@ static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
 	json_t *manifest = NULL, *config = NULL;
 	int r = -1;
 
-	if (store_session_new(s, ref, opts ? opts->auth : NULL, &pc.sess, err) < 0)
+	if (store_session_new(s, ref, opts ? opts->auth : NULL, opts ? opts->cancel : NULL,
+			      opts ? opts->cancel_userdata : NULL, &pc.sess, err) < 0)
 		goto out;
 	if (get_verified_manifest(pc.sess, ref_string, ref->digest ? ref->digest : ref->tag,
 				  ref->digest, &body, &len, &mt, top_digest, err) < 0)
@@ -617,6 +632,11 @@ static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
 	for (size_t i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	free(th);
+	/* Whatever the layers say, a cancelled pull records nothing. */
+	if (store_session_cancelled(pc.sess)) {
+		ad_fail(err, AD_E_CANCELLED, "pull of %s cancelled", ref_string);
+		goto out;
+	}
 	for (size_t i = 0; i < pc.n_layers; i++) {
 		if (pc.layers[i].err) {
 			*err = ad_steal_ptr(pc.layers[i].err);

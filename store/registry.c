@@ -1,7 +1,16 @@
-/* Registry client: OCI distribution API v2 over libcurl. One easy handle per
- * request, sharing connections, DNS and TLS sessions through a CURLSH, so the
- * parallel layer threads reuse connections. Redirects are followed by hand so
- * that credentials only ever go to the registry and its token realm. */
+/* Registry client: OCI distribution API v2 over libcurl.
+ *
+ * Each session (one pull) owns one curl multi handle and one thread that
+ * drives it: every request of the pull (manifests, tokens, blobs) is an easy
+ * handle handed to that loop, so all transfers share the multi handle's
+ * connection pool (keep-alive, and HTTP/2 multiplexing where the registry
+ * offers it). The callers (the pull's layer threads) keep the request logic
+ * (auth, redirects, retries) and block until their transfer is done; a blob's
+ * bytes go to its sink from the loop thread, which pauses the transfer when
+ * the sink is full. The loop also enforces the stall timeout and the pull's
+ * cancel hook. DNS and TLS sessions are shared across pulls through a CURLSH.
+ * Redirects are followed by hand so that credentials only ever go to the
+ * registry and its token realm. */
 #include "store_int.h"
 
 #include <arpa/inet.h>
@@ -20,6 +29,10 @@
 #define MAX_REDIRECTS 5
 #define MAX_SMALL_BODY (4u << 20) /* manifests, tokens, error bodies */
 #define MAX_ERROR_BODY (64u << 10)
+/* How often the loop looks at the cancel hook and the stall timers. */
+#define LOOP_CHECK_NS (50 * 1000000LL)
+#define LOOP_POLL_MS 50
+#define RECV_BUFFER (256L << 10)
 
 static const char *const ACCEPT = "Accept: application/vnd.oci.image.index.v1+json, "
 				  "application/vnd.docker.distribution.manifest.list.v2+json, "
@@ -52,8 +65,31 @@ typedef struct endpoint {
 	char *challenge; /* the WWW-Authenticate value */
 } endpoint;
 
+typedef struct xfer xfer;
+
+/* A transfer handed to the session's loop; lives on the waiting caller's stack. */
+typedef struct loop_xfer {
+	CURL *h;
+	xfer *x;
+	bool done; /* set by the loop under loop_lock, then never touched by it */
+	CURLcode result;
+	struct loop_xfer *next;
+} loop_xfer;
+
 struct store_session {
 	store *s;
+	/* The transfer loop: one multi handle, driven by `loop_thread`. */
+	CURLM *multi;
+	pthread_t loop_thread;
+	bool loop_started;
+	pthread_mutex_t loop_lock;
+	pthread_cond_t loop_cond;	/* a transfer finished, or the pull was cancelled */
+	loop_xfer *pending;		/* submitted, not yet in the multi handle */
+	loop_xfer *active;		/* in the multi handle: loop thread only */
+	bool loop_stop, resume_paused, cancelled;
+	store_cancel_fn cancel;
+	void *cancel_userdata;
+
 	store_ref ref;
 	char *ref_string;
 	endpoint *eps;
@@ -102,7 +138,8 @@ int store_registry_init(store *s, ad_error **err)
 	curl_share_setopt(r->share, CURLSHOPT_LOCKFUNC, share_lock);
 	curl_share_setopt(r->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
 	curl_share_setopt(r->share, CURLSHOPT_USERDATA, r);
-	curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	/* Not CURL_LOCK_DATA_CONNECT: connections live in each pull's multi
+	 * handle (libcurl does not support sharing them between threads). */
 	curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
 	curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 	s->reg = r;
@@ -313,12 +350,24 @@ static bool has_certs_dir(store *s, const char *hostport)
 
 /* ---- session ---- */
 
+static int loop_start(store_session *sess, ad_error **err);
+static void loop_stop(store_session *sess);
+
 int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
-		      store_session **ret_sess, ad_error **err)
+		      store_cancel_fn cancel, void *cancel_userdata, store_session **ret_sess,
+		      ad_error **err)
 {
 	store_session *sess = ad_malloc0(sizeof(*sess));
 	sess->s = s;
+	sess->cancel = cancel;
+	sess->cancel_userdata = cancel_userdata;
 	pthread_mutex_init(&sess->lock, NULL);
+	pthread_mutex_init(&sess->loop_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* backoff_sleep's deadlines */
+	pthread_cond_init(&sess->loop_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	sess->ref.domain = ad_strdup(ref->domain);
 	sess->ref.path = ad_strdup(ref->path);
 	sess->ref.tag = ref->tag ? ad_strdup(ref->tag) : NULL;
@@ -366,6 +415,10 @@ int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
 		store_session_free(sess);
 		return -1;
 	}
+	if (loop_start(sess, err) < 0) {
+		store_session_free(sess);
+		return -1;
+	}
 	*ret_sess = sess;
 	return 0;
 }
@@ -374,6 +427,7 @@ void store_session_free(store_session *sess)
 {
 	if (!sess)
 		return;
+	loop_stop(sess);
 	for (size_t i = 0; i < sess->n_eps; i++) {
 		endpoint *ep = &sess->eps[i];
 		free(ep->base);
@@ -396,7 +450,7 @@ void store_session_free(store_session *sess)
 
 /* ---- one HTTP exchange ---- */
 
-typedef struct xfer {
+struct xfer {
 	CURL *h;
 	long status;
 	/* Body: 2xx goes to sink (or small), others to errbody. */
@@ -411,25 +465,11 @@ typedef struct xfer {
 	size_t errbody_len;
 	char *www_auth, *content_type, *docker_digest;
 	bool status_checked, range_request;
-	/* Stall detection: no byte for stall_ns since last_byte_ns. */
-	int64_t last_byte_ns, stall_ns;
-	bool stalled;
-} xfer;
-
-static int on_xferinfo(void *u, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-		       curl_off_t ulnow)
-{
-	(void)dltotal;
-	(void)dlnow;
-	(void)ultotal;
-	(void)ulnow;
-	xfer *x = u;
-	if (x->stall_ns > 0 && ad_monotonic_ns() - x->last_byte_ns > x->stall_ns) {
-		x->stalled = true;
-		return 1; /* CURLE_ABORTED_BY_CALLBACK */
-	}
-	return 0;
-}
+	/* Loop thread only: the sink was full (the transfer is paused), and the
+	 * stall timer: no byte for the session's stall timeout since last_byte_ns. */
+	bool paused, stalled;
+	int64_t last_byte_ns;
+};
 
 static char *header_value(const char *line, size_t n, const char *name)
 {
@@ -494,20 +534,27 @@ static size_t on_body(char *buf, size_t size, size_t n, void *u)
 	}
 	const char *p = buf;
 	size_t left = len;
-	if (x->skip) {
-		size_t d = x->skip < left ? (size_t)x->skip : left;
-		x->skip -= d;
-		p += d;
-		left -= d;
-		if (!left)
-			return len;
+	/* Only consumed once the sink took the rest: a paused chunk comes again. */
+	size_t skip = x->skip < left ? (size_t)x->skip : left;
+	p += skip;
+	left -= skip;
+	if (!left) {
+		x->skip -= skip;
+		return len;
 	}
 	if (x->sink) {
-		if (x->sink(x->sink_data, p, left, &x->sink_err) < 0)
+		int r = x->sink(x->sink_data, p, left, &x->sink_err);
+		if (r < 0)
 			return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+		if (r > 0) {
+			x->paused = true;
+			return CURL_WRITEFUNC_PAUSE;
+		}
+		x->skip -= skip;
 		x->delivered += left;
 		return len;
 	}
+	x->skip -= skip;
 	if (x->small_len + left > x->small_max)
 		return 0;
 	x->small = ad_realloc(x->small, x->small_len + left + 1);
@@ -600,11 +647,207 @@ static void tls_files_clear(tls_files *t)
 	free(t->key);
 }
 
+/* ---- the session's transfer loop ---- */
+
+/* Loop thread: takes `t` out of the multi handle and hands it back to its caller. */
+static int fail_cancelled(store_session *sess, ad_error **err)
+{
+	return ad_fail(err, AD_E_CANCELLED, "pull of %s cancelled", sess->ref_string);
+}
+
+static void loop_finish(store_session *sess, loop_xfer *t, CURLcode result)
+{
+	curl_multi_remove_handle(sess->multi, t->h);
+	for (loop_xfer **p = &sess->active; *p; p = &(*p)->next) {
+		if (*p == t) {
+			*p = t->next;
+			break;
+		}
+	}
+	pthread_mutex_lock(&sess->loop_lock);
+	t->result = result;
+	t->done = true;
+	pthread_cond_broadcast(&sess->loop_cond);
+	pthread_mutex_unlock(&sess->loop_lock);
+}
+
+/* Loop thread: the cancel hook and the stall timers, every LOOP_CHECK_NS. */
+static void loop_check(store_session *sess, int64_t now)
+{
+	bool cancelled = sess->cancelled; /* only the loop thread writes it */
+	if (!cancelled && sess->cancel && sess->cancel(sess->cancel_userdata)) {
+		pthread_mutex_lock(&sess->loop_lock);
+		sess->cancelled = cancelled = true;
+		pthread_cond_broadcast(&sess->loop_cond); /* wakes backoff sleeps */
+		pthread_mutex_unlock(&sess->loop_lock);
+	}
+	int64_t stall_ns = (int64_t)sess->s->stall_timeout_s * 1000000000LL;
+	for (loop_xfer *t = sess->active, *next; t; t = next) {
+		next = t->next;
+		/* The stall timeout counts from the last byte, not an average speed
+		 * (curl's LOW_SPEED_* lags by its averaging window); a transfer we
+		 * paused ourselves is not stalled. */
+		if (cancelled) {
+			loop_finish(sess, t, CURLE_ABORTED_BY_CALLBACK);
+		} else if (!t->x->paused && now - t->x->last_byte_ns > stall_ns) {
+			t->x->stalled = true;
+			loop_finish(sess, t, CURLE_OPERATION_TIMEDOUT);
+		}
+	}
+}
+
+static void *loop_main(void *u)
+{
+	store_session *sess = u;
+	int64_t next_check = 0;
+	for (;;) {
+		pthread_mutex_lock(&sess->loop_lock);
+		bool stop = sess->loop_stop, resume = sess->resume_paused;
+		bool cancelled = sess->cancelled;
+		loop_xfer *incoming = sess->pending;
+		sess->pending = NULL;
+		sess->resume_paused = false;
+		pthread_mutex_unlock(&sess->loop_lock);
+		if (stop)
+			break;
+		for (loop_xfer *t = incoming, *next; t; t = next) {
+			next = t->next;
+			t->next = sess->active;
+			sess->active = t;
+			t->x->paused = t->x->stalled = false;
+			t->x->last_byte_ns = ad_monotonic_ns();
+			CURLMcode mc = curl_multi_add_handle(sess->multi, t->h);
+			if (cancelled || mc != CURLM_OK)
+				loop_finish(sess, t,
+					    cancelled ? CURLE_ABORTED_BY_CALLBACK : CURLE_OUT_OF_MEMORY);
+		}
+		if (resume) {
+			for (loop_xfer *t = sess->active; t; t = t->next) {
+				if (!t->x->paused)
+					continue;
+				t->x->paused = false;
+				t->x->last_byte_ns = ad_monotonic_ns();
+				/* Redelivers the held chunk now; the sink may pause again. */
+				curl_easy_pause(t->h, CURLPAUSE_CONT);
+			}
+		}
+		int64_t now = ad_monotonic_ns();
+		if (now >= next_check) {
+			next_check = now + LOOP_CHECK_NS;
+			loop_check(sess, now);
+		}
+		int running = 0;
+		curl_multi_perform(sess->multi, &running);
+		CURLMsg *msg;
+		int left;
+		while ((msg = curl_multi_info_read(sess->multi, &left))) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			loop_xfer *t = NULL;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+			CURLcode result = msg->data.result; /* msg dies with the removal */
+			loop_finish(sess, t, result);
+		}
+		curl_multi_poll(sess->multi, NULL, 0, LOOP_POLL_MS, NULL);
+	}
+	return NULL;
+}
+
+/* Runs the configured easy handle on the session's loop and waits for it. */
+static CURLcode loop_run(store_session *sess, CURL *h, xfer *x)
+{
+	loop_xfer t = {.h = h, .x = x};
+	curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)&t);
+	pthread_mutex_lock(&sess->loop_lock);
+	if (sess->cancelled) {
+		pthread_mutex_unlock(&sess->loop_lock);
+		return CURLE_ABORTED_BY_CALLBACK;
+	}
+	loop_xfer **tail = &sess->pending;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = &t;
+	pthread_mutex_unlock(&sess->loop_lock);
+	curl_multi_wakeup(sess->multi);
+	pthread_mutex_lock(&sess->loop_lock);
+	while (!t.done)
+		pthread_cond_wait(&sess->loop_cond, &sess->loop_lock);
+	pthread_mutex_unlock(&sess->loop_lock);
+	return t.result;
+}
+
+void store_session_resume(store_session *sess)
+{
+	pthread_mutex_lock(&sess->loop_lock);
+	sess->resume_paused = true;
+	pthread_mutex_unlock(&sess->loop_lock);
+	curl_multi_wakeup(sess->multi);
+}
+
+bool store_session_cancelled(store_session *sess)
+{
+	pthread_mutex_lock(&sess->loop_lock);
+	bool c = sess->cancelled;
+	pthread_mutex_unlock(&sess->loop_lock);
+	return c;
+}
+
+/* Sleeps for a retry's backoff; false if the pull was cancelled meanwhile. */
+static bool backoff_sleep(store_session *sess, unsigned ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&sess->loop_lock);
+	while (!sess->cancelled &&
+	       pthread_cond_timedwait(&sess->loop_cond, &sess->loop_lock, &until) != ETIMEDOUT)
+		;
+	bool ok = !sess->cancelled;
+	pthread_mutex_unlock(&sess->loop_lock);
+	return ok;
+}
+
+static int loop_start(store_session *sess, ad_error **err)
+{
+	sess->multi = curl_multi_init();
+	if (!sess->multi)
+		return ad_fail(err, AD_E_INTERNAL, "curl_multi_init failed");
+	curl_multi_setopt(sess->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+	int e = pthread_create(&sess->loop_thread, NULL, loop_main, sess);
+	if (e != 0)
+		return ad_error_make(err, AD_E_RESOURCE, e, "cannot start the transfer thread");
+	sess->loop_started = true;
+	return 0;
+}
+
+/* No transfer is outstanding: every caller of loop_run has returned. */
+static void loop_stop(store_session *sess)
+{
+	if (sess->loop_started) {
+		pthread_mutex_lock(&sess->loop_lock);
+		sess->loop_stop = true;
+		pthread_mutex_unlock(&sess->loop_lock);
+		curl_multi_wakeup(sess->multi);
+		pthread_join(sess->loop_thread, NULL);
+	}
+	if (sess->multi)
+		curl_multi_cleanup(sess->multi);
+	pthread_mutex_destroy(&sess->loop_lock);
+	pthread_cond_destroy(&sess->loop_cond);
+}
+
 /* Performs one request to `url` following redirects by hand; `auth_header`
  * goes only to `origin`. Returns the CURLcode; x->status holds the answer. */
-static CURLcode perform(store *s, const endpoint *ep, const char *url, const char *auth_header,
-			const char *extra_header, xfer *x, const char *post_body)
+static CURLcode perform(store_session *sess, const endpoint *ep, const char *url,
+			const char *auth_header, const char *extra_header, xfer *x,
+			const char *post_body)
 {
+	store *s = sess->s;
 	_cleanup_free_ char *cur = ad_strdup(url);
 	tls_files tls;
 	tls_files_find(s, ep, &tls);
@@ -635,14 +878,11 @@ static CURLcode perform(store *s, const endpoint *ep, const char *url, const cha
 		curl_easy_setopt(h, CURLOPT_USERAGENT, "agentd/" AGENTD_VERSION);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)s->stall_timeout_s);
-		/* The stall timeout counts from the last byte, not an average speed
-		 * (curl's LOW_SPEED_* lags by its averaging window). */
-		x->stall_ns = (int64_t)s->stall_timeout_s * 1000000000LL;
-		x->last_byte_ns = ad_monotonic_ns();
-		x->stalled = false;
-		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
-		curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, RECV_BUFFER);
+		/* A second transfer to an HTTP/2 server waits for the first one's
+		 * connection to multiplex on it rather than opening its own. */
+		if (strncmp(cur, "https:", 6) == 0)
+			curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -662,7 +902,7 @@ static CURLcode perform(store *s, const endpoint *ep, const char *url, const cha
 				curl_easy_setopt(h, CURLOPT_SSLKEY, tls.key);
 			}
 		}
-		rc = curl_easy_perform(h);
+		rc = loop_run(sess, h, x);
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x->status);
 		char *loc = NULL;
 		_cleanup_free_ char *next = NULL;
@@ -810,12 +1050,14 @@ static int fetch_token(store_session *sess, const endpoint *ep, const char *chal
 		auth_header = ad_asprintf("Authorization: Basic %s", enc);
 	}
 	xfer x = {.small_max = MAX_SMALL_BODY};
-	CURLcode rc = perform(s, &realm_ep, url, auth_header, NULL, &x, post);
+	CURLcode rc = perform(sess, &realm_ep, url, auth_header, NULL, &x, post);
 	curl_free(url);
 	free(realm_ep.origin);
 	free(realm_ep.hostport);
 	int r = 0;
-	if (rc != CURLE_OK) {
+	if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		r = fail_cancelled(sess, err);
+	} else if (rc != CURLE_OK) {
 		r = ad_fail(err, AD_E_UNAVAILABLE, "token server %s for %s unreachable: %s", realm,
 			    ep->hostport, curl_easy_strerror(rc));
 	} else if (x.status == 401 || x.status == 403) {
@@ -928,7 +1170,7 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 		x->range_request = x->sink && x->delivered > 0;
 		if (x->range_request)
 			range = ad_asprintf("Range: bytes=%llu-", (unsigned long long)x->delivered);
-		CURLcode rc = perform(s, ep, url, auth_header, range, x, NULL);
+		CURLcode rc = perform(sess, ep, url, auth_header, range, x, NULL);
 		if (x->sink_err) {
 			*err = ad_steal_ptr(x->sink_err);
 			return -1;
@@ -943,8 +1185,8 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 				return -1;
 			continue;
 		}
-		if (rc == CURLE_ABORTED_BY_CALLBACK && x->stalled)
-			rc = CURLE_OPERATION_TIMEDOUT;
+		if (rc == CURLE_ABORTED_BY_CALLBACK)
+			return fail_cancelled(sess, err);
 		if (rc != CURLE_OK) {
 			if (rc == CURLE_OPERATION_TIMEDOUT && attempt >= s->retries)
 				return ad_fail(err, AD_E_UNAVAILABLE,
@@ -984,8 +1226,8 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 			return ad_fail(err, AD_E_UNAVAILABLE,
 				       "registry %s: giving up after %u attempts", ep->hostport,
 				       attempt + 1);
-		struct timespec ts = {delay / 1000, (long)(delay % 1000) * 1000000L};
-		nanosleep(&ts, NULL);
+		if (!backoff_sleep(sess, delay))
+			return fail_cancelled(sess, err);
 		delay *= 2;
 	}
 }
@@ -1011,7 +1253,8 @@ static int request(store_session *sess, what kind, const char *name, xfer *x, ad
 		}
 		ad_error_free(&last);
 		last = e;
-		if (e->code == AD_E_DATA_LOSS || e->code == AD_E_RESOURCE)
+		if (e->code == AD_E_DATA_LOSS || e->code == AD_E_RESOURCE ||
+		    e->code == AD_E_CANCELLED)
 			break;
 	}
 	*err = last;

@@ -101,15 +101,23 @@ typedef struct store_progress {
 /* Called from the pull's worker threads, serialised by the store. */
 typedef void (*store_progress_fn)(void *userdata, const store_progress *p);
 
+/* Polled by the pull (from one of its threads) at least every 100 ms; once it
+ * returns true the pull stops its transfers and fails with AD_E_CANCELLED.
+ * Must be cheap and must not block (e.g. read an atomic flag). */
+typedef bool (*store_cancel_fn)(void *userdata);
+
 typedef struct store_pull_opts {
 	const store_auth *auth;		 /* NULL: from the auth file, else anonymous */
 	const char *os, *arch, *variant; /* NULL: the host's */
 	store_progress_fn progress;
 	void *progress_userdata;
+	store_cancel_fn cancel; /* NULL: the pull runs to its end */
+	void *cancel_userdata;
 } store_pull_opts;
 
 /* Pulls the image and records it; *ret_image_id (if non-NULL) receives its
- * id ("sha256:<config hex>"). */
+ * id ("sha256:<config hex>"). A cancelled pull records nothing and leaves no
+ * partial blob or layer (complete, verified ones stay for the next pull or GC). */
 int store_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
 	       ad_error **err);
 

@@ -64,19 +64,30 @@ void store_inflight_release(store *s, const char *digest);
 int store_registry_init(store *s, ad_error **err);
 void store_registry_free(store *s);
 
-typedef struct store_session store_session; /* one pull's view of one repository */
+/* One pull's view of one repository, with the pull's transfer loop (one
+ * curl multi handle and its thread). `cancel` (may be NULL) is polled by that
+ * thread every 50 ms; once it returns true every transfer of the session is
+ * aborted and every request fails with AD_E_CANCELLED. */
+typedef struct store_session store_session;
 int store_session_new(store *s, const store_ref *ref, const store_auth *auth,
-		      store_session **ret_sess, ad_error **err);
+		      store_cancel_fn cancel, void *cancel_userdata, store_session **ret_sess,
+		      ad_error **err);
+/* All of the session's requests must have returned. */
 void store_session_free(store_session *sess);
+bool store_session_cancelled(store_session *sess);
 /* GETs the manifest `tag_or_digest` with the Accept of every supported type. */
 int store_session_get_manifest(store_session *sess, const char *tag_or_digest, char **ret_body,
 			       size_t *ret_len, char **ret_media_type, char **ret_digest,
 			       ad_error **err);
-/* Streams a blob to `sink` (resuming with Range after a reset). `sink` returning
- * -1 aborts with its error. */
+/* Streams a blob to `sink` (resuming with Range after a reset). The sink runs
+ * on the session's loop thread, so it must not block: it returns 0 when it
+ * took all `len` bytes, 1 when it is full (the transfer pauses and the same
+ * bytes come again after store_session_resume()), -1 to abort with its error. */
 typedef int (*store_sink_fn)(void *userdata, const void *buf, size_t len, ad_error **err);
 int store_session_get_blob(store_session *sess, const char *digest, uint64_t size,
 			   store_sink_fn sink, void *userdata, ad_error **err);
+/* A sink that returned 1 has room again (any thread). */
+void store_session_resume(store_session *sess);
 
 /* ---- pull.c: layers and platforms, shared with load.c ---- */
 /* Unpacks a stream into tmp/, checks its diff_id against want_diff_id (unless

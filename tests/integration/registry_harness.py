@@ -336,7 +336,7 @@ class AuthProxy:
     injected faults per blob digest: "503", "reset" (half the body, then the
     connection drops), "stall" (half the body, then silence), "expire" (all
     tokens revoked, answered 401), "corrupt" (the first byte flipped), "slow"
-    (0.3 s before the answer)."""
+    (0.3 s before the answer). Counts the TCP connections it accepts."""
 
     def __init__(self, upstream, creds=None, redirect=True):
         import collections
@@ -354,6 +354,7 @@ class AuthProxy:
         self.identity_token = None
         self.deny = None  # a message: answer 403 to every authorised request
         self.active = self.max_active = 0  # blob transfers at once
+        self.connections = collections.Counter()  # accepted, by "front" / "storage"
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self._cache = {}
@@ -364,6 +365,12 @@ class AuthProxy:
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                super().setup()
+                with proxy.lock:
+                    proxy.connections["storage" if self.server is proxy.storage
+                                      else "front"] += 1
 
             def reply(self, code, body=b"", headers=()):
                 self.send_response(code)

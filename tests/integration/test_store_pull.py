@@ -364,6 +364,50 @@ def test_concurrent_pulls_share_downloads(plain, store):
         assert px.blob_requests[base] == 1, px.blob_requests
 
 
+def test_connections_are_reused(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, redirect=False) as px:
+        probe(store, "--parallel", "2", "pull", f"{px.host}/test/tall:v1")
+        layers = plain.manifest("test/tall", "v1")["layers"]
+        assert sum(px.blob_requests.values()) == len(layers) + 1  # + the config
+        # The manifest, token and config requests, then two layer transfers
+        # at a time: one connection each, kept alive, whatever the request count.
+        assert px.connections["front"] <= 3, px.connections
+
+
+def test_sigterm_cancels_pull_and_stores_nothing(plain, store):
+    from registry_harness import AuthProxy
+    with AuthProxy(plain, redirect=False) as px:
+        ref = f"{px.host}/test/big:v1"
+        big = plain.manifest("test/big", "v1")["layers"][1]["digest"]
+        px.faults[big] = ["stall"]  # half the blob, then silence
+        cmd = [str(PROBE), "--root", str(store / "root"), "--db", str(store / "state.db"),
+               "--stall", "60", "pull", ref]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while px.blob_requests[big] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert px.blob_requests[big] == 1, px.blob_requests
+            time.sleep(0.5)  # in the middle of the blob, which has gone silent
+            t = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+            elapsed = time.monotonic() - t
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 1 and out.startswith("ERROR cancelled"), (out, err[-2000:])
+        assert elapsed < 3, elapsed  # not the 8 s of the stall, nor the 60 s timeout
+        root = store / "root"
+        assert os.listdir(root / "tmp") == []
+        assert big[7:] not in os.listdir(root / "blobs" / "sha256")
+        assert probe(store, "list").stdout == ""
+        probe(store, "pull", ref)  # nothing half done stands in the way
+        assert fields(probe(store, "get", ref).stdout, "tag") == [ref]
+
+
 @pytest.fixture(scope="module")
 def demo(work):
     out = work / "demo"

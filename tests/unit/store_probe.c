@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,22 @@ static void print_image(const store_image *img)
 	for (char **t = img->layer_ids; t && *t; t++)
 		printf("layer %s\n", *t);
 	printf("config %s\n", img->config_json ? "yes" : "no");
+}
+
+/* SIGTERM cancels the pulls (through store_pull_opts.cancel), as a pull
+ * helper process would on its own SIGTERM. */
+static volatile sig_atomic_t terminated;
+
+static void on_sigterm(int sig)
+{
+	(void)sig;
+	terminated = 1;
+}
+
+static bool pull_cancelled(void *u)
+{
+	(void)u;
+	return terminated;
 }
 
 struct pull_job {
@@ -191,7 +208,11 @@ int main(int argc, char **argv)
 	if (store_open(&o, &s, &err) < 0)
 		goto out;
 	if (strcmp(cmd, "pull") == 0 && arg) {
-		store_pull_opts po = {.auth = have_auth ? &auth : NULL, .progress = on_progress};
+		store_pull_opts po = {.auth = have_auth ? &auth : NULL,
+				      .progress = on_progress,
+				      .cancel = pull_cancelled};
+		struct sigaction sa = {.sa_handler = on_sigterm};
+		sigaction(SIGTERM, &sa, NULL);
 		if (platform) {
 			po.os = strtok(platform, "/");
 			po.arch = strtok(NULL, "/");
