@@ -49,7 +49,7 @@ class Registry:
     """docker-registry serving a private temp dir on 127.0.0.1:<free port>."""
 
     def __init__(self, workdir, auth=None, tls=False, client_certs=False, ipv6=False,
-                 storage=None):
+                 storage=None, access_log=False):
         self.dir = Path(workdir) / f"registry-{os.getpid()}-{free_port()}"
         self.dir.mkdir(parents=True)
         self.port = free_port(ipv6)
@@ -62,6 +62,8 @@ class Registry:
         # Another registry's storage dir: serves what was pushed there (skopeo
         # cannot push to an IPv6 literal).
         self.storage = storage or self.dir / "data"
+        # Log every request (with its protocol and client address) to registry.log.
+        self.access_log = access_log
 
     def _make_tls(self):
         d = self.dir / "tls"
@@ -91,7 +93,7 @@ class Registry:
         cfg = [
             "version: 0.1",
             "log:",
-            "  level: error",
+            f"  level: {'info' if self.access_log else 'error'}",
             "storage:",
             "  filesystem:",
             f"    rootdirectory: {self.storage}",

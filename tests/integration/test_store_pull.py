@@ -375,6 +375,21 @@ def test_connections_are_reused(plain, store):
         assert px.connections["front"] <= 3, px.connections
 
 
+def test_http2_registry_gets_one_multiplexed_connection(work, layout, store):
+    import re
+    with Registry(work, tls=True, access_log=True) as reg:
+        reg.push(layout, "tall", "secure/tall:v1", fmt="oci")
+        probe(store, "--certs-dir", reg.certs_dir, "pull", f"{reg.host}/secure/tall:v1")
+        log = (reg.dir / "registry.log").read_text().splitlines()
+    ours = [line for line in log if "response completed" in line and "useragent=agentd/" in line]
+    # manifest + config + 41 layers, 3 of them at a time
+    assert len(ours) >= 43, len(ours)
+    assert {re.search(r'remoteaddr="([^"]+)"', line).group(1) for line in ours} == \
+        {re.search(r'remoteaddr="([^"]+)"', ours[0]).group(1)}
+    access = [line for line in log if '"agentd/' in line and "GET /v2/" in line]
+    assert access and all(" HTTP/2.0\" 200 " in line for line in access), access[:3]
+
+
 def test_sigterm_cancels_pull_and_stores_nothing(plain, store):
     from registry_harness import AuthProxy
     with AuthProxy(plain, redirect=False) as px:
