@@ -455,17 +455,22 @@ static int run_inspect(ctl_ctx *ctx, int argc, char **argv)
 	int r = ctl_ids_and_format(&ctl_cmd_inspect, argc, argv, "CONTAINER", &fmt);
 	if (r)
 		return r < 0 ? 0 : r;
-	if (argc - optind != 1)
-		return ctl_usage_error(&ctl_cmd_inspect, "one CONTAINER only");
-	Runtime__V1__ContainerStatusResponse *st = NULL;
-	r = container_status(ctx, argv[optind], true, &st);
-	if (r)
-		return r;
-	ctl_print(ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base) : NULL, st->n_info,
-				  (void **)st->info),
-		  fmt);
-	protobuf_c_message_free_unpacked(&st->base, NULL);
-	return 0;
+	json_t *out = json_array();
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		Runtime__V1__ContainerStatusResponse *st = NULL;
+		r = container_status(ctx, argv[i], true, &st);
+		if (r) {
+			status = r;
+			continue;
+		}
+		json_array_append_new(out, ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base)
+								      : NULL,
+							   st->n_info, (void **)st->info));
+		protobuf_c_message_free_unpacked(&st->base, NULL);
+	}
+	ctl_print_inspected(out, argc - optind == 1, fmt);
+	return status;
 }
 
 typedef struct log_line {
@@ -1014,7 +1019,7 @@ const ctl_command ctl_cmd_ps = {
 
 const ctl_command ctl_cmd_inspect = {
     .name = "inspect",
-    .synopsis = "[-o json|yaml] CONTAINER",
+    .synopsis = "[-o json|yaml] CONTAINER...",
     .summary = "a container's status and info",
     .run = run_inspect,
 };

@@ -507,12 +507,7 @@ static int run_inspecti(ctl_ctx *ctx, int argc, char **argv)
 		}
 		protobuf_c_message_free_unpacked(&st->base, NULL);
 	}
-	/* One image: the object itself, as crictl inspecti prints it. */
-	if (json_array_size(out) == 1 && argc - optind == 1)
-		ctl_print(json_incref(json_array_get(out, 0)), fmt);
-	else if (json_array_size(out))
-		ctl_print(json_incref(out), fmt);
-	json_decref(out);
+	ctl_print_inspected(out, argc - optind == 1, fmt);
 	return status;
 }
 

@@ -490,6 +490,15 @@ int ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg, char **ret)
 	return r;
 }
 
+void ctl_print_inspected(json_t *items, bool one_asked, ctl_format fmt)
+{
+	if (json_array_size(items) == 1 && one_asked)
+		ctl_print(json_incref(json_array_get(items, 0)), fmt);
+	else if (json_array_size(items))
+		ctl_print(json_incref(items), fmt);
+	json_decref(items);
+}
+
 json_t *ctl_status_json(json_t *status, size_t n_info, void **info)
 {
 	json_t *o = json_object();
@@ -794,26 +803,31 @@ static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)
 	int r = ctl_ids_and_format(&ctl_cmd_inspectp, argc, argv, "POD", &fmt);
 	if (r)
 		return r < 0 ? 0 : r;
-	if (argc - optind != 1)
-		return ctl_usage_error(&ctl_cmd_inspectp, "one POD only");
-	_cleanup_free_ char *id = NULL;
-	r = ctl_resolve_id(ctx, true, argv[optind], &id);
-	if (r)
-		return r;
-	Runtime__V1__PodSandboxStatusRequest req = RUNTIME__V1__POD_SANDBOX_STATUS_REQUEST__INIT;
-	req.pod_sandbox_id = id;
-	req.verbose = true;
-	ProtobufCMessage *m = NULL;
-	r = ctl_unary(ctx, PATH_PODSTATUS, &req.base,
-		      &runtime__v1__pod_sandbox_status_response__descriptor, &m);
-	if (r)
-		return r;
-	const Runtime__V1__PodSandboxStatusResponse *st = (void *)m;
-	ctl_print(ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base) : NULL, st->n_info,
-				  (void **)st->info),
-		  fmt);
-	protobuf_c_message_free_unpacked(m, NULL);
-	return 0;
+	json_t *out = json_array();
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		_cleanup_free_ char *id = NULL;
+		r = ctl_resolve_id(ctx, true, argv[i], &id);
+		Runtime__V1__PodSandboxStatusRequest req =
+		    RUNTIME__V1__POD_SANDBOX_STATUS_REQUEST__INIT;
+		req.pod_sandbox_id = id;
+		req.verbose = true;
+		ProtobufCMessage *m = NULL;
+		if (!r)
+			r = ctl_unary(ctx, PATH_PODSTATUS, &req.base,
+				      &runtime__v1__pod_sandbox_status_response__descriptor, &m);
+		if (r) {
+			status = r;
+			continue;
+		}
+		const Runtime__V1__PodSandboxStatusResponse *st = (void *)m;
+		json_array_append_new(out, ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base)
+								      : NULL,
+							   st->n_info, (void **)st->info));
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	ctl_print_inspected(out, argc - optind == 1, fmt);
+	return status;
 }
 
 const ctl_command ctl_cmd_runp = {
@@ -847,7 +861,7 @@ const ctl_command ctl_cmd_rmp = {
 
 const ctl_command ctl_cmd_inspectp = {
     .name = "inspectp",
-    .synopsis = "[-o json|yaml] POD",
+    .synopsis = "[-o json|yaml] POD...",
     .summary = "a pod's status and info",
     .run = run_inspectp,
 };

@@ -126,6 +126,9 @@ bool ctl_config_mark(json_t *marks, const json_t *v, int *ret_line, int *ret_col
  * info value's JSON parsed. status is taken; info is an array of map entries
  * (key, value). */
 json_t *ctl_status_json(json_t *status, size_t n_info, void **info);
+/* What the inspect commands print (takes items): the one object asked for,
+ * as crictl prints it, or the array of them; nothing when all failed. */
+void ctl_print_inspected(json_t *items, bool one_asked, ctl_format fmt);
 /* Gives calls that set up or tear down pods and containers a longer deadline
  * unless -t was given. */
 void ctl_long_call(ctl_ctx *ctx);

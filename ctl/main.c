@@ -44,10 +44,13 @@ static void usage(FILE *out)
 	    "\n"
 	    "commands:\n",
 	    CTL_DEFAULT_ENDPOINT, CTL_DEFAULT_TIMEOUT_MS / 1000);
+	/* The summary beside a short synopsis, under a long one. */
 	for (size_t i = 0; i < N_COMMANDS; i++) {
-		char head[64];
-		snprintf(head, sizeof(head), "%s %s", commands[i]->name, commands[i]->synopsis);
-		fprintf(out, "  %-24s %s\n", head, commands[i]->summary);
+		int n = fprintf(out, "  %s %s", commands[i]->name, commands[i]->synopsis);
+		if (n > 26)
+			fprintf(out, "\n%27s%s\n", "", commands[i]->summary);
+		else
+			fprintf(out, "%*s%s\n", 27 - n, "", commands[i]->summary);
 	}
 }
 

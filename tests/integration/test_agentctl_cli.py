@@ -264,6 +264,12 @@ def test_output_yaml_everywhere(daemon, image, work, pod):
     assert insp["info"]["id"] == pod[0] and insp["info"]["netns"]
     insi = json.loads(ok(daemon, "inspecti", image))
     assert insi["info"]["imageSpec"]["config"]["Cmd"] == ["sh"], insi
+    # Several at once: an array, and whatever is not there is named.
+    two = yaml.safe_load(ok(daemon, "inspect", "-o", "yaml", ctr, ctr[:12]))
+    assert [x["status"]["id"] for x in two] == [ctr, ctr]
+    r = ctl(daemon, "inspectp", pod[0], "nosuchpod")
+    assert r.returncode != 0 and "NOT_FOUND" in r.stderr and "nosuchpod" in r.stderr, r.stderr
+    assert [x["status"]["id"] for x in json.loads(r.stdout)] == [pod[0]]
     for args in (("inspect", ctr), ("inspectp", pod[0]), ("inspecti", image)):
         r = ctl(daemon, args[0], "-o", "table", args[1])
         assert r.returncode == EX_USAGE and "prints json or yaml" in r.stderr, r.stderr
