@@ -11,12 +11,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -38,6 +36,13 @@
 #define CALL_ARENA_INLINE 512
 #define STREAM_QUEUE_MAX (1u << 20)  /* bytes a streaming call may queue before send blocks */
 #define CONN_OUTBUF_MAX (1u << 20)   /* bytes buffered towards the socket per connection */
+/* An output buffer larger than this is freed once it has drained, so that a
+ * burst (a big stream) does not leave its peak allocated per connection. */
+#define CONN_OUTBUF_KEEP (32u << 10)
+/* Bytes read per read() / SSL_read() into the loop's shared input buffer,
+ * and at most this many such reads per readiness event (fairness). */
+#define CONN_READ_CHUNK (64u << 10)
+#define CONN_READS_PER_EVENT 16
 #define CONN_RECV_BUDGET (64u << 20) /* partially received request bytes per connection */
 #define PREFACE_TIMEOUT_S 10
 #define RESET_WINDOW_NS (10LL * 1000000000LL)
@@ -132,16 +137,28 @@ struct rpc_call {
 	_Alignas(16) uint8_t arena_inline[CALL_ARENA_INLINE];
 };
 
+/* A connection does its own socket I/O (no bufferevents): all input of a
+ * readiness event is fed to nghttp2 before anything is sent, and the output
+ * of that batch is then written at once (one TLS record and one write() for
+ * many responses). The write event is armed only while the socket is full. */
 struct rpc_conn {
 	rpc_server *srv;
 	rpc_conn *prev, *next;
-	struct bufferevent *bev;
+	int fd;
+	SSL *ssl;		 /* NULL for h2c */
+	struct event *rev, *wev; /* readable (persistent, unless paused); writable (while blocked) */
 	nghttp2_session *session;
-	SSL *ssl;
 	struct event *preface_ev;
 	rpc_call *calls;
 	char peer[INET6_ADDRSTRLEN + 16];
 	char *identity;
+	uint8_t *out; /* serialized frames not yet written: out[out_off..out_len) */
+	size_t out_off, out_len, out_cap;
+	rpc_conn *flush_next; /* in a batch of connections to flush (ready_cb) */
+	bool flush_listed;
+	bool handshaking;	/* TLS handshake in progress */
+	bool write_armed;	/* wev is pending */
+	bool read_wants_write;	/* SSL_read asked for writability */
 	bool got_frame;
 	bool read_paused;
 	bool arm_deadlines; /* calls with a grpc-timeout arrived in this batch */
@@ -152,6 +169,7 @@ struct rpc_conn {
 
 struct rpc_server {
 	struct event_base *base;
+	uint8_t *rbuf; /* input buffer shared by all connections (loop thread) */
 	rpc_server_config cfg;
 	char *unix_path;
 	struct evconnlistener *unix_lis, *tcp_lis;
@@ -642,6 +660,9 @@ static void ready_cb(evutil_socket_t fd, short what, void *arg)
 	for (rpc_call *x = list; x; x = x->ready_next)
 		x->in_ready = false;
 	pthread_mutex_unlock(&srv->mu);
+	/* Queue every ready response first, then send once per connection: the
+	 * responses of one wakeup share TLS records and write()s. */
+	rpc_conn *to_flush = NULL;
 	while (list) {
 		rpc_call *call = list;
 		list = call->ready_next;
@@ -655,10 +676,20 @@ static void ready_cb(evutil_socket_t fd, short what, void *arg)
 				event_free(call->deadline_ev);
 				call->deadline_ev = NULL;
 			}
-			if (conn_flush(c) != 0)
-				conn_free(c);
+			if (!c->flush_listed) {
+				c->flush_listed = true;
+				c->flush_next = to_flush;
+				to_flush = c;
+			}
 		}
 		call_unref(call);
+	}
+	while (to_flush) {
+		rpc_conn *c = to_flush;
+		to_flush = c->flush_next;
+		c->flush_listed = false;
+		if (conn_flush(c) != 0)
+			conn_free(c);
 	}
 	if (srv->shutting_down)
 		server_check_drained(srv);
@@ -1000,11 +1031,29 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
 	(void)session;
 	(void)flags;
 	rpc_conn *c = user_data;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= CONN_OUTBUF_MAX)
+	size_t pending = c->out_len - c->out_off;
+	if (pending >= CONN_OUTBUF_MAX)
 		return NGHTTP2_ERR_WOULDBLOCK;
-	if (evbuffer_add(out, data, length) != 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (c->out_len + length > c->out_cap) {
+		if (c->out_off) {
+			/* Safe while a TLS write is pending: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER. */
+			memmove(c->out, c->out + c->out_off, pending);
+			c->out_off = 0;
+			c->out_len = pending;
+		}
+		if (c->out_len + length > c->out_cap) {
+			size_t cap = c->out_cap ? c->out_cap : 16384;
+			while (cap < c->out_len + length)
+				cap *= 2;
+			uint8_t *p = realloc(c->out, cap);
+			if (!p)
+				return NGHTTP2_ERR_CALLBACK_FAILURE;
+			c->out = p;
+			c->out_cap = cap;
+		}
+	}
+	memcpy(c->out + c->out_len, data, length);
+	c->out_len += length;
 	return (ssize_t)length;
 }
 
@@ -1012,28 +1061,92 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
  * connections
  * ====================================================================== */
 
-/* Generates output; returns -1 when the connection is finished. */
+static void conn_arm_write(rpc_conn *c, bool on)
+{
+	if (on == c->write_armed)
+		return;
+	c->write_armed = on;
+	if (on)
+		event_add(c->wev, NULL);
+	else
+		event_del(c->wev);
+}
+
+static void conn_pause_read(rpc_conn *c, bool pause)
+{
+	if (pause == c->read_paused)
+		return;
+	c->read_paused = pause;
+	if (pause)
+		event_del(c->rev);
+	else
+		event_add(c->rev, NULL);
+}
+
+/* Writes what is buffered until done or the socket is full (then the write
+ * event is armed). Returns -1 when the connection is broken. */
+static int conn_write(rpc_conn *c)
+{
+	while (c->out_off < c->out_len) {
+		size_t left = c->out_len - c->out_off;
+		ssize_t n;
+		if (c->ssl) {
+			/* Partial writes on: SSL_write returns after each record
+			 * (at most 16 KiB of plaintext) that went out. */
+			ERR_clear_error();
+			int r = SSL_write(c->ssl, c->out + c->out_off, left > INT_MAX ? INT_MAX : (int)left);
+			if (r <= 0) {
+				int e = SSL_get_error(c->ssl, r);
+				if (e == SSL_ERROR_WANT_WRITE) {
+					conn_arm_write(c, true);
+					return 0;
+				}
+				if (e == SSL_ERROR_WANT_READ)
+					return 0; /* the next read event writes again */
+				ERR_clear_error();
+				return -1;
+			}
+			n = r;
+		} else {
+			n = send(c->fd, c->out + c->out_off, left, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK) {
+					conn_arm_write(c, true);
+					return 0;
+				}
+				if (errno == EINTR)
+					continue;
+				return -1;
+			}
+		}
+		c->out_off += (size_t)n;
+	}
+	c->out_off = c->out_len = 0;
+	if (c->out_cap > CONN_OUTBUF_KEEP) {
+		free(c->out);
+		c->out = NULL;
+		c->out_cap = 0;
+	}
+	conn_arm_write(c, false);
+	return 0;
+}
+
+/* Generates output and writes it; returns -1 when the connection is finished. */
 static int conn_flush(rpc_conn *c)
 {
 	if (!c->session)
 		return 0;
 	if (nghttp2_session_send(c->session) != 0)
 		return -1;
-	size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+	if (conn_write(c) != 0)
+		return -1;
+	size_t pending = c->out_len - c->out_off;
 	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
 	    pending == 0)
 		return -1;
 	/* Backpressure: a client that does not read its responses gets no new
-	 * requests processed until it does (writecb re-enables at empty). */
-	if (pending >= CONN_OUTBUF_MAX) {
-		if (!c->read_paused) {
-			c->read_paused = true;
-			bufferevent_disable(c->bev, EV_READ);
-		}
-	} else if (c->read_paused) {
-		c->read_paused = false;
-		bufferevent_enable(c->bev, EV_READ);
-	}
+	 * requests processed until it does (the write event resumes reading). */
+	conn_pause_read(c, pending >= CONN_OUTBUF_MAX);
 	return 0;
 }
 
@@ -1046,8 +1159,17 @@ static void conn_free(rpc_conn *c)
 		nghttp2_session_del(c->session);
 	if (c->preface_ev)
 		event_free(c->preface_ev);
-	if (c->bev)
-		bufferevent_free(c->bev); /* closes the socket and frees the SSL */
+	if (c->rev)
+		event_free(c->rev);
+	if (c->wev)
+		event_free(c->wev);
+	if (c->ssl) {
+		SSL_free(c->ssl);
+		ERR_clear_error();
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->out);
 	free(c->identity);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -1060,42 +1182,152 @@ static void conn_free(rpc_conn *c)
 		server_check_drained(srv);
 }
 
-static void conn_readcb(struct bufferevent *bev, void *arg)
+static int conn_start_session(rpc_conn *c);
+
+/* TLS handshake done (client certificate verified by OpenSSL): check ALPN,
+ * record the peer's identity, start HTTP/2. */
+static int conn_tls_established(rpc_conn *c)
 {
-	rpc_conn *c = arg;
-	if (!c->session)
-		return;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	for (;;) {
-		struct evbuffer_iovec v[16];
-		int n = evbuffer_peek(in, -1, NULL, v, 16);
-		if (n <= 0)
-			break;
-		if (n > 16)
-			n = 16;
-		size_t total = 0;
-		for (int i = 0; i < n; i++) {
-			ssize_t rv =
-			    nghttp2_session_mem_recv(c->session, v[i].iov_base, v[i].iov_len);
-			if (rv < 0) {
-				conn_free(c);
-				return;
+	const unsigned char *alpn = NULL;
+	unsigned alpnlen = 0;
+	SSL_get0_alpn_selected(c->ssl, &alpn, &alpnlen);
+	if (alpnlen && !(alpnlen == 2 && memcmp(alpn, "h2", 2) == 0))
+		return -1;
+	X509 *cert = SSL_get1_peer_certificate(c->ssl);
+	if (cert) {
+		BIO *b = BIO_new(BIO_s_mem());
+		X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+		char *p;
+		long n = BIO_get_mem_data(b, &p);
+		c->identity = ad_strndup(p, (size_t)n);
+		BIO_free(b);
+		X509_free(cert);
+	}
+	return conn_start_session(c);
+}
+
+/* Returns 1 when the handshake is complete, 0 while it goes on, -1 on failure. */
+static int conn_handshake(rpc_conn *c)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		c->handshaking = false;
+		conn_arm_write(c, false);
+		return conn_tls_established(c) == 0 ? 1 : -1;
+	}
+	int e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		conn_arm_write(c, false);
+		return 0;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		conn_arm_write(c, true);
+		return 0;
+	}
+	ERR_clear_error();
+	return -1;
+}
+
+/* Reads what has arrived (up to CONN_READS_PER_EVENT chunks) and feeds it to
+ * nghttp2. Returns -1 when the connection is finished. */
+static int conn_read(rpc_conn *c)
+{
+	uint8_t *buf = c->srv->rbuf;
+	for (int i = 0; i < CONN_READS_PER_EVENT && !c->read_paused; i++) {
+		ssize_t n;
+		bool more;
+		if (c->ssl) {
+			ERR_clear_error();
+			int r = SSL_read(c->ssl, buf, CONN_READ_CHUNK);
+			if (r <= 0) {
+				int e = SSL_get_error(c->ssl, r);
+				if (e == SSL_ERROR_WANT_READ)
+					return 0;
+				if (e == SSL_ERROR_WANT_WRITE) {
+					c->read_wants_write = true;
+					conn_arm_write(c, true);
+					return 0;
+				}
+				ERR_clear_error();
+				return -1; /* close_notify, EOF or a TLS error */
 			}
-			total += (size_t)rv;
+			n = r;
+			/* With read-ahead, OpenSSL holds whatever else the socket
+			 * gave it; when it holds nothing, the socket was drained
+			 * (or will report readable again): no read for EAGAIN. */
+			more = SSL_has_pending(c->ssl);
+		} else {
+			n = recv(c->fd, buf, CONN_READ_CHUNK, 0);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return 0;
+				if (errno == EINTR)
+					continue;
+				return -1;
+			}
+			if (n == 0)
+				return -1;
+			more = (size_t)n == CONN_READ_CHUNK;
 		}
-		evbuffer_drain(in, total);
-		if (n < 16)
+		if (c->session) {
+			ssize_t rv = nghttp2_session_mem_recv(c->session, buf, (size_t)n);
+			if (rv < 0)
+				return -1;
+		}
+		/* Stop reading while the output is over its bound. */
+		if (c->out_len - c->out_off >= CONN_OUTBUF_MAX)
 			break;
+		if (!more)
+			break;
+	}
+	return 0;
+}
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	rpc_conn *c = arg;
+	if (c->handshaking) {
+		int r = conn_handshake(c);
+		if (r < 0) {
+			conn_free(c);
+			return;
+		}
+		if (r == 0)
+			return;
+	}
+	if (conn_read(c) != 0) {
+		conn_free(c);
+		return;
 	}
 	conn_arm_deadlines(c);
 	if (conn_flush(c) != 0)
 		conn_free(c);
 }
 
-static void conn_writecb(struct bufferevent *bev, void *arg)
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)bev;
+	(void)fd;
+	(void)what;
 	rpc_conn *c = arg;
+	if (c->handshaking) {
+		int r = conn_handshake(c);
+		if (r < 0)
+			conn_free(c);
+		else if (r > 0)
+			conn_read_cb(fd, EV_READ, c);
+		return;
+	}
+	if (c->read_wants_write) {
+		c->read_wants_write = false;
+		conn_read_cb(fd, EV_READ, c);
+		return;
+	}
+	/* Writable again: nghttp2 may hold frames it could not hand over while
+	 * the buffer was full (conn_flush writes them after the rest), and
+	 * reading may resume. */
 	if (conn_flush(c) != 0)
 		conn_free(c);
 }
@@ -1138,37 +1370,6 @@ static int conn_start_session(rpc_conn *c)
 	return conn_flush(c);
 }
 
-static void conn_eventcb(struct bufferevent *bev, short events, void *arg)
-{
-	rpc_conn *c = arg;
-	if (events & BEV_EVENT_CONNECTED) {
-		/* TLS handshake done (client certificate verified by OpenSSL). */
-		SSL *ssl = bufferevent_openssl_get_ssl(bev);
-		const unsigned char *alpn = NULL;
-		unsigned alpnlen = 0;
-		SSL_get0_alpn_selected(ssl, &alpn, &alpnlen);
-		if (alpnlen && !(alpnlen == 2 && memcmp(alpn, "h2", 2) == 0)) {
-			conn_free(c);
-			return;
-		}
-		X509 *cert = SSL_get1_peer_certificate(ssl);
-		if (cert) {
-			BIO *b = BIO_new(BIO_s_mem());
-			X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
-			char *p;
-			long n = BIO_get_mem_data(b, &p);
-			c->identity = ad_strndup(p, (size_t)n);
-			BIO_free(b);
-			X509_free(cert);
-		}
-		if (conn_start_session(c) != 0)
-			conn_free(c);
-		return;
-	}
-	if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-		conn_free(c);
-}
-
 static void conn_preface_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -1186,6 +1387,7 @@ static void accept_conn(rpc_server *srv, evutil_socket_t fd, struct sockaddr *sa
 	}
 	rpc_conn *c = ad_malloc0(sizeof(*c));
 	c->srv = srv;
+	c->fd = fd;
 	if (sa->sa_family == AF_UNIX) {
 		snprintf(c->peer, sizeof(c->peer), "unix");
 	} else {
@@ -1210,37 +1412,25 @@ static void accept_conn(rpc_server *srv, evutil_socket_t fd, struct sockaddr *sa
 		srv->conns->prev = c;
 	srv->conns = c;
 	evutil_make_socket_nonblocking(fd);
-	if (tls) {
-		SSL *ssl = SSL_new(srv->ssl_ctx);
-		if (!ssl) {
-			close(fd);
-			conn_free(c);
-			return;
-		}
-		c->bev =
-		    bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-		if (!c->bev) {
-			SSL_free(ssl);
-			close(fd);
-			conn_free(c);
-			return;
-		}
-		bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-	} else {
-		c->bev = bufferevent_socket_new(srv->base, fd,
-						BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-		if (!c->bev) {
-			close(fd);
-			conn_free(c);
-			return;
-		}
-	}
+	c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	c->wev = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
 	c->preface_ev = evtimer_new(srv->base, conn_preface_timeout, c);
+	if (!c->rev || !c->wev || !c->preface_ev) {
+		conn_free(c);
+		return;
+	}
+	if (tls) {
+		c->ssl = SSL_new(srv->ssl_ctx);
+		if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+			conn_free(c);
+			return;
+		}
+		SSL_set_accept_state(c->ssl);
+		c->handshaking = true;
+	}
 	struct timeval tv = {.tv_sec = PREFACE_TIMEOUT_S};
 	evtimer_add(c->preface_ev, &tv);
-	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	event_add(c->rev, NULL);
 	if (!tls && conn_start_session(c) != 0)
 		conn_free(c);
 }
@@ -1476,6 +1666,12 @@ static int tls_setup(rpc_server *srv, ad_error **err)
 	static const unsigned char sid_ctx[] = "agentd-rpc";
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	/* Read-ahead: one read() takes in all the records that have arrived
+	 * instead of a header read and a body read per record. Partial writes:
+	 * conn_write sends a big buffer record by record, and the buffer may
+	 * move (grow) between a blocked write and its retry. */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	return 0;
 }
 
@@ -1487,7 +1683,7 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 		   ad_error **err)
 {
 	/* A peer that goes away mid-write must be an EPIPE, not the end of the
-	 * process (libevent and OpenSSL write with plain write()). */
+	 * process (OpenSSL writes with plain write()). */
 	struct sigaction sa;
 	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
 		signal(SIGPIPE, SIG_IGN);
@@ -1517,6 +1713,7 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	pthread_cond_init(&srv->job_cond, &ca);
 	pthread_condattr_destroy(&ca);
 
+	srv->rbuf = ad_realloc(NULL, CONN_READ_CHUNK); /* not zeroed: pages are touched as input arrives */
 	srv->ready_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (srv->ready_fd < 0) {
 		ad_fail_errno(err, AD_E_INTERNAL, "eventfd");
@@ -1729,6 +1926,7 @@ void rpc_server_free(rpc_server *srv)
 	pthread_cond_destroy(&srv->job_cond);
 	free(srv->mtab);
 	free(srv->unix_path);
+	free(srv->rbuf);
 	free(srv);
 }
 
