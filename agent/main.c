@@ -1,5 +1,6 @@
 /* agentd: configuration, state DB, gRPC servers, signals. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -270,6 +271,10 @@ int main(int argc, char **argv)
 
 	/* A client that goes away mid-write must not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
+	/* glibc gives each new thread an arena of its own (up to 8 per CPU):
+	 * with dozens of worker threads their touched, fragmented pages add up.
+	 * agentd's threads are not malloc-bound; two arenas are enough. */
+	mallopt(M_ARENA_MAX, 2);
 
 	cfg_init(&d.cfg);
 	if (cfg_from_args(&d.cfg, argc, argv, &action, &err) < 0) {

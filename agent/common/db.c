@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sqlite3.h>
 #include <string.h>
@@ -164,8 +165,22 @@ static int migrate(ad_db *db, ad_error **err)
 	return 0;
 }
 
+/* The state DB is small, and agentd opens it on a few connections: SQLite's
+ * per-connection defaults (a 20-page page-cache allocation up front and
+ * about 50 KiB of lookaside slots, both touched when set up) would be a
+ * good part of agentd's own heap. Pages are allocated as they are read
+ * instead, and the lookaside is small. Process-wide, before SQLite is first
+ * initialised (sqlite3_config fails harmlessly after that). */
+static void db_memory_config(void)
+{
+	sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
+	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 128, 32);
+}
+
 int ad_db_open(const char *path, ad_db **ret_db, ad_error **err)
 {
+	static pthread_once_t memory_config_once = PTHREAD_ONCE_INIT;
+	pthread_once(&memory_config_once, db_memory_config);
 	ad_db *db = ad_malloc0(sizeof(*db));
 	db->path = ad_strdup(path);
 	int rc = sqlite3_open_v2(path, &db->handle,
@@ -181,12 +196,19 @@ int ad_db_open(const char *path, ad_db **ret_db, ad_error **err)
 	}
 	sqlite3_busy_timeout(db->handle, BUSY_TIMEOUT_MS);
 	sqlite3_extended_result_codes(db->handle, 1);
-	if (quick_check(db, err) < 0 || exec_sql(db, "PRAGMA journal_mode = WAL", err) < 0 ||
+	/* After quick_check (a corrupt DB gets its clear message): a page
+	 * cache of at most 128 KiB per connection (default 2 MiB), as the DB is
+	 * small, the kernel's page cache holds it anyway, and in WAL mode a
+	 * connection drops its cache whenever another one wrote; no mmap. */
+	if (quick_check(db, err) < 0 || exec_sql(db, "PRAGMA cache_size = -128", err) < 0 ||
+	    exec_sql(db, "PRAGMA mmap_size = 0", err) < 0 || exec_sql(db, "PRAGMA journal_mode = WAL", err) < 0 ||
 	    exec_sql(db, "PRAGMA synchronous = NORMAL", err) < 0 ||
 	    exec_sql(db, "PRAGMA foreign_keys = ON", err) < 0 || migrate(db, err) < 0) {
 		ad_db_close(db);
 		return -1;
 	}
+	/* quick_check read every page into the cache: let go of them. */
+	sqlite3_db_release_memory(db->handle);
 	*ret_db = db;
 	return 0;
 }

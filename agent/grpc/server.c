@@ -15,6 +15,7 @@
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -39,10 +40,14 @@
 /* An output buffer larger than this is freed once it has drained, so that a
  * burst (a big stream) does not leave its peak allocated per connection. */
 #define CONN_OUTBUF_KEEP (32u << 10)
-/* Bytes read per read() / SSL_read() into the loop's shared input buffer,
- * and at most this many such reads per readiness event (fairness). */
-#define CONN_READ_CHUNK (64u << 10)
+/* Bytes read per read() / SSL_read() (which returns at most one 16 KiB
+ * record) into the server's input buffer, and at most this many such reads
+ * per readiness event (fairness between connections). */
+#define CONN_READ_CHUNK (16u << 10)
 #define CONN_READS_PER_EVENT 16
+/* After the last connection closed, free heap pages are returned to the
+ * kernel (malloc_trim) once nothing happened for this long. */
+#define IDLE_TRIM_S 2
 #define CONN_RECV_BUDGET (64u << 20) /* partially received request bytes per connection */
 #define PREFACE_TIMEOUT_S 10
 #define RESET_WINDOW_NS (10LL * 1000000000LL)
@@ -198,6 +203,7 @@ struct rpc_server {
 	int ready_fd;
 	struct event *ready_ev;
 	struct event *accept_ev;
+	struct event *trim_ev;
 };
 
 static void conn_free(rpc_conn *c);
@@ -603,6 +609,9 @@ static void *worker_main(void *arg)
 				w->exited = true;
 				srv->alive--;
 				pthread_mutex_unlock(&srv->mu);
+				/* The pool shrinks after a busy spell: give back
+				 * what the handlers freed. */
+				malloc_trim(0);
 				return NULL;
 			}
 		}
@@ -1178,8 +1187,23 @@ static void conn_free(rpc_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	free(c);
+	if (!srv->conns && srv->trim_ev) {
+		struct timeval tv = {.tv_sec = IDLE_TRIM_S};
+		evtimer_add(srv->trim_ev, &tv);
+	}
 	if (srv->shutting_down)
 		server_check_drained(srv);
+}
+
+/* The connections freed their sessions and buffers, but the heap keeps
+ * the pages (between live allocations glibc does not trim by itself). */
+static void idle_trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	rpc_server *srv = arg;
+	if (!srv->conns)
+		malloc_trim(0);
 }
 
 static int conn_start_session(rpc_conn *c);
@@ -1672,6 +1696,9 @@ static int tls_setup(rpc_server *srv, ad_error **err)
 	 * move (grow) between a blocked write and its retry. */
 	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* An idle connection keeps no record buffers (about 34 KiB); under load
+	 * they are allocated once per batch, not per response. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	return 0;
 }
 
@@ -1721,7 +1748,9 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	}
 	srv->ready_ev = event_new(base, srv->ready_fd, EV_READ | EV_PERSIST, ready_cb, srv);
 	srv->accept_ev = evtimer_new(base, accept_resume_cb, srv);
-	if (!srv->ready_ev || !srv->accept_ev || event_add(srv->ready_ev, NULL) != 0) {
+	srv->trim_ev = evtimer_new(base, idle_trim_cb, srv);
+	if (!srv->ready_ev || !srv->accept_ev || !srv->trim_ev ||
+	    event_add(srv->ready_ev, NULL) != 0) {
 		ad_fail(err, AD_E_INTERNAL, "event_new failed");
 		goto fail;
 	}
@@ -1918,6 +1947,8 @@ void rpc_server_free(rpc_server *srv)
 		event_free(srv->drain_ev);
 	if (srv->accept_ev)
 		event_free(srv->accept_ev);
+	if (srv->trim_ev)
+		event_free(srv->trim_ev);
 	if (srv->ready_fd >= 0)
 		close(srv->ready_fd);
 	if (srv->ssl_ctx)
