@@ -79,9 +79,10 @@ typedef struct rpc_server_config {
 	size_t max_send_msg;       /* 0: RPC_DEFAULT_MAX_MSG */
 	uint32_t max_concurrent_streams; /* 0: 1000 */
 	size_t max_header_list;    /* 0: 64 KiB */
-	unsigned workers;          /* permanent worker threads, 0: 8; more are started
-				    * while all are busy (up to max(64, 4 x workers))
-				    * and leave again after 10 s idle */
+	unsigned workers;          /* permanent worker threads, 0: 8, started as calls
+				    * need them; more are started while all are busy
+				    * (up to max(64, 4 x workers)) and leave again
+				    * after 10 s idle */
 	unsigned drain_timeout_ms; /* 0: 5000 */
 } rpc_server_config;
 

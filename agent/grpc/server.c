@@ -65,9 +65,9 @@
 
 typedef struct rpc_conn rpc_conn;
 
-/* Worker threads: cfg.workers of them always run; when a job is queued and
- * none is idle, another is started (up to a cap), and such extra workers
- * leave after WORKER_IDLE_S without work. Slow handlers (a long exec, a
+/* Worker threads: when a job is queued and none is idle, another is started
+ * (up to a cap); the first cfg.workers stay for good, the extra ones leave
+ * after WORKER_IDLE_S without work. Slow handlers (a long exec, a
  * pull) thus never starve quick calls of other clients, while an idle
  * server keeps only the permanent ones. */
 typedef struct rpc_worker {
@@ -1770,16 +1770,10 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	    srv->cfg.workers * 4 > WORKERS_MIN_CAP ? srv->cfg.workers * 4 : WORKERS_MIN_CAP;
 	if (srv->nslots < srv->cfg.workers)
 		srv->nslots = srv->cfg.workers;
+	/* Workers start as jobs arrive (call_dispatch), the first cfg.workers
+	 * of them for good: a server whose handlers all run on the loop, or
+	 * that is never called, has no worker threads. */
 	srv->slots = ad_malloc0(sizeof(*srv->slots) * srv->nslots);
-	pthread_mutex_lock(&srv->mu);
-	for (unsigned i = 0; i < srv->cfg.workers; i++) {
-		if (worker_spawn(srv) < 0) {
-			pthread_mutex_unlock(&srv->mu);
-			ad_fail_errno(err, AD_E_INTERNAL, "pthread_create");
-			goto fail;
-		}
-	}
-	pthread_mutex_unlock(&srv->mu);
 	srv->cfg.tls_cert = srv->cfg.tls_key = srv->cfg.tls_client_ca = NULL;
 	*ret_server = srv;
 	return 0;

@@ -1451,8 +1451,14 @@ static void run_slow_batch(int n)
 static void test_extra_workers_come_and_go(void **state)
 {
 	(void)state;
-	tserver *ts = server_start(); /* 4 permanent workers */
-	int base = count_threads();
+	tserver *ts = server_start(); /* 4 permanent workers, started on demand */
+	int before = count_threads();
+	int base = before;
+	for (int i = 0; i < 3 && base < before + 4; i++) {
+		run_slow_batch(4);
+		base = count_threads();
+	}
+	assert_int_equal(base, before + 4);
 	run_slow_batch(12);
 	int grown = count_threads();
 	assert_true(grown >= base + 6);

@@ -146,6 +146,32 @@ def load_client(binary, port, n, c, m, certs=None):
             "succeeded": int(kv["ok"]), "failed": int(kv["failed"]), "errored": 0}
 
 
+def syscalls_per_request(server, n, load, work):
+    """Runs load(n) with strace -c -f attached to the server; returns
+    [(syscall, calls per request)] for the calls made more than n/100 times,
+    plus the total."""
+    out = os.path.join(work, "strace.out")
+    st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(server.proc.pid)],
+                          stderr=subprocess.DEVNULL)
+    time.sleep(1)  # strace attaches to every thread
+    try:
+        load(n)
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait()
+    counts, total = [], 0
+    with open(out) as f:
+        for line in f:
+            p = line.split()
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            if len(p) >= 5 and p[3].isdigit() and p[-1] != "total":
+                total += int(p[3])
+                if int(p[3]) > n / 100:
+                    counts.append((p[-1], int(p[3]) / n))
+    os.unlink(out)
+    return counts + [("total", total / n)]
+
+
 CLIENT_OF = {"h2c": "h2load", "mtls": "load_client", "h2c-grpc": "load_client"}
 
 
@@ -165,6 +191,9 @@ def main():
     ap.add_argument("--ref-sync", action="store_true")
     ap.add_argument("--repeat", type=int, default=3, help="runs per server and setting "
                     "(alternating); the median by throughput is reported")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="finally, one run per server and setting under strace -c -f: "
+                         "system calls per request")
     a = ap.parse_args()
 
     certs = H.make_certs(os.path.join(a.work, "certs"))
@@ -202,7 +231,7 @@ def main():
         for pre in ("a_", "r_"):
             assert grpc_check(ports[pre + "h2c"]).runtime_name == "agentd"
             assert grpc_check(ports[pre + "tls"], certs).runtime_name == "agentd"
-        idle = {s.name: s.status()["VmRSS"] for s in servers}
+        idle = {s.name: s.status() for s in servers}
         log("agentd: %s" % " ".join(aargs))
         log("c++:    %s" % " ".join(rargs))
         pre = {"agentd": "a_", "cxx": "r_"}
@@ -247,6 +276,14 @@ def main():
                 rows.append((t, cfg, pair))
 
         final = {s.name: s.status() for s in servers}
+        sysrows = []
+        if a.syscalls:
+            for t in transports:
+                for cfg in a.configs.split(","):
+                    c, m = (int(x) for x in cfg.split("x"))
+                    for s in servers:
+                        sysrows.append((t, cfg, s.name, syscalls_per_request(
+                            s, a.n // 4, lambda n: run(t, s.name, n, c, m), a.work)))
         if agentd.proc.poll() is not None:
             raise RuntimeError("agentd died:\n" + agentd.stderr())
     finally:
@@ -275,18 +312,24 @@ def main():
             ra["p99"] / rc["p99"], ra["mean"] / rc["mean"],
             ra["cpu"] / rc["cpu"] if rc["cpu"] else float("nan")))
     print()
-    print("memory (MiB)   idle VmRSS   final VmRSS   VmHWM (peak)   final RssAnon   RssFile")
+    print("memory (MiB)  idle: VmRSS RssAnon RssFile   after load: VmRSS VmHWM(peak) RssAnon "
+          "RssFile")
+    cols = [(idle, "VmRSS"), (idle, "RssAnon"), (idle, "RssFile"), (final, "VmRSS"),
+            (final, "VmHWM"), (final, "RssAnon"), (final, "RssFile")]
+    fmt = "%-13s %11.1f %7.1f %7.1f %18.1f %11.1f %7.1f %7.1f"
     for name in ("agentd", "cxx"):
-        f = final[name]
-        print("%-13s %11.1f %13.1f %14.1f %15.1f %9.1f" % (
-            name, mib(idle[name]), mib(f["VmRSS"]), mib(f["VmHWM"]), mib(f["RssAnon"]),
-            mib(f["RssFile"])))
-    fa, fc = final["agentd"], final["cxx"]
-    hwm_ratio = fa["VmHWM"] / fc["VmHWM"]
-    print("%-13s %10.2fx %12.2fx %13.2fx %14.2fx %8.2fx" % (
-        "ratio", idle["agentd"] / idle["cxx"], fa["VmRSS"] / fc["VmRSS"], hwm_ratio,
-        fa["RssAnon"] / fc["RssAnon"], fa["RssFile"] / fc["RssFile"]))
+        print(fmt % ((name,) + tuple(mib(d[name][k]) for d, k in cols)))
+    print(fmt.replace(".1f", ".2f") % (("ratio",) + tuple(
+        d["agentd"][k] / d["cxx"][k] for d, k in cols)))
     print("(RssFile: pages of the binary and shared libraries, shared with other processes)")
+    hwm_ratio = final["agentd"]["VmHWM"] / final["cxx"]["VmHWM"]
+    if sysrows:
+        print()
+        print("system calls per request (strace -c -f, %d requests, calls > 0.01/request)" % (
+            a.n // 4))
+        for t, cfg, name, counts in sysrows:
+            print("%-8s %-8s %-7s %s" % (t, cfg, name, "  ".join(
+                "%s %.2f" % kv for kv in counts)))
     tput = min(p["agentd"]["rps"] / p["cxx"]["rps"] for _, _, p in rows)
     print()
     print("goal: agentd >= 1.00x the C++ throughput: worst ratio %.2fx -> %s" % (
