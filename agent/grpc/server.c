@@ -1081,15 +1081,26 @@ static void conn_arm_write(rpc_conn *c, bool on)
 		event_del(c->wev);
 }
 
+/* Input that OpenSSL has already taken from the socket (read-ahead) makes
+ * no readiness event: when reading stops with such input left, the read
+ * callback is run again from the loop. */
+static void conn_read_again_if_buffered(rpc_conn *c)
+{
+	if (c->ssl && !c->handshaking && !c->read_paused && SSL_has_pending(c->ssl))
+		event_active(c->rev, EV_READ, 1);
+}
+
 static void conn_pause_read(rpc_conn *c, bool pause)
 {
 	if (pause == c->read_paused)
 		return;
 	c->read_paused = pause;
-	if (pause)
+	if (pause) {
 		event_del(c->rev);
-	else
+	} else {
 		event_add(c->rev, NULL);
+		conn_read_again_if_buffered(c);
+	}
 }
 
 /* Writes what is buffered until done or the socket is full (then the write
@@ -1299,12 +1310,13 @@ static int conn_read(rpc_conn *c)
 			if (rv < 0)
 				return -1;
 		}
-		/* Stop reading while the output is over its bound. */
-		if (c->out_len - c->out_off >= CONN_OUTBUF_MAX)
-			break;
-		if (!more)
-			break;
+		/* Stop reading while the output is over its bound (conn_flush
+		 * pauses reading; resuming reads what OpenSSL holds). */
+		if (c->out_len - c->out_off >= CONN_OUTBUF_MAX || !more)
+			return 0;
 	}
+	/* Read CONN_READS_PER_EVENT times: let other connections have a turn. */
+	conn_read_again_if_buffered(c);
 	return 0;
 }
 
