@@ -634,6 +634,37 @@ static void test_tls(void **state)
 	assert_int_equal(echo(c, ECHO_INLINE, "hi", 0, 2000, &resp, &rs, &err), 0);
 	assert_string_equal(resp->message, "hi");
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+	/* Bulk over TLS: a request at the size limit (many records, more than
+	 * one read event's worth of input) comes back intact, and a 2 MB stream
+	 * arrives whole and in order (many records out, under flow control). */
+	Agent__V1__EchoRequest big = AGENT__V1__ECHO_REQUEST__INIT;
+	big.message = "";
+	uint8_t *buf = malloc(LIMIT);
+	for (size_t i = 0; i < LIMIT; i++)
+		buf[i] = (uint8_t)(i * 7 + i / 251);
+	big.payload.data = buf;
+	big.payload.len = payload_for(LIMIT);
+	assert_int_equal(rpc_client_unary(c, ECHO, &big.base, &agent__v1__echo_response__descriptor,
+					  10000, (ProtobufCMessage **)&resp, &rs, &err),
+			 0);
+	assert_int_equal(rs.code, RPC_OK);
+	assert_int_equal(resp->payload.len, big.payload.len);
+	assert_memory_equal(resp->payload.data, buf, big.payload.len);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	free(buf);
+	Agent__V1__EchoRequest sreq = AGENT__V1__ECHO_REQUEST__INIT;
+	sreq.message = "s";
+	sreq.repeat = 200;
+	sreq.response_bytes = 10000;
+	stream_ctx sc = {.order_ok = true};
+	assert_int_equal(rpc_client_stream(c, STREAM, &sreq.base,
+					   &agent__v1__echo_response__descriptor, 10000,
+					   on_stream_msg, &sc, &rs, &err),
+			 0);
+	assert_int_equal(rs.code, RPC_OK);
+	assert_int_equal(sc.n, 200);
+	assert_true(sc.order_ok);
 	rpc_client_free(c);
 
 	/* No client certificate, or one from another CA: refused. */
