@@ -111,10 +111,11 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	    .auth = have_auth ? &auth : NULL,
 	    .progress = on_progress,
 	    .progress_userdata = &ps,
+	    /* A client that leaves or a deadline that passes kills the pull's
+	     * agentd-fetch; what it completed is reused by the next pull. */
+	    .cancel_fd = rpc_call_cancel_fd(call),
 	};
 	_cleanup_free_ char *id = NULL;
-	/* libadstore has no cancel hook: a pull whose client left runs to its
-	 * end (its content is kept for the next pull of the image). */
 	int r = store_pull(s, rq->image, &po, &id, &e);
 	size_t count = ps.count;
 	free(ps.last_sent);
@@ -123,10 +124,7 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 		return status_call_error(call, e);
 	ad_info("pulled %s as %s", normalised, id);
 	if (ps.gone || rpc_call_cancelled(call)) {
-		ad_fail(&e, AD_E_CANCELLED,
-			"pull of %s: the client went away (the image was "
-			"pulled anyway)",
-			normalised);
+		ad_fail(&e, AD_E_CANCELLED, "pull of %s: the client went away", normalised);
 		return status_call_error(call, e);
 	}
 	Agent__V1__PullImageProgress last = AGENT__V1__PULL_IMAGE_PROGRESS__INIT;

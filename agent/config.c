@@ -69,6 +69,7 @@ static const cfg_key keys[] = {
     KEY("images", plain_http_registries, K_HOST_LIST, 0, 0),
     KEY("images", insecure_registries, K_HOST_LIST, 0, 0),
     KEY("images", registry_mirrors, K_MIRRORS, 0, 0),
+    KEY("images", fetch_helper, K_FILE, 0, 0),
     {"cni", "conf_dir", K_FILE, offsetof(cfg_config, cni_conf_dir), 0, 0},
     {"cni", "plugin_dirs", K_FILE, offsetof(cfg_config, cni_plugin_dirs), 0, 0},
     {"cni", "netns_dir", K_FILE, offsetof(cfg_config, cni_netns_dir), 0, 0},
@@ -101,6 +102,7 @@ void cfg_init(cfg_config *cfg)
 	    .plain_http_registries = ad_strdup(""),
 	    .insecure_registries = ad_strdup(""),
 	    .registry_mirrors = ad_strdup(""),
+	    .fetch_helper = ad_strdup(""),
 	    .cni_conf_dir = ad_strdup("/etc/cni/net.d"),
 	    .cni_plugin_dirs = ad_strdup("/usr/lib/cni:/opt/cni/bin"),
 	    .cni_netns_dir = ad_strdup(""),
@@ -124,6 +126,7 @@ void cfg_free(cfg_config *cfg)
 	free(cfg->plain_http_registries);
 	free(cfg->insecure_registries);
 	free(cfg->registry_mirrors);
+	free(cfg->fetch_helper);
 	free(cfg->cni_conf_dir);
 	free(cfg->cni_plugin_dirs);
 	free(cfg->cni_netns_dir);

@@ -39,6 +39,7 @@ typedef struct cfg_config {
 	char *insecure_registries;
 	/* "host=URL|URL,host2=URL": mirrors tried before each host. */
 	char *registry_mirrors;
+	char *fetch_helper; /* the agentd-fetch executable; "" = beside agentd or installed */
 	/* [cni] */
 	char *cni_conf_dir;    /* network config lists */
 	char *cni_plugin_dirs; /* colon-separated plugin binary dirs */

@@ -105,6 +105,7 @@ int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err)
 	    .n_registries = n,
 	    .max_parallel = cfg->max_parallel_layers,
 	    .stall_timeout_s = cfg->stall_timeout,
+	    .fetch_helper = cfg->fetch_helper[0] ? cfg->fetch_helper : NULL,
 	};
 	int r = store_open(&o, ret_store, err);
 	registries_free(regs, n);
@@ -244,7 +245,9 @@ rpc_code cri_pull_image(rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 		auth.registry_token = NONEMPTY(a->registry_token);
 #undef NONEMPTY
 	}
-	store_pull_opts po = {.auth = have_auth ? &auth : NULL};
+	/* A cancelled call or a passed deadline kills the pull's agentd-fetch. */
+	store_pull_opts po = {.auth = have_auth ? &auth : NULL,
+			      .cancel_fd = rpc_call_cancel_fd(call)};
 	_cleanup_free_ char *id = NULL;
 	_cleanup_error_ ad_error *e = NULL;
 	if (store_pull(s, image, &po, &id, &e) < 0)

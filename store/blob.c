@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <openssl/evp.h>
@@ -22,6 +23,7 @@ struct store_blob_writer {
 
 struct store_inflight {
 	char *digest;
+	int lock_fd; /* tmp/ingest-<hex>.lock, flocked: other processes wait on it */
 	store_inflight *next;
 };
 
@@ -200,6 +202,28 @@ int store_blob_read(store *s, const char *digest, size_t max, char **ret_data, s
 	return 0;
 }
 
+/* Across processes (agentd-fetch runs one per pull): an exclusive flock on
+ * tmp/ingest-<hex>.lock. The file stays (unlinking it would let a third
+ * process lock a new inode while the second waits on the old one); the
+ * tmp/ cleanup removes it once no agentd-fetch runs. -1 if it cannot be
+ * opened: then only this process is excluded, and the worst case is a
+ * second download of the blob. */
+static int ingest_lock(store *s, const char *key)
+{
+	const char *hex = strchr(key, ':');
+	_cleanup_free_ char *name = ad_asprintf("ingest-%s.lock", hex ? hex + 1 : key);
+	int fd = openat(s->tmp_fd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -1;
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
 void store_inflight_claim(store *s, const char *digest)
 {
 	pthread_mutex_lock(&s->lock);
@@ -213,9 +237,13 @@ void store_inflight_claim(store *s, const char *digest)
 	}
 	store_inflight *f = ad_malloc0(sizeof(*f));
 	f->digest = ad_strdup(digest);
+	f->lock_fd = -1;
 	f->next = s->inflight;
 	s->inflight = f;
 	pthread_mutex_unlock(&s->lock);
+	/* Outside the mutex: this may wait for a whole download elsewhere. The
+	 * entry, already listed, keeps this process's other threads out. */
+	f->lock_fd = ingest_lock(s, digest);
 }
 
 void store_inflight_release(store *s, const char *digest)
@@ -225,6 +253,8 @@ void store_inflight_release(store *s, const char *digest)
 		if (strcmp((*p)->digest, digest) == 0) {
 			store_inflight *f = *p;
 			*p = f->next;
+			if (f->lock_fd >= 0)
+				close(f->lock_fd);
 			free(f->digest);
 			free(f);
 			break;

@@ -579,7 +579,7 @@ static int make_tmpdir(store *s, const char *prefix, char **ret_path, int *ret_f
 	return 0;
 }
 
-int store_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err)
+int fetch_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err)
 {
 	_cleanup_free_ char *tmppath = NULL, *data = NULL;
 	_cleanup_close_ int dir_fd = -1;
@@ -622,7 +622,7 @@ out:
 	return 0;
 }
 
-int store_image_import(store *s, int fd, const char *reference, char **ret_image_id, ad_error **err)
+int fetch_image_import(store *s, int fd, const char *reference, char **ret_image_id, ad_error **err)
 {
 	_cleanup_free_ char *tag = NULL, *config = NULL, *path = NULL;
 	if (reference) {
@@ -749,7 +749,7 @@ static int write_blob(saver *sv, const char *digest, ad_error **err)
 	return 0;
 }
 
-int store_image_save(store *s, const char *const *queries, int fd, ad_error **err)
+int fetch_image_save(store *s, const char *const *queries, int fd, ad_error **err)
 {
 	saver sv = {.s = s, .a = archive_write_new()};
 	json_t *index = json_pack("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,

@@ -668,7 +668,7 @@ out:
 	return r;
 }
 
-int store_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
+int fetch_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
 	       ad_error **err)
 {
 	store_ref ref = {0};

@@ -8,7 +8,13 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <sys/file.h>
+
 #include <sqlite3.h>
+
+#ifndef AGENTD_FETCH_DEFAULT
+#define AGENTD_FETCH_DEFAULT "/usr/libexec/agentd/agentd-fetch"
+#endif
 
 static int open_subdir(int dirfd, const char *root, const char *name, int *ret_fd, ad_error **err)
 {
@@ -29,9 +35,30 @@ static int reopen_dir(int dirfd)
 	return openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-/* Everything in tmp/ belongs to a pull that died: no record points into it. */
-static void clean_tmp(store *s)
+int store_lock(store *s, bool exclusive, bool nonblocking)
 {
+	int fd = openat(s->root_fd, "store.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -1;
+	int op = (exclusive ? LOCK_EX : LOCK_SH) | (nonblocking ? LOCK_NB : 0);
+	while (flock(fd, op) < 0) {
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
+/* Everything in tmp/ belongs to a pull that died: no record points into it.
+ * Unless an agentd-fetch is running (it holds store.lock shared while its
+ * temp files and ingest locks are in tmp/): then its own cleanup, or the
+ * next store_open, does it. */
+void store_clean_tmp(store *s)
+{
+	_cleanup_close_ int lock = store_lock(s, true, true);
+	if (lock < 0)
+		return;
 	int fd = reopen_dir(s->tmp_fd);
 	if (fd < 0)
 		return;
@@ -57,9 +84,9 @@ void store_close(store *s)
 {
 	if (!s)
 		return;
-	store_registry_free(s);
 	ad_db_close(s->db);
-	int fds[] = {s->root_fd, s->blobs_fd, s->layers_fd, s->tmp_fd, s->containers_fd};
+	int fds[] = {s->root_fd,	   s->blobs_fd, s->layers_fd, s->tmp_fd,
+		     s->containers_fd, s->lock_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -79,8 +106,38 @@ void store_close(store *s)
 	pthread_rwlock_destroy(&s->gc_lock);
 	free(s->certs_dir);
 	free(s->auth_file);
+	free(s->fetch_helper);
+	free(s->db_path);
 	free(s->root);
 	free(s);
+}
+
+/* agentd-fetch beside the running executable (installed side by side, or
+ * ../store/ in a build tree, where agentd is agent/agentd), else the
+ * compiled-in install path. */
+static char *find_fetch_helper(void)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			char *cands[] = {ad_asprintf("%s/agentd-fetch", self),
+					 ad_asprintf("%s/../store/agentd-fetch", self)};
+			char *found = NULL;
+			for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+				if (!found && access(cands[i], X_OK) == 0)
+					found = cands[i];
+				else
+					free(cands[i]);
+			}
+			if (found)
+				return found;
+		}
+	}
+	return ad_strdup(AGENTD_FETCH_DEFAULT);
 }
 
 int store_open(const store_opts *opts, store **ret_store, ad_error **err)
@@ -89,12 +146,15 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 		return ad_fail(err, AD_E_INVALID, "store: root and db_path are required");
 	store *s = ad_malloc0(sizeof(*s));
 	s->root_fd = s->blobs_fd = s->layers_fd = s->tmp_fd = s->containers_fd = -1;
+	s->lock_fd = -1;
 	pthread_mutex_init(&s->db_lock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->progress_lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	pthread_rwlock_init(&s->gc_lock, NULL);
 	s->root = ad_strdup(opts->root);
+	s->db_path = ad_strdup(opts->db_path);
+	s->fetch_helper = opts->fetch_helper ? ad_strdup(opts->fetch_helper) : find_fetch_helper();
 	s->certs_dir = opts->certs_dir ? ad_strdup(opts->certs_dir) : NULL;
 	s->auth_file = opts->auth_file ? ad_strdup(opts->auth_file) : NULL;
 	s->max_parallel = opts->max_parallel ? opts->max_parallel : 3;
@@ -144,10 +204,8 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 	    open_subdir(s->root_fd, s->root, "tmp", &s->tmp_fd, err) < 0 ||
 	    open_subdir(s->root_fd, s->root, "containers", &s->containers_fd, err) < 0)
 		goto fail;
-	clean_tmp(s);
+	store_clean_tmp(s);
 	if (ad_db_open(opts->db_path, &s->db, err) < 0)
-		goto fail;
-	if (store_registry_init(s, err) < 0)
 		goto fail;
 	*ret_store = s;
 	return 0;
@@ -289,9 +347,13 @@ int store_gc(store *s, uint64_t *ret_freed_bytes, ad_error **err)
 	(void)err;
 	uint64_t freed = 0;
 	pthread_rwlock_wrlock(&s->gc_lock);
+	/* Waits for running pulls, loads and imports in agentd-fetch processes. */
+	int lock = store_lock(s, true, false);
 	pthread_mutex_lock(&s->db_lock);
 	gc_locked(s, &freed);
 	pthread_mutex_unlock(&s->db_lock);
+	if (lock >= 0)
+		close(lock);
 	pthread_rwlock_unlock(&s->gc_lock);
 	if (ret_freed_bytes)
 		*ret_freed_bytes = freed;
@@ -305,8 +367,12 @@ void store_gc_try(store *s)
 	uint64_t freed = 0;
 	if (pthread_rwlock_trywrlock(&s->gc_lock) != 0)
 		return;
-	pthread_mutex_lock(&s->db_lock);
-	gc_locked(s, &freed);
-	pthread_mutex_unlock(&s->db_lock);
+	int lock = store_lock(s, true, true);
+	if (lock >= 0) {
+		pthread_mutex_lock(&s->db_lock);
+		gc_locked(s, &freed);
+		pthread_mutex_unlock(&s->db_lock);
+		close(lock);
+	}
 	pthread_rwlock_unlock(&s->gc_lock);
 }

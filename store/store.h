@@ -1,6 +1,9 @@
 /* store.h — the one public header of libadstore: image references, the
- * content-addressed blob store, pulls from OCI/Docker registries, the image
- * records in the state DB, and overlay rootfs mounts for containers.
+ * content-addressed blob store, the image records in the state DB, GC, and
+ * overlay rootfs mounts for containers. Pulls from OCI/Docker registries and
+ * the archive formats (load, save, import) run in agentd-fetch, a helper
+ * process started per operation (libadfetch, store/fetch.h), so that the
+ * daemon links neither libcurl nor libarchive; the functions below start it.
  * No protobuf or gRPC: agent/ translates CRI/agent.v1 messages to these. */
 #ifndef AGENTD_STORE_H
 #define AGENTD_STORE_H
@@ -60,11 +63,15 @@ typedef struct store_opts {
 	unsigned retries;	  /* extra attempts on 5xx/resets; 0: 3 */
 	unsigned backoff_ms;	  /* first retry delay, doubled each time; 0: 200 */
 	bool allow_devices;	  /* let layers carry device nodes (see unpack) */
+	/* The agentd-fetch executable. NULL: beside the running executable
+	 * (or ../store/ of it, a build tree), else the installed one. */
+	const char *fetch_helper;
 } store_opts;
 
 typedef struct store store;
 
-/* Creates the directory layout and removes leftovers of interrupted pulls. */
+/* Creates the directory layout and removes leftovers of interrupted pulls
+ * (unless an agentd-fetch of this store is still running). */
 int store_open(const store_opts *opts, store **ret_store, ad_error **err);
 void store_close(store *s);
 
@@ -98,12 +105,12 @@ typedef struct store_progress {
 	uint64_t done, total; /* compressed bytes */
 } store_progress;
 
-/* Called from the pull's worker threads, serialised by the store. */
+/* Called on the thread that called store_pull. */
 typedef void (*store_progress_fn)(void *userdata, const store_progress *p);
 
-/* Polled by the pull (from one of its threads) at least every 100 ms; once it
- * returns true the pull stops its transfers and fails with AD_E_CANCELLED.
- * Must be cheap and must not block (e.g. read an atomic flag). */
+/* Polled by the pull at least every 100 ms; once it returns true the pull
+ * stops and fails with AD_E_CANCELLED. Must be cheap and must not block
+ * (e.g. read an atomic flag). */
 typedef bool (*store_cancel_fn)(void *userdata);
 
 typedef struct store_pull_opts {
@@ -113,11 +120,18 @@ typedef struct store_pull_opts {
 	void *progress_userdata;
 	store_cancel_fn cancel; /* NULL: the pull runs to its end */
 	void *cancel_userdata;
+	/* > 0: an fd (eventfd, pipe) that becomes readable when the caller gives
+	 * up, like `cancel` but noticed at once. 0: none. */
+	int cancel_fd;
 } store_pull_opts;
 
 /* Pulls the image and records it; *ret_image_id (if non-NULL) receives its
- * id ("sha256:<config hex>"). A cancelled pull records nothing and leaves no
- * partial blob or layer (complete, verified ones stay for the next pull or GC). */
+ * id ("sha256:<config hex>"). Runs agentd-fetch: progress arrives on the
+ * calling thread. A helper that cannot be started is AD_E_PRECONDITION
+ * naming it; other errors keep the code and message the helper gave.
+ * Cancelled (`cancel` or `cancel_fd`): the helper is killed and the pull
+ * fails with AD_E_CANCELLED; it recorded nothing, and what it completed and
+ * verified stays for the next pull or GC. */
 int store_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
 	       ad_error **err);
 

@@ -14,12 +14,17 @@ typedef struct store_inflight store_inflight;
 typedef struct store_registry store_registry;
 
 struct store {
-	char *root;
+	char *root, *db_path;
 	int root_fd, blobs_fd, layers_fd, tmp_fd, containers_fd;
+	/* <root>/store.lock: agentd-fetch processes hold it shared while they
+	 * run, GC and the tmp/ cleanup take it exclusively (see store_lock). */
+	int lock_fd;
+	char *fetch_helper; /* the agentd-fetch executable */
 	ad_db *db;
 	pthread_mutex_t db_lock; /* one connection, used by whichever thread records */
 
-	/* Blobs being downloaded right now: a second fetch of one waits for the first. */
+	/* Blobs being downloaded right now: a second fetch of one waits for the
+	 * first (in this process; other processes through a lock file). */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	store_inflight *inflight;
@@ -41,6 +46,15 @@ struct store {
 
 bool store_digest_valid(const char *d);
 
+/* ---- store.c: the store-wide lock between processes ----
+ * flock(2) on <root>/store.lock, a new open file description each time (so
+ * it also excludes threads of this process holding it through another).
+ * Returns the fd holding the lock (close it to release), or -1 (with
+ * nonblocking set: someone holds it the other way). */
+int store_lock(store *s, bool exclusive, bool nonblocking);
+/* Empties tmp/ if no agentd-fetch is running (store.lock is free). */
+void store_clean_tmp(store *s);
+
 /* ---- blob.c: streaming writer into the content store ---- */
 typedef struct store_blob_writer store_blob_writer;
 int store_blob_writer_open(store *s, const char *digest, int64_t size, store_blob_writer **ret_w,
@@ -55,8 +69,8 @@ void store_blob_writer_abort(store_blob_writer *w);
 int store_blob_read(store *s, const char *digest, size_t max, char **ret_data, size_t *ret_len,
 		    ad_error **err);
 
-/* Waits while another thread works on `key` (a blob or layer), then claims it;
- * the caller checks whether the work is still needed. */
+/* Waits while another thread or process works on `key` (a blob or layer),
+ * then claims it; the caller checks whether the work is still needed. */
 void store_inflight_claim(store *s, const char *key);
 void store_inflight_release(store *s, const char *digest);
 
@@ -122,5 +136,17 @@ int store_pin(store *s, const char *holder, const char *image_id, ad_error **err
 int store_unpin(store *s, const char *holder, ad_error **err);
 
 void store_strv_free(char **v);
+
+/* ---- fetch_proto.c: the messages between agentd (fetch_client.c) and
+ * agentd-fetch (fetch_main.c), one JSON object per line ---- */
+json_t *fetch_proto_store(const store *s);
+/* Fills *o from `j` (strings point into j; *o->registries is allocated:
+ * fetch_proto_store_clear frees it). */
+int fetch_proto_store_parse(json_t *j, store_opts *o, ad_error **err);
+void fetch_proto_store_clear(store_opts *o);
+json_t *fetch_proto_error(const ad_error *e);
+void fetch_proto_error_parse(json_t *j, ad_error **err);
+json_t *fetch_proto_progress(const store_progress *p);
+void fetch_proto_progress_parse(json_t *j, store_progress *p);
 
 #endif

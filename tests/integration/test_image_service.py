@@ -367,7 +367,7 @@ def test_agent_pull_errors(pb, agentd, plain):
 
 def test_agent_pull_cancelled_by_client(pb, agentd, plain):
     """The client goes away after the first progress message: agentd stays
-    healthy (the store has no cancel hook, so the pull itself completes)."""
+    healthy (and kills the pull's agentd-fetch: see test_pull_cancel.py)."""
     ref = f"{plain.host}/test/big:v1"
     with agentd.unix_channel() as ch:
         stream = pb.agent_grpc.ImageServiceStub(ch).PullImage(

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store.h"
@@ -205,6 +206,8 @@ int main(int argc, char **argv)
 	store *s = NULL;
 	ad_error *err = NULL;
 	int r = -1;
+	/* This build tree's helper, not one beside the probe. */
+	o.fetch_helper = getenv("AGENTD_FETCH") ? getenv("AGENTD_FETCH") : STORE_PROBE_FETCH;
 	if (store_open(&o, &s, &err) < 0)
 		goto out;
 	if (strcmp(cmd, "pull") == 0 && arg) {

@@ -1,21 +1,6 @@
 # store/unpack.c unit test (real files, overlayfs; runs as root).
-# Linked against libadstore once it carries unpack.c; until then the unpacker
-# is compiled straight into the test (never both, to avoid duplicate symbols).
-set(unpack_in_adstore FALSE)
-if(TARGET adstore)
-  get_target_property(adstore_sources adstore SOURCES)
-  foreach(src IN LISTS adstore_sources)
-    if(src MATCHES "unpack\\.c$")
-      set(unpack_in_adstore TRUE)
-    endif()
-  endforeach()
-endif()
-if(unpack_in_adstore)
-  agentd_unit_test(unpack_test adstore adcommon PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
-else()
-  agentd_unit_test(unpack_test adcommon PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
-  target_sources(unpack_test PRIVATE ${CMAKE_SOURCE_DIR}/store/unpack.c)
-endif()
+# Linked against libadfetch, which carries unpack.c.
+agentd_unit_test(unpack_test adfetch adcommon PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
 target_include_directories(unpack_test PRIVATE ${CMAKE_SOURCE_DIR}/store)
 target_link_libraries(unpack_test PRIVATE Threads::Threads)
 set_tests_properties(unit.unpack_test PROPERTIES TIMEOUT 120)
