@@ -39,8 +39,9 @@ static Agent__V1__LayerState layer_state(store_layer_state s)
 	return AGENT__V1__LAYER_STATE__LAYER_STATE_FAILED;
 }
 
-/* Runs on the pull's threads, serialised by the store. Sending may block
- * while the client does not read; that only slows this pull down. */
+/* Runs on the handler's thread (store_pull relays agentd-fetch's progress).
+ * Sending may block while the client does not read; that only slows this
+ * pull down (the helper waits to write its next progress line). */
 static void on_progress(void *userdata, const store_progress *p)
 {
 	pull_stream *ps = userdata;
