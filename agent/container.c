@@ -815,6 +815,7 @@ static int ctr_create_in_pod(mgr *m, const mgr_pod *p, const Runtime__V1__Contai
 	if (!m->images)
 		return ad_fail(err, AD_E_UNAVAILABLE, "the image store is not open");
 
+	int64_t t0 = ad_monotonic_ns();
 	store_image *img = NULL;
 	if (store_image_get(m->images, cc->image->image, &img, err) < 0)
 		return -1;
@@ -847,6 +848,7 @@ static int ctr_create_in_pod(mgr *m, const mgr_pod *p, const Runtime__V1__Contai
 		return -1;
 	}
 	mgr_hold(m, c->id);
+	int64_t t_insert = ad_monotonic_ns();
 
 	Runtime__V1__PodSandboxConfig *pc =
 	    runtime__v1__pod_sandbox_config__unpack(NULL, p->config_len, p->config);
@@ -855,8 +857,10 @@ static int ctr_create_in_pod(mgr *m, const mgr_pod *p, const Runtime__V1__Contai
 	rt_config rc;
 	bool created = false;
 	int r = store_rootfs_mount(m->images, c->image_id, c->id, &rootfs, err);
+	int64_t t_mount = ad_monotonic_ns();
 	if (r == 0)
 		r = build_config(m, &a, c, cc, ij, p, pc, rootfs, &rc, err);
+	int64_t t_config = ad_monotonic_ns(), t_rt = t_config;
 	if (r == 0 && c->log_path) {
 		_cleanup_free_ char *dir = ad_strdup(c->log_path);
 		*strrchr(dir, '/') = '\0';
@@ -867,10 +871,18 @@ static int ctr_create_in_pod(mgr *m, const mgr_pod *p, const Runtime__V1__Contai
 		r = rt_create(m->rt, &rc, &rtc, err);
 		created = r == 0;
 		rt_container_free(rtc);
+		t_rt = ad_monotonic_ns();
 	}
 	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE containers SET state = ?2 WHERE id = ?1", "si",
 				c->id, (int64_t)MGR_CTR_CREATED);
+	if (ad_log_enabled(AD_LOG_DEBUG)) {
+		int64_t t_end = ad_monotonic_ns();
+		ad_debug("CreateContainer %s (ms): record %.2f, rootfs %.2f, config %.2f, "
+			 "runtime %.2f, state %.2f",
+			 c->id, (t_insert - t0) / 1e6, (t_mount - t_insert) / 1e6,
+			 (t_config - t_mount) / 1e6, (t_rt - t_config) / 1e6, (t_end - t_rt) / 1e6);
+	}
 	ar_free(&a);
 	if (pc)
 		runtime__v1__pod_sandbox_config__free_unpacked(pc, NULL);
@@ -919,9 +931,7 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 	if (r == 0)
 		r = rt_start(rc, err);
 	if (r == 0) {
-		rt_state st;
-		int64_t started =
-		    rt_get_state(rc, &st, NULL) == 0 && st.started_at ? st.started_at : ad_now_ns();
+		int64_t started = rt_container_started_at(rc);
 		r = mgr_db_exec(m, err,
 				"UPDATE containers SET state = ?2, started_ns = ?3 WHERE id = ?1",
 				"sii", id, (int64_t)MGR_CTR_RUNNING, started);

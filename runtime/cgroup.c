@@ -724,6 +724,31 @@ int cg_enter(cg_manager *cg, pid_t pid, ad_error **err)
 	return 0;
 }
 
+int cg_open_procs(cg_manager *cg, int *fds, size_t max, size_t *ret_n, ad_error **err)
+{
+	const char *dirs[CG_V1_MAX_HIER];
+	size_t n = 0;
+	if (cg->dir)
+		dirs[n++] = cg->dir;
+	for (size_t i = 0; !cg->dir && i < cg_v1_hier_count() && i < CG_V1_MAX_HIER; i++)
+		dirs[n++] = cg->v1_dirs[i];
+	if (n > max)
+		return ad_fail(err, AD_E_INTERNAL, "cgroup %s: %zu hierarchies, at most %zu", cg->path,
+			       n, max);
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *p = ad_asprintf("%s/cgroup.procs", dirs[i]);
+		fds[i] = open(p, O_WRONLY | O_CLOEXEC);
+		if (fds[i] < 0) {
+			ad_fail_errno(err, AD_E_INTERNAL, "open %s", p);
+			while (i-- > 0)
+				close(fds[i]);
+			return -1;
+		}
+	}
+	*ret_n = n;
+	return 0;
+}
+
 int cg_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 {
 	CG_ERR_GUARD(err);

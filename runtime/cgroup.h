@@ -19,6 +19,9 @@ int cg_create(const char *parent, const char *name, const rt_resources *res, cg_
 /* An existing one, after agentd restarts (AD_E_NOT_FOUND if absent). */
 int cg_open(const char *parent, const char *name, cg_manager **ret, ad_error **err);
 int cg_enter(cg_manager *cg, pid_t pid, ad_error **err);
+/* Opens cgroup.procs for writing in each hierarchy (v2: the one), so that
+ * another process (the shim) can move a pid in by writing it to each. */
+int cg_open_procs(cg_manager *cg, int *fds, size_t max, size_t *ret_n, ad_error **err);
 /* Live; a memory limit below current usage -> AD_E_PRECONDITION naming both values. */
 int cg_update(cg_manager *cg, const rt_resources *res, ad_error **err);
 int cg_stats(cg_manager *cg, struct rt_stats *ret, ad_error **err);

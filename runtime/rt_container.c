@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -18,6 +20,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <spawn.h>
 #include <termios.h>
 
 #include "rt_internal.h"
@@ -39,25 +42,6 @@ uint64_t rt_proc_start_time(pid_t pid)
 		if (*p == ' ')
 			field++;
 	return strtoull(p, NULL, 10);
-}
-
-void rt_msg_send_error(int fd, ad_error *e)
-{
-	rt_msg m = {.type = RT_MSG_ERROR};
-	if (e) {
-		m.code = e->code;
-		m.errno_value = e->errno_value;
-		snprintf(m.text, sizeof(m.text), "%s", e->message);
-	}
-	if (send(fd, &m, sizeof(m), MSG_NOSIGNAL) < 0) {
-		/* the parent is gone; nobody to tell */
-	}
-}
-
-int rt_msg_send(int fd, int type, pid_t pid)
-{
-	rt_msg m = {.type = type, .pid = pid};
-	return send(fd, &m, sizeof(m), MSG_NOSIGNAL) == sizeof(m) ? 0 : -1;
 }
 
 int rt_msg_recv(int fd, rt_msg *ret, const char *what, ad_error **err)
@@ -83,12 +67,6 @@ int rt_msg_to_error(const rt_msg *m, ad_error **err)
 	return ad_error_make(err, code, 0, "%s", m->text);
 }
 
-static void child_fail(int sync_fd, ad_error *e)
-{
-	rt_msg_send_error(sync_fd, e);
-	_exit(1);
-}
-
 static bool valid_id(const char *id)
 {
 	if (!id || !*id || strlen(id) > 128)
@@ -104,6 +82,26 @@ static bool valid_id(const char *id)
 
 /* ---- runtime -------------------------------------------------------------- */
 
+/* A sealed in-memory copy of the shim, exec'd for every container: the
+ * containers' processes descend from it, and /proc/PID/exe of any of them
+ * then leads to this copy, which nobody can write, not to a host file. */
+static int sealed_copy(const char *path, ad_error **err)
+{
+	_cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return ad_fail_errno(err, AD_E_PRECONDITION, "shim %s", path);
+	_cleanup_close_ int mfd = memfd_create("agentd-shim", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "memfd_create");
+	ssize_t n;
+	while ((n = sendfile(mfd, in, NULL, 1 << 20)) != 0)
+		if (n < 0 && errno != EINTR)
+			return ad_fail_errno(err, AD_E_INTERNAL, "copy shim %s", path);
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "seal the shim's copy");
+	return ad_steal_fd(mfd);
+}
+
 int rt_runtime_new(const rt_options *opts, rt_runtime **ret, ad_error **err)
 {
 	rt_options o = opts ? *opts : (rt_options){0};
@@ -117,7 +115,11 @@ int rt_runtime_new(const rt_options *opts, rt_runtime **ret, ad_error **err)
 	const char *root = o.state_root ? o.state_root : "/run/agentd/containers";
 	if (ad_mkdir_p(root, 0700, err) < 0)
 		return ad_error_wrap(err, "state dir");
+	int shim_fd = sealed_copy(shim_abs, err);
+	if (shim_fd < 0)
+		return -1;
 	rt_runtime *rt = ad_malloc0(sizeof(*rt));
+	rt->shim_fd = shim_fd;
 	rt->state_root = ad_strdup(root);
 	rt->shim_path = ad_steal_ptr(shim_abs);
 	rt->cgroup_parent = ad_strdup(o.cgroup_parent ? o.cgroup_parent : "agentd");
@@ -132,6 +134,7 @@ void rt_runtime_free(rt_runtime *rt)
 		return;
 	free(rt->state_root);
 	free(rt->shim_path);
+	close(rt->shim_fd);
 	free(rt->cgroup_parent);
 	free(rt->seccomp_bpf);
 	pthread_mutex_destroy(&rt->seccomp_lock);
@@ -265,289 +268,6 @@ static int shim_call(rt_container *c, const char *cmd, char *reply, size_t reply
 
 /* ---- create --------------------------------------------------------------- */
 
-static const int clone_ns[_RT_NS_MAX] = {
-    [RT_NS_PID] = CLONE_NEWPID,	      [RT_NS_NET] = CLONE_NEWNET,  [RT_NS_IPC] = CLONE_NEWIPC,
-    [RT_NS_UTS] = CLONE_NEWUTS,	      [RT_NS_MOUNT] = CLONE_NEWNS, [RT_NS_USER] = CLONE_NEWUSER,
-    [RT_NS_CGROUP] = CLONE_NEWCGROUP,
-};
-
-typedef struct create_ctx {
-	const rt_config *cfg;
-	const rt_secplan *plan;
-	cg_manager *cg;
-	const char *shim_path;
-	const char *state_dir;
-	int sync[2];  /* [0] parent, [1] children */
-	int go[2];    /* shim-to-be -> init: namespaces are ready */
-	int start[2]; /* shim -> init: exec now */
-	int out[2], err[2], in[2];
-	int pty_master, pty_slave;
-	int ctl_fd;
-} create_ctx;
-
-static int write_id_map(pid_t pid, const char *file, const rt_id_map *maps, size_t n,
-			ad_error **err)
-{
-	char buf[4096];
-	size_t len = 0;
-	for (size_t i = 0; i < n && len < sizeof(buf); i++)
-		len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%u %u %u\n",
-					maps[i].container_id, maps[i].host_id, maps[i].size);
-	if (len >= sizeof(buf))
-		return ad_fail(err, AD_E_INVALID, "%s: too many entries", file);
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", path);
-	ssize_t w = write(fd, buf, len);
-	int e = errno;
-	close(fd);
-	if (w != (ssize_t)len)
-		return ad_error_make(err, AD_E_INVALID, e, "write %s", file);
-	return 0;
-}
-
-void rt_apply_rlimits(const rt_config *cfg)
-{
-	for (size_t i = 0; i < cfg->n_rlimits; i++) {
-		struct rlimit rl = {.rlim_cur = cfg->rlimits[i].soft,
-				    .rlim_max = cfg->rlimits[i].hard};
-		if (setrlimit(cfg->rlimits[i].resource, &rl) < 0)
-			/* Raising a hard limit needs CAP_SYS_RESOURCE, which agentd may
-			 * lack: the container still runs, with the host's limit. */
-			ad_warn("container %s: rlimit %d: %s", cfg->id, cfg->rlimits[i].resource,
-				strerror(errno));
-	}
-	if (cfg->oom_score_adj_set) {
-		char v[16];
-		int n = snprintf(v, sizeof(v), "%d", cfg->oom_score_adj);
-		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write(fd, v, (size_t)n) != n)
-			ad_warn("container %s: oom_score_adj %d: %s", cfg->id, cfg->oom_score_adj,
-				strerror(errno));
-		if (fd >= 0)
-			close(fd);
-	}
-}
-
-/* Closes every fd >= 3 but those in keep (-1 entries ignored). With agentd's
- * threads creating containers side by side, a child otherwise holds the
- * pipes of another container's setup until it execs. */
-void rt_close_all_but(const int *keep, size_t n)
-{
-	int sorted[16];
-	size_t m = 0;
-	for (size_t i = 0; i < n && m < 16; i++)
-		if (keep[i] >= 3)
-			sorted[m++] = keep[i];
-	for (size_t i = 1; i < m; i++)
-		for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
-			int t = sorted[j];
-			sorted[j] = sorted[j - 1];
-			sorted[j - 1] = t;
-		}
-	unsigned lo = 3;
-	for (size_t i = 0; i < m; i++) {
-		if ((unsigned)sorted[i] > lo)
-			syscall(SYS_close_range, lo, (unsigned)sorted[i] - 1, 0);
-		lo = (unsigned)sorted[i] + 1;
-	}
-	syscall(SYS_close_range, lo, ~0U, 0);
-}
-
-/* The container's init, in its new namespaces; never returns. */
-static void run_init(create_ctx *x)
-{
-	const rt_config *cfg = x->cfg;
-	ad_error *e = NULL;
-	int sfd = x->sync[1];
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	/* Until exec this is a copy of agentd: keep container processes from
-	 * opening it through /proc (the CVE-2019-5736 class). */
-	prctl(PR_SET_DUMPABLE, 0);
-	const int keep[] = {sfd,       x->go[0], x->start[0], x->out[1],
-			    x->err[1], x->in[0], x->pty_slave};
-	rt_close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
-	char b;
-	if (read(x->go[0], &b, 1) != 1)
-		_exit(1);
-	close(x->go[0]);
-	umask(0);
-	if (rt_join_namespaces(cfg, &e) < 0)
-		child_fail(sfd, e);
-	/* In a new user namespace we still run as agentd's unmapped uid: become
-	 * its root so that what setup creates is owned by someone. */
-	if (cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST &&
-	    (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
-		ad_fail_errno(&e, AD_E_INVALID, "user namespace: uid/gid 0 is not mapped");
-		child_fail(sfd, e);
-	}
-	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
-		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
-		child_fail(sfd, e);
-	}
-	if (cfg->namespaces[RT_NS_UTS].mode == RT_NS_NEW) {
-		const char *h = cfg->hostname ? cfg->hostname : cfg->id;
-		size_t hl = strlen(h);
-		if (sethostname(h, hl > 63 ? 63 : hl) < 0) {
-			ad_fail_errno(&e, AD_E_INVALID, "hostname %s", h);
-			child_fail(sfd, e);
-		}
-	}
-	if (rt_setup_rootfs(cfg, &e) < 0)
-		child_fail(sfd, e);
-	rt_apply_rlimits(cfg);
-	if (rt_secplan_apply_pre_user(x->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
-	    rt_secplan_apply_post_user(x->plan, &e) < 0)
-		child_fail(sfd, e);
-	const char *cwd = cfg->cwd ? cfg->cwd : "/";
-	if (chdir(cwd) < 0) {
-		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
-		child_fail(sfd, e);
-	}
-	char *exe = NULL;
-	if (rt_find_executable(cfg->args[0], cfg->env, &exe, &e) < 0)
-		child_fail(sfd, e);
-	umask(022);
-	if (x->pty_slave >= 0) {
-		setsid();
-		ioctl(x->pty_slave, TIOCSCTTY, 0);
-		dup2(x->pty_slave, 0);
-		dup2(x->pty_slave, 1);
-		dup2(x->pty_slave, 2);
-	} else {
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		dup2(x->in[0] >= 0 ? x->in[0] : null, 0);
-		dup2(x->out[1] >= 0 ? x->out[1] : null, 1);
-		dup2(x->err[1] >= 0 ? x->err[1] : null, 2);
-	}
-	if (rt_msg_send(sfd, RT_MSG_READY, 0) < 0)
-		_exit(1);
-	close(sfd);
-	/* EOF without a byte: the container was deleted before it started. */
-	if (read(x->start[0], &b, 1) != 1)
-		_exit(1);
-	if (rt_secplan_apply_final(x->plan, &e) < 0) {
-		if (write(2, e->message, strlen(e->message)) < 0 || write(2, "\n", 1) < 0) {
-		}
-		_exit(127);
-	}
-	prctl(PR_SET_PDEATHSIG, 0);
-	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-	static const char *const default_env[] = {"PATH=" RT_DEFAULT_PATH, NULL};
-	execve(exe, (char *const *)cfg->args, (char *const *)(cfg->env ? cfg->env : default_env));
-	dprintf(2, "exec %s: %s\n", exe, strerror(errno));
-	_exit(127);
-}
-
-/* Moves fd to `target` (closing what was there); -1 stays -1 and closes target. */
-static void place_fd(int fd, int target)
-{
-	if (fd < 0) {
-		close(target);
-		return;
-	}
-	if (fd != target)
-		dup2(fd, target);
-	fcntl(target, F_SETFD, 0);
-}
-
-/* The shim-to-be: clones the init, then becomes agentd-shim; never returns. */
-static void run_shim_parent(create_ctx *x)
-{
-	const rt_config *cfg = x->cfg;
-	ad_error *e = NULL;
-	int sfd = x->sync[1];
-	const int inherited[] = {sfd,	    x->go[0],	   x->go[1],	 x->start[0], x->start[1],
-				 x->out[0], x->out[1],	   x->err[0],	 x->err[1],   x->in[0],
-				 x->in[1],  x->pty_master, x->pty_slave, x->ctl_fd};
-	rt_close_all_but(inherited, sizeof(inherited) / sizeof(inherited[0]));
-	prctl(PR_SET_CHILD_SUBREAPER, 1);
-	if (rt_msg_send(sfd, RT_MSG_SHIM_PID, getpid()) < 0)
-		_exit(1);
-	int flags = 0;
-	for (int t = 0; t < _RT_NS_MAX; t++)
-		if (cfg->namespaces[t].mode == RT_NS_NEW && t != RT_NS_CGROUP)
-			flags |= clone_ns[t];
-	if (cfg->namespaces[RT_NS_PID].mode == RT_NS_JOIN) {
-		/* setns to a pid namespace applies to children only: do it here. */
-		int fd = open(cfg->namespaces[RT_NS_PID].path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || setns(fd, CLONE_NEWPID) < 0) {
-			ad_fail_errno(&e, AD_E_INVALID, "join pid namespace %s",
-				      cfg->namespaces[RT_NS_PID].path);
-			child_fail(sfd, e);
-		}
-		close(fd);
-	}
-	/* Fork-like clone (no new stack): this process is single-threaded. */
-	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, 0);
-	if (pid < 0) {
-		ad_fail_errno(&e, AD_E_INTERNAL, "clone");
-		child_fail(sfd, e);
-	}
-	if (pid == 0)
-		run_init(x);
-	close(x->go[0]);
-	close(x->start[0]);
-	if (rt_msg_send(sfd, RT_MSG_INIT_PID, pid) < 0)
-		_exit(1);
-	if (cfg->namespaces[RT_NS_USER].mode == RT_NS_NEW &&
-	    (write_id_map(pid, "uid_map", cfg->uid_maps, cfg->n_uid_maps, &e) < 0 ||
-	     write_id_map(pid, "gid_map", cfg->gid_maps, cfg->n_gid_maps, &e) < 0))
-		goto fail;
-	if (x->cg && cg_enter(x->cg, pid, &e) < 0)
-		goto fail;
-	if (write(x->go[1], "g", 1) != 1) {
-		ad_fail_errno(&e, AD_E_INTERNAL, "wake the container init");
-		goto fail;
-	}
-	close(x->go[1]);
-
-	/* Become the shim: only its fds survive, at fixed numbers. */
-	int sdir = open(x->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int keep[_RT_SHIM_FD_MAX] = {
-	    [RT_SHIM_FD_SYNC] = sfd,
-	    [RT_SHIM_FD_CTL] = x->ctl_fd,
-	    [RT_SHIM_FD_START] = x->start[1],
-	    [RT_SHIM_FD_OUT] = x->pty_master >= 0 ? x->pty_master : x->out[0],
-	    [RT_SHIM_FD_ERR] = x->pty_master >= 0 ? -1 : x->err[0],
-	    [RT_SHIM_FD_STATE] = sdir,
-	    [RT_SHIM_FD_IN] = x->pty_master >= 0 ? -1 : x->in[1],
-	};
-	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
-		if (keep[i] >= 0)
-			keep[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 64);
-	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
-		place_fd(keep[i], i);
-	syscall(SYS_close_range, _RT_SHIM_FD_MAX, ~0U, 0);
-	int null = open("/dev/null", O_RDWR);
-	if (null >= 0) {
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
-		if (null > 2)
-			close(null);
-	}
-	if (chdir("/") < 0) {
-	}
-	char pidbuf[16];
-	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-	char *argv[] = {"agentd-shim",
-			pidbuf,
-			(char *)(cfg->log_path ? cfg->log_path : ""),
-			x->pty_master >= 0 ? "1" : "0",
-			cfg->stdin_once ? "1" : "0",
-			NULL};
-	char *envp[] = {NULL};
-	execve(x->shim_path, argv, envp);
-	ad_fail_errno(&e, AD_E_INTERNAL, "exec shim %s", x->shim_path);
-	sfd = RT_SHIM_FD_SYNC;
-fail:
-	kill(pid, SIGKILL);
-	child_fail(sfd, e);
-}
-
 static void close_pair(int p[2])
 {
 	for (int i = 0; i < 2; i++)
@@ -587,9 +307,76 @@ static int bind_ctl_socket(const char *dir, ad_error **err)
 	return ad_steal_fd(s);
 }
 
+int rt_spawn_shim(rt_runtime *rt, const char *mode, const int *src, const int *dst, size_t n,
+		  bool detach, pid_t *ret_pid, ad_error **err)
+{
+	/* Sources above every target first: a dup2 must never clobber a source. */
+	enum { HIGH = RT_SHIM_FD_CGROUP + RT_SHIM_MAX_CGROUP_FDS + RT_SHIM_MAX_NS_FDS };
+	int high[RT_SHIM_FD_CGROUP + RT_SHIM_MAX_CGROUP_FDS + RT_SHIM_MAX_NS_FDS];
+	size_t n_high = 0;
+	int r = -1, top = 2;
+	bool has[3] = {false, false, false};
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	if (n > sizeof(high) / sizeof(high[0])) {
+		ad_fail(err, AD_E_INTERNAL, "spawn shim: %zu fds", n);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (src[i] < 0 && dst[i] <= 2) {
+			posix_spawn_file_actions_addopen(&fa, dst[i], "/dev/null", O_RDWR, 0);
+			has[dst[i]] = true;
+			continue;
+		}
+		high[n_high] = fcntl(src[i], F_DUPFD_CLOEXEC, HIGH);
+		if (high[n_high] < 0) {
+			ad_fail_errno(err, AD_E_INTERNAL, "dup");
+			goto out;
+		}
+		posix_spawn_file_actions_adddup2(&fa, high[n_high++], dst[i]);
+		if (dst[i] <= 2)
+			has[dst[i]] = true;
+		if (dst[i] > top)
+			top = dst[i];
+	}
+	posix_spawn_file_actions_addclosefrom_np(&fa, top + 1);
+	/* Stdio not given: /dev/null, but stderr stays agentd's (setup warnings). */
+	if (!has[0])
+		posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	if (!has[1])
+		posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	sigset_t none, all;
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawnattr_setflags(&attr, (detach ? POSIX_SPAWN_SETSID : 0) |
+					    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	/* Through agentd's fd table: the file actions close the child's copy. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)getpid(), rt->shim_fd);
+	char *argv[] = {"agentd-shim", (char *)mode, NULL}, *envp[] = {NULL};
+	int e = posix_spawn(ret_pid, path, &fa, &attr, argv, envp);
+	if (e != 0)
+		ad_error_make(err, AD_E_INTERNAL, e, "spawn shim %s", rt->shim_path);
+	else
+		r = 0;
+out:
+	for (size_t i = 0; i < n_high; i++)
+		close(high[i]);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	return r;
+}
+
 static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, const rt_secplan *plan,
 		     ad_error **err)
 {
+	/* Phase times (ms since t[0]) for the debug log: cgroup, spawned,
+	 * shim pid, init pid, init ready, shim ready, state written. */
+	int64_t t[8] = {ad_monotonic_ns()};
 	const char *cg_parent = cfg->cgroup_parent ? cfg->cgroup_parent : rt->cgroup_parent;
 	if (cg_create(cg_parent, cfg->id, &cfg->resources, &c->cg, err) < 0)
 		return ad_error_wrap(err, "cgroup");
@@ -597,40 +384,15 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 		return ad_error_wrap(err, "cgroup devices");
 	if (cg_oom_kill_count(c->cg, &c->oom_base, NULL) < 0)
 		c->oom_base = 0;
+	t[1] = ad_monotonic_ns();
 
-	create_ctx x = {.cfg = cfg,
-			.plan = plan,
-			.cg = c->cg,
-			.shim_path = rt->shim_path,
-			.state_dir = c->dir,
-			.pty_master = -1,
-			.pty_slave = -1,
-			.ctl_fd = -1};
-	int *pairs[] = {x.sync, x.go, x.start, x.out, x.err, x.in};
-	for (size_t i = 0; i < 6; i++)
-		pairs[i][0] = pairs[i][1] = -1;
+	int sync[2] = {-1, -1}, ctl_fd = -1, state_fd = -1;
+	int cgroup_fds[RT_SHIM_MAX_CGROUP_FDS];
+	size_t n_cgroup_fds = 0;
+	_cleanup_free_ char *spec = NULL;
+	size_t spec_len = 0;
 	int r = -1;
-	pid_t mid = -1;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, x.sync) < 0 ||
-	    pipe2(x.go, O_CLOEXEC) < 0 || pipe2(x.start, O_CLOEXEC) < 0) {
-		ad_fail_errno(err, AD_E_INTERNAL, "pipes");
-		goto out;
-	}
-	if (cfg->tty) {
-		if (openpty(&x.pty_master, &x.pty_slave, NULL, NULL, NULL) < 0) {
-			ad_fail_errno(err, AD_E_INTERNAL, "openpty");
-			goto out;
-		}
-		fcntl(x.pty_master, F_SETFD, FD_CLOEXEC);
-		fcntl(x.pty_slave, F_SETFD, FD_CLOEXEC);
-	} else {
-		/* Always through the shim: for the log and for attach. */
-		if (pipe2(x.out, O_CLOEXEC) < 0 || pipe2(x.err, O_CLOEXEC) < 0 ||
-		    (cfg->open_stdin && pipe2(x.in, O_CLOEXEC) < 0)) {
-			ad_fail_errno(err, AD_E_INTERNAL, "pipes");
-			goto out;
-		}
-	}
+	pid_t spawned = -1;
 	if (cfg->log_path) {
 		/* Checked here: the shim could only lose the output silently. */
 		int lfd = open(cfg->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -640,53 +402,61 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 		}
 		close(lfd);
 	}
-	/* A setup child stuck (say, on a hung mount) must not hang the caller. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) {
+		ad_fail_errno(err, AD_E_INTERNAL, "socketpair");
+		goto out;
+	}
+	/* A setup stuck (say, on a hung mount) must not hang the caller. */
 	struct timeval tv = {.tv_sec = 60};
-	setsockopt(x.sync[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	x.ctl_fd = bind_ctl_socket(c->dir, err);
-	if (x.ctl_fd < 0)
+	setsockopt(sync[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ctl_fd = bind_ctl_socket(c->dir, err);
+	if (ctl_fd < 0)
 		goto out;
-
-	mid = fork();
-	if (mid < 0) {
-		ad_fail_errno(err, AD_E_INTERNAL, "fork");
+	state_fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (state_fd < 0) {
+		ad_fail_errno(err, AD_E_INTERNAL, "open %s", c->dir);
 		goto out;
 	}
-	if (mid == 0) {
-		/* Detach: a new session, and a grandchild of agentd that init adopts. */
-		close(x.sync[0]);
-		setsid();
-		pid_t s = fork();
-		if (s == 0)
-			run_shim_parent(&x);
-		_exit(s < 0 ? 1 : 0);
+	if (cg_open_procs(c->cg, cgroup_fds, RT_SHIM_MAX_CGROUP_FDS, &n_cgroup_fds, err) < 0)
+		goto out;
+	rt_spawn_spec sp = {.cfg = *cfg, .plan = *plan, .state_dir = c->dir,
+			    .n_cgroup_fds = n_cgroup_fds};
+	rt_spawn_pack(&sp, &spec, &spec_len);
+	int src[3 + RT_SHIM_MAX_CGROUP_FDS] = {sync[1], ctl_fd, state_fd};
+	int dst[3 + RT_SHIM_MAX_CGROUP_FDS] = {RT_SHIM_FD_SYNC, RT_SHIM_FD_CTL, RT_SHIM_FD_STATE};
+	for (size_t i = 0; i < n_cgroup_fds; i++)
+		src[3 + i] = cgroup_fds[i], dst[3 + i] = RT_SHIM_FD_CGROUP + (int)i;
+	if (rt_spawn_shim(rt, NULL, src, dst, 3 + n_cgroup_fds, true, &spawned, err) < 0)
+		goto out;
+	t[2] = ad_monotonic_ns();
+	close(sync[1]);
+	sync[1] = -1;
+	if (send(sync[0], spec, spec_len, MSG_NOSIGNAL) != (ssize_t)spec_len) {
+		ad_fail_errno(err, AD_E_INTERNAL, "send the container config to the shim");
+		goto out;
 	}
-	close(x.sync[1]);
-	x.sync[1] = -1;
-	close_pair(x.go);
-	close(x.start[0]);
-	x.start[0] = -1;
-	int st;
-	while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
-		;
 	/* Expect: shim pid, init pid, init ready, shim ready. */
 	bool init_ready = false, shim_ready = false;
 	while (!init_ready || !shim_ready) {
 		rt_msg m;
-		if (rt_msg_recv(x.sync[0], &m, "container setup", err) < 0)
+		if (rt_msg_recv(sync[0], &m, "container setup", err) < 0)
 			goto out;
 		switch (m.type) {
 		case RT_MSG_SHIM_PID:
+			t[3] = ad_monotonic_ns();
 			c->shim_pid = m.pid;
 			break;
 		case RT_MSG_INIT_PID:
+			t[4] = ad_monotonic_ns();
 			c->init_pid = m.pid;
 			c->init_start = rt_proc_start_time(m.pid);
 			break;
 		case RT_MSG_READY:
+			t[5] = ad_monotonic_ns();
 			init_ready = true;
 			break;
 		case RT_SHIM_MSG_READY:
+			t[6] = ad_monotonic_ns();
 			shim_ready = true;
 			c->shim_start = rt_proc_start_time(c->shim_pid);
 			break;
@@ -700,6 +470,13 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 	}
 	c->created_at = ad_now_ns();
 	r = write_state(c, cg_parent, err);
+	t[7] = ad_monotonic_ns();
+	if (r == 0 && ad_log_enabled(AD_LOG_DEBUG))
+		ad_debug("container %s created (ms): cgroup %.2f, spawned %.2f, shim %.2f, "
+			 "init %.2f, init ready %.2f, shim ready %.2f, state %.2f",
+			 cfg->id, (t[1] - t[0]) / 1e6, (t[2] - t[0]) / 1e6, (t[3] - t[0]) / 1e6,
+			 (t[4] - t[0]) / 1e6, (t[5] - t[0]) / 1e6, (t[6] - t[0]) / 1e6,
+			 (t[7] - t[0]) / 1e6);
 out:
 	if (r < 0) {
 		/* Both are ours and were just created: nobody else can own these pids yet. */
@@ -708,14 +485,20 @@ out:
 		if (c->shim_pid > 0)
 			kill(c->shim_pid, SIGKILL);
 	}
-	for (size_t i = 0; i < 6; i++)
-		close_pair(pairs[i]);
-	if (x.pty_master >= 0)
-		close(x.pty_master);
-	if (x.pty_slave >= 0)
-		close(x.pty_slave);
-	if (x.ctl_fd >= 0)
-		close(x.ctl_fd);
+	if (spawned > 0) {
+		/* It forks the shim and exits at once (or failed before that). */
+		if (r < 0)
+			kill(spawned, SIGKILL);
+		while (waitpid(spawned, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	close_pair(sync);
+	if (ctl_fd >= 0)
+		close(ctl_fd);
+	if (state_fd >= 0)
+		close(state_fd);
+	for (size_t i = 0; i < n_cgroup_fds; i++)
+		close(cgroup_fds[i]);
 	return r;
 }
 
@@ -875,7 +658,18 @@ void rt_list_free(char **ids, size_t n)
 
 int rt_start(rt_container *c, ad_error **err)
 {
-	return shim_call(c, "start", NULL, 0, err);
+	char reply[64];
+	if (shim_call(c, "start", reply, sizeof(reply), err) < 0)
+		return -1;
+	c->started_at = strtoll(reply, NULL, 10);
+	if (c->started_at <= 0) /* a shim from before the reply carried it */
+		c->started_at = ad_now_ns();
+	return 0;
+}
+
+int64_t rt_container_started_at(const rt_container *c)
+{
+	return c->started_at;
 }
 
 static int pidfd_of(pid_t pid, uint64_t start)

@@ -1,6 +1,7 @@
-/* Exec into a running container: an intermediate child joins the init's
- * namespaces and cgroup (a pid namespace applies to its children only), its
- * child takes the container's user and security and execs. */
+/* Exec into a running container: `agentd-shim exec` (rt_init.c), spawned
+ * with the init's namespace fds and cgroup.procs fds, joins them (a pid
+ * namespace applies to its children only); its child takes the container's
+ * user and security and execs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -27,51 +28,6 @@ static const struct {
     {"mnt", CLONE_NEWNS},
 };
 #define N_EXEC_NS (sizeof(exec_ns) / sizeof(exec_ns[0]))
-
-static void fail_to(int sfd, ad_error *e)
-{
-	rt_msg_send_error(sfd, e);
-	_exit(127);
-}
-
-static void exec_child(const rt_config *cfg, const rt_secplan *plan, const char *const *args,
-		       int sfd, const int stdio[3])
-{
-	ad_error *e = NULL;
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	for (int i = 0; i < 3; i++) {
-		int fd = stdio[i] >= 0 ? stdio[i] : open("/dev/null", O_RDWR);
-		if (fd < 0 || dup2(fd, i) < 0) {
-			ad_fail_errno(&e, AD_E_INTERNAL, "stdio");
-			fail_to(sfd, e);
-		}
-	}
-	rt_apply_rlimits(cfg);
-	/* A terminal on stdin (the caller's pty slave) becomes the controlling
-	 * one, as for the init with a tty. */
-	if (stdio[0] >= 0 && isatty(0)) {
-		setsid();
-		ioctl(0, TIOCSCTTY, 0);
-	}
-	if (rt_secplan_apply_pre_user(plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
-	    rt_secplan_apply_post_user(plan, &e) < 0)
-		fail_to(sfd, e);
-	const char *cwd = cfg->cwd ? cfg->cwd : "/";
-	if (chdir(cwd) < 0) {
-		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
-		fail_to(sfd, e);
-	}
-	char *exe = NULL;
-	if (rt_find_executable(args[0], cfg->env, &exe, &e) < 0 ||
-	    rt_secplan_apply_final(plan, &e) < 0)
-		fail_to(sfd, e);
-	static const char *const default_env[] = {"PATH=" RT_DEFAULT_PATH, NULL};
-	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-	/* sfd is close-on-exec: EOF there tells the parent the exec happened. */
-	execve(exe, (char *const *)args, (char *const *)(cfg->env ? cfg->env : default_env));
-	ad_fail_errno(&e, AD_E_INTERNAL, "exec %s", exe);
-	fail_to(sfd, e);
-}
 
 int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int stdin_fd,
 	    int stdout_fd, int stderr_fd, pid_t *ret_pid, ad_error **err)
@@ -111,53 +67,47 @@ int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int 
 	rt_secplan plan = {0}; /* cleared below even if the build fails */
 	int r = rt_secplan_build(c->rt, cfg, &plan, err);
 	int sync[2] = {-1, -1};
+	int cgroup_fds[RT_SHIM_MAX_CGROUP_FDS];
+	size_t n_cgroup_fds = 0;
 	if (r == 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0)
 		r = ad_fail_errno(err, AD_E_INTERNAL, "socketpair");
+	if (r == 0 && c->cg)
+		r = cg_open_procs(c->cg, cgroup_fds, RT_SHIM_MAX_CGROUP_FDS, &n_cgroup_fds, err);
 	pid_t pid = -1;
 	if (r == 0) {
-		pid = fork();
-		if (pid < 0)
-			r = ad_fail_errno(err, AD_E_INTERNAL, "fork");
-	}
-	if (pid == 0) {
-		ad_error *e = NULL;
-		/* This child lives as long as the exec'd process: it must not
-		 * pin agentd's sockets and pipes meanwhile. */
-		int keep[N_EXEC_NS + 4] = {sync[1], stdin_fd, stdout_fd, stderr_fd};
-		for (size_t i = 0; i < N_EXEC_NS; i++)
-			keep[4 + i] = nsfd[i];
-		rt_close_all_but(keep, N_EXEC_NS + 4);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		prctl(PR_SET_DUMPABLE, 0);
-		if (c->cg && cg_enter(c->cg, getpid(), &e) < 0)
-			fail_to(sync[1], e);
-		for (size_t i = 0; i < N_EXEC_NS; i++)
-			if (nsfd[i] >= 0 && setns(nsfd[i], exec_ns[i].flag) < 0) {
-				ad_fail_errno(&e, AD_E_INTERNAL, "join %s namespace",
-					      exec_ns[i].name);
-				fail_to(sync[1], e);
-			}
-		int stdio[3] = {stdin_fd, stdout_fd, stderr_fd};
-		pid_t child = fork();
-		if (child < 0) {
-			ad_fail_errno(&e, AD_E_INTERNAL, "fork");
-			fail_to(sync[1], e);
+		/* The helper enters the cgroup and the namespaces (a pid namespace
+		 * applies to children only), forks the process and relays its exit. */
+		rt_spawn_spec sp = {.cfg = *cfg, .plan = plan, .n_cgroup_fds = n_cgroup_fds};
+		sp.cfg.args = args;
+		int src[4 + RT_SHIM_MAX_CGROUP_FDS + N_EXEC_NS] = {stdin_fd, stdout_fd, stderr_fd,
+								   sync[1]};
+		int dst[4 + RT_SHIM_MAX_CGROUP_FDS + N_EXEC_NS] = {0, 1, 2, RT_SHIM_FD_SYNC};
+		size_t n = 4;
+		for (size_t i = 0; i < n_cgroup_fds; i++, n++)
+			src[n] = cgroup_fds[i], dst[n] = RT_SHIM_FD_CGROUP + (int)i;
+		for (size_t i = 0; i < N_EXEC_NS; i++) {
+			if (nsfd[i] < 0)
+				continue;
+			src[n] = nsfd[i], dst[n] = RT_SHIM_FD_CGROUP + (int)(n - 4);
+			n++;
+			sp.ns_flags[sp.n_ns_fds++] = exec_ns[i].flag;
 		}
-		if (child == 0)
-			exec_child(cfg, &plan, args, sync[1], stdio);
-		syscall(SYS_close_range, 3, ~0U, 0);
-		/* Relay the exit: our parent waits on us, not on the grandchild. */
-		sigset_t all;
-		sigfillset(&all);
-		sigprocmask(SIG_BLOCK, &all, NULL);
-		int st;
-		while (waitpid(child, &st, 0) < 0 && errno == EINTR)
-			;
-		_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+		_cleanup_free_ char *spec = NULL;
+		size_t spec_len = 0;
+		rt_spawn_pack(&sp, &spec, &spec_len);
+		r = rt_spawn_shim(c->rt, "exec", src, dst, n, false, &pid, err);
+		if (r == 0 && send(sync[0], spec, spec_len, MSG_NOSIGNAL) != (ssize_t)spec_len) {
+			r = ad_fail_errno(err, AD_E_INTERNAL, "send the exec config to the shim");
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
 	}
 	for (size_t j = 0; j < N_EXEC_NS; j++)
 		if (nsfd[j] >= 0)
 			close(nsfd[j]);
+	for (size_t i = 0; i < n_cgroup_fds; i++)
+		close(cgroup_fds[i]);
 	if (r == 0) {
 		close(sync[1]);
 		sync[1] = -1;

@@ -23,6 +23,7 @@ struct rt_runtime {
 	size_t seccomp_len;
 	char *state_root;
 	char *shim_path;
+	int shim_fd; /* sealed memfd copy of shim_path: what is exec'd */
 	char *cgroup_parent;
 };
 
@@ -36,6 +37,7 @@ struct rt_container {
 	pid_t shim_pid;
 	uint64_t shim_start;
 	int64_t created_at;
+	int64_t started_at; /* set by rt_start (0 before) */
 	uint64_t oom_base; /* the cgroup's oom_kill count when the container was created */
 };
 
@@ -48,7 +50,43 @@ typedef struct rt_secplan {
 	size_t seccomp_len;	     /* instructions */
 	const char *apparmor;
 	bool no_new_privs;
+	int last_cap; /* /proc/sys/kernel/cap_last_cap, read by the parent */
 } rt_secplan;
+
+/* What agentd-shim gets from rt_create (to set the container up) or rt_exec
+ * (to run a process in it). */
+typedef struct rt_spawn_spec {
+	rt_config cfg; /* only what the shim and the init use (see rt_pack.c) */
+	rt_secplan plan;
+	const char *state_dir; /* create only */
+	size_t n_cgroup_fds;   /* cgroup.procs fds at RT_SHIM_FD_CGROUP.. */
+	/* exec only: namespace fds right after the cgroup fds, joined in order */
+	size_t n_ns_fds;
+	int ns_flags[RT_SHIM_MAX_NS_FDS];
+} rt_spawn_spec;
+
+/* ret is malloc'd. */
+void rt_spawn_pack(const rt_spawn_spec *s, char **ret, size_t *ret_len);
+/* Pointers in s point into buf, which must outlive s. */
+int rt_spawn_unpack(const char *buf, size_t len, rt_spawn_spec *s, ad_error **err);
+
+/* Spawns agentd-shim (`agentd-shim [mode]`) from the sealed memfd with
+ * src[i] at dst[i] (src -1 for a stdio dst: /dev/null) and nothing else
+ * open but stdio (0 and 1 not listed: /dev/null, 2: agentd's stderr);
+ * detach: in a new session. posix_spawn's
+ * child only dup2s and execs: safe from any thread, no page tables copied. */
+int rt_spawn_shim(rt_runtime *rt, const char *mode, const int *src, const int *dst, size_t n,
+		  bool detach, pid_t *ret_pid, ad_error **err);
+
+/* agentd-shim's first step: reads the spec on RT_SHIM_FD_SYNC, detaches
+ * (fork; the spawned process exits), clones and sets up the container's init
+ * and returns in the shim with the shim's fds in place (rt_shim_proto.h) and
+ * *ret_init_pid set. Failures are reported on the sync socket and exit. */
+void rt_shim_setup(rt_spawn_spec *ret_spec, pid_t *ret_init_pid, bool *ret_pty);
+/* agentd-shim exec: reads the spec, enters the container's cgroup and
+ * namespaces, forks the process that takes the container's user and
+ * security and execs, and exits with its status. Never returns. */
+void rt_shim_exec(void);
 
 int rt_secplan_build(rt_runtime *rt, const rt_config *cfg, rt_secplan *ret, ad_error **err);
 void rt_secplan_clear(rt_secplan *p);

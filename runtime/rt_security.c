@@ -810,7 +810,9 @@ bool rt_apparmor_enabled(void)
 int rt_secplan_build(rt_runtime *rt, const rt_config *cfg, rt_secplan *ret, ad_error **err)
 {
 	const rt_security *s = &cfg->security;
-	rt_secplan p = {.no_new_privs = s->no_new_privs, .apparmor = s->apparmor_profile};
+	rt_secplan p = {.no_new_privs = s->no_new_privs,
+			.apparmor = s->apparmor_profile,
+			.last_cap = last_cap()};
 	uint64_t all = (last_cap() == 63) ? ~0ULL : (CAPM(last_cap() + 1) - 1);
 	if (s->privileged) {
 		/* Everything agentd itself holds (it may lack some, e.g. CAP_SYS_RESOURCE). */
@@ -857,85 +859,4 @@ void rt_secplan_clear(rt_secplan *p)
 {
 	free(p->seccomp);
 	p->seccomp = NULL;
-}
-
-static int load_seccomp(const rt_secplan *p, ad_error **err)
-{
-	struct sock_fprog prog = {.len = (unsigned short)p->seccomp_len, .filter = p->seccomp};
-	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-		return ad_fail_errno(err, AD_E_INTERNAL, "load seccomp filter");
-	return 0;
-}
-
-int rt_secplan_apply_pre_user(const rt_secplan *p, ad_error **err)
-{
-	/* The bounding set can only shrink while CAP_SETPCAP is held: before the
-	 * uid switch. */
-	for (int c = 0; c <= last_cap(); c++)
-		if (!(p->bounding & CAPM(c)) && cap_drop_bound(c) < 0 && errno != EINVAL)
-			return ad_fail_errno(err, AD_E_INTERNAL, "drop %s from the bounding set",
-					     c < 41 ? cap_names[c] : "capability");
-	if (p->apparmor) {
-		_cleanup_free_ char *cmd = ad_asprintf("exec %s", p->apparmor);
-		int fd = open("/proc/self/attr/apparmor/exec", O_WRONLY | O_CLOEXEC);
-		if (fd < 0)
-			fd = open("/proc/self/attr/exec", O_WRONLY | O_CLOEXEC);
-		if (fd < 0)
-			return ad_fail_errno(err, AD_E_INTERNAL, "apparmor: open attr/exec");
-		ssize_t n = write(fd, cmd, strlen(cmd));
-		int e = errno;
-		close(fd);
-		if (n < 0)
-			return ad_error_make(err, AD_E_INVALID, e, "apparmor profile \"%s\"",
-					     p->apparmor);
-	}
-	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-		return ad_fail_errno(err, AD_E_INTERNAL, "PR_SET_KEEPCAPS");
-	if (p->seccomp && !p->no_new_privs)
-		return load_seccomp(p, err);
-	return 0;
-}
-
-static int set_flag(cap_t caps, cap_flag_t flag, uint64_t mask)
-{
-	for (int c = 0; c <= last_cap(); c++) {
-		cap_value_t v = c;
-		if ((mask & CAPM(c)) && cap_set_flag(caps, flag, 1, &v, CAP_SET) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-int rt_secplan_apply_post_user(const rt_secplan *p, ad_error **err)
-{
-	cap_t caps = cap_init();
-	if (!caps)
-		return ad_fail_errno(err, AD_E_INTERNAL, "cap_init");
-	int r = set_flag(caps, CAP_EFFECTIVE, p->effective);
-	if (r == 0)
-		r = set_flag(caps, CAP_PERMITTED, p->permitted);
-	if (r == 0)
-		r = set_flag(caps, CAP_INHERITABLE, p->inheritable);
-	if (r == 0)
-		r = cap_set_proc(caps);
-	int e = errno;
-	cap_free(caps);
-	if (r < 0)
-		return ad_error_make(err, AD_E_INVALID, e, "set capabilities");
-	if (cap_reset_ambient() < 0 && errno != EINVAL)
-		return ad_fail_errno(err, AD_E_INTERNAL, "clear ambient capabilities");
-	for (int c = 0; c <= last_cap(); c++)
-		if ((p->ambient & CAPM(c)) && cap_set_ambient(c, CAP_SET) < 0)
-			return ad_fail_errno(err, AD_E_INVALID, "raise ambient %s",
-					     c < 41 ? cap_names[c] : "capability");
-	return 0;
-}
-
-int rt_secplan_apply_final(const rt_secplan *p, ad_error **err)
-{
-	if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		return ad_fail_errno(err, AD_E_INTERNAL, "PR_SET_NO_NEW_PRIVS");
-	if (p->seccomp && p->no_new_privs)
-		return load_seccomp(p, err);
-	return 0;
 }

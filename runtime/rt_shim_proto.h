@@ -3,19 +3,31 @@
 #ifndef AGENTD_RT_SHIM_PROTO_H
 #define AGENTD_RT_SHIM_PROTO_H
 
-/* Fds the shim finds open at exec. */
+/* Fds of the shim once the container is set up. */
 enum {
 	RT_SHIM_FD_SYNC = 3,  /* SOCK_SEQPACKET to the creator: one rt_shim_msg, then closed */
 	RT_SHIM_FD_CTL = 4,   /* listening control socket (ctl.sock in the state dir) */
-	RT_SHIM_FD_START = 5, /* write end of the init's start pipe */
+	RT_SHIM_FD_START = 5, /* the shim's end of the init's start socket */
 	RT_SHIM_FD_OUT = 6,   /* container stdout (or the pty master), -1 if absent */
 	RT_SHIM_FD_ERR = 7,   /* container stderr, -1 if absent */
 	RT_SHIM_FD_STATE = 8, /* the state dir */
 	RT_SHIM_FD_IN = 9,    /* write end of the container's stdin pipe, -1 if absent */
 	_RT_SHIM_FD_MAX,
+	/* At spawn only: the container's cgroup.procs files (one per hierarchy),
+	 * opened by the library, for the shim to move the init in. */
+	RT_SHIM_FD_CGROUP = _RT_SHIM_FD_MAX,
 };
+#define RT_SHIM_MAX_CGROUP_FDS 16
+#define RT_SHIM_MAX_NS_FDS 8
 
-/* argv: agentd-shim <init-pid> <log-path or ""> <tty 0|1> <stdin_once 0|1> */
+/* Spawned by rt_create with no arguments and RT_SHIM_FD_SYNC, _CTL, _STATE
+ * and _CGROUP.. open (stderr: the creator's, for warnings during setup); it
+ * receives the container's config as the first message on the sync socket
+ * (rt_pack.c) and creates the container itself (rt_init.c).
+ * Spawned by rt_exec as `agentd-shim exec` with the process's stdio at 0-2,
+ * RT_SHIM_FD_SYNC, and from RT_SHIM_FD_CGROUP on the cgroup.procs fds then
+ * the namespace fds; EOF on the sync socket without a message means the
+ * process was exec'd, and the spawned pid exits with its status. */
 
 /* Sync messages: SOCK_SEQPACKET between the setup children (then the shim)
  * and the creator. */
@@ -36,7 +48,7 @@ typedef struct rt_msg {
 #define RT_FILE_CTL "ctl.sock"
 
 /* Control socket: one request line, one reply line ("ok ..." or "error ...").
- *   start            let the init exec
+ *   start            let the init exec; once it has: "ok <started_at_ns>"
  *   status           "ok created|running <started_at_ns>"
  *   attach           "ok", then the connection carries framed output one way
  *                    (see rt_attach) and raw stdin the other

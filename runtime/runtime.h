@@ -205,6 +205,9 @@ const char *rt_container_state_dir(const rt_container *c);
 pid_t rt_container_init_pid(const rt_container *c);
 
 int rt_start(rt_container *c, ad_error **err);
+/* When rt_start let the init run (CLOCK_REALTIME ns, the shim's clock); 0
+ * unless this handle started it. */
+int64_t rt_container_started_at(const rt_container *c);
 int rt_kill(rt_container *c, int sig, ad_error **err);
 /* Sends sig (0: SIGTERM), waits up to grace_ms, then SIGKILLs the whole cgroup. */
 int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err);

@@ -1,5 +1,6 @@
-/* agentd-shim — the per-container monitor. Started (already detached) by
- * libadruntime with the container's init as its child; outlives agentd.
+/* agentd-shim — the per-container monitor. Spawned by libadruntime, it
+ * creates the container (rt_init.c: detach, clone and set up the init) and
+ * stays its parent; outlives agentd.
  * Holds the init's stdio and writes it to a CRI-format log, forwards signals,
  * answers the control socket, and records the exit status atomically.
  * Deliberately tiny: libc only, linked statically, no allocation on the hot
@@ -24,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rt_shim_proto.h"
+#include "rt_internal.h"
 
 /* kubelet splits log lines at 16 KiB as well. */
 #define LINE_MAX_BYTES 16384
@@ -209,6 +210,23 @@ static void write_exit(int status, int64_t finished)
 		fsync(RT_SHIM_FD_STATE);
 }
 
+/* Started means running the container's program: the init's end of the
+ * start socket is close-on-exec, so EOF comes with its exec (or its death).
+ * Bounded: an exec stuck on a hung filesystem must not stall the shim. */
+static void wait_exec(void)
+{
+	struct pollfd p = {.fd = start_fd, .events = POLLIN};
+	int64_t deadline = now_ns() + 10 * 1000000000LL;
+	char b;
+	for (;;) {
+		int left = (int)((deadline - now_ns()) / 1000000);
+		if (left <= 0 || (poll(&p, 1, left) < 0 && errno != EINTR))
+			return;
+		if (p.revents && read(start_fd, &b, 1) <= 0)
+			return;
+	}
+}
+
 /* Returns true when the connection stays open (attach). */
 static bool handle_client(int fd)
 {
@@ -241,9 +259,12 @@ static bool handle_client(int fd)
 			strcpy(reply, "error already started\n");
 		} else {
 			started_at = now_ns();
+			snprintf(reply, sizeof(reply), "ok %lld\n", (long long)started_at);
 			if (write(start_fd, "s", 1) != 1)
 				snprintf(reply, sizeof(reply), "error start: %s\n",
 					 strerror(errno));
+			else
+				wait_exec();
 			close(start_fd);
 			start_fd = -1;
 		}
@@ -274,14 +295,20 @@ static bool handle_client(int fd)
 
 int main(int argc, char **argv)
 {
-	if (argc != 5)
+	/* Exec'd from a memfd, the kernel named us after its fd number. */
+	prctl(PR_SET_NAME, "agentd-shim", 0, 0, 0);
+	if (argc == 2 && !strcmp(argv[1], "exec"))
+		rt_shim_exec();
+	if (argc != 1)
 		return 2;
-	stdin_once = argv[4][0] == '1';
+	rt_spawn_spec spec;
+	bool pty;
+	rt_shim_setup(&spec, &init_pid, &pty);
+	stdin_once = spec.cfg.stdin_once;
 	if (fcntl(RT_SHIM_FD_IN, F_GETFD) >= 0)
 		in_fd = RT_SHIM_FD_IN;
-	init_pid = (pid_t)atoi(argv[1]);
-	log_path = argv[2];
-	if (argv[3][0] == '1')
+	log_path = spec.cfg.log_path ? spec.cfg.log_path : "";
+	if (pty)
 		pty_fd = RT_SHIM_FD_OUT;
 	init_start = proc_start_time(init_pid);
 	out_s.fd = fcntl(RT_SHIM_FD_OUT, F_GETFD) >= 0 ? RT_SHIM_FD_OUT : -1;

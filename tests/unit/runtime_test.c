@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <pty.h>
 #include <stdlib.h>
@@ -1016,12 +1017,31 @@ static void test_exit_while_draining(void **state)
 	assert_string_equal(out, "bye\n");
 }
 
-/* agentd calls in from a worker pool: creates race each other's forks. */
+/* agentd calls in from a worker pool: creates race each other, and the
+ * other threads keep allocating. A create that forked agentd and then
+ * allocated in the child (ASan's allocator has no fork lock in GCC 12) hung
+ * on a lock another thread held at the fork, until the 60 s setup timeout. */
+static atomic_bool allocating;
+
+static void *allocator_worker(void *arg)
+{
+	(void)arg;
+	void *keep[64] = {0};
+	for (unsigned i = 0; allocating; i++) {
+		size_t slot = i % 64;
+		free(keep[slot]);
+		keep[slot] = ad_asprintf("%*u", (int)(16 + i % 1000), i);
+	}
+	for (size_t i = 0; i < 64; i++)
+		free(keep[i]);
+	return NULL;
+}
+
 static void *parallel_worker(void *arg)
 {
 	int n = (int)(intptr_t)arg;
 	static const char *const args[] = {"sh", "-c", "exit 9", NULL};
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 5; i++) {
 		char id[32];
 		snprintf(id, sizeof(id), "par-%d-%d", n, i);
 		rt_config cfg;
@@ -1049,15 +1069,21 @@ static void *parallel_worker(void *arg)
 static void test_parallel_creates(void **state)
 {
 	(void)state;
-	pthread_t t[4];
+	pthread_t t[4], a[3];
+	allocating = true;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&a[i], NULL, allocator_worker, NULL), 0);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(pthread_create(&t[i], NULL, parallel_worker, (void *)(intptr_t)i),
 				 0);
-	for (int i = 0; i < 4; i++) {
-		void *r;
-		assert_int_equal(pthread_join(t[i], &r), 0);
-		assert_null(r);
-	}
+	void *r[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_join(t[i], &r[i]), 0);
+	allocating = false;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_join(a[i], NULL), 0);
+	for (int i = 0; i < 4; i++)
+		assert_null(r[i]);
 }
 
 /* Each bad input: a clear error and nothing left behind. */

@@ -51,11 +51,12 @@ def mem_kib(pid):
 
 
 def shim_pids():
+    """agentd-shim processes: exec'd from agentd's sealed memfd copy."""
     out = set()
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
-                if os.readlink("/proc/%s/exe" % p) == SHIM:
+                if os.readlink("/proc/%s/exe" % p).startswith("/memfd:agentd-shim"):
                     out.add(int(p))
             except OSError:
                 pass

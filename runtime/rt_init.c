@@ -1,0 +1,391 @@
+/* Container creation inside agentd-shim (single-threaded, static): detach,
+ * clone the container's init into its namespaces, move it into its cgroup,
+ * and set it up in the init itself (rt_setup.c). agentd only spawns the
+ * shim (posix_spawn from a sealed memfd) and sends the config, so nothing
+ * here runs in a forked copy of the multithreaded agentd, and the init is a
+ * copy of the shim, never of agentd. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <pty.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "rt_internal.h"
+
+static const int clone_ns[_RT_NS_MAX] = {
+    [RT_NS_PID] = CLONE_NEWPID,	      [RT_NS_NET] = CLONE_NEWNET,  [RT_NS_IPC] = CLONE_NEWIPC,
+    [RT_NS_UTS] = CLONE_NEWUTS,	      [RT_NS_MOUNT] = CLONE_NEWNS, [RT_NS_USER] = CLONE_NEWUSER,
+    [RT_NS_CGROUP] = CLONE_NEWCGROUP,
+};
+
+typedef struct init_fds {
+	int go[2];    /* shim -> init: uid maps and cgroup are in place */
+	int start[2]; /* shim -> init: exec now; EOF back: exec'd (or died) */
+	int out[2], err[2], in[2];
+	int pty_master, pty_slave;
+} init_fds;
+
+static void fail(ad_error *e)
+{
+	rt_msg_send_error(RT_SHIM_FD_SYNC, e);
+	_exit(1);
+}
+
+static int write_id_map(pid_t pid, const char *file, const rt_id_map *maps, size_t n,
+			ad_error **err)
+{
+	char buf[4096];
+	size_t len = 0;
+	for (size_t i = 0; i < n && len < sizeof(buf); i++)
+		len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%u %u %u\n",
+					maps[i].container_id, maps[i].host_id, maps[i].size);
+	if (len >= sizeof(buf))
+		return ad_fail(err, AD_E_INVALID, "%s: too many entries", file);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", path);
+	ssize_t w = write(fd, buf, len);
+	int e = errno;
+	close(fd);
+	if (w != (ssize_t)len)
+		return ad_error_make(err, AD_E_INVALID, e, "write %s", file);
+	return 0;
+}
+
+/* The container's init, in its new namespaces; never returns. */
+static void run_init(const rt_spawn_spec *s, init_fds *x)
+{
+	const rt_config *cfg = &s->cfg;
+	ad_error *e = NULL;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* Until exec this is a copy of the shim: keep container processes from
+	 * opening it through /proc (the CVE-2019-5736 class). */
+	prctl(PR_SET_DUMPABLE, 0);
+	const int keep[] = {RT_SHIM_FD_SYNC, x->go[0], x->start[0], x->out[1],
+			    x->err[1],	     x->in[0], x->pty_slave};
+	rt_close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
+	char b;
+	if (read(x->go[0], &b, 1) != 1)
+		_exit(1);
+	close(x->go[0]);
+	umask(0);
+	if (rt_join_namespaces(cfg, &e) < 0)
+		fail(e);
+	/* In a new user namespace we still run as agentd's unmapped uid: become
+	 * its root so that what setup creates is owned by someone. */
+	if (cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST &&
+	    (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
+		ad_fail_errno(&e, AD_E_INVALID, "user namespace: uid/gid 0 is not mapped");
+		fail(e);
+	}
+	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
+		fail(e);
+	}
+	if (cfg->namespaces[RT_NS_UTS].mode == RT_NS_NEW) {
+		const char *h = cfg->hostname ? cfg->hostname : cfg->id;
+		size_t hl = strlen(h);
+		if (sethostname(h, hl > 63 ? 63 : hl) < 0) {
+			ad_fail_errno(&e, AD_E_INVALID, "hostname %s", h);
+			fail(e);
+		}
+	}
+	if (rt_setup_rootfs(cfg, &e) < 0)
+		fail(e);
+	rt_apply_rlimits(cfg);
+	if (rt_secplan_apply_pre_user(&s->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
+	    rt_secplan_apply_post_user(&s->plan, &e) < 0)
+		fail(e);
+	const char *cwd = cfg->cwd ? cfg->cwd : "/";
+	if (chdir(cwd) < 0) {
+		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
+		fail(e);
+	}
+	char *exe = NULL;
+	if (rt_find_executable(cfg->args[0], cfg->env, &exe, &e) < 0)
+		fail(e);
+	umask(022);
+	if (x->pty_slave >= 0) {
+		setsid();
+		ioctl(x->pty_slave, TIOCSCTTY, 0);
+		dup2(x->pty_slave, 0);
+		dup2(x->pty_slave, 1);
+		dup2(x->pty_slave, 2);
+	} else {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		dup2(x->in[0] >= 0 ? x->in[0] : null, 0);
+		dup2(x->out[1] >= 0 ? x->out[1] : null, 1);
+		dup2(x->err[1] >= 0 ? x->err[1] : null, 2);
+	}
+	if (rt_msg_send(RT_SHIM_FD_SYNC, RT_MSG_READY, 0) < 0)
+		_exit(1);
+	close(RT_SHIM_FD_SYNC);
+	/* EOF without a byte: the container was deleted before it started. */
+	if (read(x->start[0], &b, 1) != 1)
+		_exit(1);
+	if (rt_secplan_apply_final(&s->plan, &e) < 0) {
+		if (write(2, e->message, strlen(e->message)) < 0 || write(2, "\n", 1) < 0) {
+		}
+		_exit(127);
+	}
+	prctl(PR_SET_PDEATHSIG, 0);
+	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+	static const char *const default_env[] = {"PATH=" RT_DEFAULT_PATH, NULL};
+	execve(exe, (char *const *)cfg->args, (char *const *)(cfg->env ? cfg->env : default_env));
+	dprintf(2, "exec %s: %s\n", exe, strerror(errno));
+	_exit(127);
+}
+
+/* Moves fd to `target` (closing what was there); -1 stays -1 and closes target. */
+static void place_fd(int fd, int target)
+{
+	if (fd < 0) {
+		close(target);
+		return;
+	}
+	if (fd != target)
+		dup2(fd, target);
+	fcntl(target, F_SETFD, FD_CLOEXEC);
+}
+
+static void read_spec(char **ret_buf, rt_spawn_spec *spec)
+{
+	ad_error *e = NULL;
+	ssize_t n;
+	while ((n = recv(RT_SHIM_FD_SYNC, NULL, 0, MSG_PEEK | MSG_TRUNC)) < 0 && errno == EINTR)
+		;
+	if (n <= 0)
+		_exit(1); /* the creator is gone */
+	char *buf = ad_malloc0((size_t)n);
+	if (recv(RT_SHIM_FD_SYNC, buf, (size_t)n, 0) != n) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "shim: receive the container config");
+		fail(e);
+	}
+	if (rt_spawn_unpack(buf, (size_t)n, spec, &e) < 0)
+		fail(e);
+	*ret_buf = buf;
+}
+
+void rt_shim_setup(rt_spawn_spec *spec, pid_t *ret_init_pid, bool *ret_pty)
+{
+	ad_error *e = NULL;
+	char *buf; /* spec points into it: kept for the shim's lifetime */
+	read_spec(&buf, spec);
+	const rt_config *cfg = &spec->cfg;
+	/* Detach: posix_spawn made us a session leader in a new session; our
+	 * child is adopted by init (or a subreaper) once we exit. */
+	pid_t s = fork();
+	if (s < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "shim: fork");
+		fail(e);
+	}
+	if (s > 0)
+		_exit(0);
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	if (rt_msg_send(RT_SHIM_FD_SYNC, RT_MSG_SHIM_PID, getpid()) < 0)
+		_exit(1);
+
+	init_fds x = {.go = {-1, -1},
+		      .start = {-1, -1},
+		      .out = {-1, -1},
+		      .err = {-1, -1},
+		      .in = {-1, -1},
+		      .pty_master = -1,
+		      .pty_slave = -1};
+	/* start: a socket, not a pipe, so that the shim also sees the init's end
+	 * close (close-on-exec) once the init has exec'd. */
+	if (pipe2(x.go, O_CLOEXEC) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x.start) < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "pipes");
+		fail(e);
+	}
+	if (cfg->tty) {
+		if (openpty(&x.pty_master, &x.pty_slave, NULL, NULL, NULL) < 0) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "openpty");
+			fail(e);
+		}
+		fcntl(x.pty_master, F_SETFD, FD_CLOEXEC);
+		fcntl(x.pty_slave, F_SETFD, FD_CLOEXEC);
+	} else if (pipe2(x.out, O_CLOEXEC) < 0 || pipe2(x.err, O_CLOEXEC) < 0 ||
+		   (cfg->open_stdin && pipe2(x.in, O_CLOEXEC) < 0)) {
+		/* Always through the shim: for the log and for attach. */
+		ad_fail_errno(&e, AD_E_INTERNAL, "pipes");
+		fail(e);
+	}
+
+	int flags = 0;
+	for (int t = 0; t < _RT_NS_MAX; t++)
+		if (cfg->namespaces[t].mode == RT_NS_NEW && t != RT_NS_CGROUP)
+			flags |= clone_ns[t];
+	if (cfg->namespaces[RT_NS_PID].mode == RT_NS_JOIN) {
+		/* setns to a pid namespace applies to children only: do it here. */
+		int fd = open(cfg->namespaces[RT_NS_PID].path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, CLONE_NEWPID) < 0) {
+			ad_fail_errno(&e, AD_E_INVALID, "join pid namespace %s",
+				      cfg->namespaces[RT_NS_PID].path);
+			fail(e);
+		}
+		close(fd);
+	}
+	/* Fork-like clone (no new stack): this process is single-threaded. */
+	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, 0);
+	if (pid < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "clone");
+		fail(e);
+	}
+	if (pid == 0)
+		run_init(spec, &x);
+	close(x.go[0]);
+	close(x.start[0]);
+	if (x.pty_slave >= 0)
+		close(x.pty_slave);
+	if (x.out[1] >= 0)
+		close(x.out[1]);
+	if (x.err[1] >= 0)
+		close(x.err[1]);
+	if (x.in[0] >= 0)
+		close(x.in[0]);
+	if (rt_msg_send(RT_SHIM_FD_SYNC, RT_MSG_INIT_PID, pid) < 0)
+		goto kill_init;
+	if (cfg->namespaces[RT_NS_USER].mode == RT_NS_NEW &&
+	    (write_id_map(pid, "uid_map", cfg->uid_maps, cfg->n_uid_maps, &e) < 0 ||
+	     write_id_map(pid, "gid_map", cfg->gid_maps, cfg->n_gid_maps, &e) < 0))
+		goto fail_init;
+	char pidbuf[16];
+	int pl = snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+	for (size_t i = 0; i < spec->n_cgroup_fds; i++)
+		if (write(RT_SHIM_FD_CGROUP + (int)i, pidbuf, (size_t)pl) != pl) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "cgroup: enter pid %d", (int)pid);
+			goto fail_init;
+		}
+	if (write(x.go[1], "g", 1) != 1) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "wake the container init");
+		goto fail_init;
+	}
+	close(x.go[1]);
+
+	/* The shim's fds at their fixed numbers; nothing else stays open. */
+	int keep[_RT_SHIM_FD_MAX] = {
+	    [RT_SHIM_FD_SYNC] = RT_SHIM_FD_SYNC,
+	    [RT_SHIM_FD_CTL] = RT_SHIM_FD_CTL,
+	    [RT_SHIM_FD_START] = x.start[1],
+	    [RT_SHIM_FD_OUT] = x.pty_master >= 0 ? x.pty_master : x.out[0],
+	    [RT_SHIM_FD_ERR] = x.pty_master >= 0 ? -1 : x.err[0],
+	    [RT_SHIM_FD_STATE] = RT_SHIM_FD_STATE,
+	    [RT_SHIM_FD_IN] = x.pty_master >= 0 ? -1 : x.in[1],
+	};
+	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
+		if (keep[i] >= 0)
+			keep[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 64);
+	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
+		place_fd(keep[i], i);
+	syscall(SYS_close_range, _RT_SHIM_FD_MAX, ~0U, 0);
+	int null = open("/dev/null", O_RDWR);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	if (chdir("/") < 0) {
+	}
+	*ret_init_pid = pid;
+	*ret_pty = x.pty_master >= 0;
+	return;
+fail_init:
+	rt_msg_send_error(RT_SHIM_FD_SYNC, e);
+kill_init:
+	kill(pid, SIGKILL);
+	_exit(1);
+}
+
+/* ---- exec into a running container ---------------------------------------- */
+
+/* The exec'd process: the container's user and security, then args. */
+static void exec_child(const rt_spawn_spec *s)
+{
+	const rt_config *cfg = &s->cfg;
+	ad_error *e = NULL;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	rt_apply_rlimits(cfg);
+	/* A terminal on stdin (the caller's pty slave) becomes the controlling
+	 * one, as for the init with a tty. */
+	if (isatty(0)) {
+		setsid();
+		ioctl(0, TIOCSCTTY, 0);
+	}
+	if (rt_secplan_apply_pre_user(&s->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
+	    rt_secplan_apply_post_user(&s->plan, &e) < 0)
+		fail(e);
+	const char *cwd = cfg->cwd ? cfg->cwd : "/";
+	if (chdir(cwd) < 0) {
+		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
+		fail(e);
+	}
+	char *exe = NULL;
+	if (rt_find_executable(cfg->args[0], cfg->env, &exe, &e) < 0 ||
+	    rt_secplan_apply_final(&s->plan, &e) < 0)
+		fail(e);
+	static const char *const default_env[] = {"PATH=" RT_DEFAULT_PATH, NULL};
+	/* The sync socket too: EOF there tells the creator the exec happened. */
+	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+	execve(exe, (char *const *)cfg->args, (char *const *)(cfg->env ? cfg->env : default_env));
+	ad_fail_errno(&e, AD_E_INTERNAL, "exec %s", exe);
+	fail(e);
+}
+
+void rt_shim_exec(void)
+{
+	ad_error *e = NULL;
+	char *buf; /* spec points into it */
+	rt_spawn_spec spec;
+	/* Dies with its creator, like the process it runs; and until the exec
+	 * it is a copy of the shim, which container processes must not open. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	prctl(PR_SET_DUMPABLE, 0);
+	read_spec(&buf, &spec);
+	char pidbuf[16];
+	int pl = snprintf(pidbuf, sizeof(pidbuf), "%d", (int)getpid());
+	for (size_t i = 0; i < spec.n_cgroup_fds; i++)
+		if (write(RT_SHIM_FD_CGROUP + (int)i, pidbuf, (size_t)pl) != pl) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "cgroup: enter pid %d", (int)getpid());
+			fail(e);
+		}
+	for (size_t i = 0; i < spec.n_ns_fds; i++) {
+		int fd = RT_SHIM_FD_CGROUP + (int)(spec.n_cgroup_fds + i);
+		if (setns(fd, spec.ns_flags[i]) < 0) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "join namespace (flag 0x%x)",
+				      (unsigned)spec.ns_flags[i]);
+			fail(e);
+		}
+	}
+	syscall(SYS_close_range, RT_SHIM_FD_CGROUP, ~0U, 0);
+	pid_t child = fork();
+	if (child < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "fork");
+		fail(e);
+	}
+	if (child == 0)
+		exec_child(&spec);
+	syscall(SYS_close_range, 0, ~0U, 0);
+	/* Relay the exit: our creator waits on us, not on the grandchild. */
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	int st;
+	while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+		;
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+}
