@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/capability.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -164,6 +166,120 @@ static int ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err)
 		r = record_exit(m, c, &st, err);
 	rt_container_free(rc);
 	return r;
+}
+
+/* ---- exit watches --------------------------------------------------------------- */
+struct exit_watch {
+	int fd; /* the shim's pidfd */
+	char id[72];
+	struct exit_watch *next;
+};
+
+int mgr_ctr_watch_init(mgr *m, ad_error **err)
+{
+	m->exit_epoll = epoll_create1(EPOLL_CLOEXEC);
+	m->exit_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+	if (m->exit_epoll < 0 || m->exit_wake < 0 ||
+	    epoll_ctl(m->exit_epoll, EPOLL_CTL_ADD, m->exit_wake, &ev) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "exit watches");
+	return 0;
+}
+
+/* From now on the monitor records the container's exit when it happens.
+ * exit_fd (rt_container_exit_fd, taken over) must be taken while the shim is
+ * known alive and added once the DB says running: an exit in between makes
+ * it readable at once, and the monitor's query then records it. */
+static void watch_exit(mgr *m, const char *id, int fd)
+{
+	if (fd < 0)
+		return; /* the next query or poll records the exit */
+	if (m->exit_epoll < 0) {
+		close(fd);
+		return;
+	}
+	struct exit_watch *w = ad_malloc0(sizeof(*w));
+	w->fd = fd;
+	snprintf(w->id, sizeof(w->id), "%s", id);
+	pthread_mutex_lock(&m->watch_lock);
+	w->next = m->watches;
+	m->watches = w;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+	if (epoll_ctl(m->exit_epoll, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		m->watches = w->next;
+		close(fd);
+		free(w);
+	}
+	pthread_mutex_unlock(&m->watch_lock);
+}
+
+static void unwatch(mgr *m, struct exit_watch *w)
+{
+	pthread_mutex_lock(&m->watch_lock);
+	for (struct exit_watch **p = &m->watches; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	epoll_ctl(m->exit_epoll, EPOLL_CTL_DEL, w->fd, NULL);
+	pthread_mutex_unlock(&m->watch_lock);
+	close(w->fd);
+	free(w);
+}
+
+void mgr_ctr_wait_exits(mgr *m, int timeout_ms)
+{
+	int64_t deadline = ad_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+	for (;;) {
+		int64_t left = (deadline - ad_monotonic_ns()) / 1000000;
+		if (left <= 0)
+			return;
+		struct epoll_event evs[16];
+		int n = epoll_wait(m->exit_epoll, evs, 16, (int)left);
+		if (n < 0 && errno != EINTR)
+			return;
+		for (int i = 0; i < n; i++) {
+			struct exit_watch *w = evs[i].data.ptr;
+			if (!w) {
+				uint64_t v;
+				if (read(m->exit_wake, &v, sizeof(v)) < 0) {
+				}
+				return;
+			}
+			char id[72];
+			snprintf(id, sizeof(id), "%s", w->id);
+			unwatch(m, w);
+			/* A query records the exit (and sends its event). */
+			mgr_ctr *c = NULL;
+			_cleanup_error_ ad_error *e = NULL;
+			if (mgr_ctr_get(m, id, &c, &e) < 0 && e->code != AD_E_NOT_FOUND)
+				ad_debug("container %s: %s", id, e->message);
+			mgr_ctr_free(c);
+		}
+	}
+}
+
+void mgr_ctr_watch_wake(mgr *m)
+{
+	uint64_t one = 1;
+	if (m->exit_wake >= 0 && write(m->exit_wake, &one, sizeof(one)) < 0) {
+		/* the counter is full: a wake is pending anyway */
+	}
+}
+
+void mgr_ctr_watch_close(mgr *m)
+{
+	while (m->watches) {
+		struct exit_watch *w = m->watches;
+		m->watches = w->next;
+		close(w->fd);
+		free(w);
+	}
+	if (m->exit_epoll >= 0)
+		close(m->exit_epoll);
+	if (m->exit_wake >= 0)
+		close(m->exit_wake);
+	m->exit_epoll = m->exit_wake = -1;
 }
 
 int mgr_ctr_get(mgr *m, const char *id, mgr_ctr **ret, ad_error **err)
@@ -928,6 +1044,7 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 			    c->state == MGR_CTR_RUNNING ? "running" : "exited");
 	if (r == 0)
 		r = rt_open(m->rt, id, &rc, err);
+	int exit_fd = r == 0 ? rt_container_exit_fd(rc) : -1;
 	if (r == 0)
 		r = rt_start(rc, err);
 	if (r == 0) {
@@ -935,8 +1052,11 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 		r = mgr_db_exec(m, err,
 				"UPDATE containers SET state = ?2, started_ns = ?3 WHERE id = ?1",
 				"sii", id, (int64_t)MGR_CTR_RUNNING, started);
-		if (r == 0)
+		if (r == 0) {
 			mgr_event_publish(m, id, c->pod_id, MGR_EV_STARTED);
+			watch_exit(m, id, exit_fd);
+			exit_fd = -1;
+		}
 	} else if (c && c->state == MGR_CTR_CREATED) {
 		/* A start that failed leaves an exited container, as upstream does. */
 		_cleanup_error_ ad_error *e = NULL;
@@ -945,6 +1065,8 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 			    " reason = 'StartError', message = ?4 WHERE id = ?1",
 			    "siis", id, (int64_t)MGR_CTR_EXITED, ad_now_ns(), (*err)->message);
 	}
+	if (exit_fd >= 0)
+		close(exit_fd);
 	rt_container_free(rc);
 	mgr_ctr_free(c);
 	mgr_release(m, id);
@@ -1151,10 +1273,21 @@ void mgr_ctr_reconcile(mgr *m)
 			continue;
 		}
 		ad_error *e2 = NULL;
+		rt_container *rc = NULL;
+		int exit_fd = (*c)->state == MGR_CTR_RUNNING && rt_open(m->rt, (*c)->id, &rc, NULL) == 0
+				  ? rt_container_exit_fd(rc)
+				  : -1;
+		rt_container_free(rc);
 		if (ctr_refresh(m, *c, &e2) < 0)
 			ad_warn("container %s: %s", (*c)->id, e2->message);
 		else if ((*c)->state == MGR_CTR_EXITED && (*c)->reason)
 			ad_debug("container %s: exited %d", (*c)->id, (*c)->exit_code);
+		if ((*c)->state == MGR_CTR_RUNNING) {
+			watch_exit(m, (*c)->id, exit_fd);
+			exit_fd = -1;
+		}
+		if (exit_fd >= 0)
+			close(exit_fd);
 		ad_error_free(&e2);
 	}
 	mgr_ctrs_free(v);

@@ -142,22 +142,17 @@ size_t mgr_events_wait(mgr *m, uint64_t *cursor, mgr_event *out, size_t max, int
 static void *monitor_main(void *arg)
 {
 	mgr *m = arg;
-	pthread_mutex_lock(&m->ev_lock);
-	while (!m->stopping) {
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += MGR_MONITOR_INTERVAL_MS / 1000;
-		/* ev_cond also signals events: sleep out the whole interval. */
-		while (!m->stopping &&
-		       pthread_cond_timedwait(&m->ev_cond, &m->ev_lock, &until) != ETIMEDOUT)
-			;
-		if (m->stopping)
-			break;
-		pthread_mutex_unlock(&m->ev_lock);
-		mgr_ctr_poll(m);
+	for (;;) {
+		/* Started containers' exits are recorded as they happen; the rest
+		 * (say, a watch that could not be set) once per interval. */
+		mgr_ctr_wait_exits(m, MGR_MONITOR_INTERVAL_MS);
 		pthread_mutex_lock(&m->ev_lock);
+		bool stopping = m->stopping;
+		pthread_mutex_unlock(&m->ev_lock);
+		if (stopping)
+			break;
+		mgr_ctr_poll(m);
 	}
-	pthread_mutex_unlock(&m->ev_lock);
 	return NULL;
 }
 
@@ -1301,6 +1296,8 @@ static void pod_check_networks(mgr *m)
 int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 {
 	mgr *m = ad_malloc0(sizeof(*m));
+	m->exit_epoll = m->exit_wake = -1;
+	pthread_mutex_init(&m->watch_lock, NULL);
 	pthread_mutex_init(&m->db_lock, NULL);
 	pthread_mutex_init(&m->busy_lock, NULL);
 	pthread_cond_init(&m->busy_cond, NULL);
@@ -1339,13 +1336,16 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 		ad_error_free(&e);
 		m->rt = NULL;
 	} else {
+		int watching = mgr_ctr_watch_init(m, &e);
 		pod_reconcile(m);
 		mgr_ctr_reconcile(m);
 		pod_check_networks(m);
-		if (pthread_create(&m->monitor, NULL, monitor_main, m) == 0)
+		if (watching == 0 && pthread_create(&m->monitor, NULL, monitor_main, m) == 0)
 			m->monitor_started = true;
 		else
-			ad_warn("pods: no exit monitor thread; exits are noticed on queries");
+			ad_warn("pods: no exit monitor thread (%s); exits are noticed on queries",
+				e ? e->message : strerror(errno));
+		ad_error_free(&e);
 	}
 	*ret = m;
 	return 0;
@@ -1360,8 +1360,10 @@ void mgr_close(mgr *m)
 		m->stopping = true;
 		pthread_cond_broadcast(&m->ev_cond);
 		pthread_mutex_unlock(&m->ev_lock);
+		mgr_ctr_watch_wake(m);
 		pthread_join(m->monitor, NULL);
 	}
+	mgr_ctr_watch_close(m);
 	if (m->rt)
 		rt_runtime_free(m->rt);
 	if (m->db)
@@ -1382,6 +1384,7 @@ void mgr_close(mgr *m)
 	pthread_mutex_destroy(&m->busy_lock);
 	pthread_cond_destroy(&m->busy_cond);
 	pthread_mutex_destroy(&m->ev_lock);
+	pthread_mutex_destroy(&m->watch_lock);
 	pthread_cond_destroy(&m->ev_cond);
 	free(m);
 }

@@ -39,11 +39,24 @@ struct mgr {
 	/* Notices exits of running containers without waiting for a query. */
 	pthread_t monitor;
 	bool monitor_started, stopping;
+	/* Exit watches (container.c): the shims' pidfds of started containers
+	 * in an epoll set the monitor waits on, so an exit is recorded (and its
+	 * event sent) as it happens; plus an eventfd that wakes the monitor. */
+	int exit_epoll, exit_wake;
+	pthread_mutex_t watch_lock;
+	struct exit_watch *watches;
 };
 
 void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_type type);
 /* Refreshes every running container (records exits). */
 void mgr_ctr_poll(mgr *m);
+/* Exit watches: set up before the monitor starts; wait returns after
+ * timeout_ms or early once mgr_ctr_watch_wake was called, recording the
+ * exits that happen meanwhile; close after the monitor stopped. */
+int mgr_ctr_watch_init(mgr *m, ad_error **err);
+void mgr_ctr_wait_exits(mgr *m, int timeout_ms);
+void mgr_ctr_watch_wake(mgr *m);
+void mgr_ctr_watch_close(mgr *m);
 
 /* Waits until no other operation holds `id`, then holds it. */
 void mgr_hold(mgr *m, const char *id);

@@ -685,6 +685,11 @@ static int pidfd_of(pid_t pid, uint64_t start)
 	return fd;
 }
 
+int rt_container_exit_fd(rt_container *c)
+{
+	return pidfd_of(c->shim_pid, c->shim_start);
+}
+
 static bool read_exit(rt_container *c, int dfd, rt_state *s)
 {
 	_cleanup_free_ char *ex = NULL;

@@ -212,6 +212,10 @@ int rt_kill(rt_container *c, int sig, ad_error **err);
 /* Sends sig (0: SIGTERM), waits up to grace_ms, then SIGKILLs the whole cgroup. */
 int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err);
 int rt_get_state(rt_container *c, rt_state *ret, ad_error **err);
+/* A pidfd of the container's shim (close-on-exec, the caller's to close): it
+ * becomes readable once the shim has exited, i.e. after it recorded the
+ * exit. -1 if the shim is already gone. */
+int rt_container_exit_fd(rt_container *c);
 /* Waits until the container stops (timeout_ms < 0: forever); AD_E_DEADLINE on timeout. */
 int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err);
 /* Kills what is left, removes the cgroup and the state dir. Frees nothing. */

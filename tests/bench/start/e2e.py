@@ -5,8 +5,10 @@ memory: agentd-shim vs conmon. Called by tests/bench/start/run with
 
 - agentd (Release) with a private CNI config and one pod (busybox image from
   a docker-registry on loopback, pulled by CRI PullImage); per iteration:
-  CreateContainer(/bin/true) + StartContainer, ContainerStatus polled until
-  EXITED, RemoveContainer; timed from the client.
+  CreateContainer(/bin/true) + StartContainer, until its
+  CONTAINER_STOPPED_EVENT arrives on a GetContainerEvents stream (as a kubelet
+  with evented PLEG learns it; the status it carries must say EXITED 0),
+  RemoveContainer; timed from the client.
 - `crun run --bundle B ID` of the same /bin/true bundle the library bench
   uses, spawned from the same Python process; interleaved rounds.
 - 10 `sleep` containers under agentd (their agentd-shim processes) and 10
@@ -16,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +26,7 @@ TOP = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(TOP / "tests" / "integration"))
 import agentd_harness as H  # noqa: E402
 from registry_harness import ImageBuilder, Registry  # noqa: E402
+import grpc  # noqa: E402
 
 WORK, BUILD, BUNDLE, N = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 SHIM = os.path.join(BUILD, "runtime", "agentd-shim")
@@ -113,6 +117,24 @@ def main():
 
             phases = [0.0, 0.0, 0.0, 0.0]  # create, start, until EXITED, remove
 
+            # The exit is learned as a kubelet with evented PLEG does: from
+            # one GetContainerEvents stream (CONTAINER_STOPPED_EVENT).
+            stopped, stopped_cv = {}, threading.Condition()
+            events = rt.GetContainerEvents(pb.api.GetEventsRequest())
+
+            def read_events():
+                try:
+                    for ev in events:
+                        if ev.container_event_type == pb.api.CONTAINER_STOPPED_EVENT:
+                            with stopped_cv:
+                                stopped[ev.container_id] = list(ev.containers_statuses)
+                                stopped_cv.notify_all()
+                except grpc.RpcError:
+                    pass  # cancelled at the end
+            reader = threading.Thread(target=read_events, daemon=True)
+            reader.start()
+            cleanup_pod.insert(0, events.cancel)
+
             def agentd_once():
                 t0 = time.monotonic()
                 seq[0] += 1
@@ -124,10 +146,14 @@ def main():
                 t1 = time.monotonic()
                 rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
                 t2 = time.monotonic()
-                while rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid),
-                                         timeout=60).status.state != pb.api.CONTAINER_EXITED:
-                    time.sleep(0.001)
+                with stopped_cv:
+                    if not stopped_cv.wait_for(lambda: cid in stopped, timeout=60):
+                        raise RuntimeError("no CONTAINER_STOPPED_EVENT for %s" % cid)
+                    st = stopped.pop(cid)
                 t3 = time.monotonic()
+                if (len(st) != 1 or st[0].state != pb.api.CONTAINER_EXITED or
+                        st[0].exit_code != 0):
+                    raise RuntimeError("container %s: stopped event with %s" % (cid, st))
                 rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid), timeout=60)
                 t4 = time.monotonic()
                 for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
