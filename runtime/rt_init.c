@@ -63,6 +63,27 @@ static int write_id_map(pid_t pid, const char *file, const rt_id_map *maps, size
 	return 0;
 }
 
+/* The container's user, capabilities and cwd for the calling process (init
+ * or exec), before the uid switch what must come before it; returns args[0]
+ * resolved inside the container. Fails through the sync socket. */
+static char *take_identity(const rt_spawn_spec *s)
+{
+	const rt_config *cfg = &s->cfg;
+	ad_error *e = NULL;
+	if (rt_secplan_apply_pre_user(&s->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
+	    rt_secplan_apply_post_user(&s->plan, &e) < 0)
+		fail(e);
+	const char *cwd = cfg->cwd ? cfg->cwd : "/";
+	if (chdir(cwd) < 0) {
+		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
+		fail(e);
+	}
+	char *exe = NULL;
+	if (rt_find_executable(cfg->args[0], cfg->env, &exe, &e) < 0)
+		fail(e);
+	return exe;
+}
+
 /* The container's init, in its new namespaces; never returns. */
 static void run_init(const rt_spawn_spec *s, init_fds *x)
 {
@@ -104,17 +125,7 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 	if (rt_setup_rootfs(cfg, &e) < 0)
 		fail(e);
 	rt_apply_rlimits(cfg);
-	if (rt_secplan_apply_pre_user(&s->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
-	    rt_secplan_apply_post_user(&s->plan, &e) < 0)
-		fail(e);
-	const char *cwd = cfg->cwd ? cfg->cwd : "/";
-	if (chdir(cwd) < 0) {
-		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
-		fail(e);
-	}
-	char *exe = NULL;
-	if (rt_find_executable(cfg->args[0], cfg->env, &exe, &e) < 0)
-		fail(e);
+	char *exe = take_identity(s);
 	umask(022);
 	if (x->pty_slave >= 0) {
 		setsid();
@@ -326,17 +337,8 @@ static void exec_child(const rt_spawn_spec *s)
 		setsid();
 		ioctl(0, TIOCSCTTY, 0);
 	}
-	if (rt_secplan_apply_pre_user(&s->plan, &e) < 0 || rt_switch_user(cfg, &e) < 0 ||
-	    rt_secplan_apply_post_user(&s->plan, &e) < 0)
-		fail(e);
-	const char *cwd = cfg->cwd ? cfg->cwd : "/";
-	if (chdir(cwd) < 0) {
-		ad_fail_errno(&e, AD_E_INVALID, "cwd %s", cwd);
-		fail(e);
-	}
-	char *exe = NULL;
-	if (rt_find_executable(cfg->args[0], cfg->env, &exe, &e) < 0 ||
-	    rt_secplan_apply_final(&s->plan, &e) < 0)
+	char *exe = take_identity(s);
+	if (rt_secplan_apply_final(&s->plan, &e) < 0)
 		fail(e);
 	static const char *const default_env[] = {"PATH=" RT_DEFAULT_PATH, NULL};
 	/* The sync socket too: EOF there tells the creator the exec happened. */
