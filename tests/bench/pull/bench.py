@@ -231,8 +231,9 @@ def main():
                 FLOOR: "floor"}
         results = {name: [] for name in runners if not only or keys[name] in only}
         cpus = {name: [] for name in results}
-        # CPU seconds of the client processes, plus the daemon's for containerd
-        # (the registry's own is not counted for anyone).
+        reg_cpus = {name: [] for name in results}
+        # CPU seconds of the client processes, plus the daemon's for containerd;
+        # the registry's (serving the pull) apart.
         daemon_cpu = {CTR: ctd.cpu}
         loads = []
         try:
@@ -243,6 +244,7 @@ def main():
                         setup()
                     dcpu = daemon_cpu.get(name)
                     c0 = children_cpu() + (dcpu() if dcpu else 0)
+                    r0 = proc_cpu(reg.proc.pid)
                     t = time.monotonic()
                     try:
                         fn()
@@ -252,6 +254,7 @@ def main():
                         raise
                     results[name].append(time.monotonic() - t)
                     cpus[name].append(children_cpu() + (dcpu() if dcpu else 0) - c0)
+                    reg_cpus[name].append(proc_cpu(reg.proc.pid) - r0)
                     if teardown:
                         teardown()
                     loads.append(os.getloadavg()[0])
@@ -265,11 +268,12 @@ def main():
     print(f"image: {a.layers} layers, {total / 1e6:.0f} MB compressed, {a.runs} interleaved "
           f"runs, load average {min(loads):.1f} to {max(loads):.1f}")
     med = {n: statistics.median(ts) for n, ts in results.items()}
-    print(f"  {'':38s} {'wall s':>7s} {'MB/s':>6s} {'cpu s':>6s}   (each run's wall s)")
+    print(f"  {'':38s} {'wall s':>7s} {'MB/s':>6s} {'cpu s':>6s} {'reg cpu':>7s}"
+          "   (each run's wall s)")
     for name, m in med.items():
         ts = " ".join(f"{t:.2f}" for t in results[name])
         print(f"  {name:38s} {m:7.2f} {total / 1e6 / m:6.1f} {statistics.median(cpus[name]):6.2f}"
-              f"   ({ts})")
+              f" {statistics.median(reg_cpus[name]):7.2f}   ({ts})")
     if AGENTD in med:
         ours = med[AGENTD]
         for other, goal in ((CTR, 1.5), (PODMAN, 1.5), (SKOPEO, None)):
