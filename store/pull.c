@@ -2,9 +2,8 @@
  * layers, each downloaded and unpacked at once in its own worker, at most
  * max_parallel at a time. Every transfer runs on the session's one curl multi
  * loop (registry.c); a layer's bytes go from curl's write callback on that
- * loop through a bounded buffer to the layer's unpacker, which writes them
- * into the content store, hashed, as they pass. Nothing is recorded until
- * every layer is in place. */
+ * loop into the content store, hashed, and through a bounded buffer to the
+ * layer's unpacker. Nothing is recorded until every layer is in place. */
 #include "store_int.h"
 #include "unpack.h"
 
@@ -187,8 +186,7 @@ static int fetch_blob(pull_ctx *pc, const char *digest, int64_t size, ad_error *
 /* ---- the bounded buffer between download and unpack ---- */
 
 /* Filled by the session's loop thread (never blocking: a full pipe pauses the
- * transfer), drained by the layer's unpacker, which also hashes the bytes
- * into the content store as they pass, so the loop thread only copies. */
+ * transfer), drained by the layer's unpacker. */
 typedef struct pipe_buf {
 	pthread_mutex_t m;
 	pthread_cond_t c;
@@ -200,21 +198,12 @@ typedef struct pipe_buf {
 	store_session *sess;
 } pipe_buf;
 
-static int pipe_push(void *u, const void *data, size_t len, ad_error **err)
+static int pipe_push(pipe_buf *p, const void *data, size_t len, ad_error **err)
 {
-	pipe_buf *p = u;
 	pthread_mutex_lock(&p->m);
 	if (p->closed) {
 		pthread_mutex_unlock(&p->m);
 		return ad_fail(err, AD_E_CANCELLED, "layer extraction stopped");
-	}
-	/* The limit is soft: a chunk is taken whole (curl hands back a paused
-	 * chunk whole, perhaps grown), so the buffer holds at most PIPE_CAP
-	 * plus one chunk. */
-	if (p->len >= PIPE_CAP) {
-		p->paused = true;
-		pthread_mutex_unlock(&p->m);
-		return 1;
 	}
 	if (p->head + p->len + len > p->cap) {
 		if (p->len > 0)
@@ -236,12 +225,34 @@ typedef struct download {
 	pull_ctx *pc;
 	size_t idx;
 	pipe_buf pipe;
-	store_blob_writer *w; /* the unpacker's: committed when the stream ends */
+	/* Written and hashed on the loop thread, so that a layer's hashing and
+	 * its unpacking run in parallel; committed by the unpacker at the end. */
+	store_blob_writer *w;
 } download;
 
-/* The unpacker's read_fn: bytes from the pipe, written to the content store
- * on the way; the end of the stream is only reported once the blob's digest
- * and size are verified and it is stored. */
+/* The transfer's sink (on the loop thread): into the content store, then to
+ * the unpacker. A full pipe turns the chunk away before it is written; the
+ * limit is soft: a chunk is taken whole (curl hands back a paused chunk
+ * whole, perhaps grown), so the pipe holds at most PIPE_CAP plus one chunk.
+ * Only this thread adds to the pipe: it cannot fill up in between. */
+static int download_sink(void *u, const void *data, size_t len, ad_error **err)
+{
+	download *d = u;
+	pipe_buf *p = &d->pipe;
+	pthread_mutex_lock(&p->m);
+	bool full = p->len >= PIPE_CAP && !p->closed;
+	if (full)
+		p->paused = true;
+	pthread_mutex_unlock(&p->m);
+	if (full)
+		return 1;
+	if (store_blob_writer_write(d->w, data, len, err) < 0)
+		return -1;
+	return pipe_push(p, data, len, err);
+}
+
+/* The unpacker's read_fn: bytes from the pipe; the end of the stream is only
+ * reported once the blob's digest and size are verified and it is stored. */
 static ssize_t download_read(void *u, void *out, size_t want, ad_error **err)
 {
 	download *d = u;
@@ -272,8 +283,6 @@ static ssize_t download_read(void *u, void *out, size_t want, ad_error **err)
 	pthread_mutex_unlock(&p->m);
 	if (resume)
 		store_session_resume(p->sess);
-	if (store_blob_writer_write(d->w, out, n, err) < 0)
-		return -1;
 	pull_layer *l = &d->pc->layers[d->idx];
 	l->done += n;
 	if (l->done - l->last_reported >= PROGRESS_STEP) {
@@ -290,7 +299,7 @@ static void *download_main(void *u)
 	download *d = u;
 	pull_layer *l = &d->pc->layers[d->idx];
 	ad_error *err = NULL;
-	int r = store_session_get_blob(d->pc->sess, l->digest, l->size, pipe_push, &d->pipe, &err);
+	int r = store_session_get_blob(d->pc->sess, l->digest, l->size, download_sink, d, &err);
 	pthread_mutex_lock(&d->pipe.m);
 	if (r == 0)
 		d->pipe.eof = true;
