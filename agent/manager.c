@@ -1182,52 +1182,24 @@ int mgr_need_rt(mgr *m, ad_error **err)
 		       m->rt_error ? m->rt_error : "not set up");
 }
 
-/* The shim: AGENTD_SHIM (read by the runtime), beside agentd in a build tree,
- * or the runtime's default (installed). */
+/* The shim: AGENTD_SHIM (read by the runtime), else ours (a build tree or
+ * installed). */
 static char *find_shim(void)
 {
 	if (getenv("AGENTD_SHIM"))
 		return NULL;
-	char self[4096];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n <= 0)
-		return NULL;
-	self[n] = '\0';
-	char *slash = strrchr(self, '/');
-	if (!slash)
-		return NULL;
-	*slash = '\0';
-	char *cand = ad_asprintf("%s/../runtime/agentd-shim", self);
-	if (access(cand, X_OK) == 0)
-		return cand;
-	free(cand);
-	return NULL;
+	static const char *const near_self[] = {"../runtime/agentd-shim", "agentd-shim", NULL};
+	return ad_find_helper("agentd-shim", near_self);
 }
 
-/* The infra binary: AGENTD_INFRA, beside agentd (a build tree), or installed. */
+/* The infra binary: AGENTD_INFRA, else ours (a build tree or installed). */
 static char *find_infra_binary(void)
 {
 	const char *env = getenv("AGENTD_INFRA");
 	if (env && *env)
 		return ad_strdup(env);
-	char self[4096];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		char *slash = strrchr(self, '/');
-		if (slash) {
-			*slash = '\0';
-			char *cand = ad_asprintf("%s/infra/%s", self, INFRA_BINARY);
-			if (access(cand, X_OK) == 0)
-				return cand;
-			free(cand);
-			cand = ad_asprintf("%s/%s", self, INFRA_BINARY);
-			if (access(cand, X_OK) == 0)
-				return cand;
-			free(cand);
-		}
-	}
-	return ad_strdup("/usr/libexec/agentd/" INFRA_BINARY);
+	static const char *const near_self[] = {"infra/" INFRA_BINARY, INFRA_BINARY, NULL};
+	return ad_find_helper(INFRA_BINARY, near_self);
 }
 
 /* <root>/infra-rootfs: the binary and the mount points, nothing else. */

@@ -107,7 +107,7 @@ int rt_runtime_new(const rt_options *opts, rt_runtime **ret, ad_error **err)
 	rt_options o = opts ? *opts : (rt_options){0};
 	const char *shim = o.shim_path ? o.shim_path : getenv("AGENTD_SHIM");
 	if (!shim)
-		shim = "/usr/libexec/agentd/agentd-shim";
+		shim = AGENTD_LIBEXECDIR "/agentd-shim";
 	/* The shim is exec'd from a child whose cwd is not ours. */
 	_cleanup_free_ char *shim_abs = realpath(shim, NULL);
 	if (!shim_abs || access(shim_abs, X_OK) < 0)

@@ -161,7 +161,7 @@ void rt_config_init(rt_config *cfg);
 
 typedef struct rt_options {
 	const char *state_root;	   /* NULL: /run/agentd/containers */
-	const char *shim_path;	   /* NULL: $AGENTD_SHIM or /usr/libexec/agentd/agentd-shim */
+	const char *shim_path;	   /* NULL: $AGENTD_SHIM or AGENTD_LIBEXECDIR/agentd-shim */
 	const char *cgroup_parent; /* NULL: "agentd" */
 } rt_options;
 

@@ -12,9 +12,6 @@
 
 #include <sqlite3.h>
 
-#ifndef AGENTD_FETCH_DEFAULT
-#define AGENTD_FETCH_DEFAULT "/usr/libexec/agentd/agentd-fetch"
-#endif
 
 static int open_subdir(int dirfd, const char *root, const char *name, int *ret_fd, ad_error **err)
 {
@@ -112,33 +109,9 @@ void store_close(store *s)
 	free(s);
 }
 
-/* agentd-fetch beside the running executable (installed side by side, or
- * ../store/ in a build tree, where agentd is agent/agentd), else the
- * compiled-in install path. */
-static char *find_fetch_helper(void)
-{
-	char self[4096];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		char *slash = strrchr(self, '/');
-		if (slash) {
-			*slash = '\0';
-			char *cands[] = {ad_asprintf("%s/agentd-fetch", self),
-					 ad_asprintf("%s/../store/agentd-fetch", self)};
-			char *found = NULL;
-			for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
-				if (!found && access(cands[i], X_OK) == 0)
-					found = cands[i];
-				else
-					free(cands[i]);
-			}
-			if (found)
-				return found;
-		}
-	}
-	return ad_strdup(AGENTD_FETCH_DEFAULT);
-}
+/* agentd-fetch beside agentd when installed side by side, or in ../store/ of
+ * a build tree, where agentd is agent/agentd. */
+static const char *const fetch_near_self[] = {"agentd-fetch", "../store/agentd-fetch", NULL};
 
 int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 {
@@ -154,7 +127,8 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 	pthread_rwlock_init(&s->gc_lock, NULL);
 	s->root = ad_strdup(opts->root);
 	s->db_path = ad_strdup(opts->db_path);
-	s->fetch_helper = opts->fetch_helper ? ad_strdup(opts->fetch_helper) : find_fetch_helper();
+	s->fetch_helper = opts->fetch_helper ? ad_strdup(opts->fetch_helper)
+					     : ad_find_helper("agentd-fetch", fetch_near_self);
 	s->certs_dir = opts->certs_dir ? ad_strdup(opts->certs_dir) : NULL;
 	s->auth_file = opts->auth_file ? ad_strdup(opts->auth_file) : NULL;
 	s->max_parallel = opts->max_parallel ? opts->max_parallel : 3;

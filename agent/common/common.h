@@ -116,6 +116,16 @@ int ad_read_file(int dir_fd, const char *name, size_t max_size, char **ret_data,
 /* rm -rf that never crosses into another mount. */
 int ad_remove_tree(const char *path, ad_error **err);
 
+/* Where agentd's helper programs (agentd-shim, agentd-infra, agentd-fetch)
+ * are installed; CMake passes the real libexecdir. */
+#ifndef AGENTD_LIBEXECDIR
+#define AGENTD_LIBEXECDIR "/usr/libexec/agentd"
+#endif
+/* The helper program `name`: the first of `near_self` (paths relative to the
+ * running executable's directory, NULL-terminated: a build tree or a
+ * side-by-side install) that is executable, else AGENTD_LIBEXECDIR/name. */
+char *ad_find_helper(const char *name, const char *const *near_self);
+
 /* ---- state DB (SQLite, WAL) ----------------------------------------------
  * One connection per thread that uses it. The schema is versioned by
  * PRAGMA user_version; migrations live in common/db.c in one ordered list. */

@@ -291,3 +291,20 @@ int ad_remove_tree(const char *path, ad_error **err)
 		return ad_fail_errno(err, AD_E_INTERNAL, "rmdir %s", path);
 	return 0;
 }
+
+char *ad_find_helper(const char *name, const char *const *near_self)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash = n > 0 ? (self[n] = '\0', strrchr(self, '/')) : NULL;
+	if (slash) {
+		*slash = '\0';
+		for (size_t i = 0; near_self && near_self[i]; i++) {
+			char *cand = ad_asprintf("%s/%s", self, near_self[i]);
+			if (access(cand, X_OK) == 0)
+				return cand;
+			free(cand);
+		}
+	}
+	return ad_asprintf("%s/%s", AGENTD_LIBEXECDIR, name);
+}
