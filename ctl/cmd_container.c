@@ -415,9 +415,15 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 			ctl_format_age(ct->created_at, age);
 			const char *image_name =
 			    ct->image && ct->image->image[0] ? ct->image->image : ct->image_ref;
-			printf("%-13.*s %-24s %-20s %-9s %-24s %-7u %.*s\n", id_width, ct->id,
-			       image_name, age, state_label(ct->state), md ? md->name : "",
-			       md ? md->attempt : 0, id_width, ct->pod_sandbox_id);
+			/* An image id is cut to 13 hex digits like the ids, as crictl does. */
+			int image_width = 4096;
+			if (!no_trunc && strncmp(image_name, "sha256:", 7) == 0) {
+				image_name += 7;
+				image_width = 13;
+			}
+			printf("%-13.*s %-24.*s %-20s %-9s %-24s %-7u %.*s\n", id_width, ct->id,
+			       image_width, image_name, age, state_label(ct->state),
+			       md ? md->name : "", md ? md->attempt : 0, id_width, ct->pod_sandbox_id);
 		}
 	}
 	if (fmt != CTL_TEXT)

@@ -316,6 +316,10 @@ def test_ps_filters(daemon, image, work, pod):
     row = ok(daemon, "ps", "--no-trunc").splitlines()[1]
     assert row.startswith(one + " ") and row.endswith(pod[0]), row
     assert ok(daemon, "ps").splitlines()[1].startswith(one[:13] + " ")
+    # An image id in the IMAGE column is cut like the ids (crictl does).
+    listed = json.loads(ok(daemon, "ps", "-o", "json"))["containers"][0]["image"]["image"]
+    shown = ok(daemon, "ps").splitlines()[1].split()[1]
+    assert shown == (listed[7:20] if listed.startswith("sha256:") else listed), (listed, shown)
     for args, needle in ((("--last", "-1"), "invalid --last '-1'"),
                          (("--name", "(x"), "invalid --name '(x'"),
                          (("--state", "dead"), "unknown state 'dead'"),
