@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install dependencies, build, start agentd
 # on its embedded default configuration under a temporary root, show it
-# answering over its unix socket, then build the demo image from
-# busybox-static (offline), serve it from a registry on loopback, pull it, run
-# a pod with a web server container and a port mapping, show the pod, the
+# answering over its unix socket, then load the demo image (the build makes
+# it from busybox-static, offline) with agentctl load, run a pod with a web server container and a port mapping, show the pod, the
 # container, its logs, an exec and its stats, fetch the page through the
 # mapped port, and clean everything up. Run as root.
 set -euo pipefail
@@ -14,18 +13,17 @@ if [ "${AGENTD_SKIP_DEPS:-0}" != 1 ]; then
 	bash "$top/deploy/install-deps.sh"
 fi
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" --target agentd agentd-shim agentd-infra agentctl
+cmake --build "$build" -j"$(nproc)" --target agentd agentd-shim agentd-infra agentctl demo-image
 
 demo=$(mktemp -d /tmp/agentd-demo.XXXXXX)
 sock="$demo/agentd.sock"
 agentd_pid=
-registry_pid=
 cleanup() {
 	if [ -n "${pod:-}" ]; then
 		ctl stopp "$pod" >/dev/null 2>&1 || true
 		ctl rmp "$pod" >/dev/null 2>&1 || true
 	fi
-	for pid in $agentd_pid $registry_pid; do
+	for pid in $agentd_pid; do
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -TERM "$pid"
 			wait "$pid" || true
@@ -67,35 +65,9 @@ ctl version
 step "agentctl info"
 ctl info
 
-step "building the demo image from busybox-static"
-bash "$top/deploy/demo-image/build.sh" "$demo/image" | tail -n 1
-
-step "serving it from a docker-registry on loopback"
-# A free port on 127.0.0.1: bind to 0 and let the kernel pick.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$demo/registry"
-cat >"$demo/registry/config.yml" <<CFG
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $demo/registry/data
-http:
-  addr: 127.0.0.1:$port
-CFG
-/usr/bin/docker-registry serve "$demo/registry/config.yml" >"$demo/registry/log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do
-	curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
-	sleep 0.1
-done
-image="127.0.0.1:$port/agentd/demo:latest"
-skopeo copy --quiet --dest-tls-verify=false "oci:$demo/image/oci:latest" "docker://$image"
-echo "pushed $image"
-
-step "agentctl pull $image"
-ctl pull "$image"
+image=agentd/demo:latest
+step "agentctl load -i demo-image.tar ($image, built by the build from busybox-static)"
+ctl load -i "$build/deploy/demo-image/demo-image.tar"
 step "agentctl images"
 ctl images
 step "agentctl inspecti (first lines)"
