@@ -451,6 +451,14 @@ static int build_default(uint64_t caps, scmp_filter_ctx *ret, ad_error **err)
 		seccomp_release(ctx);
 		return ad_fail(err, AD_E_INTERNAL, "seccomp: add the x86 and x32 ABIs");
 	}
+	/* A binary tree of syscall numbers rather than a chain of about 350
+	 * tests: the kernel runs the filter for every syscall number of each
+	 * ABI when the init attaches it (its action cache), and the container
+	 * on every syscall. Attach went from about 1.3 to 0.6 ms. Only here:
+	 * libseccomp < 2.5.4 gets a filter without rules wrong this way, and a
+	 * profile from a file may have none. */
+	if (seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2) < 0)
+		ad_debug("seccomp: no binary tree optimization");
 	for (size_t i = 0; default_allow[i]; i++)
 		if (add_allow(ctx, default_allow[i], err) < 0)
 			goto fail;
