@@ -128,14 +128,19 @@ static int record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 			     : st->exit_code == 0 ? "Completed"
 						  : "Error";
 	int64_t finished = st->finished_at ? st->finished_at : ad_now_ns();
-	if (mgr_db_exec(m, err,
-			"UPDATE containers SET state = ?2, finished_ns = ?3, exit_code = ?4,"
-			" reason = ?5 WHERE id = ?1",
-			"siiis", c->id, (int64_t)MGR_CTR_EXITED, finished, (int64_t)st->exit_code,
-			reason) < 0)
+	/* The exit watch, a status poll and StopContainer may all see the same
+	 * exit: only the one whose update moves the row to EXITED records it and
+	 * announces STOPPED. */
+	int changed = mgr_db_exec_changes(
+	    m, err,
+	    "UPDATE containers SET state = ?2, finished_ns = ?3, exit_code = ?4,"
+	    " reason = ?5 WHERE id = ?1 AND state <> ?2",
+	    "siiis", c->id, (int64_t)MGR_CTR_EXITED, finished, (int64_t)st->exit_code, reason);
+	if (changed < 0)
 		return -1;
 	c->state = MGR_CTR_EXITED;
-	mgr_event_publish(m, c->id, c->pod_id, MGR_EV_STOPPED);
+	if (changed > 0)
+		mgr_event_publish(m, c->id, c->pod_id, MGR_EV_STOPPED);
 	c->finished_ns = finished;
 	c->exit_code = st->exit_code;
 	free(c->reason);

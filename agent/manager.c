@@ -179,23 +179,44 @@ static int bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
 	return 0;
 }
 
-/* One statement (its own transaction). fmt: s = text (NULL binds NULL),
- * i = int64_t, b = blob (pointer, size_t). */
-int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)
+static int db_exec_va(mgr *m, ad_error **err, int *ret_changes, const char *sql, const char *fmt,
+		      va_list ap)
 {
 	pthread_mutex_lock(&m->db_lock);
 	sqlite3_stmt *st;
 	int r = ad_db_prepare(m->db, sql, &st, err);
 	if (r == 0) {
-		va_list ap;
-		va_start(ap, fmt);
 		if (bind_args(st, fmt, ap) < 0 || sqlite3_step(st) != SQLITE_DONE)
 			r = ad_db_fail(m->db, err, "state DB");
-		va_end(ap);
+		else if (ret_changes)
+			*ret_changes = sqlite3_changes(ad_db_handle(m->db));
 		sqlite3_reset(st);
 	}
 	pthread_mutex_unlock(&m->db_lock);
 	return r;
+}
+
+/* One statement (its own transaction). fmt: s = text (NULL binds NULL),
+ * i = int64_t, b = blob (pointer, size_t). */
+int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = db_exec_va(m, err, NULL, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* mgr_db_exec answering how many rows the statement changed: a conditional
+ * UPDATE tells which of two racing threads made a transition. */
+int mgr_db_exec_changes(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int changes = 0;
+	int r = db_exec_va(m, err, &changes, sql, fmt, ap);
+	va_end(ap);
+	return r < 0 ? r : changes;
 }
 
 char *mgr_col_text(sqlite3_stmt *st, int i)

@@ -67,6 +67,8 @@ char *mgr_new_id(void);
 
 /* DB helpers; each takes db_lock itself. */
 int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
+/* The same, returning the number of rows changed (or -1). */
+int mgr_db_exec_changes(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
 /* Column readers for rows of the pods and containers tables: copies (NULL for
  * SQL NULL text; a blob is NUL-terminated and may be empty). */
 char *mgr_col_text(sqlite3_stmt *st, int i);
