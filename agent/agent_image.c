@@ -82,11 +82,9 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	(void)userdata;
 	const Agent__V1__PullImageRequest *rq = (const Agent__V1__PullImageRequest *)req;
 	_cleanup_error_ ad_error *e = NULL;
-	store *s = agent_images_store();
-	if (!s) {
-		ad_fail(&e, AD_E_UNAVAILABLE, "the image store is not open");
+	store *s = agent_images_require_store(&e);
+	if (!s)
 		return status_call_error(call, e);
-	}
 	if (!rq->image || !rq->image[0]) {
 		ad_fail(&e, AD_E_INVALID, "an image reference is required");
 		return status_call_error(call, e);
@@ -189,11 +187,9 @@ static rpc_code image_load(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	Agent__V1__LoadImageResponse *rs = (Agent__V1__LoadImageResponse *)resp;
 	_cleanup_error_ ad_error *e = NULL;
 	_cleanup_close_ int fd = -1;
-	store *s = agent_images_store();
-	if (!s) {
-		ad_fail(&e, AD_E_UNAVAILABLE, "the image store is not open");
+	store *s = agent_images_require_store(&e);
+	if (!s)
 		return status_call_error(call, e);
-	}
 	if (check_format(rq->format, &e) < 0 || open_input(rq->path, &fd, &e) < 0)
 		return status_call_error(call, e);
 	char **ids = NULL;
@@ -235,11 +231,9 @@ static rpc_code image_save(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	(void)userdata;
 	const Agent__V1__SaveImageRequest *rq = (const Agent__V1__SaveImageRequest *)req;
 	_cleanup_error_ ad_error *e = NULL;
-	store *s = agent_images_store();
-	if (!s) {
-		ad_fail(&e, AD_E_UNAVAILABLE, "the image store is not open");
+	store *s = agent_images_require_store(&e);
+	if (!s)
 		return status_call_error(call, e);
-	}
 	if (check_format(rq->format, &e) < 0 || check_path(rq->path, &e) < 0)
 		return status_call_error(call, e);
 	if (!rq->n_images) {
@@ -278,11 +272,9 @@ static rpc_code image_import(rpc_call *call, const ProtobufCMessage *req, Protob
 	Agent__V1__ImportImageResponse *rs = (Agent__V1__ImportImageResponse *)resp;
 	_cleanup_error_ ad_error *e = NULL;
 	_cleanup_close_ int fd = -1;
-	store *s = agent_images_store();
-	if (!s) {
-		ad_fail(&e, AD_E_UNAVAILABLE, "the image store is not open");
+	store *s = agent_images_require_store(&e);
+	if (!s)
 		return status_call_error(call, e);
-	}
 	const char *reference = rq->reference && rq->reference[0] ? rq->reference : NULL;
 	if (reference) {
 		store_ref ref = {0};

@@ -24,6 +24,14 @@ store *agent_images_store(void)
 	return atomic_load(&images_store);
 }
 
+store *agent_images_require_store(ad_error **err)
+{
+	store *s = agent_images_store();
+	if (!s)
+		ad_fail(err, AD_E_UNAVAILABLE, "the image store is not open");
+	return s;
+}
+
 /* The entry for `host` in *regs, added if missing. */
 static store_registry_config *registry_entry(store_registry_config **regs, size_t *n,
 					     const char *host, size_t len)
@@ -133,10 +141,9 @@ static rpc_code fail(rpc_call *call, ad_code code, const char *msg)
 
 static rpc_code with_store(rpc_call *call, store **ret_store)
 {
-	*ret_store = agent_images_store();
-	if (!*ret_store)
-		return fail(call, AD_E_UNAVAILABLE, "the image store is not open");
-	return RPC_OK;
+	_cleanup_error_ ad_error *e = NULL;
+	*ret_store = agent_images_require_store(&e);
+	return *ret_store ? RPC_OK : status_call_error(call, e);
 }
 
 /* The image spec's reference, required non-empty. */

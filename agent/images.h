@@ -14,6 +14,8 @@ int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err);
  * belongs to the daemon core, so the store does not live there). */
 void agent_images_set_store(store *s);
 store *agent_images_store(void);
+/* The same, or NULL with AD_E_UNAVAILABLE when it is not open. */
+store *agent_images_require_store(ad_error **err);
 
 /* agent.v1.ImageService. */
 void agent_image_register(svc_table *t, agent_ctx *ctx);
