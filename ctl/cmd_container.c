@@ -132,32 +132,29 @@ static int run_start(ctl_ctx *ctx, int argc, char **argv)
 
 /* ---- stop, rm ------------------------------------------------------------------------ */
 
-static int run_stop(ctl_ctx *ctx, int argc, char **argv)
+/* getopt for stop and exec: -t SECONDS and -h; in_order: options end at the
+ * first operand (what follows CONTAINER is exec's command). 0 to go on, -1
+ * after printing help, else the exit status of a usage error. */
+static int seconds_option(const ctl_command *cmd, int argc, char **argv, bool in_order,
+			  long *ret_seconds)
 {
 	static const struct option opts[] = {
 	    {"timeout", required_argument, NULL, 't'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
+	int r = 0;
+	while (!r && ctl_getopt(cmd, argc, argv, in_order ? "+:t:h" : ":t:h", opts, &r) != -1)
+		r = ctl_parse_seconds(cmd, optarg, ret_seconds);
+	return r;
+}
+
+static int run_stop(ctl_ctx *ctx, int argc, char **argv)
+{
 	long grace = 0;
-	int c;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":t:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			if (ctl_parse_seconds(&ctl_cmd_stop, optarg, &grace))
-				return EX_USAGE;
-			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_stop);
-			return 0;
-		case ':':
-			return ctl_usage_error(&ctl_cmd_stop, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(&ctl_cmd_stop, "bad option '%s'", argv[optind - 1]);
-		}
-	}
+	int r = seconds_option(&ctl_cmd_stop, argc, argv, false, &grace);
+	if (r)
+		return r < 0 ? 0 : r;
 	if (optind >= argc)
 		return ctl_usage_error(&ctl_cmd_stop, "CONTAINER is required");
 	ctl_long_call(ctx);
@@ -167,7 +164,7 @@ static int run_stop(ctl_ctx *ctx, int argc, char **argv)
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		_cleanup_free_ char *id = NULL;
-		int r = ctl_resolve_id(ctx, false, argv[i], &id);
+		r = ctl_resolve_id(ctx, false, argv[i], &id);
 		if (r) {
 			status = r;
 			continue;
@@ -285,8 +282,7 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 	ctl_regex name = {0};
 	json_t *labels = json_object();
 	int c, r = 0;
-	opterr = 0;
-	while (!r && (c = getopt_long(argc, argv, ":aqo:p:s:n:lh", opts, NULL)) != -1) {
+	while (!r && (c = ctl_getopt(&ctl_cmd_ps, argc, argv, ":aqo:p:s:n:lh", opts, &r)) != -1) {
 		switch (c) {
 		case 'a':
 			all = true;
@@ -336,20 +332,10 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 		case 'T':
 			no_trunc = true;
 			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_ps);
-			r = -1;
-			break;
-		case ':':
-			r = ctl_usage_error(&ctl_cmd_ps, "option '%s' needs an argument",
-					    argv[optind - 1]);
-			break;
-		default:
-			r = ctl_usage_error(&ctl_cmd_ps, "bad option '%s'", argv[optind - 1]);
 		}
 	}
-	if (!r && optind < argc)
-		r = ctl_usage_error(&ctl_cmd_ps, "unexpected argument '%s'", argv[optind]);
+	if (!r)
+		r = ctl_operands_at_most(&ctl_cmd_ps, argc, argv, 0);
 	/* Like crictl: running containers only unless -a, --state, --last or
 	 * --latest (which look at every state). */
 	if (!state && !all && !last)
@@ -862,35 +848,26 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 	};
 	log_opts o = {.tail = -1};
 	bool follow = false;
-	int c, r;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":fth", opts, NULL)) != -1) {
+	int c, r = 0;
+	while (!r && (c = ctl_getopt(&ctl_cmd_logs, argc, argv, ":fth", opts, &r)) != -1) {
 		switch (c) {
 		case 'f':
 			follow = true;
 			break;
 		case 'n':
-			if ((r = ctl_parse_count(&ctl_cmd_logs, "--tail", optarg, &o.tail)))
-				return r;
+			r = ctl_parse_count(&ctl_cmd_logs, "--tail", optarg, &o.tail);
 			break;
 		case 'S':
-			if ((r = parse_since(optarg, &o.since_ns)))
-				return r;
+			r = parse_since(optarg, &o.since_ns);
 			o.since_set = true;
 			break;
 		case 't':
 			o.stamps = true;
 			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_logs);
-			return 0;
-		case ':':
-			return ctl_usage_error(&ctl_cmd_logs, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(&ctl_cmd_logs, "bad option '%s'", argv[optind - 1]);
 		}
 	}
+	if (r)
+		return r < 0 ? 0 : r;
 	if (argc - optind != 1)
 		return ctl_usage_error(&ctl_cmd_logs, "one CONTAINER is required");
 	_cleanup_free_ char *id = NULL;
@@ -927,35 +904,14 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 
 static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"timeout", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	long timeout = 0;
-	int c;
-	opterr = 0;
-	/* '+': options end at CONTAINER; what follows is the command's. */
-	while ((c = getopt_long(argc, argv, "+:t:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			if (ctl_parse_seconds(&ctl_cmd_exec, optarg, &timeout))
-				return EX_USAGE;
-			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_exec);
-			return 0;
-		case ':':
-			return ctl_usage_error(&ctl_cmd_exec, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(&ctl_cmd_exec, "bad option '%s'", argv[optind - 1]);
-		}
-	}
+	int r = seconds_option(&ctl_cmd_exec, argc, argv, true, &timeout);
+	if (r)
+		return r < 0 ? 0 : r;
 	if (argc - optind < 2)
 		return ctl_usage_error(&ctl_cmd_exec, "CONTAINER and CMD are required");
 	_cleanup_free_ char *id = NULL;
-	int r = ctl_resolve_id(ctx, false, argv[optind], &id);
+	r = ctl_resolve_id(ctx, false, argv[optind], &id);
 	if (r)
 		return r;
 	Runtime__V1__ExecSyncRequest req = RUNTIME__V1__EXEC_SYNC_REQUEST__INIT;

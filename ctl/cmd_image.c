@@ -137,23 +137,12 @@ static int run_pull(ctl_ctx *ctx, int argc, char **argv)
 	    {0},
 	};
 	const char *creds = NULL;
-	int c;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
+	int c, r = 0;
+	while ((c = ctl_getopt(&ctl_cmd_pull, argc, argv, ":c:h", opts, &r)) != -1)
+		if (c == 'c')
 			creds = optarg;
-			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_pull);
-			return 0;
-		case ':':
-			return ctl_usage_error(&ctl_cmd_pull, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(&ctl_cmd_pull, "bad option '%s'", argv[optind - 1]);
-		}
-	}
+	if (r)
+		return r < 0 ? 0 : r;
 	if (optind != argc - 1)
 		return ctl_usage_error(&ctl_cmd_pull,
 				       optind < argc ? "one IMAGE only" : "IMAGE is required");
@@ -170,8 +159,8 @@ static int run_pull(ctl_ctx *ctx, int argc, char **argv)
 	}
 	pull_view v = {.tty = isatty(STDERR_FILENO)};
 	/* A pull takes as long as it takes unless -t was given. */
-	int r = ctl_stream(ctx, PATH_PULL, &req.base, &agent__v1__pull_image_progress__descriptor,
-			   ctx->timeout_given ? ctx->timeout_ms : 0, on_pull_msg, &v);
+	r = ctl_stream(ctx, PATH_PULL, &req.base, &agent__v1__pull_image_progress__descriptor,
+		       ctx->timeout_given ? ctx->timeout_ms : 0, on_pull_msg, &v);
 	if (v.drawn)
 		fputc('\n', stderr);
 	if (!r && !v.image_id) {
@@ -363,8 +352,7 @@ static int run_images(ctl_ctx *ctx, int argc, char **argv)
 	image_table table = {0};
 	image_filter filter = {.dangling = -1};
 	int c, r = 0;
-	opterr = 0;
-	while (!r && (c = getopt_long(argc, argv, ":qo:f:h", opts, NULL)) != -1) {
+	while (!r && (c = ctl_getopt(&ctl_cmd_images, argc, argv, ":qo:f:h", opts, &r)) != -1) {
 		switch (c) {
 		case 'q':
 			quiet = true;
@@ -381,20 +369,10 @@ static int run_images(ctl_ctx *ctx, int argc, char **argv)
 		case 'T':
 			table.no_trunc = true;
 			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_images);
-			r = -1;
-			break;
-		case ':':
-			r = ctl_usage_error(&ctl_cmd_images, "option '%s' needs an argument",
-					    argv[optind - 1]);
-			break;
-		default:
-			r = ctl_usage_error(&ctl_cmd_images, "bad option '%s'", argv[optind - 1]);
 		}
 	}
-	if (!r && argc - optind > 1)
-		r = ctl_usage_error(&ctl_cmd_images, "unexpected argument '%s'", argv[optind + 1]);
+	if (!r)
+		r = ctl_operands_at_most(&ctl_cmd_images, argc, argv, 1);
 	Runtime__V1__ListImagesRequest req = RUNTIME__V1__LIST_IMAGES_REQUEST__INIT;
 	Runtime__V1__ImageFilter spec_filter = RUNTIME__V1__IMAGE_FILTER__INIT;
 	Runtime__V1__ImageSpec spec = RUNTIME__V1__IMAGE_SPEC__INIT;
@@ -513,23 +491,15 @@ static int run_inspecti(ctl_ctx *ctx, int argc, char **argv)
 
 static int run_rmi(ctl_ctx *ctx, int argc, char **argv)
 {
-	int c;
-	opterr = 0;
-	while ((c = getopt(argc, argv, ":h")) != -1) {
-		if (c == 'h') {
-			ctl_command_usage(stdout, &ctl_cmd_rmi);
-			return 0;
-		}
-		return ctl_usage_error(&ctl_cmd_rmi, "bad option '%s'", argv[optind - 1]);
-	}
-	if (optind >= argc)
-		return ctl_usage_error(&ctl_cmd_rmi, "IMAGE is required");
+	int r = ctl_ids_only(&ctl_cmd_rmi, argc, argv, "IMAGE");
+	if (r)
+		return r < 0 ? 0 : r;
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		/* RemoveImage succeeds for an absent image (the CRI wants it
 		 * idempotent); a person typing a name wants to hear about a typo. */
 		Runtime__V1__ImageStatusResponse *st = NULL;
-		int r = image_status(ctx, argv[i], false, &st);
+		r = image_status(ctx, argv[i], false, &st);
 		if (r)
 			return r;
 		bool absent = !st->image;
@@ -576,25 +546,10 @@ static char *absolute_path(const char *path)
 static int file_option(const ctl_command *cmd, int argc, char **argv, const char *shortopts,
 		       const struct option *opts, const char **ret_file)
 {
-	int c;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, shortopts, opts, NULL)) != -1) {
-		switch (c) {
-		case 'i':
-		case 'o':
-			*ret_file = optarg;
-			break;
-		case 'h':
-			ctl_command_usage(stdout, cmd);
-			return -1;
-		case ':':
-			return ctl_usage_error(cmd, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(cmd, "bad option '%s'", argv[optind - 1]);
-		}
-	}
-	return 0;
+	int r = 0;
+	while (ctl_getopt(cmd, argc, argv, shortopts, opts, &r) != -1)
+		*ret_file = optarg;
+	return r;
 }
 
 static int run_load(ctl_ctx *ctx, int argc, char **argv)
@@ -606,10 +561,10 @@ static int run_load(ctl_ctx *ctx, int argc, char **argv)
 	};
 	const char *file = NULL;
 	int r = file_option(&ctl_cmd_load, argc, argv, ":i:h", opts, &file);
+	if (!r)
+		r = ctl_operands_at_most(&ctl_cmd_load, argc, argv, 0);
 	if (r)
 		return r < 0 ? 0 : r;
-	if (optind < argc)
-		return ctl_usage_error(&ctl_cmd_load, "unexpected argument '%s'", argv[optind]);
 	if (!file)
 		return ctl_usage_error(&ctl_cmd_load, "-i FILE is required");
 	_cleanup_free_ char *path = absolute_path(file);
@@ -662,28 +617,19 @@ static int run_save(ctl_ctx *ctx, int argc, char **argv)
 
 static int run_import(ctl_ctx *ctx, int argc, char **argv)
 {
-	int c;
-	opterr = 0;
-	while ((c = getopt(argc, argv, ":h")) != -1) {
-		if (c == 'h') {
-			ctl_command_usage(stdout, &ctl_cmd_import);
-			return 0;
-		}
-		return ctl_usage_error(&ctl_cmd_import, "bad option '%s'", argv[optind - 1]);
-	}
-	if (optind >= argc)
-		return ctl_usage_error(&ctl_cmd_import, "FILE is required");
-	if (argc - optind > 2)
-		return ctl_usage_error(&ctl_cmd_import, "unexpected argument '%s'",
-				       argv[optind + 2]);
+	int r = ctl_ids_only(&ctl_cmd_import, argc, argv, "FILE");
+	if (!r)
+		r = ctl_operands_at_most(&ctl_cmd_import, argc, argv, 2);
+	if (r)
+		return r < 0 ? 0 : r;
 	_cleanup_free_ char *path = absolute_path(argv[optind]);
 	Agent__V1__ImportImageRequest req = AGENT__V1__IMPORT_IMAGE_REQUEST__INIT;
 	req.path = path;
 	req.reference = optind + 1 < argc ? argv[optind + 1] : (char *)"";
 	ctl_long_call(ctx);
 	ProtobufCMessage *m = NULL;
-	int r = ctl_unary(ctx, PATH_IMPORT, &req.base,
-			  &agent__v1__import_image_response__descriptor, &m);
+	r = ctl_unary(ctx, PATH_IMPORT, &req.base, &agent__v1__import_image_response__descriptor,
+		      &m);
 	if (r)
 		return r;
 	/* As docker import prints: the new image's id. */

@@ -1,5 +1,4 @@
 /* agentctl info: agent.v1.AgentService/Info. */
-#include <getopt.h>
 #include <jansson.h>
 #include <string.h>
 
@@ -44,37 +43,15 @@ static void print_text(const Agent__V1__InfoResponse *in)
 
 static int run_info(ctl_ctx *ctx, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"output", required_argument, NULL, 'o'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	ctl_format fmt = CTL_TEXT;
-	int c;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'o':
-			if (ctl_parse_format(&ctl_cmd_info, optarg, &fmt))
-				return EX_USAGE;
-			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_info);
-			return 0;
-		case ':':
-			return ctl_usage_error(&ctl_cmd_info, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(&ctl_cmd_info, "bad option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		return ctl_usage_error(&ctl_cmd_info, "unexpected argument '%s'", argv[optind]);
+	int r = ctl_format_only(&ctl_cmd_info, argc, argv, &fmt);
+	if (r)
+		return r < 0 ? 0 : r;
 
 	Agent__V1__InfoRequest req = AGENT__V1__INFO_REQUEST__INIT;
 	ProtobufCMessage *m = NULL;
-	int r = ctl_unary(ctx, "/agent.v1.AgentService/Info", &req.base,
-			  &agent__v1__info_response__descriptor, &m);
+	r = ctl_unary(ctx, "/agent.v1.AgentService/Info", &req.base,
+		      &agent__v1__info_response__descriptor, &m);
 	if (r)
 		return r;
 	if (fmt != CTL_TEXT)

@@ -522,28 +522,17 @@ int ctl_ids_and_format(const ctl_command *cmd, int argc, char **argv, const char
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	int c, r;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, fmt ? ":o:h" : ":h", fmt ? opts : opts + 1, NULL)) !=
-	       -1) {
-		switch (c) {
-		case 'h':
-			ctl_command_usage(stdout, cmd);
-			return -1;
-		case 'o':
-			if ((r = ctl_parse_format(cmd, optarg, fmt)))
-				return r;
-			if (*fmt == CTL_TEXT)
-				return ctl_usage_error(cmd, "%s prints json or yaml, not '%s'",
-						       cmd->name, optarg);
-			break;
-		case ':':
-			return ctl_usage_error(cmd, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(cmd, "bad option '%s'", argv[optind - 1]);
-		}
+	const char *shortopts = fmt ? ":o:h" : ":h";
+	int r = 0;
+	/* -o is the only option left to handle */
+	while (!r && ctl_getopt(cmd, argc, argv, shortopts, fmt ? opts : opts + 1, &r) != -1) {
+		r = ctl_parse_format(cmd, optarg, fmt);
+		if (!r && *fmt == CTL_TEXT)
+			r = ctl_usage_error(cmd, "%s prints json or yaml, not '%s'", cmd->name,
+					    optarg);
 	}
+	if (r)
+		return r;
 	if (optind >= argc)
 		return ctl_usage_error(cmd, "%s is required", what);
 	return 0;
@@ -624,8 +613,7 @@ static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 	json_t *filter = json_object();
 	json_t *labels = json_object();
 	int c, r = 0;
-	opterr = 0;
-	while (!r && (c = getopt_long(argc, argv, ":qo:s:n:lh", opts, NULL)) != -1) {
+	while (!r && (c = ctl_getopt(&ctl_cmd_pods, argc, argv, ":qo:s:n:lh", opts, &r)) != -1) {
 		switch (c) {
 		case 'q':
 			quiet = true;
@@ -667,20 +655,10 @@ static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 		case 'T':
 			no_trunc = true;
 			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_pods);
-			r = -1;
-			break;
-		case ':':
-			r = ctl_usage_error(&ctl_cmd_pods, "option '%s' needs an argument",
-					    argv[optind - 1]);
-			break;
-		default:
-			r = ctl_usage_error(&ctl_cmd_pods, "bad option '%s'", argv[optind - 1]);
 		}
 	}
-	if (!r && optind < argc)
-		r = ctl_usage_error(&ctl_cmd_pods, "unexpected argument '%s'", argv[optind]);
+	if (!r)
+		r = ctl_operands_at_most(&ctl_cmd_pods, argc, argv, 0);
 	_cleanup_free_ char *pod_id = NULL;
 	if (!r && id_arg)
 		r = ctl_resolve_id(ctx, true, id_arg, &pod_id);

@@ -119,8 +119,7 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 	const char *pod = NULL, *id = NULL;
 	json_t *labels = json_object();
 	int c, r = 0;
-	opterr = 0;
-	while (!r && (c = getopt_long(argc, argv, ":ao:p:h", opts, NULL)) != -1) {
+	while (!r && (c = ctl_getopt(&ctl_cmd_stats, argc, argv, ":ao:p:h", opts, &r)) != -1) {
 		switch (c) {
 		case 'a':
 			all = true;
@@ -137,20 +136,10 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 		case 'l':
 			r = ctl_add_label(&ctl_cmd_stats, labels, optarg);
 			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_stats);
-			r = -1;
-			break;
-		case ':':
-			r = ctl_usage_error(&ctl_cmd_stats, "option '%s' needs an argument",
-					    argv[optind - 1]);
-			break;
-		default:
-			r = ctl_usage_error(&ctl_cmd_stats, "bad option '%s'", argv[optind - 1]);
 		}
 	}
-	if (!r && argc - optind > 1)
-		r = ctl_usage_error(&ctl_cmd_stats, "unexpected argument '%s'", argv[optind + 1]);
+	if (!r)
+		r = ctl_operands_at_most(&ctl_cmd_stats, argc, argv, 1);
 	if (!r && optind < argc && id)
 		r = ctl_usage_error(&ctl_cmd_stats, "CONTAINER and --id do not go together");
 	if (r) {
@@ -290,9 +279,8 @@ static int run_update(ctl_ctx *ctx, int argc, char **argv)
 	};
 	Runtime__V1__LinuxContainerResources res = RUNTIME__V1__LINUX_CONTAINER_RESOURCES__INIT;
 	bool any = false;
-	int c, idx = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, &idx)) != -1) {
+	int c, r = 0;
+	while ((c = ctl_getopt(&ctl_cmd_update, argc, argv, ":h", opts, &r)) != -1) {
 		bool ok = true;
 		switch (c) {
 		case 'm':
@@ -314,21 +302,18 @@ static int run_update(ctl_ctx *ctx, int argc, char **argv)
 		case 'M':
 			res.cpuset_mems = optarg;
 			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_update);
-			return 0;
-		case ':':
-			return ctl_usage_error(&ctl_cmd_update, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(&ctl_cmd_update, "bad option '%s'",
-					       argv[optind - 1]);
 		}
-		if (!ok)
+		if (!ok) {
+			const struct option *o = opts;
+			while (o->val != c)
+				o++;
 			return ctl_usage_error(&ctl_cmd_update, "invalid value '%s' for --%s",
-					       optarg, opts[idx].name);
+					       optarg, o->name);
+		}
 		any = true;
 	}
+	if (r)
+		return r < 0 ? 0 : r;
 	if (optind >= argc)
 		return ctl_usage_error(&ctl_cmd_update, "CONTAINER is required");
 	if (!any)
@@ -336,7 +321,7 @@ static int run_update(ctl_ctx *ctx, int argc, char **argv)
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		_cleanup_free_ char *id = NULL;
-		int r = ctl_resolve_id(ctx, false, argv[i], &id);
+		r = ctl_resolve_id(ctx, false, argv[i], &id);
 		if (r) {
 			status = r;
 			continue;
@@ -392,33 +377,10 @@ static int on_event(const ProtobufCMessage *msg, void *userdata)
 
 static int run_events(ctl_ctx *ctx, int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"output", required_argument, NULL, 'o'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	ctl_format fmt = CTL_TEXT;
-	int c, r;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'o':
-			if ((r = ctl_parse_format(&ctl_cmd_events, optarg, &fmt)))
-				return r;
-			break;
-		case 'h':
-			ctl_command_usage(stdout, &ctl_cmd_events);
-			return 0;
-		case ':':
-			return ctl_usage_error(&ctl_cmd_events, "option '%s' needs an argument",
-					       argv[optind - 1]);
-		default:
-			return ctl_usage_error(&ctl_cmd_events, "bad option '%s'",
-					       argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		return ctl_usage_error(&ctl_cmd_events, "unexpected argument '%s'", argv[optind]);
+	int r = ctl_format_only(&ctl_cmd_events, argc, argv, &fmt);
+	if (r)
+		return r < 0 ? 0 : r;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	struct sigaction sa = {.sa_handler = events_interrupted};
 	sigemptyset(&sa.sa_mask);

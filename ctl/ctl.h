@@ -65,6 +65,18 @@ int ctl_usage_error(const ctl_command *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ctl_command_usage(FILE *out, const ctl_command *cmd);
 
+struct option;
+/* getopt_long for a command: returns the next option for the command to
+ * handle, or -1 when there are none left. -h (printing the usage), an option
+ * missing its argument and an unknown option end the loop as well, with
+ * *status set to -1 after help or to the usage error's exit status; *status
+ * is left alone otherwise (start it at 0). */
+int ctl_getopt(const ctl_command *cmd, int argc, char **argv, const char *shortopts,
+	       const struct option *longopts, int *status);
+/* After the options: at most max operands, else the usage error's exit
+ * status ("unexpected argument"). */
+int ctl_operands_at_most(const ctl_command *cmd, int argc, char **argv, int max);
+
 /* Unary call to agentd (connecting first if needed). Returns 0 with *ret_resp
  * set (free with protobuf_c_message_free_unpacked), or, having printed why,
  * the exit status to use: EX_UNAVAILABLE when agentd cannot be reached. */
@@ -79,6 +91,9 @@ int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 /* Output format option shared by commands: -o table (or text), json, yaml. */
 typedef enum ctl_format { CTL_TEXT, CTL_JSON, CTL_YAML } ctl_format;
 int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret);
+/* getopt for commands taking just -o and -h (no operands): 0 to go on, -1
+ * after printing help, else the exit status of a usage error. */
+int ctl_format_only(const ctl_command *cmd, int argc, char **argv, ctl_format *fmt);
 /* A command's whole-seconds option (0 to 86400): 0, or the usage error's exit code. */
 int ctl_parse_seconds(const ctl_command *cmd, const char *s, long *ret);
 /* A count option (--last N, --tail N): a non-negative integer; 0 or the

@@ -84,6 +84,34 @@ int ctl_usage_error(const ctl_command *cmd, const char *fmt, ...)
 	return EX_USAGE;
 }
 
+int ctl_getopt(const ctl_command *cmd, int argc, char **argv, const char *shortopts,
+	       const struct option *longopts, int *status)
+{
+	opterr = 0;
+	int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+	switch (c) {
+	case 'h':
+		ctl_command_usage(stdout, cmd);
+		*status = -1;
+		return -1;
+	case ':':
+		*status = ctl_usage_error(cmd, "option '%s' needs an argument", argv[optind - 1]);
+		return -1;
+	case '?':
+		*status = ctl_usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+		return -1;
+	default:
+		return c;
+	}
+}
+
+int ctl_operands_at_most(const ctl_command *cmd, int argc, char **argv, int max)
+{
+	if (argc - optind > max)
+		return ctl_usage_error(cmd, "unexpected argument '%s'", argv[optind + max]);
+	return 0;
+}
+
 int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret)
 {
 	if (strcmp(s, "text") == 0 || strcmp(s, "table") == 0)
@@ -95,6 +123,20 @@ int ctl_parse_format(const ctl_command *cmd, const char *s, ctl_format *ret)
 	else
 		return ctl_usage_error(cmd, "unknown output format '%s' (table, json or yaml)", s);
 	return 0;
+}
+
+int ctl_format_only(const ctl_command *cmd, int argc, char **argv, ctl_format *fmt)
+{
+	static const struct option opts[] = {
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	int c, r = 0;
+	while (!r && (c = ctl_getopt(cmd, argc, argv, ":o:h", opts, &r)) != -1)
+		if (c == 'o')
+			r = ctl_parse_format(cmd, optarg, fmt);
+	return r ? r : ctl_operands_at_most(cmd, argc, argv, 0);
 }
 
 int ctl_parse_seconds(const ctl_command *cmd, const char *s, long *ret)
