@@ -87,6 +87,38 @@ static bool labels_match(size_t n_sel, void *const *sel, size_t n, void *const *
 	return true;
 }
 
+/* What the four List filters (pods, containers and their stats) share: an id
+ * prefix and a label selector. The state, where there is one, is the caller's. */
+typedef struct list_filter {
+	const char *id;
+	size_t n_sel;
+	void *const *sel;
+} list_filter;
+
+#define LIST_FILTER(f)                                                                             \
+	((list_filter){(f) ? (f)->id : NULL, (f) ? (f)->n_label_selector : 0,                      \
+		       (f) ? (void *const *)(f)->label_selector : NULL})
+
+/* The stored config of a listed pod or container (d: its type,
+ * PodSandboxConfig or ContainerConfig) if the object passes the filter, else
+ * NULL. */
+static void *listed_config(rpc_call *call, const list_filter *f, const char *id,
+			   const ProtobufCMessageDescriptor *d, size_t len, const uint8_t *data)
+{
+	if (!empty(f->id) && strncmp(id, f->id, strlen(f->id)) != 0)
+		return NULL;
+	char *cfg = unpack_in_call(call, d, len, data);
+	if (!cfg)
+		return NULL;
+	/* Both types have a map<string, string> labels: found by name, so that
+	 * one function serves both. */
+	const ProtobufCFieldDescriptor *fd =
+	    protobuf_c_message_descriptor_get_field_by_name(d, "labels");
+	size_t n = *(const size_t *)(cfg + fd->quantifier_offset);
+	void *const *labels = *(void *const *const *)(cfg + fd->offset);
+	return labels_match(f->n_sel, f->sel, n, labels) ? cfg : NULL;
+}
+
 /* ---- Status --------------------------------------------------------------- */
 rpc_code cri_status(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
 		    void *userdata)
@@ -312,18 +344,15 @@ rpc_code cri_list_pod_sandbox(rpc_call *call, const ProtobufCMessage *req, Proto
 		n++;
 	R(ListPodSandboxResponse) *r = (R(ListPodSandboxResponse) *)resp;
 	r->items = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	list_filter lf = LIST_FILTER(f);
 	for (size_t i = 0; i < n; i++) {
 		mgr_pod *p = pods[i];
-		if (f && !empty(f->id) && strncmp(p->id, f->id, strlen(f->id)) != 0)
-			continue;
 		if (f && f->state && f->state->state != pod_state(p))
 			continue;
-		R(PodSandboxConfig) *cfg = unpack_in_call(
-		    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+		R(PodSandboxConfig) *cfg =
+		    listed_config(call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor,
+				  p->config_len, p->config);
 		if (!cfg)
-			continue;
-		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
-				       cfg->n_labels, (void *const *)cfg->labels))
 			continue;
 		R(PodSandbox) *it = rpc_call_alloc(call, sizeof(*it));
 		runtime__v1__pod_sandbox__init(it);
@@ -455,18 +484,15 @@ rpc_code cri_list_containers(rpc_call *call, const ProtobufCMessage *req, Protob
 		n++;
 	R(ListContainersResponse) *r = (R(ListContainersResponse) *)resp;
 	r->containers = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	list_filter lf = LIST_FILTER(f);
 	for (size_t i = 0; i < n; i++) {
 		mgr_ctr *c = v[i];
-		if (f && !empty(f->id) && strncmp(c->id, f->id, strlen(f->id)) != 0)
-			continue;
 		if (f && f->state && f->state->state != ctr_state(c))
 			continue;
-		R(ContainerConfig) *cfg = unpack_in_call(
-		    call, &runtime__v1__container_config__descriptor, c->config_len, c->config);
+		R(ContainerConfig) *cfg =
+		    listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
+				  c->config_len, c->config);
 		if (!cfg)
-			continue;
-		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
-				       cfg->n_labels, (void *const *)cfg->labels))
 			continue;
 		R(Container) *it = rpc_call_alloc(call, sizeof(*it));
 		runtime__v1__container__init(it);
@@ -731,18 +757,14 @@ rpc_code cri_list_container_stats(rpc_call *call, const ProtobufCMessage *req,
 		n++;
 	R(ListContainerStatsResponse) *r = (R(ListContainerStatsResponse) *)resp;
 	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	list_filter lf = LIST_FILTER(f);
 	for (size_t i = 0; i < n; i++) {
 		mgr_ctr *c = v[i];
-		if (f && !empty(f->id) && strncmp(c->id, f->id, strlen(f->id)) != 0)
-			continue;
-		R(ContainerConfig) *cfg = unpack_in_call(
-		    call, &runtime__v1__container_config__descriptor, c->config_len, c->config);
-		if (!cfg)
-			continue;
-		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
-				       cfg->n_labels, (void *const *)cfg->labels))
-			continue;
-		r->stats[r->n_stats++] = ctr_stats(call, m, c, cfg);
+		R(ContainerConfig) *cfg =
+		    listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
+				  c->config_len, c->config);
+		if (cfg)
+			r->stats[r->n_stats++] = ctr_stats(call, m, c, cfg);
 	}
 	mgr_ctrs_free(v);
 	return RPC_OK;
@@ -1018,18 +1040,14 @@ rpc_code cri_list_pod_sandbox_stats(rpc_call *call, const ProtobufCMessage *req,
 		n++;
 	R(ListPodSandboxStatsResponse) *r = (R(ListPodSandboxStatsResponse) *)resp;
 	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	list_filter lf = LIST_FILTER(f);
 	for (size_t i = 0; i < n; i++) {
 		mgr_pod *p = pods[i];
-		if (f && !empty(f->id) && strncmp(p->id, f->id, strlen(f->id)) != 0)
-			continue;
-		R(PodSandboxConfig) *cfg = unpack_in_call(
-		    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
-		if (!cfg)
-			continue;
-		if (f && !labels_match(f->n_label_selector, (void *const *)f->label_selector,
-				       cfg->n_labels, (void *const *)cfg->labels))
-			continue;
-		r->stats[r->n_stats++] = pod_stats(call, m, p, cfg);
+		R(PodSandboxConfig) *cfg =
+		    listed_config(call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor,
+				  p->config_len, p->config);
+		if (cfg)
+			r->stats[r->n_stats++] = pod_stats(call, m, p, cfg);
 	}
 	mgr_pods_free(pods);
 	return RPC_OK;
