@@ -193,7 +193,7 @@ static rpc_code image_load(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	if (check_format(rq->format, &e) < 0 || open_input(rq->path, &fd, &e) < 0)
 		return status_call_error(call, e);
 	char **ids = NULL;
-	if (store_image_load(s, fd, &ids, &e) < 0) {
+	if (store_image_load(s, fd, rpc_call_cancel_fd(call), &ids, &e) < 0) {
 		ad_error_wrap(&e, "%s", rq->path);
 		return status_call_error(call, e);
 	}
@@ -256,7 +256,7 @@ static rpc_code image_save(rpc_call *call, const ProtobufCMessage *req, Protobuf
 		ad_fail_errno(&e, errno == ENOENT ? AD_E_NOT_FOUND : AD_E_INVALID, "%s", rq->path);
 		return status_call_error(call, e);
 	}
-	if (store_image_save(s, queries, fd, &e) < 0) {
+	if (store_image_save(s, queries, fd, rpc_call_cancel_fd(call), &e) < 0) {
 		(void)unlink(rq->path);
 		return status_call_error(call, e);
 	}
@@ -285,7 +285,7 @@ static rpc_code image_import(rpc_call *call, const ProtobufCMessage *req, Protob
 	if (open_input(rq->path, &fd, &e) < 0)
 		return status_call_error(call, e);
 	char *id = NULL;
-	if (store_image_import(s, fd, reference, &id, &e) < 0) {
+	if (store_image_import(s, fd, reference, rpc_call_cancel_fd(call), &id, &e) < 0) {
 		ad_error_wrap(&e, "%s", rq->path);
 		return status_call_error(call, e);
 	}

@@ -286,9 +286,9 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 	return run_for_image_id(&fr, req, ret_image_id, err);
 }
 
-int store_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err)
+int store_image_load(store *s, int fd, int cancel_fd, char ***ret_image_ids, ad_error **err)
 {
-	fetch_run fr = {.s = s, .what = "load", .data_fd = fd};
+	fetch_run fr = {.s = s, .what = "load", .data_fd = fd, .cancel_fd = cancel_fd};
 	json_t *ok = NULL;
 	if (fetch_run_helper(&fr, json_pack("{s:s}", "op", "load"), &ok, err) < 0)
 		return -1;
@@ -301,12 +301,12 @@ int store_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err)
 	return 0;
 }
 
-int store_image_save(store *s, const char *const *queries, int fd, ad_error **err)
+int store_image_save(store *s, const char *const *queries, int fd, int cancel_fd, ad_error **err)
 {
 	json_t *q = json_array();
 	for (size_t i = 0; queries && queries[i]; i++)
 		json_array_append_new(q, json_string(queries[i]));
-	fetch_run fr = {.s = s, .what = "save", .data_fd = fd};
+	fetch_run fr = {.s = s, .what = "save", .data_fd = fd, .cancel_fd = cancel_fd};
 	json_t *ok = NULL;
 	if (fetch_run_helper(&fr, json_pack("{s:s, s:o}", "op", "save", "queries", q), &ok, err) <
 	    0)
@@ -315,12 +315,12 @@ int store_image_save(store *s, const char *const *queries, int fd, ad_error **er
 	return 0;
 }
 
-int store_image_import(store *s, int fd, const char *reference, char **ret_image_id,
+int store_image_import(store *s, int fd, const char *reference, int cancel_fd, char **ret_image_id,
 		       ad_error **err)
 {
 	json_t *req = json_pack("{s:s}", "op", "import");
 	if (reference)
 		json_object_set_new(req, "reference", json_string(reference));
-	fetch_run fr = {.s = s, .what = "import", .data_fd = fd};
+	fetch_run fr = {.s = s, .what = "import", .data_fd = fd, .cancel_fd = cancel_fd};
 	return run_for_image_id(&fr, req, ret_image_id, err);
 }

@@ -163,17 +163,23 @@ int store_image_remove(store *s, const char *query, ad_error **err);
 /* Deletes blobs and layer dirs no image references, and temp leftovers. */
 int store_gc(store *s, uint64_t *ret_freed_bytes, ad_error **err);
 
+/* Load, save and import run agentd-fetch too. `cancel_fd` is as
+ * store_pull_opts.cancel_fd (0: none): when it becomes readable the helper
+ * is killed and the operation fails with AD_E_CANCELLED, having recorded
+ * no image it had not completed (what it wrote to `fd` by then is the
+ * caller's to remove). */
+
 /* Loads a docker-archive (docker save) or an oci-archive, plain or compressed,
  * from `fd`; records the tags it carries. *ret_image_ids: NULL-terminated. */
-int store_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err);
+int store_image_load(store *s, int fd, int cancel_fd, char ***ret_image_ids, ad_error **err);
 /* Writes the images found by `queries` (NULL-terminated) to `fd` as a tar in
  * docker 25's save layout: an OCI layout (oci-layout, index.json, blobs/)
  * plus manifest.json, so docker load and oci-archive readers both take it. */
-int store_image_save(store *s, const char *const *queries, int fd, ad_error **err);
+int store_image_save(store *s, const char *const *queries, int fd, int cancel_fd, ad_error **err);
 /* Imports a rootfs tar (plain, gzip or zstd; a regular file) as a one-layer
  * image, tagged `reference` if not NULL. An empty tar gives an image without
  * layers. */
-int store_image_import(store *s, int fd, const char *reference, char **ret_image_id,
+int store_image_import(store *s, int fd, const char *reference, int cancel_fd, char **ret_image_id,
 		       ad_error **err);
 
 typedef struct store_fs_usage {

@@ -3,7 +3,9 @@ leaves kills it, the store stays consistent (no temp files, a second pull
 works), two pulls of one blob share one download across processes, and a
 missing helper is a clear error. Against docker-registry on loopback behind
 registry_harness.AuthProxy, whose "stall" fault sends half a blob and then
-nothing for 8 s."""
+nothing for 8 s. Loads and saves run in agentd-fetch too and are stopped the
+same way: their archive is a FIFO that the test leaves half written (or
+unread), so the helper is surely mid-way when the call gives up."""
 import os
 import sys
 import threading
@@ -158,3 +160,94 @@ def test_missing_helper_is_a_clear_error(pb, agentd_factory, plain, work, tmp_pa
     assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION, ei.value
     assert missing in ei.value.details()
     a.assert_healthy()
+
+
+def agent_images(pb, ch):
+    return pb.agent_grpc.ImageServiceStub(ch)
+
+
+def image_present(pb, agentd, image_id):
+    with agentd.unix_channel() as ch:
+        im = pb.api_grpc.ImageServiceStub(ch)
+        st = im.ImageStatus(pb.api.ImageStatusRequest(image=pb.api.ImageSpec(image=image_id)),
+                            timeout=10)
+        return st.image.id == image_id
+
+
+@pytest.fixture(scope="module")
+def big_archive(pb, agentd, plain, work):
+    """test/big:v1 saved by agentd (docker-archive + OCI layout, ~25 MB)."""
+    a = agentd
+    image_id = cri_pull(pb, a, f"{plain.host}/test/big:v1", timeout=120)
+    path = work / "big.tar"
+    with a.unix_channel() as ch:
+        agent_images(pb, ch).SaveImage(pb.agent.SaveImageRequest(images=[image_id],
+                                                                  path=str(path)), timeout=120)
+    return path, image_id
+
+
+def test_deadline_kills_a_load(pb, agentd_factory, big_archive, tmp_path):
+    archive, image_id = big_archive
+    a = agentd_factory()
+    fifo = tmp_path / "slow.tar"
+    os.mkfifo(fifo)
+    # O_RDWR: agentd's open does not wait for a writer, and the helper reading
+    # it never sees EOF: it waits for the rest until it is killed.
+    w = os.open(fifo, os.O_RDWR)
+    try:
+        with open(archive, "rb") as f:
+            os.write(w, f.read(32 << 10))  # less than a pipe holds
+        with a.unix_channel() as ch:
+            started = time.monotonic()
+            call = agent_images(pb, ch).LoadImage.future(
+                pb.agent.LoadImageRequest(path=str(fifo)), timeout=3)
+            assert wait_until(lambda: helpers_of(a.pid)), "no agentd-fetch ran the load"
+            tmp = Path(a.root) / "tmp"
+            assert wait_until(lambda: any(n.startswith("load-") for n in os.listdir(tmp)))
+            with pytest.raises(grpc.RpcError) as ei:
+                call.result()
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, ei.value
+        assert_stopped_cleanly(a)
+        assert time.monotonic() - started < 10
+    finally:
+        os.close(w)
+    assert not image_present(pb, a, image_id)
+    # The whole archive loads afterwards.
+    with a.unix_channel() as ch:
+        r = agent_images(pb, ch).LoadImage(pb.agent.LoadImageRequest(path=str(archive)),
+                                           timeout=120)
+    assert list(r.image_ids) == [image_id]
+    assert image_present(pb, a, image_id)
+    assert not helpers_of(a.pid)
+
+
+def test_client_leaving_kills_a_save(pb, agentd_factory, big_archive, tmp_path):
+    archive, image_id = big_archive
+    a = agentd_factory()
+    with a.unix_channel() as ch:
+        agent_images(pb, ch).LoadImage(pb.agent.LoadImageRequest(path=str(archive)),
+                                       timeout=120)
+    fifo = tmp_path / "out.tar"
+    os.mkfifo(fifo)
+    # Nobody reads it: the helper's writes stop once the pipe is full.
+    keep = os.open(fifo, os.O_RDWR)
+    try:
+        with a.unix_channel() as ch:
+            call = agent_images(pb, ch).SaveImage.future(
+                pb.agent.SaveImageRequest(images=[image_id], path=str(fifo)), timeout=60)
+            assert wait_until(lambda: helpers_of(a.pid)), "no agentd-fetch ran the save"
+            time.sleep(0.5)
+            assert not call.done()
+            call.cancel()
+        assert_stopped_cleanly(a)
+        # The half-written output is removed.
+        assert wait_until(lambda: not fifo.exists())
+    finally:
+        os.close(keep)
+    # The image is still there and a save to a file completes.
+    out = tmp_path / "again.tar"
+    with a.unix_channel() as ch:
+        agent_images(pb, ch).SaveImage(pb.agent.SaveImageRequest(images=[image_id],
+                                                                  path=str(out)), timeout=120)
+    assert out.stat().st_size > 24 << 20
+    assert not helpers_of(a.pid)

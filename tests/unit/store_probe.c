@@ -282,7 +282,7 @@ int main(int argc, char **argv)
 		int fd = open(arg, O_RDONLY | O_CLOEXEC);
 		char **ids = NULL;
 		r = fd < 0 ? ad_fail_errno(&err, AD_E_NOT_FOUND, "open %s", arg)
-			   : store_image_load(s, fd, &ids, &err);
+			   : store_image_load(s, fd, 0, &ids, &err);
 		for (char **p = ids; r == 0 && *p; p++)
 			printf("loaded %s\n", *p);
 		store_strv_free_public(ids);
@@ -292,7 +292,7 @@ int main(int argc, char **argv)
 		int fd = open(arg, O_RDONLY | O_CLOEXEC);
 		char *id = NULL;
 		r = fd < 0 ? ad_fail_errno(&err, AD_E_NOT_FOUND, "open %s", arg)
-			   : store_image_import(s, fd, arg2, &id, &err);
+			   : store_image_import(s, fd, arg2, 0, &id, &err);
 		if (r == 0)
 			printf("imported %s\n", id);
 		free(id);
@@ -300,8 +300,9 @@ int main(int argc, char **argv)
 			close(fd);
 	} else if (strcmp(cmd, "save") == 0 && arg && arg2) {
 		int fd = open(arg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		r = fd < 0 ? ad_fail_errno(&err, AD_E_INTERNAL, "create %s", arg)
-			   : store_image_save(s, (const char *const *)&argv[optind + 2], fd, &err);
+		r = fd < 0
+			? ad_fail_errno(&err, AD_E_INTERNAL, "create %s", arg)
+			: store_image_save(s, (const char *const *)&argv[optind + 2], fd, 0, &err);
 		if (fd >= 0)
 			close(fd);
 	} else if (strcmp(cmd, "umount") == 0 && arg) {
