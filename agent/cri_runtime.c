@@ -6,6 +6,7 @@
 #include <jansson.h>
 
 #include "manager.h"
+#include "pbjson.h"
 #include "status.h"
 
 #define R(type) Runtime__V1__##type
@@ -223,11 +224,17 @@ static R(PodSandboxState) pod_state(const mgr_pod *p)
 					 : RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_NOTREADY;
 }
 
-static void add_info(rpc_call *call, mgr *m, R(PodSandboxStatusResponse) * r, const mgr_pod *p)
+static void add_info(rpc_call *call, mgr *m, R(PodSandboxStatusResponse) * r, const mgr_pod *p,
+		     const R(PodSandboxConfig) * cfg)
 {
 	json_t *o = json_pack("{s:s, s:s*, s:s*, s:i, s:s*, s:s*}", "id", p->id, "netns", p->netns,
 			      "infraId", p->infra_id, "pid", (int)p->infra_pid, "podDir", p->dir,
 			      "network", p->cni_net);
+	/* The pod's config as RunPodSandbox got it (hostname, DNS, ports,
+	 * labels...), written as containerd writes it, for tools that read
+	 * containerd's info.config. */
+	if (cfg)
+		json_object_set_new(o, "config", pbjson_from_message(&cfg->base, PBJSON_GO));
 	if (p->cni_result)
 		json_object_set_new(o, "cniResult", json_loads(p->cni_result, 0, NULL));
 	/* CNI CHECK: "ok", or why the pod's network is not as ADD left it. */
@@ -321,7 +328,7 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, const ProtobufCMessage *req, Pro
 	r->status = st;
 	r->timestamp = ad_now_ns();
 	if (q->verbose)
-		add_info(call, m, r, p);
+		add_info(call, m, r, p, cfg);
 	mgr_pod_free(p);
 	return RPC_OK;
 }

@@ -393,7 +393,8 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 		const Runtime__V1__Container *ct = ctrs[i];
 		const Runtime__V1__ContainerMetadata *md = ct->metadata;
 		if (fmt != CTL_TEXT) {
-			json_array_append_new(items, ctl_pb_to_json(&ct->base));
+			json_array_append_new(items,
+					      pbjson_from_message(&ct->base, PBJSON_PROTOJSON));
 		} else if (quiet) {
 			printf("%s\n", ct->id);
 		} else {
@@ -456,9 +457,11 @@ static int run_inspect(ctl_ctx *ctx, int argc, char **argv)
 			status = r;
 			continue;
 		}
-		json_array_append_new(out, ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base)
-								      : NULL,
-							   st->n_info, (void **)st->info));
+		json_array_append_new(
+		    out, ctl_status_json(
+			     st->status ? pbjson_from_message(&st->status->base, PBJSON_PROTOJSON)
+					: NULL,
+			     st->n_info, (void **)st->info));
 		protobuf_c_message_free_unpacked(&st->base, NULL);
 	}
 	ctl_print_inspected(out, argc - optind == 1, fmt);

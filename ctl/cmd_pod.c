@@ -22,155 +22,6 @@
  * longer than a query; without -t these calls get this much. */
 #define LONG_CALL_MS 120000
 
-/* ---- protobuf -> JSON --------------------------------------------------------- */
-
-static size_t elem_size(ProtobufCType t)
-{
-	switch (t) {
-	case PROTOBUF_C_TYPE_INT64:
-	case PROTOBUF_C_TYPE_SINT64:
-	case PROTOBUF_C_TYPE_SFIXED64:
-	case PROTOBUF_C_TYPE_UINT64:
-	case PROTOBUF_C_TYPE_FIXED64:
-	case PROTOBUF_C_TYPE_DOUBLE:
-		return 8;
-	case PROTOBUF_C_TYPE_BOOL:
-		return sizeof(protobuf_c_boolean);
-	case PROTOBUF_C_TYPE_STRING:
-	case PROTOBUF_C_TYPE_MESSAGE:
-		return sizeof(void *);
-	case PROTOBUF_C_TYPE_BYTES:
-		return sizeof(ProtobufCBinaryData);
-	default:
-		return 4;
-	}
-}
-
-/* protobuf-c does not mark map entries; protoc names them "<Field>Entry"
- * with exactly the fields key and value. */
-static bool is_map_entry(const ProtobufCMessageDescriptor *d)
-{
-	size_t n = strlen(d->name);
-	return d->n_fields == 2 && n > 5 && strcmp(d->name + n - 5, "Entry") == 0 &&
-	       strcmp(d->fields[0].name, "key") == 0 && strcmp(d->fields[1].name, "value") == 0;
-}
-
-/* crictl prints protojson, whose keys are lowerCamelCase. */
-static char *camel_name(const char *name)
-{
-	char *s = ad_strdup(name), *o = s;
-	for (const char *p = name; *p; p++) {
-		if (*p == '_' && p[1]) {
-			*o++ = (char)toupper((unsigned char)*++p);
-			continue;
-		}
-		*o++ = *p;
-	}
-	*o = 0;
-	return s;
-}
-
-static json_t *text_json(const char *s, size_t len)
-{
-	json_t *v = json_stringn(s, len);
-	return v ? v : json_string("<invalid utf-8>");
-}
-
-static json_t *value_json(const ProtobufCFieldDescriptor *f, const void *p)
-{
-	switch (f->type) {
-	case PROTOBUF_C_TYPE_INT32:
-	case PROTOBUF_C_TYPE_SINT32:
-	case PROTOBUF_C_TYPE_SFIXED32:
-		return json_integer(*(const int32_t *)p);
-	case PROTOBUF_C_TYPE_UINT32:
-	case PROTOBUF_C_TYPE_FIXED32:
-		return json_integer(*(const uint32_t *)p);
-	case PROTOBUF_C_TYPE_INT64:
-	case PROTOBUF_C_TYPE_SINT64:
-	case PROTOBUF_C_TYPE_SFIXED64:
-		return json_integer(*(const int64_t *)p);
-	case PROTOBUF_C_TYPE_UINT64:
-	case PROTOBUF_C_TYPE_FIXED64:
-		return json_integer((json_int_t) * (const uint64_t *)p);
-	case PROTOBUF_C_TYPE_FLOAT:
-		return json_real(*(const float *)p);
-	case PROTOBUF_C_TYPE_DOUBLE:
-		return json_real(*(const double *)p);
-	case PROTOBUF_C_TYPE_BOOL:
-		return json_boolean(*(const protobuf_c_boolean *)p);
-	case PROTOBUF_C_TYPE_ENUM: {
-		int v = *(const int *)p;
-		const ProtobufCEnumValue *ev =
-		    protobuf_c_enum_descriptor_get_value(f->descriptor, v);
-		return ev ? json_string(ev->name) : json_integer(v);
-	}
-	case PROTOBUF_C_TYPE_STRING: {
-		const char *s = *(char *const *)p;
-		return text_json(s ? s : "", s ? strlen(s) : 0);
-	}
-	case PROTOBUF_C_TYPE_BYTES: {
-		const ProtobufCBinaryData *b = p;
-		return text_json((const char *)b->data, b->len);
-	}
-	case PROTOBUF_C_TYPE_MESSAGE: {
-		const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
-		return m ? ctl_pb_to_json(m) : json_null();
-	}
-	}
-	return json_null();
-}
-
-static void map_entry_json(json_t *obj, const ProtobufCMessage *entry)
-{
-	const ProtobufCFieldDescriptor *kf = &entry->descriptor->fields[0];
-	const ProtobufCFieldDescriptor *vf = &entry->descriptor->fields[1];
-	const char *key = *(char *const *)((const char *)entry + kf->offset);
-	json_object_set_new(obj, key ? key : "", value_json(vf, (const char *)entry + vf->offset));
-}
-
-json_t *ctl_pb_to_json(const ProtobufCMessage *msg)
-{
-	const ProtobufCMessageDescriptor *d = msg->descriptor;
-	const char *base = (const char *)msg;
-	json_t *o = json_object();
-	for (unsigned i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		const void *p = base + f->offset;
-		json_t *v;
-		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			size_t n = *(const size_t *)(base + f->quantifier_offset);
-			const char *arr = *(char *const *)p;
-			bool map =
-			    f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor);
-			v = map ? json_object() : json_array();
-			for (size_t j = 0; j < n; j++) {
-				const void *e = arr + j * elem_size(f->type);
-				if (map)
-					map_entry_json(v, *(ProtobufCMessage *const *)e);
-				else
-					json_array_append_new(v, value_json(f, e));
-			}
-		} else {
-			if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-			    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
-				continue;
-			if (f->label == PROTOBUF_C_LABEL_OPTIONAL &&
-			    f->type != PROTOBUF_C_TYPE_STRING &&
-			    f->type != PROTOBUF_C_TYPE_MESSAGE &&
-			    !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-			    !*(const protobuf_c_boolean *)(base + f->quantifier_offset))
-				continue;
-			if (f->type == PROTOBUF_C_TYPE_MESSAGE && !*(ProtobufCMessage *const *)p)
-				continue;
-			v = value_json(f, p);
-		}
-		_cleanup_free_ char *key = camel_name(f->name);
-		json_object_set_new(o, key, v);
-	}
-	return o;
-}
-
 /* ---- JSON -> protobuf ---------------------------------------------------------- */
 
 typedef struct parse_ctx {
@@ -215,7 +66,7 @@ static int set_value(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v
 		    f->type == PROTOBUF_C_TYPE_UINT64 || f->type == PROTOBUF_C_TYPE_FIXED64;
 		if (is_unsigned && n < 0)
 			return field_error(pc, v, path, "expected a non-negative integer");
-		if (elem_size(f->type) == 4) {
+		if (pbjson_elem_size(f->type) == 4) {
 			if (is_unsigned ? n > UINT32_MAX : (n < INT32_MIN || n > INT32_MAX))
 				return field_error(pc, v, path, "integer out of range");
 			if (is_unsigned)
@@ -300,7 +151,7 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
 {
 	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(d, key);
 	for (unsigned i = 0; !f && i < d->n_fields; i++) {
-		_cleanup_free_ char *camel = camel_name(d->fields[i].name);
+		_cleanup_free_ char *camel = pbjson_camel_name(d->fields[i].name);
 		if (strcmp(camel, key) == 0)
 			f = &d->fields[i];
 	}
@@ -310,12 +161,12 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
 static int set_repeated(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t *v, char *base,
 			const char *path)
 {
-	bool map = f->type == PROTOBUF_C_TYPE_MESSAGE && is_map_entry(f->descriptor);
+	bool map = f->type == PROTOBUF_C_TYPE_MESSAGE && pbjson_is_map_entry(f->descriptor);
 	if (map ? !json_is_object(v) : !json_is_array(v))
 		return field_error(pc, v, path, map ? "expected an object" : "expected an array");
 	size_t n = map ? json_object_size(v) : json_array_size(v);
 	size_t *count = (size_t *)(base + f->quantifier_offset);
-	char *arr = ad_malloc0(elem_size(f->type) * (n ? n : 1));
+	char *arr = ad_malloc0(pbjson_elem_size(f->type) * (n ? n : 1));
 	*(char **)(base + f->offset) = arr;
 	*count = 0;
 	if (map) {
@@ -341,7 +192,8 @@ static int set_repeated(parse_ctx *pc, const ProtobufCFieldDescriptor *f, json_t
 	}
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *sub = ad_asprintf("%s[%zu]", path, i);
-		if (set_value(pc, f, json_array_get(v, i), arr + i * elem_size(f->type), sub) < 0)
+		if (set_value(pc, f, json_array_get(v, i), arr + i * pbjson_elem_size(f->type),
+			      sub) < 0)
 			return -1;
 		(*count)++;
 	}
@@ -702,7 +554,8 @@ static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 		const Runtime__V1__PodSandbox *p = pods[i];
 		const Runtime__V1__PodSandboxMetadata *md = p->metadata;
 		if (fmt != CTL_TEXT) {
-			json_array_append_new(items, ctl_pb_to_json(&p->base));
+			json_array_append_new(items,
+					      pbjson_from_message(&p->base, PBJSON_PROTOJSON));
 		} else if (quiet) {
 			printf("%s\n", p->id);
 		} else {
@@ -799,9 +652,11 @@ static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)
 			continue;
 		}
 		const Runtime__V1__PodSandboxStatusResponse *st = (void *)m;
-		json_array_append_new(out, ctl_status_json(st->status ? ctl_pb_to_json(&st->status->base)
-								      : NULL,
-							   st->n_info, (void **)st->info));
+		json_array_append_new(
+		    out, ctl_status_json(
+			     st->status ? pbjson_from_message(&st->status->base, PBJSON_PROTOJSON)
+					: NULL,
+			     st->n_info, (void **)st->info));
 		protobuf_c_message_free_unpacked(m, NULL);
 	}
 	ctl_print_inspected(out, argc - optind == 1, fmt);

@@ -192,7 +192,8 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 		if (!all && !one && !s->cpu && !s->memory)
 			continue;
 		if (fmt != CTL_TEXT) {
-			json_array_append_new(items, ctl_pb_to_json(&s->base));
+			json_array_append_new(items,
+					      pbjson_from_message(&s->base, PBJSON_PROTOJSON));
 			continue;
 		}
 		const Runtime__V1__ContainerAttributes *a = s->attributes;
@@ -358,7 +359,7 @@ static int on_event(const ProtobufCMessage *msg, void *userdata)
 	const ctl_format *fmt = userdata;
 	const Runtime__V1__ContainerEventResponse *ev = (const void *)msg;
 	if (*fmt != CTL_TEXT) {
-		ctl_print_stream_item(ctl_pb_to_json(msg), *fmt);
+		ctl_print_stream_item(pbjson_from_message(msg, PBJSON_PROTOJSON), *fmt);
 		return 0;
 	}
 	const ProtobufCEnumValue *ev_type = protobuf_c_enum_descriptor_get_value(

@@ -10,6 +10,7 @@
 #include <sysexits.h>
 
 #include "common.h"
+#include "pbjson.h" /* answers as JSON: pbjson_from_message(m, PBJSON_PROTOJSON) */
 #include "rpc.h"
 
 #define CTL_DEFAULT_ENDPOINT "unix:///run/agentd/agentd.sock"
@@ -115,8 +116,6 @@ void ctl_regex_free(ctl_regex *re);
 typedef struct json_t json_t;
 typedef struct Runtime__V1__PodSandboxConfig Runtime__V1__PodSandboxConfig;
 
-/* Any message as protojson-style JSON (lowerCamelCase keys, enum names). */
-json_t *ctl_pb_to_json(const ProtobufCMessage *msg);
 /* Builds a message from JSON by field name (snake_case or lowerCamelCase);
  * unknown keys are ignored. On a type mismatch prints "<what>: field 'a.b':
  * ..." and returns NULL. Free with protobuf_c_message_free_unpacked. */

@@ -784,6 +784,44 @@ def test_host_network_pod(rt, pb, work, image, daemon):
     assert leftovers(work, daemon, [pid, cid]) == []
 
 
+def test_pod_status_verbose_config(rt, pb, work, daemon):
+    """The verbose PodSandboxStatus carries the pod's config as containerd
+    writes it (info.config: the .proto's field names, enums as numbers, zero
+    values left out), and agentctl inspectp shows it."""
+    from google.protobuf import json_format
+    pcfg = pod_config(pb, work, labels={"app": "cfg", "tier": "back"})
+    tcp, udp = H.free_port(), H.free_port()
+    pcfg.port_mappings.append(pb.api.PortMapping(container_port=80, host_port=tcp))
+    pcfg.port_mappings.append(pb.api.PortMapping(protocol=pb.api.UDP, container_port=53,
+                                                 host_port=udp))
+    pcfg.linux.sysctls["net.ipv4.ip_local_port_range"] = "20000 30000"
+    pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+    try:
+        want = json_format.MessageToDict(pcfg, preserving_proto_field_name=True,
+                                         use_integers_for_enums=True)
+        st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid,
+                                                                verbose=True))
+        info = json.loads(st.info["info"])
+        assert info["config"] == want, info["config"]
+        cfg = info["config"]
+        assert cfg["hostname"] == pcfg.metadata.name
+        assert cfg["dns_config"] == {"servers": ["10.0.0.10"], "searches": ["svc.test"],
+                                     "options": ["ndots:2"]}
+        assert cfg["port_mappings"] == [{"container_port": 80, "host_port": tcp},
+                                        {"protocol": 1, "container_port": 53,
+                                         "host_port": udp}]
+        assert cfg["labels"] == {"app": "cfg", "tier": "back"}
+        # Without verbose: no info at all.
+        st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(pod_sandbox_id=pid))
+        assert dict(st.info) == {}
+        p = run(H.agentctl_binary(), "-e", os.path.abspath(daemon.sock), "inspectp", "-o",
+                "json", pid)
+        assert json.loads(p.stdout)["info"]["config"] == want, p.stdout
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
+    assert leftovers(work, daemon, [pid]) == []
+
+
 def test_image_config_merge(rt, pb, work, image, daemon):
     """Kubelet's merge: no command runs the image's Cmd; working_dir,
     run_as_user/group and env apply; a user the image lacks is refused and
