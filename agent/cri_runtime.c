@@ -590,7 +590,8 @@ rpc_code cri_container_status(rpc_call *call, const ProtobufCMessage *req, Proto
 	R(ContainerStatusResponse) *r = (R(ContainerStatusResponse) *)resp;
 	r->status = st;
 	if (q->verbose) {
-		/* The keys containerd and CRI-O use: sandboxID, pid, runtimeSpec. */
+		/* The keys containerd and CRI-O use: sandboxID, pid, runtimeSpec,
+		 * config. */
 		pid_t pid = 0;
 		char *spec = mgr_ctr_spec_json(m, c, &pid);
 		json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s*}", "id", c->id, "sandboxID",
@@ -600,6 +601,11 @@ rpc_code cri_container_status(rpc_call *call, const ProtobufCMessage *req, Proto
 		if (spec)
 			json_object_set_new(o, "runtimeSpec", json_loads(spec, 0, NULL));
 		free(spec);
+		/* The config as CreateContainer got it (after live updates of its
+		 * resources), in containerd's info.config form. */
+		if (cfg)
+			json_object_set_new(o, "config",
+					    pbjson_from_message(&cfg->base, PBJSON_GO));
 		char *s = json_dumps(o, JSON_COMPACT);
 		json_decref(o);
 		R(ContainerStatusResponse__InfoEntry) *ie = rpc_call_alloc(call, sizeof(*ie));

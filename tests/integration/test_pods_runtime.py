@@ -268,6 +268,10 @@ def test_container_status_resources_user_and_info(rt, pb, work, image, daemon):
         assert spec["process"]["user"] == {"uid": 1000, "gid": 1001, "additionalGids": [5, 6]}
         assert {"type": "network", "path": pod.info()["netns"]} in spec["linux"]["namespaces"]
         assert spec["linux"]["resources"]["memoryLimit"] == 64 << 20
+        config = info["config"]
+        assert config["metadata"]["name"] == "st" and config["command"] == ["sleep", "1000"]
+        assert config["linux"]["security_context"]["run_as_user"] == {"value": 1000}
+        assert config["linux"]["resources"]["memory_limit_in_bytes"] == 64 << 20
 
         rt.UpdateContainerResources(pb.api.UpdateContainerResourcesRequest(
             container_id=cid, linux=pb.api.LinuxContainerResources(
@@ -278,7 +282,9 @@ def test_container_status_resources_user_and_info(rt, pb, work, image, daemon):
         rt.StopContainer(pb.api.StopContainerRequest(container_id=cid, timeout=0))
         r = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid, verbose=True))
         assert r.status.resources.linux.memory_limit_in_bytes == 96 << 20
-        assert json.loads(r.info["info"])["pid"] == 0
+        info = json.loads(r.info["info"])
+        assert info["pid"] == 0
+        assert info["config"]["linux"]["resources"]["memory_limit_in_bytes"] == 96 << 20
 
 
 def test_pod_network_and_writable_layer_stats(rt, pb, work, image, daemon):
