@@ -84,6 +84,14 @@ static char *take_identity(const rt_spawn_spec *s)
 	return exe;
 }
 
+static void wait_go(init_fds *x)
+{
+	char b;
+	if (read(x->go[0], &b, 1) != 1)
+		_exit(1);
+	close(x->go[0]);
+}
+
 /* The container's init, in its new namespaces; never returns. */
 static void run_init(const rt_spawn_spec *s, init_fds *x)
 {
@@ -96,10 +104,13 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 	const int keep[] = {RT_SHIM_FD_SYNC, x->go[0], x->start[0], x->out[1],
 			    x->err[1],	     x->in[0], x->pty_slave};
 	rt_close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
-	char b;
-	if (read(x->go[0], &b, 1) != 1)
-		_exit(1);
-	close(x->go[0]);
+	/* "go": the shim has put us into the cgroup (and written the id maps of
+	 * a new user namespace). Without a new user namespace the mounts that
+	 * do not depend on the cgroup are made while the shim waits for that
+	 * move (rt_setup_rootfs_base); a new one must be mapped first. */
+	bool mapped_first = cfg->namespaces[RT_NS_USER].mode == RT_NS_NEW;
+	if (mapped_first)
+		wait_go(x);
 	umask(0);
 	if (rt_join_namespaces(cfg, &e) < 0)
 		fail(e);
@@ -110,10 +121,6 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 		ad_fail_errno(&e, AD_E_INVALID, "user namespace: uid/gid 0 is not mapped");
 		fail(e);
 	}
-	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
-		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
-		fail(e);
-	}
 	if (cfg->namespaces[RT_NS_UTS].mode == RT_NS_NEW) {
 		const char *h = cfg->hostname ? cfg->hostname : cfg->id;
 		size_t hl = strlen(h);
@@ -122,8 +129,18 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 			fail(e);
 		}
 	}
-	if (rt_setup_rootfs(cfg, &e) < 0)
+	int root = -1;
+	if (rt_setup_rootfs_base(cfg, &root, &e) < 0)
 		fail(e);
+	if (!mapped_first)
+		wait_go(x);
+	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
+		fail(e);
+	}
+	if (rt_setup_rootfs_finish(cfg, root, &e) < 0)
+		fail(e);
+	close(root);
 	rt_apply_rlimits(cfg);
 	char *exe = take_identity(s);
 	umask(022);
@@ -143,6 +160,7 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 		_exit(1);
 	close(RT_SHIM_FD_SYNC);
 	/* EOF without a byte: the container was deleted before it started. */
+	char b;
 	if (read(x->start[0], &b, 1) != 1)
 		_exit(1);
 	if (rt_secplan_apply_final(&s->plan, &e) < 0) {

@@ -124,7 +124,15 @@ int rt_msg_to_error(const rt_msg *m, ad_error **err);
 /* Joins the namespaces of `cfg` that are RT_NS_JOIN (except pid) after the
  * user namespace; used by the init. */
 int rt_join_namespaces(const rt_config *cfg, ad_error **err);
-/* Container root setup, in the init after the namespaces exist. */
-int rt_setup_rootfs(const rt_config *cfg, ad_error **err);
+/* Container root setup, in the init after the namespaces exist, in two
+ * steps: what does not depend on the init's cgroup (the rootfs bind, /proc,
+ * /dev, /sys; returns the rootfs as an O_PATH fd), then, once the init is in
+ * its cgroup and its cgroup namespace, the rest (/sys/fs/cgroup, the user's
+ * mounts, pivot_root, masked and read-only paths). The split lets the first
+ * step run while the shim moves the init into the cgroup: on cgroup v1 that
+ * write waits for an RCU grace period (the threadgroup rwsem), up to several
+ * ms on a busy 2-CPU machine. */
+int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err);
+int rt_setup_rootfs_finish(const rt_config *cfg, int root, ad_error **err);
 
 #endif

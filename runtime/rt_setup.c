@@ -342,7 +342,7 @@ static int setup_cgroupfs(int root_fd, ad_error **err)
 	return r;
 }
 
-int rt_setup_rootfs(const rt_config *cfg, ad_error **err)
+int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err)
 {
 	bool in_userns = cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST;
 	/* Nothing mounted from here on may leak back to the host. */
@@ -370,6 +370,12 @@ int rt_setup_rootfs(const rt_config *cfg, ad_error **err)
 					"/sys", err) < 0)
 			return -1;
 	}
+	*ret_root = ad_steal_fd(root);
+	return 0;
+}
+
+int rt_setup_rootfs_finish(const rt_config *cfg, int root, ad_error **err)
+{
 	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && setup_cgroupfs(root, err) < 0)
 		return -1;
 	for (size_t i = 0; i < cfg->n_mounts; i++)
