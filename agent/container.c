@@ -165,8 +165,9 @@ static int ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err)
 		return mgr_db_exec(m, err, "UPDATE containers SET message = ?2 WHERE id = ?1", "ss",
 				   c->id, c->message);
 	}
-	rt_state st;
-	int r = rt_get_state(rc, &st, err);
+	/* Most refreshes find it still running: no need to ask its shim. */
+	rt_state st = {.status = RT_STATUS_RUNNING};
+	int r = rt_init_alive(rc) ? 0 : rt_get_state(rc, &st, err);
 	if (r == 0 && st.status == RT_STATUS_STOPPED)
 		r = record_exit(m, c, &st, err);
 	rt_container_free(rc);

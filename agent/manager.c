@@ -354,7 +354,11 @@ static void pod_check_alive(mgr *m, mgr_pod *p)
 	_cleanup_error_ ad_error *e = NULL;
 	rt_state st = {.status = RT_STATUS_STOPPED};
 	if (rt_open(m->rt, p->infra_id, &c, &e) == 0) {
-		if (rt_get_state(c, &st, &e) < 0)
+		/* Checked on every request about the pod (CreateContainer too):
+		 * its live init is answer enough, without a round trip to its shim. */
+		if (rt_init_alive(c))
+			st = (rt_state){.status = RT_STATUS_RUNNING, .pid = rt_container_init_pid(c)};
+		else if (rt_get_state(c, &st, &e) < 0)
 			st.status = RT_STATUS_STOPPED;
 		rt_container_free(c);
 	}

@@ -747,6 +747,19 @@ int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
 	return 0;
 }
 
+bool rt_init_alive(rt_container *c)
+{
+	_cleanup_close_ int dfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || faccessat(dfd, RT_FILE_EXIT, F_OK, 0) == 0)
+		return false;
+	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	if (pfd < 0)
+		return false;
+	/* Readable once it has exited, even before its shim reaps it. */
+	struct pollfd p = {.fd = pfd, .events = POLLIN};
+	return poll(&p, 1, 0) == 0;
+}
+
 int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err)
 {
 	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);

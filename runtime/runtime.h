@@ -212,6 +212,10 @@ int rt_kill(rt_container *c, int sig, ad_error **err);
 /* Sends sig (0: SIGTERM), waits up to grace_ms, then SIGKILLs the whole cgroup. */
 int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err);
 int rt_get_state(rt_container *c, rt_state *ret, ad_error **err);
+/* Whether the container's init still exists (created or running): no exit
+ * recorded and its process (pid and start time) alive. Unlike rt_get_state it
+ * asks the shim nothing, so it costs no round trip to another process. */
+bool rt_init_alive(rt_container *c);
 /* A pidfd of the container's shim (close-on-exec, the caller's to close): it
  * becomes readable once the shim has exited, i.e. after it recorded the
  * exit. -1 if the shim is already gone. */
