@@ -1042,17 +1042,21 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 	if (mgr_need_rt(m, err) < 0)
 		return -1;
 	mgr_hold(m, id);
+	int64_t t[5] = {ad_monotonic_ns()};
 	mgr_ctr *c = NULL;
 	rt_container *rc = NULL;
 	int r = mgr_ctr_get(m, id, &c, err);
 	if (r == 0 && c->state != MGR_CTR_CREATED)
 		r = ad_fail(err, AD_E_PRECONDITION, "container %s is %s, not created", id,
 			    c->state == MGR_CTR_RUNNING ? "running" : "exited");
+	t[1] = ad_monotonic_ns();
 	if (r == 0)
 		r = rt_open(m->rt, id, &rc, err);
 	int exit_fd = r == 0 ? rt_container_exit_fd(rc) : -1;
+	t[2] = ad_monotonic_ns();
 	if (r == 0)
 		r = rt_start(rc, err);
+	t[3] = ad_monotonic_ns();
 	if (r == 0) {
 		int64_t started = rt_container_started_at(rc);
 		r = mgr_db_exec(m, err,
@@ -1063,6 +1067,10 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 			watch_exit(m, id, exit_fd);
 			exit_fd = -1;
 		}
+		t[4] = ad_monotonic_ns();
+		ad_debug("StartContainer %s (ms): record %.2f, open %.2f, runtime %.2f, state %.2f",
+			 id, (t[1] - t[0]) / 1e6, (t[2] - t[1]) / 1e6, (t[3] - t[2]) / 1e6,
+			 (t[4] - t[3]) / 1e6);
 	} else if (c && c->state == MGR_CTR_CREATED) {
 		/* A start that failed leaves an exited container, as upstream does. */
 		_cleanup_error_ ad_error *e = NULL;
@@ -1147,18 +1155,25 @@ int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err)
 	}
 	rt_container *rc = NULL;
 	int r = 0;
+	int64_t t[4] = {ad_monotonic_ns()};
 	if (rt_open(m->rt, id, &rc, &e) == 0) {
 		r = rt_delete(rc, err);
 		rt_container_free(rc);
 	}
+	t[1] = ad_monotonic_ns();
 	if (r == 0)
 		r = store_rootfs_remove(m->images, id, err);
+	t[2] = ad_monotonic_ns();
 	if (r == 0)
 		r = mgr_db_exec(m, err, "DELETE FROM containers WHERE id = ?1", "s", id);
 	if (r < 0)
 		ad_error_wrap(err, "remove container %s", id);
 	else
 		mgr_event_publish(m, id, c->pod_id, MGR_EV_DELETED);
+	t[3] = ad_monotonic_ns();
+	if (r == 0)
+		ad_debug("RemoveContainer %s (ms): runtime %.2f, rootfs %.2f, record %.2f", id,
+			 (t[1] - t[0]) / 1e6, (t[2] - t[1]) / 1e6, (t[3] - t[2]) / 1e6);
 	mgr_ctr_free(c);
 	return r;
 }
