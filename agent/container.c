@@ -254,6 +254,7 @@ void mgr_ctr_wait_exits(mgr *m, int timeout_ms)
 			}
 			char id[72];
 			snprintf(id, sizeof(id), "%s", w->id);
+			rt_reap_exit_fd(w->fd);
 			unwatch(m, w);
 			/* A query records the exit (and sends its event). */
 			mgr_ctr *c = NULL;

@@ -422,30 +422,33 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 	rt_spawn_spec sp = {.cfg = *cfg, .plan = *plan, .state_dir = c->dir,
 			    .n_cgroup_fds = n_cgroup_fds};
 	rt_spawn_pack(&sp, &spec, &spec_len);
+	/* Queued before the spawn (the socket's buffer is empty and takes one
+	 * message of up to its size): the shim finds its config as soon as it
+	 * runs, without waiting for this thread to get a CPU again. */
+	if (send(sync[0], spec, spec_len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)spec_len) {
+		ad_fail_errno(err, AD_E_INTERNAL, "send the container config to the shim");
+		goto out;
+	}
+	t[2] = ad_monotonic_ns();
 	int src[3 + RT_SHIM_MAX_CGROUP_FDS] = {sync[1], ctl_fd, state_fd};
 	int dst[3 + RT_SHIM_MAX_CGROUP_FDS] = {RT_SHIM_FD_SYNC, RT_SHIM_FD_CTL, RT_SHIM_FD_STATE};
 	for (size_t i = 0; i < n_cgroup_fds; i++)
 		src[3 + i] = cgroup_fds[i], dst[3 + i] = RT_SHIM_FD_CGROUP + (int)i;
+	/* The spawned process is the shim itself (it does not fork to detach):
+	 * our child until we exit, reaped once it has exited (reap_shim). */
 	if (rt_spawn_shim(rt, NULL, src, dst, 3 + n_cgroup_fds, true, &spawned, err) < 0)
 		goto out;
-	t[2] = ad_monotonic_ns();
+	c->shim_pid = spawned;
+	t[3] = ad_monotonic_ns();
 	close(sync[1]);
 	sync[1] = -1;
-	if (send(sync[0], spec, spec_len, MSG_NOSIGNAL) != (ssize_t)spec_len) {
-		ad_fail_errno(err, AD_E_INTERNAL, "send the container config to the shim");
-		goto out;
-	}
-	/* Expect: shim pid, init pid, init ready, shim ready. */
+	/* Expect: init pid, init ready, shim ready. */
 	bool init_ready = false, shim_ready = false;
 	while (!init_ready || !shim_ready) {
 		rt_msg m;
 		if (rt_msg_recv(sync[0], &m, "container setup", err) < 0)
 			goto out;
 		switch (m.type) {
-		case RT_MSG_SHIM_PID:
-			t[3] = ad_monotonic_ns();
-			c->shim_pid = m.pid;
-			break;
 		case RT_MSG_INIT_PID:
 			t[4] = ad_monotonic_ns();
 			c->init_pid = m.pid;
@@ -472,25 +475,22 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 	r = write_state(c, cg_parent, err);
 	t[7] = ad_monotonic_ns();
 	if (r == 0 && ad_log_enabled(AD_LOG_DEBUG))
-		ad_debug("container %s created (ms): cgroup %.2f, spawned %.2f, shim %.2f, "
+		ad_debug("container %s created (ms): cgroup %.2f, config sent %.2f, spawned %.2f, "
 			 "init %.2f, init ready %.2f, shim ready %.2f, state %.2f",
 			 cfg->id, (t[1] - t[0]) / 1e6, (t[2] - t[0]) / 1e6, (t[3] - t[0]) / 1e6,
 			 (t[4] - t[0]) / 1e6, (t[5] - t[0]) / 1e6, (t[6] - t[0]) / 1e6,
 			 (t[7] - t[0]) / 1e6);
 out:
 	if (r < 0) {
-		/* Both are ours and were just created: nobody else can own these pids yet. */
+		/* Both were just created: nobody else can own these pids yet (the
+		 * init is the shim's child, and the shim ours, still unreaped). */
 		if (c->init_pid > 0)
 			kill(c->init_pid, SIGKILL);
-		if (c->shim_pid > 0)
-			kill(c->shim_pid, SIGKILL);
-	}
-	if (spawned > 0) {
-		/* It forks the shim and exits at once (or failed before that). */
-		if (r < 0)
+		if (spawned > 0) {
 			kill(spawned, SIGKILL);
-		while (waitpid(spawned, NULL, 0) < 0 && errno == EINTR)
-			;
+			while (waitpid(spawned, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
 	}
 	close_pair(sync);
 	if (ctl_fd >= 0)
@@ -690,6 +690,30 @@ int rt_container_exit_fd(rt_container *c)
 	return pidfd_of(c->shim_pid, c->shim_start);
 }
 
+/* The shim is the child of the process that created the container until
+ * that one exits: once the shim has exited (pidfd readable), its creator
+ * collects it so that it leaves no zombie. ECHILD (someone else's child: a
+ * shim from before a restart, reaped by init) and "still running" are fine. */
+static void reap_pidfd(int pidfd)
+{
+	siginfo_t si;
+	while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG) < 0 && errno == EINTR)
+		;
+}
+
+void rt_reap_exit_fd(int exit_fd)
+{
+	if (exit_fd >= 0)
+		reap_pidfd(exit_fd);
+}
+
+static void reap_shim(rt_container *c)
+{
+	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+	if (pfd >= 0)
+		reap_pidfd(pfd);
+}
+
 static bool read_exit(rt_container *c, int dfd, rt_state *s)
 {
 	_cleanup_free_ char *ex = NULL;
@@ -714,6 +738,7 @@ int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
 	if (dfd < 0)
 		return ad_fail_errno(err, AD_E_NOT_FOUND, "container %s", c->id);
 	if (read_exit(c, dfd, &s)) {
+		reap_shim(c);
 		*ret = s;
 		return 0;
 	}
@@ -735,6 +760,7 @@ int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
 		struct pollfd p = {.fd = pfd, .events = POLLIN};
 		while (poll(&p, 1, 5000) < 0 && errno == EINTR)
 			;
+		reap_pidfd(pfd);
 	}
 	if (read_exit(c, dfd, &s)) {
 		*ret = s;
@@ -773,8 +799,10 @@ int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err)
 				left = l < 0 ? 0 : (int)l;
 			}
 			int n = poll(&p, 1, left);
-			if (n > 0)
+			if (n > 0) {
+				reap_pidfd(pfd);
 				break;
+			}
 			if (n == 0)
 				return ad_fail(err, AD_E_DEADLINE, "container %s: still running",
 					       c->id);
@@ -822,8 +850,13 @@ int rt_delete(rt_container *c, ad_error **err)
 	_cleanup_error_ ad_error *e = NULL;
 	if (rt_wait(c, 5000, &st, &e) < 0) {
 		_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
-		if (pfd >= 0)
+		if (pfd >= 0) {
 			syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
+			struct pollfd p = {.fd = pfd, .events = POLLIN};
+			while (poll(&p, 1, 1000) < 0 && errno == EINTR)
+				;
+			reap_pidfd(pfd);
+		}
 	}
 	if (ad_remove_tree(c->dir, err) < 0)
 		return ad_error_wrap(err, "container %s", c->id);

@@ -1,5 +1,5 @@
-/* Container creation inside agentd-shim (single-threaded, static): detach,
- * clone the container's init into its namespaces, move it into its cgroup,
+/* Container creation inside agentd-shim (single-threaded, static): clone
+ * the container's init into its namespaces, move it into its cgroup,
  * and set it up in the init itself (rt_setup.c). agentd only spawns the
  * shim (posix_spawn from a sealed memfd) and sends the config, so nothing
  * here runs in a forked copy of the multithreaded agentd, and the init is a
@@ -212,18 +212,11 @@ void rt_shim_setup(rt_spawn_spec *spec, pid_t *ret_init_pid, bool *ret_pty)
 	char *buf; /* spec points into it: kept for the shim's lifetime */
 	read_spec(&buf, spec);
 	const rt_config *cfg = &spec->cfg;
-	/* Detach: posix_spawn made us a session leader in a new session; our
-	 * child is adopted by init (or a subreaper) once we exit. */
-	pid_t s = fork();
-	if (s < 0) {
-		ad_fail_errno(&e, AD_E_INTERNAL, "shim: fork");
-		fail(e);
-	}
-	if (s > 0)
-		_exit(0);
+	/* No detaching fork: posix_spawn made us the leader of a new session,
+	 * so nothing sent to agentd's process group or session reaches us, and
+	 * when agentd exits (even killed) we are adopted by init (or a
+	 * subreaper) like any orphan. Until then agentd reaps us. */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
-	if (rt_msg_send(RT_SHIM_FD_SYNC, RT_MSG_SHIM_PID, getpid()) < 0)
-		_exit(1);
 
 	init_fds x = {.go = {-1, -1},
 		      .start = {-1, -1},

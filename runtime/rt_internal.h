@@ -78,8 +78,8 @@ int rt_spawn_unpack(const char *buf, size_t len, rt_spawn_spec *s, ad_error **er
 int rt_spawn_shim(rt_runtime *rt, const char *mode, const int *src, const int *dst, size_t n,
 		  bool detach, pid_t *ret_pid, ad_error **err);
 
-/* agentd-shim's first step: reads the spec on RT_SHIM_FD_SYNC, detaches
- * (fork; the spawned process exits), clones and sets up the container's init
+/* agentd-shim's first step: reads the spec on RT_SHIM_FD_SYNC, clones and
+ * sets up the container's init (the spawned process stays the shim)
  * and returns in the shim with the shim's fds in place (rt_shim_proto.h) and
  * *ret_init_pid set. Failures are reported on the sync socket and exit. */
 void rt_shim_setup(rt_spawn_spec *ret_spec, pid_t *ret_init_pid, bool *ret_pty);

@@ -31,7 +31,7 @@ enum {
 
 /* Sync messages: SOCK_SEQPACKET between the setup children (then the shim)
  * and the creator. */
-enum { RT_MSG_SHIM_PID = 1, RT_MSG_INIT_PID, RT_MSG_READY, RT_MSG_ERROR, RT_SHIM_MSG_READY };
+enum { RT_MSG_INIT_PID = 1, RT_MSG_READY, RT_MSG_ERROR, RT_SHIM_MSG_READY };
 
 /* One message on a sync socket (fixed size: SOCK_SEQPACKET keeps it whole). */
 typedef struct rt_msg {

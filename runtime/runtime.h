@@ -220,6 +220,12 @@ bool rt_init_alive(rt_container *c);
  * becomes readable once the shim has exited, i.e. after it recorded the
  * exit. -1 if the shim is already gone. */
 int rt_container_exit_fd(rt_container *c);
+/* Collects the exited shim behind a readable exit_fd if the caller created
+ * the container (the shim is its child until it exits), so that it leaves
+ * no zombie; nothing for a shim created by another process. The library
+ * does this itself wherever it sees the shim gone (rt_wait, rt_get_state,
+ * rt_delete). */
+void rt_reap_exit_fd(int exit_fd);
 /* Waits until the container stops (timeout_ms < 0: forever); AD_E_DEADLINE on timeout. */
 int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err);
 /* Kills what is left, removes the cgroup and the state dir. Frees nothing. */

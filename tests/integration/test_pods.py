@@ -435,10 +435,12 @@ def test_cni_failure_leaves_nothing(rt, pb, work, daemon):
 
 
 def test_restart_keeps_objects_and_records_exits(pb, work, image, daemon):
-    """agentd stopped in the middle of a lifecycle: the pod and a running
-    container survive it, an exit that happened meanwhile is recorded with its
-    code by the next agentd (sharing the image store through the same root
-    would need the same dirs, so this daemon pulls the image itself)."""
+    """agentd killed (SIGKILL) in the middle of a lifecycle: the pod and a
+    running container survive it (their shims are agentd's children, in
+    their own sessions: orphaned, not killed), an exit that happened
+    meanwhile is recorded with its code by the next agentd (sharing the
+    image store through the same root would need the same dirs, so this
+    daemon pulls the image itself)."""
     a = new_agentd(work, "restart")
     a.start()
     ids = []
@@ -458,7 +460,7 @@ def test_restart_keeps_objects_and_records_exits(pb, work, image, daemon):
             ids = [pid, quick, long, created]
             assert wait_state(rt, pb, long, pb.api.CONTAINER_RUNNING).state == \
                 pb.api.CONTAINER_RUNNING
-        a.stop()
+        a.kill()
         time.sleep(3)  # "quick" exits while agentd is down
         a = new_agentd(work, "restart")
         a.start()

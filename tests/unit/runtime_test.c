@@ -221,20 +221,39 @@ static void assert_gone(const char *id, pid_t init_pid)
 	assert_null(strstr(mi, g_rootfs));
 }
 
+/* The shim's pid, from the container's state file. */
+static pid_t shim_pid_of(const char *id)
+{
+	char p[256];
+	snprintf(p, sizeof(p), "%s/%s/state", g_state, id);
+	_cleanup_free_ char *s = slurp(p);
+	assert_non_null(s);
+	const char *v = strstr(s, "shim_pid=");
+	assert_non_null(v);
+	return (pid_t)atoi(v + 9);
+}
+
 /* create + start + wait; returns the final state. */
 static rt_state run(const rt_config *cfg)
 {
 	_cleanup_error_ ad_error *e = NULL;
 	rt_container *c = NULL;
 	must(rt_create(g_rt, cfg, &c, &e), e, "create");
+	assert_true(rt_init_alive(c)); /* created: the init waits for start */
+	pid_t shim = shim_pid_of(cfg->id);
+	assert_int_equal(waitpid(shim, NULL, WNOHANG), 0); /* our child, running */
 	must(rt_start(c, &e), e, "start");
 	rt_state st;
 	must(rt_wait(c, 20000, &st, &e), e, "wait");
 	assert_int_equal(st.status, RT_STATUS_STOPPED);
+	assert_false(rt_init_alive(c));
 	pid_t pid = rt_container_init_pid(c);
 	must(rt_delete(c, &e), e, "delete");
 	rt_container_free(c);
 	assert_gone(cfg->id, pid);
+	/* The shim is our child (it does not detach by forking) and was
+	 * collected once it exited: no zombie left. */
+	assert_true(waitpid(shim, NULL, WNOHANG) < 0 && errno == ECHILD);
 	return st;
 }
 
