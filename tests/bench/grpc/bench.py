@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -172,6 +173,47 @@ def syscalls_per_request(server, n, load, work):
     return counts + [("total", total / n)]
 
 
+def smaps_by_mapping(pid):
+    """{mapping name: [Rss KiB, Anonymous KiB]} from /proc/PID/smaps; a
+    library's or the binary's mappings are summed under its file name."""
+    res, cur = {}, None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            p = line.split()
+            if not p[0].endswith(":"):
+                cur = os.path.basename(p[5]) if len(p) > 5 and p[5].startswith("/") else (
+                    p[5] if len(p) > 5 else "[anon]")
+                res.setdefault(cur, [0, 0])
+            elif p[0] == "Rss:":
+                res[cur][0] += int(p[1])
+            elif p[0] == "Anonymous:":
+                res[cur][1] += int(p[1])
+    return res
+
+
+class PeakSampler(threading.Thread):
+    """Samples a process's smaps every 0.2 s and keeps the sample with the
+    largest total RSS: which mappings make up the peak (VmHWM)."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stopping = pid, {}, threading.Event()
+
+    def run(self):
+        while not self.stopping.wait(0.2):
+            try:
+                m = smaps_by_mapping(self.pid)
+            except OSError:
+                return
+            if sum(v[0] for v in m.values()) > sum(v[0] for v in self.peak.values()):
+                self.peak = m
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
+        return self.peak
+
+
 CLIENT_OF = {"h2c": "h2load", "mtls": "load_client", "h2c-grpc": "load_client"}
 
 
@@ -232,6 +274,8 @@ def main():
             assert grpc_check(ports[pre + "h2c"]).runtime_name == "agentd"
             assert grpc_check(ports[pre + "tls"], certs).runtime_name == "agentd"
         idle = {s.name: s.status() for s in servers}
+        sampler = PeakSampler(agentd.proc.pid)
+        sampler.start()
         log("agentd: %s" % " ".join(aargs))
         log("c++:    %s" % " ".join(rargs))
         pre = {"agentd": "a_", "cxx": "r_"}
@@ -276,6 +320,7 @@ def main():
                 rows.append((t, cfg, pair))
 
         final = {s.name: s.status() for s in servers}
+        peak_maps = sampler.stop()
         sysrows = []
         if a.syscalls:
             for t in transports:
@@ -323,6 +368,11 @@ def main():
         d["agentd"][k] / d["cxx"][k] for d, k in cols)))
     print("(RssFile: pages of the binary and shared libraries, shared with other processes)")
     hwm_ratio = final["agentd"]["VmHWM"] / final["cxx"]["VmHWM"]
+    tot = sum(v[0] for v in peak_maps.values())
+    print("agentd at its largest sampled RSS (%.1f MiB, every 0.2 s), KiB by mapping "
+          "(anonymous part in parentheses):" % mib(tot))
+    print("  " + "  ".join("%s %d (%d)" % (k, v[0], v[1]) for k, v in sorted(
+        peak_maps.items(), key=lambda kv: -kv[1][0]) if v[0] >= 16))
     if sysrows:
         print()
         print("system calls per request (strace -c -f, %d requests, calls > 0.01/request)" % (
