@@ -176,7 +176,8 @@ static int ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err)
 
 /* ---- exit watches --------------------------------------------------------------- */
 struct exit_watch {
-	int fd; /* the shim's pidfd */
+	int fd;	   /* the shim's pidfd */
+	int ns_fd; /* the container's mount namespace, or -1 (rt_container_mnt_ns_fd) */
 	char id[72];
 	struct exit_watch *next;
 };
@@ -196,16 +197,20 @@ int mgr_ctr_watch_init(mgr *m, ad_error **err)
  * exit_fd (rt_container_exit_fd, taken over) must be taken while the shim is
  * known alive and added once the DB says running: an exit in between makes
  * it readable at once, and the monitor's query then records it. */
-static void watch_exit(mgr *m, const char *id, int fd)
+/* ns_fd (taken over, may be -1): the container's mount namespace, held until
+ * its exit is recorded and announced, so that the init's exit does not wait
+ * for that namespace's teardown (rt_container_mnt_ns_fd). */
+static void watch_exit(mgr *m, const char *id, int fd, int ns_fd)
 {
-	if (fd < 0)
-		return; /* the next query or poll records the exit */
-	if (m->exit_epoll < 0) {
-		close(fd);
+	if (fd < 0 || m->exit_epoll < 0) {
+		/* the next query or poll records the exit */
+		ad_closep(&fd);
+		ad_closep(&ns_fd);
 		return;
 	}
 	struct exit_watch *w = ad_malloc0(sizeof(*w));
 	w->fd = fd;
+	w->ns_fd = ns_fd;
 	snprintf(w->id, sizeof(w->id), "%s", id);
 	pthread_mutex_lock(&m->watch_lock);
 	w->next = m->watches;
@@ -214,6 +219,7 @@ static void watch_exit(mgr *m, const char *id, int fd)
 	if (epoll_ctl(m->exit_epoll, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		m->watches = w->next;
 		close(fd);
+		ad_closep(&ns_fd);
 		free(w);
 	}
 	pthread_mutex_unlock(&m->watch_lock);
@@ -230,6 +236,7 @@ static void unwatch(mgr *m, struct exit_watch *w)
 	epoll_ctl(m->exit_epoll, EPOLL_CTL_DEL, w->fd, NULL);
 	pthread_mutex_unlock(&m->watch_lock);
 	close(w->fd);
+	ad_closep(&w->ns_fd);
 	free(w);
 }
 
@@ -255,6 +262,8 @@ void mgr_ctr_wait_exits(mgr *m, int timeout_ms)
 			char id[72];
 			snprintf(id, sizeof(id), "%s", w->id);
 			rt_reap_exit_fd(w->fd);
+			int ns_fd = w->ns_fd;
+			w->ns_fd = -1;
 			unwatch(m, w);
 			/* A query records the exit (and sends its event). */
 			mgr_ctr *c = NULL;
@@ -262,6 +271,8 @@ void mgr_ctr_wait_exits(mgr *m, int timeout_ms)
 			if (mgr_ctr_get(m, id, &c, &e) < 0 && e->code != AD_E_NOT_FOUND)
 				ad_debug("container %s: %s", id, e->message);
 			mgr_ctr_free(c);
+			/* Only now, with the exit announced: the namespace's teardown. */
+			ad_closep(&ns_fd);
 		}
 	}
 }
@@ -280,6 +291,7 @@ void mgr_ctr_watch_close(mgr *m)
 		struct exit_watch *w = m->watches;
 		m->watches = w->next;
 		close(w->fd);
+		ad_closep(&w->ns_fd);
 		free(w);
 	}
 	if (m->exit_epoll >= 0)
@@ -1054,6 +1066,7 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 	if (r == 0)
 		r = rt_open(m->rt, id, &rc, err);
 	int exit_fd = r == 0 ? rt_container_exit_fd(rc) : -1;
+	int ns_fd = exit_fd >= 0 ? rt_container_mnt_ns_fd(rc) : -1;
 	t[2] = ad_monotonic_ns();
 	if (r == 0)
 		r = rt_start(rc, err);
@@ -1065,8 +1078,8 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 				"sii", id, (int64_t)MGR_CTR_RUNNING, started);
 		if (r == 0) {
 			mgr_event_publish(m, id, c->pod_id, MGR_EV_STARTED);
-			watch_exit(m, id, exit_fd);
-			exit_fd = -1;
+			watch_exit(m, id, exit_fd, ns_fd);
+			exit_fd = ns_fd = -1;
 		}
 		t[4] = ad_monotonic_ns();
 		ad_debug("StartContainer %s (ms): record %.2f, open %.2f, runtime %.2f, state %.2f",
@@ -1080,8 +1093,8 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 			    " reason = 'StartError', message = ?4 WHERE id = ?1",
 			    "siis", id, (int64_t)MGR_CTR_EXITED, ad_now_ns(), (*err)->message);
 	}
-	if (exit_fd >= 0)
-		close(exit_fd);
+	ad_closep(&exit_fd);
+	ad_closep(&ns_fd);
 	rt_container_free(rc);
 	mgr_ctr_free(c);
 	mgr_release(m, id);
@@ -1305,7 +1318,7 @@ void mgr_ctr_reconcile(mgr *m)
 		else if ((*c)->state == MGR_CTR_EXITED && (*c)->reason)
 			ad_debug("container %s: exited %d", (*c)->id, (*c)->exit_code);
 		if ((*c)->state == MGR_CTR_RUNNING) {
-			watch_exit(m, (*c)->id, exit_fd);
+			watch_exit(m, (*c)->id, exit_fd, -1);
 			exit_fd = -1;
 		}
 		if (exit_fd >= 0)

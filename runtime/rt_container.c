@@ -690,6 +690,24 @@ int rt_container_exit_fd(rt_container *c)
 	return pidfd_of(c->shim_pid, c->shim_start);
 }
 
+int rt_container_mnt_ns_fd(rt_container *c)
+{
+	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	if (pfd < 0)
+		return -1;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)c->init_pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Still alive after the open: the pid was not reused in between, so the
+	 * namespace is the init's. */
+	struct pollfd p = {.fd = pfd, .events = POLLIN};
+	if (fd >= 0 && poll(&p, 1, 0) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 /* The shim is the child of the process that created the container until
  * that one exits: once the shim has exited (pidfd readable), its creator
  * collects it so that it leaves no zombie. ECHILD (someone else's child: a

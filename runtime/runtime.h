@@ -220,6 +220,13 @@ bool rt_init_alive(rt_container *c);
  * becomes readable once the shim has exited, i.e. after it recorded the
  * exit. -1 if the shim is already gone. */
 int rt_container_exit_fd(rt_container *c);
+/* An fd of the container's mount namespace (close-on-exec, the caller's to
+ * close), -1 if its init is gone. While someone holds it, the init's exit
+ * does not tear the namespace down (unmount every mount of the container,
+ * then wait for an RCU grace period) before its shim hears of the exit: the
+ * exit is recorded that much sooner, and the namespace goes when the fd is
+ * closed, once the exit is known. */
+int rt_container_mnt_ns_fd(rt_container *c);
 /* Collects the exited shim behind a readable exit_fd if the caller created
  * the container (the shim is its child until it exits), so that it leaves
  * no zombie; nothing for a shim created by another process. The library

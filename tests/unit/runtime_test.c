@@ -242,15 +242,22 @@ static rt_state run(const rt_config *cfg)
 	assert_true(rt_init_alive(c)); /* created: the init waits for start */
 	pid_t shim = shim_pid_of(cfg->id);
 	assert_int_equal(waitpid(shim, NULL, WNOHANG), 0); /* our child, running */
+	/* the init's own mount namespace, held across its exit */
+	int ns = rt_container_mnt_ns_fd(c);
+	struct stat ns_st, self_st;
+	assert_true(ns >= 0 && fstat(ns, &ns_st) == 0 && stat("/proc/self/ns/mnt", &self_st) == 0);
+	assert_true(ns_st.st_ino != self_st.st_ino);
 	must(rt_start(c, &e), e, "start");
 	rt_state st;
 	must(rt_wait(c, 20000, &st, &e), e, "wait");
 	assert_int_equal(st.status, RT_STATUS_STOPPED);
 	assert_false(rt_init_alive(c));
+	assert_int_equal(rt_container_mnt_ns_fd(c), -1);
 	pid_t pid = rt_container_init_pid(c);
 	must(rt_delete(c, &e), e, "delete");
 	rt_container_free(c);
-	assert_gone(cfg->id, pid);
+	assert_gone(cfg->id, pid); /* also while its namespace is still held */
+	close(ns);
 	/* The shim is our child (it does not detach by forking) and was
 	 * collected once it exited: no zombie left. */
 	assert_true(waitpid(shim, NULL, WNOHANG) < 0 && errno == ECHILD);
