@@ -59,7 +59,9 @@ struct cg_manager {
 	/* v2: the one directory. v1: one per hierarchy, same index as cg_v1_hiers. */
 	char *dir;
 	char *v1_dirs[CG_V1_MAX_HIER];
-	bool devices_restricted; /* v1: devices.deny "a" already written */
+	/* v1: devices.deny "a" already written. Unknown (-1) after cg_open until
+	 * needed: reading devices.list on every open cost each container lookup. */
+	int devices_restricted;
 	char **dev_rules;	 /* v2: the allowlist given to this manager */
 	size_t n_dev_rules;
 };

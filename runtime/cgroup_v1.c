@@ -201,19 +201,16 @@ static int v1_create(cg_manager *cg, const rt_resources *res, ad_error **err)
 
 static int v1_open(cg_manager *cg, ad_error **err)
 {
-	bool any = false;
+	/* One hierarchy is proof enough that the cgroup exists; each stat of a
+	 * cgroupfs dir costs a path walk on every container lookup. */
 	for (size_t i = 0; i < cg_v1_hier_count(); i++) {
 		struct stat st;
-		if (stat(cg->v1_dirs[i], &st) == 0 && S_ISDIR(st.st_mode))
-			any = true;
+		if (stat(cg->v1_dirs[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+			cg->devices_restricted = -1;
+			return 0;
+		}
 	}
-	if (!any)
-		return ad_fail(err, AD_E_NOT_FOUND, "no such cgroup in any hierarchy");
-	const char *dev = v1_dir(cg, CG_CTRL_DEVICES);
-	_cleanup_free_ char *list = NULL;
-	if (dev && cg_read(dev, "devices.list", &list, NULL) == 0)
-		cg->devices_restricted = strcmp(list, "a *:* rwm\n") != 0;
-	return 0;
+	return ad_fail(err, AD_E_NOT_FOUND, "no such cgroup in any hierarchy");
 }
 
 static int v1_enter(cg_manager *cg, pid_t pid, ad_error **err)
@@ -378,10 +375,15 @@ static int v1_devices_allow(cg_manager *cg, const char *rule, ad_error **err)
 		return ad_fail(err, AD_E_PRECONDITION, "devices controller is not mounted");
 	/* Default-deny starts with the first rule, so a container nobody lists
 	 * devices for keeps the parent's access. */
+	if (cg->devices_restricted < 0) {
+		_cleanup_free_ char *list = NULL;
+		cg->devices_restricted = cg_read(dir, "devices.list", &list, NULL) == 0 &&
+					 strcmp(list, "a *:* rwm\n") != 0;
+	}
 	if (!cg->devices_restricted) {
 		if (cg_write(dir, "devices.deny", "a", err) < 0)
 			return -1;
-		cg->devices_restricted = true;
+		cg->devices_restricted = 1;
 	}
 	return cg_write(dir, "devices.allow", rule, err);
 }
