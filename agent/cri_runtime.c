@@ -38,6 +38,21 @@ static mgr *get_mgr(rpc_call *call, rpc_code *ret_code)
 	return m;
 }
 
+static void flush_events(void *m)
+{
+	mgr_events_flush(m);
+}
+
+/* The call's container events reach the streams once its reply is on its
+ * way: a client that reads the events stream (a kubelet with evented PLEG)
+ * then handles the reply first, and the stream's worker (which looks the
+ * container up for each event) does not compete with the handler. */
+static void events_after_reply(rpc_call *call, mgr *m)
+{
+	rpc_call_after_reply(call, flush_events, m);
+	mgr_events_defer(m);
+}
+
 static rpc_code fail(rpc_call *call, ad_error *e)
 {
 	rpc_code c = status_call_error(call, e);
@@ -390,6 +405,7 @@ rpc_code cri_create_container(rpc_call *call, const ProtobufCMessage *req, Proto
 	if (!m)
 		return code;
 	const R(CreateContainerRequest) *q = (const R(CreateContainerRequest) *)req;
+	events_after_reply(call, m);
 	if (empty(q->pod_sandbox_id))
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
 	if (!q->config)
@@ -407,6 +423,9 @@ rpc_code cri_create_container(rpc_call *call, const ProtobufCMessage *req, Proto
 static rpc_code ctr_id_op(rpc_call *call, const char *id,
 			  int (*op)(mgr *, const char *, ad_error **))
 {
+	mgr *m = mgr_default();
+	if (m)
+		events_after_reply(call, m);
 	return id_op(call, "container_id", id, op);
 }
 

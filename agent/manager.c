@@ -96,6 +96,22 @@ char *mgr_new_id(void)
 }
 
 /* ---- events ------------------------------------------------------------- */
+/* This thread's held events (mgr_events_defer); beyond the array, events are
+ * shown at once. */
+static _Thread_local mgr *ev_defer_m;
+static _Thread_local uint64_t ev_deferred[4];
+static _Thread_local size_t n_ev_deferred;
+
+/* Under ev_lock. */
+static void events_show(mgr *m)
+{
+	uint64_t was = m->shown_seq;
+	while (m->shown_seq < m->next_seq && !m->held[m->shown_seq % MGR_EVENT_RING])
+		m->shown_seq++;
+	if (m->shown_seq != was)
+		pthread_cond_broadcast(&m->ev_cond);
+}
+
 void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_type type)
 {
 	pthread_mutex_lock(&m->ev_lock);
@@ -104,14 +120,37 @@ void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_typ
 	*e = (mgr_event){.seq = seq, .type = type, .at_ns = ad_now_ns()};
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	snprintf(e->pod_id, sizeof(e->pod_id), "%s", pod_id ? pod_id : "");
-	pthread_cond_broadcast(&m->ev_cond);
+	bool hold = ev_defer_m == m && n_ev_deferred < sizeof(ev_deferred) / sizeof(ev_deferred[0]);
+	m->held[seq % MGR_EVENT_RING] = hold;
+	if (hold)
+		ev_deferred[n_ev_deferred++] = seq;
+	else
+		events_show(m);
+	pthread_mutex_unlock(&m->ev_lock);
+}
+
+void mgr_events_defer(mgr *m)
+{
+	ev_defer_m = m;
+}
+
+void mgr_events_flush(mgr *m)
+{
+	if (ev_defer_m != m)
+		return;
+	ev_defer_m = NULL;
+	pthread_mutex_lock(&m->ev_lock);
+	for (size_t i = 0; i < n_ev_deferred; i++)
+		m->held[ev_deferred[i] % MGR_EVENT_RING] = false;
+	n_ev_deferred = 0;
+	events_show(m);
 	pthread_mutex_unlock(&m->ev_lock);
 }
 
 uint64_t mgr_events_cursor(mgr *m)
 {
 	pthread_mutex_lock(&m->ev_lock);
-	uint64_t c = m->next_seq;
+	uint64_t c = m->shown_seq;
 	pthread_mutex_unlock(&m->ev_lock);
 	return c;
 }
@@ -127,13 +166,13 @@ size_t mgr_events_wait(mgr *m, uint64_t *cursor, mgr_event *out, size_t max, int
 		until.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&m->ev_lock);
-	while (m->next_seq == *cursor && !m->stopping)
+	while (m->shown_seq == *cursor && !m->stopping)
 		if (pthread_cond_timedwait(&m->ev_cond, &m->ev_lock, &until) == ETIMEDOUT)
 			break;
-	if (m->next_seq - *cursor > MGR_EVENT_RING)
-		*cursor = m->next_seq - MGR_EVENT_RING;
+	if (m->shown_seq - *cursor > MGR_EVENT_RING)
+		*cursor = m->shown_seq - MGR_EVENT_RING;
 	size_t n = 0;
-	while (*cursor < m->next_seq && n < max)
+	while (*cursor < m->shown_seq && n < max)
 		out[n++] = m->ring[(*cursor)++ % MGR_EVENT_RING];
 	pthread_mutex_unlock(&m->ev_lock);
 	return n;
@@ -1304,7 +1343,7 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&m->ev_cond, &ca);
 	pthread_condattr_destroy(&ca);
-	m->next_seq = 1;
+	m->next_seq = m->shown_seq = 1;
 	m->root = ad_strdup(cfg->root);
 	m->state = ad_strdup(cfg->state);
 	m->images = images;

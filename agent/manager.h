@@ -135,6 +135,12 @@ typedef struct mgr_event {
 	char pod_id[65];
 } mgr_event;
 
+/* From here until mgr_events_flush, the events this thread publishes reach
+ * the streams only at the flush (an RPC's events after its reply: a client
+ * reading the stream then does not compete with the reply). Later events of
+ * other threads wait for them, so the order stays the publishing order. */
+void mgr_events_defer(mgr *m);
+void mgr_events_flush(mgr *m);
 /* Where a new watcher starts: after every event so far. */
 uint64_t mgr_events_cursor(mgr *m);
 /* Waits up to timeout_ms for events after *cursor and copies up to `max`

@@ -36,6 +36,11 @@ struct mgr {
 	pthread_cond_t ev_cond;
 	mgr_event ring[MGR_EVENT_RING];
 	uint64_t next_seq; /* seq of the next event; the first is 1 */
+	/* Streams see the events before shown_seq. An event published while its
+	 * thread defers (mgr_events_defer) keeps its place in the order but is
+	 * held, and with it every later one, until mgr_events_flush. */
+	uint64_t shown_seq;
+	bool held[MGR_EVENT_RING];
 	/* Notices exits of running containers without waiting for a query. */
 	pthread_t monitor;
 	bool monitor_started, stopping;

@@ -113,6 +113,10 @@ char *rpc_call_strdup(rpc_call *call, const char *s);
  * ownership of msg). Blocks the worker while the client is not reading
  * (flow control). Returns 0, or -1 once the call is cancelled/deadline hit. */
 int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg);
+/* fn(arg) runs on the handler's thread once the handler has returned and
+ * its response and status are handed to the loop: for work that should not
+ * hold up the reply (one per call; a later call replaces it). */
+void rpc_call_after_reply(rpc_call *call, void (*fn)(void *arg), void *arg);
 /* True once the client reset the stream, the deadline passed or the server
  * is shutting down. Long handlers poll it (or rpc_call_cancel_fd). */
 bool rpc_call_cancelled(rpc_call *call);

@@ -124,6 +124,9 @@ struct rpc_call {
 	rpc_md *md;
 	const char *peer, *identity;
 	int64_t deadline;
+	/* ---- the handler's thread ---- */
+	void (*after_fn)(void *arg); /* rpc_call_after_reply */
+	void *after_arg;
 
 	/* ---- shared, under mu ---- */
 	pthread_mutex_t mu;
@@ -630,6 +633,8 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&srv->mu);
 		call_run(call);
 		call_notify(call);
+		if (call->after_fn)
+			call->after_fn(call->after_arg);
 		call_unref(call); /* the job's reference */
 		pthread_mutex_lock(&srv->mu);
 	}
@@ -966,7 +971,11 @@ static void call_dispatch(rpc_conn *c, rpc_call *call)
 		call->inline_running = true;
 		call_run(call);
 		call->inline_running = false;
+		void (*after)(void *) = call->after_fn;
+		void *after_arg = call->after_arg;
 		call_finish_status(call);
+		if (after)
+			after(after_arg);
 		return;
 	}
 	call_ref(call);
@@ -2065,6 +2074,12 @@ int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg)
 	if (first && !call->inline_running)
 		call_notify(call);
 	return 0;
+}
+
+void rpc_call_after_reply(rpc_call *call, void (*fn)(void *arg), void *arg)
+{
+	call->after_fn = fn;
+	call->after_arg = arg;
 }
 
 bool rpc_call_cancelled(rpc_call *call)

@@ -13,6 +13,7 @@
 #include <event2/thread.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,22 @@ static bool wait_or_cancel(rpc_call *call, int ms)
 	return true;
 }
 
+/* rpc_call_after_reply: how often it ran; a "block" one waits for after_go. */
+static atomic_int after_ran;
+static sem_t after_go;
+
+static void after_reply(void *arg)
+{
+	if (arg) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 10;
+		while (sem_timedwait(&after_go, &ts) < 0 && errno == EINTR)
+			;
+	}
+	atomic_fetch_add(&after_ran, 1);
+}
+
 static rpc_code echo_handler(rpc_call *call, const ProtobufCMessage *req_, ProtobufCMessage *resp_,
 			     void *userdata)
 {
@@ -66,7 +83,10 @@ static rpc_code echo_handler(rpc_call *call, const ProtobufCMessage *req_, Proto
 	Agent__V1__EchoResponse *resp = (Agent__V1__EchoResponse *)resp_;
 	if (req->delay_ms > 0 && !wait_or_cancel(call, req->delay_ms))
 		return RPC_CANCELLED;
-	if (strncmp(req->message, "error:", 6) == 0)
+	if (strncmp(req->message, "after", 5) == 0)
+		rpc_call_after_reply(call, after_reply,
+				     strcmp(req->message, "after:block") == 0 ? &after_go : NULL);
+	if (strncmp(req->message, "error:", 6) == 0 || strcmp(req->message, "after:error") == 0)
 		return rpc_call_error(call, RPC_NOT_FOUND, "%s", req->message + 6);
 	if (strcmp(req->message, "whoami") == 0) {
 		const char *id = rpc_call_peer_identity(call);
@@ -340,6 +360,58 @@ static void test_unary_unix(void **state)
 	server_stop(ts);
 	/* The socket is removed on shutdown. */
 	assert_int_not_equal(stat(sock_path, &st), 0);
+}
+
+/* The after-reply function runs once per call, errors too, and does not
+ * hold up the reply: the client has its response while it still blocks. */
+static void test_after_reply(void **state)
+{
+	(void)state;
+	assert_int_equal(sem_init(&after_go, 0, 0), 0);
+	atomic_store(&after_ran, 0);
+	tserver *ts = server_start();
+	rpc_client *c = client_unix();
+	const char *paths[] = {ECHO, ECHO_INLINE};
+	int want = 0;
+	for (int i = 0; i < 2; i++) {
+		const char *msgs[] = {"after", "after:error"};
+		for (int j = 0; j < 2; j++) {
+			Agent__V1__EchoResponse *resp = NULL;
+			rpc_status rs = {0};
+			ad_error *err = NULL;
+			assert_int_equal(echo(c, paths[i], msgs[j], 0, 5000, &resp, &rs, &err), 0);
+			assert_int_equal(rs.code, j ? RPC_NOT_FOUND : RPC_OK);
+			if (resp)
+				protobuf_c_message_free_unpacked(&resp->base, NULL);
+			rpc_status_clear(&rs);
+			want++;
+			for (int k = 0; k < 500 && atomic_load(&after_ran) < want; k++)
+				sleep_ms(10);
+			assert_int_equal(atomic_load(&after_ran), want);
+		}
+	}
+	Agent__V1__EchoResponse *resp = NULL;
+	rpc_status rs = {0};
+	ad_error *err = NULL;
+	assert_int_equal(echo(c, ECHO, "after:block", 0, 5000, &resp, &rs, &err), 0);
+	assert_int_equal(rs.code, RPC_OK);
+	assert_string_equal(resp->message, "after:block");
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	rpc_status_clear(&rs);
+	assert_int_equal(atomic_load(&after_ran), want);
+	sem_post(&after_go);
+	for (int k = 0; k < 500 && atomic_load(&after_ran) <= want; k++)
+		sleep_ms(10);
+	assert_int_equal(atomic_load(&after_ran), want + 1);
+	/* A call that never set one runs none. */
+	assert_int_equal(echo(c, ECHO, "plain", 0, 5000, &resp, &rs, &err), 0);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	rpc_status_clear(&rs);
+	sleep_ms(50);
+	assert_int_equal(atomic_load(&after_ran), want + 1);
+	rpc_client_free(c);
+	server_stop(ts);
+	sem_destroy(&after_go);
 }
 
 typedef struct stream_ctx {
@@ -1538,6 +1610,7 @@ int main(void)
 	    cmocka_unit_test(test_code_name),
 	    cmocka_unit_test(test_unary_unix),
 	    cmocka_unit_test(test_stream),
+	    cmocka_unit_test(test_after_reply),
 	    cmocka_unit_test(test_error_message),
 	    cmocka_unit_test(test_unknown_method),
 	    cmocka_unit_test(test_deadline),
