@@ -157,14 +157,7 @@ uint64_t mgr_events_cursor(mgr *m)
 
 size_t mgr_events_wait(mgr *m, uint64_t *cursor, mgr_event *out, size_t max, int timeout_ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = ad_monotonic_after_ms((unsigned)timeout_ms);
 	pthread_mutex_lock(&m->ev_lock);
 	while (m->shown_seq == *cursor && !m->stopping)
 		if (pthread_cond_timedwait(&m->ev_cond, &m->ev_lock, &until) == ETIMEDOUT)

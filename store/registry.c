@@ -795,14 +795,7 @@ bool store_session_cancelled(store_session *sess)
 /* Sleeps for a retry's backoff; false if the pull was cancelled meanwhile. */
 static bool backoff_sleep(store_session *sess, unsigned ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = ad_monotonic_after_ms(ms);
 	pthread_mutex_lock(&sess->loop_lock);
 	while (!sess->cancelled &&
 	       pthread_cond_timedwait(&sess->loop_cond, &sess->loop_lock, &until) != ETIMEDOUT)

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/types.h>
 
@@ -97,6 +98,9 @@ void ad_log(ad_log_level level, const char *fmt, ...) __attribute__((format(prin
 /* ---- time --------------------------------------------------------------- */
 int64_t ad_now_ns(void);       /* CLOCK_REALTIME, nanoseconds since the epoch */
 int64_t ad_monotonic_ns(void); /* CLOCK_MONOTONIC */
+/* The CLOCK_MONOTONIC time `ms` from now, for pthread_cond_timedwait on a
+ * condition variable set to that clock. */
+struct timespec ad_monotonic_after_ms(unsigned ms);
 /* RFC 3339 with nanoseconds in UTC ("2026-11-29T02:46:36.123456789Z"). */
 void ad_format_rfc3339nano(int64_t epoch_ns, char buf[40]);
 
