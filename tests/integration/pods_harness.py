@@ -187,3 +187,23 @@ def ok(daemon, *args):
     r = ctl(daemon, *args)
     assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
     return r.stdout
+
+
+@contextlib.contextmanager
+def running_pod(daemon, cfg):
+    """`agentctl runp CFG`; yields (pod id, cfg); stops and removes it after."""
+    pod_id = ok(daemon, "runp", cfg).strip()
+    try:
+        yield pod_id, cfg
+    finally:
+        ctl(daemon, "stopp", pod_id)
+        ctl(daemon, "rmp", pod_id)
+
+
+def created_container(daemon, pod, cfg, start=True):
+    """`agentctl create POD CFG POD_CFG` (and `start`) in a running_pod()."""
+    pod_id, pod_cfg = pod
+    ctr = ok(daemon, "create", pod_id, cfg, pod_cfg).strip()
+    if start:
+        ok(daemon, "start", ctr)
+    return ctr

@@ -67,21 +67,12 @@ def ctr_yaml(work, name, image, cmd):
 
 @pytest.fixture
 def pod(daemon, image, work, request):
-    cfg = pod_yaml(work, "p-" + request.node.name[:40])
-    p = ok(daemon, "runp", cfg).strip()
-    try:
-        yield p, cfg
-    finally:
-        ctl(daemon, "stopp", p)
-        ctl(daemon, "rmp", p)
+    with P.running_pod(daemon, pod_yaml(work, "p-" + request.node.name[:40])) as p:
+        yield p
 
 
 def container(daemon, image, work, pod, name, cmd, start=True):
-    pod_id, pod_cfg = pod
-    ctr = ok(daemon, "create", pod_id, ctr_yaml(work, name, image, cmd), pod_cfg).strip()
-    if start:
-        ok(daemon, "start", ctr)
-    return ctr
+    return P.created_container(daemon, pod, ctr_yaml(work, name, image, cmd), start)
 
 
 def wait_for(fn, what, timeout=15):

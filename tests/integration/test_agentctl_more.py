@@ -38,16 +38,11 @@ def pod(daemon, image, work, request):
                      "uid": "uid-" + request.node.name},
         "log_directory": str(work / ("logs-" + request.node.name)),
     }))
-    p = ok(daemon, "runp", cfg).strip()
-    try:
-        yield p, cfg
-    finally:
-        ctl(daemon, "stopp", p)
-        ctl(daemon, "rmp", p)
+    with P.running_pod(daemon, cfg) as p:
+        yield p
 
 
 def container(daemon, image, work, pod, name, cmd, start=True):
-    pod_id, pod_cfg = pod
     cfg = work / ("ctr-%s.json" % name)
     cfg.write_text(json.dumps({
         "metadata": {"name": name},
@@ -56,10 +51,7 @@ def container(daemon, image, work, pod, name, cmd, start=True):
         "labels": {"t": name},
         "log_path": name + ".log",
     }))
-    ctr = ok(daemon, "create", pod_id, cfg, pod_cfg).strip()
-    if start:
-        ok(daemon, "start", ctr)
-    return ctr
+    return P.created_container(daemon, pod, cfg, start)
 
 
 def test_stats_and_update(daemon, image, work, pod):
