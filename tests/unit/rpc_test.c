@@ -430,6 +430,14 @@ static int on_stream_msg(const ProtobufCMessage *msg, void *userdata)
 	return sc->stop_after && sc->n >= sc->stop_after;
 }
 
+/* A streaming Echo call whose messages are counted and order-checked in sc. */
+static int echo_stream(rpc_client *c, Agent__V1__EchoRequest *req, unsigned timeout_ms,
+		       stream_ctx *sc, rpc_status *st, ad_error **err)
+{
+	return rpc_client_stream(c, STREAM, &req->base, &agent__v1__echo_response__descriptor,
+				 timeout_ms, on_stream_msg, sc, st, err);
+}
+
 static void test_stream(void **state)
 {
 	(void)state;
@@ -442,10 +450,7 @@ static void test_stream(void **state)
 	stream_ctx sc = {.order_ok = true};
 	rpc_status rs = {0};
 	ad_error *err = NULL;
-	assert_int_equal(rpc_client_stream(c, STREAM, &req.base,
-					   &agent__v1__echo_response__descriptor, 10000,
-					   on_stream_msg, &sc, &rs, &err),
-			 0);
+	assert_int_equal(echo_stream(c, &req, 10000, &sc, &rs, &err), 0);
 	assert_int_equal(rs.code, RPC_OK);
 	assert_int_equal(sc.n, 200);
 	assert_true(sc.order_ok);
@@ -453,10 +458,7 @@ static void test_stream(void **state)
 	/* Zero messages: OK with nothing (Trailers-Only). */
 	req.repeat = 0;
 	sc = (stream_ctx){.order_ok = true};
-	assert_int_equal(rpc_client_stream(c, STREAM, &req.base,
-					   &agent__v1__echo_response__descriptor, 10000,
-					   on_stream_msg, &sc, &rs, &err),
-			 0);
+	assert_int_equal(echo_stream(c, &req, 10000, &sc, &rs, &err), 0);
 	assert_int_equal(rs.code, RPC_OK);
 	assert_int_equal(sc.n, 0);
 
@@ -466,10 +468,7 @@ static void test_stream(void **state)
 	req.repeat = 100000;
 	req.response_bytes = 1000;
 	sc = (stream_ctx){.order_ok = true, .stop_after = 3};
-	assert_int_equal(rpc_client_stream(c, STREAM, &req.base,
-					   &agent__v1__echo_response__descriptor, 10000,
-					   on_stream_msg, &sc, &rs, &err),
-			 0);
+	assert_int_equal(echo_stream(c, &req, 10000, &sc, &rs, &err), 0);
 	assert_int_equal(rs.code, RPC_CANCELLED);
 	rpc_status_clear(&rs);
 	assert_int_equal(sc.n, 3);
@@ -580,10 +579,7 @@ static void test_deadline(void **state)
 	req.repeat = 100;
 	req.delay_ms = 50;
 	stream_ctx sc = {.order_ok = true};
-	assert_int_equal(rpc_client_stream(c, STREAM, &req.base,
-					   &agent__v1__echo_response__descriptor, 300,
-					   on_stream_msg, &sc, &rs, &err),
-			 0);
+	assert_int_equal(echo_stream(c, &req, 300, &sc, &rs, &err), 0);
 	assert_int_equal(rs.code, RPC_DEADLINE_EXCEEDED);
 	assert_true(sc.n < 10);
 	rpc_status_clear(&rs);
@@ -730,10 +726,7 @@ static void test_tls(void **state)
 	sreq.repeat = 200;
 	sreq.response_bytes = 10000;
 	stream_ctx sc = {.order_ok = true};
-	assert_int_equal(rpc_client_stream(c, STREAM, &sreq.base,
-					   &agent__v1__echo_response__descriptor, 10000,
-					   on_stream_msg, &sc, &rs, &err),
-			 0);
+	assert_int_equal(echo_stream(c, &sreq, 10000, &sc, &rs, &err), 0);
 	assert_int_equal(rs.code, RPC_OK);
 	assert_int_equal(sc.n, 200);
 	assert_true(sc.order_ok);
@@ -1590,10 +1583,7 @@ static void test_stream_message_over_limit(void **state)
 	stream_ctx sc = {.order_ok = true};
 	rpc_status rs = {0};
 	ad_error *err = NULL;
-	assert_int_equal(rpc_client_stream(c, STREAM, &req.base,
-					   &agent__v1__echo_response__descriptor, 10000,
-					   on_stream_msg, &sc, &rs, &err),
-			 0);
+	assert_int_equal(echo_stream(c, &req, 10000, &sc, &rs, &err), 0);
 	/* The handler returns CANCELLED after the failed send; the status the
 	 * client sees is the reason. */
 	assert_int_equal(rs.code, RPC_RESOURCE_EXHAUSTED);
