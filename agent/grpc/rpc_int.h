@@ -52,6 +52,41 @@ void rpc_timeout_format(uint64_t ms, char buf[16]);
 /* HTTP status → gRPC code for responses that are not gRPC (http-grpc-status-mapping.md). */
 rpc_code rpc_code_from_http(int status);
 
+/* ---- request header rules (RFC 9113 section 8.2 and 8.3) ------------------
+ * The server turns nghttp2's HTTP messaging checks off: they refuse any
+ * :authority that is not a host[:port], and grpc-go (kubelet) dialling a
+ * unix socket sends the socket's path. These are the same rules, with the
+ * :authority rule relaxed where the listener asks for it. A MALFORMED
+ * request is reset with PROTOCOL_ERROR, as nghttp2 does; an IGNORE header
+ * (a regular header with a bad name or value) is dropped, as nghttp2 does. */
+typedef enum rpc_hdr_verdict {
+	RPC_HDR_OK,
+	RPC_HDR_IGNORE,
+	RPC_HDR_MALFORMED,
+} rpc_hdr_verdict;
+
+typedef struct rpc_req_headers {
+	unsigned seen;		/* pseudo-headers received (private bits) */
+	bool regular_seen;	/* no pseudo-header may follow a regular one */
+	bool authority_any;	/* any field value as :authority (unix socket) */
+	int64_t content_length; /* -1 while none was sent */
+	uint64_t data_len;	/* request body bytes received */
+} rpc_req_headers;
+
+void rpc_req_headers_init(rpc_req_headers *h, bool authority_any);
+/* One header of the request's HEADERS block. *ret_why says what was wrong. */
+rpc_hdr_verdict rpc_req_header_check(rpc_req_headers *h, const uint8_t *name, size_t namelen,
+				     const uint8_t *value, size_t valuelen, const char **ret_why);
+/* The request's header block is complete: the required pseudo-headers are there. */
+rpc_hdr_verdict rpc_req_headers_complete(const rpc_req_headers *h, const char **ret_why);
+/* One header of a trailer block the client sent. */
+rpc_hdr_verdict rpc_req_trailer_check(const uint8_t *name, size_t namelen, const uint8_t *value,
+				      size_t valuelen, const char **ret_why);
+/* Request body bytes: more than content-length, or (at the end of the
+ * stream) fewer, is MALFORMED. */
+rpc_hdr_verdict rpc_req_headers_data(rpc_req_headers *h, size_t len, bool end_stream,
+				     const char **ret_why);
+
 /* ---- call arena ----------------------------------------------------------
  * A bump allocator: the first block lives inside the owner, further blocks are
  * malloc'd and freed together. Not thread-safe; a call's arena is used by one

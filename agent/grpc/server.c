@@ -113,6 +113,8 @@ struct rpc_call {
 	const char *http_method;
 	const char *ctype;
 	const char *encoding;
+	rpc_req_headers hdrs;
+	bool malformed; /* reset with PROTOCOL_ERROR: nothing more is read */
 	bool bad_timeout;
 	bool dispatched;
 	bool responded; /* response HEADERS submitted */
@@ -169,6 +171,7 @@ struct rpc_conn {
 	size_t out_off, out_len, out_cap;
 	rpc_conn *flush_next; /* in a batch of connections to flush (ready_cb) */
 	bool flush_listed;
+	bool unix_peer;		/* any :authority is accepted (grpc-go sends the socket path) */
 	bool handshaking;	/* TLS handshake in progress */
 	bool write_armed;	/* wev is pending */
 	bool read_wants_write;	/* SSL_read asked for writability */
@@ -236,6 +239,7 @@ static rpc_call *call_new(rpc_conn *c, int32_t stream_id)
 	call->conn = c;
 	call->stream_id = stream_id;
 	call->cancel_fd = -1;
+	rpc_req_headers_init(&call->hdrs, c->unix_peer);
 	pthread_mutex_init(&call->mu, NULL);
 	pthread_cond_init(&call->cond, NULL);
 	rpc_arena_init(&call->arena, call->arena_inline, sizeof(call->arena_inline));
@@ -746,6 +750,17 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 	return 0;
 }
 
+/* A malformed request (RFC 9113 section 8.1.1): the stream is reset with
+ * PROTOCOL_ERROR, as nghttp2's own HTTP checks do, and nothing more of it
+ * is read or answered. */
+static void call_reject(nghttp2_session *session, rpc_call *call, const char *why)
+{
+	call->malformed = true;
+	ad_debug("rpc: stream %d reset: malformed request: %s", call->stream_id, why);
+	nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, call->stream_id,
+				  NGHTTP2_PROTOCOL_ERROR);
+}
+
 static char *arena_strndup(rpc_call *call, const uint8_t *s, size_t n)
 {
 	char *p = rpc_arena_alloc(&call->arena, n + 1);
@@ -763,15 +778,33 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 	if (frame->hd.type != NGHTTP2_HEADERS)
 		return 0;
 	rpc_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-	if (!call || call->dispatched || call->finished)
+	if (!call || call->malformed)
+		return 0;
+	bool request = frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+	if (request && (call->dispatched || call->finished))
 		return 0;
 	/* The header list limit, as SETTINGS_MAX_HEADER_LIST_SIZE counts it. */
 	call->hdr_bytes += namelen + valuelen + 32;
 	if (call->hdr_bytes > c->srv->cfg.max_header_list)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-		return 0; /* client trailers: nothing we use */
-	if (namelen > 0 && name[0] == ':') {
+	const char *why;
+	if (!request) {
+		/* Client trailers: checked, nothing we use. */
+		if (rpc_req_trailer_check(name, namelen, value, valuelen, &why) ==
+		    RPC_HDR_MALFORMED)
+			call_reject(session, call, why);
+		return 0;
+	}
+	switch (rpc_req_header_check(&call->hdrs, name, namelen, value, valuelen, &why)) {
+	case RPC_HDR_MALFORMED:
+		call_reject(session, call, why);
+		return 0;
+	case RPC_HDR_IGNORE:
+		return 0;
+	case RPC_HDR_OK:
+		break;
+	}
+	if (name[0] == ':') {
 		if (namelen == 5 && memcmp(name, ":path", 5) == 0)
 			call->path = arena_strndup(call, value, valuelen);
 		else if (namelen == 7 && memcmp(name, ":method", 7) == 0)
@@ -821,10 +854,6 @@ static void call_headers_done(rpc_conn *c, rpc_call *call)
 	}
 	if (!ctype_ok(call->ctype)) {
 		call_respond_http(call, "415");
-		return;
-	}
-	if (!call->path) {
-		call_fail(call, RPC_INTERNAL, "missing :path");
 		return;
 	}
 	call->method = method_lookup(srv, call->path);
@@ -919,7 +948,14 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 	(void)flags;
 	rpc_conn *c = user_data;
 	rpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
-	if (!call || call->finished || call->dispatched || !call->method)
+	if (!call || call->malformed)
+		return 0;
+	const char *why;
+	if (rpc_req_headers_data(&call->hdrs, len, false, &why) == RPC_HDR_MALFORMED) {
+		call_reject(session, call, why);
+		return 0;
+	}
+	if (call->finished || call->dispatched || !call->method)
 		return 0;
 	rpc_server *srv = c->srv;
 	size_t before = rpc_framer_buffered(&call->fr);
@@ -1005,11 +1041,27 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
 		return 0;
 	rpc_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-	if (!call)
+	if (!call || call->malformed)
 		return 0;
-	if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
-		call_headers_done(c, call);
-	if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !call->finished && !call->dispatched)
+	bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+	const char *why;
+	if (frame->hd.type == NGHTTP2_HEADERS) {
+		if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+			if (rpc_req_headers_complete(&call->hdrs, &why) == RPC_HDR_MALFORMED) {
+				call_reject(session, call, why);
+				return 0;
+			}
+			call_headers_done(c, call);
+		} else if (!end_stream) {
+			call_reject(session, call, "trailers without END_STREAM");
+			return 0;
+		}
+	}
+	if (end_stream && rpc_req_headers_data(&call->hdrs, 0, true, &why) == RPC_HDR_MALFORMED) {
+		call_reject(session, call, why);
+		return 0;
+	}
+	if (end_stream && !call->finished && !call->dispatched)
 		call_dispatch(c, call);
 	return 0;
 }
@@ -1404,6 +1456,10 @@ static int conn_start_session(rpc_conn *c)
 	/* gRPC does not use stream priorities: do not keep closed streams
 	 * around for the priority tree (memory per connection). */
 	nghttp2_option_set_no_closed_streams(opt, 1);
+	/* nghttp2 would refuse a unix socket path as :authority (grpc-go sends
+	 * one); the same request rules are checked in on_header and
+	 * on_frame_recv instead (rpc_req_header_check). */
+	nghttp2_option_set_no_http_messaging(opt, 1);
 	int rv = nghttp2_session_server_new2(&c->session, cbs, c, opt);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cbs);
@@ -1439,6 +1495,7 @@ static void accept_conn(rpc_server *srv, evutil_socket_t fd, struct sockaddr *sa
 	c->srv = srv;
 	c->fd = fd;
 	if (sa->sa_family == AF_UNIX) {
+		c->unix_peer = true;
 		snprintf(c->peer, sizeof(c->peer), "unix");
 	} else {
 		int one = 1;

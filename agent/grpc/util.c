@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const code_names[] = {
     [RPC_OK] = "OK",
@@ -318,4 +319,245 @@ void rpc_arena_pb_allocator(rpc_arena *a, ProtobufCAllocator *ret)
 	ret->alloc = arena_pb_alloc;
 	ret->free = arena_pb_free;
 	ret->allocator_data = a;
+}
+
+/* ---- request header rules ------------------------------------------------ */
+
+enum {
+	PSEUDO_METHOD = 1u << 0,
+	PSEUDO_SCHEME = 1u << 1,
+	PSEUDO_PATH = 1u << 2,
+	PSEUDO_AUTHORITY = 1u << 3,
+	PATH_ASTERISK = 1u << 4, /* :path is "*" */
+	METHOD_CONNECT = 1u << 5,
+	METHOD_OPTIONS = 1u << 6,
+};
+
+static bool is_tchar(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool is_token(const uint8_t *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!is_tchar(s[i]))
+			return false;
+	return true;
+}
+
+static bool bytes_eq(const uint8_t *s, size_t n, const char *lit)
+{
+	return n == strlen(lit) && memcmp(s, lit, n) == 0;
+}
+
+static bool bytes_caseeq(const uint8_t *s, size_t n, const char *lit)
+{
+	return n == strlen(lit) && strncasecmp((const char *)s, lit, n) == 0;
+}
+
+/* RFC 9110 field-value: no NUL, CR or LF anywhere, no leading or trailing
+ * space or tab (RFC 9113 section 8.2.1). */
+static bool is_field_value(const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == 0 || s[i] == '\r' || s[i] == '\n')
+			return false;
+	if (n > 0 && (s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+		return false;
+	return true;
+}
+
+/* host [":" port] with an IP literal in brackets (RFC 3986 authority; the
+ * userinfo that nghttp2 lets through too). */
+static bool is_authority(const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = s[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    (c && strchr("-._~%!$&'()*+,;=:@[]", c) != NULL))
+			continue;
+		return false;
+	}
+	return true;
+}
+
+/* origin-form ("/..." without controls or spaces) or the asterisk form. */
+static bool is_path(const uint8_t *s, size_t n)
+{
+	if (n == 0 || (s[0] != '/' && !(n == 1 && s[0] == '*')))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] <= 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static bool is_scheme(const uint8_t *s, size_t n)
+{
+	if (n == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+		return false;
+	for (size_t i = 1; i < n; i++) {
+		uint8_t c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '+' || c == '-' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+static rpc_hdr_verdict malformed(const char **ret_why, const char *why)
+{
+	*ret_why = why;
+	return RPC_HDR_MALFORMED;
+}
+
+/* What a regular header's name and value allow, in requests and trailers. */
+static rpc_hdr_verdict regular_header_check(const uint8_t *name, size_t namelen,
+					    const uint8_t *value, size_t valuelen,
+					    const char **ret_why)
+{
+	for (size_t i = 0; i < namelen; i++)
+		if (name[i] >= 'A' && name[i] <= 'Z')
+			return malformed(ret_why, "upper-case header name");
+	if (!is_token(name, namelen)) {
+		*ret_why = "invalid header name";
+		return RPC_HDR_IGNORE;
+	}
+	/* Connection-specific fields have no meaning in HTTP/2 (section 8.2.2). */
+	if (bytes_eq(name, namelen, "connection") || bytes_eq(name, namelen, "keep-alive") ||
+	    bytes_eq(name, namelen, "proxy-connection") ||
+	    bytes_eq(name, namelen, "transfer-encoding") || bytes_eq(name, namelen, "upgrade"))
+		return malformed(ret_why, "connection-specific header");
+	if (bytes_eq(name, namelen, "te") && !bytes_caseeq(value, valuelen, "trailers"))
+		return malformed(ret_why, "te other than trailers");
+	if (!is_field_value(value, valuelen)) {
+		*ret_why = "invalid header value";
+		return RPC_HDR_IGNORE;
+	}
+	return RPC_HDR_OK;
+}
+
+void rpc_req_headers_init(rpc_req_headers *h, bool authority_any)
+{
+	memset(h, 0, sizeof(*h));
+	h->authority_any = authority_any;
+	h->content_length = -1;
+}
+
+static rpc_hdr_verdict pseudo_header_check(rpc_req_headers *h, const uint8_t *name,
+					   size_t namelen, const uint8_t *value, size_t valuelen,
+					   const char **ret_why)
+{
+	if (h->regular_seen)
+		return malformed(ret_why, "pseudo-header after a regular header");
+	unsigned bit;
+	bool ok;
+	if (bytes_eq(name, namelen, ":method")) {
+		bit = PSEUDO_METHOD;
+		ok = is_token(value, valuelen);
+		if (bytes_eq(value, valuelen, "CONNECT"))
+			h->seen |= METHOD_CONNECT;
+		else if (bytes_eq(value, valuelen, "OPTIONS"))
+			h->seen |= METHOD_OPTIONS;
+	} else if (bytes_eq(name, namelen, ":scheme")) {
+		bit = PSEUDO_SCHEME;
+		ok = is_scheme(value, valuelen);
+	} else if (bytes_eq(name, namelen, ":path")) {
+		bit = PSEUDO_PATH;
+		ok = is_path(value, valuelen);
+		if (valuelen == 1 && value[0] == '*')
+			h->seen |= PATH_ASTERISK;
+	} else if (bytes_eq(name, namelen, ":authority")) {
+		bit = PSEUDO_AUTHORITY;
+		ok = h->authority_any ? is_field_value(value, valuelen)
+				      : is_authority(value, valuelen);
+	} else {
+		/* :protocol too: extended CONNECT is not offered (RFC 8441). */
+		return malformed(ret_why, "unknown pseudo-header");
+	}
+	if (h->seen & bit)
+		return malformed(ret_why, "repeated pseudo-header");
+	h->seen |= bit;
+	if (!ok)
+		return malformed(ret_why, bit == PSEUDO_METHOD	  ? "invalid :method"
+					  : bit == PSEUDO_SCHEME  ? "invalid :scheme"
+					  : bit == PSEUDO_PATH	  ? "invalid :path"
+								  : "invalid :authority");
+	return RPC_HDR_OK;
+}
+
+rpc_hdr_verdict rpc_req_header_check(rpc_req_headers *h, const uint8_t *name, size_t namelen,
+				     const uint8_t *value, size_t valuelen, const char **ret_why)
+{
+	if (namelen == 0)
+		return malformed(ret_why, "empty header name");
+	if (name[0] == ':')
+		return pseudo_header_check(h, name, namelen, value, valuelen, ret_why);
+	h->regular_seen = true;
+	rpc_hdr_verdict v = regular_header_check(name, namelen, value, valuelen, ret_why);
+	if (v != RPC_HDR_OK)
+		return v;
+	if (bytes_eq(name, namelen, "host") && !h->authority_any && !is_authority(value, valuelen))
+		return malformed(ret_why, "invalid host");
+	if (bytes_eq(name, namelen, "content-length")) {
+		if (valuelen == 0 || valuelen > 18)
+			return malformed(ret_why, "invalid content-length");
+		int64_t n = 0;
+		for (size_t i = 0; i < valuelen; i++) {
+			if (value[i] < '0' || value[i] > '9')
+				return malformed(ret_why, "invalid content-length");
+			n = n * 10 + (value[i] - '0');
+		}
+		if (h->content_length >= 0 && h->content_length != n)
+			return malformed(ret_why, "conflicting content-length");
+		h->content_length = n;
+	}
+	return RPC_HDR_OK;
+}
+
+rpc_hdr_verdict rpc_req_headers_complete(const rpc_req_headers *h, const char **ret_why)
+{
+	if (!(h->seen & PSEUDO_METHOD))
+		return malformed(ret_why, "missing :method");
+	if (h->seen & METHOD_CONNECT) {
+		if (!(h->seen & PSEUDO_AUTHORITY))
+			return malformed(ret_why, "CONNECT without :authority");
+		if (h->seen & (PSEUDO_SCHEME | PSEUDO_PATH))
+			return malformed(ret_why, "CONNECT with :scheme or :path");
+		return RPC_HDR_OK;
+	}
+	if (!(h->seen & PSEUDO_SCHEME))
+		return malformed(ret_why, "missing :scheme");
+	if (!(h->seen & PSEUDO_PATH))
+		return malformed(ret_why, "missing :path");
+	if ((h->seen & PATH_ASTERISK) && !(h->seen & METHOD_OPTIONS))
+		return malformed(ret_why, ":path * without OPTIONS");
+	return RPC_HDR_OK;
+}
+
+rpc_hdr_verdict rpc_req_trailer_check(const uint8_t *name, size_t namelen, const uint8_t *value,
+				      size_t valuelen, const char **ret_why)
+{
+	if (namelen == 0)
+		return malformed(ret_why, "empty header name");
+	if (name[0] == ':')
+		return malformed(ret_why, "pseudo-header in trailers");
+	return regular_header_check(name, namelen, value, valuelen, ret_why);
+}
+
+rpc_hdr_verdict rpc_req_headers_data(rpc_req_headers *h, size_t len, bool end_stream,
+				     const char **ret_why)
+{
+	h->data_len += len;
+	if (h->content_length < 0)
+		return RPC_HDR_OK;
+	if (h->data_len > (uint64_t)h->content_length)
+		return malformed(ret_why, "more data than content-length");
+	if (end_stream && h->data_len != (uint64_t)h->content_length)
+		return malformed(ret_why, "less data than content-length");
+	return RPC_HDR_OK;
 }

@@ -1,5 +1,6 @@
 # libadrpc tests (agent/grpc).
 agentd_unit_test(rpc_test adrpc adproto PkgConfig::NGHTTP2)
+agentd_unit_test(rpc_core_test adrpc)
 
 # A small client used by tests/integration/test_rpc_c_client.py against a
 # Python grpcio server (found as ${AGENTD_BUILD_DIR}/tests/unit/rpc_client_probe).
