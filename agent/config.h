@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "common.h"
+#include "base.h"
 
 typedef struct cfg_config {
 	/* [agentd] */

@@ -11,6 +11,7 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "db.h"
 #include "images.h"
 #include "manager.h"
 #include "services.h"
@@ -173,11 +174,10 @@ static int run(agentd *d)
 		return 1;
 	}
 	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", d->cfg.root);
-	if (ad_db_open(db_path, &d->db, &err) < 0) {
+	if (ad_db_open(db_path, NULL, &d->db, &err) < 0) {
 		ad_error_log("%s", err->message);
 		return 1;
 	}
-	ctx->schema_version = ad_db_schema_version(d->db);
 	if (agent_images_open(&d->cfg, &d->images, &err) < 0) {
 		ad_error_log("%s", err->message);
 		return 1;
@@ -188,6 +188,8 @@ static int run(agentd *d)
 		return 1;
 	}
 	mgr_set_default(d->pods);
+	/* Read once every owner of tables has migrated its own. */
+	ctx->schema_version = ad_db_schema_version(d->db);
 
 	svc_cri_register(&d->table, ctx);
 	svc_agent_register(&d->table, ctx);

@@ -1322,6 +1322,35 @@ static void pod_check_networks(mgr *m)
 	mgr_pods_free(v);
 }
 
+
+/* The pods' and containers' tables in the state DB (lib/db runs the
+ * migrations). state: 0 creating (half set up, cleaned up on start), then
+ * per table. config: the CRI request (packed protobuf) the object was made
+ * from. */
+static const char *const pods_migrations[] = {
+	"CREATE TABLE pods (id TEXT PRIMARY KEY, name TEXT NOT NULL, namespace TEXT NOT NULL,"
+	" uid TEXT NOT NULL, attempt INTEGER NOT NULL, state INTEGER NOT NULL,"
+	" created_ns INTEGER NOT NULL, netns TEXT, infra_id TEXT, cni_result TEXT,"
+	" port_mappings TEXT, cni_net TEXT, labels TEXT, annotations TEXT, log_directory TEXT,"
+	" hostname TEXT, dir TEXT, runtime_handler TEXT, config BLOB,"
+	" UNIQUE (name, namespace, attempt));"
+	"CREATE TABLE containers (id TEXT PRIMARY KEY,"
+	" pod_id TEXT NOT NULL REFERENCES pods(id), name TEXT NOT NULL,"
+	" attempt INTEGER NOT NULL, state INTEGER NOT NULL, image TEXT, image_id TEXT,"
+	" image_ref TEXT, created_ns INTEGER NOT NULL, started_ns INTEGER NOT NULL DEFAULT 0,"
+	" finished_ns INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0,"
+	" reason TEXT, message TEXT, log_path TEXT, labels TEXT, annotations TEXT,"
+	" image_config TEXT, config BLOB, UNIQUE (pod_id, name, attempt));"
+	"CREATE INDEX containers_pod ON containers(pod_id);",
+};
+
+static const ad_db_schema pods_schema = {
+    .owner = "pods",
+    .migrations = pods_migrations,
+    .n_migrations = sizeof(pods_migrations) / sizeof(pods_migrations[0]),
+    .legacy_user_version = 3,
+};
+
 int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 {
 	mgr *m = ad_malloc0(sizeof(*m));
@@ -1352,7 +1381,7 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	_cleanup_free_ char *rt_state = ad_asprintf("%s/containers", cfg->state);
 	_cleanup_free_ char *shim = find_shim();
 	rt_options ro = {.state_root = rt_state, .shim_path = shim};
-	if (ad_db_open(db_path, &m->db, err) < 0 || ad_mkdir_p(m->pods_dir, 0711, err) < 0) {
+	if (ad_db_open(db_path, &pods_schema, &m->db, err) < 0 || ad_mkdir_p(m->pods_dir, 0711, err) < 0) {
 		mgr_close(m);
 		return -1;
 	}

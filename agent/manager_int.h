@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "cni.h"
+#include "db.h"
 #include "manager.h"
 
 #define MGR_EVENT_RING 512

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"
+#include "base.h"
 #include "config.h"
 #include "rpc.h"
 

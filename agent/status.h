@@ -2,7 +2,7 @@
 #ifndef AGENTD_STATUS_H
 #define AGENTD_STATUS_H
 
-#include "common.h"
+#include "base.h"
 #include "rpc.h"
 
 /* The gRPC code that answers an error of class `code`. */

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <sysexits.h>
 
-#include "common.h"
+#include "base.h"
 #include "pbjson.h" /* answers as JSON: pbjson_from_message(m, PBJSON_PROTOJSON) */
 #include "rpc.h"
 

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "common.h"
+#include "base.h"
 #include "runtime.h"
 
 typedef struct cg_manager cg_manager;

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "cgroup.h"
-#include "common.h"
+#include "base.h"
 #include "runtime.h"
 #include "rt_shim_proto.h"
 

@@ -113,6 +113,37 @@ void store_close(store *s)
  * a build tree, where agentd is agent/agentd. */
 static const char *const fetch_near_self[] = {"agentd-fetch", "../store/agentd-fetch", NULL};
 
+
+/* The store's tables in the state DB (lib/db runs the migrations). An
+ * image's id is its config digest. */
+static const char *const store_migrations[] = {
+	/* kind 0: a tag (name:tag), 1: a repo digest (name@sha256:..) */
+	"CREATE TABLE images (id TEXT PRIMARY KEY, manifest_digest TEXT NOT NULL,"
+	" size INTEGER NOT NULL, created_ns INTEGER NOT NULL);"
+	"CREATE TABLE image_names (name TEXT PRIMARY KEY, kind INTEGER NOT NULL,"
+	" image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE);"
+	"CREATE INDEX image_names_image ON image_names(image_id);"
+	"CREATE TABLE image_layers (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+	" idx INTEGER NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,"
+	" diff_id TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (image_id, idx));"
+	"CREATE INDEX image_layers_digest ON image_layers(digest);"
+	"CREATE INDEX image_layers_diff_id ON image_layers(diff_id);"
+	/* Other blobs an image keeps: manifest, config, the index it came from. */
+	"CREATE TABLE image_blobs (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+	" digest TEXT NOT NULL, PRIMARY KEY (image_id, digest));"
+	"CREATE INDEX image_blobs_digest ON image_blobs(digest);"
+	/* A container (holder) using an image: no cascade, a pinned image stays. */
+	"CREATE TABLE image_pins (holder TEXT PRIMARY KEY,"
+	" image_id TEXT NOT NULL REFERENCES images(id));",
+};
+
+static const ad_db_schema store_schema = {
+    .owner = "images",
+    .migrations = store_migrations,
+    .n_migrations = sizeof(store_migrations) / sizeof(store_migrations[0]),
+    .legacy_user_version = 2,
+};
+
 int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 {
 	if (!opts || !opts->root || !opts->db_path)
@@ -179,7 +210,7 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 	    open_subdir(s->root_fd, s->root, "containers", &s->containers_fd, err) < 0)
 		goto fail;
 	store_clean_tmp(s);
-	if (ad_db_open(opts->db_path, &s->db, err) < 0)
+	if (ad_db_open(opts->db_path, &store_schema, &s->db, err) < 0)
 		goto fail;
 	*ret_store = s;
 	return 0;

@@ -7,7 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common.h"
+#include "base.h"
+#include "db.h"
 #include "store.h"
 
 typedef struct store_inflight store_inflight;

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "common.h"
+#include "base.h"
 
 /* Supplies the layer's (compressed) bytes: returns the count read into buf,
  * 0 at end of stream, or -1 with *err set (the unpack then fails with it). */

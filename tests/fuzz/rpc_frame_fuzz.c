@@ -4,8 +4,9 @@
  * parsing. Not part of ctest. Build:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *     -Iagent/grpc -Iagent/common $(pkg-config --cflags libprotobuf-c) \
- *     tests/fuzz/rpc_frame_fuzz.c agent/grpc/util.c agent/common/error.c \
+ *     -Ilib/rpc -Ilib/rpc/include -Ilib/base/include \
+ *     $(pkg-config --cflags libprotobuf-c) tests/fuzz/rpc_frame_fuzz.c lib/rpc/util.c \
+ *     lib/base/error.c lib/base/log.c \
  *     $(pkg-config --libs libprotobuf-c) -o /tmp/rpc_frame_fuzz
  */
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 # libadruntime: real containers from a busybox-static rootfs. Needs root.
-agentd_unit_test(runtime_test adruntime adcommon PkgConfig::LIBCAP Threads::Threads)
+agentd_unit_test(runtime_test adruntime adbase PkgConfig::LIBCAP Threads::Threads)
 target_include_directories(runtime_test PRIVATE ${CMAKE_SOURCE_DIR}/runtime)
 add_dependencies(runtime_test agentd-shim)
 set_tests_properties(unit.runtime_test PROPERTIES TIMEOUT 300)
@@ -12,7 +12,7 @@ set_property(TARGET runtime_probe PROPERTY LINK_OPTIONS "")
 target_compile_options(runtime_probe PRIVATE -Wall -Wextra -Werror -D_GNU_SOURCE)
 target_link_options(runtime_probe PRIVATE -static)
 add_dependencies(runtime_test runtime_probe)
-if(MUSL_GCC)
+if(AD_MUSL_GCC)
   # The shim is the musl build: its resident size is held to the target.
   target_compile_definitions(runtime_test PRIVATE RT_SHIM_MAX_RSS_KIB=300)
 endif()

@@ -3,6 +3,7 @@
 # The probe goes through libadstore as agentd does, so its pulls, loads, saves and
 # imports run the agentd-fetch of this build tree.
 agentd_unit_test(store_test adfetch PkgConfig::OPENSSL PkgConfig::JANSSON)
+target_include_directories(store_test PRIVATE ${CMAKE_SOURCE_DIR}/store)
 add_executable(store_probe ${CMAKE_CURRENT_SOURCE_DIR}/store_probe.c)
 target_link_libraries(store_probe PRIVATE adstore)
 target_compile_definitions(store_probe PRIVATE STORE_PROBE_FETCH="$<TARGET_FILE:agentd-fetch>")

@@ -1,6 +1,6 @@
 # store/unpack.c unit test (real files, overlayfs; runs as root).
 # Linked against libadfetch, which carries unpack.c.
-agentd_unit_test(unpack_test adfetch adcommon PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
+agentd_unit_test(unpack_test adfetch adbase PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
 target_include_directories(unpack_test PRIVATE ${CMAKE_SOURCE_DIR}/store)
 target_link_libraries(unpack_test PRIVATE Threads::Threads)
 set_tests_properties(unit.unpack_test PROPERTIES TIMEOUT 120)
@@ -13,5 +13,5 @@ if(CMAKE_C_COMPILER_ID MATCHES "Clang")
   target_compile_options(unpack_fuzz PRIVATE -fsanitize=fuzzer,address,undefined)
   target_link_options(unpack_fuzz PRIVATE -fsanitize=fuzzer,address,undefined)
   target_include_directories(unpack_fuzz PRIVATE ${CMAKE_SOURCE_DIR}/store)
-  target_link_libraries(unpack_fuzz PRIVATE adcommon PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
+  target_link_libraries(unpack_fuzz PRIVATE adbase PkgConfig::LIBARCHIVE PkgConfig::OPENSSL)
 endif()

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "common.h"
+#include "base.h"
 
 /* Cgroup limits. 0 means "not set" for every field; -1 means "unlimited"
  * where the field allows it. */

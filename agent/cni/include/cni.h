@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"
+#include "base.h"
 
 #define CNI_DEFAULT_NETNS_DIR "/run/agentd/netns"
 #define CNI_DEFAULT_CONF_DIR "/etc/cni/net.d"

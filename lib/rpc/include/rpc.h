@@ -10,7 +10,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
-#include "common.h"
+#include "base.h"
 
 struct event_base;
 

@@ -1,4 +1,4 @@
-#include "common.h"
+#include "db.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -6,49 +6,16 @@
 #include <sqlite3.h>
 #include <string.h>
 
-/* The schema, one migration per version. Index i takes the DB from
- * user_version i to i + 1. Append only: never edit a released migration. */
-static const char *const migrations[] = {
-	/* 1: bookkeeping every later table hangs off. */
-	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-	/* 2: the image store (store/images.c). An image's id is its config digest. */
-	"CREATE TABLE images (id TEXT PRIMARY KEY, manifest_digest TEXT NOT NULL,"
-	" size INTEGER NOT NULL, created_ns INTEGER NOT NULL);"
-	/* kind 0: a tag (name:tag), 1: a repo digest (name@sha256:..) */
-	"CREATE TABLE image_names (name TEXT PRIMARY KEY, kind INTEGER NOT NULL,"
-	" image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE);"
-	"CREATE INDEX image_names_image ON image_names(image_id);"
-	"CREATE TABLE image_layers (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
-	" idx INTEGER NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,"
-	" diff_id TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (image_id, idx));"
-	"CREATE INDEX image_layers_digest ON image_layers(digest);"
-	"CREATE INDEX image_layers_diff_id ON image_layers(diff_id);"
-	/* Other blobs an image keeps: manifest, config, the index it came from. */
-	"CREATE TABLE image_blobs (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
-	" digest TEXT NOT NULL, PRIMARY KEY (image_id, digest));"
-	"CREATE INDEX image_blobs_digest ON image_blobs(digest);"
-	/* A container (holder) using an image: no cascade, a pinned image stays. */
-	"CREATE TABLE image_pins (holder TEXT PRIMARY KEY,"
-	" image_id TEXT NOT NULL REFERENCES images(id));",
-	/* 3: pods and containers (agent/manager.c). state: 0 creating (half set
-	 * up, cleaned up on start), then per table. config: the CRI request
-	 * (packed protobuf) the object was made from. */
-	"CREATE TABLE pods (id TEXT PRIMARY KEY, name TEXT NOT NULL, namespace TEXT NOT NULL,"
-	" uid TEXT NOT NULL, attempt INTEGER NOT NULL, state INTEGER NOT NULL,"
-	" created_ns INTEGER NOT NULL, netns TEXT, infra_id TEXT, cni_result TEXT,"
-	" port_mappings TEXT, cni_net TEXT, labels TEXT, annotations TEXT, log_directory TEXT,"
-	" hostname TEXT, dir TEXT, runtime_handler TEXT, config BLOB,"
-	" UNIQUE (name, namespace, attempt));"
-	"CREATE TABLE containers (id TEXT PRIMARY KEY,"
-	" pod_id TEXT NOT NULL REFERENCES pods(id), name TEXT NOT NULL,"
-	" attempt INTEGER NOT NULL, state INTEGER NOT NULL, image TEXT, image_id TEXT,"
-	" image_ref TEXT, created_ns INTEGER NOT NULL, started_ns INTEGER NOT NULL DEFAULT 0,"
-	" finished_ns INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0,"
-	" reason TEXT, message TEXT, log_path TEXT, labels TEXT, annotations TEXT,"
-	" image_config TEXT, config BLOB, UNIQUE (pod_id, name, attempt));"
-	"CREATE INDEX containers_pod ON containers(pod_id);",
-};
-#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+/* The DB's own bookkeeping is numbered by PRAGMA user_version. Up to
+ * LEGACY_MAX it was one list of every owner's tables (1: meta, 2: the
+ * image store's, 3: pods and containers); since LAYOUT_OWNERS each owner's
+ * version is a row of schema_versions, and the legacy number is kept in
+ * meta for owners whose first migration such a DB already holds. */
+#define LEGACY_MAX 3
+#define LAYOUT_OWNERS 100
+#define META_TABLE "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+#define OWNERS_TABLE                                                                               \
+	"CREATE TABLE schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL);"
 
 #define STMT_CACHE_SIZE 64
 #define BUSY_TIMEOUT_MS 5000
@@ -129,7 +96,7 @@ corrupt:
 	return -1;
 }
 
-int ad_db_schema_version(ad_db *db)
+static int user_version(ad_db *db)
 {
 	sqlite3_stmt *st = NULL;
 	int v = -1;
@@ -140,29 +107,120 @@ int ad_db_schema_version(ad_db *db)
 	return v;
 }
 
-static int migrate(ad_db *db, ad_error **err)
+/* One integer from a query with an optional text parameter; `dflt` when
+ * there is no row. */
+static int query_int(ad_db *db, const char *sql, const char *param, int dflt, int *ret,
+		     ad_error **err)
 {
-	int version = ad_db_schema_version(db);
-	if (version < 0)
-		return ad_db_fail(db, err, "read user_version");
-	if (version > SCHEMA_VERSION)
-		return ad_fail(err, AD_E_PRECONDITION,
-			       "state db %s has schema version %d, newer than this agentd (%d); "
-			       "run a newer agentd",
-			       db->path, version, SCHEMA_VERSION);
-	for (int v = version; v < SCHEMA_VERSION; v++) {
-		if (ad_db_begin(db, err) < 0)
-			return -1;
-		char pragma[64];
-		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
-		if (exec_sql(db, migrations[v], err) < 0 || exec_sql(db, pragma, err) < 0) {
-			ad_db_rollback(db);
-			return ad_error_wrap(err, "migrate to schema %d", v + 1);
-		}
-		if (ad_db_commit(db, err) < 0)
-			return -1;
-	}
+	sqlite3_stmt *st;
+	if (ad_db_prepare(db, sql, &st, err) < 0)
+		return -1;
+	if (param)
+		sqlite3_bind_text(st, 1, param, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_type(st, 0) == SQLITE_NULL ? dflt : sqlite3_column_int(st, 0);
+	else if (rc == SQLITE_DONE)
+		*ret = dflt;
+	else
+		return ad_db_fail(db, err, sql);
+	sqlite3_reset(st);
 	return 0;
+}
+
+/* The bookkeeping itself: a new DB gets it, a legacy one is converted. */
+static int migrate_layout(ad_db *db, ad_error **err)
+{
+	if (ad_db_begin(db, err) < 0)
+		return -1;
+	int version = user_version(db); /* again, now that we hold the write lock */
+	int r = 0;
+	if (version < 0) {
+		r = ad_db_fail(db, err, "read user_version");
+	} else if (version == 0) {
+		r = exec_sql(db, META_TABLE OWNERS_TABLE, err);
+	} else if (version <= LEGACY_MAX) {
+		char *sql = ad_asprintf(OWNERS_TABLE "INSERT INTO meta (key, value) VALUES "
+						     "('legacy_user_version', '%d');",
+					version);
+		r = exec_sql(db, sql, err);
+		free(sql);
+	} else if (version != LAYOUT_OWNERS) {
+		r = ad_fail(err, AD_E_PRECONDITION,
+			    "state db %s has layout version %d, newer than this agentd (%d); "
+			    "run a newer agentd",
+			    db->path, version, LAYOUT_OWNERS);
+	}
+	if (r == 0 && version != LAYOUT_OWNERS) {
+		char pragma[64];
+		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", LAYOUT_OWNERS);
+		r = exec_sql(db, pragma, err);
+	}
+	if (r < 0) {
+		ad_db_rollback(db);
+		return -1;
+	}
+	return ad_db_commit(db, err);
+}
+
+static int migrate_owner(ad_db *db, const ad_db_schema *schema, ad_error **err)
+{
+	if (ad_db_begin(db, err) < 0)
+		return -1;
+	int version = -1, legacy = 0;
+	if (query_int(db, "SELECT version FROM schema_versions WHERE owner = ?", schema->owner,
+		      -1, &version, err) < 0 ||
+	    query_int(db, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = "
+			  "'legacy_user_version'",
+		      NULL, 0, &legacy, err) < 0)
+		goto fail;
+	if (version < 0)
+		version = schema->legacy_user_version > 0 && legacy >= schema->legacy_user_version;
+	if ((size_t)version > schema->n_migrations) {
+		ad_fail(err, AD_E_PRECONDITION,
+			"state db %s has %s schema version %d, newer than this agentd (%zu); run "
+			"a newer agentd",
+			db->path, schema->owner, version, schema->n_migrations);
+		goto fail;
+	}
+	for (size_t v = (size_t)version; v < schema->n_migrations; v++) {
+		if (exec_sql(db, schema->migrations[v], err) < 0) {
+			ad_error_wrap(err, "migrate %s to schema %zu", schema->owner, v + 1);
+			goto fail;
+		}
+	}
+	sqlite3_stmt *st;
+	if (ad_db_prepare(db,
+			  "INSERT INTO schema_versions (owner, version) VALUES (?, ?) "
+			  "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
+			  &st, err) < 0)
+		goto fail;
+	sqlite3_bind_text(st, 1, schema->owner, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)schema->n_migrations);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		ad_db_fail(db, err, "record schema version");
+		goto fail;
+	}
+	sqlite3_reset(st);
+	return ad_db_commit(db, err);
+fail:
+	ad_db_rollback(db);
+	return -1;
+}
+
+static int migrate(ad_db *db, const ad_db_schema *schema, ad_error **err)
+{
+	if (user_version(db) != LAYOUT_OWNERS && migrate_layout(db, err) < 0)
+		return -1;
+	return schema ? migrate_owner(db, schema, err) : 0;
+}
+
+int ad_db_schema_version(ad_db *db)
+{
+	int sum = 0;
+	if (query_int(db, "SELECT SUM(version) FROM schema_versions", NULL, 0, &sum, NULL) < 0)
+		return -1;
+	return 1 + sum; /* the bookkeeping's own, as the legacy list counted meta */
 }
 
 /* The state DB is small, and agentd opens it on a few connections: SQLite's
@@ -177,7 +235,7 @@ static void db_memory_config(void)
 	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 128, 32);
 }
 
-int ad_db_open(const char *path, ad_db **ret_db, ad_error **err)
+int ad_db_open(const char *path, const ad_db_schema *schema, ad_db **ret_db, ad_error **err)
 {
 	static pthread_once_t memory_config_once = PTHREAD_ONCE_INIT;
 	pthread_once(&memory_config_once, db_memory_config);
@@ -203,7 +261,7 @@ int ad_db_open(const char *path, ad_db **ret_db, ad_error **err)
 	if (quick_check(db, err) < 0 || exec_sql(db, "PRAGMA cache_size = -128", err) < 0 ||
 	    exec_sql(db, "PRAGMA mmap_size = 0", err) < 0 || exec_sql(db, "PRAGMA journal_mode = WAL", err) < 0 ||
 	    exec_sql(db, "PRAGMA synchronous = NORMAL", err) < 0 ||
-	    exec_sql(db, "PRAGMA foreign_keys = ON", err) < 0 || migrate(db, err) < 0) {
+	    exec_sql(db, "PRAGMA foreign_keys = ON", err) < 0 || migrate(db, schema, err) < 0) {
 		ad_db_close(db);
 		return -1;
 	}

@@ -1,6 +1,6 @@
 /* rpc_int.h — private to libadrpc: the I/O-free pieces shared by the server
  * and the client (message framer, grpc-message percent-encoding, grpc-timeout,
- * call arena). Not installed, not included outside agent/grpc and its tests. */
+ * call arena). Not installed, not included outside lib/rpc and its tests. */
 #ifndef AGENTD_RPC_INT_H
 #define AGENTD_RPC_INT_H
 

@@ -1,4 +1,4 @@
-#include "common.h"
+#include "base.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "base.h"
 
 size_t pbjson_elem_size(ProtobufCType t)
 {

@@ -1,5 +1,5 @@
-/* Unit tests for libadcommon: errors, in-root path resolution, atomic
- * writes, the state DB (migrations, corrupt file refused). */
+/* Unit tests for libadbase: errors, in-root path resolution, atomic
+ * writes, time formatting. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common.h"
+#include "base.h"
 
 static char *make_tmpdir(void)
 {
@@ -99,41 +99,6 @@ static void test_atomic_write_and_read(void **state)
 	assert_int_equal(stat(dir, &st), -1);
 }
 
-static void test_db_migrates_and_refuses_corrupt(void **state)
-{
-	(void)state;
-	_cleanup_free_ char *dir = make_tmpdir();
-	_cleanup_free_ char *path = ad_asprintf("%s/agentd.db", dir);
-	ad_db *db = NULL;
-	ad_error *err = NULL;
-	assert_int_equal(ad_db_open(path, &db, &err), 0);
-	int v = ad_db_schema_version(db);
-	assert_true(v >= 1);
-	sqlite3_stmt *st = NULL;
-	assert_int_equal(ad_db_prepare(db, "SELECT count(*) FROM meta", &st, &err), 0);
-	ad_db_close(db);
-	/* Reopening keeps the version (migrations are not re-run). */
-	assert_int_equal(ad_db_open(path, &db, &err), 0);
-	assert_int_equal(ad_db_schema_version(db), v);
-	ad_db_close(db);
-
-	/* Garbage where the DB was: refused with DATA_LOSS, file left alone. */
-	_cleanup_free_ char *wal = ad_asprintf("%s-wal", path);
-	unlink(wal);
-	FILE *f = fopen(path, "w");
-	for (int i = 0; i < 4096; i++)
-		fputc('x', f);
-	fclose(f);
-	assert_int_equal(ad_db_open(path, &db, &err), -1);
-	assert_int_equal(err->code, AD_E_DATA_LOSS);
-	assert_non_null(strstr(err->message, "refusing to start"));
-	ad_error_free(&err);
-	struct stat stb;
-	assert_int_equal(stat(path, &stb), 0);
-	assert_int_equal(stb.st_size, 4096);
-	assert_int_equal(ad_remove_tree(dir, NULL), 0);
-}
-
 static void test_rfc3339nano(void **state)
 {
 	(void)state;
@@ -148,7 +113,6 @@ int main(void)
 		cmocka_unit_test(test_error_wrap),
 		cmocka_unit_test(test_open_in_root_contains_escapes),
 		cmocka_unit_test(test_atomic_write_and_read),
-		cmocka_unit_test(test_db_migrates_and_refuses_corrupt),
 		cmocka_unit_test(test_rfc3339nano),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

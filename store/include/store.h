@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "common.h"
+#include "base.h"
 
 /* ---- references ---------------------------------------------------------
  * Normalised like docker/podman: "nginx" is docker.io/library/nginx:latest. */

@@ -1,8 +1,8 @@
-/* common.h — the one public header of libadcommon: errors, cleanup helpers,
- * logging, fd-relative filesystem helpers and the SQLite state DB.
- * Shared by agent/, runtime/, store/ and ctl/. No protobuf, no gRPC here. */
-#ifndef AGENTD_COMMON_H
-#define AGENTD_COMMON_H
+/* base.h — the one public header of libadbase: errors, cleanup helpers,
+ * logging, time, fd-relative filesystem helpers. libc only: the shim links
+ * it too. Shared by every other part of the tree; depends on nothing. */
+#ifndef AGENTD_BASE_H
+#define AGENTD_BASE_H
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -18,7 +18,7 @@
  * `ad_error **err` as their last parameter. On failure *err holds a code, the
  * errno that caused it (or 0) and a one-line message; callers add context with
  * ad_error_wrap(). The code says which gRPC status agent/ answers with (mapped
- * in exactly one place, agent/status.c). */
+ * in exactly one place in agent/). */
 typedef enum ad_code {
 	AD_E_INTERNAL = 0, /* default: a bug or an unexpected system failure */
 	AD_E_INVALID,      /* the caller sent something wrong */
@@ -129,25 +129,5 @@ int ad_remove_tree(const char *path, ad_error **err);
  * running executable's directory, NULL-terminated: a build tree or a
  * side-by-side install) that is executable, else AGENTD_LIBEXECDIR/name. */
 char *ad_find_helper(const char *name, const char *const *near_self);
-
-/* ---- state DB (SQLite, WAL) ----------------------------------------------
- * One connection per thread that uses it. The schema is versioned by
- * PRAGMA user_version; migrations live in common/db.c in one ordered list. */
-typedef struct sqlite3 sqlite3;
-typedef struct sqlite3_stmt sqlite3_stmt;
-typedef struct ad_db ad_db;
-/* Opens (creating if missing) `path`, runs quick_check (corrupt → AD_E_DATA_LOSS,
- * never replaced), turns on WAL, foreign keys and busy_timeout, migrates. */
-int ad_db_open(const char *path, ad_db **ret_db, ad_error **err);
-void ad_db_close(ad_db *db);
-sqlite3 *ad_db_handle(ad_db *db);
-int ad_db_schema_version(ad_db *db);
-/* Prepared statements are cached per connection by SQL text. */
-int ad_db_prepare(ad_db *db, const char *sql, sqlite3_stmt **ret_stmt, ad_error **err);
-int ad_db_begin(ad_db *db, ad_error **err); /* BEGIN IMMEDIATE */
-int ad_db_commit(ad_db *db, ad_error **err);
-void ad_db_rollback(ad_db *db);
-/* Turns the connection's last SQLite error into an ad_error with context. */
-int ad_db_fail(ad_db *db, ad_error **err, const char *context);
 
 #endif
