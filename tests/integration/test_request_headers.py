@@ -155,39 +155,30 @@ def test_content_length_must_match_the_body(pb, agentd, transport):
     assert_answered(send_request(pb, agentd, transport, hdrs))
 
 
-def test_trailers_with_pseudo_header_are_reset(pb, agentd):
+def send_with_trailers(pb, agentd, trailers, flags):
+    """A request whose body is followed by a client trailer block."""
     with raw(agentd, "unix") as c:
         c.start()
         sid = c.new_stream()
         c.send(frame(HEADERS, END_HEADERS, sid,
                      H.header_block(H.grpc_request_headers(VERSION)))
                + frame(DATA, 0, sid, version_body(pb))
-               + frame(HEADERS, END_HEADERS | END_STREAM, sid,
-                       H.header_block([(":path", VERSION)])))
-        assert_reset(c.wait_stream(sid))
+               + frame(HEADERS, flags, sid, H.header_block(trailers)))
+        return c.wait_stream(sid)
+
+
+def test_trailers_with_pseudo_header_are_reset(pb, agentd):
+    assert_reset(send_with_trailers(pb, agentd, [(":path", VERSION)],
+                                    END_HEADERS | END_STREAM))
 
 
 def test_trailers_without_end_stream_are_reset(pb, agentd):
-    with raw(agentd, "unix") as c:
-        c.start()
-        sid = c.new_stream()
-        c.send(frame(HEADERS, END_HEADERS, sid,
-                     H.header_block(H.grpc_request_headers(VERSION)))
-               + frame(DATA, 0, sid, version_body(pb))
-               + frame(HEADERS, END_HEADERS, sid, H.header_block([("x-trailer", "1")])))
-        assert_reset(c.wait_stream(sid))
+    assert_reset(send_with_trailers(pb, agentd, [("x-trailer", "1")], END_HEADERS))
 
 
 def test_plain_trailers_are_accepted(pb, agentd):
-    with raw(agentd, "unix") as c:
-        c.start()
-        sid = c.new_stream()
-        c.send(frame(HEADERS, END_HEADERS, sid,
-                     H.header_block(H.grpc_request_headers(VERSION)))
-               + frame(DATA, 0, sid, version_body(pb))
-               + frame(HEADERS, END_HEADERS | END_STREAM, sid,
-                       H.header_block([("x-trailer", "1")])))
-        assert_answered(c.wait_stream(sid))
+    assert_answered(send_with_trailers(pb, agentd, [("x-trailer", "1")],
+                                       END_HEADERS | END_STREAM))
 
 
 def test_bad_regular_header_is_dropped_not_fatal(pb, agentd):
