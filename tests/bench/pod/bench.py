@@ -53,27 +53,31 @@ def mem_kib(pid):
         return 0, 0
 
 
+def ppid_of(pid):
+    return int(open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1])
+
+
 def procs(match):
-    """PIDs whose (exe, cmdline) satisfy match and that have a child (a shim
-    with its container; not one still exiting after a removed pod)."""
-    parents = set()
+    """PIDs whose (exe, cmdline, parent pid) satisfy match and that have a
+    child (a shim with its container; not one still exiting after a removed
+    pod)."""
+    ppids = {}
     for p in os.listdir("/proc"):
         if p.isdigit():
             try:
-                parents.add(int(open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[1]))
+                ppids[int(p)] = ppid_of(p)
             except (OSError, IndexError):
                 pass
+    parents = set(ppids.values())
     out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
+    for pid, ppid in ppids.items():
         try:
-            exe = os.readlink("/proc/%s/exe" % p)
-            cmd = open("/proc/%s/cmdline" % p, "rb").read().decode(errors="replace")
+            exe = os.readlink("/proc/%d/exe" % pid)
+            cmd = open("/proc/%d/cmdline" % pid, "rb").read().decode(errors="replace")
         except OSError:
             continue
-        if match(exe, cmd) and int(p) in parents:
-            out.append(int(p))
+        if match(exe, cmd, ppid) and pid in parents:
+            out.append(pid)
     return out
 
 
@@ -100,7 +104,11 @@ class AgentdSide(Side):
         self.sock = "unix://" + self.a.sock
 
     def shims(self):
-        return procs(lambda exe, cmd: exe == SHIM)
+        # agentd execs its shims from a sealed memfd (runtime/README.md), so
+        # their exe is "/memfd:agentd-shim (deleted)", never SHIM's path;
+        # they are agentd's children (spawned, not forked away).
+        return procs(lambda exe, cmd, ppid: exe.startswith("/memfd:agentd-shim")
+                     and ppid == self.pid)
 
     def stop(self):
         self.a.stop()
@@ -171,7 +179,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     def shims(self):
         addr = self.sock[len("unix://"):]
-        return procs(lambda exe, cmd: exe.endswith("containerd-shim-runc-v2") and addr in cmd)
+        return procs(lambda exe, cmd, ppid: exe.endswith("containerd-shim-runc-v2")
+                     and addr in cmd)
 
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
@@ -239,6 +248,11 @@ def bench_side(pb, side, image, pull_extra=()):
     res["parallel_median_ms"] = statistics.median(plat)
     time.sleep(1)
     shims = side.shims()
+    if len(shims) < PAR:
+        # Every running pod has at least one shim: fewer means the count
+        # misses some, and the memory figures below would leave them out.
+        raise SystemExit("%s: found %d shims for %d running pods; not counting what it says"
+                         % (side.name, len(shims), PAR))
     d_rss, d_pss = mem_kib(side.pid)
     s = [mem_kib(p) for p in shims]
     res.update(daemon_rss=d_rss, daemon_pss=d_pss, nshims=len(shims),
