@@ -749,6 +749,28 @@ static bool read_exit(rt_container *c, int dfd, rt_state *s)
 	return true;
 }
 
+/* The shim is gone without an exit file (it was killed): no one waits for
+ * the container's processes nor holds its stdio, so they must not run on
+ * outside agentd's view. Everything in the container's cgroup is killed
+ * (cgroup.kill on v2; frozen, killed and thawed on v1, so that nothing
+ * forks away meanwhile), the init directly too in case its cgroup is gone,
+ * and the init's end is awaited (its new parent reaps it). */
+static void kill_orphaned(rt_container *c)
+{
+	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	if (c->cg) {
+		_cleanup_error_ ad_error *e = NULL;
+		if (cg_kill_all(c->cg, SIGKILL, &e) < 0)
+			ad_warn("container %s: shim died: %s", c->id, e->message);
+	}
+	if (pfd < 0)
+		return;
+	syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
+	struct pollfd p = {.fd = pfd, .events = POLLIN};
+	while (poll(&p, 1, 5000) < 0 && errno == EINTR)
+		;
+}
+
 int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
 {
 	rt_state s = {.created_at = c->created_at};
@@ -784,9 +806,13 @@ int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
 		*ret = s;
 		return 0;
 	}
-	/* The shim died without a word (killed): the exit is unknown. */
+	/* The shim died without a word (killed): the exit is unknown, and
+	 * nothing watches the container any more. */
+	kill_orphaned(c);
 	s.status = RT_STATUS_STOPPED;
 	s.exit_code = 255;
+	s.shim_died = true;
+	s.finished_at = ad_now_ns();
 	*ret = s;
 	return 0;
 }
@@ -798,6 +824,11 @@ bool rt_init_alive(rt_container *c)
 		return false;
 	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
 	if (pfd < 0)
+		return false;
+	/* A live init under a dead shim is no longer a running container
+	 * (rt_get_state ends it). */
+	_cleanup_close_ int shim_fd = pidfd_of(c->shim_pid, c->shim_start);
+	if (shim_fd < 0)
 		return false;
 	/* Readable once it has exited, even before its shim reaps it. */
 	struct pollfd p = {.fd = pfd, .events = POLLIN};

@@ -184,6 +184,9 @@ typedef struct rt_state {
 	int exit_code; /* 128 + signal when killed by a signal */
 	int signal;    /* the killing signal, or 0 */
 	bool oom_killed;
+	/* The shim was killed without recording the exit: exit_code is 255
+	 * (unknown) and everything in the container's cgroup was killed. */
+	bool shim_died;
 	int64_t created_at; /* CLOCK_REALTIME ns */
 	int64_t started_at; /* 0 if never started */
 	int64_t finished_at;

@@ -614,6 +614,72 @@ static void test_shim_outlives_creator(void **state)
 	assert_gone("orphan", pid);
 }
 
+/* kill -9 of a container's shim: nothing may run on unwatched. The next
+ * look at the container (status, the exit watch, reconcile after a restart)
+ * kills everything in its cgroup, also a process that left the init's
+ * wait (the host pid namespace: it outlives the init there), and reports
+ * the exit as unknown with the shim's death. */
+static void test_shim_killed(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c", "sleep 1000 & echo $! > /tmp/escapee; exec sleep 1001", NULL};
+	rt_config cfg;
+	base_config(&cfg, "shimkill", args);
+	cfg.namespaces[RT_NS_PID].mode = RT_NS_SHARE_HOST;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	char p[320];
+	snprintf(p, sizeof(p), "%s/tmp/escapee", g_rootfs);
+	pid_t escapee = 0;
+	for (int i = 0; i < 200 && escapee <= 0; i++) {
+		_cleanup_free_ char *pidtext = slurp(p);
+		escapee = pidtext ? atoi(pidtext) : 0;
+		if (escapee <= 0)
+			usleep(20000);
+	}
+	assert_true(escapee > 0);
+	pid_t init = rt_container_init_pid(c);
+	pid_t shim = shim_pid_of("shimkill");
+	assert_true(rt_init_alive(c));
+	assert_int_equal(kill(shim, SIGKILL), 0);
+	assert_int_equal(waitpid(shim, NULL, 0), shim);
+	/* The init runs on under init(1), but it is not a running container. */
+	assert_int_equal(kill(init, 0), 0);
+	assert_false(rt_init_alive(c));
+	rt_state st;
+	must(rt_get_state(c, &st, &e), e, "state");
+	assert_int_equal(st.status, RT_STATUS_STOPPED);
+	assert_true(st.shim_died);
+	assert_int_equal(st.exit_code, 255);
+	assert_true(st.finished_at > 0);
+	/* Both gone (or zombies waiting for their new parent's wait). */
+	for (int i = 0; i < 200; i++) {
+		char stat_path[64], buf[512] = "";
+		bool alive = false;
+		pid_t pids[] = {init, escapee};
+		for (int k = 0; k < 2; k++) {
+			snprintf(stat_path, sizeof(stat_path), "/proc/%d/stat", (int)pids[k]);
+			FILE *f = fopen(stat_path, "r");
+			if (!f)
+				continue;
+			bool got = fgets(buf, sizeof(buf), f) != NULL;
+			fclose(f);
+			const char *rp = got ? strrchr(buf, ')') : NULL;
+			alive |= rp && rp[2] != 'Z';
+		}
+		if (!alive)
+			break;
+		assert_true(i < 199);
+		usleep(20000);
+	}
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	assert_gone("shimkill", 0);
+}
+
 static void test_tty(void **state)
 {
 	(void)state;
@@ -1227,6 +1293,7 @@ int main(void)
 	    cmocka_unit_test(test_seccomp_blocks),
 	    cmocka_unit_test(test_hostile_rootfs),
 	    cmocka_unit_test(test_exit_while_draining),
+	    cmocka_unit_test(test_shim_killed),
 	    cmocka_unit_test(test_parallel_creates),
 	    cmocka_unit_test(test_errors),
 	};
