@@ -14,4 +14,4 @@ apt-get install -y -qq --no-install-recommends \
     python3 python3-grpcio python3-grpc-tools python3-pytest python3-yaml python3-hpack \
     docker-registry apache2-utils skopeo umoci busybox-static \
     containernetworking-plugins iproute2 iptables curl zstd \
-    crun runc nghttp2-client procps util-linux musl-tools
+    crun runc nghttp2-client procps util-linux musl-tools clang
