@@ -55,47 +55,52 @@ static void put_array(packer *p, const void *a, size_t n, size_t elem)
 		put(p, a, n * elem);
 }
 
-void rt_spawn_pack(const rt_spawn_spec *s, char **ret, size_t *ret_len)
+/* The fields the shim and the init use, in the order both sides read them. */
+static void put_config(packer *p, const rt_config *cfg)
 {
-	const rt_config *cfg = &s->cfg;
-	const rt_secplan *plan = &s->plan;
-	packer p = {0};
-	put_str(&p, cfg->id);
-	put_str(&p, cfg->rootfs);
-	put_strv(&p, cfg->args);
-	put_strv(&p, cfg->env);
-	put_str(&p, cfg->cwd);
-	put_u64(&p, cfg->uid);
-	put_u64(&p, cfg->gid);
-	put_array(&p, cfg->additional_gids, cfg->n_additional_gids, sizeof(gid_t));
-	put_str(&p, cfg->hostname);
-	put_u64(&p, cfg->n_mounts);
+	put_str(p, cfg->id);
+	put_str(p, cfg->rootfs);
+	put_strv(p, cfg->args);
+	put_strv(p, cfg->env);
+	put_str(p, cfg->cwd);
+	put_u64(p, cfg->uid);
+	put_u64(p, cfg->gid);
+	put_array(p, cfg->additional_gids, cfg->n_additional_gids, sizeof(gid_t));
+	put_str(p, cfg->hostname);
+	put_u64(p, cfg->n_mounts);
 	for (size_t i = 0; i < cfg->n_mounts; i++) {
 		const rt_mount *m = &cfg->mounts[i];
-		put_str(&p, m->type);
-		put_str(&p, m->source);
-		put_str(&p, m->destination);
-		put_u64(&p, m->readonly);
-		put_u64(&p, m->propagation);
-		put_str(&p, m->options);
+		put_str(p, m->type);
+		put_str(p, m->source);
+		put_str(p, m->destination);
+		put_u64(p, m->readonly);
+		put_u64(p, m->propagation);
+		put_str(p, m->options);
 	}
 	for (int t = 0; t < _RT_NS_MAX; t++) {
-		put_u64(&p, cfg->namespaces[t].mode);
-		put_str(&p, cfg->namespaces[t].path);
+		put_u64(p, cfg->namespaces[t].mode);
+		put_str(p, cfg->namespaces[t].path);
 	}
-	put_array(&p, cfg->uid_maps, cfg->n_uid_maps, sizeof(rt_id_map));
-	put_array(&p, cfg->gid_maps, cfg->n_gid_maps, sizeof(rt_id_map));
-	put_u64(&p, cfg->security.privileged);
-	put_u64(&p, cfg->security.readonly_rootfs);
-	put_strv(&p, cfg->security.masked_paths);
-	put_strv(&p, cfg->security.readonly_paths);
-	put_array(&p, cfg->rlimits, cfg->n_rlimits, sizeof(rt_rlimit));
-	put_u64(&p, (uint64_t)(int64_t)cfg->oom_score_adj);
-	put_u64(&p, cfg->oom_score_adj_set);
-	put_u64(&p, cfg->tty);
-	put_u64(&p, cfg->open_stdin);
-	put_u64(&p, cfg->stdin_once);
-	put_str(&p, cfg->log_path);
+	put_array(p, cfg->uid_maps, cfg->n_uid_maps, sizeof(rt_id_map));
+	put_array(p, cfg->gid_maps, cfg->n_gid_maps, sizeof(rt_id_map));
+	put_u64(p, cfg->security.privileged);
+	put_u64(p, cfg->security.readonly_rootfs);
+	put_strv(p, cfg->security.masked_paths);
+	put_strv(p, cfg->security.readonly_paths);
+	put_array(p, cfg->rlimits, cfg->n_rlimits, sizeof(rt_rlimit));
+	put_u64(p, (uint64_t)(int64_t)cfg->oom_score_adj);
+	put_u64(p, cfg->oom_score_adj_set);
+	put_u64(p, cfg->tty);
+	put_u64(p, cfg->open_stdin);
+	put_u64(p, cfg->stdin_once);
+	put_str(p, cfg->log_path);
+}
+
+void rt_spawn_pack(const rt_spawn_spec *s, char **ret, size_t *ret_len)
+{
+	const rt_secplan *plan = &s->plan;
+	packer p = {0};
+	put_config(&p, &s->cfg);
 	put_str(&p, s->state_dir);
 	put_u64(&p, s->n_cgroup_fds);
 	put_u64(&p, s->n_ns_fds);
@@ -113,6 +118,42 @@ void rt_spawn_pack(const rt_spawn_spec *s, char **ret, size_t *ret_len)
 	put_str(&p, plan->apparmor);
 	put_u64(&p, plan->no_new_privs);
 	put_u64(&p, (uint64_t)plan->last_cap);
+	*ret = p.buf;
+	*ret_len = p.len;
+}
+
+/* A stored config starts with this, so that a changed format is told apart. */
+#define CONFIG_MAGIC 0x3176676663747261ULL /* "artcfgv1" */
+
+void rt_config_pack(const rt_config *cfg, char **ret, size_t *ret_len)
+{
+	packer p = {0};
+	put_u64(&p, CONFIG_MAGIC);
+	put_config(&p, cfg);
+	/* What the shim does not get as such (the parent turns it into the
+	 * cgroup and the security plan). */
+	const rt_resources *r = &cfg->resources;
+	put_u64(&p, r->cpu_shares);
+	put_u64(&p, (uint64_t)r->cpu_quota_us);
+	put_u64(&p, r->cpu_period_us);
+	put_str(&p, r->cpuset_cpus);
+	put_str(&p, r->cpuset_mems);
+	put_u64(&p, (uint64_t)r->memory_limit);
+	put_u64(&p, (uint64_t)r->memory_swap);
+	put_u64(&p, (uint64_t)r->pids_limit);
+	put_str(&p, cfg->cgroup_parent);
+	const rt_security *sec = &cfg->security;
+	put_u64(&p, sec->no_new_privs);
+	put_u64(&p, sec->capabilities_set);
+	put_u64(&p, sec->cap_bounding);
+	put_u64(&p, sec->cap_effective);
+	put_u64(&p, sec->cap_permitted);
+	put_u64(&p, sec->cap_inheritable);
+	put_u64(&p, sec->cap_ambient);
+	put_u64(&p, sec->seccomp);
+	put_str(&p, sec->seccomp_profile);
+	put_str(&p, sec->apparmor_profile);
+	put_strv(&p, sec->device_rules);
 	*ret = p.buf;
 	*ret_len = p.len;
 }
@@ -191,52 +232,57 @@ static void *get_array(unpacker *u, size_t elem, size_t *ret_n)
 	return a;
 }
 
+static void get_config(unpacker *u, rt_config *cfg)
+{
+	cfg->id = get_str(u);
+	cfg->rootfs = get_str(u);
+	cfg->args = get_strv(u);
+	cfg->env = get_strv(u);
+	cfg->cwd = get_str(u);
+	cfg->uid = (uid_t)get_u64(u);
+	cfg->gid = (gid_t)get_u64(u);
+	cfg->additional_gids = get_array(u, sizeof(gid_t), &cfg->n_additional_gids);
+	cfg->hostname = get_str(u);
+	uint64_t nm = get_u64(u);
+	if (nm > u->len)
+		u->bad = true;
+	rt_mount *mounts = u->bad || !nm ? NULL : ad_malloc0(nm * sizeof(*mounts));
+	for (size_t i = 0; mounts && i < nm; i++) {
+		mounts[i].type = get_str(u);
+		mounts[i].source = get_str(u);
+		mounts[i].destination = get_str(u);
+		mounts[i].readonly = get_u64(u) != 0;
+		mounts[i].propagation = (rt_propagation)get_u64(u);
+		mounts[i].options = get_str(u);
+	}
+	cfg->mounts = mounts;
+	cfg->n_mounts = mounts ? nm : 0;
+	for (int t = 0; t < _RT_NS_MAX; t++) {
+		cfg->namespaces[t].mode = (rt_ns_mode)get_u64(u);
+		cfg->namespaces[t].path = get_str(u);
+	}
+	cfg->uid_maps = get_array(u, sizeof(rt_id_map), &cfg->n_uid_maps);
+	cfg->gid_maps = get_array(u, sizeof(rt_id_map), &cfg->n_gid_maps);
+	cfg->security.privileged = get_u64(u) != 0;
+	cfg->security.readonly_rootfs = get_u64(u) != 0;
+	cfg->security.masked_paths = get_strv(u);
+	cfg->security.readonly_paths = get_strv(u);
+	cfg->rlimits = get_array(u, sizeof(rt_rlimit), &cfg->n_rlimits);
+	cfg->oom_score_adj = (int)(int64_t)get_u64(u);
+	cfg->oom_score_adj_set = get_u64(u) != 0;
+	cfg->tty = get_u64(u) != 0;
+	cfg->open_stdin = get_u64(u) != 0;
+	cfg->stdin_once = get_u64(u) != 0;
+	cfg->log_path = get_str(u);
+}
+
 int rt_spawn_unpack(const char *buf, size_t len, rt_spawn_spec *s, ad_error **err)
 {
 	unpacker u = {.buf = buf, .len = len};
 	rt_config *cfg = &s->cfg;
 	rt_secplan *plan = &s->plan;
 	*s = (rt_spawn_spec){0};
-	cfg->id = get_str(&u);
-	cfg->rootfs = get_str(&u);
-	cfg->args = get_strv(&u);
-	cfg->env = get_strv(&u);
-	cfg->cwd = get_str(&u);
-	cfg->uid = (uid_t)get_u64(&u);
-	cfg->gid = (gid_t)get_u64(&u);
-	cfg->additional_gids = get_array(&u, sizeof(gid_t), &cfg->n_additional_gids);
-	cfg->hostname = get_str(&u);
-	uint64_t nm = get_u64(&u);
-	if (nm > len)
-		u.bad = true;
-	rt_mount *mounts = u.bad || !nm ? NULL : ad_malloc0(nm * sizeof(*mounts));
-	for (size_t i = 0; mounts && i < nm; i++) {
-		mounts[i].type = get_str(&u);
-		mounts[i].source = get_str(&u);
-		mounts[i].destination = get_str(&u);
-		mounts[i].readonly = get_u64(&u) != 0;
-		mounts[i].propagation = (rt_propagation)get_u64(&u);
-		mounts[i].options = get_str(&u);
-	}
-	cfg->mounts = mounts;
-	cfg->n_mounts = mounts ? nm : 0;
-	for (int t = 0; t < _RT_NS_MAX; t++) {
-		cfg->namespaces[t].mode = (rt_ns_mode)get_u64(&u);
-		cfg->namespaces[t].path = get_str(&u);
-	}
-	cfg->uid_maps = get_array(&u, sizeof(rt_id_map), &cfg->n_uid_maps);
-	cfg->gid_maps = get_array(&u, sizeof(rt_id_map), &cfg->n_gid_maps);
-	cfg->security.privileged = get_u64(&u) != 0;
-	cfg->security.readonly_rootfs = get_u64(&u) != 0;
-	cfg->security.masked_paths = get_strv(&u);
-	cfg->security.readonly_paths = get_strv(&u);
-	cfg->rlimits = get_array(&u, sizeof(rt_rlimit), &cfg->n_rlimits);
-	cfg->oom_score_adj = (int)(int64_t)get_u64(&u);
-	cfg->oom_score_adj_set = get_u64(&u) != 0;
-	cfg->tty = get_u64(&u) != 0;
-	cfg->open_stdin = get_u64(&u) != 0;
-	cfg->stdin_once = get_u64(&u) != 0;
-	cfg->log_path = get_str(&u);
+	get_config(&u, cfg);
 	s->state_dir = get_str(&u);
 	s->n_cgroup_fds = get_u64(&u);
 	s->n_ns_fds = get_u64(&u);
@@ -261,5 +307,57 @@ int rt_spawn_unpack(const char *buf, size_t len, rt_spawn_spec *s, ad_error **er
 	    plan->last_cap > 63)
 		return ad_fail(err, AD_E_INTERNAL, "shim: malformed container config (%zu bytes)",
 			       len);
+	return 0;
+}
+
+void rt_config_unpacked_clear(rt_config *cfg)
+{
+	free((void *)cfg->args);
+	free((void *)cfg->env);
+	free((void *)cfg->additional_gids);
+	free((void *)cfg->mounts);
+	free((void *)cfg->uid_maps);
+	free((void *)cfg->gid_maps);
+	free((void *)cfg->security.masked_paths);
+	free((void *)cfg->security.readonly_paths);
+	free((void *)cfg->security.device_rules);
+	free((void *)cfg->rlimits);
+	*cfg = (rt_config){0};
+}
+
+int rt_config_unpack(const char *buf, size_t len, rt_config *cfg, ad_error **err)
+{
+	unpacker u = {.buf = buf, .len = len};
+	*cfg = (rt_config){0};
+	if (get_u64(&u) != CONFIG_MAGIC)
+		return ad_fail(err, AD_E_DATA_LOSS, "stored container config: unknown format");
+	get_config(&u, cfg);
+	rt_resources *r = &cfg->resources;
+	r->cpu_shares = get_u64(&u);
+	r->cpu_quota_us = (int64_t)get_u64(&u);
+	r->cpu_period_us = get_u64(&u);
+	r->cpuset_cpus = (char *)get_str(&u);
+	r->cpuset_mems = (char *)get_str(&u);
+	r->memory_limit = (int64_t)get_u64(&u);
+	r->memory_swap = (int64_t)get_u64(&u);
+	r->pids_limit = (int64_t)get_u64(&u);
+	cfg->cgroup_parent = get_str(&u);
+	rt_security *sec = &cfg->security;
+	sec->no_new_privs = get_u64(&u) != 0;
+	sec->capabilities_set = get_u64(&u) != 0;
+	sec->cap_bounding = get_u64(&u);
+	sec->cap_effective = get_u64(&u);
+	sec->cap_permitted = get_u64(&u);
+	sec->cap_inheritable = get_u64(&u);
+	sec->cap_ambient = get_u64(&u);
+	sec->seccomp = (rt_seccomp_mode)get_u64(&u);
+	sec->seccomp_profile = get_str(&u);
+	sec->apparmor_profile = get_str(&u);
+	sec->device_rules = get_strv(&u);
+	if (u.bad || u.off != len || !cfg->id || !cfg->rootfs || !cfg->args) {
+		rt_config_unpacked_clear(cfg);
+		return ad_fail(err, AD_E_DATA_LOSS, "stored container config is malformed (%zu bytes)",
+			       len);
+	}
 	return 0;
 }

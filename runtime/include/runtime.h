@@ -157,6 +157,16 @@ typedef struct rt_config {
 /* Zeroes cfg and sets the usual namespaces (new pid, ipc, uts, mount, net). */
 void rt_config_init(rt_config *cfg);
 
+/* The whole config as bytes, to be kept (agentd stores a container's config
+ * once, at create, and reads it for exec and status): the flat format the
+ * shim gets its config in, plus the fields only the parent uses. *ret is
+ * malloc'd. rt_config_unpack points cfg's strings into buf (keep it alive)
+ * and allocates its arrays, which rt_config_unpacked_clear frees. A blob of
+ * another format or a damaged one: AD_E_DATA_LOSS. */
+void rt_config_pack(const rt_config *cfg, char **ret, size_t *ret_len);
+int rt_config_unpack(const char *buf, size_t len, rt_config *cfg, ad_error **err);
+void rt_config_unpacked_clear(rt_config *cfg);
+
 /* ---- runtime and containers --------------------------------------------- */
 
 typedef struct rt_options {
