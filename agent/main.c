@@ -11,9 +11,9 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "cri.h"
 #include "db.h"
-#include "images.h"
-#include "manager.h"
+#include "pods.h"
 #include "services.h"
 
 #define EXIT_CONFIG 2
@@ -30,6 +30,7 @@ typedef struct agentd {
 	ad_db *db;
 	store *images;
 	mgr *pods;
+	cri_service cri;
 } agentd;
 
 static void add_listener(agent_ctx *ctx, char *s)
@@ -182,18 +183,17 @@ static int run(agentd *d)
 		ad_error_log("%s", err->message);
 		return 1;
 	}
-	agent_images_set_store(d->images);
 	if (mgr_open(&d->cfg, d->images, &d->pods, &err) < 0) {
 		ad_error_log("pods: %s", err->message);
 		return 1;
 	}
-	mgr_set_default(d->pods);
 	/* Read once every owner of tables has migrated its own. */
 	ctx->schema_version = ad_db_schema_version(d->db);
+	d->cri = (cri_service){.pods = d->pods, .images = d->images};
 
-	svc_cri_register(&d->table, ctx);
+	cri_register(&d->table, &d->cri);
 	svc_agent_register(&d->table, ctx);
-	agent_image_register(&d->table, ctx);
+	svc_agent_image_register(&d->table, d->images);
 	svc_health_register(&d->table, ctx);
 	collect_services(ctx, &d->table);
 
@@ -245,9 +245,7 @@ static void teardown(agentd *d)
 	if (d->base)
 		event_base_free(d->base);
 	/* After the servers: no handler can be using the store any more. */
-	mgr_set_default(NULL);
 	mgr_close(d->pods);
-	agent_images_set_store(NULL);
 	if (d->images)
 		store_close(d->images);
 	if (d->db)

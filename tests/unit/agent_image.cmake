@@ -1,4 +1,4 @@
-# agentd's image services (agent/cri_image.c, agent/agent_image.c).
-if(TARGET agentsvc)
-  agentd_unit_test(agent_image_test agentsvc)
+# agentd's image services (agent/cri/images.c, agent/services/agent_image.c).
+if(TARGET agentservices)
+  agentd_unit_test(agent_image_test agentservices)
 endif()

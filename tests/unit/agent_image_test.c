@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "images.h"
+#include "services.h"
 
 static void test_defaults_documented(void **state)
 {

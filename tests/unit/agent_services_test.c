@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
+#include "cri.h"
 #include "cri/api.pb-c.h"
 #include "services.h"
-#include "status.h"
 
 /* "runtime.v1.<Service>/<Method>" of every server-streaming RPC in the proto. */
 static size_t streaming_in_proto(char ***ret)
@@ -49,18 +49,18 @@ static void test_streaming_table_matches_proto(void **state)
 	size_t n = streaming_in_proto(&names);
 	assert_true(n >= 1); /* at least GetContainerEvents */
 	for (size_t i = 0; i < n; i++) {
-		if (!svc_cri_is_streaming(names[i]))
-			fail_msg("%s streams in api.proto but not in svc_cri_streaming", names[i]);
+		if (!cri_is_streaming(names[i]))
+			fail_msg("%s streams in api.proto but not in cri_streaming", names[i]);
 	}
-	for (size_t i = 0; i < svc_cri_n_streaming; i++) {
+	for (size_t i = 0; i < cri_n_streaming; i++) {
 		bool found = false;
 		for (size_t j = 0; j < n; j++)
-			found = found || strcmp(names[j], svc_cri_streaming[i]) == 0;
+			found = found || strcmp(names[j], cri_streaming[i]) == 0;
 		if (!found)
-			fail_msg("%s is in svc_cri_streaming but not a stream in api.proto",
-				 svc_cri_streaming[i]);
+			fail_msg("%s is in cri_streaming but not a stream in api.proto",
+				 cri_streaming[i]);
 	}
-	assert_int_equal(n, svc_cri_n_streaming);
+	assert_int_equal(n, cri_n_streaming);
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
@@ -70,8 +70,8 @@ static void test_every_cri_method_registered(void **state)
 {
 	(void)state;
 	svc_table t = {0};
-	agent_ctx ctx = {0};
-	svc_cri_register(&t, &ctx);
+	cri_service svc = {0};
+	cri_register(&t, &svc);
 	const ProtobufCServiceDescriptor *svcs[] = {&runtime__v1__runtime_service__descriptor,
 						    &runtime__v1__image_service__descriptor};
 	size_t expected = svcs[0]->n_methods + svcs[1]->n_methods;
@@ -87,18 +87,19 @@ static void test_every_cri_method_registered(void **state)
 			assert_string_equal(m->path, path);
 			assert_ptr_equal(m->request, svcs[s]->methods[i].input);
 			assert_ptr_equal(m->response, svcs[s]->methods[i].output);
-			assert_int_equal(m->kind, svc_cri_is_streaming(path + 1) ? RPC_SERVER_STREAM
+			assert_int_equal(m->kind, cri_is_streaming(path + 1) ? RPC_SERVER_STREAM
 										 : RPC_UNARY);
 			if (m->kind == RPC_SERVER_STREAM)
 				assert_false(m->on_loop);
+			/* Every method gets the service; the stubs name their
+			 * method in the UNIMPLEMENTED message. */
+			const cri_route *route = m->userdata;
+			assert_ptr_equal(route->svc, &svc);
+			assert_string_equal(route->method, path + 1);
 			if (strcmp(path, "/runtime.v1.RuntimeService/Version") == 0) {
 				version++;
 				assert_true(m->on_loop);
-				assert_ptr_equal(m->userdata, &ctx);
-			} else if (m->userdata != &ctx) {
-				/* The stubs name their method in the UNIMPLEMENTED message;
-				 * implemented RPCs (e.g. the image ones) get the ctx. */
-				assert_string_equal((const char *)m->userdata, path + 1);
+				assert_non_null(route->rpc);
 			}
 			for (size_t j = 0; j < k; j++)
 				assert_string_not_equal(t.methods[j].path, m->path);

@@ -16,24 +16,12 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
-#include "manager_int.h"
+#include "pods_int.h"
 
 #define INFRA_BINARY "agentd-infra"
 #define INFRA_STOP_GRACE_MS 2000
 /* StopPodSandbox is forceful: kubelet stopped the containers gracefully before. */
 #define POD_CTR_STOP_GRACE_MS 0
-
-static mgr *_Atomic default_mgr;
-
-void mgr_set_default(mgr *m)
-{
-	atomic_store(&default_mgr, m);
-}
-
-mgr *mgr_default(void)
-{
-	return atomic_load(&default_mgr);
-}
 
 void mgr_strv_free(char **v)
 {
@@ -96,11 +84,11 @@ char *mgr_new_id(void)
 }
 
 /* ---- events ------------------------------------------------------------- */
-/* This thread's held events (mgr_events_defer); beyond the array, events are
+/* This thread's held events (mgr_events_hold); beyond the array, events are
  * shown at once. */
-static _Thread_local mgr *ev_defer_m;
-static _Thread_local uint64_t ev_deferred[4];
-static _Thread_local size_t n_ev_deferred;
+static _Thread_local mgr *ev_hold_m;
+static _Thread_local uint64_t ev_held[4];
+static _Thread_local size_t n_ev_held;
 
 /* Under ev_lock. */
 static void events_show(mgr *m)
@@ -120,29 +108,29 @@ void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_typ
 	*e = (mgr_event){.seq = seq, .type = type, .at_ns = ad_now_ns()};
 	snprintf(e->id, sizeof(e->id), "%s", id);
 	snprintf(e->pod_id, sizeof(e->pod_id), "%s", pod_id ? pod_id : "");
-	bool hold = ev_defer_m == m && n_ev_deferred < sizeof(ev_deferred) / sizeof(ev_deferred[0]);
+	bool hold = ev_hold_m == m && n_ev_held < sizeof(ev_held) / sizeof(ev_held[0]);
 	m->held[seq % MGR_EVENT_RING] = hold;
 	if (hold)
-		ev_deferred[n_ev_deferred++] = seq;
+		ev_held[n_ev_held++] = seq;
 	else
 		events_show(m);
 	pthread_mutex_unlock(&m->ev_lock);
 }
 
-void mgr_events_defer(mgr *m)
+void mgr_events_hold(mgr *m)
 {
-	ev_defer_m = m;
+	ev_hold_m = m;
 }
 
-void mgr_events_flush(mgr *m)
+void mgr_events_release(mgr *m)
 {
-	if (ev_defer_m != m)
+	if (ev_hold_m != m)
 		return;
-	ev_defer_m = NULL;
+	ev_hold_m = NULL;
 	pthread_mutex_lock(&m->ev_lock);
-	for (size_t i = 0; i < n_ev_deferred; i++)
-		m->held[ev_deferred[i] % MGR_EVENT_RING] = false;
-	n_ev_deferred = 0;
+	for (size_t i = 0; i < n_ev_held; i++)
+		m->held[ev_held[i] % MGR_EVENT_RING] = false;
+	n_ev_held = 0;
 	events_show(m);
 	pthread_mutex_unlock(&m->ev_lock);
 }
@@ -1255,7 +1243,7 @@ static char *find_infra_binary(void)
 	const char *env = getenv("AGENTD_INFRA");
 	if (env && *env)
 		return ad_strdup(env);
-	static const char *const near_self[] = {"infra/" INFRA_BINARY, INFRA_BINARY, NULL};
+	static const char *const near_self[] = {"pods/infra/" INFRA_BINARY, INFRA_BINARY, NULL};
 	return ad_find_helper(INFRA_BINARY, near_self);
 }
 

@@ -2,125 +2,11 @@
  * RemoveImage, ImageFsInfo. All of them run on the worker pool: they touch
  * the disk, the state DB and (PullImage) the network. */
 #include <ctype.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include <jansson.h>
 
-#include "cri/api.pb-c.h"
-#include "images.h"
-#include "status.h"
-
-/* Written once by main.c before the servers start, read by the workers. */
-static store *_Atomic images_store;
-
-void agent_images_set_store(store *s)
-{
-	atomic_store(&images_store, s);
-}
-
-store *agent_images_store(void)
-{
-	return atomic_load(&images_store);
-}
-
-store *agent_images_require_store(ad_error **err)
-{
-	store *s = agent_images_store();
-	if (!s)
-		ad_fail(err, AD_E_UNAVAILABLE, "the image store is not open");
-	return s;
-}
-
-/* The entry for `host` in *regs, added if missing. */
-static store_registry_config *registry_entry(store_registry_config **regs, size_t *n,
-					     const char *host, size_t len)
-{
-	for (size_t i = 0; i < *n; i++)
-		if (strlen((*regs)[i].host) == len && strncmp((*regs)[i].host, host, len) == 0)
-			return &(*regs)[i];
-	*regs = ad_realloc(*regs, (*n + 1) * sizeof(**regs));
-	store_registry_config *c = &(*regs)[(*n)++];
-	*c = (store_registry_config){.host = ad_strndup(host, len)};
-	return c;
-}
-
-/* "a,b:5000" (validated by the config parser) -> plain_http or insecure. */
-static void add_registries(store_registry_config **regs, size_t *n, const char *list,
-			   bool plain_http)
-{
-	for (const char *p = list; *p;) {
-		size_t len = strcspn(p, ",");
-		store_registry_config *c = registry_entry(regs, n, p, len);
-		if (plain_http)
-			c->plain_http = true;
-		else
-			c->insecure = true;
-		p += len;
-		if (*p == ',')
-			p++;
-	}
-}
-
-/* "host=URL|URL,host2=URL" (validated by the config parser) -> mirrors. */
-static void add_mirrors(store_registry_config **regs, size_t *n, const char *list)
-{
-	for (const char *p = list; *p;) {
-		size_t len = strcspn(p, ",");
-		const char *eq = memchr(p, '=', len);
-		store_registry_config *c = registry_entry(regs, n, p, (size_t)(eq - p));
-		size_t k = 0;
-		while (c->mirrors && c->mirrors[k])
-			k++;
-		for (const char *u = eq + 1; u < p + len;) {
-			size_t m = strcspn(u, "|,");
-			c->mirrors = ad_realloc(c->mirrors, (k + 2) * sizeof(char *));
-			c->mirrors[k++] = ad_strndup(u, m);
-			c->mirrors[k] = NULL;
-			u += m + (u[m] == '|');
-		}
-		p += len;
-		if (*p == ',')
-			p++;
-	}
-}
-
-static void registries_free(store_registry_config *regs, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		for (const char **m = regs[i].mirrors; m && *m; m++)
-			free((char *)*m);
-		free(regs[i].mirrors);
-		free((char *)regs[i].host);
-	}
-	free(regs);
-}
-
-int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err)
-{
-	store_registry_config *regs = NULL;
-	size_t n = 0;
-	add_registries(&regs, &n, cfg->plain_http_registries, true);
-	add_registries(&regs, &n, cfg->insecure_registries, false);
-	add_mirrors(&regs, &n, cfg->registry_mirrors);
-	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", cfg->root);
-	store_opts o = {
-	    .root = cfg->root,
-	    .db_path = db_path,
-	    .certs_dir = cfg->certs_dir[0] ? cfg->certs_dir : NULL,
-	    .auth_file = cfg->auth_file[0] ? cfg->auth_file : NULL,
-	    .registries = regs,
-	    .n_registries = n,
-	    .max_parallel = cfg->max_parallel_layers,
-	    .stall_timeout_s = cfg->stall_timeout,
-	    .fetch_helper = cfg->fetch_helper[0] ? cfg->fetch_helper : NULL,
-	};
-	int r = store_open(&o, ret_store, err);
-	registries_free(regs, n);
-	if (r < 0)
-		return ad_error_wrap(err, "image store");
-	return 0;
-}
+#include "cri_int.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -137,13 +23,6 @@ static rpc_code fail(rpc_call *call, ad_code code, const char *msg)
 	_cleanup_error_ ad_error *e = NULL;
 	ad_fail(&e, code, "%s", msg);
 	return status_call_error(call, e);
-}
-
-static rpc_code with_store(rpc_call *call, store **ret_store)
-{
-	_cleanup_error_ ad_error *e = NULL;
-	*ret_store = agent_images_require_store(&e);
-	return *ret_store ? RPC_OK : status_call_error(call, e);
 }
 
 /* The image spec's reference, required non-empty. */
@@ -226,17 +105,13 @@ static char *image_info_json(const store_image *img)
 
 /* ---- handlers ---------------------------------------------------------------- */
 
-rpc_code cri_pull_image(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			void *userdata)
+rpc_code cri_pull_image(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	(void)userdata;
 	const Runtime__V1__PullImageRequest *rq = (const Runtime__V1__PullImageRequest *)req;
 	Runtime__V1__PullImageResponse *r = (Runtime__V1__PullImageResponse *)resp;
-	store *s;
+	store *s = svc->images;
 	const char *image = NULL;
-	rpc_code code = with_store(call, &s);
-	if (code == RPC_OK)
-		code = spec_image(call, rq->image, &image);
+	rpc_code code = spec_image(call, rq->image, &image);
 	if (code != RPC_OK)
 		return code;
 
@@ -264,16 +139,11 @@ rpc_code cri_pull_image(rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 	return RPC_OK;
 }
 
-rpc_code cri_list_images(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			 void *userdata)
+rpc_code cri_list_images(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	(void)userdata;
 	const Runtime__V1__ListImagesRequest *rq = (const Runtime__V1__ListImagesRequest *)req;
 	Runtime__V1__ListImagesResponse *r = (Runtime__V1__ListImagesResponse *)resp;
-	store *s;
-	rpc_code code = with_store(call, &s);
-	if (code != RPC_OK)
-		return code;
+	store *s = svc->images;
 	const char *filter = NULL;
 	if (rq->filter && rq->filter->image && rq->filter->image->image &&
 	    rq->filter->image->image[0])
@@ -293,17 +163,13 @@ rpc_code cri_list_images(rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 	return RPC_OK;
 }
 
-rpc_code cri_image_status(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			  void *userdata)
+rpc_code cri_image_status(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	(void)userdata;
 	const Runtime__V1__ImageStatusRequest *rq = (const Runtime__V1__ImageStatusRequest *)req;
 	Runtime__V1__ImageStatusResponse *r = (Runtime__V1__ImageStatusResponse *)resp;
-	store *s;
+	store *s = svc->images;
 	const char *image = NULL;
-	rpc_code code = with_store(call, &s);
-	if (code == RPC_OK)
-		code = spec_image(call, rq->image, &image);
+	rpc_code code = spec_image(call, rq->image, &image);
 	if (code != RPC_OK)
 		return code;
 	store_image *img = NULL;
@@ -331,17 +197,13 @@ rpc_code cri_image_status(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	return RPC_OK;
 }
 
-rpc_code cri_remove_image(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			  void *userdata)
+rpc_code cri_remove_image(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	(void)userdata;
 	(void)resp;
 	const Runtime__V1__RemoveImageRequest *rq = (const Runtime__V1__RemoveImageRequest *)req;
-	store *s;
+	store *s = svc->images;
 	const char *image = NULL;
-	rpc_code code = with_store(call, &s);
-	if (code == RPC_OK)
-		code = spec_image(call, rq->image, &image);
+	rpc_code code = spec_image(call, rq->image, &image);
 	if (code != RPC_OK)
 		return code;
 	_cleanup_error_ ad_error *e = NULL;
@@ -351,16 +213,11 @@ rpc_code cri_remove_image(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	return RPC_OK;
 }
 
-rpc_code cri_image_fs_info(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			   void *userdata)
+rpc_code cri_image_fs_info(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	(void)userdata;
 	(void)req;
 	Runtime__V1__ImageFsInfoResponse *r = (Runtime__V1__ImageFsInfoResponse *)resp;
-	store *s;
-	rpc_code code = with_store(call, &s);
-	if (code != RPC_OK)
-		return code;
+	store *s = svc->images;
 	store_fs_usage u = {0};
 	_cleanup_error_ ad_error *e = NULL;
 	if (store_fs_usage_get(s, &u, &e) < 0)

@@ -1,13 +1,13 @@
 /* manager_int.h — what manager.c (pods) and container.c share. Not a public
  * header: only the manager's own files include it. */
-#ifndef AGENTD_MANAGER_INT_H
-#define AGENTD_MANAGER_INT_H
+#ifndef AGENTD_PODS_INT_H
+#define AGENTD_PODS_INT_H
 
 #include <pthread.h>
 
 #include "cni.h"
 #include "db.h"
-#include "manager.h"
+#include "pods.h"
 
 #define MGR_EVENT_RING 512
 #define MGR_MONITOR_INTERVAL_MS 1000
@@ -38,8 +38,8 @@ struct mgr {
 	mgr_event ring[MGR_EVENT_RING];
 	uint64_t next_seq; /* seq of the next event; the first is 1 */
 	/* Streams see the events before shown_seq. An event published while its
-	 * thread defers (mgr_events_defer) keeps its place in the order but is
-	 * held, and with it every later one, until mgr_events_flush. */
+	 * thread defers (mgr_events_hold) keeps its place in the order but is
+	 * held, and with it every later one, until mgr_events_release. */
 	uint64_t shown_seq;
 	bool held[MGR_EVENT_RING];
 	/* Notices exits of running containers without waiting for a query. */

@@ -15,7 +15,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
-#include "manager_int.h"
+#include "pods_int.h"
 
 #define EXEC_MAX_OUTPUT_DEFAULT (16u << 20)
 

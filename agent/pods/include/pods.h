@@ -6,8 +6,8 @@
  * The manager keeps the CRI requests it was given (packed protobuf) so that
  * status and list answers carry the caller's own metadata, labels and
  * annotations back. */
-#ifndef AGENTD_MANAGER_H
-#define AGENTD_MANAGER_H
+#ifndef AGENTD_PODS_H
+#define AGENTD_PODS_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -80,9 +80,6 @@ void mgr_ctrs_free(mgr_ctr **v);
  * cfg->root, and reconciles the DB with the shims. */
 int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err);
 void mgr_close(mgr *m);
-/* The one manager the CRI handlers use (set by main.c before serving). */
-void mgr_set_default(mgr *m);
-mgr *mgr_default(void);
 
 /* NetworkReady: 0, or -1 with the reason. */
 int mgr_network_ready(mgr *m, ad_error **err);
@@ -135,12 +132,12 @@ typedef struct mgr_event {
 	char pod_id[65];
 } mgr_event;
 
-/* From here until mgr_events_flush, the events this thread publishes reach
- * the streams only at the flush (an RPC's events after its reply: a client
- * reading the stream then does not compete with the reply). Later events of
- * other threads wait for them, so the order stays the publishing order. */
-void mgr_events_defer(mgr *m);
-void mgr_events_flush(mgr *m);
+/* From here until mgr_events_release, the events this thread publishes
+ * reach the watchers only at the release (a caller that wants them seen
+ * after something of its own, say its reply). Later events of other threads
+ * wait for them, so the order stays the publishing order. */
+void mgr_events_hold(mgr *m);
+void mgr_events_release(mgr *m);
 /* Where a new watcher starts: after every event so far. */
 uint64_t mgr_events_cursor(mgr *m);
 /* Waits up to timeout_ms for events after *cursor and copies up to `max`
@@ -179,36 +176,5 @@ char *mgr_ctr_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid);
 int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
 		   ad_error **err);
 int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);
-
-/* ---- the CRI RuntimeService handlers (cri_runtime.c), listed in
- * cri_service.c's `implemented` table; all run on the worker pool. ---- */
-#include "rpc.h"
-#define MGR_CRI_HANDLERS(X)                                                                        \
-	X(cri_status)                                                                              \
-	X(cri_run_pod_sandbox)                                                                     \
-	X(cri_stop_pod_sandbox)                                                                    \
-	X(cri_remove_pod_sandbox)                                                                  \
-	X(cri_pod_sandbox_status)                                                                  \
-	X(cri_list_pod_sandbox)                                                                    \
-	X(cri_create_container)                                                                    \
-	X(cri_start_container)                                                                     \
-	X(cri_stop_container)                                                                      \
-	X(cri_remove_container)                                                                    \
-	X(cri_list_containers)                                                                     \
-	X(cri_container_status)                                                                    \
-	X(cri_exec_sync)                                                                           \
-	X(cri_container_stats)                                                                     \
-	X(cri_list_container_stats)                                                                \
-	X(cri_update_container_resources)                                                          \
-	X(cri_reopen_container_log)                                                                \
-	X(cri_runtime_config)                                                                      \
-	X(cri_get_container_events)                                                                \
-	X(cri_pod_sandbox_stats)                                                                   \
-	X(cri_list_pod_sandbox_stats)                                                              \
-	X(cri_update_runtime_config)
-#define MGR_CRI_DECLARE(name)                                                                      \
-	rpc_code name(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,         \
-		      void *userdata);
-MGR_CRI_HANDLERS(MGR_CRI_DECLARE)
 
 #endif

@@ -6,11 +6,18 @@
 #include <unistd.h>
 
 #include "agent/v1/agent.pb-c.h"
-#include "images.h"
-#include "status.h"
+#include "services.h"
 
 /* Byte progress of one layer is sent at most this often; state changes always. */
 #define PROGRESS_INTERVAL_NS (100 * 1000000LL)
+
+/* The handlers' userdata: the store, NULL when it is not open. */
+static store *require_store(void *userdata, ad_error **err)
+{
+	if (!userdata)
+		ad_fail(err, AD_E_UNAVAILABLE, "the image store is not open");
+	return userdata;
+}
 
 typedef struct pull_stream {
 	rpc_call *call;
@@ -79,10 +86,9 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 			   void *userdata)
 {
 	(void)resp;
-	(void)userdata;
 	const Agent__V1__PullImageRequest *rq = (const Agent__V1__PullImageRequest *)req;
 	_cleanup_error_ ad_error *e = NULL;
-	store *s = agent_images_require_store(&e);
+	store *s = require_store(userdata, &e);
 	if (!s)
 		return status_call_error(call, e);
 	if (!rq->image || !rq->image[0]) {
@@ -182,12 +188,11 @@ static int open_input(const char *path, int *ret_fd, ad_error **err)
 static rpc_code image_load(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
 			   void *userdata)
 {
-	(void)userdata;
 	const Agent__V1__LoadImageRequest *rq = (const Agent__V1__LoadImageRequest *)req;
 	Agent__V1__LoadImageResponse *rs = (Agent__V1__LoadImageResponse *)resp;
 	_cleanup_error_ ad_error *e = NULL;
 	_cleanup_close_ int fd = -1;
-	store *s = agent_images_require_store(&e);
+	store *s = require_store(userdata, &e);
 	if (!s)
 		return status_call_error(call, e);
 	if (check_format(rq->format, &e) < 0 || open_input(rq->path, &fd, &e) < 0)
@@ -228,10 +233,9 @@ static rpc_code image_save(rpc_call *call, const ProtobufCMessage *req, Protobuf
 			   void *userdata)
 {
 	(void)resp;
-	(void)userdata;
 	const Agent__V1__SaveImageRequest *rq = (const Agent__V1__SaveImageRequest *)req;
 	_cleanup_error_ ad_error *e = NULL;
-	store *s = agent_images_require_store(&e);
+	store *s = require_store(userdata, &e);
 	if (!s)
 		return status_call_error(call, e);
 	if (check_format(rq->format, &e) < 0 || check_path(rq->path, &e) < 0)
@@ -267,12 +271,11 @@ static rpc_code image_save(rpc_call *call, const ProtobufCMessage *req, Protobuf
 static rpc_code image_import(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
 			     void *userdata)
 {
-	(void)userdata;
 	const Agent__V1__ImportImageRequest *rq = (const Agent__V1__ImportImageRequest *)req;
 	Agent__V1__ImportImageResponse *rs = (Agent__V1__ImportImageResponse *)resp;
 	_cleanup_error_ ad_error *e = NULL;
 	_cleanup_close_ int fd = -1;
-	store *s = agent_images_require_store(&e);
+	store *s = require_store(userdata, &e);
 	if (!s)
 		return status_call_error(call, e);
 	const char *reference = rq->reference && rq->reference[0] ? rq->reference : NULL;
@@ -295,7 +298,7 @@ static rpc_code image_import(rpc_call *call, const ProtobufCMessage *req, Protob
 	return RPC_OK;
 }
 
-void agent_image_register(svc_table *t, agent_ctx *ctx)
+void svc_agent_image_register(svc_table *t, store *images)
 {
 	const rpc_method pull = {
 	    .path = "/agent.v1.ImageService/PullImage",
@@ -304,7 +307,7 @@ void agent_image_register(svc_table *t, agent_ctx *ctx)
 	    .kind = RPC_SERVER_STREAM,
 	    .on_loop = false,
 	    .handler = image_pull,
-	    .userdata = ctx,
+	    .userdata = images,
 	};
 	svc_table_add(t, &pull);
 	const rpc_method unary[] = {
@@ -331,7 +334,7 @@ void agent_image_register(svc_table *t, agent_ctx *ctx)
 		rpc_method m = unary[i];
 		m.kind = RPC_UNARY;
 		m.on_loop = false;
-		m.userdata = ctx;
+		m.userdata = images;
 		svc_table_add(t, &m);
 	}
 }

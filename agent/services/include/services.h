@@ -1,6 +1,9 @@
-/* services.h — agentd's gRPC services and the state they share. Each
- * service module appends its methods to one table, which main.c registers
- * with every server. */
+/* services.h — the one public header of agent/services: the method table
+ * every service module appends its methods to (main.c registers it with
+ * every server), the one ad_error -> gRPC status mapping, and the services
+ * that are not CRI: grpc.health.v1, agent.v1 (Info, Debug) and agent.v1's
+ * ImageService (pull with progress, load, save, import). Depends on lib rpc,
+ * the store and the daemon's config only. */
 #ifndef AGENTD_SERVICES_H
 #define AGENTD_SERVICES_H
 
@@ -12,6 +15,7 @@
 #include "base.h"
 #include "config.h"
 #include "rpc.h"
+#include "store.h"
 
 typedef struct svc_table {
 	rpc_method *methods;
@@ -42,14 +46,6 @@ void svc_table_add(svc_table *t, const rpc_method *m);
 const char *svc_table_own(svc_table *t, char *s);
 void svc_table_free(svc_table *t);
 
-/* runtime.v1.RuntimeService and runtime.v1.ImageService: every RPC. */
-void svc_cri_register(svc_table *t, agent_ctx *ctx);
-/* Server-streaming CRI methods ("runtime.v1.RuntimeService/GetContainerEvents"):
- * protobuf-c's service descriptors do not record streaming. */
-bool svc_cri_is_streaming(const char *full_method);
-extern const char *const svc_cri_streaming[];
-extern const size_t svc_cri_n_streaming;
-
 /* grpc.health.v1.Health (Check, Watch). */
 void svc_health_register(svc_table *t, agent_ctx *ctx);
 /* Marks the server NOT_SERVING and wakes Watch streams (call before
@@ -58,5 +54,18 @@ void svc_health_shutdown(agent_ctx *ctx);
 
 /* agent.v1.AgentService, and agent.v1.DebugService if configured. */
 void svc_agent_register(svc_table *t, agent_ctx *ctx);
+
+/* agent.v1.ImageService on `images` (NULL: its calls answer UNAVAILABLE). */
+void svc_agent_image_register(svc_table *t, store *images);
+
+/* Opens the image store under cfg->root with the [images] settings. */
+int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err);
+
+/* ---- errors ---- */
+/* The gRPC code that answers an error of class `code`. */
+rpc_code status_from_ad_code(ad_code code);
+/* Sets the call's status from `e` (code mapped as above, message as is) and
+ * returns the code, so handlers can `return status_call_error(call, e);`. */
+rpc_code status_call_error(rpc_call *call, const ad_error *e);
 
 #endif

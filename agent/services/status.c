@@ -1,4 +1,4 @@
-#include "status.h"
+#include "services.h"
 
 rpc_code status_from_ad_code(ad_code code)
 {

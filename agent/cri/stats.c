@@ -1,0 +1,271 @@
+/* ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats:
+ * cgroup usage from the runtime, the writable layer from the store, network
+ * counters from the pod's namespace. */
+#include <string.h>
+
+#include "cri_int.h"
+
+/* ---- stats, resources, logs, runtime config ------------------------------------ */
+static Runtime__V1__UInt64Value *u64(rpc_call *call, uint64_t v)
+{
+	Runtime__V1__UInt64Value *p = rpc_call_alloc(call, sizeof(*p));
+	runtime__v1__uint64_value__init(p);
+	p->value = v;
+	return p;
+}
+
+/* A container's stats; usage only while it runs (an exited one has no cgroup). */
+static Runtime__V1__ContainerStats *
+    ctr_stats(rpc_call *call, mgr *m, const mgr_ctr *c, const Runtime__V1__ContainerConfig *cfg)
+{
+	Runtime__V1__ContainerStats *s = rpc_call_alloc(call, sizeof(*s));
+	runtime__v1__container_stats__init(s);
+	Runtime__V1__ContainerAttributes *a = rpc_call_alloc(call, sizeof(*a));
+	runtime__v1__container_attributes__init(a);
+	a->id = rpc_call_strdup(call, c->id);
+	if (cfg) {
+		a->metadata = cfg->metadata;
+		CRI_COPY_MAP(call, a, labels,
+			 runtime__v1__container_attributes__labels_entry__descriptor, cfg->n_labels,
+			 cfg->labels);
+		CRI_COPY_MAP(call, a, annotations,
+			 runtime__v1__container_attributes__annotations_entry__descriptor,
+			 cfg->n_annotations, cfg->annotations);
+	}
+	s->attributes = a;
+	ad_error *e = NULL;
+	uint64_t bytes, inodes;
+	const char *mountpoint;
+	if (mgr_ctr_fs_usage(m, c->id, &bytes, &inodes, &mountpoint, &e) == 0) {
+		Runtime__V1__FilesystemUsage *fs = rpc_call_alloc(call, sizeof(*fs));
+		runtime__v1__filesystem_usage__init(fs);
+		fs->timestamp = ad_now_ns();
+		Runtime__V1__FilesystemIdentifier *fid = rpc_call_alloc(call, sizeof(*fid));
+		runtime__v1__filesystem_identifier__init(fid);
+		fid->mountpoint = rpc_call_strdup(call, mountpoint);
+		fs->fs_id = fid;
+		fs->used_bytes = u64(call, bytes);
+		fs->inodes_used = u64(call, inodes);
+		s->writable_layer = fs;
+	}
+	ad_error_free(&e);
+	rt_stats st;
+	if (c->state != MGR_CTR_RUNNING || mgr_ctr_stats(m, c->id, &st, &e) < 0) {
+		ad_error_free(&e);
+		return s;
+	}
+	Runtime__V1__CpuUsage *cpu = rpc_call_alloc(call, sizeof(*cpu));
+	runtime__v1__cpu_usage__init(cpu);
+	cpu->timestamp = st.timestamp_ns;
+	cpu->usage_core_nano_seconds = u64(call, st.cpu_usage_ns);
+	s->cpu = cpu;
+	Runtime__V1__MemoryUsage *mem = rpc_call_alloc(call, sizeof(*mem));
+	runtime__v1__memory_usage__init(mem);
+	mem->timestamp = st.timestamp_ns;
+	mem->working_set_bytes = u64(call, st.memory_working_set);
+	mem->usage_bytes = u64(call, st.memory_usage);
+	mem->rss_bytes = u64(call, st.memory_rss);
+	mem->page_faults = u64(call, st.memory_page_faults);
+	mem->major_page_faults = u64(call, st.memory_major_page_faults);
+	if (st.memory_limit)
+		mem->available_bytes = u64(call, st.memory_limit > st.memory_working_set
+						     ? st.memory_limit - st.memory_working_set
+						     : 0);
+	s->memory = mem;
+	return s;
+}
+
+rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
+{
+	mgr *m = svc->pods;
+	const Runtime__V1__ContainerStatsRequest *q = (const Runtime__V1__ContainerStatsRequest *)req;
+	if (cri_empty(q->container_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	ad_error *e = NULL;
+	mgr_ctr *c = NULL;
+	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
+		return cri_fail(call, e);
+	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
+						 c->config_len, c->config);
+	((Runtime__V1__ContainerStatsResponse *)resp)->stats = ctr_stats(call, m, c, cfg);
+	mgr_ctr_free(c);
+	return RPC_OK;
+}
+
+rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
+{
+	mgr *m = svc->pods;
+	const Runtime__V1__ContainerStatsFilter *f = ((const Runtime__V1__ListContainerStatsRequest *)req)->filter;
+	ad_error *e = NULL;
+	mgr_ctr **v = NULL;
+	if (mgr_ctr_list(m, f && !cri_empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) < 0)
+		return cri_fail(call, e);
+	size_t n = 0;
+	while (v[n])
+		n++;
+	Runtime__V1__ListContainerStatsResponse *r = (Runtime__V1__ListContainerStatsResponse *)resp;
+	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	cri_list_filter lf = CRI_LIST_FILTER(f);
+	for (size_t i = 0; i < n; i++) {
+		mgr_ctr *c = v[i];
+		Runtime__V1__ContainerConfig *cfg =
+		    cri_listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
+				  c->config_len, c->config);
+		if (cfg)
+			r->stats[r->n_stats++] = ctr_stats(call, m, c, cfg);
+	}
+	mgr_ctrs_free(v);
+	return RPC_OK;
+}
+
+/* ---- PodSandboxStats ----------------------------------------------------------------- */
+/* The pod's usage: its containers' (listed too) plus the infra process's. */
+static Runtime__V1__PodSandboxStats *
+    pod_stats(rpc_call *call, mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg)
+{
+	Runtime__V1__PodSandboxStats *s = rpc_call_alloc(call, sizeof(*s));
+	runtime__v1__pod_sandbox_stats__init(s);
+	Runtime__V1__PodSandboxAttributes *a = rpc_call_alloc(call, sizeof(*a));
+	runtime__v1__pod_sandbox_attributes__init(a);
+	a->id = rpc_call_strdup(call, p->id);
+	if (cfg) {
+		a->metadata = cfg->metadata;
+		CRI_COPY_MAP(call, a, labels,
+			 runtime__v1__pod_sandbox_attributes__labels_entry__descriptor,
+			 cfg->n_labels, cfg->labels);
+		CRI_COPY_MAP(call, a, annotations,
+			 runtime__v1__pod_sandbox_attributes__annotations_entry__descriptor,
+			 cfg->n_annotations, cfg->annotations);
+	}
+	s->attributes = a;
+	Runtime__V1__LinuxPodSandboxStats *l = rpc_call_alloc(call, sizeof(*l));
+	runtime__v1__linux_pod_sandbox_stats__init(l);
+	s->linux = l;
+
+	rt_stats infra;
+	ad_error *e = NULL;
+	if (mgr_pod_infra_stats(m, p, &infra, &e) < 0) {
+		ad_error_free(&e);
+		return s; /* not ready: no usage */
+	}
+	uint64_t cpu = infra.cpu_usage_ns, ws = infra.memory_working_set;
+	uint64_t usage = infra.memory_usage, rss = infra.memory_rss, procs = infra.pids_current;
+	mgr_ctr **v = NULL;
+	if (mgr_ctr_list(m, p->id, &v, &e) == 0) {
+		size_t n = 0;
+		while (v[n])
+			n++;
+		l->containers = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+		for (size_t i = 0; i < n; i++) {
+			Runtime__V1__ContainerConfig *cc =
+			    cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
+					   v[i]->config_len, v[i]->config);
+			Runtime__V1__ContainerStats *cs = ctr_stats(call, m, v[i], cc);
+			l->containers[l->n_containers++] = cs;
+			if (cs->cpu && cs->cpu->usage_core_nano_seconds)
+				cpu += cs->cpu->usage_core_nano_seconds->value;
+			if (cs->memory) {
+				ws += cs->memory->working_set_bytes->value;
+				usage += cs->memory->usage_bytes->value;
+				rss += cs->memory->rss_bytes->value;
+			}
+		}
+		mgr_ctrs_free(v);
+	}
+	ad_error_free(&e);
+	for (size_t i = 0; i < l->n_containers; i++) {
+		rt_stats st;
+		/* Process counts are not in ContainerStats: read them again. */
+		if (l->containers[i]->cpu &&
+		    mgr_ctr_stats(m, l->containers[i]->attributes->id, &st, &e) == 0)
+			procs += st.pids_current;
+		ad_error_free(&e);
+	}
+	Runtime__V1__CpuUsage *c = rpc_call_alloc(call, sizeof(*c));
+	runtime__v1__cpu_usage__init(c);
+	c->timestamp = infra.timestamp_ns;
+	c->usage_core_nano_seconds = u64(call, cpu);
+	l->cpu = c;
+	Runtime__V1__MemoryUsage *mu = rpc_call_alloc(call, sizeof(*mu));
+	runtime__v1__memory_usage__init(mu);
+	mu->timestamp = infra.timestamp_ns;
+	mu->working_set_bytes = u64(call, ws);
+	mu->usage_bytes = u64(call, usage);
+	mu->rss_bytes = u64(call, rss);
+	l->memory = mu;
+	cni_if_stats *ifs = NULL;
+	size_t n_ifs = 0;
+	if (mgr_pod_net_stats(m, p, &ifs, &n_ifs, &e) == 0) {
+		Runtime__V1__NetworkUsage *nu = rpc_call_alloc(call, sizeof(*nu));
+		runtime__v1__network_usage__init(nu);
+		nu->timestamp = infra.timestamp_ns;
+		nu->interfaces = rpc_call_alloc(call, (n_ifs + 1) * sizeof(void *));
+		for (size_t i = 0; i < n_ifs; i++) {
+			/* Loopback traffic never leaves the pod: kubelet and cAdvisor skip it. */
+			if (strcmp(ifs[i].name, "lo") == 0)
+				continue;
+			Runtime__V1__NetworkInterfaceUsage *iu = rpc_call_alloc(call, sizeof(*iu));
+			runtime__v1__network_interface_usage__init(iu);
+			iu->name = rpc_call_strdup(call, ifs[i].name);
+			iu->rx_bytes = u64(call, ifs[i].rx_bytes);
+			iu->rx_errors = u64(call, ifs[i].rx_errors);
+			iu->tx_bytes = u64(call, ifs[i].tx_bytes);
+			iu->tx_errors = u64(call, ifs[i].tx_errors);
+			nu->interfaces[nu->n_interfaces++] = iu;
+			if (strcmp(ifs[i].name, "eth0") == 0)
+				nu->default_interface = iu;
+		}
+		l->network = nu;
+	}
+	free(ifs);
+	ad_error_free(&e);
+	Runtime__V1__ProcessUsage *pu = rpc_call_alloc(call, sizeof(*pu));
+	runtime__v1__process_usage__init(pu);
+	pu->timestamp = infra.timestamp_ns;
+	pu->process_count = u64(call, procs);
+	l->process = pu;
+	return s;
+}
+
+rpc_code cri_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
+{
+	mgr *m = svc->pods;
+	const Runtime__V1__PodSandboxStatsRequest *q = (const Runtime__V1__PodSandboxStatsRequest *)req;
+	if (cri_empty(q->pod_sandbox_id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
+	ad_error *e = NULL;
+	mgr_pod *p = NULL;
+	if (mgr_pod_get(m, q->pod_sandbox_id, &p, &e) < 0)
+		return cri_fail(call, e);
+	Runtime__V1__PodSandboxConfig *cfg = cri_unpack_in_call(
+	    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+	((Runtime__V1__PodSandboxStatsResponse *)resp)->stats = pod_stats(call, m, p, cfg);
+	mgr_pod_free(p);
+	return RPC_OK;
+}
+
+rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
+{
+	mgr *m = svc->pods;
+	const Runtime__V1__PodSandboxStatsFilter *f = ((const Runtime__V1__ListPodSandboxStatsRequest *)req)->filter;
+	ad_error *e = NULL;
+	mgr_pod **pods = NULL;
+	if (mgr_pod_list(m, &pods, &e) < 0)
+		return cri_fail(call, e);
+	size_t n = 0;
+	while (pods[n])
+		n++;
+	Runtime__V1__ListPodSandboxStatsResponse *r = (Runtime__V1__ListPodSandboxStatsResponse *)resp;
+	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	cri_list_filter lf = CRI_LIST_FILTER(f);
+	for (size_t i = 0; i < n; i++) {
+		mgr_pod *p = pods[i];
+		Runtime__V1__PodSandboxConfig *cfg =
+		    cri_listed_config(call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor,
+				  p->config_len, p->config);
+		if (cfg)
+			r->stats[r->n_stats++] = pod_stats(call, m, p, cfg);
+	}
+	mgr_pods_free(pods);
+	return RPC_OK;
+}
