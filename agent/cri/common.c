@@ -2,6 +2,8 @@
  * the list filters, the state mappings. */
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cri_int.h"
 
 static void *call_alloc(void *data, size_t size)
@@ -106,4 +108,19 @@ rpc_code cri_id_op(rpc_call *call, cri_service *svc, const char *field, const ch
 	if (op(svc->pods, id, &e) < 0)
 		return cri_fail(call, e);
 	return RPC_OK;
+}
+
+const char *cri_kv_json(rpc_call *call, size_t n, void *const *entries)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; i < n; i++) {
+		/* Every CRI map entry is {base, key, value}. */
+		const Runtime__V1__KeyValue *kv = entries[i];
+		json_object_set_new(o, kv->key, json_string(kv->value));
+	}
+	char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	const char *copy = rpc_call_strdup(call, s);
+	free(s);
+	return copy;
 }

@@ -1,26 +1,160 @@
 /* CreateContainer, StartContainer, StopContainer, RemoveContainer,
  * ListContainers, ContainerStatus, UpdateContainerResources,
  * ReopenContainerLog. */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
-#include "pbjson.h"
 #include "cri_int.h"
+#include "pbjson.h"
+#include "spec.h"
 
-/* ---- containers --------------------------------------------------------------- */
+/* ---- CreateContainer: the runtime config is built here, once ---------------- */
+/* A file of the rootfs (resolved inside it), NULL if it has none. */
+static char *read_in_rootfs(const char *rootfs, const char *path)
+{
+	_cleanup_close_ int root = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	_cleanup_close_ int fd = ad_openat_in_root(root, path, O_RDONLY, 0, &e);
+	if (fd < 0)
+		return NULL;
+	size_t len = 0, cap = 4096;
+	char *buf = ad_malloc0(cap + 1);
+	for (;;) {
+		if (len == cap) {
+			if (cap >= (4u << 20))
+				break;
+			cap *= 2;
+			buf = ad_realloc(buf, cap + 1);
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+/* The host's device nodes the config names. */
+static spec_device *stat_devices(rpc_call *call, const Runtime__V1__ContainerConfig *cc)
+{
+	spec_device *v = rpc_call_alloc(call, (cc->n_devices + 1) * sizeof(*v));
+	for (size_t i = 0; i < cc->n_devices; i++) {
+		struct stat sb;
+		const char *path = cc->devices[i]->host_path;
+		if (!path || stat(path, &sb) < 0) {
+			v[i] = (spec_device){.errno_value = path ? errno : ENOENT};
+			continue;
+		}
+		v[i] = (spec_device){.mode = sb.st_mode & S_IFMT,
+				     .major = major(sb.st_rdev),
+				     .minor = minor(sb.st_rdev)};
+	}
+	return v;
+}
+
+/* A missing host path becomes a directory, as kubelet's hostPath
+ * DirectoryOrCreate and containerd do. */
+static int make_mount_sources(const Runtime__V1__ContainerConfig *cc, ad_error **err)
+{
+	for (size_t i = 0; i < cc->n_mounts; i++) {
+		const Runtime__V1__Mount *cm = cc->mounts[i];
+		struct stat sb;
+		if (stat(cm->host_path, &sb) < 0 && ad_mkdir_p(cm->host_path, 0755, err) < 0)
+			return ad_error_wrap(err, "mount %s", cm->container_path);
+		if (cm->selinux_relabel)
+			ad_warn("mount %s: SELinux relabel requested; SELinux is not used here",
+				cm->container_path);
+	}
+	return 0;
+}
+
+/* The container's runtime config from its CRI config, its image's config
+ * and what the draft has set up (rootfs, the pod's namespaces); handed to
+ * the pod manager, which creates the container and keeps the config. */
+static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__ContainerConfig *cc,
+			   char **ret_id, ad_error **err)
+{
+	const Runtime__V1__PodSandboxConfig *pc = cri_unpack_in_call(
+	    call, &runtime__v1__pod_sandbox_config__descriptor, d->pod->request_len,
+	    d->pod->request);
+	const Runtime__V1__NamespaceOption *o = cc->linux && cc->linux->security_context
+						    ? cc->linux->security_context->namespace_options
+						    : NULL;
+	pid_t target = 0;
+	if (o && o->pid == RUNTIME__V1__NAMESPACE_MODE__TARGET &&
+	    mgr_ctr_target_pid(d->m, d->pod->id, o->target_id, &target, err) < 0) {
+		mgr_ctr_abort(d, err);
+		return -1;
+	}
+	_cleanup_free_ char *passwd = read_in_rootfs(d->rootfs, "/etc/passwd");
+	_cleanup_free_ char *group = read_in_rootfs(d->rootfs, "/etc/group");
+	spec_input in = {
+	    .config = cc,
+	    .pod = pc,
+	    .image_config = d->ctr->image_config,
+	    .id = d->ctr->id,
+	    .rootfs = d->rootfs,
+	    .log_path = d->ctr->log_path,
+	    .pod_dir = d->pod->dir,
+	    .netns = d->pod->netns,
+	    .infra_pid = d->infra_pid,
+	    .target_pid = target,
+	    .passwd = passwd,
+	    .group = group,
+	    .devices = stat_devices(call, cc),
+	};
+	spec_result res;
+	if (spec_build(&in, &res, err) < 0 || make_mount_sources(cc, err) < 0) {
+		spec_result_clear(&res);
+		mgr_ctr_abort(d, err);
+		return -1;
+	}
+	int r = mgr_ctr_commit(d, &res.cfg, ret_id, err);
+	spec_result_clear(&res);
+	return r;
+}
+
 rpc_code cri_create_container(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	mgr *m = svc->pods;
-	const Runtime__V1__CreateContainerRequest *q = (const Runtime__V1__CreateContainerRequest *)req;
+	const Runtime__V1__CreateContainerRequest *q = req;
 	if (cri_empty(q->pod_sandbox_id))
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
 	if (!q->config)
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT,
 				      "CreateContainer: config is required");
+	const Runtime__V1__ContainerConfig *cc = q->config;
+	/* The request itself is kept: status and list answers carry the
+	 * caller's metadata, labels, annotations and mounts back. */
+	size_t len = protobuf_c_message_get_packed_size(&cc->base);
+	uint8_t *packed = rpc_call_alloc(call, len + 1);
+	protobuf_c_message_pack(&cc->base, packed);
+	mgr_ctr_spec spec = {
+	    .name = cc->metadata ? cc->metadata->name : NULL,
+	    .attempt = cc->metadata ? cc->metadata->attempt : 0,
+	    .image = cc->image ? cc->image->image : NULL,
+	    .log_path = cc->log_path,
+	    .stop_signal = (int)cc->stop_signal,
+	    .labels_json = cri_kv_json(call, cc->n_labels, (void *const *)cc->labels),
+	    .annotations_json = cri_kv_json(call, cc->n_annotations, (void *const *)cc->annotations),
+	    .request = packed,
+	    .request_len = len,
+	};
 	ad_error *e = NULL;
+	mgr_ctr_draft *d = NULL;
 	char *id = NULL;
-	if (mgr_ctr_create(m, q->pod_sandbox_id, q->config, &id, &e) < 0)
+	if (mgr_ctr_begin(svc->pods, q->pod_sandbox_id, &spec, &d, &e) < 0 ||
+	    create_in_draft(call, d, cc, &id, &e) < 0)
 		return cri_fail(call, e);
 	((Runtime__V1__CreateContainerResponse *)resp)->container_id = rpc_call_strdup(call, id);
 	free(id);
@@ -87,7 +221,7 @@ rpc_code cri_list_containers(rpc_call *call, cri_service *svc, const void *req, 
 			continue;
 		Runtime__V1__ContainerConfig *cfg =
 		    cri_listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
-				  c->config_len, c->config);
+				  c->request_len, c->request);
 		if (!cfg)
 			continue;
 		Runtime__V1__Container *it = rpc_call_alloc(call, sizeof(*it));
@@ -111,6 +245,60 @@ rpc_code cri_list_containers(rpc_call *call, cri_service *svc, const void *req, 
 	return RPC_OK;
 }
 
+static json_t *strv_json(const char *const *v)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; v && v[i]; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+/* A summary of the stored runtime config of a created or running container
+ * (an OCI-spec-like "runtimeSpec" for ContainerStatus verbose), or NULL;
+ * *ret_pid: its process while running, else 0. */
+static json_t *runtime_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid)
+{
+	rt_config cfg;
+	_cleanup_error_ ad_error *e = NULL;
+	if (mgr_ctr_runtime_config(m, c, &cfg, ret_pid, &e) < 0)
+		return NULL;
+	const rt_config *rcfg = &cfg;
+	static const char *const ns_names[_RT_NS_MAX] = {
+	    [RT_NS_PID] = "pid", [RT_NS_NET] = "network", [RT_NS_IPC] = "ipc",
+	    [RT_NS_UTS] = "uts", [RT_NS_MOUNT] = "mount", [RT_NS_USER] = "user",
+	    [RT_NS_CGROUP] = "cgroup"};
+	json_t *ns = json_array();
+	for (int i = 0; i < _RT_NS_MAX; i++) {
+		if (rcfg->namespaces[i].mode == RT_NS_SHARE_HOST)
+			continue;
+		json_t *o = json_pack("{s:s}", "type", ns_names[i]);
+		if (rcfg->namespaces[i].mode == RT_NS_JOIN && rcfg->namespaces[i].path)
+			json_object_set_new(o, "path", json_string(rcfg->namespaces[i].path));
+		json_array_append_new(ns, o);
+	}
+	json_t *gids = json_array();
+	for (size_t i = 0; i < rcfg->n_additional_gids; i++)
+		json_array_append_new(gids, json_integer(rcfg->additional_gids[i]));
+	const rt_resources *rr = &rcfg->resources;
+	json_t *res = json_pack("{s:I, s:I, s:I, s:I, s:I, s:s*, s:s*}", "cpuShares",
+				(json_int_t)rr->cpu_shares, "cpuQuota", (json_int_t)rr->cpu_quota_us,
+				"cpuPeriod", (json_int_t)rr->cpu_period_us, "memoryLimit",
+				(json_int_t)rr->memory_limit, "memorySwap",
+				(json_int_t)rr->memory_swap, "cpusetCpus", rr->cpuset_cpus,
+				"cpusetMems", rr->cpuset_mems);
+	json_t *spec = json_pack("{s:{s:o, s:o, s:s, s:b, s:{s:i, s:i, s:o}},"
+				 " s:{s:o, s:s*, s:o, s:b, s:b}}",
+				 "process", "args", strv_json(rcfg->args), "env",
+				 strv_json(rcfg->env), "cwd", rcfg->cwd ? rcfg->cwd : "/",
+				 "terminal", rcfg->tty, "user", "uid", (int)rcfg->uid, "gid",
+				 (int)rcfg->gid, "additionalGids", gids, "linux", "namespaces", ns,
+				 "cgroupsParent", rcfg->cgroup_parent, "resources", res,
+				 "privileged", rcfg->security.privileged, "readonlyRootfs",
+				 rcfg->security.readonly_rootfs);
+	rt_config_unpacked_clear(&cfg);
+	return spec;
+}
+
 rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
@@ -122,7 +310,7 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
 		return cri_fail(call, e);
 	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
-						 c->config_len, c->config);
+						 c->request_len, c->request);
 	Runtime__V1__ContainerStatus *st = rpc_call_alloc(call, sizeof(*st));
 	runtime__v1__container_status__init(st);
 	st->id = rpc_call_strdup(call, c->id);
@@ -177,14 +365,13 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 		/* The keys containerd and CRI-O use: sandboxID, pid, runtimeSpec,
 		 * config. */
 		pid_t pid = 0;
-		char *spec = mgr_ctr_spec_json(m, c, &pid);
+		json_t *spec = runtime_spec_json(m, c, &pid);
 		json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s*}", "id", c->id, "sandboxID",
 				      c->pod_id, "pid", (int)pid, "image", c->image ? c->image : "",
 				      "imageId", c->image_id ? c->image_id : "", "logPath",
 				      c->log_path);
 		if (spec)
-			json_object_set_new(o, "runtimeSpec", json_loads(spec, 0, NULL));
-		free(spec);
+			json_object_set_new(o, "runtimeSpec", spec);
 		/* The config as CreateContainer got it (after live updates of its
 		 * resources), in containerd's info.config form. */
 		if (cfg)
@@ -205,18 +392,40 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 	return RPC_OK;
 }
 
-rpc_code cri_update_container_resources(rpc_call *call, cri_service *svc, const void *req, void *resp)
+rpc_code cri_update_container_resources(rpc_call *call, cri_service *svc, const void *req,
+					void *resp)
 {
 	(void)resp;
 	mgr *m = svc->pods;
-	const Runtime__V1__UpdateContainerResourcesRequest *q =
-	    (const Runtime__V1__UpdateContainerResourcesRequest *)req;
+	const Runtime__V1__UpdateContainerResourcesRequest *q = req;
 	if (cri_empty(q->container_id))
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
 	if (!q->linux)
 		return RPC_OK;
 	ad_error *e = NULL;
-	if (mgr_ctr_update(m, q->container_id, q->linux, &e) < 0)
+	mgr_ctr *c = NULL;
+	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
+		return cri_fail(call, e);
+	/* The stored request gets the new resources too, so ContainerStatus
+	 * reports what is applied now (containerd likewise updates the
+	 * container's spec). */
+	Runtime__V1__ContainerConfig *cc = cri_unpack_in_call(
+	    call, &runtime__v1__container_config__descriptor, c->request_len, c->request);
+	uint8_t *packed = NULL;
+	size_t len = 0;
+	if (cc) {
+		Runtime__V1__LinuxContainerConfig lc = RUNTIME__V1__LINUX_CONTAINER_CONFIG__INIT;
+		if (!cc->linux)
+			cc->linux = &lc;
+		cc->linux->resources = q->linux;
+		len = protobuf_c_message_get_packed_size(&cc->base);
+		packed = rpc_call_alloc(call, len + 1);
+		protobuf_c_message_pack(&cc->base, packed);
+	}
+	mgr_ctr_free(c);
+	rt_config res = {0};
+	spec_resources(q->linux, &res);
+	if (mgr_ctr_update(m, q->container_id, &res.resources, packed, len, &e) < 0)
 		return cri_fail(call, e);
 	return RPC_OK;
 }

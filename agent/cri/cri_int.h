@@ -108,6 +108,9 @@ typedef struct cri_list_filter {
 void *cri_listed_config(rpc_call *call, const cri_list_filter *f, const char *id,
 			const ProtobufCMessageDescriptor *d, size_t len, const uint8_t *data);
 
+/* A CRI label or annotation map as JSON ("{}" when empty), in call memory. */
+const char *cri_kv_json(rpc_call *call, size_t n, void *const *entries);
+
 Runtime__V1__PodSandboxState cri_pod_state(const mgr_pod *p);
 Runtime__V1__ContainerState cri_ctr_state(const mgr_ctr *c);
 

@@ -7,17 +7,136 @@
 #include "pbjson.h"
 #include "cri_int.h"
 
-/* ---- pods ----------------------------------------------------------------- */
+#include "spec.h"
+
+static mgr_ns_mode pod_ns_mode(const Runtime__V1__PodSandboxConfig *cfg, char which)
+{
+	const Runtime__V1__NamespaceOption *o =
+	    cfg->linux && cfg->linux->security_context
+		? cfg->linux->security_context->namespace_options
+		: NULL;
+	if (!o)
+		return MGR_NS_POD;
+	return (mgr_ns_mode)(which == 'n' ? o->network : which == 'p' ? o->pid : o->ipc);
+}
+
+static int check_metadata(const Runtime__V1__PodSandboxConfig *cfg, ad_error **err)
+{
+	const Runtime__V1__PodSandboxMetadata *md = cfg->metadata;
+	if (!md)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox config without metadata");
+	if (!md->name || !*md->name)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: name is required");
+	if (!md->namespace_ || !*md->namespace_)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: namespace is required");
+	if (!md->uid || !*md->uid)
+		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: uid is required");
+	if (pod_ns_mode(cfg, 'n') == MGR_NS_TARGET || pod_ns_mode(cfg, 'i') == MGR_NS_TARGET ||
+	    pod_ns_mode(cfg, 'p') == MGR_NS_TARGET)
+		return ad_fail(err, AD_E_INVALID, "namespace mode TARGET is for containers only");
+	return 0;
+}
+
+/* A repeated string field as a NULL-terminated list in call memory. */
+static const char *const *call_strv(rpc_call *call, char **v, size_t n)
+{
+	const char **out = rpc_call_alloc(call, (n + 1) * sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		out[i] = v[i];
+	return out;
+}
+
+/* The sandbox config as the pod manager takes it; everything it points to
+ * lives in `cfg` or in call memory. */
+static void pod_spec_from_cri(rpc_call *call, const Runtime__V1__PodSandboxConfig *cfg,
+			      const char *runtime_handler, mgr_pod_spec *spec)
+{
+	const Runtime__V1__LinuxPodSandboxConfig *l = cfg->linux;
+	const Runtime__V1__LinuxSandboxSecurityContext *sc = l ? l->security_context : NULL;
+	*spec = (mgr_pod_spec){
+	    .name = cfg->metadata->name,
+	    .namespace_ = cfg->metadata->namespace_,
+	    .uid = cfg->metadata->uid,
+	    .attempt = cfg->metadata->attempt,
+	    .hostname = cfg->hostname,
+	    .log_directory = cfg->log_directory,
+	    .runtime_handler = runtime_handler,
+	    .cgroup_parent = l ? l->cgroup_parent : NULL,
+	    .network = pod_ns_mode(cfg, 'n'),
+	    .pid = pod_ns_mode(cfg, 'p'),
+	    .ipc = pod_ns_mode(cfg, 'i'),
+	};
+	const Runtime__V1__DNSConfig *dns = cfg->dns_config;
+	if (dns) {
+		spec->dns_servers = call_strv(call, dns->servers, dns->n_servers);
+		spec->dns_searches = call_strv(call, dns->searches, dns->n_searches);
+		spec->dns_options = call_strv(call, dns->options, dns->n_options);
+	}
+	cni_port_mapping *ports =
+	    rpc_call_alloc(call, (cfg->n_port_mappings + 1) * sizeof(cni_port_mapping));
+	for (size_t i = 0; i < cfg->n_port_mappings; i++) {
+		const Runtime__V1__PortMapping *pm = cfg->port_mappings[i];
+		ports[i] = (cni_port_mapping){
+		    .host_port = (uint16_t)pm->host_port,
+		    .container_port = (uint16_t)pm->container_port,
+		    .protocol = pm->protocol == RUNTIME__V1__PROTOCOL__UDP    ? "udp"
+				: pm->protocol == RUNTIME__V1__PROTOCOL__SCTP ? "sctp"
+									      : "tcp",
+		    .host_ip = pm->host_ip,
+		};
+	}
+	spec->ports = ports;
+	spec->n_ports = cfg->n_port_mappings;
+	if (l && l->n_sysctls) {
+		mgr_kv *kv = rpc_call_alloc(call, l->n_sysctls * sizeof(mgr_kv));
+		for (size_t i = 0; i < l->n_sysctls; i++)
+			kv[i] = (mgr_kv){l->sysctls[i]->key, l->sysctls[i]->value};
+		spec->sysctls = kv;
+		spec->n_sysctls = l->n_sysctls;
+	}
+	/* The infra process runs with the sandbox's security context. */
+	rt_security sec = {.seccomp = RT_SECCOMP_DEFAULT};
+	if (sc) {
+		spec->run_as_user_set = sc->run_as_user != NULL;
+		spec->run_as_user = sc->run_as_user ? (uid_t)sc->run_as_user->value : 0;
+		spec->run_as_group_set = sc->run_as_group != NULL;
+		spec->run_as_group = sc->run_as_group ? (gid_t)sc->run_as_group->value : 0;
+		if (sc->n_supplemental_groups) {
+			gid_t *g = rpc_call_alloc(call, sc->n_supplemental_groups * sizeof(gid_t));
+			for (size_t i = 0; i < sc->n_supplemental_groups; i++)
+				g[i] = (gid_t)sc->supplemental_groups[i];
+			spec->supplemental_groups = g;
+			spec->n_supplemental_groups = sc->n_supplemental_groups;
+		}
+		spec_security_profiles(sc->seccomp, sc->apparmor, &sec);
+	}
+	spec->seccomp = sec.seccomp;
+	spec->seccomp_profile = sec.seccomp_profile;
+	spec->apparmor_profile = sec.apparmor_profile;
+	spec->labels_json = cri_kv_json(call, cfg->n_labels, (void *const *)cfg->labels);
+	spec->annotations_json =
+	    cri_kv_json(call, cfg->n_annotations, (void *const *)cfg->annotations);
+	/* The request itself, so that status and list answers carry the
+	 * caller's metadata, labels and annotations back. */
+	spec->request_len = protobuf_c_message_get_packed_size(&cfg->base);
+	uint8_t *packed = rpc_call_alloc(call, spec->request_len + 1);
+	protobuf_c_message_pack(&cfg->base, packed);
+	spec->request = packed;
+}
+
 rpc_code cri_run_pod_sandbox(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	mgr *m = svc->pods;
-	const Runtime__V1__RunPodSandboxRequest *q = (const Runtime__V1__RunPodSandboxRequest *)req;
+	const Runtime__V1__RunPodSandboxRequest *q = req;
 	if (!q->config)
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT,
 				      "RunPodSandbox: config is required");
 	ad_error *e = NULL;
+	if (check_metadata(q->config, &e) < 0)
+		return cri_fail(call, e);
+	mgr_pod_spec spec;
+	pod_spec_from_cri(call, q->config, q->runtime_handler, &spec);
 	char *id = NULL;
-	if (mgr_pod_run(m, q->config, q->runtime_handler, &id, &e) < 0)
+	if (mgr_pod_run(svc->pods, &spec, &id, &e) < 0)
 		return cri_fail(call, e);
 	((Runtime__V1__RunPodSandboxResponse *)resp)->pod_sandbox_id = rpc_call_strdup(call, id);
 	free(id);
@@ -85,7 +204,7 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, cri_service *svc, const void *re
 	if (mgr_pod_get(m, q->pod_sandbox_id, &p, &e) < 0)
 		return cri_fail(call, e);
 	Runtime__V1__PodSandboxConfig *cfg = cri_unpack_in_call(
-	    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+	    call, &runtime__v1__pod_sandbox_config__descriptor, p->request_len, p->request);
 	Runtime__V1__PodSandboxStatusResponse *r = (Runtime__V1__PodSandboxStatusResponse *)resp;
 	Runtime__V1__PodSandboxStatus *st = rpc_call_alloc(call, sizeof(*st));
 	runtime__v1__pod_sandbox_status__init(st);
@@ -162,7 +281,7 @@ rpc_code cri_list_pod_sandbox(rpc_call *call, cri_service *svc, const void *req,
 			continue;
 		Runtime__V1__PodSandboxConfig *cfg =
 		    cri_listed_config(call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor,
-				  p->config_len, p->config);
+				  p->request_len, p->request);
 		if (!cfg)
 			continue;
 		Runtime__V1__PodSandbox *it = rpc_call_alloc(call, sizeof(*it));

@@ -86,7 +86,7 @@ rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, 
 	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
 		return cri_fail(call, e);
 	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
-						 c->config_len, c->config);
+						 c->request_len, c->request);
 	((Runtime__V1__ContainerStatsResponse *)resp)->stats = ctr_stats(call, m, c, cfg);
 	mgr_ctr_free(c);
 	return RPC_OK;
@@ -110,7 +110,7 @@ rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *
 		mgr_ctr *c = v[i];
 		Runtime__V1__ContainerConfig *cfg =
 		    cri_listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
-				  c->config_len, c->config);
+				  c->request_len, c->request);
 		if (cfg)
 			r->stats[r->n_stats++] = ctr_stats(call, m, c, cfg);
 	}
@@ -159,7 +159,7 @@ static Runtime__V1__PodSandboxStats *
 		for (size_t i = 0; i < n; i++) {
 			Runtime__V1__ContainerConfig *cc =
 			    cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
-					   v[i]->config_len, v[i]->config);
+					   v[i]->request_len, v[i]->request);
 			Runtime__V1__ContainerStats *cs = ctr_stats(call, m, v[i], cc);
 			l->containers[l->n_containers++] = cs;
 			if (cs->cpu && cs->cpu->usage_core_nano_seconds)
@@ -238,7 +238,7 @@ rpc_code cri_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req
 	if (mgr_pod_get(m, q->pod_sandbox_id, &p, &e) < 0)
 		return cri_fail(call, e);
 	Runtime__V1__PodSandboxConfig *cfg = cri_unpack_in_call(
-	    call, &runtime__v1__pod_sandbox_config__descriptor, p->config_len, p->config);
+	    call, &runtime__v1__pod_sandbox_config__descriptor, p->request_len, p->request);
 	((Runtime__V1__PodSandboxStatsResponse *)resp)->stats = pod_stats(call, m, p, cfg);
 	mgr_pod_free(p);
 	return RPC_OK;
@@ -262,7 +262,7 @@ rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void
 		mgr_pod *p = pods[i];
 		Runtime__V1__PodSandboxConfig *cfg =
 		    cri_listed_config(call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor,
-				  p->config_len, p->config);
+				  p->request_len, p->request);
 		if (cfg)
 			r->stats[r->n_stats++] = pod_stats(call, m, p, cfg);
 	}

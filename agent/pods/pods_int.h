@@ -87,9 +87,6 @@ int mgr_query_rows(mgr *m, const char *sql, const char *param, void *(*from_row)
 		   ad_error **err);
 void mgr_cni_opts(mgr *m, cni_opts *o);
 
-/* Label map of a CRI config as JSON ("{}" when empty). */
-char *mgr_kv_json(size_t n, void *const *entries);
-
 /* Stop / remove with the container id already held by the caller. */
 int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err);
 int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err);
@@ -97,11 +94,6 @@ int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err);
 int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err);
 /* Startup: containers left half-created are removed, exits recorded. */
 void mgr_ctr_reconcile(mgr *m);
-
-/* A CRI seccomp and AppArmor profile (either NULL: unchanged) onto `sec`;
- * the strings stay the caller's. */
-void mgr_security_profiles(const Runtime__V1__SecurityProfile *seccomp,
-			   const Runtime__V1__SecurityProfile *apparmor, rt_security *sec);
 
 /* 0 if the runtime is there, else AD_E_UNAVAILABLE saying why. */
 int mgr_need_rt(mgr *m, ad_error **err);

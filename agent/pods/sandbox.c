@@ -306,7 +306,7 @@ void mgr_pod_free(mgr_pod *p)
 	free(p->hostname);
 	free(p->dir);
 	free(p->runtime_handler);
-	free(p->config);
+	free(p->request);
 	free(p);
 }
 
@@ -342,7 +342,7 @@ static mgr_pod *pod_from_row(sqlite3_stmt *st)
 	p->hostname = mgr_col_text(st, 13);
 	p->dir = mgr_col_text(st, 14);
 	p->runtime_handler = mgr_col_text(st, 15);
-	p->config = mgr_col_blob(st, 16, &p->config_len);
+	p->request = mgr_col_blob(st, 16, &p->request_len);
 	return p;
 }
 
@@ -432,19 +432,6 @@ char **mgr_pod_ips(const mgr_pod *p)
 	return ips;
 }
 
-char *mgr_kv_json(size_t n, void *const *entries)
-{
-	json_t *o = json_object();
-	for (size_t i = 0; i < n; i++) {
-		/* Every CRI map entry is {base, key, value}. */
-		const Runtime__V1__KeyValue *kv = entries[i];
-		json_object_set_new(o, kv->key, json_string(kv->value));
-	}
-	char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-	json_decref(o);
-	return s;
-}
-
 void mgr_cni_opts(mgr *m, cni_opts *o)
 {
 	*o = (cni_opts){
@@ -461,29 +448,16 @@ int mgr_network_ready(mgr *m, ad_error **err)
 }
 
 /* ---- pod network ------------------------------------------------------------ */
-static Runtime__V1__NamespaceMode pod_ns_mode(const Runtime__V1__PodSandboxConfig *cfg, char which)
-{
-	const Runtime__V1__NamespaceOption *o =
-	    cfg->linux && cfg->linux->security_context
-		? cfg->linux->security_context->namespace_options
-		: NULL;
-	if (!o)
-		return RUNTIME__V1__NAMESPACE_MODE__POD;
-	return which == 'n' ? o->network : which == 'p' ? o->pid : o->ipc;
-}
-
-static char *ports_to_json(const Runtime__V1__PodSandboxConfig *cfg)
+static char *ports_to_json(const mgr_pod_spec *spec)
 {
 	json_t *a = json_array();
-	for (size_t i = 0; i < cfg->n_port_mappings; i++) {
-		const Runtime__V1__PortMapping *pm = cfg->port_mappings[i];
-		const char *proto = pm->protocol == RUNTIME__V1__PROTOCOL__UDP	  ? "udp"
-				    : pm->protocol == RUNTIME__V1__PROTOCOL__SCTP ? "sctp"
-										  : "tcp";
+	for (size_t i = 0; i < spec->n_ports; i++) {
+		const cni_port_mapping *pm = &spec->ports[i];
 		json_array_append_new(a, json_pack("{s:i, s:i, s:s, s:s}", "hostPort",
 						   (int)pm->host_port, "containerPort",
-						   (int)pm->container_port, "protocol", proto,
-						   "hostIP", pm->host_ip ? pm->host_ip : ""));
+						   (int)pm->container_port, "protocol",
+						   pm->protocol ? pm->protocol : "tcp", "hostIP",
+						   pm->host_ip ? pm->host_ip : ""));
 	}
 	char *s = json_dumps(a, JSON_COMPACT);
 	json_decref(a);
@@ -583,8 +557,16 @@ static int write_text(const char *dir, const char *name, const char *text, ad_er
 	return ad_write_file_atomic(fd, name, text, strlen(text), 0644, err);
 }
 
-static int pod_write_files(const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg,
-			   const char *ip, ad_error **err)
+static size_t strv_len(const char *const *v)
+{
+	size_t n = 0;
+	while (v && v[n])
+		n++;
+	return n;
+}
+
+static int pod_write_files(const mgr_pod *p, const mgr_pod_spec *spec, const char *ip,
+			   ad_error **err)
 {
 	const char *hn = p->hostname && *p->hostname ? p->hostname : p->name;
 	_cleanup_free_ char *hostname = ad_asprintf("%s\n", hn);
@@ -597,26 +579,27 @@ static int pod_write_files(const mgr_pod *p, const Runtime__V1__PodSandboxConfig
 		return -1;
 
 	_cleanup_free_ char *resolv = NULL;
-	const Runtime__V1__DNSConfig *dns = cfg->dns_config;
-	if (dns && (dns->n_servers || dns->n_searches || dns->n_options)) {
+	size_t n_servers = strv_len(spec->dns_servers), n_searches = strv_len(spec->dns_searches);
+	size_t n_options = strv_len(spec->dns_options);
+	if (n_servers || n_searches || n_options) {
 		size_t len = 0;
 		_cleanup_fclose_ FILE *f = NULL;
 		char *buf = NULL;
 		f = open_memstream(&buf, &len);
 		if (!f)
 			return ad_fail_errno(err, AD_E_INTERNAL, "open_memstream");
-		for (size_t i = 0; i < dns->n_servers; i++)
-			fprintf(f, "nameserver %s\n", dns->servers[i]);
-		if (dns->n_searches) {
+		for (size_t i = 0; i < n_servers; i++)
+			fprintf(f, "nameserver %s\n", spec->dns_servers[i]);
+		if (n_searches) {
 			fputs("search", f);
-			for (size_t i = 0; i < dns->n_searches; i++)
-				fprintf(f, " %s", dns->searches[i]);
+			for (size_t i = 0; i < n_searches; i++)
+				fprintf(f, " %s", spec->dns_searches[i]);
 			fputc('\n', f);
 		}
-		if (dns->n_options) {
+		if (n_options) {
 			fputs("options", f);
-			for (size_t i = 0; i < dns->n_options; i++)
-				fprintf(f, " %s", dns->options[i]);
+			for (size_t i = 0; i < n_options; i++)
+				fprintf(f, " %s", spec->dns_options[i]);
 			fputc('\n', f);
 		}
 		fclose(f);
@@ -701,8 +684,8 @@ static int pause_prepare(mgr *m, const mgr_pod *p, pause_spec *s, rt_config *rc,
 	return 0;
 }
 
-static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg,
-		       pid_t *ret_pid, ad_error **err)
+static int infra_start(mgr *m, const mgr_pod *p, const mgr_pod_spec *spec, pid_t *ret_pid,
+		       ad_error **err)
 {
 	static const char *const args[] = {"/" INFRA_BINARY, NULL};
 	rt_config rc;
@@ -717,46 +700,36 @@ static int infra_start(mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxCo
 	}
 	rc.security.readonly_rootfs = true;
 	rc.security.no_new_privs = true;
-	if (cfg->linux && cfg->linux->cgroup_parent && *cfg->linux->cgroup_parent)
-		rc.cgroup_parent = cfg->linux->cgroup_parent;
+	if (spec->cgroup_parent && *spec->cgroup_parent)
+		rc.cgroup_parent = spec->cgroup_parent;
 	/* pause needs no capability at all, whatever the sandbox's privileged
 	 * says (that is for its containers, which say so themselves). */
 	rc.security.capabilities_set = true;
 	/* The sandbox's security context: its user, groups and profiles are the
 	 * infra process's, as containerd applies them to pause. */
-	const Runtime__V1__LinuxSandboxSecurityContext *sc =
-	    cfg->linux ? cfg->linux->security_context : NULL;
-	gid_t *groups = NULL;
-	if (sc) {
-		if (sc->run_as_user)
-			rc.uid = (uid_t)sc->run_as_user->value;
-		if (sc->run_as_group)
-			rc.gid = (gid_t)sc->run_as_group->value;
-		if (sc->n_supplemental_groups) {
-			groups = ad_malloc0(sc->n_supplemental_groups * sizeof(gid_t));
-			for (size_t i = 0; i < sc->n_supplemental_groups; i++)
-				groups[i] = (gid_t)sc->supplemental_groups[i];
-			rc.additional_gids = groups;
-			rc.n_additional_gids = sc->n_supplemental_groups;
-		}
-		mgr_security_profiles(sc->seccomp, sc->apparmor, &rc.security);
-	}
-	bool host_net = pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__NODE;
-	if (host_net) {
+	if (spec->run_as_user_set)
+		rc.uid = spec->run_as_user;
+	if (spec->run_as_group_set)
+		rc.gid = spec->run_as_group;
+	rc.additional_gids = spec->supplemental_groups;
+	rc.n_additional_gids = spec->n_supplemental_groups;
+	rc.security.seccomp = spec->seccomp;
+	rc.security.seccomp_profile = spec->seccomp_profile;
+	rc.security.apparmor_profile = spec->apparmor_profile;
+	if (spec->network == MGR_NS_NODE) {
 		rc.namespaces[RT_NS_NET].mode = RT_NS_SHARE_HOST;
 		rc.namespaces[RT_NS_UTS].mode = RT_NS_SHARE_HOST;
 	} else {
 		rc.namespaces[RT_NS_NET] = (rt_namespace){RT_NS_JOIN, p->netns};
 		rc.hostname = p->hostname && *p->hostname ? p->hostname : p->name;
 	}
-	if (pod_ns_mode(cfg, 'i') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+	if (spec->ipc == MGR_NS_NODE)
 		rc.namespaces[RT_NS_IPC].mode = RT_NS_SHARE_HOST;
-	if (pod_ns_mode(cfg, 'p') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+	if (spec->pid == MGR_NS_NODE)
 		rc.namespaces[RT_NS_PID].mode = RT_NS_SHARE_HOST;
 	rt_container *c = NULL;
 	int r = rt_create(m->rt, &rc, &c, err);
 	pause_spec_clear(&ps);
-	free(groups);
 	if (r < 0)
 		return ad_error_wrap(err, "infra process");
 	r = rt_start(c, err);
@@ -780,7 +753,7 @@ static bool sysctl_is_ipc(const char *k)
 }
 
 typedef struct sysctl_job {
-	const Runtime__V1__PodSandboxConfig *cfg;
+	const mgr_pod_spec *spec;
 	const char *netns;
 	pid_t infra;
 	ad_error *err;
@@ -805,14 +778,14 @@ static int write_sysctl(const char *key, const char *value, ad_error **err)
 static void *sysctl_thread(void *arg)
 {
 	sysctl_job *j = arg;
-	const Runtime__V1__LinuxPodSandboxConfig *l = j->cfg->linux;
+	const mgr_pod_spec *spec = j->spec;
 	for (int pass = 0; pass < 2 && !j->err; pass++) {
 		bool ipc = pass == 1;
 		_cleanup_free_ char *ipc_path = ad_asprintf("/proc/%d/ns/ipc", (int)j->infra);
 		const char *ns = ipc ? ipc_path : j->netns;
 		_cleanup_close_ int fd = -1;
-		for (size_t i = 0; i < l->n_sysctls && !j->err; i++) {
-			const char *k = l->sysctls[i]->key;
+		for (size_t i = 0; i < spec->n_sysctls && !j->err; i++) {
+			const char *k = spec->sysctls[i].key;
 			if (sysctl_is_ipc(k) != ipc)
 				continue;
 			if (fd < 0) {
@@ -823,39 +796,37 @@ static void *sysctl_thread(void *arg)
 					break;
 				}
 			}
-			write_sysctl(k, l->sysctls[i]->value, &j->err);
+			write_sysctl(k, spec->sysctls[i].value, &j->err);
 		}
 	}
 	return NULL;
 }
 
-static int check_sysctls(const Runtime__V1__PodSandboxConfig *cfg, ad_error **err)
+static int check_sysctls(const mgr_pod_spec *spec, ad_error **err)
 {
-	if (!cfg->linux)
-		return 0;
-	for (size_t i = 0; i < cfg->linux->n_sysctls; i++) {
-		const char *k = cfg->linux->sysctls[i]->key;
+	for (size_t i = 0; i < spec->n_sysctls; i++) {
+		const char *k = spec->sysctls[i].key;
 		bool net = strncmp(k, "net.", 4) == 0;
 		if (!net && !sysctl_is_ipc(k))
 			return ad_fail(err, AD_E_INVALID, "sysctl %s is not namespaced", k);
 		if (strstr(k, "..") || strchr(k, '/'))
 			return ad_fail(err, AD_E_INVALID, "sysctl %s: bad name", k);
-		if (net && pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+		if (net && spec->network == MGR_NS_NODE)
 			return ad_fail(err, AD_E_INVALID,
 				       "sysctl %s needs the pod's own network namespace", k);
-		if (!net && pod_ns_mode(cfg, 'i') == RUNTIME__V1__NAMESPACE_MODE__NODE)
+		if (!net && spec->ipc == MGR_NS_NODE)
 			return ad_fail(err, AD_E_INVALID,
 				       "sysctl %s needs the pod's own IPC namespace", k);
 	}
 	return 0;
 }
 
-static int apply_sysctls(const Runtime__V1__PodSandboxConfig *cfg, const char *netns, pid_t infra,
+static int apply_sysctls(const mgr_pod_spec *spec, const char *netns, pid_t infra,
 			 ad_error **err)
 {
-	if (!cfg->linux || !cfg->linux->n_sysctls)
+	if (!spec->n_sysctls)
 		return 0;
-	sysctl_job j = {.cfg = cfg, .netns = netns, .infra = infra};
+	sysctl_job j = {.spec = spec, .netns = netns, .infra = infra};
 	pthread_t t;
 	int rc = pthread_create(&t, NULL, sysctl_thread, &j);
 	if (rc != 0)
@@ -929,24 +900,6 @@ static int pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 }
 
 /* ---- RunPodSandbox ------------------------------------------------------------ */
-static int pod_check_metadata(const Runtime__V1__PodSandboxConfig *cfg, ad_error **err)
-{
-	const Runtime__V1__PodSandboxMetadata *md = cfg ? cfg->metadata : NULL;
-	if (!md)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox config without metadata");
-	if (!md->name || !*md->name)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: name is required");
-	if (!md->namespace_ || !*md->namespace_)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: namespace is required");
-	if (!md->uid || !*md->uid)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: uid is required");
-	if (pod_ns_mode(cfg, 'n') == RUNTIME__V1__NAMESPACE_MODE__TARGET ||
-	    pod_ns_mode(cfg, 'i') == RUNTIME__V1__NAMESPACE_MODE__TARGET ||
-	    pod_ns_mode(cfg, 'p') == RUNTIME__V1__NAMESPACE_MODE__TARGET)
-		return ad_fail(err, AD_E_INVALID, "namespace mode TARGET is for containers only");
-	return 0;
-}
-
 /* Inserts the 'creating' row; a pod of the same name, namespace and attempt
  * → AD_E_EXISTS naming it. */
 static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *annotations,
@@ -992,7 +945,7 @@ static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *
 		sqlite3_bind_text(st, 10, p->hostname, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(st, 11, p->dir, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(st, 12, p->runtime_handler, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_blob(st, 13, p->config, (int)p->config_len, SQLITE_TRANSIENT);
+		sqlite3_bind_blob(st, 13, p->request, (int)p->request_len, SQLITE_TRANSIENT);
 		if (sqlite3_step(st) != SQLITE_DONE)
 			r = ad_db_fail(m->db, err, "state DB: insert pod");
 		sqlite3_reset(st);
@@ -1005,42 +958,39 @@ static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *
 	return r;
 }
 
-int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *runtime_handler,
-		char **ret_id, ad_error **err)
+int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 {
-	if (mgr_need_rt(m, err) < 0 || pod_check_metadata(cfg, err) < 0 ||
-	    check_sysctls(cfg, err) < 0)
+	if (mgr_need_rt(m, err) < 0 || check_sysctls(spec, err) < 0)
 		return -1;
+	const char *runtime_handler = spec->runtime_handler;
 	if (runtime_handler && *runtime_handler && strcmp(runtime_handler, "agentd") != 0)
 		return ad_fail(err, AD_E_INVALID, "unknown runtime handler '%s'", runtime_handler);
 
 	mgr_pod *p = ad_malloc0(sizeof(*p));
 	p->id = mgr_new_id();
-	p->name = ad_strdup(cfg->metadata->name);
-	p->namespace_ = ad_strdup(cfg->metadata->namespace_);
-	p->uid = ad_strdup(cfg->metadata->uid);
-	p->attempt = cfg->metadata->attempt;
+	p->name = ad_strdup(spec->name);
+	p->namespace_ = ad_strdup(spec->namespace_);
+	p->uid = ad_strdup(spec->uid);
+	p->attempt = spec->attempt;
 	p->created_ns = ad_now_ns();
-	p->log_directory = ad_strdup(cfg->log_directory ? cfg->log_directory : "");
-	p->hostname = ad_strdup(cfg->hostname ? cfg->hostname : "");
+	p->log_directory = ad_strdup(spec->log_directory ? spec->log_directory : "");
+	p->hostname = ad_strdup(spec->hostname ? spec->hostname : "");
 	p->dir = ad_asprintf("%s/%s", m->pods_dir, p->id);
 	p->runtime_handler = ad_strdup(runtime_handler ? runtime_handler : "");
 	p->infra_id = ad_strdup(p->id);
-	p->config_len = protobuf_c_message_get_packed_size(&cfg->base);
-	p->config = ad_malloc0(p->config_len + 1);
-	protobuf_c_message_pack(&cfg->base, p->config);
+	p->request_len = spec->request_len;
+	p->request = ad_malloc0(spec->request_len + 1);
+	if (spec->request_len)
+		memcpy(p->request, spec->request, spec->request_len);
 
-	_cleanup_free_ char *labels = mgr_kv_json(cfg->n_labels, (void *const *)cfg->labels);
-	_cleanup_free_ char *annotations =
-	    mgr_kv_json(cfg->n_annotations, (void *const *)cfg->annotations);
-	if (pod_insert(m, p, labels, annotations, err) < 0) {
+	if (pod_insert(m, p, spec->labels_json, spec->annotations_json, err) < 0) {
 		mgr_pod_free(p);
 		return -1;
 	}
 	mgr_hold(m, p->id);
 
 	int r = ad_mkdir_p(p->dir, 0755, err);
-	if (r == 0 && pod_ns_mode(cfg, 'n') != RUNTIME__V1__NAMESPACE_MODE__NODE) {
+	if (r == 0 && spec->network != MGR_NS_NODE) {
 		r = cni_netns_create(m->netns_dir, p->id, &p->netns, err);
 		if (r == 0)
 			r = mgr_db_exec(m, err, "UPDATE pods SET netns = ?2 WHERE id = ?1", "ss",
@@ -1055,7 +1005,7 @@ int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *ru
 		if (r == 0) {
 			/* Stored before ADD: a crash during ADD still gets its DEL. */
 			p->cni_net = cni_net_json(net);
-			p->ports_json = ports_to_json(cfg);
+			p->ports_json = ports_to_json(spec);
 			r = mgr_db_exec(
 			    m, err,
 			    "UPDATE pods SET cni_net = ?2, port_mappings = ?3 WHERE id = ?1", "sss",
@@ -1086,7 +1036,7 @@ int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *ru
 	}
 	if (r == 0) {
 		char **ips = mgr_pod_ips(p);
-		r = pod_write_files(p, cfg, ips && ips[0] ? ips[0] : NULL, err);
+		r = pod_write_files(p, spec, ips && ips[0] ? ips[0] : NULL, err);
 		cni_strv_free(ips);
 	}
 	if (r == 0)
@@ -1094,9 +1044,9 @@ int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *ru
 				p->infra_id);
 	pid_t infra_pid = 0;
 	if (r == 0)
-		r = infra_start(m, p, cfg, &infra_pid, err);
+		r = infra_start(m, p, spec, &infra_pid, err);
 	if (r == 0)
-		r = apply_sysctls(cfg, p->netns, infra_pid, err);
+		r = apply_sysctls(spec, p->netns, infra_pid, err);
 	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", p->id,
 				(int64_t)MGR_POD_READY);
@@ -1313,8 +1263,8 @@ static void pod_check_networks(mgr *m)
 
 /* The pods' and containers' tables in the state DB (lib/db runs the
  * migrations). state: 0 creating (half set up, cleaned up on start), then
- * per table. config: the CRI request (packed protobuf) the object was made
- * from. */
+ * per table. config: the caller's record of the request the object was
+ * made from (the CRI layer's packed protobuf; opaque here). */
 static const char *const pods_migrations[] = {
 	"CREATE TABLE pods (id TEXT PRIMARY KEY, name TEXT NOT NULL, namespace TEXT NOT NULL,"
 	" uid TEXT NOT NULL, attempt INTEGER NOT NULL, state INTEGER NOT NULL,"
@@ -1330,6 +1280,11 @@ static const char *const pods_migrations[] = {
 	" reason TEXT, message TEXT, log_path TEXT, labels TEXT, annotations TEXT,"
 	" image_config TEXT, config BLOB, UNIQUE (pod_id, name, attempt));"
 	"CREATE INDEX containers_pod ON containers(pod_id);",
+	/* 2: a container's runtime config as the runtime packs it (built once,
+	 * at create; NULL for containers created before) and its stop signal;
+	 * config is the caller's own record of its request from now on. */
+	"ALTER TABLE containers ADD COLUMN stop_signal INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE containers ADD COLUMN rt_config BLOB;",
 };
 
 static const ad_db_schema pods_schema = {

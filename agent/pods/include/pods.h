@@ -1,11 +1,15 @@
-/* manager.h — agentd's pods and containers: the state machine behind the CRI
- * RuntimeService. Every transition is written to the state DB (one
+/* pods.h — the one public header of agent/pods: agentd's pods and
+ * containers, the state machine behind the CRI RuntimeService, on plain C
+ * records (no protobuf). Every transition is written to the state DB (one
  * transaction) before it is acknowledged; the runtime (libadruntime), the
  * image store (overlay rootfs) and CNI (libadcni) do the work.
  *
- * The manager keeps the CRI requests it was given (packed protobuf) so that
- * status and list answers carry the caller's own metadata, labels and
- * annotations back. */
+ * A container's runtime config is built once by the caller and stored here
+ * in the runtime's own form (rt_config_pack); exec, status and resource
+ * updates read it. The caller may keep a record of its own request with
+ * each object (`request`: opaque bytes here, returned as they were given),
+ * so that its answers carry the caller's metadata, labels and annotations
+ * back. */
 #ifndef AGENTD_PODS_H
 #define AGENTD_PODS_H
 
@@ -14,7 +18,6 @@
 
 #include "cni.h"
 #include "config.h"
-#include "cri/api.pb-c.h"
 #include "runtime.h"
 #include "store.h"
 
@@ -48,8 +51,8 @@ typedef struct mgr_pod {
 	char *hostname;
 	char *dir; /* resolv.conf, hostname, hosts for the containers */
 	char *runtime_handler;
-	uint8_t *config; /* packed runtime.v1.PodSandboxConfig */
-	size_t config_len;
+	uint8_t *request; /* the caller's record of the request, as given */
+	size_t request_len;
 	pid_t infra_pid; /* while ready, as found by get/list; else 0 */
 } mgr_pod;
 
@@ -67,8 +70,11 @@ typedef struct mgr_ctr {
 	char *reason, *message;
 	char *log_path;
 	char *image_config; /* the image's config JSON at create time */
-	uint8_t *config;    /* packed runtime.v1.ContainerConfig */
-	size_t config_len;
+	int stop_signal;    /* 0: SIGTERM */
+	uint8_t *request;   /* the caller's record of the request, as given */
+	size_t request_len;
+	char *rt_config; /* the runtime config (rt_config_pack), NULL if never built */
+	size_t rt_config_len;
 } mgr_ctr;
 
 void mgr_pod_free(mgr_pod *p);
@@ -85,9 +91,46 @@ void mgr_close(mgr *m);
 int mgr_network_ready(mgr *m, ad_error **err);
 
 /* ---- pods ---- */
-int mgr_pod_run(mgr *m, const Runtime__V1__PodSandboxConfig *cfg, const char *runtime_handler,
-		char **ret_id, ad_error **err);
-/* Unknown id: AD_E_NOT_FOUND. Stopping twice is fine. */
+typedef enum mgr_ns_mode { /* the CRI NamespaceMode values */
+			   MGR_NS_POD = 0,
+			   MGR_NS_CONTAINER,
+			   MGR_NS_NODE,
+			   MGR_NS_TARGET,
+} mgr_ns_mode;
+
+typedef struct mgr_kv {
+	const char *key, *value;
+} mgr_kv;
+
+/* What RunPodSandbox sets up. Lists: NULL-terminated (NULL: empty). */
+typedef struct mgr_pod_spec {
+	const char *name, *namespace_, *uid;
+	uint32_t attempt;
+	const char *hostname; /* "" or NULL: the name */
+	const char *log_directory;
+	const char *runtime_handler;
+	const char *cgroup_parent; /* NULL: the runtime's default */
+	mgr_ns_mode network, pid, ipc;
+	/* resolv.conf; all empty: the node's */
+	const char *const *dns_servers, *const *dns_searches, *const *dns_options;
+	const cni_port_mapping *ports;
+	size_t n_ports;
+	const mgr_kv *sysctls; /* namespaced ones only (net.*, IPC) */
+	size_t n_sysctls;
+	/* The infra process's user, groups and profiles (the sandbox's). */
+	bool run_as_user_set, run_as_group_set;
+	uid_t run_as_user;
+	gid_t run_as_group;
+	const gid_t *supplemental_groups;
+	size_t n_supplemental_groups;
+	rt_seccomp_mode seccomp;
+	const char *seccomp_profile, *apparmor_profile;
+	const char *labels_json, *annotations_json; /* "{}" when none */
+	const uint8_t *request;
+	size_t request_len;
+} mgr_pod_spec;
+
+int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err);
 int mgr_pod_stop(mgr *m, const char *id, ad_error **err);
 /* Unknown id is not an error (already removed). */
 int mgr_pod_remove(mgr *m, const char *id, ad_error **err);
@@ -102,8 +145,41 @@ char **mgr_pod_ips(const mgr_pod *p);
 void mgr_strv_free(char **v);
 
 /* ---- containers ---- */
-int mgr_ctr_create(mgr *m, const char *pod_id, const Runtime__V1__ContainerConfig *cfg,
-		   char **ret_id, ad_error **err);
+/* What CreateContainer records besides the runtime config. */
+typedef struct mgr_ctr_spec {
+	const char *name;
+	uint32_t attempt;
+	const char *image;    /* as requested: looked up in the store */
+	const char *log_path; /* relative to the pod's log directory; NULL: none */
+	int stop_signal;      /* 0: SIGTERM */
+	const char *labels_json, *annotations_json;
+	const uint8_t *request;
+	size_t request_len;
+} mgr_ctr_spec;
+
+/* A container being created: its record (state creating, both the pod and
+ * the container held) with its rootfs mounted, and what its runtime config
+ * is built from. Ended by mgr_ctr_commit or mgr_ctr_abort. */
+typedef struct mgr_ctr_draft {
+	mgr *m;
+	mgr_pod *pod;
+	mgr_ctr *ctr;	/* id, image id, full log path, image config */
+	char *rootfs;	/* the mounted rootfs */
+	pid_t infra_pid; /* the pod's infra process (0 if gone) */
+	int64_t t_begin, t_insert, t_mount; /* for the debug timings */
+} mgr_ctr_draft;
+
+int mgr_ctr_begin(mgr *m, const char *pod_id, const mgr_ctr_spec *spec, mgr_ctr_draft **ret,
+		  ad_error **err);
+/* Creates the container with `cfg` (built for d->ctr->id and d->rootfs),
+ * stores cfg and announces CREATED; ends the draft either way. */
+int mgr_ctr_commit(mgr_ctr_draft *d, const rt_config *cfg, char **ret_id, ad_error **err);
+/* Undoes the draft; *err (if set) gets the same context a failed commit's has. */
+void mgr_ctr_abort(mgr_ctr_draft *d, ad_error **err);
+/* The init pid of a pid namespace TARGET: a running container of the same
+ * pod, as containerd and CRI-O require for ephemeral (debug) containers. */
+int mgr_ctr_target_pid(mgr *m, const char *pod_id, const char *target_id, pid_t *ret,
+		       ad_error **err);
 int mgr_ctr_start(mgr *m, const char *id, ad_error **err);
 /* SIGTERM, SIGKILL after timeout_s; a stopped container stays as it is. */
 int mgr_ctr_stop(mgr *m, const char *id, int64_t timeout_s, ad_error **err);
@@ -168,13 +244,15 @@ typedef struct mgr_user {
 	size_t n_groups;
 } mgr_user;
 int mgr_ctr_user(mgr *m, const mgr_ctr *c, mgr_user *ret, ad_error **err);
-/* A summary of the runtime config of a created or running container as JSON
- * (an OCI-spec-like "runtimeSpec" for ContainerStatus verbose), or NULL;
- * *ret_pid: its process while running, else 0. */
-char *mgr_ctr_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid);
-/* The stored resources are replaced by `res` once applied. */
-int mgr_ctr_update(mgr *m, const char *id, const Runtime__V1__LinuxContainerResources *res,
-		   ad_error **err);
+/* The stored runtime config of a created or running container (pointing
+ * into c, which must outlive it; rt_config_unpacked_clear). *ret_pid: its
+ * process while running, else 0. Exited: AD_E_NOT_FOUND. */
+int mgr_ctr_runtime_config(mgr *m, const mgr_ctr *c, rt_config *ret, pid_t *ret_pid,
+			   ad_error **err);
+/* Applies `res` to the running container, then stores it in its runtime
+ * config and `request` (NULL: unchanged) as its new request record. */
+int mgr_ctr_update(mgr *m, const char *id, const rt_resources *res, const uint8_t *request,
+		   size_t request_len, ad_error **err);
 int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);
 
 #endif
