@@ -31,8 +31,7 @@ rpc_code cri_fail(rpc_call *call, ad_error *e)
 	return c;
 }
 
-void **cri_copy_map(rpc_call *call, const ProtobufCMessageDescriptor *d, size_t n,
-		    void *const *src)
+void **cri_copy_map(rpc_call *call, const ProtobufCMessageDescriptor *d, size_t n, void *const *src)
 {
 	void **v = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
 	for (size_t i = 0; i < n; i++) {

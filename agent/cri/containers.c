@@ -85,9 +85,9 @@ static int make_mount_sources(const Runtime__V1__ContainerConfig *cc, ad_error *
 static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__ContainerConfig *cc,
 			   char **ret_id, ad_error **err)
 {
-	const Runtime__V1__PodSandboxConfig *pc = cri_unpack_in_call(
-	    call, &runtime__v1__pod_sandbox_config__descriptor, d->pod->request_len,
-	    d->pod->request);
+	const Runtime__V1__PodSandboxConfig *pc =
+	    cri_unpack_in_call(call, &runtime__v1__pod_sandbox_config__descriptor,
+			       d->pod->request_len, d->pod->request);
 	const Runtime__V1__NamespaceOption *o = cc->linux && cc->linux->security_context
 						    ? cc->linux->security_context->namespace_options
 						    : NULL;
@@ -146,7 +146,8 @@ rpc_code cri_create_container(rpc_call *call, cri_service *svc, const void *req,
 	    .log_path = cc->log_path,
 	    .stop_signal = (int)cc->stop_signal,
 	    .labels_json = cri_kv_json(call, cc->n_labels, (void *const *)cc->labels),
-	    .annotations_json = cri_kv_json(call, cc->n_annotations, (void *const *)cc->annotations),
+	    .annotations_json =
+		cri_kv_json(call, cc->n_annotations, (void *const *)cc->annotations),
 	    .request = packed,
 	    .request_len = len,
 	};
@@ -164,14 +165,16 @@ rpc_code cri_create_container(rpc_call *call, cri_service *svc, const void *req,
 rpc_code cri_start_container(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)resp;
-	return cri_id_op(call, svc, "container_id", ((const Runtime__V1__StartContainerRequest *)req)->container_id,
+	return cri_id_op(call, svc, "container_id",
+			 ((const Runtime__V1__StartContainerRequest *)req)->container_id,
 			 mgr_ctr_start);
 }
 
 rpc_code cri_remove_container(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)resp;
-	return cri_id_op(call, svc, "container_id", ((const Runtime__V1__RemoveContainerRequest *)req)->container_id,
+	return cri_id_op(call, svc, "container_id",
+			 ((const Runtime__V1__RemoveContainerRequest *)req)->container_id,
 			 mgr_ctr_remove);
 }
 
@@ -188,7 +191,8 @@ rpc_code cri_stop_container(rpc_call *call, cri_service *svc, const void *req, v
 	return RPC_OK;
 }
 
-static Runtime__V1__ImageSpec *image_spec(rpc_call *call, const mgr_ctr *c, const Runtime__V1__ContainerConfig *cfg)
+static Runtime__V1__ImageSpec *image_spec(rpc_call *call, const mgr_ctr *c,
+					  const Runtime__V1__ContainerConfig *cfg)
 {
 	Runtime__V1__ImageSpec *s = rpc_call_alloc(call, sizeof(*s));
 	runtime__v1__image_spec__init(s);
@@ -204,10 +208,12 @@ static Runtime__V1__ImageSpec *image_spec(rpc_call *call, const mgr_ctr *c, cons
 rpc_code cri_list_containers(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__ContainerFilter *f = ((const Runtime__V1__ListContainersRequest *)req)->filter;
+	const Runtime__V1__ContainerFilter *f =
+	    ((const Runtime__V1__ListContainersRequest *)req)->filter;
 	ad_error *e = NULL;
 	mgr_ctr **v = NULL;
-	if (mgr_ctr_list(m, f && !cri_empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) < 0)
+	if (mgr_ctr_list(m, f && !cri_empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) <
+	    0)
 		return cri_fail(call, e);
 	size_t n = 0;
 	while (v[n])
@@ -221,7 +227,7 @@ rpc_code cri_list_containers(rpc_call *call, cri_service *svc, const void *req, 
 			continue;
 		Runtime__V1__ContainerConfig *cfg =
 		    cri_listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
-				  c->request_len, c->request);
+				      c->request_len, c->request);
 		if (!cfg)
 			continue;
 		Runtime__V1__Container *it = rpc_call_alloc(call, sizeof(*it));
@@ -235,10 +241,10 @@ rpc_code cri_list_containers(rpc_call *call, cri_service *svc, const void *req, 
 		it->state = cri_ctr_state(c);
 		it->created_at = c->created_ns;
 		CRI_COPY_MAP(call, it, labels, runtime__v1__container__labels_entry__descriptor,
-			 cfg->n_labels, cfg->labels);
+			     cfg->n_labels, cfg->labels);
 		CRI_COPY_MAP(call, it, annotations,
-			 runtime__v1__container__annotations_entry__descriptor, cfg->n_annotations,
-			 cfg->annotations);
+			     runtime__v1__container__annotations_entry__descriptor,
+			     cfg->n_annotations, cfg->annotations);
 		r->containers[r->n_containers++] = it;
 	}
 	mgr_ctrs_free(v);
@@ -264,8 +270,8 @@ static json_t *runtime_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid)
 		return NULL;
 	const rt_config *rcfg = &cfg;
 	static const char *const ns_names[_RT_NS_MAX] = {
-	    [RT_NS_PID] = "pid", [RT_NS_NET] = "network", [RT_NS_IPC] = "ipc",
-	    [RT_NS_UTS] = "uts", [RT_NS_MOUNT] = "mount", [RT_NS_USER] = "user",
+	    [RT_NS_PID] = "pid",      [RT_NS_NET] = "network", [RT_NS_IPC] = "ipc",
+	    [RT_NS_UTS] = "uts",      [RT_NS_MOUNT] = "mount", [RT_NS_USER] = "user",
 	    [RT_NS_CGROUP] = "cgroup"};
 	json_t *ns = json_array();
 	for (int i = 0; i < _RT_NS_MAX; i++) {
@@ -280,21 +286,19 @@ static json_t *runtime_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid)
 	for (size_t i = 0; i < rcfg->n_additional_gids; i++)
 		json_array_append_new(gids, json_integer(rcfg->additional_gids[i]));
 	const rt_resources *rr = &rcfg->resources;
-	json_t *res = json_pack("{s:I, s:I, s:I, s:I, s:I, s:s*, s:s*}", "cpuShares",
-				(json_int_t)rr->cpu_shares, "cpuQuota", (json_int_t)rr->cpu_quota_us,
-				"cpuPeriod", (json_int_t)rr->cpu_period_us, "memoryLimit",
-				(json_int_t)rr->memory_limit, "memorySwap",
-				(json_int_t)rr->memory_swap, "cpusetCpus", rr->cpuset_cpus,
-				"cpusetMems", rr->cpuset_mems);
-	json_t *spec = json_pack("{s:{s:o, s:o, s:s, s:b, s:{s:i, s:i, s:o}},"
-				 " s:{s:o, s:s*, s:o, s:b, s:b}}",
-				 "process", "args", strv_json(rcfg->args), "env",
-				 strv_json(rcfg->env), "cwd", rcfg->cwd ? rcfg->cwd : "/",
-				 "terminal", rcfg->tty, "user", "uid", (int)rcfg->uid, "gid",
-				 (int)rcfg->gid, "additionalGids", gids, "linux", "namespaces", ns,
-				 "cgroupsParent", rcfg->cgroup_parent, "resources", res,
-				 "privileged", rcfg->security.privileged, "readonlyRootfs",
-				 rcfg->security.readonly_rootfs);
+	json_t *res = json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:s*, s:s*}", "cpuShares", (json_int_t)rr->cpu_shares,
+	    "cpuQuota", (json_int_t)rr->cpu_quota_us, "cpuPeriod", (json_int_t)rr->cpu_period_us,
+	    "memoryLimit", (json_int_t)rr->memory_limit, "memorySwap", (json_int_t)rr->memory_swap,
+	    "cpusetCpus", rr->cpuset_cpus, "cpusetMems", rr->cpuset_mems);
+	json_t *spec = json_pack(
+	    "{s:{s:o, s:o, s:s, s:b, s:{s:i, s:i, s:o}},"
+	    " s:{s:o, s:s*, s:o, s:b, s:b}}",
+	    "process", "args", strv_json(rcfg->args), "env", strv_json(rcfg->env), "cwd",
+	    rcfg->cwd ? rcfg->cwd : "/", "terminal", rcfg->tty, "user", "uid", (int)rcfg->uid,
+	    "gid", (int)rcfg->gid, "additionalGids", gids, "linux", "namespaces", ns,
+	    "cgroupsParent", rcfg->cgroup_parent, "resources", res, "privileged",
+	    rcfg->security.privileged, "readonlyRootfs", rcfg->security.readonly_rootfs);
 	rt_config_unpacked_clear(&cfg);
 	return spec;
 }
@@ -302,15 +306,16 @@ static json_t *runtime_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid)
 rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__ContainerStatusRequest *q = (const Runtime__V1__ContainerStatusRequest *)req;
+	const Runtime__V1__ContainerStatusRequest *q =
+	    (const Runtime__V1__ContainerStatusRequest *)req;
 	if (cri_empty(q->container_id))
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
 	ad_error *e = NULL;
 	mgr_ctr *c = NULL;
 	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
 		return cri_fail(call, e);
-	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
-						 c->request_len, c->request);
+	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(
+	    call, &runtime__v1__container_config__descriptor, c->request_len, c->request);
 	Runtime__V1__ContainerStatus *st = rpc_call_alloc(call, sizeof(*st));
 	runtime__v1__container_status__init(st);
 	st->id = rpc_call_strdup(call, c->id);
@@ -327,11 +332,12 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 	st->log_path = rpc_call_strdup(call, c->log_path ? c->log_path : "");
 	if (cfg) {
 		st->metadata = cfg->metadata;
-		CRI_COPY_MAP(call, st, labels, runtime__v1__container_status__labels_entry__descriptor,
-			 cfg->n_labels, cfg->labels);
+		CRI_COPY_MAP(call, st, labels,
+			     runtime__v1__container_status__labels_entry__descriptor, cfg->n_labels,
+			     cfg->labels);
 		CRI_COPY_MAP(call, st, annotations,
-			 runtime__v1__container_status__annotations_entry__descriptor,
-			 cfg->n_annotations, cfg->annotations);
+			     runtime__v1__container_status__annotations_entry__descriptor,
+			     cfg->n_annotations, cfg->annotations);
 		st->mounts = cfg->mounts;
 		st->n_mounts = cfg->n_mounts;
 		st->stop_signal = cfg->stop_signal;
@@ -366,10 +372,10 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 		 * config. */
 		pid_t pid = 0;
 		json_t *spec = runtime_spec_json(m, c, &pid);
-		json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s*}", "id", c->id, "sandboxID",
-				      c->pod_id, "pid", (int)pid, "image", c->image ? c->image : "",
-				      "imageId", c->image_id ? c->image_id : "", "logPath",
-				      c->log_path);
+		json_t *o =
+		    json_pack("{s:s, s:s, s:i, s:s, s:s, s:s*}", "id", c->id, "sandboxID",
+			      c->pod_id, "pid", (int)pid, "image", c->image ? c->image : "",
+			      "imageId", c->image_id ? c->image_id : "", "logPath", c->log_path);
 		if (spec)
 			json_object_set_new(o, "runtimeSpec", spec);
 		/* The config as CreateContainer got it (after live updates of its
@@ -379,7 +385,8 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 					    pbjson_from_message(&cfg->base, PBJSON_GO));
 		char *s = json_dumps(o, JSON_COMPACT);
 		json_decref(o);
-		Runtime__V1__ContainerStatusResponse__InfoEntry *ie = rpc_call_alloc(call, sizeof(*ie));
+		Runtime__V1__ContainerStatusResponse__InfoEntry *ie =
+		    rpc_call_alloc(call, sizeof(*ie));
 		runtime__v1__container_status_response__info_entry__init(ie);
 		ie->key = rpc_call_strdup(call, "info");
 		ie->value = rpc_call_strdup(call, s);
@@ -433,6 +440,7 @@ rpc_code cri_update_container_resources(rpc_call *call, cri_service *svc, const 
 rpc_code cri_reopen_container_log(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)resp;
-	return cri_id_op(call, svc, "container_id", ((const Runtime__V1__ReopenContainerLogRequest *)req)->container_id,
+	return cri_id_op(call, svc, "container_id",
+			 ((const Runtime__V1__ReopenContainerLogRequest *)req)->container_id,
 			 mgr_ctr_reopen_log);
 }

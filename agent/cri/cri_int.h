@@ -52,8 +52,7 @@ rpc_code cri_exec_sync(rpc_call *call, cri_service *svc, const void *req, void *
 rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
 rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
 rpc_code cri_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
-rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req,
-				    void *resp);
+rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
 /* events.c */
 rpc_code cri_get_container_events(rpc_call *call, cri_service *svc, const void *req, void *resp);
 /* images.c: the ImageService */

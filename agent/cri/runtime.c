@@ -50,7 +50,8 @@ rpc_code cri_update_runtime_config(rpc_call *call, cri_service *svc, const void 
 {
 	(void)svc;
 	(void)resp;
-	const Runtime__V1__UpdateRuntimeConfigRequest *q = (const Runtime__V1__UpdateRuntimeConfigRequest *)req;
+	const Runtime__V1__UpdateRuntimeConfigRequest *q =
+	    (const Runtime__V1__UpdateRuntimeConfigRequest *)req;
 	const char *cidr = q->runtime_config && q->runtime_config->network_config
 			       ? q->runtime_config->network_config->pod_cidr
 			       : NULL;

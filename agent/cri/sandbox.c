@@ -146,19 +146,21 @@ rpc_code cri_run_pod_sandbox(rpc_call *call, cri_service *svc, const void *req, 
 rpc_code cri_stop_pod_sandbox(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)resp;
-	return cri_id_op(call, svc, "pod_sandbox_id", ((const Runtime__V1__StopPodSandboxRequest *)req)->pod_sandbox_id,
+	return cri_id_op(call, svc, "pod_sandbox_id",
+			 ((const Runtime__V1__StopPodSandboxRequest *)req)->pod_sandbox_id,
 			 mgr_pod_stop);
 }
 
 rpc_code cri_remove_pod_sandbox(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)resp;
-	return cri_id_op(call, svc, "pod_sandbox_id", ((const Runtime__V1__RemovePodSandboxRequest *)req)->pod_sandbox_id,
+	return cri_id_op(call, svc, "pod_sandbox_id",
+			 ((const Runtime__V1__RemovePodSandboxRequest *)req)->pod_sandbox_id,
 			 mgr_pod_remove);
 }
 
-static void add_info(rpc_call *call, mgr *m, Runtime__V1__PodSandboxStatusResponse *r, const mgr_pod *p,
-		     const Runtime__V1__PodSandboxConfig *cfg)
+static void add_info(rpc_call *call, mgr *m, Runtime__V1__PodSandboxStatusResponse *r,
+		     const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg)
 {
 	json_t *o = json_pack("{s:s, s:s*, s:s*, s:i, s:s*, s:s*}", "id", p->id, "netns", p->netns,
 			      "infraId", p->infra_id, "pid", (int)p->infra_pid, "podDir", p->dir,
@@ -196,7 +198,8 @@ static void add_info(rpc_call *call, mgr *m, Runtime__V1__PodSandboxStatusRespon
 rpc_code cri_pod_sandbox_status(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__PodSandboxStatusRequest *q = (const Runtime__V1__PodSandboxStatusRequest *)req;
+	const Runtime__V1__PodSandboxStatusRequest *q =
+	    (const Runtime__V1__PodSandboxStatusRequest *)req;
 	if (cri_empty(q->pod_sandbox_id))
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
 	ad_error *e = NULL;
@@ -215,11 +218,11 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, cri_service *svc, const void *re
 	if (cfg) {
 		st->metadata = cfg->metadata;
 		CRI_COPY_MAP(call, st, labels,
-			 runtime__v1__pod_sandbox_status__labels_entry__descriptor, cfg->n_labels,
-			 cfg->labels);
+			     runtime__v1__pod_sandbox_status__labels_entry__descriptor,
+			     cfg->n_labels, cfg->labels);
 		CRI_COPY_MAP(call, st, annotations,
-			 runtime__v1__pod_sandbox_status__annotations_entry__descriptor,
-			 cfg->n_annotations, cfg->annotations);
+			     runtime__v1__pod_sandbox_status__annotations_entry__descriptor,
+			     cfg->n_annotations, cfg->annotations);
 		Runtime__V1__LinuxPodSandboxStatus *ls = rpc_call_alloc(call, sizeof(*ls));
 		runtime__v1__linux_pod_sandbox_status__init(ls);
 		Runtime__V1__Namespace *ns = rpc_call_alloc(call, sizeof(*ns));
@@ -264,7 +267,8 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, cri_service *svc, const void *re
 rpc_code cri_list_pod_sandbox(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__PodSandboxFilter *f = ((const Runtime__V1__ListPodSandboxRequest *)req)->filter;
+	const Runtime__V1__PodSandboxFilter *f =
+	    ((const Runtime__V1__ListPodSandboxRequest *)req)->filter;
 	ad_error *e = NULL;
 	mgr_pod **pods = NULL;
 	if (mgr_pod_list(m, &pods, &e) < 0)
@@ -279,9 +283,9 @@ rpc_code cri_list_pod_sandbox(rpc_call *call, cri_service *svc, const void *req,
 		mgr_pod *p = pods[i];
 		if (f && f->state && f->state->state != cri_pod_state(p))
 			continue;
-		Runtime__V1__PodSandboxConfig *cfg =
-		    cri_listed_config(call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor,
-				  p->request_len, p->request);
+		Runtime__V1__PodSandboxConfig *cfg = cri_listed_config(
+		    call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor, p->request_len,
+		    p->request);
 		if (!cfg)
 			continue;
 		Runtime__V1__PodSandbox *it = rpc_call_alloc(call, sizeof(*it));
@@ -293,10 +297,10 @@ rpc_code cri_list_pod_sandbox(rpc_call *call, cri_service *svc, const void *req,
 		it->runtime_handler =
 		    rpc_call_strdup(call, p->runtime_handler ? p->runtime_handler : "");
 		CRI_COPY_MAP(call, it, labels, runtime__v1__pod_sandbox__labels_entry__descriptor,
-			 cfg->n_labels, cfg->labels);
+			     cfg->n_labels, cfg->labels);
 		CRI_COPY_MAP(call, it, annotations,
-			 runtime__v1__pod_sandbox__annotations_entry__descriptor,
-			 cfg->n_annotations, cfg->annotations);
+			     runtime__v1__pod_sandbox__annotations_entry__descriptor,
+			     cfg->n_annotations, cfg->annotations);
 		r->items[r->n_items++] = it;
 	}
 	mgr_pods_free(pods);

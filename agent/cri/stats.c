@@ -15,8 +15,8 @@ static Runtime__V1__UInt64Value *u64(rpc_call *call, uint64_t v)
 }
 
 /* A container's stats; usage only while it runs (an exited one has no cgroup). */
-static Runtime__V1__ContainerStats *
-    ctr_stats(rpc_call *call, mgr *m, const mgr_ctr *c, const Runtime__V1__ContainerConfig *cfg)
+static Runtime__V1__ContainerStats *ctr_stats(rpc_call *call, mgr *m, const mgr_ctr *c,
+					      const Runtime__V1__ContainerConfig *cfg)
 {
 	Runtime__V1__ContainerStats *s = rpc_call_alloc(call, sizeof(*s));
 	runtime__v1__container_stats__init(s);
@@ -26,11 +26,11 @@ static Runtime__V1__ContainerStats *
 	if (cfg) {
 		a->metadata = cfg->metadata;
 		CRI_COPY_MAP(call, a, labels,
-			 runtime__v1__container_attributes__labels_entry__descriptor, cfg->n_labels,
-			 cfg->labels);
+			     runtime__v1__container_attributes__labels_entry__descriptor,
+			     cfg->n_labels, cfg->labels);
 		CRI_COPY_MAP(call, a, annotations,
-			 runtime__v1__container_attributes__annotations_entry__descriptor,
-			 cfg->n_annotations, cfg->annotations);
+			     runtime__v1__container_attributes__annotations_entry__descriptor,
+			     cfg->n_annotations, cfg->annotations);
 	}
 	s->attributes = a;
 	ad_error *e = NULL;
@@ -78,15 +78,16 @@ static Runtime__V1__ContainerStats *
 rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__ContainerStatsRequest *q = (const Runtime__V1__ContainerStatsRequest *)req;
+	const Runtime__V1__ContainerStatsRequest *q =
+	    (const Runtime__V1__ContainerStatsRequest *)req;
 	if (cri_empty(q->container_id))
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
 	ad_error *e = NULL;
 	mgr_ctr *c = NULL;
 	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
 		return cri_fail(call, e);
-	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
-						 c->request_len, c->request);
+	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(
+	    call, &runtime__v1__container_config__descriptor, c->request_len, c->request);
 	((Runtime__V1__ContainerStatsResponse *)resp)->stats = ctr_stats(call, m, c, cfg);
 	mgr_ctr_free(c);
 	return RPC_OK;
@@ -95,22 +96,25 @@ rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, 
 rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__ContainerStatsFilter *f = ((const Runtime__V1__ListContainerStatsRequest *)req)->filter;
+	const Runtime__V1__ContainerStatsFilter *f =
+	    ((const Runtime__V1__ListContainerStatsRequest *)req)->filter;
 	ad_error *e = NULL;
 	mgr_ctr **v = NULL;
-	if (mgr_ctr_list(m, f && !cri_empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) < 0)
+	if (mgr_ctr_list(m, f && !cri_empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) <
+	    0)
 		return cri_fail(call, e);
 	size_t n = 0;
 	while (v[n])
 		n++;
-	Runtime__V1__ListContainerStatsResponse *r = (Runtime__V1__ListContainerStatsResponse *)resp;
+	Runtime__V1__ListContainerStatsResponse *r =
+	    (Runtime__V1__ListContainerStatsResponse *)resp;
 	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
 	cri_list_filter lf = CRI_LIST_FILTER(f);
 	for (size_t i = 0; i < n; i++) {
 		mgr_ctr *c = v[i];
 		Runtime__V1__ContainerConfig *cfg =
 		    cri_listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
-				  c->request_len, c->request);
+				      c->request_len, c->request);
 		if (cfg)
 			r->stats[r->n_stats++] = ctr_stats(call, m, c, cfg);
 	}
@@ -120,8 +124,8 @@ rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *
 
 /* ---- PodSandboxStats ----------------------------------------------------------------- */
 /* The pod's usage: its containers' (listed too) plus the infra process's. */
-static Runtime__V1__PodSandboxStats *
-    pod_stats(rpc_call *call, mgr *m, const mgr_pod *p, const Runtime__V1__PodSandboxConfig *cfg)
+static Runtime__V1__PodSandboxStats *pod_stats(rpc_call *call, mgr *m, const mgr_pod *p,
+					       const Runtime__V1__PodSandboxConfig *cfg)
 {
 	Runtime__V1__PodSandboxStats *s = rpc_call_alloc(call, sizeof(*s));
 	runtime__v1__pod_sandbox_stats__init(s);
@@ -131,11 +135,11 @@ static Runtime__V1__PodSandboxStats *
 	if (cfg) {
 		a->metadata = cfg->metadata;
 		CRI_COPY_MAP(call, a, labels,
-			 runtime__v1__pod_sandbox_attributes__labels_entry__descriptor,
-			 cfg->n_labels, cfg->labels);
+			     runtime__v1__pod_sandbox_attributes__labels_entry__descriptor,
+			     cfg->n_labels, cfg->labels);
 		CRI_COPY_MAP(call, a, annotations,
-			 runtime__v1__pod_sandbox_attributes__annotations_entry__descriptor,
-			 cfg->n_annotations, cfg->annotations);
+			     runtime__v1__pod_sandbox_attributes__annotations_entry__descriptor,
+			     cfg->n_annotations, cfg->annotations);
 	}
 	s->attributes = a;
 	Runtime__V1__LinuxPodSandboxStats *l = rpc_call_alloc(call, sizeof(*l));
@@ -159,7 +163,7 @@ static Runtime__V1__PodSandboxStats *
 		for (size_t i = 0; i < n; i++) {
 			Runtime__V1__ContainerConfig *cc =
 			    cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
-					   v[i]->request_len, v[i]->request);
+					       v[i]->request_len, v[i]->request);
 			Runtime__V1__ContainerStats *cs = ctr_stats(call, m, v[i], cc);
 			l->containers[l->n_containers++] = cs;
 			if (cs->cpu && cs->cpu->usage_core_nano_seconds)
@@ -230,7 +234,8 @@ static Runtime__V1__PodSandboxStats *
 rpc_code cri_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__PodSandboxStatsRequest *q = (const Runtime__V1__PodSandboxStatsRequest *)req;
+	const Runtime__V1__PodSandboxStatsRequest *q =
+	    (const Runtime__V1__PodSandboxStatsRequest *)req;
 	if (cri_empty(q->pod_sandbox_id))
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
 	ad_error *e = NULL;
@@ -247,7 +252,8 @@ rpc_code cri_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req
 rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
-	const Runtime__V1__PodSandboxStatsFilter *f = ((const Runtime__V1__ListPodSandboxStatsRequest *)req)->filter;
+	const Runtime__V1__PodSandboxStatsFilter *f =
+	    ((const Runtime__V1__ListPodSandboxStatsRequest *)req)->filter;
 	ad_error *e = NULL;
 	mgr_pod **pods = NULL;
 	if (mgr_pod_list(m, &pods, &e) < 0)
@@ -255,14 +261,15 @@ rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void
 	size_t n = 0;
 	while (pods[n])
 		n++;
-	Runtime__V1__ListPodSandboxStatsResponse *r = (Runtime__V1__ListPodSandboxStatsResponse *)resp;
+	Runtime__V1__ListPodSandboxStatsResponse *r =
+	    (Runtime__V1__ListPodSandboxStatsResponse *)resp;
 	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
 	cri_list_filter lf = CRI_LIST_FILTER(f);
 	for (size_t i = 0; i < n; i++) {
 		mgr_pod *p = pods[i];
-		Runtime__V1__PodSandboxConfig *cfg =
-		    cri_listed_config(call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor,
-				  p->request_len, p->request);
+		Runtime__V1__PodSandboxConfig *cfg = cri_listed_config(
+		    call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor, p->request_len,
+		    p->request);
 		if (cfg)
 			r->stats[r->n_stats++] = pod_stats(call, m, p, cfg);
 	}

@@ -28,7 +28,7 @@ void cri_register(svc_table *t, cri_service *svc);
 /* The userdata of every registered CRI method. */
 typedef struct cri_route {
 	cri_service *svc;
-	const char *method;	      /* "runtime.v1.RuntimeService/Version" */
+	const char *method;	   /* "runtime.v1.RuntimeService/Version" */
 	const struct cri_rpc *rpc; /* NULL: not implemented */
 } cri_route;
 

@@ -163,9 +163,9 @@ typedef struct mgr_ctr_spec {
 typedef struct mgr_ctr_draft {
 	mgr *m;
 	mgr_pod *pod;
-	mgr_ctr *ctr;	/* id, image id, full log path, image config */
-	char *rootfs;	/* the mounted rootfs */
-	pid_t infra_pid; /* the pod's infra process (0 if gone) */
+	mgr_ctr *ctr;			    /* id, image id, full log path, image config */
+	char *rootfs;			    /* the mounted rootfs */
+	pid_t infra_pid;		    /* the pod's infra process (0 if gone) */
 	int64_t t_begin, t_insert, t_mount; /* for the debug timings */
 } mgr_ctr_draft;
 
@@ -226,8 +226,7 @@ int mgr_pod_infra_stats(mgr *m, const mgr_pod *p, rt_stats *ret, ad_error **err)
 
 /* The counters of the pod's interfaces (its own network namespace, ready
  * pods only; else AD_E_PRECONDITION). *ret: free(). */
-int mgr_pod_net_stats(mgr *m, const mgr_pod *p, cni_if_stats **ret, size_t *ret_n,
-		      ad_error **err);
+int mgr_pod_net_stats(mgr *m, const mgr_pod *p, cni_if_stats **ret, size_t *ret_n, ad_error **err);
 /* The container's writable layer (its overlay upper dir) and the mount
  * point it lives under. */
 int mgr_ctr_fs_usage(mgr *m, const char *id, uint64_t *ret_bytes, uint64_t *ret_inodes,
