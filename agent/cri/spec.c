@@ -86,10 +86,11 @@ static const char **build_env(spec_result *r, const Runtime__V1__ContainerConfig
 	return v;
 }
 
-/* "name" or "uid" in the text of an /etc/passwd or /etc/group. */
-static int lookup_id(const char *text, const char *name, long *ret_id, long *ret_gid)
+/* Calls fn with the fields of each line of an /etc/passwd or /etc/group
+ * text (name, password, id, then gid (passwd) or the members (group));
+ * stops at the first non-zero return and returns it. */
+static int each_id_line(const char *text, int (*fn)(char **fields, void *arg), void *arg)
 {
-	bool numeric = name[strspn(name, "0123456789")] == '\0';
 	for (const char *line = text; line && *line;) {
 		size_t len = strcspn(line, "\n");
 		char buf[1024];
@@ -102,24 +103,112 @@ static int lookup_id(const char *text, const char *name, long *ret_id, long *ret
 			fields[i] = strtok_r(p, ":\n", &save);
 		if (!fields[0] || !fields[2])
 			continue;
-		/* passwd: name:x:uid:gid; group: name:x:gid */
-		bool match = numeric ? strcmp(fields[2], name) == 0 : strcmp(fields[0], name) == 0;
-		if (match) {
-			*ret_id = strtol(fields[2], NULL, 10);
-			if (ret_gid)
-				*ret_gid = fields[3] ? strtol(fields[3], NULL, 10) : -1;
-			return 0;
-		}
+		int r = fn(fields, arg);
+		if (r)
+			return r;
 	}
-	return -1;
+	return 0;
 }
 
-static int build_user(const spec_input *in, json_t *img, rt_config *rc, ad_error **err)
+typedef struct id_lookup {
+	const char *name; /* a name or a number */
+	bool numeric;
+	long id, gid;
+	char *found_name;
+} id_lookup;
+
+static int match_id(char **fields, void *arg)
+{
+	id_lookup *l = arg;
+	if (l->numeric ? strcmp(fields[2], l->name) != 0 : strcmp(fields[0], l->name) != 0)
+		return 0;
+	l->id = strtol(fields[2], NULL, 10);
+	l->gid = fields[3] ? strtol(fields[3], NULL, 10) : -1;
+	l->found_name = ad_strdup(fields[0]);
+	return 1;
+}
+
+/* "name" or "uid" in the text of an /etc/passwd or /etc/group. With
+ * ret_name, the entry's name (malloc'd). */
+static int lookup_id(const char *text, const char *name, long *ret_id, long *ret_gid,
+		     char **ret_name)
+{
+	id_lookup l = {.name = name, .numeric = name[strspn(name, "0123456789")] == '\0'};
+	if (each_id_line(text, match_id, &l) == 0)
+		return -1;
+	*ret_id = l.id;
+	if (ret_gid)
+		*ret_gid = l.gid;
+	if (ret_name)
+		*ret_name = l.found_name;
+	else
+		free(l.found_name);
+	return 0;
+}
+
+typedef struct member_groups {
+	const char *user;
+	gid_t *gids;
+	size_t n;
+} member_groups;
+
+static int collect_member_group(char **fields, void *arg)
+{
+	member_groups *m = arg;
+	char *save = NULL;
+	for (char *u = fields[3] ? strtok_r(fields[3], ",", &save) : NULL; u;
+	     u = strtok_r(NULL, ",", &save)) {
+		if (strcmp(u, m->user) == 0) {
+			m->gids = ad_realloc(m->gids, (m->n + 1) * sizeof(gid_t));
+			m->gids[m->n++] = (gid_t)strtol(fields[2], NULL, 10);
+			break;
+		}
+	}
+	return 0;
+}
+
+/* The container's groups besides its primary one, as containerd and CRI-O
+ * give them: every group of the image's /etc/group that lists the user as
+ * a member, then the security context's supplemental groups, once each. */
+static void build_groups(spec_result *r, const spec_input *in, const char *username,
+			 rt_config *rc)
 {
 	const Runtime__V1__ContainerConfig *cc = in->config;
 	const Runtime__V1__LinuxContainerSecurityContext *sc =
 	    cc->linux ? cc->linux->security_context : NULL;
-	_cleanup_free_ char *user = NULL, *group = NULL;
+	member_groups m = {.user = username};
+	if (username)
+		each_id_line(in->group, collect_member_group, &m);
+	for (size_t i = 0; sc && i < sc->n_supplemental_groups; i++) {
+		gid_t g = (gid_t)sc->supplemental_groups[i];
+		bool dup = false;
+		for (size_t k = 0; k < m.n && !dup; k++)
+			dup = m.gids[k] == g;
+		if (!dup) {
+			m.gids = ad_realloc(m.gids, (m.n + 1) * sizeof(gid_t));
+			m.gids[m.n++] = g;
+		}
+	}
+	if (m.n) {
+		rc->additional_gids = keep(r, m.gids);
+		rc->n_additional_gids = m.n;
+	}
+}
+
+static int build_user(spec_result *r, const spec_input *in, json_t *img, rt_config *rc,
+		      ad_error **err)
+{
+	const Runtime__V1__ContainerConfig *cc = in->config;
+	const Runtime__V1__LinuxContainerSecurityContext *sc =
+	    cc->linux ? cc->linux->security_context : NULL;
+	/* A group says nothing without the user it is for (as kubelet
+	 * validates it, and containerd and CRI-O refuse it). */
+	if (sc && sc->run_as_group && !sc->run_as_user &&
+	    !(sc->run_as_username && *sc->run_as_username))
+		return ad_fail(err, AD_E_INVALID,
+			       "run_as_group %lld is set without run_as_user or run_as_username",
+			       (long long)sc->run_as_group->value);
+	_cleanup_free_ char *user = NULL, *group = NULL, *username = NULL;
 	if (sc && sc->run_as_user)
 		user = ad_asprintf("%lld", (long long)sc->run_as_user->value);
 	else if (sc && sc->run_as_username && *sc->run_as_username)
@@ -139,7 +228,7 @@ static int build_user(const spec_input *in, json_t *img, rt_config *rc, ad_error
 	if (user && *user) {
 		bool numeric = user[strspn(user, "0123456789")] == '\0';
 		long pw_gid = -1;
-		if (lookup_id(in->passwd, user, &uid, &pw_gid) == 0)
+		if (lookup_id(in->passwd, user, &uid, &pw_gid, &username) == 0)
 			gid = pw_gid;
 		else if (numeric)
 			uid = strtol(user, NULL, 10);
@@ -150,7 +239,7 @@ static int build_user(const spec_input *in, json_t *img, rt_config *rc, ad_error
 		gid = (long)sc->run_as_group->value;
 	else if (group && *group) {
 		long g;
-		if (lookup_id(in->group, group, &g, NULL) == 0)
+		if (lookup_id(in->group, group, &g, NULL, NULL) == 0)
 			gid = g;
 		else if (group[strspn(group, "0123456789")] == '\0')
 			gid = strtol(group, NULL, 10);
@@ -160,6 +249,10 @@ static int build_user(const spec_input *in, json_t *img, rt_config *rc, ad_error
 	}
 	rc->uid = (uid_t)uid;
 	rc->gid = (gid_t)(gid < 0 ? 0 : gid);
+	/* No user at all is root, whose image groups count too. */
+	if (!user || !*user)
+		lookup_id(in->passwd, "0", &uid, NULL, &username);
+	build_groups(r, in, username, rc);
 	return 0;
 }
 
@@ -247,13 +340,6 @@ static int build_security(spec_result *r, const Runtime__V1__ContainerConfig *cc
 		for (size_t i = 0; i < sc->n_readonly_paths; i++)
 			v[i] = sc->readonly_paths[i];
 		rc->security.readonly_paths = v;
-	}
-	if (sc->n_supplemental_groups) {
-		gid_t *g = keep(r, ad_malloc0(sc->n_supplemental_groups * sizeof(gid_t)));
-		for (size_t i = 0; i < sc->n_supplemental_groups; i++)
-			g[i] = (gid_t)sc->supplemental_groups[i];
-		rc->additional_gids = g;
-		rc->n_additional_gids = sc->n_supplemental_groups;
 	}
 	return 0;
 }
@@ -450,7 +536,7 @@ int spec_build(const spec_input *in, spec_result *ret, ad_error **err)
 	/* The pod's cgroup (kubelet's cgroupfs path), shared by all its containers. */
 	if (pc && pc->linux && pc->linux->cgroup_parent && *pc->linux->cgroup_parent)
 		rc->cgroup_parent = pc->linux->cgroup_parent;
-	if (build_user(in, img, rc, err) < 0 || build_security(ret, cc, rc, err) < 0 ||
+	if (build_user(ret, in, img, rc, err) < 0 || build_security(ret, cc, rc, err) < 0 ||
 	    build_mounts(ret, in, rc, err) < 0 || build_namespaces(ret, in, rc, err) < 0)
 		return -1;
 	return 0;

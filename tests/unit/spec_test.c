@@ -216,6 +216,51 @@ static void test_user_and_groups(void **state)
 	assert_int_equal(r.cfg.uid, 0);
 	assert_int_equal(r.cfg.gid, 5);
 	spec_result_clear(&r);
+	/* A group without the user it is for is refused, as kubelet and
+	 * containerd refuse it. */
+	f.sc.run_as_username = NULL;
+	build_fails(&f, AD_E_INVALID, "run_as_group 5 is set without run_as_user");
+	f.sc.run_as_username = "";
+	build_fails(&f, AD_E_INVALID, "without run_as_user or run_as_username");
+}
+
+/* The groups of the image's /etc/group that list the user as a member come
+ * with it (critest: user 1000 in group 50000, SupplementalGroups [1234] ->
+ * `id -G` "1000 1234 50000"), before the supplemental ones, each once. */
+static void test_image_member_groups(void **state)
+{
+	(void)state;
+	fixture f;
+	spec_result r;
+	fixture_init(&f, "{\"config\": {\"Cmd\": [\"sh\"], \"User\": \"1000\"}}");
+	f.in.passwd = "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home:/bin/sh\n";
+	f.in.group = "root:x:0:\nuser:x:1000:\ngroup1:x:50000:other,user\nwheel:x:10:root\n"
+		     "lone:x:60000:\n";
+	with_security(&f);
+	int64_t groups[] = {1234, 50000};
+	f.sc.supplemental_groups = groups;
+	f.sc.n_supplemental_groups = 2;
+	build_ok(&f, &r);
+	assert_int_equal(r.cfg.uid, 1000);
+	assert_int_equal(r.cfg.gid, 1000);
+	assert_int_equal(r.cfg.n_additional_gids, 2);
+	assert_int_equal(r.cfg.additional_gids[0], 50000);
+	assert_int_equal(r.cfg.additional_gids[1], 1234);
+	spec_result_clear(&r);
+	/* No user: root, and root's groups. */
+	fixture_init(&f, "{\"config\": {\"Cmd\": [\"sh\"]}}");
+	f.in.group = "root:x:0:\nwheel:x:10:root\nadm:x:4:daemon,root\n";
+	build_ok(&f, &r);
+	assert_int_equal(r.cfg.n_additional_gids, 2);
+	assert_int_equal(r.cfg.additional_gids[0], 10);
+	assert_int_equal(r.cfg.additional_gids[1], 4);
+	spec_result_clear(&r);
+	/* A uid the image does not know has no name, so no member groups. */
+	fixture_init(&f, "{\"config\": {\"Cmd\": [\"sh\"], \"User\": \"4242\"}}");
+	f.in.group = "g:x:7:4242\n";
+	build_ok(&f, &r);
+	assert_int_equal(r.cfg.n_additional_gids, 0);
+	spec_result_clear(&r);
 }
 
 static void test_mounts_and_devices(void **state)
@@ -453,8 +498,9 @@ static void test_stored_form(void **state)
 	assert_int_equal(strv_len(back.env), 3);
 	assert_string_equal(back.cwd, "/wd");
 	assert_int_equal(back.uid, 1000);
-	assert_int_equal(back.n_additional_gids, 1);
-	assert_int_equal(back.additional_gids[0], 9);
+	assert_int_equal(back.n_additional_gids, 2); /* staff (the image's), then 9 */
+	assert_int_equal(back.additional_gids[0], 50);
+	assert_int_equal(back.additional_gids[1], 9);
 	assert_int_equal(back.n_mounts, r.cfg.n_mounts);
 	assert_string_equal(back.mounts[2].source, "/pods/p1/resolv.conf");
 	assert_string_equal(back.namespaces[RT_NS_IPC].path, "/proc/42/ns/ipc");
@@ -483,7 +529,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_args_merge),	     cmocka_unit_test(test_env_and_workdir),
-	    cmocka_unit_test(test_user_and_groups),  cmocka_unit_test(test_mounts_and_devices),
+	    cmocka_unit_test(test_user_and_groups),  cmocka_unit_test(test_image_member_groups),
+	    cmocka_unit_test(test_mounts_and_devices),
 	    cmocka_unit_test(test_security_context), cmocka_unit_test(test_resources),
 	    cmocka_unit_test(test_namespaces),	     cmocka_unit_test(test_stored_form),
 	};
