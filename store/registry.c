@@ -17,6 +17,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <time.h>
 
@@ -595,18 +596,15 @@ static CURLcode ssl_ctx_cb(CURL *h, void *sslctx, void *u)
 	(void)h;
 	const char *dir = u;
 	X509_STORE *st = SSL_CTX_get_cert_store((SSL_CTX *)sslctx);
-	DIR *d = opendir(dir);
-	if (!d)
-		return CURLE_OK;
+	_cleanup_closedir_ DIR *d = ad_opendir_at(AT_FDCWD, dir, 0);
 	struct dirent *e;
-	while ((e = readdir(d))) {
+	while (d && (e = ad_readdir(d))) {
 		size_t n = strlen(e->d_name);
 		if (n > 4 && strcmp(e->d_name + n - 4, ".crt") == 0) {
 			_cleanup_free_ char *p = ad_asprintf("%s/%s", dir, e->d_name);
 			X509_STORE_load_file(st, p);
 		}
 	}
-	closedir(d);
 	return CURLE_OK;
 }
 
@@ -621,11 +619,11 @@ static void tls_files_find(store *s, const endpoint *ep, tls_files *t)
 	if (!s->certs_dir)
 		return;
 	_cleanup_free_ char *dir = ad_asprintf("%s/%s", s->certs_dir, ep->hostport);
-	DIR *d = opendir(dir);
+	_cleanup_closedir_ DIR *d = ad_opendir_at(AT_FDCWD, dir, 0);
 	if (!d)
 		return;
 	struct dirent *e;
-	while ((e = readdir(d))) {
+	while ((e = ad_readdir(d))) {
 		size_t n = strlen(e->d_name);
 		if (!t->cert && n > 5 && strcmp(e->d_name + n - 5, ".cert") == 0) {
 			_cleanup_free_ char *key =
@@ -636,7 +634,6 @@ static void tls_files_find(store *s, const endpoint *ep, tls_files *t)
 			}
 		}
 	}
-	closedir(d);
 	t->dir = ad_steal_ptr(dir);
 }
 

@@ -24,14 +24,6 @@ static int open_subdir(int dirfd, const char *root, const char *name, int *ret_f
 	return 0;
 }
 
-/* A new open file description for a directory: a dup() would share the read
- * position with the store's long-lived fd, so a second readdir pass would
- * start at the end and see nothing. */
-static int reopen_dir(int dirfd)
-{
-	return openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-}
-
 int store_lock(store *s, bool exclusive, bool nonblocking)
 {
 	int fd = openat(s->root_fd, "store.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -56,25 +48,17 @@ void store_clean_tmp(store *s)
 	_cleanup_close_ int lock = store_lock(s, true, true);
 	if (lock < 0)
 		return;
-	int fd = reopen_dir(s->tmp_fd);
-	if (fd < 0)
-		return;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
+	/* Not a dup() of tmp_fd: that would share the read position with the
+	 * store's long-lived fd, and the next pass would see nothing. */
+	_cleanup_closedir_ DIR *d = ad_opendir_at(s->tmp_fd, ".", 0);
 	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
+	while (d && (e = ad_readdir(d))) {
 		if (unlinkat(s->tmp_fd, e->d_name, 0) < 0 && (errno == EISDIR || errno == EPERM)) {
 			_cleanup_free_ char *p = ad_asprintf("%s/tmp/%s", s->root, e->d_name);
 			_cleanup_error_ ad_error *err = NULL;
 			ad_remove_tree(p, &err);
 		}
 	}
-	closedir(d);
 }
 
 void store_close(store *s)
@@ -238,19 +222,10 @@ static void du_at(int at_fd, const char *name, uint64_t *bytes, uint64_t *inodes
 	*inodes += 1;
 	if (!S_ISDIR(st.st_mode))
 		return;
-	int fd = openat(at_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
+	_cleanup_closedir_ DIR *d = ad_opendir_at(at_fd, name, O_NOFOLLOW);
 	struct dirent *e;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			du_at(dirfd(d), e->d_name, bytes, inodes);
-	closedir(d);
+	while (d && (e = ad_readdir(d)))
+		du_at(dirfd(d), e->d_name, bytes, inodes);
 }
 
 int store_fs_usage_get(store *s, store_fs_usage *ret_usage, ad_error **err)
@@ -306,18 +281,9 @@ static bool referenced(store *s, const char *sql, const char *value)
 static void sweep(store *s, int dirfd, const char *sub, const char *sql, bool is_dir,
 		  uint64_t *freed)
 {
-	int fd = reopen_dir(dirfd);
-	if (fd < 0)
-		return;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
+	_cleanup_closedir_ DIR *d = ad_opendir_at(dirfd, ".", 0);
 	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
+	while (d && (e = ad_readdir(d))) {
 		_cleanup_free_ char *digest = ad_asprintf("sha256:%s", e->d_name);
 		if (store_digest_valid(digest) && referenced(s, sql, digest))
 			continue;
@@ -333,7 +299,6 @@ static void sweep(store *s, int dirfd, const char *sub, const char *sql, bool is
 		}
 		*freed += bytes;
 	}
-	closedir(d);
 }
 
 /* Caller holds gc_lock exclusively and db_lock. */

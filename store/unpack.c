@@ -289,22 +289,15 @@ static int get_parent(struct unpack_ctx *ctx, const char *parent, const char *na
 /* rm -rf of `name` in `dfd`, never following symlinks. */
 static int remove_tree_at(int dfd, const char *name)
 {
-	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	DIR *d = ad_opendir_at(dfd, name, O_NOFOLLOW);
+	if (!d)
 		return -1;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -1;
-	}
 	int r = 0;
 	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+	while ((de = ad_readdir(d))) {
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
 			continue;
-		if (unlinkat(fd, de->d_name, 0) == 0)
-			continue;
-		if (errno != EISDIR || remove_tree_at(fd, de->d_name) < 0) {
+		if (errno != EISDIR || remove_tree_at(dirfd(d), de->d_name) < 0) {
 			r = -1;
 			break;
 		}

@@ -220,21 +220,42 @@ int ad_read_file(int dir_fd, const char *name, size_t max_size, char **ret_data,
 	return 0;
 }
 
+DIR *ad_opendir_at(int dir_fd, const char *name, int open_flags)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | open_flags);
+	if (fd < 0)
+		return NULL;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+	}
+	return d;
+}
+
+struct dirent *ad_readdir(DIR *d)
+{
+	struct dirent *de;
+	while ((de = readdir(d)) && (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0))
+		;
+	return de;
+}
+
+void ad_closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+
 static int remove_dir_contents(int dir_fd, dev_t dev, const char *path, ad_error **err)
 {
-	int dup_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-	if (dup_fd < 0)
-		return ad_fail_errno(err, AD_E_INTERNAL, "dup %s", path);
-	DIR *d = fdopendir(dup_fd);
-	if (!d) {
-		close(dup_fd);
+	DIR *d = ad_opendir_at(dir_fd, ".", 0);
+	if (!d)
 		return ad_fail_errno(err, AD_E_INTERNAL, "opendir %s", path);
-	}
 	int r = 0;
 	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
+	while ((de = ad_readdir(d))) {
 		struct stat st;
 		if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;

@@ -1,5 +1,5 @@
 /* Unit tests for libadbase: errors, in-root path resolution, atomic
- * writes, time formatting. */
+ * writes, directory listing, time formatting. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -99,6 +99,45 @@ static void test_atomic_write_and_read(void **state)
 	assert_int_equal(stat(dir, &st), -1);
 }
 
+static size_t count_entries(int dir_fd, const char *name, int open_flags)
+{
+	_cleanup_closedir_ DIR *d = ad_opendir_at(dir_fd, name, open_flags);
+	assert_non_null(d);
+	size_t n = 0;
+	for (struct dirent *de; (de = ad_readdir(d));) {
+		assert_string_not_equal(de->d_name, ".");
+		assert_string_not_equal(de->d_name, "..");
+		n++;
+	}
+	return n;
+}
+
+static void test_dir_listing(void **state)
+{
+	(void)state;
+	_cleanup_free_ char *dir = make_tmpdir();
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	assert_int_equal(count_entries(dfd, ".", 0), 0);
+	assert_int_equal(mkdirat(dfd, "sub", 0755), 0);
+	assert_int_equal(ad_write_file_atomic(dfd, ".hidden", "x", 1, 0600, NULL), 0);
+	assert_int_equal(symlinkat("sub", dfd, "link"), 0);
+	/* Each listing has a read position of its own: the second sees all too. */
+	assert_int_equal(count_entries(dfd, ".", 0), 3);
+	assert_int_equal(count_entries(dfd, ".", 0), 3);
+	assert_int_equal(count_entries(AT_FDCWD, dir, 0), 3);
+	assert_int_equal(count_entries(dfd, "link", 0), 0);
+	/* O_NOFOLLOW refuses the link (Linux says ENOTDIR with O_DIRECTORY). */
+	errno = 0;
+	assert_null(ad_opendir_at(dfd, "link", O_NOFOLLOW));
+	assert_true(errno == ENOTDIR || errno == ELOOP);
+	assert_null(ad_opendir_at(dfd, ".hidden", 0));
+	assert_int_equal(errno, ENOTDIR);
+	assert_null(ad_opendir_at(dfd, "missing", 0));
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(ad_remove_tree(dir, NULL), 0);
+}
+
 static void test_rfc3339nano(void **state)
 {
 	(void)state;
@@ -113,6 +152,7 @@ int main(void)
 		cmocka_unit_test(test_error_wrap),
 		cmocka_unit_test(test_open_in_root_contains_escapes),
 		cmocka_unit_test(test_atomic_write_and_read),
+		cmocka_unit_test(test_dir_listing),
 		cmocka_unit_test(test_rfc3339nano),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

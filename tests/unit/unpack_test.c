@@ -562,16 +562,13 @@ static int cmp_names(const void *a, const void *b)
 static void list_dir(const char *dir, char *out, size_t out_len)
 {
 	out[0] = '\0';
-	DIR *d = opendir(dir);
+	_cleanup_closedir_ DIR *d = ad_opendir_at(AT_FDCWD, dir, 0);
 	assert_non_null(d);
 	struct dirent *de;
 	size_t n = 0;
 	char names[16][256];
-	while ((de = readdir(d)) && n < 16) {
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			snprintf(names[n++], sizeof(names[0]), "%s", de->d_name);
-	}
-	closedir(d);
+	while (n < 16 && (de = ad_readdir(d)))
+		snprintf(names[n++], sizeof(names[0]), "%s", de->d_name);
 	qsort(names, n, sizeof(names[0]), cmp_names);
 	for (size_t i = 0; i < n; i++) {
 		strncat(out, names[i], out_len - strlen(out) - 1);

@@ -4,6 +4,7 @@
 #ifndef AGENTD_BASE_H
 #define AGENTD_BASE_H
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -119,6 +120,17 @@ int ad_read_file(int dir_fd, const char *name, size_t max_size, char **ret_data,
 		 ad_error **err);
 /* rm -rf that never crosses into another mount. */
 int ad_remove_tree(const char *path, ad_error **err);
+/* The entries of a directory, "." and ".." left out:
+ *	_cleanup_closedir_ DIR *d = ad_opendir_at(dir_fd, name, O_NOFOLLOW);
+ *	for (struct dirent *de; d && (de = ad_readdir(d));) ...
+ * ad_opendir_at opens dir_fd/name (AT_FDCWD and a path; dir_fd and "." for
+ * the directory itself) as a new open file description, so a directory fd
+ * kept elsewhere keeps its own read position; `open_flags` are added to
+ * O_RDONLY | O_DIRECTORY | O_CLOEXEC. NULL with errno set on failure. */
+DIR *ad_opendir_at(int dir_fd, const char *name, int open_flags);
+struct dirent *ad_readdir(DIR *d);
+void ad_closedirp(DIR **d);
+#define _cleanup_closedir_ __attribute__((cleanup(ad_closedirp)))
 
 /* Where agentd's helper programs (agentd-shim, agentd-infra, agentd-fetch)
  * are installed; CMake passes the real libexecdir. */
