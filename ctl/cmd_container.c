@@ -67,13 +67,9 @@ static int start_container(ctl_ctx *ctx, const char *id)
 {
 	Runtime__V1__StartContainerRequest req = RUNTIME__V1__START_CONTAINER_REQUEST__INIT;
 	req.container_id = (char *)id;
-	ProtobufCMessage *m = NULL;
 	ctl_long_call(ctx);
-	int r = ctl_unary(ctx, PATH_START, &req.base,
-			  &runtime__v1__start_container_response__descriptor, &m);
-	if (!r)
-		protobuf_c_message_free_unpacked(m, NULL);
-	return r;
+	return ctl_unary(ctx, PATH_START, &req.base,
+			 &runtime__v1__start_container_response__descriptor, NULL);
 }
 
 static int run_create(ctl_ctx *ctx, int argc, char **argv)
@@ -113,21 +109,14 @@ static int run_run(ctl_ctx *ctx, int argc, char **argv)
 
 static int run_start(ctl_ctx *ctx, int argc, char **argv)
 {
-	int r = ctl_ids_only(&ctl_cmd_start, argc, argv, "CONTAINER");
-	if (r)
-		return r < 0 ? 0 : r;
-	int status = 0;
-	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = NULL;
-		r = ctl_resolve_id(ctx, false, argv[i], &id);
-		if (!r)
-			r = start_container(ctx, id);
-		if (r)
-			status = r;
-		else
-			printf("%s\n", id);
-	}
-	return status;
+	static const ctl_id_call start = {
+	    .path = PATH_START,
+	    .req_desc = &runtime__v1__start_container_request__descriptor,
+	    .resp_desc = &runtime__v1__start_container_response__descriptor,
+	    .id_field = "container_id",
+	    .done_prefix = "",
+	};
+	return ctl_run_id_command(ctx, &ctl_cmd_start, argc, argv, &start);
 }
 
 /* ---- stop, rm ------------------------------------------------------------------------ */
@@ -149,6 +138,18 @@ static int seconds_option(const ctl_command *cmd, int argc, char **argv, bool in
 	return r;
 }
 
+static int stop_one(ctl_ctx *ctx, const char *id, void *userdata)
+{
+	Runtime__V1__StopContainerRequest req = RUNTIME__V1__STOP_CONTAINER_REQUEST__INIT;
+	req.container_id = (char *)id;
+	req.timeout = *(const long *)userdata;
+	int r = ctl_unary(ctx, PATH_STOP, &req.base,
+			  &runtime__v1__stop_container_response__descriptor, NULL);
+	if (!r)
+		printf("%s\n", id);
+	return r;
+}
+
 static int run_stop(ctl_ctx *ctx, int argc, char **argv)
 {
 	long grace = 0;
@@ -161,83 +162,22 @@ static int run_stop(ctl_ctx *ctx, int argc, char **argv)
 	/* The call must outlive the grace period it asks for. */
 	if (ctx->timeout_ms && ctx->timeout_ms < (unsigned)(grace + 30) * 1000)
 		ctx->timeout_ms = (unsigned)(grace + 30) * 1000;
-	int status = 0;
-	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = NULL;
-		r = ctl_resolve_id(ctx, false, argv[i], &id);
-		if (r) {
-			status = r;
-			continue;
-		}
-		Runtime__V1__StopContainerRequest req = RUNTIME__V1__STOP_CONTAINER_REQUEST__INIT;
-		req.container_id = id;
-		req.timeout = grace;
-		ProtobufCMessage *m = NULL;
-		r = ctl_unary(ctx, PATH_STOP, &req.base,
-			      &runtime__v1__stop_container_response__descriptor, &m);
-		if (r) {
-			status = r;
-			continue;
-		}
-		protobuf_c_message_free_unpacked(m, NULL);
-		printf("%s\n", id);
-	}
-	return status;
+	return ctl_each_id(ctx, false, argc, argv, stop_one, &grace);
 }
 
 static int run_rm(ctl_ctx *ctx, int argc, char **argv)
 {
-	int r = ctl_ids_only(&ctl_cmd_rm, argc, argv, "CONTAINER");
-	if (r)
-		return r < 0 ? 0 : r;
-	int status = 0;
-	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = NULL;
-		r = ctl_resolve_id(ctx, false, argv[i], &id);
-		if (r) {
-			status = r;
-			continue;
-		}
-		Runtime__V1__RemoveContainerRequest req =
-		    RUNTIME__V1__REMOVE_CONTAINER_REQUEST__INIT;
-		req.container_id = id;
-		ProtobufCMessage *m = NULL;
-		ctl_long_call(ctx);
-		r = ctl_unary(ctx, PATH_REMOVE, &req.base,
-			      &runtime__v1__remove_container_response__descriptor, &m);
-		if (r) {
-			status = r;
-			continue;
-		}
-		protobuf_c_message_free_unpacked(m, NULL);
-		printf("%s\n", id);
-	}
-	return status;
+	static const ctl_id_call remove = {
+	    .path = PATH_REMOVE,
+	    .req_desc = &runtime__v1__remove_container_request__descriptor,
+	    .resp_desc = &runtime__v1__remove_container_response__descriptor,
+	    .id_field = "container_id",
+	    .done_prefix = "",
+	};
+	return ctl_run_id_command(ctx, &ctl_cmd_rm, argc, argv, &remove);
 }
 
 /* ---- ps ---------------------------------------------------------------------------------- */
-
-static const char *state_label(Runtime__V1__ContainerState s)
-{
-	switch (s) {
-	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED:
-		return "Created";
-	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING:
-		return "Running";
-	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED:
-		return "Exited";
-	default:
-		return "Unknown";
-	}
-}
-
-/* Newest first, as crictl lists containers. */
-static int ctr_newer_first(const void *a, const void *b)
-{
-	const Runtime__V1__Container *x = *(Runtime__V1__Container *const *)a;
-	const Runtime__V1__Container *y = *(Runtime__V1__Container *const *)b;
-	return x->created_at < y->created_at ? 1 : x->created_at > y->created_at ? -1 : 0;
-}
 
 /* --image: the image as the container's config named it, or the image it
  * names now (image_id, when agentd has it), or the image's id. */
@@ -257,7 +197,34 @@ static bool image_matches(const Runtime__V1__Container *ct, const char *image,
 	return false;
 }
 
-static int run_ps(ctl_ctx *ctx, int argc, char **argv)
+/* What ps was asked for, beyond the shared list options. */
+typedef struct ps_opts {
+	ctl_list_opts list;
+	bool all;
+	const char *image;
+	const char *state; /* a ContainerState name */
+} ps_opts;
+
+static int parse_state_option(const char *arg, const char **ret_state)
+{
+	static const char *const states[][2] = {
+	    {"created", "CONTAINER_CREATED"},
+	    {"running", "CONTAINER_RUNNING"},
+	    {"exited", "CONTAINER_EXITED"},
+	    {"unknown", "CONTAINER_UNKNOWN"},
+	};
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+		if (strcasecmp(arg, states[i][0]) == 0) {
+			*ret_state = states[i][1];
+			return 0;
+		}
+	}
+	return ctl_usage_error(&ctl_cmd_ps,
+			       "unknown state '%s' (created, running, exited or unknown)", arg);
+}
+
+/* 0 to go on, -1 after printing help, else the exit status of a usage error. */
+static int parse_ps_options(int argc, char **argv, ps_opts *o)
 {
 	static const struct option opts[] = {
 	    {"all", no_argument, NULL, 'a'},
@@ -275,151 +242,127 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	ctl_format fmt = CTL_TEXT;
-	bool quiet = false, all = false, no_trunc = false;
-	const char *pod = NULL, *state = NULL, *id_arg = NULL, *image = NULL;
-	long last = 0;
-	ctl_regex name = {0};
-	json_t *labels = json_object();
 	int c, r = 0;
 	while (!r && (c = ctl_getopt(&ctl_cmd_ps, argc, argv, ":aqo:p:s:n:lh", opts, &r)) != -1) {
 		switch (c) {
 		case 'a':
-			all = true;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'o':
-			r = ctl_parse_format(&ctl_cmd_ps, optarg, &fmt);
-			break;
-		case 'p':
-			pod = optarg;
-			break;
-		case 'i':
-			id_arg = optarg;
-			break;
-		case 'N':
-			r = ctl_regex_compile(&ctl_cmd_ps, "--name", optarg, &name);
+			o->all = true;
 			break;
 		case 'I':
-			image = optarg;
+			o->image = optarg;
 			break;
 		case 's':
-			if (strcasecmp(optarg, "created") == 0)
-				state = "CONTAINER_CREATED";
-			else if (strcasecmp(optarg, "running") == 0)
-				state = "CONTAINER_RUNNING";
-			else if (strcasecmp(optarg, "exited") == 0)
-				state = "CONTAINER_EXITED";
-			else if (strcasecmp(optarg, "unknown") == 0)
-				state = "CONTAINER_UNKNOWN";
-			else
-				r = ctl_usage_error(
-				    &ctl_cmd_ps,
-				    "unknown state '%s' (created, running, exited or unknown)",
-				    optarg);
+			r = parse_state_option(optarg, &o->state);
 			break;
-		case 'L':
-			r = ctl_add_label(&ctl_cmd_ps, labels, optarg);
-			break;
-		case 'n':
-			r = ctl_parse_count(&ctl_cmd_ps, "--last", optarg, &last);
-			break;
-		case 'l':
-			last = 1;
-			break;
-		case 'T':
-			no_trunc = true;
-			break;
+		default:
+			r = ctl_list_option(&ctl_cmd_ps, c, optarg, &o->list);
 		}
 	}
 	if (!r)
 		r = ctl_operands_at_most(&ctl_cmd_ps, argc, argv, 0);
 	/* Like crictl: running containers only unless -a, --state, --last or
 	 * --latest (which look at every state). */
-	if (!state && !all && !last)
-		state = "CONTAINER_RUNNING";
-	_cleanup_free_ char *pod_id = NULL, *ctr_id = NULL, *image_id = NULL;
-	if (!r && pod)
-		r = ctl_resolve_id(ctx, true, pod, &pod_id);
-	if (!r && image)
-		r = ctl_image_id(ctx, image, &image_id);
-	if (!r && id_arg)
-		r = ctl_resolve_id(ctx, false, id_arg, &ctr_id);
-	if (r) {
-		json_decref(labels);
-		ctl_regex_free(&name);
-		return r < 0 ? 0 : r;
+	if (!o->state && !o->all && !o->list.last)
+		o->state = "CONTAINER_RUNNING";
+	return r;
+}
+
+static const char *state_label(Runtime__V1__ContainerState s)
+{
+	switch (s) {
+	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_CREATED:
+		return "Created";
+	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING:
+		return "Running";
+	case RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED:
+		return "Exited";
+	default:
+		return "Unknown";
 	}
-	json_t *filter = json_pack("{s:o}", "label_selector", labels);
-	if (state)
-		json_object_set_new(filter, "state", json_pack("{s:s}", "state", state));
-	if (pod_id)
-		json_object_set_new(filter, "pod_sandbox_id", json_string(pod_id));
-	if (ctr_id)
-		json_object_set_new(filter, "id", json_string(ctr_id));
+}
+
+static void print_container_row(const ProtobufCMessage *item, const ctl_list_opts *o)
+{
+	const Runtime__V1__Container *ct = (const Runtime__V1__Container *)item;
+	const Runtime__V1__ContainerMetadata *md = ct->metadata;
+	int id_width = o->no_trunc ? 64 : 13;
+	char age[32];
+	ctl_format_age(ct->created_at, age);
+	const char *image_name = ct->image && ct->image->image[0] ? ct->image->image : ct->image_ref;
+	/* An image id is cut to 13 hex digits like the ids, as crictl does. */
+	int image_width = 4096;
+	if (!o->no_trunc && strncmp(image_name, "sha256:", 7) == 0) {
+		image_name += 7;
+		image_width = 13;
+	}
+	printf("%-13.*s %-24.*s %-20s %-9s %-24s %-7u %.*s\n", id_width, ct->id, image_width,
+	       image_name, age, state_label(ct->state), md ? md->name : "", md ? md->attempt : 0,
+	       id_width, ct->pod_sandbox_id);
+}
+
+/* ListContainers with the filter; the answer is *ret_resp. */
+static int list_containers(ctl_ctx *ctx, json_t *filter,
+			   Runtime__V1__ListContainersResponse **ret_resp)
+{
 	Runtime__V1__ListContainersRequest req = RUNTIME__V1__LIST_CONTAINERS_REQUEST__INIT;
 	req.filter = (Runtime__V1__ContainerFilter *)ctl_pb_from_json(
 	    &runtime__v1__container_filter__descriptor, filter, "filter");
-	json_decref(filter);
-	ProtobufCMessage *m = NULL;
-	r = ctl_unary(ctx, PATH_LIST, &req.base, &runtime__v1__list_containers_response__descriptor,
-		      &m);
+	int r = ctl_unary(ctx, PATH_LIST, &req.base,
+			  &runtime__v1__list_containers_response__descriptor,
+			  (ProtobufCMessage **)ret_resp);
 	if (req.filter)
 		protobuf_c_message_free_unpacked(&req.filter->base, NULL);
-	if (r) {
-		ctl_regex_free(&name);
-		return r;
-	}
-	const Runtime__V1__ListContainersResponse *resp = (void *)m;
-	Runtime__V1__Container **ctrs = ad_malloc0(sizeof(*ctrs) * (resp->n_containers + 1));
-	size_t n = 0;
-	for (size_t i = 0; i < resp->n_containers; i++) {
-		const Runtime__V1__Container *ct = resp->containers[i];
-		if (ctl_regex_match(&name, ct->metadata ? ct->metadata->name : "") &&
-		    image_matches(ct, image, image_id))
-			ctrs[n++] = resp->containers[i];
-	}
-	qsort(ctrs, n, sizeof(*ctrs), ctr_newer_first);
-	if (last > 0 && (size_t)last < n)
-		n = (size_t)last;
-	json_t *items = json_array();
-	if (!quiet && fmt == CTL_TEXT)
-		printf("%-13s %-24s %-20s %-9s %-24s %-7s %s\n", "CONTAINER", "IMAGE", "CREATED",
-		       "STATE", "NAME", "ATTEMPT", "POD ID");
-	int id_width = no_trunc ? 64 : 13;
-	for (size_t i = 0; i < n; i++) {
-		const Runtime__V1__Container *ct = ctrs[i];
-		const Runtime__V1__ContainerMetadata *md = ct->metadata;
-		if (fmt != CTL_TEXT) {
-			json_array_append_new(items,
-					      pbjson_from_message(&ct->base, PBJSON_PROTOJSON));
-		} else if (quiet) {
-			printf("%s\n", ct->id);
-		} else {
-			char age[32];
-			ctl_format_age(ct->created_at, age);
-			const char *image_name =
-			    ct->image && ct->image->image[0] ? ct->image->image : ct->image_ref;
-			/* An image id is cut to 13 hex digits like the ids, as crictl does. */
-			int image_width = 4096;
-			if (!no_trunc && strncmp(image_name, "sha256:", 7) == 0) {
-				image_name += 7;
-				image_width = 13;
-			}
-			printf("%-13.*s %-24.*s %-20s %-9s %-24s %-7u %.*s\n", id_width, ct->id,
-			       image_width, image_name, age, state_label(ct->state),
-			       md ? md->name : "", md ? md->attempt : 0, id_width, ct->pod_sandbox_id);
+	return r;
+}
+
+/* The filter for agentd, with the pod, container and image named by
+ * prefix or name resolved to ids. */
+static int ps_filter(ctl_ctx *ctx, ps_opts *o, json_t **ret_filter, char **ret_image_id)
+{
+	_cleanup_free_ char *pod_id = NULL, *ctr_id = NULL;
+	int r = 0;
+	if (o->list.pod)
+		r = ctl_resolve_id(ctx, true, o->list.pod, &pod_id);
+	if (!r && o->image)
+		r = ctl_image_id(ctx, o->image, ret_image_id);
+	if (!r && o->list.id)
+		r = ctl_resolve_id(ctx, false, o->list.id, &ctr_id);
+	if (!r)
+		*ret_filter = ctl_list_filter(&o->list, ctr_id, pod_id, o->state);
+	return r;
+}
+
+static int run_ps(ctl_ctx *ctx, int argc, char **argv)
+{
+	ps_opts o = {0};
+	ctl_list_opts_init(&o.list);
+	_cleanup_free_ char *image_id = NULL;
+	json_t *filter = NULL;
+	Runtime__V1__ListContainersResponse *resp = NULL;
+	int r = parse_ps_options(argc, argv, &o);
+	if (!r)
+		r = ps_filter(ctx, &o, &filter, &image_id);
+	if (!r)
+		r = list_containers(ctx, filter, &resp);
+	json_decref(filter);
+	if (!r) {
+		ProtobufCMessage **ctrs = ad_malloc0(sizeof(*ctrs) * (resp->n_containers + 1));
+		size_t n = 0;
+		for (size_t i = 0; i < resp->n_containers; i++) {
+			const Runtime__V1__Container *ct = resp->containers[i];
+			if (ctl_regex_match(&o.list.name, ct->metadata ? ct->metadata->name : "") &&
+			    image_matches(ct, o.image, image_id))
+				ctrs[n++] = &resp->containers[i]->base;
 		}
+		_cleanup_free_ char *header =
+		    ad_asprintf("%-13s %-24s %-20s %-9s %-24s %-7s %s", "CONTAINER", "IMAGE",
+				"CREATED", "STATE", "NAME", "ATTEMPT", "POD ID");
+		ctl_list_print(&o.list, "containers", ctrs, n, header, print_container_row);
+		free(ctrs);
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	}
-	if (fmt != CTL_TEXT)
-		ctl_print(json_pack("{s:O}", "containers", items), fmt);
-	json_decref(items);
-	free(ctrs);
-	ctl_regex_free(&name);
-	protobuf_c_message_free_unpacked(m, NULL);
-	return 0;
+	ctl_list_opts_clear(&o.list);
+	return r < 0 ? 0 : r;
 }
 
 /* ---- inspect, logs ----------------------------------------------------------------------- */

@@ -513,15 +513,12 @@ static int run_rmi(ctl_ctx *ctx, int argc, char **argv)
 		Runtime__V1__ImageSpec spec = RUNTIME__V1__IMAGE_SPEC__INIT;
 		spec.image = argv[i];
 		req.image = &spec;
-		ProtobufCMessage *m = NULL;
 		r = ctl_unary(ctx, PATH_REMOVE, &req.base,
-			      &runtime__v1__remove_image_response__descriptor, &m);
-		if (r) {
+			      &runtime__v1__remove_image_response__descriptor, NULL);
+		if (r)
 			status = r;
-			continue;
-		}
-		protobuf_c_message_free_unpacked(m, NULL);
-		printf("Deleted: %s\n", argv[i]);
+		else
+			printf("Deleted: %s\n", argv[i]);
 	}
 	return status;
 }
@@ -607,12 +604,8 @@ static int run_save(ctl_ctx *ctx, int argc, char **argv)
 	req.images = argv + optind;
 	req.n_images = (size_t)(argc - optind);
 	ctl_long_call(ctx);
-	ProtobufCMessage *m = NULL;
-	r = ctl_unary(ctx, PATH_SAVE, &req.base, &agent__v1__save_image_response__descriptor, &m);
-	if (r)
-		return r;
-	protobuf_c_message_free_unpacked(m, NULL);
-	return 0;
+	return ctl_unary(ctx, PATH_SAVE, &req.base, &agent__v1__save_image_response__descriptor,
+			 NULL);
 }
 
 static int run_import(ctl_ctx *ctx, int argc, char **argv)

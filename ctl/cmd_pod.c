@@ -342,6 +342,45 @@ int ctl_resolve_id(ctl_ctx *ctx, bool pod, const char *arg, char **ret)
 	return r;
 }
 
+int ctl_each_id(ctl_ctx *ctx, bool pod, int argc, char **argv, ctl_id_op *op, void *userdata)
+{
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		_cleanup_free_ char *id = NULL;
+		int r = ctl_resolve_id(ctx, pod, argv[i], &id);
+		if (!r)
+			r = op(ctx, id, userdata);
+		if (r)
+			status = r;
+	}
+	return status;
+}
+
+static int id_call(ctl_ctx *ctx, const char *id, void *userdata)
+{
+	const ctl_id_call *call = userdata;
+	_cleanup_free_ ProtobufCMessage *req = ad_malloc0(call->req_desc->sizeof_message);
+	protobuf_c_message_init(call->req_desc, req);
+	const ProtobufCFieldDescriptor *f =
+	    protobuf_c_message_descriptor_get_field_by_name(call->req_desc, call->id_field);
+	*(const char **)((char *)req + f->offset) = id;
+	ctl_long_call(ctx);
+	int r = ctl_unary(ctx, call->path, req, call->resp_desc, NULL);
+	if (!r)
+		printf("%s%s\n", call->done_prefix, id);
+	return r;
+}
+
+int ctl_run_id_command(ctl_ctx *ctx, const ctl_command *cmd, int argc, char **argv,
+		       const ctl_id_call *call)
+{
+	bool pod = strcmp(call->id_field, "pod_sandbox_id") == 0;
+	int r = ctl_ids_only(cmd, argc, argv, pod ? "POD" : "CONTAINER");
+	if (r)
+		return r < 0 ? 0 : r;
+	return ctl_each_id(ctx, pod, argc, argv, id_call, (void *)call);
+}
+
 void ctl_print_inspected(json_t *items, bool one_asked, ctl_format fmt)
 {
 	if (json_array_size(items) == 1 && one_asked)
@@ -433,15 +472,15 @@ static int run_runp(ctl_ctx *ctx, int argc, char **argv)
 
 /* ---- pods ------------------------------------------------------------------------ */
 
-/* Newest first, as crictl lists pods. */
-static int pod_newer_first(const void *a, const void *b)
-{
-	const Runtime__V1__PodSandbox *x = *(Runtime__V1__PodSandbox *const *)a;
-	const Runtime__V1__PodSandbox *y = *(Runtime__V1__PodSandbox *const *)b;
-	return x->created_at < y->created_at ? 1 : x->created_at > y->created_at ? -1 : 0;
-}
+/* What pods was asked for, beyond the shared list options. */
+typedef struct pods_opts {
+	ctl_list_opts list;
+	ctl_regex namespace_;
+	const char *state; /* a PodSandboxState name */
+} pods_opts;
 
-static int run_pods(ctl_ctx *ctx, int argc, char **argv)
+/* 0 to go on, -1 after printing help, else the exit status of a usage error. */
+static int parse_pods_options(int argc, char **argv, pods_opts *o)
 {
 	static const struct option opts[] = {
 	    {"quiet", no_argument, NULL, 'q'},
@@ -457,175 +496,116 @@ static int run_pods(ctl_ctx *ctx, int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	ctl_format fmt = CTL_TEXT;
-	bool quiet = false, no_trunc = false;
-	const char *id_arg = NULL;
-	long last = 0;
-	ctl_regex name = {0}, ns = {0};
-	json_t *filter = json_object();
-	json_t *labels = json_object();
 	int c, r = 0;
 	while (!r && (c = ctl_getopt(&ctl_cmd_pods, argc, argv, ":qo:s:n:lh", opts, &r)) != -1) {
 		switch (c) {
-		case 'q':
-			quiet = true;
-			break;
-		case 'o':
-			r = ctl_parse_format(&ctl_cmd_pods, optarg, &fmt);
-			break;
-		case 'i':
-			id_arg = optarg;
-			break;
-		case 'N':
-			r = ctl_regex_compile(&ctl_cmd_pods, "--name", optarg, &name);
-			break;
 		case 'S':
-			r = ctl_regex_compile(&ctl_cmd_pods, "--namespace", optarg, &ns);
+			r = ctl_regex_compile(&ctl_cmd_pods, "--namespace", optarg, &o->namespace_);
 			break;
 		case 's':
 			if (strcasecmp(optarg, "ready") == 0)
-				json_object_set_new(filter, "state",
-						    json_pack("{s:s}", "state", "SANDBOX_READY"));
+				o->state = "SANDBOX_READY";
 			else if (strcasecmp(optarg, "notready") == 0)
-				json_object_set_new(
-				    filter, "state",
-				    json_pack("{s:s}", "state", "SANDBOX_NOTREADY"));
+				o->state = "SANDBOX_NOTREADY";
 			else
 				r = ctl_usage_error(&ctl_cmd_pods,
 						    "unknown state '%s' (ready or notready)",
 						    optarg);
 			break;
-		case 'L':
-			r = ctl_add_label(&ctl_cmd_pods, labels, optarg);
-			break;
-		case 'n':
-			r = ctl_parse_count(&ctl_cmd_pods, "--last", optarg, &last);
-			break;
-		case 'l':
-			last = 1;
-			break;
-		case 'T':
-			no_trunc = true;
-			break;
+		default:
+			r = ctl_list_option(&ctl_cmd_pods, c, optarg, &o->list);
 		}
 	}
 	if (!r)
 		r = ctl_operands_at_most(&ctl_cmd_pods, argc, argv, 0);
-	_cleanup_free_ char *pod_id = NULL;
-	if (!r && id_arg)
-		r = ctl_resolve_id(ctx, true, id_arg, &pod_id);
-	if (pod_id)
-		json_object_set_new(filter, "id", json_string(pod_id));
-	json_object_set_new(filter, "label_selector", labels);
+	return r;
+}
+
+static void print_pod_row(const ProtobufCMessage *item, const ctl_list_opts *o)
+{
+	const Runtime__V1__PodSandbox *p = (const Runtime__V1__PodSandbox *)item;
+	const Runtime__V1__PodSandboxMetadata *md = p->metadata;
+	char age[32];
+	ctl_format_age(p->created_at, age);
+	printf("%-13.*s %-20s %-9s %-32s %-16s %u\n", o->no_trunc ? 64 : 13, p->id, age,
+	       p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY ? "Ready" : "NotReady",
+	       md ? md->name : "", md ? md->namespace_ : "", md ? md->attempt : 0);
+}
+
+/* ListPodSandbox with the filter; the answer is *ret_resp. */
+static int list_pods(ctl_ctx *ctx, json_t *filter, Runtime__V1__ListPodSandboxResponse **ret_resp)
+{
 	Runtime__V1__ListPodSandboxRequest req = RUNTIME__V1__LIST_POD_SANDBOX_REQUEST__INIT;
-	if (!r)
-		req.filter = (Runtime__V1__PodSandboxFilter *)ctl_pb_from_json(
-		    &runtime__v1__pod_sandbox_filter__descriptor, filter, "filter");
-	json_decref(filter);
-	ProtobufCMessage *m = NULL;
-	if (!r)
-		r = ctl_unary(ctx, PATH_LISTP, &req.base,
-			      &runtime__v1__list_pod_sandbox_response__descriptor, &m);
+	req.filter = (Runtime__V1__PodSandboxFilter *)ctl_pb_from_json(
+	    &runtime__v1__pod_sandbox_filter__descriptor, filter, "filter");
+	int r = ctl_unary(ctx, PATH_LISTP, &req.base,
+			  &runtime__v1__list_pod_sandbox_response__descriptor,
+			  (ProtobufCMessage **)ret_resp);
 	if (req.filter)
 		protobuf_c_message_free_unpacked(&req.filter->base, NULL);
-	if (r) {
-		ctl_regex_free(&name);
-		ctl_regex_free(&ns);
-		return r < 0 ? 0 : r;
+	return r;
+}
+
+static int run_pods(ctl_ctx *ctx, int argc, char **argv)
+{
+	pods_opts o = {0};
+	ctl_list_opts_init(&o.list);
+	_cleanup_free_ char *pod_id = NULL;
+	Runtime__V1__ListPodSandboxResponse *resp = NULL;
+	int r = parse_pods_options(argc, argv, &o);
+	if (!r && o.list.id)
+		r = ctl_resolve_id(ctx, true, o.list.id, &pod_id);
+	if (!r) {
+		json_t *filter = ctl_list_filter(&o.list, pod_id, NULL, o.state);
+		r = list_pods(ctx, filter, &resp);
+		json_decref(filter);
 	}
-	const Runtime__V1__ListPodSandboxResponse *resp = (void *)m;
-	/* Name and namespace are regular expressions, matched here as crictl does. */
-	Runtime__V1__PodSandbox **pods = ad_malloc0(sizeof(*pods) * (resp->n_items + 1));
-	size_t n = 0;
-	for (size_t i = 0; i < resp->n_items; i++) {
-		const Runtime__V1__PodSandboxMetadata *md = resp->items[i]->metadata;
-		if (ctl_regex_match(&name, md ? md->name : "") &&
-		    ctl_regex_match(&ns, md ? md->namespace_ : ""))
-			pods[n++] = resp->items[i];
-	}
-	qsort(pods, n, sizeof(*pods), pod_newer_first);
-	if (last > 0 && (size_t)last < n)
-		n = (size_t)last;
-	json_t *items = json_array();
-	if (!quiet && fmt == CTL_TEXT)
-		printf("%-13s %-20s %-9s %-32s %-16s %s\n", "POD ID", "CREATED", "STATE", "NAME",
-		       "NAMESPACE", "ATTEMPT");
-	for (size_t i = 0; i < n; i++) {
-		const Runtime__V1__PodSandbox *p = pods[i];
-		const Runtime__V1__PodSandboxMetadata *md = p->metadata;
-		if (fmt != CTL_TEXT) {
-			json_array_append_new(items,
-					      pbjson_from_message(&p->base, PBJSON_PROTOJSON));
-		} else if (quiet) {
-			printf("%s\n", p->id);
-		} else {
-			char age[32];
-			ctl_format_age(p->created_at, age);
-			printf("%-13.*s %-20s %-9s %-32s %-16s %u\n", no_trunc ? 64 : 13, p->id, age,
-			       p->state == RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY
-				   ? "Ready"
-				   : "NotReady",
-			       md ? md->name : "", md ? md->namespace_ : "", md ? md->attempt : 0);
+	if (!r) {
+		/* Name and namespace are regular expressions, matched here as crictl does. */
+		ProtobufCMessage **pods = ad_malloc0(sizeof(*pods) * (resp->n_items + 1));
+		size_t n = 0;
+		for (size_t i = 0; i < resp->n_items; i++) {
+			const Runtime__V1__PodSandboxMetadata *md = resp->items[i]->metadata;
+			if (ctl_regex_match(&o.list.name, md ? md->name : "") &&
+			    ctl_regex_match(&o.namespace_, md ? md->namespace_ : ""))
+				pods[n++] = &resp->items[i]->base;
 		}
+		_cleanup_free_ char *header =
+		    ad_asprintf("%-13s %-20s %-9s %-32s %-16s %s", "POD ID", "CREATED", "STATE",
+				"NAME", "NAMESPACE", "ATTEMPT");
+		ctl_list_print(&o.list, "items", pods, n, header, print_pod_row);
+		free(pods);
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	}
-	if (fmt != CTL_TEXT)
-		ctl_print(json_pack("{s:O}", "items", items), fmt);
-	json_decref(items);
-	free(pods);
-	ctl_regex_free(&name);
-	ctl_regex_free(&ns);
-	protobuf_c_message_free_unpacked(m, NULL);
-	return 0;
+	ctl_list_opts_clear(&o.list);
+	ctl_regex_free(&o.namespace_);
+	return r < 0 ? 0 : r;
 }
 
 /* ---- stopp, rmp, inspectp ----------------------------------------------------------- */
 
-static int pod_op(ctl_ctx *ctx, const ctl_command *cmd, int argc, char **argv, bool remove)
-{
-	int r = ctl_ids_only(cmd, argc, argv, "POD");
-	if (r)
-		return r < 0 ? 0 : r;
-	int status = 0;
-	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = NULL;
-		r = ctl_resolve_id(ctx, true, argv[i], &id);
-		if (r) {
-			status = r;
-			continue;
-		}
-		ProtobufCMessage *m = NULL;
-		ctl_long_call(ctx);
-		if (remove) {
-			Runtime__V1__RemovePodSandboxRequest req =
-			    RUNTIME__V1__REMOVE_POD_SANDBOX_REQUEST__INIT;
-			req.pod_sandbox_id = id;
-			r = ctl_unary(ctx, PATH_RMP, &req.base,
-				      &runtime__v1__remove_pod_sandbox_response__descriptor, &m);
-		} else {
-			Runtime__V1__StopPodSandboxRequest req =
-			    RUNTIME__V1__STOP_POD_SANDBOX_REQUEST__INIT;
-			req.pod_sandbox_id = id;
-			r = ctl_unary(ctx, PATH_STOPP, &req.base,
-				      &runtime__v1__stop_pod_sandbox_response__descriptor, &m);
-		}
-		if (r) {
-			status = r;
-			continue;
-		}
-		protobuf_c_message_free_unpacked(m, NULL);
-		printf("%s sandbox %s\n", remove ? "Removed" : "Stopped", id);
-	}
-	return status;
-}
-
 static int run_stopp(ctl_ctx *ctx, int argc, char **argv)
 {
-	return pod_op(ctx, &ctl_cmd_stopp, argc, argv, false);
+	static const ctl_id_call stop = {
+	    .path = PATH_STOPP,
+	    .req_desc = &runtime__v1__stop_pod_sandbox_request__descriptor,
+	    .resp_desc = &runtime__v1__stop_pod_sandbox_response__descriptor,
+	    .id_field = "pod_sandbox_id",
+	    .done_prefix = "Stopped sandbox ",
+	};
+	return ctl_run_id_command(ctx, &ctl_cmd_stopp, argc, argv, &stop);
 }
 
 static int run_rmp(ctl_ctx *ctx, int argc, char **argv)
 {
-	return pod_op(ctx, &ctl_cmd_rmp, argc, argv, true);
+	static const ctl_id_call remove = {
+	    .path = PATH_RMP,
+	    .req_desc = &runtime__v1__remove_pod_sandbox_request__descriptor,
+	    .resp_desc = &runtime__v1__remove_pod_sandbox_response__descriptor,
+	    .id_field = "pod_sandbox_id",
+	    .done_prefix = "Removed sandbox ",
+	};
+	return ctl_run_id_command(ctx, &ctl_cmd_rmp, argc, argv, &remove);
 }
 
 static int run_inspectp(ctl_ctx *ctx, int argc, char **argv)

@@ -103,6 +103,24 @@ static double cpu_percent(const Runtime__V1__ContainerStats *now,
 	return (double)(b - a) * 100.0 / (double)(now->cpu->timestamp - before->cpu->timestamp);
 }
 
+/* A text row of stats; before: the first sample, for the CPU %. */
+static void print_stats_row(const Runtime__V1__ContainerStats *s,
+			    const Runtime__V1__ContainerStats *before)
+{
+	const Runtime__V1__ContainerAttributes *a = s->attributes;
+	double cpu = cpu_percent(s, before);
+	char cpubuf[32], mem[32], disk[32];
+	if (cpu >= 0)
+		snprintf(cpubuf, sizeof(cpubuf), "%.2f", cpu);
+	else
+		snprintf(cpubuf, sizeof(cpubuf), "-");
+	human_size(s->memory ? u64_or_0(s->memory->working_set_bytes) : 0, mem);
+	human_size(s->writable_layer ? u64_or_0(s->writable_layer->used_bytes) : 0, disk);
+	printf("%-13.13s %-24s %-8s %-10s %-10s %" PRIu64 "\n", a ? a->id : "",
+	       a && a->metadata ? a->metadata->name : "", cpubuf, mem, disk,
+	       s->writable_layer ? u64_or_0(s->writable_layer->inodes_used) : 0);
+}
+
 static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -110,56 +128,36 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 	    {"output", required_argument, NULL, 'o'},
 	    {"pod", required_argument, NULL, 'p'},
 	    {"id", required_argument, NULL, 'i'},
-	    {"label", required_argument, NULL, 'l'},
+	    {"label", required_argument, NULL, 'L'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	ctl_format fmt = CTL_TEXT;
+	ctl_list_opts o;
+	ctl_list_opts_init(&o);
 	bool all = false;
-	const char *pod = NULL, *id = NULL;
-	json_t *labels = json_object();
 	int c, r = 0;
 	while (!r && (c = ctl_getopt(&ctl_cmd_stats, argc, argv, ":ao:p:h", opts, &r)) != -1) {
-		switch (c) {
-		case 'a':
+		if (c == 'a')
 			all = true;
-			break;
-		case 'o':
-			r = ctl_parse_format(&ctl_cmd_stats, optarg, &fmt);
-			break;
-		case 'p':
-			pod = optarg;
-			break;
-		case 'i':
-			id = optarg;
-			break;
-		case 'l':
-			r = ctl_add_label(&ctl_cmd_stats, labels, optarg);
-			break;
-		}
+		else
+			r = ctl_list_option(&ctl_cmd_stats, c, optarg, &o);
 	}
 	if (!r)
 		r = ctl_operands_at_most(&ctl_cmd_stats, argc, argv, 1);
-	if (!r && optind < argc && id)
+	if (!r && optind < argc && o.id)
 		r = ctl_usage_error(&ctl_cmd_stats, "CONTAINER and --id do not go together");
+	_cleanup_free_ char *pod_id = NULL, *one = NULL;
+	if (!r && o.pod)
+		r = ctl_resolve_id(ctx, true, o.pod, &pod_id);
+	if (!r && optind < argc)
+		r = ctl_resolve_id(ctx, false, argv[optind], &one);
 	if (r) {
-		json_decref(labels);
+		ctl_list_opts_clear(&o);
 		return r < 0 ? 0 : r;
 	}
-	_cleanup_free_ char *pod_id = NULL, *one = NULL;
-	if (pod && (r = ctl_resolve_id(ctx, true, pod, &pod_id))) {
-		json_decref(labels);
-		return r;
-	}
-	if (optind < argc && (r = ctl_resolve_id(ctx, false, argv[optind], &one))) {
-		json_decref(labels);
-		return r;
-	}
-	json_t *filter = json_pack("{s:o}", "label_selector", labels);
-	if (pod_id)
-		json_object_set_new(filter, "pod_sandbox_id", json_string(pod_id));
-	if (id)
-		json_object_set_new(filter, "id", json_string(id));
+	json_t *filter = ctl_list_filter(&o, o.id, pod_id, NULL);
+	ctl_list_opts_clear(&o);
+	ctl_format fmt = o.fmt;
 
 	ProtobufCMessage *m0 = NULL, *m1 = NULL;
 	size_t n0 = 0, n1 = 0;
@@ -197,17 +195,7 @@ static int run_stats(ctl_ctx *ctx, int argc, char **argv)
 			continue;
 		}
 		const Runtime__V1__ContainerAttributes *a = s->attributes;
-		double cpu = cpu_percent(s, a ? find_stats(n0, v0, a->id) : NULL);
-		char cpubuf[32], mem[32], disk[32];
-		if (cpu >= 0)
-			snprintf(cpubuf, sizeof(cpubuf), "%.2f", cpu);
-		else
-			snprintf(cpubuf, sizeof(cpubuf), "-");
-		human_size(s->memory ? u64_or_0(s->memory->working_set_bytes) : 0, mem);
-		human_size(s->writable_layer ? u64_or_0(s->writable_layer->used_bytes) : 0, disk);
-		printf("%-13.13s %-24s %-8s %-10s %-10s %" PRIu64 "\n", a ? a->id : "",
-		       a && a->metadata ? a->metadata->name : "", cpubuf, mem, disk,
-		       s->writable_layer ? u64_or_0(s->writable_layer->inodes_used) : 0);
+		print_stats_row(s, a ? find_stats(n0, v0, a->id) : NULL);
 	}
 	if (fmt != CTL_TEXT)
 		ctl_print(json_pack("{s:O}", "stats", items), fmt);
@@ -266,6 +254,19 @@ static bool parse_int(const char *s, int64_t *ret)
 	return true;
 }
 
+static int update_one(ctl_ctx *ctx, const char *id, void *userdata)
+{
+	Runtime__V1__UpdateContainerResourcesRequest req =
+	    RUNTIME__V1__UPDATE_CONTAINER_RESOURCES_REQUEST__INIT;
+	req.container_id = (char *)id;
+	req.linux = userdata;
+	int r = ctl_unary(ctx, PATH_UPDATE, &req.base,
+			  &runtime__v1__update_container_resources_response__descriptor, NULL);
+	if (!r)
+		printf("%s\n", id);
+	return r;
+}
+
 static int run_update(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -319,29 +320,7 @@ static int run_update(ctl_ctx *ctx, int argc, char **argv)
 		return ctl_usage_error(&ctl_cmd_update, "CONTAINER is required");
 	if (!any)
 		return ctl_usage_error(&ctl_cmd_update, "nothing to update");
-	int status = 0;
-	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *id = NULL;
-		r = ctl_resolve_id(ctx, false, argv[i], &id);
-		if (r) {
-			status = r;
-			continue;
-		}
-		Runtime__V1__UpdateContainerResourcesRequest req =
-		    RUNTIME__V1__UPDATE_CONTAINER_RESOURCES_REQUEST__INIT;
-		req.container_id = id;
-		req.linux = &res;
-		ProtobufCMessage *m = NULL;
-		r = ctl_unary(ctx, PATH_UPDATE, &req.base,
-			      &runtime__v1__update_container_resources_response__descriptor, &m);
-		if (r) {
-			status = r;
-			continue;
-		}
-		protobuf_c_message_free_unpacked(m, NULL);
-		printf("%s\n", id);
-	}
-	return status;
+	return ctl_each_id(ctx, false, argc, argv, update_one, &res);
 }
 
 /* ---- events ------------------------------------------------------------------------------ */

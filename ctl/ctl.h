@@ -79,8 +79,9 @@ int ctl_getopt(const ctl_command *cmd, int argc, char **argv, const char *shorto
 int ctl_operands_at_most(const ctl_command *cmd, int argc, char **argv, int max);
 
 /* Unary call to agentd (connecting first if needed). Returns 0 with *ret_resp
- * set (free with protobuf_c_message_free_unpacked), or, having printed why,
- * the exit status to use: EX_UNAVAILABLE when agentd cannot be reached. */
+ * set (free with protobuf_c_message_free_unpacked; ret_resp NULL: the answer
+ * is not wanted), or, having printed why, the exit status to use:
+ * EX_UNAVAILABLE when agentd cannot be reached. */
 int ctl_unary(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 	      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp);
 
@@ -159,9 +160,51 @@ int ctl_ids_only(const ctl_command *cmd, int argc, char **argv, const char *what
 /* ctl_ids_only that also takes -o json|yaml (the inspect commands). */
 int ctl_ids_and_format(const ctl_command *cmd, int argc, char **argv, const char *what,
 		       ctl_format *fmt);
+/* Runs op on each operand (from optind) as a full pod or container id
+ * (ctl_resolve_id); returns 0, or the exit status of the last that failed. */
+typedef int ctl_id_op(ctl_ctx *ctx, const char *id, void *userdata);
+int ctl_each_id(ctl_ctx *ctx, bool pod, int argc, char **argv, ctl_id_op *op, void *userdata);
+/* A command whose operands are pod or container ids (stopp, rmp, start, rm):
+ * one call each, its request just the id, its answer not wanted; prints
+ * done_prefix and the id for each that succeeds. */
+typedef struct ctl_id_call {
+	const char *path;
+	const ProtobufCMessageDescriptor *req_desc, *resp_desc;
+	const char *id_field; /* the request's pod_sandbox_id or container_id */
+	const char *done_prefix;
+} ctl_id_call;
+int ctl_run_id_command(ctl_ctx *ctx, const ctl_command *cmd, int argc, char **argv,
+		       const ctl_id_call *call);
 int ctl_run_pod(ctl_ctx *ctx, Runtime__V1__PodSandboxConfig *cfg, char **ret_id);
 /* The id of the image agentd knows by that name (*ret_id NULL if none);
  * returns 0 or, having printed why, an exit status. */
 int ctl_image_id(ctl_ctx *ctx, const char *image, char **ret_id);
+
+/* ---- listing (ctl/list.c): ps, pods, stats ---- */
+/* crictl's list options; each command's getopt table names those it takes:
+ * -q, -o, --id (i), -p POD, --name RE (N), --label K=V (L), -n/--last,
+ * -l/--latest, --no-trunc (T). */
+typedef struct ctl_list_opts {
+	ctl_format fmt;
+	bool quiet, no_trunc;
+	long last;	      /* 0: all */
+	const char *id, *pod; /* as given */
+	ctl_regex name;
+	json_t *labels; /* the label_selector; ctl_list_filter takes it */
+} ctl_list_opts;
+void ctl_list_opts_init(ctl_list_opts *o);
+void ctl_list_opts_clear(ctl_list_opts *o);
+/* Takes option c (from ctl_getopt) if it is one of the above; 0, or the
+ * usage error's exit status. */
+int ctl_list_option(const ctl_command *cmd, int c, const char *arg, ctl_list_opts *o);
+/* A list filter as JSON: o's label_selector, with id, pod_sandbox_id and
+ * state ({"state": state}) when not NULL. */
+json_t *ctl_list_filter(ctl_list_opts *o, const char *id, const char *pod_id, const char *state);
+/* Lists items (listed messages: each has an id and a created_at) newest
+ * first, the first --last of them: with -o json|yaml as {key: [...]}, with
+ * -q their ids, else the header line and a row each. Sorts items. */
+typedef void ctl_list_row_fn(const ProtobufCMessage *item, const ctl_list_opts *o);
+void ctl_list_print(const ctl_list_opts *o, const char *key, ProtobufCMessage **items, size_t n,
+		    const char *header, ctl_list_row_fn *row);
 
 #endif

@@ -54,13 +54,18 @@ static void usage(FILE *out)
 	}
 }
 
+static void vwarnx(const char *fmt, va_list ap)
+{
+	fputs("agentctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void ctl_warnx(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("agentctl: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	vwarnx(fmt, ap);
 	va_end(ap);
 }
 
@@ -73,9 +78,7 @@ int ctl_usage_error(const ctl_command *cmd, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("agentctl: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	vwarnx(fmt, ap);
 	va_end(ap);
 	if (cmd)
 		ctl_command_usage(stderr, cmd);
@@ -255,6 +258,23 @@ static int exit_status_for(rpc_code code)
 	}
 }
 
+/* The exit status of a call: 0, or, having printed why it failed, that of
+ * the transport failure (err) or of the call's gRPC status. */
+static int call_outcome(const char *path, int rc, const ad_error *err, rpc_status *st)
+{
+	int r = 0;
+	if (rc < 0) {
+		ctl_warnx("%s: %s", path + 1, err->message);
+		r = EX_UNAVAILABLE;
+	} else if (st->code != RPC_OK) {
+		ctl_warnx("%s: %s: %s", path + 1, rpc_code_name(st->code),
+			  st->message ? st->message : "(no message)");
+		r = exit_status_for(st->code);
+	}
+	rpc_status_clear(st);
+	return r;
+}
+
 int ctl_unary(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 	      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp)
 {
@@ -263,20 +283,15 @@ int ctl_unary(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 		return r;
 	rpc_status st = {0};
 	_cleanup_error_ ad_error *err = NULL;
-	if (rpc_client_unary(ctx->client, path, req, resp_desc, ctx->timeout_ms, ret_resp, &st,
-			     &err) < 0) {
-		ctl_warnx("%s: %s", path + 1, err->message);
-		return EX_UNAVAILABLE;
-	}
-	if (st.code != RPC_OK) {
-		ctl_warnx("%s: %s: %s", path + 1, rpc_code_name(st.code),
-			  st.message ? st.message : "(no message)");
-		r = exit_status_for(st.code);
-		rpc_status_clear(&st);
-		return r;
-	}
-	rpc_status_clear(&st);
-	return 0;
+	ProtobufCMessage *resp = NULL;
+	int rc =
+	    rpc_client_unary(ctx->client, path, req, resp_desc, ctx->timeout_ms, &resp, &st, &err);
+	r = call_outcome(path, rc, err, &st);
+	if (!r && ret_resp)
+		*ret_resp = resp;
+	else if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return r;
 }
 
 int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
@@ -288,20 +303,9 @@ int ctl_stream(ctl_ctx *ctx, const char *path, const ProtobufCMessage *req,
 		return r;
 	rpc_status st = {0};
 	_cleanup_error_ ad_error *err = NULL;
-	if (rpc_client_stream(ctx->client, path, req, resp_desc, timeout_ms, on_msg, userdata, &st,
-			      &err) < 0) {
-		ctl_warnx("%s: %s", path + 1, err->message);
-		return EX_UNAVAILABLE;
-	}
-	if (st.code != RPC_OK) {
-		ctl_warnx("%s: %s: %s", path + 1, rpc_code_name(st.code),
-			  st.message ? st.message : "(no message)");
-		r = exit_status_for(st.code);
-		rpc_status_clear(&st);
-		return r;
-	}
-	rpc_status_clear(&st);
-	return 0;
+	int rc = rpc_client_stream(ctx->client, path, req, resp_desc, timeout_ms, on_msg, userdata,
+				   &st, &err);
+	return call_outcome(path, rc, err, &st);
 }
 
 /* ---- main ----------------------------------------------------------------- */
