@@ -961,6 +961,113 @@ static char *challenge_param(const char *ch, const char *name)
 	return NULL;
 }
 
+/* A cached token for key, dropping those expired or rejected on the way. */
+static char *cached_token(store_registry *reg, const char *key, const char *rejected,
+			  int64_t now)
+{
+	char *found = NULL;
+	pthread_mutex_lock(&reg->tokens_lock);
+	for (token_entry **tp = &reg->tokens; *tp;) {
+		token_entry *t = *tp;
+		/* Expired, or refused by the registry before its time: fetch anew. */
+		if (t->expires_ns <= now || (rejected && strcmp(t->token, rejected) == 0)) {
+			*tp = t->next;
+			free(t->key);
+			free(t->token);
+			free(t);
+			continue;
+		}
+		tp = &t->next;
+		if (strcmp(t->key, key) == 0) {
+			found = ad_strdup(t->token);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg->tokens_lock);
+	return found;
+}
+
+static void cache_token(store_registry *reg, const char *key, const char *token,
+			int64_t expires_ns)
+{
+	token_entry *t = ad_malloc0(sizeof(*t));
+	t->key = ad_strdup(key);
+	t->token = ad_strdup(token);
+	t->expires_ns = expires_ns;
+	pthread_mutex_lock(&reg->tokens_lock);
+	t->next = reg->tokens;
+	reg->tokens = t;
+	pthread_mutex_unlock(&reg->tokens_lock);
+}
+
+/* The token request: the realm's URL with service and scope as its query,
+ * or, with an identity token, an OAuth2 refresh-token grant as *ret_post. */
+static char *token_request_url(const store_session *sess, const char *realm, const char *service,
+			       const char *scope, bool creds, char **ret_post)
+{
+	CURLU *u = curl_url();
+	curl_url_set(u, CURLUPART_URL, realm, 0);
+	char *esc_scope = curl_easy_escape(NULL, scope, 0);
+	char *esc_service = service ? curl_easy_escape(NULL, service, 0) : NULL;
+	*ret_post = NULL;
+	if (creds && sess->identity_token) {
+		/* The identity token stands for the password. */
+		char *esc_rt = curl_easy_escape(NULL, sess->identity_token, 0);
+		*ret_post = ad_asprintf("grant_type=refresh_token&client_id=agentd&refresh_token=%s"
+					"&scope=%s%s%s",
+					esc_rt, esc_scope, esc_service ? "&service=" : "",
+					esc_service ? esc_service : "");
+		curl_free(esc_rt);
+	} else {
+		if (esc_service) {
+			_cleanup_free_ char *q_service = ad_asprintf("service=%s", esc_service);
+			curl_url_set(u, CURLUPART_QUERY, q_service, CURLU_APPENDQUERY);
+		}
+		_cleanup_free_ char *q_scope = ad_asprintf("scope=%s", esc_scope);
+		curl_url_set(u, CURLUPART_QUERY, q_scope, CURLU_APPENDQUERY);
+	}
+	curl_free(esc_scope);
+	curl_free(esc_service);
+	char *url = NULL;
+	curl_url_get(u, CURLUPART_URL, &url, 0);
+	curl_url_cleanup(u);
+	return url;
+}
+
+/* The token and its lifetime from the token server's answer. */
+static int token_from_response(const endpoint *ep, const char *realm, CURLcode rc, xfer *x,
+			       store_session *sess, char **ret_token, json_int_t *ret_expires_s,
+			       ad_error **err)
+{
+	if (rc == CURLE_ABORTED_BY_CALLBACK)
+		return fail_cancelled(sess, err);
+	if (rc != CURLE_OK)
+		return ad_fail(err, AD_E_UNAVAILABLE, "token server %s for %s unreachable: %s",
+			       realm, ep->hostport, curl_easy_strerror(rc));
+	if (x->status == 401 || x->status == 403) {
+		_cleanup_free_ char *m = registry_message(x);
+		return ad_fail(err, x->status == 401 ? AD_E_UNAUTHENTICATED : AD_E_PERMISSION,
+			       "registry %s: token request refused: %s", ep->hostport, m);
+	}
+	if (x->status != 200) {
+		_cleanup_free_ char *m = registry_message(x);
+		return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: token request failed: %s",
+			       ep->hostport, m);
+	}
+	json_t *root = json_loads(x->small ? x->small : "", 0, NULL);
+	const char *tok = json_string_value(json_object_get(root, "token"));
+	if (!tok)
+		tok = json_string_value(json_object_get(root, "access_token"));
+	json_int_t expires = json_integer_value(json_object_get(root, "expires_in"));
+	*ret_token = tok ? ad_strdup(tok) : NULL;
+	*ret_expires_s = expires < 60 ? 60 : expires; /* the spec's default and minimum */
+	json_decref(root);
+	if (!*ret_token)
+		return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: token response without a token",
+			       ep->hostport);
+	return 0;
+}
+
 static int fetch_token(store_session *sess, const endpoint *ep, const char *challenge,
 		       const char *rejected, char **ret_token, ad_error **err)
 {
@@ -977,57 +1084,14 @@ static int fetch_token(store_session *sess, const endpoint *ep, const char *chal
 	_cleanup_free_ char *key = ad_asprintf("%s|%s|%s|%s", realm, service ? service : "", scope,
 					       creds && sess->username ? sess->username : "");
 	int64_t now = ad_monotonic_ns();
-	pthread_mutex_lock(&s->reg->tokens_lock);
-	for (token_entry **tp = &s->reg->tokens; *tp;) {
-		token_entry *t = *tp;
-		/* Expired, or refused by the registry before its time: fetch anew. */
-		if (t->expires_ns <= now || (rejected && strcmp(t->token, rejected) == 0)) {
-			*tp = t->next;
-			free(t->key);
-			free(t->token);
-			free(t);
-			continue;
-		}
-		tp = &t->next;
-		if (strcmp(t->key, key) == 0) {
-			*ret_token = ad_strdup(t->token);
-			pthread_mutex_unlock(&s->reg->tokens_lock);
-			return 0;
-		}
-	}
-	pthread_mutex_unlock(&s->reg->tokens_lock);
+	if ((*ret_token = cached_token(s->reg, key, rejected, now)))
+		return 0;
 
-	CURLU *u = curl_url();
-	curl_url_set(u, CURLUPART_URL, realm, 0);
-	_cleanup_free_ char *q_service = NULL, *q_scope = NULL;
-	char *esc_scope = curl_easy_escape(NULL, scope, 0);
-	char *esc_service = service ? curl_easy_escape(NULL, service, 0) : NULL;
 	_cleanup_free_ char *post = NULL;
-	if (creds && sess->identity_token) {
-		/* OAuth2 refresh-token grant: the identity token stands for the password. */
-		char *esc_rt = curl_easy_escape(NULL, sess->identity_token, 0);
-		post = ad_asprintf("grant_type=refresh_token&client_id=agentd&refresh_token=%s"
-				   "&scope=%s%s%s",
-				   esc_rt, esc_scope, esc_service ? "&service=" : "",
-				   esc_service ? esc_service : "");
-		curl_free(esc_rt);
-	} else {
-		if (esc_service) {
-			q_service = ad_asprintf("service=%s", esc_service);
-			curl_url_set(u, CURLUPART_QUERY, q_service, CURLU_APPENDQUERY);
-		}
-		q_scope = ad_asprintf("scope=%s", esc_scope);
-		curl_url_set(u, CURLUPART_QUERY, q_scope, CURLU_APPENDQUERY);
-	}
-	curl_free(esc_scope);
-	curl_free(esc_service);
-	char *url = NULL;
-	curl_url_get(u, CURLUPART_URL, &url, 0);
-	curl_url_cleanup(u);
+	char *url = token_request_url(sess, realm, service, scope, creds, &post);
 	if (!url)
 		return ad_fail(err, AD_E_UNAVAILABLE, "registry %s: bad token realm %s",
 			       ep->hostport, realm);
-
 	/* The realm is the one other host that may see the credentials. */
 	endpoint realm_ep = {0};
 	realm_ep.origin = url_origin(url);
@@ -1044,46 +1108,12 @@ static int fetch_token(store_session *sess, const endpoint *ep, const char *chal
 	curl_free(url);
 	free(realm_ep.origin);
 	free(realm_ep.hostport);
-	int r = 0;
-	if (rc == CURLE_ABORTED_BY_CALLBACK) {
-		r = fail_cancelled(sess, err);
-	} else if (rc != CURLE_OK) {
-		r = ad_fail(err, AD_E_UNAVAILABLE, "token server %s for %s unreachable: %s", realm,
-			    ep->hostport, curl_easy_strerror(rc));
-	} else if (x.status == 401 || x.status == 403) {
-		_cleanup_free_ char *m = registry_message(&x);
-		r = ad_fail(err, x.status == 401 ? AD_E_UNAUTHENTICATED : AD_E_PERMISSION,
-			    "registry %s: token request refused: %s", ep->hostport, m);
-	} else if (x.status != 200) {
-		_cleanup_free_ char *m = registry_message(&x);
-		r = ad_fail(err, AD_E_UNAVAILABLE, "registry %s: token request failed: %s",
-			    ep->hostport, m);
-	} else {
-		json_t *root = json_loads(x.small ? x.small : "", 0, NULL);
-		const char *tok = json_string_value(json_object_get(root, "token"));
-		if (!tok)
-			tok = json_string_value(json_object_get(root, "access_token"));
-		json_int_t expires = json_integer_value(json_object_get(root, "expires_in"));
-		if (expires < 60)
-			expires = 60; /* the spec's default and minimum */
-		if (!tok) {
-			r = ad_fail(err, AD_E_UNAVAILABLE,
-				    "registry %s: token response without a token", ep->hostport);
-		} else {
-			*ret_token = ad_strdup(tok);
-			token_entry *t = ad_malloc0(sizeof(*t));
-			t->key = ad_strdup(key);
-			t->token = ad_strdup(tok);
-			/* Refresh a little early so a token never expires mid-request. */
-			t->expires_ns = now + (int64_t)(expires - 10) * 1000000000LL;
-			pthread_mutex_lock(&s->reg->tokens_lock);
-			t->next = s->reg->tokens;
-			s->reg->tokens = t;
-			pthread_mutex_unlock(&s->reg->tokens_lock);
-		}
-		json_decref(root);
-	}
+	json_int_t expires_s = 0;
+	int r = token_from_response(ep, realm, rc, &x, sess, ret_token, &expires_s, err);
 	xfer_free(&x);
+	/* Refresh a little early so a token never expires mid-request. */
+	if (r == 0)
+		cache_token(s->reg, key, *ret_token, now + (int64_t)(expires_s - 10) * 1000000000LL);
 	return r;
 }
 
