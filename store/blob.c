@@ -136,10 +136,9 @@ int store_blob_writer_commit(store_blob_writer *w, ad_error **err)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	char got[7 + 65] = "sha256:";
+	char got[72];
 	EVP_DigestFinal_ex(w->md, md, &mdlen);
-	for (unsigned i = 0; i < mdlen && i < 32; i++)
-		snprintf(got + 7 + 2 * i, 3, "%02x", md[i]);
+	store_digest_format(md, got);
 	if (w->size >= 0 && w->written != (uint64_t)w->size) {
 		ad_fail(err, AD_E_DATA_LOSS,
 			"blob %s: size mismatch: expected %lld bytes, got %llu (digest %s)",
@@ -190,6 +189,56 @@ int store_blob_ingest(store *s, const char *digest, int64_t size, store_source_f
 		}
 	}
 	return store_blob_writer_commit(w, err);
+}
+
+typedef struct mem_source {
+	const char *data;
+	size_t len, pos;
+} mem_source;
+
+static ssize_t mem_read(void *u, void *buf, size_t len, ad_error **err)
+{
+	(void)err;
+	mem_source *m = u;
+	size_t n = m->len - m->pos < len ? m->len - m->pos : len;
+	memcpy(buf, m->data + m->pos, n);
+	m->pos += n;
+	return (ssize_t)n;
+}
+
+ssize_t store_fd_read(void *fd_ptr, void *buf, size_t len, ad_error **err)
+{
+	int fd = *(int *)fd_ptr;
+	for (;;) {
+		ssize_t n = read(fd, buf, len);
+		if (n >= 0)
+			return n;
+		if (errno != EINTR)
+			return ad_fail_errno(err, AD_E_INTERNAL, "read");
+	}
+}
+
+int store_blob_put(store *s, const char *digest, const void *data, size_t len, ad_error **err)
+{
+	if (store_blob_exists(s, digest))
+		return 0;
+	mem_source m = {data, len, 0};
+	return store_blob_ingest(s, digest, (int64_t)len, mem_read, &m, err);
+}
+
+void store_digest_format(const unsigned char sha256[32], char out[72])
+{
+	strcpy(out, "sha256:");
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 7 + 2 * i, 3, "%02x", sha256[i]);
+}
+
+void store_sha256_digest(const void *data, size_t len, char out[72])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+	store_digest_format(md, out);
 }
 
 int store_blob_read(store *s, const char *digest, size_t max, char **ret_data, size_t *ret_len,

@@ -25,21 +25,6 @@
 
 /* ---- helpers ---- */
 
-static void hex_digest(const unsigned char md[32], char out[72])
-{
-	strcpy(out, "sha256:");
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
-}
-
-static void sha256_mem(const void *data, size_t len, char out[72])
-{
-	unsigned char md[32];
-	unsigned int n = 0;
-	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
-	hex_digest(md, out);
-}
-
 static int sha256_fd(int fd, char out[72], uint64_t *ret_size, ad_error **err)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -65,21 +50,9 @@ static int sha256_fd(int fd, char out[72], uint64_t *ret_size, ad_error **err)
 	unsigned int len = 0;
 	EVP_DigestFinal_ex(md, r, &len);
 	EVP_MD_CTX_free(md);
-	hex_digest(r, out);
+	store_digest_format(r, out);
 	*ret_size = total;
 	return 0;
-}
-
-static ssize_t fd_source(void *u, void *buf, size_t len, ad_error **err)
-{
-	int fd = *(int *)u;
-	for (;;) {
-		ssize_t n = read(fd, buf, len);
-		if (n >= 0)
-			return n;
-		if (errno != EINTR)
-			return ad_fail_errno(err, AD_E_INTERNAL, "read");
-	}
 }
 
 static int read_in_root(int dir_fd, const char *name, char **ret, size_t *ret_len, ad_error **err)
@@ -134,31 +107,13 @@ static int ingest_fd(store *s, int fd, const char *digest, ad_error **err)
 		return 0;
 	if (lseek(fd, 0, SEEK_SET) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "seek");
-	return store_blob_ingest(s, digest, -1, fd_source, &fd, err);
-}
-
-typedef struct mem_src {
-	const char *data;
-	size_t len, pos;
-} mem_src;
-
-static ssize_t mem_source(void *u, void *buf, size_t n, ad_error **err)
-{
-	(void)err;
-	mem_src *m = u;
-	size_t k = m->len - m->pos < n ? m->len - m->pos : n;
-	memcpy(buf, m->data + m->pos, k);
-	m->pos += k;
-	return (ssize_t)k;
+	return store_blob_ingest(s, digest, -1, store_fd_read, &fd, err);
 }
 
 static int ingest_mem(store *s, const char *data, size_t len, char digest[72], ad_error **err)
 {
-	sha256_mem(data, len, digest);
-	if (store_blob_exists(s, digest))
-		return 0;
-	mem_src m = {data, len, 0};
-	return store_blob_ingest(s, digest, (int64_t)len, mem_source, &m, err);
+	store_sha256_digest(data, len, digest);
+	return store_blob_put(s, digest, data, len, err);
 }
 
 /* ---- extraction of the archive into tmp/ ---- */
@@ -465,7 +420,7 @@ static int read_blob_in(int dir_fd, const char *digest, char **ret, size_t *ret_
 	if (read_in_root(dir_fd, path, ret, ret_len, err) < 0)
 		return -1;
 	char got[72];
-	sha256_mem(*ret, *ret_len, got);
+	store_sha256_digest(*ret, *ret_len, got);
 	if (strcmp(got, digest) != 0) {
 		free(*ret);
 		*ret = NULL;

@@ -42,16 +42,6 @@ typedef struct pull_ctx {
 	pthread_mutex_t lock;
 } pull_ctx;
 
-static void sha256_hex(const void *data, size_t len, char out[72])
-{
-	unsigned char md[32];
-	unsigned int n = 0;
-	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
-	strcpy(out, "sha256:");
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
-}
-
 static void report(pull_ctx *pc, size_t i, store_layer_state state)
 {
 	if (!pc->opts || !pc->opts->progress)
@@ -130,31 +120,6 @@ json_t *store_choose_platform(json_t *manifests, const char *os, const char *arc
 	return fallback;
 }
 
-/* ---- blobs from memory ---- */
-
-typedef struct mem_reader {
-	const char *data;
-	size_t len, pos;
-} mem_reader;
-
-static ssize_t mem_read(void *u, void *buf, size_t len, ad_error **err)
-{
-	(void)err;
-	mem_reader *m = u;
-	size_t n = m->len - m->pos < len ? m->len - m->pos : len;
-	memcpy(buf, m->data + m->pos, n);
-	m->pos += n;
-	return (ssize_t)n;
-}
-
-static int store_bytes(store *s, const char *digest, const char *data, size_t len, ad_error **err)
-{
-	if (store_blob_exists(s, digest))
-		return 0;
-	mem_reader m = {data, len, 0};
-	return store_blob_ingest(s, digest, (int64_t)len, mem_read, &m, err);
-}
-
 /* ---- small blobs (config) straight into the store ---- */
 
 static int writer_sink(void *u, const void *buf, size_t len, ad_error **err)
@@ -193,7 +158,7 @@ typedef struct pipe_buf {
 	char *buf;
 	size_t cap, head, len;
 	bool eof, closed;
-	bool paused; /* the producer was turned away: resume it once drained */
+	bool paused;   /* the producer was turned away: resume it once drained */
 	ad_error *err; /* the download's failure, handed to the unpacker */
 	store_session *sess;
 } pipe_buf;
@@ -310,18 +275,6 @@ static void *download_main(void *u)
 	return NULL;
 }
 
-static ssize_t fd_read(void *u, void *buf, size_t len, ad_error **err)
-{
-	int fd = *(int *)u;
-	for (;;) {
-		ssize_t n = read(fd, buf, len);
-		if (n >= 0)
-			return n;
-		if (errno != EINTR)
-			return ad_fail_errno(err, AD_E_INTERNAL, "read blob");
-	}
-}
-
 static bool layer_present(store *s, const char *diff_id)
 {
 	struct stat st;
@@ -374,7 +327,7 @@ int store_layer_unpack_blob(store *s, const char *digest, const char *want_diff_
 	_cleanup_close_ int fd = openat(s->blobs_fd, digest + 7, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "open blob %s", digest);
-	return store_layer_unpack(s, digest, want_diff_id, fd_read, &fd, ret_diff_id, err);
+	return store_layer_unpack(s, digest, want_diff_id, store_fd_read, &fd, ret_diff_id, err);
 }
 
 static int unpack_layer(pull_ctx *pc, size_t i, ad_error **err)
@@ -464,7 +417,7 @@ static int get_verified_manifest(store_session *sess, const char *ref_string, co
 	if (store_session_get_manifest(sess, what, &body, &len, &mt, &hdr_digest, err) < 0)
 		return -1;
 	free(hdr_digest);
-	sha256_hex(body, len, ret_digest);
+	store_sha256_digest(body, len, ret_digest);
 	if (want_digest && strcmp(want_digest, ret_digest) != 0) {
 		free(body);
 		free(mt);
@@ -529,150 +482,209 @@ static void pull_ctx_clear(pull_ctx *pc)
 	pthread_mutex_destroy(&pc->lock);
 }
 
+/* The image manifest a reference resolves to, and the index it was chosen
+ * from when the reference names one. */
+typedef struct resolved_manifest {
+	char *body;
+	size_t len;
+	char digest[72];
+	json_t *json;
+	char *index_body; /* NULL: the reference names the manifest itself */
+	size_t index_len;
+	char top_digest[72]; /* what the reference resolves to: index or manifest */
+} resolved_manifest;
+
+static void resolved_manifest_clear(resolved_manifest *rm)
+{
+	free(rm->body);
+	free(rm->index_body);
+	json_decref(rm->json);
+}
+
+static bool is_index(const char *media_type, json_t *manifest)
+{
+	return strcmp(media_type, MT_DOCKER_LIST) == 0 || strcmp(media_type, MT_OCI_INDEX) == 0 ||
+	       json_is_array(json_object_get(manifest, "manifests"));
+}
+
+/* The digest of the index's manifest for the requested platform (the
+ * host's unless opts name one). */
+static int choose_platform_manifest(const char *ref_string, json_t *index,
+				    const store_pull_opts *opts, char **ret_digest, ad_error **err)
+{
+	const char *os, *arch, *variant;
+	store_host_platform(&os, &arch, &variant);
+	/* Empty strings (as a request's unset fields arrive) mean the host's. */
+	if (opts && opts->os && *opts->os)
+		os = opts->os;
+	if (opts && opts->arch && *opts->arch) {
+		arch = opts->arch;
+		variant = opts->variant && *opts->variant ? opts->variant : NULL;
+	}
+	json_t *m = store_choose_platform(json_object_get(index, "manifests"), os, arch, variant);
+	const char *want = json_string_value(json_object_get(m, "digest"));
+	if (!m || !store_digest_valid(want))
+		return ad_fail(err, AD_E_NOT_FOUND, "image %s has no manifest for %s/%s%s%s",
+			       ref_string, os, arch, variant ? "/" : "", variant ? variant : "");
+	*ret_digest = ad_strdup(want);
+	return 0;
+}
+
+/* Fetches the manifest the reference names and, when that is an index, the
+ * one it lists for the platform; each checked against its digest. */
+static int resolve_manifest(pull_ctx *pc, const store_ref *ref, const char *ref_string,
+			    resolved_manifest *rm, ad_error **err)
+{
+	_cleanup_free_ char *mt = NULL;
+	if (get_verified_manifest(pc->sess, ref_string, ref->digest ? ref->digest : ref->tag,
+				  ref->digest, &rm->body, &rm->len, &mt, rm->top_digest, err) < 0)
+		return -1;
+	strcpy(rm->digest, rm->top_digest);
+	json_error_t jerr;
+	rm->json = json_loadb(rm->body, rm->len, 0, &jerr);
+	if (!json_is_object(rm->json))
+		return ad_fail(err, AD_E_DATA_LOSS, "image %s: manifest is not JSON: %s",
+			       ref_string, jerr.text);
+	const char *jmt = json_string_value(json_object_get(rm->json, "mediaType"));
+	if (jmt && !*mt) {
+		free(mt);
+		mt = ad_strdup(jmt);
+	}
+	if (json_integer_value(json_object_get(rm->json, "schemaVersion")) == 1 ||
+	    strncmp(mt, MT_DOCKER_V1, strlen(MT_DOCKER_V1)) == 0)
+		return ad_fail(err, AD_E_UNIMPLEMENTED,
+			       "image %s: Docker schema 1 manifests are not supported", ref_string);
+	if (!is_index(mt, rm->json))
+		return 0;
+
+	_cleanup_free_ char *want = NULL;
+	if (choose_platform_manifest(ref_string, rm->json, pc->opts, &want, err) < 0)
+		return -1;
+	json_decref(rm->json);
+	rm->json = NULL;
+	rm->index_body = ad_steal_ptr(rm->body);
+	rm->index_len = rm->len;
+	free(mt);
+	mt = NULL;
+	if (get_verified_manifest(pc->sess, ref_string, want, want, &rm->body, &rm->len, &mt,
+				  rm->digest, err) < 0)
+		return -1;
+	rm->json = json_loadb(rm->body, rm->len, 0, &jerr);
+	if (!json_is_object(rm->json) || json_is_array(json_object_get(rm->json, "manifests")))
+		return ad_fail(err, AD_E_DATA_LOSS,
+			       "image %s: platform manifest %s is not an image manifest",
+			       ref_string, rm->digest);
+	return 0;
+}
+
+/* Fetches the image config the manifest names; *ret_digest points into the
+ * manifest's JSON. */
+static int fetch_config(pull_ctx *pc, const char *ref_string, const resolved_manifest *rm,
+			const char **ret_digest, json_t **ret_config, ad_error **err)
+{
+	json_t *cd = json_object_get(rm->json, "config");
+	const char *digest = json_string_value(json_object_get(cd, "digest"));
+	json_int_t size = json_integer_value(json_object_get(cd, "size"));
+	if (!store_digest_valid(digest))
+		return ad_fail(err, AD_E_DATA_LOSS,
+			       "image %s: manifest %s has no valid config digest", ref_string,
+			       rm->digest);
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	if (fetch_blob(pc, digest, size > 0 ? size : -1, err) < 0 ||
+	    store_blob_read(pc->s, digest, 16u << 20, &data, &len, err) < 0)
+		return -1;
+	json_error_t jerr;
+	json_t *config = json_loadb(data, len, 0, &jerr);
+	if (!json_is_object(config)) {
+		json_decref(config);
+		return ad_fail(err, AD_E_DATA_LOSS, "image %s: config %s is not JSON", ref_string,
+			       digest);
+	}
+	*ret_digest = digest;
+	*ret_config = config;
+	return 0;
+}
+
+/* Downloads and unpacks the layers, at most max_parallel at a time; the
+ * first layer's error, if any, is the pull's. */
+static int pull_layers(pull_ctx *pc, const char *ref_string, ad_error **err)
+{
+	for (size_t i = 0; i < pc->n_layers; i++)
+		report(pc, i, STORE_LAYER_WAITING);
+	size_t nthreads = pc->n_layers < pc->s->max_parallel ? pc->n_layers : pc->s->max_parallel;
+	pthread_t *th = ad_malloc0(sizeof(*th) * (nthreads ? nthreads : 1));
+	size_t started = 0;
+	for (; started < nthreads; started++)
+		if (pthread_create(&th[started], NULL, layer_worker, pc) != 0)
+			break;
+	if (started == 0 && nthreads > 0)
+		layer_worker(pc);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	/* Whatever the layers say, a cancelled pull records nothing. */
+	if (store_session_cancelled(pc->sess))
+		return ad_fail(err, AD_E_CANCELLED, "pull of %s cancelled", ref_string);
+	for (size_t i = 0; i < pc->n_layers; i++) {
+		if (pc->layers[i].err) {
+			*err = ad_steal_ptr(pc->layers[i].err);
+			return ad_error_wrap(err, "pull %s", ref_string);
+		}
+	}
+	return 0;
+}
+
+/* The image's records: its names (the tag, and name@digest of what the
+ * reference resolved to), manifest, config and layers. */
+static int record_image(pull_ctx *pc, const store_ref *ref, const resolved_manifest *rm,
+			const char *config_digest, ad_error **err)
+{
+	store_layer_rec *recs = ad_malloc0(sizeof(*recs) * (pc->n_layers ? pc->n_layers : 1));
+	for (size_t i = 0; i < pc->n_layers; i++) {
+		recs[i].digest = pc->layers[i].digest;
+		recs[i].media_type = pc->layers[i].media_type;
+		recs[i].diff_id = pc->layers[i].diff_id;
+		recs[i].size = pc->layers[i].size;
+	}
+	_cleanup_free_ char *name = store_ref_name(ref);
+	_cleanup_free_ char *tag = ref->tag ? ad_asprintf("%s:%s", name, ref->tag) : NULL;
+	_cleanup_free_ char *repo_digest = ad_asprintf("%s@%s", name, rm->top_digest);
+	const char *extra[] = {rm->index_body ? rm->top_digest : NULL, NULL};
+	int r = store_image_record(pc->s, tag, repo_digest, rm->digest, config_digest, recs,
+				   pc->n_layers, extra, err);
+	free(recs);
+	return r;
+}
+
 static int pull_locked(store *s, const store_ref *ref, const char *ref_string,
 		       const store_pull_opts *opts, char **ret_image_id, ad_error **err)
 {
 	pull_ctx pc = {.s = s, .opts = opts};
 	pthread_mutex_init(&pc.lock, NULL);
-	_cleanup_free_ char *body = NULL, *mt = NULL, *index_body = NULL, *config_data = NULL;
-	_cleanup_free_ char *name = NULL, *tag = NULL, *repo_digest = NULL, *want_copy = NULL;
-	size_t len = 0, index_len = 0, config_len = 0;
-	char top_digest[72], digest[72], index_digest[72] = "";
-	json_t *manifest = NULL, *config = NULL;
-	int r = -1;
-
-	if (store_session_new(s, ref, opts ? opts->auth : NULL, opts ? opts->cancel : NULL,
-			      opts ? opts->cancel_userdata : NULL, &pc.sess, err) < 0)
-		goto out;
-	if (get_verified_manifest(pc.sess, ref_string, ref->digest ? ref->digest : ref->tag,
-				  ref->digest, &body, &len, &mt, top_digest, err) < 0)
-		goto out;
-	strcpy(digest, top_digest);
-	json_error_t jerr;
-	manifest = json_loadb(body, len, 0, &jerr);
-	if (!json_is_object(manifest)) {
-		ad_fail(err, AD_E_DATA_LOSS, "image %s: manifest is not JSON: %s", ref_string,
-			jerr.text);
-		goto out;
-	}
-	const char *jmt = json_string_value(json_object_get(manifest, "mediaType"));
-	if (jmt && !*mt) {
-		free(mt);
-		mt = ad_strdup(jmt);
-	}
-	if (json_integer_value(json_object_get(manifest, "schemaVersion")) == 1 ||
-	    strncmp(mt, MT_DOCKER_V1, strlen(MT_DOCKER_V1)) == 0) {
-		ad_fail(err, AD_E_UNIMPLEMENTED,
-			"image %s: Docker schema 1 manifests are not supported", ref_string);
-		goto out;
-	}
-	if (strcmp(mt, MT_DOCKER_LIST) == 0 || strcmp(mt, MT_OCI_INDEX) == 0 ||
-	    json_is_array(json_object_get(manifest, "manifests"))) {
-		const char *os, *arch, *variant;
-		store_host_platform(&os, &arch, &variant);
-		/* Empty strings (as a request's unset fields arrive) mean the host's. */
-		if (opts && opts->os && *opts->os)
-			os = opts->os;
-		if (opts && opts->arch && *opts->arch) {
-			arch = opts->arch;
-			variant = opts->variant && *opts->variant ? opts->variant : NULL;
-		}
-		json_t *m = store_choose_platform(json_object_get(manifest, "manifests"), os, arch,
-						  variant);
-		const char *want = json_string_value(json_object_get(m, "digest"));
-		if (!m || !store_digest_valid(want)) {
-			ad_fail(err, AD_E_NOT_FOUND, "image %s has no manifest for %s/%s%s%s",
-				ref_string, os, arch, variant ? "/" : "", variant ? variant : "");
-			goto out;
-		}
-		want_copy = ad_strdup(want);
-		json_decref(manifest);
-		manifest = NULL;
-		strcpy(index_digest, top_digest);
-		index_body = ad_steal_ptr(body);
-		index_len = len;
-		free(mt);
-		mt = NULL;
-		if (get_verified_manifest(pc.sess, ref_string, want_copy, want_copy, &body, &len,
-					  &mt, digest, err) < 0)
-			goto out;
-		manifest = json_loadb(body, len, 0, &jerr);
-		if (!json_is_object(manifest) ||
-		    json_is_array(json_object_get(manifest, "manifests"))) {
-			ad_fail(err, AD_E_DATA_LOSS,
-				"image %s: platform manifest %s is not an image manifest",
-				ref_string, digest);
-			goto out;
-		}
-	}
-	json_t *cd = json_object_get(manifest, "config");
-	const char *config_digest = json_string_value(json_object_get(cd, "digest"));
-	json_int_t config_size = json_integer_value(json_object_get(cd, "size"));
-	if (!store_digest_valid(config_digest)) {
-		ad_fail(err, AD_E_DATA_LOSS, "image %s: manifest %s has no valid config digest",
-			ref_string, digest);
-		goto out;
-	}
-	if (fetch_blob(&pc, config_digest, config_size > 0 ? config_size : -1, err) < 0 ||
-	    store_blob_read(s, config_digest, 16u << 20, &config_data, &config_len, err) < 0)
-		goto out;
-	config = json_loadb(config_data, config_len, 0, &jerr);
-	if (!json_is_object(config)) {
-		ad_fail(err, AD_E_DATA_LOSS, "image %s: config %s is not JSON", ref_string,
-			config_digest);
-		goto out;
-	}
-	if (parse_layers(&pc, ref_string, manifest, config, err) < 0)
-		goto out;
-	if (store_bytes(s, digest, body, len, err) < 0 ||
-	    (index_body && store_bytes(s, index_digest, index_body, index_len, err) < 0))
-		goto out;
-
-	for (size_t i = 0; i < pc.n_layers; i++)
-		report(&pc, i, STORE_LAYER_WAITING);
-	size_t nthreads = pc.n_layers < s->max_parallel ? pc.n_layers : s->max_parallel;
-	pthread_t *th = ad_malloc0(sizeof(*th) * (nthreads ? nthreads : 1));
-	size_t started = 0;
-	for (; started < nthreads; started++)
-		if (pthread_create(&th[started], NULL, layer_worker, &pc) != 0)
-			break;
-	if (started == 0 && nthreads > 0)
-		layer_worker(&pc);
-	for (size_t i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
-	free(th);
-	/* Whatever the layers say, a cancelled pull records nothing. */
-	if (store_session_cancelled(pc.sess)) {
-		ad_fail(err, AD_E_CANCELLED, "pull of %s cancelled", ref_string);
-		goto out;
-	}
-	for (size_t i = 0; i < pc.n_layers; i++) {
-		if (pc.layers[i].err) {
-			*err = ad_steal_ptr(pc.layers[i].err);
-			ad_error_wrap(err, "pull %s", ref_string);
-			goto out;
-		}
-	}
-
-	store_layer_rec *recs = ad_malloc0(sizeof(*recs) * (pc.n_layers ? pc.n_layers : 1));
-	for (size_t i = 0; i < pc.n_layers; i++) {
-		recs[i].digest = pc.layers[i].digest;
-		recs[i].media_type = pc.layers[i].media_type;
-		recs[i].diff_id = pc.layers[i].diff_id;
-		recs[i].size = pc.layers[i].size;
-	}
-	name = store_ref_name(ref);
-	tag = ref->tag ? ad_asprintf("%s:%s", name, ref->tag) : NULL;
-	repo_digest = ad_asprintf("%s@%s", name, top_digest);
-	const char *extra[] = {index_body ? index_digest : NULL, NULL};
-	r = store_image_record(s, tag, repo_digest, digest, config_digest, recs, pc.n_layers, extra,
-			       err);
-	free(recs);
+	resolved_manifest rm = {0};
+	const char *config_digest = NULL;
+	json_t *config = NULL;
+	int r = store_session_new(s, ref, opts ? opts->auth : NULL, opts ? opts->cancel : NULL,
+				  opts ? opts->cancel_userdata : NULL, &pc.sess, err);
+	if (r == 0)
+		r = resolve_manifest(&pc, ref, ref_string, &rm, err);
+	if (r == 0)
+		r = fetch_config(&pc, ref_string, &rm, &config_digest, &config, err);
+	if (r == 0)
+		r = parse_layers(&pc, ref_string, rm.json, config, err);
+	if (r == 0)
+		r = store_blob_put(s, rm.digest, rm.body, rm.len, err);
+	if (r == 0 && rm.index_body)
+		r = store_blob_put(s, rm.top_digest, rm.index_body, rm.index_len, err);
+	if (r == 0)
+		r = pull_layers(&pc, ref_string, err);
+	if (r == 0)
+		r = record_image(&pc, ref, &rm, config_digest, err);
 	if (r == 0 && ret_image_id)
 		*ret_image_id = ad_strdup(config_digest);
-out:
-	json_decref(manifest);
 	json_decref(config);
+	resolved_manifest_clear(&rm);
 	pull_ctx_clear(&pc);
 	return r;
 }

@@ -69,6 +69,14 @@ int store_blob_writer_commit(store_blob_writer *w, ad_error **err);
 void store_blob_writer_abort(store_blob_writer *w);
 int store_blob_read(store *s, const char *digest, size_t max, char **ret_data, size_t *ret_len,
 		    ad_error **err);
+/* Puts bytes held in memory into the content store under digest (which
+ * they must match), unless it has them already. */
+int store_blob_put(store *s, const char *digest, const void *data, size_t len, ad_error **err);
+/* A store_source_fn reading the file descriptor *(int *)fd_ptr. */
+ssize_t store_fd_read(void *fd_ptr, void *buf, size_t len, ad_error **err);
+/* A digest as the store names blobs: "sha256:" and the hash in hex. */
+void store_digest_format(const unsigned char sha256[32], char out[72]);
+void store_sha256_digest(const void *data, size_t len, char out[72]);
 
 /* Waits while another thread or process works on `key` (a blob or layer),
  * then claims it; the caller checks whether the work is still needed. */
