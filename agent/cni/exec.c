@@ -101,129 +101,180 @@ static int cni_wait(pid_t pid, int *ret_status)
 	return 0;
 }
 
-int cni_exec(const char *path, char *const envp[], const char *input, int timeout_ms,
-	     struct cni_exec_out *out, ad_error **err)
+/* While we write to a plugin that may exit without reading its stdin,
+ * SIGPIPE is blocked, and one raised meanwhile is consumed: it must not
+ * kill agentd. */
+struct sigpipe_guard {
+	sigset_t set, old, pending_before;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
 {
-	int in[2] = {-1, -1}, op[2] = {-1, -1}, ep[2] = {-1, -1};
-	int ret = -1;
-	pid_t pid = -1;
-	int pidfd = -1;
-	struct cni_buf so = {.max = CNI_MAX_OUTPUT}, se = {.max = CNI_MAX_STDERR};
-	size_t in_len = input ? strlen(input) : 0, in_off = 0;
+	sigemptyset(&g->set);
+	sigaddset(&g->set, SIGPIPE);
+	sigpending(&g->pending_before);
+	pthread_sigmask(SIG_BLOCK, &g->set, &g->old);
+}
 
-	/* A plugin that exits without reading its stdin must not SIGPIPE us. */
-	sigset_t pipe_set, old_set, pending_before;
-	sigemptyset(&pipe_set);
-	sigaddset(&pipe_set, SIGPIPE);
-	sigpending(&pending_before);
-	pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+static void sigpipe_restore(struct sigpipe_guard *g)
+{
+	sigset_t pending;
+	sigpending(&pending);
+	if (sigismember(&pending, SIGPIPE) && !sigismember(&g->pending_before, SIGPIPE)) {
+		struct timespec zero = {0};
+		sigtimedwait(&g->set, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
 
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(op, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
-		ad_fail_errno(err, AD_E_INTERNAL, "pipe");
-		goto out;
-	}
-	char *argv[] = {(char *)path, NULL};
-	if (cni_spawn(path, argv, envp, in[0], op[1], ep[1], &pid, err) < 0) {
-		pid = -1;
-		goto out;
-	}
-	cni_close_fd(&in[0]);
-	cni_close_fd(&op[1]);
-	cni_close_fd(&ep[1]);
-	pidfd = pidfd_open(pid, 0);
-	if (pidfd < 0) {
-		ad_fail_errno(err, AD_E_INTERNAL, "pidfd_open");
-		goto out;
-	}
-	fcntl(in[1], F_SETFL, O_NONBLOCK);
-	fcntl(op[0], F_SETFL, O_NONBLOCK);
-	fcntl(ep[0], F_SETFL, O_NONBLOCK);
-	if (in_len == 0)
-		cni_close_fd(&in[1]);
+/* A running plugin: the pipes to its stdin, stdout and stderr (ours are
+ * in[1], op[0], ep[0]), and what it has read and written so far. */
+struct cni_child {
+	const char *path;
+	pid_t pid; /* -1: none to reap */
+	int pidfd;
+	int in[2], op[2], ep[2];
+	const char *input;
+	size_t in_len, in_off;
+	struct cni_buf so, se;
+	bool exited;
+};
 
+static int child_start(struct cni_child *c, char *const envp[], ad_error **err)
+{
+	if (pipe2(c->in, O_CLOEXEC) < 0 || pipe2(c->op, O_CLOEXEC) < 0 ||
+	    pipe2(c->ep, O_CLOEXEC) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "pipe");
+	char *argv[] = {(char *)c->path, NULL};
+	if (cni_spawn(c->path, argv, envp, c->in[0], c->op[1], c->ep[1], &c->pid, err) < 0) {
+		c->pid = -1;
+		return -1;
+	}
+	cni_close_fd(&c->in[0]);
+	cni_close_fd(&c->op[1]);
+	cni_close_fd(&c->ep[1]);
+	c->pidfd = pidfd_open(c->pid, 0);
+	if (c->pidfd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "pidfd_open");
+	fcntl(c->in[1], F_SETFL, O_NONBLOCK);
+	fcntl(c->op[0], F_SETFL, O_NONBLOCK);
+	fcntl(c->ep[0], F_SETFL, O_NONBLOCK);
+	if (c->in_len == 0)
+		cni_close_fd(&c->in[1]);
+	return 0;
+}
+
+static void child_write_input(struct cni_child *c)
+{
+	ssize_t w = write(c->in[1], c->input + c->in_off, c->in_len - c->in_off);
+	if (w > 0)
+		c->in_off += (size_t)w;
+	if ((w < 0 && errno != EAGAIN && errno != EINTR) || c->in_off == c->in_len)
+		cni_close_fd(&c->in[1]);
+}
+
+static void child_exited(struct cni_child *c)
+{
+	c->exited = true;
+	/* Whatever the plugin wrote is in the pipes now; a daemon it left behind
+	 * holding them open must not keep us waiting. */
+	if (c->op[0] >= 0)
+		cni_buf_drain(c->op[0], &c->so);
+	if (c->ep[0] >= 0)
+		cni_buf_drain(c->ep[0], &c->se);
+	cni_close_fd(&c->op[0]);
+	cni_close_fd(&c->ep[0]);
+}
+
+/* Feeds the plugin its input and collects its output until it has exited
+ * and its pipes are drained, or the deadline passes. */
+static int child_exchange(struct cni_child *c, int timeout_ms, ad_error **err)
+{
 	int64_t deadline = ad_monotonic_ns() + (int64_t)timeout_ms * 1000000;
-	bool exited = false;
-	while (!exited || op[0] >= 0 || ep[0] >= 0) {
+	while (!c->exited || c->op[0] >= 0 || c->ep[0] >= 0) {
 		int64_t left_ns = deadline - ad_monotonic_ns();
-		if (left_ns <= 0) {
-			ad_fail(err, AD_E_DEADLINE, "%s did not finish within %d ms", path,
-				timeout_ms);
-			goto out;
-		}
+		if (left_ns <= 0)
+			return ad_fail(err, AD_E_DEADLINE, "%s did not finish within %d ms",
+				       c->path, timeout_ms);
 		struct pollfd pfd[4] = {
-		    {.fd = in[1], .events = POLLOUT},
-		    {.fd = op[0], .events = POLLIN},
-		    {.fd = ep[0], .events = POLLIN},
-		    {.fd = exited ? -1 : pidfd, .events = POLLIN},
+		    {.fd = c->in[1], .events = POLLOUT},
+		    {.fd = c->op[0], .events = POLLIN},
+		    {.fd = c->ep[0], .events = POLLIN},
+		    {.fd = c->exited ? -1 : c->pidfd, .events = POLLIN},
 		};
 		int n = poll(pfd, 4, (int)(left_ns / 1000000) + 1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			ad_fail_errno(err, AD_E_INTERNAL, "poll");
-			goto out;
+			return ad_fail_errno(err, AD_E_INTERNAL, "poll");
 		}
-		if (in[1] >= 0 && pfd[0].revents) {
-			ssize_t w = write(in[1], input + in_off, in_len - in_off);
-			if (w > 0)
-				in_off += (size_t)w;
-			if ((w < 0 && errno != EAGAIN && errno != EINTR) || in_off == in_len)
-				cni_close_fd(&in[1]);
-		}
-		for (int i = 1; i <= 2; i++) {
-			int *fd = i == 1 ? &op[0] : &ep[0];
-			if (*fd >= 0 && pfd[i].revents &&
-			    cni_buf_drain(*fd, i == 1 ? &so : &se) != 0)
-				cni_close_fd(fd);
-		}
-		if (!exited && pfd[3].revents) {
-			exited = true;
-			/* Whatever the plugin wrote is in the pipes now; a daemon it left
-			 * behind holding them open must not keep us waiting. */
-			if (op[0] >= 0)
-				cni_buf_drain(op[0], &so);
-			if (ep[0] >= 0)
-				cni_buf_drain(ep[0], &se);
-			cni_close_fd(&op[0]);
-			cni_close_fd(&ep[0]);
-		}
+		if (c->in[1] >= 0 && pfd[0].revents)
+			child_write_input(c);
+		if (c->op[0] >= 0 && pfd[1].revents && cni_buf_drain(c->op[0], &c->so) != 0)
+			cni_close_fd(&c->op[0]);
+		if (c->ep[0] >= 0 && pfd[2].revents && cni_buf_drain(c->ep[0], &c->se) != 0)
+			cni_close_fd(&c->ep[0]);
+		if (!c->exited && pfd[3].revents)
+			child_exited(c);
 	}
-	int status;
-	if (cni_wait(pid, &status) < 0) {
-		ad_fail_errno(err, AD_E_INTERNAL, "waitpid %s", path);
-		goto out;
-	}
-	pid = -1;
-	if (so.truncated) {
-		ad_fail(err, AD_E_RESOURCE, "%s wrote more than %d bytes", path, CNI_MAX_OUTPUT);
-		goto out;
-	}
-	out->status = status;
-	out->stdout_data = ad_steal_ptr(so.data);
-	out->stderr_data = ad_steal_ptr(se.data);
-	ret = 0;
-out:
-	if (pid > 0) {
-		kill(-pid, SIGKILL);
-		kill(pid, SIGKILL);
+	return 0;
+}
+
+/* Kills (with its process group) a plugin not yet reaped, closes the pipes. */
+static void child_clear(struct cni_child *c)
+{
+	if (c->pid > 0) {
+		kill(-c->pid, SIGKILL);
+		kill(c->pid, SIGKILL);
 		int st;
-		cni_wait(pid, &st);
+		cni_wait(c->pid, &st);
 	}
-	if (pidfd >= 0)
-		close(pidfd);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	for (int i = 0; i < 2; i++) {
-		cni_close_fd(&in[i]);
-		cni_close_fd(&op[i]);
-		cni_close_fd(&ep[i]);
+		cni_close_fd(&c->in[i]);
+		cni_close_fd(&c->op[i]);
+		cni_close_fd(&c->ep[i]);
 	}
-	free(so.data);
-	free(se.data);
-	sigset_t pending;
-	sigpending(&pending);
-	if (sigismember(&pending, SIGPIPE) && !sigismember(&pending_before, SIGPIPE)) {
-		struct timespec zero = {0};
-		sigtimedwait(&pipe_set, NULL, &zero);
+	free(c->so.data);
+	free(c->se.data);
+}
+
+int cni_exec(const char *path, char *const envp[], const char *input, int timeout_ms,
+	     struct cni_exec_out *out, ad_error **err)
+{
+	struct cni_child c = {
+	    .path = path,
+	    .pid = -1,
+	    .pidfd = -1,
+	    .in = {-1, -1},
+	    .op = {-1, -1},
+	    .ep = {-1, -1},
+	    .input = input,
+	    .in_len = input ? strlen(input) : 0,
+	    .so = {.max = CNI_MAX_OUTPUT},
+	    .se = {.max = CNI_MAX_STDERR},
+	};
+	struct sigpipe_guard guard;
+	sigpipe_block(&guard);
+	int status = 0;
+	int r = child_start(&c, envp, err);
+	if (r == 0)
+		r = child_exchange(&c, timeout_ms, err);
+	if (r == 0 && cni_wait(c.pid, &status) < 0)
+		r = ad_fail_errno(err, AD_E_INTERNAL, "waitpid %s", path);
+	if (r == 0) {
+		c.pid = -1;
+		if (c.so.truncated)
+			r = ad_fail(err, AD_E_RESOURCE, "%s wrote more than %d bytes", path,
+				    CNI_MAX_OUTPUT);
 	}
-	pthread_sigmask(SIG_SETMASK, &old_set, NULL);
-	return ret;
+	if (r == 0) {
+		out->status = status;
+		out->stdout_data = ad_steal_ptr(c.so.data);
+		out->stderr_data = ad_steal_ptr(c.se.data);
+	}
+	child_clear(&c);
+	sigpipe_restore(&guard);
+	return r;
 }
