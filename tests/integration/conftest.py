@@ -8,6 +8,8 @@ Fixtures:
                  max_msg_size, tls=True) to configure it
   agentd_factory start(**kwargs) -> a new daemon stopped (and checked) at the
                  end of the test
+  work           a private directory for the module's files (registries,
+                 daemons' state, configs), named after the module
 Every daemon is stopped with SIGTERM at teardown and must exit 0 without any
 sanitizer report; a failing test gets the stderr of the daemons it used.
 """
@@ -26,22 +28,27 @@ import agentd_harness as H  # noqa: E402
 _running = []
 
 
-@pytest.fixture(scope="session")
-def pb():
-    d = tempfile.mkdtemp(prefix="agentd-stubs-")
+def _in_tempdir(prefix, make):
+    d = tempfile.mkdtemp(prefix=prefix)
     try:
-        yield H.load_stubs(d)
+        yield make(d)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pb():
+    yield from _in_tempdir("agentd-stubs-", H.load_stubs)
 
 
 @pytest.fixture(scope="session")
 def certs():
-    d = tempfile.mkdtemp(prefix="agentd-certs-")
-    try:
-        yield H.make_certs(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    yield from _in_tempdir("agentd-certs-", H.make_certs)
+
+
+@pytest.fixture(scope="module")
+def work(request, tmp_path_factory):
+    return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
 
 
 def _start(pb, certs, tls=False, **kwargs):

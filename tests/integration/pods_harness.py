@@ -121,15 +121,10 @@ def busybox_registry(work, path):
         yield reg
 
 
-def agentctl_fixtures(tmpname, name, bridge, subnet, image_path):
-    """The module fixtures of an agentctl test: work (its temp dir), registry
-    (busybox as image_path), daemon (agentd on its own network) and image (the
-    pulled reference). Assign them to the module's names work, registry,
-    daemon and image."""
-    @pytest.fixture(scope="module")
-    def work(tmp_path_factory):
-        return tmp_path_factory.mktemp(tmpname)
-
+def busybox_pod_fixtures(name, bridge, subnet, image_path):
+    """The module fixtures of a test of pods on busybox: registry (busybox as
+    image_path), daemon (agentd on its own network) and image (the pulled
+    reference). Assign them to the module's names registry, daemon and image."""
     @pytest.fixture(scope="module")
     def registry(work):
         with busybox_registry(work, image_path) as reg:
@@ -144,7 +139,7 @@ def agentctl_fixtures(tmpname, name, bridge, subnet, image_path):
     def image(pb, daemon, registry):
         return pull(pb, daemon, "%s/%s" % (registry.host, image_path))
 
-    return work, registry, daemon, image
+    return registry, daemon, image
 
 
 def pull(pb, daemon, ref):

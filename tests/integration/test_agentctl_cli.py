@@ -35,8 +35,7 @@ SUBNET = "10.236.%d.0/24" % N
 IMAGE_PATH = "test/ctlcli:v1"
 
 
-work, registry, daemon, image = P.agentctl_fixtures("ctlcli", "agentctl-cli", BRIDGE, SUBNET,
-                                                   IMAGE_PATH)
+registry, daemon, image = P.busybox_pod_fixtures("agentctl-cli", BRIDGE, SUBNET, IMAGE_PATH)
 
 
 def write(path, text):

@@ -24,8 +24,7 @@ SUBNET = "10.234.%d.0/24" % N
 IMAGE_PATH = "test/ctlmore:v1"
 
 
-work, registry, daemon, image = P.agentctl_fixtures("ctlmore", "agentctl-more", BRIDGE, SUBNET,
-                                                   IMAGE_PATH)
+registry, daemon, image = P.busybox_pod_fixtures("agentctl-more", BRIDGE, SUBNET, IMAGE_PATH)
 
 
 

@@ -24,8 +24,7 @@ SUBNET = "10.233.%d.0/24" % N
 IMAGE_PATH = "test/ctlbox:v1"
 
 
-work, registry, daemon, image = P.agentctl_fixtures("ctlpods", "agentctl-test", BRIDGE, SUBNET,
-                                                   IMAGE_PATH)
+registry, daemon, image = P.busybox_pod_fixtures("agentctl-test", BRIDGE, SUBNET, IMAGE_PATH)
 
 
 def test_bad_config_files(daemon, work):

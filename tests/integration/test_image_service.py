@@ -23,11 +23,6 @@ USER, PASSWORD = "alice", "s3cret-pw"
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("images")
-
-
-@pytest.fixture(scope="module")
 def layout(work):
     b = ImageBuilder(work / "oci")
     b.busybox("base")

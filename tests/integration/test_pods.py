@@ -29,9 +29,14 @@ IMAGE_PATH = "test/podbox:v1"
 PAUSE_PATH = "test/pause:v1"
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("pods")
+def http_get(host, port, timeout):
+    """The whole answer to an HTTP/1.0 GET / (headers and body)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return data
 
 
 @pytest.fixture(scope="module")
@@ -346,15 +351,7 @@ def test_containers_share_localhost_and_pod_ip_reachable(rt, pb, work, image, da
                                                 timeout=10))
         assert ex.stdout.decode().strip() == pcfg.hostname
         # From the host, to the pod IP over the private bridge.
-        with socket.create_connection((ip, 8080), timeout=5) as s:
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        assert want.encode() in data
+        assert want.encode() in http_get(ip, 8080, timeout=5)
     finally:
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pid))
     assert leftovers(work, daemon, ids) == []
@@ -510,14 +507,7 @@ def test_port_mapping_and_oom(rt, pb, work, image, daemon):
         data = b""
         while b"mapped-page" not in data and time.monotonic() < deadline:
             try:
-                with socket.create_connection((gw, host_port), timeout=3) as s:
-                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    data = b""
-                    while True:
-                        chunk = s.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
+                data = http_get(gw, host_port, timeout=3)
             except OSError:
                 time.sleep(0.2)
         assert b"mapped-page" in data

@@ -26,32 +26,13 @@ SUBNET = "10.237.%d.0/24" % N
 IMAGE_PATH = "test/rtbox:v1"
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("podsrt")
-
-
-@pytest.fixture(scope="module")
-def registry(work):
-    with P.busybox_registry(work, IMAGE_PATH) as reg:
-        yield reg
-
-
-@pytest.fixture(scope="module")
-def daemon(work, pb, registry):
-    with P.pod_agentd(work, pb, "agentd-rt-test", BRIDGE, SUBNET) as a:
-        yield a
+registry, daemon, image = P.busybox_pod_fixtures("agentd-rt-test", BRIDGE, SUBNET, IMAGE_PATH)
 
 
 @pytest.fixture(scope="module")
 def rt(pb, daemon):
     with daemon.unix_channel() as ch:
         yield pb.api_grpc.RuntimeServiceStub(ch)
-
-
-@pytest.fixture(scope="module")
-def image(pb, daemon, registry):
-    return P.pull(pb, daemon, "%s/%s" % (registry.host, IMAGE_PATH))
 
 
 _seq = [0]

@@ -22,11 +22,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking layers need
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("pullcancel")
-
-
-@pytest.fixture(scope="module")
 def plain(work):
     b = ImageBuilder(work / "oci")
     b.busybox("base")

@@ -36,11 +36,10 @@ def fields(out, key):
     return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith(key + " ")]
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
+@pytest.fixture(scope="module", autouse=True)
+def probe_built():
     if not PROBE.exists():
         pytest.skip(f"{PROBE} not built")
-    return tmp_path_factory.mktemp("store")
 
 
 @pytest.fixture(scope="module")
