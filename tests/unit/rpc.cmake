@@ -1,7 +1,7 @@
 # libadrpc tests (lib/rpc).
 agentd_unit_test(rpc_test adrpc adproto PkgConfig::NGHTTP2)
-agentd_unit_test(rpc_core_test adrpc)
-# The I/O-free core is tested through its private header.
+# The I/O-free core is tested through its private headers.
+agentd_unit_test(rpc_core_test adrpc adproto PkgConfig::NGHTTP2)
 target_include_directories(rpc_core_test PRIVATE ${CMAKE_SOURCE_DIR}/lib/rpc)
 
 # A small client used by tests/integration/test_rpc_c_client.py against a
