@@ -128,9 +128,16 @@ int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err)
 /* ---- exit bookkeeping -------------------------------------------------------- */
 static int record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 {
-	const char *reason = st->oom_killed	  ? "OOMKilled"
+	const char *reason = st->shim_died	  ? "ShimDied"
+			     : st->oom_killed	  ? "OOMKilled"
 			     : st->exit_code == 0 ? "Completed"
 						  : "Error";
+	/* Its exit status died with the shim (the runtime killed whatever
+	 * of the container was left). */
+	const char *message =
+	    st->shim_died ? "agentd-shim died; every process of the container was killed and "
+			    "its exit code is unknown"
+			  : NULL;
 	int64_t finished = st->finished_at ? st->finished_at : ad_now_ns();
 	/* The exit watch, a status poll and StopContainer may all see the same
 	 * exit: only the one whose update moves the row to EXITED records it and
@@ -138,8 +145,9 @@ static int record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 	int changed = mgr_db_exec_changes(
 	    m, err,
 	    "UPDATE containers SET state = ?2, finished_ns = ?3, exit_code = ?4,"
-	    " reason = ?5 WHERE id = ?1 AND state <> ?2",
-	    "siiis", c->id, (int64_t)MGR_CTR_EXITED, finished, (int64_t)st->exit_code, reason);
+	    " reason = ?5, message = coalesce(?6, message) WHERE id = ?1 AND state <> ?2",
+	    "siiiss", c->id, (int64_t)MGR_CTR_EXITED, finished, (int64_t)st->exit_code, reason,
+	    message);
 	if (changed < 0)
 		return -1;
 	c->state = MGR_CTR_EXITED;
@@ -149,6 +157,10 @@ static int record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 	c->exit_code = st->exit_code;
 	free(c->reason);
 	c->reason = ad_strdup(reason);
+	if (message) {
+		free(c->message);
+		c->message = ad_strdup(message);
+	}
 	return 0;
 }
 

@@ -359,3 +359,49 @@ def test_stdin_held_open(rt, pb, work, image, daemon):
         assert st.state == pb.api.CONTAINER_RUNNING
         e = rpc_error(rt.Attach, pb.api.AttachRequest(container_id=held, stdin=True))
         assert e.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def running(pid):
+    """Alive and not a zombie waiting for its new parent's wait."""
+    try:
+        stat = Path("/proc/%d/stat" % pid).read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_killed_shim_ends_the_container(rt, pb, work, image, daemon):
+    """kill -9 of a container's agentd-shim: the container must not run on
+    outside agentd's view. agentd notices (the shim's pidfd), kills the
+    container's cgroup (its init and what it started) and records the exit
+    as unknown, with a reason that names the shim; stop and remove work."""
+    with Pod(rt, pb, work) as pod:
+        cid = pod.run(ctr_config(pb, image, "victim",
+                                 ["sh", "-c", "sleep 1000 & exec sleep 1001"]))
+        info = json.loads(rt.ContainerStatus(pb.api.ContainerStatusRequest(
+            container_id=cid, verbose=True)).info["info"])
+        init = info["pid"]
+        deadline = time.monotonic() + 10
+        while True:
+            kids = Path("/proc/%d/task/%d/children" % (init, init)).read_text().split()
+            if kids or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert kids, "the container's background sleep never started"
+        child = int(kids[0])
+        shim = int(Path("/proc/%d/stat" % init).read_text().rsplit(")", 1)[1].split()[1])
+        assert os.readlink("/proc/%d/exe" % shim).startswith("/memfd:agentd-shim")
+        os.kill(shim, 9)
+        st = wait_state(rt, pb, cid, pb.api.CONTAINER_EXITED, timeout=15)
+        assert st.state == pb.api.CONTAINER_EXITED, st
+        assert st.reason == "ShimDied" and st.exit_code == 255, st
+        assert "agentd-shim died" in st.message, st
+        assert st.finished_at > 0
+        deadline = time.monotonic() + 10
+        while (running(init) or running(child)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(init) and not running(child)
+        rt.StopContainer(pb.api.StopContainerRequest(container_id=cid, timeout=5))
+        rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid))
+        e = rpc_error(rt.ContainerStatus, pb.api.ContainerStatusRequest(container_id=cid))
+        assert e.code() == grpc.StatusCode.NOT_FOUND
