@@ -349,11 +349,26 @@ static int cni_check_pod(const cni_pod *pod, ad_error **err)
 	    !cni_valid_arg(pod->pod_uid))
 		return ad_fail(err, AD_E_INVALID, "pod name, namespace or uid contains ';' or '='");
 	for (size_t i = 0; i < pod->n_port_mappings; i++) {
-		const cni_port_mapping *m = &pod->port_mappings[i];
-		if (m->host_port == 0 || m->container_port == 0)
-			return ad_fail(err, AD_E_INVALID, "port mapping %zu: port 0", i);
+		if (pod->port_mappings[i].container_port == 0)
+			return ad_fail(err, AD_E_INVALID, "port mapping %zu: container port 0", i);
 	}
 	return 0;
+}
+
+/* A mapping without a host port only documents the container's port (kubelet
+ * sends one for every containerPort of a pod spec): it publishes nothing, as
+ * in containerd and CRI-O. */
+static bool cni_publishes(const cni_port_mapping *m)
+{
+	return m->host_port != 0;
+}
+
+static bool cni_publishes_any(const cni_pod *pod)
+{
+	for (size_t i = 0; i < pod->n_port_mappings; i++)
+		if (cni_publishes(&pod->port_mappings[i]))
+			return true;
+	return false;
 }
 
 static json_t *cni_port_mappings_json(const cni_pod *pod)
@@ -361,6 +376,8 @@ static json_t *cni_port_mappings_json(const cni_pod *pod)
 	json_t *a = json_array();
 	for (size_t i = 0; i < pod->n_port_mappings; i++) {
 		const cni_port_mapping *m = &pod->port_mappings[i];
+		if (!cni_publishes(m))
+			continue;
 		json_t *o = json_pack("{s:i, s:i, s:s}", "hostPort", (int)m->host_port,
 				      "containerPort", (int)m->container_port, "protocol",
 				      m->protocol && *m->protocol ? m->protocol : "tcp");
@@ -379,7 +396,7 @@ static char *cni_plugin_conf(const cni_net *net, size_t i, const cni_pod *pod, j
 	json_object_set_new(c, "name", json_string(net->name));
 	json_object_set_new(c, "cniVersion", json_string(net->version));
 	json_t *caps = json_object_get(c, "capabilities");
-	if (pod->n_port_mappings > 0 && json_is_true(json_object_get(caps, "portMappings"))) {
+	if (cni_publishes_any(pod) && json_is_true(json_object_get(caps, "portMappings"))) {
 		json_t *rc = json_object();
 		json_object_set_new(rc, "portMappings", cni_port_mappings_json(pod));
 		json_object_set_new(c, "runtimeConfig", rc);

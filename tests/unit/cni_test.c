@@ -510,6 +510,57 @@ static void test_protocol(void **state)
 	cni_net_free(net);
 }
 
+/* kubelet sends a mapping without a host port for every containerPort: the
+ * pod is networked, and only mappings with a host port reach portmap. */
+static void test_port_without_host_port(void **state)
+{
+	(void)state;
+	char path[256];
+	snprintf(path, sizeof(path), "%s/fake-a", fake_dir);
+	write_file(path, fake_plugin, 0755);
+	free(calls());
+	cni_net *net = fake_net("[{\"type\":\"fake-a\",\"capabilities\":{\"portMappings\":true}}]", 0);
+	cni_port_mapping maps[] = {{0, 80, NULL, NULL}, {8080, 81, NULL, NULL}};
+	cni_pod pod = {.container_id = "abc123",
+		       .netns_path = "/var/run/netns/x",
+		       .port_mappings = maps,
+		       .n_port_mappings = 2};
+	ad_error *e = NULL;
+	char *result = NULL;
+	if (cni_add(net, &pod, &result, &e) < 0)
+		fail_msg("%s", e->message);
+	free(result);
+	json_t *a = load_log("ADD-fake-a.json");
+	json_t *pm = json_object_get(
+	    json_object_get(json_object_get(a, "conf"), "runtimeConfig"), "portMappings");
+	assert_int_equal(json_array_size(pm), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(pm, 0), "hostPort")),
+			 8080);
+	json_decref(a);
+
+	/* only mappings without a host port: no runtimeConfig at all */
+	pod.n_port_mappings = 1;
+	if (cni_add(net, &pod, &result, &e) < 0)
+		fail_msg("%s", e->message);
+	free(result);
+	a = load_log("ADD-fake-a.json");
+	assert_null(json_object_get(json_object_get(a, "conf"), "runtimeConfig"));
+	json_decref(a);
+	assert_int_equal(cni_del(net, &pod, NULL, &e), 0);
+	free(calls());
+
+	/* a mapping without a container port is refused before any plugin runs */
+	maps[0] = (cni_port_mapping){8080, 0, NULL, NULL};
+	assert_int_equal(cni_add(net, &pod, &result, &e), -1);
+	assert_int_equal(e->code, AD_E_INVALID);
+	assert_non_null(strstr(e->message, "container port 0"));
+	ad_error_free(&e);
+	char *c = calls();
+	assert_string_equal(c, "");
+	free(c);
+	cni_net_free(net);
+}
+
 static void test_plugin_errors(void **state)
 {
 	(void)state;
@@ -1185,6 +1236,7 @@ int main(void)
 	    cmocka_unit_test(test_result_ips),
 	    cmocka_unit_test(test_netdev_parse),
 	    cmocka_unit_test(test_protocol),
+	    cmocka_unit_test(test_port_without_host_port),
 	    cmocka_unit_test(test_plugin_errors),
 	    cmocka_unit_test(test_netns),
 	    cmocka_unit_test_teardown(test_real_add_del, real_teardown),

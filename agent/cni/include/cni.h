@@ -112,7 +112,8 @@ typedef struct cni_pod {
 	const char *pod_name;
 	const char *pod_uid;
 	/* runtimeConfig "portMappings" for plugins with that capability (portmap).
-	 * DEL needs the same mappings as ADD to remove the rules. */
+	 * DEL needs the same mappings as ADD to remove the rules. A mapping with
+	 * host_port 0 publishes nothing; container_port 0 is refused. */
 	const cni_port_mapping *port_mappings;
 	size_t n_port_mappings;
 } cni_pod;
