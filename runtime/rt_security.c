@@ -43,6 +43,24 @@ static int last_cap(void)
 	return last;
 }
 
+static uint64_t kernel_capabilities(void)
+{
+	return last_cap() == 63 ? ~0ULL : CAPM(last_cap() + 1) - 1;
+}
+
+/* What a container may get: agentd's own bounding set (a host may withhold
+ * some capabilities even from root, e.g. CAP_SYS_RESOURCE). Privileged and
+ * "ALL" mean this; nothing outside it is ever raised, since the kernel would
+ * refuse the whole capset with EPERM. */
+static uint64_t held_capabilities(void)
+{
+	uint64_t held = 0;
+	for (int c = 0; c <= last_cap(); c++)
+		if (cap_get_bound((cap_value_t)c) == 1)
+			held |= CAPM(c);
+	return held;
+}
+
 /* Docker's default allow-list (moby profiles/seccomp/default.json). Names the
  * running libseccomp does not know for this architecture are skipped. */
 static const char *const default_allow[] = {"accept",
@@ -821,27 +839,25 @@ int rt_secplan_build(rt_runtime *rt, const rt_config *cfg, rt_secplan *ret, ad_e
 	rt_secplan p = {.no_new_privs = s->no_new_privs,
 			.apparmor = s->apparmor_profile,
 			.last_cap = last_cap()};
-	uint64_t all = (last_cap() == 63) ? ~0ULL : (CAPM(last_cap() + 1) - 1);
+	uint64_t held = held_capabilities();
 	if (s->privileged) {
-		/* Everything agentd itself holds (it may lack some, e.g. CAP_SYS_RESOURCE). */
-		cap_t mine = cap_get_proc();
-		for (int c = 0; mine && c <= last_cap(); c++) {
-			cap_flag_value_t v = CAP_CLEAR;
-			if (cap_get_flag(mine, c, CAP_PERMITTED, &v) == 0 && v == CAP_CLEAR)
-				all &= ~CAPM(c);
-		}
-		if (mine)
-			cap_free(mine);
-		p.bounding = p.effective = p.permitted = p.inheritable = all;
+		p.bounding = p.effective = p.permitted = p.inheritable = held;
 		p.all_caps = true;
 	} else if (s->capabilities_set) {
-		p.bounding = s->cap_bounding & all;
-		p.effective = s->cap_effective & all;
-		p.permitted = s->cap_permitted & all;
-		p.inheritable = s->cap_inheritable & all;
-		p.ambient = s->cap_ambient & all;
+		p.bounding = s->cap_bounding & held;
+		p.effective = s->cap_effective & held;
+		p.permitted = s->cap_permitted & held;
+		p.inheritable = s->cap_inheritable & held;
+		p.ambient = s->cap_ambient & held;
+		uint64_t missing = (s->cap_bounding | s->cap_effective | s->cap_permitted) & ~held &
+				   kernel_capabilities();
+		if (missing)
+			ad_debug("container %s: capabilities 0x%llx are not in agentd's bounding "
+				 "set; left out",
+				 cfg->id, (unsigned long long)missing);
 	} else {
-		p.bounding = p.effective = p.permitted = p.inheritable = rt_default_capabilities();
+		p.bounding = p.effective = p.permitted = p.inheritable =
+		    rt_default_capabilities() & held;
 	}
 	if (s->apparmor_profile && !rt_apparmor_enabled())
 		return ad_fail(err, AD_E_INVALID,

@@ -959,6 +959,54 @@ static void test_privileged_and_signals(void **state)
 		fail_msg("output: %s", out);
 }
 
+/* This process's bounding set (what agentd would hold). */
+static uint64_t own_bounding_set(void)
+{
+	uint64_t mask = 0;
+	for (int cap = 0; cap < 64; cap++)
+		if (cap_get_bound((cap_value_t)cap) == 1)
+			mask |= 1ULL << cap;
+	return mask;
+}
+
+/* CRI "add ALL" (every bit set, as the agent expands it) and a named
+ * capability the host withholds from root: the container gets what agentd's
+ * bounding set has, instead of failing capset with EPERM. */
+static void test_all_capabilities(void **state)
+{
+	(void)state;
+	static const char *const args[] = {
+	    "sh", "-c", "grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status", NULL};
+	uint64_t held = own_bounding_set();
+	char want[128];
+	snprintf(want, sizeof(want), "CapPrm:\t%016llx\nCapEff:\t%016llx\nCapBnd:\t%016llx\n",
+		 (unsigned long long)held, (unsigned long long)held, (unsigned long long)held);
+
+	rt_config cfg;
+	base_config(&cfg, "allcaps", args);
+	cfg.security.capabilities_set = true;
+	cfg.security.cap_bounding = cfg.security.cap_effective = ~0ULL;
+	cfg.security.cap_permitted = cfg.security.cap_inheritable = ~0ULL;
+	rt_state st = run(&cfg);
+	_cleanup_free_ char *out = log_stream("allcaps", "stdout");
+	if (st.exit_code != 0 || strcmp(out, want) != 0)
+		fail_msg("exit %d, output:\n%s\nwant:\n%s", st.exit_code, out, want);
+
+	/* the default set plus CAP_SYS_RESOURCE and CAP_SYS_ADMIN */
+	uint64_t asked = rt_default_capabilities() | 1ULL << CAP_SYS_RESOURCE | 1ULL << CAP_SYS_ADMIN;
+	base_config(&cfg, "somecaps", args);
+	cfg.security.capabilities_set = true;
+	cfg.security.cap_bounding = cfg.security.cap_effective = asked;
+	cfg.security.cap_permitted = cfg.security.cap_inheritable = asked;
+	st = run(&cfg);
+	_cleanup_free_ char *out2 = log_stream("somecaps", "stdout");
+	uint64_t got = asked & held;
+	snprintf(want, sizeof(want), "CapPrm:\t%016llx\nCapEff:\t%016llx\nCapBnd:\t%016llx\n",
+		 (unsigned long long)got, (unsigned long long)got, (unsigned long long)got);
+	if (st.exit_code != 0 || strcmp(out2, want) != 0)
+		fail_msg("exit %d, output:\n%s\nwant:\n%s", st.exit_code, out2, want);
+}
+
 /* Reads attach frames until EOF; returns stdout and stderr concatenated. */
 static void read_frames(int fd, char *out, size_t out_size, char *err, size_t err_size)
 {
@@ -1283,6 +1331,7 @@ int main(void)
 	    cmocka_unit_test(test_join_namespaces),
 	    cmocka_unit_test(test_reopen_log_and_rlimits),
 	    cmocka_unit_test(test_privileged_and_signals),
+	    cmocka_unit_test(test_all_capabilities),
 	    cmocka_unit_test(test_attach_stdin),
 	    cmocka_unit_test(test_seccomp_blocks),
 	    cmocka_unit_test(test_hostile_rootfs),
