@@ -352,7 +352,11 @@ int rt_spawn_shim(rt_runtime *rt, const char *mode, const int *src, const int *d
 	sigfillset(&all);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, (detach ? POSIX_SPAWN_SETSID : 0) |
+	/* An attached shim (exec) leads a process group of its own, which the
+	 * exec'd process and what it starts inherit: rt_exec_sync's timeout kills
+	 * that group. */
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, (detach ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP) |
 					    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 	/* Through agentd's fd table: the file actions close the child's copy. */
 	char path[64];

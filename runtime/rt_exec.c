@@ -203,8 +203,16 @@ int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args,
 	for (int i = 0; i < 2; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
-	if (res.timed_out)
-		kill(pid, SIGKILL); /* our child; its child dies with it (PDEATHSIG) */
+	if (res.timed_out) {
+		/* The shim kills and reaps the process, then exits; what the process
+		 * started is left in the shim's process group, killed while the
+		 * unreaped shim still holds its pid (the group's id). */
+		kill(pid, SIGTERM);
+		siginfo_t si;
+		while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR)
+			;
+		kill(-pid, SIGKILL);
+	}
 	int st = 0;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;

@@ -385,20 +385,40 @@ void rt_shim_exec(void)
 		}
 	}
 	syscall(SYS_close_range, RT_SHIM_FD_CGROUP, ~0U, 0);
+	/* Blocked before the fork: a SIGTERM must never find us unprepared. */
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
 	pid_t child = fork();
 	if (child < 0) {
 		ad_fail_errno(&e, AD_E_INTERNAL, "fork");
 		fail(e);
 	}
-	if (child == 0)
+	if (child == 0) {
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		exec_child(&spec);
+	}
 	syscall(SYS_close_range, 0, ~0U, 0);
-	/* Relay the exit: our creator waits on us, not on the grandchild. */
-	sigset_t all;
-	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, NULL);
-	int st;
-	while (waitpid(child, &st, 0) < 0 && errno == EINTR)
-		;
+	/* Relay the exit: our creator waits on us, not on the grandchild. SIGTERM
+	 * from the creator (an exec timeout) kills the process, which we reap
+	 * before exiting: orphaned, its zombie would go to the container's init,
+	 * which may never reap it. The creator kills the rest of our process
+	 * group (what the process started) once we are gone. */
+	sigset_t wake;
+	sigemptyset(&wake);
+	sigaddset(&wake, SIGCHLD);
+	sigaddset(&wake, SIGTERM);
+	int st = 0;
+	for (;;) {
+		pid_t w = waitpid(child, &st, WNOHANG);
+		if (w == child || (w < 0 && errno != EINTR))
+			break;
+		if (w == 0 && sigwaitinfo(&wake, NULL) == SIGTERM) {
+			kill(-child, SIGKILL); /* its own group, with a terminal (setsid) */
+			kill(child, SIGKILL);
+		}
+	}
 	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }

@@ -275,16 +275,21 @@ typedef struct rt_exec_result {
 	size_t err_len;
 } rt_exec_result;
 
-/* Runs args to completion; after timeout_ms (<= 0: none) the process is
- * killed and timed_out set. Like rt_exec and rt_create, it waits for children
- * it forked by pid: the calling program must not reap with waitpid(-1). */
+/* Runs args to completion; after timeout_ms (<= 0: none) the process and
+ * what it started (unless it left its process group) are killed, the process
+ * is reaped (no zombie in the container), and timed_out is set. Like rt_exec
+ * and rt_create, it waits for children it forked by pid: the calling program
+ * must not reap with waitpid(-1). */
 int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args, int timeout_ms,
 		 size_t max_output, rt_exec_result *ret, ad_error **err);
 void rt_exec_result_clear(rt_exec_result *r);
 /* Starts args with the given stdio fds (-1: /dev/null); the caller waits on
  * *ret_pid (a child of the caller) and receives its exit status directly.
  * For a tty, pass a pty slave as stdin (and usually stdout/stderr): it
- * becomes the process's controlling terminal. */
+ * becomes the process's controlling terminal. SIGTERM to *ret_pid kills the
+ * process (SIGKILL) and reaps it, then *ret_pid exits; *ret_pid leads the
+ * process group that the process and what it starts are in (a tty process
+ * gets a session of its own). */
 int rt_exec(rt_container *c, const rt_config *cfg, const char *const *args, int stdin_fd,
 	    int stdout_fd, int stderr_fd, pid_t *ret_pid, ad_error **err);
 

@@ -322,6 +322,24 @@ static void test_exit_and_log(void **state)
 	assert_non_null(strstr(raw, " stdout P aaaa"));
 }
 
+/* "PID (comm) STATE" of every sleep and sh in the container but the
+ * checking shell itself. */
+static char *sleeps_in(rt_container *c, const rt_config *cfg)
+{
+	static const char *const args[] = {
+	    "sh", "-c",
+	    "for f in /proc/[0-9]*/stat; do read p n s rest < $f 2>/dev/null || continue;"
+	    " [ $p = $$ ] && continue;"
+	    " case $n in '(sleep)'|'(sh)') echo $p $n $s;; esac; done",
+	    NULL};
+	rt_exec_result r;
+	_cleanup_error_ ad_error *e = NULL;
+	must(rt_exec_sync(c, cfg, args, 10000, 65536, &r, &e), e, "exec_sync ps");
+	char *out = ad_strdup(r.out);
+	rt_exec_result_clear(&r);
+	return out;
+}
+
 static void test_exec(void **state)
 {
 	(void)state;
@@ -412,6 +430,28 @@ static void test_exec(void **state)
 	assert_true(r.timed_out);
 	assert_true(ad_monotonic_ns() - t0 < 5000000000LL);
 	rt_exec_result_clear(&r);
+	/* gone, not even a zombie left to the container's init (sleep, which
+	 * never reaps), by the time rt_exec_sync returns */
+	_cleanup_free_ char *after = sleeps_in(c, &cfg);
+	assert_string_equal(after, "1 (sleep) S\n");
+	/* what the timed-out process started dies with it */
+	static const char *const family[] = {"sh", "-c", "sleep 31 & sleep 32; echo not-reached",
+					     NULL};
+	must(rt_exec_sync(c, &cfg, family, 300, 1024, &r, &e), e, "exec_sync timeout family");
+	assert_true(r.timed_out);
+	assert_string_equal(r.out, "");
+	rt_exec_result_clear(&r);
+	/* sh was reaped; its children, orphaned to the init, may stay zombies */
+	for (int i = 0;; i++) {
+		_cleanup_free_ char *left = sleeps_in(c, &cfg);
+		assert_int_equal(strncmp(left, "1 (sleep) S\n", 12), 0);
+		const char *others = left + 12;
+		if (!strstr(others, " S\n") && !strstr(others, " R\n") && !strstr(others, "(sh)"))
+			break;
+		if (i == 100)
+			fail_msg("still running after the timeout:\n%s", left);
+		usleep(20000);
+	}
 
 	/* a bad security setting for the exec: an error, nothing started */
 	rt_config bad = cfg;
