@@ -700,12 +700,16 @@ int mgr_ctr_stop(mgr *m, const char *id, int64_t timeout_s, ad_error **err)
 {
 	if (mgr_need_rt(m, err) < 0)
 		return -1;
+	int64_t asked_ns = ad_monotonic_ns();
 	mgr_hold(m, id);
 	if (timeout_s < 0)
 		timeout_s = 0;
 	if (timeout_s > 24 * 3600)
 		timeout_s = 24 * 3600;
-	int r = mgr_ctr_stop_locked(m, id, (int)timeout_s * 1000, err);
+	/* The caller's timeout runs from its request, not from our turn. */
+	int64_t held_ms = (ad_monotonic_ns() - asked_ns) / 1000000;
+	int grace_ms = (int)(timeout_s * 1000 > held_ms ? timeout_s * 1000 - held_ms : 0);
+	int r = mgr_ctr_stop_locked(m, id, grace_ms, err);
 	mgr_release(m, id);
 	return r;
 }

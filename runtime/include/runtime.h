@@ -222,7 +222,10 @@ int rt_start(rt_container *c, ad_error **err);
  * unless this handle started it. */
 int64_t rt_container_started_at(const rt_container *c);
 int rt_kill(rt_container *c, int sig, ad_error **err);
-/* Sends sig (0: SIGTERM), waits up to grace_ms, then SIGKILLs the whole cgroup. */
+/* Sends sig (0: SIGTERM), waits, then SIGKILLs the whole cgroup early
+ * enough (grace_ms less a tenth, at most 1 s) to return within grace_ms. A
+ * signal the init dropped (a pid-namespace init without a handler for it yet)
+ * is sent again once it installs one. */
 int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err);
 int rt_get_state(rt_container *c, rt_state *ret, ad_error **err);
 /* Whether the container's init still exists (created or running): no exit

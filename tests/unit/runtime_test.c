@@ -1047,6 +1047,51 @@ static void test_all_capabilities(void **state)
 		fail_msg("exit %d, output:\n%s\nwant:\n%s", st.exit_code, out2, want);
 }
 
+/* Stop right after start: the init (pid 1 of its namespace) has no handler
+ * yet, so the kernel drops the SIGTERM; it is sent again once the handler is
+ * there, well before the grace period ends. An init that never installs
+ * one is SIGKILLed in time for rt_stop to return within the grace period. */
+static void test_stop_before_handler(void **state)
+{
+	(void)state;
+	static const char *const late_trap[] = {
+	    "sh", "-c", "sleep 0.5; trap 'echo got-term; exit 7' TERM; while :; do sleep 0.05; done",
+	    NULL};
+	rt_config cfg;
+	base_config(&cfg, "latetrap", late_trap);
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *c = NULL;
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	int64_t t0 = ad_monotonic_ns();
+	must(rt_stop(c, SIGTERM, 20000, &e), e, "stop");
+	int64_t took_ms = (ad_monotonic_ns() - t0) / 1000000;
+	rt_state st;
+	must(rt_get_state(c, &st, &e), e, "state");
+	assert_int_equal(st.status, RT_STATUS_STOPPED);
+	if (st.exit_code != 7 || took_ms > 5000)
+		fail_msg("exit %d signal %d after %lld ms", st.exit_code, st.signal,
+			 (long long)took_ms);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+	_cleanup_free_ char *out = log_stream("latetrap", "stdout");
+	assert_string_equal(out, "got-term\n");
+
+	static const char *const no_trap[] = {"sleep", "100", NULL};
+	base_config(&cfg, "notrap", no_trap);
+	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+	must(rt_start(c, &e), e, "start");
+	t0 = ad_monotonic_ns();
+	must(rt_stop(c, SIGTERM, 1500, &e), e, "stop");
+	took_ms = (ad_monotonic_ns() - t0) / 1000000;
+	must(rt_get_state(c, &st, &e), e, "state");
+	assert_int_equal(st.signal, SIGKILL);
+	if (took_ms >= 1500 || took_ms < 1000)
+		fail_msg("stop with a 1500 ms grace period took %lld ms", (long long)took_ms);
+	must(rt_delete(c, &e), e, "delete");
+	rt_container_free(c);
+}
+
 /* Reads attach frames until EOF; returns stdout and stderr concatenated. */
 static void read_frames(int fd, char *out, size_t out_size, char *err, size_t err_size)
 {
@@ -1372,6 +1417,7 @@ int main(void)
 	    cmocka_unit_test(test_reopen_log_and_rlimits),
 	    cmocka_unit_test(test_privileged_and_signals),
 	    cmocka_unit_test(test_all_capabilities),
+	    cmocka_unit_test(test_stop_before_handler),
 	    cmocka_unit_test(test_attach_stdin),
 	    cmocka_unit_test(test_seccomp_blocks),
 	    cmocka_unit_test(test_hostile_rootfs),
