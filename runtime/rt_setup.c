@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/stat.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -342,12 +343,68 @@ static int setup_cgroupfs(int root_fd, ad_error **err)
 	return r;
 }
 
+static bool has_bidirectional_mount(const rt_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_mounts; i++)
+		if (cfg->mounts[i].propagation == RT_PROP_RSHARED)
+			return true;
+	return false;
+}
+
+/* The id of the mount `path` is on (musl has no statx wrapper). */
+static int mount_id(const char *path, uint64_t *ret)
+{
+	struct statx sx;
+	if (syscall(SYS_statx, AT_FDCWD, path, 0, STATX_MNT_ID, &sx) < 0)
+		return -1;
+	*ret = sx.stx_mnt_id;
+	return 0;
+}
+
+/* The mount point of the mount that holds `path`: the last directory on the
+ * way up that is on the same mount as path. */
+static int mount_point_of(const char *path, char **ret, ad_error **err)
+{
+	_cleanup_free_ char *p = realpath(path, NULL);
+	uint64_t id, up_id;
+	if (!p || mount_id(p, &id) < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "rootfs %s", path);
+	while (strcmp(p, "/") != 0) {
+		char *slash = strrchr(p, '/');
+		_cleanup_free_ char *up =
+		    slash == p ? ad_strdup("/") : ad_strndup(p, (size_t)(slash - p));
+		if (mount_id(up, &up_id) < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "stat %s", up);
+		if (up_id != id)
+			break;
+		free(p);
+		p = ad_steal_ptr(up);
+	}
+	*ret = ad_steal_ptr(p);
+	return 0;
+}
+
 int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err)
 {
 	bool in_userns = cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST;
-	/* Nothing mounted from here on may leak back to the host. */
-	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-		return ad_fail_errno(err, AD_E_INTERNAL, "make / rslave");
+	/* Nothing mounted from here on may leak back to the host: everything
+	 * rslave, as runc's default root propagation. A bidirectional volume
+	 * must join its host mount's peer group instead, which needs its source
+	 * still shared when it is bound: then "/" is made rshared (as containerd
+	 * asks of runc then), and the mount holding the rootfs private, so that
+	 * neither the rootfs bind nor anything under it reaches the host (and
+	 * pivot_root accepts it). */
+	bool bidirectional = has_bidirectional_mount(cfg);
+	if (mount(NULL, "/", NULL, MS_REC | (bidirectional ? MS_SHARED : MS_SLAVE), NULL) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "make / %s",
+				     bidirectional ? "rshared" : "rslave");
+	if (bidirectional) {
+		_cleanup_free_ char *mp = NULL;
+		if (mount_point_of(cfg->rootfs, &mp, err) < 0)
+			return -1;
+		if (mount(NULL, mp, NULL, MS_PRIVATE, NULL) < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "make %s private", mp);
+	}
 	if (mount(cfg->rootfs, cfg->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
 		return ad_fail_errno(err, AD_E_INVALID, "bind rootfs %s", cfg->rootfs);
 	_cleanup_close_ int root = open(cfg->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -382,16 +439,27 @@ int rt_setup_rootfs_finish(const rt_config *cfg, int root, ad_error **err)
 		if (user_mount(root, &cfg->mounts[i], err) < 0)
 			return -1;
 
+	_cleanup_close_ int old_root = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (old_root < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open /");
 	if (fchdir(root) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "chdir rootfs");
-	/* pivot_root(".", ".") stacks the old root under the new one; detaching
-	 * it leaves no path back to the host. */
+	/* pivot_root(".", ".") stacks the old root on the new one; detaching it
+	 * leaves no path back to the host. The old root is made rslave first:
+	 * where it is still shared with the host (with a bidirectional volume),
+	 * the unmount would propagate and unmount the host's mounts. */
 	if (syscall(SYS_pivot_root, ".", ".") < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "pivot_root %s", cfg->rootfs);
+	if (fchdir(old_root) < 0 || mount(NULL, ".", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "make the old root rslave");
 	if (umount2(".", MNT_DETACH) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "detach the old root");
 	if (chdir("/") < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "chdir /");
+	/* The container's own mounts share among themselves as well (nothing of
+	 * the host is left to share with but the bidirectional volumes). */
+	if (has_bidirectional_mount(cfg) && mount(NULL, "/", NULL, MS_REC | MS_SHARED, NULL) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "make the container's / rshared");
 
 	if (!cfg->security.privileged) {
 		const char *const *masked =

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <pty.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +67,13 @@ static int setup_all(void **state)
 		fprintf(stderr, "runtime_test needs root\n");
 		return -1;
 	}
+	/* Our own mount namespace, receiving from the host's but never sending
+	 * to it: a container that gets propagation wrong (the mount propagation
+	 * test provokes it) must not touch other programs' mounts. */
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) {
+		fprintf(stderr, "private mount namespace: %s\n", strerror(errno));
+		return -1;
+	}
 	snprintf(g_tmp, sizeof(g_tmp), "/tmp/rt-test-XXXXXX");
 	/* searchable: a user-namespaced container's root is not host root */
 	if (!mkdtemp(g_tmp) || chmod(g_tmp, 0711) < 0)
@@ -112,6 +120,8 @@ static int setup_all(void **state)
 	return 0;
 }
 
+static void unmount_under(const char *dir);
+
 static int teardown_all(void **state)
 {
 	(void)state;
@@ -134,6 +144,7 @@ static int teardown_all(void **state)
 		cg_free(p);
 	}
 	rt_runtime_free(g_rt);
+	unmount_under(g_tmp); /* what a failed test left */
 	ad_remove_tree(g_tmp, NULL);
 	return 0;
 }
@@ -180,18 +191,25 @@ static char *log_stream(const char *id, const char *stream)
 	return out;
 }
 
-/* Waits (up to 10 s) until the container's log holds `needle`. */
-static void wait_log(const char *id, const char *needle)
+/* Whether the container's log comes to hold `needle` within 10 s. */
+static bool log_shows(const char *id, const char *needle)
 {
 	char path[256];
 	snprintf(path, sizeof(path), "%s/%s.log", g_tmp, id);
 	for (int i = 0; i < 1000; i++) {
 		_cleanup_free_ char *l = slurp(path);
 		if (l && strstr(l, needle))
-			return;
+			return true;
 		usleep(10000);
 	}
-	fail_msg("%s: no \"%s\" in the log", id, needle);
+	return false;
+}
+
+/* Waits (up to 10 s) until the container's log holds `needle`. */
+static void wait_log(const char *id, const char *needle)
+{
+	if (!log_shows(id, needle))
+		fail_msg("%s: no \"%s\" in the log", id, needle);
 }
 
 static int count_fds(void)
@@ -1092,6 +1110,141 @@ static void test_stop_before_handler(void **state)
 	rt_container_free(c);
 }
 
+static bool host_mounted(const char *path)
+{
+	_cleanup_free_ char *mi = slurp("/proc/self/mountinfo");
+	_cleanup_free_ char *needle = ad_asprintf(" %s ", path);
+	return mi && strstr(mi, needle);
+}
+
+/* Lazily unmounts everything mounted under `dir` (and dir itself), innermost
+ * first, until nothing is left: a mount that leaked back from a container
+ * must not reach the tests that follow. */
+static void unmount_under(const char *dir)
+{
+	size_t len = strlen(dir);
+	for (int pass = 0; pass < 20; pass++) {
+		_cleanup_free_ char *mi = slurp("/proc/self/mountinfo");
+		char *found[256];
+		size_t n = 0;
+		for (char *l = mi ? strtok(mi, "\n") : NULL; l && n < 256; l = strtok(NULL, "\n")) {
+			char mp[512];
+			if (sscanf(l, "%*s %*s %*s %*s %511s", mp) == 1 && !strncmp(mp, dir, len) &&
+			    (mp[len] == '\0' || mp[len] == '/'))
+				found[n++] = ad_strdup(mp);
+		}
+		if (n == 0)
+			return;
+		for (size_t i = n; i-- > 0;) {
+			umount2(found[i], MNT_DETACH);
+			free(found[i]);
+		}
+	}
+}
+
+/* A volume on a shared host mount, as kubelet (and critest) prepare one:
+ * with Bidirectional (rshared) a mount made in the container under it shows
+ * on the host, and with HostToContainer (rslave) it does not; a host mount
+ * under it shows in the container with both. Returns what went wrong, or
+ * NULL, once every mount it made is gone. */
+static char *check_propagation(rt_propagation prop, const char *id)
+{
+	char base[256], vol[300], from_ctr[320], from_host[320], hsrc[300], flag[320], canary[300];
+	snprintf(base, sizeof(base), "%s/%s", g_tmp, id);
+	snprintf(canary, sizeof(canary), "%s/canary", base);
+	snprintf(vol, sizeof(vol), "%s/vol", base);
+	snprintf(from_ctr, sizeof(from_ctr), "%s/from-ctr", vol);
+	snprintf(from_host, sizeof(from_host), "%s/from-host", vol);
+	snprintf(hsrc, sizeof(hsrc), "%s/hsrc", base);
+	snprintf(flag, sizeof(flag), "%s/host-flag", hsrc);
+	assert_int_equal(ad_mkdir_p(from_ctr, 0755, NULL), 0);
+	assert_int_equal(ad_mkdir_p(from_host, 0755, NULL), 0);
+	assert_int_equal(ad_mkdir_p(hsrc, 0755, NULL), 0);
+	assert_int_equal(ad_mkdir_p(canary, 0755, NULL), 0);
+	FILE *f = fopen(flag, "w");
+	assert_non_null(f);
+	fclose(f);
+	char *what = NULL;
+	rt_container *c = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	/* The rootfs on a shared mount as well (as under a systemd host's /):
+	 * the container's setup must not propagate from there either. */
+	if (mount(g_tmp, g_tmp, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+	    mount(NULL, g_tmp, NULL, MS_SHARED, NULL) < 0 ||
+	    mount(vol, vol, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+	    mount(NULL, vol, NULL, MS_SHARED, NULL) < 0 ||
+	    /* an unrelated host mount under a shared one (as netns pins are),
+	     * which no container may unmount */
+	    mount("canary", canary, "tmpfs", 0, "size=16k") < 0) {
+		what = ad_asprintf("host mounts: %s", strerror(errno));
+		goto out;
+	}
+
+	static const char *const args[] = {
+	    "sh", "-c",
+	    "mount -t tmpfs ctr /vol/from-ctr && echo c > /vol/from-ctr/ctr-flag && echo mounted;"
+	    "while ! cat /vol/from-host/host-flag 2>/dev/null; do sleep 0.05; done;"
+	    "echo seen-host; sleep 100",
+	    NULL};
+	rt_config cfg;
+	base_config(&cfg, id, args);
+	cfg.security.privileged = true; /* mount(2) in the container */
+	rt_mount m = {.type = "bind", .source = vol, .destination = "/vol", .propagation = prop};
+	cfg.mounts = &m;
+	cfg.n_mounts = 1;
+	if (rt_create(g_rt, &cfg, &c, &e) < 0 || rt_start(c, &e) < 0) {
+		what = ad_asprintf("create/start: %s", e->message);
+		goto out;
+	}
+	if (!log_shows(id, "mounted")) {
+		what = ad_strdup("no mount in the container");
+		goto out;
+	}
+	char ctr_flag[340], rootfs_proc[300];
+	snprintf(ctr_flag, sizeof(ctr_flag), "%s/ctr-flag", from_ctr);
+	snprintf(rootfs_proc, sizeof(rootfs_proc), "%s/proc", g_rootfs);
+	bool seen = false;
+	for (int i = 0; i < 100 && !seen; i++) {
+		seen = access(ctr_flag, F_OK) == 0;
+		if (!seen)
+			usleep(10000);
+	}
+	if (seen != (prop == RT_PROP_RSHARED))
+		what = ad_asprintf("the container's mount %s on the host", seen ? "shows" : "is not");
+	else if (host_mounted(g_rootfs) || host_mounted(rootfs_proc))
+		what = ad_strdup("the container's rootfs mounts leaked to the host");
+	else if (!host_mounted(canary) || !host_mounted(vol) || !host_mounted(g_tmp))
+		what = ad_strdup("the container's setup unmounted host mounts");
+	else if (mount(hsrc, from_host, NULL, MS_BIND, NULL) < 0)
+		what = ad_asprintf("host mount: %s", strerror(errno));
+	else if (!log_shows(id, "seen-host"))
+		what = ad_strdup("the host's mount does not show in the container");
+out:
+	if (c) {
+		rt_stop(c, SIGKILL, 0, NULL);
+		rt_delete(c, NULL);
+		rt_container_free(c);
+	}
+	unmount_under(g_tmp);
+	if (!what && host_mounted(g_tmp))
+		what = ad_asprintf("%s still mounted", g_tmp);
+	return what;
+}
+
+static void test_mount_propagation(void **state)
+{
+	(void)state;
+	static const struct {
+		rt_propagation prop;
+		const char *id;
+	} cases[] = {{RT_PROP_RSHARED, "bidir"}, {RT_PROP_RSLAVE, "h2c"}};
+	for (size_t i = 0; i < 2; i++) {
+		_cleanup_free_ char *what = check_propagation(cases[i].prop, cases[i].id);
+		if (what)
+			fail_msg("%s: %s", cases[i].id, what);
+	}
+}
+
 /* Reads attach frames until EOF; returns stdout and stderr concatenated. */
 static void read_frames(int fd, char *out, size_t out_size, char *err, size_t err_size)
 {
@@ -1418,6 +1571,7 @@ int main(void)
 	    cmocka_unit_test(test_privileged_and_signals),
 	    cmocka_unit_test(test_all_capabilities),
 	    cmocka_unit_test(test_stop_before_handler),
+	    cmocka_unit_test(test_mount_propagation),
 	    cmocka_unit_test(test_attach_stdin),
 	    cmocka_unit_test(test_seccomp_blocks),
 	    cmocka_unit_test(test_hostile_rootfs),
