@@ -14,20 +14,26 @@
 
 /* The pins must be visible in (and removable from) the mount namespaces of
  * every process that joins a pod, so the directory becomes a shared mount
- * point, bind-mounting it onto itself first if it is not one yet. */
+ * point, bind-mounting it onto itself first if it is not one yet. One caller
+ * at a time: pods created at once would each bind the dir, stacking binds
+ * that hide the pins made on the ones below. */
 static int cni_netns_prepare_dir(const char *dir, ad_error **err)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	if (ad_mkdir_p(dir, 0755, err) < 0)
 		return ad_error_wrap(err, "netns dir %s", dir);
+	pthread_mutex_lock(&lock);
 	bool bound = false;
-	while (mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0) {
+	int r = 0;
+	while (r == 0 && mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0) {
 		if (errno != EINVAL || bound)
-			return ad_fail_errno(err, AD_E_INTERNAL, "make %s a shared mount", dir);
-		if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0)
-			return ad_fail_errno(err, AD_E_INTERNAL, "bind mount %s onto itself", dir);
+			r = ad_fail_errno(err, AD_E_INTERNAL, "make %s a shared mount", dir);
+		else if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0)
+			r = ad_fail_errno(err, AD_E_INTERNAL, "bind mount %s onto itself", dir);
 		bound = true;
 	}
-	return 0;
+	pthread_mutex_unlock(&lock);
+	return r;
 }
 
 struct cni_netns_job {

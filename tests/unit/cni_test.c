@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -821,6 +823,89 @@ static void test_netns(void **state)
 	free(path);
 }
 
+struct first_pin_job {
+	pthread_barrier_t *go;
+	const char *dir;
+	char name[16];
+	char *path;
+	char *error;
+};
+
+static void *first_pin_thread(void *arg)
+{
+	struct first_pin_job *j = arg;
+	ad_error *e = NULL;
+	pthread_barrier_wait(j->go);
+	if (cni_netns_create(j->dir, j->name, &j->path, &e) < 0) {
+		j->error = ad_strdup(e->message);
+		ad_error_free(&e);
+	}
+	return NULL;
+}
+
+/* How many mounts sit on `path` (mountinfo's fifth field). */
+static int mounts_on(const char *path)
+{
+	char *mi = read_text("/proc/self/mountinfo");
+	int n = 0;
+	for (char *l = mi ? strtok(mi, "\n") : NULL; l; l = strtok(NULL, "\n")) {
+		char mp[512];
+		if (sscanf(l, "%*s %*s %*s %*s %511s", mp) == 1 && strcmp(mp, path) == 0)
+			n++;
+	}
+	free(mi);
+	return n;
+}
+
+/* Pods started at once on a fresh pin dir (kubelet starting several): the
+ * dir becomes one shared mount, and every pin holds its namespace (a second
+ * bind of the dir stacked over the first would hide the pins made on it). */
+static void test_netns_first_use_in_parallel(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	enum { THREADS = 6, ROUNDS = 8 };
+	for (int round = 0; round < ROUNDS; round++) {
+		char *dir = ad_asprintf("%s-race%d", netns_dir, round);
+		pthread_barrier_t go;
+		pthread_barrier_init(&go, NULL, THREADS);
+		struct first_pin_job jobs[THREADS];
+		pthread_t t[THREADS];
+		for (int i = 0; i < THREADS; i++) {
+			jobs[i] = (struct first_pin_job){.go = &go, .dir = dir};
+			snprintf(jobs[i].name, sizeof(jobs[i].name), "p%d", i);
+			assert_int_equal(pthread_create(&t[i], NULL, first_pin_thread, &jobs[i]), 0);
+		}
+		for (int i = 0; i < THREADS; i++)
+			pthread_join(t[i], NULL);
+		pthread_barrier_destroy(&go);
+		int dir_mounts = mounts_on(dir);
+		char *bad = NULL;
+		for (int i = 0; i < THREADS && !bad; i++) {
+			struct statfs sf;
+			if (jobs[i].error)
+				bad = ad_asprintf("%s: %s", jobs[i].name, jobs[i].error);
+			else if (statfs(jobs[i].path, &sf) < 0 || sf.f_type != NSFS_MAGIC)
+				bad = ad_asprintf("%s holds no namespace", jobs[i].path);
+		}
+		ad_error *e = NULL;
+		for (int i = 0; i < THREADS; i++) {
+			if (jobs[i].path)
+				cni_netns_remove(jobs[i].path, &e);
+			ad_error_free(&e);
+			free(jobs[i].path);
+			free(jobs[i].error);
+		}
+		while (umount2(dir, MNT_DETACH) == 0)
+			;
+		rmdir(dir);
+		free(dir);
+		if (bad || dir_mounts != 1)
+			fail_msg("round %d: %s (%d mounts on the dir)", round, bad ? bad : "", dir_mounts);
+	}
+}
+
 /* ---- real plugins --------------------------------------------------------------------- */
 
 struct listen_job {
@@ -1244,6 +1329,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_real_parallel, parallel_teardown),
 	    cmocka_unit_test(test_unread_stdin),
 	    cmocka_unit_test(test_parallel_fake),
+	    cmocka_unit_test(test_netns_first_use_in_parallel),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
