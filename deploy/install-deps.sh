@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything agentd needs to build, run and be tested, from Debian's
 # archive. Benchmark-only peers (C++ gRPC, containerd, podman) are installed by
-# the benchmarks themselves (tests/bench/*/run).
+# the benchmarks themselves (tests/bench/*/run). xz-utils and
+# debian-archive-keyring: the conformance test (tests/conformance) unpacks
+# critest and builds its stand-in images from Debian's busybox source.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -14,4 +16,5 @@ apt-get install -y -qq --no-install-recommends \
     python3 python3-grpcio python3-grpc-tools python3-pytest python3-yaml python3-hpack \
     docker-registry apache2-utils skopeo umoci busybox-static \
     containernetworking-plugins iproute2 iptables curl zstd \
-    crun runc nghttp2-client procps util-linux musl-tools clang
+    crun runc nghttp2-client procps util-linux musl-tools clang \
+    xz-utils debian-archive-keyring
