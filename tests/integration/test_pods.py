@@ -490,11 +490,13 @@ def test_restart_keeps_objects_and_records_exits(pb, work, image, daemon):
 
 def test_port_mapping_and_oom(rt, pb, work, image, daemon):
     """A port mapping host:P -> pod:80 (the portmap plugin's DNAT, reached at
-    the bridge's own address on the host), and a container killed by the OOM
-    killer reported as OOMKilled."""
+    the bridge's own address on the host), one without a host port (kubelet
+    sends one per containerPort) that publishes nothing, and a container
+    killed by the OOM killer reported as OOMKilled."""
     pcfg = pod_config(pb, work)
     host_port = H.free_port()
     pcfg.port_mappings.append(pb.api.PortMapping(container_port=80, host_port=host_port))
+    pcfg.port_mappings.append(pb.api.PortMapping(container_port=8079))
     pid = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
     ids = [pid]
     try:
@@ -513,6 +515,7 @@ def test_port_mapping_and_oom(rt, pb, work, image, daemon):
         assert b"mapped-page" in data
         rules = run("iptables", "-t", "nat", "-S").stdout
         assert "dport %d" % host_port in rules
+        assert ":8079" not in rules and "dport 0 " not in rules
 
         cfg = ctr_config(pb, image, "hog", ["sh", "-c",
                                             "x=$(head -c 300000000 /dev/zero | tr '\\0' a)"])
