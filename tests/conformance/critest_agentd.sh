@@ -165,14 +165,30 @@ conf_dir = $tmp/cni
 netns_dir = $tmp/netns
 EOF
 
+# nat rules and chains tagged with our network's name, which a CNI DEL that failed leaves
+cni_nat_cleanup() {
+	local rules r chain target chains=()
+	rules=$(iptables -t nat -S 2>/dev/null | grep -F "name: \\\"$netname\\\"") || return 0
+	while IFS= read -r r; do
+		read -r _ chain _ <<<"$r"
+		target=$(grep -oE -- '-j CNI-[A-Za-z0-9-]+' <<<"$r" | cut -c4-)
+		case $chain in
+		POSTROUTING | PREROUTING | OUTPUT | CNI-HOSTPORT-*) eval "iptables -t nat ${r/#-A/-D}" ;;
+		*) chains+=("$chain") ;;
+		esac
+		case $target in CNI-HOSTPORT-* | '') ;; *) chains+=("$target") ;; esac
+	done <<<"$rules"
+	for chain in $(printf '%s\n' "${chains[@]}" | sort -u); do
+		iptables -t nat -F "$chain" && iptables -t nat -X "$chain"
+	done
+	echo "cleanup: removed nat rules of CNI network $netname"
+}
+
 cleanup() {
 	# pods critest could not remove were removed through agentd by the harness; what is left
 	# here is the network and agentd's own dirs
 	ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge"
-	local r
-	iptables -t nat -S 2>/dev/null | grep -F "\"$netname\"" | while read -r r; do
-		case $r in -A*) eval "iptables -t nat ${r/#-A/-D}" ;; esac
-	done
+	cni_nat_cleanup
 	grep -q " $tmp/netns " /proc/self/mountinfo && umount "$tmp/netns"
 	rm -rf "$tmp"
 	# agentd's default cgroup parent, once empty (another agentd on the host may still use it)
