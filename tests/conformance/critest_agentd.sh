@@ -5,15 +5,14 @@
 # removed afterwards. Exit status: 0 every spec that ran passed; 1 a spec failed or the run
 # broke; 77 skipped (the harness or a tool it needs is missing; the message names it).
 #
-#   critest_agentd.sh [--agentd PATH] [--parallel N] [--with-streaming] [--with-pending] [--all]
+#   critest_agentd.sh [--agentd PATH] [--parallel N] [--with-streaming] [--all]
 #                     [-- CRITEST_SH_ARGS...]
 #
 #   --agentd PATH      the agentd to test; default $AGENTD_BUILD_DIR/agent/agentd, else an
 #                      agentd on PATH (an installed one finds its installed shim and infra)
 #   --parallel N       run the specs on N ginkgo processes (default: serial)
 #   --with-streaming   also run STREAMING_SPECS (below), skipped by default
-#   --with-pending     also run PENDING_SPECS (below), skipped by default
-#   --all              run every spec (both of the above)
+#   --all              run every spec (the same, for now)
 #
 # Env: AGENTD_SHARED_DIR (the shared/ folder holding conformance/ and cri-tools/; default
 # <repo>/../shared, else ../shared beside the repository's main checkout), AGENTD_CRITEST_WORK
@@ -26,7 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/../.." && pwd)
 SKIP=77
 
-# Specs known to fail today, skipped so that any other failure fails the test. Each list goes
+# Specs known to fail today, skipped so that any other failure fails the test. The list goes
 # (with its option) once its work lands.
 # Streaming: Exec, Attach and PortForward over the streaming server, which agentd does not
 # serve yet (the streaming issue).
@@ -37,25 +36,17 @@ STREAMING_SPECS=(
 	'runtime should support portforward'
 	'runtime should support portforward in host network'
 )
-# Agent-side security-context work of issue 10, not done yet: RunAsGroup without a user must be
-# refused (item 3); the groups of the image's /etc/group must be added (item 4).
-PENDING_SPECS=(
-	'runtime should return error if RunAsGroup is set without RunAsUser'
-	"if the container's primary UID belongs to some groups in the image, runtime should add SupplementalGroups to them"
-)
 
 agentd=''
 parallel=''
 streaming=0
-pending=0
 harness_args=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--agentd) agentd=${2:?--agentd needs a path}; shift 2 ;;
 	--parallel) parallel=${2:?--parallel needs a number}; shift 2 ;;
 	--with-streaming) streaming=1; shift ;;
-	--with-pending) pending=1; shift ;;
-	--all) streaming=1; pending=1; shift ;;
+	--all) streaming=1; shift ;;
 	-h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	--) shift; harness_args=("$@"); break ;;
 	*) echo "critest_agentd.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -202,10 +193,6 @@ skipped=()
 if [ "$streaming" = 0 ]; then
 	skipped+=("${STREAMING_SPECS[@]}")
 	echo "skipping the ${#STREAMING_SPECS[@]} streaming specs (--with-streaming runs them)"
-fi
-if [ "$pending" = 0 ]; then
-	skipped+=("${PENDING_SPECS[@]}")
-	echo "skipping the ${#PENDING_SPECS[@]} specs of pending agent work (--with-pending runs them)"
 fi
 skip_re=''
 if [ ${#skipped[@]} -gt 0 ]; then
