@@ -293,39 +293,37 @@ static bool handle_client(int fd)
 	return false;
 }
 
-int main(int argc, char **argv)
+/* The init's stdio as rt_shim_setup left it at the fixed fds, and the log. */
+static void take_stdio(const rt_spawn_spec *spec, bool pty)
 {
-	/* Exec'd from a memfd, the kernel named us after its fd number. */
-	prctl(PR_SET_NAME, "agentd-shim", 0, 0, 0);
-	if (argc == 2 && !strcmp(argv[1], "exec"))
-		rt_shim_exec();
-	if (argc != 1)
-		return 2;
-	rt_spawn_spec spec;
-	bool pty;
-	rt_shim_setup(&spec, &init_pid, &pty);
-	stdin_once = spec.cfg.stdin_once;
+	stdin_once = spec->cfg.stdin_once;
 	if (fcntl(RT_SHIM_FD_IN, F_GETFD) >= 0)
 		in_fd = RT_SHIM_FD_IN;
-	log_path = spec.cfg.log_path ? spec.cfg.log_path : "";
+	log_path = spec->cfg.log_path ? spec->cfg.log_path : "";
 	if (pty)
 		pty_fd = RT_SHIM_FD_OUT;
-	init_start = proc_start_time(init_pid);
 	out_s.fd = fcntl(RT_SHIM_FD_OUT, F_GETFD) >= 0 ? RT_SHIM_FD_OUT : -1;
 	err_s.fd = fcntl(RT_SHIM_FD_ERR, F_GETFD) >= 0 ? RT_SHIM_FD_ERR : -1;
 	if (pty_fd >= 0)
-		out_s.fd = -1; /* read through pty_fd below, as stdout */
+		out_s.fd = -1; /* read through pty_fd, as stdout, once serving */
 	reopen_log();
-	signal(SIGPIPE, SIG_IGN);
+}
 
+/* The signals we reap and forward to the init, as a signalfd (-1: failed). */
+static int open_signals(void)
+{
 	sigset_t mask;
 	sigemptyset(&mask);
 	static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		sigaddset(&mask, sigs[i]);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
-	int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	return signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+}
 
+/* READY (or what went wrong) to our creator; false if we cannot go on. */
+static bool report_ready(int sfd)
+{
 	rt_msg m = {.type = RT_SHIM_MSG_READY, .pid = getpid()};
 	if (sfd < 0 || init_start == 0) {
 		m.type = RT_MSG_ERROR;
@@ -333,23 +331,79 @@ int main(int argc, char **argv)
 			 sfd < 0 ? "signalfd failed" : "container init vanished");
 	}
 	if (send(RT_SHIM_FD_SYNC, &m, sizeof(m), MSG_NOSIGNAL) < 0 || m.type == RT_MSG_ERROR)
-		return 1;
+		return false;
 	close(RT_SHIM_FD_SYNC);
+	return true;
+}
 
-	if (pty_fd >= 0)
-		out_s.fd = in_fd = pty_fd;
-	if (in_fd >= 0 && in_fd != pty_fd)
-		fcntl(in_fd, F_SETFL, O_NONBLOCK); /* a stalled container never blocks us */
-	int status = 0;
-	int64_t finished = 0, deadline = 0;
+/* Input from attached clients goes to the container's stdin. */
+static void attach_input(const struct pollfd *pfd)
+{
+	for (int i = 0; i < MAX_ATTACH; i++) {
+		if (attach_fds[i] < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		if (attach_eof[i]) { /* gone entirely */
+			drop_attach(i);
+			continue;
+		}
+		char buf[4096];
+		ssize_t n = read(attach_fds[i], buf, sizeof(buf));
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n == 0) {
+			attach_input_done(i); /* half-close: output still flows */
+			continue;
+		}
+		if (n < 0) {
+			drop_attach(i);
+			continue;
+		}
+		if (in_fd >= 0 && write(in_fd, buf, (size_t)n) < 0) {
+			/* a full stdin pipe drops input rather than stall the shim */
+		}
+	}
+}
+
+typedef struct init_exit {
+	int status;
+	int64_t finished, drain_deadline;
+} init_exit;
+
+/* Forwards signals to the init and reaps children; records the init's exit. */
+static void handle_signals(int sfd, init_exit *ex)
+{
+	struct signalfd_siginfo si;
+	while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo != SIGCHLD) {
+			kill(init_pid, (int)si.ssi_signo);
+			continue;
+		}
+		int st;
+		pid_t p;
+		/* Reparented orphans land here too (we are their subreaper). */
+		while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+			if (p == init_pid && !exited) {
+				exited = true;
+				ex->status = st;
+				ex->finished = now_ns();
+				ex->drain_deadline = ex->finished + DRAIN_AFTER_EXIT_MS * 1000000LL;
+			}
+		}
+	}
+}
+
+/* Until the init has exited and its output is drained (or the drain time is
+ * up): log its output, serve attachers and the control socket. */
+static void serve(int sfd, init_exit *ex)
+{
 	for (;;) {
 		if (exited && (out_s.fd < 0 && err_s.fd < 0))
-			break;
+			return;
 		int64_t left = -1;
 		if (exited) {
-			left = (deadline - now_ns()) / 1000000;
+			left = (ex->drain_deadline - now_ns()) / 1000000;
 			if (left <= 0)
-				break;
+				return;
 		}
 		struct pollfd pfd[4 + MAX_ATTACH] = {
 		    {.fd = sfd, .events = POLLIN},
@@ -361,52 +415,10 @@ int main(int argc, char **argv)
 			pfd[4 + i] = (struct pollfd){.fd = attach_fds[i],
 						     .events = attach_eof[i] ? 0 : POLLIN};
 		if (poll(pfd, 4 + MAX_ATTACH, (int)left) < 0 && errno != EINTR)
-			break;
-		for (int i = 0; i < MAX_ATTACH; i++) {
-			if (attach_fds[i] < 0 ||
-			    !(pfd[4 + i].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			if (attach_eof[i]) { /* gone entirely */
-				drop_attach(i);
-				continue;
-			}
-			char buf[4096];
-			ssize_t n = read(attach_fds[i], buf, sizeof(buf));
-			if (n < 0 && (errno == EAGAIN || errno == EINTR))
-				continue;
-			if (n == 0) {
-				attach_input_done(i); /* half-close: output still flows */
-				continue;
-			}
-			if (n < 0) {
-				drop_attach(i);
-				continue;
-			}
-			if (in_fd >= 0 && write(in_fd, buf, (size_t)n) < 0) {
-				/* a full stdin pipe drops input rather than stall the shim */
-			}
-		}
-		if (pfd[0].revents & POLLIN) {
-			struct signalfd_siginfo si;
-			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-				if (si.ssi_signo != SIGCHLD) {
-					kill(init_pid, (int)si.ssi_signo);
-					continue;
-				}
-				int st;
-				pid_t p;
-				/* Reparented orphans land here too (we are their subreaper). */
-				while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
-					if (p == init_pid && !exited) {
-						exited = true;
-						status = st;
-						finished = now_ns();
-						deadline =
-						    finished + DRAIN_AFTER_EXIT_MS * 1000000LL;
-					}
-				}
-			}
-		}
+			return;
+		attach_input(pfd + 4);
+		if (pfd[0].revents & POLLIN)
+			handle_signals(sfd, ex);
 		if (pfd[1].revents & POLLIN) {
 			int c = accept4(RT_SHIM_FD_CTL, NULL, NULL, SOCK_CLOEXEC);
 			if (c >= 0 && !handle_client(c))
@@ -418,7 +430,32 @@ int main(int argc, char **argv)
 		if (pfd[3].revents & (POLLIN | POLLHUP | POLLERR))
 			stream_read(&err_s);
 	}
+}
+
+int main(int argc, char **argv)
+{
+	/* Exec'd from a memfd, the kernel named us after its fd number. */
+	prctl(PR_SET_NAME, "agentd-shim", 0, 0, 0);
+	if (argc == 2 && !strcmp(argv[1], "exec"))
+		rt_shim_exec();
+	if (argc != 1)
+		return 2;
+	rt_spawn_spec spec;
+	bool pty;
+	rt_shim_setup(&spec, &init_pid, &pty);
+	init_start = proc_start_time(init_pid);
+	take_stdio(&spec, pty);
+	signal(SIGPIPE, SIG_IGN);
+	int sfd = open_signals();
+	if (!report_ready(sfd))
+		return 1;
+	if (pty_fd >= 0)
+		out_s.fd = in_fd = pty_fd;
+	if (in_fd >= 0 && in_fd != pty_fd)
+		fcntl(in_fd, F_SETFL, O_NONBLOCK); /* a stalled container never blocks us */
+	init_exit ex = {0};
+	serve(sfd, &ex);
 	unlinkat(RT_SHIM_FD_STATE, RT_FILE_CTL, 0);
-	write_exit(status, finished);
+	write_exit(ex.status, ex.finished);
 	return 0;
 }
