@@ -206,52 +206,52 @@ static void read_spec(char **ret_buf, rt_spawn_spec *spec)
 	*ret_buf = buf;
 }
 
-void rt_shim_setup(rt_spawn_spec *spec, pid_t *ret_init_pid, bool *ret_pty)
+/* The init's side of the handover: the go pipe, the start socket, and its
+ * stdio (a pty, or pipes that always pass through the shim: for the log
+ * and for attach). Failing here ends the shim. */
+static void open_init_fds(const rt_config *cfg, init_fds *x)
 {
 	ad_error *e = NULL;
-	char *buf; /* spec points into it: kept for the shim's lifetime */
-	read_spec(&buf, spec);
-	const rt_config *cfg = &spec->cfg;
-	/* No detaching fork: posix_spawn made us the leader of a new session,
-	 * so nothing sent to agentd's process group or session reaches us, and
-	 * when agentd exits (even killed) we are adopted by init (or a
-	 * subreaper) like any orphan. Until then agentd reaps us. */
-	prctl(PR_SET_CHILD_SUBREAPER, 1);
-
-	init_fds x = {.go = {-1, -1},
-		      .start = {-1, -1},
-		      .out = {-1, -1},
-		      .err = {-1, -1},
-		      .in = {-1, -1},
-		      .pty_master = -1,
-		      .pty_slave = -1};
+	*x = (init_fds){.go = {-1, -1},
+			.start = {-1, -1},
+			.out = {-1, -1},
+			.err = {-1, -1},
+			.in = {-1, -1},
+			.pty_master = -1,
+			.pty_slave = -1};
 	/* start: a socket, not a pipe, so that the shim also sees the init's end
 	 * close (close-on-exec) once the init has exec'd. */
-	if (pipe2(x.go, O_CLOEXEC) < 0 ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x.start) < 0) {
+	if (pipe2(x->go, O_CLOEXEC) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x->start) < 0) {
 		ad_fail_errno(&e, AD_E_INTERNAL, "pipes");
 		fail(e);
 	}
 	if (cfg->tty) {
-		if (openpty(&x.pty_master, &x.pty_slave, NULL, NULL, NULL) < 0) {
+		if (openpty(&x->pty_master, &x->pty_slave, NULL, NULL, NULL) < 0) {
 			ad_fail_errno(&e, AD_E_INTERNAL, "openpty");
 			fail(e);
 		}
-		fcntl(x.pty_master, F_SETFD, FD_CLOEXEC);
-		fcntl(x.pty_slave, F_SETFD, FD_CLOEXEC);
-	} else if (pipe2(x.out, O_CLOEXEC) < 0 || pipe2(x.err, O_CLOEXEC) < 0 ||
-		   (cfg->open_stdin && pipe2(x.in, O_CLOEXEC) < 0)) {
-		/* Always through the shim: for the log and for attach. */
+		fcntl(x->pty_master, F_SETFD, FD_CLOEXEC);
+		fcntl(x->pty_slave, F_SETFD, FD_CLOEXEC);
+	} else if (pipe2(x->out, O_CLOEXEC) < 0 || pipe2(x->err, O_CLOEXEC) < 0 ||
+		   (cfg->open_stdin && pipe2(x->in, O_CLOEXEC) < 0)) {
 		ad_fail_errno(&e, AD_E_INTERNAL, "pipes");
 		fail(e);
 	}
+}
 
+/* Clones the init into its new namespaces (a pid namespace to join is
+ * joined here: setns applies it to children only) and closes the init's
+ * ends of its fds on our side. */
+static pid_t clone_init(rt_spawn_spec *spec, init_fds *x)
+{
+	const rt_config *cfg = &spec->cfg;
+	ad_error *e = NULL;
 	int flags = 0;
 	for (int t = 0; t < _RT_NS_MAX; t++)
 		if (cfg->namespaces[t].mode == RT_NS_NEW && t != RT_NS_CGROUP)
 			flags |= clone_ns[t];
 	if (cfg->namespaces[RT_NS_PID].mode == RT_NS_JOIN) {
-		/* setns to a pid namespace applies to children only: do it here. */
 		int fd = open(cfg->namespaces[RT_NS_PID].path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, CLONE_NEWPID) < 0) {
 			ad_fail_errno(&e, AD_E_INVALID, "join pid namespace %s",
@@ -267,45 +267,50 @@ void rt_shim_setup(rt_spawn_spec *spec, pid_t *ret_init_pid, bool *ret_pty)
 		fail(e);
 	}
 	if (pid == 0)
-		run_init(spec, &x);
-	close(x.go[0]);
-	close(x.start[0]);
-	if (x.pty_slave >= 0)
-		close(x.pty_slave);
-	if (x.out[1] >= 0)
-		close(x.out[1]);
-	if (x.err[1] >= 0)
-		close(x.err[1]);
-	if (x.in[0] >= 0)
-		close(x.in[0]);
+		run_init(spec, x);
+	close(x->go[0]);
+	close(x->start[0]);
+	int theirs[] = {x->pty_slave, x->out[1], x->err[1], x->in[0]};
+	for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++)
+		if (theirs[i] >= 0)
+			close(theirs[i]);
+	return pid;
+}
+
+/* Tells agentd the init's pid, writes its id maps, moves it into its
+ * cgroup and lets it go on with its set-up. */
+static int release_init(const rt_spawn_spec *spec, pid_t pid, init_fds *x, ad_error **err)
+{
+	const rt_config *cfg = &spec->cfg;
 	if (rt_msg_send(RT_SHIM_FD_SYNC, RT_MSG_INIT_PID, pid) < 0)
-		goto kill_init;
+		return ad_fail_errno(err, AD_E_INTERNAL, "tell agentd the init's pid");
 	if (cfg->namespaces[RT_NS_USER].mode == RT_NS_NEW &&
-	    (write_id_map(pid, "uid_map", cfg->uid_maps, cfg->n_uid_maps, &e) < 0 ||
-	     write_id_map(pid, "gid_map", cfg->gid_maps, cfg->n_gid_maps, &e) < 0))
-		goto fail_init;
+	    (write_id_map(pid, "uid_map", cfg->uid_maps, cfg->n_uid_maps, err) < 0 ||
+	     write_id_map(pid, "gid_map", cfg->gid_maps, cfg->n_gid_maps, err) < 0))
+		return -1;
 	char pidbuf[16];
 	int pl = snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
 	for (size_t i = 0; i < spec->n_cgroup_fds; i++)
-		if (write(RT_SHIM_FD_CGROUP + (int)i, pidbuf, (size_t)pl) != pl) {
-			ad_fail_errno(&e, AD_E_INTERNAL, "cgroup: enter pid %d", (int)pid);
-			goto fail_init;
-		}
-	if (write(x.go[1], "g", 1) != 1) {
-		ad_fail_errno(&e, AD_E_INTERNAL, "wake the container init");
-		goto fail_init;
-	}
-	close(x.go[1]);
+		if (write(RT_SHIM_FD_CGROUP + (int)i, pidbuf, (size_t)pl) != pl)
+			return ad_fail_errno(err, AD_E_INTERNAL, "cgroup: enter pid %d", (int)pid);
+	if (write(x->go[1], "g", 1) != 1)
+		return ad_fail_errno(err, AD_E_INTERNAL, "wake the container init");
+	close(x->go[1]);
+	return 0;
+}
 
-	/* The shim's fds at their fixed numbers; nothing else stays open. */
+/* The shim's fds at their fixed numbers; nothing else stays open, stdio
+ * is /dev/null and the cwd is /. */
+static void keep_shim_fds(const init_fds *x)
+{
 	int keep[_RT_SHIM_FD_MAX] = {
 	    [RT_SHIM_FD_SYNC] = RT_SHIM_FD_SYNC,
 	    [RT_SHIM_FD_CTL] = RT_SHIM_FD_CTL,
-	    [RT_SHIM_FD_START] = x.start[1],
-	    [RT_SHIM_FD_OUT] = x.pty_master >= 0 ? x.pty_master : x.out[0],
-	    [RT_SHIM_FD_ERR] = x.pty_master >= 0 ? -1 : x.err[0],
+	    [RT_SHIM_FD_START] = x->start[1],
+	    [RT_SHIM_FD_OUT] = x->pty_master >= 0 ? x->pty_master : x->out[0],
+	    [RT_SHIM_FD_ERR] = x->pty_master >= 0 ? -1 : x->err[0],
 	    [RT_SHIM_FD_STATE] = RT_SHIM_FD_STATE,
-	    [RT_SHIM_FD_IN] = x.pty_master >= 0 ? -1 : x.in[1],
+	    [RT_SHIM_FD_IN] = x->pty_master >= 0 ? -1 : x->in[1],
 	};
 	for (int i = RT_SHIM_FD_SYNC; i < _RT_SHIM_FD_MAX; i++)
 		if (keep[i] >= 0)
@@ -323,14 +328,30 @@ void rt_shim_setup(rt_spawn_spec *spec, pid_t *ret_init_pid, bool *ret_pty)
 	}
 	if (chdir("/") < 0) {
 	}
+}
+
+void rt_shim_setup(rt_spawn_spec *spec, pid_t *ret_init_pid, bool *ret_pty)
+{
+	char *buf; /* spec points into it: kept for the shim's lifetime */
+	read_spec(&buf, spec);
+	/* No detaching fork: posix_spawn made us the leader of a new session,
+	 * so nothing sent to agentd's process group or session reaches us, and
+	 * when agentd exits (even killed) we are adopted by init (or a
+	 * subreaper) like any orphan. Until then agentd reaps us. */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	init_fds x;
+	open_init_fds(&spec->cfg, &x);
+	pid_t pid = clone_init(spec, &x);
+	ad_error *e = NULL;
+	if (release_init(spec, pid, &x, &e) < 0) {
+		/* agentd may be gone already: its error, if it listens. */
+		rt_msg_send_error(RT_SHIM_FD_SYNC, e);
+		kill(pid, SIGKILL);
+		_exit(1);
+	}
+	keep_shim_fds(&x);
 	*ret_init_pid = pid;
 	*ret_pty = x.pty_master >= 0;
-	return;
-fail_init:
-	rt_msg_send_error(RT_SHIM_FD_SYNC, e);
-kill_init:
-	kill(pid, SIGKILL);
-	_exit(1);
 }
 
 /* ---- exec into a running container ---------------------------------------- */
