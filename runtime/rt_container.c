@@ -375,108 +375,145 @@ out:
 	return r;
 }
 
-static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, const rt_secplan *plan,
-		     ad_error **err)
+/* The container's cgroup with its resources (v1: and the default device
+ * rules), and the OOM kill count it starts from. */
+static int create_cgroup(const char *cg_parent, const rt_config *cfg, rt_container *c,
+			 ad_error **err)
 {
-	/* Phase times (ms since t[0]) for the debug log: cgroup, spawned,
-	 * shim pid, init pid, init ready, shim ready, state written. */
-	int64_t t[8] = {ad_monotonic_ns()};
-	const char *cg_parent = cfg->cgroup_parent ? cfg->cgroup_parent : rt->cgroup_parent;
 	if (cg_create(cg_parent, cfg->id, &cfg->resources, &c->cg, err) < 0)
 		return ad_error_wrap(err, "cgroup");
 	if (strcmp(cg_version_name(), "v1") == 0 && default_devices(c->cg, &cfg->security, err) < 0)
 		return ad_error_wrap(err, "cgroup devices");
 	if (cg_oom_kill_count(c->cg, &c->oom_base, NULL) < 0)
 		c->oom_base = 0;
-	t[1] = ad_monotonic_ns();
+	return 0;
+}
 
-	int sync[2] = {-1, -1}, ctl_fd = -1, state_fd = -1;
+/* What the shim is given at fixed fd numbers (rt_shim_proto.h). */
+typedef struct shim_handover {
+	int sync[2]; /* [0] ours, [1] the shim's */
+	int ctl_fd, state_fd;
 	int cgroup_fds[RT_SHIM_MAX_CGROUP_FDS];
-	size_t n_cgroup_fds = 0;
-	_cleanup_free_ char *spec = NULL;
-	size_t spec_len = 0;
-	int r = -1;
-	pid_t spawned = -1;
-	if (cfg->log_path) {
-		/* Checked here: the shim could only lose the output silently. */
-		int lfd = open(cfg->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-		if (lfd < 0) {
-			ad_fail_errno(err, AD_E_INVALID, "log path %s", cfg->log_path);
-			goto out;
-		}
-		close(lfd);
-	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) {
-		ad_fail_errno(err, AD_E_INTERNAL, "socketpair");
-		goto out;
-	}
+	size_t n_cgroup_fds;
+} shim_handover;
+
+static void handover_close(shim_handover *h)
+{
+	close_pair(h->sync);
+	if (h->ctl_fd >= 0)
+		close(h->ctl_fd);
+	if (h->state_fd >= 0)
+		close(h->state_fd);
+	for (size_t i = 0; i < h->n_cgroup_fds; i++)
+		close(h->cgroup_fds[i]);
+}
+
+static int handover_open(rt_container *c, shim_handover *h, ad_error **err)
+{
+	*h = (shim_handover){.sync = {-1, -1}, .ctl_fd = -1, .state_fd = -1};
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, h->sync) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "socketpair");
 	/* A setup stuck (say, on a hung mount) must not hang the caller. */
 	struct timeval tv = {.tv_sec = 60};
-	setsockopt(sync[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	ctl_fd = bind_ctl_socket(c->dir, err);
-	if (ctl_fd < 0)
-		goto out;
-	state_fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (state_fd < 0) {
-		ad_fail_errno(err, AD_E_INTERNAL, "open %s", c->dir);
-		goto out;
-	}
-	if (cg_open_procs(c->cg, cgroup_fds, RT_SHIM_MAX_CGROUP_FDS, &n_cgroup_fds, err) < 0)
-		goto out;
+	setsockopt(h->sync[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	h->ctl_fd = bind_ctl_socket(c->dir, err);
+	if (h->ctl_fd < 0)
+		return -1;
+	h->state_fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (h->state_fd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", c->dir);
+	return cg_open_procs(c->cg, h->cgroup_fds, RT_SHIM_MAX_CGROUP_FDS, &h->n_cgroup_fds, err);
+}
+
+/* Queues the config, then spawns the shim with the handover's fds. */
+static int spawn_shim(rt_runtime *rt, const rt_config *cfg, const rt_secplan *plan,
+		      rt_container *c, shim_handover *h, int64_t *t_sent, ad_error **err)
+{
+	_cleanup_free_ char *spec = NULL;
+	size_t spec_len = 0;
 	rt_spawn_spec sp = {.cfg = *cfg, .plan = *plan, .state_dir = c->dir,
-			    .n_cgroup_fds = n_cgroup_fds};
+			    .n_cgroup_fds = h->n_cgroup_fds};
 	rt_spawn_pack(&sp, &spec, &spec_len);
 	/* Queued before the spawn (the socket's buffer is empty and takes one
 	 * message of up to its size): the shim finds its config as soon as it
 	 * runs, without waiting for this thread to get a CPU again. */
-	if (send(sync[0], spec, spec_len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)spec_len) {
-		ad_fail_errno(err, AD_E_INTERNAL, "send the container config to the shim");
-		goto out;
-	}
-	t[2] = ad_monotonic_ns();
-	int src[3 + RT_SHIM_MAX_CGROUP_FDS] = {sync[1], ctl_fd, state_fd};
+	if (send(h->sync[0], spec, spec_len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)spec_len)
+		return ad_fail_errno(err, AD_E_INTERNAL, "send the container config to the shim");
+	*t_sent = ad_monotonic_ns();
+	int src[3 + RT_SHIM_MAX_CGROUP_FDS] = {h->sync[1], h->ctl_fd, h->state_fd};
 	int dst[3 + RT_SHIM_MAX_CGROUP_FDS] = {RT_SHIM_FD_SYNC, RT_SHIM_FD_CTL, RT_SHIM_FD_STATE};
-	for (size_t i = 0; i < n_cgroup_fds; i++)
-		src[3 + i] = cgroup_fds[i], dst[3 + i] = RT_SHIM_FD_CGROUP + (int)i;
+	for (size_t i = 0; i < h->n_cgroup_fds; i++)
+		src[3 + i] = h->cgroup_fds[i], dst[3 + i] = RT_SHIM_FD_CGROUP + (int)i;
 	/* The spawned process is the shim itself (it does not fork to detach):
 	 * our child until we exit, reaped once it has exited (reap_shim). */
-	if (rt_spawn_shim(rt, NULL, src, dst, 3 + n_cgroup_fds, true, &spawned, err) < 0)
-		goto out;
+	pid_t spawned;
+	if (rt_spawn_shim(rt, NULL, src, dst, 3 + h->n_cgroup_fds, true, &spawned, err) < 0)
+		return -1;
 	c->shim_pid = spawned;
-	t[3] = ad_monotonic_ns();
-	close(sync[1]);
-	sync[1] = -1;
-	/* Expect: init pid, init ready, shim ready. */
+	close(h->sync[1]);
+	h->sync[1] = -1;
+	return 0;
+}
+
+/* The shim's and the init's reports: init pid, init ready, shim ready (or
+ * an error). t[0..2] get the time of each. */
+static int await_setup(rt_container *c, int sync_fd, int64_t t[3], ad_error **err)
+{
 	bool init_ready = false, shim_ready = false;
 	while (!init_ready || !shim_ready) {
 		rt_msg m;
-		if (rt_msg_recv(sync[0], &m, "container setup", err) < 0)
-			goto out;
+		if (rt_msg_recv(sync_fd, &m, "container setup", err) < 0)
+			return -1;
 		switch (m.type) {
 		case RT_MSG_INIT_PID:
-			t[4] = ad_monotonic_ns();
+			t[0] = ad_monotonic_ns();
 			c->init_pid = m.pid;
 			c->init_start = rt_proc_start_time(m.pid);
 			break;
 		case RT_MSG_READY:
-			t[5] = ad_monotonic_ns();
+			t[1] = ad_monotonic_ns();
 			init_ready = true;
 			break;
 		case RT_SHIM_MSG_READY:
-			t[6] = ad_monotonic_ns();
+			t[2] = ad_monotonic_ns();
 			shim_ready = true;
 			c->shim_start = rt_proc_start_time(c->shim_pid);
 			break;
 		case RT_MSG_ERROR:
-			rt_msg_to_error(&m, err);
-			goto out;
+			return rt_msg_to_error(&m, err);
 		default:
-			ad_fail(err, AD_E_INTERNAL, "container setup: message %d", m.type);
-			goto out;
+			return ad_fail(err, AD_E_INTERNAL, "container setup: message %d", m.type);
 		}
 	}
-	c->created_at = ad_now_ns();
-	r = write_state(c, cg_parent, err);
+	return 0;
+}
+
+static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, const rt_secplan *plan,
+		     ad_error **err)
+{
+	/* Phase times (ms since t[0]) for the debug log: cgroup, config sent,
+	 * spawned, init pid, init ready, shim ready, state written. */
+	int64_t t[8] = {ad_monotonic_ns()};
+	const char *cg_parent = cfg->cgroup_parent ? cfg->cgroup_parent : rt->cgroup_parent;
+	if (create_cgroup(cg_parent, cfg, c, err) < 0)
+		return -1;
+	t[1] = ad_monotonic_ns();
+	if (cfg->log_path) {
+		/* Checked here: the shim could only lose the output silently. */
+		int lfd = open(cfg->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (lfd < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "log path %s", cfg->log_path);
+		close(lfd);
+	}
+	shim_handover h;
+	int r = -1;
+	if (handover_open(c, &h, err) == 0 && spawn_shim(rt, cfg, plan, c, &h, &t[2], err) == 0) {
+		t[3] = ad_monotonic_ns();
+		if (await_setup(c, h.sync[0], &t[4], err) == 0) {
+			c->created_at = ad_now_ns();
+			r = write_state(c, cg_parent, err);
+		}
+	}
 	t[7] = ad_monotonic_ns();
 	if (r == 0 && ad_log_enabled(AD_LOG_DEBUG))
 		ad_debug("container %s created (ms): cgroup %.2f, config sent %.2f, spawned %.2f, "
@@ -484,25 +521,18 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 			 cfg->id, (t[1] - t[0]) / 1e6, (t[2] - t[0]) / 1e6, (t[3] - t[0]) / 1e6,
 			 (t[4] - t[0]) / 1e6, (t[5] - t[0]) / 1e6, (t[6] - t[0]) / 1e6,
 			 (t[7] - t[0]) / 1e6);
-out:
 	if (r < 0) {
 		/* Both were just created: nobody else can own these pids yet (the
 		 * init is the shim's child, and the shim ours, still unreaped). */
 		if (c->init_pid > 0)
 			kill(c->init_pid, SIGKILL);
-		if (spawned > 0) {
-			kill(spawned, SIGKILL);
-			while (waitpid(spawned, NULL, 0) < 0 && errno == EINTR)
+		if (c->shim_pid > 0) {
+			kill(c->shim_pid, SIGKILL);
+			while (waitpid(c->shim_pid, NULL, 0) < 0 && errno == EINTR)
 				;
 		}
 	}
-	close_pair(sync);
-	if (ctl_fd >= 0)
-		close(ctl_fd);
-	if (state_fd >= 0)
-		close(state_fd);
-	for (size_t i = 0; i < n_cgroup_fds; i++)
-		close(cgroup_fds[i]);
+	handover_close(&h);
 	return r;
 }
 
