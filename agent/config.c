@@ -74,6 +74,13 @@ static const cfg_key keys[] = {
     {"cni", "plugin_dirs", K_FILE, offsetof(cfg_config, cni_plugin_dirs), 0, 0},
     {"cni", "netns_dir", K_FILE, offsetof(cfg_config, cni_netns_dir), 0, 0},
     KEY("pods", pause_image, K_FILE, 0, 0),
+    {"streaming", "listen", K_HOST_PORT, offsetof(cfg_config, streaming_listen), 0, 0},
+    {"streaming", "tls", K_BOOL, offsetof(cfg_config, streaming_tls), 0, 0},
+    {"streaming", "idle_timeout", K_UNSIGNED, offsetof(cfg_config, streaming_idle_timeout), 1,
+     7 * 86400},
+    {"streaming", "token_ttl", K_UNSIGNED, offsetof(cfg_config, streaming_token_ttl), 1, 3600},
+    {"streaming", "max_sessions", K_UNSIGNED, offsetof(cfg_config, streaming_max_sessions), 1,
+     4096},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -107,6 +114,10 @@ void cfg_init(cfg_config *cfg)
 	    .cni_plugin_dirs = ad_strdup("/usr/lib/cni:/opt/cni/bin"),
 	    .cni_netns_dir = ad_strdup(""),
 	    .pause_image = ad_strdup(""),
+	    .streaming_listen = ad_strdup("127.0.0.1:0"),
+	    .streaming_idle_timeout = 4 * 3600,
+	    .streaming_token_ttl = 60,
+	    .streaming_max_sessions = 64,
 	    .source = ad_strdup("<defaults>"),
 	};
 }
@@ -131,6 +142,7 @@ void cfg_free(cfg_config *cfg)
 	free(cfg->cni_plugin_dirs);
 	free(cfg->cni_netns_dir);
 	free(cfg->pause_image);
+	free(cfg->streaming_listen);
 	free(cfg->source);
 	*cfg = (cfg_config){0};
 }
@@ -486,6 +498,10 @@ int cfg_validate(const cfg_config *cfg, ad_error **err)
 				       "tls_client_ca ([grpc] %s is not set)",
 				       cfg->source, cfg->tls_listen, missing);
 	}
+	if (cfg->streaming_tls && (!cfg->tls_cert[0] || !cfg->tls_key[0]))
+		return ad_fail(err, AD_E_INVALID,
+			       "%s: [streaming] tls = true needs [grpc] tls_cert and tls_key",
+			       cfg->source);
 	if (!cfg->listen[0] && !cfg->tls_listen[0] && !cfg->tcp_insecure_listen[0])
 		return ad_fail(err, AD_E_INVALID,
 			       "%s: no listener: set at least one of [grpc] listen, tls_listen, "

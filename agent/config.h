@@ -46,6 +46,12 @@ typedef struct cfg_config {
 	char *cni_netns_dir;   /* netns pins; "" = <state>/netns */
 	/* [pods] */
 	char *pause_image; /* infra image; "" = the built-in agentd-infra */
+	/* [streaming] Exec, Attach and PortForward */
+	char *streaming_listen;		 /* host:port (port 0: ephemeral); "": off */
+	bool streaming_tls;		 /* https with [grpc] tls_cert/tls_key */
+	unsigned streaming_idle_timeout; /* seconds */
+	unsigned streaming_token_ttl;	 /* seconds */
+	unsigned streaming_max_sessions;
 	/* Where the settings came from ("<built-in>" or the file name). */
 	char *source;
 } cfg_config;

@@ -155,6 +155,33 @@ static int make_dirs(const cfg_config *c, ad_error **err)
 	return 0;
 }
 
+/* [streaming] listen is host:port or [v6]:port (checked by config.c). */
+static int start_streaming(agentd *d, ad_error **err)
+{
+	const cfg_config *c = &d->cfg;
+	if (!c->streaming_listen[0])
+		return 0;
+	const char *colon = strrchr(c->streaming_listen, ':');
+	const char *host = c->streaming_listen;
+	size_t host_len = (size_t)(colon - host);
+	if (host[0] == '[') {
+		host++;
+		host_len -= 2;
+	}
+	_cleanup_free_ char *addr = ad_strndup(host, host_len);
+	st_config sc = {
+	    .address = addr,
+	    .port = (uint16_t)atoi(colon + 1),
+	    .tls_cert = c->streaming_tls ? c->tls_cert : NULL,
+	    .tls_key = c->streaming_tls ? c->tls_key : NULL,
+	    .token_ttl_ms = (int)c->streaming_token_ttl * 1000,
+	    .idle_timeout_ms = (int)c->streaming_idle_timeout * 1000,
+	    .max_sessions = (int)c->streaming_max_sessions,
+	};
+	/* Not one of the gRPC listeners: the server logs its URL itself. */
+	return st_server_start(&sc, &cri_streaming_backend, &d->cri, &d->cri.streaming, err);
+}
+
 static int run(agentd *d)
 {
 	_cleanup_error_ ad_error *err = NULL;
@@ -190,6 +217,10 @@ static int run(agentd *d)
 	/* Read once every owner of tables has migrated its own. */
 	ctx->schema_version = ad_db_schema_version(d->db);
 	d->cri = (cri_service){.pods = d->pods, .images = d->images};
+	if (start_streaming(d, &err) < 0) {
+		ad_error_log("%s", err->message);
+		return 1;
+	}
 
 	cri_register(&d->table, &d->cri);
 	svc_agent_register(&d->table, ctx);
@@ -244,7 +275,10 @@ static void teardown(agentd *d)
 		event_free(d->sig_int);
 	if (d->base)
 		event_base_free(d->base);
-	/* After the servers: no handler can be using the store any more. */
+	/* After the servers: no handler can be using the store any more. The
+	 * streaming sessions use the pod manager: they end first. */
+	if (d->cri.streaming)
+		st_server_stop(d->cri.streaming);
 	mgr_close(d->pods);
 	if (d->images)
 		store_close(d->images);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cni.h"
 
@@ -36,19 +38,40 @@ static int cni_netns_prepare_dir(const char *dir, ad_error **err)
 	return r;
 }
 
+enum { NETNS_CREATE, NETNS_LOOPBACK_UP, NETNS_CONNECT };
+
 struct cni_netns_job {
 	const char *path; /* pin to create, or namespace to join */
-	int op;		  /* 0: unshare and pin; 1: join and bring lo up */
+	int op;		  /* NETNS_* */
+	uint16_t port;	  /* NETNS_CONNECT: 127.0.0.1:port */
+	int fd;		  /* NETNS_CONNECT: the connected socket */
 	int err_no;
 	const char *what;
 };
+
+/* A socket keeps the namespace it was made in: it may be used from any thread. */
+static void netns_connect(struct cni_netns_job *job)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons(job->port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		job->err_no = errno;
+		job->what = "connect";
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	job->fd = fd;
+}
 
 /* Runs in its own thread: network namespaces belong to a thread, so only this
  * short-lived thread changes namespace, never the caller. */
 static void *cni_netns_thread(void *arg)
 {
 	struct cni_netns_job *job = arg;
-	if (job->op == 0) {
+	if (job->op == NETNS_CREATE) {
 		if (unshare(CLONE_NEWNET) < 0) {
 			job->err_no = errno;
 			job->what = "unshare(CLONE_NEWNET)";
@@ -74,6 +97,10 @@ static void *cni_netns_thread(void *arg)
 		job->what = "setns";
 		return NULL;
 	}
+	if (job->op == NETNS_CONNECT) {
+		netns_connect(job);
+		return NULL;
+	}
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0) {
 		job->err_no = errno;
@@ -96,13 +123,21 @@ static void *cni_netns_thread(void *arg)
 	return NULL;
 }
 
-static int cni_netns_run(struct cni_netns_job *job, ad_error **err)
+/* Runs the job in a thread of its own; the job's own failure is in err_no. */
+static int netns_thread_run(struct cni_netns_job *job, ad_error **err)
 {
 	pthread_t t;
 	int r = pthread_create(&t, NULL, cni_netns_thread, job);
 	if (r != 0)
 		return ad_error_make(err, AD_E_INTERNAL, r, "create netns thread");
 	pthread_join(t, NULL);
+	return 0;
+}
+
+static int cni_netns_run(struct cni_netns_job *job, ad_error **err)
+{
+	if (netns_thread_run(job, err) < 0)
+		return -1;
 	if (job->err_no != 0)
 		return ad_error_make(err, AD_E_INTERNAL, job->err_no, "netns %s: %s", job->path,
 				     job->what);
@@ -127,7 +162,7 @@ int cni_netns_create(const char *dir, const char *name, char **ret_path, ad_erro
 	}
 	close(fd);
 
-	struct cni_netns_job job = {.path = path, .op = 0};
+	struct cni_netns_job job = {.path = path, .op = NETNS_CREATE};
 	if (cni_netns_run(&job, err) < 0) {
 		umount2(path, MNT_DETACH);
 		unlink(path);
@@ -148,8 +183,26 @@ int cni_netns_remove(const char *path, ad_error **err)
 
 int cni_loopback_up(const char *netns_path, ad_error **err)
 {
-	struct cni_netns_job job = {.path = netns_path, .op = 1};
+	struct cni_netns_job job = {.path = netns_path, .op = NETNS_LOOPBACK_UP};
 	return cni_netns_run(&job, err);
+}
+
+int cni_netns_connect(const char *netns_path, uint16_t port, int *ret_fd, ad_error **err)
+{
+	struct cni_netns_job job = {
+	    .path = netns_path, .op = NETNS_CONNECT, .port = port, .fd = -1};
+	if (!netns_path)
+		netns_connect(&job);
+	else if (netns_thread_run(&job, err) < 0)
+		return -1;
+	if (job.fd >= 0) {
+		*ret_fd = job.fd;
+		return 0;
+	}
+	/* Nothing listening is the caller's to report, not agentd's failure. */
+	return ad_error_make(err, strcmp(job.what, "connect") ? AD_E_INTERNAL : AD_E_UNAVAILABLE,
+			     job.err_no, "%s 127.0.0.1:%u%s%s", job.what, port,
+			     netns_path ? " in " : "", netns_path ? netns_path : "");
 }
 
 int cni_netdev_parse(const char *text, cni_if_stats **ret, size_t *ret_n, ad_error **err)

@@ -48,6 +48,10 @@ rpc_code cri_update_container_resources(rpc_call *call, cri_service *svc, const 
 rpc_code cri_reopen_container_log(rpc_call *call, cri_service *svc, const void *req, void *resp);
 /* exec.c */
 rpc_code cri_exec_sync(rpc_call *call, cri_service *svc, const void *req, void *resp);
+/* streaming.c */
+rpc_code cri_exec(rpc_call *call, cri_service *svc, const void *req, void *resp);
+rpc_code cri_attach(rpc_call *call, cri_service *svc, const void *req, void *resp);
+rpc_code cri_port_forward(rpc_call *call, cri_service *svc, const void *req, void *resp);
 /* stats.c */
 rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
 rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);

@@ -411,6 +411,18 @@ int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err)
 	return 0;
 }
 
+int mgr_pod_dial(mgr *m, const char *id, uint16_t port, int *ret_fd, ad_error **err)
+{
+	mgr_pod *p = NULL;
+	if (mgr_pod_get(m, id, &p, err) < 0)
+		return -1;
+	int r = p->state == MGR_POD_READY
+		    ? cni_netns_connect(p->netns, port, ret_fd, err)
+		    : ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s is not ready", id);
+	mgr_pod_free(p);
+	return r;
+}
+
 int mgr_pod_list(mgr *m, mgr_pod ***ret, ad_error **err)
 {
 	if (pod_query(m, "SELECT " POD_COLS " FROM pods WHERE state != 0 ORDER BY created_ns", NULL,

@@ -382,10 +382,12 @@ def test_cri_rpcs_unimplemented(agentd, stubs):
         rt = stubs.api_grpc.RuntimeServiceStub(ch)
         im = stubs.api_grpc.ImageServiceStub(ch)
         calls = [
-            ("runtime.v1.RuntimeService/PortForward",
-             lambda: rt.PortForward(stubs.api.PortForwardRequest(), timeout=10)),
-            ("runtime.v1.RuntimeService/Attach",
-             lambda: rt.Attach(stubs.api.AttachRequest(), timeout=10)),
+            ("runtime.v1.RuntimeService/ListMetricDescriptors",
+             lambda: rt.ListMetricDescriptors(stubs.api.ListMetricDescriptorsRequest(),
+                                              timeout=10)),
+            ("runtime.v1.RuntimeService/ListPodSandboxMetrics",
+             lambda: rt.ListPodSandboxMetrics(stubs.api.ListPodSandboxMetricsRequest(),
+                                              timeout=10)),
             ("runtime.v1.RuntimeService/CheckpointContainer",
              lambda: rt.CheckpointContainer(stubs.api.CheckpointContainerRequest(), timeout=10)),
             ("runtime.v1.RuntimeService/StreamContainers",

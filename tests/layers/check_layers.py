@@ -7,7 +7,7 @@ the shim's sources, which a custom command builds with musl).
     agent (main.c) -> its parts below, runtime, store, lib/*, proto
       agent/cri      -> agent/pods (and cni, whose types its API uses), agent/services,
                         agent/config, runtime, store, lib/*, proto
-      agent/services -> agent/config, store, lib/base, lib/rpc, proto
+      agent/services -> agent/config, store, lib/base, lib/rpc, lib/httpstream, proto
       agent/pods     -> agent/cni, agent/config, runtime, store, lib/base, lib/db (no protobuf)
       agent/cni, agent/config -> lib/base
     runtime -> lib/base        store -> lib/base, lib/db
@@ -38,7 +38,7 @@ ALLOWED = {
     # cni: the pods' API reports the pod network's interface stats in its types.
     "agent/cri": {"agent/pods", "agent/services", "agent/cni", "agent/config", "runtime", "store",
                   "lib/base", "lib/db", "lib/rpc", "lib/pbjson", "proto"},
-    "agent/services": {"agent/config", "store", "lib/base", "lib/rpc", "proto"},
+    "agent/services": {"agent/config", "store", "lib/base", "lib/rpc", "lib/httpstream", "proto"},
     "agent/pods": {"agent/cni", "agent/config", "runtime", "store", "lib/base", "lib/db"},
     "agent/cni": {"lib/base"},
     "agent/config": {"lib/base"},

@@ -46,6 +46,11 @@ int cni_netns_remove(const char *path, ad_error **err);
 /* Brings "lo" up inside the namespace pinned at `netns_path` (an ioctl in a
  * short-lived thread that joins it, so no plugin binary is needed). */
 int cni_loopback_up(const char *netns_path, ad_error **err);
+/* A TCP connection to 127.0.0.1:port inside the namespace pinned at
+ * `netns_path` (NULL: the caller's), made by a short-lived thread that joins
+ * it; the socket stays in that namespace. AD_E_UNAVAILABLE when nothing
+ * listens there. */
+int cni_netns_connect(const char *netns_path, uint16_t port, int *ret_fd, ad_error **err);
 
 /* Counters of one interface as /proc/<pid>/net/dev shows them for the
  * network namespace of <pid>. */

@@ -11,13 +11,19 @@
 #include "pods.h"
 #include "services.h"
 #include "store.h"
+#include "streaming.h"
 
 /* What the CRI handlers work on: the userdata they get (through their
  * route), so that nothing reaches for a process global. */
 typedef struct cri_service {
-	mgr *pods;     /* NULL: the RuntimeService RPCs answer UNAVAILABLE */
-	store *images; /* NULL: the ImageService RPCs answer UNAVAILABLE */
+	mgr *pods;	      /* NULL: the RuntimeService RPCs answer UNAVAILABLE */
+	store *images;	      /* NULL: the ImageService RPCs answer UNAVAILABLE */
+	st_server *streaming; /* Exec/Attach/PortForward URLs; NULL: UNAVAILABLE */
 } cri_service;
+
+/* What the streaming server calls to exec, attach and dial; its ctx is the
+ * cri_service (streaming.c). */
+extern const st_backend cri_streaming_backend;
 
 /* Every RPC of runtime.v1.RuntimeService and runtime.v1.ImageService,
  * registered straight from the protobuf-c service descriptors: the ones

@@ -135,6 +135,9 @@ int mgr_pod_stop(mgr *m, const char *id, ad_error **err);
 /* Unknown id is not an error (already removed). */
 int mgr_pod_remove(mgr *m, const char *id, ad_error **err);
 int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err);
+/* A TCP connection to 127.0.0.1:port in a ready pod's network namespace (the
+ * node's with host networking): PortForward. */
+int mgr_pod_dial(mgr *m, const char *id, uint16_t port, int *ret_fd, ad_error **err);
 /* NULL-terminated. */
 int mgr_pod_list(mgr *m, mgr_pod ***ret, ad_error **err);
 /* CNI CHECK of a ready pod's network with the stored ADD result as
@@ -191,6 +194,14 @@ int mgr_ctr_get(mgr *m, const char *id, mgr_ctr **ret, ad_error **err);
 int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err);
 int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
 		      size_t max_output, rt_exec_result *ret, ad_error **err);
+/* Exec with the caller's stdio fds (streaming Exec; a pty slave as stdin
+ * becomes the controlling terminal); *ret_pid is the caller's child. */
+int mgr_ctr_exec_start(mgr *m, const char *id, const char *const *args, int stdin_fd, int stdout_fd,
+		       int stderr_fd, pid_t *ret_pid, ad_error **err);
+/* A connection to a running container's stdio (rt_attach's frames). */
+int mgr_ctr_attach(mgr *m, const char *id, int *ret_fd, ad_error **err);
+/* The container's tty size (created with tty). */
+int mgr_ctr_resize(mgr *m, const char *id, unsigned rows, unsigned cols, ad_error **err);
 
 /* ---- container events (GetContainerEvents) ---- */
 typedef enum mgr_event_type { /* the CRI ContainerEventType values */

@@ -1,0 +1,293 @@
+"""CRI Exec, Attach and PortForward through agentd's streaming server, driven
+by clients agentd did not write: Debian's python3-kubernetes stream client
+(WebSocket, v4.channel.k8s.io) and crictl (client-go, SPDY/3.1), against real
+containers in a pod on a private CNI network. Plus the bad-input answers
+(unknown and reused tokens, unsupported protocol versions)."""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pods_harness as P  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
+
+N = (os.getpid() + 77) % 250
+BRIDGE = "ads%d" % (os.getpid() % 1000)
+SUBNET = "10.238.%d.0/24" % N
+IMAGE_PATH = "test/streambox:v1"
+# ../shared/cri-tools beside the repository (a worktree sits one level deeper).
+CRI_TOOLS = Path(os.environ.get("AGENTD_CRI_TOOLS") or next(
+    (p / "shared" / "cri-tools" for p in Path(__file__).resolve().parents[3:5]
+     if (p / "shared" / "cri-tools" / "install").exists()), "/nonexistent"))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("streaming")
+
+
+@pytest.fixture(scope="module")
+def registry(work):
+    with P.busybox_registry(work, IMAGE_PATH) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def daemon(work, pb, registry):
+    with P.pod_agentd(work, pb, "agentd-stream-test", BRIDGE, SUBNET) as a:
+        yield a
+
+
+@pytest.fixture(scope="module")
+def rt(pb, daemon):
+    with daemon.unix_channel() as ch:
+        yield pb.api_grpc.RuntimeServiceStub(ch)
+
+
+@pytest.fixture(scope="module")
+def image(pb, daemon, registry):
+    return P.pull(pb, daemon, "%s/%s" % (registry.host, IMAGE_PATH))
+
+
+@pytest.fixture(scope="module")
+def crictl(work):
+    if not (CRI_TOOLS / "install").exists():
+        pytest.skip("no cri-tools at %s" % CRI_TOOLS)
+    d = work / "cri-tools"
+    subprocess.run([str(CRI_TOOLS / "install"), str(d)], check=True, capture_output=True)
+    return d / "crictl"
+
+
+@pytest.fixture(scope="module")
+def pod(rt, pb, work, image):
+    cfg = pb.api.PodSandboxConfig(
+        metadata=pb.api.PodSandboxMetadata(name="st", namespace="test", uid="uid-st"),
+        hostname="st", log_directory=str(work / "logs"))
+    pod_id = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    try:
+        def run(name, cmd, **kw):
+            c = pb.api.ContainerConfig(metadata=pb.api.ContainerMetadata(name=name),
+                                       image=pb.api.ImageSpec(image=image), command=cmd,
+                                       log_path=name + ".log", **kw)
+            cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+                pod_sandbox_id=pod_id, config=c, sandbox_config=cfg)).container_id
+            rt.StartContainer(pb.api.StartContainerRequest(container_id=cid))
+            return cid
+        ids = {
+            "sleeper": run("sleeper", ["sleep", "3600"]),
+            "httpd": run("httpd", ["httpd", "-f", "-p", "8080", "-h", "/etc"]),
+            "echo": run("echo", ["sh", "-c", "while read l; do echo got:$l; done"],
+                        stdin=True),
+        }
+        time.sleep(0.5)
+        yield pod_id, ids
+    finally:
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+
+def exec_url(rt, pb, cid, cmd, tty=False, stdin=False, stdout=True, stderr=True):
+    return rt.Exec(pb.api.ExecRequest(container_id=cid, cmd=cmd, tty=tty, stdin=stdin,
+                                      stdout=stdout, stderr=stderr and not tty)).url
+
+
+def ws_client(url):
+    from kubernetes.client import Configuration
+    from kubernetes.stream.ws_client import WSClient
+    return WSClient(Configuration(), "ws://" + url[len("http://"):], None, True)
+
+
+# ---- WebSocket (python3-kubernetes) ------------------------------------------------
+
+def test_ws_exec_output_and_exit_code(rt, pb, pod):
+    _, ids = pod
+    c = ws_client(exec_url(rt, pb, ids["sleeper"], ["sh", "-c", "echo out; echo err >&2; exit 3"]))
+    c.run_forever(timeout=20)
+    assert c.read_stdout() == "out\n"
+    assert c.read_stderr() == "err\n"
+    assert c.returncode == 3
+
+
+def test_ws_exec_success(rt, pb, pod):
+    _, ids = pod
+    c = ws_client(exec_url(rt, pb, ids["sleeper"], ["true"]))
+    c.run_forever(timeout=20)
+    assert c.returncode == 0
+
+
+def test_ws_exec_stdin_echo(rt, pb, pod):
+    _, ids = pod
+    c = ws_client(exec_url(rt, pb, ids["sleeper"], ["sh", "-c", "read a; read b; echo $a; echo $b"], stdin=True))
+    c.write_stdin("hello\nworld\n")
+    c.run_forever(timeout=20)
+    assert c.read_stdout() == "hello\nworld\n", c._channels
+    assert c.returncode == 0
+
+
+def test_ws_exec_tty_and_resize(rt, pb, pod):
+    _, ids = pod
+    c = ws_client(exec_url(rt, pb, ids["sleeper"],
+                           ["sh", "-c", "read x; stty size; test -t 0 && echo isatty; exit 5"], tty=True, stdin=True))
+    c.write_channel(4, json.dumps({"Width": 123, "Height": 45}))
+    time.sleep(0.3)
+    c.write_stdin("go\r")
+    c.run_forever(timeout=20)
+    out = c.read_stdout()
+    assert "45 123" in out, out
+    assert "isatty" in out, out
+    assert c.returncode == 5
+
+
+# ---- bad input ---------------------------------------------------------------------
+
+def raw_get(url, headers):
+    u = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", u.path, headers=headers)
+    r = conn.getresponse()
+    body = r.read().decode()
+    conn.close()
+    return r.status, r.msg, body
+
+
+SPDY_HEADERS = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+
+
+def test_unknown_and_reused_tokens(rt, pb, pod):
+    _, ids = pod
+    url = exec_url(rt, pb, ids["sleeper"], ["true"])
+    base = url.rsplit("/", 1)[0]
+    st, _, body = raw_get(base + "/AAAAAAAAAAAAAAAAAAAAAA", SPDY_HEADERS)
+    assert st == 404 and "token" in body
+    c = ws_client(url)
+    c.run_forever(timeout=20)
+    st, _, body = raw_get(url, dict(SPDY_HEADERS, **{"X-Stream-Protocol-Version":
+                                                     "v4.channel.k8s.io"}))
+    assert st == 404 and "already used" in body, body
+
+
+def test_unsupported_protocol_version(rt, pb, pod):
+    _, ids = pod
+    url = exec_url(rt, pb, ids["sleeper"], ["true"])
+    st, h, body = raw_get(url, dict(SPDY_HEADERS, **{"X-Stream-Protocol-Version": "v9.bogus"}))
+    assert st == 403, (st, body)
+    assert "unable to negotiate protocol" in body
+    assert "v4.channel.k8s.io" in h.get_all("X-Accepted-Stream-Protocol-Versions")
+    url = exec_url(rt, pb, ids["sleeper"], ["true"])
+    st, _, body = raw_get(url, {})
+    assert st == 400 and "upgrade" in body
+
+
+def test_exec_request_validation(rt, pb, pod):
+    import grpc
+    _, ids = pod
+    with pytest.raises(grpc.RpcError) as e:
+        rt.Exec(pb.api.ExecRequest(container_id=ids["sleeper"], cmd=["true"], tty=True,
+                                   stdout=True, stderr=True))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        rt.Exec(pb.api.ExecRequest(container_id="nope", cmd=["true"], stdout=True))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# ---- SPDY (crictl, client-go) ------------------------------------------------------
+
+def crictl_run(crictl, daemon, *args, input=None, timeout=60):
+    return subprocess.run([str(crictl), "--runtime-endpoint", "unix://" + daemon.sock,
+                           "--timeout", "30s"] + list(args), input=input,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_crictl_exec(crictl, daemon, pod):
+    _, ids = pod
+    r = crictl_run(crictl, daemon, "exec", ids["sleeper"], "sh", "-c",
+                   "echo out; echo err >&2; exit 4")
+    assert r.stdout == "out\n", r
+    assert "err" in r.stderr
+    # crictl exits 1 and names the code (v4 Status, NonZeroExitCode cause).
+    assert "command terminated with exit code 4" in r.stderr, r
+    assert r.returncode == 1, r
+
+
+def test_crictl_exec_stdin(crictl, daemon, pod):
+    _, ids = pod
+    data = "".join("line %d\n" % i for i in range(5000))  # beyond one 64 KiB window
+    r = crictl_run(crictl, daemon, "exec", "-i", ids["sleeper"], "cat", input=data)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == data
+
+
+def test_crictl_exec_tty(crictl, daemon, pod):
+    _, ids = pod
+    if not shutil.which("script"):
+        pytest.skip("no script(1)")
+    cmd = " ".join([str(crictl), "--runtime-endpoint", "unix://" + daemon.sock, "exec", "-it",
+                    ids["sleeper"], "sh", "-c", "'test -t 0 && echo isatty; exit 6'"])
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert "isatty" in r.stdout, r
+    assert "exit code 6" in r.stdout, r
+
+
+def test_crictl_attach(crictl, daemon, pod):
+    """Attach to a running container's stdio: stdin reaches it, its output
+    comes back; two attachers both read."""
+    _, ids = pod
+    args = [str(crictl), "--runtime-endpoint", "unix://" + daemon.sock, "attach", "-i",
+            ids["echo"]]
+    a = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    b = subprocess.Popen(args[:-2] + [ids["echo"]], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        a.stdin.write("ping\n")
+        a.stdin.flush()
+        assert a.stdout.readline().strip() == "got:ping"
+        assert b.stdout.readline().strip() == "got:ping"
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.communicate()
+
+
+def test_crictl_port_forward(crictl, daemon, pod):
+    pod_id, _ = pod
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([str(crictl), "--runtime-endpoint", "unix://" + daemon.sock,
+                          "port-forward", pod_id, "%d:8080" % port, "%d:8099" % (port + 1)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            r = subprocess.run(["curl", "-sS", "--max-time", "5",
+                                "http://127.0.0.1:%d/hostname" % port],
+                               capture_output=True, text=True)
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.returncode == 0, (r.stderr, p.poll())
+        assert r.stdout.strip() == "st"
+        # Several connections, one after another, through the same session.
+        for _ in range(3):
+            r = subprocess.run(["curl", "-sS", "--max-time", "5",
+                                "http://127.0.0.1:%d/hostname" % port],
+                               capture_output=True, text=True)
+            assert r.stdout.strip() == "st", r.stderr
+    finally:
+        p.terminate()
+        try:
+            p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
