@@ -21,8 +21,19 @@ typedef struct exec_handle {
 	int pty_master; /* -1 without a tty */
 } exec_handle;
 
-static int open_pty(int *ret_master, int *ret_slave, ad_error **err)
+/* The container's own pty; one of the host's where it has no devpts of its
+ * own (the process then has a tty, but `tty` cannot name it). */
+static int open_pty(cri_service *svc, const char *id, int *ret_master, int *ret_slave,
+		    ad_error **err)
 {
+	_cleanup_error_ ad_error *e = NULL;
+	if (mgr_ctr_open_pty(svc->pods, id, ret_master, ret_slave, &e) == 0)
+		return 0;
+	if (e->code == AD_E_NOT_FOUND || e->code == AD_E_PRECONDITION) {
+		*err = ad_steal_ptr(e);
+		return -1;
+	}
+	ad_debug("exec in %s: a host pty: %s", id, e->message);
 	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 	char name[64];
 	if (m < 0 || grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof(name)) != 0) {
@@ -57,7 +68,7 @@ static int be_exec(void *ctx, const st_request *req, st_process *proc, ad_error 
 	int r = 0;
 	if (req->tty) {
 		int slave = -1;
-		r = open_pty(&master, &slave, err);
+		r = open_pty(svc, req->target, &master, &slave, err);
 		if (r == 0)
 			theirs[0] = slave;
 	} else {

@@ -6,10 +6,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -833,6 +836,35 @@ int mgr_ctr_exec_start(mgr *m, const char *id, const char *const *args, int stdi
 	int r = rt_exec(t.rc, &t.cfg, args, stdin_fd, stdout_fd, stderr_fd, ret_pid, err);
 	exec_target_clear(&t);
 	return r;
+}
+
+int mgr_ctr_open_pty(mgr *m, const char *id, int *ret_master, int *ret_slave, ad_error **err)
+{
+	exec_target t;
+	static const char *const none[] = {"-", NULL};
+	if (exec_target_open(m, id, none, &t, err) < 0)
+		return -1;
+	_cleanup_free_ char *root = ad_asprintf("/proc/%d/root", (int)rt_container_init_pid(t.rc));
+	_cleanup_close_ int root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	exec_target_clear(&t);
+	if (root_fd < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "container %s: open %s", id, root);
+	/* Resolved in the container's root and mounts: its own devpts. */
+	int master = ad_openat_in_root(root_fd, "dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC, 0,
+				       err);
+	if (master < 0)
+		return ad_error_wrap(err, "container %s: pty", id);
+	int slave = unlockpt(master) == 0
+			? ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)
+			: -1;
+	if (slave < 0) {
+		int r = ad_fail_errno(err, AD_E_INTERNAL, "container %s: pty peer", id);
+		close(master);
+		return r;
+	}
+	*ret_master = master;
+	*ret_slave = slave;
+	return 0;
 }
 
 int mgr_ctr_attach(mgr *m, const char *id, int *ret_fd, ad_error **err)

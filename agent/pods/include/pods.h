@@ -198,6 +198,9 @@ int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t t
  * becomes the controlling terminal); *ret_pid is the caller's child. */
 int mgr_ctr_exec_start(mgr *m, const char *id, const char *const *args, int stdin_fd, int stdout_fd,
 		       int stderr_fd, pid_t *ret_pid, ad_error **err);
+/* A pty of the running container's own devpts (so that its /dev/pts names
+ * it): the master for agentd, the slave for mgr_ctr_exec_start. */
+int mgr_ctr_open_pty(mgr *m, const char *id, int *ret_master, int *ret_slave, ad_error **err);
 /* A connection to a running container's stdio (rt_attach's frames). */
 int mgr_ctr_attach(mgr *m, const char *id, int *ret_fd, ad_error **err);
 /* The container's tty size (created with tty). */
