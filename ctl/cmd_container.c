@@ -121,11 +121,9 @@ static int run_start(ctl_ctx *ctx, int argc, char **argv)
 
 /* ---- stop, rm ------------------------------------------------------------------------ */
 
-/* getopt for stop and exec: -t SECONDS and -h; in_order: options end at the
- * first operand (what follows CONTAINER is exec's command). 0 to go on, -1
- * after printing help, else the exit status of a usage error. */
-static int seconds_option(const ctl_command *cmd, int argc, char **argv, bool in_order,
-			  long *ret_seconds)
+/* getopt for stop: -t SECONDS and -h. 0 to go on, -1 after printing help,
+ * else the exit status of a usage error. */
+static int seconds_option(const ctl_command *cmd, int argc, char **argv, long *ret_seconds)
 {
 	static const struct option opts[] = {
 	    {"timeout", required_argument, NULL, 't'},
@@ -133,7 +131,7 @@ static int seconds_option(const ctl_command *cmd, int argc, char **argv, bool in
 	    {0},
 	};
 	int r = 0;
-	while (!r && ctl_getopt(cmd, argc, argv, in_order ? "+:t:h" : ":t:h", opts, &r) != -1)
+	while (!r && ctl_getopt(cmd, argc, argv, ":t:h", opts, &r) != -1)
 		r = ctl_parse_seconds(cmd, optarg, ret_seconds);
 	return r;
 }
@@ -153,7 +151,7 @@ static int stop_one(ctl_ctx *ctx, const char *id, void *userdata)
 static int run_stop(ctl_ctx *ctx, int argc, char **argv)
 {
 	long grace = 0;
-	int r = seconds_option(&ctl_cmd_stop, argc, argv, false, &grace);
+	int r = seconds_option(&ctl_cmd_stop, argc, argv, &grace);
 	if (r)
 		return r < 0 ? 0 : r;
 	if (optind >= argc)
@@ -850,16 +848,38 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 
 static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 {
+	static const struct option opts[] = {
+	    {"timeout", required_argument, NULL, 'T'},
+	    {"stdin", no_argument, NULL, 'i'},
+	    {"tty", no_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
 	long timeout = 0;
-	int r = seconds_option(&ctl_cmd_exec, argc, argv, true, &timeout);
+	bool in = false, tty = false;
+	int c, r = 0;
+	/* "+": options end at CONTAINER; what follows is the command's. */
+	while (!r && (c = ctl_getopt(&ctl_cmd_exec, argc, argv, "+:ith", opts, &r)) != -1) {
+		if (c == 'T')
+			r = ctl_parse_seconds(&ctl_cmd_exec, optarg, &timeout);
+		else if (c == 'i')
+			in = true;
+		else
+			tty = true;
+	}
 	if (r)
 		return r < 0 ? 0 : r;
 	if (argc - optind < 2)
 		return ctl_usage_error(&ctl_cmd_exec, "CONTAINER and CMD are required");
+	if ((in || tty) && timeout)
+		return ctl_usage_error(&ctl_cmd_exec, "--timeout is for exec without -i or -t");
 	_cleanup_free_ char *id = NULL;
 	r = ctl_resolve_id(ctx, false, argv[optind], &id);
 	if (r)
 		return r;
+	if (in || tty)
+		return ctl_exec_stream(ctx, id, argv + optind + 1, (size_t)(argc - optind - 1), in,
+				       tty);
 	Runtime__V1__ExecSyncRequest req = RUNTIME__V1__EXEC_SYNC_REQUEST__INIT;
 	req.container_id = id;
 	req.cmd = argv + optind + 1;
@@ -942,7 +962,8 @@ const ctl_command ctl_cmd_logs = {
 
 const ctl_command ctl_cmd_exec = {
     .name = "exec",
-    .synopsis = "[--timeout SECONDS] CONTAINER CMD [ARG...]",
-    .summary = "run a command in a container; exits with its status",
+    .synopsis = "[-i] [-t] [--timeout SECONDS] CONTAINER CMD [ARG...]",
+    .summary = "run a command in a container; exits with its status (-i: with stdin, "
+	       "-t: in a tty; both: interactive, as crictl exec -it)",
     .run = run_exec,
 };

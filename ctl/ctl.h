@@ -55,6 +55,8 @@ extern const ctl_command ctl_cmd_ps;
 extern const ctl_command ctl_cmd_inspect;
 extern const ctl_command ctl_cmd_logs;
 extern const ctl_command ctl_cmd_exec;
+extern const ctl_command ctl_cmd_attach;
+extern const ctl_command ctl_cmd_port_forward;
 extern const ctl_command ctl_cmd_stats;
 extern const ctl_command ctl_cmd_update;
 extern const ctl_command ctl_cmd_events;
@@ -206,5 +208,11 @@ json_t *ctl_list_filter(ctl_list_opts *o, const char *id, const char *pod_id, co
 typedef void ctl_list_row_fn(const ProtobufCMessage *item, const ctl_list_opts *o);
 void ctl_list_print(const ctl_list_opts *o, const char *key, ProtobufCMessage **items, size_t n,
 		    const char *header, ctl_list_row_fn *row);
+
+/* ---- streaming (ctl/cmd_stream.c) ---- */
+/* CRI Exec, then the command's stdio over the URL's remote-command protocol
+ * (SPDY/3.1, as crictl): the local stdin with `in`, a raw local terminal and
+ * resizes with `tty`. Returns the command's exit status, or agentctl's. */
+int ctl_exec_stream(ctl_ctx *ctx, const char *id, char **cmd, size_t n_cmd, bool in, bool tty);
 
 #endif

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import agentd_harness as H  # noqa: E402
 import pods_harness as P  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
@@ -259,30 +260,41 @@ def test_crictl_attach(crictl, daemon, pod):
             p.communicate()
 
 
-def test_crictl_port_forward(crictl, daemon, pod):
-    pod_id, _ = pod
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def curl(port):
+    return subprocess.run(["curl", "-sS", "--max-time", "5",
+                           "http://127.0.0.1:%d/hostname" % port],
+                          capture_output=True, text=True)
+
+
+def curl_until_up(port, timeout=20):
+    """curl through a port forward that may still be starting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = curl(port)
+        if r.returncode == 0 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
+def test_crictl_port_forward(crictl, daemon, pod):
+    pod_id, _ = pod
+    port = free_port()
     p = subprocess.Popen([str(crictl), "--runtime-endpoint", "unix://" + daemon.sock,
                           "port-forward", pod_id, "%d:8080" % port, "%d:8099" % (port + 1)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            r = subprocess.run(["curl", "-sS", "--max-time", "5",
-                                "http://127.0.0.1:%d/hostname" % port],
-                               capture_output=True, text=True)
-            if r.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        r = curl_until_up(port)
         assert r.returncode == 0, (r.stderr, p.poll())
         assert r.stdout.strip() == "st"
         # Several connections, one after another, through the same session.
         for _ in range(3):
-            r = subprocess.run(["curl", "-sS", "--max-time", "5",
-                                "http://127.0.0.1:%d/hostname" % port],
-                               capture_output=True, text=True)
+            r = curl(port)
             assert r.stdout.strip() == "st", r.stderr
     finally:
         p.terminate()
@@ -291,3 +303,113 @@ def test_crictl_port_forward(crictl, daemon, pod):
         except subprocess.TimeoutExpired:
             p.kill()
             p.communicate()
+
+
+# ---- agentctl (its own SPDY client) -------------------------------------------------
+
+def test_agentctl_exec_stdin_and_exit_code(daemon, pod):
+    _, ids = pod
+    data = "".join("line %d\n" % i for i in range(5000))  # beyond one 64 KiB window
+    r = subprocess.run([H.agentctl_binary(), "-e", "unix://" + daemon.sock, "exec", "-i",
+                        ids["sleeper"], "sh", "-c", "cat; echo err >&2; exit 9"],
+                       input=data, capture_output=True, text=True, timeout=60)
+    assert r.stdout == data
+    assert r.stderr == "err\n", r.stderr
+    assert r.returncode == 9
+    r = P.ctl(daemon, "exec", "-i", ids["sleeper"], "/no/such/binary")
+    assert r.returncode != 0 and "no/such/binary" in r.stderr, r
+
+
+def tmux(sock, *args):
+    return subprocess.run(["tmux", "-S", str(sock)] + list(args), capture_output=True,
+                          text=True, timeout=20)
+
+
+def wait_pane(sock, text, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        pane = tmux(sock, "capture-pane", "-p", "-t", "t").stdout
+        if text in pane or time.monotonic() > deadline:
+            return pane
+        time.sleep(0.2)
+
+
+def test_agentctl_exec_tty_in_tmux(daemon, pod, work):
+    """exec -it in a real terminal: raw mode, a remote shell with a tty, the
+    window's size and its changes (SIGWINCH -> resize stream), Ctrl-C to the
+    remote foreground process, the exit status."""
+    if not shutil.which("tmux"):
+        pytest.skip("no tmux")
+    _, ids = pod
+    sock = work / "tmux.sock"
+    cmd = "%s -e unix://%s exec -it %s sh; echo agentctl-rc=$?; sleep 60" % (
+        H.agentctl_binary(), daemon.sock, ids["sleeper"])
+    r = tmux(sock, "new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
+    assert r.returncode == 0, r.stderr
+    try:
+        tmux(sock, "send-keys", "-t", "t", "tty; stty size; echo ok-$((6*7))", "Enter")
+        pane = wait_pane(sock, "ok-42")
+        assert "ok-42" in pane, pane
+        assert "40 120" in pane, pane
+        assert "/dev/pts/" in pane, pane  # the container's own devpts
+        tmux(sock, "resize-window", "-t", "t", "-x", "100", "-y", "30")
+        time.sleep(0.5)
+        tmux(sock, "send-keys", "-t", "t", "stty size", "Enter")
+        pane = wait_pane(sock, "30 100")
+        assert "30 100" in pane, pane
+        # Ctrl-C reaches the remote foreground process, not agentctl.
+        tmux(sock, "send-keys", "-t", "t", "sleep 100", "Enter")
+        time.sleep(1)
+        tmux(sock, "send-keys", "-t", "t", "C-c")
+        time.sleep(0.5)
+        tmux(sock, "send-keys", "-t", "t", "echo after-sleep-$?", "Enter")
+        pane = wait_pane(sock, "after-sleep-130")
+        assert "after-sleep-130" in pane, pane
+        tmux(sock, "send-keys", "-t", "t", "exit 7", "Enter")
+        pane = wait_pane(sock, "agentctl-rc=")
+        assert "agentctl-rc=7" in pane, pane
+    finally:
+        tmux(sock, "kill-server")
+
+
+def test_agentctl_attach(daemon, pod):
+    _, ids = pod
+    p = subprocess.Popen([H.agentctl_binary(), "-e", "unix://" + daemon.sock, "attach", "-i",
+                          ids["echo"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        p.stdin.write("hello\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "got:hello"
+    finally:
+        p.terminate()
+        p.communicate(timeout=10)
+    r = P.ctl(daemon, "attach", "nosuchcontainer")
+    assert r.returncode != 0 and "nosuchcontainer" in r.stderr, r
+
+
+def test_agentctl_port_forward(daemon, pod):
+    """Two forwarded ports: httpd answers through one; nothing listens behind
+    the other, which gets its error while the first keeps working."""
+    pod_id, _ = pod
+    good, bad = free_port(), free_port()
+    p = subprocess.Popen([H.agentctl_binary(), "-e", "unix://" + daemon.sock, "port-forward",
+                          pod_id[:12], "%d:8080" % good, "%d:8099" % bad],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r = curl_until_up(good)
+        if r.stdout.strip() != "st":
+            p.terminate()
+            raise AssertionError((r.stderr, p.communicate(timeout=10)))
+        assert curl(bad).returncode != 0
+        for _ in range(3):
+            assert curl(good).stdout.strip() == "st"
+        assert p.poll() is None
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=10)
+    assert "Forwarding from 127.0.0.1:%d -> 8080" % good in out
+    assert "port 8099" in err, err
+    r = P.ctl(daemon, "port-forward", pod_id, "0:80")
+    assert r.returncode == 64, r
