@@ -74,9 +74,15 @@ static void pod_spec_from_cri(rpc_call *call, const Runtime__V1__PodSandboxConfi
 	}
 	cni_port_mapping *ports =
 	    rpc_call_alloc(call, (cfg->n_port_mappings + 1) * sizeof(cni_port_mapping));
+	size_t n_ports = 0;
 	for (size_t i = 0; i < cfg->n_port_mappings; i++) {
 		const Runtime__V1__PortMapping *pm = cfg->port_mappings[i];
-		ports[i] = (cni_port_mapping){
+		/* No host port, nothing to publish (containerd skips them too):
+		 * a container port alone is reached through the pod's IP or
+		 * PortForward (critest's portforward spec sends one). */
+		if (pm->host_port <= 0)
+			continue;
+		ports[n_ports++] = (cni_port_mapping){
 		    .host_port = (uint16_t)pm->host_port,
 		    .container_port = (uint16_t)pm->container_port,
 		    .protocol = pm->protocol == RUNTIME__V1__PROTOCOL__UDP    ? "udp"
@@ -86,7 +92,7 @@ static void pod_spec_from_cri(rpc_call *call, const Runtime__V1__PodSandboxConfi
 		};
 	}
 	spec->ports = ports;
-	spec->n_ports = cfg->n_port_mappings;
+	spec->n_ports = n_ports;
 	if (l && l->n_sysctls) {
 		mgr_kv *kv = rpc_call_alloc(call, l->n_sysctls * sizeof(mgr_kv));
 		for (size_t i = 0; i < l->n_sysctls; i++)
