@@ -5,14 +5,11 @@
 # removed afterwards. Exit status: 0 every spec that ran passed; 1 a spec failed or the run
 # broke; 77 skipped (the harness or a tool it needs is missing; the message names it).
 #
-#   critest_agentd.sh [--agentd PATH] [--parallel N] [--with-streaming] [--all]
-#                     [-- CRITEST_SH_ARGS...]
+#   critest_agentd.sh [--agentd PATH] [--parallel N] [-- CRITEST_SH_ARGS...]
 #
 #   --agentd PATH      the agentd to test; default $AGENTD_BUILD_DIR/agent/agentd, else an
 #                      agentd on PATH (an installed one finds its installed shim and infra)
 #   --parallel N       run the specs on N ginkgo processes (default: serial)
-#   --with-streaming   also run STREAMING_SPECS (below), skipped by default
-#   --all              run every spec (the same, for now)
 #
 # Env: AGENTD_SHARED_DIR (the shared/ folder holding conformance/ and cri-tools/; default
 # <repo>/../shared, else ../shared beside the repository's main checkout), AGENTD_CRITEST_WORK
@@ -25,28 +22,13 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/../.." && pwd)
 SKIP=77
 
-# Specs known to fail today, skipped so that any other failure fails the test. The list goes
-# (with its option) once its work lands.
-# Streaming: Exec, Attach and PortForward over the streaming server, which agentd does not
-# serve yet (the streaming issue).
-STREAMING_SPECS=(
-	'runtime should support exec with tty=true and stdin=true'
-	'runtime should support exec with tty=false and stdin=false'
-	'runtime should support attach'
-	'runtime should support portforward'
-	'runtime should support portforward in host network'
-)
-
 agentd=''
 parallel=''
-streaming=0
 harness_args=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--agentd) agentd=${2:?--agentd needs a path}; shift 2 ;;
 	--parallel) parallel=${2:?--parallel needs a number}; shift 2 ;;
-	--with-streaming) streaming=1; shift ;;
-	--all) streaming=1; shift ;;
 	-h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	--) shift; harness_args=("$@"); break ;;
 	*) echo "critest_agentd.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -189,20 +171,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-skipped=()
-if [ "$streaming" = 0 ]; then
-	skipped+=("${STREAMING_SPECS[@]}")
-	echo "skipping the ${#STREAMING_SPECS[@]} streaming specs (--with-streaming runs them)"
-fi
-skip_re=''
-if [ ${#skipped[@]} -gt 0 ]; then
-	skip_re=$(printf '%s|' "${skipped[@]}")
-	skip_re=${skip_re%|}
-fi
 out=$work/results/$(date +%Y%m%d-%H%M%S)-$$
 args=(--work "$work" --out "$out" --endpoint "unix://$tmp/state/agentd.sock")
 [ -n "$parallel" ] && args+=(--parallel "$parallel")
-[ -n "$skip_re" ] && args+=(--critest-arg "--ginkgo.skip=$skip_re")
 env ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}" \
 	"$harness" "${args[@]}" "${harness_args[@]}" -- "$agentd" --config "$tmp/agentd.conf"
 rc=$?
