@@ -626,6 +626,15 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 	if (r == 0 && c->state != MGR_CTR_CREATED)
 		r = ad_fail(err, AD_E_PRECONDITION, "container %s is %s, not created", id,
 			    c->state == MGR_CTR_RUNNING ? "running" : "exited");
+	/* StopPodSandbox marks the pod not ready before it stops the containers
+	 * (each under its hold): a container created there starts before the
+	 * stop reaches it, or never. */
+	mgr_pod *p = NULL;
+	if (r == 0)
+		r = mgr_pod_get(m, c->pod_id, &p, err);
+	if (r == 0 && p->state != MGR_POD_READY)
+		r = ad_fail(err, AD_E_PRECONDITION, "pod sandbox %s is not ready", p->id);
+	mgr_pod_free(p);
 	t[1] = ad_monotonic_ns();
 	if (r == 0)
 		r = rt_open(m->rt, id, &rc, err);
@@ -676,7 +685,9 @@ int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err)
 	mgr_ctr *c = NULL;
 	rt_container *rc = NULL;
 	int r = mgr_ctr_get(m, id, &c, err);
-	if (r == 0 && c->state == MGR_CTR_EXITED)
+	/* Only a process that runs is stopped: a created container stays
+	 * created (as in containerd), also when its pod stops. */
+	if (r == 0 && c->state != MGR_CTR_RUNNING)
 		goto out;
 	if (r == 0 && rt_open(m->rt, id, &rc, err) < 0) {
 		ad_error_free(err);
@@ -717,6 +728,23 @@ int mgr_ctr_stop(mgr *m, const char *id, int64_t timeout_s, ad_error **err)
 	return r;
 }
 
+int mgr_ctr_release_locked(mgr *m, const char *id, int64_t t[3], ad_error **err)
+{
+	rt_container *rc = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	int r = 0;
+	t[0] = ad_monotonic_ns();
+	if (rt_open(m->rt, id, &rc, &e) == 0) {
+		r = rt_delete(rc, err);
+		rt_container_free(rc);
+	}
+	t[1] = ad_monotonic_ns();
+	if (r == 0)
+		r = store_rootfs_remove(m->images, id, err);
+	t[2] = ad_monotonic_ns();
+	return r;
+}
+
 int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err)
 {
 	mgr_ctr *c = NULL;
@@ -727,17 +755,8 @@ int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err)
 		*err = ad_steal_ptr(e);
 		return -1;
 	}
-	rt_container *rc = NULL;
-	int r = 0;
-	int64_t t[4] = {ad_monotonic_ns()};
-	if (rt_open(m->rt, id, &rc, &e) == 0) {
-		r = rt_delete(rc, err);
-		rt_container_free(rc);
-	}
-	t[1] = ad_monotonic_ns();
-	if (r == 0)
-		r = store_rootfs_remove(m->images, id, err);
-	t[2] = ad_monotonic_ns();
+	int64_t t[4];
+	int r = mgr_ctr_release_locked(m, id, t, err);
 	if (r == 0)
 		r = mgr_db_exec(m, err, "DELETE FROM containers WHERE id = ?1", "s", id);
 	if (r < 0)

@@ -90,6 +90,10 @@ void mgr_cni_opts(mgr *m, cni_opts *o);
 /* Stop / remove with the container id already held by the caller. */
 int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err);
 int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err);
+/* What a container holds besides its record: the runtime's state (killing
+ * what still runs) and the rootfs. Absent parts are fine. t: timestamps of
+ * the start, runtime done, rootfs done (debug timings). */
+int mgr_ctr_release_locked(mgr *m, const char *id, int64_t t[3], ad_error **err);
 /* Containers of a pod (ids, NULL-terminated). */
 int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err);
 /* Startup: containers left half-created are removed, exits recorded. */

@@ -876,17 +876,26 @@ static int pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 		first = e;
 		e = NULL;
 	}
+	/* The containers are stopped (their exits recorded) and, to remove,
+	 * released first; their records go last, just before the pod's, so that
+	 * ContainerStatus answers with the exited container for as long as the
+	 * pod is there (as containerd does while it removes a pod). */
 	for (char **c = cids; c && *c; c++) {
 		/* Pod, then container: the order every operation holds them in. */
 		mgr_hold(m, *c);
-		int r = remove ? mgr_ctr_remove_locked(m, *c, &e)
-			       : mgr_ctr_stop_locked(m, *c, POD_CTR_STOP_GRACE_MS, &e);
+		int64_t t[3];
+		int r = mgr_ctr_stop_locked(m, *c, POD_CTR_STOP_GRACE_MS, &e);
+		if (r < 0 && e->code == AD_E_NOT_FOUND) { /* a draft an interrupted create left */
+			ad_error_free(&e);
+			r = 0;
+		}
+		if (r == 0 && remove)
+			r = mgr_ctr_release_locked(m, *c, t, &e);
 		mgr_release(m, *c);
 		if (r < 0 && !first)
 			first = e, e = NULL;
 		ad_error_free(&e);
 	}
-	mgr_strv_free(cids);
 	if (infra_stop(m, p->infra_id, remove, &e) < 0 && !first)
 		first = e, e = NULL;
 	ad_error_free(&e);
@@ -904,6 +913,14 @@ static int pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 	if (remove && p->dir && ad_remove_tree(p->dir, &e) < 0 && !first)
 		first = e, e = NULL;
 	ad_error_free(&e);
+	for (char **c = cids; remove && !first && c && *c; c++) {
+		mgr_hold(m, *c);
+		if (mgr_ctr_remove_locked(m, *c, &e) < 0 && !first)
+			first = e, e = NULL;
+		mgr_release(m, *c);
+		ad_error_free(&e);
+	}
+	mgr_strv_free(cids);
 	if (first) {
 		*err = ad_steal_ptr(first);
 		return -1;
@@ -1122,11 +1139,13 @@ int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
 	mgr_hold(m, id);
 	mgr_pod *p = NULL;
 	int r = mgr_pod_get(m, id, &p, err);
-	if (r == 0)
-		r = pod_teardown(m, p, false, err);
+	/* Not ready first: from here on no created container of the pod starts
+	 * (mgr_ctr_start). */
 	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", id,
 				(int64_t)MGR_POD_NOTREADY);
+	if (r == 0)
+		r = pod_teardown(m, p, false, err);
 	if (r < 0 && p)
 		ad_error_wrap(err, "stop pod sandbox %s", id);
 	mgr_pod_free(p);

@@ -183,8 +183,11 @@ void mgr_ctr_abort(mgr_ctr_draft *d, ad_error **err);
  * pod, as containerd and CRI-O require for ephemeral (debug) containers. */
 int mgr_ctr_target_pid(mgr *m, const char *pod_id, const char *target_id, pid_t *ret,
 		       ad_error **err);
+/* A created container of a ready pod; a failed start leaves it exited
+ * (StartError, 128). */
 int mgr_ctr_start(mgr *m, const char *id, ad_error **err);
-/* SIGTERM, SIGKILL after timeout_s; a stopped container stays as it is. */
+/* SIGTERM, SIGKILL after timeout_s; a stopped or created container stays as
+ * it is. */
 int mgr_ctr_stop(mgr *m, const char *id, int64_t timeout_s, ad_error **err);
 /* Unknown id is not an error. */
 int mgr_ctr_remove(mgr *m, const char *id, ad_error **err);
