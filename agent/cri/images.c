@@ -213,6 +213,27 @@ rpc_code cri_remove_image(rpc_call *call, cri_service *svc, const void *req, voi
 	return RPC_OK;
 }
 
+/* The writable layers of every container: bytes and inodes. */
+static int containers_fs_usage(mgr *m, uint64_t *ret_bytes, uint64_t *ret_inodes,
+			       ad_error **err)
+{
+	mgr_ctr **v = NULL;
+	if (mgr_ctr_list(m, NULL, &v, err) < 0)
+		return -1;
+	for (mgr_ctr **c = v; *c; c++) {
+		uint64_t bytes, inodes;
+		const char *mountpoint;
+		_cleanup_error_ ad_error *e = NULL;
+		/* One removed meanwhile has no layer any more. */
+		if (mgr_ctr_fs_usage(m, (*c)->id, &bytes, &inodes, &mountpoint, &e) == 0) {
+			*ret_bytes += bytes;
+			*ret_inodes += inodes;
+		}
+	}
+	mgr_ctrs_free(v);
+	return 0;
+}
+
 rpc_code cri_image_fs_info(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)req;
@@ -232,9 +253,27 @@ rpc_code cri_image_fs_info(rpc_call *call, cri_service *svc, const void *req, vo
 	fu->used_bytes->value = u.used_bytes;
 	fu->inodes_used = CALL_NEW(call, Runtime__V1__UInt64Value, RUNTIME__V1__UINT64_VALUE__INIT);
 	fu->inodes_used->value = u.inodes_used;
-	store_fs_usage_clear(&u);
 	r->image_filesystems = rpc_call_alloc(call, sizeof(*r->image_filesystems));
 	r->image_filesystems[0] = fu;
 	r->n_image_filesystems = 1;
+	/* The writable layers live under the same root: the same mountpoint
+	 * tells a kubelet that images and containers share one filesystem. */
+	uint64_t bytes = 0, inodes = 0;
+	if (svc->pods && containers_fs_usage(svc->pods, &bytes, &inodes, &e) < 0) {
+		store_fs_usage_clear(&u);
+		return status_call_error(call, e);
+	}
+	Runtime__V1__FilesystemUsage *cu =
+	    CALL_NEW(call, Runtime__V1__FilesystemUsage, RUNTIME__V1__FILESYSTEM_USAGE__INIT);
+	cu->timestamp = fu->timestamp;
+	cu->fs_id = fu->fs_id;
+	cu->used_bytes = CALL_NEW(call, Runtime__V1__UInt64Value, RUNTIME__V1__UINT64_VALUE__INIT);
+	cu->used_bytes->value = bytes;
+	cu->inodes_used = CALL_NEW(call, Runtime__V1__UInt64Value, RUNTIME__V1__UINT64_VALUE__INIT);
+	cu->inodes_used->value = inodes;
+	r->container_filesystems = rpc_call_alloc(call, sizeof(*r->container_filesystems));
+	r->container_filesystems[0] = cu;
+	r->n_container_filesystems = 1;
+	store_fs_usage_clear(&u);
 	return RPC_OK;
 }

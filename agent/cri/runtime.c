@@ -1,12 +1,42 @@
 /* Status, RuntimeConfig, UpdateRuntimeConfig: the runtime as a whole. */
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "cri_int.h"
 
 /* ---- Status --------------------------------------------------------------- */
+/* Verbose: info "config" (JSON) with the pod CIDR as last set, and
+ * "lastCNILoadStatus" ("OK" or why no network config loads), as containerd
+ * names them. */
+static rpc_code status_info(rpc_call *call, mgr *m, const Runtime__V1__RuntimeCondition *net,
+			    Runtime__V1__StatusResponse *r)
+{
+	ad_error *e = NULL;
+	char *cidr = NULL;
+	if (mgr_pod_cidr_get(m, &cidr, &e) < 0)
+		return cri_fail(call, e);
+	json_t *o = json_pack("{s:s, s:s}", "podCIDR", cidr, "cgroupDriver", "cgroupfs");
+	free(cidr);
+	char *config = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	const char *keys[] = {"config", "lastCNILoadStatus"};
+	const char *values[] = {config, net->status ? "OK" : net->message};
+	r->info = rpc_call_alloc(call, 2 * sizeof(*r->info));
+	for (size_t i = 0; i < 2; i++) {
+		Runtime__V1__StatusResponse__InfoEntry *ie = rpc_call_alloc(call, sizeof(*ie));
+		runtime__v1__status_response__info_entry__init(ie);
+		ie->key = rpc_call_strdup(call, keys[i]);
+		ie->value = rpc_call_strdup(call, values[i]);
+		r->info[r->n_info++] = ie;
+	}
+	free(config);
+	return RPC_OK;
+}
+
 rpc_code cri_status(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	(void)req;
 	mgr *m = svc->pods;
 	Runtime__V1__StatusResponse *r = (Runtime__V1__StatusResponse *)resp;
 	Runtime__V1__RuntimeStatus *st = rpc_call_alloc(call, sizeof(*st));
@@ -31,6 +61,8 @@ rpc_code cri_status(rpc_call *call, cri_service *svc, const void *req, void *res
 	st->conditions = conds;
 	st->n_conditions = 2;
 	r->status = st;
+	if (((const Runtime__V1__StatusRequest *)req)->verbose)
+		return status_info(call, m, conds[1], r);
 	return RPC_OK;
 }
 
@@ -48,7 +80,6 @@ rpc_code cri_runtime_config(rpc_call *call, cri_service *svc, const void *req, v
 
 rpc_code cri_update_runtime_config(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	(void)svc;
 	(void)resp;
 	const Runtime__V1__UpdateRuntimeConfigRequest *q =
 	    (const Runtime__V1__UpdateRuntimeConfigRequest *)req;
@@ -63,7 +94,10 @@ rpc_code cri_update_runtime_config(rpc_call *call, cri_service *svc, const void 
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod CIDR '%s' is not a CIDR",
 				      cidr);
 	/* Addresses come from the CNI config's IPAM, as with containerd when it
-	 * has no config template: the CIDR is only taken note of. */
+	 * has no config template: the CIDR is kept and reported (verbose Status). */
+	ad_error *e = NULL;
+	if (mgr_pod_cidr_set(svc->pods, cidr, &e) < 0)
+		return cri_fail(call, e);
 	ad_info("pod CIDR %s (pod addresses come from the CNI network config)", cidr);
 	return RPC_OK;
 }

@@ -72,7 +72,7 @@ static const cri_rpc implemented[] = {
     {RT("GetContainerEvents"), cri_get_container_events, CRI_NEEDS_PODS, false, false},
     {RT("PodSandboxStats"), cri_pod_sandbox_stats, CRI_NEEDS_PODS, false, false},
     {RT("ListPodSandboxStats"), cri_list_pod_sandbox_stats, CRI_NEEDS_PODS, false, false},
-    {RT("UpdateRuntimeConfig"), cri_update_runtime_config, CRI_NEEDS_NOTHING, false, false},
+    {RT("UpdateRuntimeConfig"), cri_update_runtime_config, CRI_NEEDS_PODS, false, false},
 };
 
 static void release_events(void *pods)

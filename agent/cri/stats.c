@@ -58,6 +58,10 @@ static Runtime__V1__ContainerStats *ctr_stats(rpc_call *call, mgr *m, const mgr_
 	runtime__v1__cpu_usage__init(cpu);
 	cpu->timestamp = st.timestamp_ns;
 	cpu->usage_core_nano_seconds = u64(call, st.cpu_usage_ns);
+	/* None on the first sample: kubelet and crictl then compute it themselves. */
+	uint64_t rate;
+	if (mgr_cpu_nano_cores(m, c->id, st.cpu_usage_ns, st.timestamp_ns, &rate))
+		cpu->usage_nano_cores = u64(call, rate);
 	s->cpu = cpu;
 	Runtime__V1__MemoryUsage *mem = rpc_call_alloc(call, sizeof(*mem));
 	runtime__v1__memory_usage__init(mem);
@@ -154,6 +158,11 @@ static Runtime__V1__PodSandboxStats *pod_stats(rpc_call *call, mgr *m, const mgr
 	}
 	uint64_t cpu = infra.cpu_usage_ns, ws = infra.memory_working_set;
 	uint64_t usage = infra.memory_usage, rss = infra.memory_rss, procs = infra.pids_current;
+	uint64_t faults = infra.memory_page_faults, major = infra.memory_major_page_faults;
+	/* Available: what the containers' limits leave, if each running one has one. */
+	uint64_t available = 0;
+	bool limited = true;
+	size_t measured = 0;
 	mgr_ctr **v = NULL;
 	if (mgr_ctr_list(m, p->id, &v, &e) == 0) {
 		size_t n = 0;
@@ -172,6 +181,13 @@ static Runtime__V1__PodSandboxStats *pod_stats(rpc_call *call, mgr *m, const mgr
 				ws += cs->memory->working_set_bytes->value;
 				usage += cs->memory->usage_bytes->value;
 				rss += cs->memory->rss_bytes->value;
+				measured++;
+				faults += cs->memory->page_faults->value;
+				major += cs->memory->major_page_faults->value;
+				if (cs->memory->available_bytes)
+					available += cs->memory->available_bytes->value;
+				else
+					limited = false;
 			}
 		}
 		mgr_ctrs_free(v);
@@ -189,6 +205,9 @@ static Runtime__V1__PodSandboxStats *pod_stats(rpc_call *call, mgr *m, const mgr
 	runtime__v1__cpu_usage__init(c);
 	c->timestamp = infra.timestamp_ns;
 	c->usage_core_nano_seconds = u64(call, cpu);
+	uint64_t rate;
+	if (mgr_cpu_nano_cores(m, p->id, cpu, infra.timestamp_ns, &rate))
+		c->usage_nano_cores = u64(call, rate);
 	l->cpu = c;
 	Runtime__V1__MemoryUsage *mu = rpc_call_alloc(call, sizeof(*mu));
 	runtime__v1__memory_usage__init(mu);
@@ -196,6 +215,10 @@ static Runtime__V1__PodSandboxStats *pod_stats(rpc_call *call, mgr *m, const mgr
 	mu->working_set_bytes = u64(call, ws);
 	mu->usage_bytes = u64(call, usage);
 	mu->rss_bytes = u64(call, rss);
+	mu->page_faults = u64(call, faults);
+	mu->major_page_faults = u64(call, major);
+	if (limited && measured)
+		mu->available_bytes = u64(call, available);
 	l->memory = mu;
 	cni_if_stats *ifs = NULL;
 	size_t n_ifs = 0;

@@ -51,6 +51,10 @@ struct mgr {
 	int exit_epoll, exit_wake;
 	pthread_mutex_t watch_lock;
 	struct exit_watch *watches;
+	/* The last CPU sample of each container and pod (node.c). */
+	pthread_mutex_t cpu_lock;
+	struct cpu_sample *cpu_samples;
+	size_t n_cpu_samples;
 };
 
 void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_type type);

@@ -1316,6 +1316,8 @@ static const char *const pods_migrations[] = {
 	 * config is the caller's own record of its request from now on. */
 	"ALTER TABLE containers ADD COLUMN stop_signal INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE containers ADD COLUMN rt_config BLOB;",
+	/* 3: what the caller says of the node (the pod CIDR). */
+	"CREATE TABLE node_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 
 static const ad_db_schema pods_schema = {
@@ -1330,6 +1332,7 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	mgr *m = ad_malloc0(sizeof(*m));
 	m->exit_epoll = m->exit_wake = -1;
 	pthread_mutex_init(&m->watch_lock, NULL);
+	pthread_mutex_init(&m->cpu_lock, NULL);
 	pthread_mutex_init(&m->db_lock, NULL);
 	pthread_mutex_init(&m->busy_lock, NULL);
 	pthread_cond_init(&m->busy_cond, NULL);
@@ -1417,6 +1420,8 @@ void mgr_close(mgr *m)
 	pthread_cond_destroy(&m->busy_cond);
 	pthread_mutex_destroy(&m->ev_lock);
 	pthread_mutex_destroy(&m->watch_lock);
+	pthread_mutex_destroy(&m->cpu_lock);
+	free(m->cpu_samples);
 	pthread_cond_destroy(&m->ev_cond);
 	free(m);
 }

@@ -48,6 +48,17 @@ def new_agentd(work, name):
                     env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
 
 
+def agentd_on(work, name, conf_dir):
+    """An agentd (not started) with its own dirs under work/name whose CNI
+    networks come from conf_dir."""
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = d / "agentd.conf"
+    cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (conf_dir, d / "netns"))
+    return H.Agentd(workdir=str(d / "agentd"), extra_args=["--config", str(cfg)],
+                    env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
+
+
 def remove_all_pods(pb, a):
     """Pods outlive agentd by design: remove whatever a failed test left."""
     if not a.alive():

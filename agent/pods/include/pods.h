@@ -90,6 +90,19 @@ void mgr_close(mgr *m);
 /* NetworkReady: 0, or -1 with the reason. */
 int mgr_network_ready(mgr *m, ad_error **err);
 
+/* The node's pod CIDR as the caller last set it ("" until then), kept in the
+ * state DB. Pod addresses still come from the CNI config's IPAM. */
+int mgr_pod_cidr_set(mgr *m, const char *cidr, ad_error **err);
+int mgr_pod_cidr_get(mgr *m, char **ret, ad_error **err);
+
+/* The CPU usage rate of `id` (a container or a pod), in billionths of a
+ * core, between its previous sample and this one (usage_ns of CPU time read
+ * at wall clock at_ns): false on the first sample (no rate yet); a sample
+ * less than a second after the previous one gets the previous rate. Samples
+ * of ids not asked for in 10 minutes are dropped. */
+bool mgr_cpu_nano_cores(mgr *m, const char *id, uint64_t usage_ns, int64_t at_ns,
+			uint64_t *ret);
+
 /* ---- pods ---- */
 typedef enum mgr_ns_mode { /* the CRI NamespaceMode values */
 			   MGR_NS_POD = 0,
