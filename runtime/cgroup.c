@@ -461,6 +461,13 @@ uint64_t cg_shares_to_weight(uint64_t shares)
 	return 1 + ((shares - 2) * 9999) / 262142;
 }
 
+uint64_t cg_weight_to_shares(uint64_t weight)
+{
+	if (weight == 0)
+		return 0;
+	return 2 + ((weight - 1) * 262142) / 9999;
+}
+
 static bool cg_device_number_ok(const char *s, size_t len)
 {
 	if (len == 1 && s[0] == '*')

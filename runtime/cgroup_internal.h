@@ -100,6 +100,7 @@ bool cg_file_exists(const char *dir, const char *file);
 int cg_validate_cpuset(const char *what, const char *value, ad_error **err);
 int cg_validate_resources(const rt_resources *res, ad_error **err);
 uint64_t cg_shares_to_weight(uint64_t shares);
+uint64_t cg_weight_to_shares(uint64_t weight); /* the inverse, for stats */
 int cg_validate_device_rule(const char *rule, ad_error **err);
 
 /* Sends sig to every pid in dir/cgroup.procs; *ret_count = pids seen. */

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -226,6 +227,48 @@ static int v1_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 	return v1_apply(cg, res, err);
 }
 
+static int v1_stats_cpu_cfs(cg_manager *cg, struct rt_stats *st, ad_error **err)
+{
+	const char *cpu = v1_dir(cg, CG_CTRL_CPU);
+	_cleanup_free_ char *cpustat = NULL, *quota = NULL;
+	if (cg_read_opt(cpu, "cpu.stat", &cpustat, err) < 0 ||
+	    cg_read_u64_opt(cpu, "cpu.shares", &st->cpu_shares, err) < 0 ||
+	    cg_read_opt(cpu, "cpu.cfs_quota_us", &quota, err) < 0 ||
+	    cg_read_u64_opt(cpu, "cpu.cfs_period_us", &st->cpu_period_us, err) < 0)
+		return -1;
+	if (cpustat) {
+		cg_parse_keyed(cpustat, "nr_periods", &st->cpu_cfs_periods);
+		cg_parse_keyed(cpustat, "nr_throttled", &st->cpu_cfs_throttled_periods);
+		cg_parse_keyed(cpustat, "throttled_time", &st->cpu_cfs_throttled_ns);
+	}
+	long long q = quota ? strtoll(quota, NULL, 10) : -1; /* -1: no quota */
+	st->cpu_quota_us = q > 0 ? q : 0;
+	return 0;
+}
+
+/* Processes from cgroup.procs; without a pids controller, threads from tasks. */
+static int v1_stats_procs(cg_manager *cg, struct rt_stats *st, ad_error **err)
+{
+	const char *dir = v1_dir(cg, CG_CTRL_PIDS);
+	if (!dir)
+		dir = v1_dir(cg, CG_CTRL_MEMORY);
+	if (!dir)
+		return 0;
+	size_t n = 0;
+	if (cg_count_procs(dir, &n, err) < 0)
+		return -1;
+	st->processes = n;
+	if (!v1_dir(cg, CG_CTRL_PIDS)) {
+		_cleanup_free_ char *tasks = NULL;
+		if (cg_read_opt(dir, "tasks", &tasks, err) < 0)
+			return -1;
+		st->threads = 0;
+		for (const char *p = tasks; p && *p; p++)
+			st->threads += *p == '\n';
+	}
+	return 0;
+}
+
 static int v1_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 {
 	const char *acct = v1_dir(cg, CG_CTRL_CPUACCT), *mem = v1_dir(cg, CG_CTRL_MEMORY),
@@ -267,7 +310,11 @@ static int v1_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 	    cg_read_u64_opt(pids, "pids.max", &pmax, err) < 0)
 		return -1;
 	st->pids_limit = pmax == UINT64_MAX ? 0 : pmax;
-	return 0;
+	st->threads = st->pids_current;
+	return v1_stats_cpu_cfs(cg, st, err) < 0 ||
+			   cg_read_u64_opt(mem, "memory.failcnt", &st->memory_failcnt, err) < 0
+		       ? -1
+		       : v1_stats_procs(cg, st, err);
 }
 
 static int v1_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err)

@@ -209,6 +209,42 @@ static int v2_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 	return v2_apply_checked(cg, res, err);
 }
 
+static int v2_stats_cpu_cfs(cg_manager *cg, const char *cpustat, struct rt_stats *st,
+			    ad_error **err)
+{
+	_cleanup_free_ char *max = NULL;
+	uint64_t weight = 0;
+	if (cg_read_u64_opt(cg->dir, "cpu.weight", &weight, err) < 0 ||
+	    cg_read_opt(cg->dir, "cpu.max", &max, err) < 0)
+		return -1;
+	st->cpu_shares = cg_weight_to_shares(weight);
+	if (cpustat) {
+		uint64_t throttled_us = 0;
+		cg_parse_keyed(cpustat, "nr_periods", &st->cpu_cfs_periods);
+		cg_parse_keyed(cpustat, "nr_throttled", &st->cpu_cfs_throttled_periods);
+		cg_parse_keyed(cpustat, "throttled_usec", &throttled_us);
+		st->cpu_cfs_throttled_ns = throttled_us * 1000;
+	}
+	/* "quota period" or "max period" */
+	long long quota = 0;
+	unsigned long long period = 0;
+	if (max && sscanf(max, "%lld %llu", &quota, &period) >= 1)
+		st->cpu_quota_us = quota > 0 ? quota : 0;
+	if (max && !period)
+		sscanf(max, "max %llu", &period);
+	st->cpu_period_us = period;
+	return 0;
+}
+
+static int v2_stats_procs(cg_manager *cg, struct rt_stats *st, ad_error **err)
+{
+	size_t n = 0;
+	if (cg_count_procs(cg->dir, &n, err) < 0)
+		return -1;
+	st->processes = n;
+	return 0;
+}
+
 static int v2_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 {
 	_cleanup_free_ char *cpu = NULL, *mem = NULL, *events = NULL;
@@ -240,9 +276,12 @@ static int v2_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 	st->memory_working_set = st->memory_usage > inactive ? st->memory_usage - inactive : 0;
 	st->memory_limit = limit == UINT64_MAX ? 0 : limit;
 	st->pids_limit = pmax == UINT64_MAX ? 0 : pmax;
-	if (events)
+	if (events) {
 		cg_parse_keyed(events, "oom_kill", &st->oom_kill_count);
-	return 0;
+		cg_parse_keyed(events, "max", &st->memory_failcnt);
+	}
+	st->threads = st->pids_current;
+	return v2_stats_cpu_cfs(cg, cpu, st, err) < 0 ? -1 : v2_stats_procs(cg, st, err);
 }
 
 static int v2_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err)

@@ -40,6 +40,15 @@ typedef struct rt_stats {
 	uint64_t pids_current;
 	uint64_t pids_limit;          /* 0 if none */
 	uint64_t oom_kill_count;      /* OOM kills inside this cgroup so far */
+	/* CFS bandwidth control (cpu.stat): periods elapsed, throttled, time throttled. */
+	uint64_t cpu_cfs_periods, cpu_cfs_throttled_periods, cpu_cfs_throttled_ns;
+	uint64_t memory_failcnt;      /* times usage hit the limit (v2: memory.events max) */
+	uint64_t processes;           /* cgroup.procs */
+	uint64_t threads;             /* tasks (pids.current) */
+	/* The limits in force as the cgroup files say (v2 weight as shares). */
+	uint64_t cpu_shares;
+	int64_t cpu_quota_us;         /* 0 if none */
+	uint64_t cpu_period_us;
 } rt_stats;
 
 /* ---- container configuration (plain C; the caller owns every pointer) -- */

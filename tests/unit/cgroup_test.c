@@ -512,6 +512,12 @@ static void test_v1_stats(void **state)
 	assert_true(after.memory_page_faults > 0); /* THP may fold 4k faults */
 	assert_int_equal(after.pids_current, 2);
 	assert_int_equal(after.oom_kill_count, 0);
+	assert_int_equal(after.processes, 2);
+	assert_int_equal(after.threads, 2);
+	assert_int_equal(after.memory_failcnt, 0);
+	assert_int_equal(after.cpu_shares, 1024); /* the kernel's default */
+	assert_int_equal(after.cpu_quota_us, 0);   /* -1 in the file: none */
+	assert_int_equal(after.cpu_period_us, 100000);
 
 	rt_stats later;
 	usleep(100000);
@@ -949,7 +955,9 @@ static void test_v2_file_formats(void **state)
 
 	_cleanup_free_ char *leaf = ad_asprintf("%s/%s", g_tmp, leaf_rel);
 	put_file(leaf, "cpu.stat",
-		 "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n");
+		 "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\n"
+		 "nr_throttled 4\nthrottled_usec 2500\n");
+	put_file(leaf, "cgroup.procs", "101\n102\n");
 	put_file(leaf, "memory.current", "10485760\n");
 	put_file(leaf, "memory.stat",
 		 "anon 4194304\nfile 6291456\nkernel 8192\nanon_thp 0\nfile_mapped 1\n"
@@ -972,6 +980,15 @@ static void test_v2_file_formats(void **state)
 	assert_int_equal(st.pids_current, 3);
 	assert_int_equal(st.pids_limit, 100);
 	assert_int_equal(st.oom_kill_count, 2);
+	assert_int_equal(st.memory_failcnt, 5); /* memory.events max */
+	assert_int_equal(st.cpu_cfs_periods, 10);
+	assert_int_equal(st.cpu_cfs_throttled_periods, 4);
+	assert_int_equal(st.cpu_cfs_throttled_ns, 2500000);
+	assert_int_equal(st.processes, 2);
+	assert_int_equal(st.threads, 3);
+	assert_int_equal(st.cpu_shares, 998); /* weight 39 back, as close as it maps */
+	assert_int_equal(st.cpu_quota_us, 50000);
+	assert_int_equal(st.cpu_period_us, 100000);
 	uint64_t n = 0;
 	assert_int_equal(cg_oom_kill_count(cg, &n, &err), 0);
 	assert_int_equal(n, 2);
