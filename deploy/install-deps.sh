@@ -17,4 +17,5 @@ apt-get install -y -qq --no-install-recommends \
     docker-registry apache2-utils skopeo umoci busybox-static \
     containernetworking-plugins iproute2 iptables curl zstd \
     crun runc nghttp2-client procps util-linux musl-tools clang tmux \
-    xz-utils debian-archive-keyring
+    xz-utils debian-archive-keyring \
+    prometheus systemd openssh-server openssh-client

@@ -132,6 +132,15 @@ struct dirent *ad_readdir(DIR *d);
 void ad_closedirp(DIR **d);
 #define _cleanup_closedir_ __attribute__((cleanup(ad_closedirp)))
 
+/* ---- systemd notify protocol ----------------------------------------- */
+/* Sends `state` ("READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1",
+ * several joined by '\n') to $NOTIFY_SOCKET. 1: sent, 0: no socket set,
+ * -errno on failure. */
+int ad_sd_notify(const char *state);
+/* The watchdog interval systemd expects WATCHDOG=1 within (WATCHDOG_USEC,
+ * if WATCHDOG_PID is unset or this process), or 0 for none. */
+uint64_t ad_sd_watchdog_usec(void);
+
 /* Where agentd's helper programs (agentd-shim, agentd-infra, agentd-fetch)
  * are installed; CMake passes the real libexecdir. */
 #ifndef AGENTD_LIBEXECDIR
