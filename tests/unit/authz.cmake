@@ -1,0 +1,2 @@
+# The authorization policy (agent/services/authz).
+agentd_unit_test(authz_test adauthz)
