@@ -32,6 +32,10 @@ typedef struct ctl_command {
 	int (*run)(ctl_ctx *ctx, int argc, char **argv);
 } ctl_command;
 
+/* agentctl --hosts FILE: runs the read command argv[cmd_index..] against
+ * every host in FILE at once (fanout.c); returns the exit status. */
+int ctl_fanout(const char *hosts_file, int argc, char **argv, int cmd_index);
+
 extern const ctl_command ctl_cmd_version;
 extern const ctl_command ctl_cmd_info;
 extern const ctl_command ctl_cmd_pull;

@@ -22,7 +22,7 @@ static const ctl_command *const commands[] = {
 static void synopsis(FILE *out)
 {
 	fputs("usage: agentctl [-e endpoint] [--cacert file] [--cert file --key file]\n"
-	      "                [-t seconds] command [args]\n"
+	      "                [-t seconds] [--hosts file] command [args]\n"
 	      "       agentctl -h | -V\n",
 	      out);
 }
@@ -39,6 +39,10 @@ static void usage(FILE *out)
 	    "      --cert FILE          client certificate for mutual TLS\n"
 	    "      --key FILE           its private key\n"
 	    "  -t, --timeout SECONDS    deadline of each call (default %u; 0: none)\n"
+	    "      --hosts FILE         run a read command (version, info, images, pods, ps,\n"
+	    "                           stats) on every agent in FILE (lines: [NAME] ENDPOINT,\n"
+	    "                           host:port meaning tls://) at once: one table with a\n"
+	    "                           HOST column; exit status non-zero if any host failed\n"
 	    "  -h, --help               this help\n"
 	    "  -V, --version            agentctl's version\n"
 	    "\n"
@@ -329,8 +333,10 @@ int main(int argc, char **argv)
 	    {"endpoint", required_argument, NULL, 'e'}, {"cacert", required_argument, NULL, 'C'},
 	    {"cert", required_argument, NULL, 'c'},	{"key", required_argument, NULL, 'k'},
 	    {"timeout", required_argument, NULL, 't'},	{"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},	{0},
+	    {"version", no_argument, NULL, 'V'},	{"hosts", required_argument, NULL, 'H'},
+	    {0},
 	};
+	const char *hosts_file = NULL;
 	ctl_ctx ctx = {.timeout_ms = CTL_DEFAULT_TIMEOUT_MS};
 	const char *env = getenv("AGENTD_ENDPOINT");
 	ctx.endpoint = env && *env ? env : CTL_DEFAULT_ENDPOINT;
@@ -358,6 +364,9 @@ int main(int argc, char **argv)
 						       optarg);
 			ctx.timeout_given = true;
 			break;
+		case 'H':
+			hosts_file = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -377,7 +386,7 @@ int main(int argc, char **argv)
 		return ctl_usage_error(NULL, "empty endpoint");
 	if (!ctx.cert != !ctx.key)
 		return ctl_usage_error(NULL, "--cert and --key go together");
-	if ((ctx.cacert || ctx.cert) && !is_tls(ctx.endpoint))
+	if ((ctx.cacert || ctx.cert) && !is_tls(ctx.endpoint) && !hosts_file)
 		return ctl_usage_error(NULL, "--cacert, --cert and --key need a tls:// endpoint");
 	if (optind >= argc)
 		return ctl_usage_error(NULL, "no command given");
@@ -391,6 +400,8 @@ int main(int argc, char **argv)
 		return ctl_usage_error(NULL, "unknown command '%s'", name);
 
 	int first = optind;
+	if (hosts_file)
+		return ctl_fanout(hosts_file, argc, argv, first);
 	optind = 0; /* the command's own getopt starts afresh */
 	int r = cmd->run(&ctx, argc - first, argv + first);
 	if (ctx.client)
