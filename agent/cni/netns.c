@@ -242,7 +242,11 @@ int cni_netdev_parse(const char *text, cni_if_stats **ret, size_t *ret_n, ad_err
 			v[n] = (cni_if_stats){.rx_bytes = f[0],
 					      .rx_errors = f[2],
 					      .tx_bytes = f[8],
-					      .tx_errors = f[10]};
+					      .tx_errors = f[10],
+					      .rx_packets = f[1],
+					      .rx_dropped = f[3],
+					      .tx_packets = f[9],
+					      .tx_dropped = f[11]};
 			memcpy(v[n].name, name, name_len);
 			v[n].name[name_len] = '\0';
 			n++;

@@ -1281,7 +1281,7 @@ static void test_netdev_parse(void **state)
 	    "errs drop fifo colls carrier compressed\n"
 	    "    lo:     120       2    0    0    0     0          0         0      120       2    "
 	    "0    0    0     0       0          0\n"
-	    "  eth0: 18446744073709551615 41 3 0 0 0 0 0 2345 17 4 0 0 0 0 0\n";
+	    "  eth0: 18446744073709551615 41 3 5 0 0 0 0 2345 17 4 6 0 0 0 0\n";
 	cni_if_stats *v = NULL;
 	size_t n = 0;
 	ad_error *e = NULL;
@@ -1295,6 +1295,10 @@ static void test_netdev_parse(void **state)
 	assert_int_equal(v[1].rx_errors, 3);
 	assert_int_equal(v[1].tx_bytes, 2345);
 	assert_int_equal(v[1].tx_errors, 4);
+	assert_int_equal(v[1].rx_packets, 41);
+	assert_int_equal(v[1].rx_dropped, 5);
+	assert_int_equal(v[1].tx_packets, 17);
+	assert_int_equal(v[1].tx_dropped, 6);
 	free(v);
 
 	assert_int_equal(cni_netdev_parse("", &v, &n, &e), 0);

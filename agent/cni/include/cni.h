@@ -57,6 +57,7 @@ int cni_netns_connect(const char *netns_path, uint16_t port, int *ret_fd, ad_err
 typedef struct cni_if_stats {
 	char name[32];
 	uint64_t rx_bytes, rx_errors, tx_bytes, tx_errors;
+	uint64_t rx_packets, rx_dropped, tx_packets, tx_dropped;
 } cni_if_stats;
 /* Parses the text of a /proc/.../net/dev; *ret is an array of *ret_n entries
  * (free()). A line that is not "name: 16 numbers" → AD_E_INVALID. */
