@@ -12,6 +12,8 @@
 
 #include <ini.h>
 
+#include "authz.h"
+
 #define DEFAULT_ROOT "/var/lib/agentd"
 #define DEFAULT_STATE "/run/agentd"
 #define DEFAULT_LISTEN "/run/agentd/agentd.sock"
@@ -31,6 +33,8 @@ typedef enum key_type {
 	K_BOOL,
 	K_HOST_LIST, /* comma-separated host or host:port, or "" */
 	K_MIRRORS,   /* comma-separated host=URL|URL..., or "" */
+	K_ROLE,	     /* admin, read-only or none */
+	K_ROLES,     /* comma-separated CN=role, or "" */
 } key_type;
 
 typedef struct cfg_key {
@@ -81,6 +85,12 @@ static const cfg_key keys[] = {
     {"streaming", "token_ttl", K_UNSIGNED, offsetof(cfg_config, streaming_token_ttl), 1, 3600},
     {"streaming", "max_sessions", K_UNSIGNED, offsetof(cfg_config, streaming_max_sessions), 1,
      4096},
+    {"metrics", "listen", K_HOST_PORT, offsetof(cfg_config, metrics_listen), 0, 0},
+    {"metrics", "tls_cert", K_FILE, offsetof(cfg_config, metrics_tls_cert), 0, 0},
+    {"metrics", "tls_key", K_FILE, offsetof(cfg_config, metrics_tls_key), 0, 0},
+    {"authz", "role_from_ou", K_BOOL, offsetof(cfg_config, authz_role_from_ou), 0, 0},
+    {"authz", "roles", K_ROLES, offsetof(cfg_config, authz_roles), 0, 0},
+    {"authz", "default_role", K_ROLE, offsetof(cfg_config, authz_default_role), 0, 0},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -118,6 +128,12 @@ void cfg_init(cfg_config *cfg)
 	    .streaming_idle_timeout = 4 * 3600,
 	    .streaming_token_ttl = 60,
 	    .streaming_max_sessions = 64,
+	    .metrics_listen = ad_strdup("127.0.0.1:9101"),
+	    .metrics_tls_cert = ad_strdup(""),
+	    .metrics_tls_key = ad_strdup(""),
+	    .authz_role_from_ou = true,
+	    .authz_roles = ad_strdup(""),
+	    .authz_default_role = ad_strdup("none"),
 	    .source = ad_strdup("<defaults>"),
 	};
 }
@@ -143,6 +159,11 @@ void cfg_free(cfg_config *cfg)
 	free(cfg->cni_netns_dir);
 	free(cfg->pause_image);
 	free(cfg->streaming_listen);
+	free(cfg->metrics_listen);
+	free(cfg->metrics_tls_cert);
+	free(cfg->metrics_tls_key);
+	free(cfg->authz_roles);
+	free(cfg->authz_default_role);
 	free(cfg->source);
 	*cfg = (cfg_config){0};
 }
@@ -308,6 +329,19 @@ static int set_key(cfg_config *cfg, const cfg_key *k, const char *value, char **
 			return -1;
 		}
 		break;
+	case K_ROLE:
+	case K_ROLES: {
+		/* The policy module checks the text (roles, CN=role pairs). */
+		authz_policy *p = NULL;
+		_cleanup_error_ ad_error *e = NULL;
+		if (authz_policy_new(k->type == K_ROLES ? value : "", true,
+				     k->type == K_ROLE ? value : "none", &p, &e) < 0) {
+			*ret_msg = ad_asprintf("invalid value: %s", e->message);
+			return -1;
+		}
+		authz_policy_free(p);
+		break;
+	}
 	case K_LOG_LEVEL:
 		if (ad_log_level_parse(value, (ad_log_level *)field) < 0) {
 			*ret_msg = ad_asprintf(
@@ -502,6 +536,10 @@ int cfg_validate(const cfg_config *cfg, ad_error **err)
 		return ad_fail(err, AD_E_INVALID,
 			       "%s: [streaming] tls = true needs [grpc] tls_cert and tls_key",
 			       cfg->source);
+	if (!cfg->metrics_tls_cert[0] != !cfg->metrics_tls_key[0])
+		return ad_fail(err, AD_E_INVALID,
+			       "%s: [metrics] tls_cert and tls_key go together (HTTPS needs both)",
+			       cfg->source);
 	if (!cfg->listen[0] && !cfg->tls_listen[0] && !cfg->tcp_insecure_listen[0])
 		return ad_fail(err, AD_E_INVALID,
 			       "%s: no listener: set at least one of [grpc] listen, tls_listen, "
@@ -529,6 +567,7 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_MAX_MSG_SIZE,
 	OPT_DEBUG_SERVICE,
+	OPT_METRICS_LISTEN,
 };
 
 static const struct option long_options[] = {
@@ -544,6 +583,7 @@ static const struct option long_options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
     {"debug-service", no_argument, NULL, OPT_DEBUG_SERVICE},
+    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {"version", no_argument, NULL, 'V'},
     {"help", no_argument, NULL, 'h'},
     {0},
@@ -565,6 +605,7 @@ static const struct {
     {OPT_TCP_INSECURE_LISTEN, "grpc", "tcp_insecure_listen", NULL},
     {OPT_MAX_MSG_SIZE, "grpc", "max_recv_msg_size", "max_send_msg_size"},
     {OPT_DEBUG_SERVICE, "grpc", "debug_service", NULL},
+    {OPT_METRICS_LISTEN, "metrics", "listen", NULL},
 };
 
 static const char *option_name(int opt)
@@ -657,7 +698,7 @@ void cfg_usage(FILE *out, const char *prog)
 		"       %*s [--tls-listen HOST:PORT --tls-cert FILE --tls-key FILE "
 		"--tls-client-ca FILE]\n"
 		"       %*s [--tcp-insecure-listen HOST:PORT] [--log-level LEVEL]\n"
-		"       %*s [--max-msg-size BYTES] [--debug-service]\n"
+		"       %*s [--max-msg-size BYTES] [--debug-service] [--metrics-listen HOST:PORT]\n"
 		"       %s --version | --help\n"
 		"\n"
 		"The container node agent: serves the Kubernetes CRI (runtime.v1) and agent.v1\n"
@@ -677,6 +718,8 @@ void cfg_usage(FILE *out, const char *prog)
 		"      --log-level LEVEL        error, warn, info or debug\n"
 		"      --max-msg-size BYTES     max gRPC message size, both directions\n"
 		"      --debug-service          register agent.v1.DebugService (tests)\n"
+		"      --metrics-listen HOST:PORT\n"
+		"                               /metrics, /healthz, /readyz [metrics] listen\n"
 		"  -V, --version                print the version and exit\n"
 		"  -h, --help                   print this help and exit\n",
 		prog, (int)strlen(prog), "", (int)strlen(prog), "", (int)strlen(prog), "", prog);

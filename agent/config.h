@@ -52,6 +52,14 @@ typedef struct cfg_config {
 	unsigned streaming_idle_timeout; /* seconds */
 	unsigned streaming_token_ttl;	 /* seconds */
 	unsigned streaming_max_sessions;
+	/* [metrics] */
+	char *metrics_listen;	/* host:port of /metrics, /healthz, /readyz; "" = off */
+	char *metrics_tls_cert; /* both set: HTTPS */
+	char *metrics_tls_key;
+	/* [authz] */
+	bool authz_role_from_ou; /* a client certificate's OU names its role */
+	char *authz_roles;	 /* "CN=role,..." */
+	char *authz_default_role;
 	/* Where the settings came from ("<built-in>" or the file name). */
 	char *source;
 } cfg_config;

@@ -64,6 +64,11 @@ static void assert_defaults(const cfg_config *c)
 	assert_int_equal(c->workers, 8);
 	assert_int_equal(c->drain_timeout, 5);
 	assert_false(c->debug_service);
+	assert_string_equal(c->metrics_listen, "127.0.0.1:9101");
+	assert_string_equal(c->metrics_tls_cert, "");
+	assert_true(c->authz_role_from_ou);
+	assert_string_equal(c->authz_roles, "");
+	assert_string_equal(c->authz_default_role, "none");
 }
 
 static void test_defaults(void **state)
@@ -100,7 +105,10 @@ static void test_builtin_matches_defaults(void **state)
 			      "max_concurrent_streams",
 			      "workers",
 			      "drain_timeout",
-			      "debug_service"};
+			      "debug_service",
+			      "roles",
+			      "role_from_ou",
+			      "default_role"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char *pat = ad_asprintf("\n%s =", keys[i]);
 		if (!strstr(cfg_default_text, pat))
@@ -220,16 +228,30 @@ static void test_bad_values(void **state)
 	    {"[grpc]\ntls_listen = 127.0.0.1:65536\n", "expected host:port"},
 	    {"[grpc]\ntcp_insecure_listen = ::1:80\n", "expected host:port"},
 	    {"[grpc]\ntcp_insecure_listen = [::1]80\n", "expected host:port"},
+	    {"[metrics]\nlisten = 9101\n", "expected host:port"},
+	    {"[authz]\ndefault_role = root\n", "default role \"root\""},
+	    {"[authz]\nroles = ops=admin,prom\n", "role mapping \"prom\": want CN=role"},
+	    {"[authz]\nroles = ops=superuser\n", "\"ops=superuser\""},
+	    {"[authz]\nrole_from_ou = perhaps\n", "expected true or false"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		const char *line = strncmp(cases[i].text, "[grpc]", 6) == 0 ||
-					   strncmp(cases[i].text, "[agentd]", 8) == 0
-				       ? "test.conf:2: "
-				       : "test.conf:1: ";
+		const char *line = cases[i].text[0] == '[' ? "test.conf:2: " : "test.conf:1: ";
 		expect_error(cases[i].text, line, cases[i].needle);
 	}
 	/* The first error is the one reported. */
 	expect_error("[grpc]\nworkers = 1\nworkers = x\nfoo = 1\n", "test.conf:3: ", "workers");
+}
+
+static void test_metrics_tls_pair(void **state)
+{
+	(void)state;
+	cfg_config cfg;
+	assert_null(parse(&cfg, "[metrics]\ntls_cert = /etc/m.crt\n"));
+	ad_error *err = NULL;
+	assert_int_equal(cfg_validate(&cfg, &err), -1);
+	assert_non_null(strstr(err->message, "[metrics] tls_cert and tls_key go together"));
+	ad_error_free(&err);
+	cfg_free(&cfg);
 }
 
 static void test_socket_path_length(void **state)
@@ -440,6 +462,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_key),
 	    cmocka_unit_test(test_unknown_section),
 	    cmocka_unit_test(test_bad_values),
+	    cmocka_unit_test(test_metrics_tls_pair),
 	    cmocka_unit_test(test_socket_path_length),
 	    cmocka_unit_test(test_syntax_errors),
 	    cmocka_unit_test(test_tls_needs_all_files),
