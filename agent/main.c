@@ -13,6 +13,7 @@
 #include "config.h"
 #include "cri.h"
 #include "db.h"
+#include "ops.h"
 #include "pods.h"
 #include "services.h"
 
@@ -23,7 +24,7 @@ typedef struct agentd {
 	agent_ctx ctx;
 	svc_table table;
 	struct event_base *base;
-	struct event *sig_term, *sig_int;
+	struct event *sig_term, *sig_int, *sig_hup;
 	rpc_server *servers[2];
 	size_t n_servers;
 	size_t pending_shutdowns;
@@ -31,6 +32,10 @@ typedef struct agentd {
 	store *images;
 	mgr *pods;
 	cri_service cri;
+	agent_ops *ops;
+	/* The command line, read again on SIGHUP. */
+	int argc;
+	char **argv;
 } agentd;
 
 static void add_listener(agent_ctx *ctx, char *s)
@@ -81,10 +86,51 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
 	}
 	ad_info("received %s, shutting down (drain timeout %us)", strsignal((int)sig),
 		d->cfg.drain_timeout);
+	ops_set_phase(d->ops, OPS_DRAINING, "draining: finishing in-flight calls");
 	svc_health_shutdown(&d->ctx);
 	d->pending_shutdowns = d->n_servers;
 	for (size_t i = 0; i < d->n_servers; i++)
 		rpc_server_shutdown(d->servers[i], on_server_done, d);
+}
+
+/* SIGHUP: the config file and command line again; what can change without
+ * a restart is applied (log level, the mTLS certificates and CA, the access
+ * policy; CNI config lists are read per call anyway). A config that does
+ * not load or validate is refused with its error and nothing changes. */
+static void on_reload(evutil_socket_t sig, short events, void *arg)
+{
+	(void)sig;
+	(void)events;
+	agentd *d = arg;
+	cfg_config next;
+	cfg_action action;
+	_cleanup_error_ ad_error *err = NULL;
+	cfg_init(&next);
+	if (cfg_from_args(&next, d->argc, d->argv, &action, &err) < 0) {
+		ad_error_log("reload refused, the running settings stay: %s", err->message);
+		cfg_free(&next);
+		return;
+	}
+	if (ops_reload(d->ops, &next, &err) < 0) {
+		ad_error_log("reload refused, the running settings stay: %s", err->message);
+		cfg_free(&next);
+		return;
+	}
+	if (next.tls_listen[0] && d->n_servers &&
+	    rpc_server_reload_tls(d->servers[0], next.tls_cert, next.tls_key, next.tls_client_ca,
+				  &err) < 0) {
+		ad_error_log("reload: TLS files refused, the old certificates stay: %s",
+			     err->message);
+		ad_error_free(&err);
+	}
+	if (strcmp(next.tls_listen, d->cfg.tls_listen) != 0 ||
+	    strcmp(next.listen, d->cfg.listen) != 0 ||
+	    strcmp(next.metrics_listen, d->cfg.metrics_listen) != 0)
+		ad_warn("reload: listen addresses change only with a restart");
+	ad_log_set_level(next.log_level);
+	d->cfg.log_level = next.log_level;
+	ad_info("reloaded %s (log level, TLS files, access policy)", next.source);
+	cfg_free(&next);
 }
 
 static int start_servers(agentd *d, ad_error **err)
@@ -227,6 +273,16 @@ static int run(agentd *d)
 	svc_agent_image_register(&d->table, d->images);
 	svc_health_register(&d->table, ctx);
 	collect_services(ctx, &d->table);
+	if (ops_new(&d->cfg, d->pods, &d->ops, &err) < 0) {
+		ad_error_log("%s", err->message);
+		return 1;
+	}
+	ops_instrument(d->ops, d->table.methods, d->table.n);
+	_cleanup_free_ char *metrics_url = NULL;
+	if (ops_http_start(d->ops, &metrics_url, &err) < 0) {
+		ad_error_log("%s", err->message);
+		return 1;
+	}
 
 	if (evthread_use_pthreads() < 0 || !(d->base = event_base_new())) {
 		ad_error_log("cannot set up the libevent loop");
@@ -234,9 +290,14 @@ static int run(agentd *d)
 	}
 	d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
 	d->sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
-	if (!d->sig_term || !d->sig_int || evsignal_add(d->sig_term, NULL) < 0 ||
-	    evsignal_add(d->sig_int, NULL) < 0) {
+	d->sig_hup = evsignal_new(d->base, SIGHUP, on_reload, d);
+	if (!d->sig_term || !d->sig_int || !d->sig_hup || evsignal_add(d->sig_term, NULL) < 0 ||
+	    evsignal_add(d->sig_int, NULL) < 0 || evsignal_add(d->sig_hup, NULL) < 0) {
 		ad_error_log("cannot install signal handlers");
+		return 1;
+	}
+	if (ops_watchdog_start(d->ops, d->base, &err) < 0) {
+		ad_error_log("%s", err->message);
 		return 1;
 	}
 	if (start_servers(d, &err) < 0) {
@@ -256,6 +317,10 @@ static int run(agentd *d)
 	ad_info("agentd %s ready on %s (root %s, state %s, schema %d%s)", AGENTD_VERSION, where,
 		d->cfg.root, d->cfg.state, ctx->schema_version,
 		d->cfg.debug_service ? ", debug service on" : "");
+	if (metrics_url)
+		ad_info("metrics on %s/metrics", metrics_url);
+	_cleanup_free_ char *status = ad_asprintf("serving on %s", where);
+	ops_set_phase(d->ops, OPS_SERVING, status);
 
 	if (event_base_dispatch(d->base) < 0) {
 		ad_error_log("event loop failed");
@@ -273,6 +338,10 @@ static void teardown(agentd *d)
 		event_free(d->sig_term);
 	if (d->sig_int)
 		event_free(d->sig_int);
+	if (d->sig_hup)
+		event_free(d->sig_hup);
+	/* Its HTTP thread reads the manager; its timers are on the loop. */
+	ops_free(d->ops);
 	if (d->base)
 		event_base_free(d->base);
 	/* After the servers: no handler can be using the store any more. The
@@ -328,6 +397,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	ad_log_set_level(d.cfg.log_level);
+	d.argc = argc;
+	d.argv = argv;
 	int r = run(&d);
 	teardown(&d);
 	return r;

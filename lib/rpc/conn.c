@@ -511,28 +511,37 @@ static int conn_ssl_fail(ad_error **err, const char *what, const char *file)
 	return ad_fail(err, AD_E_INVALID, "%s %s: %s", what, file ? file : "", buf);
 }
 
-int conn_set_tls(rpc_conn_set *set, const char *cert, const char *key, const char *client_ca,
-		 ad_error **err)
+/* A server TLS context from the files, or NULL with *err. */
+static SSL_CTX *conn_tls_ctx(const char *cert, const char *key, const char *client_ca,
+			     ad_error **err)
 {
-	if (!cert || !key || !client_ca)
-		return ad_fail(err, AD_E_INVALID,
-			       "TCP listener needs tls_cert, tls_key and tls_client_ca "
-			       "(or tcp_insecure)");
+	if (!cert || !key || !client_ca) {
+		ad_fail(err, AD_E_INVALID,
+			"TCP listener needs tls_cert, tls_key and tls_client_ca (or tcp_insecure)");
+		return NULL;
+	}
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (!ctx)
-		return conn_ssl_fail(err, "SSL_CTX_new", NULL);
-	set->ssl_ctx = ctx;
+	if (!ctx) {
+		conn_ssl_fail(err, "SSL_CTX_new", NULL);
+		return NULL;
+	}
+	const char *what = NULL, *file = NULL;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 				     SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
-		return conn_ssl_fail(err, "cannot load certificate", cert);
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
-		return conn_ssl_fail(err, "cannot load key", key);
-	if (SSL_CTX_check_private_key(ctx) != 1)
-		return conn_ssl_fail(err, "key does not match certificate", key);
-	if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1)
-		return conn_ssl_fail(err, "cannot load client CA", client_ca);
+		what = "cannot load certificate", file = cert;
+	else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+		what = "cannot load key", file = key;
+	else if (SSL_CTX_check_private_key(ctx) != 1)
+		what = "key does not match certificate", file = key;
+	else if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1)
+		what = "cannot load client CA", file = client_ca;
+	if (what) {
+		conn_ssl_fail(err, what, file);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
 	if (names)
 		SSL_CTX_set_client_CA_list(ctx, names);
@@ -551,6 +560,20 @@ int conn_set_tls(rpc_conn_set *set, const char *cert, const char *key, const cha
 	/* An idle connection keeps no record buffers (about 34 KiB); under load
 	 * they are allocated once per batch, not per response. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	return ctx;
+}
+
+int conn_set_tls(rpc_conn_set *set, const char *cert, const char *key, const char *client_ca,
+		 ad_error **err)
+{
+	SSL_CTX *ctx = conn_tls_ctx(cert, key, client_ca, err);
+	if (!ctx)
+		return -1;
+	/* Each connection's SSL holds a reference to the context it started
+	 * with: replacing it leaves established connections as they are. */
+	if (set->ssl_ctx)
+		SSL_CTX_free(set->ssl_ctx);
+	set->ssl_ctx = ctx;
 	return 0;
 }
 

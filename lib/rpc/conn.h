@@ -27,7 +27,8 @@ typedef struct rpc_conn_set {
 void conn_set_init(rpc_conn_set *set, struct event_base *base, rpc_core_env *env,
 		   void (*closed_fn)(void *arg), void *closed_arg);
 /* The server side of mutual TLS: certificate, key, the CA that client
- * certificates must chain to, ALPN h2. */
+ * certificates must chain to, ALPN h2. Again: replaces them for new
+ * connections; a file that does not load changes nothing. */
 int conn_set_tls(rpc_conn_set *set, const char *cert, const char *key, const char *client_ca,
 		 ad_error **err);
 /* Takes over an accepted socket. */

@@ -142,6 +142,14 @@ int rpc_server_register(rpc_server *srv, const rpc_method *methods, size_t n, ad
 	return rpc_core_methods_add(&srv->env, methods, n, err);
 }
 
+int rpc_server_reload_tls(rpc_server *srv, const char *cert, const char *key,
+			  const char *client_ca, ad_error **err)
+{
+	if (!srv->conns.ssl_ctx)
+		return ad_fail(err, AD_E_PRECONDITION, "the server has no TLS listener");
+	return conn_set_tls(&srv->conns, cert, key, client_ca, err);
+}
+
 int rpc_server_tcp_port(rpc_server *srv)
 {
 	return srv->lis.tcp_port;

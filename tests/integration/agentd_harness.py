@@ -126,12 +126,13 @@ def _make_ca(d, name):
               "-addext", "keyUsage=critical,keyCertSign,cRLSign"], d)
 
 
-def _make_leaf(d, name, ca, cn, ext):
+def _make_leaf(d, name, ca, cn, ext, ou=None):
     with open(os.path.join(d, name + ".ext"), "w") as f:
         f.write("basicConstraints=CA:FALSE\n"
                 "keyUsage=critical,digitalSignature,keyEncipherment\n" + ext + "\n")
     _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-              "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn], d)
+              "-keyout", name + ".key", "-out", name + ".csr",
+              "-subj", ("/OU=%s" % ou if ou else "") + "/CN=" + cn], d)
     _openssl(["x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
               "-CAcreateserial", "-out", name + ".crt", "-days", "2",
               "-extfile", name + ".ext"], d)
@@ -146,7 +147,9 @@ def make_certs(d):
     _make_ca(d, "ca")
     _make_leaf(d, "server", "ca", "localhost",
                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost")
-    _make_leaf(d, "client", "ca", "agentd-test-client", "extendedKeyUsage=clientAuth")
+    # OU=admin: agentd's [authz] takes the role from the OU.
+    _make_leaf(d, "client", "ca", "agentd-test-client", "extendedKeyUsage=clientAuth",
+               ou="admin")
     _make_ca(d, "otherca")
     _make_leaf(d, "other", "otherca", "agentd-test-intruder", "extendedKeyUsage=clientAuth")
     p = lambda n: os.path.join(d, n)  # noqa: E731
@@ -208,8 +211,11 @@ class Agentd:
         self.certs = certs
         self.tls_port = free_port() if certs else None
         self.tcp_port = free_port() if tcp_insecure else None
+        # The metrics endpoint on a free port (its default 9101 would be
+        # shared by every agentd of the suite); metrics_url() finds it.
         args = [agentd_binary(), "--root", self.root, "--state", self.state,
-                "--listen", self.sock, "--log-level", log_level]
+                "--listen", self.sock, "--log-level", log_level,
+                "--metrics-listen", "127.0.0.1:0"]
         if debug_service:
             args.append("--debug-service")
         if max_msg_size is not None:
@@ -291,6 +297,13 @@ class Agentd:
                     last = e
             time.sleep(0.05)
         self.fail("agentd not ready after %.0fs (last error: %r)" % (timeout, last))
+
+    def metrics_url(self):
+        """http(s)://host:port of the /metrics, /healthz, /readyz endpoint,
+        as agentd logged it, or None."""
+        import re
+        m = re.search(r"metrics on (https?://\S+):(\d+)/metrics", self.stderr_text())
+        return "%s:%s" % (m.group(1), m.group(2)) if m else None
 
     def signal(self, sig):
         os.kill(self.proc.pid, sig)

@@ -94,6 +94,12 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 		   ad_error **err);
 /* Adds methods; the table must outlive the server. Paths are unique. */
 int rpc_server_register(rpc_server *srv, const rpc_method *methods, size_t n, ad_error **err);
+/* Replaces the TLS certificate, key and client CA for new connections
+ * (loop thread only). Established connections keep the ones they started
+ * with. A file that does not load fails with its name and the old ones
+ * stay. No TLS listener: AD_E_PRECONDITION. */
+int rpc_server_reload_tls(rpc_server *srv, const char *cert, const char *key,
+			  const char *client_ca, ad_error **err);
 /* The bound TCP port (useful with port 0), or -1. */
 int rpc_server_tcp_port(rpc_server *srv);
 /* Stops accepting, sends GOAWAY, lets in-flight calls finish for at most

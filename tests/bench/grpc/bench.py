@@ -249,7 +249,8 @@ def main():
     os.makedirs(os.path.join(aroot, "state"))
     aargs = [a.agentd, "--root", os.path.join(aroot, "root"), "--state",
              os.path.join(aroot, "state"), "--listen", os.path.join(aroot, "state", "agentd.sock"),
-             "--log-level", "warn", "--tcp-insecure-listen", "127.0.0.1:%d" % ports["a_h2c"],
+             "--log-level", "warn", "--metrics-listen", "127.0.0.1:0",
+             "--tcp-insecure-listen", "127.0.0.1:%d" % ports["a_h2c"],
              "--tls-listen", "127.0.0.1:%d" % ports["a_tls"], "--tls-cert", certs.server_cert,
              "--tls-key", certs.server_key, "--tls-client-ca", certs.ca]
     rargs = [a.ref, "--h2c", "127.0.0.1:%d" % ports["r_h2c"], "--tls",

@@ -1,0 +1,473 @@
+/* agentd's operations glue (ops.h): metrics, access checks, readiness,
+ * systemd notify and watchdog. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "authz.h"
+#include "metrics.h"
+#include "ops.h"
+
+typedef struct wrapped {
+	agent_ops *ops;
+	const char *path;
+	rpc_handler_fn handler;
+	void *userdata;
+} wrapped;
+
+struct agent_ops {
+	const cfg_config *cfg;
+	mgr *pods;
+	metrics_registry *reg;
+	metrics_vec *rpc_total, *rpc_seconds;
+	atomic_long in_flight;
+	metrics_http *http;
+	pthread_rwlock_t authz_lock;
+	authz_policy *authz;
+	wrapped **wraps; /* one block per ops_instrument (handlers point into them) */
+	size_t n_wraps;
+	atomic_int phase;
+	struct event *watchdog_ev, *stall_ev;
+	uint64_t watchdog_usec;
+};
+
+static const char *const method_code[] = {"method", "code"};
+static const double rpc_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+				     0.25,   0.5,   1,	    2.5,   5,	 10,	30,    60};
+
+/* ---- RPC wrapper ------------------------------------------------------- */
+
+static rpc_code instrumented(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			     void *userdata)
+{
+	wrapped *w = userdata;
+	agent_ops *o = w->ops;
+	int64_t t0 = ad_monotonic_ns();
+	atomic_fetch_add(&o->in_flight, 1);
+	const char *subject = rpc_call_peer_identity(call);
+	rpc_code code;
+	_cleanup_error_ ad_error *err = NULL;
+	authz_role role = AUTHZ_ROLE_ADMIN;
+	int allowed = 0;
+	if (subject) {
+		pthread_rwlock_rdlock(&o->authz_lock);
+		allowed = authz_check(o->authz, subject, w->path, &role, &err);
+		pthread_rwlock_unlock(&o->authz_lock);
+	}
+	if (allowed < 0) {
+		ad_warn("authz: denied %s to %s (role %s)", w->path, subject, authz_role_name(role));
+		code = rpc_call_error(call, RPC_PERMISSION_DENIED, "%s", err->message);
+	} else {
+		if (subject)
+			ad_debug("authz: allowed %s to %s (role %s)", w->path, subject,
+				 authz_role_name(role));
+		code = w->handler(call, req, resp, w->userdata);
+	}
+	atomic_fetch_sub(&o->in_flight, 1);
+	const char *labels[] = {w->path, rpc_code_name(code)};
+	metrics_vec_add(o->rpc_total, labels, 1);
+	metrics_vec_observe(o->rpc_seconds, labels, (double)(ad_monotonic_ns() - t0) / 1e9);
+	return code;
+}
+
+void ops_instrument(agent_ops *o, rpc_method *methods, size_t n)
+{
+	wrapped *block = ad_malloc0((n + 1) * sizeof(wrapped));
+	o->wraps = ad_realloc(o->wraps, (o->n_wraps + 1) * sizeof(wrapped *));
+	o->wraps[o->n_wraps++] = block;
+	for (size_t i = 0; i < n; i++) {
+		wrapped *w = &block[i];
+		*w = (wrapped){o, methods[i].path, methods[i].handler, methods[i].userdata};
+		methods[i].handler = instrumented;
+		methods[i].userdata = w;
+	}
+}
+
+/* ---- collectors --------------------------------------------------------- */
+
+static void collect_rpc(metrics_out *out, void *arg)
+{
+	agent_ops *o = arg;
+	metrics_family(out, "agentd_grpc_requests_in_flight", METRICS_GAUGE,
+		       "gRPC calls being handled now.");
+	metrics_sample(out, NULL, NULL, (double)atomic_load(&o->in_flight));
+}
+
+/* <root>/blobs/sha256: the content store's size. */
+static void collect_store(metrics_out *out, void *arg)
+{
+	agent_ops *o = arg;
+	_cleanup_free_ char *path = ad_asprintf("%s/blobs/sha256", o->cfg->root);
+	DIR *d = opendir(path);
+	uint64_t bytes = 0, blobs = 0;
+	if (d) {
+		struct stat st;
+		for (struct dirent *e; (e = readdir(d));)
+			if (e->d_name[0] != '.' &&
+			    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISREG(st.st_mode)) {
+				blobs++;
+				bytes += (uint64_t)st.st_size;
+			}
+		closedir(d);
+	}
+	metrics_family(out, "agentd_image_store_bytes", METRICS_GAUGE,
+		       "Bytes of the blobs in the image content store.");
+	metrics_sample(out, NULL, NULL, (double)bytes);
+	metrics_family(out, "agentd_image_store_blobs", METRICS_GAUGE,
+		       "Blobs in the image content store.");
+	metrics_sample(out, NULL, NULL, (double)blobs);
+}
+
+static const mgr_pod *pod_by_id(mgr_pod **pods, const char *id)
+{
+	for (size_t i = 0; pods && pods[i]; i++)
+		if (strcmp(pods[i]->id, id) == 0)
+			return pods[i];
+	return NULL;
+}
+
+typedef struct reason_count {
+	const char *reason;
+	size_t n;
+} reason_count;
+
+static void count_reason(reason_count *v, size_t *n, const char *reason)
+{
+	reason = reason && *reason ? reason : "Unknown";
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(v[i].reason, reason) == 0) {
+			v[i].n++;
+			return;
+		}
+	v[(*n)++] = (reason_count){reason, 1};
+}
+
+static void write_states(metrics_out *out, mgr_pod **pods, mgr_ctr **ctrs)
+{
+	size_t pod_states[3] = {0}, ctr_states[4] = {0}, n_ctrs = 0;
+	for (size_t i = 0; pods && pods[i]; i++)
+		if (pods[i]->state <= MGR_POD_NOTREADY)
+			pod_states[pods[i]->state]++;
+	for (size_t i = 0; ctrs && ctrs[i]; i++, n_ctrs++)
+		if (ctrs[i]->state <= MGR_CTR_EXITED)
+			ctr_states[ctrs[i]->state]++;
+	static const char *const pod_names[] = {"creating", "ready", "notready"};
+	static const char *const ctr_names[] = {"creating", "created", "running", "exited"};
+	metrics_family(out, "agentd_pods", METRICS_GAUGE, "Pod sandboxes by state.");
+	for (size_t i = 0; i < 3; i++) {
+		_cleanup_free_ char *l = ad_asprintf("state=\"%s\"", pod_names[i]);
+		metrics_sample(out, NULL, l, (double)pod_states[i]);
+	}
+	metrics_family(out, "agentd_containers", METRICS_GAUGE, "Containers by state.");
+	for (size_t i = 0; i < 4; i++) {
+		_cleanup_free_ char *l = ad_asprintf("state=\"%s\"", ctr_names[i]);
+		metrics_sample(out, NULL, l, (double)ctr_states[i]);
+	}
+	reason_count *reasons = ad_malloc0((n_ctrs + 1) * sizeof(reason_count));
+	size_t n_reasons = 0;
+	for (size_t i = 0; ctrs && ctrs[i]; i++)
+		if (ctrs[i]->state == MGR_CTR_EXITED)
+			count_reason(reasons, &n_reasons, ctrs[i]->reason);
+	metrics_family(out, "agentd_container_exits", METRICS_GAUGE,
+		       "Exited containers (not yet removed) by the reason of their exit "
+		       "(Completed, Error, OOMKilled, StartError; a dead shim shows as Error).");
+	for (size_t i = 0; i < n_reasons; i++) {
+		const char *name[] = {"reason"}, *value[] = {reasons[i].reason};
+		_cleanup_free_ char *l = metrics_labels(1, name, value);
+		metrics_sample(out, NULL, l, (double)reasons[i].n);
+	}
+	free(reasons);
+}
+
+static void fill_container(metrics_container *mc, const mgr_ctr *c, const mgr_pod *p,
+			   const rt_stats *st, int64_t now)
+{
+	*mc = (metrics_container){
+	    .id = c->id,
+	    .name = c->name,
+	    .pod = p ? p->name : "",
+	    .namespace_ = p ? p->namespace_ : "",
+	    .image = c->image,
+	    .cpu_usage_ns = st->cpu_usage_ns,
+	    .cpu_user_ns = st->cpu_user_ns,
+	    .cpu_system_ns = st->cpu_system_ns,
+	    .cpu_cfs_periods = st->cpu_cfs_periods,
+	    .cpu_cfs_throttled_periods = st->cpu_cfs_throttled_periods,
+	    .cpu_cfs_throttled_ns = st->cpu_cfs_throttled_ns,
+	    .memory_usage = st->memory_usage,
+	    .memory_working_set = st->memory_working_set,
+	    .memory_rss = st->memory_rss,
+	    .memory_cache = st->memory_cache,
+	    .memory_failcnt = st->memory_failcnt,
+	    .oom_events = st->oom_kill_count,
+	    .spec_memory_limit = st->memory_limit,
+	    .spec_cpu_shares = st->cpu_shares,
+	    .spec_cpu_quota = st->cpu_quota_us,
+	    .spec_cpu_period = (int64_t)st->cpu_period_us,
+	    .processes = st->processes,
+	    .threads = st->threads,
+	    .start_time_ns = c->started_ns,
+	    .last_seen_ns = now,
+	};
+}
+
+/* Pods and containers: cAdvisor's families for the running containers and
+ * the ready pods' interfaces, and agentd's counts by state. */
+static void collect_pods(metrics_out *out, void *arg)
+{
+	agent_ops *o = arg;
+	mgr_pod **pods = NULL;
+	mgr_ctr **ctrs = NULL;
+	_cleanup_error_ ad_error *err = NULL;
+	if (mgr_pod_list(o->pods, &pods, &err) < 0 || mgr_ctr_list(o->pods, NULL, &ctrs, &err) < 0) {
+		ad_warn("metrics: %s", err->message);
+		mgr_pods_free(pods);
+		return;
+	}
+	size_t n_ctrs = 0, n_pods = 0;
+	while (ctrs[n_ctrs])
+		n_ctrs++;
+	while (pods[n_pods])
+		n_pods++;
+	metrics_container *mc = ad_malloc0((n_ctrs + 1) * sizeof(*mc));
+	rt_stats *stats = ad_malloc0((n_ctrs + 1) * sizeof(*stats));
+	size_t n_mc = 0;
+	int64_t now = ad_now_ns();
+	for (size_t i = 0; i < n_ctrs; i++) {
+		if (ctrs[i]->state != MGR_CTR_RUNNING)
+			continue;
+		ad_error *e = NULL;
+		if (mgr_ctr_stats(o->pods, ctrs[i]->id, &stats[n_mc], &e) < 0) {
+			/* Exited between the list and now: not an error. */
+			ad_debug("metrics: container %s: %s", ctrs[i]->id, e->message);
+			ad_error_free(&e);
+			continue;
+		}
+		fill_container(&mc[n_mc], ctrs[i], pod_by_id(pods, ctrs[i]->pod_id), &stats[n_mc],
+			       now);
+		n_mc++;
+	}
+	metrics_pod_net *net = NULL;
+	cni_if_stats **ifs = ad_malloc0((n_pods + 1) * sizeof(*ifs));
+	size_t n_net = 0;
+	for (size_t i = 0; i < n_pods; i++) {
+		size_t n_if = 0;
+		ad_error *e = NULL;
+		if (pods[i]->state != MGR_POD_READY || !pods[i]->netns)
+			continue;
+		if (mgr_pod_net_stats(o->pods, pods[i], &ifs[i], &n_if, &e) < 0) {
+			ad_debug("metrics: pod %s: %s", pods[i]->id, e->message);
+			ad_error_free(&e);
+			continue;
+		}
+		net = ad_realloc(net, (n_net + n_if + 1) * sizeof(*net));
+		for (size_t j = 0; j < n_if; j++) {
+			const cni_if_stats *s = &ifs[i][j];
+			if (strcmp(s->name, "lo") == 0)
+				continue;
+			net[n_net++] = (metrics_pod_net){
+			    .id = pods[i]->id,
+			    .pod = pods[i]->name,
+			    .namespace_ = pods[i]->namespace_,
+			    .interface = s->name,
+			    .rx_bytes = s->rx_bytes,
+			    .rx_packets = s->rx_packets,
+			    .rx_errors = s->rx_errors,
+			    .rx_dropped = s->rx_dropped,
+			    .tx_bytes = s->tx_bytes,
+			    .tx_packets = s->tx_packets,
+			    .tx_errors = s->tx_errors,
+			    .tx_dropped = s->tx_dropped,
+			};
+		}
+	}
+	metrics_write_containers(out, mc, n_mc, net, n_net);
+	write_states(out, pods, ctrs);
+	for (size_t i = 0; i < n_pods; i++)
+		free(ifs[i]);
+	free(ifs);
+	free(net);
+	free(stats);
+	free(mc);
+	mgr_ctrs_free(ctrs);
+	mgr_pods_free(pods);
+}
+
+/* ---- readiness ------------------------------------------------------------ */
+
+static bool ready_serving(void *arg, char *why, size_t len)
+{
+	agent_ops *o = arg;
+	switch (atomic_load(&o->phase)) {
+	case OPS_SERVING:
+		return true;
+	case OPS_STARTING:
+		snprintf(why, len, "starting: listeners or state reconciliation not done");
+		return false;
+	default:
+		snprintf(why, len, "shutting down");
+		return false;
+	}
+}
+
+static bool ready_db(void *arg, char *why, size_t len)
+{
+	agent_ops *o = arg;
+	_cleanup_free_ char *path = ad_asprintf("%s/agentd.db", o->cfg->root);
+	if (access(path, R_OK | W_OK) == 0)
+		return true;
+	snprintf(why, len, "state DB %s: %s", path, strerror(errno));
+	return false;
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+int ops_new(const cfg_config *cfg, mgr *pods, agent_ops **ret, ad_error **err)
+{
+	agent_ops *o = ad_malloc0(sizeof(*o));
+	o->cfg = cfg;
+	o->pods = pods;
+	pthread_rwlock_init(&o->authz_lock, NULL);
+	atomic_init(&o->phase, OPS_STARTING);
+	if (authz_policy_new(cfg->authz_roles, cfg->authz_role_from_ou, cfg->authz_default_role,
+			     &o->authz, err) < 0) {
+		ops_free(o);
+		return ad_error_wrap(err, "%s: [authz]", cfg->source);
+	}
+	o->reg = metrics_registry_new();
+	o->rpc_total = metrics_counter_vec(o->reg, "agentd_grpc_requests_total",
+					   "gRPC calls handled, by method and status code.", 2,
+					   method_code);
+	o->rpc_seconds = metrics_histogram_vec(
+	    o->reg, "agentd_grpc_request_duration_seconds",
+	    "Time from a call's dispatch to its handler's return, by method and status code.", 2,
+	    method_code, rpc_buckets, sizeof(rpc_buckets) / sizeof(*rpc_buckets));
+	metrics_registry_add_collector(o->reg, collect_rpc, o);
+	metrics_registry_add_collector(o->reg, collect_pods, o);
+	metrics_registry_add_collector(o->reg, collect_store, o);
+	metrics_registry_add_collector(o->reg, metrics_collect_process, NULL);
+	*ret = o;
+	return 0;
+}
+
+int ops_http_start(agent_ops *o, char **ret_url, ad_error **err)
+{
+	*ret_url = NULL;
+	if (!o->cfg->metrics_listen[0])
+		return 0;
+	metrics_http_config hc = {
+	    .listen = o->cfg->metrics_listen,
+	    .tls_cert = o->cfg->metrics_tls_cert,
+	    .tls_key = o->cfg->metrics_tls_key,
+	};
+	if (metrics_http_new(&hc, o->reg, &o->http, err) < 0)
+		return -1;
+	metrics_http_add_ready(o->http, "serving", ready_serving, o);
+	metrics_http_add_ready(o->http, "db", ready_db, o);
+	if (metrics_http_start(o->http, err) < 0)
+		return -1;
+	const char *colon = strrchr(o->cfg->metrics_listen, ':');
+	*ret_url = ad_asprintf("%s://%.*s:%d", o->cfg->metrics_tls_cert[0] ? "https" : "http",
+			       (int)(colon - o->cfg->metrics_listen), o->cfg->metrics_listen,
+			       metrics_http_port(o->http));
+	return 0;
+}
+
+static void notify(const char *state)
+{
+	int r = ad_sd_notify(state);
+	if (r < 0)
+		ad_warn("systemd notify (%s): %s", state, strerror(-r));
+}
+
+void ops_set_phase(agent_ops *o, ops_phase phase, const char *status)
+{
+	atomic_store(&o->phase, phase);
+	const char *what = phase == OPS_SERVING ? "READY=1\n" : phase == OPS_DRAINING ? "STOPPING=1\n" : "";
+	_cleanup_free_ char *msg = ad_asprintf("%sSTATUS=%s", what, status);
+	notify(msg);
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	notify("WATCHDOG=1");
+}
+
+/* Blocks the loop thread: what a stuck loop looks like to systemd. */
+static void on_stall(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	agent_ops *o = arg;
+	uint64_t usec = o->watchdog_usec ? 3 * o->watchdog_usec : 5000000;
+	ad_warn("debug: SIGUSR2: stalling the event loop for %llu ms",
+		(unsigned long long)(usec / 1000));
+	usleep((useconds_t)(usec < 30000000 ? usec : 30000000));
+}
+
+int ops_watchdog_start(agent_ops *o, struct event_base *base, ad_error **err)
+{
+	o->watchdog_usec = ad_sd_watchdog_usec();
+	if (o->watchdog_usec) {
+		struct timeval tv = {.tv_sec = (time_t)(o->watchdog_usec / 2 / 1000000),
+				     .tv_usec = (suseconds_t)(o->watchdog_usec / 2 % 1000000)};
+		o->watchdog_ev = event_new(base, -1, EV_PERSIST, on_watchdog, o);
+		if (!o->watchdog_ev || event_add(o->watchdog_ev, &tv) < 0)
+			return ad_fail(err, AD_E_INTERNAL, "watchdog timer");
+		notify("WATCHDOG=1");
+		ad_info("systemd watchdog: WATCHDOG=1 every %llu ms",
+			(unsigned long long)(o->watchdog_usec / 2000));
+	}
+	if (o->cfg->debug_service) {
+		o->stall_ev = evsignal_new(base, SIGUSR2, on_stall, o);
+		if (!o->stall_ev || evsignal_add(o->stall_ev, NULL) < 0)
+			return ad_fail(err, AD_E_INTERNAL, "SIGUSR2 handler");
+	}
+	return 0;
+}
+
+int ops_reload(agent_ops *o, const cfg_config *cfg, ad_error **err)
+{
+	authz_policy *p = NULL;
+	if (authz_policy_new(cfg->authz_roles, cfg->authz_role_from_ou, cfg->authz_default_role, &p,
+			     err) < 0)
+		return ad_error_wrap(err, "%s: [authz]", cfg->source);
+	pthread_rwlock_wrlock(&o->authz_lock);
+	authz_policy *old = o->authz;
+	o->authz = p;
+	pthread_rwlock_unlock(&o->authz_lock);
+	authz_policy_free(old);
+	return 0;
+}
+
+void ops_free(agent_ops *o)
+{
+	if (!o)
+		return;
+	metrics_http_free(o->http); /* first: it runs the collectors */
+	if (o->watchdog_ev)
+		event_free(o->watchdog_ev);
+	if (o->stall_ev)
+		event_free(o->stall_ev);
+	metrics_registry_free(o->reg);
+	authz_policy_free(o->authz);
+	pthread_rwlock_destroy(&o->authz_lock);
+	for (size_t i = 0; i < o->n_wraps; i++)
+		free(o->wraps[i]);
+	free(o->wraps);
+	free(o);
+}
