@@ -180,7 +180,7 @@ int metrics_http_new(const metrics_http_config *cfg, metrics_registry *reg, metr
 		     ad_error **err)
 {
 	_cleanup_free_ char *host = NULL;
-	uint16_t port;
+	uint16_t port = 0;
 	if (split_host_port(cfg->listen, &host, &port, err) < 0)
 		return -1;
 	/* Stopping from another thread needs libevent's locking. */
