@@ -229,8 +229,10 @@ static void collect_pods(metrics_out *out, void *arg)
 	agent_ops *o = arg;
 	mgr_pod **pods = NULL;
 	mgr_ctr **ctrs = NULL;
+	rt_stats *stats = NULL;
 	_cleanup_error_ ad_error *err = NULL;
-	if (mgr_pod_list(o->pods, &pods, &err) < 0 || mgr_ctr_list(o->pods, NULL, &ctrs, &err) < 0) {
+	if (mgr_pod_list(o->pods, &pods, &err) < 0 ||
+	    mgr_ctr_list_stats(o->pods, &ctrs, &stats, &err) < 0) {
 		ad_warn("metrics: %s", err->message);
 		mgr_pods_free(pods);
 		return;
@@ -241,23 +243,12 @@ static void collect_pods(metrics_out *out, void *arg)
 	while (pods[n_pods])
 		n_pods++;
 	metrics_container *mc = ad_malloc0((n_ctrs + 1) * sizeof(*mc));
-	rt_stats *stats = ad_malloc0((n_ctrs + 1) * sizeof(*stats));
 	size_t n_mc = 0;
 	int64_t now = ad_now_ns();
-	for (size_t i = 0; i < n_ctrs; i++) {
-		if (ctrs[i]->state != MGR_CTR_RUNNING)
-			continue;
-		ad_error *e = NULL;
-		if (mgr_ctr_stats(o->pods, ctrs[i]->id, &stats[n_mc], &e) < 0) {
-			/* Exited between the list and now: not an error. */
-			ad_debug("metrics: container %s: %s", ctrs[i]->id, e->message);
-			ad_error_free(&e);
-			continue;
-		}
-		fill_container(&mc[n_mc], ctrs[i], pod_by_id(pods, ctrs[i]->pod_id), &stats[n_mc],
-			       now);
-		n_mc++;
-	}
+	for (size_t i = 0; i < n_ctrs; i++)
+		if (ctrs[i]->state == MGR_CTR_RUNNING && stats[i].timestamp_ns)
+			fill_container(&mc[n_mc++], ctrs[i], pod_by_id(pods, ctrs[i]->pod_id),
+				       &stats[i], now);
 	metrics_pod_net *net = NULL;
 	cni_if_stats **ifs = ad_malloc0((n_pods + 1) * sizeof(*ifs));
 	size_t n_net = 0;

@@ -168,7 +168,9 @@ static int record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 }
 
 /* A running container whose process is gone gets its exit recorded. */
-static int ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err)
+/* Records the exit of a container that stopped unseen; with ret_stats, also
+ * reads the cgroup stats of one still running (timestamp_ns 0 if not). */
+static int ctr_refresh_stats(mgr *m, mgr_ctr *c, rt_stats *ret_stats, ad_error **err)
 {
 	if (c->state != MGR_CTR_RUNNING || !m->rt)
 		return 0;
@@ -189,8 +191,15 @@ static int ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err)
 	int r = rt_init_alive(rc) ? 0 : rt_get_state(rc, &st, err);
 	if (r == 0 && st.status == RT_STATUS_STOPPED)
 		r = record_exit(m, c, &st, err);
+	else if (r == 0 && ret_stats && rt_get_stats(rc, ret_stats, NULL) < 0)
+		ret_stats->timestamp_ns = 0; /* exited meanwhile: no numbers */
 	rt_container_free(rc);
 	return r;
+}
+
+static int ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err)
+{
+	return ctr_refresh_stats(m, c, NULL, err);
 }
 
 /* ---- exit watches --------------------------------------------------------------- */
@@ -337,7 +346,8 @@ int mgr_ctr_get(mgr *m, const char *id, mgr_ctr **ret, ad_error **err)
 	return 0;
 }
 
-int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err)
+static int ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, rt_stats **ret_stats,
+		    ad_error **err)
 {
 	mgr_ctr **v;
 	int r = pod_id ? ctr_query(m,
@@ -350,13 +360,29 @@ int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err)
 				   NULL, &v, NULL, err);
 	if (r < 0)
 		return -1;
-	for (mgr_ctr **c = v; *c; c++) {
+	size_t n = 0;
+	while (v[n])
+		n++;
+	rt_stats *stats = ret_stats ? ad_malloc0((n + 1) * sizeof(*stats)) : NULL;
+	for (size_t i = 0; i < n; i++) {
 		_cleanup_error_ ad_error *e = NULL;
-		if (ctr_refresh(m, *c, &e) < 0)
-			ad_warn("container %s: %s", (*c)->id, e->message);
+		if (ctr_refresh_stats(m, v[i], stats ? &stats[i] : NULL, &e) < 0)
+			ad_warn("container %s: %s", v[i]->id, e->message);
 	}
 	*ret = v;
+	if (ret_stats)
+		*ret_stats = stats;
 	return 0;
+}
+
+int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err)
+{
+	return ctr_list(m, pod_id, ret, NULL, err);
+}
+
+int mgr_ctr_list_stats(mgr *m, mgr_ctr ***ret, rt_stats **ret_stats, ad_error **err)
+{
+	return ctr_list(m, NULL, ret, ret_stats, err);
 }
 
 /* ---- CreateContainer ------------------------------------------------------------ */

@@ -208,6 +208,10 @@ int mgr_ctr_remove(mgr *m, const char *id, ad_error **err);
 int mgr_ctr_get(mgr *m, const char *id, mgr_ctr **ret, ad_error **err);
 /* pod_id NULL: all. NULL-terminated. */
 int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err);
+/* All containers, as mgr_ctr_list, with the cgroup stats of each running one
+ * read on the same look (*ret_stats[i], timestamp_ns 0 for the others; free()):
+ * the metrics scrape. */
+int mgr_ctr_list_stats(mgr *m, mgr_ctr ***ret, rt_stats **ret_stats, ad_error **err);
 int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
 		      size_t max_output, rt_exec_result *ret, ad_error **err);
 /* Exec with the caller's stdio fds (streaming Exec; a pty slave as stdin

@@ -4,6 +4,8 @@ network; agentd's utime+stime (from /proc) is read around sequential
 scrapes, and around the CRI stats calls kubelet would make instead."""
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -53,7 +55,23 @@ def main():
         url = a.metrics_url() + "/metrics"
         body = urllib.request.urlopen(url, timeout=30).read()
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        if os.environ.get("BENCH_STRACE"):
+            st = subprocess.Popen(["strace", "-f", "-o", os.environ["BENCH_STRACE"], "-p",
+                                   str(a.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
+            urllib.request.urlopen(url, timeout=30).read()
+            time.sleep(0.5)
+            st.send_signal(signal.SIGINT)
+            st.wait()
+        if os.environ.get("BENCH_PERF"):
+            perf = subprocess.Popen(["perf", "record", "-g", "-o", os.environ["BENCH_PERF"],
+                                     "-p", str(a.pid)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(1)
         per, wall = cpu_ms(a, lambda: urllib.request.urlopen(url, timeout=30).read(), SCRAPES)
+        if os.environ.get("BENCH_PERF"):
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
         print("GET /metrics: %d bytes, %d series; agentd CPU %.2f ms per scrape "
               "(wall %.2f ms), %d scrapes" % (len(body), series, per, wall, SCRAPES))
         with a.unix_channel() as ch:
