@@ -190,38 +190,6 @@ static void write_states(metrics_out *out, mgr_pod **pods, mgr_ctr **ctrs)
 	free(reasons);
 }
 
-static void fill_container(metrics_container *mc, const mgr_ctr *c, const mgr_pod *p,
-			   const rt_stats *st, int64_t now)
-{
-	*mc = (metrics_container){
-	    .id = c->id,
-	    .name = c->name,
-	    .pod = p ? p->name : "",
-	    .namespace_ = p ? p->namespace_ : "",
-	    .image = c->image,
-	    .cpu_usage_ns = st->cpu_usage_ns,
-	    .cpu_user_ns = st->cpu_user_ns,
-	    .cpu_system_ns = st->cpu_system_ns,
-	    .cpu_cfs_periods = st->cpu_cfs_periods,
-	    .cpu_cfs_throttled_periods = st->cpu_cfs_throttled_periods,
-	    .cpu_cfs_throttled_ns = st->cpu_cfs_throttled_ns,
-	    .memory_usage = st->memory_usage,
-	    .memory_working_set = st->memory_working_set,
-	    .memory_rss = st->memory_rss,
-	    .memory_cache = st->memory_cache,
-	    .memory_failcnt = st->memory_failcnt,
-	    .oom_events = st->oom_kill_count,
-	    .spec_memory_limit = st->memory_limit,
-	    .spec_cpu_shares = st->cpu_shares,
-	    .spec_cpu_quota = st->cpu_quota_us,
-	    .spec_cpu_period = (int64_t)st->cpu_period_us,
-	    .processes = st->processes,
-	    .threads = st->threads,
-	    .start_time_ns = c->started_ns,
-	    .last_seen_ns = now,
-	};
-}
-
 /* Pods and containers: cAdvisor's families for the running containers and
  * the ready pods' interfaces, and agentd's counts by state. */
 static void collect_pods(metrics_out *out, void *arg)
@@ -244,11 +212,14 @@ static void collect_pods(metrics_out *out, void *arg)
 		n_pods++;
 	metrics_container *mc = ad_malloc0((n_ctrs + 1) * sizeof(*mc));
 	size_t n_mc = 0;
-	int64_t now = ad_now_ns();
-	for (size_t i = 0; i < n_ctrs; i++)
-		if (ctrs[i]->state == MGR_CTR_RUNNING && stats[i].timestamp_ns)
-			fill_container(&mc[n_mc++], ctrs[i], pod_by_id(pods, ctrs[i]->pod_id),
-				       &stats[i], now);
+	for (size_t i = 0; i < n_ctrs; i++) {
+		const mgr_ctr *c = ctrs[i];
+		const mgr_pod *p = pod_by_id(pods, c->pod_id);
+		if (c->state == MGR_CTR_RUNNING && stats[i].timestamp_ns)
+			metrics_container_init(&mc[n_mc++], c->id, c->name, p ? p->name : "",
+					       p ? p->namespace_ : "", c->image, c->started_ns,
+					       &stats[i]);
+	}
 	metrics_pod_net *net = NULL;
 	cni_if_stats **ifs = ad_malloc0((n_pods + 1) * sizeof(*ifs));
 	size_t n_net = 0;
@@ -267,20 +238,8 @@ static void collect_pods(metrics_out *out, void *arg)
 			const cni_if_stats *s = &ifs[i][j];
 			if (strcmp(s->name, "lo") == 0)
 				continue;
-			net[n_net++] = (metrics_pod_net){
-			    .id = pods[i]->id,
-			    .pod = pods[i]->name,
-			    .namespace_ = pods[i]->namespace_,
-			    .interface = s->name,
-			    .rx_bytes = s->rx_bytes,
-			    .rx_packets = s->rx_packets,
-			    .rx_errors = s->rx_errors,
-			    .rx_dropped = s->rx_dropped,
-			    .tx_bytes = s->tx_bytes,
-			    .tx_packets = s->tx_packets,
-			    .tx_errors = s->tx_errors,
-			    .tx_dropped = s->tx_dropped,
-			};
+			metrics_pod_net_init(&net[n_net++], pods[i]->id, pods[i]->name,
+					     pods[i]->namespace_, s);
 		}
 	}
 	metrics_write_containers(out, mc, n_mc, net, n_net);

@@ -57,6 +57,11 @@ rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, 
 rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
 rpc_code cri_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
 rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp);
+/* metrics.c */
+rpc_code cri_list_metric_descriptors(rpc_call *call, cri_service *svc, const void *req,
+				     void *resp);
+rpc_code cri_list_pod_sandbox_metrics(rpc_call *call, cri_service *svc, const void *req,
+				      void *resp);
 /* events.c */
 rpc_code cri_get_container_events(rpc_call *call, cri_service *svc, const void *req, void *resp);
 /* images.c: the ImageService */

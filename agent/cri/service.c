@@ -73,6 +73,8 @@ static const cri_rpc implemented[] = {
     {RT("PodSandboxStats"), cri_pod_sandbox_stats, CRI_NEEDS_PODS, false, false},
     {RT("ListPodSandboxStats"), cri_list_pod_sandbox_stats, CRI_NEEDS_PODS, false, false},
     {RT("UpdateRuntimeConfig"), cri_update_runtime_config, CRI_NEEDS_PODS, false, false},
+    {RT("ListMetricDescriptors"), cri_list_metric_descriptors, CRI_NEEDS_NOTHING, true, false},
+    {RT("ListPodSandboxMetrics"), cri_list_pod_sandbox_metrics, CRI_NEEDS_PODS, false, false},
 };
 
 static void release_events(void *pods)

@@ -311,3 +311,40 @@ def test_prometheus_scrapes_agentd(daemon, running, prometheus):
     targets = json.loads(urllib.request.urlopen(base + "/api/v1/targets", timeout=10).read())
     active = targets["data"]["activeTargets"]
     assert active and active[0]["health"] == "up", active
+
+
+def test_cri_metrics_carry_the_same_families(daemon, running):
+    """ListMetricDescriptors / ListPodSandboxMetrics: the families and
+    values of /metrics, as the CRI carries them (whole units)."""
+    pod_id, ctr, _ = running
+    pb = H.load_stubs()
+    with daemon.unix_channel() as ch:
+        rt = pb.api_grpc.RuntimeServiceStub(ch)
+        descs = rt.ListMetricDescriptors(pb.api.ListMetricDescriptorsRequest(),
+                                         timeout=30).descriptors
+        pods = rt.ListPodSandboxMetrics(pb.api.ListPodSandboxMetricsRequest(),
+                                        timeout=30).pod_metrics
+    types, samples = scrape(daemon)
+    by_name = {d.name: d for d in descs}
+    for name in list(CADVISOR) + list(NETWORK):
+        assert name in by_name, name
+        assert list(by_name[name].label_keys)[:5] == ["container", "pod", "namespace",
+                                                       "image", "id"]
+        assert by_name[name].help
+    assert list(by_name["container_network_receive_bytes_total"].label_keys)[5] == "interface"
+
+    pm = [p for p in pods if p.pod_sandbox_id == pod_id]
+    assert len(pm) == 1, pods
+    cms = [c for c in pm[0].container_metrics if c.container_id == ctr]
+    assert len(cms) == 1
+    got = {m.name: m for m in cms[0].metrics}
+    ws = got["container_memory_working_set_bytes"]
+    assert ws.metric_type == pb.api.GAUGE
+    assert list(ws.label_values) == ["hog", "metrics-pod", "metrics-ns",
+                                     ws.label_values[3], ctr]
+    scraped = series(samples, "container_memory_working_set_bytes", id=ctr)[0][1]
+    assert abs(ws.value.value - scraped) < 4 << 20, (ws.value.value, scraped)
+    assert got["container_spec_cpu_shares"].value.value == 512
+    assert got["container_cpu_usage_seconds_total"].metric_type == pb.api.COUNTER
+    net = [m for m in pm[0].metrics if m.name == "container_network_receive_bytes_total"]
+    assert len(net) == 1 and net[0].label_values[5] == "eth0" and net[0].value.value > 0

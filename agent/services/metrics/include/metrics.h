@@ -114,6 +114,33 @@ typedef struct metrics_pod_net {
 void metrics_write_containers(metrics_out *o, const metrics_container *c, size_t n_c,
 			      const metrics_pod_net *net, size_t n_net);
 
+/* The same families one by one, for other ways of reporting them (CRI
+ * ListMetricDescriptors / ListPodSandboxMetrics): the i-th container or
+ * network family (NULL past the last), and its value for one container or
+ * interface (false: no sample, e.g. an unset quota). Values are in the
+ * family's unit (seconds, bytes). */
+typedef struct metrics_family_info {
+	const char *name;
+	metrics_type type;
+	const char *help;
+} metrics_family_info;
+const metrics_family_info *metrics_container_family(size_t i);
+const metrics_family_info *metrics_network_family(size_t i);
+bool metrics_container_value(const metrics_container *c, size_t i, double *ret);
+bool metrics_network_value(const metrics_pod_net *n, size_t i, double *ret);
+
+/* A container's identity, start time and the numbers of its cgroup
+ * snapshot (runtime.h's rt_stats; last_seen is the snapshot's time). The
+ * strings are borrowed. */
+struct rt_stats;
+struct cni_if_stats;
+/* One interface's counters of a pod (cni.h's cni_if_stats; name borrowed). */
+void metrics_pod_net_init(metrics_pod_net *n, const char *id, const char *pod,
+			  const char *namespace_, const struct cni_if_stats *s);
+void metrics_container_init(metrics_container *mc, const char *id, const char *name,
+			    const char *pod, const char *namespace_, const char *image,
+			    int64_t start_time_ns, const struct rt_stats *st);
+
 /* ---- the HTTP endpoint ---- */
 typedef struct metrics_http metrics_http;
 
