@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -82,6 +83,16 @@ static int make_mount_sources(const Runtime__V1__ContainerConfig *cc, ad_error *
 /* The container's runtime config from its CRI config, its image's config
  * and what the draft has set up (rootfs, the pod's namespaces); handed to
  * the pod manager, which creates the container and keeps the config. */
+
+/* agentd's hard RLIMIT_NOFILE: a container's own cannot be higher. */
+static uint64_t nofile_max(void)
+{
+	struct rlimit rl;
+	return getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY
+		   ? (uint64_t)rl.rlim_max
+		   : 0;
+}
+
 static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__ContainerConfig *cc,
 			   char **ret_id, ad_error **err)
 {
@@ -113,6 +124,7 @@ static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__
 	    .passwd = passwd,
 	    .group = group,
 	    .devices = stat_devices(call, cc),
+	    .nofile_max = nofile_max(),
 	};
 	spec_result res;
 	if (spec_build(&in, &res, err) < 0 || make_mount_sources(cc, err) < 0) {

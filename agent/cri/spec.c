@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/capability.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <jansson.h>
@@ -533,6 +534,18 @@ int spec_build(const spec_input *in, spec_result *ret, ad_error **err)
 	rc->stdin_once = cc->stdin_once;
 	rc->log_path = in->log_path && *in->log_path ? in->log_path : NULL;
 	spec_resources(cc->linux ? cc->linux->resources : NULL, rc);
+	/* agentd's unit raises its own RLIMIT_NOFILE far up (it holds fds per
+	 * container and connection); a container must not inherit that: it gets
+	 * what systemd gives services, soft 1024 for select() users, hard
+	 * 524288 (agentd's hard limit if lower: raising one needs
+	 * CAP_SYS_RESOURCE). */
+	rt_rlimit *nofile = keep(ret, ad_malloc0(sizeof(*nofile)));
+	uint64_t hard = in->nofile_max && in->nofile_max < SPEC_NOFILE_HARD ? in->nofile_max
+									    : SPEC_NOFILE_HARD;
+	*nofile = (rt_rlimit){RLIMIT_NOFILE, hard < SPEC_NOFILE_SOFT ? hard : SPEC_NOFILE_SOFT,
+			      hard};
+	rc->rlimits = nofile;
+	rc->n_rlimits = 1;
 	/* The pod's cgroup (kubelet's cgroupfs path), shared by all its containers. */
 	if (pc && pc->linux && pc->linux->cgroup_parent && *pc->linux->cgroup_parent)
 		rc->cgroup_parent = pc->linux->cgroup_parent;

@@ -31,6 +31,7 @@ typedef struct spec_input {
 	/* The rootfs's /etc/passwd and /etc/group, NULL if it has none. */
 	const char *passwd, *group;
 	const spec_device *devices; /* one per config->devices */
+	uint64_t nofile_max; /* agentd's hard RLIMIT_NOFILE (none can be raised above it); 0: unknown */
 } spec_input;
 
 /* The config and what it points to (besides the input's strings). */
@@ -47,7 +48,11 @@ typedef struct spec_result {
  * run_as_user/run_as_username, else the image's User (name or uid, with a
  * group), looked up in the rootfs; the security context, the mounts (and
  * the pod's hosts, hostname and resolv.conf unless mounted over), the
- * devices, the resources and the pod's namespaces. Bad input: AD_E_INVALID. */
+ * devices, the resources and the pod's namespaces; RLIMIT_NOFILE of its own
+ * (SPEC_NOFILE_SOFT, SPEC_NOFILE_HARD or nofile_max if lower), not agentd's.
+ * Bad input: AD_E_INVALID. */
+#define SPEC_NOFILE_SOFT 1024
+#define SPEC_NOFILE_HARD 524288
 int spec_build(const spec_input *in, spec_result *ret, ad_error **err);
 void spec_result_clear(spec_result *r);
 

@@ -348,3 +348,17 @@ def test_cri_metrics_carry_the_same_families(daemon, running):
     assert got["container_cpu_usage_seconds_total"].metric_type == pb.api.COUNTER
     net = [m for m in pm[0].metrics if m.name == "container_network_receive_bytes_total"]
     assert len(net) == 1 and net[0].label_values[5] == "eth0" and net[0].value.value > 0
+
+
+def test_container_has_its_own_nofile_limit(daemon, running):
+    """agentd's unit raises its own RLIMIT_NOFILE; a container gets soft
+    1024 and hard 524288 (or agentd's hard limit if lower), not agentd's."""
+    _, ctr, _ = running
+    pid = int(cgroup_file(ctr, "pids", "cgroup.procs").split()[0])
+    line = [x for x in Path("/proc/%d/limits" % pid).read_text().splitlines()
+            if x.startswith("Max open files")][0]
+    soft, hard = line.split()[3:5]
+    agentd_hard = [x for x in Path("/proc/%d/limits" % daemon.pid).read_text().splitlines()
+                   if x.startswith("Max open files")][0].split()[4]
+    assert soft == "1024", line
+    assert int(hard) == min(524288, int(agentd_hard)), (line, agentd_hard)

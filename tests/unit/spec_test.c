@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
@@ -406,6 +407,22 @@ static void test_resources(void **state)
 	assert_null(res->cpuset_mems);
 	assert_true(r.cfg.oom_score_adj_set);
 	assert_int_equal(r.cfg.oom_score_adj, 500);
+	/* RLIMIT_NOFILE of its own, not agentd's (unknown: the default). */
+	assert_int_equal(r.cfg.n_rlimits, 1);
+	assert_int_equal(r.cfg.rlimits[0].resource, RLIMIT_NOFILE);
+	assert_int_equal(r.cfg.rlimits[0].soft, 1024);
+	assert_int_equal(r.cfg.rlimits[0].hard, 524288);
+	spec_result_clear(&r);
+	/* Never above agentd's own hard limit, which it cannot raise. */
+	f.in.nofile_max = 20000;
+	build_ok(&f, &r);
+	assert_int_equal(r.cfg.rlimits[0].soft, 1024);
+	assert_int_equal(r.cfg.rlimits[0].hard, 20000);
+	spec_result_clear(&r);
+	f.in.nofile_max = 512;
+	build_ok(&f, &r);
+	assert_int_equal(r.cfg.rlimits[0].soft, 512);
+	assert_int_equal(r.cfg.rlimits[0].hard, 512);
 	spec_result_clear(&r);
 	/* Unset (0) is not a limit. */
 	rt_config cfg = {0};
