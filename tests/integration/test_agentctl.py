@@ -39,7 +39,9 @@ class Daemon:
         self.state = str(tmp / "state")
         self.sock = str(tmp / "state" / "agentd.sock")
         self.log = str(tmp / "agentd.log")
-        args = [AGENTD, "--root", self.root, "--state", self.state, "--listen", self.sock]
+        # The metrics endpoint on a free port, not the shared default 9101.
+        args = [AGENTD, "--root", self.root, "--state", self.state, "--listen", self.sock,
+                "--metrics-listen", "127.0.0.1:0"]
         if config:
             args += ["--config", config]
         self.args = args + list(extra)
@@ -498,7 +500,9 @@ def make_certs(d):
         with open(os.path.join(d, name + ".ext"), "w") as f:
             f.write("basicConstraints=CA:FALSE\n" + ext)
         openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + name)
+                "-keyout", name + ".key", "-out", name + ".csr",
+                # OU=admin: the client's role under agentd's [authz].
+                "-subj", ("/OU=admin" if name == "client" else "") + "/CN=" + name)
         openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                 "-CAcreateserial", "-out", name + ".crt", "-days", "2",
                 "-extfile", name + ".ext")
