@@ -181,7 +181,7 @@ static void write_states(metrics_out *out, mgr_pod **pods, mgr_ctr **ctrs)
 			count_reason(reasons, &n_reasons, ctrs[i]->reason);
 	metrics_family(out, "agentd_container_exits", METRICS_GAUGE,
 		       "Exited containers (not yet removed) by the reason of their exit "
-		       "(Completed, Error, OOMKilled, StartError; a dead shim shows as Error).");
+		       "(Completed, Error, OOMKilled, StartError, ShimDied).");
 	for (size_t i = 0; i < n_reasons; i++) {
 		const char *name[] = {"reason"}, *value[] = {reasons[i].reason};
 		_cleanup_free_ char *l = metrics_labels(1, name, value);
