@@ -43,7 +43,7 @@ struct agent_ops {
 
 static const char *const method_code[] = {"method", "code"};
 static const double rpc_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-				     0.25,   0.5,   1,	    2.5,   5,	 10,	30,    60};
+				     0.25,   0.5,   1,	    2.5,   5,	 10,	30,   60};
 
 /* ---- RPC wrapper ------------------------------------------------------- */
 
@@ -65,7 +65,8 @@ static rpc_code instrumented(rpc_call *call, const ProtobufCMessage *req, Protob
 		pthread_rwlock_unlock(&o->authz_lock);
 	}
 	if (allowed < 0) {
-		ad_warn("authz: denied %s to %s (role %s)", w->path, subject, authz_role_name(role));
+		ad_warn("authz: denied %s to %s (role %s)", w->path, subject,
+			authz_role_name(role));
 		code = rpc_call_error(call, RPC_PERMISSION_DENIED, "%s", err->message);
 	} else {
 		if (subject)
@@ -296,9 +297,9 @@ int ops_new(const cfg_config *cfg, mgr *pods, agent_ops **ret, ad_error **err)
 		return ad_error_wrap(err, "%s: [authz]", cfg->source);
 	}
 	o->reg = metrics_registry_new();
-	o->rpc_total = metrics_counter_vec(o->reg, "agentd_grpc_requests_total",
-					   "gRPC calls handled, by method and status code.", 2,
-					   method_code);
+	o->rpc_total =
+	    metrics_counter_vec(o->reg, "agentd_grpc_requests_total",
+				"gRPC calls handled, by method and status code.", 2, method_code);
 	o->rpc_seconds = metrics_histogram_vec(
 	    o->reg, "agentd_grpc_request_duration_seconds",
 	    "Time from a call's dispatch to its handler's return, by method and status code.", 2,
@@ -344,7 +345,9 @@ static void notify(const char *state)
 void ops_set_phase(agent_ops *o, ops_phase phase, const char *status)
 {
 	atomic_store(&o->phase, phase);
-	const char *what = phase == OPS_SERVING ? "READY=1\n" : phase == OPS_DRAINING ? "STOPPING=1\n" : "";
+	const char *what = phase == OPS_SERVING	   ? "READY=1\n"
+			   : phase == OPS_DRAINING ? "STOPPING=1\n"
+						   : "";
 	_cleanup_free_ char *msg = ad_asprintf("%sSTATUS=%s", what, status);
 	notify(msg);
 }

@@ -24,7 +24,7 @@ static const struct {
 	bool header;
 } fanout_commands[] = {
     {"version", false}, {"info", false}, {"images", true},
-    {"pods", true},     {"ps", true},    {"stats", true},
+    {"pods", true},	{"ps", true},	 {"stats", true},
 };
 
 typedef struct host {
@@ -78,8 +78,8 @@ static int read_hosts(const char *path, host **ret, size_t *ret_n)
 		const char *ep = b ? b : a;
 		v = ad_realloc(v, (n + 1) * sizeof(host));
 		v[n] = (host){.name = ad_strdup(a), .out_fd = -1, .err_fd = -1};
-		v[n].endpoint = strstr(ep, "://") || ep[0] == '/' ? ad_strdup(ep)
-								  : ad_asprintf("tls://%s", ep);
+		v[n].endpoint =
+		    strstr(ep, "://") || ep[0] == '/' ? ad_strdup(ep) : ad_asprintf("tls://%s", ep);
 		n++;
 	}
 	if (!n) {
@@ -228,7 +228,8 @@ int ctl_fanout(const char *hosts_file, int argc, char **argv, int cmd_index)
 		    (strncmp(argv[i], "-o", 2) == 0 && argv[i][2] && strcmp(argv[i] + 2, "table") &&
 		     strcmp(argv[i] + 2, "text")) ||
 		    strncmp(argv[i], "--output", 8) == 0)
-			return ctl_usage_error(NULL, "--hosts merges tables only (no -o json|yaml)");
+			return ctl_usage_error(NULL,
+					       "--hosts merges tables only (no -o json|yaml)");
 
 	host *h = NULL;
 	size_t n = 0;

@@ -10,8 +10,8 @@
 #include "metrics.h"
 
 static const char *const container_keys[] = {"container", "pod", "namespace", "image", "id"};
-static const char *const network_keys[] = {"container", "pod",	     "namespace",
-					   "image",	"id",	     "interface"};
+static const char *const network_keys[] = {"container", "pod", "namespace",
+					   "image",	"id",  "interface"};
 #define N_CONTAINER_KEYS (sizeof(container_keys) / sizeof(*container_keys))
 #define N_NETWORK_KEYS (sizeof(network_keys) / sizeof(*network_keys))
 
@@ -27,8 +27,7 @@ static Runtime__V1__MetricDescriptor *descriptor(rpc_call *call, const metrics_f
 	return d;
 }
 
-rpc_code cri_list_metric_descriptors(rpc_call *call, cri_service *svc, const void *req,
-				     void *resp)
+rpc_code cri_list_metric_descriptors(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)svc;
 	(void)req;
@@ -77,8 +76,8 @@ static Runtime__V1__ContainerMetrics *container_metrics(rpc_call *call, const mg
 							const mgr_ctr *c, const rt_stats *st)
 {
 	metrics_container mc;
-	metrics_container_init(&mc, c->id, c->name, p->name, p->namespace_, c->image,
-			       c->started_ns, st);
+	metrics_container_init(&mc, c->id, c->name, p->name, p->namespace_, c->image, c->started_ns,
+			       st);
 	const char *values[] = {mc.name, mc.pod, mc.namespace_, mc.image, mc.id};
 	char **labels = labels_of(call, values, N_CONTAINER_KEYS);
 	Runtime__V1__ContainerMetrics *cm = rpc_call_alloc(call, sizeof(*cm));
@@ -91,9 +90,9 @@ static Runtime__V1__ContainerMetrics *container_metrics(rpc_call *call, const mg
 	double v;
 	for (size_t i = 0; i < n; i++)
 		if (metrics_container_value(&mc, i, &v))
-			cm->metrics[cm->n_metrics++] = metric(call, metrics_container_family(i),
-							      st->timestamp_ns, labels,
-							      N_CONTAINER_KEYS, v);
+			cm->metrics[cm->n_metrics++] =
+			    metric(call, metrics_container_family(i), st->timestamp_ns, labels,
+				   N_CONTAINER_KEYS, v);
 	return cm;
 }
 
@@ -123,14 +122,14 @@ static void network_metrics(rpc_call *call, mgr *m, const mgr_pod *p,
 		double v;
 		for (size_t i = 0; i < n_fam; i++)
 			if (metrics_network_value(&net, i, &v))
-				pm->metrics[pm->n_metrics++] = metric(
-				    call, metrics_network_family(i), now, labels, N_NETWORK_KEYS, v);
+				pm->metrics[pm->n_metrics++] =
+				    metric(call, metrics_network_family(i), now, labels,
+					   N_NETWORK_KEYS, v);
 	}
 	free(ifs);
 }
 
-rpc_code cri_list_pod_sandbox_metrics(rpc_call *call, cri_service *svc, const void *req,
-				      void *resp)
+rpc_code cri_list_pod_sandbox_metrics(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	(void)req;
 	mgr *m = svc->pods;

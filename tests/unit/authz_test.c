@@ -111,13 +111,13 @@ static void test_check_message(void **state)
 				     "/runtime.v1.RuntimeService/StopContainer", &role, &err),
 			 -1);
 	assert_int_equal(err->code, AD_E_PERMISSION);
-	assert_string_equal(err->message, "method /runtime.v1.RuntimeService/StopContainer is not "
-					  "allowed for role read-only (client CN=mon,OU=read-only)");
+	assert_string_equal(err->message,
+			    "method /runtime.v1.RuntimeService/StopContainer is not "
+			    "allowed for role read-only (client CN=mon,OU=read-only)");
 	ad_error_free(&err);
 	/* No client certificate: the unix socket, guarded by its mode. */
-	assert_int_equal(authz_check(p, NULL, "/runtime.v1.RuntimeService/StopContainer", &role,
-				     &err),
-			 0);
+	assert_int_equal(
+	    authz_check(p, NULL, "/runtime.v1.RuntimeService/StopContainer", &role, &err), 0);
 	assert_int_equal(role, AUTHZ_ROLE_ADMIN);
 	authz_policy_free(p);
 }
@@ -146,10 +146,8 @@ static void test_bad_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_subject_attrs),
-	    cmocka_unit_test(test_methods_by_role),
-	    cmocka_unit_test(test_roles_of_subjects),
-	    cmocka_unit_test(test_check_message),
+	    cmocka_unit_test(test_subject_attrs),     cmocka_unit_test(test_methods_by_role),
+	    cmocka_unit_test(test_roles_of_subjects), cmocka_unit_test(test_check_message),
 	    cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -91,8 +91,8 @@ static void test_registry(void **state)
 	metrics_registry *r = metrics_registry_new();
 	metrics_vec *c = metrics_counter_vec(r, "rpc_total", "calls", 2, method_code);
 	static const double bounds[] = {0.001, 0.01, 0.1};
-	metrics_vec *h = metrics_histogram_vec(r, "rpc_seconds", "latency", 1, method_code,
-					       bounds, 3);
+	metrics_vec *h =
+	    metrics_histogram_vec(r, "rpc_seconds", "latency", 1, method_code, bounds, 3);
 	/* Enough series to rehash the table several times. */
 	for (int i = 0; i < 300; i++) {
 		char m[32];
@@ -128,16 +128,22 @@ static void test_registry(void **state)
 static void test_containers(void **state)
 {
 	(void)state;
-	metrics_container c = {.id = "abc", .name = "web", .pod = "p", .namespace_ = "ns",
-			       .image = "img:1", .cpu_usage_ns = 1500000000,
-			       .memory_working_set = 4096, .spec_cpu_quota = 0,
+	metrics_container c = {.id = "abc",
+			       .name = "web",
+			       .pod = "p",
+			       .namespace_ = "ns",
+			       .image = "img:1",
+			       .cpu_usage_ns = 1500000000,
+			       .memory_working_set = 4096,
+			       .spec_cpu_quota = 0,
 			       .start_time_ns = 1700000000LL * 1000000000LL};
-	metrics_pod_net n = {.id = "pod1", .pod = "p", .namespace_ = "ns", .interface = "eth0",
-			     .rx_bytes = 1234};
+	metrics_pod_net n = {
+	    .id = "pod1", .pod = "p", .namespace_ = "ns", .interface = "eth0", .rx_bytes = 1234};
 	metrics_out *o = metrics_out_new(METRICS_TEXT);
 	metrics_write_containers(o, &c, 1, &n, 1);
 	char *s = finish(o);
-	const char *lbl = "{container=\"web\",pod=\"p\",namespace=\"ns\",image=\"img:1\",id=\"abc\"}";
+	const char *lbl =
+	    "{container=\"web\",pod=\"p\",namespace=\"ns\",image=\"img:1\",id=\"abc\"}";
 	char want[512];
 	snprintf(want, sizeof(want), "container_cpu_usage_seconds_total%s 1.5\n", lbl);
 	assert_non_null(strstr(s, want));
@@ -148,8 +154,9 @@ static void test_containers(void **state)
 	/* An unset quota has no sample, like cAdvisor's. */
 	assert_null(strstr(s, "container_spec_cpu_quota{"));
 	assert_non_null(strstr(s, "# TYPE container_memory_failcnt counter\n"));
-	assert_non_null(strstr(s, "container_network_receive_bytes_total{container=\"POD\",pod=\"p\","
-				  "namespace=\"ns\",image=\"\",id=\"pod1\",interface=\"eth0\"} 1234\n"));
+	assert_non_null(
+	    strstr(s, "container_network_receive_bytes_total{container=\"POD\",pod=\"p\","
+		      "namespace=\"ns\",image=\"\",id=\"pod1\",interface=\"eth0\"} 1234\n"));
 	assert_non_null(strstr(s, "\nmachine_cpu_cores "));
 	free(s);
 	metrics_out_free(o);
@@ -260,8 +267,10 @@ static void test_http(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_text_counter_gauge), cmocka_unit_test(test_openmetrics),
-	    cmocka_unit_test(test_registry),	       cmocka_unit_test(test_containers),
+	    cmocka_unit_test(test_text_counter_gauge),
+	    cmocka_unit_test(test_openmetrics),
+	    cmocka_unit_test(test_registry),
+	    cmocka_unit_test(test_containers),
 	    cmocka_unit_test(test_http),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -78,7 +78,8 @@ int authz_policy_new(const char *cn_roles, bool role_from_ou, const char *defaul
 		authz_role role;
 		if (!eq) {
 			authz_policy_free(p);
-			return ad_fail(err, AD_E_INVALID, "role mapping \"%s\": want CN=role", entry);
+			return ad_fail(err, AD_E_INVALID, "role mapping \"%s\": want CN=role",
+				       entry);
 		}
 		*eq = '\0';
 		char *cn = trim(entry), *name = trim(eq + 1);
@@ -195,8 +196,8 @@ bool authz_role_allows(authz_role role, const char *path)
 	}
 }
 
-int authz_check(const authz_policy *p, const char *subject, const char *path,
-		authz_role *ret_role, ad_error **err)
+int authz_check(const authz_policy *p, const char *subject, const char *path, authz_role *ret_role,
+		ad_error **err)
 {
 	authz_role role = subject ? authz_role_of(p, subject) : AUTHZ_ROLE_ADMIN;
 	if (ret_role)

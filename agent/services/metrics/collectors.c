@@ -79,7 +79,12 @@ void metrics_collect_process(metrics_out *o, void *arg)
 }
 
 /* How a field of metrics_container becomes a sample value. */
-typedef enum value_kind { U64, U64_NS_AS_S, I64_NS_AS_S, I64, U64_NONZERO, I64_POSITIVE } value_kind;
+typedef enum value_kind {
+	U64,
+	U64_NS_AS_S, /* nanoseconds shown as seconds */
+	I64_NS_AS_S,
+	I64_POSITIVE, /* no sample unless > 0 (an unset quota) */
+} value_kind;
 
 typedef struct family {
 	metrics_family_info info;
@@ -91,56 +96,109 @@ typedef struct family {
 /* cAdvisor's names, types and help texts (container/metrics in cAdvisor). */
 static const family container_families[] = {
     {{"container_cpu_usage_seconds_total", METRICS_COUNTER,
-     "Cumulative cpu time consumed in seconds."}, C(cpu_usage_ns), U64_NS_AS_S},
+      "Cumulative cpu time consumed in seconds."},
+     C(cpu_usage_ns),
+     U64_NS_AS_S},
     {{"container_cpu_user_seconds_total", METRICS_COUNTER,
-     "Cumulative user cpu time consumed in seconds."}, C(cpu_user_ns), U64_NS_AS_S},
+      "Cumulative user cpu time consumed in seconds."},
+     C(cpu_user_ns),
+     U64_NS_AS_S},
     {{"container_cpu_system_seconds_total", METRICS_COUNTER,
-     "Cumulative system cpu time consumed in seconds."}, C(cpu_system_ns), U64_NS_AS_S},
+      "Cumulative system cpu time consumed in seconds."},
+     C(cpu_system_ns),
+     U64_NS_AS_S},
     {{"container_cpu_cfs_periods_total", METRICS_COUNTER,
-     "Number of elapsed enforcement period intervals."}, C(cpu_cfs_periods), U64},
+      "Number of elapsed enforcement period intervals."},
+     C(cpu_cfs_periods),
+     U64},
     {{"container_cpu_cfs_throttled_periods_total", METRICS_COUNTER,
-     "Number of throttled period intervals."}, C(cpu_cfs_throttled_periods), U64},
+      "Number of throttled period intervals."},
+     C(cpu_cfs_throttled_periods),
+     U64},
     {{"container_cpu_cfs_throttled_seconds_total", METRICS_COUNTER,
-     "Total time duration the container has been throttled."}, C(cpu_cfs_throttled_ns), U64_NS_AS_S},
+      "Total time duration the container has been throttled."},
+     C(cpu_cfs_throttled_ns),
+     U64_NS_AS_S},
     {{"container_memory_usage_bytes", METRICS_GAUGE,
-     "Current memory usage in bytes, including all memory regardless of when it was accessed"}, C(memory_usage), U64},
-    {{"container_memory_working_set_bytes", METRICS_GAUGE, "Current working set in bytes."}, C(memory_working_set), U64},
+      "Current memory usage in bytes, including all memory regardless of when it was accessed"},
+     C(memory_usage),
+     U64},
+    {{"container_memory_working_set_bytes", METRICS_GAUGE, "Current working set in bytes."},
+     C(memory_working_set),
+     U64},
     {{"container_memory_rss", METRICS_GAUGE, "Size of RSS in bytes."}, C(memory_rss), U64},
-    {{"container_memory_cache", METRICS_GAUGE, "Number of bytes of page cache memory."}, C(memory_cache), U64},
-    {{"container_memory_failcnt", METRICS_COUNTER, "Number of memory usage hits limits"}, C(memory_failcnt), U64},
+    {{"container_memory_cache", METRICS_GAUGE, "Number of bytes of page cache memory."},
+     C(memory_cache),
+     U64},
+    {{"container_memory_failcnt", METRICS_COUNTER, "Number of memory usage hits limits"},
+     C(memory_failcnt),
+     U64},
     {{"container_oom_events_total", METRICS_COUNTER,
-     "Count of out of memory events observed for the container"}, C(oom_events), U64},
-    {{"container_spec_memory_limit_bytes", METRICS_GAUGE, "Memory limit for the container."}, C(spec_memory_limit), U64},
-    {{"container_spec_cpu_shares", METRICS_GAUGE, "CPU share of the container."}, C(spec_cpu_shares), U64},
-    {{"container_spec_cpu_quota", METRICS_GAUGE, "CPU quota of the container."}, C(spec_cpu_quota), I64_POSITIVE},
-    {{"container_spec_cpu_period", METRICS_GAUGE, "CPU period of the container."}, C(spec_cpu_period), I64_POSITIVE},
-    {{"container_processes", METRICS_GAUGE,
-     "Number of processes running inside the container."}, C(processes), U64},
-    {{"container_threads", METRICS_GAUGE, "Number of threads running inside the container"}, C(threads), U64},
+      "Count of out of memory events observed for the container"},
+     C(oom_events),
+     U64},
+    {{"container_spec_memory_limit_bytes", METRICS_GAUGE, "Memory limit for the container."},
+     C(spec_memory_limit),
+     U64},
+    {{"container_spec_cpu_shares", METRICS_GAUGE, "CPU share of the container."},
+     C(spec_cpu_shares),
+     U64},
+    {{"container_spec_cpu_quota", METRICS_GAUGE, "CPU quota of the container."},
+     C(spec_cpu_quota),
+     I64_POSITIVE},
+    {{"container_spec_cpu_period", METRICS_GAUGE, "CPU period of the container."},
+     C(spec_cpu_period),
+     I64_POSITIVE},
+    {{"container_processes", METRICS_GAUGE, "Number of processes running inside the container."},
+     C(processes),
+     U64},
+    {{"container_threads", METRICS_GAUGE, "Number of threads running inside the container"},
+     C(threads),
+     U64},
     {{"container_start_time_seconds", METRICS_GAUGE,
-     "Start time of the container since unix epoch in seconds."}, C(start_time_ns), I64_NS_AS_S},
-    {{"container_last_seen", METRICS_GAUGE, "Last time a container was seen by the exporter"}, C(last_seen_ns), I64_NS_AS_S},
+      "Start time of the container since unix epoch in seconds."},
+     C(start_time_ns),
+     I64_NS_AS_S},
+    {{"container_last_seen", METRICS_GAUGE, "Last time a container was seen by the exporter"},
+     C(last_seen_ns),
+     I64_NS_AS_S},
 };
 #undef C
 
 #define N(field) offsetof(metrics_pod_net, field)
 static const family net_families[] = {
     {{"container_network_receive_bytes_total", METRICS_COUNTER,
-     "Cumulative count of bytes received"}, N(rx_bytes), U64},
+      "Cumulative count of bytes received"},
+     N(rx_bytes),
+     U64},
     {{"container_network_receive_packets_total", METRICS_COUNTER,
-     "Cumulative count of packets received"}, N(rx_packets), U64},
+      "Cumulative count of packets received"},
+     N(rx_packets),
+     U64},
     {{"container_network_receive_packets_dropped_total", METRICS_COUNTER,
-     "Cumulative count of packets dropped while receiving"}, N(rx_dropped), U64},
+      "Cumulative count of packets dropped while receiving"},
+     N(rx_dropped),
+     U64},
     {{"container_network_receive_errors_total", METRICS_COUNTER,
-     "Cumulative count of errors encountered while receiving"}, N(rx_errors), U64},
+      "Cumulative count of errors encountered while receiving"},
+     N(rx_errors),
+     U64},
     {{"container_network_transmit_bytes_total", METRICS_COUNTER,
-     "Cumulative count of bytes transmitted"}, N(tx_bytes), U64},
+      "Cumulative count of bytes transmitted"},
+     N(tx_bytes),
+     U64},
     {{"container_network_transmit_packets_total", METRICS_COUNTER,
-     "Cumulative count of packets transmitted"}, N(tx_packets), U64},
+      "Cumulative count of packets transmitted"},
+     N(tx_packets),
+     U64},
     {{"container_network_transmit_packets_dropped_total", METRICS_COUNTER,
-     "Cumulative count of packets dropped while transmitting"}, N(tx_dropped), U64},
+      "Cumulative count of packets dropped while transmitting"},
+     N(tx_dropped),
+     U64},
     {{"container_network_transmit_errors_total", METRICS_COUNTER,
-     "Cumulative count of errors encountered while transmitting"}, N(tx_errors), U64},
+      "Cumulative count of errors encountered while transmitting"},
+     N(tx_errors),
+     U64},
 };
 #undef N
 
@@ -152,14 +210,10 @@ static bool field_value(const void *base, const family *f, double *ret)
 	int64_t i;
 	switch (f->kind) {
 	case U64:
-	case U64_NONZERO:
 	case U64_NS_AS_S:
 		memcpy(&u, p, sizeof(u));
-		if (f->kind == U64_NONZERO && !u)
-			return false;
 		*ret = f->kind == U64_NS_AS_S ? (double)u / 1e9 : (double)u;
 		return true;
-	case I64:
 	case I64_POSITIVE:
 	case I64_NS_AS_S:
 		memcpy(&i, p, sizeof(i));
@@ -217,8 +271,12 @@ void metrics_container_init(metrics_container *mc, const char *id, const char *n
 			    const char *pod, const char *namespace_, const char *image,
 			    int64_t start_time_ns, const rt_stats *st)
 {
-	*mc = (metrics_container){.id = id, .name = name, .pod = pod, .namespace_ = namespace_,
-				  .image = image, .start_time_ns = start_time_ns};
+	*mc = (metrics_container){.id = id,
+				  .name = name,
+				  .pod = pod,
+				  .namespace_ = namespace_,
+				  .image = image,
+				  .start_time_ns = start_time_ns};
 	mc->cpu_usage_ns = st->cpu_usage_ns;
 	mc->cpu_user_ns = st->cpu_user_ns;
 	mc->cpu_system_ns = st->cpu_system_ns;
@@ -240,10 +298,9 @@ void metrics_container_init(metrics_container *mc, const char *id, const char *n
 	mc->last_seen_ns = st->timestamp_ns;
 }
 
-static const char *const container_label_names[] = {"container", "pod", "namespace", "image",
-						    "id"};
-static const char *const net_label_names[] = {"container", "pod",	"namespace",
-					      "image",	   "id",	"interface"};
+static const char *const container_label_names[] = {"container", "pod", "namespace", "image", "id"};
+static const char *const net_label_names[] = {"container", "pod", "namespace",
+					      "image",	   "id",  "interface"};
 
 void metrics_write_containers(metrics_out *o, const metrics_container *c, size_t n_c,
 			      const metrics_pod_net *net, size_t n_net)
@@ -256,8 +313,8 @@ void metrics_write_containers(metrics_out *o, const metrics_container *c, size_t
 	for (size_t i = 0; i < n_net; i++) {
 		/* The pod's network is the sandbox's: kubelet's cAdvisor shows
 		 * it on the pod-level series, container "POD". */
-		const char *v[] = {"POD", net[i].pod, net[i].namespace_, "", net[i].id,
-				   net[i].interface};
+		const char *v[] = {"POD", net[i].pod, net[i].namespace_,
+				   "",	  net[i].id,  net[i].interface};
 		labels[n_c + i] = metrics_labels(6, net_label_names, v);
 	}
 	double value;

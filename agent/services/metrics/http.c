@@ -40,8 +40,7 @@ struct metrics_http {
 	bool started;
 };
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-		       const char *text)
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
 	struct evbuffer *b = evbuffer_new();
 	if (!b) {
@@ -70,8 +69,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	metrics_http *h = arg;
 	if (!method_ok(req))
 		return;
-	const char *accept =
-	    evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
 	metrics_format f = metrics_format_from_accept(accept);
 	metrics_out *o = metrics_out_new(f);
 	metrics_registry_write(h->reg, o);
@@ -154,8 +152,7 @@ static int tls_setup(metrics_http *h, const metrics_http_config *cfg, ad_error *
 }
 
 /* "host:port" or "[v6]:port" into its parts. */
-static int split_host_port(const char *listen, char **ret_host, uint16_t *ret_port,
-			   ad_error **err)
+static int split_host_port(const char *listen, char **ret_host, uint16_t *ret_port, ad_error **err)
 {
 	const char *colon = strrchr(listen, ':');
 	if (!colon || colon == listen || !colon[1])

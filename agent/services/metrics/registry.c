@@ -8,9 +8,9 @@
 #include "metrics.h"
 
 typedef struct series {
-	char *key;    /* label values joined by '\xff' */
-	char *labels; /* rendered for the exposition */
-	double value; /* counter, gauge */
+	char *key;	   /* label values joined by '\xff' */
+	char *labels;	   /* rendered for the exposition */
+	double value;	   /* counter, gauge */
 	uint64_t *buckets; /* histogram: per bucket (not cumulative), n_bounds */
 	double sum;
 	uint64_t count;
@@ -234,9 +234,8 @@ static void vec_write(metrics_vec *v, metrics_out *o)
 {
 	metrics_family(o, v->name, v->type, v->help);
 	pthread_mutex_lock(&v->mu);
-	uint64_t *cum = v->type == METRICS_HISTOGRAM
-			    ? ad_malloc0((v->n_bounds + 1) * sizeof(uint64_t))
-			    : NULL;
+	uint64_t *cum =
+	    v->type == METRICS_HISTOGRAM ? ad_malloc0((v->n_bounds + 1) * sizeof(uint64_t)) : NULL;
 	for (size_t i = 0; i < v->n; i++) {
 		series *s = v->list[i];
 		if (v->type != METRICS_HISTOGRAM) {

@@ -46,8 +46,8 @@ bool authz_role_allows(authz_role role, const char *path);
  * "method M is not allowed for role R (client S)". subject NULL (no client
  * certificate: the unix socket, guarded by its mode) is allowed. *ret_role
  * (may be NULL) gets the role either way (admin for subject NULL). */
-int authz_check(const authz_policy *p, const char *subject, const char *path,
-		authz_role *ret_role, ad_error **err);
+int authz_check(const authz_policy *p, const char *subject, const char *path, authz_role *ret_role,
+		ad_error **err);
 
 /* One attribute of an RFC 2253 subject, unescaped ("OU", 0: the first):
  * malloc'd, or NULL if absent. */

@@ -96,8 +96,8 @@ typedef struct metrics_container {
 	uint64_t oom_events;
 	uint64_t spec_memory_limit; /* 0: none */
 	uint64_t spec_cpu_shares;
-	int64_t spec_cpu_quota;	    /* microseconds per period; 0: none */
-	int64_t spec_cpu_period;    /* microseconds */
+	int64_t spec_cpu_quota;	 /* microseconds per period; 0: none */
+	int64_t spec_cpu_period; /* microseconds */
 	uint64_t processes, threads;
 	int64_t start_time_ns, last_seen_ns;
 } metrics_container;
