@@ -34,8 +34,7 @@ BRIDGE = "adx%d" % (os.getpid() % 1000)
 SUBNET = "10.238.%d.0/24" % N
 IMAGE_PATH = "test/metrics:v1"
 
-work, registry, daemon, image = P.agentctl_fixtures("metrics", "metrics", BRIDGE, SUBNET,
-                                                   IMAGE_PATH)
+registry, daemon, image = P.busybox_pod_fixtures("metrics", BRIDGE, SUBNET, IMAGE_PATH)
 
 LABELS = {"container", "pod", "namespace", "image", "id"}
 # cAdvisor's families as the issue lists them: name -> type.
@@ -238,10 +237,6 @@ def test_openmetrics_on_request(daemon, running):
     assert body.endswith("# EOF\n")
     assert "\n# TYPE container_cpu_usage_seconds counter\n" in body
     assert "\ncontainer_cpu_usage_seconds_total{" in body
-
-
-def free_port_prometheus():
-    return H.free_port()
 
 
 @pytest.fixture
