@@ -136,6 +136,9 @@ listen = $tmp/state/agentd.sock
 [cni]
 conf_dir = $tmp/cni
 netns_dir = $tmp/netns
+[metrics]
+# a free port, not the default 9101 another agentd on this host may hold
+listen = 127.0.0.1:0
 EOF
 
 # nat rules and chains tagged with our network's name, which a CNI DEL that failed leaves
