@@ -384,12 +384,6 @@ def test_cri_rpcs_unimplemented(agentd, stubs):
         rt = stubs.api_grpc.RuntimeServiceStub(ch)
         im = stubs.api_grpc.ImageServiceStub(ch)
         calls = [
-            ("runtime.v1.RuntimeService/ListMetricDescriptors",
-             lambda: rt.ListMetricDescriptors(stubs.api.ListMetricDescriptorsRequest(),
-                                              timeout=10)),
-            ("runtime.v1.RuntimeService/ListPodSandboxMetrics",
-             lambda: rt.ListPodSandboxMetrics(stubs.api.ListPodSandboxMetricsRequest(),
-                                              timeout=10)),
             ("runtime.v1.RuntimeService/CheckpointContainer",
              lambda: rt.CheckpointContainer(stubs.api.CheckpointContainerRequest(), timeout=10)),
             ("runtime.v1.RuntimeService/StreamContainers",

@@ -116,8 +116,6 @@ def test_health_unknown_service(pb, channel):
 
 
 @pytest.mark.parametrize("method,req", [
-    ("/runtime.v1.RuntimeService/ListMetricDescriptors", "ListMetricDescriptorsRequest"),
-    ("/runtime.v1.RuntimeService/ListPodSandboxMetrics", "ListPodSandboxMetricsRequest"),
     ("/runtime.v1.RuntimeService/CheckpointContainer", "CheckpointContainerRequest"),
 ])
 def test_unimplemented_cri(pb, channel, method, req):
