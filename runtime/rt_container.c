@@ -925,6 +925,17 @@ static int signal_masks(pid_t pid, uint64_t *ret_blocked, uint64_t *ret_caught)
 
 #define SIGNAL_BIT(sig) (1ULL << ((sig) - 1))
 
+/* Once the init is gone, whatever is left in the container's cgroup goes
+ * too: a process the init did not wait for (with the node's or the pod's
+ * pid namespace the kernel does not end it with the init) must not run on
+ * after agentd reports the container exited. */
+static void kill_leftovers(rt_container *c)
+{
+	_cleanup_error_ ad_error *e = NULL;
+	if (c->cg && cg_kill_all(c->cg, SIGKILL, &e) < 0)
+		ad_warn("container %s: %s", c->id, e->message);
+}
+
 int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err)
 {
 	sig = sig ? sig : SIGTERM;
@@ -938,18 +949,33 @@ int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err)
 	uint64_t blocked = 0, caught = 0;
 	bool dropped = signal_masks(c->init_pid, &blocked, &caught) == 0 &&
 		       !((blocked | caught) & SIGNAL_BIT(sig));
-	if (rt_kill(c, sig, NULL) < 0)
-		return 0; /* already stopped */
+	_cleanup_close_ int init_fd = pidfd_of(c->init_pid, c->init_start);
+	if (init_fd < 0 || rt_kill(c, sig, NULL) < 0) {
+		kill_leftovers(c); /* the init has already exited */
+		return 0;
+	}
 	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
 	int slice_ms = 2;
 	while (pfd >= 0) {
 		int64_t left_ms = (kill_at - ad_monotonic_ns()) / 1000000;
 		if (left_ms <= 0)
 			break;
-		struct pollfd p = {.fd = pfd, .events = POLLIN};
-		int n = poll(&p, 1, dropped && slice_ms < left_ms ? slice_ms : (int)left_ms);
-		if (n > 0) {
+		/* The init's end first: the shim may still drain output a leftover
+		 * process holds open, until that one is killed. */
+		struct pollfd p[2] = {{.fd = pfd, .events = POLLIN},
+				      {.fd = init_fd, .events = POLLIN}};
+		int n = poll(p, init_fd >= 0 ? 2 : 1,
+			     dropped && slice_ms < left_ms ? slice_ms : (int)left_ms);
+		if (n > 0 && p[1].revents) {
+			kill_leftovers(c);
+			close(init_fd);
+			init_fd = -1;
+			dropped = false;
+		}
+		if (n > 0 && p[0].revents) {
 			reap_pidfd(pfd);
+			if (init_fd >= 0)
+				kill_leftovers(c);
 			return 0;
 		}
 		if (n < 0 && errno != EINTR)
@@ -962,8 +988,7 @@ int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err)
 		if (slice_ms < 100)
 			slice_ms *= 2;
 	}
-	if (c->cg)
-		cg_kill_all(c->cg, SIGKILL, NULL);
+	kill_leftovers(c);
 	rt_kill(c, SIGKILL, NULL);
 	rt_state st;
 	return rt_wait(c, 10000, &st, err);

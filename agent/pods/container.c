@@ -711,6 +711,12 @@ int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err)
 	mgr_ctr *c = NULL;
 	rt_container *rc = NULL;
 	int r = mgr_ctr_get(m, id, &c, err);
+	if (r == 0 && c->state == MGR_CTR_EXITED) {
+		/* Its init is gone; what it left in its cgroup goes now. */
+		if (rt_open(m->rt, id, &rc, NULL) == 0)
+			rt_stop(rc, SIGKILL, 0, NULL);
+		goto out;
+	}
 	/* Only a process that runs is stopped: a created container stays
 	 * created (as in containerd), also when its pod stops. */
 	if (r == 0 && c->state != MGR_CTR_RUNNING)

@@ -371,6 +371,57 @@ def running(pid):
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def pids_running(argv):
+    """The pids of live processes whose command line is exactly argv."""
+    want = ("\0".join(argv) + "\0").encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "cmdline").read_bytes() == want and running(int(d.name)):
+                found.append(int(d.name))
+        except OSError:
+            pass
+    return found
+
+
+def wait_gone(pids, timeout=5):
+    deadline = time.monotonic() + timeout
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if running(p)]
+
+
+def test_stop_kills_what_the_init_left(rt, pb, work, image, daemon):
+    """With the node's pid namespace the kernel does not end a container's
+    other processes with its init: StopContainer kills what is left in the
+    container's cgroup once the init is gone (whether the stop signal ended
+    it or it had exited on its own), and StopPodSandbox does for its
+    containers; nothing waits for the stop deadline."""
+    tag = str(50000 + os.getpid() % 10000)
+    with Pod(rt, pb, work) as pod:
+        stopped = pod.run(with_pid_mode(pb, ctr_config(
+            pb, image, "stopped", ["sh", "-c", "sleep %s1 & exec sleep %s2" % (tag, tag)]),
+            pb.api.NODE))
+        exited = pod.run(with_pid_mode(pb, ctr_config(
+            pb, image, "exited", ["sh", "-c", "sleep %s3 & sleep %s4 & sleep 0.5; exit 7"
+                                  % (tag, tag)]), pb.api.NODE))
+        deadline = time.monotonic() + 10
+        while not (pids_running(["sleep", tag + "1"]) and pids_running(["sleep", tag + "3"])):
+            assert time.monotonic() < deadline, "the background sleeps never started"
+            time.sleep(0.05)
+        left1 = pids_running(["sleep", tag + "1"])
+        t0 = time.monotonic()
+        rt.StopContainer(pb.api.StopContainerRequest(container_id=stopped, timeout=30))
+        assert time.monotonic() - t0 < 10
+        assert wait_gone(left1) == []
+        st = wait_state(rt, pb, exited, pb.api.CONTAINER_EXITED)
+        assert st.exit_code == 7, st
+        left2 = pids_running(["sleep", tag + "3"]) + pids_running(["sleep", tag + "4"])
+        assert len(left2) == 2, "an exited init's children run on until a stop"
+        rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+        assert wait_gone(left2) == []
+
+
 def test_killed_shim_ends_the_container(rt, pb, work, image, daemon):
     """kill -9 of a container's agentd-shim: the container must not run on
     outside agentd's view. agentd notices (the shim's pidfd), kills the

@@ -677,6 +677,45 @@ static void test_shim_outlives_creator(void **state)
  * kills everything in its cgroup, also a process that left the init's
  * wait (the host pid namespace: it outlives the init there), and reports
  * the exit as unknown with the shim's death. */
+/* The pid a container wrote to <rootfs>/tmp/<name>. */
+static pid_t read_escapee(const char *name)
+{
+	char p[320];
+	snprintf(p, sizeof(p), "%s/tmp/%s", g_rootfs, name);
+	pid_t pid = 0;
+	for (int i = 0; i < 200 && pid <= 0; i++) {
+		_cleanup_free_ char *pidtext = slurp(p);
+		pid = pidtext ? atoi(pidtext) : 0;
+		if (pid <= 0)
+			usleep(20000);
+	}
+	assert_true(pid > 0);
+	unlink(p);
+	return pid;
+}
+
+static bool pid_running(pid_t pid)
+{
+	char stat_path[64], buf[512] = "";
+	snprintf(stat_path, sizeof(stat_path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(stat_path, "r");
+	if (!f)
+		return false;
+	bool got = fgets(buf, sizeof(buf), f) != NULL;
+	fclose(f);
+	const char *rp = got ? strrchr(buf, ')') : NULL;
+	return rp && rp[2] != 'Z';
+}
+
+/* Gone, or a zombie its new parent has yet to reap: within 4 s. */
+static void wait_dead(pid_t pid)
+{
+	for (int i = 0; pid_running(pid); i++) {
+		assert_true(i < 200);
+		usleep(20000);
+	}
+}
+
 static void test_shim_killed(void **state)
 {
 	(void)state;
@@ -689,16 +728,7 @@ static void test_shim_killed(void **state)
 	rt_container *c = NULL;
 	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
 	must(rt_start(c, &e), e, "start");
-	char p[320];
-	snprintf(p, sizeof(p), "%s/tmp/escapee", g_rootfs);
-	pid_t escapee = 0;
-	for (int i = 0; i < 200 && escapee <= 0; i++) {
-		_cleanup_free_ char *pidtext = slurp(p);
-		escapee = pidtext ? atoi(pidtext) : 0;
-		if (escapee <= 0)
-			usleep(20000);
-	}
-	assert_true(escapee > 0);
+	pid_t escapee = read_escapee("escapee");
 	pid_t init = rt_container_init_pid(c);
 	pid_t shim = shim_pid_of("shimkill");
 	assert_true(rt_init_alive(c));
@@ -714,28 +744,53 @@ static void test_shim_killed(void **state)
 	assert_int_equal(st.exit_code, 255);
 	assert_true(st.finished_at > 0);
 	/* Both gone (or zombies waiting for their new parent's wait). */
-	for (int i = 0; i < 200; i++) {
-		char stat_path[64], buf[512] = "";
-		bool alive = false;
-		pid_t pids[] = {init, escapee};
-		for (int k = 0; k < 2; k++) {
-			snprintf(stat_path, sizeof(stat_path), "/proc/%d/stat", (int)pids[k]);
-			FILE *f = fopen(stat_path, "r");
-			if (!f)
-				continue;
-			bool got = fgets(buf, sizeof(buf), f) != NULL;
-			fclose(f);
-			const char *rp = got ? strrchr(buf, ')') : NULL;
-			alive |= rp && rp[2] != 'Z';
-		}
-		if (!alive)
-			break;
-		assert_true(i < 199);
-		usleep(20000);
-	}
+	wait_dead(init);
+	wait_dead(escapee);
 	must(rt_delete(c, &e), e, "delete");
 	rt_container_free(c);
 	assert_gone("shimkill", 0);
+}
+
+/* With the node's pid namespace, the kernel does not end the init's other
+ * processes with it: rt_stop kills what is left in the cgroup, both when
+ * the stop signal ended the init and when it had exited on its own. */
+static void test_stop_kills_leftovers(void **state)
+{
+	(void)state;
+	static const char *const stopped[] = {
+	    "sh", "-c", "sleep 1000 & echo $! > /tmp/left1; exec sleep 1001", NULL};
+	static const char *const exited[] = {
+	    "sh", "-c", "sleep 1000 & echo $! > /tmp/left2; exit 3", NULL};
+	const char *const *args[] = {stopped, exited};
+	for (int k = 0; k < 2; k++) {
+		char id[32];
+		snprintf(id, sizeof(id), "leftover%d", k);
+		rt_config cfg;
+		base_config(&cfg, id, args[k]);
+		cfg.namespaces[RT_NS_PID].mode = RT_NS_SHARE_HOST;
+		_cleanup_error_ ad_error *e = NULL;
+		rt_container *c = NULL;
+		must(rt_create(g_rt, &cfg, &c, &e), e, "create");
+		must(rt_start(c, &e), e, "start");
+		pid_t left = read_escapee(k ? "left2" : "left1");
+		rt_state st;
+		if (k == 1) {
+			must(rt_wait(c, 10000, &st, &e), e, "wait");
+			assert_int_equal(st.exit_code, 3);
+			/* Exited, yet its child runs until someone stops it. */
+			assert_true(pid_running(left));
+		}
+		int64_t t0 = ad_monotonic_ns();
+		must(rt_stop(c, SIGTERM, 10000, &e), e, "stop");
+		/* Not at the deadline: right after the init's end. */
+		assert_true(ad_monotonic_ns() - t0 < 5000000000LL);
+		wait_dead(left);
+		must(rt_get_state(c, &st, &e), e, "state");
+		assert_int_equal(st.status, RT_STATUS_STOPPED);
+		must(rt_delete(c, &e), e, "delete");
+		rt_container_free(c);
+		assert_gone(id, 0);
+	}
 }
 
 static void test_tty(void **state)
@@ -1577,6 +1632,7 @@ int main(void)
 	    cmocka_unit_test(test_hostile_rootfs),
 	    cmocka_unit_test(test_exit_while_draining),
 	    cmocka_unit_test(test_shim_killed),
+	    cmocka_unit_test(test_stop_kills_leftovers),
 	    cmocka_unit_test(test_parallel_creates),
 	    cmocka_unit_test(test_errors),
 	};
