@@ -1136,6 +1136,7 @@ static void test_real_add_del(void **state)
 		fail_msg("DEL without netns: %s", e->message);
 	free(pin_path);
 	pin_path = NULL;
+	real_pod.netns_path = NULL; /* the teardown's DEL must not read it */
 	free(real_result);
 	real_result = NULL;
 }
@@ -1191,6 +1192,7 @@ static void test_real_rollback(void **state)
 	assert_int_equal(cni_netns_remove(pin_path, &e), 0);
 	free(pin_path);
 	pin_path = NULL;
+	real_pod.netns_path = NULL;
 }
 
 /* Several pods at once on a 0.4.0 list: distinct addresses, all reachable,
