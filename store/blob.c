@@ -157,6 +157,7 @@ int store_blob_writer_commit(store_blob_writer *w, ad_error **err)
 		store_blob_writer_abort(w);
 		return -1;
 	}
+	ad_fault_point("blob.commit");
 	if (renameat(w->s->tmp_fd, w->tmpname, w->s->blobs_fd, w->digest + 7) < 0) {
 		write_errno(err, errno, "rename into the store", w->digest);
 		store_blob_writer_abort(w);
@@ -165,6 +166,7 @@ int store_blob_writer_commit(store_blob_writer *w, ad_error **err)
 	/* The rename must reach the disk before the DB can point at the blob. */
 	fsync(w->s->blobs_fd);
 	writer_free(w);
+	ad_fault_point("blob.committed");
 	return 0;
 }
 

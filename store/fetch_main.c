@@ -195,6 +195,7 @@ int main(int argc, char **argv)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != (pid_t)atoi(argv[1]))
 		return 1;
+	ad_fault_set_partner((pid_t)atoi(argv[1]));
 	struct sigaction sa = {.sa_handler = on_sigterm};
 	sigaction(SIGTERM, &sa, NULL);
 	_cleanup_error_ ad_error *e = NULL;

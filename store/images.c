@@ -96,9 +96,11 @@ int store_image_record(store *s, const char *name_tag, const char *repo_digest,
 	for (const char *const *b = extra_blobs; b && *b; b++)
 		if (exec_bind(s, blob_sql, *b, config_digest, 0, err) < 0)
 			goto fail;
+	ad_fault_point("image.record"); /* inside the transaction */
 	if (ad_db_commit(s->db, err) < 0)
 		goto fail_unlocked;
 	pthread_mutex_unlock(&s->db_lock);
+	ad_fault_point("image.recorded");
 	return 0;
 fail:
 	ad_db_rollback(s->db);

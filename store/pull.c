@@ -305,11 +305,14 @@ int store_layer_unpack(store *s, const char *label, const char *want_diff_id, st
 		/* The files must be on disk before the dir is named as complete. */
 		if (dfd >= 0)
 			syncfs(dfd);
+		ad_fault_point("layer.commit");
 		if (renameat(s->tmp_fd, tmpname, s->layers_fd, res.diff_id + 7) < 0 &&
 		    !layer_present(s, res.diff_id))
 			r = ad_fail_errno(err, AD_E_INTERNAL, "layer %s: rename into place", label);
 		else
 			fsync(s->layers_fd);
+		if (r == 0)
+			ad_fault_point("layer.committed");
 	}
 	struct stat st;
 	if (fstatat(s->tmp_fd, tmpname, &st, AT_SYMLINK_NOFOLLOW) == 0) {

@@ -501,8 +501,10 @@ static int cni_run_plugin(const cni_net *net, size_t i, const char *command, con
 static const char *cni_del_netns(const cni_pod *pod)
 {
 	/* A namespace that is gone already is passed as "", which the spec allows
-	 * for DEL: plugins then still release IPAM and host-side state. */
-	if (!pod->netns_path || access(pod->netns_path, F_OK) < 0)
+	 * for DEL: plugins then still release IPAM and host-side state. A pin
+	 * that is a plain file again (its bind mount went with a reboot) is
+	 * gone too: plugins refuse a path that is no namespace. */
+	if (!pod->netns_path || !cni_netns_alive(pod->netns_path))
 		return "";
 	return pod->netns_path;
 }

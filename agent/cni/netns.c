@@ -9,7 +9,9 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "cni.h"
@@ -179,6 +181,12 @@ int cni_netns_remove(const char *path, ad_error **err)
 	if (unlink(path) < 0 && errno != ENOENT)
 		return ad_fail_errno(err, AD_E_INTERNAL, "remove netns pin %s", path);
 	return 0;
+}
+
+bool cni_netns_alive(const char *path)
+{
+	struct statfs fs;
+	return statfs(path, &fs) == 0 && fs.f_type == NSFS_MAGIC;
 }
 
 int cni_loopback_up(const char *netns_path, ad_error **err)

@@ -167,6 +167,18 @@ static int record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 	return 0;
 }
 
+/* The shim and its state are gone (a reboot): the exit is unknown. */
+static int record_state_lost(mgr *m, mgr_ctr *c, ad_error **err)
+{
+	rt_state st = {.exit_code = 255};
+	if (record_exit(m, c, &st, err) < 0)
+		return -1;
+	free(c->message);
+	c->message = ad_strdup("container state lost");
+	return mgr_db_exec(m, err, "UPDATE containers SET message = ?2 WHERE id = ?1", "ss", c->id,
+			   c->message);
+}
+
 /* A running container whose process is gone gets its exit recorded. */
 /* Records the exit of a container that stopped unseen; with ret_stats, also
  * reads the cgroup stats of one still running (timestamp_ns 0 if not). */
@@ -176,16 +188,8 @@ static int ctr_refresh_stats(mgr *m, mgr_ctr *c, rt_stats *ret_stats, ad_error *
 		return 0;
 	rt_container *rc = NULL;
 	_cleanup_error_ ad_error *e = NULL;
-	if (rt_open(m->rt, c->id, &rc, &e) < 0) {
-		/* The shim and its state are gone (a reboot): the exit is unknown. */
-		rt_state st = {.exit_code = 255};
-		if (record_exit(m, c, &st, err) < 0)
-			return -1;
-		free(c->message);
-		c->message = ad_strdup("container state lost");
-		return mgr_db_exec(m, err, "UPDATE containers SET message = ?2 WHERE id = ?1", "ss",
-				   c->id, c->message);
-	}
+	if (rt_open(m->rt, c->id, &rc, &e) < 0)
+		return record_state_lost(m, c, err);
 	/* Most refreshes find it still running: no need to ask its shim. */
 	rt_state st = {.status = RT_STATUS_RUNNING};
 	int r = rt_init_alive(rc) ? 0 : rt_get_state(rc, &st, err);
@@ -526,11 +530,14 @@ int mgr_ctr_begin(mgr *m, const char *pod_id, const mgr_ctr_spec *spec, mgr_ctr_
 		return -1;
 	}
 	mgr_hold(m, c->id);
+	ad_fault_point("ctr.inserted");
 	mgr_ctr_draft *d = ad_malloc0(sizeof(*d));
 	*d = (mgr_ctr_draft){.m = m, .pod = p, .ctr = c, .t_begin = t0};
 	d->t_insert = ad_monotonic_ns();
 	r = store_rootfs_mount(m->images, c->image_id, c->id, &d->rootfs, err);
 	d->t_mount = ad_monotonic_ns();
+	if (r == 0)
+		ad_fault_point("ctr.rootfs");
 	rt_container *ic = NULL;
 	_cleanup_error_ ad_error *e = NULL;
 	if (p->infra_id && rt_open(m->rt, p->infra_id, &ic, &e) == 0) {
@@ -571,6 +578,8 @@ int mgr_ctr_commit(mgr_ctr_draft *d, const rt_config *cfg, char **ret_id, ad_err
 		r = rt_create(m->rt, cfg, &rtc, err);
 		created = r == 0;
 		rt_container_free(rtc);
+		if (created)
+			ad_fault_point("ctr.rt_created");
 		t_rt = ad_monotonic_ns();
 	}
 	if (r == 0) {
@@ -582,6 +591,8 @@ int mgr_ctr_commit(mgr_ctr_draft *d, const rt_config *cfg, char **ret_id, ad_err
 		r = mgr_db_exec(m, err,
 				"UPDATE containers SET state = ?2, rt_config = ?3 WHERE id = ?1",
 				"sib", c->id, (int64_t)MGR_CTR_CREATED, packed, len);
+		if (r == 0)
+			ad_fault_point("ctr.created");
 	}
 	if (ad_log_enabled(AD_LOG_DEBUG)) {
 		int64_t t_end = ad_monotonic_ns();
@@ -671,11 +682,13 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 		r = rt_start(rc, err);
 	t[3] = ad_monotonic_ns();
 	if (r == 0) {
+		ad_fault_point("ctr.start.runtime");
 		int64_t started = rt_container_started_at(rc);
 		r = mgr_db_exec(m, err,
 				"UPDATE containers SET state = ?2, started_ns = ?3 WHERE id = ?1",
 				"sii", id, (int64_t)MGR_CTR_RUNNING, started);
 		if (r == 0) {
+			ad_fault_point("ctr.started");
 			mgr_event_publish(m, id, c->pod_id, MGR_EV_STARTED);
 			watch_exit(m, id, exit_fd, ns_fd);
 			exit_fd = ns_fd = -1;
@@ -735,6 +748,8 @@ int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err)
 	if (r == 0 && st.status != RT_STATUS_STOPPED)
 		r = ad_fail(err, AD_E_INTERNAL, "container %s did not stop", id);
 	if (r == 0)
+		ad_fault_point("ctr.stop.runtime");
+	if (r == 0)
 		r = record_exit(m, c, &st, err);
 out:
 	rt_container_free(rc);
@@ -772,6 +787,8 @@ int mgr_ctr_release_locked(mgr *m, const char *id, int64_t t[3], ad_error **err)
 	}
 	t[1] = ad_monotonic_ns();
 	if (r == 0)
+		ad_fault_point("ctr.remove.runtime");
+	if (r == 0)
 		r = store_rootfs_remove(m->images, id, err);
 	t[2] = ad_monotonic_ns();
 	return r;
@@ -789,6 +806,8 @@ int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err)
 	}
 	int64_t t[4];
 	int r = mgr_ctr_release_locked(m, id, t, err);
+	if (r == 0)
+		ad_fault_point("ctr.remove.rootfs");
 	if (r == 0)
 		r = mgr_db_exec(m, err, "DELETE FROM containers WHERE id = ?1", "s", id);
 	if (r < 0)
@@ -967,6 +986,35 @@ void mgr_ctr_poll(mgr *m)
 }
 
 /* ---- reconcile ---------------------------------------------------------------------- */
+/* A container recorded as created whose shim says it was started: agentd
+ * died between the start and its record. It is recorded as running (from
+ * when it started), and its exit, if it has one, follows. One whose
+ * runtime state is gone (a reboot, or a remove cut short) can never start:
+ * it is recorded as exited. */
+static int ctr_adopt_started(mgr *m, mgr_ctr *c, ad_error **err)
+{
+	rt_container *rc = NULL;
+	if (rt_open(m->rt, c->id, &rc, NULL) < 0)
+		return record_state_lost(m, c, err);
+	rt_state st = {0};
+	int r = rt_get_state(rc, &st, err);
+	rt_container_free(rc);
+	if (r < 0 || st.started_at <= 0 ||
+	    (st.status != RT_STATUS_RUNNING && st.status != RT_STATUS_STOPPED))
+		return r;
+	ad_info("container %s: recording a start that was interrupted", c->id);
+	r = mgr_db_exec(m, err,
+			"UPDATE containers SET state = ?2, started_ns = ?3 WHERE id = ?1 AND state = ?4",
+			"siii", c->id, (int64_t)MGR_CTR_RUNNING, st.started_at,
+			(int64_t)MGR_CTR_CREATED);
+	if (r == 0) {
+		c->state = MGR_CTR_RUNNING;
+		c->started_ns = st.started_at;
+		mgr_event_publish(m, c->id, c->pod_id, MGR_EV_STARTED);
+	}
+	return r;
+}
+
 void mgr_ctr_reconcile(mgr *m)
 {
 	mgr_ctr **v = NULL;
@@ -982,6 +1030,10 @@ void mgr_ctr_reconcile(mgr *m)
 			continue;
 		}
 		ad_error *e2 = NULL;
+		if ((*c)->state == MGR_CTR_CREATED && ctr_adopt_started(m, *c, &e2) < 0) {
+			ad_warn("container %s: %s", (*c)->id, e2->message);
+			ad_error_free(&e2);
+		}
 		rt_container *rc = NULL;
 		int exit_fd = (*c)->state == MGR_CTR_RUNNING && rt_open(m->rt, (*c)->id, &rc, NULL) == 0
 				  ? rt_container_exit_fd(rc)

@@ -1017,6 +1017,7 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 		return -1;
 	}
 	mgr_hold(m, p->id);
+	ad_fault_point("pod.inserted");
 
 	int r = ad_mkdir_p(p->dir, 0755, err);
 	if (r == 0 && spec->network != MGR_NS_NODE) {
@@ -1024,6 +1025,8 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 		if (r == 0)
 			r = mgr_db_exec(m, err, "UPDATE pods SET netns = ?2 WHERE id = ?1", "ss",
 					p->id, p->netns);
+		if (r == 0)
+			ad_fault_point("pod.netns");
 		if (r == 0)
 			r = cni_loopback_up(p->netns, err);
 		cni_net *net = NULL;
@@ -1039,6 +1042,8 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 			    m, err,
 			    "UPDATE pods SET cni_net = ?2, port_mappings = ?3 WHERE id = ?1", "sss",
 			    p->id, p->cni_net, p->ports_json);
+			if (r == 0)
+				ad_fault_point("pod.cni_stored");
 		}
 		if (r == 0) {
 			json_t *pj;
@@ -1060,6 +1065,8 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 				r = mgr_db_exec(m, err,
 						"UPDATE pods SET cni_result = ?2 WHERE id = ?1",
 						"ss", p->id, p->cni_result);
+			if (r == 0)
+				ad_fault_point("pod.cni_added");
 		}
 		cni_net_free(net);
 	}
@@ -1077,8 +1084,12 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 	if (r == 0)
 		r = apply_sysctls(spec, p->netns, infra_pid, err);
 	if (r == 0)
+		ad_fault_point("pod.infra_started");
+	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", p->id,
 				(int64_t)MGR_POD_READY);
+	if (r == 0)
+		ad_fault_point("pod.ready");
 	if (r < 0) {
 		_cleanup_error_ ad_error *e2 = NULL;
 		if (pod_teardown(m, p, true, &e2) < 0)
@@ -1142,6 +1153,8 @@ int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
 	/* Not ready first: from here on no created container of the pod starts
 	 * (mgr_ctr_start). */
 	if (r == 0)
+		ad_fault_point("pod.stop.torn_down");
+	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", id,
 				(int64_t)MGR_POD_NOTREADY);
 	if (r == 0)
@@ -1170,6 +1183,8 @@ int mgr_pod_remove(mgr *m, const char *id, ad_error **err)
 		return r;
 	}
 	r = pod_teardown(m, p, true, err);
+	if (r == 0)
+		ad_fault_point("pod.remove.torn_down");
 	if (r == 0)
 		r = mgr_db_exec(m, err, "DELETE FROM pods WHERE id = ?1", "s", id);
 	if (r < 0)
@@ -1280,9 +1295,23 @@ static void pod_check_networks(mgr *m)
 		return;
 	}
 	for (mgr_pod **p = v; *p; p++) {
-		if ((*p)->state != MGR_POD_READY || !(*p)->cni_net || !(*p)->netns)
+		if (!(*p)->cni_net || !(*p)->netns)
 			continue;
 		ad_error *e2 = NULL;
+		if (!cni_netns_alive((*p)->netns)) {
+			/* The node rebooted: the namespace, and the pod with it, are
+			 * gone; the address and the host side (IPAM lease, port
+			 * mappings) go back now rather than at the pod's removal. */
+			ad_info("pod %s: its network namespace is gone; releasing its network",
+				(*p)->id);
+			if (pod_network_down(m, *p, &e2) < 0 ||
+			    cni_netns_remove((*p)->netns, &e2) < 0)
+				ad_warn("pod %s: %s", (*p)->id, e2->message);
+			ad_error_free(&e2);
+			continue;
+		}
+		if ((*p)->state != MGR_POD_READY)
+			continue;
 		if (mgr_pod_network_check(m, *p, &e2) < 0 && e2->code != AD_E_UNIMPLEMENTED &&
 		    e2->code != AD_E_PRECONDITION)
 			ad_warn("%s", e2->message);

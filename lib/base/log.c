@@ -1,6 +1,7 @@
 #include "base.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -83,4 +84,21 @@ void ad_format_rfc3339nano(int64_t epoch_ns, char buf[40])
 	gmtime_r(&secs, &tm);
 	size_t n = strftime(buf, 40, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(buf + n, 40 - n, ".%09ldZ", nsec);
+}
+
+/* ---- crash points ---------------------------------------------------------- */
+static pid_t fault_partner;
+
+void ad_fault_set_partner(pid_t pid) { fault_partner = pid; }
+
+void ad_fault_point(const char *name)
+{
+	const char *armed = getenv("AGENTD_FAULT");
+	if (!armed || strcmp(armed, name) != 0)
+		return;
+	ad_log(AD_LOG_ERROR, "fault point %s reached: killing %s", name,
+	       fault_partner > 0 ? "agentd and this process" : "this process");
+	if (fault_partner > 0)
+		kill(fault_partner, SIGKILL);
+	raise(SIGKILL);
 }

@@ -43,6 +43,9 @@
 int cni_netns_create(const char *dir, const char *name, char **ret_path, ad_error **err);
 /* Unmounts (MNT_DETACH) and unlinks a pin; a missing pin is not an error. */
 int cni_netns_remove(const char *path, ad_error **err);
+/* Whether path still pins a network namespace (a reboot leaves the pin a
+ * plain file, or removes it). */
+bool cni_netns_alive(const char *path);
 /* Brings "lo" up inside the namespace pinned at `netns_path` (an ioctl in a
  * short-lived thread that joins it, so no plugin binary is needed). */
 int cni_loopback_up(const char *netns_path, ad_error **err);

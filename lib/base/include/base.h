@@ -96,6 +96,17 @@ void ad_log(ad_log_level level, const char *fmt, ...) __attribute__((format(prin
 #define ad_info(...) ad_log(AD_LOG_INFO, __VA_ARGS__)
 #define ad_debug(...) ad_log(AD_LOG_DEBUG, __VA_ARGS__)
 
+/* ---- crash points (tests) ------------------------------------------------ */
+/* A place between two persisted steps where a crash must be survivable.
+ * Inert unless the environment's AGENTD_FAULT names the point: then the
+ * process logs "fault point NAME reached" and SIGKILLs its partner (if
+ * set) and itself. Compiled into every build (one cached getenv); the
+ * points and the test that walks them: tests/integration/test_crash_points.py. */
+void ad_fault_point(const char *name);
+/* Who dies with this process at a fault point: agentd-fetch names agentd,
+ * so that a point inside a pull is a crash of agentd mid-pull. */
+void ad_fault_set_partner(pid_t pid);
+
 /* ---- time --------------------------------------------------------------- */
 int64_t ad_now_ns(void);       /* CLOCK_REALTIME, nanoseconds since the epoch */
 int64_t ad_monotonic_ns(void); /* CLOCK_MONOTONIC */
