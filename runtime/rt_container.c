@@ -500,7 +500,8 @@ static int do_create(rt_runtime *rt, const rt_config *cfg, rt_container *c, cons
 	t[1] = ad_monotonic_ns();
 	if (cfg->log_path) {
 		/* Checked here: the shim could only lose the output silently. */
-		int lfd = open(cfg->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		int lfd = open(cfg->log_path,
+			       O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 		if (lfd < 0)
 			return ad_fail_errno(err, AD_E_INVALID, "log path %s", cfg->log_path);
 		close(lfd);

@@ -14,6 +14,7 @@
 #include "cri_int.h"
 #include "pbjson.h"
 #include "spec.h"
+#include "validate.h"
 
 /* ---- CreateContainer: the runtime config is built here, once ---------------- */
 /* A file of the rootfs (resolved inside it), NULL if it has none. */
@@ -146,6 +147,9 @@ rpc_code cri_create_container(rpc_call *call, cri_service *svc, const void *req,
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT,
 				      "CreateContainer: config is required");
 	const Runtime__V1__ContainerConfig *cc = q->config;
+	ad_error *e = NULL;
+	if (cri_validate_container_config(cc, &e) < 0)
+		return cri_fail(call, e);
 	/* The request itself is kept: status and list answers carry the
 	 * caller's metadata, labels, annotations and mounts back. */
 	size_t len = protobuf_c_message_get_packed_size(&cc->base);
@@ -163,7 +167,6 @@ rpc_code cri_create_container(rpc_call *call, cri_service *svc, const void *req,
 	    .request = packed,
 	    .request_len = len,
 	};
-	ad_error *e = NULL;
 	mgr_ctr_draft *d = NULL;
 	char *id = NULL;
 	if (mgr_ctr_begin(svc->pods, q->pod_sandbox_id, &spec, &d, &e) < 0 ||

@@ -8,6 +8,7 @@
 #include "cri_int.h"
 
 #include "spec.h"
+#include "validate.h"
 
 static mgr_ns_mode pod_ns_mode(const Runtime__V1__PodSandboxConfig *cfg, char which)
 {
@@ -18,23 +19,6 @@ static mgr_ns_mode pod_ns_mode(const Runtime__V1__PodSandboxConfig *cfg, char wh
 	if (!o)
 		return MGR_NS_POD;
 	return (mgr_ns_mode)(which == 'n' ? o->network : which == 'p' ? o->pid : o->ipc);
-}
-
-static int check_metadata(const Runtime__V1__PodSandboxConfig *cfg, ad_error **err)
-{
-	const Runtime__V1__PodSandboxMetadata *md = cfg->metadata;
-	if (!md)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox config without metadata");
-	if (!md->name || !*md->name)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: name is required");
-	if (!md->namespace_ || !*md->namespace_)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: namespace is required");
-	if (!md->uid || !*md->uid)
-		return ad_fail(err, AD_E_INVALID, "pod sandbox metadata: uid is required");
-	if (pod_ns_mode(cfg, 'n') == MGR_NS_TARGET || pod_ns_mode(cfg, 'i') == MGR_NS_TARGET ||
-	    pod_ns_mode(cfg, 'p') == MGR_NS_TARGET)
-		return ad_fail(err, AD_E_INVALID, "namespace mode TARGET is for containers only");
-	return 0;
 }
 
 /* A repeated string field as a NULL-terminated list in call memory. */
@@ -137,7 +121,7 @@ rpc_code cri_run_pod_sandbox(rpc_call *call, cri_service *svc, const void *req, 
 		return rpc_call_error(call, RPC_INVALID_ARGUMENT,
 				      "RunPodSandbox: config is required");
 	ad_error *e = NULL;
-	if (check_metadata(q->config, &e) < 0)
+	if (cri_validate_pod_config(q->config, &e) < 0)
 		return cri_fail(call, e);
 	mgr_pod_spec spec;
 	pod_spec_from_cri(call, q->config, q->runtime_handler, &spec);

@@ -561,6 +561,31 @@ void mgr_ctr_abort(mgr_ctr_draft *d, ad_error **err)
 	draft_free(d);
 }
 
+/* No component of the log path below the pod's log directory may be a
+ * symbolic link: the shim opens the file as root (O_NOFOLLOW covers the last
+ * component), and mkdir -p would follow a link to make directories
+ * elsewhere on the host. */
+static int check_log_path(const char *log_dir, const char *path, ad_error **err)
+{
+	_cleanup_free_ char *p = ad_strdup(path);
+	for (size_t i = strlen(log_dir) + 1;; i++) {
+		if (p[i] != '/' && p[i] != '\0')
+			continue;
+		char c = p[i];
+		p[i] = '\0';
+		struct stat sb;
+		int r = lstat(p, &sb);
+		if (r < 0 && errno != ENOENT)
+			return ad_fail_errno(err, AD_E_INTERNAL, "container log path %s", p);
+		if (r == 0 && S_ISLNK(sb.st_mode))
+			return ad_fail(err, AD_E_INVALID,
+				       "container log path %s: %s is a symbolic link", path, p);
+		if (r < 0 || !c)
+			return 0;
+		p[i] = c;
+	}
+}
+
 int mgr_ctr_commit(mgr_ctr_draft *d, const rt_config *cfg, char **ret_id, ad_error **err)
 {
 	mgr *m = d->m;
@@ -568,7 +593,9 @@ int mgr_ctr_commit(mgr_ctr_draft *d, const rt_config *cfg, char **ret_id, ad_err
 	int64_t t_config = ad_monotonic_ns(), t_rt = t_config;
 	bool created = false;
 	int r = 0;
-	if (c->log_path) {
+	if (c->log_path)
+		r = check_log_path(d->pod->log_directory, c->log_path, err);
+	if (r == 0 && c->log_path) {
 		_cleanup_free_ char *dir = ad_strdup(c->log_path);
 		*strrchr(dir, '/') = '\0';
 		r = ad_mkdir_p(dir, 0755, err);

@@ -87,7 +87,7 @@ static void reopen_log(void)
 {
 	if (!log_path || !*log_path)
 		return;
-	int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return; /* keep the old one rather than lose output */
 	if (log_fd >= 0)
