@@ -68,6 +68,7 @@ static const cfg_key keys[] = {
     KEY("grpc", debug_service, K_BOOL, 0, 0),
     KEY("images", max_parallel_layers, K_UNSIGNED, 1, 64),
     KEY("images", stall_timeout, K_UNSIGNED, 1, 3600),
+    KEY("images", max_unpacked_layer_size, K_SIZE, 1 << 20, UINT64_MAX),
     KEY("images", certs_dir, K_FILE, 0, 0),
     KEY("images", auth_file, K_FILE, 0, 0),
     KEY("images", plain_http_registries, K_HOST_LIST, 0, 0),
@@ -114,6 +115,7 @@ void cfg_init(cfg_config *cfg)
 	    .debug_service = false,
 	    .max_parallel_layers = 3,
 	    .stall_timeout = 30,
+	    .max_unpacked_layer_size = (size_t)64 << 30, /* store/unpack.h STORE_DEFAULT_MAX_UNPACKED */
 	    .certs_dir = ad_strdup("/etc/agentd/certs.d"),
 	    .auth_file = ad_strdup(""),
 	    .plain_http_registries = ad_strdup(""),

@@ -32,6 +32,7 @@ typedef struct cfg_config {
 	/* [images] */
 	unsigned max_parallel_layers; /* layers fetched at once per pull */
 	unsigned stall_timeout;	      /* seconds without bytes that fail a fetch */
+	size_t max_unpacked_layer_size; /* bytes a layer may unpack to */
 	char *certs_dir;	      /* certs.d layout; "" = none */
 	char *auth_file;	      /* auth.json / config.json; "" = none */
 	/* Comma-separated "host[:port]" lists. */

@@ -28,6 +28,9 @@ json_t *fetch_proto_store(const store *s)
 			      (json_int_t)s->stall_timeout_s, "retries", (json_int_t)s->retries,
 			      "backoff_ms", (json_int_t)s->backoff_ms, "allow_devices",
 			      s->allow_devices);
+	if (s->max_unpacked_bytes)
+		json_object_set_new(j, "max_unpacked_bytes",
+				    json_integer((json_int_t)s->max_unpacked_bytes));
 	if (s->certs_dir)
 		json_object_set_new(j, "certs_dir", json_string(s->certs_dir));
 	if (s->auth_file)
@@ -47,6 +50,7 @@ int fetch_proto_store_parse(json_t *j, store_opts *o, ad_error **err)
 	o->retries = (unsigned)json_integer_value(json_object_get(j, "retries"));
 	o->backoff_ms = (unsigned)json_integer_value(json_object_get(j, "backoff_ms"));
 	o->allow_devices = json_is_true(json_object_get(j, "allow_devices"));
+	o->max_unpacked_bytes = (uint64_t)json_integer_value(json_object_get(j, "max_unpacked_bytes"));
 	if (!o->root || !o->db_path)
 		return ad_fail(err, AD_E_INVALID, "fetch request: the store has no root or db");
 	json_t *regs = json_object_get(j, "registries");

@@ -292,7 +292,8 @@ int store_layer_unpack(store *s, const char *label, const char *want_diff_id, st
 	if (mkdirat(s->tmp_fd, tmpname, 0755) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "layer %s: mkdir", label);
 	_cleanup_free_ char *tmppath = ad_asprintf("%s/tmp/%s", s->root, tmpname);
-	store_unpack_opts uo = {.allow_devices = s->allow_devices};
+	store_unpack_opts uo = {.allow_devices = s->allow_devices,
+				.max_unpacked_bytes = s->max_unpacked_bytes};
 	store_unpack_result res = {0};
 	int r = store_unpack_layer(tmppath, read_fn, userdata, &uo, &res, err);
 	if (r == 0 && want_diff_id && strcmp(res.diff_id, want_diff_id) != 0)

@@ -151,6 +151,7 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 	s->retries = opts->retries ? opts->retries : 3;
 	s->backoff_ms = opts->backoff_ms ? opts->backoff_ms : 200;
 	s->allow_devices = opts->allow_devices;
+	s->max_unpacked_bytes = opts->max_unpacked_bytes;
 	if (opts->n_registries) {
 		s->registries = ad_malloc0(sizeof(*s->registries) * opts->n_registries);
 		s->n_registries = opts->n_registries;

@@ -41,6 +41,7 @@ struct store {
 	size_t n_registries;
 	unsigned max_parallel, stall_timeout_s, retries, backoff_ms;
 	bool allow_devices;
+	uint64_t max_unpacked_bytes;
 
 	store_registry *reg; /* connection cache, token cache */
 };

@@ -57,6 +57,7 @@ struct unpack_ctx {
 	size_t max_path_len;
 	size_t max_header_bytes;
 	uint64_t max_entries;
+	uint64_t max_unpacked_bytes;
 	bool allow_devices;
 
 	/* Entries of one directory come in a row: keep its fd. Dropped whenever
@@ -123,6 +124,15 @@ static la_ssize_t pull_uncompressed(struct unpack_ctx *ctx, const void **buffer)
 		if (size == 0)
 			continue;
 		hash_bytes(ctx, *buffer, size);
+		if (ctx->usize > ctx->max_unpacked_bytes) {
+			if (!ctx->read_err)
+				ad_fail(&ctx->read_err, AD_E_RESOURCE,
+					"layer unpacks to more than %" PRIu64
+					" bytes (the unpack limit)",
+					ctx->max_unpacked_bytes);
+			ctx->raw_failed = true;
+			return -1;
+		}
 		return (la_ssize_t)size;
 	}
 }
@@ -895,6 +905,8 @@ int store_unpack_layer(const char *dest_dir, store_read_fn read_fn, void *userda
 	    .max_path_len = opts->max_path_len ? opts->max_path_len : 4096,
 	    .max_header_bytes = opts->max_header_bytes ? opts->max_header_bytes : 1024 * 1024,
 	    .max_entries = opts->max_entries ? opts->max_entries : 10000000,
+	    .max_unpacked_bytes =
+		opts->max_unpacked_bytes ? opts->max_unpacked_bytes : STORE_DEFAULT_MAX_UNPACKED,
 	    .allow_devices = opts->allow_devices,
 	};
 	store_unpack_result res = {0};

@@ -14,6 +14,10 @@
  * 0 at end of stream, or -1 with *err set (the unpack then fails with it). */
 typedef ssize_t (*store_read_fn)(void *userdata, void *buf, size_t len, ad_error **err);
 
+/* What a layer may unpack to unless configured: 64 GiB (agentd's
+ * [images] max_unpacked_layer_size). */
+#define STORE_DEFAULT_MAX_UNPACKED (64ULL << 30)
+
 typedef struct store_unpack_opts {
 	/* Allow device nodes other than overlay whiteouts (0:0 char devices).
 	 * Off: a layer that carries one is rejected with AD_E_INVALID. */
@@ -22,6 +26,8 @@ typedef struct store_unpack_opts {
 	size_t max_path_len;       /* default 4096 */
 	size_t max_header_bytes;   /* pax/gnu long names and xattrs per entry, default 1 MiB */
 	uint64_t max_entries;      /* default 10,000,000 */
+	/* Uncompressed bytes (a gzip bomb stops here: AD_E_RESOURCE). */
+	uint64_t max_unpacked_bytes; /* default STORE_DEFAULT_MAX_UNPACKED */
 } store_unpack_opts;
 
 typedef struct store_unpack_result {

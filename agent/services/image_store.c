@@ -85,6 +85,7 @@ int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err)
 	    .n_registries = n,
 	    .max_parallel = cfg->max_parallel_layers,
 	    .stall_timeout_s = cfg->stall_timeout,
+	    .max_unpacked_bytes = cfg->max_unpacked_layer_size,
 	    .fetch_helper = cfg->fetch_helper[0] ? cfg->fetch_helper : NULL,
 	};
 	int r = store_open(&o, ret_store, err);

@@ -63,6 +63,8 @@ typedef struct store_opts {
 	unsigned retries;	  /* extra attempts on 5xx/resets; 0: 3 */
 	unsigned backoff_ms;	  /* first retry delay, doubled each time; 0: 200 */
 	bool allow_devices;	  /* let layers carry device nodes (see unpack) */
+	/* A layer that unpacks to more bytes fails (RESOURCE); 0: the default. */
+	uint64_t max_unpacked_bytes;
 	/* The agentd-fetch executable. NULL: beside the running executable
 	 * (or ../store/ of it, a build tree), else the installed one. */
 	const char *fetch_helper;

@@ -224,3 +224,20 @@ def test_tls_clients(agentd_factory, certs, tmp_path, client):
     else:
         assert got == b"", got
     a.assert_healthy()
+
+
+def test_layer_over_the_unpack_limit(pb, agentd_factory, registry, tmp_path):
+    """[images] max_unpacked_layer_size bounds what a layer may unpack to
+    (a gzip bomb): busybox's layer is over 1 MiB uncompressed, so its pull
+    fails with RESOURCE_EXHAUSTED naming the limit, and no image is kept."""
+    conf = tmp_path / "small.conf"
+    conf.write_text("[images]\nmax_unpacked_layer_size = 1048576\n")
+    a = agentd_factory(extra_args=["--config", str(conf)])
+    ref = "%s/%s" % (registry.host, IMAGE_PATH)
+    with a.unix_channel() as ch:
+        img = pb.api_grpc.ImageServiceStub(ch)
+        e = refused(img.PullImage, pb.api.PullImageRequest(image=pb.api.ImageSpec(image=ref)),
+                    "unpack limit")
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert len(img.ListImages(pb.api.ListImagesRequest()).images) == 0
+    assert list(Path(a.root, "layers").iterdir()) == []

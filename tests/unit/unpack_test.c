@@ -591,6 +591,9 @@ static void jail_check(struct jail *j, const char *inner_listing)
 	assert_true(S_ISREG(st.st_mode));
 	assert_int_equal(st.st_ino, j->victim_st.st_ino);
 	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(st.st_mode, j->victim_st.st_mode);
+	assert_int_equal(st.st_uid, j->victim_st.st_uid);
+	assert_int_equal(st.st_gid, j->victim_st.st_gid);
 	assert_int_equal(st.st_mtim.tv_sec, j->victim_st.st_mtim.tv_sec);
 	assert_int_equal(st.st_mtim.tv_nsec, j->victim_st.st_mtim.tv_nsec);
 	assert_content(j->outer, "victim", "orig");
@@ -962,6 +965,142 @@ static void test_limits(void **state)
 	free(dest);
 }
 
+/* chmod, chown and times must never reach through a symlink (the
+ * CVE-2021-32760 class): a directory whose metadata is applied after its
+ * children, replaced meanwhile by a symlink to the host; entries with other
+ * owners and setuid modes over symlinks to the host. */
+static void test_metadata_through_symlinks(void **state)
+{
+	struct fixture *fx = *state;
+	struct jail j;
+	jail_make(fx, &j, "meta");
+	struct layer l;
+	layer_begin(&l);
+	write_entry(&l, new_entry("d", AE_IFDIR, 0700, 1234, 1234), NULL, 0);
+	add_file(&l, "d/child", "c", 0644, 0, 0);
+	add_symlink(&l, "d", j.victim);
+	write_entry(&l, new_entry("e", AE_IFDIR, 0777, 4321, 4321), NULL, 0);
+	add_symlink(&l, "e", j.outer);
+	add_symlink(&l, "s", j.victim);
+	add_file(&l, "s", "suid", 04777, 4321, 4321);
+	add_symlink(&l, "t", j.victim);
+	write_entry(&l, new_entry("t", AE_IFDIR, 01777, 99, 99), NULL, 0);
+	add_symlink(&l, "u", j.victim);
+	add_hardlink(&l, "v", "u");
+	layer_end(&l);
+	unpack_ok(j.dest, &l, COMP_GZIP, NULL);
+	jail_check(&j, "meta ");
+	assert_true(S_ISLNK(lstat_of(j.dest, "d").st_mode));
+	assert_true(S_ISLNK(lstat_of(j.dest, "e").st_mode));
+	struct stat st = lstat_of(j.dest, "s");
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 04777);
+	assert_int_equal(st.st_uid, 4321);
+	st = lstat_of(j.dest, "t");
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 01777);
+	/* A hard link to a symlink links the symlink, not its target. */
+	assert_true(S_ISLNK(lstat_of(j.dest, "v").st_mode));
+	jail_free(&j);
+}
+
+/* setuid, setgid and sticky bits are the image's to set: kept, inside the
+ * layer. */
+static void test_setuid_kept(void **state)
+{
+	struct fixture *fx = *state;
+	char *dest = mkdest(fx, "suid");
+	struct layer l;
+	layer_begin(&l);
+	add_dir(&l, "bin", 0755);
+	add_file(&l, "bin/su", "su", 04755, 0, 0);
+	add_file(&l, "bin/wall", "wall", 02755, 0, 5);
+	add_dir(&l, "tmp", 01777);
+	layer_end(&l);
+	unpack_ok(dest, &l, COMP_NONE, NULL);
+	assert_int_equal(lstat_of(dest, "bin/su").st_mode & 07777, 04755);
+	assert_int_equal(lstat_of(dest, "bin/wall").st_mode & 07777, 02755);
+	assert_int_equal(lstat_of(dest, "bin/wall").st_gid, 5);
+	assert_int_equal(lstat_of(dest, "tmp").st_mode & 07777, 01777);
+	free(dest);
+}
+
+/* A path of 2,000 levels (4,001 bytes) unpacks (fd-relative, no PATH_MAX
+ * trouble); one past the 4,096-byte default limit is refused by name. */
+static void test_deep_paths(void **state)
+{
+	struct fixture *fx = *state;
+	char *dest = mkdest(fx, "deep");
+	size_t levels = 2000;
+	char *deep = ad_malloc0(2 * 2100 + 2);
+	for (size_t i = 0; i < levels; i++)
+		memcpy(deep + 2 * i, "a/", 2);
+	deep[2 * levels] = 'f';
+	struct layer l;
+	layer_begin(&l);
+	add_file(&l, deep, "deep", 0644, 0, 0);
+	layer_end(&l);
+	unpack_ok(dest, &l, COMP_GZIP, NULL);
+	assert_content(dest, deep, "deep");
+
+	for (size_t i = 0; i < 2100; i++)
+		memcpy(deep + 2 * i, "a/", 2);
+	deep[2 * 2100] = 'f';
+	layer_begin(&l);
+	add_file(&l, deep, "deeper", 0644, 0, 0);
+	layer_end(&l);
+	ad_error *err = NULL;
+	store_unpack_result res;
+	char *dest2 = mkdest(fx, "deeper");
+	expect_error(unpack_bytes(dest2, &l.tar, NULL, &res, &err), &err, AD_E_INVALID,
+		     "a/a/a/a/");
+	free(l.tar.p);
+	free(deep);
+	free(dest2);
+	free(dest);
+}
+
+/* 32 MiB of zeros in ~32 KiB of gzip: the unpack limit stops it early, with
+ * RESOURCE_EXHAUSTED naming the limit. */
+static void test_gzip_bomb(void **state)
+{
+	struct fixture *fx = *state;
+	char *dest = mkdest(fx, "bomb");
+	struct layer l;
+	layer_begin(&l);
+	size_t size = 32u << 20;
+	struct archive_entry *e = new_entry("zeros", AE_IFREG, 0644, 0, 0);
+	archive_entry_set_size(e, (la_int64_t)size);
+	assert_int_equal(archive_write_header(l.a, e), ARCHIVE_OK);
+	archive_entry_free(e);
+	char *zeros = ad_malloc0(1 << 20);
+	for (size_t off = 0; off < size; off += 1 << 20)
+		assert_int_equal(archive_write_data(l.a, zeros, 1 << 20), 1 << 20);
+	free(zeros);
+	layer_end(&l);
+	struct buf gz = compress_bytes(&l.tar, COMP_GZIP);
+	free(l.tar.p);
+	assert_true(gz.len < size / 100);
+	store_unpack_opts opts = {.max_unpacked_bytes = 4u << 20};
+	ad_error *err = NULL;
+	store_unpack_result res;
+	expect_error(unpack_bytes(dest, &gz, &opts, &res, &err), &err, AD_E_RESOURCE,
+		     "unpack limit");
+	struct stat st;
+	char *p = ad_asprintf("%s/zeros", dest);
+	if (stat(p, &st) == 0)
+		assert_true(st.st_size <= (off_t)(5u << 20));
+	free(p);
+	/* Within the limit it unpacks. */
+	char *dest2 = mkdest(fx, "bomb2");
+	opts.max_unpacked_bytes = 64u << 20;
+	if (unpack_bytes(dest2, &gz, &opts, &res, &err) < 0)
+		fail_msg("%s", err->message);
+	free(gz.p);
+	free(dest2);
+	free(dest);
+}
+
 /* ---- duplicates ---------------------------------------------------------------------------- */
 
 static void test_duplicates(void **state)
@@ -1108,6 +1247,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_giant_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_streams, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_metadata_through_symlinks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_setuid_kept, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_deep_paths, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicates, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sparse, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),
