@@ -504,7 +504,7 @@ static int build_default(uint64_t caps, scmp_filter_ctx *ret, ad_error **err)
 	static const uint64_t personas[] = {0x0, 0x8, 0x20000, 0x20008, 0xffffffff};
 	for (size_t i = 0; r == 0 && i < sizeof(personas) / sizeof(personas[0]); i++)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 1,
-				     SCMP_A0(SCMP_CMP_EQ, personas[i]));
+				     SCMP_A0(SCMP_CMP_EQ, personas[i], 0));
 	if (r < 0) {
 		ad_error_make(err, AD_E_INTERNAL, -r, "seccomp conditional rules");
 		goto fail;

@@ -435,8 +435,8 @@ static int get_verified_manifest(store_session *sess, const char *ref_string, co
 	return 0;
 }
 
-static int parse_layers(pull_ctx *pc, const char *ref_string, json_t *manifest, json_t *config,
-			ad_error **err)
+int store_manifest_layers(const char *ref_string, json_t *manifest, json_t *config,
+			 store_layer_rec **ret, size_t *ret_n, ad_error **err)
 {
 	json_t *layers = json_object_get(manifest, "layers");
 	json_t *diff_ids = json_object_get(json_object_get(config, "rootfs"), "diff_ids");
@@ -453,23 +453,55 @@ static int parse_layers(pull_ctx *pc, const char *ref_string, json_t *manifest, 
 	if (json_array_size(layers) > MAX_LAYERS)
 		return ad_fail(err, AD_E_RESOURCE, "image %s has %zu layers, more than %d",
 			       ref_string, json_array_size(layers), MAX_LAYERS);
-	pc->n_layers = json_array_size(layers);
-	pc->layers = ad_malloc0(sizeof(*pc->layers) * (pc->n_layers ? pc->n_layers : 1));
-	for (size_t i = 0; i < pc->n_layers; i++) {
+	size_t n = json_array_size(layers);
+	store_layer_rec *v = ad_malloc0(sizeof(*v) * (n ? n : 1));
+	for (size_t i = 0; i < n; i++) {
 		json_t *d = json_array_get(layers, i);
 		const char *dig = json_string_value(json_object_get(d, "digest"));
 		const char *mt = json_string_value(json_object_get(d, "mediaType"));
 		const char *diff = json_string_value(json_array_get(diff_ids, i));
 		json_int_t size = json_integer_value(json_object_get(d, "size"));
-		if (!store_digest_valid(dig) || !store_digest_valid(diff) || size < 0)
+		if (!store_digest_valid(dig) || !store_digest_valid(diff) || size < 0) {
+			store_layer_recs_free(v, i);
 			return ad_fail(err, AD_E_DATA_LOSS,
 				       "image %s: layer %zu has an invalid digest, diff_id or size",
 				       ref_string, i);
-		pc->layers[i].digest = ad_strdup(dig);
-		pc->layers[i].media_type = ad_strdup(mt ? mt : "");
-		pc->layers[i].diff_id = ad_strdup(diff);
-		pc->layers[i].size = (uint64_t)size;
+		}
+		v[i].digest = ad_strdup(dig);
+		v[i].media_type = ad_strdup(mt ? mt : "");
+		v[i].diff_id = ad_strdup(diff);
+		v[i].size = (uint64_t)size;
 	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+void store_layer_recs_free(store_layer_rec *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++) {
+		free(v[i].digest);
+		free(v[i].media_type);
+		free(v[i].diff_id);
+	}
+	free(v);
+}
+
+static int parse_layers(pull_ctx *pc, const char *ref_string, json_t *manifest, json_t *config,
+			ad_error **err)
+{
+	store_layer_rec *v;
+	size_t n;
+	if (store_manifest_layers(ref_string, manifest, config, &v, &n, err) < 0)
+		return -1;
+	pc->n_layers = n;
+	pc->layers = ad_malloc0(sizeof(*pc->layers) * (n ? n : 1));
+	for (size_t i = 0; i < n; i++)
+		pc->layers[i] = (pull_layer){.digest = v[i].digest,
+					     .media_type = v[i].media_type,
+					     .diff_id = v[i].diff_id,
+					     .size = v[i].size};
+	free(v); /* the strings moved to pc->layers */
 	return 0;
 }
 

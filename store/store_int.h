@@ -134,6 +134,15 @@ typedef struct store_layer_rec {
 	uint64_t size;
 } store_layer_rec;
 
+/* ---- pull.c ---- */
+/* The layers an image manifest and its config describe, checked: as many
+ * rootfs.diff_ids as layers, at most 500, valid digests and sizes
+ * (AD_E_DATA_LOSS or AD_E_RESOURCE naming ref_string). Fuzzed:
+ * tests/fuzz/manifest_fuzz.c. */
+int store_manifest_layers(const char *ref_string, json_t *manifest, json_t *config,
+			 store_layer_rec **ret, size_t *ret_n, ad_error **err);
+void store_layer_recs_free(store_layer_rec *v, size_t n);
+
 int store_image_record(store *s, const char *name_tag, const char *repo_digest,
 		       const char *manifest_digest, const char *config_digest,
 		       const store_layer_rec *layers, size_t n_layers,
