@@ -42,10 +42,12 @@ def write_network(work, name, bridge, subnet, portmap=False):
     return cfgfile
 
 
-def new_agentd(work, name):
+def new_agentd(work, name, env=None):
     """An agentd (not started) on the network of write_network()."""
+    e = {"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")}
+    e.update(env or {})
     return H.Agentd(workdir=str(work / name), extra_args=["--config", str(work / "agentd.conf")],
-                    env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
+                    env=e)
 
 
 def agentd_on(work, name, conf_dir):
@@ -102,11 +104,11 @@ def remove_network(work, bridge):
 
 
 @contextlib.contextmanager
-def pod_agentd(work, pb, name, bridge, subnet, portmap=False):
+def pod_agentd(work, pb, name, bridge, subnet, portmap=False, env=None):
     """Starts agentd on a private network; on exit removes its pods, stops it
     and removes the network."""
     write_network(work, name, bridge, subnet, portmap)
-    a = new_agentd(work, "agentd")
+    a = new_agentd(work, "agentd", env)
     a.start()
     try:
         yield a
