@@ -28,6 +28,7 @@ typedef struct cfg_config {
 	uint32_t max_concurrent_streams;
 	unsigned workers;
 	unsigned drain_timeout; /* seconds */
+	unsigned max_connections_per_peer; /* 0: no limit */
 	bool debug_service;
 	/* [images] */
 	unsigned max_parallel_layers; /* layers fetched at once per pull */

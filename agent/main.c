@@ -1,5 +1,6 @@
 /* agentd: configuration, state DB, gRPC servers, signals. */
 #include <errno.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -143,6 +144,7 @@ static int start_servers(agentd *d, ad_error **err)
 	    .workers = c->workers,
 	    /* 0 would mean the library default; "no drain" is 1 ms. */
 	    .drain_timeout_ms = c->drain_timeout ? c->drain_timeout * 1000 : 1,
+	    .max_conns_per_peer = c->max_connections_per_peer,
 	};
 
 	/* One server for the unix socket and the mTLS port, another one for the
@@ -332,8 +334,12 @@ static int run(agentd *d)
 
 static void teardown(agentd *d)
 {
-	for (size_t i = 0; i < d->n_servers; i++)
+	for (size_t i = 0; i < d->n_servers; i++) {
+		uint64_t refused = rpc_server_refused_connections(d->servers[i]);
+		if (refused)
+			ad_info("%" PRIu64 " connections refused (max_connections_per_peer)", refused);
 		rpc_server_free(d->servers[i]);
+	}
 	if (d->sig_term)
 		event_free(d->sig_term);
 	if (d->sig_int)

@@ -36,6 +36,7 @@ struct rpc_conn {
 	struct event *deadline_ev; /* the earliest deadline of the core's calls */
 	rpc_core *core;		   /* NULL until the TLS handshake is done */
 	char peer[INET6_ADDRSTRLEN + 16];
+	char peer_key[INET6_ADDRSTRLEN + 8]; /* address, or "uid N": whom max_per_peer counts */
 	char *identity;
 	rpc_conn *flush_next; /* in a batch of connections to flush (conn_set_pump_ready) */
 	bool flush_listed;
@@ -382,6 +383,15 @@ static void conn_preface_timeout(evutil_socket_t fd, short what, void *arg)
 		conn_free(c);
 }
 
+/* Whether the peer already has as many connections as it may. */
+static bool conn_peer_full(rpc_conn_set *set, const char *key)
+{
+	unsigned n = 0;
+	for (rpc_conn *o = set->head; o && n < set->max_per_peer; o = o->next)
+		n += strcmp(o->peer_key, key) == 0;
+	return n >= set->max_per_peer;
+}
+
 void conn_set_accept(rpc_conn_set *set, int fd, const struct sockaddr *sa, bool tls)
 {
 	rpc_conn *c = ad_malloc0(sizeof(*c));
@@ -390,6 +400,10 @@ void conn_set_accept(rpc_conn_set *set, int fd, const struct sockaddr *sa, bool 
 	if (sa->sa_family == AF_UNIX) {
 		c->unix_peer = true;
 		snprintf(c->peer, sizeof(c->peer), "unix");
+		struct ucred cred = {.uid = (uid_t)-1};
+		socklen_t len = sizeof(cred);
+		getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+		snprintf(c->peer_key, sizeof(c->peer_key), "uid %u", (unsigned)cred.uid);
 	} else {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -406,6 +420,14 @@ void conn_set_accept(rpc_conn_set *set, int fd, const struct sockaddr *sa, bool 
 			port = ntohs(in6->sin6_port);
 			snprintf(c->peer, sizeof(c->peer), "[%s]:%d", host, port);
 		}
+		snprintf(c->peer_key, sizeof(c->peer_key), "%s", host);
+	}
+	if (set->max_per_peer && conn_peer_full(set, c->peer_key)) {
+		/* Not linked yet: closed before anything is read or allocated. */
+		set->refused++;
+		close(fd);
+		free(c);
+		return;
 	}
 	c->next = set->head;
 	if (set->head)

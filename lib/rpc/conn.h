@@ -19,6 +19,8 @@ typedef struct rpc_conn_set {
 	SSL_CTX *ssl_ctx; /* NULL: no TLS */
 	uint8_t *rbuf;	  /* input buffer shared by all connections */
 	rpc_conn *head;
+	unsigned max_per_peer; /* 0: no limit */
+	uint64_t refused;      /* connections closed for max_per_peer */
 	/* Runs after a connection was freed. */
 	void (*closed_fn)(void *arg);
 	void *closed_arg;

@@ -112,6 +112,7 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	srv->env.notify = server_notify;
 	srv->env.hook_arg = srv;
 	conn_set_init(&srv->conns, base, &srv->env, server_conn_closed, srv);
+	srv->conns.max_per_peer = cfg->max_conns_per_peer;
 	if (pool_init(&srv->pool, base, cfg->workers ? cfg->workers : 8, server_calls_ready, srv,
 		      err) < 0)
 		goto fail;
@@ -148,6 +149,11 @@ int rpc_server_reload_tls(rpc_server *srv, const char *cert, const char *key,
 	if (!srv->conns.ssl_ctx)
 		return ad_fail(err, AD_E_PRECONDITION, "the server has no TLS listener");
 	return conn_set_tls(&srv->conns, cert, key, client_ca, err);
+}
+
+uint64_t rpc_server_refused_connections(rpc_server *srv)
+{
+	return srv->conns.refused;
 }
 
 int rpc_server_tcp_port(rpc_server *srv)

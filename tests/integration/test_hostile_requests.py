@@ -13,6 +13,7 @@ import socket
 import ssl
 import stat
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -241,3 +242,39 @@ def test_layer_over_the_unpack_limit(pb, agentd_factory, registry, tmp_path):
         assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert len(img.ListImages(pb.api.ListImagesRequest()).images) == 0
     assert list(Path(a.root, "layers").iterdir()) == []
+
+
+def test_connections_per_peer(pb, agentd_factory, tmp_path):
+    """[grpc] max_connections_per_peer: the local peer (uid 0) holds 5; a
+    sixth is closed as it is accepted, before a byte of HTTP/2; closing one
+    makes room; the refusals are counted in agentd's log at exit."""
+    conf = tmp_path / "peer.conf"
+    conf.write_text("[grpc]\nmax_connections_per_peer = 5\n")
+    a = agentd_factory(extra_args=["--config", str(conf)])
+    conns = []
+    try:
+        for _ in range(5):
+            c = H.RawH2(unix_path=a.sock)
+            c.start()
+            assert c.read_frame(timeout=5) is not None  # the server's SETTINGS
+            conns.append(c)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(a.sock)
+        assert s.recv(64) == b""  # closed without a word
+        s.close()
+    finally:
+        for c in conns[1:]:
+            c.close()
+    if conns:
+        conns[0].close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            a.assert_healthy()
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    a.stop()
+    assert "1 connections refused (max_connections_per_peer)" in a.stderr_text()

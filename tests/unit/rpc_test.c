@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -1419,6 +1420,75 @@ static void test_preface_timeout(void **state)
 	server_stop(ts);
 }
 
+/* max_conns_per_peer: a peer's connection past the limit is closed at
+ * accept and counted; another peer (TCP from 127.0.0.1 vs unix uid 0) has
+ * its own count; a closed connection makes room again. */
+static int raw_connect(const struct sockaddr *sa, socklen_t len)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, sa, len), 0);
+	return fd;
+}
+
+/* 1: the server spoke (its SETTINGS), 0: it closed without a word. */
+static int first_read(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	assert_true(poll(&p, 1, 5000) > 0);
+	char buf[64];
+	ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	return n > 0;
+}
+
+static void test_conns_per_peer(void **state)
+{
+	(void)state;
+	rpc_server_config cfg = {.unix_path = sock_path,
+				 .tcp_listen = "127.0.0.1:0",
+				 .tcp_insecure = true,
+				 .max_conns_per_peer = 3};
+	tserver *ts = server_start_cfg(&cfg);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	strcpy(sun.sun_path, sock_path);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ts->port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	rpc_client *c[3];
+	for (int i = 0; i < 3; i++)
+		c[i] = client_unix();
+	int over = raw_connect((struct sockaddr *)&sun, sizeof(sun));
+	assert_int_equal(first_read(over), 0);
+	close(over);
+	assert_int_equal(rpc_server_refused_connections(ts->srv), 1);
+	/* TCP from 127.0.0.1 is another peer. */
+	int tcp = raw_connect((struct sockaddr *)&sin, sizeof(sin));
+	assert_int_equal(first_read(tcp), 1);
+	close(tcp);
+	/* The three are served all along. */
+	for (int i = 0; i < 3; i++) {
+		Agent__V1__EchoResponse *resp = NULL;
+		rpc_status rs = {0};
+		ad_error *err = NULL;
+		assert_int_equal(echo(c[i], ECHO, "in", 0, 5000, &resp, &rs, &err), 0);
+		assert_int_equal(rs.code, RPC_OK);
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	/* One leaves: room for one more (once the server saw it go). */
+	rpc_client_free(c[2]);
+	int spoke = 0;
+	for (int i = 0; i < 100 && !spoke; i++) {
+		int fd = raw_connect((struct sockaddr *)&sun, sizeof(sun));
+		spoke = first_read(fd);
+		close(fd);
+		if (!spoke)
+			usleep(20000);
+	}
+	assert_true(spoke);
+	rpc_client_free(c[0]);
+	rpc_client_free(c[1]);
+	server_stop(ts);
+}
+
 static void test_client_after_server_gone(void **state)
 {
 	(void)state;
@@ -1612,6 +1682,7 @@ int main(void)
 	    cmocka_unit_test(test_raw_framing),
 	    cmocka_unit_test(test_rapid_reset),
 	    cmocka_unit_test(test_preface_timeout),
+	    cmocka_unit_test(test_conns_per_peer),
 	    cmocka_unit_test(test_client_after_server_gone),
 	    cmocka_unit_test(test_stream_backpressure),
 	    cmocka_unit_test(test_slow_calls_do_not_starve),

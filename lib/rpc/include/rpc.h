@@ -84,6 +84,10 @@ typedef struct rpc_server_config {
 				    * (up to max(64, 4 x workers)) and leave again
 				    * after 10 s idle */
 	unsigned drain_timeout_ms; /* 0: 5000 */
+	/* Open connections per peer (a TCP peer is its address, a unix one its
+	 * uid); one more is closed at accept and counted
+	 * (rpc_server_refused_connections). 0: no limit. */
+	unsigned max_conns_per_peer;
 } rpc_server_config;
 
 /* Binds the listeners (a stale unix socket file is replaced only if nothing
@@ -102,6 +106,8 @@ int rpc_server_reload_tls(rpc_server *srv, const char *cert, const char *key,
 			  const char *client_ca, ad_error **err);
 /* The bound TCP port (useful with port 0), or -1. */
 int rpc_server_tcp_port(rpc_server *srv);
+/* Connections closed at accept for max_conns_per_peer, since the start. */
+uint64_t rpc_server_refused_connections(rpc_server *srv);
 /* Stops accepting, sends GOAWAY, lets in-flight calls finish for at most
  * drain_timeout_ms, then cancels the rest and calls `done` on the loop. */
 void rpc_server_shutdown(rpc_server *srv, void (*done)(void *arg), void *arg);
