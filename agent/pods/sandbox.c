@@ -1153,10 +1153,10 @@ int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
 	/* Not ready first: from here on no created container of the pod starts
 	 * (mgr_ctr_start). */
 	if (r == 0)
-		ad_fault_point("pod.stop.torn_down");
-	if (r == 0)
 		r = mgr_db_exec(m, err, "UPDATE pods SET state = ?2 WHERE id = ?1", "si", id,
 				(int64_t)MGR_POD_NOTREADY);
+	if (r == 0)
+		ad_fault_point("pod.stop.notready");
 	if (r == 0)
 		r = pod_teardown(m, p, false, err);
 	if (r < 0 && p)

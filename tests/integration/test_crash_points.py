@@ -62,7 +62,7 @@ POINTS = {
     "pod.cni_added": ("run_pod", {"gone"}),
     "pod.infra_started": ("run_pod", {"gone"}),
     "pod.ready": ("run_pod", {"SANDBOX_READY"}),
-    "pod.stop.torn_down": ("stop_pod", {"SANDBOX_NOTREADY"}),
+    "pod.stop.notready": ("stop_pod", {"SANDBOX_NOTREADY"}),
     "pod.remove.torn_down": ("remove_pod", {"SANDBOX_NOTREADY", "gone"}),
     "ctr.inserted": ("create", {"gone"}),
     "ctr.rootfs": ("create", {"gone"}),
