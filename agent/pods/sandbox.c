@@ -1343,8 +1343,8 @@ static const char *const pods_migrations[] = {
 	/* 2: a container's runtime config as the runtime packs it (built once,
 	 * at create; NULL for containers created before) and its stop signal;
 	 * config is the caller's own record of its request from now on. */
-	"ALTER TABLE containers ADD COLUMN stop_signal INTEGER NOT NULL DEFAULT 0;"
-	"ALTER TABLE containers ADD COLUMN rt_config BLOB;",
+	("ALTER TABLE containers ADD COLUMN stop_signal INTEGER NOT NULL DEFAULT 0;"
+	 "ALTER TABLE containers ADD COLUMN rt_config BLOB;"),
 	/* 3: what the caller says of the node (the pod CIDR). */
 	"CREATE TABLE node_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
