@@ -39,8 +39,15 @@ def daemon(work, pb, registry):
     """agentd on its own network; ASan keeps no freed memory in quarantine,
     so that its RSS shows what it holds."""
     env = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:quarantine_size_mb=0"}
-    with P.pod_agentd(work, pb, "agentd-soak", BRIDGE, SUBNET, env=env) as a:
-        yield a
+    try:
+        with P.pod_agentd(work, pb, "agentd-soak", BRIDGE, SUBNET, env=env) as a:
+            yield a
+    finally:
+        for top in Path("/sys/fs/cgroup").iterdir():
+            try:
+                (top / CGROUP_PARENT.lstrip("/")).rmdir()
+            except OSError:
+                pass
 
 
 def cgroup_count():
