@@ -503,6 +503,29 @@ static cni_port_mapping *ports_from_json(const char *text, size_t *ret_n, json_t
 	return pm;
 }
 
+/* What CNI is told of a pod: its ids, netns and port mappings. The mappings
+ * point into *ret_json; pod_cni_args_clear frees both. */
+static cni_pod pod_cni_args(const mgr_pod *p, json_t **ret_json)
+{
+	size_t n_pm;
+	cni_port_mapping *pm = ports_from_json(p->ports_json, &n_pm, ret_json);
+	return (cni_pod){
+	    .container_id = p->id,
+	    .netns_path = p->netns,
+	    .pod_namespace = p->namespace_,
+	    .pod_name = p->name,
+	    .pod_uid = p->uid,
+	    .port_mappings = pm,
+	    .n_port_mappings = n_pm,
+	};
+}
+
+static void pod_cni_args_clear(cni_pod *cp, json_t *json)
+{
+	free((void *)cp->port_mappings);
+	json_decref(json);
+}
+
 typedef int (*cni_op)(const cni_net *net, const cni_pod *pod, const char *cached_result,
 		      ad_error **err);
 
@@ -516,20 +539,9 @@ static int pod_network_op(mgr *m, const mgr_pod *p, cni_op op, ad_error **err)
 	if (cni_net_parse(&o, p->cni_net, "stored network config", &net, err) < 0)
 		return -1;
 	json_t *pj;
-	size_t n_pm;
-	cni_port_mapping *pm = ports_from_json(p->ports_json, &n_pm, &pj);
-	cni_pod cp = {
-	    .container_id = p->id,
-	    .netns_path = p->netns,
-	    .pod_namespace = p->namespace_,
-	    .pod_name = p->name,
-	    .pod_uid = p->uid,
-	    .port_mappings = pm,
-	    .n_port_mappings = n_pm,
-	};
+	cni_pod cp = pod_cni_args(p, &pj);
 	int r = op(net, &cp, p->cni_result, err);
-	free(pm);
-	json_decref(pj);
+	pod_cni_args_clear(&cp, pj);
 	cni_net_free(net);
 	return r;
 }
@@ -1047,20 +1059,9 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 		}
 		if (r == 0) {
 			json_t *pj;
-			size_t n_pm;
-			cni_port_mapping *pm = ports_from_json(p->ports_json, &n_pm, &pj);
-			cni_pod cp = {
-			    .container_id = p->id,
-			    .netns_path = p->netns,
-			    .pod_namespace = p->namespace_,
-			    .pod_name = p->name,
-			    .pod_uid = p->uid,
-			    .port_mappings = pm,
-			    .n_port_mappings = n_pm,
-			};
+			cni_pod cp = pod_cni_args(p, &pj);
 			r = cni_add(net, &cp, &p->cni_result, err);
-			free(pm);
-			json_decref(pj);
+			pod_cni_args_clear(&cp, pj);
 			if (r == 0)
 				r = mgr_db_exec(m, err,
 						"UPDATE pods SET cni_result = ?2 WHERE id = ?1",
