@@ -43,11 +43,18 @@ def daemon(work, pb, registry):
         with P.pod_agentd(work, pb, "agentd-soak", BRIDGE, SUBNET, env=env) as a:
             yield a
     finally:
+        # A child cgroup the kernel is still tearing down keeps its parent
+        # busy for a moment.
         for top in Path("/sys/fs/cgroup").iterdir():
-            try:
-                (top / CGROUP_PARENT.lstrip("/")).rmdir()
-            except OSError:
-                pass
+            d = top / CGROUP_PARENT.lstrip("/")
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def cgroup_count():
