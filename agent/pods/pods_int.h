@@ -1,5 +1,5 @@
-/* manager_int.h — what manager.c (pods) and container.c share. Not a public
- * header: only the manager's own files include it. */
+/* pods_int.h — what the pod manager's files share (the README lists them).
+ * Not a public header: only the manager's own files include it. */
 #ifndef AGENTD_PODS_INT_H
 #define AGENTD_PODS_INT_H
 
@@ -45,7 +45,7 @@ struct mgr {
 	/* Notices exits of running containers without waiting for a query. */
 	pthread_t monitor;
 	bool monitor_started, stopping;
-	/* Exit watches (container.c): the shims' pidfds of started containers
+	/* Exit watches (exit_monitor.c): the shims' pidfds of started containers
 	 * in an epoll set the monitor waits on, so an exit is recorded (and its
 	 * event sent) as it happens; plus an eventfd that wakes the monitor. */
 	int exit_epoll, exit_wake;
@@ -57,7 +57,10 @@ struct mgr {
 	size_t n_cpu_samples;
 };
 
+/* events.c */
 void mgr_event_publish(mgr *m, const char *id, const char *pod_id, mgr_event_type type);
+
+/* exit_monitor.c */
 /* Refreshes every running container (records exits). */
 void mgr_ctr_poll(mgr *m);
 /* Exit watches: set up before the monitor starts; wait returns after
@@ -67,14 +70,27 @@ int mgr_ctr_watch_init(mgr *m, ad_error **err);
 void mgr_ctr_wait_exits(mgr *m, int timeout_ms);
 void mgr_ctr_watch_wake(mgr *m);
 void mgr_ctr_watch_close(mgr *m);
+void mgr_ctr_watch_exit(mgr *m, const char *id, int fd, int ns_fd);
+/* The monitor thread's body (mgr_open starts it). */
+void *mgr_monitor_main(void *arg);
+/* Records the exit st describes (once: only the caller that moves the row to
+ * exited announces STOPPED); state_lost: the shim and its state are gone. */
+int mgr_ctr_record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err);
+int mgr_ctr_record_state_lost(mgr *m, mgr_ctr *c, ad_error **err);
+/* A running container whose process is gone gets its exit recorded; with
+ * ret_stats, the cgroup stats of one still running are read too. */
+int mgr_ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err);
+int mgr_ctr_refresh_stats(mgr *m, mgr_ctr *c, rt_stats *ret_stats, ad_error **err);
 
+/* id_holds.c */
 /* Waits until no other operation holds `id`, then holds it. */
 void mgr_hold(mgr *m, const char *id);
 void mgr_release(mgr *m, const char *id);
-
 /* A new random 64-hex id. */
 char *mgr_new_id(void);
 
+/* state_db.c */
+extern const ad_db_schema mgr_pods_schema;
 /* DB helpers; each takes db_lock itself. */
 int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
 /* The same, returning the number of rows changed (or -1). */
@@ -89,8 +105,48 @@ uint8_t *mgr_col_blob(sqlite3_stmt *st, int i, size_t *ret_len);
 int mgr_query_rows(mgr *m, const char *sql, const char *param, void *(*from_row)(sqlite3_stmt *),
 		   void (*free_all)(void *), const char *what, void ***ret, size_t *ret_n,
 		   ad_error **err);
-void mgr_cni_opts(mgr *m, cni_opts *o);
 
+/* pod.c */
+#define POD_COLS                                                                                   \
+	"id, name, namespace, uid, attempt, state, created_ns, netns, infra_id, cni_result,"       \
+	" port_mappings, cni_net, log_directory, hostname, dir, runtime_handler, config"
+/* Rows of `sql` (one optional text parameter, selecting POD_COLS) as pods. */
+int mgr_pod_query(mgr *m, const char *sql, const char *param, mgr_pod ***ret, size_t *ret_n,
+		  ad_error **err);
+/* Undoes whatever of a pod exists (remove: everything, else what runs). */
+int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err);
+
+/* pod_network.c */
+void mgr_cni_opts(mgr *m, cni_opts *o);
+int mgr_pod_network_up(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **err);
+/* CNI DEL with what ADD stored; idempotent. */
+int mgr_pod_network_down(mgr *m, const mgr_pod *p, ad_error **err);
+
+/* pod_files.c: hostname, hosts, resolv.conf in the pod's dir. */
+int mgr_pod_write_files(const mgr_pod *p, const mgr_pod_spec *spec, const char *ip, ad_error **err);
+
+/* pod_sysctls.c */
+int mgr_pod_sysctls_check(const mgr_pod_spec *spec, ad_error **err);
+int mgr_pod_sysctls_apply(const mgr_pod_spec *spec, const char *netns, pid_t infra, ad_error **err);
+
+/* pod_infra.c */
+int mgr_infra_start(mgr *m, const mgr_pod *p, const mgr_pod_spec *spec, pid_t *ret_pid,
+		    ad_error **err);
+int mgr_infra_stop(mgr *m, const char *infra_id, bool delete, ad_error **err);
+/* <root>/infra-rootfs: the infra binary and the mount points. */
+int mgr_infra_rootfs_make(mgr *m, ad_error **err);
+
+/* container.c */
+#define CTR_COLS                                                                                   \
+	"id, pod_id, name, attempt, state, image, image_id, image_ref, created_ns, started_ns,"    \
+	" finished_ns, exit_code, reason, message, log_path, image_config, config, stop_signal,"   \
+	" rt_config"
+int mgr_ctr_query(mgr *m, const char *sql, const char *param, mgr_ctr ***ret, size_t *ret_n,
+		  ad_error **err);
+/* The row as it is (creating too), without a refresh. */
+int mgr_ctr_load(mgr *m, const char *id, mgr_ctr **ret, ad_error **err);
+/* The runtime config stored at create (AD_E_DATA_LOSS if there is none). */
+int mgr_ctr_stored_config(const mgr_ctr *c, rt_config *ret, ad_error **err);
 /* Stop / remove with the container id already held by the caller. */
 int mgr_ctr_remove_locked(mgr *m, const char *id, ad_error **err);
 int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err);
@@ -100,9 +156,14 @@ int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err);
 int mgr_ctr_release_locked(mgr *m, const char *id, int64_t t[3], ad_error **err);
 /* Containers of a pod (ids, NULL-terminated). */
 int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err);
-/* Startup: containers left half-created are removed, exits recorded. */
-void mgr_ctr_reconcile(mgr *m);
 
+/* container_create.c: a draft's row and rootfs go (and its runtime state, with runtime). */
+void mgr_ctr_undo(mgr *m, const char *id, bool runtime);
+
+/* reconcile.c: start-up (README.md says what it does). */
+void mgr_reconcile(mgr *m);
+
+/* manager.c */
 /* 0 if the runtime is there, else AD_E_UNAVAILABLE saying why. */
 int mgr_need_rt(mgr *m, ad_error **err);
 
