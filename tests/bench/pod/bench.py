@@ -10,7 +10,6 @@ loopback. Run by tests/bench/pod/run (which installs the packages and builds
 agentd); everything lives under the work dir given (a tmpfs)."""
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,9 @@ TOP = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(TOP / "tests" / "integration"))
 import agentd_harness as H  # noqa: E402
 from registry_harness import ImageBuilder, Registry  # noqa: E402
+
+sys.path.insert(0, str(TOP / "tests" / "bench"))
+from containerd_cri import ContainerdSide, procs  # noqa: E402
 
 WORK = Path(sys.argv[1])
 BUILD = os.environ["AGENTD_BUILD_DIR"]
@@ -51,34 +53,6 @@ def mem_kib(pid):
         return rss, pss
     except (OSError, StopIteration):
         return 0, 0
-
-
-def ppid_of(pid):
-    return int(open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[1])
-
-
-def procs(match):
-    """PIDs whose (exe, cmdline, parent pid) satisfy match and that have a
-    child (a shim with its container; not one still exiting after a removed
-    pod)."""
-    ppids = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                ppids[int(p)] = ppid_of(p)
-            except (OSError, IndexError):
-                pass
-    parents = set(ppids.values())
-    out = []
-    for pid, ppid in ppids.items():
-        try:
-            exe = os.readlink("/proc/%d/exe" % pid)
-            cmd = open("/proc/%d/cmdline" % pid, "rb").read().decode(errors="replace")
-        except OSError:
-            continue
-        if match(exe, cmd, ppid) and pid in parents:
-            out.append(pid)
-    return out
 
 
 class Side:
@@ -114,87 +88,6 @@ class AgentdSide(Side):
         self.a.stop()
         if str(WORK / "netns") in Path("/proc/self/mountinfo").read_text():
             run("umount", WORK / "netns", check=False)
-
-
-class ContainerdSide(Side):
-    name = "containerd"
-
-    def __init__(self, reg):
-        d = WORK / "ctd"
-        d.mkdir()
-        self.sock = str(d / "containerd.sock")
-        host = reg.host
-        (d / "config.toml").write_text("""version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{host}/{pause}"
-  enable_selinux = false
-  # This host refuses lowering oom_score_adj (CRI gives pause -998): clamp it
-  # to containerd's own, as in an unprivileged/nested setup.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        BinaryName = "{runc}"
-        Root = "{d}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]
-    endpoint = ["http://{host}"]
-  [plugins."io.containerd.grpc.v1.cri".registry.configs."{host}".tls]
-    insecure_skip_verify = true
-""".format(d=d, sock=self.sock, host=host, pause=PAUSE_PATH, cni=WORK / "cni",
-           runc=os.environ.get("BENCH_RUNC", "/usr/sbin/runc")))
-        self.log = open(d / "containerd.log", "wb")
-        self.p = subprocess.Popen(["/usr/bin/containerd", "--config", str(d / "config.toml"),
-                                   "--log-level", os.environ.get("BENCH_CTD_LOG", "warn")], stdin=subprocess.DEVNULL,
-                                  stdout=self.log, stderr=self.log, start_new_session=True)
-        self.pid = self.p.pid
-        deadline = time.monotonic() + 30
-        while not os.path.exists(self.sock):
-            if self.p.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("containerd did not start:\n" +
-                                   (d / "containerd.log").read_text()[-3000:])
-            time.sleep(0.1)
-        self.sock = "unix://" + self.sock
-
-    def shims(self):
-        addr = self.sock[len("unix://"):]
-        return procs(lambda exe, cmd, ppid: exe.endswith("containerd-shim-runc-v2")
-                     and addr in cmd)
-
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        d = WORK / "ctd"
-        # Whatever containerd left mounted under its root/state (snapshots, shm).
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            mp = line.split()[4]
-            if mp.startswith(str(d) + "/"):
-                run("umount", "-l", mp, check=False)
 
 
 def bench_side(pb, side, image, pull_extra=()):
@@ -300,7 +193,7 @@ def main():
                     s.stop()
             if ONLY in ("", "containerd"):
                 try:
-                    s = ContainerdSide(reg)
+                    s = ContainerdSide(WORK, reg.host, pause, WORK / "cni")
                 except Exception as e:  # noqa: BLE001
                     print("containerd: could not start: %s" % e, file=sys.stderr)
                     s = None
@@ -309,8 +202,7 @@ def main():
                         results["containerd"] = bench_side(pb, s, image, (pause,))
                     except Exception as e:  # noqa: BLE001
                         print("containerd: failed: %s" % e, file=sys.stderr)
-                        print((WORK / "ctd" / "containerd.log").read_text()[-3000:],
-                              file=sys.stderr)
+                        print(s.log_tail(), file=sys.stderr)
                     finally:
                         s.stop()
     finally:
