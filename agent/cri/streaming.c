@@ -15,10 +15,11 @@
 
 #include "cri_int.h"
 
-/* An exec in flight: its helper process (our child) and a tty's master. */
+/* An exec in flight: its helper process (our child). A tty's master is only
+ * in the server's hands (proc's stdin and stdout fds): once it closes them
+ * all, the terminal hangs up. */
 typedef struct exec_handle {
 	pid_t pid;
-	int pty_master; /* -1 without a tty */
 } exec_handle;
 
 /* The container's own pty; one of the host's where it has no devpts of its
@@ -108,11 +109,10 @@ static int be_exec(void *ctx, const st_request *req, st_process *proc, ad_error 
 	}
 	exec_handle *h = ad_malloc0(sizeof(*h));
 	h->pid = pid;
-	h->pty_master = master;
 	if (master >= 0) {
 		/* stdin and stdout are both the master; each end is closed alone. */
 		proc->stdin_fd = req->in ? fcntl(master, F_DUPFD_CLOEXEC, 3) : -1;
-		proc->stdout_fd = fcntl(master, F_DUPFD_CLOEXEC, 3);
+		proc->stdout_fd = master;
 	} else {
 		proc->stdin_fd = ours[0];
 		proc->stdout_fd = ours[1];
@@ -138,11 +138,12 @@ static int be_resize(void *ctx, const st_request *req, st_process *proc, unsigne
 		     unsigned cols)
 {
 	cri_service *svc = ctx;
-	exec_handle *h = proc->handle;
-	if (h && h->pty_master >= 0) {
+	if (req->kind == ST_EXEC) {
+		/* The pty master, while the server still has it. */
 		struct winsize ws = {.ws_row = (unsigned short)rows,
 				     .ws_col = (unsigned short)cols};
-		return ioctl(h->pty_master, TIOCSWINSZ, &ws);
+		return req->tty && proc->stdout_fd >= 0 ? ioctl(proc->stdout_fd, TIOCSWINSZ, &ws)
+							: -1;
 	}
 	_cleanup_error_ ad_error *e = NULL;
 	if (req->kind == ST_ATTACH && mgr_ctr_resize(svc->pods, req->target, rows, cols, &e) < 0) {
@@ -168,8 +169,6 @@ static int be_finish(void *ctx, const st_request *req, st_process *proc, bool ab
 	while (waitpid(h->pid, &st, 0) < 0 && errno == EINTR)
 		;
 	*exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	if (h->pty_master >= 0)
-		close(h->pty_master);
 	free(h);
 	proc->handle = NULL;
 	return 0;

@@ -413,3 +413,135 @@ def test_agentctl_port_forward(daemon, pod):
     assert "port 8099" in err, err
     r = P.ctl(daemon, "port-forward", pod_id, "0:80")
     assert r.returncode == 64, r
+
+
+# ---- WebSocket subprotocols straight from websocket-client ---------------------------
+# python3-websocket (websocket-client, which python3-kubernetes uses underneath)
+# speaking the channel protocols itself: v5's close channel (255) for stdin
+# half-close, and the base64 text framing.
+
+def ws_open(url, protocol, sslopt=None):
+    import websocket
+    scheme = "wss://" if url.startswith("https://") else "ws://"
+    ws = websocket.create_connection(scheme + url.split("://", 1)[1], timeout=20,
+                                     subprotocols=[protocol], sslopt=sslopt)
+    assert ws.getsubprotocol() == protocol
+    return ws
+
+
+def ws_collect(ws, b64=False):
+    """Every channel's bytes until the server closes."""
+    import base64
+    import websocket
+    chans = {}
+    while True:
+        try:
+            op, data = ws.recv_data()
+        except websocket.WebSocketConnectionClosedException:
+            break
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            break
+        if isinstance(data, str):
+            data = data.encode()
+        if not data:
+            continue
+        if b64:
+            ch, payload = data[0] - ord("0"), base64.b64decode(data[1:])
+        else:
+            ch, payload = data[0], data[1:]
+        chans[ch] = chans.get(ch, b"") + payload
+    ws.close()
+    return chans
+
+
+def ws_send(ws, channel, data, b64=False):
+    import base64
+    import websocket
+    if b64:
+        ws.send(chr(ord("0") + channel) + base64.b64encode(data).decode())
+    else:
+        ws.send(bytes([channel]) + data, opcode=websocket.ABNF.OPCODE_BINARY)
+
+
+def test_ws_v5_stdin_close(rt, pb, pod):
+    """v5.channel.k8s.io: channel 255 with 0 closes stdin; cat ends, its
+    output and a Success status arrive."""
+    _, ids = pod
+    ws = ws_open(exec_url(rt, pb, ids["sleeper"], ["sh", "-c", "cat; echo end"], stdin=True),
+                 "v5.channel.k8s.io")
+    data = b"".join(b"line %d\n" % i for i in range(2000))
+    ws_send(ws, 0, data)
+    ws_send(ws, 255, b"\x00")
+    ch = ws_collect(ws)
+    assert ch.get(1) == data + b"end\n"
+    assert json.loads(ch[3])["status"] == "Success", ch.get(3)
+
+
+def test_ws_v5_close_of_other_channel_keeps_stdin(rt, pb, pod):
+    """A close of a channel that is not stdin leaves stdin open."""
+    _, ids = pod
+    ws = ws_open(exec_url(rt, pb, ids["sleeper"], ["sh", "-c", "read a; echo got:$a; exit 4"],
+                          stdin=True), "v5.channel.k8s.io")
+    ws_send(ws, 255, b"\x01")
+    ws_send(ws, 0, b"x\n")
+    ch = ws_collect(ws)
+    assert ch.get(1) == b"got:x\n"
+    st = json.loads(ch[3])
+    assert st["reason"] == "NonZeroExitCode" and st["details"]["causes"][0]["message"] == "4"
+
+
+def test_ws_base64(rt, pb, pod):
+    """base64.channel.k8s.io (version 1): text frames, a digit for the
+    channel, base64 data; the error channel has the failure's text."""
+    _, ids = pod
+    ws = ws_open(exec_url(rt, pb, ids["sleeper"],
+                          ["sh", "-c", "read l; echo out:$l; echo err >&2; exit 2"], stdin=True),
+                 "base64.channel.k8s.io")
+    ws_send(ws, 0, b"\x01\xffbin\n", b64=True)  # sh drops NUL
+    ch = ws_collect(ws, b64=True)
+    assert ch.get(1) == b"out:\x01\xffbin\n"
+    assert ch.get(2) == b"err\n"
+    assert b"exit code 2" in ch.get(3, b""), ch
+
+
+def test_ws_v4_base64_status(rt, pb, pod):
+    _, ids = pod
+    ws = ws_open(exec_url(rt, pb, ids["sleeper"], ["sh", "-c", "echo hi; exit 3"]),
+                 "v4.base64.channel.k8s.io")
+    ch = ws_collect(ws, b64=True)
+    assert ch.get(1) == b"hi\n"
+    assert json.loads(ch[3])["details"]["causes"][0]["message"] == "3"
+
+
+# ---- stdin EOF on a tty exec ------------------------------------------------------
+
+def test_ws_v5_tty_stdin_close_hangs_up(rt, pb, pod):
+    """The end of stdin on a tty exec hangs the terminal up, as containerd's
+    shim does (it closes the console once the exec's stdin ends): what was
+    typed before is read and echoed, then the process gets SIGHUP."""
+    _, ids = pod
+    ws = ws_open(exec_url(rt, pb, ids["sleeper"], ["cat"], tty=True, stdin=True),
+                 "v5.channel.k8s.io")
+    ws_send(ws, 0, b"typed\r")
+    deadline = time.monotonic() + 10
+    seen = b""
+    while b"typed" not in seen and time.monotonic() < deadline:
+        op, data = ws.recv_data()
+        if data and data[0] == 1:
+            seen += data[1:]
+    ws_send(ws, 255, b"\x00")
+    t0 = time.monotonic()
+    ch = ws_collect(ws)
+    assert time.monotonic() - t0 < 10
+    st = json.loads(ch[3])
+    assert st["details"]["causes"][0]["message"] == "129", st  # 128 + SIGHUP
+
+
+def test_agentctl_exec_tty_stdin_eof(daemon, pod):
+    """agentctl exec -it with stdin from a pipe (a tty requested, stdin not a
+    terminal): its EOF ends `cat` in the container instead of hanging."""
+    _, ids = pod
+    r = subprocess.run([H.agentctl_binary(), "-e", "unix://" + daemon.sock, "exec", "-it",
+                        ids["sleeper"], "cat"], input="abc\n", capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 129, r

@@ -1040,6 +1040,21 @@ static bool read_output(session *s, int *fd, int kind)
 	return true;
 }
 
+/* The end of a tty exec's stdin hangs its terminal up, as containerd does
+ * (its shim closes the console once the stdin fifo ends): the pty master
+ * closes, the process gets SIGHUP and reads end. What it wrote before is
+ * still read and sent. */
+static void hang_up(session *s)
+{
+	for (int i = 0; i < 64 && s->proc.stdout_fd >= 0; i++) {
+		size_t before = hs_buf_size(&s->out);
+		if (!read_output(s, &s->proc.stdout_fd, K_STDOUT) || hs_buf_size(&s->out) == before)
+			break;
+	}
+	close_fd(&s->proc.stdout_fd);
+	s->out_eof = true;
+}
+
 static void write_stdin(session *s)
 {
 	int fd = s->proc.framed ? s->proc.stdout_fd : s->proc.stdin_fd;
@@ -1060,6 +1075,8 @@ static void write_stdin(session *s)
 			s->stdin_shut = true;
 		} else {
 			close_fd(&s->proc.stdin_fd);
+			if (s->req->kind == ST_EXEC && s->req->tty && s->proc.stdout_fd >= 0)
+				hang_up(s);
 		}
 	}
 }
