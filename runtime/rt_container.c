@@ -1039,14 +1039,15 @@ int rt_update(rt_container *c, const rt_resources *res, ad_error **err)
 	return 0;
 }
 
-int rt_attach(rt_container *c, int *ret_fd, ad_error **err)
+int rt_attach(rt_container *c, bool with_stdin, int *ret_fd, ad_error **err)
 {
 	_cleanup_close_ int s = shim_connect(c, err);
 	if (s < 0)
 		return -1;
 	struct timeval tv = {.tv_sec = 5};
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (send(s, "attach\n", 7, MSG_NOSIGNAL) != 7)
+	const char *req = with_stdin ? "attach\n" : "attach-output\n";
+	if (send(s, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
 		return ad_fail_errno(err, AD_E_UNAVAILABLE, "container %s: attach", c->id);
 	/* Byte by byte up to the newline: what follows is already the stream. */
 	char line[128];

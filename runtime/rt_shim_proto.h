@@ -52,6 +52,8 @@ typedef struct rt_msg {
  *   status           "ok created|running <started_at_ns>"
  *   attach           "ok", then the connection carries framed output one way
  *                    (see rt_attach) and raw stdin the other
+ *   attach-output    the same without stdin: what it sends is dropped and its
+ *                    end is not the container's EOF (stdin_once)
  *   kill SIG         signal the init (the library uses a pidfd instead)
  *   reopen           reopen the log file
  *   resize R C       set the pty window size

@@ -127,7 +127,7 @@ static int be_attach(void *ctx, const st_request *req, st_process *proc, ad_erro
 {
 	cri_service *svc = ctx;
 	int fd;
-	if (mgr_ctr_attach(svc->pods, req->target, &fd, err) < 0)
+	if (mgr_ctr_attach(svc->pods, req->target, req->in, &fd, err) < 0)
 		return -1;
 	proc->stdout_fd = fd;
 	proc->framed = true;

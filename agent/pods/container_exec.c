@@ -103,7 +103,7 @@ int mgr_ctr_open_pty(mgr *m, const char *id, int *ret_master, int *ret_slave, ad
 	return 0;
 }
 
-int mgr_ctr_attach(mgr *m, const char *id, int *ret_fd, ad_error **err)
+int mgr_ctr_attach(mgr *m, const char *id, bool with_stdin, int *ret_fd, ad_error **err)
 {
 	if (mgr_need_rt(m, err) < 0)
 		return -1;
@@ -115,7 +115,7 @@ int mgr_ctr_attach(mgr *m, const char *id, int *ret_fd, ad_error **err)
 	if (r == 0)
 		r = rt_open(m->rt, id, &rc, err);
 	if (r == 0)
-		r = rt_attach(rc, ret_fd, err);
+		r = rt_attach(rc, with_stdin, ret_fd, err);
 	rt_container_free(rc);
 	mgr_ctr_free(c);
 	return r;

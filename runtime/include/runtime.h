@@ -270,9 +270,10 @@ int rt_reopen_log(rt_container *c, ad_error **err);
 /* A connection to the shim carrying the container's output from now on, as
  * frames: 1 byte stream (1 stdout, 2 stderr; a tty is all stdout), 4 bytes
  * big-endian length, the bytes. What is written to it goes to the
- * container's stdin (open_stdin or tty). EOF when the container is gone; a
- * reader that falls behind by about 1 MiB is disconnected. */
-int rt_attach(rt_container *c, int *ret_fd, ad_error **err);
+ * container's stdin (open_stdin or tty) when with_stdin; with stdin_once the
+ * first such client's EOF is the container's. EOF when the container is gone;
+ * a reader that falls behind by about 1 MiB is disconnected. */
+int rt_attach(rt_container *c, bool with_stdin, int *ret_fd, ad_error **err);
 int rt_resize(rt_container *c, unsigned rows, unsigned cols, ad_error **err);
 
 /* ---- exec into a running container ---------------------------------------

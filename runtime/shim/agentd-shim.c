@@ -118,12 +118,14 @@ static void emit(struct stream *s, const char *line, size_t n, bool partial)
 }
 
 static bool attach_eof[MAX_ATTACH];
+static bool attach_stdin[MAX_ATTACH]; /* feeds stdin (not "attach-output") */
 
-/* The client finished sending: with stdin_once that is the container's EOF. */
+/* The client finished sending: with stdin_once that is the container's EOF
+ * (not with a tty: as containerd, whose attach closes stdin only without). */
 static void attach_input_done(int i)
 {
 	attach_eof[i] = true;
-	if (stdin_once && in_fd >= 0 && in_fd != pty_fd) {
+	if (attach_stdin[i] && stdin_once && in_fd >= 0 && in_fd != pty_fd) {
 		close(in_fd);
 		in_fd = -1;
 	}
@@ -240,7 +242,8 @@ static bool handle_client(int fd)
 	req[strcspn(req, "\r\n")] = '\0';
 	char reply[128] = "ok\n";
 	unsigned rows, cols;
-	if (!strcmp(req, "attach")) {
+	bool output_only = !strcmp(req, "attach-output");
+	if (output_only || !strcmp(req, "attach")) {
 		for (int i = 0; i < MAX_ATTACH; i++) {
 			if (attach_fds[i] >= 0)
 				continue;
@@ -251,6 +254,7 @@ static bool handle_client(int fd)
 			fcntl(fd, F_SETFL, O_NONBLOCK);
 			attach_fds[i] = fd;
 			attach_eof[i] = false;
+			attach_stdin[i] = !output_only;
 			return true;
 		}
 		strcpy(reply, "error too many attached clients\n");
@@ -358,7 +362,7 @@ static void attach_input(const struct pollfd *pfd)
 			drop_attach(i);
 			continue;
 		}
-		if (in_fd >= 0 && write(in_fd, buf, (size_t)n) < 0) {
+		if (attach_stdin[i] && in_fd >= 0 && write(in_fd, buf, (size_t)n) < 0) {
 			/* a full stdin pipe drops input rather than stall the shim */
 		}
 	}

@@ -545,3 +545,60 @@ def test_agentctl_exec_tty_stdin_eof(daemon, pod):
                         ids["sleeper"], "cat"], input="abc\n", capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 129, r
+
+
+# ---- stdin_once on attach ---------------------------------------------------------
+
+def test_attach_stdin_once(rt, pb, pod, work):
+    """A container created with stdin and stdin_once: an attach without stdin
+    leaves it open; the first attach with stdin feeds it and its end is the
+    container's EOF; a later attach's stdin goes nowhere."""
+    pod_id, _ = pod
+    cfg = pb.api.PodSandboxConfig(
+        metadata=pb.api.PodSandboxMetadata(name="st", namespace="test", uid="uid-st"),
+        hostname="st", log_directory=str(work / "logs"))
+    image = rt.ContainerStatus(pb.api.ContainerStatusRequest(
+        container_id=pod[1]["sleeper"])).status.image.image
+    c = pb.api.ContainerConfig(
+        metadata=pb.api.ContainerMetadata(name="once"), image=pb.api.ImageSpec(image=image),
+        command=["sh", "-c", "while read l; do echo got:$l; done; echo stdin-ended; sleep 3600"],
+        log_path="once.log", stdin=True, stdin_once=True)
+    cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+        pod_sandbox_id=pod_id, config=c, sandbox_config=cfg)).container_id
+    rt.StartContainer(pb.api.StartContainerRequest(container_id=cid))
+    try:
+        def attach(stdin):
+            url = rt.Attach(pb.api.AttachRequest(container_id=cid, stdin=stdin, stdout=True,
+                                                 stderr=True)).url
+            return ws_open(url, "v5.channel.k8s.io")
+
+        def read_until(ws, text, timeout=10):
+            seen = b""
+            ws.settimeout(timeout)
+            deadline = time.monotonic() + timeout
+            while text not in seen and time.monotonic() < deadline:
+                try:
+                    op, data = ws.recv_data()
+                except Exception:  # noqa: BLE001 (timeout or close)
+                    break
+                if data and data[0] == 1:
+                    seen += data[1:]
+            return seen
+
+        watcher = attach(False)  # output only: its end must not close stdin
+        watcher.close()
+        time.sleep(0.5)
+        first = attach(True)
+        ws_send(first, 0, b"one\n")
+        assert b"got:one" in read_until(first, b"got:one")
+        ws_send(first, 255, b"\x00")
+        assert b"stdin-ended" in read_until(first, b"stdin-ended")
+        first.close()
+        second = attach(True)
+        ws_send(second, 0, b"two\n")
+        assert b"got:two" not in read_until(second, b"got:two", timeout=2)
+        second.close()
+        log = (work / "logs" / "once.log").read_text()
+        assert "got:one" in log and "stdin-ended" in log and "got:two" not in log, log
+    finally:
+        rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid))

@@ -1351,7 +1351,13 @@ static void test_attach_stdin(void **state)
 	must(rt_create(g_rt, &cfg, &c, &e), e, "create");
 	must(rt_start(c, &e), e, "start");
 	int fd;
-	must(rt_attach(c, &fd, &e), e, "attach");
+	/* An attach without stdin: what it sends is dropped, its end is not the
+	 * container's EOF. */
+	must(rt_attach(c, false, &fd, &e), e, "attach-output");
+	assert_int_equal(write(fd, "dropped\n", 8), 8);
+	close(fd);
+	usleep(200 * 1000);
+	must(rt_attach(c, true, &fd, &e), e, "attach");
 	assert_int_equal(write(fd, "hello\n", 6), 6);
 	/* our EOF is the container's (stdin_once): the second read ends */
 	assert_int_equal(shutdown(fd, SHUT_WR), 0);

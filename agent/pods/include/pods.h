@@ -221,8 +221,9 @@ int mgr_ctr_exec_start(mgr *m, const char *id, const char *const *args, int stdi
 /* A pty of the running container's own devpts (so that its /dev/pts names
  * it): the master for agentd, the slave for mgr_ctr_exec_start. */
 int mgr_ctr_open_pty(mgr *m, const char *id, int *ret_master, int *ret_slave, ad_error **err);
-/* A connection to a running container's stdio (rt_attach's frames). */
-int mgr_ctr_attach(mgr *m, const char *id, int *ret_fd, ad_error **err);
+/* A connection to a running container's stdio (rt_attach's frames; stdin
+ * only with_stdin). */
+int mgr_ctr_attach(mgr *m, const char *id, bool with_stdin, int *ret_fd, ad_error **err);
 /* The container's tty size (created with tty). */
 int mgr_ctr_resize(mgr *m, const char *id, unsigned rows, unsigned cols, ad_error **err);
 
