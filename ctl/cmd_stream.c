@@ -8,12 +8,16 @@
  * on the local listener, paired by requestID. One poll() loop; the codec is
  * lib/httpstream's. The commands: exec -i/-t (cmd_container.c), attach,
  * port-forward. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +45,7 @@ typedef struct sstream {
 
 typedef struct sconn {
 	int fd;
+	SSL *ssl; /* an https:// URL */
 	spdy_codec codec;
 	hs_buf out;
 	uint32_t next_id;
@@ -92,21 +97,105 @@ static int write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-/* Connects to url (http://host:port/path), asks for the upgrade to SPDY/3.1
- * with `protocol` and checks the answer. 0, or an exit status after saying
- * why. */
-static int sconn_open(sconn *c, const char *url, const char *protocol)
+/* read()/send() on the connection, through TLS for https: >0 bytes, 0 at
+ * its end, -1 with errno (EAGAIN: nothing now). */
+static ssize_t sconn_io(sconn *c, bool send_it, void *b, size_t n)
+{
+	if (!c->ssl)
+		return send_it ? send(c->fd, b, n, MSG_NOSIGNAL) : read(c->fd, b, n);
+	ERR_clear_error();
+	int r = send_it ? SSL_write(c->ssl, b, (int)n) : SSL_read(c->ssl, b, (int)n);
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (errno && errno != EAGAIN)
+			return -1;
+		return send_it ? (errno = EPIPE, -1) : 0; /* the peer closed without close_notify */
+	default:
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+/* TLS on c->fd for an https:// streaming URL: the server's certificate must
+ * chain to the CA agentctl trusts for agentd (--cacert; without it the
+ * system's) and name host; the client certificate goes along if given. */
+static int sconn_tls(sconn *c, const ctl_ctx *ctx, const char *host)
+{
+	SSL_CTX *t = SSL_CTX_new(TLS_client_method());
+	if (!t) {
+		ctl_warnx("TLS setup failed");
+		return EX_SOFTWARE;
+	}
+	SSL_CTX_set_min_proto_version(t, TLS1_2_VERSION);
+	SSL_CTX_set_verify(t, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(t, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	int status = 0;
+	if (ctx && ctx->cacert ? SSL_CTX_load_verify_locations(t, ctx->cacert, NULL) != 1
+			       : SSL_CTX_set_default_verify_paths(t) != 1) {
+		ctl_warnx("cannot load CA %s", ctx && ctx->cacert ? ctx->cacert : "(system)");
+		status = EX_NOINPUT;
+	} else if (ctx && ctx->cert &&
+		   (SSL_CTX_use_certificate_chain_file(t, ctx->cert) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(t, ctx->key ? ctx->key : ctx->cert,
+						SSL_FILETYPE_PEM) != 1)) {
+		ctl_warnx("cannot load certificate %s / key %s", ctx->cert,
+			  ctx->key ? ctx->key : ctx->cert);
+		status = EX_NOINPUT;
+	}
+	c->ssl = status ? NULL : SSL_new(t);
+	SSL_CTX_free(t); /* the SSL holds its own reference */
+	if (!c->ssl) {
+		ERR_clear_error();
+		return status ? status : EX_SOFTWARE;
+	}
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1) {
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host);
+	} else {
+		SSL_set_tlsext_host_name(c->ssl, host);
+		SSL_set1_host(c->ssl, host);
+	}
+	SSL_set_fd(c->ssl, c->fd);
+	ERR_clear_error();
+	if (SSL_connect(c->ssl) == 1)
+		return 0;
+	long v = SSL_get_verify_result(c->ssl);
+	char why[256] = "handshake failed";
+	if (v != X509_V_OK)
+		snprintf(why, sizeof(why), "certificate verify failed: %s%s",
+			 X509_verify_cert_error_string(v),
+			 ctx && ctx->cacert ? "" : " (--cacert names the CA agentd's certificate chains to)");
+	else if (ERR_peek_error())
+		ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+	ERR_clear_error();
+	ctl_warnx("streaming server %s: TLS: %s", host, why);
+	return EX_UNAVAILABLE;
+}
+
+/* Connects to url (http(s)://host:port/path), asks for the upgrade to
+ * SPDY/3.1 with `protocol` and checks the answer. 0, or an exit status after
+ * saying why. */
+static int sconn_open(sconn *c, const ctl_ctx *ctx, const char *url, const char *protocol)
 {
 	*c = (sconn){.fd = -1,
 		     .next_id = 1,
 		     .conn_window = SPDY_DEFAULT_WINDOW,
 		     .initial_window = SPDY_DEFAULT_WINDOW};
 	spdy_codec_init(&c->codec);
-	if (strncmp(url, "http://", 7) != 0) {
-		ctl_warnx("streaming URL %s: only http:// is supported", url);
-		return EX_UNAVAILABLE;
+	bool tls = strncmp(url, "https://", 8) == 0;
+	if (!tls && strncmp(url, "http://", 7) != 0) {
+		ctl_warnx("streaming URL %s: not http:// or https://", url);
+		return EX_PROTOCOL;
 	}
-	const char *hp = url + 7, *path = strchr(hp, '/');
+	const char *hp = url + (tls ? 8 : 7), *path = strchr(hp, '/');
 	if (!path)
 		path = "/";
 	_cleanup_free_ char *authority = ad_strndup(hp, (size_t)(path - hp));
@@ -123,14 +212,26 @@ static int sconn_open(sconn *c, const char *url, const char *protocol)
 	c->fd = dial(host, colon + 1);
 	if (c->fd < 0)
 		return EX_UNAVAILABLE;
+	if (tls) {
+		signal(SIGPIPE, SIG_IGN); /* a closed connection is an error, not a signal */
+		int st = sconn_tls(c, ctx, host);
+		if (st)
+			return st;
+	}
 	_cleanup_free_ char *req = ad_asprintf("GET %s HTTP/1.1\r\nHost: %s\r\n"
 					       "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
 					       "X-Stream-Protocol-Version: %s\r\n"
 					       "User-Agent: agentctl/" AGENTD_VERSION "\r\n\r\n",
 					       path, authority, protocol);
-	if (write_all(c->fd, req, strlen(req)) < 0) {
-		ctl_warnx("streaming server: %s", strerror(errno));
-		return EX_UNAVAILABLE;
+	for (size_t off = 0, len = strlen(req); off < len;) {
+		ssize_t w = sconn_io(c, true, req + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			ctl_warnx("streaming server: %s", strerror(errno));
+			return EX_UNAVAILABLE;
+		}
+		off += (size_t)w;
 	}
 	hs_buf in = {0};
 	hs_http_head h = {0};
@@ -138,7 +239,7 @@ static int sconn_open(sconn *c, const char *url, const char *protocol)
 	const char *why = NULL;
 	do {
 		char b[4096];
-		ssize_t n = read(c->fd, b, sizeof(b));
+		ssize_t n = sconn_io(c, false, b, sizeof(b));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -179,6 +280,11 @@ static int sconn_open(sconn *c, const char *url, const char *protocol)
 
 static void sconn_close(sconn *c)
 {
+	if (c->ssl) {
+		SSL_shutdown(c->ssl); /* best effort: a close_notify */
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	spdy_codec_free(&c->codec);
@@ -233,7 +339,7 @@ static void sstream_consumed(sconn *c, const sstream *s, size_t len)
 static int sconn_flush(sconn *c)
 {
 	while (hs_buf_size(&c->out)) {
-		ssize_t w = write(c->fd, hs_buf_head(&c->out), hs_buf_size(&c->out));
+		ssize_t w = sconn_io(c, true, (void *)hs_buf_head(&c->out), hs_buf_size(&c->out));
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && errno == EAGAIN)
@@ -282,14 +388,17 @@ static void sconn_control(sconn *c, const spdy_event *ev, sstream **streams, siz
 	}
 }
 
-/* Reads what the socket has into the codec; false at its end. */
+/* Reads what the socket has into the codec; false at its end. TLS may hold
+ * decrypted bytes that poll() does not show: those are read too. */
 static bool sconn_read(sconn *c)
 {
 	char b[64 << 10];
 	for (;;) {
-		ssize_t n = read(c->fd, b, sizeof(b));
+		ssize_t n = sconn_io(c, false, b, sizeof(b));
 		if (n > 0) {
 			spdy_feed(&c->codec, b, (size_t)n);
+			if (c->ssl && SSL_pending(c->ssl))
+				continue;
 			return true;
 		}
 		if (n < 0 && errno == EINTR)
@@ -371,10 +480,10 @@ static int status_exit_code(const hs_buf *b)
 	return code > 255 ? 255 : code;
 }
 
-static int remote_command(const char *url, bool in, bool tty)
+static int remote_command(const ctl_ctx *ctx, const char *url, bool in, bool tty)
 {
 	sconn c;
-	int status = sconn_open(&c, url, "v4.channel.k8s.io");
+	int status = sconn_open(&c, ctx, url, "v4.channel.k8s.io");
 	if (status) {
 		sconn_close(&c);
 		return status;
@@ -534,8 +643,8 @@ static int listen_local(uint16_t port)
 	return fd;
 }
 
-static int port_forward(const char *url, const char *pod, const uint16_t (*ports)[2],
-			size_t n_ports)
+static int port_forward(const ctl_ctx *ctx, const char *url, const char *pod,
+			const uint16_t (*ports)[2], size_t n_ports)
 {
 	int status = 0;
 	int *lfd = ad_malloc0(n_ports * sizeof(int));
@@ -551,7 +660,7 @@ static int port_forward(const char *url, const char *pod, const uint16_t (*ports
 	fflush(stdout);
 	sconn c = {.fd = -1};
 	if (!status)
-		status = sconn_open(&c, url, "portforward.k8s.io");
+		status = sconn_open(&c, ctx, url, "portforward.k8s.io");
 	pf_conn **conns = NULL;
 	size_t n_conns = 0;
 	unsigned request_id = 0;
@@ -735,7 +844,7 @@ static int remote_command_call(ctl_ctx *ctx, const char *method, const ProtobufC
 	int r = ctl_unary(ctx, method, req, resp_desc, &m);
 	if (r)
 		return r;
-	r = remote_command(*(const char **)((const char *)m + f->offset), in, tty);
+	r = remote_command(ctx, *(const char **)((const char *)m + f->offset), in, tty);
 	protobuf_c_message_free_unpacked(m, NULL);
 	return r;
 }
@@ -841,7 +950,7 @@ static int run_port_forward(ctl_ctx *ctx, int argc, char **argv)
 			      &runtime__v1__port_forward_response__descriptor, &m);
 	}
 	if (!r)
-		r = port_forward(((Runtime__V1__PortForwardResponse *)m)->url, id, ports, n);
+		r = port_forward(ctx, ((Runtime__V1__PortForwardResponse *)m)->url, id, ports, n);
 	if (m)
 		protobuf_c_message_free_unpacked(m, NULL);
 	free(req.port);

@@ -602,3 +602,96 @@ def test_attach_stdin_once(rt, pb, pod, work):
         assert "got:one" in log and "stdin-ended" in log and "got:two" not in log, log
     finally:
         rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid))
+
+
+# ---- TLS: https and wss with the agent's certificates ---------------------------
+
+@pytest.fixture(scope="module")
+def tls_daemon(work, pb, daemon, image):
+    """A second agentd on the same network whose streaming server speaks TLS
+    with its gRPC certificate (SAN 127.0.0.1), with a pod like the first's."""
+    certs = H.make_certs(str(work / "certs"))
+    d = work / "tls"
+    d.mkdir()
+    cfg = d / "agentd.conf"
+    cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n[streaming]\ntls = true\n"
+                   % (work / "cni", d / "netns"))
+    a = H.Agentd(workdir=str(d / "agentd"), certs=certs, extra_args=["--config", str(cfg)],
+                 env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
+    a.start()
+    try:
+        with a.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            im = pb.api_grpc.ImageServiceStub(ch)
+            im.PullImage(pb.api.PullImageRequest(image=pb.api.ImageSpec(image=image)),
+                         timeout=120)
+            pcfg = pb.api.PodSandboxConfig(
+                metadata=pb.api.PodSandboxMetadata(name="tls", namespace="test", uid="uid-tls"),
+                hostname="tls", log_directory=str(d / "logs"))
+            pod_id = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+            ids = {}
+            for name, cmd in (("sleeper", ["sleep", "3600"]),
+                              ("httpd", ["httpd", "-f", "-p", "8080", "-h", "/etc"])):
+                c = pb.api.ContainerConfig(metadata=pb.api.ContainerMetadata(name=name),
+                                           image=pb.api.ImageSpec(image=image), command=cmd,
+                                           log_path=name + ".log")
+                ids[name] = rt.CreateContainer(pb.api.CreateContainerRequest(
+                    pod_sandbox_id=pod_id, config=c, sandbox_config=pcfg)).container_id
+                rt.StartContainer(pb.api.StartContainerRequest(container_id=ids[name]))
+            yield a, certs, rt, pod_id, ids
+    finally:
+        try:
+            P.remove_all_pods(pb, a)
+        finally:
+            a.stop()
+            a.kill()
+            if str(d / "netns") in Path("/proc/self/mountinfo").read_text():
+                subprocess.run(["umount", str(d / "netns")], capture_output=True)
+
+
+def tls_ctl(a, certs, *args, **kw):
+    return subprocess.run([H.agentctl_binary(), "-e", "tls://127.0.0.1:%d" % a.tls_port,
+                           "--cacert", certs.ca, "--cert", certs.client_cert,
+                           "--key", certs.client_key] + list(args),
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_tls_urls_and_wss_exec(pb, tls_daemon):
+    a, certs, rt, _, ids = tls_daemon
+    url = exec_url(rt, pb, ids["sleeper"], ["sh", "-c", "cat; echo err >&2; exit 3"], stdin=True)
+    assert url.startswith("https://127.0.0.1:"), url
+    ws = ws_open(url, "v5.channel.k8s.io", sslopt={"ca_certs": certs.ca})
+    ws_send(ws, 0, b"over tls\n")
+    ws_send(ws, 255, b"\x00")
+    ch = ws_collect(ws)
+    assert ch.get(1) == b"over tls\n" and ch.get(2) == b"err\n"
+    assert json.loads(ch[3])["details"]["causes"][0]["message"] == "3"
+    # A client that does not trust the CA gets no session.
+    import ssl
+    url = exec_url(rt, pb, ids["sleeper"], ["true"])
+    with pytest.raises(ssl.SSLError):
+        ws_open(url, "v4.channel.k8s.io", sslopt={"ca_certs": certs.other_ca})
+
+
+def test_tls_agentctl_exec_and_port_forward(tls_daemon):
+    a, certs, _, pod_id, ids = tls_daemon
+    data = "".join("line %d\n" % i for i in range(5000))
+    r = tls_ctl(a, certs, "exec", "-i", ids["sleeper"], "sh", "-c", "cat; exit 5", input=data)
+    assert r.stdout == data and r.returncode == 5, r.stderr
+    port = free_port()
+    p = subprocess.Popen([H.agentctl_binary(), "-e", "tls://127.0.0.1:%d" % a.tls_port,
+                          "--cacert", certs.ca, "--cert", certs.client_cert,
+                          "--key", certs.client_key, "port-forward", pod_id, "%d:8080" % port],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r = curl_until_up(port)
+        assert r.stdout.strip() == "tls", (r.stderr, p.poll())
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=10)
+    # Over the unix socket agentctl has no CA for agentd: the system's
+    # store does not know the test CA, and it says so.
+    r = subprocess.run([H.agentctl_binary(), "-e", "unix://" + a.sock, "exec", "-i",
+                        ids["sleeper"], "true"], input="", capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and "certificate verify failed" in r.stderr, r
