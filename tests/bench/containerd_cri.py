@@ -6,11 +6,41 @@ images pulled from Debian's docker-registry on loopback (a mirror over plain
 HTTP) and its sandbox image from there too, so that it works offline. The CRI
 streaming server keeps containerd's defaults (127.0.0.1, an ephemeral port,
 no TLS). See tests/bench/README.md (pod/) for the two host-specific settings."""
+import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+
+def write_cni(work, bridge, subnet):
+    """work/cni: a conflist of the bench's own (bridge, subnet, host-local
+    dataDir under work, portmap), shared by agentd and containerd."""
+    d = Path(work) / "cni"
+    d.mkdir()
+    (d / "10-bench.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "agentd-bench-%d" % os.getpid(),
+        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+                     "ipam": {"type": "host-local", "dataDir": str(Path(work) / "ipam"),
+                              "ranges": [[{"subnet": subnet}]]}},
+                    {"type": "portmap", "capabilities": {"portMappings": True}}]}))
+    return d
+
+
+def busybox_images(builder):
+    """Tags "box" (busybox-static) and "pause" (`sleep 1000000` as 65534) in
+    an ImageBuilder, both with a PATH: umoci gives none, and containerd then
+    cannot find `sleep`."""
+    builder.busybox("box")
+    builder.busybox("pause")
+
+    def umoci(*args):
+        subprocess.run(["umoci", "config"] + list(args), check=True, capture_output=True)
+    umoci("--image", "%s:pause" % builder.path, "--clear", "config.cmd", "--config.entrypoint",
+          "/bin/sleep", "--config.cmd", "1000000", "--config.user", "65534:65534")
+    for t in ("box", "pause"):
+        umoci("--image", "%s:%s" % (builder.path, t), "--config.env", "PATH=/bin")
 
 
 def procs(match):

@@ -25,7 +25,7 @@ import agentd_harness as H  # noqa: E402
 from registry_harness import ImageBuilder, Registry  # noqa: E402
 
 sys.path.insert(0, str(TOP / "tests" / "bench"))
-from containerd_cri import ContainerdSide, procs  # noqa: E402
+from containerd_cri import ContainerdSide, busybox_images, procs, write_cni  # noqa: E402
 
 WORK = Path(sys.argv[1])
 BUILD = os.environ["AGENTD_BUILD_DIR"]
@@ -164,20 +164,9 @@ def bench_side(pb, side, image, pull_extra=()):
 def main():
     (WORK / "stubs").mkdir()
     pb = H.load_stubs(str(WORK / "stubs"))
-    (WORK / "cni").mkdir()
-    (WORK / "cni" / "10-bench.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0", "name": "agentd-bench-%d" % os.getpid(),
-        "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-                     "ipam": {"type": "host-local", "dataDir": str(WORK / "ipam"),
-                              "ranges": [[{"subnet": SUBNET}]]}},
-                    {"type": "portmap", "capabilities": {"portMappings": True}}]}))
+    write_cni(WORK, BRIDGE, SUBNET)
     b = ImageBuilder(WORK / "oci")
-    b.busybox("box")
-    b.busybox("pause")
-    run("umoci", "config", "--image", "%s:pause" % b.path, "--clear", "config.cmd",
-        "--config.entrypoint", "/bin/sleep", "--config.cmd", "1000000", "--config.user", "65534:65534")
-    for t in ("box", "pause"):  # umoci new gives no Env: containerd wants PATH for "sleep"
-        run("umoci", "config", "--image", "%s:%s" % (b.path, t), "--config.env", "PATH=/bin")
+    busybox_images(b)
     results = {}
     try:
         with Registry(WORK) as reg:

@@ -37,7 +37,7 @@ TOP = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(TOP / "tests" / "integration"))
 sys.path.insert(0, str(TOP / "tests" / "bench"))
 import agentd_harness as H  # noqa: E402
-from containerd_cri import ContainerdSide  # noqa: E402
+from containerd_cri import ContainerdSide, busybox_images, write_cni  # noqa: E402
 from registry_harness import ImageBuilder, Registry  # noqa: E402
 
 WORK = Path(sys.argv[1])
@@ -236,21 +236,9 @@ def summary(samples):
 def main():
     (WORK / "stubs").mkdir()
     pb = H.load_stubs(str(WORK / "stubs"))
-    (WORK / "cni").mkdir()
-    (WORK / "cni" / "10-bench.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0", "name": "agentd-bench-%d" % os.getpid(),
-        "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-                     "ipam": {"type": "host-local", "dataDir": str(WORK / "ipam"),
-                              "ranges": [[{"subnet": SUBNET}]]}},
-                    {"type": "portmap", "capabilities": {"portMappings": True}}]}))
+    write_cni(WORK, BRIDGE, SUBNET)
     b = ImageBuilder(WORK / "oci")
-    b.busybox("box")
-    b.busybox("pause")
-    run("umoci", "config", "--image", "%s:pause" % b.path, "--clear", "config.cmd",
-        "--config.entrypoint", "/bin/sleep", "--config.cmd", "1000000", "--config.user",
-        "65534:65534")
-    for t in ("box", "pause"):  # umoci new gives no Env: containerd wants PATH
-        run("umoci", "config", "--image", "%s:%s" % (b.path, t), "--config.env", "PATH=/bin")
+    busybox_images(b)
     sides, benches = [], []
     res = {}
     try:
