@@ -104,6 +104,7 @@ static ssize_t sconn_io(sconn *c, bool send_it, void *b, size_t n)
 	if (!c->ssl)
 		return send_it ? send(c->fd, b, n, MSG_NOSIGNAL) : read(c->fd, b, n);
 	ERR_clear_error();
+	errno = 0; /* SSL_ERROR_SYSCALL leaves it 0 for an EOF */
 	int r = send_it ? SSL_write(c->ssl, b, (int)n) : SSL_read(c->ssl, b, (int)n);
 	if (r > 0)
 		return r;
