@@ -14,6 +14,7 @@ apt-get install -y -qq --no-install-recommends \
     libarchive-dev libcurl4-openssl-dev libsqlite3-dev sqlite3 zlib1g-dev \
     libevent-dev libhttp-parser-dev libjansson-dev libinih-dev libcmocka-dev libyaml-dev \
     python3 python3-grpcio python3-grpc-tools python3-pytest python3-yaml python3-hpack python3-kubernetes \
+    python3-websocket golang-go golang-github-docker-spdystream-dev \
     docker-registry apache2-utils skopeo umoci busybox-static \
     containernetworking-plugins iproute2 iptables curl zstd \
     crun runc nghttp2-client procps util-linux musl-tools clang tmux \

@@ -695,3 +695,49 @@ def test_tls_agentctl_exec_and_port_forward(tls_daemon):
                         ids["sleeper"], "true"], input="", capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and "certificate verify failed" in r.stderr, r
+
+
+# ---- SPDY from Debian's Go spdystream, without client-go -------------------------
+
+@pytest.fixture(scope="module")
+def spdy_client(work):
+    """tests/integration/spdy_client (Go, Debian's spdystream package) built
+    for this run."""
+    go = shutil.which("go")
+    if not go or not Path("/usr/share/gocode/src/github.com/moby/spdystream").exists():
+        pytest.skip("no golang-go / golang-github-docker-spdystream-dev")
+    out = work / "spdy_client"
+    env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode",
+               GOCACHE=str(work / "gocache"), GOFLAGS="")
+    r = subprocess.run([go, "build", "-o", str(out),
+                        str(Path(__file__).parent / "spdy_client" / "main.go")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_go_spdy_exec(rt, pb, pod, spdy_client):
+    """v4 over spdystream: stdin beyond one flow-control window, half-closed at
+    its end, stdout and stderr apart, the exit code from the Status."""
+    _, ids = pod
+    url = exec_url(rt, pb, ids["sleeper"], ["sh", "-c", "cat; echo err >&2; exit 7"], stdin=True)
+    data = "".join("spdy line %d\n" % i for i in range(20000))
+    r = subprocess.run([str(spdy_client), "exec", url], input=data, capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout == data
+    assert r.stderr.startswith("err\n"), r.stderr
+    assert "NonZeroExitCode" in r.stderr and r.returncode == 7, r
+
+
+def test_go_spdy_port_forward(rt, pb, pod, spdy_client):
+    pod_id, _ = pod
+
+    def forward(port):
+        url = rt.PortForward(pb.api.PortForwardRequest(pod_sandbox_id=pod_id, port=[port])).url
+        return subprocess.run([str(spdy_client), "forward", url, str(port)],
+                              input="GET /hostname HTTP/1.0\r\n\r\n", capture_output=True,
+                              text=True, timeout=60)
+    r = forward(8080)
+    assert r.returncode == 0 and r.stdout.endswith("\n\nst\n"), r  # text mode: \r\n read as \n
+    r = forward(8099)
+    assert r.returncode == 3 and "8099" in r.stderr, r
