@@ -1039,20 +1039,21 @@ int rt_update(rt_container *c, const rt_resources *res, ad_error **err)
 	return 0;
 }
 
-int rt_attach(rt_container *c, bool with_stdin, int *ret_fd, ad_error **err)
+/* One attach request on a new control connection: 1 with *ret_fd on "ok",
+ * 0 with the shim's reply in line otherwise. */
+static int attach_request(rt_container *c, const char *req, int *ret_fd, char line[128],
+			  ad_error **err)
 {
 	_cleanup_close_ int s = shim_connect(c, err);
 	if (s < 0)
 		return -1;
 	struct timeval tv = {.tv_sec = 5};
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	const char *req = with_stdin ? "attach\n" : "attach-output\n";
 	if (send(s, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
 		return ad_fail_errno(err, AD_E_UNAVAILABLE, "container %s: attach", c->id);
 	/* Byte by byte up to the newline: what follows is already the stream. */
-	char line[128];
 	size_t n = 0;
-	while (n < sizeof(line) - 1) {
+	while (n < 127) {
 		ssize_t r = read(s, line + n, 1);
 		if (r <= 0 || line[n] == '\n')
 			break;
@@ -1060,12 +1061,25 @@ int rt_attach(rt_container *c, bool with_stdin, int *ret_fd, ad_error **err)
 	}
 	line[n] = '\0';
 	if (strcmp(line, "ok") != 0)
-		return ad_fail(err, AD_E_PRECONDITION, "container %s: attach: %s", c->id,
-			       n ? line : "no reply");
+		return 0;
 	tv.tv_sec = 0;
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	*ret_fd = ad_steal_fd(s);
-	return 0;
+	return 1;
+}
+
+int rt_attach(rt_container *c, bool with_stdin, int *ret_fd, ad_error **err)
+{
+	char line[128];
+	int r = attach_request(c, with_stdin ? "attach\n" : "attach-output\n", ret_fd, line, err);
+	/* A shim from before attach-output (it outlives agentd's upgrades): a
+	 * plain attach, whose end then counts for stdin_once as it always did. */
+	if (r == 0 && !with_stdin && !strcmp(line, "error unknown command"))
+		r = attach_request(c, "attach\n", ret_fd, line, err);
+	if (r == 0)
+		return ad_fail(err, AD_E_PRECONDITION, "container %s: attach: %s", c->id,
+			       *line ? line : "no reply");
+	return r < 0 ? -1 : 0;
 }
 
 int rt_reopen_log(rt_container *c, ad_error **err)
