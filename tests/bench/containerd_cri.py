@@ -6,6 +6,7 @@ images pulled from Debian's docker-registry on loopback (a mirror over plain
 HTTP) and its sandbox image from there too, so that it works offline. The CRI
 streaming server keeps containerd's defaults (127.0.0.1, an ephemeral port,
 no TLS). See tests/bench/README.md (pod/) for the two host-specific settings."""
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,20 @@ def write_cni(work, bridge, subnet):
                               "ranges": [[{"subnet": subnet}]]}},
                     {"type": "portmap", "capabilities": {"portMappings": True}}]}))
     return d
+
+
+@contextlib.contextmanager
+def busybox_registry(work):
+    """Debian's docker-registry on loopback serving busybox_images() as
+    bench/box:v1 and bench/pause:v1; yields (registry, box ref, pause ref).
+    Needs tests/integration on sys.path (registry_harness)."""
+    from registry_harness import ImageBuilder, Registry
+    b = ImageBuilder(Path(work) / "oci")
+    busybox_images(b)
+    with Registry(work) as reg:
+        reg.push(b, "box", "bench/box:v1", fmt="oci")
+        reg.push(b, "pause", "bench/pause:v1", fmt="oci")
+        yield reg, reg.host + "/bench/box:v1", reg.host + "/bench/pause:v1"
 
 
 def busybox_images(builder):

@@ -22,10 +22,9 @@ import grpc
 TOP = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(TOP / "tests" / "integration"))
 import agentd_harness as H  # noqa: E402
-from registry_harness import ImageBuilder, Registry  # noqa: E402
 
 sys.path.insert(0, str(TOP / "tests" / "bench"))
-from containerd_cri import ContainerdSide, busybox_images, procs, write_cni  # noqa: E402
+from containerd_cri import ContainerdSide, busybox_registry, procs, write_cni  # noqa: E402
 
 WORK = Path(sys.argv[1])
 BUILD = os.environ["AGENTD_BUILD_DIR"]
@@ -34,8 +33,6 @@ PAR = int(os.environ.get("BENCH_PARALLEL", "50"))
 ONLY = os.environ.get("BENCH_ONLY", "")  # "agentd" or "containerd" to run one side
 BRIDGE = "adbp%d" % (os.getpid() % 1000)
 SUBNET = "10.233.%d.0/24" % (os.getpid() % 250)
-IMAGE_PATH = "bench/box:v1"
-PAUSE_PATH = "bench/pause:v1"
 SHIM = os.path.join(BUILD, "runtime", "agentd-shim")
 
 
@@ -165,15 +162,9 @@ def main():
     (WORK / "stubs").mkdir()
     pb = H.load_stubs(str(WORK / "stubs"))
     write_cni(WORK, BRIDGE, SUBNET)
-    b = ImageBuilder(WORK / "oci")
-    busybox_images(b)
     results = {}
     try:
-        with Registry(WORK) as reg:
-            reg.push(b, "box", IMAGE_PATH, fmt="oci")
-            reg.push(b, "pause", PAUSE_PATH, fmt="oci")
-            image = "%s/%s" % (reg.host, IMAGE_PATH)
-            pause = "%s/%s" % (reg.host, PAUSE_PATH)
+        with busybox_registry(WORK) as (reg, image, pause):
             if ONLY in ("", "agentd"):
                 s = AgentdSide(pb)
                 try:

@@ -37,8 +37,7 @@ TOP = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(TOP / "tests" / "integration"))
 sys.path.insert(0, str(TOP / "tests" / "bench"))
 import agentd_harness as H  # noqa: E402
-from containerd_cri import ContainerdSide, busybox_images, write_cni  # noqa: E402
-from registry_harness import ImageBuilder, Registry  # noqa: E402
+from containerd_cri import ContainerdSide, busybox_registry, write_cni  # noqa: E402
 
 WORK = Path(sys.argv[1])
 CRICTL = sys.argv[2]
@@ -50,8 +49,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BATCH = 20  # execs per side before switching to the other
 BRIDGE = "adbs%d" % (os.getpid() % 1000)
 SUBNET = "10.234.%d.0/24" % (os.getpid() % 250)
-IMAGE_PATH = "bench/box:v1"
-PAUSE_PATH = "bench/pause:v1"
 
 
 def run(*a, check=True, **kw):
@@ -237,16 +234,10 @@ def main():
     (WORK / "stubs").mkdir()
     pb = H.load_stubs(str(WORK / "stubs"))
     write_cni(WORK, BRIDGE, SUBNET)
-    b = ImageBuilder(WORK / "oci")
-    busybox_images(b)
     sides, benches = [], []
     res = {}
     try:
-        with Registry(WORK) as reg:
-            reg.push(b, "box", IMAGE_PATH, fmt="oci")
-            reg.push(b, "pause", PAUSE_PATH, fmt="oci")
-            image = "%s/%s" % (reg.host, IMAGE_PATH)
-            pause = "%s/%s" % (reg.host, PAUSE_PATH)
+        with busybox_registry(WORK) as (reg, image, pause):
             a = AgentdSide()
             sides.append(a)
             benches.append(Bench(pb, a, image, [image]))
