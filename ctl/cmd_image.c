@@ -19,6 +19,8 @@
 #define PATH_LOAD "/agent.v1.ImageService/LoadImage"
 #define PATH_SAVE "/agent.v1.ImageService/SaveImage"
 #define PATH_IMPORT "/agent.v1.ImageService/ImportImage"
+#define PATH_PUSH "/agent.v1.ImageService/PushImage"
+#define PATH_TAG "/agent.v1.ImageService/TagImage"
 #define BAR_WIDTH 30
 
 /* Decimal units with three significant digits, as crictl prints sizes. */
@@ -129,6 +131,18 @@ static int on_pull_msg(const ProtobufCMessage *msg, void *userdata)
 	return 0;
 }
 
+/* --creds USER:PASSWORD: *ret_user allocated, *ret_password into creds. */
+static int split_creds(const ctl_command *cmd, const char *creds, char **ret_user,
+		       char **ret_password)
+{
+	const char *colon = strchr(creds, ':');
+	if (!colon || colon == creds)
+		return ctl_usage_error(cmd, "--creds wants USER:PASSWORD");
+	*ret_user = ad_strndup(creds, (size_t)(colon - creds));
+	*ret_password = (char *)colon + 1;
+	return 0;
+}
+
 static int run_pull(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -149,14 +163,9 @@ static int run_pull(ctl_ctx *ctx, int argc, char **argv)
 	Agent__V1__PullImageRequest req = AGENT__V1__PULL_IMAGE_REQUEST__INIT;
 	req.image = argv[optind];
 	_cleanup_free_ char *user = NULL;
-	if (creds) {
-		const char *colon = strchr(creds, ':');
-		if (!colon || colon == creds)
-			return ctl_usage_error(&ctl_cmd_pull, "--creds wants USER:PASSWORD");
-		user = ad_strndup(creds, (size_t)(colon - creds));
-		req.username = user;
-		req.password = (char *)colon + 1;
-	}
+	if (creds && (r = split_creds(&ctl_cmd_pull, creds, &user, &req.password)))
+		return r;
+	req.username = user;
 	pull_view v = {.tty = isatty(STDERR_FILENO)};
 	/* A pull takes as long as it takes unless -t was given. */
 	r = ctl_stream(ctx, PATH_PULL, &req.base, &agent__v1__pull_image_progress__descriptor,
@@ -631,6 +640,127 @@ static int run_import(ctl_ctx *ctx, int argc, char **argv)
 	return 0;
 }
 
+/* ---- push, tag ---------------------------------------------------------------- */
+
+static const char *push_state_name(int s)
+{
+	switch (s) {
+	case AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_WAITING:
+		return "waiting";
+	case AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_UPLOADING:
+		return "uploading";
+	case AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_PUSHED:
+		return "pushed";
+	case AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_EXISTS:
+		return "already exists";
+	case AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_MOUNTED:
+		return "mounted";
+	default:
+		return "failed";
+	}
+}
+
+typedef struct push_view {
+	char *digest, *ref;
+	int last_state;
+	uint32_t last_index;
+} push_view;
+
+/* A line per blob state change on stderr (uploads report each chunk: one
+ * line for the state is enough). */
+static int on_push_msg(const ProtobufCMessage *msg, void *userdata)
+{
+	push_view *v = userdata;
+	const Agent__V1__PushImageProgress *p = (const Agent__V1__PushImageProgress *)msg;
+	if (p->manifest_digest && p->manifest_digest[0]) {
+		free(v->digest);
+		free(v->ref);
+		v->digest = ad_strdup(p->manifest_digest);
+		v->ref = ad_strdup(p->reference ? p->reference : "");
+		return 0;
+	}
+	if (p->blob_index == v->last_index && (int)p->state == v->last_state)
+		return 0;
+	v->last_index = p->blob_index;
+	v->last_state = (int)p->state;
+	char t[32];
+	human_size(p->bytes_total, t);
+	fprintf(stderr, "blob %u/%u %.12s: %s (%s)\n", p->blob_index + 1, p->blob_count,
+		short_digest(p->digest), push_state_name((int)p->state), t);
+	return 0;
+}
+
+static int run_push(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"creds", required_argument, NULL, 'c'},
+	    {"format", required_argument, NULL, 'f'},
+	    {"chunk-size", required_argument, NULL, 'C'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	const char *creds = NULL, *format = "";
+	long chunk = 0;
+	int c, r = 0;
+	while (!r && (c = ctl_getopt(&ctl_cmd_push, argc, argv, ":c:f:h", opts, &r)) != -1) {
+		if (c == 'c')
+			creds = optarg;
+		else if (c == 'f')
+			format = optarg;
+		else if (c == 'C')
+			r = ctl_parse_count(&ctl_cmd_push, "--chunk-size", optarg, &chunk);
+	}
+	if (r)
+		return r < 0 ? 0 : r;
+	if (strcmp(format, "") != 0 && strcmp(format, "oci") != 0 && strcmp(format, "v2s2") != 0)
+		return ctl_usage_error(&ctl_cmd_push, "unknown --format '%s' (oci or v2s2)", format);
+	if (optind >= argc)
+		return ctl_usage_error(&ctl_cmd_push, "NAME is required");
+	if ((r = ctl_operands_at_most(&ctl_cmd_push, argc, argv, 2)))
+		return r;
+	Agent__V1__PushImageRequest req = AGENT__V1__PUSH_IMAGE_REQUEST__INIT;
+	req.image = argv[optind];
+	req.destination = optind + 1 < argc ? argv[optind + 1] : (char *)"";
+	req.format = (char *)format;
+	req.chunk_size = (uint64_t)chunk;
+	_cleanup_free_ char *user = NULL;
+	if (creds && (r = split_creds(&ctl_cmd_push, creds, &user, &req.password)))
+		return r;
+	req.username = user;
+	push_view v = {.last_state = -1};
+	r = ctl_stream(ctx, PATH_PUSH, &req.base, &agent__v1__push_image_progress__descriptor,
+		       ctx->timeout_given ? ctx->timeout_ms : 0, on_push_msg, &v);
+	if (!r && !v.digest) {
+		ctl_warnx("%s: the stream ended without a manifest digest", PATH_PUSH + 1);
+		r = EX_PROTOCOL;
+	}
+	/* As docker push ends: the reference and the manifest's digest. */
+	if (!r)
+		printf("%s@%s\n", v.ref, v.digest);
+	free(v.digest);
+	free(v.ref);
+	return r;
+}
+
+static int run_tag(ctl_ctx *ctx, int argc, char **argv)
+{
+	int r = ctl_ids_only(&ctl_cmd_tag, argc, argv, "SOURCE");
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind != 2)
+		return ctl_usage_error(&ctl_cmd_tag, "SOURCE and NEW are required");
+	Agent__V1__TagImageRequest req = AGENT__V1__TAG_IMAGE_REQUEST__INIT;
+	req.image = argv[optind];
+	req.new_reference = argv[optind + 1];
+	ProtobufCMessage *m = NULL;
+	r = ctl_unary(ctx, PATH_TAG, &req.base, &agent__v1__tag_image_response__descriptor, &m);
+	if (r)
+		return r;
+	printf("%s\n", ((const Agent__V1__TagImageResponse *)m)->reference);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
 const ctl_command ctl_cmd_pull = {
     .name = "pull",
     .synopsis = "[--creds USER:PASS] IMAGE",
@@ -678,4 +808,19 @@ const ctl_command ctl_cmd_import = {
     .synopsis = "FILE [REFERENCE]",
     .summary = "import a rootfs tar as a one-layer image; prints its id",
     .run = run_import,
+};
+
+const ctl_command ctl_cmd_push = {
+    .name = "push",
+    .synopsis = "[--creds USER:PASS] [--format oci|v2s2] [--chunk-size BYTES] NAME [DEST]",
+    .summary = "push an image to a registry (DEST: a registry reference, else NAME); prints "
+	       "DEST@DIGEST",
+    .run = run_push,
+};
+
+const ctl_command ctl_cmd_tag = {
+    .name = "tag",
+    .synopsis = "SOURCE NEW",
+    .summary = "give an image another name",
+    .run = run_tag,
 };

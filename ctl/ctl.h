@@ -45,6 +45,8 @@ extern const ctl_command ctl_cmd_rmi;
 extern const ctl_command ctl_cmd_load;
 extern const ctl_command ctl_cmd_save;
 extern const ctl_command ctl_cmd_import;
+extern const ctl_command ctl_cmd_push;
+extern const ctl_command ctl_cmd_tag;
 extern const ctl_command ctl_cmd_runp;
 extern const ctl_command ctl_cmd_pods;
 extern const ctl_command ctl_cmd_stopp;

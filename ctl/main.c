@@ -11,7 +11,7 @@
 
 static const ctl_command *const commands[] = {
     &ctl_cmd_version, &ctl_cmd_info,  &ctl_cmd_pull, &ctl_cmd_images,	&ctl_cmd_inspecti,
-    &ctl_cmd_rmi,     &ctl_cmd_load,  &ctl_cmd_save, &ctl_cmd_import,	&ctl_cmd_runp,
+    &ctl_cmd_rmi,     &ctl_cmd_load,  &ctl_cmd_save, &ctl_cmd_import, &ctl_cmd_push, &ctl_cmd_tag,	&ctl_cmd_runp,
     &ctl_cmd_pods,    &ctl_cmd_stopp, &ctl_cmd_rmp,  &ctl_cmd_inspectp, &ctl_cmd_create,
     &ctl_cmd_start,   &ctl_cmd_run,   &ctl_cmd_stop, &ctl_cmd_rm,	&ctl_cmd_ps,
     &ctl_cmd_inspect, &ctl_cmd_logs,  &ctl_cmd_exec, &ctl_cmd_attach, &ctl_cmd_port_forward, &ctl_cmd_stats,	&ctl_cmd_update,

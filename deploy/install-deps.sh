@@ -17,6 +17,6 @@ apt-get install -y -qq --no-install-recommends \
     python3-websocket golang-go golang-github-docker-spdystream-dev \
     docker-registry apache2-utils skopeo umoci busybox-static \
     containernetworking-plugins iproute2 iptables curl zstd \
-    crun runc nghttp2-client procps util-linux musl-tools clang tmux \
+    crun runc podman libcap2-bin nghttp2-client procps util-linux musl-tools clang tmux \
     xz-utils debian-archive-keyring \
     prometheus systemd openssh-server openssh-client

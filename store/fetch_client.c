@@ -255,20 +255,8 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 	_cleanup_free_ char *what = ad_asprintf("pull %s", ref_string);
 	store_pull_opts o = opts ? *opts : (store_pull_opts){0};
 	json_t *req = json_pack("{s:s, s:s}", "op", "pull", "reference", reference);
-	if (o.auth) {
-		json_t *a = json_object();
-		const char *const fields[][2] = {
-		    {"username", o.auth->username},
-		    {"password", o.auth->password},
-		    {"auth", o.auth->auth},
-		    {"identity_token", o.auth->identity_token},
-		    {"registry_token", o.auth->registry_token},
-		};
-		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-			if (fields[i][1])
-				json_object_set_new(a, fields[i][0], json_string(fields[i][1]));
-		json_object_set_new(req, "auth", a);
-	}
+	if (o.auth)
+		json_object_set_new(req, "auth", fetch_proto_auth(o.auth));
 	if (o.os)
 		json_object_set_new(req, "os", json_string(o.os));
 	if (o.arch)
@@ -284,6 +272,33 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 			.progress = o.progress,
 			.progress_userdata = o.progress_userdata};
 	return run_for_image_id(&fr, req, ret_image_id, err);
+}
+
+int store_push(store *s, const char *image, const char *dest, const store_push_opts *opts,
+	       char **ret_digest, char **ret_ref, ad_error **err)
+{
+	store_push_opts o = opts ? *opts : (store_push_opts){0};
+	_cleanup_free_ char *what = ad_asprintf("push %s", image);
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "push", "image", image, "dest",
+				dest ? dest : "", "format", o.format ? o.format : "", "chunk_size",
+				(json_int_t)o.chunk_size);
+	if (o.auth)
+		json_object_set_new(req, "auth", fetch_proto_auth(o.auth));
+	fetch_run fr = {.s = s,
+			.what = what,
+			.data_fd = -1,
+			.cancel_fd = o.cancel_fd,
+			.progress = o.progress,
+			.progress_userdata = o.progress_userdata};
+	json_t *ok = NULL;
+	if (fetch_run_helper(&fr, req, &ok, err) < 0)
+		return -1;
+	const char *digest = json_string_value(json_object_get(ok, "digest"));
+	const char *ref = json_string_value(json_object_get(ok, "reference"));
+	*ret_digest = ad_strdup(digest ? digest : "");
+	*ret_ref = ad_strdup(ref ? ref : "");
+	json_decref(ok);
+	return 0;
 }
 
 int store_image_load(store *s, int fd, int cancel_fd, char ***ret_image_ids, ad_error **err)

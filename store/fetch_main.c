@@ -30,7 +30,7 @@ static void on_sigterm(int sig)
 	terminated = 1;
 }
 
-static bool pull_cancelled(void *userdata)
+static bool pull_cancelled(void *userdata) /* or push */
 {
 	(void)userdata;
 	return terminated;
@@ -102,13 +102,8 @@ static json_t *read_request(ad_error **err)
 static json_t *do_pull(store *s, json_t *req, ad_error **err)
 {
 	json_t *a = json_object_get(req, "auth");
-	store_auth auth = {
-	    .username = json_string_value(json_object_get(a, "username")),
-	    .password = json_string_value(json_object_get(a, "password")),
-	    .auth = json_string_value(json_object_get(a, "auth")),
-	    .identity_token = json_string_value(json_object_get(a, "identity_token")),
-	    .registry_token = json_string_value(json_object_get(a, "registry_token")),
-	};
+	store_auth auth;
+	fetch_proto_auth_parse(a, &auth);
 	store_pull_opts po = {
 	    .auth = a ? &auth : NULL,
 	    .os = json_string_value(json_object_get(req, "os")),
@@ -122,6 +117,25 @@ static json_t *do_pull(store *s, json_t *req, ad_error **err)
 	if (fetch_pull(s, ref ? ref : "", &po, &id, err) < 0)
 		return NULL;
 	return json_pack("{s:s}", "image_id", id);
+}
+
+static json_t *do_push(store *s, json_t *req, ad_error **err)
+{
+	json_t *a = json_object_get(req, "auth");
+	store_auth auth;
+	fetch_proto_auth_parse(a, &auth);
+	store_push_opts po = {
+	    .auth = a ? &auth : NULL,
+	    .format = json_string_value(json_object_get(req, "format")),
+	    .chunk_size = (uint64_t)json_integer_value(json_object_get(req, "chunk_size")),
+	    .progress = on_progress,
+	};
+	_cleanup_free_ char *digest = NULL, *ref = NULL;
+	const char *image = json_string_value(json_object_get(req, "image"));
+	if (fetch_push(s, image ? image : "", json_string_value(json_object_get(req, "dest")), &po,
+		       pull_cancelled, NULL, &digest, &ref, err) < 0)
+		return NULL;
+	return json_pack("{s:s, s:s}", "digest", digest, "reference", ref);
 }
 
 static json_t *do_load(store *s, ad_error **err)
@@ -170,6 +184,8 @@ static json_t *run(json_t *req, ad_error **err)
 			ad_fail(err, AD_E_INVALID, "agentd-fetch: the request has no op");
 		else if (strcmp(op, "pull") == 0)
 			ok = do_pull(s, req, err);
+		else if (strcmp(op, "push") == 0)
+			ok = do_push(s, req, err);
 		else if (strcmp(op, "load") == 0)
 			ok = do_load(s, err);
 		else if (strcmp(op, "save") == 0)

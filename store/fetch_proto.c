@@ -118,3 +118,28 @@ void fetch_proto_progress_parse(json_t *j, store_progress *p)
 	p->done = (uint64_t)json_integer_value(json_object_get(j, "done"));
 	p->total = (uint64_t)json_integer_value(json_object_get(j, "total"));
 }
+
+json_t *fetch_proto_auth(const store_auth *a)
+{
+	json_t *j = json_object();
+	const char *const fields[][2] = {
+	    {"username", a->username},
+	    {"password", a->password},
+	    {"auth", a->auth},
+	    {"identity_token", a->identity_token},
+	    {"registry_token", a->registry_token},
+	};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (fields[i][1])
+			json_object_set_new(j, fields[i][0], json_string(fields[i][1]));
+	return j;
+}
+
+void fetch_proto_auth_parse(json_t *j, store_auth *a)
+{
+	a->username = json_string_value(json_object_get(j, "username"));
+	a->password = json_string_value(json_object_get(j, "password"));
+	a->auth = json_string_value(json_object_get(j, "auth"));
+	a->identity_token = json_string_value(json_object_get(j, "identity_token"));
+	a->registry_token = json_string_value(json_object_get(j, "registry_token"));
+}

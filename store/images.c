@@ -428,3 +428,40 @@ int store_image_manifest_digest(store *s, const char *image_id, char **ret, ad_e
 		r = ad_fail(err, AD_E_NOT_FOUND, "image %s not found", image_id);
 	return r;
 }
+
+int store_image_name_add(store *s, const char *image_id, const char *name, bool digest,
+			 ad_error **err)
+{
+	pthread_mutex_lock(&s->db_lock);
+	int r = exec_bind(s,
+			  "INSERT INTO image_names (name, image_id, kind) VALUES (?1, ?2, ?3) "
+			  "ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id, "
+			  "kind = excluded.kind",
+			  name, image_id, digest ? NAME_DIGEST : NAME_TAG, err);
+	pthread_mutex_unlock(&s->db_lock);
+	return r;
+}
+
+int store_image_tag(store *s, const char *image, const char *new_ref, char **ret_ref,
+		    ad_error **err)
+{
+	store_ref ref = {0};
+	if (store_ref_parse(new_ref, &ref, err) < 0)
+		return -1;
+	if (ref.digest) {
+		store_ref_clear(&ref);
+		return ad_fail(err, AD_E_INVALID, "tag %s: a tag cannot have a digest", new_ref);
+	}
+	_cleanup_free_ char *name = store_ref_string(&ref);
+	store_ref_clear(&ref);
+	store_image *img = NULL;
+	if (store_image_get(s, image, &img, err) < 0)
+		return -1;
+	int r = store_image_name_add(s, img->id, name, false, err);
+	store_image_free(img);
+	if (r < 0)
+		return ad_error_wrap(err, "tag %s as %s", image, name);
+	if (ret_ref)
+		*ret_ref = ad_steal_ptr(name);
+	return 0;
+}

@@ -464,8 +464,13 @@ struct xfer {
 	size_t small_len, small_max;
 	char *errbody;
 	size_t errbody_len;
-	char *www_auth, *content_type, *docker_digest;
+	char *www_auth, *content_type, *docker_digest, *location;
 	bool status_checked, range_request;
+	/* A request other than GET (a push's): its method, headers and body. */
+	const char *method; /* "HEAD", "POST", "PUT", "PATCH"; NULL: GET */
+	const char *const *headers;
+	const store_upload *upload;
+	uint64_t upload_pos;
 	/* Loop thread only: the sink was full (the transfer is paused), and the
 	 * stall timer: no byte for the session's stall timeout since last_byte_ns. */
 	bool paused, stalled;
@@ -496,7 +501,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *u)
 		free(x->www_auth);
 		free(x->content_type);
 		free(x->docker_digest);
-		x->www_auth = x->content_type = x->docker_digest = NULL;
+		free(x->location);
+		x->www_auth = x->content_type = x->docker_digest = x->location = NULL;
 		return len;
 	}
 	char *v;
@@ -509,6 +515,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *u)
 	} else if ((v = header_value(buf, len, "Docker-Content-Digest"))) {
 		free(x->docker_digest);
 		x->docker_digest = v;
+	} else if ((v = header_value(buf, len, "Location"))) {
+		free(x->location);
+		x->location = v;
 	}
 	return len;
 }
@@ -565,13 +574,41 @@ static size_t on_body(char *buf, size_t size, size_t n, void *u)
 	return len;
 }
 
+/* The request body of an upload, from memory or a file region; restarts at
+ * each attempt. */
+static size_t on_read(char *buf, size_t size, size_t n, void *u)
+{
+	xfer *x = u;
+	const store_upload *up = x->upload;
+	uint64_t left = up->length - x->upload_pos;
+	size_t want = size * n < left ? size * n : (size_t)left;
+	if (!want)
+		return 0;
+	if (up->data) {
+		memcpy(buf, (const char *)up->data + x->upload_pos, want);
+	} else {
+		ssize_t got;
+		do
+			got = pread(up->fd, buf, want, up->offset + (off_t)x->upload_pos);
+		while (got < 0 && errno == EINTR);
+		if (got <= 0)
+			return CURL_READFUNC_ABORT; /* the blob changed under us */
+		want = (size_t)got;
+	}
+	x->upload_pos += want;
+	x->last_byte_ns = ad_monotonic_ns();
+	return want;
+}
+
 static void xfer_reset_response(xfer *x)
 {
 	free(x->www_auth);
 	free(x->content_type);
 	free(x->docker_digest);
+	free(x->location);
 	free(x->errbody);
-	x->www_auth = x->content_type = x->docker_digest = NULL;
+	x->www_auth = x->content_type = x->docker_digest = x->location = NULL;
+	x->upload_pos = 0;
 	x->errbody = NULL;
 	x->errbody_len = 0;
 	x->status = 0;
@@ -853,8 +890,10 @@ static CURLcode perform(store_session *sess, const endpoint *ep, const char *url
 		_cleanup_free_ char *origin = url_origin(cur);
 		bool same = origin && ep->origin && strcmp(origin, ep->origin) == 0;
 		struct curl_slist *hdrs = NULL;
-		if (!post_body)
+		if (!post_body && !x->upload)
 			hdrs = curl_slist_append(hdrs, ACCEPT);
+		for (const char *const *hh = x->headers; hh && *hh; hh++)
+			hdrs = curl_slist_append(hdrs, *hh);
 		if (auth_header && same)
 			hdrs = curl_slist_append(hdrs, auth_header);
 		if (extra_header)
@@ -879,6 +918,21 @@ static CURLcode perform(store_session *sess, const endpoint *ep, const char *url
 		curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
 		if (post_body) {
 			curl_easy_setopt(h, CURLOPT_POSTFIELDS, post_body);
+		}
+		if (x->method && strcmp(x->method, "HEAD") == 0) {
+			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		} else if (x->upload) {
+			/* Uploads go without "Expect: 100-continue" (headers). */
+			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+			curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+			curl_easy_setopt(h, CURLOPT_READDATA, x);
+			curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->upload->length);
+			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, x->method);
+		} else if (x->method && strcmp(x->method, "POST") == 0) {
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
+		} else if (x->method) {
+			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, x->method);
 		}
 		if (same && ep->insecure) {
 			curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -926,8 +980,12 @@ static char *registry_message(const xfer *x)
 	if (code || msg)
 		res = ad_asprintf("%s%s%s", code ? code : "", code && msg ? ": " : "",
 				  msg ? msg : "");
-	else
-		res = ad_asprintf("HTTP %ld: %.200s", x->status, x->errbody);
+	else {
+		size_t n = strnlen(x->errbody, 200);
+		while (n > 0 && isspace((unsigned char)x->errbody[n - 1]))
+			n--;
+		res = ad_asprintf("HTTP %ld: %.*s", x->status, (int)n, x->errbody);
+	}
 	json_decref(root);
 	return res;
 }
@@ -1309,6 +1367,107 @@ int store_session_get_blob(store_session *sess, const char *digest, uint64_t siz
 	(void)size;
 	xfer x = {.sink = sink, .sink_data = userdata};
 	int r = request(sess, WHAT_BLOB, digest, &x, err);
+	xfer_free(&x);
+	return r;
+}
+
+/* ---- requests of a push ---- */
+
+void store_reply_clear(store_reply *r)
+{
+	free(r->location);
+	free(r->digest);
+	free(r->message);
+	memset(r, 0, sizeof(*r));
+}
+
+static endpoint *upstream_endpoint(store_session *sess)
+{
+	for (size_t i = 0; i < sess->n_eps; i++)
+		if (sess->eps[i].upstream)
+			return &sess->eps[i];
+	return &sess->eps[sess->n_eps - 1];
+}
+
+int store_session_send(store_session *sess, const char *method, const char *target,
+		       const char *const *headers, const store_upload *body, store_reply *ret,
+		       ad_error **err)
+{
+	store *s = sess->s;
+	endpoint *ep = upstream_endpoint(sess);
+	_cleanup_free_ char *url =
+	    target[0] == '/' ? ad_asprintf("%s%s", ep->base, target) : ad_strdup(target);
+	bool may_retry = strcmp(method, "PATCH") != 0;
+	bool auth_retried = false;
+	unsigned delay = s->backoff_ms;
+	memset(ret, 0, sizeof(*ret));
+	xfer x = {.small_max = MAX_SMALL_BODY, .method = method, .headers = headers,
+		  .upload = body};
+	int r = -1;
+	for (unsigned attempt = 0;; attempt++) {
+		_cleanup_free_ char *auth_header = NULL, *used_bearer = NULL;
+		pthread_mutex_lock(&sess->lock);
+		if (ep->bearer) {
+			auth_header = ad_asprintf("Authorization: Bearer %s", ep->bearer);
+			used_bearer = ad_strdup(ep->bearer);
+		} else if (ep->basic)
+			auth_header = ad_asprintf("Authorization: Basic %s", ep->basic);
+		pthread_mutex_unlock(&sess->lock);
+		CURLcode rc = perform(sess, ep, url, auth_header, NULL, &x, NULL);
+		if (rc == CURLE_OK && x.status == 401 && x.www_auth && !auth_retried) {
+			auth_retried = true;
+			pthread_mutex_lock(&sess->lock);
+			int ar = answer_challenge(sess, ep, x.www_auth, used_bearer, err);
+			pthread_mutex_unlock(&sess->lock);
+			if (ar < 0)
+				break;
+			continue;
+		}
+		if (rc == CURLE_ABORTED_BY_CALLBACK) {
+			fail_cancelled(sess, err);
+			break;
+		}
+		bool transient = rc != CURLE_OK ? transient_curl(rc)
+						: x.status >= 500 || x.status == 429;
+		if (transient && may_retry && attempt < s->retries) {
+			if (!backoff_sleep(sess, delay)) {
+				fail_cancelled(sess, err);
+				break;
+			}
+			delay *= 2;
+			continue;
+		}
+		if (rc != CURLE_OK) {
+			ad_fail(err, AD_E_UNAVAILABLE, "registry %s unreachable: %s", ep->hostport,
+				curl_easy_strerror(rc));
+			break;
+		}
+		if (x.status == 401 || x.status == 403) {
+			/* A HEAD's refusal has no body: say what was refused. */
+			_cleanup_free_ char *m = registry_message(&x);
+			ad_fail(err, x.status == 401 ? AD_E_UNAUTHENTICATED : AD_E_PERMISSION,
+				"registry %s denied the push to %s%s: %s", ep->hostport,
+				sess->ref_string,
+				x.status == 401 && auth_header ? " (credentials refused)" : "", m);
+			break;
+		}
+		ret->status = x.status;
+		if (x.location) { /* it may be relative to the URL it answered */
+			CURLU *u = curl_url();
+			char *abs = NULL;
+			if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+			    curl_url_set(u, CURLUPART_URL, x.location, 0) == CURLUE_OK &&
+			    curl_url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK)
+				ret->location = ad_strdup(abs);
+			curl_free(abs);
+			curl_url_cleanup(u);
+		}
+		ret->digest = ad_steal_ptr(x.docker_digest);
+		if (x.status < 200 || x.status >= 300)
+			ret->message = registry_message(&x);
+		r = 0;
+		break;
+	}
 	xfer_free(&x);
 	return r;
 }

@@ -113,6 +113,32 @@ int store_session_get_blob(store_session *sess, const char *digest, uint64_t siz
 /* A sink that returned 1 has room again (any thread). */
 void store_session_resume(store_session *sess);
 
+/* The body of a push's request: `length` bytes from `data`, or else from
+ * `fd` at `offset` (read as curl sends). */
+typedef struct store_upload {
+	const void *data;
+	int fd;
+	off_t offset;
+	uint64_t length;
+} store_upload;
+/* The registry's answer to store_session_send. */
+typedef struct store_reply {
+	long status;
+	char *location; /* Location, made absolute */
+	char *digest;	/* Docker-Content-Digest */
+	char *message;	/* the registry's error ("CODE: message") for a non-2xx */
+} store_reply;
+void store_reply_clear(store_reply *r);
+/* One request of a push to the reference's registry itself (mirrors serve
+ * pulls only): `target` is "/v2/..." or an absolute URL from a Location.
+ * Auth as for pulls (a 401 is answered once); transport failures, 5xx and
+ * 429 retried with backoff, except for PATCH (a chunk is not resent). A 401
+ * or 403 after that fails (UNAUTHENTICATED, PERMISSION); any other status is
+ * the caller's to judge, in *ret. */
+int store_session_send(store_session *sess, const char *method, const char *target,
+		       const char *const *headers, const store_upload *body, store_reply *ret,
+		       ad_error **err);
+
 /* ---- pull.c: layers and platforms, shared with load.c ---- */
 /* Unpacks a stream into tmp/, checks its diff_id against want_diff_id (unless
  * NULL) and renames it to layers/<hex>. */
@@ -150,6 +176,9 @@ int store_image_record(store *s, const char *name_tag, const char *repo_digest,
 /* Layer dir ids (diff_id hex), bottom first, of the image found by `query`. */
 int store_image_layers(store *s, const char *query, char **ret_image_id, char ***ret_layer_ids,
 		       ad_error **err);
+/* Adds (or moves) a tag or a repo digest ("name@sha256:..") to the image. */
+int store_image_name_add(store *s, const char *image_id, const char *name, bool digest,
+			 ad_error **err);
 int store_image_manifest_digest(store *s, const char *image_id, char **ret, ad_error **err);
 int store_pin(store *s, const char *holder, const char *image_id, ad_error **err);
 int store_unpin(store *s, const char *holder, ad_error **err);
@@ -166,6 +195,9 @@ void fetch_proto_store_clear(store_opts *o);
 json_t *fetch_proto_error(const ad_error *e);
 void fetch_proto_error_parse(json_t *j, ad_error **err);
 json_t *fetch_proto_progress(const store_progress *p);
+/* Registry credentials (strings point into j). */
+json_t *fetch_proto_auth(const store_auth *a);
+void fetch_proto_auth_parse(json_t *j, store_auth *a);
 void fetch_proto_progress_parse(json_t *j, store_progress *p);
 
 #endif

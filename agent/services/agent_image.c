@@ -1,5 +1,6 @@
-/* agent.v1.ImageService: PullImage with a stream of per-layer progress;
- * LoadImage, SaveImage and ImportImage on files of agentd's host. */
+/* agent.v1.ImageService: PullImage and PushImage with a stream of per-blob
+ * progress; LoadImage, SaveImage and ImportImage on files of agentd's host;
+ * TagImage. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -40,20 +41,19 @@ static Agent__V1__LayerState layer_state(store_layer_state s)
 		return AGENT__V1__LAYER_STATE__LAYER_STATE_DONE;
 	case STORE_LAYER_EXISTS:
 		return AGENT__V1__LAYER_STATE__LAYER_STATE_EXISTS;
+	case STORE_LAYER_MOUNTED: /* a push's */
 	case STORE_LAYER_FAILED:
 		break;
 	}
 	return AGENT__V1__LAYER_STATE__LAYER_STATE_FAILED;
 }
 
-/* Runs on the handler's thread (store_pull relays agentd-fetch's progress).
- * Sending may block while the client does not read; that only slows this
- * pull down (the helper waits to write its next progress line). */
-static void on_progress(void *userdata, const store_progress *p)
+/* Whether p is worth a message: state changes and the last bytes always,
+ * byte progress of one layer at most every PROGRESS_INTERVAL_NS. */
+static bool progress_due(pull_stream *ps, const store_progress *p)
 {
-	pull_stream *ps = userdata;
 	if (ps->gone)
-		return;
+		return false;
 	if (!ps->last_sent && p->count) {
 		ps->count = p->count;
 		ps->last_sent = ad_malloc0(sizeof(int64_t) * p->count);
@@ -62,15 +62,31 @@ static void on_progress(void *userdata, const store_progress *p)
 			ps->last_state[i] = -1;
 	}
 	if (p->index >= ps->count)
-		return;
+		return false;
 	int64_t now = ad_monotonic_ns();
 	int state = (int)p->state;
 	if (state == ps->last_state[p->index] && p->done != p->total &&
 	    now - ps->last_sent[p->index] < PROGRESS_INTERVAL_NS)
-		return;
+		return false;
 	ps->last_state[p->index] = state;
 	ps->last_sent[p->index] = now;
+	return true;
+}
 
+static void pull_stream_clear(pull_stream *ps)
+{
+	free(ps->last_sent);
+	free(ps->last_state);
+}
+
+/* Runs on the handler's thread (store_pull relays agentd-fetch's progress).
+ * Sending may block while the client does not read; that only slows this
+ * pull down (the helper waits to write its next progress line). */
+static void on_progress(void *userdata, const store_progress *p)
+{
+	pull_stream *ps = userdata;
+	if (!progress_due(ps, p))
+		return;
 	Agent__V1__PullImageProgress m = AGENT__V1__PULL_IMAGE_PROGRESS__INIT;
 	m.layer_index = (uint32_t)p->index;
 	m.layer_count = (uint32_t)p->count;
@@ -80,6 +96,22 @@ static void on_progress(void *userdata, const store_progress *p)
 	m.bytes_total = p->total;
 	if (rpc_call_send(ps->call, &m.base) < 0)
 		ps->gone = true;
+}
+
+/* The request's registry credentials; false when none is given (all empty:
+ * the auth file, else anonymous). */
+static bool request_auth(store_auth *a, char *username, char *password, char *auth,
+			 char *identity_token, char *registry_token)
+{
+	bool have = false;
+#define NONEMPTY(f) ((f) && (f)[0] ? (have = true, (f)) : NULL)
+	a->username = NONEMPTY(username);
+	a->password = NONEMPTY(password);
+	a->auth = NONEMPTY(auth);
+	a->identity_token = NONEMPTY(identity_token);
+	a->registry_token = NONEMPTY(registry_token);
+#undef NONEMPTY
+	return have;
 }
 
 static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -101,15 +133,9 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	_cleanup_free_ char *normalised = store_ref_string(&ref);
 	store_ref_clear(&ref);
 
-	store_auth auth = {0};
-	bool have_auth = false;
-#define NONEMPTY(f) ((f) && (f)[0] ? (have_auth = true, (f)) : NULL)
-	auth.username = NONEMPTY(rq->username);
-	auth.password = NONEMPTY(rq->password);
-	auth.auth = NONEMPTY(rq->auth);
-	auth.identity_token = NONEMPTY(rq->identity_token);
-	auth.registry_token = NONEMPTY(rq->registry_token);
-#undef NONEMPTY
+	store_auth auth;
+	bool have_auth = request_auth(&auth, rq->username, rq->password, rq->auth,
+				      rq->identity_token, rq->registry_token);
 
 	pull_stream ps = {.call = call};
 	store_pull_opts po = {
@@ -123,8 +149,7 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	_cleanup_free_ char *id = NULL;
 	int r = store_pull(s, rq->image, &po, &id, &e);
 	size_t count = ps.count;
-	free(ps.last_sent);
-	free(ps.last_state);
+	pull_stream_clear(&ps);
 	if (r < 0)
 		return status_call_error(call, e);
 	ad_info("pulled %s as %s", normalised, id);
@@ -298,6 +323,124 @@ static rpc_code image_import(rpc_call *call, const ProtobufCMessage *req, Protob
 	return RPC_OK;
 }
 
+/* ---- push, tag ------------------------------------------------------------- */
+
+static Agent__V1__BlobPushState blob_push_state(store_layer_state s)
+{
+	switch (s) {
+	case STORE_LAYER_WAITING:
+		return AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_WAITING;
+	case STORE_LAYER_DOWNLOADING:
+	case STORE_LAYER_EXTRACTING:
+		return AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_UPLOADING;
+	case STORE_LAYER_DONE:
+		return AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_PUSHED;
+	case STORE_LAYER_EXISTS:
+		return AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_EXISTS;
+	case STORE_LAYER_MOUNTED:
+		return AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_MOUNTED;
+	case STORE_LAYER_FAILED:
+		break;
+	}
+	return AGENT__V1__BLOB_PUSH_STATE__BLOB_PUSH_STATE_FAILED;
+}
+
+static void on_push_progress(void *userdata, const store_progress *p)
+{
+	pull_stream *ps = userdata;
+	if (!progress_due(ps, p))
+		return;
+	Agent__V1__PushImageProgress m = AGENT__V1__PUSH_IMAGE_PROGRESS__INIT;
+	m.blob_index = (uint32_t)p->index;
+	m.blob_count = (uint32_t)p->count;
+	m.digest = (char *)(p->digest ? p->digest : "");
+	m.state = blob_push_state(p->state);
+	m.bytes_done = p->done;
+	m.bytes_total = p->total;
+	if (rpc_call_send(ps->call, &m.base) < 0)
+		ps->gone = true;
+}
+
+static rpc_code image_push(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			   void *userdata)
+{
+	(void)resp;
+	const Agent__V1__PushImageRequest *rq = (const Agent__V1__PushImageRequest *)req;
+	_cleanup_error_ ad_error *e = NULL;
+	store *s = require_store(userdata, &e);
+	if (!s)
+		return status_call_error(call, e);
+	if (!rq->image || !rq->image[0]) {
+		ad_fail(&e, AD_E_INVALID, "an image is required");
+		return status_call_error(call, e);
+	}
+	if (rq->format && rq->format[0] && strcmp(rq->format, "oci") != 0 &&
+	    strcmp(rq->format, "v2s2") != 0) {
+		ad_fail(&e, AD_E_INVALID, "unknown manifest format '%s' (oci or v2s2)", rq->format);
+		return status_call_error(call, e);
+	}
+	/* An unknown image fails here, before a helper starts. */
+	store_image *img = NULL;
+	if (store_image_get(s, rq->image, &img, &e) < 0)
+		return status_call_error(call, e);
+	store_image_free(img);
+	store_auth auth;
+	bool have_auth = request_auth(&auth, rq->username, rq->password, rq->auth,
+				      rq->identity_token, rq->registry_token);
+	pull_stream ps = {.call = call};
+	store_push_opts po = {
+	    .auth = have_auth ? &auth : NULL,
+	    .format = rq->format,
+	    .chunk_size = rq->chunk_size,
+	    .progress = on_push_progress,
+	    .progress_userdata = &ps,
+	    .cancel_fd = rpc_call_cancel_fd(call),
+	};
+	_cleanup_free_ char *digest = NULL, *ref = NULL;
+	int r = store_push(s, rq->image, rq->destination, &po, &digest, &ref, &e);
+	size_t count = ps.count;
+	pull_stream_clear(&ps);
+	if (r < 0)
+		return status_call_error(call, e);
+	ad_info("pushed %s to %s as %s", rq->image, ref, digest);
+	Agent__V1__PushImageProgress last = AGENT__V1__PUSH_IMAGE_PROGRESS__INIT;
+	last.blob_count = (uint32_t)count;
+	last.digest = (char *)"";
+	last.manifest_digest = digest;
+	last.reference = ref;
+	if (ps.gone || rpc_call_send(call, &last.base) < 0) {
+		ad_fail(&e, AD_E_CANCELLED, "push to %s: the client went away", ref);
+		return status_call_error(call, e);
+	}
+	return RPC_OK;
+}
+
+static rpc_code image_tag(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	const Agent__V1__TagImageRequest *rq = (const Agent__V1__TagImageRequest *)req;
+	Agent__V1__TagImageResponse *rs = (Agent__V1__TagImageResponse *)resp;
+	_cleanup_error_ ad_error *e = NULL;
+	store *s = require_store(userdata, &e);
+	if (!s)
+		return status_call_error(call, e);
+	if (!rq->image || !rq->image[0] || !rq->new_reference || !rq->new_reference[0]) {
+		ad_fail(&e, AD_E_INVALID, "an image and a new reference are required");
+		return status_call_error(call, e);
+	}
+	_cleanup_free_ char *ref = NULL;
+	if (store_image_tag(s, rq->image, rq->new_reference, &ref, &e) < 0)
+		return status_call_error(call, e);
+	store_image *img = NULL;
+	if (store_image_get(s, ref, &img, &e) < 0)
+		return status_call_error(call, e);
+	rs->reference = rpc_call_strdup(call, ref);
+	rs->image_id = rpc_call_strdup(call, img->id);
+	store_image_free(img);
+	ad_info("tagged %s as %s", rq->image, ref);
+	return RPC_OK;
+}
+
 void svc_agent_image_register(svc_table *t, store *images)
 {
 	const rpc_method pull = {
@@ -310,6 +453,12 @@ void svc_agent_image_register(svc_table *t, store *images)
 	    .userdata = images,
 	};
 	svc_table_add(t, &pull);
+	rpc_method push = pull;
+	push.path = "/agent.v1.ImageService/PushImage";
+	push.request = &agent__v1__push_image_request__descriptor;
+	push.response = &agent__v1__push_image_progress__descriptor;
+	push.handler = image_push;
+	svc_table_add(t, &push);
 	const rpc_method unary[] = {
 	    {
 		.path = "/agent.v1.ImageService/LoadImage",
@@ -328,6 +477,12 @@ void svc_agent_image_register(svc_table *t, store *images)
 		.request = &agent__v1__import_image_request__descriptor,
 		.response = &agent__v1__import_image_response__descriptor,
 		.handler = image_import,
+	    },
+	    {
+		.path = "/agent.v1.ImageService/TagImage",
+		.request = &agent__v1__tag_image_request__descriptor,
+		.response = &agent__v1__tag_image_response__descriptor,
+		.handler = image_tag,
 	    },
 	};
 	for (size_t i = 0; i < sizeof(unary) / sizeof(unary[0]); i++) {

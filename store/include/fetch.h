@@ -18,6 +18,9 @@ void fetch_close(store *s);
 
 int fetch_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
 	       ad_error **err);
+int fetch_push(store *s, const char *image, const char *dest, const store_push_opts *opts,
+	       store_cancel_fn cancel, void *cancel_userdata, char **ret_digest, char **ret_ref,
+	       ad_error **err);
 int fetch_image_load(store *s, int fd, char ***ret_image_ids, ad_error **err);
 int fetch_image_save(store *s, const char *const *queries, int fd, ad_error **err);
 int fetch_image_import(store *s, int fd, const char *reference, char **ret_image_id,

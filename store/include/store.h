@@ -98,8 +98,11 @@ typedef enum store_layer_state {
 	STORE_LAYER_DONE,	/* unpacked and verified */
 	STORE_LAYER_EXISTS,	/* already in the store */
 	STORE_LAYER_FAILED,
+	STORE_LAYER_MOUNTED, /* push: mounted from another repository of the registry */
 } store_layer_state;
 
+/* A push reports its blobs (layers, then the config) with the same states:
+ * DOWNLOADING is "uploading", DONE "uploaded", EXISTS "already there". */
 typedef struct store_progress {
 	size_t index, count; /* which layer of how many */
 	const char *digest;  /* the layer's (compressed) digest */
@@ -137,6 +140,30 @@ typedef struct store_pull_opts {
 int store_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
 	       ad_error **err);
 
+/* ---- push ---------------------------------------------------------------- */
+typedef struct store_push_opts {
+	const store_auth *auth; /* NULL: from the auth file, else anonymous */
+	/* The manifest's format: NULL or "" as stored, "oci" or "v2s2" (Docker
+	 * image manifest v2 schema 2); converted manifests change digest. */
+	const char *format;
+	/* 0: each blob in one PUT; else PATCHes of this many bytes, then a PUT. */
+	uint64_t chunk_size;
+	store_progress_fn progress;
+	void *progress_userdata;
+	int cancel_fd; /* as store_pull_opts.cancel_fd */
+} store_push_opts;
+
+/* Pushes the image found by `image` to the registry reference `dest` (NULL:
+ * `image` itself, which must then be one of its tags): each blob checked
+ * with HEAD, mounted from another repository of the same registry that holds
+ * the image when there is one, else uploaded; then the manifest. Runs
+ * agentd-fetch. *ret_digest: the pushed manifest's digest; *ret_ref: the
+ * normalised destination. A refusal by the registry keeps its words
+ * (UNAUTHENTICATED/PERMISSION_DENIED for auth, else FAILED_PRECONDITION or
+ * UNAVAILABLE). The image gets the repo digest dest@digest. */
+int store_push(store *s, const char *image, const char *dest, const store_push_opts *opts,
+	       char **ret_digest, char **ret_ref, ad_error **err);
+
 /* ---- images ---------------------------------------------------------------- */
 typedef struct store_image {
 	char *id;	     /* "sha256:<config hex>" */
@@ -162,6 +189,10 @@ int store_image_list(store *s, const char *filter, store_image ***ret_images, ad
  * an error. An image a container uses → AD_E_PRECONDITION. Content nobody else
  * references is freed. */
 int store_image_remove(store *s, const char *query, ad_error **err);
+/* Names the image found by `image` also `new_ref` (a tag; it moves there
+ * from another image that had it). *ret_ref (may be NULL): normalised. */
+int store_image_tag(store *s, const char *image, const char *new_ref, char **ret_ref,
+		    ad_error **err);
 /* Deletes blobs and layer dirs no image references, and temp leftovers. */
 int store_gc(store *s, uint64_t *ret_freed_bytes, ad_error **err);
 

@@ -49,7 +49,7 @@ class Registry:
     """docker-registry serving a private temp dir on 127.0.0.1:<free port>."""
 
     def __init__(self, workdir, auth=None, tls=False, client_certs=False, ipv6=False,
-                 storage=None, access_log=False):
+                 storage=None, access_log=False, readonly=False):
         self.dir = Path(workdir) / f"registry-{os.getpid()}-{free_port()}"
         self.dir.mkdir(parents=True)
         self.port = free_port(ipv6)
@@ -64,6 +64,8 @@ class Registry:
         self.storage = storage or self.dir / "data"
         # Log every request (with its protocol and client address) to registry.log.
         self.access_log = access_log
+        # Refuses every write (storage maintenance mode): pushes fail.
+        self.readonly = readonly
 
     def _make_tls(self):
         d = self.dir / "tls"
@@ -99,6 +101,10 @@ class Registry:
             f"    rootdirectory: {self.storage}",
             "  delete:",
             "    enabled: true",
+        ]
+        if self.readonly:
+            cfg += ["  maintenance:", "    readonly:", "      enabled: true"]
+        cfg += [
             "http:",
             f"  addr: '{self.host}'",
         ]
