@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/v1/agent.pb-c.h"
 #include "cri/api.pb-c.h"
 #include "ctl.h"
 
@@ -28,15 +29,13 @@
 
 /* ---- create, start, run --------------------------------------------------------- */
 
-static int create_container(ctl_ctx *ctx, const char *pod_id, const char *ctr_file,
-			    const char *pod_file, char **ret_id)
+/* CreateContainer in pod_id (NULL: a new pod from pcfg, *ret_pod_id). */
+static int create_container_in(ctl_ctx *ctx, const char *pod_id, ProtobufCMessage *cfg,
+			       ProtobufCMessage *pcfg, char **ret_pod_id, char **ret_id)
 {
-	ProtobufCMessage *cfg = NULL, *pcfg = NULL;
-	int r = ctl_pb_from_file(ctr_file, &runtime__v1__container_config__descriptor, &cfg);
-	if (!r)
-		r = ctl_pb_from_file(pod_file, &runtime__v1__pod_sandbox_config__descriptor, &pcfg);
 	_cleanup_free_ char *pod_ours = NULL;
-	if (!r && !pod_id) {
+	int r = 0;
+	if (!pod_id) {
 		r = ctl_run_pod(ctx, (Runtime__V1__PodSandboxConfig *)pcfg, &pod_ours);
 		pod_id = pod_ours;
 	}
@@ -56,6 +55,20 @@ static int create_container(ctl_ctx *ctx, const char *pod_id, const char *ctr_fi
 			protobuf_c_message_free_unpacked(m, NULL);
 		}
 	}
+	if (ret_pod_id && pod_ours)
+		*ret_pod_id = ad_steal_ptr(pod_ours);
+	return r;
+}
+
+static int create_container(ctl_ctx *ctx, const char *pod_id, const char *ctr_file,
+			    const char *pod_file, char **ret_id)
+{
+	ProtobufCMessage *cfg = NULL, *pcfg = NULL;
+	int r = ctl_pb_from_file(ctr_file, &runtime__v1__container_config__descriptor, &cfg);
+	if (!r)
+		r = ctl_pb_from_file(pod_file, &runtime__v1__pod_sandbox_config__descriptor, &pcfg);
+	if (!r)
+		r = create_container_in(ctx, pod_id, cfg, pcfg, NULL, ret_id);
 	if (cfg)
 		protobuf_c_message_free_unpacked(cfg, NULL);
 	if (pcfg)
@@ -90,16 +103,18 @@ static int run_create(ctl_ctx *ctx, int argc, char **argv)
 	return r;
 }
 
+static int run_image(ctl_ctx *ctx, int argc, char **argv);
+
+/* crictl's form (two config files) or podman's (an image). */
 static int run_run(ctl_ctx *ctx, int argc, char **argv)
 {
-	int r = ctl_ids_only(&ctl_cmd_run, argc, argv, "CONTAINER_CONFIG");
-	if (r)
-		return r < 0 ? 0 : r;
-	if (argc - optind != 2)
-		return ctl_usage_error(&ctl_cmd_run,
-				       "CONTAINER_CONFIG and POD_CONFIG are required");
+	struct stat a, b;
+	if (argc != 3 || stat(argv[1], &a) < 0 || !S_ISREG(a.st_mode) || stat(argv[2], &b) < 0 ||
+	    !S_ISREG(b.st_mode))
+		return run_image(ctx, argc, argv);
+	optind = 1;
 	_cleanup_free_ char *id = NULL;
-	r = create_container(ctx, NULL, argv[optind], argv[optind + 1], &id);
+	int r = create_container(ctx, NULL, argv[1], argv[2], &id);
 	if (!r)
 		r = start_container(ctx, id);
 	if (!r)
@@ -398,11 +413,11 @@ static int run_inspect(ctl_ctx *ctx, int argc, char **argv)
 			status = r;
 			continue;
 		}
-		json_array_append_new(
-		    out, ctl_status_json(
-			     st->status ? pbjson_from_message(&st->status->base, PBJSON_PROTOJSON)
-					: NULL,
-			     st->n_info, (void **)st->info));
+		json_t *o = ctl_status_json(
+		    st->status ? pbjson_from_message(&st->status->base, PBJSON_PROTOJSON) : NULL,
+		    st->n_info, (void **)st->info);
+		ctl_caps_decode_info(json_object_get(o, "info"));
+		json_array_append_new(out, o);
 		protobuf_c_message_free_unpacked(&st->base, NULL);
 	}
 	ctl_print_inspected(out, argc - optind == 1, fmt);
@@ -902,6 +917,252 @@ static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 	return r;
 }
 
+/* ---- run IMAGE: podman's one-liner on pods -------------------------------------------- */
+
+typedef struct run_opts {
+	bool detach;
+	const char *name;
+	json_t *ports, *mounts, *envs; /* CRI JSON, for ctl_pb_from_json */
+} run_opts;
+
+/* -p [IP:]HOST:CTR[/tcp|udp|sctp] (podman's syntax, without ranges). */
+static int parse_port(const char *arg, json_t *ports)
+{
+	_cleanup_free_ char *s = ad_strdup(arg);
+	const char *proto = "TCP";
+	char *slash = strchr(s, '/');
+	if (slash) {
+		*slash = '\0';
+		if (strcasecmp(slash + 1, "tcp") == 0)
+			proto = "TCP";
+		else if (strcasecmp(slash + 1, "udp") == 0)
+			proto = "UDP";
+		else if (strcasecmp(slash + 1, "sctp") == 0)
+			proto = "SCTP";
+		else
+			return ctl_usage_error(&ctl_cmd_run, "-p %s: unknown protocol '%s' (tcp, udp "
+					       "or sctp)", arg, slash + 1);
+	}
+	char *parts[3] = {0};
+	size_t n = 0;
+	for (char *p = s, *colon; n < 3; p = colon + 1) {
+		/* An IPv6 host address is in brackets: [::1]:8080:80. */
+		char *from = p[0] == '[' && strchr(p, ']') ? strchr(p, ']') : p;
+		parts[n++] = p;
+		if (!(colon = strchr(from, ':')))
+			break;
+		*colon = '\0';
+	}
+	if (n < 2 || (n == 3 && strchr(parts[2], ':')))
+		return ctl_usage_error(&ctl_cmd_run, "-p %s: want [IP:]HOST_PORT:CONTAINER_PORT", arg);
+	long port[2];
+	for (size_t i = 0; i < 2; i++) {
+		const char *v = parts[n - 2 + i];
+		char *end;
+		port[i] = strtol(v, &end, 10);
+		if (!*v || *end || port[i] < 1 || port[i] > 65535)
+			return ctl_usage_error(&ctl_cmd_run, "-p %s: '%s' is not a port (1-65535)", arg,
+					       v);
+	}
+	json_t *m = json_pack("{s:I, s:I, s:s}", "host_port", (json_int_t)port[0], "container_port",
+			      (json_int_t)port[1], "protocol", proto);
+	if (n == 3) {
+		char *ip = parts[0];
+		size_t l = strlen(ip);
+		if (ip[0] == '[' && l > 2 && ip[l - 1] == ']') {
+			ip[l - 1] = '\0';
+			ip++;
+		}
+		json_object_set_new(m, "host_ip", json_string(ip));
+	}
+	json_array_append_new(ports, m);
+	return 0;
+}
+
+/* -v SRC:DST[:ro|rw], SRC an absolute host path (podman's named volumes are
+ * not agentd's). */
+static int parse_volume(const char *arg, json_t *mounts)
+{
+	_cleanup_free_ char *s = ad_strdup(arg);
+	char *dst = strchr(s, ':');
+	char *mode = dst ? strchr(dst + 1, ':') : NULL;
+	if (dst)
+		*dst++ = '\0';
+	if (mode)
+		*mode++ = '\0';
+	if (!dst || !*s || !*dst)
+		return ctl_usage_error(&ctl_cmd_run, "-v %s: want SRC:DST[:ro]", arg);
+	if (s[0] != '/' || dst[0] != '/')
+		return ctl_usage_error(&ctl_cmd_run, "-v %s: SRC and DST must be absolute paths", arg);
+	if (mode && strcmp(mode, "ro") != 0 && strcmp(mode, "rw") != 0)
+		return ctl_usage_error(&ctl_cmd_run, "-v %s: unknown mode '%s' (ro or rw)", arg, mode);
+	struct stat st;
+	if (stat(s, &st) < 0)
+		return ctl_usage_error(&ctl_cmd_run, "-v %s: %s: %s", arg, s, strerror(errno));
+	json_array_append_new(mounts, json_pack("{s:s, s:s, s:b}", "host_path", s, "container_path",
+						dst, "readonly", mode && strcmp(mode, "ro") == 0));
+	return 0;
+}
+
+static int parse_env(const char *arg, json_t *envs)
+{
+	const char *eq = strchr(arg, '=');
+	if (!eq || eq == arg)
+		return ctl_usage_error(&ctl_cmd_run, "-e %s: want KEY=VALUE", arg);
+	_cleanup_free_ char *key = ad_strndup(arg, (size_t)(eq - arg));
+	json_array_append_new(envs, json_pack("{s:s, s:s}", "key", key, "value", eq + 1));
+	return 0;
+}
+
+static int parse_run_options(int argc, char **argv, run_opts *o)
+{
+	static const struct option opts[] = {
+	    {"detach", no_argument, NULL, 'd'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"publish", required_argument, NULL, 'p'},
+	    {"volume", required_argument, NULL, 'v'},
+	    {"env", required_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	int c, r = 0;
+	/* "+": CMD's own options are CMD's. */
+	while (!r && (c = ctl_getopt(&ctl_cmd_run, argc, argv, "+:dn:p:v:e:h", opts, &r)) != -1) {
+		switch (c) {
+		case 'd':
+			o->detach = true;
+			break;
+		case 'n':
+			o->name = optarg;
+			break;
+		case 'p':
+			r = parse_port(optarg, o->ports);
+			break;
+		case 'v':
+			r = parse_volume(optarg, o->mounts);
+			break;
+		case 'e':
+			r = parse_env(optarg, o->envs);
+			break;
+		}
+	}
+	if (!r && optind >= argc)
+		r = ctl_usage_error(&ctl_cmd_run, "IMAGE is required");
+	return r;
+}
+
+/* Where the pod's logs go: under agentd's root, which agentd makes. */
+static int run_log_dir(ctl_ctx *ctx, const char *pod_name, char **ret)
+{
+	Agent__V1__InfoRequest req = AGENT__V1__INFO_REQUEST__INIT;
+	ProtobufCMessage *m = NULL;
+	int r = ctl_unary(ctx, "/agent.v1.AgentService/Info", &req.base,
+			  &agent__v1__info_response__descriptor, &m);
+	if (r)
+		return r;
+	*ret = ad_asprintf("%s/run-logs/%s", ((Agent__V1__InfoResponse *)m)->root_dir, pod_name);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+/* Waits for the container's end while printing its log; its exit code. */
+static int run_attached(ctl_ctx *ctx, const char *id)
+{
+	Runtime__V1__ContainerStatusResponse *st = NULL;
+	int r = container_status(ctx, id, false, &st);
+	if (r)
+		return r;
+	_cleanup_free_ char *path = ad_strdup(st->status->log_path);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	log_opts lo = {.tail = -1};
+	unsigned timeout = ctx->timeout_ms;
+	if ((r = follow_log(ctx, id, path, &lo)))
+		return r;
+	ctx->timeout_ms = timeout;
+	if ((r = container_status(ctx, id, false, &st)))
+		return r;
+	bool exited = st->status->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
+	int code = st->status->exit_code;
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (!exited) {
+		ctl_warnx("interrupted: container %s goes on running (agentctl stop %.13s)", id, id);
+		return EX_TEMPFAIL;
+	}
+	return code & 0xff;
+}
+
+static int run_image(ctl_ctx *ctx, int argc, char **argv)
+{
+	run_opts o = {.ports = json_array(), .mounts = json_array(), .envs = json_array()};
+	_cleanup_free_ char *image_id = NULL, *pod_id = NULL, *id = NULL, *log_dir = NULL;
+	_cleanup_free_ char *generated = NULL;
+	ProtobufCMessage *cfg = NULL, *pcfg = NULL;
+	json_t *pod = NULL, *ctr = NULL;
+	int r = parse_run_options(argc, argv, &o);
+	if (r)
+		goto out;
+	const char *image = argv[optind];
+	/* Pulled when agentd does not have it. */
+	if ((r = ctl_image_id(ctx, image, &image_id)))
+		goto out;
+	if (!image_id && (r = ctl_pull(ctx, image, NULL, NULL, &image_id)))
+		goto out;
+	unsigned char rnd[4] = {0};
+	FILE *ur = fopen("/dev/urandom", "rb");
+	if (!ur || fread(rnd, 1, sizeof(rnd), ur) != sizeof(rnd)) {
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			rnd[i] = (unsigned char)(ad_monotonic_ns() >> (8 * i));
+	}
+	if (ur)
+		fclose(ur);
+	generated = ad_asprintf("run-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+	const char *name = o.name ? o.name : generated;
+	if ((r = run_log_dir(ctx, name, &log_dir)))
+		goto out;
+	pod = json_pack("{s:{s:s, s:s, s:s}, s:s, s:s, s:O, s:{s:s}}", "metadata", "name", name,
+			"namespace", "default", "uid", generated, "hostname", name, "log_directory",
+			log_dir, "port_mappings", o.ports, "labels", "io.agentd.run", name);
+	json_t *args = json_array();
+	for (int i = optind + 1; i < argc; i++)
+		json_array_append_new(args, json_string(argv[i]));
+	ctr = json_pack("{s:{s:s}, s:{s:s}, s:o, s:O, s:O, s:s, s:{s:s}}", "metadata", "name", name,
+			"image", "image", image_id, "args", args, "envs", o.envs, "mounts", o.mounts,
+			"log_path", "container.log", "labels", "io.agentd.run", name);
+	pcfg = ctl_pb_from_json(&runtime__v1__pod_sandbox_config__descriptor, pod, "run");
+	cfg = ctl_pb_from_json(&runtime__v1__container_config__descriptor, ctr, "run");
+	if (!pcfg || !cfg) {
+		r = EX_SOFTWARE;
+		goto out;
+	}
+	if ((r = create_container_in(ctx, NULL, cfg, pcfg, &pod_id, &id))) {
+		if (pod_id) { /* nothing half made stays */
+			Runtime__V1__RemovePodSandboxRequest rm =
+			    RUNTIME__V1__REMOVE_POD_SANDBOX_REQUEST__INIT;
+			rm.pod_sandbox_id = pod_id;
+			ctl_unary(ctx, SVC "RemovePodSandbox", &rm.base,
+				  &runtime__v1__remove_pod_sandbox_response__descriptor, NULL);
+		}
+		goto out;
+	}
+	if ((r = start_container(ctx, id)))
+		goto out;
+	if (o.detach)
+		printf("%s\n", id);
+	else
+		r = run_attached(ctx, id);
+out:
+	json_decref(pod);
+	json_decref(ctr);
+	json_decref(o.ports);
+	json_decref(o.mounts);
+	json_decref(o.envs);
+	if (cfg)
+		protobuf_c_message_free_unpacked(cfg, NULL);
+	if (pcfg)
+		protobuf_c_message_free_unpacked(pcfg, NULL);
+	return r;
+}
+
 const ctl_command ctl_cmd_create = {
     .name = "create",
     .synopsis = "POD CONTAINER_CONFIG POD_CONFIG",
@@ -918,8 +1179,11 @@ const ctl_command ctl_cmd_start = {
 
 const ctl_command ctl_cmd_run = {
     .name = "run",
-    .synopsis = "CONTAINER_CONFIG POD_CONFIG",
-    .summary = "run a pod and start a container in it; prints the container's id",
+    .synopsis = "[-d] [--name N] [-p [IP:]HOST:CTR[/PROTO]]... [-v SRC:DST[:ro]]... "
+		"[-e K=V]... IMAGE [CMD...] | CONTAINER_CONFIG POD_CONFIG",
+    .summary = "run IMAGE in a new pod (pulled if needed; ports mapped as the pod's), "
+	       "streaming its log and exiting with its code (-d: print its id); or, given two "
+	       "config files, crictl's run",
     .run = run_run,
 };
 

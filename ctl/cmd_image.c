@@ -143,6 +143,31 @@ static int split_creds(const ctl_command *cmd, const char *creds, char **ret_use
 	return 0;
 }
 
+int ctl_pull(ctl_ctx *ctx, const char *image, char *user, char *password, char **ret_id)
+{
+	Agent__V1__PullImageRequest req = AGENT__V1__PULL_IMAGE_REQUEST__INIT;
+	req.image = (char *)image;
+	req.username = user;
+	req.password = password;
+	pull_view v = {.tty = isatty(STDERR_FILENO)};
+	/* A pull takes as long as it takes unless -t was given. */
+	int r = ctl_stream(ctx, PATH_PULL, &req.base, &agent__v1__pull_image_progress__descriptor,
+			   ctx->timeout_given ? ctx->timeout_ms : 0, on_pull_msg, &v);
+	if (v.drawn)
+		fputc('\n', stderr);
+	if (!r && !v.image_id) {
+		ctl_warnx("%s: the stream ended without an image id", PATH_PULL + 1);
+		r = EX_PROTOCOL;
+	}
+	if (!r)
+		*ret_id = ad_steal_ptr(v.image_id);
+	free(v.done);
+	free(v.total);
+	free(v.state);
+	free(v.image_id);
+	return r;
+}
+
 static int run_pull(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -160,28 +185,13 @@ static int run_pull(ctl_ctx *ctx, int argc, char **argv)
 	if (optind != argc - 1)
 		return ctl_usage_error(&ctl_cmd_pull,
 				       optind < argc ? "one IMAGE only" : "IMAGE is required");
-	Agent__V1__PullImageRequest req = AGENT__V1__PULL_IMAGE_REQUEST__INIT;
-	req.image = argv[optind];
-	_cleanup_free_ char *user = NULL;
-	if (creds && (r = split_creds(&ctl_cmd_pull, creds, &user, &req.password)))
+	_cleanup_free_ char *user = NULL, *id = NULL;
+	char *password = NULL;
+	if (creds && (r = split_creds(&ctl_cmd_pull, creds, &user, &password)))
 		return r;
-	req.username = user;
-	pull_view v = {.tty = isatty(STDERR_FILENO)};
-	/* A pull takes as long as it takes unless -t was given. */
-	r = ctl_stream(ctx, PATH_PULL, &req.base, &agent__v1__pull_image_progress__descriptor,
-		       ctx->timeout_given ? ctx->timeout_ms : 0, on_pull_msg, &v);
-	if (v.drawn)
-		fputc('\n', stderr);
-	if (!r && !v.image_id) {
-		ctl_warnx("%s: the stream ended without an image id", PATH_PULL + 1);
-		r = EX_PROTOCOL;
-	}
+	r = ctl_pull(ctx, argv[optind], user, password, &id);
 	if (!r)
-		printf("%s\n", v.image_id);
-	free(v.done);
-	free(v.total);
-	free(v.state);
-	free(v.image_id);
+		printf("%s\n", id);
 	return r;
 }
 

@@ -66,6 +66,8 @@ extern const ctl_command ctl_cmd_port_forward;
 extern const ctl_command ctl_cmd_stats;
 extern const ctl_command ctl_cmd_update;
 extern const ctl_command ctl_cmd_events;
+extern const ctl_command ctl_cmd_capsh;
+extern const ctl_command ctl_cmd_top;
 
 /* err(3)-style: "agentctl: " + message on stderr. */
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -184,9 +186,20 @@ typedef struct ctl_id_call {
 int ctl_run_id_command(ctl_ctx *ctx, const ctl_command *cmd, int argc, char **argv,
 		       const ctl_id_call *call);
 int ctl_run_pod(ctl_ctx *ctx, Runtime__V1__PodSandboxConfig *cfg, char **ret_id);
+/* Pulls with agent.v1's progress stream (a bar on a terminal, else a line
+ * per layer state, on stderr); 0 with *ret_id, or the exit status. */
+int ctl_pull(ctl_ctx *ctx, const char *image, char *user, char *password, char **ret_id);
 /* The id of the image agentd knows by that name (*ret_id NULL if none);
  * returns 0 or, having printed why, an exit status. */
 int ctl_image_id(ctl_ctx *ctx, const char *image, char **ret_id);
+
+/* ---- capabilities (ctl/cmd_proc.c) ---- */
+/* The names of a mask's capabilities, lowest bit first (libcap's; numbers
+ * for those it does not know), as capsh --decode lists them. */
+json_t *ctl_caps_names(uint64_t mask);
+/* A verbose container info's "capabilities" ({set: hex}) as {set: {mask,
+ * names}}. */
+void ctl_caps_decode_info(json_t *info);
 
 /* ---- listing (ctl/list.c): ps, pods, stats ---- */
 /* crictl's list options; each command's getopt table names those it takes:

@@ -1,6 +1,6 @@
 /* Images from and to files: load of a docker-archive (docker save) or an
  * oci-archive, save in the layout docker 25+ writes (an OCI layout plus
- * docker's manifest.json, which both loaders read), and import of a rootfs
+ * docker's manifest.json and legacy repositories, which both loaders read), and import of a rootfs
  * tar as a one-layer image. */
 #include "store_int.h"
 
@@ -704,12 +704,29 @@ static int write_blob(saver *sv, const char *digest, ad_error **err)
 	return 0;
 }
 
+/* docker save's legacy `repositories`: {"name": {"tag": "<top layer id>"}},
+ * the id naming the top layer's file under blobs/sha256/. */
+static void add_repository(json_t *repositories, const char *name_tag, json_t *top_layer_path)
+{
+	const char *colon = strrchr(name_tag, ':');
+	_cleanup_free_ char *name = ad_strndup(name_tag, (size_t)(colon - name_tag));
+	const char *path = json_string_value(top_layer_path);
+	const char *slash = path ? strrchr(path, '/') : NULL;
+	json_t *tags = json_object_get(repositories, name);
+	if (!tags) {
+		tags = json_object();
+		json_object_set_new(repositories, name, tags);
+	}
+	json_object_set_new(tags, colon + 1, json_string(slash ? slash + 1 : ""));
+}
+
 int fetch_image_save(store *s, const char *const *queries, int fd, ad_error **err)
 {
 	saver sv = {.s = s, .a = archive_write_new()};
 	json_t *index = json_pack("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
 				  "manifests");
 	json_t *dmanifest = json_array();
+	json_t *repositories = json_object();
 	int r = -1;
 	archive_write_set_format_pax_restricted(sv.a);
 	if (archive_write_open_fd(sv.a, fd) != ARCHIVE_OK) {
@@ -754,9 +771,12 @@ int fetch_image_save(store *s, const char *const *queries, int fd, ad_error **er
 		}
 		const char *mt = json_string_value(json_object_get(m, "mediaType"));
 		json_t *tags = json_array();
+		size_t n_layers = json_array_size(layer_paths);
 		for (char **t = img->tags; ir == 0 && *t; t++) {
 			json_array_append_new(tags, json_string(*t));
 			const char *colon = strrchr(*t, ':');
+			if (colon && n_layers)
+				add_repository(repositories, *t, json_array_get(layer_paths, n_layers - 1));
 			json_array_append_new(json_object_get(index, "manifests"),
 					      json_pack("{s:s, s:s, s:I, s:{s:s, s:s}}",
 							"mediaType", mt ? mt : MT_OCI_MANIFEST,
@@ -788,6 +808,11 @@ int fetch_image_save(store *s, const char *const *queries, int fd, ad_error **er
 	r = write_entry(&sv, "index.json", idx, strlen(idx), -1, err);
 	if (r == 0)
 		r = write_entry(&sv, "manifest.json", dm, strlen(dm), -1, err);
+	if (r == 0 && json_object_size(repositories)) {
+		char *repos = json_dumps(repositories, JSON_COMPACT | JSON_SORT_KEYS);
+		r = write_entry(&sv, "repositories", repos, strlen(repos), -1, err);
+		free(repos);
+	}
 	free(idx);
 	free(dm);
 	if (r == 0 && archive_write_close(sv.a) != ARCHIVE_OK)
@@ -796,6 +821,7 @@ out:
 	archive_write_free(sv.a);
 	json_decref(index);
 	json_decref(dmanifest);
+	json_decref(repositories);
 	store_strv_free(sv.written);
 	return r < 0 ? ad_error_wrap(err, "save images") : 0;
 }

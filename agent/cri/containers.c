@@ -318,6 +318,46 @@ static json_t *runtime_spec_json(mgr *m, const mgr_ctr *c, pid_t *ret_pid)
 	return spec;
 }
 
+/* Of a running container, as agentctl inspect and top show them: its
+ * init's capability sets (hex masks, as /proc/PID/status has them) and the
+ * processes of its cgroup. */
+static void add_process_info(mgr *m, const mgr_ctr *c, json_t *o)
+{
+	_cleanup_error_ ad_error *e = NULL;
+	mgr_caps caps;
+	if (mgr_ctr_caps(m, c, &caps, &e) == 0) {
+		const struct {
+			const char *name;
+			uint64_t mask;
+		} sets[] = {{"effective", caps.effective},   {"permitted", caps.permitted},
+			    {"inheritable", caps.inheritable}, {"bounding", caps.bounding},
+			    {"ambient", caps.ambient}};
+		json_t *j = json_object();
+		for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+			char hex[17];
+			snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)sets[i].mask);
+			json_object_set_new(j, sets[i].name, json_string(hex));
+		}
+		json_object_set_new(o, "capabilities", j);
+	}
+	ad_error_free(&e);
+	mgr_proc *procs = NULL;
+	size_t n = 0;
+	if (mgr_ctr_processes(m, c, &procs, &n, &e) == 0) {
+		json_t *a = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(
+			    a, json_pack("{s:i, s:i, s:I, s:s, s:s, s:I, s:I, s:s}", "pid",
+					 (int)procs[i].pid, "ppid", (int)procs[i].ppid, "uid",
+					 (json_int_t)procs[i].uid, "user", procs[i].user, "tty",
+					 procs[i].tty, "cpuNanos", (json_int_t)procs[i].cpu_ns,
+					 "startedAt", (json_int_t)procs[i].started_ns, "command",
+					 procs[i].command));
+		mgr_procs_free(procs, n);
+		json_object_set_new(o, "processes", a);
+	}
+}
+
 rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
 	mgr *m = svc->pods;
@@ -393,6 +433,8 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 			      "imageId", c->image_id ? c->image_id : "", "logPath", c->log_path);
 		if (spec)
 			json_object_set_new(o, "runtimeSpec", spec);
+		if (pid)
+			add_process_info(m, c, o);
 		/* The config as CreateContainer got it (after live updates of its
 		 * resources), in containerd's info.config form. */
 		if (cfg)

@@ -289,4 +289,24 @@ int mgr_ctr_update(mgr *m, const char *id, const rt_resources *res, const uint8_
 		   size_t request_len, ad_error **err);
 int mgr_ctr_reopen_log(mgr *m, const char *id, ad_error **err);
 
+/* ---- a running container as /proc shows it (procinfo.c); not running:
+ * AD_E_PRECONDITION ---- */
+typedef struct mgr_caps {
+	uint64_t inheritable, permitted, effective, bounding, ambient;
+} mgr_caps;
+/* Its init's capability sets (/proc/PID/status). */
+int mgr_ctr_caps(mgr *m, const mgr_ctr *c, mgr_caps *ret, ad_error **err);
+typedef struct mgr_proc {
+	pid_t pid, ppid;
+	uint32_t uid;
+	char *user; /* from the container's /etc/passwd, else the uid */
+	char *tty;  /* "pts/0", "?" */
+	int64_t cpu_ns, started_ns; /* user + system time; start, unix ns */
+	char *command;
+} mgr_proc;
+/* The processes of its cgroup (those whose cgroups are its init's, in its
+ * pid namespace: not agentd's exec helper). */
+int mgr_ctr_processes(mgr *m, const mgr_ctr *c, mgr_proc **ret, size_t *ret_n, ad_error **err);
+void mgr_procs_free(mgr_proc *v, size_t n);
+
 #endif
