@@ -105,16 +105,30 @@ static int run_create(ctl_ctx *ctx, int argc, char **argv)
 
 static int run_image(ctl_ctx *ctx, int argc, char **argv);
 
-/* crictl's form (two config files) or podman's (an image). */
+/* A config file's name: crictl's run, not podman's. */
+static bool config_file_name(const char *arg)
+{
+	struct stat st;
+	size_t n = strlen(arg);
+	return (n > 5 && strcmp(arg + n - 5, ".json") == 0) ||
+	       (n > 5 && strcmp(arg + n - 5, ".yaml") == 0) ||
+	       (n > 4 && strcmp(arg + n - 4, ".yml") == 0) ||
+	       (stat(arg, &st) == 0 && S_ISREG(st.st_mode));
+}
+
+/* crictl's form (config files) or podman's (an image and options). */
 static int run_run(ctl_ctx *ctx, int argc, char **argv)
 {
-	struct stat a, b;
-	if (argc != 3 || stat(argv[1], &a) < 0 || !S_ISREG(a.st_mode) || stat(argv[2], &b) < 0 ||
-	    !S_ISREG(b.st_mode))
+	if (argc < 2 || argv[1][0] == '-' || !config_file_name(argv[1]))
 		return run_image(ctx, argc, argv);
-	optind = 1;
+	int r = ctl_ids_only(&ctl_cmd_run, argc, argv, "CONTAINER_CONFIG");
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind != 2)
+		return ctl_usage_error(&ctl_cmd_run,
+				       "CONTAINER_CONFIG and POD_CONFIG are required");
 	_cleanup_free_ char *id = NULL;
-	int r = create_container(ctx, NULL, argv[1], argv[2], &id);
+	r = create_container(ctx, NULL, argv[optind], argv[optind + 1], &id);
 	if (!r)
 		r = start_container(ctx, id);
 	if (!r)
@@ -380,8 +394,8 @@ static int run_ps(ctl_ctx *ctx, int argc, char **argv)
 
 /* ---- inspect, logs ----------------------------------------------------------------------- */
 
-static int container_status(ctl_ctx *ctx, const char *arg, bool verbose,
-			    Runtime__V1__ContainerStatusResponse **ret)
+int ctl_container_status(ctl_ctx *ctx, const char *arg, bool verbose,
+			 Runtime__V1__ContainerStatusResponse **ret)
 {
 	_cleanup_free_ char *id = NULL;
 	int r = ctl_resolve_id(ctx, false, arg, &id);
@@ -408,7 +422,7 @@ static int run_inspect(ctl_ctx *ctx, int argc, char **argv)
 	int status = 0;
 	for (int i = optind; i < argc; i++) {
 		Runtime__V1__ContainerStatusResponse *st = NULL;
-		r = container_status(ctx, argv[i], true, &st);
+		r = ctl_container_status(ctx, argv[i], true, &st);
 		if (r) {
 			status = r;
 			continue;
@@ -750,7 +764,7 @@ static int follow_log(ctl_ctx *ctx, const char *id, const char *path, const log_
 			/* Checked before the last read, so nothing written before
 			 * the exit is missed. */
 			Runtime__V1__ContainerStatusResponse *st = NULL;
-			r = container_status(ctx, id, false, &st);
+			r = ctl_container_status(ctx, id, false, &st);
 			if (r)
 				break;
 			exited = !st->status || st->status->state ==
@@ -834,7 +848,7 @@ static int run_logs(ctl_ctx *ctx, int argc, char **argv)
 	if (r)
 		return r;
 	Runtime__V1__ContainerStatusResponse *st = NULL;
-	r = container_status(ctx, id, false, &st);
+	r = ctl_container_status(ctx, id, false, &st);
 	if (r)
 		return r;
 	_cleanup_free_ char *path =
@@ -920,8 +934,8 @@ static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 /* ---- run IMAGE: podman's one-liner on pods -------------------------------------------- */
 
 typedef struct run_opts {
-	bool detach;
-	const char *name;
+	bool detach, rm, replace;
+	const char *name, *entrypoint;
 	json_t *ports, *mounts, *envs; /* CRI JSON, for ctl_pb_from_json */
 } run_opts;
 
@@ -1022,6 +1036,9 @@ static int parse_run_options(int argc, char **argv, run_opts *o)
 	    {"publish", required_argument, NULL, 'p'},
 	    {"volume", required_argument, NULL, 'v'},
 	    {"env", required_argument, NULL, 'e'},
+	    {"rm", no_argument, NULL, 'R'},
+	    {"replace", no_argument, NULL, 'P'},
+	    {"entrypoint", required_argument, NULL, 'E'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -1044,8 +1061,21 @@ static int parse_run_options(int argc, char **argv, run_opts *o)
 		case 'e':
 			r = parse_env(optarg, o->envs);
 			break;
+		case 'R':
+			o->rm = true;
+			break;
+		case 'P':
+			o->replace = true;
+			break;
+		case 'E':
+			o->entrypoint = optarg;
+			break;
 		}
 	}
+	if (!r && o->replace && !o->name)
+		r = ctl_usage_error(&ctl_cmd_run, "--replace needs --name");
+	if (!r && o->detach && o->rm)
+		r = ctl_usage_error(&ctl_cmd_run, "--rm is for an attached run, not -d");
 	if (!r && optind >= argc)
 		r = ctl_usage_error(&ctl_cmd_run, "IMAGE is required");
 	return r;
@@ -1065,25 +1095,74 @@ static int run_log_dir(ctl_ctx *ctx, const char *pod_name, char **ret)
 	return 0;
 }
 
-/* Waits for the container's end while printing its log; its exit code. */
-static int run_attached(ctl_ctx *ctx, const char *id)
+/* Stops and removes the pods `run --name name` made (their label says so). */
+static int remove_run_pods(ctl_ctx *ctx, const char *name)
+{
+	Runtime__V1__ListPodSandboxRequest req = RUNTIME__V1__LIST_POD_SANDBOX_REQUEST__INIT;
+	Runtime__V1__PodSandboxFilter filter = RUNTIME__V1__POD_SANDBOX_FILTER__INIT;
+	Runtime__V1__PodSandboxFilter__LabelSelectorEntry label =
+	    RUNTIME__V1__POD_SANDBOX_FILTER__LABEL_SELECTOR_ENTRY__INIT;
+	Runtime__V1__PodSandboxFilter__LabelSelectorEntry *labels[] = {&label};
+	label.key = (char *)"io.agentd.run";
+	label.value = (char *)name;
+	filter.label_selector = labels;
+	filter.n_label_selector = 1;
+	req.filter = &filter;
+	ProtobufCMessage *m = NULL;
+	int r = ctl_unary(ctx, SVC "ListPodSandbox", &req.base,
+			  &runtime__v1__list_pod_sandbox_response__descriptor, &m);
+	if (r)
+		return r;
+	const Runtime__V1__ListPodSandboxResponse *l = (const Runtime__V1__ListPodSandboxResponse *)m;
+	ctl_long_call(ctx);
+	for (size_t i = 0; !r && i < l->n_items; i++) {
+		Runtime__V1__StopPodSandboxRequest stop = RUNTIME__V1__STOP_POD_SANDBOX_REQUEST__INIT;
+		Runtime__V1__RemovePodSandboxRequest rm = RUNTIME__V1__REMOVE_POD_SANDBOX_REQUEST__INIT;
+		stop.pod_sandbox_id = rm.pod_sandbox_id = l->items[i]->id;
+		r = ctl_unary(ctx, SVC "StopPodSandbox", &stop.base,
+			      &runtime__v1__stop_pod_sandbox_response__descriptor, NULL);
+		if (!r)
+			r = ctl_unary(ctx, SVC "RemovePodSandbox", &rm.base,
+				      &runtime__v1__remove_pod_sandbox_response__descriptor, NULL);
+	}
+	protobuf_c_message_free_unpacked(m, NULL);
+	return r;
+}
+
+/* Waits for the container's end while printing its log; its exit code.
+ * Interrupted (SIGINT, SIGTERM): with `stop`, the container is stopped
+ * (SIGTERM, SIGKILL after RUN_STOP_TIMEOUT_S) and its code returned; else it
+ * goes on. */
+#define RUN_STOP_TIMEOUT_S 10
+static int run_attached(ctl_ctx *ctx, const char *id, bool stop)
 {
 	Runtime__V1__ContainerStatusResponse *st = NULL;
-	int r = container_status(ctx, id, false, &st);
+	int r = ctl_container_status(ctx, id, false, &st);
 	if (r)
 		return r;
 	_cleanup_free_ char *path = ad_strdup(st->status->log_path);
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	log_opts lo = {.tail = -1};
-	unsigned timeout = ctx->timeout_ms;
 	if ((r = follow_log(ctx, id, path, &lo)))
 		return r;
-	ctx->timeout_ms = timeout;
-	if ((r = container_status(ctx, id, false, &st)))
+	if ((r = ctl_container_status(ctx, id, false, &st)))
 		return r;
 	bool exited = st->status->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_EXITED;
 	int code = st->status->exit_code;
 	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (!exited && stop) {
+		Runtime__V1__StopContainerRequest req = RUNTIME__V1__STOP_CONTAINER_REQUEST__INIT;
+		req.container_id = (char *)id;
+		req.timeout = RUN_STOP_TIMEOUT_S;
+		ctl_long_call(ctx);
+		if ((r = ctl_unary(ctx, PATH_STOP, &req.base,
+				   &runtime__v1__stop_container_response__descriptor, NULL)) ||
+		    (r = ctl_container_status(ctx, id, false, &st)))
+			return r;
+		exited = true;
+		code = st->status->exit_code;
+		protobuf_c_message_free_unpacked(&st->base, NULL);
+	}
 	if (!exited) {
 		ctl_warnx("interrupted: container %s goes on running (agentctl stop %.13s)", id, id);
 		return EX_TEMPFAIL;
@@ -1102,7 +1181,8 @@ static int run_image(ctl_ctx *ctx, int argc, char **argv)
 	if (r)
 		goto out;
 	const char *image = argv[optind];
-	/* Pulled when agentd does not have it. */
+	/* Pulled when agentd does not have it; the container names it as given
+	 * (generate systemd makes units from that). */
 	if ((r = ctl_image_id(ctx, image, &image_id)))
 		goto out;
 	if (!image_id && (r = ctl_pull(ctx, image, NULL, NULL, &image_id)))
@@ -1117,6 +1197,8 @@ static int run_image(ctl_ctx *ctx, int argc, char **argv)
 		fclose(ur);
 	generated = ad_asprintf("run-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
 	const char *name = o.name ? o.name : generated;
+	if (o.replace && (r = remove_run_pods(ctx, name)))
+		goto out;
 	if ((r = run_log_dir(ctx, name, &log_dir)))
 		goto out;
 	pod = json_pack("{s:{s:s, s:s, s:s}, s:s, s:s, s:O, s:{s:s}}", "metadata", "name", name,
@@ -1126,8 +1208,10 @@ static int run_image(ctl_ctx *ctx, int argc, char **argv)
 	for (int i = optind + 1; i < argc; i++)
 		json_array_append_new(args, json_string(argv[i]));
 	ctr = json_pack("{s:{s:s}, s:{s:s}, s:o, s:O, s:O, s:s, s:{s:s}}", "metadata", "name", name,
-			"image", "image", image_id, "args", args, "envs", o.envs, "mounts", o.mounts,
+			"image", "image", image, "args", args, "envs", o.envs, "mounts", o.mounts,
 			"log_path", "container.log", "labels", "io.agentd.run", name);
+	if (o.entrypoint)
+		json_object_set_new(ctr, "command", json_pack("[s]", o.entrypoint));
 	pcfg = ctl_pb_from_json(&runtime__v1__pod_sandbox_config__descriptor, pod, "run");
 	cfg = ctl_pb_from_json(&runtime__v1__container_config__descriptor, ctr, "run");
 	if (!pcfg || !cfg) {
@@ -1146,10 +1230,16 @@ static int run_image(ctl_ctx *ctx, int argc, char **argv)
 	}
 	if ((r = start_container(ctx, id)))
 		goto out;
-	if (o.detach)
+	if (o.detach) {
 		printf("%s\n", id);
-	else
-		r = run_attached(ctx, id);
+	} else {
+		r = run_attached(ctx, id, o.rm);
+		/* --rm: the pod goes with the container's end, or with agentctl's
+		 * (SIGTERM from a service manager, ^C). */
+		int rr = o.rm ? remove_run_pods(ctx, name) : 0;
+		if (rr && r == 0)
+			r = rr;
+	}
 out:
 	json_decref(pod);
 	json_decref(ctr);
@@ -1179,8 +1269,9 @@ const ctl_command ctl_cmd_start = {
 
 const ctl_command ctl_cmd_run = {
     .name = "run",
-    .synopsis = "[-d] [--name N] [-p [IP:]HOST:CTR[/PROTO]]... [-v SRC:DST[:ro]]... "
-		"[-e K=V]... IMAGE [CMD...] | CONTAINER_CONFIG POD_CONFIG",
+    .synopsis = "[-d|--rm] [--name N [--replace]] [-p [IP:]HOST:CTR[/PROTO]]... "
+		"[-v SRC:DST[:ro]]... [-e K=V]... [--entrypoint PATH] IMAGE [CMD...] | "
+		"CONTAINER_CONFIG POD_CONFIG",
     .summary = "run IMAGE in a new pod (pulled if needed; ports mapped as the pod's), "
 	       "streaming its log and exiting with its code (-d: print its id); or, given two "
 	       "config files, crictl's run",

@@ -13,7 +13,6 @@
 #include "cri/api.pb-c.h"
 #include "ctl.h"
 
-#define PATH_STATUS "/runtime.v1.RuntimeService/ContainerStatus"
 
 /* ---- capability masks ---------------------------------------------------------- */
 
@@ -139,16 +138,8 @@ static int run_top(ctl_ctx *ctx, int argc, char **argv)
 		return ctl_usage_error(&ctl_cmd_top, "CONTAINER is required");
 	if ((r = ctl_operands_at_most(&ctl_cmd_top, argc, argv, 1)))
 		return r;
-	_cleanup_free_ char *id = NULL;
-	if ((r = ctl_resolve_id(ctx, false, argv[optind], &id)))
-		return r;
-	Runtime__V1__ContainerStatusRequest req = RUNTIME__V1__CONTAINER_STATUS_REQUEST__INIT;
-	req.container_id = id;
-	req.verbose = true;
-	ProtobufCMessage *m = NULL;
-	r = ctl_unary(ctx, PATH_STATUS, &req.base,
-		      &runtime__v1__container_status_response__descriptor, &m);
-	if (r)
+	Runtime__V1__ContainerStatusResponse *m = NULL;
+	if ((r = ctl_container_status(ctx, argv[optind], true, &m)))
 		return r;
 	const Runtime__V1__ContainerStatusResponse *st =
 	    (const Runtime__V1__ContainerStatusResponse *)m;
@@ -158,7 +149,7 @@ static int run_top(ctl_ctx *ctx, int argc, char **argv)
 			info = json_loads(st->info[i]->value, 0, NULL);
 	bool running = st->status &&
 		       st->status->state == RUNTIME__V1__CONTAINER_STATE__CONTAINER_RUNNING;
-	protobuf_c_message_free_unpacked(m, NULL);
+	protobuf_c_message_free_unpacked(&m->base, NULL);
 	json_t *procs = json_object_get(info, "processes");
 	if (!running || !json_is_array(procs)) {
 		ctl_warnx("container %s is not running", argv[optind]);

@@ -68,6 +68,7 @@ extern const ctl_command ctl_cmd_update;
 extern const ctl_command ctl_cmd_events;
 extern const ctl_command ctl_cmd_capsh;
 extern const ctl_command ctl_cmd_top;
+extern const ctl_command ctl_cmd_generate;
 
 /* err(3)-style: "agentctl: " + message on stderr. */
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -192,6 +193,12 @@ int ctl_pull(ctl_ctx *ctx, const char *image, char *user, char *password, char *
 /* The id of the image agentd knows by that name (*ret_id NULL if none);
  * returns 0 or, having printed why, an exit status. */
 int ctl_image_id(ctl_ctx *ctx, const char *image, char **ret_id);
+
+typedef struct Runtime__V1__ContainerStatusResponse Runtime__V1__ContainerStatusResponse;
+/* ContainerStatus of the container `arg` names (an id or a unique prefix);
+ * 0 with *ret, or, having printed why, an exit status. */
+int ctl_container_status(ctl_ctx *ctx, const char *arg, bool verbose,
+			 Runtime__V1__ContainerStatusResponse **ret);
 
 /* ---- capabilities (ctl/cmd_proc.c) ---- */
 /* The names of a mask's capabilities, lowest bit first (libcap's; numbers

@@ -1225,6 +1225,22 @@ static bool transient_curl(CURLcode rc)
 	}
 }
 
+/* The Authorization header the endpoint's last challenge earned (NULL:
+ * none yet); *ret_bearer: the token used, to drop it if it is refused. */
+static char *endpoint_auth_header(store_session *sess, const endpoint *ep, char **ret_bearer)
+{
+	char *h = NULL;
+	pthread_mutex_lock(&sess->lock);
+	if (ep->bearer) {
+		h = ad_asprintf("Authorization: Bearer %s", ep->bearer);
+		*ret_bearer = ad_strdup(ep->bearer);
+	} else if (ep->basic) {
+		h = ad_asprintf("Authorization: Basic %s", ep->basic);
+	}
+	pthread_mutex_unlock(&sess->lock);
+	return h;
+}
+
 typedef enum what { WHAT_MANIFEST, WHAT_BLOB } what;
 
 /* One request against one endpoint, with auth, retries and (for blobs) resume. */
@@ -1237,14 +1253,8 @@ static int request_ep(store_session *sess, endpoint *ep, what kind, const char *
 	bool auth_retried = false;
 	unsigned delay = s->backoff_ms;
 	for (unsigned attempt = 0;; attempt++) {
-		_cleanup_free_ char *auth_header = NULL, *range = NULL, *used_bearer = NULL;
-		pthread_mutex_lock(&sess->lock);
-		if (ep->bearer) {
-			auth_header = ad_asprintf("Authorization: Bearer %s", ep->bearer);
-			used_bearer = ad_strdup(ep->bearer);
-		} else if (ep->basic)
-			auth_header = ad_asprintf("Authorization: Basic %s", ep->basic);
-		pthread_mutex_unlock(&sess->lock);
+		_cleanup_free_ char *range = NULL, *used_bearer = NULL;
+		_cleanup_free_ char *auth_header = endpoint_auth_header(sess, ep, &used_bearer);
 		x->range_request = x->sink && x->delivered > 0;
 		if (x->range_request)
 			range = ad_asprintf("Range: bytes=%llu-", (unsigned long long)x->delivered);
@@ -1405,14 +1415,8 @@ int store_session_send(store_session *sess, const char *method, const char *targ
 		  .upload = body};
 	int r = -1;
 	for (unsigned attempt = 0;; attempt++) {
-		_cleanup_free_ char *auth_header = NULL, *used_bearer = NULL;
-		pthread_mutex_lock(&sess->lock);
-		if (ep->bearer) {
-			auth_header = ad_asprintf("Authorization: Bearer %s", ep->bearer);
-			used_bearer = ad_strdup(ep->bearer);
-		} else if (ep->basic)
-			auth_header = ad_asprintf("Authorization: Basic %s", ep->basic);
-		pthread_mutex_unlock(&sess->lock);
+		_cleanup_free_ char *used_bearer = NULL;
+		_cleanup_free_ char *auth_header = endpoint_auth_header(sess, ep, &used_bearer);
 		CURLcode rc = perform(sess, ep, url, auth_header, NULL, &x, NULL);
 		if (rc == CURLE_OK && x.status == 401 && x.www_auth && !auth_retried) {
 			auth_retried = true;

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,18 @@ static bool read_proc(pid_t pid, pid_t init, int64_t boot_ns, mgr_proc *p)
 	return true;
 }
 
+/* Wall-clock time of boot, to turn start ticks into a time of day: read
+ * once, so that a process's start time is the same in every answer. */
+static pthread_once_t boot_once = PTHREAD_ONCE_INIT;
+static int64_t boot_time_ns;
+static void boot_time_init(void)
+{
+	struct timespec rt, bt;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_BOOTTIME, &bt);
+	boot_time_ns = ((int64_t)rt.tv_sec - bt.tv_sec) * 1000000000LL + rt.tv_nsec - bt.tv_nsec;
+}
+
 /* agentd's exec helper joins the cgroup but stays outside the container's
  * pid namespace: it is not one of the container's processes. */
 static bool same_pid_ns(pid_t pid, const struct stat *ns)
@@ -185,11 +198,8 @@ int mgr_ctr_processes(mgr *m, const mgr_ctr *c, mgr_proc **ret, size_t *ret_n, a
 	if (stat(init_ns_path, &init_ns) < 0)
 		return ad_fail(err, AD_E_NOT_FOUND, "container %s: its process %d is gone", c->id,
 			       (int)init);
-	/* Wall-clock time of boot, to turn start ticks into a time of day. */
-	struct timespec rt, bt;
-	clock_gettime(CLOCK_REALTIME, &rt);
-	clock_gettime(CLOCK_BOOTTIME, &bt);
-	int64_t boot_ns = ((int64_t)rt.tv_sec - bt.tv_sec) * 1000000000LL + rt.tv_nsec - bt.tv_nsec;
+	pthread_once(&boot_once, boot_time_init);
+	int64_t boot_ns = boot_time_ns;
 	_cleanup_closedir_ DIR *d = opendir("/proc");
 	if (!d)
 		return ad_fail_errno(err, AD_E_INTERNAL, "open /proc");

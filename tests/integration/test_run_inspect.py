@@ -221,3 +221,87 @@ def test_save_writes_repositories(daemon, image, work):
     # docker load's reader still takes it.
     with tarfile.open(archive) as t:
         assert "repositories" in t.getnames()
+
+
+def exec_start_argv(unit_text):
+    """ExecStart= of a unit as the argv systemd would run (quotes, %% and $$)."""
+    import shlex
+    line = next(l for l in unit_text.splitlines() if l.startswith("ExecStart="))
+    return [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(line[len("ExecStart="):])]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("systemd-analyze"),
+                    reason="systemd-analyze not installed")
+def test_generate_systemd_unit_verifies_and_runs(daemon, image, work):
+    port = H.free_port()
+    r = ctl(daemon, "run", "-d", "--name", "svc", "-p", f"{port}:8080", "-e", "PCT=100% $HOME",
+            image, "sh", "-c", 'trap "exit 143" TERM; echo "up $PCT"; '
+            'while true; do sleep 0.2; done')
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    pod = pods_named(daemon, "svc")[0]
+    unit = ok(daemon, "generate", "systemd", "--restart-policy", "always", "svc")
+    for line in ("[Unit]", "Requires=agentd.service", "[Service]", "Type=exec",
+                 "Restart=always", "SuccessExitStatus=143", "[Install]"):
+        assert "\n" + line + "\n" in unit, line
+    argv = exec_start_argv(unit)
+    assert argv[0] == H.agentctl_binary()
+    assert argv[1:] == ["-e", "unix://" + daemon.sock, "run", "--rm", "--replace", "--name",
+                        "svc", "-p", f"{port}:8080/tcp", "-e", "PCT=100% $HOME", image, "sh",
+                        "-c", 'trap "exit 143" TERM; echo "up $PCT"; '
+                        'while true; do sleep 0.2; done'], argv
+    # By pod id and with --files: the same unit, written to agentd-svc.service.
+    units = work / "units"
+    units.mkdir(exist_ok=True)
+    r = subprocess.run([H.agentctl_binary(), "-e", "unix://" + daemon.sock, "generate",
+                        "systemd", "--restart-policy", "always", "--files", pod["id"][:12]],
+                       cwd=units, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(units / "agentd-svc.service")
+    assert (units / "agentd-svc.service").read_text() == unit
+    # systemd-analyze verify, beside the agentd unit it requires.
+    agentd_unit = (Path(H.source_dir()) / "deploy" / "agentd.service").read_text()
+    (units / "agentd.service").write_text(agentd_unit.replace(
+        "ExecStart=/usr/local/bin/agentd ", "ExecStart=%s " % H.agentd_binary()))
+    v = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                        str(units / "agentd-svc.service")], capture_output=True, text=True)
+    assert v.returncode == 0 and not v.stdout.strip() and not v.stderr.strip(), v
+    bad = units / "agentd-bad.service"
+    bad.write_text(unit.replace("Restart=always", "Restart=sometimes"))
+    v = subprocess.run(["systemd-analyze", "verify", "--man=no", str(bad)],
+                       capture_output=True, text=True)
+    assert "Failed to parse service restart specifier" in v.stderr, v
+
+    # What systemd would run: replaces the pod, runs attached, stops on SIGTERM.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        new = []
+        while time.monotonic() < deadline:
+            new = [p for p in pods_named(daemon, "svc") if p["id"] != pod["id"]]
+            if new and new[0]["state"] == "SANDBOX_READY":
+                break
+            time.sleep(0.2)
+        assert new, "the unit's run made no pod"
+        assert [p["id"] for p in pods_named(daemon, "svc")] == [new[0]["id"]]  # replaced
+        time.sleep(1)
+        proc.send_signal(15)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "up 100% $HOME" in out, (out, err)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert pods_named(daemon, "svc") == []  # --rm
+
+    for args, want, code in [
+        (["generate", "systemd", "nosuch"], "no container or pod 'nosuch'", None),
+        (["generate", "kubernetes", "x"], "unknown kind 'kubernetes'", EX_USAGE),
+        (["generate", "systemd"], "POD or CONTAINER is required", EX_USAGE),
+        (["generate", "systemd", "--restart-policy", "sometimes", "x"],
+         "unknown --restart-policy", EX_USAGE),
+    ]:
+        r = ctl(daemon, *args)
+        assert r.returncode != 0 and (code is None or r.returncode == code), (args, r.stderr)
+        assert want in r.stderr, (args, r.stderr)
