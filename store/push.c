@@ -251,17 +251,15 @@ static int push_blob(push_ctx *pc, size_t idx, const char *digest, uint64_t size
 	store_reply rep;
 	if (store_session_send(pc->sess, "HEAD", head, NULL, NULL, &rep, err) < 0)
 		return -1;
-	long status = rep.status;
-	store_reply_clear(&rep);
-	if (status == 200) {
-		report(pc, idx, digest, STORE_LAYER_EXISTS, size, size);
-		return 0;
-	}
-	if (status != 404) {
-		rep.status = status;
+	if (rep.status != 404) {
 		_cleanup_free_ char *what = ad_asprintf("a check for blob %s", digest);
-		return refused(pc, what, &rep, err);
+		int r = rep.status == 200 ? 0 : refused(pc, what, &rep, err);
+		store_reply_clear(&rep);
+		if (r == 0)
+			report(pc, idx, digest, STORE_LAYER_EXISTS, size, size);
+		return r;
 	}
+	store_reply_clear(&rep);
 	_cleanup_free_ char *start = NULL;
 	if (pc->mount_from) {
 		char *from = curl_easy_escape(NULL, pc->mount_from, 0);

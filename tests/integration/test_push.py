@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,8 @@ def test_podman_pulls_and_runs_what_agentd_pushed(agentd, work, registry, source
     _, digest = pushed_digest(ctl(agentd, "push", "--format", "v2s2", source[0], dest))
     top = work / "podman"
     top.mkdir()
+    # podman wants a runroot path of at most 50 characters.
+    runroot = Path(tempfile.mkdtemp(prefix="adpm-")) / "run"
     (top / "registries.conf").write_text(
         f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
     (top / "containers.conf").write_text(
@@ -240,7 +243,7 @@ def test_podman_pulls_and_runs_what_agentd_pushed(agentd, work, registry, source
                CONTAINERS_CONF=str(top / "containers.conf"), HOME=str(top))
     # runc: crun refuses the hybrid cgroup layout of this kind of host.
     base = ["podman", "--runtime", shutil.which("runc") or "runc",
-            "--root", str(top / "root"), "--runroot", str(top / "runroot"),
+            "--root", str(top / "root"), "--runroot", str(runroot),
             "--storage-driver", "vfs", "--tmpdir", str(top / "tmp")]
     try:
         p = subprocess.run(base + ["pull", "--tls-verify=false", f"{registry.host}/podman/two@{digest}"],
@@ -255,5 +258,6 @@ def test_podman_pulls_and_runs_what_agentd_pushed(agentd, work, registry, source
     finally:
         subprocess.run(base + ["rm", "-af"], env=env, capture_output=True, timeout=60)
         subprocess.run(base + ["rmi", "-af"], env=env, capture_output=True, timeout=60)
-        subprocess.run(["umount", "-R", str(top / "runroot")], capture_output=True)
+        subprocess.run(["umount", "-R", str(runroot)], capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
+        shutil.rmtree(runroot.parent, ignore_errors=True)
