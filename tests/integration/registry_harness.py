@@ -355,6 +355,8 @@ class AuthProxy:
         self.creds = creds
         self.redirect = redirect
         self.tokens = set()
+        self.token_scopes = {}  # token -> the scope it was asked for
+        self.push_requests = []  # (method, path) of the push requests passed on
         self.token_requests = []
         self.blob_requests = collections.Counter()
         self.storage_requests = []  # (digest, Authorization header, Range header)
@@ -389,8 +391,19 @@ class AuthProxy:
                 self.wfile.write(body)
 
             def do_POST(self):
+                if not self.path.startswith("/token"):
+                    return proxy._push(self, "POST")
                 n = int(self.headers.get("Content-Length", "0"))
                 proxy._token_post(self, self.rfile.read(n).decode())
+
+            def do_HEAD(self):
+                proxy._push(self, "HEAD")
+
+            def do_PUT(self):
+                proxy._push(self, "PUT")
+
+            def do_PATCH(self):
+                proxy._push(self, "PATCH")
 
             def do_GET(self):
                 try:
@@ -444,13 +457,64 @@ class AuthProxy:
         h.reply(200, json.dumps({"access_token": tok, "expires_in": 300}).encode(),
                 [("Content-Type", "application/json")])
 
-    def _challenge(self, h, scope):
+    def _push(self, h, method):
+        """A push's request (HEAD, POST, PUT, PATCH), passed on to the
+        upstream registry once its token has the scope: pull for HEAD,
+        pull,push for the others. Upload Locations are made to point here."""
+        from urllib.parse import urlparse
+        u = urlparse(h.path)
+        name = None
+        for part in ("/blobs/", "/manifests/"):
+            if u.path.startswith("/v2/") and part in u.path:
+                name = u.path[4:u.path.index(part)]
+        n = int(h.headers.get("Content-Length", "0"))
+        body = h.rfile.read(n) if n else None
+        if not name:
+            return h.reply(404)
+        action = "pull" if method == "HEAD" else "pull,push"
+        scope = f"repository:{name}:{action}"
+        auth = h.headers.get("Authorization", "")
+        tok = auth[7:] if auth.startswith("Bearer ") else None
+        if tok not in self.tokens or action not in self.token_scopes.get(tok, "").split(":")[-1]:
+            return self._challenge(h, scope, head=method == "HEAD")
+        self.push_requests.append((method, u.path))
+        headers = {k: h.headers[k] for k in ("Content-Type", "Content-Range")
+                   if h.headers.get(k)}
+        req = urllib.request.Request(self.upstream.url + h.path, data=body, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                code, data, rh = r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            code, data, rh = e.code, e.read(), e.headers
+        out = []
+        for k in ("Location", "Docker-Content-Digest", "Content-Type", "Range",
+                  "Docker-Upload-UUID"):
+            v = rh.get(k)
+            if v and k == "Location":
+                v = v.replace(self.upstream.url, f"http://{self.host}")
+            if v:
+                out.append((k, v))
+        if method == "HEAD":
+            h.send_response(code)
+            for k, v in out:
+                h.send_header(k, v)
+            h.send_header("Content-Length", rh.get("Content-Length", "0"))
+            return h.end_headers()
+        h.reply(code, data, out)
+
+    def _challenge(self, h, scope, head=False):
         realm = f"http://{self.host}/token"
         ch = f'Bearer realm="{realm}",service="agentd-test"'
         if scope:
             ch += f',scope="{scope}"'
         body = json.dumps({"errors": [{"code": "UNAUTHORIZED",
                                        "message": "authentication required"}]}).encode()
+        if head:  # no body after a HEAD
+            h.send_response(401)
+            h.send_header("WWW-Authenticate", ch)
+            h.send_header("Content-Length", "0")
+            return h.end_headers()
         h.reply(401, body, [("WWW-Authenticate", ch), ("Content-Type", "application/json")])
 
     def _front(self, h):
@@ -469,6 +533,7 @@ class AuthProxy:
             tok = base64.b64encode(os.urandom(18)).decode()
             with self.lock:
                 self.tokens.add(tok)
+                self.token_scopes[tok] = q.get("scope", [""])[0]
             body = json.dumps({"access_token": tok, "expires_in": 300}).encode()
             return h.reply(200, body, [("Content-Type", "application/json")])
         parts = u.path.split("/")

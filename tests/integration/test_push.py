@@ -261,3 +261,27 @@ def test_podman_pulls_and_runs_what_agentd_pushed(agentd, work, registry, source
         subprocess.run(["umount", "-R", str(runroot)], capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
         shutil.rmtree(runroot.parent, ignore_errors=True)
+
+
+def test_push_with_bearer_tokens(agentd, work, registry, source):
+    """distribution's token flow: HEAD with a pull token, then a new
+    challenge for pull,push on the first write; the token server sees the
+    credentials, the registry only tokens."""
+    from registry_harness import AuthProxy
+    creds = ("tok-user", "tok-pw")
+    with Registry(work) as upstream, AuthProxy(upstream, creds=creds) as proxy:
+        dest = f"{proxy.host}/tok/app:v1"
+        p = ctl(agentd, "push", "--creds", ":".join(creds), "--chunk-size", "300000",
+                source[0], dest)
+        _, digest = pushed_digest(p)
+        scopes = [r.get("scope") for r in proxy.token_requests]
+        assert "repository:tok/app:pull" in scopes and "repository:tok/app:pull,push" in scopes
+        methods = [m for m, _ in proxy.push_requests]
+        assert "HEAD" in methods and "POST" in methods and "PATCH" in methods
+        assert proxy.push_requests[-1] == ("PUT", "/v2/tok/app/manifests/v1")
+        assert upstream.manifest("tok/app", "v1")["config"]["digest"] == source[1]
+        # Wrong credentials: the token server's refusal, shown.
+        p = ctl(agentd, "push", "--creds", "tok-user:nope", source[0], f"{proxy.host}/tok/app:v2",
+                check=False)
+        assert p.returncode != 0 and "token request refused" in p.stderr, p.stderr
+        assert "bad user or password" in p.stderr
