@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything agentd needs to build, run and be tested, from Debian's
-# archive. Benchmark-only peers (C++ gRPC, containerd, podman) are installed by
-# the benchmarks themselves (tests/bench/*/run). xz-utils and
+# archive. Benchmark-only peers (C++ gRPC, containerd) are installed by the
+# benchmarks themselves (tests/bench/*/run); podman is a test peer here (it
+# pulls and runs what agentd pushed, tests/integration/test_push.py), and
+# libcap2-bin's capsh checks agentctl capsh --decode. xz-utils and
 # debian-archive-keyring: the conformance test (tests/conformance) unpacks
 # critest and builds its stand-in images from Debian's busybox source.
 set -euo pipefail
