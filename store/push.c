@@ -65,9 +65,13 @@ static const media_pair MEDIA_TYPES[] = {
     {MT_OCI_LAYER, MT_DOCKER_LAYER},
 };
 
-/* The media type `mt` in the other format; NULL if it has none there. */
+/* The media type `mt` in the format asked for (as it is if it is of that
+ * format already); NULL if it has none there. */
 static const char *media_type_for(const char *mt, bool docker)
 {
+	if (strncmp(mt, docker ? "application/vnd.docker." : "application/vnd.oci.",
+		    docker ? 23 : 20) == 0)
+		return mt;
 	for (size_t i = 0; i < sizeof(MEDIA_TYPES) / sizeof(MEDIA_TYPES[0]); i++) {
 		const char *from = docker ? MEDIA_TYPES[i].oci : MEDIA_TYPES[i].docker;
 		const char *to = docker ? MEDIA_TYPES[i].docker : MEDIA_TYPES[i].oci;
@@ -111,7 +115,7 @@ static int manifest_in_format(const char *stored, size_t len, json_t *m, const c
 		return ad_fail(err, AD_E_INVALID, "unknown manifest format '%s' (oci or v2s2)",
 			       format);
 	const char *target = want_docker ? MT_DOCKER_MANIFEST : MT_OCI_MANIFEST;
-	if (strcmp(mt, target) == 0 && json_object_get(m, "mediaType")) {
+	if (strcmp(mt, target) == 0) {
 		*ret_body = ad_strndup(stored, len);
 		*ret_len = len;
 		*ret_media_type = target;
