@@ -1,4 +1,4 @@
-/* store_pull, store_image_load/save/import: each runs one agentd-fetch
+/* store_pull, store_image_load/save/import/commit: each runs one agentd-fetch
  * process (store/fetch_main.c), so that the process calling them (agentd)
  * links neither libcurl nor libarchive and a pull can be stopped by killing
  * its process. The request goes on a socket that is the helper's stdin and
@@ -337,5 +337,25 @@ int store_image_import(store *s, int fd, const char *reference, int cancel_fd, c
 	if (reference)
 		json_object_set_new(req, "reference", json_string(reference));
 	fetch_run fr = {.s = s, .what = "import", .data_fd = fd, .cancel_fd = cancel_fd};
+	return run_for_image_id(&fr, req, ret_image_id, err);
+}
+
+int store_image_commit(store *s, const store_commit_opts *o, int cancel_fd, char **ret_image_id,
+		       ad_error **err)
+{
+	json_t *req = json_pack("{s:s}", "op", "commit");
+	const char *const fields[][2] = {
+	    {"base", o->base},		     {"container_id", o->container_id},
+	    {"config", o->config_json},	     {"created_by", o->created_by},
+	    {"comment", o->comment},	     {"author", o->author},
+	    {"reference", o->reference},
+	};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (fields[i][1])
+			json_object_set_new(req, fields[i][0], json_string(fields[i][1]));
+	if (o->source_date_epoch >= 0)
+		json_object_set_new(req, "source_date_epoch",
+				    json_integer((json_int_t)o->source_date_epoch));
+	fetch_run fr = {.s = s, .what = "commit", .data_fd = -1, .cancel_fd = cancel_fd};
 	return run_for_image_id(&fr, req, ret_image_id, err);
 }

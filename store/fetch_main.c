@@ -1,4 +1,4 @@
-/* agentd-fetch: one pull, load, save or import for agentd, in a process of
+/* agentd-fetch: one pull, load, save, import or commit for agentd, in a process of
  * its own (see fetch_client.c, which starts it, and fetch_proto.c, the
  * messages). Reads the request from stdin to EOF, answers on stdout; an
  * archive is fd 3. argv[1] is agentd's pid: the helper dies with it. */
@@ -171,6 +171,25 @@ static json_t *do_import(store *s, json_t *req, ad_error **err)
 	return json_pack("{s:s}", "image_id", id);
 }
 
+static json_t *do_commit(store *s, json_t *req, ad_error **err)
+{
+	json_t *epoch = json_object_get(req, "source_date_epoch");
+	store_commit_opts o = {
+	    .base = json_string_value(json_object_get(req, "base")),
+	    .container_id = json_string_value(json_object_get(req, "container_id")),
+	    .config_json = json_string_value(json_object_get(req, "config")),
+	    .created_by = json_string_value(json_object_get(req, "created_by")),
+	    .comment = json_string_value(json_object_get(req, "comment")),
+	    .author = json_string_value(json_object_get(req, "author")),
+	    .reference = json_string_value(json_object_get(req, "reference")),
+	    .source_date_epoch = json_is_integer(epoch) ? json_integer_value(epoch) : -1,
+	};
+	_cleanup_free_ char *id = NULL;
+	if (fetch_image_commit(s, &o, &id, err) < 0)
+		return NULL;
+	return json_pack("{s:s}", "image_id", id);
+}
+
 static json_t *run(json_t *req, ad_error **err)
 {
 	const char *op = json_string_value(json_object_get(req, "op"));
@@ -192,6 +211,8 @@ static json_t *run(json_t *req, ad_error **err)
 			ok = do_save(s, req, err);
 		else if (strcmp(op, "import") == 0)
 			ok = do_import(s, req, err);
+		else if (strcmp(op, "commit") == 0)
+			ok = do_commit(s, req, err);
 		else
 			ad_fail(err, AD_E_INVALID, "agentd-fetch: unknown op '%s'", op);
 		fetch_close(s);

@@ -185,6 +185,14 @@ int store_unpin(store *s, const char *holder, ad_error **err);
 
 void store_strv_free(char **v);
 
+/* ---- commit.c (libadfetch) ---- */
+/* The OCI layer tar of a directory that was an overlay upper dir (whiteouts
+ * and opaque dirs converted, reproducible; see store_image_commit), written
+ * through `sink` (which takes all bytes or fails: never 1). Times after
+ * clamp_epoch (>= 0) are set to it. */
+int store_layer_tar(int dir_fd, int64_t clamp_epoch, store_sink_fn sink, void *userdata,
+		    ad_error **err);
+
 /* ---- fetch_proto.c: the messages between agentd (fetch_client.c) and
  * agentd-fetch (fetch_main.c), one JSON object per line ---- */
 json_t *fetch_proto_store(const store *s);

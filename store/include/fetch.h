@@ -26,4 +26,7 @@ int fetch_image_save(store *s, const char *const *queries, int fd, ad_error **er
 int fetch_image_import(store *s, int fd, const char *reference, char **ret_image_id,
 		       ad_error **err);
 
+int fetch_image_commit(store *s, const store_commit_opts *opts, char **ret_image_id,
+		       ad_error **err);
+
 #endif

@@ -215,6 +215,26 @@ int store_image_save(store *s, const char *const *queries, int fd, int cancel_fd
 int store_image_import(store *s, int fd, const char *reference, int cancel_fd, char **ret_image_id,
 		       ad_error **err);
 
+/* Commit: a new image on top of `base`, with the writable layer of a
+ * container's rootfs (store_rootfs_mount) as its top layer, or only a new
+ * config (an "empty_layer" history entry). The layer is the overlay upper
+ * dir as an OCI tar+gzip (overlay whiteouts and opaque dirs as .wh.
+ * entries), reproducible: sorted, numeric owners, no gzip name or time,
+ * mtimes clamped to source_date_epoch when it is >= 0 (which is then also
+ * the image's created time). Nothing is recorded unless all of it is. */
+typedef struct store_commit_opts {
+	const char *base;	  /* image query; NULL: scratch */
+	const char *container_id; /* whose upper dir becomes the layer; NULL: no layer */
+	const char *config_json;  /* the image config's "config" object; NULL: the base's */
+	const char *created_by;	  /* the history entry's */
+	const char *comment;
+	const char *author;
+	const char *reference; /* tag; NULL: untagged */
+	int64_t source_date_epoch; /* < 0: now, times as they are */
+} store_commit_opts;
+int store_image_commit(store *s, const store_commit_opts *opts, int cancel_fd,
+		       char **ret_image_id, ad_error **err);
+
 typedef struct store_fs_usage {
 	char *mountpoint;    /* the store root */
 	uint64_t used_bytes; /* bytes of blobs and layers */
