@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "build.h"
 #include "config.h"
 #include "cri.h"
 #include "db.h"
@@ -32,6 +33,7 @@ typedef struct agentd {
 	ad_db *db;
 	store *images;
 	mgr *pods;
+	build_service *build;
 	cri_service cri;
 	agent_ops *ops;
 	/* The command line, read again on SIGHUP. */
@@ -273,6 +275,11 @@ static int run(agentd *d)
 	cri_register(&d->table, &d->cri);
 	svc_agent_register(&d->table, ctx);
 	svc_agent_image_register(&d->table, d->images);
+	if (build_service_new(&d->cfg, d->images, d->pods, &d->build, &err) < 0) {
+		ad_error_log("build: %s", err->message);
+		return 1;
+	}
+	svc_build_register(&d->table, d->build);
 	svc_health_register(&d->table, ctx);
 	collect_services(ctx, &d->table);
 	if (ops_new(&d->cfg, d->pods, &d->ops, &err) < 0) {
@@ -354,6 +361,7 @@ static void teardown(agentd *d)
 	 * streaming sessions use the pod manager: they end first. */
 	if (d->cri.streaming)
 		st_server_stop(d->cri.streaming);
+	build_service_free(d->build);
 	mgr_close(d->pods);
 	if (d->images)
 		store_close(d->images);

@@ -69,6 +69,8 @@ extern const ctl_command ctl_cmd_events;
 extern const ctl_command ctl_cmd_capsh;
 extern const ctl_command ctl_cmd_top;
 extern const ctl_command ctl_cmd_generate;
+extern const ctl_command ctl_cmd_build;
+extern const ctl_command ctl_cmd_commit;
 
 /* err(3)-style: "agentctl: " + message on stderr. */
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -11,6 +11,7 @@
  * diff_id and blob digest. */
 #include "fetch.h"
 #include "store_int.h"
+#include "unpack.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -576,4 +577,15 @@ out:
 	free(config_text);
 	free(manifest_text);
 	return r < 0 ? ad_error_wrap(err, "commit") : 0;
+}
+
+int fetch_unpack_archive(store *s, int fd, const char *dest_dir, ad_error **err)
+{
+	if (dest_dir[0] != '/')
+		return ad_fail(err, AD_E_INVALID, "unpack: %s is not an absolute path", dest_dir);
+	store_unpack_opts uo = {.max_unpacked_bytes = s->max_unpacked_bytes};
+	store_unpack_result res = {0};
+	if (store_unpack_layer(dest_dir, store_fd_read, &fd, &uo, &res, err) < 0)
+		return ad_error_wrap(err, "unpack archive");
+	return 0;
 }

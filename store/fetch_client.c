@@ -359,3 +359,14 @@ int store_image_commit(store *s, const store_commit_opts *o, int cancel_fd, char
 	fetch_run fr = {.s = s, .what = "commit", .data_fd = -1, .cancel_fd = cancel_fd};
 	return run_for_image_id(&fr, req, ret_image_id, err);
 }
+
+int store_unpack_archive(store *s, int fd, const char *dest_dir, int cancel_fd, ad_error **err)
+{
+	json_t *req = json_pack("{s:s, s:s}", "op", "unpack", "dest", dest_dir);
+	fetch_run fr = {.s = s, .what = "unpack", .data_fd = fd, .cancel_fd = cancel_fd};
+	json_t *ok = NULL;
+	if (fetch_run_helper(&fr, req, &ok, err) < 0)
+		return -1;
+	json_decref(ok);
+	return 0;
+}

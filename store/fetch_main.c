@@ -190,6 +190,14 @@ static json_t *do_commit(store *s, json_t *req, ad_error **err)
 	return json_pack("{s:s}", "image_id", id);
 }
 
+static json_t *do_unpack(store *s, json_t *req, ad_error **err)
+{
+	const char *dest = json_string_value(json_object_get(req, "dest"));
+	if (fetch_unpack_archive(s, 3, dest ? dest : "", err) < 0)
+		return NULL;
+	return json_object();
+}
+
 static json_t *run(json_t *req, ad_error **err)
 {
 	const char *op = json_string_value(json_object_get(req, "op"));
@@ -213,6 +221,8 @@ static json_t *run(json_t *req, ad_error **err)
 			ok = do_import(s, req, err);
 		else if (strcmp(op, "commit") == 0)
 			ok = do_commit(s, req, err);
+		else if (strcmp(op, "unpack") == 0)
+			ok = do_unpack(s, req, err);
 		else
 			ad_fail(err, AD_E_INVALID, "agentd-fetch: unknown op '%s'", op);
 		fetch_close(s);

@@ -28,5 +28,6 @@ int fetch_image_import(store *s, int fd, const char *reference, char **ret_image
 
 int fetch_image_commit(store *s, const store_commit_opts *opts, char **ret_image_id,
 		       ad_error **err);
+int fetch_unpack_archive(store *s, int fd, const char *dest_dir, ad_error **err);
 
 #endif

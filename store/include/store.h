@@ -235,6 +235,12 @@ typedef struct store_commit_opts {
 int store_image_commit(store *s, const store_commit_opts *opts, int cancel_fd,
 		       char **ret_image_id, ad_error **err);
 
+/* Unpacks a tar (plain, gzip or zstd) read from `fd` into `dest_dir` (which
+ * must exist and be empty) with the layer unpacker's containment and limits
+ * (every path resolved inside dest_dir, no devices): a build context or an
+ * ADD source. AD_E_INVALID for a damaged or hostile archive. */
+int store_unpack_archive(store *s, int fd, const char *dest_dir, int cancel_fd, ad_error **err);
+
 typedef struct store_fs_usage {
 	char *mountpoint;    /* the store root */
 	uint64_t used_bytes; /* bytes of blobs and layers */
