@@ -261,7 +261,13 @@ int df_parse(const char *name, const char *text, size_t len, dockerfile *ret, ad
 		size_t l = strlen(line);
 		if (l && line[l - 1] == '\r')
 			line[--l] = '\0';
-		char *t = trim(line);
+		/* A continuation line keeps its leading whitespace (as Docker). */
+		char *t = joined ? line : trim(line);
+		if (joined) {
+			size_t tl0 = strlen(t);
+			while (tl0 && isspace((unsigned char)t[tl0 - 1]))
+				t[--tl0] = '\0';
+		}
 		if (directives) {
 			bool is_directive;
 			if (!parse_directive(t, &df.escape, &is_directive, name, lineno, err)) {
@@ -272,10 +278,9 @@ int df_parse(const char *name, const char *text, size_t len, dockerfile *ret, ad
 				continue;
 			directives = false;
 		}
-		if (*t == '#' || (!*t && joined))
+		const char *first = t + strspn(t, " \t");
+		if (*first == '#' || !*first)
 			continue; /* comments and empty lines, also inside a continuation */
-		if (!*t)
-			continue;
 		if (!joined) {
 			start = lineno;
 			joined = ad_strdup("");

@@ -49,7 +49,6 @@ static int dollar(lexer *lx)
 		size_t start = lx->i;
 		if (isdigit((unsigned char)s[lx->i])) {
 			lx->i++; /* $1: positional, always empty here */
-			lx->in_word = true;
 			return 0;
 		}
 		while (isalnum((unsigned char)s[lx->i]) || s[lx->i] == '_')
@@ -59,7 +58,6 @@ static int dollar(lexer *lx)
 			return 0;
 		}
 		const char *v = lx->lookup(lx->userdata, s + start, lx->i - start);
-		lx->in_word = true;
 		if (v)
 			put(lx, v, strlen(v));
 		return 0;
@@ -72,7 +70,6 @@ static int dollar(lexer *lx)
 	if (nlen == 0)
 		return ad_fail(lx->err, AD_E_INVALID, "bad substitution in '%s'", s);
 	const char *v = lx->lookup(lx->userdata, s + start, nlen);
-	lx->in_word = true;
 	if (s[lx->i] == '}') {
 		lx->i++;
 		if (v)
