@@ -66,6 +66,11 @@ static bool dir_is_opaque(int dir_fd)
 	       (getxattr(p, "user.overlay.opaque", v, sizeof(v)) == 1 && v[0] == 'y');
 }
 
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* The xattrs of `name` in dir_fd, sorted, without overlay's own. */
 static void add_xattrs(struct archive_entry *e, int dir_fd, const char *name)
 {
@@ -79,19 +84,13 @@ static void add_xattrs(struct archive_entry *e, int dir_fd, const char *name)
 	for (ssize_t off = 0; off < n && count < 512; off += (ssize_t)strlen(list + off) + 1)
 		if (!is_overlay_xattr(list + off))
 			names[count++] = list + off;
-	qsort(names, count, sizeof(names[0]),
-	      (int (*)(const void *, const void *))(void *)strcmp);
+	qsort(names, count, sizeof(names[0]), cmp_names);
 	for (size_t i = 0; i < count; i++) {
 		char val[65536];
 		ssize_t vn = lgetxattr(p, names[i], val, sizeof(val));
 		if (vn >= 0)
 			archive_entry_xattr_add_entry(e, names[i], val, (size_t)vn);
 	}
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static struct archive_entry *entry_new(const tar_walk *w, const char *path, const struct stat *st)

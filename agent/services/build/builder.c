@@ -231,6 +231,7 @@ static void cache_key(builder *bd, const char *kind, const char *detail, char ou
 			args ? args : "", kind, detail, bd->cur->author ? bd->cur->author : "",
 			(long long)bd->o->source_date_epoch);
 	bfs_sha256(text, strlen(text), out);
+	ad_debug("build cache key %s of:\n%s", out, text);
 }
 
 static char *cache_get(builder *bd, const char *key)

@@ -80,6 +80,11 @@ int bfs_open_source(int root_fd, const char *clean, bool beneath, const char *sh
 	return ad_fail_errno(err, AD_E_INTERNAL, "%s", shown);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* The names in dir `dir_fd` matching `pattern`, sorted. */
 static int list_matches(int dir_fd, const char *pattern, char ***ret)
 {
@@ -103,14 +108,9 @@ static int list_matches(int dir_fd, const char *pattern, char ***ret)
 		v[n] = NULL;
 	}
 	closedir(d);
-	qsort(v, n, sizeof(char *), (int (*)(const void *, const void *))(void *)strcmp);
+	qsort(v, n, sizeof(char *), cmp_str);
 	*ret = v;
 	return 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 int bfs_expand_sources(int root_fd, const char *src, bool beneath, const char *what,
@@ -188,7 +188,10 @@ static int hash_entry(EVP_MD_CTX *md, int dir_fd, const char *name, const char *
 	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "stat %s", rel);
 	char meta[128];
-	snprintf(meta, sizeof(meta), "%o %lld", (unsigned)st.st_mode, (long long)st.st_size);
+	/* A directory's size is the file system's business (it varies between
+	 * two unpacks of one tar); its entries say what it holds. */
+	snprintf(meta, sizeof(meta), "%o %lld", (unsigned)st.st_mode,
+		 S_ISDIR(st.st_mode) ? 0LL : (long long)st.st_size);
 	hash_str(md, rel);
 	hash_str(md, meta);
 	if (S_ISLNK(st.st_mode)) {
