@@ -17,6 +17,8 @@
 #include "agent/v1/build.pb-c.h"
 #include "ctl.h"
 
+#include <jansson.h>
+
 #define PATH_BUILD "/agent.v1.BuildService/Build"
 #define PATH_COMMIT "/agent.v1.BuildService/Commit"
 #define MAX_DEPTH 256
@@ -418,6 +420,313 @@ static int run_commit(ctl_ctx *ctx, int argc, char **argv)
 	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
 }
+
+/* ---- wc: working containers ---- */
+
+#define PATH_WC(m) "/agent.v1.BuildService/Working" m
+
+static int wc_usage(void)
+{
+	return ctl_usage_error(&ctl_cmd_wc, "VERB is one of from, run, copy, config, commit, "
+					    "mount, umount, rm");
+}
+
+/* A tar of SRC...: a file as its base name, a directory's contents. */
+static int sources_tar(char **srcs, int n, membuf *out)
+{
+	*out = (membuf){.max = RPC_DEFAULT_MAX_MSG - 65536};
+	struct archive *a = archive_write_new();
+	archive_write_set_format_pax_restricted(a);
+	archive_write_set_bytes_in_last_block(a, 1);
+	ignore none = {0};
+	int r = archive_write_open2(a, out, NULL, membuf_write, NULL, NULL) == ARCHIVE_OK ? 0 : -1;
+	for (int i = 0; r == 0 && i < n; i++) {
+		struct stat st;
+		if (lstat(srcs[i], &st) < 0) {
+			ctl_warnx("%s: %s", srcs[i], strerror(errno));
+			r = EX_NOINPUT;
+			break;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			int fd = open(srcs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			r = fd < 0 ? -1 : add_tree(a, fd, "", &none, 0);
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		_cleanup_free_ char *copy = ad_strdup(srcs[i]);
+		char *slash = strrchr(copy, '/');
+		const char *base = slash ? slash + 1 : copy;
+		if (slash)
+			*slash = '\0';
+		int dfd = open(slash ? (*copy ? copy : "/") : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		/* add_tree of the parent would take its siblings too: one entry. */
+		ignore only = {0};
+		_cleanup_free_ char *pat = ad_asprintf("!%s", base);
+		char *pats[] = {(char *)"*", pat};
+		only.patterns = pats;
+		only.n = 2;
+		r = dfd < 0 ? -1 : add_tree(a, dfd, "", &only, 0);
+		if (dfd >= 0)
+			close(dfd);
+	}
+	if (archive_write_close(a) != ARCHIVE_OK && r == 0)
+		r = -1;
+	archive_write_free(a);
+	if (out->over) {
+		ctl_warnx("what to copy is over %zu bytes (agentd's message limit)", out->max);
+		return EX_DATAERR;
+	}
+	return r < 0 ? EX_IOERR : r;
+}
+
+static int on_run_msg(const ProtobufCMessage *msg, void *userdata)
+{
+	(void)userdata;
+	const Agent__V1__BuildProgress *p = (const Agent__V1__BuildProgress *)msg;
+	if (p->output && *p->output) {
+		fputs(p->output, stdout);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+static int wc_from(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+					     {"help", no_argument, NULL, 'h'}, {0}};
+	Agent__V1__WorkingFromRequest req = AGENT__V1__WORKING_FROM_REQUEST__INIT;
+	int r = 0, c;
+	while ((c = ctl_getopt(&ctl_cmd_wc, argc, argv, ":n:h", opts, &r)) != -1)
+		req.name = optarg;
+	if (r)
+		return r < 0 ? 0 : r;
+	if (optind != argc - 1)
+		return ctl_usage_error(&ctl_cmd_wc, "from: IMAGE (or scratch) is required");
+	req.image = argv[optind];
+	ctl_long_call(ctx);
+	ProtobufCMessage *m = NULL;
+	r = ctl_unary(ctx, PATH_WC("From"), &req.base,
+		      &agent__v1__working_from_response__descriptor, &m);
+	if (r)
+		return r;
+	printf("%s\n", ((const Agent__V1__WorkingFromResponse *)m)->name);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return 0;
+}
+
+static int wc_run(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {{"network", required_argument, NULL, 'N'},
+					     {"help", no_argument, NULL, 'h'}, {0}};
+	Agent__V1__WorkingRunRequest req = AGENT__V1__WORKING_RUN_REQUEST__INIT;
+	int r = 0, c;
+	while ((c = ctl_getopt(&ctl_cmd_wc, argc, argv, "+:h", opts, &r)) != -1)
+		req.network = optarg;
+	if (r)
+		return r < 0 ? 0 : r;
+	if (optind < argc && strcmp(argv[optind], "--") == 0)
+		optind++;
+	if (argc - optind < 2)
+		return ctl_usage_error(&ctl_cmd_wc, "run: NAME [--] COMMAND... is required");
+	req.name = argv[optind];
+	if (optind + 1 < argc && strcmp(argv[optind + 1], "--") == 0)
+		optind++;
+	req.args = argv + optind + 1;
+	req.n_args = (size_t)(argc - optind - 1);
+	if (!req.n_args)
+		return ctl_usage_error(&ctl_cmd_wc, "run: a COMMAND is required");
+	return ctl_stream(ctx, PATH_WC("Run"), &req.base, &agent__v1__build_progress__descriptor,
+			  ctx->timeout_given ? ctx->timeout_ms : 0, on_run_msg, NULL);
+}
+
+static int wc_copy(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {{"chown", required_argument, NULL, 'c'},
+					     {"help", no_argument, NULL, 'h'}, {0}};
+	Agent__V1__WorkingCopyRequest req = AGENT__V1__WORKING_COPY_REQUEST__INIT;
+	int r = 0, c;
+	while ((c = ctl_getopt(&ctl_cmd_wc, argc, argv, ":h", opts, &r)) != -1)
+		req.chown = optarg;
+	if (r)
+		return r < 0 ? 0 : r;
+	if (argc - optind < 3)
+		return ctl_usage_error(&ctl_cmd_wc, "copy: NAME SRC... DEST is required");
+	req.name = argv[optind];
+	req.dest = argv[argc - 1];
+	membuf m = {0};
+	r = sources_tar(argv + optind + 1, argc - optind - 2, &m);
+	if (!r) {
+		req.archive.data = m.p;
+		req.archive.len = m.len;
+		ctl_long_call(ctx);
+		r = ctl_unary(ctx, PATH_WC("Copy"), &req.base,
+			      &agent__v1__working_response__descriptor, NULL);
+	}
+	free(m.p);
+	return r;
+}
+
+/* --entrypoint/--cmd: a JSON array, else the shell form. */
+static char **command_arg(const char *s, size_t *ret_n)
+{
+	json_error_t je;
+	json_t *j = s[0] == '[' ? json_loads(s, 0, &je) : NULL;
+	char **v;
+	if (json_is_array(j)) {
+		*ret_n = json_array_size(j);
+		v = ad_malloc0(sizeof(char *) * (*ret_n + 1));
+		for (size_t i = 0; i < *ret_n; i++)
+			v[i] = ad_strdup(json_string_value(json_array_get(j, i)) ?: "");
+	} else {
+		*ret_n = s[0] ? 3 : 0;
+		v = ad_malloc0(sizeof(char *) * 4);
+		if (s[0]) {
+			v[0] = ad_strdup("/bin/sh");
+			v[1] = ad_strdup("-c");
+			v[2] = ad_strdup(s);
+		}
+	}
+	json_decref(j);
+	return v;
+}
+
+static int wc_config(ctl_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"entrypoint", required_argument, NULL, 'E'}, {"cmd", required_argument, NULL, 'C'},
+	    {"env", required_argument, NULL, 'e'},	  {"port", required_argument, NULL, 'p'},
+	    {"label", required_argument, NULL, 'l'},	  {"user", required_argument, NULL, 'u'},
+	    {"workingdir", required_argument, NULL, 'w'}, {"author", required_argument, NULL, 'a'},
+	    {"help", no_argument, NULL, 'h'},		  {0}};
+	Agent__V1__WorkingConfigRequest req = AGENT__V1__WORKING_CONFIG_REQUEST__INIT;
+	char **env = ad_malloc0(sizeof(char *) * (size_t)argc), **ports = ad_malloc0(sizeof(char *) * (size_t)argc),
+	     **labels = ad_malloc0(sizeof(char *) * (size_t)argc);
+	int r = 0, c;
+	while ((c = ctl_getopt(&ctl_cmd_wc, argc, argv, ":e:p:l:u:h", opts, &r)) != -1) {
+		switch (c) {
+		case 'E':
+			for (size_t i = 0; i < req.n_entrypoint; i++)
+				free(req.entrypoint[i]);
+			free(req.entrypoint);
+			req.entrypoint = command_arg(optarg, &req.n_entrypoint);
+			req.set_entrypoint = true;
+			break;
+		case 'C':
+			for (size_t i = 0; i < req.n_cmd; i++)
+				free(req.cmd[i]);
+			free(req.cmd);
+			req.cmd = command_arg(optarg, &req.n_cmd);
+			req.set_cmd = true;
+			break;
+		case 'e':
+			env[req.n_env++] = optarg;
+			break;
+		case 'p':
+			ports[req.n_ports++] = optarg;
+			break;
+		case 'l':
+			labels[req.n_labels++] = optarg;
+			break;
+		case 'u':
+			req.user = optarg;
+			break;
+		case 'w':
+			req.workdir = optarg;
+			break;
+		case 'a':
+			req.author = optarg;
+			break;
+		}
+	}
+	req.env = env;
+	req.ports = ports;
+	req.labels = labels;
+	if (!r && optind != argc - 1)
+		r = ctl_usage_error(&ctl_cmd_wc, "config: NAME is required");
+	if (!r) {
+		req.name = argv[optind];
+		r = ctl_unary(ctx, PATH_WC("Config"), &req.base,
+			      &agent__v1__working_response__descriptor, NULL);
+	}
+	for (size_t i = 0; i < req.n_entrypoint; i++)
+		free(req.entrypoint[i]);
+	free(req.entrypoint);
+	for (size_t i = 0; i < req.n_cmd; i++)
+		free(req.cmd[i]);
+	free(req.cmd);
+	free(env);
+	free(ports);
+	free(labels);
+	return r < 0 ? 0 : r;
+}
+
+static int wc_simple(ctl_ctx *ctx, int argc, char **argv, const char *verb)
+{
+	int r = ctl_ids_only(&ctl_cmd_wc, argc, argv, "NAME");
+	if (r)
+		return r < 0 ? 0 : r;
+	int status = 0;
+	for (int i = optind; i < argc; i++) {
+		Agent__V1__WorkingRequest req = AGENT__V1__WORKING_REQUEST__INIT;
+		req.name = argv[i];
+		ProtobufCMessage *m = NULL;
+		if (strcmp(verb, "mount") == 0) {
+			r = ctl_unary(ctx, PATH_WC("Mount"), &req.base,
+				      &agent__v1__working_mount_response__descriptor, &m);
+			if (!r)
+				printf("%s\n", ((const Agent__V1__WorkingMountResponse *)m)->path);
+		} else {
+			r = ctl_unary(ctx,
+				      strcmp(verb, "umount") == 0 ? PATH_WC("Umount")
+								 : PATH_WC("Remove"),
+				      &req.base, &agent__v1__working_response__descriptor, NULL);
+		}
+		if (m)
+			protobuf_c_message_free_unpacked(m, NULL);
+		if (r)
+			status = r;
+	}
+	return status;
+}
+
+static int run_wc(ctl_ctx *ctx, int argc, char **argv)
+{
+	if (argc < 2)
+		return wc_usage();
+	const char *verb = argv[1];
+	if (strcmp(verb, "-h") == 0 || strcmp(verb, "--help") == 0) {
+		ctl_command_usage(stdout, &ctl_cmd_wc);
+		return 0;
+	}
+	argc--;
+	argv++;
+	optind = 0;
+	if (strcmp(verb, "from") == 0)
+		return wc_from(ctx, argc, argv);
+	if (strcmp(verb, "run") == 0)
+		return wc_run(ctx, argc, argv);
+	if (strcmp(verb, "copy") == 0)
+		return wc_copy(ctx, argc, argv);
+	if (strcmp(verb, "config") == 0)
+		return wc_config(ctx, argc, argv);
+	if (strcmp(verb, "commit") == 0)
+		return ctl_cmd_commit.run(ctx, argc, argv);
+	if (strcmp(verb, "mount") == 0 || strcmp(verb, "umount") == 0 || strcmp(verb, "rm") == 0)
+		return wc_simple(ctx, argc, argv, verb);
+	return wc_usage();
+}
+
+const ctl_command ctl_cmd_wc = {
+    .name = "wc",
+    .synopsis = "from [--name N] IMAGE|scratch | run [--network host] NAME [--] CMD... | "
+		"copy [--chown U:G] NAME SRC... DEST | config [--entrypoint E] [--cmd C] "
+		"[-e K=V] [-p PORT] [-l K=V] [-u USER] [--workingdir D] NAME | commit NAME IMAGE | "
+		"mount NAME | umount NAME | rm NAME...",
+    .summary = "buildah-style working containers: from, run, copy, config, commit, mount, "
+	       "umount, rm",
+    .run = run_wc,
+};
 
 const ctl_command ctl_cmd_build = {
     .name = "build",

@@ -71,6 +71,7 @@ extern const ctl_command ctl_cmd_top;
 extern const ctl_command ctl_cmd_generate;
 extern const ctl_command ctl_cmd_build;
 extern const ctl_command ctl_cmd_commit;
+extern const ctl_command ctl_cmd_wc;
 
 /* err(3)-style: "agentctl: " + message on stderr. */
 void ctl_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -16,7 +16,7 @@ static const ctl_command *const commands[] = {
     &ctl_cmd_start,   &ctl_cmd_run,   &ctl_cmd_stop, &ctl_cmd_rm,	&ctl_cmd_ps,
     &ctl_cmd_inspect, &ctl_cmd_logs,  &ctl_cmd_exec, &ctl_cmd_attach, &ctl_cmd_port_forward, &ctl_cmd_stats,	&ctl_cmd_update,
     &ctl_cmd_events, &ctl_cmd_top, &ctl_cmd_capsh, &ctl_cmd_generate, &ctl_cmd_build,
-    &ctl_cmd_commit,
+    &ctl_cmd_commit, &ctl_cmd_wc,
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -175,3 +175,15 @@ int store_rootfs_remove(store *s, const char *container_id, ad_error **err)
 		return ad_error_wrap(err, "container %s", container_id);
 	return store_unpin(s, container_id, err);
 }
+
+int store_rootfs_unmount(store *s, const char *container_id, ad_error **err)
+{
+	if (check_container_id(container_id, err) < 0)
+		return -1;
+	_cleanup_free_ char *merged = ad_asprintf("%s/containers/%s/merged", s->root, container_id);
+	if (is_mountpoint(merged) && umount2(merged, 0) < 0 &&
+	    (errno != EBUSY || umount2(merged, MNT_DETACH) < 0))
+		return ad_fail_errno(err, AD_E_INTERNAL, "container %s: umount %s", container_id,
+				     merged);
+	return 0;
+}

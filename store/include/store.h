@@ -260,6 +260,9 @@ int store_rootfs_mount(store *s, const char *image, const char *container_id, ch
  * overlay upper dir). No rootfs → AD_E_NOT_FOUND. */
 int store_rootfs_usage(store *s, const char *container_id, uint64_t *ret_bytes,
 		       uint64_t *ret_inodes, ad_error **err);
+/* Unmounts the merged dir only: upper/ and the pin stay, and
+ * store_rootfs_mount mounts it again with its changes. */
+int store_rootfs_unmount(store *s, const char *container_id, ad_error **err);
 /* Unmounts, removes <root>/containers/<id>/ and the pin. Absent is not an error. */
 int store_rootfs_remove(store *s, const char *container_id, ad_error **err);
 

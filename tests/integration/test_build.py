@@ -301,3 +301,54 @@ def test_usage_errors(daemon, work):
     assert r.returncode != 0 and "nonexistent" in r.stderr
     r = ctl(daemon, "commit")
     assert r.returncode == 64
+
+
+def test_working_container_verbs(daemon, image, work):
+    """buildah's workflow by hand: from, run, copy, config, mount, umount, commit, rm."""
+    assert ok(daemon, "wc", "from", "--name", "hand", image).strip() == "hand"
+    r = ctl(daemon, "wc", "from", "--name", "hand", image)
+    assert r.returncode != 0 and "a working container named hand exists" in r.stderr
+    out = ok(daemon, "wc", "run", "hand", "--", "sh", "-c", "echo built-by-hand > /hand.txt && rm /gone && echo ran")
+    assert out == "ran\n"
+    r = ctl(daemon, "wc", "run", "hand", "--", "sh", "-c", "echo oops; exit 4")
+    assert r.returncode != 0 and "exited with code 4" in r.stderr and r.stdout == "oops\n"
+    src = work / "wcsrc"
+    (src / "d").mkdir(parents=True)
+    (src / "a.txt").write_text("A\n")
+    (src / "d" / "b.txt").write_text("B\n")
+    ok(daemon, "wc", "copy", "hand", src / "a.txt", "/opt/a-renamed.txt")
+    ok(daemon, "wc", "copy", "--chown", "7:8", "hand", src / "d", "/opt/d/")
+    ok(daemon, "wc", "config", "--entrypoint",
+       '["/bin/sh", "-c", "cat /hand.txt /opt/a-renamed.txt d/b.txt; ls -n d/b.txt | '
+       'while read m l u g rest; do echo $u:$g; done; echo $X"]',
+       "-e", "X=from-config", "-p", "8080", "-l", "made=by-hand", "--workingdir", "/opt", "hand")
+    path = ok(daemon, "wc", "mount", "hand").strip()
+    assert Path(path, "hand.txt").read_text() == "built-by-hand\n"
+    assert not Path(path, "gone").exists()
+    ok(daemon, "wc", "umount", "hand")
+    assert path not in Path("/proc/self/mountinfo").read_text()
+    image_id = ok(daemon, "wc", "commit", "hand", "localhost/hand:v1").strip()
+    assert image_id.startswith("sha256:")
+    ok(daemon, "wc", "rm", "hand")
+    r = ctl(daemon, "wc", "mount", "hand")
+    assert r.returncode != 0 and "no working container named hand" in r.stderr
+    log, code = run_image(daemon, work, "localhost/hand:v1", "hand")
+    assert (log, code) == ("built-by-hand\nA\nB\n7:8\nfrom-config\n", 0), log
+    # From scratch: a static binary and an entrypoint.
+    name = ok(daemon, "wc", "from", "scratch").strip()
+    assert name == "working-container"
+    bb = work / "bb"
+    bb.mkdir()
+    (bb / "busybox").write_bytes(Path(BUSYBOX_STATIC).read_bytes())
+    os.chmod(bb / "busybox", 0o755)
+    ok(daemon, "wc", "copy", name, bb / "busybox", "/bin/busybox")
+    ok(daemon, "wc", "config", "--entrypoint", '["/bin/busybox", "echo", "scratch by hand"]', name)
+    ok(daemon, "commit", name, "localhost/hand-scratch:v1")
+    ok(daemon, "wc", "rm", name)
+    log, code = run_image(daemon, work, "localhost/hand-scratch:v1", "handscratch")
+    assert (log, code) == ("scratch by hand\n", 0)
+    root = Path(daemon.workdir) / "root"
+    assert [p.name for p in (root / "containers").iterdir() if p.name.startswith("wc-")] == []
+    assert list((root / "working").iterdir()) == []
+    r = ctl(daemon, "wc", "frob")
+    assert r.returncode == 64

@@ -19,6 +19,7 @@ struct build_service {
 	char *rt_error;
 	char *work_root; /* <root>/builds: one dir per running build */
 	char *cache_dir; /* <root>/build-cache: cache key -> image id */
+	char *working_dir; /* <root>/working: <name>.json per working container */
 };
 
 /* ---- dockerfile.c ---- */
@@ -139,5 +140,20 @@ typedef struct build_opts {
 	void *userdata;
 } build_opts;
 int build_run(build_service *b, const build_opts *o, char **ret_image_id, ad_error **err);
+/* The image FROM scratch starts from: no layers, an empty config. */
+int build_scratch_image(build_service *b, int cancel_fd, char **ret_id, ad_error **err);
+
+/* ---- working.c: buildah-style working containers ---- */
+void working_register(svc_table *t, build_service *b);
+/* What store_commit_opts points to for a working container. */
+typedef struct working_commit_strings {
+	char *base, *rootfs_id, *config_json, *author;
+} working_commit_strings;
+/* Fills o's base, container_id, config_json and author for working
+ * container `name` (the strings in *keep); 0, 1 if there is none of that
+ * name, or -1. */
+int working_commit_opts(build_service *b, const char *name, store_commit_opts *o,
+			working_commit_strings *keep, ad_error **err);
+void working_commit_strings_clear(working_commit_strings *keep);
 
 #endif

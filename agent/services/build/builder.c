@@ -642,6 +642,15 @@ static int do_copy(builder *bd, bool add)
 	return r;
 }
 
+int build_scratch_image(build_service *b, int cancel_fd, char **ret_id, ad_error **err)
+{
+	/* An image without layers, so that steps have a rootfs to mount; made
+	 * at time 0, it is the same image each time. */
+	store_commit_opts co = {.created_by = "FROM scratch", .config_json = "{}",
+				.source_date_epoch = 0};
+	return store_image_commit(b->images, &co, cancel_fd, ret_id, err);
+}
+
 static int do_from(builder *bd)
 {
 	char **words = NULL;
@@ -666,11 +675,7 @@ static int do_from(builder *bd)
 	int r = 0;
 	stage *prev = NULL;
 	if (strcasecmp(image, "scratch") == 0) {
-		/* An image without layers, so that the steps have a rootfs to mount. */
-		store_commit_opts co = {.created_by = "FROM scratch", .source_date_epoch = 0};
-		co.config_json = "{}";
-		if (store_image_commit(bd->b->images, &co, bd->o->cancel_fd, &st->image_id,
-				       bd->err) < 0)
+		if (build_scratch_image(bd->b, bd->o->cancel_fd, &st->image_id, bd->err) < 0)
 			r = wrap_here(bd);
 		st->config = json_object();
 	} else {

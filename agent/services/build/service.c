@@ -178,6 +178,29 @@ static rpc_code commit_call(rpc_call *call, const ProtobufCMessage *req, Protobu
 		ad_fail(&e, AD_E_INVALID, "a container is required");
 		return status_call_error(call, e);
 	}
+	/* A working container by its name, else a container of the pods. */
+	working_commit_strings wk = {0};
+	store_commit_opts wo = {.source_date_epoch = -1};
+	int w = working_commit_opts(b, rq->container_id, &wo, &wk, &e);
+	if (w < 0)
+		return status_call_error(call, e);
+	if (w == 0) {
+		_cleanup_free_ char *by = ad_asprintf("agentctl commit %s", rq->container_id);
+		wo.created_by = by;
+		wo.comment = rq->message && *rq->message ? rq->message : NULL;
+		if (rq->author && *rq->author)
+			wo.author = rq->author;
+		wo.reference = rq->reference && *rq->reference ? rq->reference : NULL;
+		char *id = NULL;
+		int r = store_image_commit(b->images, &wo, rpc_call_cancel_fd(call), &id, &e);
+		working_commit_strings_clear(&wk);
+		if (r < 0)
+			return status_call_error(call, e);
+		ad_info("committed working container %s as %s", rq->container_id, id);
+		rs->image_id = rpc_call_strdup(call, id);
+		free(id);
+		return RPC_OK;
+	}
 	mgr_ctr *c = NULL;
 	if (mgr_ctr_get(b->pods, rq->container_id, &c, &e) < 0)
 		return status_call_error(call, e);
@@ -224,6 +247,8 @@ void svc_build_register(svc_table *t, build_service *b)
 	};
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
 		svc_table_add(t, &methods[i]);
+	if (b)
+		working_register(t, b);
 }
 
 /* ---- the service ---- */
@@ -273,6 +298,7 @@ int build_service_new(const cfg_config *cfg, store *images, mgr *pods, build_ser
 	b->pods = pods;
 	b->work_root = ad_asprintf("%s/builds", cfg->root);
 	b->cache_dir = ad_asprintf("%s/build-cache", cfg->root);
+	b->working_dir = ad_asprintf("%s/working", cfg->root);
 	_cleanup_free_ char *rt_state = ad_asprintf("%s/build", cfg->state);
 	static const char *const near_self[] = {"../runtime/agentd-shim", "agentd-shim", NULL};
 	_cleanup_free_ char *shim = getenv("AGENTD_SHIM") ? NULL : ad_find_helper("agentd-shim", near_self);
@@ -284,7 +310,8 @@ int build_service_new(const cfg_config *cfg, store *images, mgr *pods, build_ser
 		ad_error_free(&e);
 	}
 	remove_leftovers(b, cfg->root);
-	if (ad_mkdir_p(b->work_root, 0700, err) < 0 || ad_mkdir_p(b->cache_dir, 0700, err) < 0) {
+	if (ad_mkdir_p(b->work_root, 0700, err) < 0 || ad_mkdir_p(b->cache_dir, 0700, err) < 0 ||
+	    ad_mkdir_p(b->working_dir, 0700, err) < 0) {
 		build_service_free(b);
 		return -1;
 	}
@@ -301,5 +328,6 @@ void build_service_free(build_service *b)
 	free(b->rt_error);
 	free(b->work_root);
 	free(b->cache_dir);
+	free(b->working_dir);
 	free(b);
 }

@@ -1,0 +1,586 @@
+/* Working containers (buildah's from/run/copy/config/mount/umount/rm): a
+ * rootfs mounted on an image under the id "wc-<name>" (store_rootfs_mount,
+ * its upper dir kept until rm) and a record <root>/working/<name>.json with
+ * the image and the config being edited. Commit (service.c) takes them by
+ * name. Calls on one working container are not serialised: the operator
+ * drives one at a time, as with buildah. */
+#include "build_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "agent/v1/build.pb-c.h"
+
+#define WC_PREFIX "wc-"
+
+static int check_name(const char *name, ad_error **err)
+{
+	size_t n = name ? strlen(name) : 0;
+	bool ok = n > 0 && n <= 64 && ((name[0] >= 'a' && name[0] <= 'z') ||
+				       (name[0] >= '0' && name[0] <= '9'));
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+		     name[i] == '-' || name[i] == '_' || name[i] == '.';
+	if (!ok)
+		return ad_fail(err, AD_E_INVALID,
+			       "working container name \"%s\": [a-z0-9][a-z0-9_.-]*, at most 64",
+			       name ? name : "");
+	return 0;
+}
+
+static char *record_name(const char *name)
+{
+	return ad_asprintf("%s.json", name);
+}
+
+/* The record of `name`: 1 if there is none. */
+static int record_load(build_service *b, const char *name, json_t **ret, ad_error **err)
+{
+	if (check_name(name, err) < 0)
+		return -1;
+	_cleanup_close_ int dir = open(b->working_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_free_ char *file = record_name(name);
+	char *data = NULL;
+	size_t len = 0;
+	_cleanup_error_ ad_error *e = NULL;
+	if (dir < 0 || ad_read_file(dir, file, 1 << 20, &data, &len, &e) < 0)
+		return 1;
+	json_t *j = json_loadb(data, len, 0, NULL);
+	free(data);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return ad_fail(err, AD_E_DATA_LOSS, "working container %s: its record is damaged",
+			       name);
+	}
+	*ret = j;
+	return 0;
+}
+
+static int record_save(build_service *b, const char *name, json_t *rec, ad_error **err)
+{
+	_cleanup_close_ int dir = open(b->working_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_free_ char *file = record_name(name);
+	_cleanup_free_ char *text = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+	if (dir < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", b->working_dir);
+	return ad_write_file_atomic(dir, file, text, strlen(text), 0600, err);
+}
+
+/* The record, or NOT_FOUND naming it. */
+static json_t *record_get(build_service *b, const char *name, ad_error **err)
+{
+	json_t *rec = NULL;
+	int r = record_load(b, name, &rec, err);
+	if (r == 1)
+		ad_fail(err, AD_E_NOT_FOUND, "no working container named %s", name);
+	return r == 0 ? rec : NULL;
+}
+
+/* Its rootfs, mounted (again after an umount or a restart). */
+static int mount_rootfs(build_service *b, const char *name, json_t *rec, char **ret_path,
+			ad_error **err)
+{
+	_cleanup_free_ char *id = ad_asprintf(WC_PREFIX "%s", name);
+	return store_rootfs_mount(b->images, json_string_value(json_object_get(rec, "image")), id,
+				  ret_path, err);
+}
+
+int working_commit_opts(build_service *b, const char *name, store_commit_opts *o,
+			working_commit_strings *keep, ad_error **err)
+{
+	_cleanup_error_ ad_error *e = NULL;
+	if (check_name(name, &e) < 0)
+		return 1; /* not a working container's name: a container id */
+	json_t *rec = NULL;
+	int r = record_load(b, name, &rec, err);
+	if (r != 0)
+		return r;
+	keep->base = ad_strdup(json_string_value(json_object_get(rec, "image")) ?: "");
+	keep->rootfs_id = ad_asprintf(WC_PREFIX "%s", name);
+	keep->config_json = json_dumps(json_object_get(rec, "config"), JSON_COMPACT | JSON_SORT_KEYS);
+	const char *author = json_string_value(json_object_get(rec, "author"));
+	keep->author = author ? ad_strdup(author) : NULL;
+	json_decref(rec);
+	o->base = keep->base;
+	o->container_id = keep->rootfs_id;
+	o->config_json = keep->config_json;
+	o->author = keep->author;
+	return 0;
+}
+
+void working_commit_strings_clear(working_commit_strings *keep)
+{
+	free(keep->base);
+	free(keep->rootfs_id);
+	free(keep->config_json);
+	free(keep->author);
+	*keep = (working_commit_strings){0};
+}
+
+/* ---- From ---- */
+
+static char *default_name(build_service *b, const char *image)
+{
+	char base[64];
+	if (strcmp(image, "scratch") == 0)
+		snprintf(base, sizeof(base), "working-container");
+	else {
+		const char *slash = strrchr(image, '/');
+		const char *n = slash ? slash + 1 : image;
+		size_t len = strcspn(n, ":@");
+		snprintf(base, sizeof(base), "%.*s-working-container", (int)(len > 40 ? 40 : len), n);
+		for (char *c = base; *c; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+			      *c == '_' || *c == '.'))
+				*c = '-';
+	}
+	for (int i = 1;; i++) {
+		char *name = i == 1 ? ad_strdup(base) : ad_asprintf("%s-%d", base, i);
+		json_t *rec = NULL;
+		ad_error *e = NULL;
+		int r = record_load(b, name, &rec, &e);
+		ad_error_free(&e);
+		json_decref(rec);
+		if (r == 1)
+			return name;
+		free(name);
+	}
+}
+
+static rpc_code wc_from(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			void *userdata)
+{
+	const Agent__V1__WorkingFromRequest *rq = (const Agent__V1__WorkingFromRequest *)req;
+	Agent__V1__WorkingFromResponse *rs = (Agent__V1__WorkingFromResponse *)resp;
+	build_service *b = userdata;
+	_cleanup_error_ ad_error *e = NULL;
+	if (!rq->image || !*rq->image) {
+		ad_fail(&e, AD_E_INVALID, "an image (or scratch) is required");
+		return status_call_error(call, e);
+	}
+	_cleanup_free_ char *name = rq->name && *rq->name ? ad_strdup(rq->name)
+							  : default_name(b, rq->image);
+	json_t *old = NULL;
+	int r = record_load(b, name, &old, &e);
+	json_decref(old);
+	if (r < 0)
+		return status_call_error(call, e);
+	if (r == 0) {
+		ad_fail(&e, AD_E_EXISTS, "a working container named %s exists", name);
+		return status_call_error(call, e);
+	}
+	int cancel_fd = rpc_call_cancel_fd(call);
+	_cleanup_free_ char *image_id = NULL;
+	json_t *config = NULL;
+	if (strcmp(rq->image, "scratch") == 0) {
+		if (build_scratch_image(b, cancel_fd, &image_id, &e) < 0)
+			return status_call_error(call, e);
+		config = json_object();
+	} else {
+		store_image *img = NULL;
+		if (store_image_get(b->images, rq->image, &img, &e) < 0) {
+			ad_error_free(&e);
+			store_pull_opts po = {.cancel_fd = cancel_fd};
+			_cleanup_free_ char *id = NULL;
+			if (store_pull(b->images, rq->image, &po, &id, &e) < 0 ||
+			    store_image_get(b->images, id, &img, &e) < 0)
+				return status_call_error(call, e);
+		}
+		image_id = ad_strdup(img->id);
+		json_t *cfg = json_loads(img->config_json ? img->config_json : "{}", 0, NULL);
+		json_t *c = json_object_get(cfg, "config");
+		config = json_is_object(c) ? json_deep_copy(c) : json_object();
+		json_decref(cfg);
+		store_image_free(img);
+	}
+	json_t *rec = json_pack("{s:s, s:o}", "image", image_id, "config", config);
+	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ char *rootfs_id = ad_asprintf(WC_PREFIX "%s", name);
+	if (mount_rootfs(b, name, rec, &path, &e) < 0 || record_save(b, name, rec, &e) < 0) {
+		_cleanup_error_ ad_error *e2 = NULL;
+		store_rootfs_remove(b->images, rootfs_id, &e2);
+		json_decref(rec);
+		return status_call_error(call, e);
+	}
+	json_decref(rec);
+	ad_info("working container %s on %s", name, image_id);
+	rs->name = rpc_call_strdup(call, name);
+	return RPC_OK;
+}
+
+/* ---- Run ---- */
+
+typedef struct run_stream {
+	rpc_call *call;
+	bool gone;
+} run_stream;
+
+static void run_output(void *userdata, const char *text, size_t len)
+{
+	run_stream *rs = userdata;
+	if (rs->gone)
+		return;
+	Agent__V1__BuildProgress m = AGENT__V1__BUILD_PROGRESS__INIT;
+	_cleanup_free_ char *s = ad_strndup(text, len);
+	m.output = s;
+	if (rpc_call_send(rs->call, &m.base) < 0)
+		rs->gone = true;
+}
+
+static char **json_strv(json_t *a)
+{
+	size_t n = json_array_size(a), i;
+	char **v = ad_malloc0(sizeof(char *) * (n + 2));
+	json_t *s;
+	json_array_foreach(a, i, s) v[i] = ad_strdup(json_string_value(s) ?: "");
+	return v;
+}
+
+static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+		       void *userdata)
+{
+	(void)resp;
+	const Agent__V1__WorkingRunRequest *rq = (const Agent__V1__WorkingRunRequest *)req;
+	build_service *b = userdata;
+	_cleanup_error_ ad_error *e = NULL;
+	if (rq->n_args == 0) {
+		ad_fail(&e, AD_E_INVALID, "a command is required");
+		return status_call_error(call, e);
+	}
+	json_t *rec = record_get(b, rq->name, &e);
+	if (!rec)
+		return status_call_error(call, e);
+	json_t *cfg = json_object_get(rec, "config");
+	_cleanup_free_ char *path = NULL, *log = NULL, *tail = NULL;
+	char **env = json_strv(json_object_get(cfg, "Env"));
+	bool has_path = false;
+	for (char **v = env; *v; v++)
+		has_path |= strncmp(*v, "PATH=", 5) == 0;
+	if (!has_path)
+		env[df_strv_len(env)] =
+		    ad_strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	const char *wd = json_string_value(json_object_get(cfg, "WorkingDir"));
+	uid_t uid = 0;
+	gid_t gid = 0;
+	int exit_code = 0, r;
+	static unsigned long seq;
+	char id[128];
+	snprintf(id, sizeof(id), WC_PREFIX "%s-run-%lu", rq->name,
+		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	log = ad_asprintf("%s/%s.log", b->work_root, id);
+	run_stream st = {.call = call};
+	r = mount_rootfs(b, rq->name, rec, &path, &e);
+	_cleanup_close_ int root_fd = r == 0 ? open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (r == 0 && root_fd < 0)
+		r = ad_fail_errno(&e, AD_E_INTERNAL, "open %s", path);
+	if (r == 0)
+		r = bfs_resolve_user(root_fd, json_string_value(json_object_get(cfg, "User")), &uid,
+				     &gid, &e);
+	if (r == 0 && wd && *wd) {
+		int fd = bfs_mkdir_in_root(root_fd, wd, uid, gid, &e);
+		r = fd < 0 ? -1 : 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (r == 0) {
+		brun_opts ro = {.rootfs = path,
+				.args = (const char *const *)rq->args,
+				.env = (const char *const *)env,
+				.cwd = wd && *wd ? wd : "/",
+				.uid = uid,
+				.gid = gid,
+				.host_network = rq->network && strcmp(rq->network, "host") == 0,
+				.log_path = log,
+				.cancel_fd = rpc_call_cancel_fd(call),
+				.output = run_output,
+				.userdata = &st};
+		r = brun(b, id, &ro, &exit_code, &tail, &e);
+	}
+	unlink(log);
+	df_strv_free(env);
+	json_decref(rec);
+	if (r == 0 && exit_code != 0)
+		r = ad_fail(&e, AD_E_PRECONDITION, "%s: exited with code %d", rq->args[0], exit_code);
+	if (r < 0)
+		return status_call_error(call, e);
+	return RPC_OK;
+}
+
+/* ---- Copy ---- */
+
+static rpc_code wc_copy(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			void *userdata)
+{
+	(void)resp;
+	const Agent__V1__WorkingCopyRequest *rq = (const Agent__V1__WorkingCopyRequest *)req;
+	build_service *b = userdata;
+	_cleanup_error_ ad_error *e = NULL;
+	if (!rq->dest || !*rq->dest) {
+		ad_fail(&e, AD_E_INVALID, "a destination is required");
+		return status_call_error(call, e);
+	}
+	json_t *rec = record_get(b, rq->name, &e);
+	if (!rec)
+		return status_call_error(call, e);
+	json_t *cfg = json_object_get(rec, "config");
+	const char *wd = json_string_value(json_object_get(cfg, "WorkingDir"));
+	_cleanup_free_ char *dest = rq->dest[0] == '/' ? ad_strdup(rq->dest)
+						       : ad_asprintf("%s/%s", wd && *wd ? wd : "", rq->dest);
+	_cleanup_free_ char *path = NULL;
+	static unsigned long seq;
+	_cleanup_free_ char *tmp = ad_asprintf("%s/copy-%d-%lu", b->work_root, (int)getpid(),
+					       __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	int r = mount_rootfs(b, rq->name, rec, &path, &e);
+	_cleanup_close_ int root_fd = r == 0 ? open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	_cleanup_close_ int mem = -1, tmp_fd = -1;
+	bfs_copy_opts co = {.beneath = true};
+	if (r == 0 && root_fd < 0)
+		r = ad_fail_errno(&e, AD_E_INTERNAL, "open %s", path);
+	if (r == 0 && rq->chown && *rq->chown)
+		r = bfs_resolve_user(root_fd, rq->chown, &co.uid, &co.gid, &e);
+	if (r == 0 && mkdir(tmp, 0700) < 0)
+		r = ad_fail_errno(&e, AD_E_INTERNAL, "mkdir %s", tmp);
+	if (r == 0 && rq->archive.len) {
+		mem = memfd_create("working-copy", MFD_CLOEXEC);
+		if (mem < 0 || write(mem, rq->archive.data, rq->archive.len) != (ssize_t)rq->archive.len ||
+		    lseek(mem, 0, SEEK_SET) < 0)
+			r = ad_fail_errno(&e, AD_E_RESOURCE, "copy: the archive");
+		else
+			r = store_unpack_archive(b->images, mem, tmp, rpc_call_cancel_fd(call), &e);
+	}
+	if (r == 0 && (tmp_fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		r = ad_fail_errno(&e, AD_E_INTERNAL, "open %s", tmp);
+	if (r == 0) {
+		/* One file and a dest not ending in '/': that file's new name. */
+		size_t dl = strlen(rq->dest);
+		_cleanup_free_ char *only = NULL;
+		int count = 0;
+		DIR *d = fdopendir(fcntl(tmp_fd, F_DUPFD_CLOEXEC, 3));
+		struct dirent *de;
+		while (d && (de = ad_readdir(d)))
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+				count++;
+				free(only);
+				only = ad_strdup(de->d_name);
+			}
+		if (d)
+			closedir(d);
+		struct stat st;
+		if (count == 1 && rq->dest[dl - 1] != '/' &&
+		    fstatat(tmp_fd, only, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+			r = bfs_copy(tmp_fd, only, root_fd, dest, false, &co, &e);
+		else
+			r = bfs_copy(tmp_fd, "", root_fd, dest, true, &co, &e);
+	}
+	_cleanup_error_ ad_error *re = NULL;
+	ad_remove_tree(tmp, &re);
+	json_decref(rec);
+	if (r < 0)
+		return status_call_error(call, e);
+	return RPC_OK;
+}
+
+/* ---- Config ---- */
+
+static json_t *strv_json(char **v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+static rpc_code wc_config(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	(void)resp;
+	const Agent__V1__WorkingConfigRequest *rq = (const Agent__V1__WorkingConfigRequest *)req;
+	build_service *b = userdata;
+	_cleanup_error_ ad_error *e = NULL;
+	json_t *rec = record_get(b, rq->name, &e);
+	if (!rec)
+		return status_call_error(call, e);
+	json_t *cfg = json_object_get(rec, "config");
+	int r = 0;
+	if (rq->set_entrypoint)
+		json_object_set_new(cfg, "Entrypoint", strv_json(rq->entrypoint, rq->n_entrypoint));
+	if (rq->set_cmd)
+		json_object_set_new(cfg, "Cmd", strv_json(rq->cmd, rq->n_cmd));
+	for (size_t i = 0; r == 0 && i < rq->n_env; i++) {
+		const char *eq = strchr(rq->env[i], '=');
+		if (!eq || eq == rq->env[i]) {
+			r = ad_fail(&e, AD_E_INVALID, "env '%s': KEY=VALUE", rq->env[i]);
+			break;
+		}
+		json_t *env = json_object_get(cfg, "Env");
+		if (!json_is_array(env)) {
+			env = json_array();
+			json_object_set_new(cfg, "Env", env);
+		}
+		size_t klen = (size_t)(eq - rq->env[i]) + 1, j;
+		json_t *v;
+		bool replaced = false;
+		json_array_foreach(env, j, v)
+		{
+			const char *kv = json_string_value(v);
+			if (kv && strncmp(kv, rq->env[i], klen) == 0) {
+				json_array_set_new(env, j, json_string(rq->env[i]));
+				replaced = true;
+				break;
+			}
+		}
+		if (!replaced)
+			json_array_append_new(env, json_string(rq->env[i]));
+	}
+	for (size_t i = 0; r == 0 && i < rq->n_ports; i++) {
+		const char *p = rq->ports[i];
+		size_t digits = strspn(p, "0123456789");
+		if (digits == 0 || (p[digits] && strcmp(p + digits, "/tcp") && strcmp(p + digits, "/udp") &&
+				    strcmp(p + digits, "/sctp"))) {
+			r = ad_fail(&e, AD_E_INVALID, "port '%s': PORT[/tcp|udp|sctp]", p);
+			break;
+		}
+		json_t *m = json_object_get(cfg, "ExposedPorts");
+		if (!json_is_object(m)) {
+			m = json_object();
+			json_object_set_new(cfg, "ExposedPorts", m);
+		}
+		_cleanup_free_ char *key = p[digits] ? ad_strdup(p) : ad_asprintf("%s/tcp", p);
+		json_object_set_new(m, key, json_object());
+	}
+	for (size_t i = 0; r == 0 && i < rq->n_labels; i++) {
+		const char *eq = strchr(rq->labels[i], '=');
+		if (!eq || eq == rq->labels[i]) {
+			r = ad_fail(&e, AD_E_INVALID, "label '%s': KEY=VALUE", rq->labels[i]);
+			break;
+		}
+		json_t *m = json_object_get(cfg, "Labels");
+		if (!json_is_object(m)) {
+			m = json_object();
+			json_object_set_new(cfg, "Labels", m);
+		}
+		_cleanup_free_ char *k = ad_strndup(rq->labels[i], (size_t)(eq - rq->labels[i]));
+		json_object_set_new(m, k, json_string(eq + 1));
+	}
+	if (r == 0 && rq->user && *rq->user)
+		json_object_set_new(cfg, "User", json_string(rq->user));
+	if (r == 0 && rq->workdir && *rq->workdir) {
+		if (rq->workdir[0] != '/')
+			r = ad_fail(&e, AD_E_INVALID, "workdir '%s' must be absolute", rq->workdir);
+		else
+			json_object_set_new(cfg, "WorkingDir", json_string(rq->workdir));
+	}
+	if (r == 0 && rq->author && *rq->author)
+		json_object_set_new(rec, "author", json_string(rq->author));
+	if (r == 0)
+		r = record_save(b, rq->name, rec, &e);
+	json_decref(rec);
+	return r < 0 ? status_call_error(call, e) : RPC_OK;
+}
+
+/* ---- Mount, Umount, Remove ---- */
+
+static rpc_code wc_mount(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			 void *userdata)
+{
+	const Agent__V1__WorkingRequest *rq = (const Agent__V1__WorkingRequest *)req;
+	Agent__V1__WorkingMountResponse *rs = (Agent__V1__WorkingMountResponse *)resp;
+	build_service *b = userdata;
+	_cleanup_error_ ad_error *e = NULL;
+	json_t *rec = record_get(b, rq->name, &e);
+	if (!rec)
+		return status_call_error(call, e);
+	_cleanup_free_ char *path = NULL;
+	int r = mount_rootfs(b, rq->name, rec, &path, &e);
+	json_decref(rec);
+	if (r < 0)
+		return status_call_error(call, e);
+	rs->path = rpc_call_strdup(call, path);
+	return RPC_OK;
+}
+
+static rpc_code wc_umount(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	(void)resp;
+	const Agent__V1__WorkingRequest *rq = (const Agent__V1__WorkingRequest *)req;
+	build_service *b = userdata;
+	_cleanup_error_ ad_error *e = NULL;
+	json_t *rec = record_get(b, rq->name, &e);
+	if (!rec)
+		return status_call_error(call, e);
+	json_decref(rec);
+	_cleanup_free_ char *id = ad_asprintf(WC_PREFIX "%s", rq->name);
+	return store_rootfs_unmount(b->images, id, &e) < 0 ? status_call_error(call, e) : RPC_OK;
+}
+
+static rpc_code wc_remove(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	(void)resp;
+	const Agent__V1__WorkingRequest *rq = (const Agent__V1__WorkingRequest *)req;
+	build_service *b = userdata;
+	_cleanup_error_ ad_error *e = NULL;
+	json_t *rec = record_get(b, rq->name, &e);
+	if (!rec)
+		return status_call_error(call, e);
+	json_decref(rec);
+	_cleanup_free_ char *id = ad_asprintf(WC_PREFIX "%s", rq->name);
+	_cleanup_free_ char *file = ad_asprintf("%s/%s.json", b->working_dir, rq->name);
+	if (store_rootfs_remove(b->images, id, &e) < 0)
+		return status_call_error(call, e);
+	if (unlink(file) < 0 && errno != ENOENT) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "remove %s", file);
+		return status_call_error(call, e);
+	}
+	return RPC_OK;
+}
+
+void working_register(svc_table *t, build_service *b)
+{
+	const rpc_method methods[] = {
+	    {.path = "/agent.v1.BuildService/WorkingFrom",
+	     .request = &agent__v1__working_from_request__descriptor,
+	     .response = &agent__v1__working_from_response__descriptor,
+	     .handler = wc_from},
+	    {.path = "/agent.v1.BuildService/WorkingRun",
+	     .request = &agent__v1__working_run_request__descriptor,
+	     .response = &agent__v1__build_progress__descriptor,
+	     .kind = RPC_SERVER_STREAM,
+	     .handler = wc_run},
+	    {.path = "/agent.v1.BuildService/WorkingCopy",
+	     .request = &agent__v1__working_copy_request__descriptor,
+	     .response = &agent__v1__working_response__descriptor,
+	     .handler = wc_copy},
+	    {.path = "/agent.v1.BuildService/WorkingConfig",
+	     .request = &agent__v1__working_config_request__descriptor,
+	     .response = &agent__v1__working_response__descriptor,
+	     .handler = wc_config},
+	    {.path = "/agent.v1.BuildService/WorkingMount",
+	     .request = &agent__v1__working_request__descriptor,
+	     .response = &agent__v1__working_mount_response__descriptor,
+	     .handler = wc_mount},
+	    {.path = "/agent.v1.BuildService/WorkingUmount",
+	     .request = &agent__v1__working_request__descriptor,
+	     .response = &agent__v1__working_response__descriptor,
+	     .handler = wc_umount},
+	    {.path = "/agent.v1.BuildService/WorkingRemove",
+	     .request = &agent__v1__working_request__descriptor,
+	     .response = &agent__v1__working_response__descriptor,
+	     .handler = wc_remove},
+	};
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		rpc_method m = methods[i];
+		m.userdata = b;
+		svc_table_add(t, &m);
+	}
+}
