@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "base.h"
 #include "build.h"
 #include "runtime.h"
@@ -102,6 +104,28 @@ int bfs_copy(int src_root, const char *src, int dst_root, const char *dest, bool
  * /etc/group; a name that is not there is AD_E_INVALID. */
 int bfs_resolve_user(int root_fd, const char *spec, uid_t *ret_uid, gid_t *ret_gid,
 		     ad_error **err);
+
+/* ---- config.c: edits of the image config's "config" object ---- */
+/* cfg[key], made a new object or array if missing or of another type. */
+json_t *bcfg_member(json_t *cfg, const char *key, json_type type);
+/* The value of Env's entry `name` (len bytes), NULL if none. */
+const char *bcfg_env_get(json_t *cfg, const char *name, size_t len);
+void bcfg_env_set(json_t *cfg, const char *key, size_t key_len, const char *value);
+/* "80", "80/tcp", "53/udp", "8000-8010" into ExposedPorts. */
+int bcfg_expose(json_t *cfg, const char *spec, ad_error **err);
+void bcfg_label(json_t *cfg, const char *key, const char *value);
+/* A JSON array's strings as a NULL-terminated vector (df_strv_free). */
+char **bcfg_strv(json_t *array);
+/* The first n strings of v (stopping at a NULL) as a JSON array. */
+json_t *bcfg_json(char *const *v, size_t n);
+/* The environment a RUN gets: Env, plus the default PATH if it has none. */
+json_t *bcfg_run_env(json_t *cfg);
+
+/* ---- service.c ---- */
+/* Sends one BuildProgress on a Build or WorkingRun stream unless the client
+ * left (*gone, set when a send fails). */
+void build_progress_send(rpc_call *call, bool *gone, unsigned step, unsigned steps,
+			 bool cached, const char *text, size_t len);
 
 /* ---- run.c ---- */
 typedef struct brun_opts {

@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -92,25 +93,10 @@ static int wrap_here(builder *bd)
 
 /* ---- variables ---- */
 
-static const char *env_get(json_t *config, const char *name, size_t len)
-{
-	json_t *env = json_object_get(config, "Env");
-	size_t i;
-	json_t *v;
-	const char *found = NULL;
-	json_array_foreach(env, i, v)
-	{
-		const char *kv = json_string_value(v);
-		if (kv && strncmp(kv, name, len) == 0 && kv[len] == '=')
-			found = kv + len + 1;
-	}
-	return found;
-}
-
 static const char *stage_lookup(void *userdata, const char *name, size_t len)
 {
 	builder *bd = userdata;
-	const char *v = env_get(bd->cur->config, name, len);
+	const char *v = bcfg_env_get(bd->cur->config, name, len);
 	if (v)
 		return v;
 	_cleanup_free_ char *key = ad_strndup(name, len);
@@ -136,27 +122,6 @@ static int expand_words(builder *bd, const char *s, char ***ret)
 	if (df_expand_words(s, bd->df.escape, stage_lookup, bd, ret, bd->err) < 0)
 		return wrap_here(bd);
 	return 0;
-}
-
-static void env_set(json_t *config, const char *key, const char *value)
-{
-	json_t *env = json_object_get(config, "Env");
-	if (!json_is_array(env)) {
-		env = json_array();
-		json_object_set_new(config, "Env", env);
-	}
-	size_t klen = strlen(key), i;
-	json_t *v;
-	json_t *entry = json_sprintf("%s=%s", key, value);
-	json_array_foreach(env, i, v)
-	{
-		const char *kv = json_string_value(v);
-		if (kv && strncmp(kv, key, klen) == 0 && kv[klen] == '=') {
-			json_array_set_new(env, i, entry);
-			return;
-		}
-	}
-	json_array_append_new(env, entry);
 }
 
 /* "K=V K2=V2" or the legacy "K V..." of ENV and LABEL: calls set for each. */
@@ -207,17 +172,12 @@ static int key_values(builder *bd, bool legacy_ok, void (*set)(builder *, const 
 
 static void set_env(builder *bd, const char *k, const char *v)
 {
-	env_set(bd->cur->config, k, v);
+	bcfg_env_set(bd->cur->config, k, strlen(k), v);
 }
 
 static void set_label(builder *bd, const char *k, const char *v)
 {
-	json_t *labels = json_object_get(bd->cur->config, "Labels");
-	if (!json_is_object(labels)) {
-		labels = json_object();
-		json_object_set_new(bd->cur->config, "Labels", labels);
-	}
-	json_object_set_new(labels, k, json_string(v));
+	bcfg_label(bd->cur->config, k, v);
 }
 
 /* ---- cache ---- */
@@ -344,15 +304,6 @@ static bool use_cache(builder *bd, const char *key)
 
 /* ---- instructions ---- */
 
-static char **json_strv(json_t *a)
-{
-	size_t n = json_array_size(a), i;
-	char **v = ad_malloc0(sizeof(char *) * (n + 1));
-	json_t *s;
-	json_array_foreach(a, i, s) v[i] = ad_strdup(json_string_value(s) ?: "");
-	return v;
-}
-
 static char **strv_dup(char *const *v)
 {
 	size_t n = df_strv_len(v);
@@ -360,14 +311,6 @@ static char **strv_dup(char *const *v)
 	for (size_t i = 0; i < n; i++)
 		out[i] = ad_strdup(v[i]);
 	return out;
-}
-
-static json_t *strv_json(char *const *v)
-{
-	json_t *a = json_array();
-	for (; v && *v; v++)
-		json_array_append_new(a, json_string(*v));
-	return a;
 }
 
 /* The SHELL-form's argv: the stage's shell + the text. */
@@ -383,22 +326,15 @@ static json_t *shell_form(builder *bd, const char *text)
 
 static int do_run(builder *bd)
 {
-	json_t *argv = bd->in->exec ? strv_json(bd->in->exec) : shell_form(bd, bd->in->args);
+	json_t *argv = bd->in->exec ? bcfg_json(bd->in->exec, SIZE_MAX) : shell_form(bd, bd->in->args);
 	/* The build args declared in the stage reach RUN's environment (not
 	 * the image's), below the ENV of the same name. */
-	json_t *env = json_deep_copy(json_object_get(bd->cur->config, "Env"));
-	if (!json_is_array(env)) {
-		json_decref(env);
-		env = json_array();
-	}
-	if (!env_get(bd->cur->config, "PATH", 4))
-		json_array_append_new(env, json_string("PATH=/usr/local/sbin:/usr/local/bin:"
-						       "/usr/sbin:/usr/bin:/sbin:/bin"));
+	json_t *env = bcfg_run_env(bd->cur->config);
 	const char *k;
 	json_t *v;
 	json_object_foreach(bd->cur->args, k, v)
 	{
-		if (json_is_string(v) && !env_get(bd->cur->config, k, strlen(k)))
+		if (json_is_string(v) && !bcfg_env_get(bd->cur->config, k, strlen(k)))
 			json_array_append_new(env, json_sprintf("%s=%s", k, json_string_value(v)));
 	}
 	_cleanup_free_ char *argv_text = json_dumps(argv, JSON_COMPACT);
@@ -409,8 +345,8 @@ static int do_run(builder *bd)
 	cache_key(bd, "RUN", detail, key);
 	int r = 0;
 	if (!use_cache(bd, key)) {
-		char **args = json_strv(argv);
-		char **envv = json_strv(env);
+		char **args = bcfg_strv(argv);
+		char **envv = bcfg_strv(env);
 		workspace ws = {0};
 		uid_t uid = 0;
 		gid_t gid = 0;
@@ -748,7 +684,7 @@ static int do_arg(builder *bd)
 static json_t *command_form(builder *bd)
 {
 	if (bd->in->exec)
-		return strv_json(bd->in->exec);
+		return bcfg_json(bd->in->exec, SIZE_MAX);
 	return shell_form(bd, bd->in->args);
 }
 
@@ -837,25 +773,13 @@ static int set_map_keys(builder *bd, const char *field, bool ports)
 		words = strv_dup(bd->in->exec);
 	else if (expand_words(bd, bd->in->args, &words) < 0)
 		return -1;
-	json_t *m = json_object_get(bd->cur->config, field);
-	if (!json_is_object(m)) {
-		m = json_object();
-		json_object_set_new(bd->cur->config, field, m);
-	}
+	json_t *m = bcfg_member(bd->cur->config, field, JSON_OBJECT);
 	int r = 0;
-	for (char **w = words; *w; w++) {
-		if (ports) {
-			char *slash = strchr(*w, '/');
-			size_t digits = strspn(*w, "0123456789-");
-			if (digits == 0 || (slash ? (size_t)(slash - *w) != digits : (*w)[digits])) {
-				r = fail_here(bd, AD_E_INVALID, "EXPOSE %s: not PORT[/PROTOCOL]", *w);
-				break;
-			}
-			_cleanup_free_ char *key = slash ? ad_strdup(*w) : ad_asprintf("%s/tcp", *w);
-			json_object_set_new(m, key, json_object());
-		} else {
+	for (char **w = words; r == 0 && *w; w++) {
+		if (!ports)
 			json_object_set_new(m, *w, json_object());
-		}
+		else if (bcfg_expose(bd->cur->config, *w, bd->err) < 0)
+			r = wrap_here(bd);
 	}
 	df_strv_free(words);
 	return r;
@@ -900,7 +824,7 @@ static int do_instruction(builder *bd)
 		return 0;
 	}
 	if (strcmp(c, "SHELL") == 0) {
-		json_object_set_new(cfg, "Shell", strv_json(bd->in->exec));
+		json_object_set_new(cfg, "Shell", bcfg_json(bd->in->exec, SIZE_MAX));
 		return 0;
 	}
 	_cleanup_free_ char *value = NULL;

@@ -31,11 +31,10 @@ typedef struct progress {
 	bool gone;
 } progress;
 
-static void on_output(void *userdata, unsigned step, unsigned steps, bool cached, const char *text,
-		      size_t len)
+void build_progress_send(rpc_call *call, bool *gone, unsigned step, unsigned steps,
+			 bool cached, const char *text, size_t len)
 {
-	progress *p = userdata;
-	if (p->gone)
+	if (*gone)
 		return;
 	Agent__V1__BuildProgress m = AGENT__V1__BUILD_PROGRESS__INIT;
 	_cleanup_free_ char *s = ad_strndup(text, len);
@@ -43,8 +42,15 @@ static void on_output(void *userdata, unsigned step, unsigned steps, bool cached
 	m.step = step;
 	m.steps = steps;
 	m.cached = cached;
-	if (rpc_call_send(p->call, &m.base) < 0)
-		p->gone = true;
+	if (rpc_call_send(call, &m.base) < 0)
+		*gone = true;
+}
+
+static void on_output(void *userdata, unsigned step, unsigned steps, bool cached, const char *text,
+		      size_t len)
+{
+	progress *p = userdata;
+	build_progress_send(p->call, &p->gone, step, steps, cached, text, len);
 }
 
 static int write_all(int fd, const uint8_t *p, size_t len, ad_error **err)

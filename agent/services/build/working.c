@@ -227,22 +227,7 @@ typedef struct run_stream {
 static void run_output(void *userdata, const char *text, size_t len)
 {
 	run_stream *rs = userdata;
-	if (rs->gone)
-		return;
-	Agent__V1__BuildProgress m = AGENT__V1__BUILD_PROGRESS__INIT;
-	_cleanup_free_ char *s = ad_strndup(text, len);
-	m.output = s;
-	if (rpc_call_send(rs->call, &m.base) < 0)
-		rs->gone = true;
-}
-
-static char **json_strv(json_t *a)
-{
-	size_t n = json_array_size(a), i;
-	char **v = ad_malloc0(sizeof(char *) * (n + 2));
-	json_t *s;
-	json_array_foreach(a, i, s) v[i] = ad_strdup(json_string_value(s) ?: "");
-	return v;
+	build_progress_send(rs->call, &rs->gone, 0, 0, false, text, len);
 }
 
 static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -261,13 +246,9 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 		return status_call_error(call, e);
 	json_t *cfg = json_object_get(rec, "config");
 	_cleanup_free_ char *path = NULL, *log = NULL, *tail = NULL;
-	char **env = json_strv(json_object_get(cfg, "Env"));
-	bool has_path = false;
-	for (char **v = env; *v; v++)
-		has_path |= strncmp(*v, "PATH=", 5) == 0;
-	if (!has_path)
-		env[df_strv_len(env)] =
-		    ad_strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	json_t *env_json = bcfg_run_env(cfg);
+	char **env = bcfg_strv(env_json);
+	json_decref(env_json);
 	const char *wd = json_string_value(json_object_get(cfg, "WorkingDir"));
 	uid_t uid = 0;
 	gid_t gid = 0;
@@ -391,14 +372,6 @@ static rpc_code wc_copy(rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 
 /* ---- Config ---- */
 
-static json_t *strv_json(char **v, size_t n)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, json_string(v[i]));
-	return a;
-}
-
 static rpc_code wc_config(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
 			  void *userdata)
 {
@@ -412,64 +385,26 @@ static rpc_code wc_config(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	json_t *cfg = json_object_get(rec, "config");
 	int r = 0;
 	if (rq->set_entrypoint)
-		json_object_set_new(cfg, "Entrypoint", strv_json(rq->entrypoint, rq->n_entrypoint));
+		json_object_set_new(cfg, "Entrypoint", bcfg_json(rq->entrypoint, rq->n_entrypoint));
 	if (rq->set_cmd)
-		json_object_set_new(cfg, "Cmd", strv_json(rq->cmd, rq->n_cmd));
+		json_object_set_new(cfg, "Cmd", bcfg_json(rq->cmd, rq->n_cmd));
 	for (size_t i = 0; r == 0 && i < rq->n_env; i++) {
 		const char *eq = strchr(rq->env[i], '=');
-		if (!eq || eq == rq->env[i]) {
+		if (!eq || eq == rq->env[i])
 			r = ad_fail(&e, AD_E_INVALID, "env '%s': KEY=VALUE", rq->env[i]);
-			break;
-		}
-		json_t *env = json_object_get(cfg, "Env");
-		if (!json_is_array(env)) {
-			env = json_array();
-			json_object_set_new(cfg, "Env", env);
-		}
-		size_t klen = (size_t)(eq - rq->env[i]) + 1, j;
-		json_t *v;
-		bool replaced = false;
-		json_array_foreach(env, j, v)
-		{
-			const char *kv = json_string_value(v);
-			if (kv && strncmp(kv, rq->env[i], klen) == 0) {
-				json_array_set_new(env, j, json_string(rq->env[i]));
-				replaced = true;
-				break;
-			}
-		}
-		if (!replaced)
-			json_array_append_new(env, json_string(rq->env[i]));
+		else
+			bcfg_env_set(cfg, rq->env[i], (size_t)(eq - rq->env[i]), eq + 1);
 	}
-	for (size_t i = 0; r == 0 && i < rq->n_ports; i++) {
-		const char *p = rq->ports[i];
-		size_t digits = strspn(p, "0123456789");
-		if (digits == 0 || (p[digits] && strcmp(p + digits, "/tcp") && strcmp(p + digits, "/udp") &&
-				    strcmp(p + digits, "/sctp"))) {
-			r = ad_fail(&e, AD_E_INVALID, "port '%s': PORT[/tcp|udp|sctp]", p);
-			break;
-		}
-		json_t *m = json_object_get(cfg, "ExposedPorts");
-		if (!json_is_object(m)) {
-			m = json_object();
-			json_object_set_new(cfg, "ExposedPorts", m);
-		}
-		_cleanup_free_ char *key = p[digits] ? ad_strdup(p) : ad_asprintf("%s/tcp", p);
-		json_object_set_new(m, key, json_object());
-	}
+	for (size_t i = 0; r == 0 && i < rq->n_ports; i++)
+		r = bcfg_expose(cfg, rq->ports[i], &e);
 	for (size_t i = 0; r == 0 && i < rq->n_labels; i++) {
 		const char *eq = strchr(rq->labels[i], '=');
 		if (!eq || eq == rq->labels[i]) {
 			r = ad_fail(&e, AD_E_INVALID, "label '%s': KEY=VALUE", rq->labels[i]);
 			break;
 		}
-		json_t *m = json_object_get(cfg, "Labels");
-		if (!json_is_object(m)) {
-			m = json_object();
-			json_object_set_new(cfg, "Labels", m);
-		}
 		_cleanup_free_ char *k = ad_strndup(rq->labels[i], (size_t)(eq - rq->labels[i]));
-		json_object_set_new(m, k, json_string(eq + 1));
+		bcfg_label(cfg, k, eq + 1);
 	}
 	if (r == 0 && rq->user && *rq->user)
 		json_object_set_new(cfg, "User", json_string(rq->user));
