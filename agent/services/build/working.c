@@ -443,33 +443,20 @@ static rpc_code wc_mount(rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 	return RPC_OK;
 }
 
-static rpc_code wc_umount(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			  void *userdata)
+/* Umount (keep) or Remove (drop the rootfs and the record). */
+static rpc_code wc_release(rpc_call *call, const ProtobufCMessage *req, bool remove,
+			   build_service *b)
 {
-	(void)resp;
 	const Agent__V1__WorkingRequest *rq = (const Agent__V1__WorkingRequest *)req;
-	build_service *b = userdata;
 	_cleanup_error_ ad_error *e = NULL;
 	json_t *rec = record_get(b, rq->name, &e);
 	if (!rec)
 		return status_call_error(call, e);
 	json_decref(rec);
 	_cleanup_free_ char *id = ad_asprintf(WC_PREFIX "%s", rq->name);
-	return store_rootfs_unmount(b->images, id, &e) < 0 ? status_call_error(call, e) : RPC_OK;
-}
-
-static rpc_code wc_remove(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
-			  void *userdata)
-{
-	(void)resp;
-	const Agent__V1__WorkingRequest *rq = (const Agent__V1__WorkingRequest *)req;
-	build_service *b = userdata;
-	_cleanup_error_ ad_error *e = NULL;
-	json_t *rec = record_get(b, rq->name, &e);
-	if (!rec)
-		return status_call_error(call, e);
-	json_decref(rec);
-	_cleanup_free_ char *id = ad_asprintf(WC_PREFIX "%s", rq->name);
+	if (!remove)
+		return store_rootfs_unmount(b->images, id, &e) < 0 ? status_call_error(call, e)
+								    : RPC_OK;
 	_cleanup_free_ char *file = ad_asprintf("%s/%s.json", b->working_dir, rq->name);
 	if (store_rootfs_remove(b->images, id, &e) < 0)
 		return status_call_error(call, e);
@@ -478,6 +465,20 @@ static rpc_code wc_remove(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 		return status_call_error(call, e);
 	}
 	return RPC_OK;
+}
+
+static rpc_code wc_umount(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	(void)resp;
+	return wc_release(call, req, false, userdata);
+}
+
+static rpc_code wc_remove(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
+			  void *userdata)
+{
+	(void)resp;
+	return wc_release(call, req, true, userdata);
 }
 
 void working_register(svc_table *t, build_service *b)
