@@ -140,7 +140,8 @@ static int add_tree(struct archive *a, int dir_fd, const char *prefix, const ign
 		names[n++] = ad_strdup(de->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof(char *), cmp_str);
+	if (n)
+		qsort(names, n, sizeof(char *), cmp_str);
 	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *rel = ad_asprintf("%s%s", prefix, names[i]);

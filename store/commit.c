@@ -241,7 +241,8 @@ static int walk_dir(tar_walk *w, int dir_fd, const char *prefix, unsigned depth)
 		names[n++] = ad_strdup(de->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof(char *), cmp_names);
+	if (n)
+		qsort(names, n, sizeof(char *), cmp_names);
 	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (r == 0)
