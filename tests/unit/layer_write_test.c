@@ -55,7 +55,7 @@ static void put_file(int dir_fd, const char *name, const char *text)
 }
 
 /* upper/: etc/new.conf, etc/gone (whiteout), opq/ (opaque) with keep,
- * bin/sh -> busybox, hard and hard2 (one inode), a fifo. */
+ * bin/sh -> busybox, hard and hard2 (one inode), a fifo, an empty dir. */
 static int setup(void **state)
 {
 	fixture *f = ad_malloc0(sizeof(*f));
@@ -74,6 +74,7 @@ static int setup(void **state)
 	put_file(f->fd, "hard", "same inode");
 	assert_int_equal(linkat(f->fd, "hard", f->fd, "hard2", 0), 0);
 	assert_int_equal(mkfifoat(f->fd, "fifo", 0600), 0);
+	assert_int_equal(mkdirat(f->fd, "empty", 0755), 0);
 	*state = f;
 	return 0;
 }
@@ -143,9 +144,9 @@ static void test_whiteouts_and_opaque(void **state)
 	assert_int_equal(store_layer_tar(f->fd, -1, to_bytes, &b, &e), 0);
 	seen v[32];
 	size_t n = read_back(&b, v, 32);
-	const char *const want[] = {"bin/",	"bin/sh", "etc/",  "etc/.wh.gone",
-				    "etc/new.conf", "fifo",	  "hard",  "hard2",
-				    "opq/",	"opq/.wh..wh..opq", "opq/keep"};
+	const char *const want[] = {"bin/",	    "bin/sh", "empty/", "etc/",
+				    "etc/.wh.gone", "etc/new.conf", "fifo", "hard",
+				    "hard2",	    "opq/",	"opq/.wh..wh..opq", "opq/keep"};
 	assert_int_equal(n, sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < n; i++)
 		assert_string_equal(v[i].path, want[i]); /* sorted, whiteouts in place */
