@@ -352,3 +352,26 @@ def test_working_container_verbs(daemon, image, work):
     assert list((root / "working").iterdir()) == []
     r = ctl(daemon, "wc", "frob")
     assert r.returncode == 64
+
+
+def test_client_leaving_mid_run(daemon, image, work):
+    """agentctl killed while a RUN runs: the build stops, its container, rootfs
+    and work dir go, and no image is tagged."""
+    ctx = context(work / "ctx-cancel", {"Dockerfile": "FROM %s\nRUN echo started; sleep 60\n" % image})
+    p = subprocess.Popen([P.H.agentctl_binary(), "-e", "unix://" + daemon.sock, "build", "-t",
+                          "localhost/cancelled:v1", str(ctx)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if line.strip() == "started":
+                break
+        assert any(Path(daemon.workdir, "state", "build").iterdir())
+    finally:
+        p.kill()
+        p.communicate()
+    deadline = time.monotonic() + 15
+    while leftovers(daemon) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftovers(daemon) == []
+    r = ctl(daemon, "inspecti", "localhost/cancelled:v1")
+    assert r.returncode != 0
