@@ -375,3 +375,39 @@ def test_client_leaving_mid_run(daemon, image, work):
     assert leftovers(daemon) == []
     r = ctl(daemon, "inspecti", "localhost/cancelled:v1")
     assert r.returncode != 0
+
+
+def sleepers(arg):
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            if Path("/proc", pid, "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", arg]:
+                out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def test_agentd_killed_mid_run(daemon, image, work):
+    """agentd SIGKILLed while a RUN runs: on its restart the build container
+    (whose shim outlived agentd) is killed and its rootfs, mount and work dir
+    are removed."""
+    ctx = context(work / "ctx-crash", {"Dockerfile": "FROM %s\nRUN echo started; sleep 67\n" % image})
+    p = subprocess.Popen([P.H.agentctl_binary(), "-e", "unix://" + daemon.sock, "build", str(ctx)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if line.strip() == "started":
+                break
+        daemon.kill()
+    finally:
+        p.kill()
+        p.communicate()
+    assert leftovers(daemon) != [] and sleepers(b"67")
+    daemon.start()
+    deadline = time.monotonic() + 15
+    while (leftovers(daemon) or sleepers(b"67")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftovers(daemon) == [] and sleepers(b"67") == []
+    # And it builds again.
+    built(daemon, context(work / "ctx-after", {"Dockerfile": "FROM %s\nRUN true\n" % image}))
