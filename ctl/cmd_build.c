@@ -112,11 +112,6 @@ static la_ssize_t membuf_write(struct archive *a, void *client, const void *buf,
 	return (la_ssize_t)n;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int add_tree(struct archive *a, int dir_fd, const char *prefix, const ignore *ig,
 		    unsigned depth)
 {
@@ -124,24 +119,12 @@ static int add_tree(struct archive *a, int dir_fd, const char *prefix, const ign
 		ctl_warnx("build context: %s is nested too deep", prefix);
 		return -1;
 	}
-	int dup = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
+	size_t n = 0;
+	char **names = ad_dir_names(dir_fd, ".", &n);
+	if (!names) {
 		ctl_warnx("build context: %s: %s", *prefix ? prefix : ".", strerror(errno));
 		return -1;
 	}
-	char **names = NULL;
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		names = ad_realloc(names, sizeof(char *) * (n + 1));
-		names[n++] = ad_strdup(de->d_name);
-	}
-	closedir(d);
-	if (n)
-		qsort(names, n, sizeof(char *), cmp_str);
 	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *rel = ad_asprintf("%s%s", prefix, names[i]);
@@ -194,10 +177,9 @@ static int add_tree(struct archive *a, int dir_fd, const char *prefix, const ign
 			if (sub >= 0)
 				close(sub);
 		}
-	next:
-		free(names[i]);
+	next:;
 	}
-	free(names);
+	ad_strv_free(names);
 	return r;
 }
 

@@ -222,34 +222,14 @@ static int walk_dir(tar_walk *w, int dir_fd, const char *prefix, unsigned depth)
 	if (depth > MAX_DEPTH)
 		return ad_fail(w->err, AD_E_RESOURCE, "layer: %s is nested over %d levels deep",
 			       prefix, MAX_DEPTH);
-	int dup = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return ad_fail_errno(w->err, AD_E_INTERNAL, "layer: read dir %s", prefix);
-	}
-	/* The dup shares the caller's offset, which an earlier walk left at the end. */
-	rewinddir(d);
-	char **names = NULL;
 	size_t n = 0;
-	struct dirent *de;
-	while ((de = ad_readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		names = ad_realloc(names, sizeof(char *) * (n + 1));
-		names[n++] = ad_strdup(de->d_name);
-	}
-	closedir(d);
-	if (n)
-		qsort(names, n, sizeof(char *), cmp_names);
+	char **names = ad_dir_names(dir_fd, ".", &n);
+	if (!names)
+		return ad_fail_errno(w->err, AD_E_INTERNAL, "layer: read dir %s", prefix);
 	int r = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (r == 0)
-			r = walk_entry(w, dir_fd, names[i], prefix, depth);
-		free(names[i]);
-	}
-	free(names);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = walk_entry(w, dir_fd, names[i], prefix, depth);
+	ad_strv_free(names);
 	return r;
 }
 

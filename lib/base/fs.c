@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -246,6 +247,39 @@ void ad_closedirp(DIR **d)
 {
 	if (*d)
 		closedir(*d);
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **ad_dir_names(int dir_fd, const char *name, size_t *ret_n)
+{
+	DIR *d = ad_opendir_at(dir_fd, name, 0);
+	if (!d)
+		return NULL;
+	size_t n = 0;
+	char **v = ad_malloc0(sizeof(char *));
+	struct dirent *de;
+	while ((de = ad_readdir(d))) {
+		v = ad_realloc(v, sizeof(char *) * (n + 2));
+		v[n++] = ad_strdup(de->d_name);
+		v[n] = NULL;
+	}
+	closedir(d);
+	if (n)
+		qsort(v, n, sizeof(char *), compare_names);
+	if (ret_n)
+		*ret_n = n;
+	return v;
+}
+
+void ad_strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
 }
 
 static int remove_dir_contents(int dir_fd, dev_t dev, const char *path, ad_error **err)

@@ -179,12 +179,12 @@ static void test_expand_words(void **state)
 	assert_string_equal(w[2], "two words");
 	assert_string_equal(w[3], "");
 	assert_string_equal(w[4], "b c");
-	df_strv_free(w);
+	ad_strv_free(w);
 	assert_int_equal(df_split_raw("A=1 B=\"two words\" C='x y'", '\\', &w, &e), 0);
 	assert_int_equal(df_strv_len(w), 3);
 	assert_string_equal(w[1], "B=\"two words\"");
 	assert_string_equal(w[2], "C='x y'");
-	df_strv_free(w);
+	ad_strv_free(w);
 }
 
 static void test_clean_path(void **state)

@@ -64,7 +64,6 @@ int df_expand_words(const char *s, char escape, df_lookup_fn lookup, void *userd
 		    char ***ret, ad_error **err);
 /* Splits without processing (quotes and escapes kept): for "k=v k2=v2" forms. */
 int df_split_raw(const char *s, char escape, char ***ret, ad_error **err);
-void df_strv_free(char **v);
 size_t df_strv_len(char *const *v);
 
 /* ---- fsops.c: COPY and ADD's file work ---- */
@@ -114,7 +113,7 @@ void bcfg_env_set(json_t *cfg, const char *key, size_t key_len, const char *valu
 /* "80", "80/tcp", "53/udp", "8000-8010" into ExposedPorts. */
 int bcfg_expose(json_t *cfg, const char *spec, ad_error **err);
 void bcfg_label(json_t *cfg, const char *key, const char *value);
-/* A JSON array's strings as a NULL-terminated vector (df_strv_free). */
+/* A JSON array's strings as a NULL-terminated vector (ad_strv_free). */
 char **bcfg_strv(json_t *array);
 /* The first n strings of v (stopping at a NULL) as a JSON array. */
 json_t *bcfg_json(char *const *v, size_t n);

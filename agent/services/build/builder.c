@@ -133,7 +133,7 @@ static int key_values(builder *bd, bool legacy_ok, void (*set)(builder *, const 
 	int r = 0;
 	if (raw[0] && !strchr(raw[0], '=')) {
 		if (!legacy_ok || !raw[1]) {
-			df_strv_free(raw);
+			ad_strv_free(raw);
 			return fail_here(bd, AD_E_INVALID, "%s: expected KEY=VALUE", bd->in->cmd);
 		}
 		/* The legacy form: the first word is the key, the rest one value. */
@@ -145,7 +145,7 @@ static int key_values(builder *bd, bool legacy_ok, void (*set)(builder *, const 
 			r = -1;
 		else
 			set(bd, key, value);
-		df_strv_free(raw);
+		ad_strv_free(raw);
 		return r;
 	}
 	for (char **w = raw; r == 0 && *w; w++) {
@@ -166,7 +166,7 @@ static int key_values(builder *bd, bool legacy_ok, void (*set)(builder *, const 
 		}
 		set(bd, key, value);
 	}
-	df_strv_free(raw);
+	ad_strv_free(raw);
 	return r;
 }
 
@@ -390,8 +390,8 @@ static int do_run(builder *bd)
 		if (r == 0)
 			r = ws_commit(bd, &ws, key);
 		ws_close(bd, &ws);
-		df_strv_free(args);
-		df_strv_free(envv);
+		ad_strv_free(args);
+		ad_strv_free(envv);
 	}
 	json_decref(argv);
 	json_decref(env);
@@ -439,14 +439,14 @@ static int do_copy(builder *bd, bool add)
 	int r = 0;
 	size_t n = df_strv_len(words);
 	if (n < 2) {
-		df_strv_free(words);
+		ad_strv_free(words);
 		return fail_here(bd, AD_E_INVALID, "%s requires at least two arguments", what);
 	}
 	_cleanup_free_ char *from = NULL, *chown_spec = NULL, *chmod_spec = NULL;
 	if ((df_flag(bd->in, "from") && expand(bd, df_flag(bd->in, "from"), &from) < 0) ||
 	    (df_flag(bd->in, "chown") && expand(bd, df_flag(bd->in, "chown"), &chown_spec) < 0) ||
 	    (df_flag(bd->in, "chmod") && expand(bd, df_flag(bd->in, "chmod"), &chmod_spec) < 0)) {
-		df_strv_free(words);
+		ad_strv_free(words);
 		return -1;
 	}
 	bfs_copy_opts co = {.beneath = true};
@@ -454,7 +454,7 @@ static int do_copy(builder *bd, bool add)
 		char *end = NULL;
 		long m = strtol(chmod_spec, &end, 8);
 		if (!*chmod_spec || *end || m < 0 || m > 07777) {
-			df_strv_free(words);
+			ad_strv_free(words);
 			return fail_here(bd, AD_E_INVALID, "%s --chmod=%s: not an octal mode", what,
 					 chmod_spec);
 		}
@@ -472,14 +472,14 @@ static int do_copy(builder *bd, bool add)
 			store_image *img = NULL;
 			_cleanup_error_ ad_error *e = NULL;
 			if (store_image_get(bd->b->images, from, &img, &e) < 0) {
-				df_strv_free(words);
+				ad_strv_free(words);
 				return fail_here(bd, AD_E_NOT_FOUND,
 						 "%s --from=%s: no such stage or image", what, from);
 			}
 			store_image_free(img);
 		}
 		if (ws_open(bd, image, &src_ws) < 0) {
-			df_strv_free(words);
+			ad_strv_free(words);
 			ws_close(bd, &src_ws);
 			return wrap_here(bd);
 		}
@@ -573,8 +573,8 @@ static int do_copy(builder *bd, bool add)
 		ws_close(bd, &ws);
 	}
 	ws_close(bd, &src_ws);
-	df_strv_free(sources);
-	df_strv_free(words);
+	ad_strv_free(sources);
+	ad_strv_free(words);
 	return r;
 }
 
@@ -594,11 +594,11 @@ static int do_from(builder *bd)
 		return wrap_here(bd);
 	size_t n = df_strv_len(words);
 	if (!(n == 1 || (n == 3 && strcasecmp(words[1], "AS") == 0))) {
-		df_strv_free(words);
+		ad_strv_free(words);
 		return fail_here(bd, AD_E_INVALID, "FROM takes IMAGE [AS NAME]");
 	}
 	if (df_flag(bd->in, "platform")) {
-		df_strv_free(words);
+		ad_strv_free(words);
 		return fail_here(bd, AD_E_INVALID, "FROM --platform is not supported");
 	}
 	bd->stages = ad_realloc(bd->stages, sizeof(stage) * (bd->n_stages + 1));
@@ -643,7 +643,7 @@ static int do_from(builder *bd)
 			store_image_free(img);
 		}
 	}
-	df_strv_free(words);
+	ad_strv_free(words);
 	return r;
 }
 
@@ -677,7 +677,7 @@ static int do_arg(builder *bd)
 		else
 			json_object_set_new(scope, name, json_null());
 	}
-	df_strv_free(raw);
+	ad_strv_free(raw);
 	return r;
 }
 
@@ -781,7 +781,7 @@ static int set_map_keys(builder *bd, const char *field, bool ports)
 		else if (bcfg_expose(bd->cur->config, *w, bd->err) < 0)
 			r = wrap_here(bd);
 	}
-	df_strv_free(words);
+	ad_strv_free(words);
 	return r;
 }
 
@@ -864,7 +864,7 @@ static size_t target_end(builder *bd, const char *target, ad_error **err)
 		    df_strv_len(w) == 3 && strcasecmp(w[2], target) == 0)
 			seen = true;
 		ad_error_free(&e);
-		df_strv_free(w);
+		ad_strv_free(w);
 	}
 	if (!seen) {
 		ad_fail(err, AD_E_INVALID, "%s: no stage named '%s'", bd->o->dockerfile_name,

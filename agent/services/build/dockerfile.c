@@ -43,13 +43,6 @@ static bool takes_exec_form(const char *cmd)
 	return false;
 }
 
-void df_strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}
-
 size_t df_strv_len(char *const *v)
 {
 	size_t n = 0;
@@ -73,8 +66,8 @@ void df_free(dockerfile *df)
 		free(df->v[i].cmd);
 		free(df->v[i].args);
 		free(df->v[i].original);
-		df_strv_free(df->v[i].flags);
-		df_strv_free(df->v[i].exec);
+		ad_strv_free(df->v[i].flags);
+		ad_strv_free(df->v[i].exec);
 	}
 	free(df->v);
 	*df = (dockerfile){0};
@@ -152,7 +145,7 @@ static int parse_exec_form(const char *args, char ***ret)
 	json_array_foreach(j, i, s)
 	{
 		if (!json_is_string(s)) {
-			df_strv_free(v);
+			ad_strv_free(v);
 			json_decref(j);
 			return 0;
 		}
@@ -199,7 +192,7 @@ static int add_instruction(dockerfile *df, const char *name, const char *text, u
 			if (strlen(*f) == nlen && strncmp(*f, flag, nlen) == 0)
 				known = true;
 		if (!known || !eq) {
-			df_strv_free(flags);
+			ad_strv_free(flags);
 			if (!known)
 				return ad_fail(err, AD_E_INVALID, "%s:%u: %s: unsupported flag --%.*s",
 					       name, lineno, cmd, (int)nlen, flag);
@@ -214,12 +207,12 @@ static int add_instruction(dockerfile *df, const char *name, const char *text, u
 	/* Heredocs ("RUN <<EOF") are BuildKit syntax; a << later in a shell
 	 * command is the shell's own. */
 	if (strncmp(p, "<<", 2) == 0) {
-		df_strv_free(flags);
+		ad_strv_free(flags);
 		return ad_fail(err, AD_E_INVALID, "%s:%u: %s: heredocs are not supported", name,
 			       lineno, cmd);
 	}
 	if (!*p) {
-		df_strv_free(flags);
+		ad_strv_free(flags);
 		return ad_fail(err, AD_E_INVALID, "%s:%u: %s requires at least one argument", name,
 			       lineno, cmd);
 	}

@@ -80,35 +80,20 @@ int bfs_open_source(int root_fd, const char *clean, bool beneath, const char *sh
 	return ad_fail_errno(err, AD_E_INTERNAL, "%s", shown);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The names in dir `dir_fd` matching `pattern`, sorted. */
+/* The names in dir `dir_fd` matching `pattern` (NULL: all), sorted. */
 static int list_matches(int dir_fd, const char *pattern, char ***ret)
 {
-	int dup = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
+	size_t n = 0, kept = 0;
+	char **v = ad_dir_names(dir_fd, ".", &n);
+	if (!v)
 		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (pattern && fnmatch(pattern, v[i], FNM_PERIOD) != 0)
+			free(v[i]);
+		else
+			v[kept++] = v[i];
 	}
-	char **v = ad_malloc0(sizeof(char *));
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = ad_readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (pattern && fnmatch(pattern, de->d_name, FNM_PERIOD) != 0)
-			continue;
-		v = ad_realloc(v, sizeof(char *) * (n + 2));
-		v[n++] = ad_strdup(de->d_name);
-		v[n] = NULL;
-	}
-	closedir(d);
-	qsort(v, n, sizeof(char *), cmp_str);
+	v[kept] = NULL;
 	*ret = v;
 	return 0;
 }
@@ -146,7 +131,7 @@ int bfs_expand_sources(int root_fd, const char *src, bool beneath, const char *w
 	_cleanup_close_ int dfd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	char **names = NULL;
 	if (dfd < 0 || list_matches(dfd, pattern, &names) < 0 || !names[0]) {
-		df_strv_free(names);
+		ad_strv_free(names);
 		return ad_fail(err, AD_E_NOT_FOUND, "%s %s: no source files were specified", what,
 			       src);
 	}
@@ -155,7 +140,6 @@ int bfs_expand_sources(int root_fd, const char *src, bool beneath, const char *w
 		free(*n);
 		*n = full;
 	}
-	qsort(names, df_strv_len(names), sizeof(char *), cmp_str);
 	*ret = names;
 	return 0;
 }
@@ -221,7 +205,7 @@ static int hash_entry(EVP_MD_CTX *md, int dir_fd, const char *name, const char *
 			_cleanup_free_ char *child = ad_asprintf("%s/%s", rel, *n);
 			r = hash_entry(md, sub, *n, child, depth + 1, err);
 		}
-		df_strv_free(names);
+		ad_strv_free(names);
 		return r;
 	}
 	return 0;
@@ -394,7 +378,7 @@ static int copy_entry(const copy_ctx *c, int src_dir, const char *src_name, int 
 			_cleanup_free_ char *child = ad_asprintf("%s/%s", rel, *n);
 			r = copy_entry(c, sub, *n, dsub, *n, child, depth + 1);
 		}
-		df_strv_free(names);
+		ad_strv_free(names);
 		if (r < 0)
 			return -1;
 	} else if (S_ISFIFO(st.st_mode)) {
@@ -435,7 +419,7 @@ int bfs_copy(int src_root, const char *src, int dst_root, const char *dest, bool
 			_cleanup_free_ char *rel = ad_asprintf("%s/%s", src, *n);
 			r = copy_entry(&c, src_dir, *n, dfd, *n, rel, 0);
 		}
-		df_strv_free(names);
+		ad_strv_free(names);
 		return r;
 	}
 	const char *base = strrchr(src, '/') ? strrchr(src, '/') + 1 : src;

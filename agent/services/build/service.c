@@ -155,7 +155,7 @@ static rpc_code build_call(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	_cleanup_error_ ad_error *re = NULL;
 	if (ad_remove_tree(work, &re) < 0)
 		ad_warn("build: %s", re->message);
-	df_strv_free(args);
+	ad_strv_free(args);
 	if (r < 0)
 		return status_call_error(call, e);
 	ad_info("built %s as %s", rq->tag && *rq->tag ? rq->tag : "(untagged)", id);

@@ -224,7 +224,7 @@ int df_expand_words(const char *s, char escape, df_lookup_fn lookup, void *userd
 		lx.wlen = 0;
 		if (word(&lx, true) < 0) {
 			free(lx.w);
-			df_strv_free(v);
+			ad_strv_free(v);
 			return -1;
 		}
 		/* An unquoted variable that expanded to nothing is no word. */
@@ -260,7 +260,7 @@ int df_split_raw(const char *s, char escape, char ***ret, ad_error **err)
 			i++;
 		}
 		if (quote) {
-			df_strv_free(v);
+			ad_strv_free(v);
 			return ad_fail(err, AD_E_INVALID, "unterminated quote in '%s'", s);
 		}
 		v = ad_realloc(v, sizeof(char *) * (n + 2));

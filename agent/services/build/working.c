@@ -287,7 +287,7 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 		r = brun(b, id, &ro, &exit_code, &tail, &e);
 	}
 	unlink(log);
-	df_strv_free(env);
+	ad_strv_free(env);
 	json_decref(rec);
 	if (r == 0 && exit_code != 0)
 		r = ad_fail(&e, AD_E_PRECONDITION, "%s: exited with code %d", rq->args[0], exit_code);

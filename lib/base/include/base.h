@@ -142,6 +142,12 @@ DIR *ad_opendir_at(int dir_fd, const char *name, int open_flags);
 struct dirent *ad_readdir(DIR *d);
 void ad_closedirp(DIR **d);
 #define _cleanup_closedir_ __attribute__((cleanup(ad_closedirp)))
+/* The names in dir_fd/name (opened as ad_opendir_at), without "." and "..",
+ * sorted by strcmp: a NULL-terminated vector (ad_strv_free), its length in
+ * *ret_n if not NULL. NULL with errno set on failure. */
+char **ad_dir_names(int dir_fd, const char *name, size_t *ret_n);
+/* Frees a NULL-terminated vector of strings and the strings. */
+void ad_strv_free(char **v);
 
 /* ---- systemd notify protocol ----------------------------------------- */
 /* Sends `state` ("READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1",
