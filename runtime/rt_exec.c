@@ -22,7 +22,8 @@ static const struct {
 	const char *name;
 	int flag;
 } exec_ns[] = {
-    /* user first: it owns the rest; mnt last: it changes our root. */
+    /* mnt last: it changes our root (the user namespace goes where its
+     * ownership says: rt_setns_ordered). */
     {"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
     {"net", CLONE_NEWNET},   {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP},
     {"mnt", CLONE_NEWNS},

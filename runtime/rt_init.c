@@ -112,12 +112,13 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 	if (mapped_first)
 		wait_go(x);
 	umask(0);
-	if (rt_join_namespaces(cfg, &e) < 0)
+	/* With a user namespace, the process that cloned us joined them. */
+	bool in_userns = cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST;
+	if (!in_userns && rt_join_namespaces(cfg, false, &e) < 0)
 		fail(e);
-	/* In a new user namespace we still run as agentd's unmapped uid: become
+	/* In a user namespace we still run as agentd's unmapped uid: become
 	 * its root so that what setup creates is owned by someone. */
-	if (cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST &&
-	    (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
+	if (in_userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)) {
 		ad_fail_errno(&e, AD_E_INVALID, "user namespace: uid/gid 0 is not mapped");
 		fail(e);
 	}
@@ -240,6 +241,68 @@ static void open_init_fds(const rt_config *cfg, init_fds *x)
 	}
 }
 
+static int clone_flags(const rt_config *cfg)
+{
+	int flags = 0;
+	for (int t = 0; t < _RT_NS_MAX; t++)
+		if (cfg->namespaces[t].mode == RT_NS_NEW && t != RT_NS_CGROUP)
+			flags |= clone_ns[t];
+	return flags;
+}
+
+/* Fork-like clone (no new stack): the calling process is single-threaded. */
+static pid_t clone_fork(unsigned long flags)
+{
+	return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+}
+
+/* The namespaces a clone creates are owned by the cloning process's user
+ * namespace, and those to join must be entered before or after the user
+ * namespace by who owns them (rt_setns_ordered). So with a user namespace
+ * the shim does not clone the init itself: a helper joins what is to be
+ * joined (the pod's user namespace, or for a new one the namespaces owned
+ * by the node's), then clones the init as the shim's child (CLONE_PARENT)
+ * with the new namespaces owned by the right user namespace, reports its
+ * pid and exits. The shim's own namespaces never change. */
+static pid_t clone_in_userns(rt_spawn_spec *spec, init_fds *x)
+{
+	ad_error *e = NULL;
+	int pidpipe[2];
+	if (pipe2(pidpipe, O_CLOEXEC) < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "pipe");
+		fail(e);
+	}
+	pid_t helper = clone_fork(0);
+	if (helper < 0) {
+		ad_fail_errno(&e, AD_E_INTERNAL, "clone");
+		fail(e);
+	}
+	if (helper == 0) {
+		close(pidpipe[0]);
+		if (rt_join_namespaces(&spec->cfg, true, &e) < 0)
+			fail(e);
+		pid_t pid = clone_fork(CLONE_PARENT | (unsigned long)clone_flags(&spec->cfg));
+		if (pid < 0) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "clone");
+			fail(e);
+		}
+		if (pid == 0)
+			run_init(spec, x);
+		_exit(write(pidpipe[1], &pid, sizeof(pid)) == sizeof(pid) ? 0 : 1);
+	}
+	close(pidpipe[1]);
+	pid_t pid = -1;
+	ssize_t n;
+	while ((n = read(pidpipe[0], &pid, sizeof(pid))) < 0 && errno == EINTR)
+		;
+	close(pidpipe[0]);
+	while (waitpid(helper, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (n != sizeof(pid))
+		_exit(1); /* the helper sent agentd its error */
+	return pid;
+}
+
 /* Clones the init into its new namespaces (a pid namespace to join is
  * joined here: setns applies it to children only) and closes the init's
  * ends of its fds on our side. */
@@ -247,27 +310,27 @@ static pid_t clone_init(rt_spawn_spec *spec, init_fds *x)
 {
 	const rt_config *cfg = &spec->cfg;
 	ad_error *e = NULL;
-	int flags = 0;
-	for (int t = 0; t < _RT_NS_MAX; t++)
-		if (cfg->namespaces[t].mode == RT_NS_NEW && t != RT_NS_CGROUP)
-			flags |= clone_ns[t];
-	if (cfg->namespaces[RT_NS_PID].mode == RT_NS_JOIN) {
-		int fd = open(cfg->namespaces[RT_NS_PID].path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || setns(fd, CLONE_NEWPID) < 0) {
-			ad_fail_errno(&e, AD_E_INVALID, "join pid namespace %s",
-				      cfg->namespaces[RT_NS_PID].path);
+	pid_t pid;
+	if (cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST) {
+		pid = clone_in_userns(spec, x);
+	} else {
+		if (cfg->namespaces[RT_NS_PID].mode == RT_NS_JOIN) {
+			int fd = open(cfg->namespaces[RT_NS_PID].path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0 || setns(fd, CLONE_NEWPID) < 0) {
+				ad_fail_errno(&e, AD_E_INVALID, "join pid namespace %s",
+					      cfg->namespaces[RT_NS_PID].path);
+				fail(e);
+			}
+			close(fd);
+		}
+		pid = clone_fork((unsigned long)clone_flags(cfg));
+		if (pid < 0) {
+			ad_fail_errno(&e, AD_E_INTERNAL, "clone");
 			fail(e);
 		}
-		close(fd);
+		if (pid == 0)
+			run_init(spec, x);
 	}
-	/* Fork-like clone (no new stack): this process is single-threaded. */
-	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, 0);
-	if (pid < 0) {
-		ad_fail_errno(&e, AD_E_INTERNAL, "clone");
-		fail(e);
-	}
-	if (pid == 0)
-		run_init(spec, x);
 	close(x->go[0]);
 	close(x->start[0]);
 	int theirs[] = {x->pty_slave, x->out[1], x->err[1], x->in[0]};
@@ -397,14 +460,11 @@ void rt_shim_exec(void)
 			ad_fail_errno(&e, AD_E_INTERNAL, "cgroup: enter pid %d", (int)getpid());
 			fail(e);
 		}
-	for (size_t i = 0; i < spec.n_ns_fds; i++) {
-		int fd = RT_SHIM_FD_CGROUP + (int)(spec.n_cgroup_fds + i);
-		if (setns(fd, spec.ns_flags[i]) < 0) {
-			ad_fail_errno(&e, AD_E_INTERNAL, "join namespace (flag 0x%x)",
-				      (unsigned)spec.ns_flags[i]);
-			fail(e);
-		}
-	}
+	int ns_fds[RT_SHIM_MAX_NS_FDS];
+	for (size_t i = 0; i < spec.n_ns_fds; i++)
+		ns_fds[i] = RT_SHIM_FD_CGROUP + (int)(spec.n_cgroup_fds + i);
+	if (rt_setns_ordered(ns_fds, spec.ns_flags, NULL, spec.n_ns_fds, &e) < 0)
+		fail(e);
 	syscall(SYS_close_range, RT_SHIM_FD_CGROUP, ~0U, 0);
 	/* Blocked before the fork: a SIGTERM must never find us unprepared. */
 	sigset_t all;

@@ -121,9 +121,14 @@ int rt_msg_recv(int fd, rt_msg *ret, const char *what, ad_error **err);
 /* Turns an RT_MSG_ERROR into an ad_error. */
 int rt_msg_to_error(const rt_msg *m, ad_error **err);
 
-/* Joins the namespaces of `cfg` that are RT_NS_JOIN (except pid) after the
- * user namespace; used by the init. */
-int rt_join_namespaces(const rt_config *cfg, ad_error **err);
+/* setns() into each fd (flags[i]: its CLONE_NEW* type; names[i], if names
+ * is given, for errors): a namespace owned by the user namespace among them
+ * after it, any other before it. */
+int rt_setns_ordered(const int *fds, const int *flags, const char *const *names, size_t n,
+		     ad_error **err);
+/* Joins the namespaces of `cfg` that are RT_NS_JOIN (pid only with_pid: it
+ * applies to children) in that order. */
+int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err);
 /* Container root setup, in the init after the namespaces exist, in two
  * steps: what does not depend on the init's cgroup (the rootfs bind, /proc,
  * /dev, /sys; returns the rootfs as an O_PATH fd), then, once the init is in

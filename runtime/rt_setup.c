@@ -6,7 +6,9 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/nsfs.h>
 #include <linux/stat.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -37,25 +39,73 @@ static const int ns_flags[_RT_NS_MAX] = {
     [RT_NS_CGROUP] = CLONE_NEWCGROUP,
 };
 
-int rt_join_namespaces(const rt_config *cfg, ad_error **err)
+/* Whether the namespace behind ns_fd is owned by the user namespace
+ * behind user_fd. */
+static bool owned_by(int ns_fd, int user_fd)
 {
-	/* The user namespace first: it owns the others. */
-	static const rt_ns_type order[] = {RT_NS_USER, RT_NS_IPC,    RT_NS_UTS,
-					   RT_NS_NET,  RT_NS_CGROUP, RT_NS_MOUNT};
-	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-		const rt_namespace *ns = &cfg->namespaces[order[i]];
-		if (ns->mode != RT_NS_JOIN)
-			continue;
-		int fd = open(ns->path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			return ad_fail_errno(err, AD_E_INVALID, "namespace path %s", ns->path);
-		int r = setns(fd, ns_flags[order[i]]);
-		int e = errno;
-		close(fd);
-		if (r < 0)
-			return ad_error_make(err, AD_E_INVALID, e, "join namespace %s", ns->path);
-	}
+	int owner = ioctl(ns_fd, NS_GET_USERNS);
+	if (owner < 0)
+		return false;
+	struct stat a, b;
+	bool same = fstat(owner, &a) == 0 && fstat(user_fd, &b) == 0 && a.st_ino == b.st_ino &&
+		    a.st_dev == b.st_dev;
+	close(owner);
+	return same;
+}
+
+int rt_setns_ordered(const int *fds, const int *flags, const char *const *names, size_t n,
+		     ad_error **err)
+{
+	/* setns needs CAP_SYS_ADMIN in the namespace's owner: one owned by an
+	 * ancestor (the node's pinned netns) can only be joined before the user
+	 * namespace, and one owned by it (the pod's IPC, UTS, pid) only after. */
+	int user = -1;
+	for (size_t i = 0; i < n; i++)
+		if (flags[i] == CLONE_NEWUSER)
+			user = fds[i];
+	if (n > RT_SHIM_MAX_NS_FDS)
+		return ad_fail(err, AD_E_INTERNAL, "too many namespaces to join");
+	bool after[RT_SHIM_MAX_NS_FDS] = {0};
+	for (size_t i = 0; i < n; i++)
+		after[i] = user >= 0 && flags[i] != CLONE_NEWUSER && owned_by(fds[i], user);
+	for (int phase = 0; phase < 3; phase++)
+		for (size_t i = 0; i < n; i++) {
+			bool is_user = flags[i] == CLONE_NEWUSER;
+			if ((phase == 1) != is_user || (phase == 2) != (!is_user && after[i]))
+				continue;
+			if (setns(fds[i], flags[i]) == 0)
+				continue;
+			if (names)
+				return ad_fail_errno(err, AD_E_INVALID, "join namespace %s", names[i]);
+			return ad_fail_errno(err, AD_E_INVALID, "join namespace (flag 0x%x)",
+					     (unsigned)flags[i]);
+		}
 	return 0;
+}
+
+int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err)
+{
+	static const rt_ns_type order[] = {RT_NS_USER, RT_NS_IPC,    RT_NS_UTS, RT_NS_NET,
+					   RT_NS_PID,  RT_NS_CGROUP, RT_NS_MOUNT};
+	int fds[_RT_NS_MAX], flags[_RT_NS_MAX];
+	const char *names[_RT_NS_MAX];
+	size_t n = 0;
+	int r = 0;
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && r == 0; i++) {
+		const rt_namespace *ns = &cfg->namespaces[order[i]];
+		if (ns->mode != RT_NS_JOIN || (order[i] == RT_NS_PID && !with_pid))
+			continue;
+		fds[n] = open(ns->path, O_RDONLY | O_CLOEXEC);
+		if (fds[n] < 0)
+			r = ad_fail_errno(err, AD_E_INVALID, "namespace path %s", ns->path);
+		else
+			names[n] = ns->path, flags[n++] = ns_flags[order[i]];
+	}
+	if (r == 0)
+		r = rt_setns_ordered(fds, flags, names, n, err);
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	return r;
 }
 
 static int make_in_root_depth(int root_fd, const char *path, bool as_file, int depth,

@@ -917,6 +917,70 @@ static void test_user_namespace(void **state)
 	assert_gone("userns", 0);
 }
 
+/* A second container joins the first's user, IPC and UTS namespaces (as a
+ * pod's containers join its infra process's) with a pid and mount namespace
+ * of its own: those must be owned by the joined user namespace, or mounting
+ * its /proc would fail; and exec must join the user namespace before the
+ * namespaces it owns. */
+static void test_join_user_namespace(void **state)
+{
+	(void)state;
+	rt_id_map map = {.container_id = 0, .host_id = 300000, .size = 65536};
+	static const char *const a_args[] = {"sleep", "100", NULL};
+	rt_config a;
+	base_config(&a, "usera", a_args);
+	a.namespaces[RT_NS_USER].mode = RT_NS_NEW;
+	a.uid_maps = a.gid_maps = &map;
+	a.n_uid_maps = a.n_gid_maps = 1;
+	_cleanup_error_ ad_error *e = NULL;
+	rt_container *ca = NULL;
+	must(rt_create(g_rt, &a, &ca, &e), e, "create a");
+	must(rt_start(ca, &e), e, "start a");
+	pid_t apid = rt_container_init_pid(ca);
+	char user[64], ipc[64], uts[64];
+	snprintf(user, sizeof(user), "/proc/%d/ns/user", (int)apid);
+	snprintf(ipc, sizeof(ipc), "/proc/%d/ns/ipc", (int)apid);
+	snprintf(uts, sizeof(uts), "/proc/%d/ns/uts", (int)apid);
+	static const char *const b_args[] = {
+	    "sh", "-c", "id -u; cat /proc/self/uid_map; echo pid1=$(cat /proc/1/comm); sleep 100",
+	    NULL};
+	rt_config b;
+	base_config(&b, "userb", b_args);
+	b.namespaces[RT_NS_USER] = (rt_namespace){RT_NS_JOIN, user};
+	b.namespaces[RT_NS_IPC] = (rt_namespace){RT_NS_JOIN, ipc};
+	b.namespaces[RT_NS_UTS] = (rt_namespace){RT_NS_JOIN, uts};
+	rt_container *cb = NULL;
+	must(rt_create(g_rt, &b, &cb, &e), e, "create b");
+	must(rt_start(cb, &e), e, "start b");
+	wait_log("userb", "pid1=");
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/status", (int)rt_container_init_pid(cb));
+	_cleanup_free_ char *st = slurp(p);
+	assert_non_null(strstr(st, "Uid:\t300000\t300000\t300000\t300000\n"));
+	struct stat s1, s2;
+	snprintf(p, sizeof(p), "/proc/%d/ns/user", (int)rt_container_init_pid(cb));
+	assert_int_equal(stat(user, &s1), 0);
+	assert_int_equal(stat(p, &s2), 0);
+	assert_int_equal(s1.st_ino, s2.st_ino);
+	static const char *const ex[] = {"sh", "-c", "id -u; cat /proc/self/uid_map", NULL};
+	rt_exec_result r;
+	must(rt_exec_sync(cb, &b, ex, 10000, 4096, &r, &e), e, "exec");
+	assert_int_equal(r.exit_code, 0);
+	if (!strstr(r.out, "0\n") || !strstr(r.out, "300000"))
+		fail_msg("exec output: %s", r.out);
+	rt_exec_result_clear(&r);
+	must(rt_delete(cb, &e), e, "delete b");
+	rt_container_free(cb);
+	must(rt_delete(ca, &e), e, "delete a");
+	rt_container_free(ca);
+	_cleanup_free_ char *out = log_stream("userb", "stdout");
+	if (!strstr(out, "0\n") || !strstr(out, "0     300000      65536") ||
+	    !strstr(out, "pid1=sh\n"))
+		fail_msg("output: %s", out);
+	assert_gone("userb", 0);
+	assert_gone("usera", 0);
+}
+
 static void test_join_namespaces(void **state)
 {
 	(void)state;
@@ -1627,6 +1691,7 @@ int main(void)
 	    cmocka_unit_test(test_user_and_mounts),
 	    cmocka_unit_test(test_custom_seccomp),
 	    cmocka_unit_test(test_user_namespace),
+	    cmocka_unit_test(test_join_user_namespace),
 	    cmocka_unit_test(test_join_namespaces),
 	    cmocka_unit_test(test_reopen_log_and_rlimits),
 	    cmocka_unit_test(test_privileged_and_signals),
