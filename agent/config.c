@@ -80,6 +80,9 @@ static const cfg_key keys[] = {
     {"cni", "plugin_dirs", K_FILE, offsetof(cfg_config, cni_plugin_dirs), 0, 0},
     {"cni", "netns_dir", K_FILE, offsetof(cfg_config, cni_netns_dir), 0, 0},
     KEY("pods", pause_image, K_FILE, 0, 0),
+    {"userns", "user", K_FILE, offsetof(cfg_config, userns_user), 0, 0},
+    {"userns", "subuid_file", K_FILE, offsetof(cfg_config, userns_subuid_file), 0, 0},
+    {"userns", "subgid_file", K_FILE, offsetof(cfg_config, userns_subgid_file), 0, 0},
     {"streaming", "listen", K_HOST_PORT, offsetof(cfg_config, streaming_listen), 0, 0},
     {"streaming", "tls", K_BOOL, offsetof(cfg_config, streaming_tls), 0, 0},
     {"streaming", "idle_timeout", K_UNSIGNED, offsetof(cfg_config, streaming_idle_timeout), 1,
@@ -128,6 +131,9 @@ void cfg_init(cfg_config *cfg)
 	    .cni_plugin_dirs = ad_strdup("/usr/lib/cni:/opt/cni/bin"),
 	    .cni_netns_dir = ad_strdup(""),
 	    .pause_image = ad_strdup(""),
+	    .userns_user = ad_strdup("agentd"),
+	    .userns_subuid_file = ad_strdup("/etc/subuid"),
+	    .userns_subgid_file = ad_strdup("/etc/subgid"),
 	    .streaming_listen = ad_strdup("127.0.0.1:0"),
 	    .streaming_idle_timeout = 4 * 3600,
 	    .streaming_token_ttl = 60,
@@ -162,6 +168,9 @@ void cfg_free(cfg_config *cfg)
 	free(cfg->cni_plugin_dirs);
 	free(cfg->cni_netns_dir);
 	free(cfg->pause_image);
+	free(cfg->userns_user);
+	free(cfg->userns_subuid_file);
+	free(cfg->userns_subgid_file);
 	free(cfg->streaming_listen);
 	free(cfg->metrics_listen);
 	free(cfg->metrics_tls_cert);

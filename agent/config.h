@@ -48,6 +48,11 @@ typedef struct cfg_config {
 	char *cni_netns_dir;   /* netns pins; "" = <state>/netns */
 	/* [pods] */
 	char *pause_image; /* infra image; "" = the built-in agentd-infra */
+	/* [userns] pods in a user namespace: host ids from these files' ranges
+	 * for this user (a name or a uid) */
+	char *userns_user;
+	char *userns_subuid_file;
+	char *userns_subgid_file;
 	/* [streaming] Exec, Attach and PortForward */
 	char *streaming_listen;		 /* host:port (port 0: ephemeral); "": off */
 	bool streaming_tls;		 /* https with [grpc] tls_cert/tls_key */

@@ -311,6 +311,11 @@ static pid_t clone_init(rt_spawn_spec *spec, init_fds *x)
 	const rt_config *cfg = &spec->cfg;
 	ad_error *e = NULL;
 	pid_t pid;
+	/* The init finds its rootfs as its cwd (rt_setup_rootfs_base). */
+	if (chdir(cfg->rootfs) < 0) {
+		ad_fail_errno(&e, AD_E_INVALID, "rootfs %s", cfg->rootfs);
+		fail(e);
+	}
 	if (cfg->namespaces[RT_NS_USER].mode != RT_NS_SHARE_HOST) {
 		pid = clone_in_userns(spec, x);
 	} else {

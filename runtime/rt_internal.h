@@ -140,4 +140,5 @@ int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err);
 int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err);
 int rt_setup_rootfs_finish(const rt_config *cfg, int root, ad_error **err);
 
+
 #endif

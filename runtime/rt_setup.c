@@ -19,6 +19,18 @@
 
 #include "rt_internal.h"
 
+/* musl's headers lack them; glibc's sys/mount.h has them. */
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
 static const char *const default_masked[] = {"/proc/acpi",
 					     "/proc/kcore",
 					     "/proc/keys",
@@ -455,11 +467,18 @@ int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err)
 		if (mount(NULL, mp, NULL, MS_PRIVATE, NULL) < 0)
 			return ad_fail_errno(err, AD_E_INTERNAL, "make %s private", mp);
 	}
-	if (mount(cfg->rootfs, cfg->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
-		return ad_fail_errno(err, AD_E_INVALID, "bind rootfs %s", cfg->rootfs);
-	_cleanup_close_ int root = open(cfg->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (root < 0)
+	/* The rootfs is our cwd (the shim's chdir before the clone, which the
+	 * new mount namespace moved to its copy of the mount): reached without
+	 * walking its path, which in a user namespace may cross directories
+	 * only the host's root may search. Bound onto itself: the container's
+	 * own mount, whose root becomes `root`. */
+	if (cfg->namespaces[RT_NS_MOUNT].mode == RT_NS_JOIN && chdir(cfg->rootfs) < 0)
 		return ad_fail_errno(err, AD_E_INVALID, "rootfs %s", cfg->rootfs);
+	_cleanup_close_ int root = (int)syscall(SYS_open_tree, AT_FDCWD, ".",
+						OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (root < 0 ||
+	    syscall(SYS_move_mount, root, "", AT_FDCWD, ".", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return ad_fail_errno(err, AD_E_INVALID, "bind rootfs %s", cfg->rootfs);
 	if (mount_in_root(root, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL,
 			  false, err) < 0)
 		return -1;

@@ -48,6 +48,15 @@ static int mkdir_in(int dirfd, const char *name, const char *what, ad_error **er
 int store_rootfs_mount(store *s, const char *image, const char *container_id, char **ret_path,
 		       ad_error **err)
 {
+	return store_rootfs_mount_mapped(s, image, container_id, NULL, ret_path, NULL, err);
+}
+
+int store_rootfs_mount_mapped(store *s, const char *image, const char *container_id,
+			      const store_idmap *map, char **ret_path, store_idmap_kind *ret_kind,
+			      ad_error **err)
+{
+	if (ret_kind)
+		*ret_kind = STORE_IDMAP_NONE;
 	if (check_container_id(container_id, err) < 0)
 		return -1;
 	_cleanup_free_ char *image_id = NULL;
@@ -107,12 +116,18 @@ int store_rootfs_mount(store *s, const char *image, const char *container_id, ch
 	for (size_t i = n; i-- > 0;)
 		fprintf(f, "%s%s/layers/%s", i == n - 1 ? "" : ":", s->root, layers[i] + 7);
 	fclose(f);
-	if (lower_len + 2 * strlen(cdir) + 64 > MOUNT_OPTS_MAX || strpbrk(s->root, ",:")) {
+	if (n > 0 && (lower_len + 2 * strlen(cdir) + 64 > MOUNT_OPTS_MAX || strpbrk(s->root, ",:") || map)) {
 		free(lower);
 		f = open_memstream(&lower, &lower_len);
 		for (size_t i = n; i-- > 0;) {
-			fds[i] = openat(s->layers_fd, layers[i] + 7,
-					O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+			fds[i] = map ? store_layer_mapped(s, layers[i] + 7, map, ret_kind, err)
+				     : openat(s->layers_fd, layers[i] + 7,
+					      O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+			if (fds[i] < 0 && map) {
+				fclose(f);
+				free(lower);
+				goto out;
+			}
 			if (fds[i] < 0) {
 				fclose(f);
 				free(lower);
@@ -123,6 +138,10 @@ int store_rootfs_mount(store *s, const char *image, const char *container_id, ch
 			fprintf(f, "%s/proc/self/fd/%d", i == n - 1 ? "" : ":", fds[i]);
 		}
 		fclose(f);
+	}
+	if (map && store_idmap_own_upper(cfd, map, err) < 0) {
+		free(lower);
+		goto out;
 	}
 	opts = ad_asprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, cdir, cdir);
 	free(lower);

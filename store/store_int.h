@@ -193,6 +193,13 @@ void store_strv_free(char **v);
 int store_layer_tar(int dir_fd, int64_t clamp_epoch, store_sink_fn sink, void *userdata,
 		    ad_error **err);
 
+/* rootfs_mapped.c: a layer dir for a container in a user namespace (an fd
+ * for /proc/self/fd/N in lowerdir; *kind: how it was made), and the upper
+ * dir handed to the container's root. */
+int store_layer_mapped(store *s, const char *hex, const store_idmap *map, store_idmap_kind *kind,
+		       ad_error **err);
+int store_idmap_own_upper(int container_dir, const store_idmap *map, ad_error **err);
+
 /* ---- fetch_proto.c: the messages between agentd (fetch_client.c) and
  * agentd-fetch (fetch_main.c), one JSON object per line ---- */
 json_t *fetch_proto_store(const store *s);

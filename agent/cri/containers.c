@@ -122,6 +122,7 @@ static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__
 	    .netns = d->pod->netns,
 	    .infra_pid = d->infra_pid,
 	    .target_pid = target,
+	    .pod_userns = d->pod->n_uid_maps > 0,
 	    .passwd = passwd,
 	    .group = group,
 	    .devices = stat_devices(call, cc),

@@ -61,6 +61,22 @@ rpc_code cri_status(rpc_call *call, cri_service *svc, const void *req, void *res
 	st->conditions = conds;
 	st->n_conditions = 2;
 	r->status = st;
+	/* The handlers RunPodSandbox accepts (the default one and "agentd") and
+	 * what they do (kubelet 1.29+ asks before it sends userns_options). */
+	static const char *const handlers[] = {"", "agentd"};
+	r->n_runtime_handlers = 2;
+	r->runtime_handlers = rpc_call_alloc(call, 2 * sizeof(*r->runtime_handlers));
+	for (size_t i = 0; i < 2; i++) {
+		Runtime__V1__RuntimeHandler *h = rpc_call_alloc(call, sizeof(*h));
+		runtime__v1__runtime_handler__init(h);
+		h->name = rpc_call_strdup(call, handlers[i]);
+		h->features = rpc_call_alloc(call, sizeof(*h->features));
+		runtime__v1__runtime_handler_features__init(h->features);
+		h->features->user_namespaces = true;
+		r->runtime_handlers[i] = h;
+	}
+	r->features = rpc_call_alloc(call, sizeof(*r->features));
+	runtime__v1__runtime_features__init(r->features);
 	if (((const Runtime__V1__StatusRequest *)req)->verbose)
 		return status_info(call, m, conds[1], r);
 	return RPC_OK;

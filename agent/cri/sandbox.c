@@ -30,6 +30,28 @@ static const char *const *call_strv(rpc_call *call, char **v, size_t n)
 	return out;
 }
 
+static Runtime__V1__IDMapping **cri_id_mappings(rpc_call *call, const rt_id_map *maps, size_t n)
+{
+	Runtime__V1__IDMapping **v = rpc_call_alloc(call, (n + 1) * sizeof(*v));
+	for (size_t i = 0; i < n; i++) {
+		v[i] = rpc_call_alloc(call, sizeof(**v));
+		runtime__v1__idmapping__init(v[i]);
+		v[i]->container_id = maps[i].container_id;
+		v[i]->host_id = maps[i].host_id;
+		v[i]->length = maps[i].size;
+	}
+	return v;
+}
+
+static const rt_id_map *id_maps(rpc_call *call, Runtime__V1__IDMapping **v, size_t n)
+{
+	rt_id_map *out = rpc_call_alloc(call, (n + 1) * sizeof(*out));
+	for (size_t i = 0; i < n; i++)
+		out[i] = (rt_id_map){
+		    .container_id = v[i]->container_id, .host_id = v[i]->host_id, .size = v[i]->length};
+	return out;
+}
+
 /* The sandbox config as the pod manager takes it; everything it points to
  * lives in `cfg` or in call memory. */
 static void pod_spec_from_cri(rpc_call *call, const Runtime__V1__PodSandboxConfig *cfg,
@@ -99,6 +121,16 @@ static void pod_spec_from_cri(rpc_call *call, const Runtime__V1__PodSandboxConfi
 			spec->n_supplemental_groups = sc->n_supplemental_groups;
 		}
 		spec_security_profiles(sc->seccomp, sc->apparmor, &sec);
+	}
+	const Runtime__V1__UserNamespace *u = sc && sc->namespace_options
+						  ? sc->namespace_options->userns_options
+						  : NULL;
+	if (u && u->mode == RUNTIME__V1__NAMESPACE_MODE__POD) {
+		spec->userns = true;
+		spec->uid_maps = id_maps(call, u->uids, u->n_uids);
+		spec->n_uid_maps = u->n_uids;
+		spec->gid_maps = id_maps(call, u->gids, u->n_gids);
+		spec->n_gid_maps = u->n_gids;
 	}
 	spec->seccomp = sec.seccomp;
 	spec->seccomp_profile = sec.seccomp_profile;
@@ -223,6 +255,20 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, cri_service *svc, const void *re
 		} else {
 			ns->options = rpc_call_alloc(call, sizeof(*ns->options));
 			runtime__v1__namespace_option__init(ns->options);
+		}
+		if (p->n_uid_maps) {
+			/* The mappings in force, agentd's choice included. */
+			Runtime__V1__NamespaceOption *o = rpc_call_alloc(call, sizeof(*o));
+			*o = *ns->options;
+			Runtime__V1__UserNamespace *u = rpc_call_alloc(call, sizeof(*u));
+			runtime__v1__user_namespace__init(u);
+			u->mode = RUNTIME__V1__NAMESPACE_MODE__POD;
+			u->uids = cri_id_mappings(call, p->uid_maps, p->n_uid_maps);
+			u->n_uids = p->n_uid_maps;
+			u->gids = cri_id_mappings(call, p->gid_maps, p->n_gid_maps);
+			u->n_gids = p->n_gid_maps;
+			o->userns_options = u;
+			ns->options = o;
 		}
 		ls->namespaces = ns;
 		st->linux = ls;

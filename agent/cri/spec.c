@@ -480,6 +480,9 @@ static int build_namespaces(spec_result *r, const spec_input *in, rt_config *rc,
 		rc->namespaces[RT_NS_IPC].mode = RT_NS_SHARE_HOST;
 	else
 		rc->namespaces[RT_NS_IPC] = (rt_namespace){RT_NS_JOIN, ipc};
+	if (in->pod_userns)
+		rc->namespaces[RT_NS_USER] = (rt_namespace){
+		    RT_NS_JOIN, keep(r, ad_asprintf("/proc/%d/ns/user", (int)infra))};
 	const Runtime__V1__NamespaceOption *o = cc->linux && cc->linux->security_context
 						    ? cc->linux->security_context->namespace_options
 						    : NULL;

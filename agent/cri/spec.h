@@ -28,6 +28,7 @@ typedef struct spec_input {
 	const char *netns;    /* the pod's network namespace pin */
 	pid_t infra_pid;      /* holds the pod's IPC, UTS and pid namespaces */
 	pid_t target_pid;     /* pid mode TARGET: the target container's init */
+	bool pod_userns;      /* the pod has a user namespace (the infra's): join it */
 	/* The rootfs's /etc/passwd and /etc/group, NULL if it has none. */
 	const char *passwd, *group;
 	const spec_device *devices; /* one per config->devices */

@@ -59,6 +59,39 @@ static bool any_target(const Runtime__V1__NamespaceOption *o)
 		     o->ipc == RUNTIME__V1__NAMESPACE_MODE__TARGET);
 }
 
+/* The user namespace options as kubelet sends them: NODE without mappings,
+ * or POD with both uid and gid mappings or neither (agentd picks a block),
+ * with the pod's own network, pid and IPC namespaces. Whether the host ids
+ * are agentd's to give is the pod manager's check. */
+static int check_userns(const Runtime__V1__NamespaceOption *o, ad_error **err)
+{
+	const Runtime__V1__UserNamespace *u = o ? o->userns_options : NULL;
+	if (!u)
+		return 0;
+	switch (u->mode) {
+	case RUNTIME__V1__NAMESPACE_MODE__NODE:
+		if (u->n_uids || u->n_gids)
+			return ad_fail(err, AD_E_INVALID,
+				       "userns_options: mode NODE takes no uid or gid mappings");
+		return 0;
+	case RUNTIME__V1__NAMESPACE_MODE__POD:
+		break;
+	default:
+		return ad_fail(err, AD_E_INVALID,
+			       "userns_options: mode %d is not supported (NODE or POD)", (int)u->mode);
+	}
+	if (!u->n_uids != !u->n_gids)
+		return ad_fail(err, AD_E_INVALID,
+			       "userns_options: give both uid and gid mappings, or neither");
+	if (o->network == RUNTIME__V1__NAMESPACE_MODE__NODE ||
+	    o->pid == RUNTIME__V1__NAMESPACE_MODE__NODE ||
+	    o->ipc == RUNTIME__V1__NAMESPACE_MODE__NODE)
+		return ad_fail(err, AD_E_INVALID,
+			       "userns_options: a pod in a user namespace cannot share the node's "
+			       "network, pid or IPC namespace");
+	return 0;
+}
+
 int cri_validate_pod_config(const Runtime__V1__PodSandboxConfig *cfg, ad_error **err)
 {
 	const Runtime__V1__PodSandboxMetadata *md = cfg->metadata;
@@ -73,6 +106,9 @@ int cri_validate_pod_config(const Runtime__V1__PodSandboxConfig *cfg, ad_error *
 	if (cfg->linux && cfg->linux->security_context &&
 	    any_target(cfg->linux->security_context->namespace_options))
 		return ad_fail(err, AD_E_INVALID, "namespace mode TARGET is for containers only");
+	if (cfg->linux && cfg->linux->security_context &&
+	    check_userns(cfg->linux->security_context->namespace_options, err) < 0)
+		return -1;
 	if (cfg->log_directory && *cfg->log_directory &&
 	    (cfg->log_directory[0] != '/' || !cri_path_is_clean(cfg->log_directory)))
 		return ad_fail(err, AD_E_INVALID,

@@ -155,16 +155,30 @@ int mgr_ctr_begin(mgr *m, const char *pod_id, const mgr_ctr_spec *spec, mgr_ctr_
 	mgr_ctr_draft *d = ad_malloc0(sizeof(*d));
 	*d = (mgr_ctr_draft){.m = m, .pod = p, .ctr = c, .t_begin = t0};
 	d->t_insert = ad_monotonic_ns();
-	r = store_rootfs_mount(m->images, c->image_id, c->id, &d->rootfs, err);
-	d->t_mount = ad_monotonic_ns();
-	if (r == 0)
-		ad_fault_point("ctr.rootfs");
 	rt_container *ic = NULL;
 	_cleanup_error_ ad_error *e = NULL;
 	if (p->infra_id && rt_open(m->rt, p->infra_id, &ic, &e) == 0) {
 		d->infra_pid = rt_container_init_pid(ic);
 		rt_container_free(ic);
 	}
+	if (p->n_uid_maps) {
+		/* In the pod's user namespace: the image's files must show as
+		 * owned by the container's ids. */
+		store_idmap map;
+		mgr_pod_store_idmap(p, d->infra_pid, &map);
+		r = store_rootfs_mount_mapped(m->images, c->image_id, c->id, &map, &d->rootfs,
+					      &d->rootfs_idmap, err);
+		mgr_store_idmap_clear(&map);
+		if (r == 0 && d->rootfs_idmap != STORE_IDMAP_NONE)
+			ad_info("container %s: rootfs mapped for its user namespace by %s", c->id,
+				d->rootfs_idmap == STORE_IDMAP_MOUNTS ? "idmapped mounts"
+								      : "chowned copies");
+	} else {
+		r = store_rootfs_mount(m->images, c->image_id, c->id, &d->rootfs, err);
+	}
+	d->t_mount = ad_monotonic_ns();
+	if (r == 0)
+		ad_fault_point("ctr.rootfs");
 	if (r < 0) {
 		mgr_ctr_abort(d, err);
 		return -1;

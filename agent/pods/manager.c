@@ -77,6 +77,9 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	m->netns_dir = *cfg->cni_netns_dir ? ad_strdup(cfg->cni_netns_dir)
 					   : ad_asprintf("%s/netns", cfg->state);
 	m->infra_rootfs = ad_asprintf("%s/infra-rootfs", cfg->root);
+	m->userns_user = ad_strdup(cfg->userns_user);
+	m->subuid_file = ad_strdup(cfg->userns_subuid_file);
+	m->subgid_file = ad_strdup(cfg->userns_subgid_file);
 	if (cfg->pause_image && *cfg->pause_image)
 		m->pause_image = ad_strdup(cfg->pause_image);
 	m->pods_dir = ad_asprintf("%s/pods", cfg->state);
@@ -137,6 +140,9 @@ void mgr_close(mgr *m)
 	free(m->netns_dir);
 	free(m->infra_rootfs);
 	free(m->pause_image);
+	free(m->userns_user);
+	free(m->subuid_file);
+	free(m->subgid_file);
 	free(m->pods_dir);
 	free(m->root);
 	free(m->state);

@@ -31,6 +31,8 @@ void mgr_pod_free(mgr_pod *p)
 	free(p->dir);
 	free(p->runtime_handler);
 	free(p->request);
+	free(p->uid_maps);
+	free(p->gid_maps);
 	free(p);
 }
 
@@ -63,6 +65,11 @@ static mgr_pod *pod_from_row(sqlite3_stmt *st)
 	p->dir = mgr_col_text(st, 14);
 	p->runtime_handler = mgr_col_text(st, 15);
 	p->request = mgr_col_blob(st, 16, &p->request_len);
+	_cleanup_free_ char *uids = mgr_col_text(st, 17), *gids = mgr_col_text(st, 18);
+	if (uids && gids &&
+	    (mgr_idmaps_from_text(uids, &p->uid_maps, &p->n_uid_maps) < 0 ||
+	     mgr_idmaps_from_text(gids, &p->gid_maps, &p->n_gid_maps) < 0))
+		ad_warn("pod %s: unreadable user namespace mappings %s / %s", p->id, uids, gids);
 	return p;
 }
 
@@ -197,6 +204,15 @@ int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 		ad_error_free(&e);
 	}
 	mgr_strv_free(cids);
+	/* The containers' rootfs are gone: so can the layer copies made for the
+	 * pod's mappings be (the host ids go with the pod's row). */
+	if (remove && !first && p->n_uid_maps && m->images) {
+		store_idmap map;
+		mgr_pod_store_idmap(p, 0, &map);
+		if (store_idmap_release(m->images, &map, &e) < 0)
+			first = e, e = NULL;
+		mgr_store_idmap_clear(&map);
+	}
 	if (first) {
 		*err = ad_steal_ptr(first);
 		return -1;
@@ -206,9 +222,9 @@ int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 
 /* Inserts the 'creating' row; a pod of the same name, namespace and attempt
  * → AD_E_EXISTS naming it. */
-static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *annotations,
-		      ad_error **err)
+static int pod_insert(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **err)
 {
+	const char *labels = spec->labels_json, *annotations = spec->annotations_json;
 	pthread_mutex_lock(&m->db_lock);
 	int r = 0;
 	sqlite3_stmt *st;
@@ -230,12 +246,19 @@ static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *
 				    p->namespace_, p->name, p->attempt, sqlite3_column_text(st, 0));
 		sqlite3_reset(st);
 	}
+	/* In the same transaction: two pods never get the same host ids. */
+	if (r == 0 && spec->userns)
+		r = mgr_pod_userns_assign(m, p, spec, err);
+	_cleanup_free_ char *uid_maps =
+	    p->n_uid_maps ? mgr_idmaps_to_text(p->uid_maps, p->n_uid_maps) : NULL;
+	_cleanup_free_ char *gid_maps =
+	    p->n_gid_maps ? mgr_idmaps_to_text(p->gid_maps, p->n_gid_maps) : NULL;
 	if (r == 0 &&
 	    (r = ad_db_prepare(m->db,
 			       "INSERT INTO pods (id, name, namespace, uid, attempt, state,"
 			       " created_ns, labels, annotations, log_directory, hostname, dir,"
-			       " runtime_handler, config) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7,"
-			       " ?8, ?9, ?10, ?11, ?12, ?13)",
+			       " runtime_handler, config, uid_maps, gid_maps) VALUES (?1, ?2, ?3,"
+			       " ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
 			       &st, err)) == 0) {
 		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(st, 2, p->name, -1, SQLITE_TRANSIENT);
@@ -250,6 +273,8 @@ static int pod_insert(mgr *m, const mgr_pod *p, const char *labels, const char *
 		sqlite3_bind_text(st, 11, p->dir, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(st, 12, p->runtime_handler, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_blob(st, 13, p->request, (int)p->request_len, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 14, uid_maps, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 15, gid_maps, -1, SQLITE_TRANSIENT);
 		if (sqlite3_step(st) != SQLITE_DONE)
 			r = ad_db_fail(m->db, err, "state DB: insert pod");
 		sqlite3_reset(st);
@@ -287,7 +312,7 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 	if (spec->request_len)
 		memcpy(p->request, spec->request, spec->request_len);
 
-	if (pod_insert(m, p, spec->labels_json, spec->annotations_json, err) < 0) {
+	if (pod_insert(m, p, spec, err) < 0) {
 		mgr_pod_free(p);
 		return -1;
 	}

@@ -99,6 +99,16 @@ int mgr_infra_start(mgr *m, const mgr_pod *p, const mgr_pod_spec *spec, pid_t *r
 	}
 	rc.security.readonly_rootfs = true;
 	rc.security.no_new_privs = true;
+	/* The pod's user namespace is the infra process's; its containers join
+	 * it. Its rootfs needs no mapping: nothing there is written, and what is
+	 * read and run is world-readable. */
+	if (p->n_uid_maps) {
+		rc.namespaces[RT_NS_USER].mode = RT_NS_NEW;
+		rc.uid_maps = p->uid_maps;
+		rc.n_uid_maps = p->n_uid_maps;
+		rc.gid_maps = p->gid_maps;
+		rc.n_gid_maps = p->n_gid_maps;
+	}
 	if (spec->cgroup_parent && *spec->cgroup_parent)
 		rc.cgroup_parent = spec->cgroup_parent;
 	/* pause needs no capability at all, whatever the sandbox's privileged

@@ -25,6 +25,8 @@ struct mgr {
 	char *netns_dir;
 	char *infra_rootfs; /* read-only rootfs of the infra process */
 	char *pause_image;  /* NULL: agentd-infra from infra_rootfs */
+	/* [userns]: whose subordinate ids pods' user namespaces use */
+	char *userns_user, *subuid_file, *subgid_file;
 	char *pods_dir;	    /* <state>/pods/<id>/: hosts, hostname, resolv.conf */
 	/* Objects an operation is working on: one operation per id at a time,
 	 * so a stop and a remove of the same pod cannot interleave. */
@@ -109,7 +111,8 @@ int mgr_query_rows(mgr *m, const char *sql, const char *param, void *(*from_row)
 /* pod.c */
 #define POD_COLS                                                                                   \
 	"id, name, namespace, uid, attempt, state, created_ns, netns, infra_id, cni_result,"       \
-	" port_mappings, cni_net, log_directory, hostname, dir, runtime_handler, config"
+	" port_mappings, cni_net, log_directory, hostname, dir, runtime_handler, config,"         \
+	" uid_maps, gid_maps"
 /* Rows of `sql` (one optional text parameter, selecting POD_COLS) as pods. */
 int mgr_pod_query(mgr *m, const char *sql, const char *param, mgr_pod ***ret, size_t *ret_n,
 		  ad_error **err);
@@ -166,5 +169,39 @@ void mgr_reconcile(mgr *m);
 /* manager.c */
 /* 0 if the runtime is there, else AD_E_UNAVAILABLE saying why. */
 int mgr_need_rt(mgr *m, ad_error **err);
+
+/* userns.c: subordinate id ranges and the pods' mappings. */
+typedef struct mgr_subid_range {
+	uint32_t start, count;
+} mgr_subid_range;
+/* The ranges of `user` (its name, or its uid user_uid unless -1) in the
+ * text of a subuid/subgid file; none: AD_E_PRECONDITION. */
+int mgr_subids_parse(const char *text, const char *file, const char *user, uid_t user_uid,
+		     mgr_subid_range **ret, size_t *ret_n, ad_error **err);
+int mgr_subids_read(const char *file, const char *user, mgr_subid_range **ret, size_t *ret_n,
+		    ad_error **err);
+/* Mappings a caller gave: each inside the allowed ranges, none overlapping
+ * another, id 0 mapped (what: "uid" or "gid"); AD_E_INVALID says which. */
+int mgr_idmap_check(const rt_id_map *maps, size_t n, const mgr_subid_range *allowed,
+		    size_t n_allowed, const char *what, const char *file, ad_error **err);
+/* AD_E_INVALID if a mapping's host ids overlap a used block. */
+int mgr_idmap_in_use(const rt_id_map *maps, size_t n, const rt_id_map *used, size_t n_used,
+		     const char *what, ad_error **err);
+/* The lowest host id where `size` ids inside the allowed ranges overlap no
+ * used block; AD_E_RESOURCE if there is none. */
+int mgr_idmap_allocate(const mgr_subid_range *allowed, size_t n_allowed, const rt_id_map *used,
+		       size_t n_used, uint32_t size, const char *what, const char *file,
+		       uint32_t *ret_host_id, ad_error **err);
+/* "container:host:size,..." as the pods table keeps them. */
+char *mgr_idmaps_to_text(const rt_id_map *maps, size_t n);
+int mgr_idmaps_from_text(const char *text, rt_id_map **ret, size_t *ret_n);
+/* Gives p its mappings for spec (checked, or a free block), against the
+ * pods' rows; called inside the transaction that inserts p, db_lock held. */
+int mgr_pod_userns_assign(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **err);
+/* The pod's mappings as the store takes them, with an fd of its infra
+ * process's user namespace (-1 if gone or infra_pid is 0); cleared with
+ * mgr_store_idmap_clear. */
+void mgr_pod_store_idmap(const mgr_pod *p, pid_t infra_pid, store_idmap *ret);
+void mgr_store_idmap_clear(store_idmap *map);
 
 #endif

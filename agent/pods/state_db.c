@@ -145,6 +145,10 @@ static const char *const pods_migrations[] = {
      "ALTER TABLE containers ADD COLUMN rt_config BLOB;"),
     /* 3: what the caller says of the node (the pod CIDR). */
     "CREATE TABLE node_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 4: a pod's user namespace mappings ("container:host:size,..."): the
+     * host ids it holds until its row is gone. */
+    ("ALTER TABLE pods ADD COLUMN uid_maps TEXT;"
+     "ALTER TABLE pods ADD COLUMN gid_maps TEXT;"),
 };
 
 const ad_db_schema mgr_pods_schema = {

@@ -256,6 +256,32 @@ void store_fs_usage_clear(store_fs_usage *u);
  * dir. Idempotent for a mounted container. */
 int store_rootfs_mount(store *s, const char *image, const char *container_id, char **ret_path,
 		       ad_error **err);
+/* A container in a user namespace: its rootfs must show the image's files
+ * owned by the container's ids, i.e. host ids shifted by the mappings. */
+typedef struct store_id_range {
+	uint32_t container_id, host_id, size;
+} store_id_range;
+typedef struct store_idmap {
+	int userns_fd; /* a user namespace with exactly these mappings */
+	const store_id_range *uids, *gids;
+	size_t n_uids, n_gids;
+} store_idmap;
+/* How a mapped rootfs was made. */
+typedef enum store_idmap_kind {
+	STORE_IDMAP_NONE = 0,	/* not mapped */
+	STORE_IDMAP_MOUNTS,	/* idmapped mounts of the layers (mount_setattr) */
+	STORE_IDMAP_COPY,	/* chowned copies of the layers, cached per mapping */
+} store_idmap_kind;
+/* store_rootfs_mount for a user namespace: the overlay's lower layers are
+ * idmapped mounts of the layer dirs where the kernel and filesystem allow,
+ * else chowned copies under <root>/mapped/<mapping>/ (made once per mapping
+ * and layer); the upper dir belongs to the container's root. *ret_kind (may
+ * be NULL) says which; STORE_IDMAP_NONE for a container already mounted. */
+int store_rootfs_mount_mapped(store *s, const char *image, const char *container_id,
+			      const store_idmap *map, char **ret_path, store_idmap_kind *ret_kind,
+			      ad_error **err);
+/* Removes the chowned copies made for `map` (its pod is gone). */
+int store_idmap_release(store *s, const store_idmap *map, ad_error **err);
 /* Bytes (by blocks, as du) and inodes of the container's writable layer (its
  * overlay upper dir). No rootfs → AD_E_NOT_FOUND. */
 int store_rootfs_usage(store *s, const char *container_id, uint64_t *ret_bytes,

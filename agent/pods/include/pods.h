@@ -54,6 +54,10 @@ typedef struct mgr_pod {
 	uint8_t *request; /* the caller's record of the request, as given */
 	size_t request_len;
 	pid_t infra_pid; /* while ready, as found by get/list; else 0 */
+	/* A pod in a user namespace of its own: its mappings (n > 0), held in
+	 * the state DB until the pod is removed. */
+	rt_id_map *uid_maps, *gid_maps;
+	size_t n_uid_maps, n_gid_maps;
 } mgr_pod;
 
 typedef struct mgr_ctr {
@@ -141,7 +145,16 @@ typedef struct mgr_pod_spec {
 	const char *labels_json, *annotations_json; /* "{}" when none */
 	const uint8_t *request;
 	size_t request_len;
+	/* A user namespace for the pod (the CRI's mode POD), shared by its
+	 * containers. Without mappings agentd picks a free block of
+	 * MGR_USERNS_BLOCK ids from its subordinate ranges ([userns]); given ones
+	 * must lie inside them and overlap no other pod's (AD_E_INVALID). No
+	 * free block left: AD_E_RESOURCE. */
+	bool userns;
+	const rt_id_map *uid_maps, *gid_maps;
+	size_t n_uid_maps, n_gid_maps;
 } mgr_pod_spec;
+#define MGR_USERNS_BLOCK 65536
 
 int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err);
 int mgr_pod_stop(mgr *m, const char *id, ad_error **err);
@@ -182,6 +195,7 @@ typedef struct mgr_ctr_draft {
 	mgr_ctr *ctr;			    /* id, image id, full log path, image config */
 	char *rootfs;			    /* the mounted rootfs */
 	pid_t infra_pid;		    /* the pod's infra process (0 if gone) */
+	store_idmap_kind rootfs_idmap;	    /* how a user namespace's rootfs is mapped */
 	int64_t t_begin, t_insert, t_mount; /* for the debug timings */
 } mgr_ctr_draft;
 
