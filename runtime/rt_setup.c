@@ -88,7 +88,8 @@ int rt_setns_ordered(const int *fds, const int *flags, const char *const *names,
 			if (setns(fds[i], flags[i]) == 0)
 				continue;
 			if (names)
-				return ad_fail_errno(err, AD_E_INVALID, "join namespace %s", names[i]);
+				return ad_fail_errno(err, AD_E_INVALID, "join namespace %s",
+						     names[i]);
 			return ad_fail_errno(err, AD_E_INVALID, "join namespace (flag 0x%x)",
 					     (unsigned)flags[i]);
 		}
@@ -97,7 +98,7 @@ int rt_setns_ordered(const int *fds, const int *flags, const char *const *names,
 
 int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err)
 {
-	static const rt_ns_type order[] = {RT_NS_USER, RT_NS_IPC,    RT_NS_UTS, RT_NS_NET,
+	static const rt_ns_type order[] = {RT_NS_USER, RT_NS_IPC,    RT_NS_UTS,	 RT_NS_NET,
 					   RT_NS_PID,  RT_NS_CGROUP, RT_NS_MOUNT};
 	int fds[_RT_NS_MAX], flags[_RT_NS_MAX];
 	const char *names[_RT_NS_MAX];

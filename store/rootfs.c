@@ -116,7 +116,8 @@ int store_rootfs_mount_mapped(store *s, const char *image, const char *container
 	for (size_t i = n; i-- > 0;)
 		fprintf(f, "%s%s/layers/%s", i == n - 1 ? "" : ":", s->root, layers[i] + 7);
 	fclose(f);
-	if (n > 0 && (lower_len + 2 * strlen(cdir) + 64 > MOUNT_OPTS_MAX || strpbrk(s->root, ",:") || map)) {
+	if (n > 0 &&
+	    (lower_len + 2 * strlen(cdir) + 64 > MOUNT_OPTS_MAX || strpbrk(s->root, ",:") || map)) {
 		free(lower);
 		f = open_memstream(&lower, &lower_len);
 		for (size_t i = n; i-- > 0;) {

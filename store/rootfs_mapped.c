@@ -52,7 +52,7 @@ typedef struct copy_ctx {
 		dev_t dev;
 		ino_t ino;
 		char *path;
-	} *seen;
+	} * seen;
 	size_t n_seen;
 } copy_ctx;
 
@@ -121,8 +121,10 @@ static int copy_entry(copy_ctx *c, int src_dir, int dst_dir, const char *rel, co
 	if (S_ISDIR(st.st_mode)) {
 		if (mkdirat(dst_dir, name, 0700) < 0)
 			return ad_fail_errno(err, AD_E_INTERNAL, "mapped layer copy: %s", path);
-		_cleanup_close_ int s = openat(src_dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		_cleanup_close_ int d = openat(dst_dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int s =
+		    openat(src_dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int d =
+		    openat(dst_dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (s < 0 || d < 0)
 			return ad_fail_errno(err, AD_E_INTERNAL, "mapped layer copy: %s", path);
 		if (copy_tree(c, s, d, path, err) < 0)
@@ -134,19 +136,20 @@ static int copy_entry(copy_ctx *c, int src_dir, int dst_dir, const char *rel, co
 		if (st.st_nlink > 1) {
 			for (size_t i = 0; i < c->n_seen; i++)
 				if (c->seen[i].dev == st.st_dev && c->seen[i].ino == st.st_ino) {
-					if (linkat(c->dst_root, c->seen[i].path, dst_dir, name, 0) < 0)
+					if (linkat(c->dst_root, c->seen[i].path, dst_dir, name, 0) <
+					    0)
 						return ad_fail_errno(err, AD_E_INTERNAL,
 								     "mapped layer copy: link %s",
 								     path);
 					return 0;
 				}
 			c->seen = ad_realloc(c->seen, (c->n_seen + 1) * sizeof(*c->seen));
-			c->seen[c->n_seen++] =
-			    (struct seen){.dev = st.st_dev, .ino = st.st_ino, .path = ad_strdup(path)};
+			c->seen[c->n_seen++] = (struct seen){
+			    .dev = st.st_dev, .ino = st.st_ino, .path = ad_strdup(path)};
 		}
 		_cleanup_close_ int s = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		_cleanup_close_ int d =
-		    openat(dst_dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		_cleanup_close_ int d = openat(
+		    dst_dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (s < 0 || d < 0)
 			return ad_fail_errno(err, AD_E_INTERNAL, "mapped layer copy: %s", path);
 		if (copy_data(s, d, path, err) < 0)

@@ -47,8 +47,9 @@ static const rt_id_map *id_maps(rpc_call *call, Runtime__V1__IDMapping **v, size
 {
 	rt_id_map *out = rpc_call_alloc(call, (n + 1) * sizeof(*out));
 	for (size_t i = 0; i < n; i++)
-		out[i] = (rt_id_map){
-		    .container_id = v[i]->container_id, .host_id = v[i]->host_id, .size = v[i]->length};
+		out[i] = (rt_id_map){.container_id = v[i]->container_id,
+				     .host_id = v[i]->host_id,
+				     .size = v[i]->length};
 	return out;
 }
 
@@ -122,9 +123,8 @@ static void pod_spec_from_cri(rpc_call *call, const Runtime__V1__PodSandboxConfi
 		}
 		spec_security_profiles(sc->seccomp, sc->apparmor, &sec);
 	}
-	const Runtime__V1__UserNamespace *u = sc && sc->namespace_options
-						  ? sc->namespace_options->userns_options
-						  : NULL;
+	const Runtime__V1__UserNamespace *u =
+	    sc && sc->namespace_options ? sc->namespace_options->userns_options : NULL;
 	if (u && u->mode == RUNTIME__V1__NAMESPACE_MODE__POD) {
 		spec->userns = true;
 		spec->uid_maps = id_maps(call, u->uids, u->n_uids);

@@ -78,7 +78,8 @@ static int check_userns(const Runtime__V1__NamespaceOption *o, ad_error **err)
 		break;
 	default:
 		return ad_fail(err, AD_E_INVALID,
-			       "userns_options: mode %d is not supported (NODE or POD)", (int)u->mode);
+			       "userns_options: mode %d is not supported (NODE or POD)",
+			       (int)u->mode);
 	}
 	if (!u->n_uids != !u->n_gids)
 		return ad_fail(err, AD_E_INVALID,
@@ -128,8 +129,8 @@ int cri_validate_container_config(const Runtime__V1__ContainerConfig *cc, ad_err
 	if (check_name("container", cc->metadata->name, err) < 0)
 		return -1;
 	if (check_kv("container", "labels", cc->n_labels, (void *const *)cc->labels, err) < 0 ||
-	    check_kv("container", "annotations", cc->n_annotations,
-		     (void *const *)cc->annotations, err) < 0)
+	    check_kv("container", "annotations", cc->n_annotations, (void *const *)cc->annotations,
+		     err) < 0)
 		return -1;
 	/* Relative to the pod's log directory, and staying in it. */
 	if (cc->log_path && *cc->log_path &&
@@ -141,7 +142,8 @@ int cri_validate_container_config(const Runtime__V1__ContainerConfig *cc, ad_err
 	size_t env_bytes = 0;
 	for (size_t i = 0; i < cc->n_envs; i++) {
 		const Runtime__V1__KeyValue *kv = cc->envs[i];
-		size_t n = (kv->key ? strlen(kv->key) : 0) + (kv->value ? strlen(kv->value) : 0) + 2;
+		size_t n =
+		    (kv->key ? strlen(kv->key) : 0) + (kv->value ? strlen(kv->value) : 0) + 2;
 		if (n > CRI_MAX_ENV_ENTRY)
 			return ad_fail(err, AD_E_INVALID,
 				       "container env %.64s: %zu bytes, more than the %d allowed",
@@ -160,10 +162,12 @@ int cri_validate_container_config(const Runtime__V1__ContainerConfig *cc, ad_err
 			return ad_fail(err, AD_E_INVALID,
 				       "mount host_path \"%.256s\" has \".\" or \"..\" components",
 				       m->host_path);
-		if (m->container_path && *m->container_path && !cri_path_is_clean(m->container_path))
-			return ad_fail(err, AD_E_INVALID,
-				       "mount container_path \"%.256s\" has \".\" or \"..\" components",
-				       m->container_path);
+		if (m->container_path && *m->container_path &&
+		    !cri_path_is_clean(m->container_path))
+			return ad_fail(
+			    err, AD_E_INVALID,
+			    "mount container_path \"%.256s\" has \".\" or \"..\" components",
+			    m->container_path);
 	}
 	return 0;
 }

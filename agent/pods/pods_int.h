@@ -27,7 +27,7 @@ struct mgr {
 	char *pause_image;  /* NULL: agentd-infra from infra_rootfs */
 	/* [userns]: whose subordinate ids pods' user namespaces use */
 	char *userns_user, *subuid_file, *subgid_file;
-	char *pods_dir;	    /* <state>/pods/<id>/: hosts, hostname, resolv.conf */
+	char *pods_dir; /* <state>/pods/<id>/: hosts, hostname, resolv.conf */
 	/* Objects an operation is working on: one operation per id at a time,
 	 * so a stop and a remove of the same pod cannot interleave. */
 	pthread_mutex_t busy_lock;
@@ -111,7 +111,7 @@ int mgr_query_rows(mgr *m, const char *sql, const char *param, void *(*from_row)
 /* pod.c */
 #define POD_COLS                                                                                   \
 	"id, name, namespace, uid, attempt, state, created_ns, netns, infra_id, cni_result,"       \
-	" port_mappings, cni_net, log_directory, hostname, dir, runtime_handler, config,"         \
+	" port_mappings, cni_net, log_directory, hostname, dir, runtime_handler, config,"          \
 	" uid_maps, gid_maps"
 /* Rows of `sql` (one optional text parameter, selecting POD_COLS) as pods. */
 int mgr_pod_query(mgr *m, const char *sql, const char *param, mgr_pod ***ret, size_t *ret_n,

@@ -55,14 +55,15 @@ int mgr_subids_parse(const char *text, const char *file, const char *user, uid_t
 		} else if (!c2 || !parse_u32(c1 + 1, (size_t)(c2 - c1 - 1), &r.start) ||
 			   !parse_u32(c2 + 1, (size_t)(end - c2 - 1), &r.count)) {
 			free(v);
-			return ad_fail(err, AD_E_PRECONDITION,
-				       "%s:%u: expected user:start:count", file, lineno);
+			return ad_fail(err, AD_E_PRECONDITION, "%s:%u: expected user:start:count",
+				       file, lineno);
 		} else {
 			size_t nl = (size_t)(c1 - line);
-			bool mine = (nl == strlen(user) && !strncmp(line, user, nl)) ||
-				    (*uid_text && nl == strlen(uid_text) &&
-				     !strncmp(line, uid_text, nl));
-			if (mine && r.count > 0 && (uint64_t)r.start + r.count <= (uint64_t)UINT32_MAX + 1) {
+			bool mine =
+			    (nl == strlen(user) && !strncmp(line, user, nl)) ||
+			    (*uid_text && nl == strlen(uid_text) && !strncmp(line, uid_text, nl));
+			if (mine && r.count > 0 &&
+			    (uint64_t)r.start + r.count <= (uint64_t)UINT32_MAX + 1) {
 				v = ad_realloc(v, (n + 1) * sizeof(*v));
 				v[n++] = r;
 			}
@@ -141,34 +142,38 @@ int mgr_idmap_check(const rt_id_map *maps, size_t n, const mgr_subid_range *allo
 	for (size_t i = 0; i < n; i++) {
 		const rt_id_map *m = &maps[i];
 		if (m->size == 0)
-			return ad_fail(err, AD_E_INVALID, "userns_options: %s mapping %zu has length 0",
-				       what, i);
+			return ad_fail(err, AD_E_INVALID,
+				       "userns_options: %s mapping %zu has length 0", what, i);
 		if ((uint64_t)m->container_id + m->size > (uint64_t)UINT32_MAX + 1 ||
 		    (uint64_t)m->host_id + m->size > (uint64_t)UINT32_MAX + 1)
 			return ad_fail(err, AD_E_INVALID,
-				       "userns_options: %s mapping %u %u %u overflows 32 bits", what,
-				       m->container_id, m->host_id, m->size);
+				       "userns_options: %s mapping %u %u %u overflows 32 bits",
+				       what, m->container_id, m->host_id, m->size);
 		if (!inside(allowed, n_allowed, m->host_id, m->size))
-			return ad_fail(err, AD_E_INVALID,
-				       "userns_options: %s mapping of host ids %u-%u is outside the "
-				       "subordinate ranges agentd may use (%s)",
-				       what, m->host_id, m->host_id + (m->size - 1), file);
+			return ad_fail(
+			    err, AD_E_INVALID,
+			    "userns_options: %s mapping of host ids %u-%u is outside the "
+			    "subordinate ranges agentd may use (%s)",
+			    what, m->host_id, m->host_id + (m->size - 1), file);
 		for (size_t j = 0; j < i; j++) {
 			if (overlaps(m->container_id, m->size, maps[j].container_id, maps[j].size))
-				return ad_fail(err, AD_E_INVALID,
-					       "userns_options: %s mappings %zu and %zu overlap inside "
-					       "the container",
-					       what, j, i);
+				return ad_fail(
+				    err, AD_E_INVALID,
+				    "userns_options: %s mappings %zu and %zu overlap inside "
+				    "the container",
+				    what, j, i);
 			if (overlaps(m->host_id, m->size, maps[j].host_id, maps[j].size))
-				return ad_fail(err, AD_E_INVALID,
-					       "userns_options: %s mappings %zu and %zu overlap on the "
-					       "host",
-					       what, j, i);
+				return ad_fail(
+				    err, AD_E_INVALID,
+				    "userns_options: %s mappings %zu and %zu overlap on the "
+				    "host",
+				    what, j, i);
 		}
 		root |= m->container_id == 0;
 	}
 	if (!root)
-		return ad_fail(err, AD_E_INVALID, "userns_options: %s mappings must map id 0", what);
+		return ad_fail(err, AD_E_INVALID, "userns_options: %s mappings must map id 0",
+			       what);
 	return 0;
 }
 
@@ -181,7 +186,8 @@ int mgr_idmap_in_use(const rt_id_map *maps, size_t n, const rt_id_map *used, siz
 				return ad_fail(err, AD_E_INVALID,
 					       "userns_options: host %s %u-%u are already mapped "
 					       "for another pod",
-					       what, maps[i].host_id, maps[i].host_id + (maps[i].size - 1));
+					       what, maps[i].host_id,
+					       maps[i].host_id + (maps[i].size - 1));
 	return 0;
 }
 
@@ -311,10 +317,10 @@ static int assign_one(mgr *m, const char *file, const char *what, int column,
 
 int mgr_pod_userns_assign(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **err)
 {
-	if (assign_one(m, m->subuid_file, "uids", 0, spec->uid_maps, spec->n_uid_maps,
-		       &p->uid_maps, &p->n_uid_maps, err) < 0 ||
-	    assign_one(m, m->subgid_file, "gids", 1, spec->gid_maps, spec->n_gid_maps,
-		       &p->gid_maps, &p->n_gid_maps, err) < 0) {
+	if (assign_one(m, m->subuid_file, "uids", 0, spec->uid_maps, spec->n_uid_maps, &p->uid_maps,
+		       &p->n_uid_maps, err) < 0 ||
+	    assign_one(m, m->subgid_file, "gids", 1, spec->gid_maps, spec->n_gid_maps, &p->gid_maps,
+		       &p->n_gid_maps, err) < 0) {
 		free(p->uid_maps);
 		p->uid_maps = NULL;
 		p->n_uid_maps = 0;

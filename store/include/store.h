@@ -268,9 +268,9 @@ typedef struct store_idmap {
 } store_idmap;
 /* How a mapped rootfs was made. */
 typedef enum store_idmap_kind {
-	STORE_IDMAP_NONE = 0,	/* not mapped */
-	STORE_IDMAP_MOUNTS,	/* idmapped mounts of the layers (mount_setattr) */
-	STORE_IDMAP_COPY,	/* chowned copies of the layers, cached per mapping */
+	STORE_IDMAP_NONE = 0, /* not mapped */
+	STORE_IDMAP_MOUNTS,   /* idmapped mounts of the layers (mount_setattr) */
+	STORE_IDMAP_COPY,     /* chowned copies of the layers, cached per mapping */
 } store_idmap_kind;
 /* store_rootfs_mount for a user namespace: the overlay's lower layers are
  * idmapped mounts of the layer dirs where the kernel and filesystem allow,

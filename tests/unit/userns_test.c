@@ -51,20 +51,20 @@ static void test_parse(void **state)
 	/* a user without ranges, a malformed line */
 	expect_error(mgr_subids_parse(text, "subuid", "nobody", (uid_t)-1, &r, &n, &e), &e,
 		     AD_E_PRECONDITION, "no subordinate ids for user nobody in subuid");
-	expect_error(mgr_subids_parse("agentd:1:2\nagentd:x:5\n", "f", "agentd", (uid_t)-1, &r,
-				      &n, &e),
-		     &e, AD_E_PRECONDITION, "f:2: expected user:start:count");
-	expect_error(mgr_subids_parse("agentd:99999999999:5\n", "f", "agentd", (uid_t)-1, &r, &n,
-				      &e),
-		     &e, AD_E_PRECONDITION, "f:1:");
+	expect_error(
+	    mgr_subids_parse("agentd:1:2\nagentd:x:5\n", "f", "agentd", (uid_t)-1, &r, &n, &e), &e,
+	    AD_E_PRECONDITION, "f:2: expected user:start:count");
+	expect_error(
+	    mgr_subids_parse("agentd:99999999999:5\n", "f", "agentd", (uid_t)-1, &r, &n, &e), &e,
+	    AD_E_PRECONDITION, "f:1:");
 	expect_error(mgr_subids_read("/nonexistent/subuid", "agentd", &r, &n, &e), &e,
 		     AD_E_NOT_FOUND, "subordinate ids of agentd");
 	expect_error(mgr_subids_read("/etc/passwd", "", &r, &n, &e), &e, AD_E_PRECONDITION,
 		     "no user configured");
 }
 
-static const mgr_subid_range allowed[] = {{100000, 2 * BLOCK}, {100000 + 2 * BLOCK, BLOCK},
-					  {1000000, 1000}};
+static const mgr_subid_range allowed[] = {
+    {100000, 2 * BLOCK}, {100000 + 2 * BLOCK, BLOCK}, {1000000, 1000}};
 
 static void test_check(void **state)
 {
@@ -130,14 +130,16 @@ static void test_allocate(void **state)
 	used[2] = (rt_id_map){0, 100000 + 2 * BLOCK, BLOCK};
 	/* exhausted (the 1000-id range is too small) */
 	expect_error(mgr_idmap_allocate(allowed, 3, used, 3, BLOCK, "uids", "F", &host, &e), &e,
-		     AD_E_RESOURCE, "no free block of 65536 subordinate uids left in F (3 block(s)");
+		     AD_E_RESOURCE,
+		     "no free block of 65536 subordinate uids left in F (3 block(s)");
 	/* a released block in the middle is found again */
 	used[0] = used[2];
 	assert_int_equal(mgr_idmap_allocate(allowed, 3, used, 2, BLOCK, "uids", "F", &host, &e), 0);
 	assert_int_equal(host, 100000);
 	/* a small caller-given mapping in the way: the next fit after it */
 	rt_id_map small[] = {{0, 100010, 10}};
-	assert_int_equal(mgr_idmap_allocate(allowed, 3, small, 1, BLOCK, "uids", "F", &host, &e), 0);
+	assert_int_equal(mgr_idmap_allocate(allowed, 3, small, 1, BLOCK, "uids", "F", &host, &e),
+			 0);
 	assert_int_equal(host, 100020);
 	/* a range at the very top of the id space */
 	const mgr_subid_range top[] = {{0xffffffffu - BLOCK + 1, BLOCK}};

@@ -104,8 +104,7 @@ int mgr_pod_cidr_get(mgr *m, char **ret, ad_error **err);
  * at wall clock at_ns): false on the first sample (no rate yet); a sample
  * less than a second after the previous one gets the previous rate. Samples
  * of ids not asked for in 10 minutes are dropped. */
-bool mgr_cpu_nano_cores(mgr *m, const char *id, uint64_t usage_ns, int64_t at_ns,
-			uint64_t *ret);
+bool mgr_cpu_nano_cores(mgr *m, const char *id, uint64_t usage_ns, int64_t at_ns, uint64_t *ret);
 
 /* ---- pods ---- */
 typedef enum mgr_ns_mode { /* the CRI NamespaceMode values */
