@@ -135,12 +135,21 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 		fail(e);
 	if (!mapped_first)
 		wait_go(x);
+	/* Our cgroups as the node names them, read while we still see its
+	 * hierarchy: in a user namespace v1 hierarchies cannot be mounted, and
+	 * /sys/fs/cgroup binds our own cgroups instead. */
+	char *own_cgroups = NULL;
+	size_t own_len;
+	if (in_userns && ad_read_file(AT_FDCWD, "/proc/self/cgroup", 65536, &own_cgroups, &own_len,
+				      NULL) < 0)
+		own_cgroups = NULL;
 	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
 		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
 		fail(e);
 	}
-	if (rt_setup_rootfs_finish(cfg, root, &e) < 0)
+	if (rt_setup_rootfs_finish(cfg, root, own_cgroups, &e) < 0)
 		fail(e);
+	free(own_cgroups);
 	close(root);
 	rt_apply_rlimits(cfg);
 	char *exe = take_identity(s);

@@ -138,7 +138,10 @@ int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err);
  * write waits for an RCU grace period (the threadgroup rwsem), up to several
  * ms on a busy 2-CPU machine. */
 int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err);
-int rt_setup_rootfs_finish(const rt_config *cfg, int root, ad_error **err);
+/* own_cgroups: /proc/self/cgroup as read before the new cgroup namespace
+ * (NULL: not in a user namespace). */
+int rt_setup_rootfs_finish(const rt_config *cfg, int root, const char *own_cgroups,
+			   ad_error **err);
 
 
 #endif

@@ -346,7 +346,56 @@ static int readonly_path(const char *path, ad_error **err)
  * mounted read-only from inside the new cgroup namespace (so its own cgroup
  * is the root). Runtimes such as the JVM and Go size themselves from it. A
  * hierarchy that cannot be mounted (some in a user namespace) is skipped. */
-static int setup_cgroupfs(int root_fd, ad_error **err)
+/* Whether every controller of a /proc/self/cgroup line's list is among
+ * the hierarchy's mount options. */
+static bool same_hierarchy(const char *controllers, size_t len, const char *options)
+{
+	char list[256];
+	snprintf(list, sizeof(list), "%.*s", (int)len, controllers);
+	if (!*list)
+		return false;
+	for (char *save = NULL, *c = strtok_r(list, ",", &save); c; c = strtok_r(NULL, ",", &save)) {
+		bool found = false;
+		size_t cl = strlen(c);
+		for (const char *o = options; *o && !found;) {
+			const char *end = strchrnul(o, ',');
+			found = (size_t)(end - o) == cl && !strncmp(o, c, cl);
+			o = *end ? end + 1 : end;
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/* In a user namespace a v1 hierarchy cannot be mounted: bind the node's
+ * mount of our own cgroup in it instead, read-only (as crun does). */
+static int bind_own_cgroup(const char *host_mp, const char *options, const char *own_cgroups,
+			   int dest_fd, const char *dest)
+{
+	for (const char *l = own_cgroups; l && *l;) {
+		const char *end = strchrnul(l, '\n');
+		const char *c1 = memchr(l, ':', (size_t)(end - l));
+		const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(end - c1 - 1)) : NULL;
+		if (c2 && same_hierarchy(c1 + 1, (size_t)(c2 - c1 - 1), options)) {
+			_cleanup_free_ char *src =
+			    ad_asprintf("%s%.*s", host_mp, (int)(end - c2 - 1), c2 + 1);
+			if (mount_fd(src, dest_fd, NULL, MS_BIND, NULL, dest, NULL) < 0)
+				return -1;
+			char p[64];
+			snprintf(p, sizeof(p), "/proc/self/fd/%d", dest_fd);
+			_cleanup_close_ int top = open(p, O_PATH | O_CLOEXEC);
+			return top < 0 ? -1
+				       : mount_fd(NULL, top, NULL,
+						  MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags(top),
+						  NULL, dest, NULL);
+		}
+		l = *end ? end + 1 : end;
+	}
+	return -1;
+}
+
+static int setup_cgroupfs(int root_fd, const char *own_cgroups, ad_error **err)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
@@ -391,9 +440,11 @@ static int setup_cgroupfs(int root_fd, ad_error **err)
 		_cleanup_free_ char *dest =
 		    ad_asprintf("/sys/fs/cgroup%s%s", *leaf ? "/" : "", leaf);
 		_cleanup_close_ int fd = make_in_root(root_fd, dest, false, NULL);
-		if (fd < 0 || mount_fd(v2 ? "cgroup2" : "cgroup", fd, fstype,
-				       MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
-				       v2 ? NULL : data, dest, NULL) < 0)
+		if (fd >= 0 && mount_fd(v2 ? "cgroup2" : "cgroup", fd, fstype,
+					MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+					v2 ? NULL : data, dest, NULL) == 0)
+			continue;
+		if (fd < 0 || !own_cgroups || bind_own_cgroup(mp, data, own_cgroups, fd, dest) < 0)
 			ad_debug("container cgroupfs: %s not mounted", dest);
 	}
 	free(line);
@@ -501,9 +552,11 @@ int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err)
 	return 0;
 }
 
-int rt_setup_rootfs_finish(const rt_config *cfg, int root, ad_error **err)
+int rt_setup_rootfs_finish(const rt_config *cfg, int root, const char *own_cgroups,
+			   ad_error **err)
 {
-	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && setup_cgroupfs(root, err) < 0)
+	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW &&
+	    setup_cgroupfs(root, own_cgroups, err) < 0)
 		return -1;
 	for (size_t i = 0; i < cfg->n_mounts; i++)
 		if (user_mount(root, &cfg->mounts[i], err) < 0)

@@ -234,6 +234,16 @@ def test_pod_in_user_namespace(rt, pb, work, uwork, image, daemon):
                       "cat /proc/1/comm; ls /sys/kernel >/dev/null && echo sys;"
                       " echo x > /dev/null && echo dev; ls /dev/pts/ptmx; ls /sys/fs/cgroup")
         assert "sleep" in out and "sys" in out and "dev" in out, out
+        # the container's own cgroup, read-only (v1 hierarchies are bound
+        # from the node's mount: they cannot be mounted in a user namespace)
+        f = "/sys/fs/cgroup/memory/memory.usage_in_bytes" \
+            if os.path.isdir("/sys/fs/cgroup/memory") else "/sys/fs/cgroup/cgroup.procs"
+        assert exec_ok(rt, pb, cid, "cat", f).strip()
+        rc, out = exec_rc(rt, pb, cid, "sh", "-c", "echo 1 > /sys/fs/cgroup/pids/pids.max")
+        assert rc != 0, out
+        procs = exec_ok(rt, pb, cid, "cat", "/sys/fs/cgroup/pids/cgroup.procs"
+                        if os.path.isdir("/sys/fs/cgroup/pids") else "/sys/fs/cgroup/cgroup.procs")
+        assert procs.split()[0] == "1", procs  # its own cgroup, seen from inside
     finally:
         remove_pod(rt, pb, pod)
 
