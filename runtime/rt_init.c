@@ -140,8 +140,8 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 	 * /sys/fs/cgroup binds our own cgroups instead. */
 	char *own_cgroups = NULL;
 	size_t own_len;
-	if (in_userns && ad_read_file(AT_FDCWD, "/proc/self/cgroup", 65536, &own_cgroups, &own_len,
-				      NULL) < 0)
+	if (in_userns &&
+	    ad_read_file(AT_FDCWD, "/proc/self/cgroup", 65536, &own_cgroups, &own_len, NULL) < 0)
 		own_cgroups = NULL;
 	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW && unshare(CLONE_NEWCGROUP) < 0) {
 		ad_fail_errno(&e, AD_E_INTERNAL, "new cgroup namespace");
@@ -288,8 +288,14 @@ static pid_t clone_in_userns(rt_spawn_spec *spec, init_fds *x)
 	}
 	if (helper == 0) {
 		close(pidpipe[0]);
-		if (rt_join_namespaces(&spec->cfg, true, &e) < 0)
+		/* The namespaces are opened before the staging tmpfs may hide
+		 * their paths. */
+		rt_ns_fds ns;
+		if (rt_open_namespaces(&spec->cfg, true, &ns, &e) < 0 ||
+		    rt_stage_bind_sources(&spec->cfg, &e) < 0 ||
+		    rt_setns_ordered(ns.fds, ns.flags, ns.names, ns.n, &e) < 0)
 			fail(e);
+		rt_close_namespaces(&ns);
 		pid_t pid = clone_fork(CLONE_PARENT | (unsigned long)clone_flags(&spec->cfg));
 		if (pid < 0) {
 			ad_fail_errno(&e, AD_E_INTERNAL, "clone");

@@ -129,6 +129,15 @@ int rt_setns_ordered(const int *fds, const int *flags, const char *const *names,
 /* Joins the namespaces of `cfg` that are RT_NS_JOIN (pid only with_pid: it
  * applies to children) in that order. */
 int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err);
+/* rt_join_namespaces in two steps: the fds first (while their paths are
+ * still visible), rt_setns_ordered later. */
+typedef struct rt_ns_fds {
+	int fds[_RT_NS_MAX], flags[_RT_NS_MAX];
+	const char *names[_RT_NS_MAX];
+	size_t n;
+} rt_ns_fds;
+int rt_open_namespaces(const rt_config *cfg, bool with_pid, rt_ns_fds *ret, ad_error **err);
+void rt_close_namespaces(rt_ns_fds *ns);
 /* Container root setup, in the init after the namespaces exist, in two
  * steps: what does not depend on the init's cgroup (the rootfs bind, /proc,
  * /dev, /sys; returns the rootfs as an O_PATH fd), then, once the init is in
@@ -138,10 +147,17 @@ int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err);
  * write waits for an RCU grace period (the threadgroup rwsem), up to several
  * ms on a busy 2-CPU machine. */
 int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err);
+/* In a user namespace the container's root could not walk the paths of
+ * its bind mount sources whose parents only the host's root may search
+ * (kubelet's pod dirs are 0750): before it joins the user namespace, the
+ * process that clones the init binds each source (but a bidirectional one)
+ * into a tmpfs of a private mount namespace of its own (over /tmp, which
+ * the node does not see; the sources are opened before it hides anything)
+ * and points cfg's mounts there; the init's mount namespace, a copy, has
+ * them. Paths under /tmp are not walked after this. */
+int rt_stage_bind_sources(rt_config *cfg, ad_error **err);
 /* own_cgroups: /proc/self/cgroup as read before the new cgroup namespace
  * (NULL: not in a user namespace). */
-int rt_setup_rootfs_finish(const rt_config *cfg, int root, const char *own_cgroups,
-			   ad_error **err);
-
+int rt_setup_rootfs_finish(const rt_config *cfg, int root, const char *own_cgroups, ad_error **err);
 
 #endif

@@ -96,28 +96,41 @@ int rt_setns_ordered(const int *fds, const int *flags, const char *const *names,
 	return 0;
 }
 
-int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err)
+int rt_open_namespaces(const rt_config *cfg, bool with_pid, rt_ns_fds *ret, ad_error **err)
 {
 	static const rt_ns_type order[] = {RT_NS_USER, RT_NS_IPC,    RT_NS_UTS,	 RT_NS_NET,
 					   RT_NS_PID,  RT_NS_CGROUP, RT_NS_MOUNT};
-	int fds[_RT_NS_MAX], flags[_RT_NS_MAX];
-	const char *names[_RT_NS_MAX];
-	size_t n = 0;
-	int r = 0;
-	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && r == 0; i++) {
+	ret->n = 0;
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
 		const rt_namespace *ns = &cfg->namespaces[order[i]];
 		if (ns->mode != RT_NS_JOIN || (order[i] == RT_NS_PID && !with_pid))
 			continue;
-		fds[n] = open(ns->path, O_RDONLY | O_CLOEXEC);
-		if (fds[n] < 0)
-			r = ad_fail_errno(err, AD_E_INVALID, "namespace path %s", ns->path);
-		else
-			names[n] = ns->path, flags[n++] = ns_flags[order[i]];
+		int fd = open(ns->path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			rt_close_namespaces(ret);
+			return ad_fail_errno(err, AD_E_INVALID, "namespace path %s", ns->path);
+		}
+		ret->fds[ret->n] = fd;
+		ret->names[ret->n] = ns->path;
+		ret->flags[ret->n++] = ns_flags[order[i]];
 	}
-	if (r == 0)
-		r = rt_setns_ordered(fds, flags, names, n, err);
-	for (size_t i = 0; i < n; i++)
-		close(fds[i]);
+	return 0;
+}
+
+void rt_close_namespaces(rt_ns_fds *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		close(ns->fds[i]);
+	ns->n = 0;
+}
+
+int rt_join_namespaces(const rt_config *cfg, bool with_pid, ad_error **err)
+{
+	rt_ns_fds ns;
+	if (rt_open_namespaces(cfg, with_pid, &ns, err) < 0)
+		return -1;
+	int r = rt_setns_ordered(ns.fds, ns.flags, ns.names, ns.n, err);
+	rt_close_namespaces(&ns);
 	return r;
 }
 
@@ -314,6 +327,62 @@ static int user_mount(int root_fd, const rt_mount *m, ad_error **err)
 	return mount_fd(NULL, fd, NULL, MS_REC | prop, NULL, m->destination, err);
 }
 
+int rt_stage_bind_sources(rt_config *cfg, ad_error **err)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_mounts; i++)
+		if ((!cfg->mounts[i].type || !strcmp(cfg->mounts[i].type, "bind")) &&
+		    cfg->mounts[i].propagation != RT_PROP_RSHARED)
+			n++;
+	if (n == 0 || cfg->namespaces[RT_NS_MOUNT].mode == RT_NS_JOIN)
+		return 0;
+	/* A mount namespace of our own, nothing in it seen by the node's. */
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return ad_fail_errno(err, AD_E_INTERNAL, "bind mount sources: own mount namespace");
+	/* Held open first: the staging tmpfs may hide where they are. */
+	int *fds = ad_malloc0(cfg->n_mounts * sizeof(int));
+	for (size_t i = 0; i < cfg->n_mounts; i++) {
+		const rt_mount *m = &cfg->mounts[i];
+		fds[i] = -1;
+		if ((m->type && strcmp(m->type, "bind")) || m->propagation == RT_PROP_RSHARED)
+			continue;
+		fds[i] = m->source ? open(m->source, O_PATH | O_CLOEXEC) : -1;
+		if (fds[i] < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "bind mount source %s",
+					     m->source ? m->source : "(null)");
+	}
+	static const char *const places[] = {"/tmp", "/run", "/mnt", "/var"};
+	const char *stage = NULL;
+	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]) && !stage; i++)
+		if (mount("tmpfs", places[i], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			  "mode=0711,size=64k") == 0)
+			stage = places[i];
+	if (!stage)
+		return ad_fail_errno(err, AD_E_INTERNAL, "bind mount sources: no staging tmpfs");
+	rt_mount *v = ad_malloc0(cfg->n_mounts * sizeof(*v));
+	memcpy(v, cfg->mounts, cfg->n_mounts * sizeof(*v));
+	for (size_t i = 0; i < cfg->n_mounts; i++) {
+		rt_mount *m = &v[i];
+		if (fds[i] < 0)
+			continue;
+		struct stat st;
+		if (fstat(fds[i], &st) < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "bind mount source %s", m->source);
+		/* Kept for the init (a copy of this process), which execs or dies. */
+		char *at = ad_asprintf("%s/%zu", stage, i);
+		char from[64];
+		snprintf(from, sizeof(from), "/proc/self/fd/%d", fds[i]);
+		int made = S_ISDIR(st.st_mode) ? mkdir(at, 0711) : mknod(at, S_IFREG | 0600, 0);
+		if (made < 0 || mount(from, at, NULL, MS_BIND | MS_REC, NULL) < 0)
+			return ad_fail_errno(err, AD_E_INVALID, "bind mount source %s", m->source);
+		close(fds[i]);
+		m->source = at;
+	}
+	free(fds);
+	cfg->mounts = v;
+	return 0;
+}
+
 static int mask_path(const char *path, ad_error **err)
 {
 	struct stat st;
@@ -354,7 +423,8 @@ static bool same_hierarchy(const char *controllers, size_t len, const char *opti
 	snprintf(list, sizeof(list), "%.*s", (int)len, controllers);
 	if (!*list)
 		return false;
-	for (char *save = NULL, *c = strtok_r(list, ",", &save); c; c = strtok_r(NULL, ",", &save)) {
+	for (char *save = NULL, *c = strtok_r(list, ",", &save); c;
+	     c = strtok_r(NULL, ",", &save)) {
 		bool found = false;
 		size_t cl = strlen(c);
 		for (const char *o = options; *o && !found;) {
@@ -385,10 +455,11 @@ static int bind_own_cgroup(const char *host_mp, const char *options, const char 
 			char p[64];
 			snprintf(p, sizeof(p), "/proc/self/fd/%d", dest_fd);
 			_cleanup_close_ int top = open(p, O_PATH | O_CLOEXEC);
-			return top < 0 ? -1
-				       : mount_fd(NULL, top, NULL,
-						  MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags(top),
-						  NULL, dest, NULL);
+			return top < 0
+				   ? -1
+				   : mount_fd(NULL, top, NULL,
+					      MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags(top),
+					      NULL, dest, NULL);
 		}
 		l = *end ? end + 1 : end;
 	}
@@ -552,8 +623,7 @@ int rt_setup_rootfs_base(const rt_config *cfg, int *ret_root, ad_error **err)
 	return 0;
 }
 
-int rt_setup_rootfs_finish(const rt_config *cfg, int root, const char *own_cgroups,
-			   ad_error **err)
+int rt_setup_rootfs_finish(const rt_config *cfg, int root, const char *own_cgroups, ad_error **err)
 {
 	if (cfg->namespaces[RT_NS_CGROUP].mode == RT_NS_NEW &&
 	    setup_cgroupfs(root, own_cgroups, err) < 0)

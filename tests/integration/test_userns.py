@@ -7,11 +7,11 @@ clear RESOURCE_EXHAUSTED and nothing left behind, a removed pod's block is
 given again; bad mappings are refused; the chowned-copy fallback (idmapped
 mounts made to fail with an LD_PRELOAD shim, as crun's tests/no_openat2.c
 does for openat2) works and its copies go with the pod; a restarted agentd
-keeps the pods and their blocks. Everything created is removed."""
+keeps the pods and their blocks. agentd's dirs and the volume live under
+pytest's 0700 dirs, which the containers' root cannot search: agentd must
+reach rootfs and bind sources for it. Everything created is removed."""
 import os
-import shutil
 import subprocess
-import tempfile
 import sys
 import time
 from pathlib import Path
@@ -60,28 +60,15 @@ def write_config(work, extra=""):
 
 
 @pytest.fixture(scope="module")
-def uwork(work):
-    """Where the daemons keep their dirs: searchable by the mapped ids (0711,
-    as /var/lib/agentd and /run/agentd are), unlike pytest's 0700 dirs; bind
-    mount sources are walked by the container's root."""
-    d = Path(tempfile.mkdtemp(prefix="agentd-userns-", dir="/tmp"))
-    os.chmod(d, 0o711)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def registry(work):
     with P.busybox_registry(work, IMAGE_PATH) as reg:
         yield reg
 
 
 @pytest.fixture(scope="module")
-def daemon(work, uwork, pb, registry):
+def daemon(work, pb, registry):
     write_config(work)
-    a = H.Agentd(workdir=str(uwork / "agentd"),
+    a = H.Agentd(workdir=str(work / "agentd"),
                  extra_args=["--config", str(work / "agentd.conf")],
                  env={"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")})
     a.start()
@@ -193,8 +180,11 @@ def test_status_reports_user_namespaces(rt, pb):
     assert not r.features.user_namespaces_host_network
 
 
-def test_pod_in_user_namespace(rt, pb, work, uwork, image, daemon):
-    host = uwork / "hostdir"
+def test_pod_in_user_namespace(rt, pb, work, image, daemon):
+    # agentd's dirs and this volume are under pytest's 0700 dirs (kubelet's
+    # volumes are under 0750 ones): the container's root could not walk
+    # there, agentd reaches them for it
+    host = work / "hostdir"
     host.mkdir(mode=0o755, exist_ok=True)
     os.chown(host, 0, 0)
     os.chmod(host, 0o755)
@@ -219,7 +209,10 @@ def test_pod_in_user_namespace(rt, pb, work, uwork, image, daemon):
         assert owners.split() == ["0:0"] * 3, owners
         # root inside writes its own rootfs...
         exec_ok(rt, pb, cid, "sh", "-c", "echo hi > /written && mkdir -p /etc/new")
-        # ...but not what the host's root owns
+        # ...reads the volume...
+        (host / "seen").write_text("from the host\n")
+        assert exec_ok(rt, pb, cid, "cat", "/data/seen") == "from the host\n"
+        # ...but cannot write what the host's root owns
         rc, out = exec_rc(rt, pb, cid, "sh", "-c", "touch /data/x")
         assert rc != 0 and "Permission denied" in out, (rc, out)
         assert not (host / "x").exists()
@@ -364,7 +357,7 @@ def test_restart_keeps_user_namespaced_pod(rt, pb, work, image, daemon):
                 remove_pod(pb.api_grpc.RuntimeServiceStub(ch), pb, pod)
 
 
-def test_chowned_copy_fallback(pb, work, uwork, registry):
+def test_chowned_copy_fallback(pb, work, registry):
     """A second agentd whose mount_setattr always fails: the layers are
     copied with shifted owners, under <root>/mapped/, removed with the pod."""
     so = work / "no_idmap.so"
@@ -379,7 +372,7 @@ def test_chowned_copy_fallback(pb, work, uwork, registry):
     env = {"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim"),
            "LD_PRELOAD": str(so),
            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"}
-    a = H.Agentd(workdir=str(uwork / "fallback"), extra_args=["--config", str(conf)], env=env)
+    a = H.Agentd(workdir=str(work / "fallback"), extra_args=["--config", str(conf)], env=env)
     a.start()
     try:
         img = P.pull(pb, a, "%s/%s" % (registry.host, IMAGE_PATH))
