@@ -477,6 +477,17 @@ int mgr_ctr_user(mgr *m, const mgr_ctr *c, mgr_user *ret, ad_error **err)
 				break;
 			ret->groups[ret->n_groups++] = (uint32_t)v;
 		}
+		/* Ids as the container sees them (its user namespace's, if any). */
+		_cleanup_free_ char *uid_map = NULL, *gid_map = NULL;
+		_cleanup_free_ char *up = ad_asprintf("/proc/%d/uid_map", (int)pid);
+		_cleanup_free_ char *gp = ad_asprintf("/proc/%d/gid_map", (int)pid);
+		if (ad_read_file(AT_FDCWD, up, 1 << 16, &uid_map, &len, NULL) == 0 &&
+		    ad_read_file(AT_FDCWD, gp, 1 << 16, &gid_map, &len, NULL) == 0) {
+			ret->uid = mgr_id_in_container(uid_map, ret->uid);
+			ret->gid = mgr_id_in_container(gid_map, ret->gid);
+			for (size_t i = 0; i < ret->n_groups; i++)
+				ret->groups[i] = mgr_id_in_container(gid_map, ret->groups[i]);
+		}
 		return 0;
 	}
 	/* Created: what it will run with. */

@@ -195,6 +195,9 @@ int mgr_idmap_allocate(const mgr_subid_range *allowed, size_t n_allowed, const r
 /* "container:host:size,..." as the pods table keeps them. */
 char *mgr_idmaps_to_text(const rt_id_map *maps, size_t n);
 int mgr_idmaps_from_text(const char *text, rt_id_map **ret, size_t *ret_n);
+/* The id a host id is inside a user namespace, by its uid_map/gid_map
+ * text ("container host length" lines); unmapped: 65534. */
+uint32_t mgr_id_in_container(const char *id_map, uint32_t host_id);
 /* Gives p its mappings for spec (checked, or a free block), against the
  * pods' rows; called inside the transaction that inserts p, db_lock held. */
 int mgr_pod_userns_assign(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **err);

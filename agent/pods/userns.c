@@ -359,3 +359,15 @@ void mgr_store_idmap_clear(store_idmap *map)
 	free((void *)map->gids);
 	*map = (store_idmap){.userns_fd = -1};
 }
+
+uint32_t mgr_id_in_container(const char *id_map, uint32_t host_id)
+{
+	for (const char *l = id_map; l && *l;) {
+		unsigned c, h, n;
+		if (sscanf(l, "%u %u %u", &c, &h, &n) == 3 && host_id >= h && host_id - h < n)
+			return c + (host_id - h);
+		const char *nl = strchr(l, '\n');
+		l = nl ? nl + 1 : NULL;
+	}
+	return 65534; /* unmapped: the kernel's overflow id */
+}

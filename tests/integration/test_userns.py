@@ -220,6 +220,9 @@ def test_pod_in_user_namespace(rt, pb, work, image, daemon):
         pid = ctr_pid(rt, pb, cid)
         assert status_ids(pid, "Uid") == [BASE] * 4
         assert status_ids(pid, "Gid") == [BASE] * 4
+        # ContainerStatus gives the ids as the container sees them
+        user = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status.user
+        assert user.linux.uid == 0 and user.linux.gid == 0, user
         # and in the pod's user namespace, the one its infra process holds
         assert os.readlink("/proc/%d/ns/user" % pid) != os.readlink("/proc/self/ns/user")
         # /proc, /sys, /dev and the cgroup mounts are there

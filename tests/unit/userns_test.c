@@ -166,13 +166,25 @@ static void test_text(void **state)
 	free(back);
 }
 
+static void test_id_in_container(void **state)
+{
+	(void)state;
+	const char *identity = "         0          0 4294967295\n";
+	assert_int_equal(mgr_id_in_container(identity, 1234), 1234);
+	const char *two = "         0     100000      65536\n     65536    4000000         10\n";
+	assert_int_equal(mgr_id_in_container(two, 100000), 0);
+	assert_int_equal(mgr_id_in_container(two, 100005), 5);
+	assert_int_equal(mgr_id_in_container(two, 4000009), 65545);
+	assert_int_equal(mgr_id_in_container(two, 0), 65534);
+	assert_int_equal(mgr_id_in_container(two, 165536), 65534);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_parse),
-	    cmocka_unit_test(test_check),
-	    cmocka_unit_test(test_allocate),
-	    cmocka_unit_test(test_text),
+	    cmocka_unit_test(test_parse),	    cmocka_unit_test(test_check),
+	    cmocka_unit_test(test_allocate),	    cmocka_unit_test(test_text),
+	    cmocka_unit_test(test_id_in_container),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
