@@ -935,6 +935,7 @@ static int run_exec(ctl_ctx *ctx, int argc, char **argv)
 
 typedef struct run_opts {
 	bool detach, rm, replace;
+	bool userns; /* --userns auto: the pod in a user namespace agentd maps */
 	const char *name, *entrypoint;
 	json_t *ports, *mounts, *envs; /* CRI JSON, for ctl_pb_from_json */
 } run_opts;
@@ -1039,6 +1040,7 @@ static int parse_run_options(int argc, char **argv, run_opts *o)
 	    {"rm", no_argument, NULL, 'R'},
 	    {"replace", no_argument, NULL, 'P'},
 	    {"entrypoint", required_argument, NULL, 'E'},
+	    {"userns", required_argument, NULL, 'U'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -1069,6 +1071,12 @@ static int parse_run_options(int argc, char **argv, run_opts *o)
 			break;
 		case 'E':
 			o->entrypoint = optarg;
+			break;
+		case 'U':
+			/* podman's names: auto (a block of ids of its own), host */
+			if (strcmp(optarg, "auto") && strcmp(optarg, "host"))
+				r = ctl_usage_error(&ctl_cmd_run, "--userns %s: auto or host", optarg);
+			o->userns = !strcmp(optarg, "auto");
 			break;
 		}
 	}
@@ -1212,6 +1220,10 @@ static int run_image(ctl_ctx *ctx, int argc, char **argv)
 			"log_path", "container.log", "labels", "io.agentd.run", name);
 	if (o.entrypoint)
 		json_object_set_new(ctr, "command", json_pack("[s]", o.entrypoint));
+	if (o.userns)
+		json_object_set_new(pod, "linux",
+				    json_pack("{s:{s:{s:{s:s}}}}", "security_context",
+					      "namespace_options", "userns_options", "mode", "POD"));
 	pcfg = ctl_pb_from_json(&runtime__v1__pod_sandbox_config__descriptor, pod, "run");
 	cfg = ctl_pb_from_json(&runtime__v1__container_config__descriptor, ctr, "run");
 	if (!pcfg || !cfg) {
@@ -1270,7 +1282,8 @@ const ctl_command ctl_cmd_start = {
 const ctl_command ctl_cmd_run = {
     .name = "run",
     .synopsis = "[-d|--rm] [--name N [--replace]] [-p [IP:]HOST:CTR[/PROTO]]... "
-		"[-v SRC:DST[:ro]]... [-e K=V]... [--entrypoint PATH] IMAGE [CMD...] | "
+		"[-v SRC:DST[:ro]]... [-e K=V]... [--entrypoint PATH] [--userns auto|host] "
+		"IMAGE [CMD...] | "
 		"CONTAINER_CONFIG POD_CONFIG",
     .summary = "run IMAGE in a new pod (pulled if needed; ports mapped as the pod's), "
 	       "streaming its log and exiting with its code (-d: print its id); or, given two "

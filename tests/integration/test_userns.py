@@ -332,6 +332,14 @@ def test_agentctl_runp_with_user_namespace(pb, work, daemon, image):
         P.ok(daemon, "rmp", pod)
 
 
+def test_agentctl_run_userns_auto(pb, daemon, image):
+    r = P.ctl(daemon, "run", "--rm", "--userns", "auto", image, "cat", "/proc/self/uid_map")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert r.stdout.split() == ["0", str(BASE), str(BLOCK)], r.stdout
+    r = P.ctl(daemon, "run", "--rm", "--userns", "private", image, "true")
+    assert r.returncode == P.EX_USAGE and "--userns private: auto or host" in r.stderr, r.stderr
+
+
 def test_restart_keeps_user_namespaced_pod(rt, pb, work, image, daemon):
     cfg = pod_config(pb, work, pb.api.POD)
     pod = run_pod(rt, pb, cfg)
