@@ -267,6 +267,7 @@ static int run(agentd *d)
 	/* Read once every owner of tables has migrated its own. */
 	ctx->schema_version = ad_db_schema_version(d->db);
 	d->cri = (cri_service){.pods = d->pods, .images = d->images};
+	cri_backfill_runtime_configs(&d->cri);
 	if (start_streaming(d, &err) < 0) {
 		ad_error_log("%s", err->message);
 		return 1;

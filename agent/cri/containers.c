@@ -47,10 +47,10 @@ static char *read_in_rootfs(const char *rootfs, const char *path)
 	return buf;
 }
 
-/* The host's device nodes the config names. */
-static spec_device *stat_devices(rpc_call *call, const Runtime__V1__ContainerConfig *cc)
+/* The host's device nodes the config names (free them). */
+static spec_device *stat_devices(const Runtime__V1__ContainerConfig *cc)
 {
-	spec_device *v = rpc_call_alloc(call, (cc->n_devices + 1) * sizeof(*v));
+	spec_device *v = ad_malloc0((cc->n_devices + 1) * sizeof(*v));
 	for (size_t i = 0; i < cc->n_devices; i++) {
 		struct stat sb;
 		const char *path = cc->devices[i]->host_path;
@@ -81,10 +81,6 @@ static int make_mount_sources(const Runtime__V1__ContainerConfig *cc, ad_error *
 	return 0;
 }
 
-/* The container's runtime config from its CRI config, its image's config
- * and what the draft has set up (rootfs, the pod's namespaces); handed to
- * the pod manager, which creates the container and keeps the config. */
-
 /* agentd's hard RLIMIT_NOFILE: a container's own cannot be higher. */
 static uint64_t nofile_max(void)
 {
@@ -94,23 +90,22 @@ static uint64_t nofile_max(void)
 		   : 0;
 }
 
-static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__ContainerConfig *cc,
-			   char **ret_id, ad_error **err)
+static const Runtime__V1__NamespaceOption *ns_options(const Runtime__V1__ContainerConfig *cc)
 {
-	const Runtime__V1__PodSandboxConfig *pc =
-	    cri_unpack_in_call(call, &runtime__v1__pod_sandbox_config__descriptor,
-			       d->pod->request_len, d->pod->request);
-	const Runtime__V1__NamespaceOption *o = cc->linux && cc->linux->security_context
-						    ? cc->linux->security_context->namespace_options
-						    : NULL;
-	pid_t target = 0;
-	if (o && o->pid == RUNTIME__V1__NAMESPACE_MODE__TARGET &&
-	    mgr_ctr_target_pid(d->m, d->pod->id, o->target_id, &target, err) < 0) {
-		mgr_ctr_abort(d, err);
-		return -1;
-	}
+	return cc->linux && cc->linux->security_context
+		   ? cc->linux->security_context->namespace_options
+		   : NULL;
+}
+
+/* The container's runtime config from its CRI config, its image's config
+ * and what the draft has set up (rootfs, the pod's namespaces). */
+static int build_in_draft(const mgr_ctr_draft *d, const Runtime__V1__ContainerConfig *cc,
+			  const Runtime__V1__PodSandboxConfig *pc, pid_t target_pid,
+			  spec_result *ret, ad_error **err)
+{
 	_cleanup_free_ char *passwd = read_in_rootfs(d->rootfs, "/etc/passwd");
 	_cleanup_free_ char *group = read_in_rootfs(d->rootfs, "/etc/group");
+	_cleanup_free_ spec_device *devices = stat_devices(cc);
 	spec_input in = {
 	    .config = cc,
 	    .pod = pc,
@@ -121,15 +116,33 @@ static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__
 	    .pod_dir = d->pod->dir,
 	    .netns = d->pod->netns,
 	    .infra_pid = d->infra_pid,
-	    .target_pid = target,
+	    .target_pid = target_pid,
 	    .pod_userns = d->pod->n_uid_maps > 0,
 	    .passwd = passwd,
 	    .group = group,
-	    .devices = stat_devices(call, cc),
+	    .devices = devices,
 	    .nofile_max = nofile_max(),
 	};
+	return spec_build(&in, ret, err);
+}
+
+/* Built here, once, and handed to the pod manager, which creates the
+ * container and keeps the config. */
+static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__ContainerConfig *cc,
+			   char **ret_id, ad_error **err)
+{
+	const Runtime__V1__PodSandboxConfig *pc =
+	    cri_unpack_in_call(call, &runtime__v1__pod_sandbox_config__descriptor,
+			       d->pod->request_len, d->pod->request);
+	const Runtime__V1__NamespaceOption *o = ns_options(cc);
+	pid_t target = 0;
+	if (o && o->pid == RUNTIME__V1__NAMESPACE_MODE__TARGET &&
+	    mgr_ctr_target_pid(d->m, d->pod->id, o->target_id, &target, err) < 0) {
+		mgr_ctr_abort(d, err);
+		return -1;
+	}
 	spec_result res;
-	if (spec_build(&in, &res, err) < 0 || make_mount_sources(cc, err) < 0) {
+	if (build_in_draft(d, cc, pc, target, &res, err) < 0 || make_mount_sources(cc, err) < 0) {
 		spec_result_clear(&res);
 		mgr_ctr_abort(d, err);
 		return -1;
@@ -137,6 +150,72 @@ static int create_in_draft(rpc_call *call, mgr_ctr_draft *d, const Runtime__V1__
 	int r = mgr_ctr_commit(d, &res.cfg, ret_id, err);
 	spec_result_clear(&res);
 	return r;
+}
+
+/* One container an older agentd created: its config from the CRI config
+ * and pod config that agentd stored, as CreateContainer builds it now. */
+static int backfill_one(mgr_ctr_draft *d, ad_error **err)
+{
+	Runtime__V1__ContainerConfig *cc =
+	    runtime__v1__container_config__unpack(NULL, d->ctr->request_len, d->ctr->request);
+	Runtime__V1__PodSandboxConfig *pc =
+	    d->pod->request_len ? runtime__v1__pod_sandbox_config__unpack(NULL, d->pod->request_len,
+									  d->pod->request)
+				: NULL;
+	spec_result res = {0};
+	int r = 0;
+	if (!cc || (d->pod->request_len && !pc))
+		r = ad_fail(err, AD_E_DATA_LOSS, "its stored CRI config is unreadable");
+	const Runtime__V1__NamespaceOption *o = cc ? ns_options(cc) : NULL;
+	pid_t target = 0;
+	/* A running container is in its target's pid namespace already: its
+	 * own init names it, whether the target still runs or not. */
+	if (r == 0 && o && o->pid == RUNTIME__V1__NAMESPACE_MODE__TARGET) {
+		if (d->init_pid > 0)
+			target = d->init_pid;
+		else
+			r = mgr_ctr_target_pid(d->m, d->pod->id, o->target_id, &target, err);
+	}
+	if (r == 0)
+		r = build_in_draft(d, cc, pc, target, &res, err);
+	int stop_signal = cc ? (int)cc->stop_signal : 0;
+	if (r < 0) {
+		spec_result_clear(&res);
+		mgr_ctr_backfill_end(d, NULL, 0, NULL);
+	} else {
+		r = mgr_ctr_backfill_end(d, &res.cfg, stop_signal, err);
+		spec_result_clear(&res);
+	}
+	if (cc)
+		runtime__v1__container_config__free_unpacked(cc, NULL);
+	if (pc)
+		runtime__v1__pod_sandbox_config__free_unpacked(pc, NULL);
+	return r;
+}
+
+void cri_backfill_runtime_configs(cri_service *svc)
+{
+	if (!svc->pods)
+		return;
+	char **ids = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (mgr_ctr_backfill_ids(svc->pods, &ids, &e) < 0) {
+		ad_warn("containers of an older agentd: %s", e->message);
+		return;
+	}
+	for (char **id = ids; *id; id++) {
+		mgr_ctr_draft *d = NULL;
+		ad_error_free(&e);
+		if (mgr_ctr_backfill_begin(svc->pods, *id, &d, &e) < 0 ||
+		    (d && backfill_one(d, &e) < 0))
+			ad_warn("container %s (created by an older agentd): no runtime config: %s",
+				*id, e->message);
+		else if (d)
+			ad_info("container %s (created by an older agentd): runtime config rebuilt "
+				"from its CRI config",
+				*id);
+	}
+	mgr_strv_free(ids);
 }
 
 rpc_code cri_create_container(rpc_call *call, cri_service *svc, const void *req, void *resp)

@@ -100,12 +100,11 @@ int mgr_ctr_load(mgr *m, const char *id, mgr_ctr **ret, ad_error **err)
 	return 0;
 }
 
-int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err)
+int mgr_ctr_query_ids(mgr *m, const char *sql, const char *param, char ***ret, ad_error **err)
 {
 	mgr_ctr **v;
 	size_t n;
-	if (mgr_ctr_query(m, "SELECT " CTR_COLS " FROM containers WHERE pod_id = ?1", pod_id, &v,
-			  &n, err) < 0)
+	if (mgr_ctr_query(m, sql, param, &v, &n, err) < 0)
 		return -1;
 	char **ids = ad_malloc0((n + 1) * sizeof(char *));
 	for (size_t i = 0; i < n; i++)
@@ -113,6 +112,12 @@ int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err)
 	mgr_ctrs_free(v);
 	*ret = ids;
 	return 0;
+}
+
+int mgr_ctr_ids_of_pod(mgr *m, const char *pod_id, char ***ret, ad_error **err)
+{
+	return mgr_ctr_query_ids(m, "SELECT " CTR_COLS " FROM containers WHERE pod_id = ?1", pod_id,
+				 ret, err);
 }
 
 int mgr_ctr_get(mgr *m, const char *id, mgr_ctr **ret, ad_error **err)

@@ -1,7 +1,8 @@
 /* CreateContainer as a draft: the row and holds (mgr_ctr_begin), the rootfs,
  * then the caller's runtime config, created and stored as the runtime packs
  * it (mgr_ctr_commit), or everything undone (mgr_ctr_abort). Also the pid
- * namespace target of a debug container. */
+ * namespace target of a debug container, and the same draft for containers
+ * an older agentd created without storing their config (the backfill). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -309,5 +310,92 @@ int mgr_ctr_target_pid(mgr *m, const char *pod_id, const char *target_id, pid_t 
 	if (r == 0)
 		*ret = rt_container_init_pid(tc);
 	rt_container_free(tc);
+	return r;
+}
+
+int mgr_ctr_backfill_ids(mgr *m, char ***ret, ad_error **err)
+{
+	return mgr_ctr_query_ids(m,
+				 "SELECT " CTR_COLS " FROM containers WHERE rt_config IS NULL AND"
+				 " state IN (1, 2) ORDER BY created_ns",
+				 NULL, ret, err);
+}
+
+static bool needs_backfill(const mgr_ctr *c)
+{
+	return !c->rt_config && (c->state == MGR_CTR_CREATED || c->state == MGR_CTR_RUNNING);
+}
+
+/* A backfill draft that is not handed out (whatever of it was set up). */
+static void backfill_drop(mgr_ctr_draft *d, const char *id, const char *pod_id)
+{
+	mgr_ctr_free(d->ctr);
+	mgr_pod_free(d->pod);
+	free(d->rootfs);
+	mgr_release(d->m, id);
+	mgr_release(d->m, pod_id);
+	free(d);
+}
+
+int mgr_ctr_backfill_begin(mgr *m, const char *id, mgr_ctr_draft **ret, ad_error **err)
+{
+	*ret = NULL;
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	if (!m->images)
+		return ad_fail(err, AD_E_UNAVAILABLE, "the image store is not open");
+	mgr_ctr *c = NULL;
+	if (mgr_ctr_load(m, id, &c, err) < 0)
+		return -1;
+	_cleanup_free_ char *pod_id = ad_strdup(c->pod_id);
+	mgr_ctr_free(c);
+	c = NULL;
+	/* Pod, then container: the order every operation holds them in. */
+	mgr_hold(m, pod_id);
+	mgr_hold(m, id);
+	mgr_ctr_draft *d = ad_malloc0(sizeof(*d));
+	*d = (mgr_ctr_draft){.m = m};
+	int r = mgr_ctr_get(m, id, &d->ctr, err);
+	if (r == 0 && !needs_backfill(d->ctr)) {
+		backfill_drop(d, id, pod_id);
+		return 0;
+	}
+	if (r == 0)
+		r = mgr_pod_get(m, pod_id, &d->pod, err);
+	/* Mounted since its create: this only gives its path. */
+	if (r == 0)
+		r = store_rootfs_mount(m->images, d->ctr->image_id, id, &d->rootfs, err);
+	rt_container *rc = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	if (r == 0 && d->pod->infra_id && rt_open(m->rt, d->pod->infra_id, &rc, &e) == 0) {
+		d->infra_pid = rt_container_init_pid(rc);
+		rt_container_free(rc);
+		rc = NULL;
+	}
+	if (r == 0 && d->ctr->state == MGR_CTR_RUNNING && rt_open(m->rt, id, &rc, &e) == 0) {
+		d->init_pid = rt_container_init_pid(rc);
+		rt_container_free(rc);
+	}
+	if (r < 0) {
+		backfill_drop(d, id, pod_id);
+		return ad_error_wrap(err, "container %s", id);
+	}
+	*ret = d;
+	return 0;
+}
+
+int mgr_ctr_backfill_end(mgr_ctr_draft *d, const rt_config *cfg, int stop_signal, ad_error **err)
+{
+	int r = 0;
+	if (cfg) {
+		_cleanup_free_ char *packed = NULL;
+		size_t len = 0;
+		rt_config_pack(cfg, &packed, &len);
+		r = mgr_db_exec(d->m, err,
+				"UPDATE containers SET rt_config = ?2, stop_signal = ?3"
+				" WHERE id = ?1 AND rt_config IS NULL",
+				"sbi", d->ctr->id, packed, len, (int64_t)stop_signal);
+	}
+	draft_free(d);
 	return r;
 }

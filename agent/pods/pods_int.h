@@ -146,6 +146,8 @@ int mgr_infra_rootfs_make(mgr *m, ad_error **err);
 	" rt_config"
 int mgr_ctr_query(mgr *m, const char *sql, const char *param, mgr_ctr ***ret, size_t *ret_n,
 		  ad_error **err);
+/* The ids of the rows `sql` (selecting CTR_COLS) finds, NULL-terminated. */
+int mgr_ctr_query_ids(mgr *m, const char *sql, const char *param, char ***ret, ad_error **err);
 /* The row as it is (creating too), without a refresh. */
 int mgr_ctr_load(mgr *m, const char *id, mgr_ctr **ret, ad_error **err);
 /* The runtime config stored at create (AD_E_DATA_LOSS if there is none). */

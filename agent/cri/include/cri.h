@@ -31,6 +31,13 @@ extern const st_backend cri_streaming_backend;
  * UNIMPLEMENTED with its full name. `svc` must outlive the table. */
 void cri_register(svc_table *t, cri_service *svc);
 
+/* Containers an older agentd created have no stored runtime config: each
+ * created or running one gets it rebuilt from the CRI config and pod config
+ * that agentd stored (as CreateContainer builds it now). Run at start-up,
+ * before serving; failures are logged (exec, status and updates of that
+ * container then answer DATA_LOSS). */
+void cri_backfill_runtime_configs(cri_service *svc);
+
 /* The userdata of every registered CRI method. */
 typedef struct cri_route {
 	cri_service *svc;

@@ -195,6 +195,7 @@ typedef struct mgr_ctr_draft {
 	char *rootfs;			    /* the mounted rootfs */
 	pid_t infra_pid;		    /* the pod's infra process (0 if gone) */
 	store_idmap_kind rootfs_idmap;	    /* how a user namespace's rootfs is mapped */
+	pid_t init_pid;			    /* backfill: a running container's init, else 0 */
 	int64_t t_begin, t_insert, t_mount; /* for the debug timings */
 } mgr_ctr_draft;
 
@@ -205,6 +206,19 @@ int mgr_ctr_begin(mgr *m, const char *pod_id, const mgr_ctr_spec *spec, mgr_ctr_
 int mgr_ctr_commit(mgr_ctr_draft *d, const rt_config *cfg, char **ret_id, ad_error **err);
 /* Undoes the draft; *err (if set) gets the same context a failed commit's has. */
 void mgr_ctr_abort(mgr_ctr_draft *d, ad_error **err);
+/* Containers an older agentd created have no stored runtime config (it
+ * stored only the caller's request), so exec, status and updates cannot
+ * serve them. The caller, who builds configs, backfills them at start-up:
+ * mgr_ctr_backfill_ids lists the created and running ones without a config;
+ * mgr_ctr_backfill_begin gives what CreateContainer's draft gives (the pod,
+ * the record, its rootfs, the pod's infra pid; both held), or *ret NULL if
+ * the container needs nothing any more; mgr_ctr_backfill_end stores the
+ * config built from it (cfg NULL: none) with the stop signal of the request
+ * (not recorded by the older agentd either) and ends the draft. */
+int mgr_ctr_backfill_ids(mgr *m, char ***ret, ad_error **err);
+int mgr_ctr_backfill_begin(mgr *m, const char *id, mgr_ctr_draft **ret, ad_error **err);
+int mgr_ctr_backfill_end(mgr_ctr_draft *d, const rt_config *cfg, int stop_signal,
+			 ad_error **err);
 /* The init pid of a pid namespace TARGET: a running container of the same
  * pod, as containerd and CRI-O require for ephemeral (debug) containers. */
 int mgr_ctr_target_pid(mgr *m, const char *pod_id, const char *target_id, pid_t *ret,
