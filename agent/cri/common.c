@@ -61,9 +61,13 @@ static bool labels_match(size_t n_sel, void *const *sel, size_t n, void *const *
 	return true;
 }
 
-void *cri_listed_config(rpc_call *call, const cri_list_filter *f, const char *id,
-			const ProtobufCMessageDescriptor *d, size_t len, const uint8_t *data)
+/* The stored config of a listed object (d: its type, PodSandboxConfig or
+ * ContainerConfig) if the object passes the filter, else NULL. */
+static void *listed_config(rpc_call *call, const cri_list_filter *f, const char *id, int state,
+			   const ProtobufCMessageDescriptor *d, size_t len, const uint8_t *data)
 {
+	if (f->state >= 0 && f->state != state)
+		return NULL;
 	if (!cri_empty(f->id) && strncmp(id, f->id, strlen(f->id)) != 0)
 		return NULL;
 	char *cfg = cri_unpack_in_call(call, d, len, data);
@@ -76,6 +80,44 @@ void *cri_listed_config(rpc_call *call, const cri_list_filter *f, const char *id
 	size_t n = *(const size_t *)(cfg + fd->quantifier_offset);
 	void *const *labels = *(void *const *const *)(cfg + fd->offset);
 	return labels_match(f->n_sel, f->sel, n, labels) ? cfg : NULL;
+}
+
+rpc_code cri_list(rpc_call *call, mgr *m, cri_list_kind kind, const cri_list_filter *f,
+		  cri_list_item item, void ***ret_items, size_t *ret_n)
+{
+	ad_error *e = NULL;
+	mgr_pod **pods = NULL;
+	mgr_ctr **ctrs = NULL;
+	if (kind == CRI_LIST_PODS ? mgr_pod_list(m, &pods, &e) < 0
+				  : mgr_ctr_list(m, f->pod_id, &ctrs, &e) < 0)
+		return cri_fail(call, e);
+	size_t n = 0;
+	while (kind == CRI_LIST_PODS ? pods[n] != NULL : ctrs[n] != NULL)
+		n++;
+	void **items = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	size_t n_items = 0;
+	for (size_t i = 0; i < n; i++) {
+		const void *obj;
+		void *cfg;
+		if (kind == CRI_LIST_PODS) {
+			const mgr_pod *p = obj = pods[i];
+			cfg = listed_config(call, f, p->id, (int)cri_pod_state(p),
+					    &runtime__v1__pod_sandbox_config__descriptor,
+					    p->request_len, p->request);
+		} else {
+			const mgr_ctr *c = obj = ctrs[i];
+			cfg = listed_config(call, f, c->id, (int)cri_ctr_state(c),
+					    &runtime__v1__container_config__descriptor,
+					    c->request_len, c->request);
+		}
+		if (cfg)
+			items[n_items++] = item(call, m, obj, cfg);
+	}
+	mgr_pods_free(pods);
+	mgr_ctrs_free(ctrs);
+	*ret_items = items;
+	*ret_n = n_items;
+	return RPC_OK;
 }
 
 Runtime__V1__PodSandboxState cri_pod_state(const mgr_pod *p)
@@ -106,6 +148,32 @@ rpc_code cri_id_op(rpc_call *call, cri_service *svc, const char *field, const ch
 	ad_error *e = NULL;
 	if (op(svc->pods, id, &e) < 0)
 		return cri_fail(call, e);
+	return RPC_OK;
+}
+
+rpc_code cri_get_pod(rpc_call *call, mgr *m, const char *id, mgr_pod **ret,
+		     Runtime__V1__PodSandboxConfig **ret_cfg)
+{
+	if (cri_empty(id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
+	ad_error *e = NULL;
+	if (mgr_pod_get(m, id, ret, &e) < 0)
+		return cri_fail(call, e);
+	*ret_cfg = cri_unpack_in_call(call, &runtime__v1__pod_sandbox_config__descriptor,
+				      (*ret)->request_len, (*ret)->request);
+	return RPC_OK;
+}
+
+rpc_code cri_get_ctr(rpc_call *call, mgr *m, const char *id, mgr_ctr **ret,
+		     Runtime__V1__ContainerConfig **ret_cfg)
+{
+	if (cri_empty(id))
+		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
+	ad_error *e = NULL;
+	if (mgr_ctr_get(m, id, ret, &e) < 0)
+		return cri_fail(call, e);
+	*ret_cfg = cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
+				      (*ret)->request_len, (*ret)->request);
 	return RPC_OK;
 }
 

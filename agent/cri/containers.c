@@ -300,50 +300,40 @@ static Runtime__V1__ImageSpec *image_spec(rpc_call *call, const mgr_ctr *c,
 	return s;
 }
 
+static void *ctr_item(rpc_call *call, mgr *m, const void *obj, void *config)
+{
+	(void)m;
+	const mgr_ctr *c = obj;
+	const Runtime__V1__ContainerConfig *cfg = config;
+	Runtime__V1__Container *it = rpc_call_alloc(call, sizeof(*it));
+	runtime__v1__container__init(it);
+	it->id = rpc_call_strdup(call, c->id);
+	it->pod_sandbox_id = rpc_call_strdup(call, c->pod_id);
+	it->metadata = cfg->metadata;
+	it->image = image_spec(call, c, cfg);
+	it->image_ref = rpc_call_strdup(call, c->image_ref ? c->image_ref : "");
+	it->image_id = rpc_call_strdup(call, c->image_id ? c->image_id : "");
+	it->state = cri_ctr_state(c);
+	it->created_at = c->created_ns;
+	CRI_COPY_MAP(call, it, labels, runtime__v1__container__labels_entry__descriptor,
+		     cfg->n_labels, cfg->labels);
+	CRI_COPY_MAP(call, it, annotations, runtime__v1__container__annotations_entry__descriptor,
+		     cfg->n_annotations, cfg->annotations);
+	return it;
+}
+
 rpc_code cri_list_containers(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	mgr *m = svc->pods;
 	const Runtime__V1__ContainerFilter *f =
 	    ((const Runtime__V1__ListContainersRequest *)req)->filter;
-	ad_error *e = NULL;
-	mgr_ctr **v = NULL;
-	if (mgr_ctr_list(m, f && !cri_empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) <
-	    0)
-		return cri_fail(call, e);
-	size_t n = 0;
-	while (v[n])
-		n++;
-	Runtime__V1__ListContainersResponse *r = (Runtime__V1__ListContainersResponse *)resp;
-	r->containers = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	Runtime__V1__ListContainersResponse *r = resp;
 	cri_list_filter lf = CRI_LIST_FILTER(f);
-	for (size_t i = 0; i < n; i++) {
-		mgr_ctr *c = v[i];
-		if (f && f->state && f->state->state != cri_ctr_state(c))
-			continue;
-		Runtime__V1__ContainerConfig *cfg =
-		    cri_listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
-				      c->request_len, c->request);
-		if (!cfg)
-			continue;
-		Runtime__V1__Container *it = rpc_call_alloc(call, sizeof(*it));
-		runtime__v1__container__init(it);
-		it->id = rpc_call_strdup(call, c->id);
-		it->pod_sandbox_id = rpc_call_strdup(call, c->pod_id);
-		it->metadata = cfg->metadata;
-		it->image = image_spec(call, c, cfg);
-		it->image_ref = rpc_call_strdup(call, c->image_ref ? c->image_ref : "");
-		it->image_id = rpc_call_strdup(call, c->image_id ? c->image_id : "");
-		it->state = cri_ctr_state(c);
-		it->created_at = c->created_ns;
-		CRI_COPY_MAP(call, it, labels, runtime__v1__container__labels_entry__descriptor,
-			     cfg->n_labels, cfg->labels);
-		CRI_COPY_MAP(call, it, annotations,
-			     runtime__v1__container__annotations_entry__descriptor,
-			     cfg->n_annotations, cfg->annotations);
-		r->containers[r->n_containers++] = it;
-	}
-	mgr_ctrs_free(v);
-	return RPC_OK;
+	if (f && f->state)
+		lf.state = (int)f->state->state;
+	if (f && !cri_empty(f->pod_sandbox_id))
+		lf.pod_id = f->pod_sandbox_id;
+	return cri_list(call, svc->pods, CRI_LIST_CONTAINERS, &lf, ctr_item,
+			(void ***)&r->containers, &r->n_containers);
 }
 
 static json_t *strv_json(const char *const *v)
@@ -443,14 +433,11 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 	mgr *m = svc->pods;
 	const Runtime__V1__ContainerStatusRequest *q =
 	    (const Runtime__V1__ContainerStatusRequest *)req;
-	if (cri_empty(q->container_id))
-		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
-	ad_error *e = NULL;
 	mgr_ctr *c = NULL;
-	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
-		return cri_fail(call, e);
-	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(
-	    call, &runtime__v1__container_config__descriptor, c->request_len, c->request);
+	Runtime__V1__ContainerConfig *cfg = NULL;
+	rpc_code rc = cri_get_ctr(call, m, q->container_id, &c, &cfg);
+	if (rc != RPC_OK)
+		return rc;
 	Runtime__V1__ContainerStatus *st = rpc_call_alloc(call, sizeof(*st));
 	runtime__v1__container_status__init(st);
 	st->id = rpc_call_strdup(call, c->id);
@@ -485,6 +472,7 @@ rpc_code cri_container_status(rpc_call *call, cri_service *svc, const void *req,
 		}
 	}
 	mgr_user u;
+	ad_error *e = NULL;
 	if (mgr_ctr_user(m, c, &u, &e) == 0) {
 		Runtime__V1__LinuxContainerUser *lu = rpc_call_alloc(call, sizeof(*lu));
 		runtime__v1__linux_container_user__init(lu);

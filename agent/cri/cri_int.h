@@ -84,6 +84,14 @@ rpc_code cri_fail(rpc_call *call, ad_error *e);
 rpc_code cri_id_op(rpc_call *call, cri_service *svc, const char *field, const char *id,
 		   int (*op)(mgr *, const char *, ad_error **));
 
+/* The pod or container a status or stats call names, with its stored
+ * config in call memory; else the call's error (INVALID_ARGUMENT without an
+ * id, or the manager's). */
+rpc_code cri_get_pod(rpc_call *call, mgr *m, const char *id, mgr_pod **ret,
+		     Runtime__V1__PodSandboxConfig **ret_cfg);
+rpc_code cri_get_ctr(rpc_call *call, mgr *m, const char *id, mgr_ctr **ret,
+		     Runtime__V1__ContainerConfig **ret_cfg);
+
 /* Unpacks a stored request into call memory: it lives as long as the answer. */
 void *cri_unpack_in_call(rpc_call *call, const ProtobufCMessageDescriptor *d, size_t len,
 			 const uint8_t *data);
@@ -99,22 +107,34 @@ void **cri_copy_map(rpc_call *call, const ProtobufCMessageDescriptor *d, size_t 
 	} while (0)
 
 /* What the four List filters (pods, containers and their stats) share: an id
- * prefix and a label selector. The state, where there is one, is the caller's. */
+ * prefix and a label selector; the pod (containers only) and the CRI state
+ * (-1: any) where the filter has them. */
 typedef struct cri_list_filter {
 	const char *id;
 	size_t n_sel;
 	void *const *sel;
+	const char *pod_id;
+	int state;
 } cri_list_filter;
 
 #define CRI_LIST_FILTER(f)                                                                         \
 	((cri_list_filter){(f) ? (f)->id : NULL, (f) ? (f)->n_label_selector : 0,                  \
-			   (f) ? (void *const *)(f)->label_selector : NULL})
+			   (f) ? (void *const *)(f)->label_selector : NULL, NULL, -1})
 
-/* The stored config of a listed pod or container (d: its type,
- * PodSandboxConfig or ContainerConfig) if the object passes the filter, else
- * NULL. */
-void *cri_listed_config(rpc_call *call, const cri_list_filter *f, const char *id,
-			const ProtobufCMessageDescriptor *d, size_t len, const uint8_t *data);
+typedef enum cri_list_kind {
+	CRI_LIST_PODS,
+	CRI_LIST_CONTAINERS,
+} cri_list_kind;
+
+/* One item of a List answer from a pod (mgr_pod, PodSandboxConfig) or a
+ * container (mgr_ctr, ContainerConfig) and its stored config. */
+typedef void *(*cri_list_item)(rpc_call *call, mgr *m, const void *obj, void *cfg);
+
+/* The four List calls: the pods or containers the filter selects, in
+ * creation order, each made an item of the answer; *ret_items (call memory)
+ * and *ret_n are the answer's repeated field. */
+rpc_code cri_list(rpc_call *call, mgr *m, cri_list_kind kind, const cri_list_filter *f,
+		  cri_list_item item, void ***ret_items, size_t *ret_n);
 
 /* A CRI label or annotation map as JSON ("{}" when empty), in call memory. */
 const char *cri_kv_json(rpc_call *call, size_t n, void *const *entries);

@@ -116,17 +116,9 @@ rpc_code cri_pull_image(rpc_call *call, cri_service *svc, const void *req, void 
 		return code;
 
 	const Runtime__V1__AuthConfig *a = rq->auth;
-	store_auth auth = {0};
-	bool have_auth = false;
-	if (a) {
-#define NONEMPTY(f) ((f) && (f)[0] ? (have_auth = true, (f)) : NULL)
-		auth.username = NONEMPTY(a->username);
-		auth.password = NONEMPTY(a->password);
-		auth.auth = NONEMPTY(a->auth);
-		auth.identity_token = NONEMPTY(a->identity_token);
-		auth.registry_token = NONEMPTY(a->registry_token);
-#undef NONEMPTY
-	}
+	store_auth auth;
+	bool have_auth = a && svc_pull_auth(&auth, a->username, a->password, a->auth,
+					    a->identity_token, a->registry_token);
 	/* A cancelled call or a passed deadline kills the pull's agentd-fetch. */
 	store_pull_opts po = {.auth = have_auth ? &auth : NULL,
 			      .cancel_fd = rpc_call_cancel_fd(call)};

@@ -222,14 +222,11 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, cri_service *svc, const void *re
 	mgr *m = svc->pods;
 	const Runtime__V1__PodSandboxStatusRequest *q =
 	    (const Runtime__V1__PodSandboxStatusRequest *)req;
-	if (cri_empty(q->pod_sandbox_id))
-		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
-	ad_error *e = NULL;
 	mgr_pod *p = NULL;
-	if (mgr_pod_get(m, q->pod_sandbox_id, &p, &e) < 0)
-		return cri_fail(call, e);
-	Runtime__V1__PodSandboxConfig *cfg = cri_unpack_in_call(
-	    call, &runtime__v1__pod_sandbox_config__descriptor, p->request_len, p->request);
+	Runtime__V1__PodSandboxConfig *cfg = NULL;
+	rpc_code rc = cri_get_pod(call, m, q->pod_sandbox_id, &p, &cfg);
+	if (rc != RPC_OK)
+		return rc;
 	Runtime__V1__PodSandboxStatusResponse *r = (Runtime__V1__PodSandboxStatusResponse *)resp;
 	Runtime__V1__PodSandboxStatus *st = rpc_call_alloc(call, sizeof(*st));
 	runtime__v1__pod_sandbox_status__init(st);
@@ -300,45 +297,33 @@ rpc_code cri_pod_sandbox_status(rpc_call *call, cri_service *svc, const void *re
 	return RPC_OK;
 }
 
+static void *pod_item(rpc_call *call, mgr *m, const void *obj, void *config)
+{
+	(void)m;
+	const mgr_pod *p = obj;
+	const Runtime__V1__PodSandboxConfig *cfg = config;
+	Runtime__V1__PodSandbox *it = rpc_call_alloc(call, sizeof(*it));
+	runtime__v1__pod_sandbox__init(it);
+	it->id = rpc_call_strdup(call, p->id);
+	it->metadata = cfg->metadata;
+	it->state = cri_pod_state(p);
+	it->created_at = p->created_ns;
+	it->runtime_handler = rpc_call_strdup(call, p->runtime_handler ? p->runtime_handler : "");
+	CRI_COPY_MAP(call, it, labels, runtime__v1__pod_sandbox__labels_entry__descriptor,
+		     cfg->n_labels, cfg->labels);
+	CRI_COPY_MAP(call, it, annotations, runtime__v1__pod_sandbox__annotations_entry__descriptor,
+		     cfg->n_annotations, cfg->annotations);
+	return it;
+}
+
 rpc_code cri_list_pod_sandbox(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	mgr *m = svc->pods;
 	const Runtime__V1__PodSandboxFilter *f =
 	    ((const Runtime__V1__ListPodSandboxRequest *)req)->filter;
-	ad_error *e = NULL;
-	mgr_pod **pods = NULL;
-	if (mgr_pod_list(m, &pods, &e) < 0)
-		return cri_fail(call, e);
-	size_t n = 0;
-	while (pods[n])
-		n++;
-	Runtime__V1__ListPodSandboxResponse *r = (Runtime__V1__ListPodSandboxResponse *)resp;
-	r->items = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	Runtime__V1__ListPodSandboxResponse *r = resp;
 	cri_list_filter lf = CRI_LIST_FILTER(f);
-	for (size_t i = 0; i < n; i++) {
-		mgr_pod *p = pods[i];
-		if (f && f->state && f->state->state != cri_pod_state(p))
-			continue;
-		Runtime__V1__PodSandboxConfig *cfg = cri_listed_config(
-		    call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor, p->request_len,
-		    p->request);
-		if (!cfg)
-			continue;
-		Runtime__V1__PodSandbox *it = rpc_call_alloc(call, sizeof(*it));
-		runtime__v1__pod_sandbox__init(it);
-		it->id = rpc_call_strdup(call, p->id);
-		it->metadata = cfg->metadata;
-		it->state = cri_pod_state(p);
-		it->created_at = p->created_ns;
-		it->runtime_handler =
-		    rpc_call_strdup(call, p->runtime_handler ? p->runtime_handler : "");
-		CRI_COPY_MAP(call, it, labels, runtime__v1__pod_sandbox__labels_entry__descriptor,
-			     cfg->n_labels, cfg->labels);
-		CRI_COPY_MAP(call, it, annotations,
-			     runtime__v1__pod_sandbox__annotations_entry__descriptor,
-			     cfg->n_annotations, cfg->annotations);
-		r->items[r->n_items++] = it;
-	}
-	mgr_pods_free(pods);
-	return RPC_OK;
+	if (f && f->state)
+		lf.state = (int)f->state->state;
+	return cri_list(call, svc->pods, CRI_LIST_PODS, &lf, pod_item, (void ***)&r->items,
+			&r->n_items);
 }

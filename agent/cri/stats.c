@@ -84,46 +84,31 @@ rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, 
 	mgr *m = svc->pods;
 	const Runtime__V1__ContainerStatsRequest *q =
 	    (const Runtime__V1__ContainerStatsRequest *)req;
-	if (cri_empty(q->container_id))
-		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "container_id is required");
-	ad_error *e = NULL;
 	mgr_ctr *c = NULL;
-	if (mgr_ctr_get(m, q->container_id, &c, &e) < 0)
-		return cri_fail(call, e);
-	Runtime__V1__ContainerConfig *cfg = cri_unpack_in_call(
-	    call, &runtime__v1__container_config__descriptor, c->request_len, c->request);
+	Runtime__V1__ContainerConfig *cfg = NULL;
+	rpc_code rc = cri_get_ctr(call, m, q->container_id, &c, &cfg);
+	if (rc != RPC_OK)
+		return rc;
 	((Runtime__V1__ContainerStatsResponse *)resp)->stats = ctr_stats(call, m, c, cfg);
 	mgr_ctr_free(c);
 	return RPC_OK;
 }
 
+static void *ctr_stats_item(rpc_call *call, mgr *m, const void *c, void *cfg)
+{
+	return ctr_stats(call, m, c, cfg);
+}
+
 rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	mgr *m = svc->pods;
 	const Runtime__V1__ContainerStatsFilter *f =
 	    ((const Runtime__V1__ListContainerStatsRequest *)req)->filter;
-	ad_error *e = NULL;
-	mgr_ctr **v = NULL;
-	if (mgr_ctr_list(m, f && !cri_empty(f->pod_sandbox_id) ? f->pod_sandbox_id : NULL, &v, &e) <
-	    0)
-		return cri_fail(call, e);
-	size_t n = 0;
-	while (v[n])
-		n++;
-	Runtime__V1__ListContainerStatsResponse *r =
-	    (Runtime__V1__ListContainerStatsResponse *)resp;
-	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	Runtime__V1__ListContainerStatsResponse *r = resp;
 	cri_list_filter lf = CRI_LIST_FILTER(f);
-	for (size_t i = 0; i < n; i++) {
-		mgr_ctr *c = v[i];
-		Runtime__V1__ContainerConfig *cfg =
-		    cri_listed_config(call, &lf, c->id, &runtime__v1__container_config__descriptor,
-				      c->request_len, c->request);
-		if (cfg)
-			r->stats[r->n_stats++] = ctr_stats(call, m, c, cfg);
-	}
-	mgr_ctrs_free(v);
-	return RPC_OK;
+	if (f && !cri_empty(f->pod_sandbox_id))
+		lf.pod_id = f->pod_sandbox_id;
+	return cri_list(call, svc->pods, CRI_LIST_CONTAINERS, &lf, ctr_stats_item,
+			(void ***)&r->stats, &r->n_stats);
 }
 
 /* ---- PodSandboxStats ----------------------------------------------------------------- */
@@ -259,43 +244,27 @@ rpc_code cri_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req
 	mgr *m = svc->pods;
 	const Runtime__V1__PodSandboxStatsRequest *q =
 	    (const Runtime__V1__PodSandboxStatsRequest *)req;
-	if (cri_empty(q->pod_sandbox_id))
-		return rpc_call_error(call, RPC_INVALID_ARGUMENT, "pod_sandbox_id is required");
-	ad_error *e = NULL;
 	mgr_pod *p = NULL;
-	if (mgr_pod_get(m, q->pod_sandbox_id, &p, &e) < 0)
-		return cri_fail(call, e);
-	Runtime__V1__PodSandboxConfig *cfg = cri_unpack_in_call(
-	    call, &runtime__v1__pod_sandbox_config__descriptor, p->request_len, p->request);
+	Runtime__V1__PodSandboxConfig *cfg = NULL;
+	rpc_code rc = cri_get_pod(call, m, q->pod_sandbox_id, &p, &cfg);
+	if (rc != RPC_OK)
+		return rc;
 	((Runtime__V1__PodSandboxStatsResponse *)resp)->stats = pod_stats(call, m, p, cfg);
 	mgr_pod_free(p);
 	return RPC_OK;
 }
 
+static void *pod_stats_item(rpc_call *call, mgr *m, const void *p, void *cfg)
+{
+	return pod_stats(call, m, p, cfg);
+}
+
 rpc_code cri_list_pod_sandbox_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
 {
-	mgr *m = svc->pods;
 	const Runtime__V1__PodSandboxStatsFilter *f =
 	    ((const Runtime__V1__ListPodSandboxStatsRequest *)req)->filter;
-	ad_error *e = NULL;
-	mgr_pod **pods = NULL;
-	if (mgr_pod_list(m, &pods, &e) < 0)
-		return cri_fail(call, e);
-	size_t n = 0;
-	while (pods[n])
-		n++;
-	Runtime__V1__ListPodSandboxStatsResponse *r =
-	    (Runtime__V1__ListPodSandboxStatsResponse *)resp;
-	r->stats = rpc_call_alloc(call, (n ? n : 1) * sizeof(void *));
+	Runtime__V1__ListPodSandboxStatsResponse *r = resp;
 	cri_list_filter lf = CRI_LIST_FILTER(f);
-	for (size_t i = 0; i < n; i++) {
-		mgr_pod *p = pods[i];
-		Runtime__V1__PodSandboxConfig *cfg = cri_listed_config(
-		    call, &lf, p->id, &runtime__v1__pod_sandbox_config__descriptor, p->request_len,
-		    p->request);
-		if (cfg)
-			r->stats[r->n_stats++] = pod_stats(call, m, p, cfg);
-	}
-	mgr_pods_free(pods);
-	return RPC_OK;
+	return cri_list(call, svc->pods, CRI_LIST_PODS, &lf, pod_stats_item, (void ***)&r->stats,
+			&r->n_stats);
 }

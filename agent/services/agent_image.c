@@ -79,6 +79,15 @@ static void pull_stream_clear(pull_stream *ps)
 	free(ps->last_state);
 }
 
+/* Sends one message of a pull's or push's stream; false once the client is
+ * gone (a send failed: nothing more is sent). */
+static bool progress_send(pull_stream *ps, ProtobufCMessage *m)
+{
+	if (!ps->gone && rpc_call_send(ps->call, m) < 0)
+		ps->gone = true;
+	return !ps->gone;
+}
+
 /* Runs on the handler's thread (store_pull relays agentd-fetch's progress).
  * Sending may block while the client does not read; that only slows this
  * pull down (the helper waits to write its next progress line). */
@@ -94,24 +103,29 @@ static void on_progress(void *userdata, const store_progress *p)
 	m.state = layer_state(p->state);
 	m.bytes_done = p->done;
 	m.bytes_total = p->total;
-	if (rpc_call_send(ps->call, &m.base) < 0)
-		ps->gone = true;
+	progress_send(ps, &m.base);
 }
 
-/* The request's registry credentials; false when none is given (all empty:
- * the auth file, else anonymous). */
-static bool request_auth(store_auth *a, char *username, char *password, char *auth,
-			 char *identity_token, char *registry_token)
+static const char *nonempty(const char *s, bool *seen)
 {
-	bool have = false;
-#define NONEMPTY(f) ((f) && (f)[0] ? (have = true, (f)) : NULL)
-	a->username = NONEMPTY(username);
-	a->password = NONEMPTY(password);
-	a->auth = NONEMPTY(auth);
-	a->identity_token = NONEMPTY(identity_token);
-	a->registry_token = NONEMPTY(registry_token);
-#undef NONEMPTY
-	return have;
+	if (!s || !*s)
+		return NULL;
+	*seen = true;
+	return s;
+}
+
+bool svc_pull_auth(store_auth *ret, const char *username, const char *password, const char *auth,
+		   const char *identity_token, const char *registry_token)
+{
+	bool seen = false;
+	*ret = (store_auth){
+	    .username = nonempty(username, &seen),
+	    .password = nonempty(password, &seen),
+	    .auth = nonempty(auth, &seen),
+	    .identity_token = nonempty(identity_token, &seen),
+	    .registry_token = nonempty(registry_token, &seen),
+	};
+	return seen;
 }
 
 static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -134,8 +148,8 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	store_ref_clear(&ref);
 
 	store_auth auth;
-	bool have_auth = request_auth(&auth, rq->username, rq->password, rq->auth,
-				      rq->identity_token, rq->registry_token);
+	bool have_auth = svc_pull_auth(&auth, rq->username, rq->password, rq->auth,
+				       rq->identity_token, rq->registry_token);
 
 	pull_stream ps = {.call = call};
 	store_pull_opts po = {
@@ -153,16 +167,13 @@ static rpc_code image_pull(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	if (r < 0)
 		return status_call_error(call, e);
 	ad_info("pulled %s as %s", normalised, id);
-	if (ps.gone || rpc_call_cancelled(call)) {
-		ad_fail(&e, AD_E_CANCELLED, "pull of %s: the client went away", normalised);
-		return status_call_error(call, e);
-	}
+	/* The last message names the image. */
 	Agent__V1__PullImageProgress last = AGENT__V1__PULL_IMAGE_PROGRESS__INIT;
 	last.layer_count = (uint32_t)count;
 	last.digest = (char *)"";
 	last.image_id = id;
 	last.image_ref = normalised;
-	if (rpc_call_send(call, &last.base) < 0) {
+	if (rpc_call_cancelled(call) || !progress_send(&ps, &last.base)) {
 		ad_fail(&e, AD_E_CANCELLED, "pull of %s: the client went away", normalised);
 		return status_call_error(call, e);
 	}
@@ -357,8 +368,7 @@ static void on_push_progress(void *userdata, const store_progress *p)
 	m.state = blob_push_state(p->state);
 	m.bytes_done = p->done;
 	m.bytes_total = p->total;
-	if (rpc_call_send(ps->call, &m.base) < 0)
-		ps->gone = true;
+	progress_send(ps, &m.base);
 }
 
 static rpc_code image_push(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
@@ -385,8 +395,8 @@ static rpc_code image_push(rpc_call *call, const ProtobufCMessage *req, Protobuf
 		return status_call_error(call, e);
 	store_image_free(img);
 	store_auth auth;
-	bool have_auth = request_auth(&auth, rq->username, rq->password, rq->auth,
-				      rq->identity_token, rq->registry_token);
+	bool have_auth = svc_pull_auth(&auth, rq->username, rq->password, rq->auth,
+				       rq->identity_token, rq->registry_token);
 	pull_stream ps = {.call = call};
 	store_push_opts po = {
 	    .auth = have_auth ? &auth : NULL,
@@ -408,7 +418,7 @@ static rpc_code image_push(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	last.digest = (char *)"";
 	last.manifest_digest = digest;
 	last.reference = ref;
-	if (ps.gone || rpc_call_send(call, &last.base) < 0) {
+	if (!progress_send(&ps, &last.base)) {
 		ad_fail(&e, AD_E_CANCELLED, "push to %s: the client went away", ref);
 		return status_call_error(call, e);
 	}

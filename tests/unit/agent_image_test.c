@@ -43,6 +43,24 @@ static void test_defaults_documented(void **state)
 	}
 }
 
+/* Empty strings are no credentials: the pull then reads the auth file. */
+static void test_pull_auth(void **state)
+{
+	(void)state;
+	store_auth a;
+	assert_false(svc_pull_auth(&a, NULL, "", NULL, "", NULL));
+	assert_null(a.username);
+	assert_null(a.password);
+	assert_true(svc_pull_auth(&a, "u", "p", "", NULL, "rt"));
+	assert_string_equal(a.username, "u");
+	assert_string_equal(a.password, "p");
+	assert_null(a.auth);
+	assert_null(a.identity_token);
+	assert_string_equal(a.registry_token, "rt");
+	assert_true(svc_pull_auth(&a, NULL, NULL, NULL, "idt", NULL));
+	assert_string_equal(a.identity_token, "idt");
+}
+
 static void test_values(void **state)
 {
 	(void)state;
@@ -154,6 +172,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_defaults_documented),
 	    cmocka_unit_test(test_values),
+	    cmocka_unit_test(test_pull_auth),
 	    cmocka_unit_test(test_bad_values),
 	    cmocka_unit_test(test_open_store),
 	};

@@ -58,6 +58,12 @@ void svc_agent_register(svc_table *t, agent_ctx *ctx);
 /* agent.v1.ImageService on `images` (NULL: its calls answer UNAVAILABLE). */
 void svc_agent_image_register(svc_table *t, store *images);
 
+/* The credentials a pull request gives (CRI AuthConfig, agent.v1
+ * PullImageRequest; empty strings are none) into *ret; false if it gives
+ * none, and the pull then reads the auth file. */
+bool svc_pull_auth(store_auth *ret, const char *username, const char *password, const char *auth,
+		   const char *identity_token, const char *registry_token);
+
 /* Opens the image store under cfg->root with the [images] settings. */
 int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err);
 
