@@ -3,6 +3,8 @@
  * ReopenContainerLog. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -77,6 +79,38 @@ static int make_mount_sources(const Runtime__V1__ContainerConfig *cc, ad_error *
 		if (cm->selinux_relabel)
 			ad_warn("mount %s: SELinux relabel requested; SELinux is not used here",
 				cm->container_path);
+	}
+	return 0;
+}
+
+/* CRI's Signal enum is in the order of the names (SIGABRT = 1, SIGALRM = 2,
+ * ...), not Linux's numbering: the Linux signal its value names, 0 for
+ * RUNTIME_DEFAULT or a value it does not know (the runtime's default). */
+static int linux_signal(Runtime__V1__Signal s)
+{
+	const ProtobufCEnumValue *v =
+	    protobuf_c_enum_descriptor_get_value(&runtime__v1__signal__descriptor, (int)s);
+	if (!v || s == RUNTIME__V1__SIGNAL__RUNTIME_DEFAULT || strncmp(v->name, "SIG", 3) != 0)
+		return 0;
+	const char *name = v->name + 3;
+	if (strncmp(name, "RTMINPLUS", 9) == 0)
+		return SIGRTMIN + atoi(name + 9);
+	if (strncmp(name, "RTMAXMINUS", 10) == 0)
+		return SIGRTMAX - atoi(name + 10);
+	if (strcmp(name, "RTMIN") == 0)
+		return SIGRTMIN;
+	if (strcmp(name, "RTMAX") == 0)
+		return SIGRTMAX;
+	static const struct {
+		const char *alias, *name;
+	} aliases[] = {{"CLD", "CHLD"}, {"POLL", "IO"}, {"IOT", "ABRT"}};
+	for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
+		if (strcmp(name, aliases[i].alias) == 0)
+			name = aliases[i].name;
+	for (int sig = 1; sig < SIGRTMIN; sig++) {
+		const char *abbrev = sigabbrev_np(sig);
+		if (abbrev && strcmp(abbrev, name) == 0)
+			return sig;
 	}
 	return 0;
 }
@@ -178,7 +212,7 @@ static int backfill_one(mgr_ctr_draft *d, ad_error **err)
 	}
 	if (r == 0)
 		r = build_in_draft(d, cc, pc, target, &res, err);
-	int stop_signal = cc ? (int)cc->stop_signal : 0;
+	int stop_signal = cc ? linux_signal(cc->stop_signal) : 0;
 	if (r < 0) {
 		spec_result_clear(&res);
 		mgr_ctr_backfill_end(d, NULL, 0, NULL);
@@ -240,7 +274,7 @@ rpc_code cri_create_container(rpc_call *call, cri_service *svc, const void *req,
 	    .attempt = cc->metadata ? cc->metadata->attempt : 0,
 	    .image = cc->image ? cc->image->image : NULL,
 	    .log_path = cc->log_path,
-	    .stop_signal = (int)cc->stop_signal,
+	    .stop_signal = linux_signal(cc->stop_signal),
 	    .labels_json = cri_kv_json(call, cc->n_labels, (void *const *)cc->labels),
 	    .annotations_json =
 		cri_kv_json(call, cc->n_annotations, (void *const *)cc->annotations),

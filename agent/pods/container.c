@@ -240,8 +240,8 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 
 static int stop_signal(const mgr_ctr *c)
 {
-	/* The CRI Signal enum follows Linux numbering from SIGABRT on. */
-	return c->stop_signal > 0 && c->stop_signal < 65 ? c->stop_signal : SIGTERM;
+	/* A Linux signal number (the caller's translation of its own names). */
+	return c->stop_signal > 0 && c->stop_signal <= SIGRTMAX ? c->stop_signal : SIGTERM;
 }
 
 int mgr_ctr_stop_locked(mgr *m, const char *id, int grace_ms, ad_error **err)

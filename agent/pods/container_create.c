@@ -15,58 +15,21 @@
 static int ctr_insert(mgr *m, const mgr_ctr *c, const char *labels, const char *annotations,
 		      ad_error **err)
 {
-	pthread_mutex_lock(&m->db_lock);
-	sqlite3_stmt *st;
-	if (ad_db_begin(m->db, err) < 0) {
-		pthread_mutex_unlock(&m->db_lock);
-		return -1;
-	}
-	int r = ad_db_prepare(m->db,
-			      "SELECT id FROM containers WHERE pod_id = ?1 AND name = ?2 AND"
-			      " attempt = ?3",
-			      &st, err);
-	if (r == 0) {
-		sqlite3_bind_text(st, 1, c->pod_id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 2, c->name, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 3, c->attempt);
-		if (sqlite3_step(st) == SQLITE_ROW)
-			r = ad_fail(
-			    err, AD_E_EXISTS,
-			    "container %s (attempt %u) already exists in pod sandbox %s: %s",
-			    c->name, c->attempt, c->pod_id, sqlite3_column_text(st, 0));
-		sqlite3_reset(st);
-	}
-	if (r == 0 &&
-	    (r = ad_db_prepare(m->db,
-			       "INSERT INTO containers (id, pod_id, name, attempt, state, image,"
-			       " image_id, image_ref, created_ns, log_path, labels, annotations,"
-			       " image_config, config, stop_signal) VALUES (?1, ?2, ?3, ?4, 0, ?5,"
-			       " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-			       &st, err)) == 0) {
-		sqlite3_bind_text(st, 1, c->id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 2, c->pod_id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 3, c->name, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 4, c->attempt);
-		sqlite3_bind_text(st, 5, c->image, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 6, c->image_id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 7, c->image_ref, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 8, c->created_ns);
-		sqlite3_bind_text(st, 9, c->log_path, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 10, labels, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 11, annotations, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 12, c->image_config, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_blob(st, 13, c->request ? (const void *)c->request : "",
-				  (int)c->request_len, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 14, c->stop_signal);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			r = ad_db_fail(m->db, err, "state DB: insert container");
-		sqlite3_reset(st);
-	}
-	if (r == 0)
-		r = ad_db_commit(m->db, err);
-	else
-		ad_db_rollback(m->db);
-	pthread_mutex_unlock(&m->db_lock);
+	_cleanup_free_ char *existing = NULL;
+	int r = mgr_db_insert_unless(
+	    m, err, &existing,
+	    "SELECT id FROM containers WHERE pod_id = ?1 AND name = ?2 AND attempt = ?3", "ssi",
+	    "INSERT INTO containers (id, pod_id, name, attempt, state, image, image_id, image_ref,"
+	    " created_ns, log_path, labels, annotations, image_config, config, stop_signal) VALUES"
+	    " (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+	    "sssisssissssbi", c->pod_id, c->name, (int64_t)c->attempt, c->id, c->pod_id, c->name,
+	    (int64_t)c->attempt, c->image, c->image_id, c->image_ref, c->created_ns, c->log_path,
+	    labels, annotations, c->image_config, c->request, c->request_len,
+	    (int64_t)c->stop_signal);
+	if (r == 1)
+		return ad_fail(err, AD_E_EXISTS,
+			       "container %s (attempt %u) already exists in pod sandbox %s: %s",
+			       c->name, c->attempt, c->pod_id, existing);
 	return r;
 }
 

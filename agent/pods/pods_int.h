@@ -97,6 +97,13 @@ extern const ad_db_schema mgr_pods_schema;
 int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
 /* The same, returning the number of rows changed (or -1). */
 int mgr_db_exec_changes(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
+/* Check and insert in one transaction, so that two racing inserts cannot
+ * both win: `check` (a SELECT of the id of a row the new one conflicts with)
+ * and, if it finds none, `insert`; the parameters of both follow, check's
+ * first (as mgr_db_exec takes them). 0: inserted; 1: a conflict, with
+ * *ret_existing the id found. */
+int mgr_db_insert_unless(mgr *m, ad_error **err, char **ret_existing, const char *check,
+			 const char *check_fmt, const char *insert, const char *insert_fmt, ...);
 /* Column readers for rows of the pods and containers tables: copies (NULL for
  * SQL NULL text; a blob is NUL-terminated and may be empty). */
 char *mgr_col_text(sqlite3_stmt *st, int i);

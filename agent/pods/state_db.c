@@ -7,20 +7,21 @@
 
 #include "pods_int.h"
 
-static int bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
+/* ap by pointer: one list may feed two statements (mgr_db_insert_unless). */
+static int bind_args(sqlite3_stmt *st, const char *fmt, va_list *ap)
 {
 	int idx = 1;
 	for (const char *f = fmt; *f; f++, idx++) {
 		int rc;
 		if (*f == 's') {
-			const char *s = va_arg(ap, const char *);
+			const char *s = va_arg(*ap, const char *);
 			rc = s ? sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT)
 			       : sqlite3_bind_null(st, idx);
 		} else if (*f == 'i') {
-			rc = sqlite3_bind_int64(st, idx, va_arg(ap, int64_t));
+			rc = sqlite3_bind_int64(st, idx, va_arg(*ap, int64_t));
 		} else {
-			const void *p = va_arg(ap, const void *);
-			size_t len = va_arg(ap, size_t);
+			const void *p = va_arg(*ap, const void *);
+			size_t len = va_arg(*ap, size_t);
 			rc = sqlite3_bind_blob(st, idx, p ? p : "", (int)len, SQLITE_TRANSIENT);
 		}
 		if (rc != SQLITE_OK)
@@ -30,7 +31,7 @@ static int bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
 }
 
 static int db_exec_va(mgr *m, ad_error **err, int *ret_changes, const char *sql, const char *fmt,
-		      va_list ap)
+		      va_list *ap)
 {
 	pthread_mutex_lock(&m->db_lock);
 	sqlite3_stmt *st;
@@ -52,7 +53,7 @@ int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int r = db_exec_va(m, err, NULL, sql, fmt, ap);
+	int r = db_exec_va(m, err, NULL, sql, fmt, &ap);
 	va_end(ap);
 	return r;
 }
@@ -64,9 +65,54 @@ int mgr_db_exec_changes(mgr *m, ad_error **err, const char *sql, const char *fmt
 	va_list ap;
 	va_start(ap, fmt);
 	int changes = 0;
-	int r = db_exec_va(m, err, &changes, sql, fmt, ap);
+	int r = db_exec_va(m, err, &changes, sql, fmt, &ap);
 	va_end(ap);
 	return r < 0 ? r : changes;
+}
+
+/* Under db_lock, in the caller's transaction. */
+static int insert_unless_locked(mgr *m, ad_error **err, char **ret_existing, const char *check,
+				const char *check_fmt, const char *insert, const char *insert_fmt,
+				va_list *ap)
+{
+	sqlite3_stmt *st;
+	if (ad_db_prepare(m->db, check, &st, err) < 0)
+		return -1;
+	int r = bind_args(st, check_fmt, ap) < 0 ? ad_db_fail(m->db, err, "state DB") : 0;
+	if (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+		*ret_existing = mgr_col_text(st, 0);
+		r = 1;
+	}
+	sqlite3_reset(st);
+	if (r != 0)
+		return r;
+	if (ad_db_prepare(m->db, insert, &st, err) < 0)
+		return -1;
+	if (bind_args(st, insert_fmt, ap) < 0 || sqlite3_step(st) != SQLITE_DONE)
+		r = ad_db_fail(m->db, err, "state DB: insert");
+	sqlite3_reset(st);
+	return r;
+}
+
+int mgr_db_insert_unless(mgr *m, ad_error **err, char **ret_existing, const char *check,
+			 const char *check_fmt, const char *insert, const char *insert_fmt, ...)
+{
+	*ret_existing = NULL;
+	pthread_mutex_lock(&m->db_lock);
+	int r = ad_db_begin(m->db, err);
+	if (r == 0) {
+		va_list ap;
+		va_start(ap, insert_fmt);
+		r = insert_unless_locked(m, err, ret_existing, check, check_fmt, insert, insert_fmt,
+					 &ap);
+		va_end(ap);
+		if (r == 0)
+			r = ad_db_commit(m->db, err);
+		else
+			ad_db_rollback(m->db);
+	}
+	pthread_mutex_unlock(&m->db_lock);
+	return r;
 }
 
 char *mgr_col_text(sqlite3_stmt *st, int i)

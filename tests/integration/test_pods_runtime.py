@@ -391,6 +391,26 @@ def wait_gone(pids, timeout=5):
     return [p for p in pids if running(p)]
 
 
+def test_stop_signal(rt, pb, work, image, daemon):
+    """The config's stop_signal (a CRI Signal name, its own numbering: SIGTERM
+    is 23 there, SIGURG in Linux) is the signal StopContainer sends."""
+    with Pod(rt, pb, work) as pod:
+        cfg = ctr_config(pb, image, "stopsig",
+                         ["sh", "-c", "trap 'exit 7' TERM; trap 'exit 9' USR1; "
+                                      "while :; do sleep 0.1; done"])
+        for name, code in (("SIGUSR1", 9), ("SIGTERM", 7)):
+            cfg.metadata.name = "stopsig-" + name.lower()
+            cfg.stop_signal = pb.api.Signal.Value(name)
+            cid = pod.run(cfg)
+            t0 = time.monotonic()
+            rt.StopContainer(pb.api.StopContainerRequest(container_id=cid, timeout=30))
+            st = rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+            # Not the SIGKILL at the end of the 30 s grace period.
+            assert (st.state, st.exit_code) == (pb.api.CONTAINER_EXITED, code), (name, st)
+            assert time.monotonic() - t0 < 10, name
+            assert st.stop_signal == pb.api.Signal.Value(name)
+
+
 def test_stop_kills_what_the_init_left(rt, pb, work, image, daemon):
     """With the node's pid namespace the kernel does not end a container's
     other processes with its init: StopContainer kills what is left in the

@@ -174,7 +174,7 @@ def test_from_older_agentd(pb, work, registry, network):
     if not rev:
         pytest.skip("AGENTD_UPGRADE_FROM=<rev> (e.g. 6e9c2f3) runs it")
     old_build = subprocess.run(
-        [os.path.join(H.source_dir(), "tests", "build_revision.sh"), rev, "upgrade", "--",
+        [os.path.join(H.source_dir(), "tests", "build_revision.sh"), rev, "release", "--",
          "agentd", "agentd-shim", "agentd-infra", "agentd-fetch"],
         check=True, capture_output=True, text=True).stdout.strip()
     image = "%s/%s" % (registry.host, IMAGE_PATH)

@@ -179,7 +179,7 @@ typedef struct mgr_ctr_spec {
 	uint32_t attempt;
 	const char *image;    /* as requested: looked up in the store */
 	const char *log_path; /* relative to the pod's log directory; NULL: none */
-	int stop_signal;      /* 0: SIGTERM */
+	int stop_signal;      /* a Linux signal number; 0: SIGTERM */
 	const char *labels_json, *annotations_json;
 	const uint8_t *request;
 	size_t request_len;

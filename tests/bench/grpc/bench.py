@@ -4,7 +4,10 @@ and prints throughput, latency percentiles, CPU time and memory, with the
 ratios agentd / C++. Driven by ./run, which installs and builds everything.
 
 Both servers answer runtime.v1.RuntimeService/Version; each gets the same
-pre-encoded gRPC request body, the same h2load settings, in alternation."""
+pre-encoded gRPC request body, the same h2load settings, in alternation.
+With --baseline-agentd (another revision's agentd, BENCH_AGENTD_BASELINE in
+./run) it is a third server in the same alternation ("old"), and the rows
+"new/old" give agentd / that agentd."""
 
 import argparse
 import os
@@ -231,6 +234,9 @@ def main():
                     help="h2c (h2load), mtls (load_client, mutual TLS), "
                          "h2c-grpc (load_client over h2c)")
     ap.add_argument("--ref-sync", action="store_true")
+    ap.add_argument("--baseline-agentd",
+                    help="another revision's agentd: loaded in the same rotation")
+    ap.add_argument("--baseline-rev", default="baseline")
     ap.add_argument("--repeat", type=int, default=3, help="runs per server and setting "
                     "(alternating); the median by throughput is reported")
     ap.add_argument("--syscalls", action="store_true",
@@ -243,16 +249,21 @@ def main():
     for t in transports:
         if t not in CLIENT_OF:
             ap.error("unknown transport %s" % t)
-    ports = {k: H.free_port() for k in ("a_h2c", "a_tls", "r_h2c", "r_tls")}
-    aroot = os.path.join(a.work, "agentd")
-    os.makedirs(os.path.join(aroot, "root"))
-    os.makedirs(os.path.join(aroot, "state"))
-    aargs = [a.agentd, "--root", os.path.join(aroot, "root"), "--state",
-             os.path.join(aroot, "state"), "--listen", os.path.join(aroot, "state", "agentd.sock"),
-             "--log-level", "warn", "--metrics-listen", "127.0.0.1:0",
-             "--tcp-insecure-listen", "127.0.0.1:%d" % ports["a_h2c"],
-             "--tls-listen", "127.0.0.1:%d" % ports["a_tls"], "--tls-cert", certs.server_cert,
-             "--tls-key", certs.server_key, "--tls-client-ca", certs.ca]
+    ports = {k: H.free_port() for k in ("a_h2c", "a_tls", "r_h2c", "r_tls", "o_h2c", "o_tls")}
+
+    def agentd_args(binary, name, pre, extra):
+        root = os.path.join(a.work, name)
+        os.makedirs(os.path.join(root, "root"))
+        os.makedirs(os.path.join(root, "state"))
+        return [binary, "--root", os.path.join(root, "root"), "--state",
+                os.path.join(root, "state"), "--listen", os.path.join(root, "state", "agentd.sock"),
+                "--log-level", "warn", "--tcp-insecure-listen", "127.0.0.1:%d" % ports[pre + "h2c"],
+                "--tls-listen", "127.0.0.1:%d" % ports[pre + "tls"], "--tls-cert",
+                certs.server_cert, "--tls-key", certs.server_key, "--tls-client-ca",
+                certs.ca] + extra
+    aargs = agentd_args(a.agentd, "agentd", "a_", ["--metrics-listen", "127.0.0.1:0"])
+    # An older agentd may not know --metrics-listen (nothing here reads it).
+    oargs = agentd_args(a.baseline_agentd, "old", "o_", []) if a.baseline_agentd else None
     rargs = [a.ref, "--h2c", "127.0.0.1:%d" % ports["r_h2c"], "--tls",
              "127.0.0.1:%d" % ports["r_tls"], "--cert", certs.server_cert, "--key",
              certs.server_key, "--client-ca", certs.ca]
@@ -268,10 +279,15 @@ def main():
         servers.append(agentd)
         ref = Server("cxx", rargs, a.work)
         servers.append(ref)
-        for s, pre in ((agentd, "a_"), (ref, "r_")):
+        started = [(agentd, "a_"), (ref, "r_")]
+        if oargs:
+            old = Server("old", oargs, a.work)
+            servers.append(old)
+            started.append((old, "o_"))
+        for s, pre in started:
             s.wait_port(ports[pre + "h2c"])
             s.wait_port(ports[pre + "tls"])
-        for pre in ("a_", "r_"):
+        for _, pre in started:
             assert grpc_check(ports[pre + "h2c"]).runtime_name == "agentd"
             assert grpc_check(ports[pre + "tls"], certs).runtime_name == "agentd"
         idle = {s.name: s.status() for s in servers}
@@ -279,7 +295,7 @@ def main():
         sampler.start()
         log("agentd: %s" % " ".join(aargs))
         log("c++:    %s" % " ".join(rargs))
-        pre = {"agentd": "a_", "cxx": "r_"}
+        pre = {"agentd": "a_", "cxx": "r_", "old": "o_"}
         h2log = os.path.join(a.work, "h2load.log")
 
         def run(t, name, n, c, m):
@@ -342,8 +358,9 @@ def main():
     print("%-8s %-11s %-8s %-7s %10s %8s %8s %8s %7s %10s" % (
         "trans", "client", "c x m", "server", "req/s", "p50 ms", "p99 ms", "mean ms", "cpu s",
         "req/cpu-s"))
+    names = [s for s in ("agentd", "cxx", "old") if s in final]
     for t, cfg, pair in rows:
-        for name in ("agentd", "cxx"):
+        for name in names:
             r = pair[name]
             eff = a.n / r["cpu"] if r["cpu"] > 0 else float("nan")
             print("%-8s %-11s %-8s %-7s %10.0f %8.3f %8.3f %8.3f %7.2f %10.0f" % (
@@ -357,16 +374,25 @@ def main():
             t, "", cfg, "ratio", ra["rps"] / rc["rps"], ra["p50"] / rc["p50"],
             ra["p99"] / rc["p99"], ra["mean"] / rc["mean"],
             ra["cpu"] / rc["cpu"] if rc["cpu"] else float("nan")))
+        if "old" in pair:
+            ro = pair["old"]
+            print("%-8s %-11s %-8s %-7s %9.2fx %7.2fx %7.2fx %7.2fx %6.2fx   (agentd / %s)" % (
+                t, "", cfg, "new/old", ra["rps"] / ro["rps"], ra["p50"] / ro["p50"],
+                ra["p99"] / ro["p99"], ra["mean"] / ro["mean"],
+                ra["cpu"] / ro["cpu"] if ro["cpu"] else float("nan"), a.baseline_rev))
     print()
     print("memory (MiB)  idle: VmRSS RssAnon RssFile   after load: VmRSS VmHWM(peak) RssAnon "
           "RssFile")
     cols = [(idle, "VmRSS"), (idle, "RssAnon"), (idle, "RssFile"), (final, "VmRSS"),
             (final, "VmHWM"), (final, "RssAnon"), (final, "RssFile")]
     fmt = "%-13s %11.1f %7.1f %7.1f %18.1f %11.1f %7.1f %7.1f"
-    for name in ("agentd", "cxx"):
+    for name in names:
         print(fmt % ((name,) + tuple(mib(d[name][k]) for d, k in cols)))
     print(fmt.replace(".1f", ".2f") % (("ratio",) + tuple(
         d["agentd"][k] / d["cxx"][k] for d, k in cols)))
+    if "old" in names:
+        print(fmt.replace(".1f", ".2f") % (("new/old",) + tuple(
+            d["agentd"][k] / d["old"][k] for d, k in cols)))
     print("(RssFile: pages of the binary and shared libraries, shared with other processes)")
     hwm_ratio = final["agentd"]["VmHWM"] / final["cxx"]["VmHWM"]
     tot = sum(v[0] for v in peak_maps.values())
@@ -387,7 +413,7 @@ def main():
         tput, "met" if tput >= 1.0 else "NOT met"))
     print("goal: agentd <= 0.25x the C++ peak RSS:   %.2fx -> %s" % (
         hwm_ratio, "met" if hwm_ratio <= 0.25 else "NOT met"))
-    print("exit status after SIGTERM: agentd %s, c++ %s" % (rcs["agentd"], rcs["cxx"]))
+    print("exit status after SIGTERM: %s" % ", ".join("%s %s" % kv for kv in rcs.items()))
     for n in NOTES:
         print("note: " + n)
     return 0

@@ -7,7 +7,13 @@ parallel (wall time), then the daemon's + its shims' memory with the 50 pods
 running. Both daemons get the same private CNI config (own bridge, subnet and
 host-local dataDir) and pull the same busybox image from a docker-registry on
 loopback. Run by tests/bench/pod/run (which installs the packages and builds
-agentd); everything lives under the work dir given (a tmpfs)."""
+agentd); everything lives under the work dir given (a tmpfs).
+
+With AGENTD_BASELINE_BUILD (a Release build of another revision,
+BENCH_AGENTD_BASELINE in ./run) that revision's agentd is benchmarked too:
+BENCH_ROUNDS (3) rounds, each running both agentds one after the other (the
+order alternating between rounds, so that both see the same drift in the
+machine's load), then the medians and the new / baseline ratios."""
 import json
 import os
 import statistics
@@ -34,6 +40,9 @@ ONLY = os.environ.get("BENCH_ONLY", "")  # "agentd" or "containerd" to run one s
 BRIDGE = "adbp%d" % (os.getpid() % 1000)
 SUBNET = "10.233.%d.0/24" % (os.getpid() % 250)
 SHIM = os.path.join(BUILD, "runtime", "agentd-shim")
+BASELINE = os.environ.get("AGENTD_BASELINE_BUILD")
+BASELINE_REV = os.environ.get("BENCH_AGENTD_BASELINE", "baseline")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3")) if BASELINE else 1
 
 
 def run(*a, check=True):
@@ -62,14 +71,25 @@ class Side:
 
 
 class AgentdSide(Side):
-    name = "agentd"
-
-    def __init__(self, pb):
-        cfg = WORK / "agentd.conf"
-        cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (WORK / "cni", WORK / "netns"))
-        self.a = H.Agentd(workdir=str(WORK / "agentd"), debug_service=False,
-                          extra_args=["--config", str(cfg)], env={"AGENTD_SHIM": SHIM},
+    def __init__(self, pb, name="agentd", build=None):
+        """build: the build dir of another revision (the baseline), whose
+        agentd and shim run instead of this tree's."""
+        self.name = name
+        d = WORK / name
+        d.mkdir(parents=True, exist_ok=True)
+        self.netns = d / "netns"
+        cfg = d / "agentd.conf"
+        cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (WORK / "cni", self.netns))
+        shim = os.path.join(build, "runtime", "agentd-shim") if build else SHIM
+        self.a = H.Agentd(workdir=str(d / "agentd"), debug_service=False,
+                          extra_args=["--config", str(cfg)], env={"AGENTD_SHIM": shim},
                           log_level="warn")
+        if build:
+            self.a.args[0] = os.path.join(build, "agent", "agentd")
+            # An older agentd may not know it (its metrics endpoint then
+            # keeps its default address: nothing else here uses it).
+            i = self.a.args.index("--metrics-listen")
+            del self.a.args[i:i + 2]
         self.a.start()
         self.pid = self.a.pid
         self.sock = "unix://" + self.a.sock
@@ -83,8 +103,8 @@ class AgentdSide(Side):
 
     def stop(self):
         self.a.stop()
-        if str(WORK / "netns") in Path("/proc/self/mountinfo").read_text():
-            run("umount", WORK / "netns", check=False)
+        if str(self.netns) in Path("/proc/self/mountinfo").read_text():
+            run("umount", self.netns, check=False)
 
 
 def bench_side(pb, side, image, pull_extra=()):
@@ -166,11 +186,22 @@ def main():
     try:
         with busybox_registry(WORK) as (reg, image, pause):
             if ONLY in ("", "agentd"):
-                s = AgentdSide(pb)
-                try:
-                    results["agentd"] = bench_side(pb, s, image)
-                finally:
-                    s.stop()
+                rounds = {"agentd": [], "baseline": []}
+                for r in range(ROUNDS):
+                    order = ["agentd", "baseline"] if BASELINE else ["agentd"]
+                    for name in (order if r % 2 == 0 else order[::-1]):
+                        s = AgentdSide(pb, name, BASELINE if name == "baseline" else None)
+                        try:
+                            rounds[name].append(bench_side(pb, s, image))
+                        finally:
+                            s.stop()
+                        print("round %d/%d %s: %s" % (r + 1, ROUNDS, name,
+                                                      json.dumps(rounds[name][-1])),
+                              file=sys.stderr)
+                results["agentd"] = median_of(rounds["agentd"])
+                if BASELINE:
+                    results["baseline"] = median_of(rounds["baseline"])
+                    results["rounds"] = rounds
             if ONLY in ("", "containerd"):
                 try:
                     s = ContainerdSide(WORK, reg.host, pause, WORK / "cni")
@@ -190,7 +221,29 @@ def main():
     report(results)
 
 
+def median_of(runs):
+    return {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+
+
+def report_baseline(r):
+    a, b = r["agentd"], r["baseline"]
+    print("agentd new vs baseline %s, %d alternating rounds (medians; ratio = new / baseline, "
+          "below 1: new is faster or smaller):" % (BASELINE_REV, ROUNDS))
+    print("  %-34s %12s %12s %8s   %s" % ("", "new", BASELINE_REV, "ratio", "each round"))
+    for label, key in (("1 pod: median latency (ms)", "single_median_ms"),
+                       ("1 pod: p90 latency (ms)", "single_p90_ms"),
+                       ("%d pods parallel: wall time (s)" % PAR, "parallel_wall_s"),
+                       ("%d pods parallel: median pod (ms)" % PAR, "parallel_median_ms"),
+                       ("daemon VmRSS (KiB)", "daemon_rss"),
+                       ("daemon+shims PSS (KiB)", "total_pss")):
+        each = " ".join("%.2f" % (x[key] / y[key]) for x, y in
+                        zip(r["rounds"]["agentd"], r["rounds"]["baseline"]))
+        print("  %-34s %12.1f %12.1f %7.2fx   %s" % (label, a[key], b[key], a[key] / b[key], each))
+
+
 def report(r):
+    if r.get("baseline"):
+        report_baseline(r)
     a, c = r.get("agentd"), r.get("containerd")
     print("pod start (RunPodSandbox+CreateContainer+StartContainer until RUNNING), "
           "load: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))

@@ -13,11 +13,16 @@ store each run by
   - the floor: sha256 + gunzip + untar of the same blobs from local files,
     max_parallel (3) layers at a time,
 
-interleaved (one run of each in turn, `--runs` rounds), medians and ratios.
+interleaved (one run of each in turn, `--runs` rounds, the order reversed
+every other round), medians and ratios.
 
     bench.py --work DIR [--build DIR] [--mb 200] [--layers 5] [--runs 3]
+             [--baseline DIR --baseline-rev REV]
 
---work should be a tmpfs; --build must hold a Release store_probe."""
+--work should be a tmpfs; --build must hold a Release store_probe. With
+--baseline (a Release build of another revision, BENCH_AGENTD_BASELINE in
+./run) that revision's store_probe runs too, in the same rotation, and the
+new / baseline ratios are printed."""
 import argparse
 import base64
 import concurrent.futures
@@ -37,6 +42,7 @@ sys.path.insert(0, str(SRC / "tests" / "integration"))
 from registry_harness import ImageBuilder, Registry  # noqa: E402
 
 AGENTD = "agentd store pull+unpack"
+AGENTD_OLD = "agentd baseline store pull+unpack"
 SKOPEO = "skopeo copy (download only)"
 CTR = "containerd ctr pull (+unpack)"
 PODMAN = "podman pull (+unpack)"
@@ -152,6 +158,8 @@ def main():
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=3, help="agentd's max_parallel")
+    ap.add_argument("--baseline", help="build dir of the revision to compare with")
+    ap.add_argument("--baseline-rev", default="baseline")
     a = ap.parse_args()
     only = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
     probe = Path(a.build) / "tests" / "unit" / "store_probe"
@@ -184,10 +192,16 @@ def main():
         regconf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
         podman_env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=str(regconf))
 
-        def agentd():
+        def store_pull(probe):
             d = fresh(work / "agentd")
             sh(probe, "--root", d / "root", "--db", d / "db", "--parallel", a.parallel,
                "pull", ref)
+
+        def agentd():
+            store_pull(probe)
+
+        def agentd_old():
+            store_pull(Path(a.baseline) / "tests" / "unit" / "store_probe")
 
         def skopeo():
             d = work / "skopeo"
@@ -223,13 +237,15 @@ def main():
 
         # name: (setup, timed, teardown); setup and teardown are not timed.
         runners = {AGENTD: (None, agentd, None),
+                   AGENTD_OLD: (None, agentd_old, None),
                    SKOPEO: (None, skopeo, None),
                    CTR: (ctd.start, lambda: ctd.pull(ref), ctd.stop),
                    PODMAN: (podman_reset, podman, podman_reset),
                    FLOOR: (None, floor, None)}
-        keys = {AGENTD: "agentd", SKOPEO: "skopeo", CTR: "containerd", PODMAN: "podman",
+        keys = {AGENTD: "agentd", AGENTD_OLD: "agentd-old", SKOPEO: "skopeo", CTR: "containerd", PODMAN: "podman",
                 FLOOR: "floor"}
-        results = {name: [] for name in runners if not only or keys[name] in only}
+        results = {name: [] for name in runners if (not only or keys[name] in only)
+                   and (name != AGENTD_OLD or a.baseline)}
         cpus = {name: [] for name in results}
         reg_cpus = {name: [] for name in results}
         # CPU seconds of the client processes, plus the daemon's for containerd;
@@ -238,7 +254,9 @@ def main():
         loads = []
         try:
             for r in range(a.runs):
-                for name in results:
+                # The order turns round every other round: no runner always
+                # follows the same one.
+                for name in (list(results) if r % 2 == 0 else list(results)[::-1]):
                     setup, fn, teardown = runners[name]
                     if setup:
                         setup()
@@ -267,6 +285,8 @@ def main():
 
     print(f"image: {a.layers} layers, {total / 1e6:.0f} MB compressed, {a.runs} interleaved "
           f"runs, load average {min(loads):.1f} to {max(loads):.1f}")
+    if a.baseline:
+        print(f"  (agentd baseline: {a.baseline_rev})")
     med = {n: statistics.median(ts) for n, ts in results.items()}
     print(f"  {'':38s} {'wall s':>7s} {'MB/s':>6s} {'cpu s':>6s} {'reg cpu':>7s}"
           "   (each run's wall s)")
@@ -274,6 +294,12 @@ def main():
         ts = " ".join(f"{t:.2f}" for t in results[name])
         print(f"  {name:38s} {m:7.2f} {total / 1e6 / m:6.1f} {statistics.median(cpus[name]):6.2f}"
               f" {statistics.median(reg_cpus[name]):7.2f}   ({ts})")
+    if AGENTD in med and AGENTD_OLD in med:
+        pairs = " ".join(f"{n / o:.2f}" for n, o in zip(results[AGENTD], results[AGENTD_OLD]))
+        print(f"  new / baseline ({a.baseline_rev}): wall {med[AGENTD] / med[AGENTD_OLD]:.2f}x"
+              f" (each round: {pairs}), cpu "
+              f"{statistics.median(cpus[AGENTD]) / statistics.median(cpus[AGENTD_OLD]):.2f}x"
+              "  (below 1: the new one is faster)")
     if AGENTD in med:
         ours = med[AGENTD]
         for other, goal in ((CTR, 1.5), (PODMAN, 1.5), (SKOPEO, None)):

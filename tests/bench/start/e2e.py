@@ -2,6 +2,7 @@
 """End-to-end start latency through agentd's CRI vs `crun run`, and shim
 memory: agentd-shim vs conmon. Called by tests/bench/start/run with
   e2e.py <work dir on tmpfs> <agentd build dir> <OCI bundle dir> <iterations>
+         [<baseline build dir>]
 
 - agentd (Release) with a private CNI config and one pod (busybox image from
   a docker-registry on loopback, pulled by CRI PullImage); per iteration:
@@ -11,6 +12,9 @@ memory: agentd-shim vs conmon. Called by tests/bench/start/run with
   RemoveContainer; timed from the client.
 - `crun run --bundle B ID` of the same /bin/true bundle the library bench
   uses, spawned from the same Python process; interleaved rounds.
+- with a baseline build dir (BENCH_AGENTD_BASELINE in ./run): that
+  revision's agentd too, started beside this one with a pod of its own, in the
+  same rounds (the two agentds' order alternating).
 - 10 `sleep` containers under agentd (their agentd-shim processes) and 10
   crun containers each under conmon: mean VmRSS and Pss per shim."""
 import json
@@ -29,6 +33,8 @@ from registry_harness import ImageBuilder, Registry  # noqa: E402
 import grpc  # noqa: E402
 
 WORK, BUILD, BUNDLE, N = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+# Another revision's build dir: its agentd runs beside this tree's, interleaved.
+BASELINE = sys.argv[5] if len(sys.argv) > 5 else None
 SHIM = os.path.join(BUILD, "runtime", "agentd-shim")
 BRIDGE = "adbs%d" % (os.getpid() % 1000)
 SUBNET = "10.234.%d.0/24" % (os.getpid() % 250)
@@ -67,6 +73,111 @@ def shim_pids():
     return out
 
 
+class CriClient:
+    """One agentd (this tree's, or with `binary` the baseline's) with a pod,
+    and a GetContainerEvents stream from which the exits are learned (as a
+    kubelet with evented PLEG learns them)."""
+
+    def __init__(self, pb, name, image, shim, binary=None):
+        self.pb, self.name, self.image = pb, name, image
+        d = WORK / name
+        d.mkdir()
+        self.netns = d / "netns"
+        cfg = d / "agentd.conf"
+        cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (WORK / "cni", self.netns))
+        self.a = H.Agentd(workdir=str(d / "agentd"), debug_service=False, log_level="warn",
+                          extra_args=["--config", str(cfg)], env={"AGENTD_SHIM": shim})
+        if binary:
+            self.a.args[0] = binary
+            # An older agentd may not know it.
+            i = self.a.args.index("--metrics-listen")
+            del self.a.args[i:i + 2]
+        self.a.start()
+        self.pod = None
+        self.events = None
+        self.seq = 0
+        self.phases = [0.0, 0.0, 0.0, 0.0]  # create, start, until EXITED, remove
+        self.times = []
+        ch = self.a.unix_channel()
+        self.rt = rt = pb.api_grpc.RuntimeServiceStub(ch)
+        pb.api_grpc.ImageServiceStub(ch).PullImage(
+            pb.api.PullImageRequest(image=pb.api.ImageSpec(image=image)), timeout=120)
+        self.pcfg = pb.api.PodSandboxConfig(
+            metadata=pb.api.PodSandboxMetadata(name="e2e-" + name, namespace="bench",
+                                               uid="u-e2e-" + name),
+            hostname="e2e", log_directory=str(d / "logs"))
+        self.pod = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=self.pcfg),
+                                    timeout=120).pod_sandbox_id
+        self.stopped, self.stopped_cv = {}, threading.Condition()
+        self.events = rt.GetContainerEvents(pb.api.GetEventsRequest())
+        threading.Thread(target=self._read_events, daemon=True).start()
+
+    def _read_events(self):
+        try:
+            for ev in self.events:
+                if ev.container_event_type == self.pb.api.CONTAINER_STOPPED_EVENT:
+                    with self.stopped_cv:
+                        self.stopped[ev.container_id] = list(ev.containers_statuses)
+                        self.stopped_cv.notify_all()
+        except grpc.RpcError:
+            pass  # cancelled at the end
+
+    def ctr(self, cmd):
+        pb, rt = self.pb, self.rt
+        self.seq += 1
+        c = pb.api.ContainerConfig(metadata=pb.api.ContainerMetadata(name="c%d" % self.seq),
+                                   image=pb.api.ImageSpec(image=self.image), command=cmd)
+        return rt.CreateContainer(pb.api.CreateContainerRequest(
+            pod_sandbox_id=self.pod, config=c, sandbox_config=self.pcfg),
+            timeout=60).container_id
+
+    def once(self):
+        """/bin/true: create, start, its STOPPED event, remove (seconds)."""
+        pb, rt = self.pb, self.rt
+        t0 = time.monotonic()
+        cid = self.ctr(["/bin/true"])
+        t1 = time.monotonic()
+        rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
+        t2 = time.monotonic()
+        with self.stopped_cv:
+            if not self.stopped_cv.wait_for(lambda: cid in self.stopped, timeout=60):
+                raise RuntimeError("%s: no CONTAINER_STOPPED_EVENT for %s" % (self.name, cid))
+            st = self.stopped.pop(cid)
+        t3 = time.monotonic()
+        if len(st) != 1 or st[0].state != pb.api.CONTAINER_EXITED or st[0].exit_code != 0:
+            raise RuntimeError("container %s: stopped event with %s" % (cid, st))
+        rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid), timeout=60)
+        t4 = time.monotonic()
+        for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            self.phases[i] += d
+        self.times.append(t4 - t0)
+        return t4 - t0
+
+    def report(self, key):
+        ta = self.times
+        print("e2e_%s_ms %.3f %.3f" % (key, statistics.mean(ta) * 1000,
+                                        statistics.median(ta) * 1000))
+        print("e2e_%s_phases_ms create %.2f start %.2f until_exited %.2f remove %.2f"
+              % ((key,) + tuple(x * 1000 / len(ta) for x in self.phases)))
+
+    def close(self):
+        """Pods outlive agentd by design: the pod goes first."""
+        pb, rt = self.pb, self.rt
+        try:
+            if self.events:
+                self.events.cancel()
+            if self.pod:
+                rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=self.pod),
+                                  timeout=120)
+                rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=self.pod),
+                                    timeout=120)
+        except Exception as e:  # noqa: BLE001
+            print("%s: removing the pod: %s" % (self.name, e), file=sys.stderr)
+        self.a.stop()
+        if str(self.netns) in Path("/proc/self/mountinfo").read_text():
+            run("umount", self.netns, check=False)
+
+
 def main():
     (WORK / "stubs").mkdir()
     pb = H.load_stubs(str(WORK / "stubs"))
@@ -76,89 +187,20 @@ def main():
         "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
                      "ipam": {"type": "host-local", "dataDir": str(WORK / "ipam"),
                               "ranges": [[{"subnet": SUBNET}]]}}]}))
-    cfg = WORK / "agentd.conf"
-    cfg.write_text("[cni]\nconf_dir = %s\nnetns_dir = %s\n" % (WORK / "cni", WORK / "netns"))
     b = ImageBuilder(WORK / "oci")
     b.busybox("box")
-    a = None
+    agentds = []
     conmons = []
-    cleanup_pod = []
     try:
         with Registry(WORK) as reg:
             reg.push(b, "box", "bench/box:v1", fmt="oci")
             image = "%s/bench/box:v1" % reg.host
-            a = H.Agentd(workdir=str(WORK / "agentd"), debug_service=False, log_level="warn",
-                         extra_args=["--config", str(cfg)], env={"AGENTD_SHIM": SHIM})
-            a.start()
-            ch = a.unix_channel()
-            rt = pb.api_grpc.RuntimeServiceStub(ch)
-            pb.api_grpc.ImageServiceStub(ch).PullImage(
-                pb.api.PullImageRequest(image=pb.api.ImageSpec(image=image)), timeout=120)
-            pcfg = pb.api.PodSandboxConfig(
-                metadata=pb.api.PodSandboxMetadata(name="e2e", namespace="bench", uid="u-e2e"),
-                hostname="e2e", log_directory=str(WORK / "logs"))
-            pod = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg),
-                                   timeout=120).pod_sandbox_id
-            cleanup_pod.append(lambda: (
-                rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=120),
-                rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod),
-                                    timeout=120)))
-            seq = [0]
-
-            def ctr(cmd):
-                seq[0] += 1
-                c = pb.api.ContainerConfig(
-                    metadata=pb.api.ContainerMetadata(name="c%d" % seq[0]),
-                    image=pb.api.ImageSpec(image=image), command=cmd)
-                cid = rt.CreateContainer(pb.api.CreateContainerRequest(
-                    pod_sandbox_id=pod, config=c, sandbox_config=pcfg), timeout=60).container_id
-                rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
-                return cid
-
-            phases = [0.0, 0.0, 0.0, 0.0]  # create, start, until EXITED, remove
-
-            # The exit is learned as a kubelet with evented PLEG does: from
-            # one GetContainerEvents stream (CONTAINER_STOPPED_EVENT).
-            stopped, stopped_cv = {}, threading.Condition()
-            events = rt.GetContainerEvents(pb.api.GetEventsRequest())
-
-            def read_events():
-                try:
-                    for ev in events:
-                        if ev.container_event_type == pb.api.CONTAINER_STOPPED_EVENT:
-                            with stopped_cv:
-                                stopped[ev.container_id] = list(ev.containers_statuses)
-                                stopped_cv.notify_all()
-                except grpc.RpcError:
-                    pass  # cancelled at the end
-            reader = threading.Thread(target=read_events, daemon=True)
-            reader.start()
-            cleanup_pod.insert(0, events.cancel)
-
-            def agentd_once():
-                t0 = time.monotonic()
-                seq[0] += 1
-                c = pb.api.ContainerConfig(
-                    metadata=pb.api.ContainerMetadata(name="c%d" % seq[0]),
-                    image=pb.api.ImageSpec(image=image), command=["/bin/true"])
-                cid = rt.CreateContainer(pb.api.CreateContainerRequest(
-                    pod_sandbox_id=pod, config=c, sandbox_config=pcfg), timeout=60).container_id
-                t1 = time.monotonic()
-                rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
-                t2 = time.monotonic()
-                with stopped_cv:
-                    if not stopped_cv.wait_for(lambda: cid in stopped, timeout=60):
-                        raise RuntimeError("no CONTAINER_STOPPED_EVENT for %s" % cid)
-                    st = stopped.pop(cid)
-                t3 = time.monotonic()
-                if (len(st) != 1 or st[0].state != pb.api.CONTAINER_EXITED or
-                        st[0].exit_code != 0):
-                    raise RuntimeError("container %s: stopped event with %s" % (cid, st))
-                rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid), timeout=60)
-                t4 = time.monotonic()
-                for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                    phases[i] += d
-                return t4 - t0
+            a = CriClient(pb, "agentd", image, SHIM)
+            agentds.append(a)
+            if BASELINE:
+                agentds.append(CriClient(pb, "baseline", image,
+                                         os.path.join(BASELINE, "runtime", "agentd-shim"),
+                                         os.path.join(BASELINE, "agent", "agentd")))
 
             def crun_round(r, n):
                 """n x `crun run`, each timed by bash ($EPOCHREALTIME, no
@@ -172,24 +214,32 @@ def main():
                 return [float(b) - float(a) for a, b in
                         (l.split() for l in out.stdout.split("\n") if l.strip())]
 
-            agentd_once()
+            for x in agentds:  # warm-up, not counted
+                x.once()
+                x.times.clear()
+                x.phases = [0.0] * 4
             crun_round(0, 1)
             per = max(1, N // ROUNDS)
-            ta, tc = [], []
+            tc = []
+            # Interleaved: crun, then each agentd in turn (the order
+            # alternating between rounds), so that all see the same load.
             for r in range(ROUNDS):
                 tc += crun_round(r + 1, per)
-                ta += [agentd_once() for _ in range(per)]
-            am, cm = statistics.mean(ta) * 1000, statistics.mean(tc) * 1000
-            print("e2e_agentd_ms %.3f %.3f" % (am, statistics.median(ta) * 1000))
-            print("e2e_crun_ms %.3f %.3f" % (cm, statistics.median(tc) * 1000))
-            print("e2e_n %d" % len(ta))
-            print("e2e_agentd_phases_ms create %.2f start %.2f until_exited %.2f remove %.2f"
-                  % tuple(x * 1000 / (len(ta) + 1) for x in phases))
+                for x in (agentds if r % 2 == 0 else agentds[::-1]):
+                    for _ in range(per):
+                        x.once()
+            a.report("agentd")
+            print("e2e_crun_ms %.3f %.3f" % (statistics.mean(tc) * 1000,
+                                             statistics.median(tc) * 1000))
+            print("e2e_n %d" % len(a.times))
+            if BASELINE:
+                agentds[1].report("baseline")
 
             # 10 sleeping containers under agentd: the new agentd-shim processes.
             before = shim_pids()
             for _ in range(10):
-                ctr(["sleep", "100000"])
+                a.rt.StartContainer(a.pb.api.StartContainerRequest(
+                    container_id=a.ctr(["sleep", "100000"])), timeout=60)
             time.sleep(1)
             new = sorted(shim_pids() - before)
             m = [mem_kib(p) for p in new]
@@ -227,11 +277,8 @@ def main():
             print("conmon_shims %d rss %.1f pss %.1f" % (
                 len(m), sum(x for x, _ in m) / len(m), sum(y for _, y in m) / len(m)))
     finally:
-        for f in cleanup_pod:  # pods outlive agentd by design: remove it first
-            try:
-                f()
-            except Exception as e:  # noqa: BLE001
-                print("removing the pod: %s" % e, file=sys.stderr)
+        for x in agentds:
+            x.close()
         for cid, pid in conmons:
             ns_run("crun", "kill", cid, "KILL", check=False)
         deadline = time.monotonic() + 10
@@ -239,10 +286,6 @@ def main():
             while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             ns_run("crun", "delete", "-f", cid, check=False)
-        if a:
-            a.stop()
-        if str(WORK / "netns") in Path("/proc/self/mountinfo").read_text():
-            run("umount", WORK / "netns", check=False)
         run("ip", "link", "del", BRIDGE, check=False)
 
 
