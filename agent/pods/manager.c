@@ -10,11 +10,7 @@
 
 void mgr_strv_free(char **v)
 {
-	if (!v)
-		return;
-	for (char **p = v; *p; p++)
-		free(*p);
-	free(v);
+	ad_strv_free(v);
 }
 
 static char **split_dirs(const char *s)
