@@ -160,7 +160,7 @@ int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 		e = NULL;
 	}
 	/* The containers are stopped (their exits recorded) and, to remove,
-	 * released first; their records go last, just before the pod's, so that
+	 * released; their records go with the pod's (mgr_pod_forget), so that
 	 * ContainerStatus answers with the exited container for as long as the
 	 * pod is there (as containerd does while it removes a pod). */
 	for (char **c = cids; c && *c; c++) {
@@ -196,13 +196,6 @@ int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 	if (remove && p->dir && ad_remove_tree(p->dir, &e) < 0 && !first)
 		first = e, e = NULL;
 	ad_error_free(&e);
-	for (char **c = cids; remove && !first && c && *c; c++) {
-		mgr_hold(m, *c);
-		if (mgr_ctr_remove_locked(m, *c, &e) < 0 && !first)
-			first = e, e = NULL;
-		mgr_release(m, *c);
-		ad_error_free(&e);
-	}
 	mgr_strv_free(cids);
 	/* The containers' rootfs are gone: so can the layer copies made for the
 	 * pod's mappings be (the host ids go with the pod's row). */
@@ -218,6 +211,37 @@ int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 		return -1;
 	}
 	return 0;
+}
+
+/* Drops the pod's record and its containers' in one transaction: no one
+ * sees a pod that lost its containers' records while it is being removed. */
+int mgr_pod_forget(mgr *m, const char *id, ad_error **err)
+{
+	char **cids = NULL;
+	if (mgr_ctr_ids_of_pod(m, id, &cids, err) < 0)
+		return -1;
+	static const char *const sql[] = {"DELETE FROM containers WHERE pod_id = ?1",
+					  "DELETE FROM pods WHERE id = ?1"};
+	pthread_mutex_lock(&m->db_lock);
+	int r = ad_db_begin(m->db, err);
+	for (size_t i = 0; r == 0 && i < sizeof(sql) / sizeof(sql[0]); i++) {
+		sqlite3_stmt *st;
+		if ((r = ad_db_prepare(m->db, sql[i], &st, err)) < 0)
+			break;
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = ad_db_fail(m->db, err, "state DB");
+		sqlite3_reset(st);
+	}
+	if (r == 0)
+		r = ad_db_commit(m->db, err);
+	else
+		ad_db_rollback(m->db);
+	pthread_mutex_unlock(&m->db_lock);
+	for (char **c = cids; r == 0 && c && *c; c++)
+		mgr_event_publish(m, *c, id, MGR_EV_DELETED);
+	mgr_strv_free(cids);
+	return r;
 }
 
 /* Inserts the 'creating' row; a pod of the same name, namespace and attempt
@@ -347,7 +371,7 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 		if (mgr_pod_teardown(m, p, true, &e2) < 0)
 			ad_warn("pod %s: cleanup after a failed start: %s", p->id, e2->message);
 		_cleanup_error_ ad_error *e3 = NULL;
-		if (mgr_db_exec(m, &e3, "DELETE FROM pods WHERE id = ?1", "s", p->id) < 0)
+		if (mgr_pod_forget(m, p->id, &e3) < 0)
 			ad_warn("pod %s: %s", p->id, e3->message);
 		mgr_release(m, p->id);
 		mgr_pod_free(p);
@@ -403,7 +427,7 @@ int mgr_pod_remove(mgr *m, const char *id, ad_error **err)
 	if (r == 0)
 		ad_fault_point("pod.remove.torn_down");
 	if (r == 0)
-		r = mgr_db_exec(m, err, "DELETE FROM pods WHERE id = ?1", "s", id);
+		r = mgr_pod_forget(m, id, err);
 	if (r < 0)
 		ad_error_wrap(err, "remove pod sandbox %s", id);
 	else

@@ -125,6 +125,7 @@ int mgr_pod_query(mgr *m, const char *sql, const char *param, mgr_pod ***ret, si
 		  ad_error **err);
 /* Undoes whatever of a pod exists (remove: everything, else what runs). */
 int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err);
+int mgr_pod_forget(mgr *m, const char *id, ad_error **err);
 
 /* pod_network.c */
 void mgr_cni_opts(mgr *m, cni_opts *o);

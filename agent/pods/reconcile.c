@@ -22,7 +22,7 @@ static void pod_reconcile(mgr *m)
 		ad_error *e2 = NULL;
 		ad_info("pod %s: cleaning up an interrupted start", (*p)->id);
 		if (mgr_pod_teardown(m, *p, true, &e2) < 0 ||
-		    mgr_db_exec(m, &e2, "DELETE FROM pods WHERE id = ?1", "s", (*p)->id) < 0)
+		    mgr_pod_forget(m, (*p)->id, &e2) < 0)
 			ad_warn("pod %s: %s", (*p)->id, e2->message);
 		ad_error_free(&e2);
 	}
