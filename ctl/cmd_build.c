@@ -268,6 +268,22 @@ static int on_build_msg(const ProtobufCMessage *msg, void *userdata)
 	return 0;
 }
 
+/* --network pod:PREFIX is sent with the pod's full id; none and host as
+ * given (agentd says what else is wrong). 0 or an exit status. */
+static int network_option(ctl_ctx *ctx, const char *arg, char **ret)
+{
+	*ret = NULL;
+	if (strncmp(arg, "pod:", 4) != 0 || !arg[4]) {
+		*ret = ad_strdup(arg);
+		return 0;
+	}
+	_cleanup_free_ char *id = NULL;
+	int r = ctl_resolve_id(ctx, true, arg + 4, &id);
+	if (!r)
+		*ret = ad_asprintf("pod:%s", id);
+	return r;
+}
+
 static int run_build(ctl_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -278,7 +294,8 @@ static int run_build(ctl_ctx *ctx, int argc, char **argv)
 	    {0},
 	};
 	Agent__V1__BuildRequest req = AGENT__V1__BUILD_REQUEST__INIT;
-	const char *file = NULL;
+	const char *file = NULL, *network = NULL;
+	_cleanup_free_ char *network_full = NULL;
 	Agent__V1__BuildRequest__BuildArgsEntry **args = NULL;
 	size_t n_args = 0;
 	build_view v = {0};
@@ -309,7 +326,7 @@ static int run_build(ctl_ctx *ctx, int argc, char **argv)
 			req.target = optarg;
 			break;
 		case 'N':
-			req.network = optarg;
+			network = optarg;
 			break;
 		case 'q':
 			v.quiet = true;
@@ -318,6 +335,8 @@ static int run_build(ctl_ctx *ctx, int argc, char **argv)
 	}
 	if (!r && optind != argc - 1)
 		r = ctl_usage_error(&ctl_cmd_build, "CONTEXT (a directory) is required");
+	if (!r && network && (r = network_option(ctx, network, &network_full)) == 0)
+		req.network = network_full;
 	uint8_t *df = NULL, *tar = NULL;
 	size_t df_len = 0;
 	_cleanup_free_ char *df_path = NULL;
@@ -504,10 +523,15 @@ static int wc_run(ctl_ctx *ctx, int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'}, {0}};
 	Agent__V1__WorkingRunRequest req = AGENT__V1__WORKING_RUN_REQUEST__INIT;
 	int r = 0, c;
+	const char *network = NULL;
 	while ((c = ctl_getopt(&ctl_cmd_wc, argc, argv, "+:h", opts, &r)) != -1)
-		req.network = optarg;
+		network = optarg;
 	if (r)
 		return r < 0 ? 0 : r;
+	_cleanup_free_ char *network_full = NULL;
+	if (network && (r = network_option(ctx, network, &network_full)) != 0)
+		return r;
+	req.network = network_full;
 	if (optind < argc && strcmp(argv[optind], "--") == 0)
 		optind++;
 	if (argc - optind < 2)
@@ -702,7 +726,7 @@ static int run_wc(ctl_ctx *ctx, int argc, char **argv)
 
 const ctl_command ctl_cmd_wc = {
     .name = "wc",
-    .synopsis = "from [--name N] IMAGE|scratch | run [--network host] NAME [--] CMD... | "
+    .synopsis = "from [--name N] IMAGE|scratch | run [--network none|host|pod:POD] NAME [--] CMD... | "
 		"copy [--chown U:G] NAME SRC... DEST | config [--entrypoint E] [--cmd C] "
 		"[-e K=V] [-p PORT] [-l K=V] [-u USER] [--workingdir D] NAME | commit NAME IMAGE | "
 		"mount NAME | umount NAME | rm NAME...",
@@ -714,7 +738,7 @@ const ctl_command ctl_cmd_wc = {
 const ctl_command ctl_cmd_build = {
     .name = "build",
     .synopsis = "[-t NAME] [-f DOCKERFILE] [--build-arg K=V]... [--target STAGE] [--no-cache] "
-		"[--network none|host] [-q] CONTEXT",
+		"[--network none|host|pod:POD] [-q] CONTEXT",
     .summary = "build an image from a Dockerfile (SOURCE_DATE_EPOCH clamps times); prints its id",
     .run = run_build,
 };

@@ -354,6 +354,62 @@ def test_working_container_verbs(daemon, image, work):
     assert r.returncode == 64
 
 
+def test_run_on_pod_network(daemon, image, work):
+    """--network pod:POD: RUN (and wc run) join the pod's network namespace and
+    reach a server another container of the pod serves; by default RUN has
+    only a loopback of its own and does not; a pod that is not there, or a
+    mode there is not, is refused by name."""
+    pod_cfg = work / "pod-buildnet.json"
+    pod_cfg.write_text(json.dumps({
+        "metadata": {"name": "buildnet", "namespace": "buildtest", "uid": "uid-buildnet"},
+        "log_directory": str(work / "logs" / "buildnet")}))
+    web_cfg = work / "ctr-buildnet-web.json"
+    web_cfg.write_text(json.dumps({
+        "metadata": {"name": "web"}, "image": {"image": image}, "log_path": "web.log",
+        "command": ["sh", "-c", "mkdir -p /www && echo served-in-pod > /www/index.html && "
+                    "exec httpd -f -p 8099 -h /www"]}))
+    fetch = "wget -q -O /fetched http://127.0.0.1:8099/ && cat /fetched"
+    ctx = context(work / "ctx-podnet", {"Dockerfile": "FROM %s\nRUN %s\n" % (image, fetch)})
+    with P.running_pod(daemon, pod_cfg) as pod:
+        P.created_container(daemon, pod, web_cfg)
+        pod_id = pod[0]
+        ip = json.loads(ok(daemon, "inspectp", "-o", "json", pod_id))["status"]["network"]["ip"]
+        # The server is up once it answers from the pod's own address.
+        deadline = time.monotonic() + 15
+        while True:
+            r = build(daemon, ctx, "--no-cache", "--network", "pod:" + pod_id[:12], "-t",
+                      "localhost/podnet:v1")
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert r.returncode == 0, r.stderr
+        assert "served-in-pod" in r.stderr
+        log, code = run_image(daemon, work, "localhost/podnet:v1", "podnet", ["cat", "/fetched"])
+        assert (log, code) == ("served-in-pod\n", 0)
+        # The pod's address from inside its namespace, through wc run.
+        ok(daemon, "wc", "from", "--name", "netwc", image)
+        try:
+            out = ok(daemon, "wc", "run", "--network", "pod:" + pod_id, "netwc", "--",
+                     "sh", "-c", "wget -q -O - http://%s:8099/" % ip)
+            assert out == "served-in-pod\n"
+            r = ctl(daemon, "wc", "run", "netwc", "--", "sh", "-c",
+                    "wget -q -O - http://127.0.0.1:8099/")
+            assert r.returncode != 0 and "exited with code 1" in r.stderr
+        finally:
+            ok(daemon, "wc", "rm", "netwc")
+        # Default: a loopback of its own, nothing listening there.
+        r = build(daemon, ctx, "--no-cache")
+        assert r.returncode != 0 and "exited with code 1" in r.stderr, r.stderr
+    # The pod is gone: refused by name, nothing started.
+    r = build(daemon, ctx, "--network", "pod:" + pod_id)
+    assert r.returncode != 0 and "pod sandbox %s not found" % pod_id in r.stderr, r.stderr
+    r = build(daemon, ctx, "--network", "bridge")
+    assert r.returncode != 0 and "network 'bridge': none, host or pod:<POD>" in r.stderr
+    r = build(daemon, ctx, "--network", "pod:")
+    assert r.returncode != 0 and "the pod's id is missing" in r.stderr
+    assert leftovers(daemon) == []
+
+
 def test_client_leaving_mid_run(daemon, image, work):
     """agentctl killed while a RUN runs: the build stops, its container, rootfs
     and work dir go, and no image is tagged."""

@@ -121,6 +121,19 @@ json_t *bcfg_json(char *const *v, size_t n);
 json_t *bcfg_run_env(json_t *cfg);
 
 /* ---- service.c ---- */
+/* RUN's network, from the request's "" or "none" (a namespace of its own,
+ * loopback only), "host", or "pod:<ID>" (the network namespace of a ready
+ * pod that has one, as its containers see it). */
+typedef struct build_network {
+	bool host;
+	char *netns;  /* the pod's pinned netns (joined); NULL otherwise */
+	char *pod_id; /* the pod's id; NULL otherwise */
+} build_network;
+int build_network_resolve(build_service *b, const char *spec, build_network *ret, ad_error **err);
+void build_network_clear(build_network *n);
+/* "none", "host" or "pod": the mode, what a RUN's cache key depends on. */
+const char *build_network_mode(const build_network *n);
+
 /* Sends one BuildProgress on a Build or WorkingRun stream unless the client
  * left (*gone, set when a send fails). */
 void build_progress_send(rpc_call *call, bool *gone, unsigned step, unsigned steps,
@@ -133,7 +146,7 @@ typedef struct brun_opts {
 	const char *cwd;
 	uid_t uid;
 	gid_t gid;
-	bool host_network; /* else a network namespace of its own (loopback only) */
+	const build_network *net;
 	const char *log_path;
 	int cancel_fd; /* > 0: readable when the build is given up */
 	void (*output)(void *userdata, const char *text, size_t len);
@@ -155,7 +168,7 @@ typedef struct build_opts {
 	const char *target;   /* NULL: the last stage */
 	bool no_cache;
 	int64_t source_date_epoch; /* < 0: none */
-	bool host_network;
+	const build_network *net;
 	int cancel_fd;
 	/* Progress: step is 1-based (0: output within a step). */
 	void (*output)(void *userdata, unsigned step, unsigned steps, bool cached,

@@ -340,7 +340,7 @@ static int do_run(builder *bd)
 	_cleanup_free_ char *argv_text = json_dumps(argv, JSON_COMPACT);
 	_cleanup_free_ char *env_text = json_dumps(env, JSON_COMPACT);
 	_cleanup_free_ char *detail =
-	    ad_asprintf("%s\n%s\n%s", argv_text, env_text, bd->o->host_network ? "host" : "none");
+	    ad_asprintf("%s\n%s\n%s", argv_text, env_text, build_network_mode(bd->o->net));
 	char key[72];
 	cache_key(bd, "RUN", detail, key);
 	int r = 0;
@@ -368,7 +368,7 @@ static int do_run(builder *bd)
 					.cwd = workdir(bd),
 					.uid = uid,
 					.gid = gid,
-					.host_network = bd->o->host_network,
+					.net = bd->o->net,
 					.log_path = log,
 					.cancel_fd = bd->o->cancel_fd,
 					.output = relay_output,

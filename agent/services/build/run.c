@@ -96,8 +96,12 @@ int brun(build_service *b, const char *id, const brun_opts *o, int *ret_exit, ch
 	cfg.log_path = o->log_path;
 	cfg.hostname = "buildkitsandbox";
 	cfg.cgroup_parent = NULL;
-	if (o->host_network)
+	if (o->net && o->net->host) {
 		cfg.namespaces[RT_NS_NET].mode = RT_NS_SHARE_HOST;
+	} else if (o->net && o->net->netns) {
+		cfg.namespaces[RT_NS_NET].mode = RT_NS_JOIN;
+		cfg.namespaces[RT_NS_NET].path = o->net->netns;
+	}
 	rt_container *c = NULL;
 	if (rt_create(b->rt, &cfg, &c, err) < 0)
 		return ad_error_wrap(err, "RUN");

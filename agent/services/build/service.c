@@ -24,6 +24,54 @@ static build_service *require(void *userdata, ad_error **err)
 	return userdata;
 }
 
+/* ---- RUN's network ---- */
+
+#define POD_NETWORK "pod:"
+
+int build_network_resolve(build_service *b, const char *spec, build_network *ret, ad_error **err)
+{
+	*ret = (build_network){0};
+	if (!spec || !*spec || strcmp(spec, "none") == 0)
+		return 0;
+	if (strcmp(spec, "host") == 0) {
+		ret->host = true;
+		return 0;
+	}
+	if (strncmp(spec, POD_NETWORK, strlen(POD_NETWORK)) != 0)
+		return ad_fail(err, AD_E_INVALID, "network '%s': none, host or pod:<POD>", spec);
+	const char *id = spec + strlen(POD_NETWORK);
+	if (!*id)
+		return ad_fail(err, AD_E_INVALID, "network '%s': the pod's id is missing", spec);
+	mgr_pod *p = NULL;
+	if (!b->pods || mgr_pod_get(b->pods, id, &p, err) < 0)
+		return b->pods ? ad_error_wrap(err, "network")
+			       : ad_fail(err, AD_E_UNAVAILABLE, "network %s: no pod manager", spec);
+	int r = 0;
+	if (p->state != MGR_POD_READY)
+		r = ad_fail(err, AD_E_PRECONDITION, "network %s: the pod is not ready", spec);
+	else if (!p->netns)
+		r = ad_fail(err, AD_E_PRECONDITION,
+			    "network %s: the pod uses the host's network (use --network host)", spec);
+	else {
+		ret->netns = ad_strdup(p->netns);
+		ret->pod_id = ad_strdup(p->id);
+	}
+	mgr_pod_free(p);
+	return r;
+}
+
+void build_network_clear(build_network *n)
+{
+	free(n->netns);
+	free(n->pod_id);
+	*n = (build_network){0};
+}
+
+const char *build_network_mode(const build_network *n)
+{
+	return n && n->host ? "host" : n && n->netns ? "pod" : "none";
+}
+
 /* ---- Build ---- */
 
 typedef struct progress {
@@ -98,11 +146,9 @@ static rpc_code build_call(rpc_call *call, const ProtobufCMessage *req, Protobuf
 		ad_fail(&e, AD_E_INVALID, "the Dockerfile is empty");
 		return status_call_error(call, e);
 	}
-	if (rq->network && *rq->network && strcmp(rq->network, "none") != 0 &&
-	    strcmp(rq->network, "host") != 0) {
-		ad_fail(&e, AD_E_INVALID, "network '%s': none or host", rq->network);
+	build_network net = {0};
+	if (build_network_resolve(b, rq->network, &net, &e) < 0)
 		return status_call_error(call, e);
-	}
 	if (rq->tag && *rq->tag) {
 		store_ref ref = {0};
 		if (store_ref_parse(rq->tag, &ref, &e) < 0)
@@ -145,7 +191,7 @@ static rpc_code build_call(rpc_call *call, const ProtobufCMessage *req, Protobuf
 		    .target = rq->target && *rq->target ? rq->target : NULL,
 		    .no_cache = rq->no_cache,
 		    .source_date_epoch = rq->source_date_epoch > 0 ? rq->source_date_epoch : -1,
-		    .host_network = rq->network && strcmp(rq->network, "host") == 0,
+		    .net = &net,
 		    .cancel_fd = cancel_fd,
 		    .output = on_output,
 		    .userdata = &p,
@@ -156,6 +202,7 @@ static rpc_code build_call(rpc_call *call, const ProtobufCMessage *req, Protobuf
 	if (ad_remove_tree(work, &re) < 0)
 		ad_warn("build: %s", re->message);
 	ad_strv_free(args);
+	build_network_clear(&net);
 	if (r < 0)
 		return status_call_error(call, e);
 	ad_info("built %s as %s", rq->tag && *rq->tag ? rq->tag : "(untagged)", id);

@@ -241,9 +241,14 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 		ad_fail(&e, AD_E_INVALID, "a command is required");
 		return status_call_error(call, e);
 	}
-	json_t *rec = record_get(b, rq->name, &e);
-	if (!rec)
+	build_network net = {0};
+	if (build_network_resolve(b, rq->network, &net, &e) < 0)
 		return status_call_error(call, e);
+	json_t *rec = record_get(b, rq->name, &e);
+	if (!rec) {
+		build_network_clear(&net);
+		return status_call_error(call, e);
+	}
 	json_t *cfg = json_object_get(rec, "config");
 	_cleanup_free_ char *path = NULL, *log = NULL, *tail = NULL;
 	json_t *env_json = bcfg_run_env(cfg);
@@ -279,7 +284,7 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 				.cwd = wd && *wd ? wd : "/",
 				.uid = uid,
 				.gid = gid,
-				.host_network = rq->network && strcmp(rq->network, "host") == 0,
+				.net = &net,
 				.log_path = log,
 				.cancel_fd = rpc_call_cancel_fd(call),
 				.output = run_output,
@@ -289,6 +294,7 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 	unlink(log);
 	ad_strv_free(env);
 	json_decref(rec);
+	build_network_clear(&net);
 	if (r == 0 && exit_code != 0)
 		r = ad_fail(&e, AD_E_PRECONDITION, "%s: exited with code %d", rq->args[0], exit_code);
 	if (r < 0)
