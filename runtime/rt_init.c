@@ -130,6 +130,16 @@ static void run_init(const rt_spawn_spec *s, init_fds *x)
 			fail(e);
 		}
 	}
+	/* A network namespace of its own has just "lo", down: up, as docker's
+	 * and podman's "none" network give it. */
+	if (cfg->namespaces[RT_NS_NET].mode == RT_NS_NEW) {
+		int lr = ad_loopback_up();
+		if (lr < 0) {
+			errno = -lr;
+			ad_fail_errno(&e, AD_E_INTERNAL, "network namespace: bringing lo up");
+			fail(e);
+		}
+	}
 	int root = -1;
 	if (rt_setup_rootfs_base(cfg, &root, &e) < 0)
 		fail(e);

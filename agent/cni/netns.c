@@ -1,12 +1,10 @@
 /* Pod network namespaces pinned by bind mounts, like `ip netns add/del`. */
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
@@ -103,25 +101,11 @@ static void *cni_netns_thread(void *arg)
 		netns_connect(job);
 		return NULL;
 	}
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0) {
-		job->err_no = errno;
-		job->what = "socket";
-		return NULL;
+	int lr = ad_loopback_up();
+	if (lr < 0) {
+		job->err_no = -lr;
+		job->what = "bringing lo up";
 	}
-	struct ifreq ifr = {0};
-	strcpy(ifr.ifr_name, "lo");
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
-		job->err_no = errno;
-		job->what = "SIOCGIFFLAGS lo";
-	} else if (!(ifr.ifr_flags & IFF_UP)) {
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) {
-			job->err_no = errno;
-			job->what = "SIOCSIFFLAGS lo up";
-		}
-	}
-	close(s);
 	return NULL;
 }
 

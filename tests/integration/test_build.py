@@ -395,11 +395,16 @@ def test_run_on_pod_network(daemon, image, work):
             r = ctl(daemon, "wc", "run", "netwc", "--", "sh", "-c",
                     "wget -q -O - http://127.0.0.1:8099/")
             assert r.returncode != 0 and "exited with code 1" in r.stderr
+            assert "Connection refused" in r.stdout + r.stderr, (r.stdout, r.stderr)
+            # A namespace of its own has its loopback up, as docker's none.
+            assert "LOOPBACK,UP" in ok(daemon, "wc", "run", "netwc", "--", "sh", "-c",
+                                          "ip link show lo")
         finally:
             ok(daemon, "wc", "rm", "netwc")
         # Default: a loopback of its own, nothing listening there.
         r = build(daemon, ctx, "--no-cache")
         assert r.returncode != 0 and "exited with code 1" in r.stderr, r.stderr
+        assert "Connection refused" in r.stderr, r.stderr
     # The pod is gone: refused by name, nothing started.
     r = build(daemon, ctx, "--network", "pod:" + pod_id)
     assert r.returncode != 0 and "pod sandbox %s not found" % pod_id in r.stderr, r.stderr

@@ -251,6 +251,7 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 	}
 	json_t *cfg = json_object_get(rec, "config");
 	_cleanup_free_ char *path = NULL, *log = NULL, *tail = NULL;
+	_cleanup_free_ const char **args = NULL;
 	json_t *env_json = bcfg_run_env(cfg);
 	char **env = bcfg_strv(env_json);
 	json_decref(env_json);
@@ -278,8 +279,11 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 			close(fd);
 	}
 	if (r == 0) {
+		/* protobuf-c's repeated strings have a count, not a NULL at the end. */
+		args = ad_malloc0(sizeof(char *) * (rq->n_args + 1));
+		memcpy(args, rq->args, sizeof(char *) * rq->n_args);
 		brun_opts ro = {.rootfs = path,
-				.args = (const char *const *)rq->args,
+				.args = args,
 				.env = (const char *const *)env,
 				.cwd = wd && *wd ? wd : "/",
 				.uid = uid,

@@ -149,6 +149,10 @@ char **ad_dir_names(int dir_fd, const char *name, size_t *ret_n);
 /* Frees a NULL-terminated vector of strings and the strings. */
 void ad_strv_free(char **v);
 
+/* ---- network namespaces ------------------------------------------------ */
+/* Brings "lo" up in the calling thread's network namespace: 0 or -errno. */
+int ad_loopback_up(void);
+
 /* ---- systemd notify protocol ----------------------------------------- */
 /* Sends `state` ("READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1",
  * several joined by '\n') to $NOTIFY_SOCKET. 1: sent, 0: no socket set,
