@@ -268,6 +268,13 @@ static int on_build_msg(const ProtobufCMessage *msg, void *userdata)
 	return 0;
 }
 
+/* SOURCE_DATE_EPOCH from the environment, as build tools read it; 0: unset. */
+static int64_t source_date_epoch(void)
+{
+	const char *epoch = getenv("SOURCE_DATE_EPOCH");
+	return epoch && *epoch ? strtoll(epoch, NULL, 10) : 0;
+}
+
 /* --network pod:PREFIX is sent with the pod's full id; none and host as
  * given (agentd says what else is wrong). 0 or an exit status. */
 static int network_option(ctl_ctx *ctx, const char *arg, char **ret)
@@ -358,9 +365,7 @@ static int run_build(ctl_ctx *ctx, int argc, char **argv)
 		req.dockerfile.len = df_len;
 		req.build_args = args;
 		req.n_build_args = n_args;
-		const char *epoch = getenv("SOURCE_DATE_EPOCH");
-		if (epoch && *epoch)
-			req.source_date_epoch = strtoll(epoch, NULL, 10);
+		req.source_date_epoch = source_date_epoch();
 		r = ctl_stream(ctx, PATH_BUILD, &req.base, &agent__v1__build_progress__descriptor,
 			       ctx->timeout_given ? ctx->timeout_ms : 0, on_build_msg, &v);
 		if (!r && !v.image_id) {
@@ -413,6 +418,7 @@ static int run_commit(ctl_ctx *ctx, int argc, char **argv)
 		return r;
 	req.container_id = id;
 	req.reference = optind + 1 < argc ? argv[optind + 1] : (char *)"";
+	req.source_date_epoch = source_date_epoch();
 	ctl_long_call(ctx);
 	ProtobufCMessage *m = NULL;
 	r = ctl_unary(ctx, PATH_COMMIT, &req.base, &agent__v1__commit_response__descriptor, &m);
@@ -746,6 +752,7 @@ const ctl_command ctl_cmd_build = {
 const ctl_command ctl_cmd_commit = {
     .name = "commit",
     .synopsis = "[--author A] [-m MESSAGE] CONTAINER [NAME]",
-    .summary = "a container's changes as a new image; prints its id",
+    .summary = "a container's changes as a new image (SOURCE_DATE_EPOCH clamps times); prints "
+	       "its id",
     .run = run_commit,
 };

@@ -64,7 +64,8 @@ def built(daemon, ctx, *args, env=None):
 
 def image_config(daemon, ref):
     info = json.loads(ok(daemon, "inspecti", "-o", "json", ref))
-    return json.loads(info["info"]["imageSpec"]) if "imageSpec" in info.get("info", {}) else info
+    spec = info["info"]["imageSpec"]
+    return json.loads(spec) if isinstance(spec, str) else spec
 
 
 def run_image(daemon, work, ref, name, command=None):
@@ -352,6 +353,46 @@ def test_working_container_verbs(daemon, image, work):
     assert list((root / "working").iterdir()) == []
     r = ctl(daemon, "wc", "frob")
     assert r.returncode == 64
+
+
+def test_verbs_assemble_the_built_image(daemon, image, work):
+    """The same image two ways: agentctl build of FROM + COPY + ENV + ENTRYPOINT,
+    and wc from/copy/config/commit by hand, both with SOURCE_DATE_EPOCH: the
+    same layers and the same config."""
+    epoch = {"SOURCE_DATE_EPOCH": "1700000000"}
+    ctx = context(work / "ctx-same", {
+        "Dockerfile": "FROM %s\nCOPY hello.txt /hello.txt\nENV GREETING=hi\n"
+                      'ENTRYPOINT ["/bin/sh", "-c", "cat /hello.txt; echo $GREETING"]\n' % image,
+        "hello.txt": "same either way\n"})
+    built_id, _ = built(daemon, ctx, "--no-cache", "-t", "localhost/same:built", env=epoch)
+    ok(daemon, "wc", "from", "--name", "same", image)
+    try:
+        ok(daemon, "wc", "copy", "same", ctx / "hello.txt", "/hello.txt")
+        ok(daemon, "wc", "config", "-e", "GREETING=hi", "--entrypoint",
+           '["/bin/sh", "-c", "cat /hello.txt; echo $GREETING"]', "--cmd", "", "same")
+        r = subprocess.run([P.H.agentctl_binary(), "-e", "unix://" + daemon.sock, "wc", "commit",
+                            "same", "localhost/same:hand"], capture_output=True, text=True,
+                           timeout=120, env=dict(os.environ, **epoch))
+        assert r.returncode == 0, r.stderr
+        hand_id = r.stdout.strip()
+    finally:
+        ok(daemon, "wc", "rm", "same")
+    b = image_config(daemon, "localhost/same:built")
+    h = image_config(daemon, "localhost/same:hand")
+    assert b["rootfs"] == h["rootfs"]
+    assert len(b["rootfs"]["diff_ids"]) == len(image_config(daemon, image)["rootfs"]["diff_ids"]) + 1
+    for k in ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts", "Labels"):
+        assert b["config"].get(k) == h["config"].get(k), k
+    assert b["created"] == h["created"] == "2023-11-14T22:13:20.000000000Z"
+    # The ids differ by the history alone: "COPY ..." and a config entry for
+    # the build, "agentctl commit same" by hand.
+    assert built_id != hand_id
+    assert [x["created_by"] for x in b["history"][-2:]] == ["COPY hello.txt /hello.txt",
+                                                            "agentd build: config"]
+    assert h["history"][-1]["created_by"] == "agentctl commit same"
+    assert dict(b, history=None) == dict(h, history=None)
+    log, code = run_image(daemon, work, "localhost/same:hand", "samehand")
+    assert (log, code) == ("same either way\nhi\n", 0)
 
 
 def test_run_on_pod_network(daemon, image, work):

@@ -233,7 +233,8 @@ static rpc_code commit_call(rpc_call *call, const ProtobufCMessage *req, Protobu
 	}
 	/* A working container by its name, else a container of the pods. */
 	working_commit_strings wk = {0};
-	store_commit_opts wo = {.source_date_epoch = -1};
+	int64_t epoch = rq->source_date_epoch > 0 ? rq->source_date_epoch : -1;
+	store_commit_opts wo = {.source_date_epoch = epoch};
 	int w = working_commit_opts(b, rq->container_id, &wo, &wk, &e);
 	if (w < 0)
 		return status_call_error(call, e);
@@ -265,7 +266,7 @@ static rpc_code commit_call(rpc_call *call, const ProtobufCMessage *req, Protobu
 	    .comment = rq->message && *rq->message ? rq->message : NULL,
 	    .author = rq->author && *rq->author ? rq->author : NULL,
 	    .reference = rq->reference && *rq->reference ? rq->reference : NULL,
-	    .source_date_epoch = -1,
+	    .source_date_epoch = epoch,
 	};
 	char *id = NULL;
 	int r = store_image_commit(b->images, &co, rpc_call_cancel_fd(call), &id, &e);

@@ -394,9 +394,15 @@ static rpc_code wc_config(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 		return status_call_error(call, e);
 	json_t *cfg = json_object_get(rec, "config");
 	int r = 0;
-	if (rq->set_entrypoint)
+	/* An empty one clears it (buildah's --cmd ""): absent, as a Dockerfile's
+	 * ENTRYPOINT leaves the base's CMD. */
+	if (rq->set_entrypoint && rq->n_entrypoint == 0)
+		json_object_del(cfg, "Entrypoint");
+	else if (rq->set_entrypoint)
 		json_object_set_new(cfg, "Entrypoint", bcfg_json(rq->entrypoint, rq->n_entrypoint));
-	if (rq->set_cmd)
+	if (rq->set_cmd && rq->n_cmd == 0)
+		json_object_del(cfg, "Cmd");
+	else if (rq->set_cmd)
 		json_object_set_new(cfg, "Cmd", bcfg_json(rq->cmd, rq->n_cmd));
 	for (size_t i = 0; r == 0 && i < rq->n_env; i++) {
 		const char *eq = strchr(rq->env[i], '=');
