@@ -500,6 +500,7 @@ int fetch_image_commit(store *s, const store_commit_opts *o, char **ret_image_id
 		if (layer_commit(s, upper_fd, o->source_date_epoch, &layers[n], err) < 0)
 			goto out;
 		n++;
+		ad_fault_point("commit.layer_committed"); /* its image not recorded yet */
 	}
 	char created[40];
 	ad_format_rfc3339nano(o->source_date_epoch >= 0 ? o->source_date_epoch * 1000000000LL

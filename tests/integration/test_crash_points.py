@@ -1,5 +1,5 @@
 """Crash anywhere: agentd SIGKILLed between every pair of persisted steps of
-the pod and container lifecycle and of a pull, a load and an import, then
+the pod and container lifecycle and of a pull, a load, an import and a build, then
 restarted on the same root and state dirs.
 
 The points are ad_fault_point() calls (lib/base): AGENTD_FAULT=<point> makes
@@ -89,6 +89,9 @@ POINTS = {
     "import:layer.commit": ("import", {"gone"}),
     "import:image.record": ("import", {"gone"}),
     "import:image.recorded": ("import", {"present"}),
+    "build.run_ended": ("build", {"gone"}),
+    "build:commit.layer_committed": ("build", {"gone"}),
+    "build:image.record": ("build", {"gone"}),
 }
 
 
@@ -316,6 +319,7 @@ def cleanup_host(work):
 def node(work, pb, images):
     n = Node(work)
     n.start()
+    BASE_REF[0] = images["base"]
     try:
         with n.channel() as ch:
             pb.api_grpc.ImageServiceStub(ch).PullImage(
@@ -331,6 +335,30 @@ def node(work, pb, images):
             if n.a is not None:
                 n.a.kill()
             cleanup_host(work)
+
+
+def agentctl_build(node, work, tag):
+    """agentctl build --no-cache of FROM base + RUN, tagged `tag`."""
+    ctx = work / "build-ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text("FROM %s\nRUN echo built > /built\n" % BASE_REF[0])
+    return subprocess.run([H.agentctl_binary(), "-e", "unix://" + node.a.sock, "build",
+                           "--no-cache", "-t", tag, str(ctx)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def build_leftovers(a):
+    """What a build may leave: its work dirs, RUN containers' state, step rootfs and mounts."""
+    root, state = Path(a.root), Path(a.state)
+    out = [str(p) for p in (root / "builds").glob("*")]
+    out += [str(p) for p in (state / "build").glob("*")]
+    out += [str(p) for p in (root / "containers").glob("build-*")]
+    out += [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if str(root) in line and "/containers/build-" in line]
+    return out
+
+
+BASE_REF = [None]
 
 
 def drive(pb, node, work, images, point, op, base_pod, base_pcfg):
@@ -383,6 +411,12 @@ def drive(pb, node, work, images, point, op, base_pod, base_pcfg):
             elif op == "load":
                 path, target = images["archive"][point]
                 agent_img.LoadImage(pb.agent.LoadImageRequest(path=path), timeout=120)
+            elif op == "build":
+                target = "localhost/crashbuild%d:v1" % _seq[0]
+                r = agentctl_build(node, work, target)
+                # EX_UNAVAILABLE: agentd went away mid-call.
+                assert r.returncode == 69 and "lost" in r.stderr, (point, r.stderr)
+                return target
             elif op == "import":
                 path, target = images["archive"][point]
                 agent_img.ImportImage(pb.agent.ImportImageRequest(path=path, reference=target),
@@ -489,6 +523,16 @@ def test_crash_point(pb, work, images, node, point):
                     rt.StartContainer(pb.api.StartContainerRequest(container_id=c.id))
                 rt.StopContainer(pb.api.StopContainerRequest(container_id=c.id, timeout=5))
                 rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=c.id))
+        elif op == "build":
+            got = img.ImageStatus(pb.api.ImageStatusRequest(
+                image=pb.api.ImageSpec(image=target))).image
+            assert ("present" if got.id else "gone") in allowed, point
+            assert build_leftovers(a) == [], point
+            # Nothing in the way of the same build now.
+            r = agentctl_build(node, work, target)
+            assert r.returncode == 0, r.stderr
+            assert build_leftovers(a) == [], point
+            img.RemoveImage(pb.api.RemoveImageRequest(image=pb.api.ImageSpec(image=target)))
         else:
             got = img.ImageStatus(pb.api.ImageStatusRequest(
                 image=pb.api.ImageSpec(image=target))).image

@@ -387,8 +387,11 @@ static int do_run(builder *bd)
 		} else if (r < 0) {
 			wrap_here(bd);
 		}
-		if (r == 0)
+		if (r == 0) {
+			/* The RUN container is gone, its changes not committed yet. */
+			ad_fault_point("build.run_ended");
 			r = ws_commit(bd, &ws, key);
+		}
 		ws_close(bd, &ws);
 		ad_strv_free(args);
 		ad_strv_free(envv);
