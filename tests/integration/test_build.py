@@ -395,6 +395,31 @@ def test_verbs_assemble_the_built_image(daemon, image, work):
     assert (log, code) == ("same either way\nhi\n", 0)
 
 
+def test_working_container_calls_serialised(daemon, image, work):
+    """wc commit while a wc run on the same working container runs waits for
+    it: the image holds what the run wrote last; a call on another working
+    container does not wait."""
+    ok(daemon, "wc", "from", "--name", "busy", image)
+    ok(daemon, "wc", "from", "--name", "idle", image)
+    try:
+        p = P.spawn(daemon, "wc", "run", "busy", "--", "sh", "-c",
+                    "echo start; sleep 2; echo written-last > /late; echo end")
+        assert p.stdout.readline() == "start\n"
+        t0 = time.monotonic()
+        ok(daemon, "wc", "config", "-e", "OTHER=1", "idle")
+        assert time.monotonic() - t0 < 1.5
+        image_id = ok(daemon, "wc", "commit", "busy", "localhost/serial:v1").strip()
+        waited = time.monotonic() - t0
+        out, _ = P.finish(p)
+        assert p.returncode == 0 and out == "end\n"
+        assert image_id.startswith("sha256:") and waited > 1.0, waited
+    finally:
+        ok(daemon, "wc", "rm", "busy")
+        ok(daemon, "wc", "rm", "idle")
+    log, code = run_image(daemon, work, "localhost/serial:v1", "serial", ["cat", "/late"])
+    assert (log, code) == ("written-last\n", 0)
+
+
 def test_run_on_pod_network(daemon, image, work):
     """--network pod:POD: RUN (and wc run) join the pod's network namespace and
     reach a server another container of the pod serves; by default RUN has

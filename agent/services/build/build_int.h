@@ -4,6 +4,7 @@
 #ifndef AGENTD_BUILD_INT_H
 #define AGENTD_BUILD_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -22,6 +23,10 @@ struct build_service {
 	char *work_root; /* <root>/builds: one dir per running build */
 	char *cache_dir; /* <root>/build-cache: cache key -> image id */
 	char *working_dir; /* <root>/working: <name>.json per working container */
+	/* The working containers a call is using now: one call at a time on each. */
+	pthread_mutex_t busy_lock;
+	pthread_cond_t busy_changed; /* CLOCK_MONOTONIC */
+	char **busy;		     /* NULL-terminated names */
 };
 
 /* ---- dockerfile.c ---- */
@@ -181,6 +186,17 @@ int build_scratch_image(build_service *b, int cancel_fd, char **ret_id, ad_error
 
 /* ---- working.c: buildah-style working containers ---- */
 void working_register(svc_table *t, build_service *b);
+/* Holds the working container `name` for one call: waits while another call
+ * holds it (AD_E_CANCELLED if cancel_fd fires meanwhile). The hold ends with
+ * working_release (the cleanup attribute below). */
+typedef struct working_hold {
+	build_service *b;
+	char *name; /* NULL: nothing held */
+} working_hold;
+int working_hold_name(build_service *b, const char *name, int cancel_fd, working_hold *ret,
+		      ad_error **err);
+void working_release(working_hold *h);
+#define _cleanup_working_hold_ __attribute__((cleanup(working_release)))
 /* What store_commit_opts points to for a working container. */
 typedef struct working_commit_strings {
 	char *base, *rootfs_id, *config_json, *author;

@@ -233,6 +233,9 @@ static rpc_code commit_call(rpc_call *call, const ProtobufCMessage *req, Protobu
 	}
 	/* A working container by its name, else a container of the pods. */
 	working_commit_strings wk = {0};
+	_cleanup_working_hold_ working_hold hold = {0};
+	if (working_hold_name(b, rq->container_id, rpc_call_cancel_fd(call), &hold, &e) < 0)
+		return status_call_error(call, e);
 	int64_t epoch = rq->source_date_epoch > 0 ? rq->source_date_epoch : -1;
 	store_commit_opts wo = {.source_date_epoch = epoch};
 	int w = working_commit_opts(b, rq->container_id, &wo, &wk, &e);
@@ -353,6 +356,13 @@ int build_service_new(const cfg_config *cfg, store *images, mgr *pods, build_ser
 	b->work_root = ad_asprintf("%s/builds", cfg->root);
 	b->cache_dir = ad_asprintf("%s/build-cache", cfg->root);
 	b->working_dir = ad_asprintf("%s/working", cfg->root);
+	pthread_mutex_init(&b->busy_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->busy_changed, &ca);
+	pthread_condattr_destroy(&ca);
+	b->busy = ad_malloc0(sizeof(char *));
 	_cleanup_free_ char *rt_state = ad_asprintf("%s/build", cfg->state);
 	static const char *const near_self[] = {"../runtime/agentd-shim", "agentd-shim", NULL};
 	_cleanup_free_ char *shim = getenv("AGENTD_SHIM") ? NULL : ad_find_helper("agentd-shim", near_self);
@@ -383,5 +393,8 @@ void build_service_free(build_service *b)
 	free(b->work_root);
 	free(b->cache_dir);
 	free(b->working_dir);
+	ad_strv_free(b->busy);
+	pthread_cond_destroy(&b->busy_changed);
+	pthread_mutex_destroy(&b->busy_lock);
 	free(b);
 }

@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,62 @@ static int record_save(build_service *b, const char *name, json_t *rec, ad_error
 	if (dir < 0)
 		return ad_fail_errno(err, AD_E_INTERNAL, "open %s", b->working_dir);
 	return ad_write_file_atomic(dir, file, text, strlen(text), 0600, err);
+}
+
+/* ---- one call at a time on a working container ---- */
+
+static bool is_busy(build_service *b, const char *name)
+{
+	for (char **n = b->busy; *n; n++)
+		if (strcmp(*n, name) == 0)
+			return true;
+	return false;
+}
+
+int working_hold_name(build_service *b, const char *name, int cancel_fd, working_hold *ret,
+		      ad_error **err)
+{
+	*ret = (working_hold){0};
+	if (!name || !*name)
+		return 0;
+	pthread_mutex_lock(&b->busy_lock);
+	while (is_busy(b, name)) {
+		struct pollfd p = {.fd = cancel_fd, .events = POLLIN};
+		if (cancel_fd > 0 && poll(&p, 1, 0) > 0) {
+			pthread_mutex_unlock(&b->busy_lock);
+			return ad_fail(err, AD_E_CANCELLED, "working container %s: cancelled while "
+					    "waiting for another call on it", name);
+		}
+		struct timespec until = ad_monotonic_after_ms(200);
+		pthread_cond_timedwait(&b->busy_changed, &b->busy_lock, &until);
+	}
+	size_t n = df_strv_len(b->busy);
+	b->busy = ad_realloc(b->busy, sizeof(char *) * (n + 2));
+	b->busy[n] = ad_strdup(name);
+	b->busy[n + 1] = NULL;
+	pthread_mutex_unlock(&b->busy_lock);
+	*ret = (working_hold){.b = b, .name = ad_strdup(name)};
+	return 0;
+}
+
+void working_release(working_hold *h)
+{
+	if (!h->name)
+		return;
+	build_service *b = h->b;
+	pthread_mutex_lock(&b->busy_lock);
+	size_t n = df_strv_len(b->busy);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(b->busy[i], h->name) == 0) {
+			free(b->busy[i]);
+			b->busy[i] = b->busy[n - 1];
+			b->busy[n - 1] = NULL;
+			break;
+		}
+	pthread_cond_broadcast(&b->busy_changed);
+	pthread_mutex_unlock(&b->busy_lock);
+	free(h->name);
+	h->name = NULL;
 }
 
 /* The record, or NOT_FOUND naming it. */
@@ -169,6 +226,9 @@ static rpc_code wc_from(rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 	}
 	_cleanup_free_ char *name = rq->name && *rq->name ? ad_strdup(rq->name)
 							  : default_name(b, rq->image);
+	_cleanup_working_hold_ working_hold hold = {0};
+	if (working_hold_name(b, name, rpc_call_cancel_fd(call), &hold, &e) < 0)
+		return status_call_error(call, e);
 	json_t *old = NULL;
 	int r = record_load(b, name, &old, &e);
 	json_decref(old);
@@ -241,6 +301,9 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 		ad_fail(&e, AD_E_INVALID, "a command is required");
 		return status_call_error(call, e);
 	}
+	_cleanup_working_hold_ working_hold hold = {0};
+	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
+		return status_call_error(call, e);
 	build_network net = {0};
 	if (build_network_resolve(b, rq->network, &net, &e) < 0)
 		return status_call_error(call, e);
@@ -319,6 +382,9 @@ static rpc_code wc_copy(rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 		ad_fail(&e, AD_E_INVALID, "a destination is required");
 		return status_call_error(call, e);
 	}
+	_cleanup_working_hold_ working_hold hold = {0};
+	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
+		return status_call_error(call, e);
 	json_t *rec = record_get(b, rq->name, &e);
 	if (!rec)
 		return status_call_error(call, e);
@@ -389,6 +455,9 @@ static rpc_code wc_config(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	const Agent__V1__WorkingConfigRequest *rq = (const Agent__V1__WorkingConfigRequest *)req;
 	build_service *b = userdata;
 	_cleanup_error_ ad_error *e = NULL;
+	_cleanup_working_hold_ working_hold hold = {0};
+	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
+		return status_call_error(call, e);
 	json_t *rec = record_get(b, rq->name, &e);
 	if (!rec)
 		return status_call_error(call, e);
@@ -447,6 +516,9 @@ static rpc_code wc_mount(rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 	Agent__V1__WorkingMountResponse *rs = (Agent__V1__WorkingMountResponse *)resp;
 	build_service *b = userdata;
 	_cleanup_error_ ad_error *e = NULL;
+	_cleanup_working_hold_ working_hold hold = {0};
+	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
+		return status_call_error(call, e);
 	json_t *rec = record_get(b, rq->name, &e);
 	if (!rec)
 		return status_call_error(call, e);
@@ -465,6 +537,9 @@ static rpc_code wc_release(rpc_call *call, const ProtobufCMessage *req, bool rem
 {
 	const Agent__V1__WorkingRequest *rq = (const Agent__V1__WorkingRequest *)req;
 	_cleanup_error_ ad_error *e = NULL;
+	_cleanup_working_hold_ working_hold hold = {0};
+	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
+		return status_call_error(call, e);
 	json_t *rec = record_get(b, rq->name, &e);
 	if (!rec)
 		return status_call_error(call, e);
