@@ -420,6 +420,27 @@ def test_working_container_calls_serialised(daemon, image, work):
     assert (log, code) == ("written-last\n", 0)
 
 
+def test_cache_entries_of_removed_images_go(daemon, image, work):
+    """The layer cache's entries naming an image that was removed are removed
+    by the next build, and the step is built again."""
+    cache = Path(daemon.workdir) / "root" / "build-cache"
+    ctx = context(work / "ctx-prune", {"Dockerfile": "FROM %s\nRUN echo pruned > /pruned\n" % image})
+    image_id, _ = built(daemon, ctx, "-t", "localhost/pruned:v1")
+
+    def entries(image_id=image_id):
+        return [p.name for p in cache.iterdir() if p.read_text().strip() == image_id]
+    assert len(entries()) == 1
+    ok(daemon, "rmi", "localhost/pruned:v1")
+    assert ctl(daemon, "inspecti", image_id).returncode != 0
+    other = context(work / "ctx-prune2", {"Dockerfile": "FROM %s\nENV X=1\n" % image})
+    built(daemon, other)
+    assert entries() == []
+    again, progress = built(daemon, ctx, "-t", "localhost/pruned:v1")
+    assert "Using cache" not in progress
+    assert len(entries(again)) == 1
+    ok(daemon, "rmi", "localhost/pruned:v1")
+
+
 def test_run_on_pod_network(daemon, image, work):
     """--network pod:POD: RUN (and wc run) join the pod's network namespace and
     reach a server another container of the pod serves; by default RUN has

@@ -183,6 +183,9 @@ typedef struct build_opts {
 int build_run(build_service *b, const build_opts *o, char **ret_image_id, ad_error **err);
 /* The image FROM scratch starts from: no layers, an empty config. */
 int build_scratch_image(build_service *b, int cancel_fd, char **ret_id, ad_error **err);
+/* Removes the layer cache's entries whose image is no longer in the store
+ * (removed since they were made); the number removed. */
+size_t build_cache_prune(build_service *b);
 
 /* ---- working.c: buildah-style working containers ---- */
 void working_register(svc_table *t, build_service *b);

@@ -194,24 +194,48 @@ static void cache_key(builder *bd, const char *kind, const char *detail, char ou
 	ad_debug("build cache key %s of:\n%s", out, text);
 }
 
-static char *cache_get(builder *bd, const char *key)
+/* The image id the entry `name` of the cache dir names, if that image is
+ * still there; an entry whose image is gone is removed. */
+static char *cache_entry(build_service *b, int dir, const char *name)
 {
-	if (bd->o->no_cache)
-		return NULL;
-	_cleanup_close_ int dir = open(bd->b->cache_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	char *id = NULL;
 	size_t len = 0;
 	_cleanup_error_ ad_error *e = NULL;
-	if (dir < 0 || ad_read_file(dir, key + 7, 128, &id, &len, &e) < 0)
+	if (ad_read_file(dir, name, 128, &id, &len, &e) < 0)
 		return NULL;
 	id[strcspn(id, "\n")] = '\0';
 	store_image *img = NULL;
-	if (store_image_get(bd->b->images, id, &img, &e) < 0) {
+	if (store_image_get(b->images, id, &img, &e) < 0) {
+		if (e->code == AD_E_NOT_FOUND && unlinkat(dir, name, 0) < 0 && errno != ENOENT)
+			ad_warn("build cache: remove %s: %s", name, strerror(errno));
 		free(id);
 		return NULL; /* removed since: build it again */
 	}
 	store_image_free(img);
 	return id;
+}
+
+static char *cache_get(builder *bd, const char *key)
+{
+	if (bd->o->no_cache)
+		return NULL;
+	_cleanup_close_ int dir = open(bd->b->cache_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return dir < 0 ? NULL : cache_entry(bd->b, dir, key + 7);
+}
+
+size_t build_cache_prune(build_service *b)
+{
+	_cleanup_close_ int dir = open(b->cache_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	size_t n = 0, removed = 0;
+	char **names = dir < 0 ? NULL : ad_dir_names(dir, ".", &n);
+	for (size_t i = 0; i < n; i++) {
+		char *id = cache_entry(b, dir, names[i]);
+		if (!id && faccessat(dir, names[i], F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+			removed++;
+		free(id);
+	}
+	ad_strv_free(names);
+	return removed;
 }
 
 static void cache_put(builder *bd, const char *key, const char *image_id)

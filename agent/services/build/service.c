@@ -133,6 +133,14 @@ static int unpack_context(build_service *b, const ProtobufCBinaryData *tar, cons
 	return 0;
 }
 
+/* The cache's entries of removed images go at start and before each build. */
+static void prune_cache(build_service *b)
+{
+	size_t pruned = build_cache_prune(b);
+	if (pruned)
+		ad_info("build cache: %zu entries of removed images removed", pruned);
+}
+
 static rpc_code build_call(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
 			   void *userdata)
 {
@@ -196,6 +204,7 @@ static rpc_code build_call(rpc_call *call, const ProtobufCMessage *req, Protobuf
 		    .output = on_output,
 		    .userdata = &p,
 		};
+		prune_cache(b);
 		r = build_run(b, &o, &id, &e);
 	}
 	_cleanup_error_ ad_error *re = NULL;
@@ -379,6 +388,7 @@ int build_service_new(const cfg_config *cfg, store *images, mgr *pods, build_ser
 		build_service_free(b);
 		return -1;
 	}
+	prune_cache(b);
 	*ret = b;
 	return 0;
 }
