@@ -87,64 +87,13 @@ static const char **build_env(spec_result *r, const Runtime__V1__ContainerConfig
 	return v;
 }
 
-/* Calls fn with the fields of each line of an /etc/passwd or /etc/group
- * text (name, password, id, then gid (passwd) or the members (group));
- * stops at the first non-zero return and returns it. */
-static int each_id_line(const char *text, int (*fn)(char **fields, void *arg), void *arg)
-{
-	for (const char *line = text; line && *line;) {
-		size_t len = strcspn(line, "\n");
-		char buf[1024];
-		snprintf(buf, sizeof(buf), "%.*s", (int)(len < sizeof(buf) ? len : sizeof(buf) - 1),
-			 line);
-		line += len + (line[len] == '\n');
-		char *fields[4] = {0};
-		char *save = NULL, *p = buf;
-		for (int i = 0; i < 4; i++, p = NULL)
-			fields[i] = strtok_r(p, ":\n", &save);
-		if (!fields[0] || !fields[2])
-			continue;
-		int r = fn(fields, arg);
-		if (r)
-			return r;
-	}
-	return 0;
-}
-
-typedef struct id_lookup {
-	const char *name; /* a name or a number */
-	bool numeric;
-	long id, gid;
-	char *found_name;
-} id_lookup;
-
-static int match_id(char **fields, void *arg)
-{
-	id_lookup *l = arg;
-	if (l->numeric ? strcmp(fields[2], l->name) != 0 : strcmp(fields[0], l->name) != 0)
-		return 0;
-	l->id = strtol(fields[2], NULL, 10);
-	l->gid = fields[3] ? strtol(fields[3], NULL, 10) : -1;
-	l->found_name = ad_strdup(fields[0]);
-	return 1;
-}
-
 /* "name" or "uid" in the text of an /etc/passwd or /etc/group. With
  * ret_name, the entry's name (malloc'd). */
 static int lookup_id(const char *text, const char *name, long *ret_id, long *ret_gid,
 		     char **ret_name)
 {
-	id_lookup l = {.name = name, .numeric = name[strspn(name, "0123456789")] == '\0'};
-	if (each_id_line(text, match_id, &l) == 0)
-		return -1;
-	*ret_id = l.id;
-	if (ret_gid)
-		*ret_gid = l.gid;
-	if (ret_name)
-		*ret_name = l.found_name;
-	else
-		free(l.found_name);
-	return 0;
+	return ad_id_file_find(text, name, name[strspn(name, "0123456789")] == '\0', ret_id,
+			       ret_gid, ret_name);
 }
 
 typedef struct member_groups {
@@ -179,7 +128,7 @@ static void build_groups(spec_result *r, const spec_input *in, const char *usern
 	    cc->linux ? cc->linux->security_context : NULL;
 	member_groups m = {.user = username};
 	if (username)
-		each_id_line(in->group, collect_member_group, &m);
+		ad_id_file_each(in->group, collect_member_group, &m);
 	for (size_t i = 0; sc && i < sc->n_supplemental_groups; i++) {
 		gid_t g = (gid_t)sc->supplemental_groups[i];
 		bool dup = false;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -146,6 +147,44 @@ static void test_rfc3339nano(void **state)
 	assert_string_equal(buf, "2023-11-14T22:13:20.123456789Z");
 }
 
+static int count_members(char **fields, void *arg)
+{
+	if (fields[3] && strstr(fields[3], "alice"))
+		++*(int *)arg;
+	return 0;
+}
+
+static void test_id_files(void **state)
+{
+	(void)state;
+	const char *passwd = "root:x:0:0:root:/root:/bin/sh\n"
+			     "# not an entry\n"
+			     "nopw::1000:100:no password:/home/nopw:/bin/sh\n"
+			     "broken\n"
+			     "alice:x:1001:1001::/home/alice:/bin/sh";
+	long id = 0, gid = 0;
+	char *name = NULL;
+	/* An empty field is a field: the uid of "nopw::1000:100" is 1000. */
+	assert_int_equal(ad_id_file_find(passwd, "nopw", false, &id, &gid, &name), 0);
+	assert_int_equal(id, 1000);
+	assert_int_equal(gid, 100);
+	assert_string_equal(name, "nopw");
+	free(name);
+	assert_int_equal(ad_id_file_find(passwd, "1001", true, &id, &gid, &name), 0);
+	assert_int_equal(id, 1001);
+	assert_string_equal(name, "alice");
+	free(name);
+	assert_int_equal(ad_id_file_find(passwd, "bob", false, &id, NULL, NULL), -1);
+	assert_int_equal(ad_id_file_find(passwd, "broken", false, &id, NULL, NULL), -1);
+	const char *group = "wheel:x:10:root,alice\nusers::100:\nstaff:x:50:alice\n";
+	assert_int_equal(ad_id_file_find(group, "users", false, &id, &gid, NULL), 0);
+	assert_int_equal(id, 100);
+	assert_int_equal(gid, -1);
+	int n = 0;
+	assert_int_equal(ad_id_file_each(group, count_members, &n), 0);
+	assert_int_equal(n, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -154,6 +193,7 @@ int main(void)
 		cmocka_unit_test(test_atomic_write_and_read),
 		cmocka_unit_test(test_dir_listing),
 		cmocka_unit_test(test_rfc3339nano),
+		cmocka_unit_test(test_id_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -483,30 +483,6 @@ static char *read_rootfs_file(int root_fd, const char *path)
 	return data;
 }
 
-/* The entry of an /etc/passwd or /etc/group text whose name (or, with
- * by_id, id) is `key`: its id and (passwd) group id. */
-static bool find_entry(const char *text, const char *key, bool by_id, long *ret_id,
-		       long *ret_gid)
-{
-	for (const char *line = text; line && *line;) {
-		size_t len = strcspn(line, "\n");
-		char buf[1024];
-		snprintf(buf, sizeof(buf), "%.*s", (int)(len < sizeof(buf) ? len : sizeof(buf) - 1),
-			 line);
-		line += len + (line[len] == '\n');
-		char *f[4] = {0}, *save = NULL, *p = buf;
-		for (int i = 0; i < 4; i++, p = NULL)
-			f[i] = strtok_r(p, ":", &save);
-		if (f[0] && f[2] && strcmp(by_id ? f[2] : f[0], key) == 0) {
-			*ret_id = strtol(f[2], NULL, 10);
-			if (ret_gid)
-				*ret_gid = f[3] ? strtol(f[3], NULL, 10) : -1;
-			return true;
-		}
-	}
-	return false;
-}
-
 static bool numeric(const char *s)
 {
 	return *s && s[strspn(s, "0123456789")] == '\0';
@@ -530,16 +506,16 @@ int bfs_resolve_user(int root_fd, const char *spec, uid_t *ret_uid, gid_t *ret_g
 		/* A numeric user listed in passwd gets its primary group. */
 		uid = strtol(user, NULL, 10);
 		long id;
-		if (passwd && !find_entry(passwd, user, true, &id, &gid))
+		if (passwd && ad_id_file_find(passwd, user, true, &id, &gid, NULL) < 0)
 			gid = -1;
-	} else if (!passwd || !find_entry(passwd, user, false, &uid, &gid)) {
+	} else if (!passwd || ad_id_file_find(passwd, user, false, &uid, &gid, NULL) < 0) {
 		return ad_fail(err, AD_E_INVALID, "user '%s' not found in the image's /etc/passwd",
 			       user);
 	}
 	if (group && *group) {
 		if (numeric(group))
 			gid = strtol(group, NULL, 10);
-		else if (!groups || !find_entry(groups, group, false, &gid, NULL))
+		else if (!groups || ad_id_file_find(groups, group, false, &gid, NULL, NULL) < 0)
 			return ad_fail(err, AD_E_INVALID,
 				       "group '%s' not found in the image's /etc/group", group);
 	}

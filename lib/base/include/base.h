@@ -149,6 +149,19 @@ char **ad_dir_names(int dir_fd, const char *name, size_t *ret_n);
 /* Frees a NULL-terminated vector of strings and the strings. */
 void ad_strv_free(char **v);
 
+/* ---- /etc/passwd and /etc/group texts -------------------------------- */
+#define AD_ID_FIELDS 7
+/* Calls fn with the fields of each entry (name, password, id, then the gid
+ * (passwd) or the members (group), ...; empty fields kept, missing ones
+ * NULL); entries without a name or id are skipped. Stops at the first
+ * non-zero return and returns it. */
+int ad_id_file_each(const char *text, int (*fn)(char **fields, void *arg), void *arg);
+/* The entry whose name (by_id: whose id) is `key`: 0 with its id, its group
+ * id (passwd; -1 if none) and its name (malloc'd) for the non-NULL ret_*;
+ * -1 if there is none. */
+int ad_id_file_find(const char *text, const char *key, bool by_id, long *ret_id, long *ret_gid,
+		    char **ret_name);
+
 /* ---- network namespaces ------------------------------------------------ */
 /* Brings "lo" up in the calling thread's network namespace: 0 or -errno. */
 int ad_loopback_up(void);
