@@ -322,9 +322,11 @@ static rpc_code wc_run(rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 	uid_t uid = 0;
 	gid_t gid = 0;
 	int exit_code = 0, r;
+	/* agentd's pid in the id, as the builder's: a run an earlier agentd left
+	 * (its cgroup, after a crash) never has the same name as a new one. */
 	static unsigned long seq;
 	char id[128];
-	snprintf(id, sizeof(id), WC_PREFIX "%s-run-%lu", rq->name,
+	snprintf(id, sizeof(id), WC_PREFIX "%s-run-%d-%lu", rq->name, (int)getpid(),
 		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
 	log = ad_asprintf("%s/%s.log", b->work_root, id);
 	run_stream st = {.call = call};
