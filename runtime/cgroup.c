@@ -329,24 +329,33 @@ int cg_read_u64(const char *dir, const char *file, uint64_t *ret, ad_error **err
 	return 0;
 }
 
-bool cg_parse_keyed(const char *text, const char *key, uint64_t *ret)
+size_t cg_parse_keys(const char *text, const cg_key *keys, size_t n)
 {
-	size_t klen = strlen(key);
+	size_t found = 0;
 	for (const char *p = text; p && *p;) {
-		if (strncmp(p, key, klen) == 0 && (p[klen] == ' ' || p[klen] == '\t')) {
+		size_t klen = strcspn(p, " \t\n");
+		for (size_t i = 0; p[klen] && p[klen] != '\n' && i < n; i++) {
+			if (strncmp(keys[i].name, p, klen) != 0 || keys[i].name[klen])
+				continue;
 			errno = 0;
 			char *end;
 			unsigned long long v = strtoull(p + klen + 1, &end, 10);
 			if (errno == 0 && end != p + klen + 1) {
-				*ret = v;
-				return true;
+				*keys[i].ret = v;
+				found++;
 			}
+			break;
 		}
 		p = strchr(p, '\n');
 		if (p)
 			p++;
 	}
-	return false;
+	return found;
+}
+
+bool cg_parse_keyed(const char *text, const char *key, uint64_t *ret)
+{
+	return cg_parse_keys(text, &(cg_key){key, ret}, 1) > 0;
 }
 
 int cg_read_opt(const char *dir, const char *file, char **ret, ad_error **err)
@@ -377,6 +386,117 @@ bool cg_file_exists(const char *dir, const char *file)
 {
 	_cleanup_free_ char *path = ad_asprintf("%s/%s", dir, file);
 	return access(path, F_OK) == 0;
+}
+
+/* ---- stats files, kept open ---- */
+
+/* The slot's fd: -1 with *err on failure, -2 for a missing file. */
+static int stat_fd(cg_manager *cg, unsigned slot, const char *dir, const char *file,
+		   ad_error **err)
+{
+	if (slot >= CG_STAT_SLOTS)
+		return ad_fail(err, AD_E_INTERNAL, "cgroup stats slot %u out of range", slot);
+	if (!dir)
+		return -2;
+	if (cg->stat_fds[slot] == 0) {
+		char path[PATH_MAX];
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, file) >= sizeof(path))
+			return ad_fail(err, AD_E_INVALID, "cgroup path %s/%s too long", dir, file);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && errno != ENOENT)
+			return ad_fail_errno(err, AD_E_INTERNAL, "open %s", path);
+		cg->stat_fds[slot] = fd < 0 ? -1 : fd + 1;
+	}
+	return cg->stat_fds[slot] < 0 ? -2 : cg->stat_fds[slot] - 1;
+}
+
+/* pread at `off`: seq_file (every cgroup file) renders the file afresh for a
+ * read from offset 0. */
+static ssize_t stat_pread(int fd, const char *dir, const char *file, char *buf, size_t len,
+			  off_t off, ad_error **err)
+{
+	ssize_t n;
+	do
+		n = pread(fd, buf, len, off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		/* ENODEV: the cgroup was removed while its file was open. */
+		return ad_fail_errno(err, errno == ENODEV ? AD_E_NOT_FOUND : AD_E_INTERNAL,
+				     "read %s/%s", dir, file);
+	return n;
+}
+
+int cg_stat_text(cg_manager *cg, unsigned slot, const char *dir, const char *file, char *text,
+		 size_t len, ad_error **err)
+{
+	text[0] = '\0';
+	unsigned bit = slot < CG_STAT_SLOTS ? 1u << slot : 0;
+	if (cg->stat_spec_cached & bit) {
+		snprintf(text, len, "%s", cg->stat_spec_text[slot]);
+		return 1;
+	}
+	int fd = stat_fd(cg, slot, dir, file, err);
+	if (fd == -2)
+		return 0;
+	ssize_t n = fd < 0 ? -1 : stat_pread(fd, dir, file, text, len - 1, 0, err);
+	if (n < 0)
+		return -1;
+	text[n] = '\0';
+	if ((cg->stat_spec_mask & bit) && (size_t)n < sizeof(cg->stat_spec_text[slot])) {
+		memcpy(cg->stat_spec_text[slot], text, (size_t)n + 1);
+		cg->stat_spec_cached |= bit;
+		close(fd); /* not needed until cg_update */
+		cg->stat_fds[slot] = 0;
+	}
+	return 1;
+}
+
+int cg_stat_u64(cg_manager *cg, unsigned slot, const char *dir, const char *file, uint64_t *ret,
+		ad_error **err)
+{
+	char text[64];
+	int r = cg_stat_text(cg, slot, dir, file, text, sizeof(text), err);
+	if (r > 0 && cg_parse_u64(text, ret) < 0)
+		return ad_fail(err, AD_E_INTERNAL, "%s/%s: not a number: \"%.40s\"", dir, file,
+			       text);
+	return r;
+}
+
+int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *file,
+		  size_t *ret, ad_error **err)
+{
+	int fd = stat_fd(cg, slot, dir, file, err);
+	if (fd == -2)
+		return 0;
+	if (fd < 0)
+		return -1;
+	char buf[4096];
+	size_t lines = 0;
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = stat_pread(fd, dir, file, buf, sizeof(buf), off, err);
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		for (const char *p = buf; (p = memchr(p, '\n', (size_t)(buf + n - p))); p++)
+			lines++;
+		off += n;
+		if (off > (off_t)CG_MAX_FILE)
+			return ad_fail(err, AD_E_INTERNAL, "%s/%s: longer than %u bytes", dir, file,
+				       CG_MAX_FILE);
+	}
+	*ret = lines;
+	return 1;
+}
+
+void cg_stat_close(cg_manager *cg)
+{
+	for (size_t i = 0; i < CG_STAT_SLOTS; i++) {
+		if (cg->stat_fds[i] > 0)
+			close(cg->stat_fds[i] - 1);
+		cg->stat_fds[i] = 0;
+	}
 }
 
 /* ---- validation ---- */
@@ -780,6 +900,7 @@ int cg_open_procs(cg_manager *cg, int *fds, size_t max, size_t *ret_n, ad_error 
 int cg_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 {
 	CG_ERR_GUARD(err);
+	cg->stat_spec_cached = 0;
 	if (cg_validate_resources(res, err) < 0 || (res && cg->drv->update(cg, res, err) < 0))
 		return ad_error_wrap(err, "cgroup %s: update", cg->path);
 	return 0;
@@ -816,6 +937,7 @@ int cg_kill_all(cg_manager *cg, int sig, ad_error **err)
 int cg_destroy(cg_manager *cg, ad_error **err)
 {
 	CG_ERR_GUARD(err);
+	cg_stat_close(cg); /* an open file would keep the removed cgroup's memory */
 	if (cg->drv->destroy(cg, err) < 0)
 		return ad_error_wrap(err, "cgroup %s: destroy", cg->path);
 	return 0;
@@ -841,6 +963,7 @@ void cg_free(cg_manager *cg)
 {
 	if (!cg)
 		return;
+	cg_stat_close(cg);
 	free(cg->path);
 	free(cg->parent_path);
 	free(cg->dir);

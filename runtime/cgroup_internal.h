@@ -30,6 +30,8 @@ enum {
 /* Bounds every read of a cgroup file: they are small, but a hostile tmpfs
  * stand-in or a cgroup with huge cgroup.procs must not exhaust memory. */
 #define CG_MAX_FILE (4u << 20)
+/* Files a driver's stats read (the stat_fds of a manager). */
+#define CG_STAT_SLOTS 16
 /* How long cg_destroy waits for the cgroup to empty. */
 #define CG_DESTROY_TIMEOUT_NS (10LL * 1000 * 1000 * 1000)
 
@@ -64,6 +66,16 @@ struct cg_manager {
 	int devices_restricted;
 	char **dev_rules;	 /* v2: the allowlist given to this manager */
 	size_t n_dev_rules;
+	/* The files cg_stats reads, kept open once read (a periodic reader such
+	 * as the metrics scrape then costs a pread each, no path walk): the fd
+	 * + 1, 0 before the first read, -1 when the file does not exist. Slots
+	 * are the driver's. */
+	int stat_fds[CG_STAT_SLOTS];
+	/* Slots holding limits (the container's spec): read once, then served
+	 * from spec_text until cg_update (cAdvisor, too, reads a container's
+	 * spec once). The driver's stats set the mask. */
+	unsigned stat_spec_mask, stat_spec_cached;
+	char stat_spec_text[CG_STAT_SLOTS][32];
 };
 
 extern const cg_driver cg_v1_driver;
@@ -95,7 +107,28 @@ int cg_read_opt(const char *dir, const char *file, char **ret, ad_error **err);
 int cg_read_u64_opt(const char *dir, const char *file, uint64_t *ret, ad_error **err);
 /* Looks up `key` in "key value" lines; *ret untouched (returns 0) if absent. */
 bool cg_parse_keyed(const char *text, const char *key, uint64_t *ret);
+/* The same for several keys in one pass over the lines (memory.stat has
+ * dozens): each found key's value goes to its ret; returns how many were. */
+typedef struct cg_key {
+	const char *name;
+	uint64_t *ret;
+} cg_key;
+size_t cg_parse_keys(const char *text, const cg_key *keys, size_t n);
 bool cg_file_exists(const char *dir, const char *file);
+/* Stats files through the manager's kept fds (slot: the driver's number for
+ * dir/file). Like the _opt readers, a missing file (or dir NULL) is not an
+ * error: 0 and an empty text / *ret untouched; 1 when read. text is
+ * NUL-terminated and cut at len - 1 bytes. A removed cgroup fails with
+ * AD_E_NOT_FOUND. */
+int cg_stat_text(cg_manager *cg, unsigned slot, const char *dir, const char *file, char *text,
+		 size_t len, ad_error **err);
+int cg_stat_u64(cg_manager *cg, unsigned slot, const char *dir, const char *file, uint64_t *ret,
+		ad_error **err);
+/* The number of lines (cgroup.procs, tasks), however long the file. */
+int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *file,
+		  size_t *ret, ad_error **err);
+/* Closes the kept fds. */
+void cg_stat_close(cg_manager *cg);
 
 int cg_validate_cpuset(const char *what, const char *value, ad_error **err);
 int cg_validate_resources(const rt_resources *res, ad_error **err);

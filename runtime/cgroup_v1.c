@@ -227,21 +227,42 @@ static int v1_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 	return v1_apply(cg, res, err);
 }
 
+/* The files v1_stats reads (cg_manager.stat_fds). */
+enum {
+	V1_CPUACCT_USAGE,
+	V1_CPUACCT_STAT,
+	V1_MEMORY_USAGE,
+	V1_MEMORY_LIMIT,
+	V1_MEMORY_STAT,
+	V1_MEMORY_OOM,
+	V1_MEMORY_FAILCNT,
+	V1_PIDS_CURRENT,
+	V1_PIDS_MAX,
+	V1_CPU_STAT,
+	V1_CPU_SHARES,
+	V1_CPU_QUOTA,
+	V1_CPU_PERIOD,
+	V1_PROCS,
+	V1_TASKS,
+};
+#define V1_SPEC_SLOTS                                                                              \
+	(1u << V1_MEMORY_LIMIT | 1u << V1_PIDS_MAX | 1u << V1_CPU_SHARES | 1u << V1_CPU_QUOTA |   \
+	 1u << V1_CPU_PERIOD)
+
 static int v1_stats_cpu_cfs(cg_manager *cg, struct rt_stats *st, ad_error **err)
 {
 	const char *cpu = v1_dir(cg, CG_CTRL_CPU);
-	_cleanup_free_ char *cpustat = NULL, *quota = NULL;
-	if (cg_read_opt(cpu, "cpu.stat", &cpustat, err) < 0 ||
-	    cg_read_u64_opt(cpu, "cpu.shares", &st->cpu_shares, err) < 0 ||
-	    cg_read_opt(cpu, "cpu.cfs_quota_us", &quota, err) < 0 ||
-	    cg_read_u64_opt(cpu, "cpu.cfs_period_us", &st->cpu_period_us, err) < 0)
+	char cpustat[1024], quota[64];
+	if (cg_stat_text(cg, V1_CPU_STAT, cpu, "cpu.stat", cpustat, sizeof(cpustat), err) < 0 ||
+	    cg_stat_u64(cg, V1_CPU_SHARES, cpu, "cpu.shares", &st->cpu_shares, err) < 0 ||
+	    cg_stat_text(cg, V1_CPU_QUOTA, cpu, "cpu.cfs_quota_us", quota, sizeof(quota), err) < 0 ||
+	    cg_stat_u64(cg, V1_CPU_PERIOD, cpu, "cpu.cfs_period_us", &st->cpu_period_us, err) < 0)
 		return -1;
-	if (cpustat) {
-		cg_parse_keyed(cpustat, "nr_periods", &st->cpu_cfs_periods);
-		cg_parse_keyed(cpustat, "nr_throttled", &st->cpu_cfs_throttled_periods);
-		cg_parse_keyed(cpustat, "throttled_time", &st->cpu_cfs_throttled_ns);
-	}
-	long long q = quota ? strtoll(quota, NULL, 10) : -1; /* -1: no quota */
+	const cg_key cfs[] = {{"nr_periods", &st->cpu_cfs_periods},
+			      {"nr_throttled", &st->cpu_cfs_throttled_periods},
+			      {"throttled_time", &st->cpu_cfs_throttled_ns}};
+	cg_parse_keys(cpustat, cfs, sizeof(cfs) / sizeof(*cfs));
+	long long q = *quota ? strtoll(quota, NULL, 10) : -1; /* -1: no quota */
 	st->cpu_quota_us = q > 0 ? q : 0;
 	return 0;
 }
@@ -255,16 +276,14 @@ static int v1_stats_procs(cg_manager *cg, struct rt_stats *st, ad_error **err)
 	if (!dir)
 		return 0;
 	size_t n = 0;
-	if (cg_count_procs(dir, &n, err) < 0)
+	if (cg_stat_lines(cg, V1_PROCS, dir, "cgroup.procs", &n, err) < 0)
 		return -1;
 	st->processes = n;
 	if (!v1_dir(cg, CG_CTRL_PIDS)) {
-		_cleanup_free_ char *tasks = NULL;
-		if (cg_read_opt(dir, "tasks", &tasks, err) < 0)
+		n = 0;
+		if (cg_stat_lines(cg, V1_TASKS, dir, "tasks", &n, err) < 0)
 			return -1;
-		st->threads = 0;
-		for (const char *p = tasks; p && *p; p++)
-			st->threads += *p == '\n';
+		st->threads = n;
 	}
 	return 0;
 }
@@ -273,46 +292,50 @@ static int v1_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 {
 	const char *acct = v1_dir(cg, CG_CTRL_CPUACCT), *mem = v1_dir(cg, CG_CTRL_MEMORY),
 		   *pids = v1_dir(cg, CG_CTRL_PIDS);
-	_cleanup_free_ char *cpustat = NULL, *memstat = NULL, *oom = NULL;
-	if (cg_read_u64_opt(acct, "cpuacct.usage", &st->cpu_usage_ns, err) < 0 ||
-	    cg_read_opt(acct, "cpuacct.stat", &cpustat, err) < 0)
+	/* memory.stat with its total_* lines is about 1.5 KiB. */
+	char cpustat[256], memstat[8192], oom[256];
+	cg->stat_spec_mask = V1_SPEC_SLOTS;
+	if (cg_stat_u64(cg, V1_CPUACCT_USAGE, acct, "cpuacct.usage", &st->cpu_usage_ns, err) < 0 ||
+	    cg_stat_text(cg, V1_CPUACCT_STAT, acct, "cpuacct.stat", cpustat, sizeof(cpustat),
+			 err) < 0)
 		return -1;
-	if (cpustat) {
+	if (*cpustat) {
 		/* cpuacct.stat counts USER_HZ ticks. */
 		long hz = sysconf(_SC_CLK_TCK);
 		uint64_t ns_per_tick = hz > 0 ? 1000000000ULL / (uint64_t)hz : 10000000ULL;
 		uint64_t user = 0, sys = 0;
-		cg_parse_keyed(cpustat, "user", &user);
-		cg_parse_keyed(cpustat, "system", &sys);
+		const cg_key times[] = {{"user", &user}, {"system", &sys}};
+		cg_parse_keys(cpustat, times, 2);
 		st->cpu_user_ns = user * ns_per_tick;
 		st->cpu_system_ns = sys * ns_per_tick;
 	}
 	uint64_t limit = 0, inactive = 0;
-	if (cg_read_u64_opt(mem, "memory.usage_in_bytes", &st->memory_usage, err) < 0 ||
-	    cg_read_u64_opt(mem, "memory.limit_in_bytes", &limit, err) < 0 ||
-	    cg_read_opt(mem, "memory.stat", &memstat, err) < 0 ||
-	    cg_read_opt(mem, "memory.oom_control", &oom, err) < 0)
+	if (cg_stat_u64(cg, V1_MEMORY_USAGE, mem, "memory.usage_in_bytes", &st->memory_usage,
+			err) < 0 ||
+	    cg_stat_u64(cg, V1_MEMORY_LIMIT, mem, "memory.limit_in_bytes", &limit, err) < 0 ||
+	    cg_stat_text(cg, V1_MEMORY_STAT, mem, "memory.stat", memstat, sizeof(memstat), err) <
+		0 ||
+	    cg_stat_text(cg, V1_MEMORY_OOM, mem, "memory.oom_control", oom, sizeof(oom), err) < 0)
 		return -1;
 	st->memory_limit = limit >= CG_V1_UNLIMITED ? 0 : limit;
-	if (memstat) {
-		/* total_* include descendants, matching usage_in_bytes. */
-		cg_parse_keyed(memstat, "total_rss", &st->memory_rss);
-		cg_parse_keyed(memstat, "total_cache", &st->memory_cache);
-		cg_parse_keyed(memstat, "total_inactive_file", &inactive);
-		cg_parse_keyed(memstat, "total_pgfault", &st->memory_page_faults);
-		cg_parse_keyed(memstat, "total_pgmajfault", &st->memory_major_page_faults);
-	}
+	/* total_* include descendants, matching usage_in_bytes. */
+	const cg_key memkeys[] = {{"total_rss", &st->memory_rss},
+				  {"total_cache", &st->memory_cache},
+				  {"total_inactive_file", &inactive},
+				  {"total_pgfault", &st->memory_page_faults},
+				  {"total_pgmajfault", &st->memory_major_page_faults}};
+	cg_parse_keys(memstat, memkeys, sizeof(memkeys) / sizeof(*memkeys));
 	st->memory_working_set = st->memory_usage > inactive ? st->memory_usage - inactive : 0;
-	if (oom)
-		cg_parse_keyed(oom, "oom_kill", &st->oom_kill_count);
+	cg_parse_keyed(oom, "oom_kill", &st->oom_kill_count);
 	uint64_t pmax = 0;
-	if (cg_read_u64_opt(pids, "pids.current", &st->pids_current, err) < 0 ||
-	    cg_read_u64_opt(pids, "pids.max", &pmax, err) < 0)
+	if (cg_stat_u64(cg, V1_PIDS_CURRENT, pids, "pids.current", &st->pids_current, err) < 0 ||
+	    cg_stat_u64(cg, V1_PIDS_MAX, pids, "pids.max", &pmax, err) < 0)
 		return -1;
 	st->pids_limit = pmax == UINT64_MAX ? 0 : pmax;
 	st->threads = st->pids_current;
 	return v1_stats_cpu_cfs(cg, st, err) < 0 ||
-			   cg_read_u64_opt(mem, "memory.failcnt", &st->memory_failcnt, err) < 0
+			   cg_stat_u64(cg, V1_MEMORY_FAILCNT, mem, "memory.failcnt",
+				       &st->memory_failcnt, err) < 0
 		       ? -1
 		       : v1_stats_procs(cg, st, err);
 }

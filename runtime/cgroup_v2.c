@@ -209,79 +209,87 @@ static int v2_update(cg_manager *cg, const rt_resources *res, ad_error **err)
 	return v2_apply_checked(cg, res, err);
 }
 
+/* The files v2_stats reads (cg_manager.stat_fds). */
+enum {
+	V2_CPU_STAT,
+	V2_CPU_WEIGHT,
+	V2_CPU_MAX,
+	V2_MEMORY_STAT,
+	V2_MEMORY_EVENTS,
+	V2_MEMORY_CURRENT,
+	V2_MEMORY_MAX,
+	V2_PIDS_CURRENT,
+	V2_PIDS_MAX,
+	V2_PROCS,
+};
+#define V2_SPEC_SLOTS (1u << V2_CPU_WEIGHT | 1u << V2_CPU_MAX | 1u << V2_MEMORY_MAX | 1u << V2_PIDS_MAX)
+
 static int v2_stats_cpu_cfs(cg_manager *cg, const char *cpustat, struct rt_stats *st,
 			    ad_error **err)
 {
-	_cleanup_free_ char *max = NULL;
+	char max[64];
 	uint64_t weight = 0;
-	if (cg_read_u64_opt(cg->dir, "cpu.weight", &weight, err) < 0 ||
-	    cg_read_opt(cg->dir, "cpu.max", &max, err) < 0)
+	if (cg_stat_u64(cg, V2_CPU_WEIGHT, cg->dir, "cpu.weight", &weight, err) < 0 ||
+	    cg_stat_text(cg, V2_CPU_MAX, cg->dir, "cpu.max", max, sizeof(max), err) < 0)
 		return -1;
 	st->cpu_shares = cg_weight_to_shares(weight);
-	if (cpustat) {
-		uint64_t throttled_us = 0;
-		cg_parse_keyed(cpustat, "nr_periods", &st->cpu_cfs_periods);
-		cg_parse_keyed(cpustat, "nr_throttled", &st->cpu_cfs_throttled_periods);
-		cg_parse_keyed(cpustat, "throttled_usec", &throttled_us);
-		st->cpu_cfs_throttled_ns = throttled_us * 1000;
-	}
+	uint64_t throttled_us = 0;
+	const cg_key cfs[] = {{"nr_periods", &st->cpu_cfs_periods},
+			      {"nr_throttled", &st->cpu_cfs_throttled_periods},
+			      {"throttled_usec", &throttled_us}};
+	cg_parse_keys(cpustat, cfs, sizeof(cfs) / sizeof(*cfs));
+	st->cpu_cfs_throttled_ns = throttled_us * 1000;
 	/* "quota period" or "max period" */
 	long long quota = 0;
 	unsigned long long period = 0;
-	if (max && sscanf(max, "%lld %llu", &quota, &period) >= 1)
+	if (*max && sscanf(max, "%lld %llu", &quota, &period) >= 1)
 		st->cpu_quota_us = quota > 0 ? quota : 0;
-	if (max && !period)
+	if (*max && !period)
 		sscanf(max, "max %llu", &period);
 	st->cpu_period_us = period;
 	return 0;
 }
 
-static int v2_stats_procs(cg_manager *cg, struct rt_stats *st, ad_error **err)
-{
-	size_t n = 0;
-	if (cg_count_procs(cg->dir, &n, err) < 0)
-		return -1;
-	st->processes = n;
-	return 0;
-}
-
 static int v2_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 {
-	_cleanup_free_ char *cpu = NULL, *mem = NULL, *events = NULL;
+	/* memory.stat is about 1.5 KiB on 6.x kernels. */
+	char cpu[1024], mem[8192], events[512];
+	cg->stat_spec_mask = V2_SPEC_SLOTS;
 	uint64_t inactive = 0, limit = 0, pmax = 0;
-	if (cg_read_opt(cg->dir, "cpu.stat", &cpu, err) < 0 ||
-	    cg_read_opt(cg->dir, "memory.stat", &mem, err) < 0 ||
-	    cg_read_opt(cg->dir, "memory.events", &events, err) < 0 ||
-	    cg_read_u64_opt(cg->dir, "memory.current", &st->memory_usage, err) < 0 ||
-	    cg_read_u64_opt(cg->dir, "memory.max", &limit, err) < 0 ||
-	    cg_read_u64_opt(cg->dir, "pids.current", &st->pids_current, err) < 0 ||
-	    cg_read_u64_opt(cg->dir, "pids.max", &pmax, err) < 0)
+	if (cg_stat_text(cg, V2_CPU_STAT, cg->dir, "cpu.stat", cpu, sizeof(cpu), err) < 0 ||
+	    cg_stat_text(cg, V2_MEMORY_STAT, cg->dir, "memory.stat", mem, sizeof(mem), err) < 0 ||
+	    cg_stat_text(cg, V2_MEMORY_EVENTS, cg->dir, "memory.events", events, sizeof(events),
+			 err) < 0 ||
+	    cg_stat_u64(cg, V2_MEMORY_CURRENT, cg->dir, "memory.current", &st->memory_usage, err) <
+		0 ||
+	    cg_stat_u64(cg, V2_MEMORY_MAX, cg->dir, "memory.max", &limit, err) < 0 ||
+	    cg_stat_u64(cg, V2_PIDS_CURRENT, cg->dir, "pids.current", &st->pids_current, err) < 0 ||
+	    cg_stat_u64(cg, V2_PIDS_MAX, cg->dir, "pids.max", &pmax, err) < 0)
 		return -1;
-	if (cpu) {
-		uint64_t usage = 0, user = 0, sys = 0;
-		cg_parse_keyed(cpu, "usage_usec", &usage);
-		cg_parse_keyed(cpu, "user_usec", &user);
-		cg_parse_keyed(cpu, "system_usec", &sys);
-		st->cpu_usage_ns = usage * 1000;
-		st->cpu_user_ns = user * 1000;
-		st->cpu_system_ns = sys * 1000;
-	}
-	if (mem) {
-		cg_parse_keyed(mem, "anon", &st->memory_rss);
-		cg_parse_keyed(mem, "file", &st->memory_cache);
-		cg_parse_keyed(mem, "inactive_file", &inactive);
-		cg_parse_keyed(mem, "pgfault", &st->memory_page_faults);
-		cg_parse_keyed(mem, "pgmajfault", &st->memory_major_page_faults);
-	}
+	uint64_t usage = 0, user = 0, sys = 0;
+	const cg_key cpukeys[] = {{"usage_usec", &usage}, {"user_usec", &user}, {"system_usec", &sys}};
+	cg_parse_keys(cpu, cpukeys, sizeof(cpukeys) / sizeof(*cpukeys));
+	st->cpu_usage_ns = usage * 1000;
+	st->cpu_user_ns = user * 1000;
+	st->cpu_system_ns = sys * 1000;
+	const cg_key memkeys[] = {{"anon", &st->memory_rss},
+				  {"file", &st->memory_cache},
+				  {"inactive_file", &inactive},
+				  {"pgfault", &st->memory_page_faults},
+				  {"pgmajfault", &st->memory_major_page_faults}};
+	cg_parse_keys(mem, memkeys, sizeof(memkeys) / sizeof(*memkeys));
 	st->memory_working_set = st->memory_usage > inactive ? st->memory_usage - inactive : 0;
 	st->memory_limit = limit == UINT64_MAX ? 0 : limit;
 	st->pids_limit = pmax == UINT64_MAX ? 0 : pmax;
-	if (events) {
-		cg_parse_keyed(events, "oom_kill", &st->oom_kill_count);
-		cg_parse_keyed(events, "max", &st->memory_failcnt);
-	}
+	const cg_key evkeys[] = {{"oom_kill", &st->oom_kill_count}, {"max", &st->memory_failcnt}};
+	cg_parse_keys(events, evkeys, 2);
 	st->threads = st->pids_current;
-	return v2_stats_cpu_cfs(cg, cpu, st, err) < 0 ? -1 : v2_stats_procs(cg, st, err);
+	size_t procs = 0;
+	if (v2_stats_cpu_cfs(cg, cpu, st, err) < 0 ||
+	    cg_stat_lines(cg, V2_PROCS, cg->dir, "cgroup.procs", &procs, err) < 0)
+		return -1;
+	st->processes = procs;
+	return 0;
 }
 
 static int v2_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err)

@@ -124,6 +124,7 @@ int rt_runtime_new(const rt_options *opts, rt_runtime **ret, ad_error **err)
 	rt->shim_path = ad_steal_ptr(shim_abs);
 	rt->cgroup_parent = ad_strdup(o.cgroup_parent ? o.cgroup_parent : "agentd");
 	pthread_mutex_init(&rt->seccomp_lock, NULL);
+	pthread_mutex_init(&rt->running_lock, NULL);
 	*ret = rt;
 	return 0;
 }
@@ -138,6 +139,8 @@ void rt_runtime_free(rt_runtime *rt)
 	free(rt->cgroup_parent);
 	free(rt->seccomp_bpf);
 	pthread_mutex_destroy(&rt->seccomp_lock);
+	rt_running_free_all(rt);
+	pthread_mutex_destroy(&rt->running_lock);
 	free(rt);
 }
 
@@ -707,7 +710,7 @@ int64_t rt_container_started_at(const rt_container *c)
 	return c->started_at;
 }
 
-static int pidfd_of(pid_t pid, uint64_t start)
+int rt_pidfd_of(pid_t pid, uint64_t start)
 {
 	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (fd < 0)
@@ -722,12 +725,12 @@ static int pidfd_of(pid_t pid, uint64_t start)
 
 int rt_container_exit_fd(rt_container *c)
 {
-	return pidfd_of(c->shim_pid, c->shim_start);
+	return rt_pidfd_of(c->shim_pid, c->shim_start);
 }
 
 int rt_container_mnt_ns_fd(rt_container *c)
 {
-	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->init_pid, c->init_start);
 	if (pfd < 0)
 		return -1;
 	char path[64];
@@ -762,7 +765,7 @@ void rt_reap_exit_fd(int exit_fd)
 
 static void reap_shim(rt_container *c)
 {
-	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->shim_pid, c->shim_start);
 	if (pfd >= 0)
 		reap_pidfd(pfd);
 }
@@ -792,7 +795,7 @@ static bool read_exit(rt_container *c, int dfd, rt_state *s)
  * and the init's end is awaited (its new parent reaps it). */
 static void kill_orphaned(rt_container *c)
 {
-	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->init_pid, c->init_start);
 	if (c->cg) {
 		_cleanup_error_ ad_error *e = NULL;
 		if (cg_kill_all(c->cg, SIGKILL, &e) < 0)
@@ -817,7 +820,7 @@ int rt_get_state(rt_container *c, rt_state *ret, ad_error **err)
 		*ret = s;
 		return 0;
 	}
-	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->shim_pid, c->shim_start);
 	if (pfd >= 0) {
 		char reply[128];
 		if (shim_call(c, "status", reply, sizeof(reply), NULL) == 0 &&
@@ -857,12 +860,12 @@ bool rt_init_alive(rt_container *c)
 	_cleanup_close_ int dfd = open(c->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0 || faccessat(dfd, RT_FILE_EXIT, F_OK, 0) == 0)
 		return false;
-	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->init_pid, c->init_start);
 	if (pfd < 0)
 		return false;
 	/* A live init under a dead shim is no longer a running container
 	 * (rt_get_state ends it). */
-	_cleanup_close_ int shim_fd = pidfd_of(c->shim_pid, c->shim_start);
+	_cleanup_close_ int shim_fd = rt_pidfd_of(c->shim_pid, c->shim_start);
 	if (shim_fd < 0)
 		return false;
 	/* Readable once it has exited, even before its shim reaps it. */
@@ -872,7 +875,7 @@ bool rt_init_alive(rt_container *c)
 
 int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err)
 {
-	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->shim_pid, c->shim_start);
 	if (pfd >= 0) {
 		struct pollfd p = {.fd = pfd, .events = POLLIN};
 		int64_t deadline = ad_monotonic_ns() + (int64_t)timeout_ms * 1000000;
@@ -899,7 +902,7 @@ int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err)
 
 int rt_kill(rt_container *c, int sig, ad_error **err)
 {
-	_cleanup_close_ int pfd = pidfd_of(c->init_pid, c->init_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->init_pid, c->init_start);
 	if (pfd < 0)
 		return ad_fail(err, AD_E_PRECONDITION, "container %s is not running", c->id);
 	if (syscall(SYS_pidfd_send_signal, pfd, sig, NULL, 0) < 0)
@@ -950,12 +953,12 @@ int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err)
 	uint64_t blocked = 0, caught = 0;
 	bool dropped = signal_masks(c->init_pid, &blocked, &caught) == 0 &&
 		       !((blocked | caught) & SIGNAL_BIT(sig));
-	_cleanup_close_ int init_fd = pidfd_of(c->init_pid, c->init_start);
+	_cleanup_close_ int init_fd = rt_pidfd_of(c->init_pid, c->init_start);
 	if (init_fd < 0 || rt_kill(c, sig, NULL) < 0) {
 		kill_leftovers(c); /* the init has already exited */
 		return 0;
 	}
-	_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+	_cleanup_close_ int pfd = rt_pidfd_of(c->shim_pid, c->shim_start);
 	int slice_ms = 2;
 	while (pfd >= 0) {
 		int64_t left_ms = (kill_at - ad_monotonic_ns()) / 1000000;
@@ -997,6 +1000,7 @@ int rt_stop(rt_container *c, int sig, int grace_ms, ad_error **err)
 
 int rt_delete(rt_container *c, ad_error **err)
 {
+	rt_running_forget(c->rt, c->id);
 	rt_kill(c, SIGKILL, NULL);
 	if (c->cg) {
 		if (cg_destroy(c->cg, err) < 0)
@@ -1007,7 +1011,7 @@ int rt_delete(rt_container *c, ad_error **err)
 	rt_state st;
 	_cleanup_error_ ad_error *e = NULL;
 	if (rt_wait(c, 5000, &st, &e) < 0) {
-		_cleanup_close_ int pfd = pidfd_of(c->shim_pid, c->shim_start);
+		_cleanup_close_ int pfd = rt_pidfd_of(c->shim_pid, c->shim_start);
 		if (pfd >= 0) {
 			syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
 			struct pollfd p = {.fd = pfd, .events = POLLIN};
@@ -1034,9 +1038,12 @@ int rt_update(rt_container *c, const rt_resources *res, ad_error **err)
 {
 	if (!c->cg)
 		return ad_fail(err, AD_E_NOT_FOUND, "container %s: no cgroup", c->id);
-	if (cg_update(c->cg, res, err) < 0)
-		return ad_error_wrap(err, "container %s", c->id);
-	return 0;
+	/* Its kept handle (rt_running_stats) holds the old limits: dropped
+	 * before and after, so that no stats read in between keeps them. */
+	rt_running_forget(c->rt, c->id);
+	int r = cg_update(c->cg, res, err);
+	rt_running_forget(c->rt, c->id);
+	return r < 0 ? ad_error_wrap(err, "container %s", c->id) : 0;
 }
 
 /* One attach request on a new control connection: 1 with *ret_fd on "ok",

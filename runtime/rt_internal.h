@@ -25,6 +25,11 @@ struct rt_runtime {
 	char *shim_path;
 	int shim_fd; /* sealed memfd copy of shim_path: what is exec'd */
 	char *cgroup_parent;
+	/* rt_running_stats' handles of running containers (rt_stats.c). */
+	pthread_mutex_t running_lock;
+	struct rt_running **running;
+	size_t n_running;
+	size_t running_fds;
 };
 
 struct rt_container {
@@ -106,6 +111,14 @@ void rt_close_all_but(const int *keep, size_t n);
 
 /* Reads field 22 of /proc/PID/stat; 0 if the process is gone. */
 uint64_t rt_proc_start_time(pid_t pid);
+/* A pidfd of pid if it is still the process that started at `start`; -1 if
+ * not (or gone). */
+int rt_pidfd_of(pid_t pid, uint64_t start);
+
+/* rt_stats.c: drop the kept handles of a container (it is being deleted), or
+ * all of them. */
+void rt_running_forget(rt_runtime *rt, const char *id);
+void rt_running_free_all(rt_runtime *rt);
 
 /* Child side of the container's init and of exec: switch to the user, check
  * the executable, and run it. */

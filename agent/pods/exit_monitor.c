@@ -69,6 +69,8 @@ int mgr_ctr_refresh_stats(mgr *m, mgr_ctr *c, rt_stats *ret_stats, ad_error **er
 {
 	if (c->state != MGR_CTR_RUNNING || !m->rt)
 		return 0;
+	if (rt_running_stats(m->rt, c->id, ret_stats))
+		return 0; /* most refreshes: still running, asked through kept handles */
 	rt_container *rc = NULL;
 	_cleanup_error_ ad_error *e = NULL;
 	if (rt_open(m->rt, c->id, &rc, &e) < 0)

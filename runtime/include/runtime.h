@@ -241,6 +241,13 @@ int rt_get_state(rt_container *c, rt_state *ret, ad_error **err);
  * recorded and its process (pid and start time) alive. Unlike rt_get_state it
  * asks the shim nothing, so it costs no round trip to another process. */
 bool rt_init_alive(rt_container *c);
+/* The same question about a container that was running, for callers that
+ * ask about every running container again and again (stats, lists): the
+ * runtime keeps its state dir, init and shim pidfds and cgroup files open
+ * between calls (until it stops or is deleted). true: still running, and
+ * with ret its cgroup numbers (timestamp_ns 0 if they could not be read);
+ * false: stopped or unknown, ask rt_open + rt_get_state. */
+bool rt_running_stats(rt_runtime *rt, const char *id, rt_stats *ret);
 /* A pidfd of the container's shim (close-on-exec, the caller's to close): it
  * becomes readable once the shim has exited, i.e. after it recorded the
  * exit. -1 if the shim is already gone. */

@@ -37,14 +37,15 @@ void metrics_out_free(metrics_out *o)
 
 struct evbuffer *metrics_out_buffer(metrics_out *o)
 {
+	if (o->format == METRICS_OPENMETRICS && !o->finished)
+		evbuffer_add(o->buf, "# EOF\n", 6);
+	o->finished = true;
 	return o->buf;
 }
 
 const char *metrics_out_finish(metrics_out *o, size_t *ret_len)
 {
-	if (o->format == METRICS_OPENMETRICS && !o->finished)
-		evbuffer_add(o->buf, "# EOF\n", 6);
-	o->finished = true;
+	metrics_out_buffer(o);
 	*ret_len = evbuffer_get_length(o->buf);
 	/* pullup of an empty buffer is NULL */
 	const char *p = (const char *)evbuffer_pullup(o->buf, -1);
@@ -157,8 +158,16 @@ size_t metrics_format_value(double v, char buf[32])
 	return (size_t)len;
 }
 
-static void sample_le(metrics_out *o, const char *suffix, const char *labels, const char *le,
-		      double value)
+/* Decimal digits of u into the end of buf; returns where they start. */
+static char *digits_back(uint64_t u, char *end)
+{
+	do
+		*--end = (char)('0' + u % 10);
+	while (u /= 10);
+	return end;
+}
+
+static void sample_head(metrics_out *o, const char *suffix, const char *labels, const char *le)
 {
 	evbuffer_add(o->buf, o->name, strlen(o->name));
 	if (suffix)
@@ -175,11 +184,42 @@ static void sample_le(metrics_out *o, const char *suffix, const char *labels, co
 		}
 		evbuffer_add(o->buf, "}", 1);
 	}
-	char num[32];
-	size_t n = metrics_format_value(value, num);
+}
+
+static void sample_le(metrics_out *o, const char *suffix, const char *labels, const char *le,
+		      double value)
+{
+	sample_head(o, suffix, labels, le);
+	char num[34] = " ";
+	size_t n = 1 + metrics_format_value(value, num + 1);
 	num[n++] = '\n';
-	evbuffer_add(o->buf, " ", 1);
 	evbuffer_add(o->buf, num, n);
+}
+
+void metrics_sample_ns(metrics_out *o, const char *labels, int64_t ns)
+{
+	sample_head(o, NULL, labels, NULL);
+	uint64_t u = ns < 0 ? -(uint64_t)ns : (uint64_t)ns;
+	char buf[48], *end = buf + sizeof(buf), *p = end;
+	*--p = '\n';
+	uint64_t frac = u % 1000000000;
+	if (frac) {
+		int width = 9;
+		while (frac % 10 == 0) { /* no trailing zeros */
+			frac /= 10;
+			width--;
+		}
+		char *start = digits_back(frac, p);
+		while (p - start < width)
+			*--start = '0';
+		p = start;
+		*--p = '.';
+	}
+	p = digits_back(u / 1000000000, p);
+	if (ns < 0)
+		*--p = '-';
+	*--p = ' ';
+	evbuffer_add(o->buf, p, (size_t)(end - p));
 }
 
 void metrics_sample(metrics_out *o, const char *suffix, const char *labels, double value)

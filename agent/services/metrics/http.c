@@ -73,8 +73,6 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	metrics_format f = metrics_format_from_accept(accept);
 	metrics_out *o = metrics_out_new(f);
 	metrics_registry_write(h->reg, o);
-	size_t len;
-	metrics_out_finish(o, &len);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  metrics_content_type(f));
 	evhttp_send_reply(req, HTTP_OK, "OK", metrics_out_buffer(o));

@@ -68,12 +68,16 @@ def main():
                                      "-p", str(a.pid)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             time.sleep(1)
+        c0 = a.cpu_seconds()
+        time.sleep(2)
+        idle = (a.cpu_seconds() - c0) * 1000 / 2
         per, wall = cpu_ms(a, lambda: urllib.request.urlopen(url, timeout=30).read(), SCRAPES)
         if os.environ.get("BENCH_PERF"):
             perf.send_signal(signal.SIGINT)
             perf.wait()
         print("GET /metrics: %d bytes, %d series; agentd CPU %.2f ms per scrape "
-              "(wall %.2f ms), %d scrapes" % (len(body), series, per, wall, SCRAPES))
+              "(wall %.2f ms), %d scrapes; agentd idle: %.2f ms CPU per second"
+              % (len(body), series, per, wall, SCRAPES, idle))
         with a.unix_channel() as ch:
             rt = pb.api_grpc.RuntimeServiceStub(ch)
 
