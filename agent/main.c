@@ -5,7 +5,11 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 
 #include <event2/event.h>
@@ -36,6 +40,8 @@ typedef struct agentd {
 	build_service *build;
 	cri_service cri;
 	agent_ops *ops;
+	/* Sockets passed by systemd (socket activation), from fd 3 on. */
+	int listen_fds;
 	/* The command line, read again on SIGHUP. */
 	int argc;
 	char **argv;
@@ -98,8 +104,11 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
 
 /* SIGHUP: the config file and command line again; what can change without
  * a restart is applied (log level, the mTLS certificates and CA, the access
- * policy; CNI config lists are read per call anyway). A config that does
- * not load or validate is refused with its error and nothing changes. */
+ * policy, the streaming server's certificate, registry settings; CNI config
+ * lists are read per pod anyway and are checked). A config that does not
+ * load or validate is refused with its error and nothing changes; a bad
+ * certificate or registry file is refused with its error and only its part
+ * keeps the old settings. */
 static void on_reload(evutil_socket_t sig, short events, void *arg)
 {
 	(void)sig;
@@ -126,19 +135,96 @@ static void on_reload(evutil_socket_t sig, short events, void *arg)
 			     err->message);
 		ad_error_free(&err);
 	}
+	if (d->cri.streaming && next.streaming_tls && next.tls_cert[0] &&
+	    st_server_reload_tls(d->cri.streaming, next.tls_cert, next.tls_key, &err) < 0) {
+		ad_error_log("reload: refused, the streaming server keeps its certificate: %s",
+			     err->message);
+		ad_error_free(&err);
+	}
+	if (agent_images_reload(&next, d->images, &err) < 0) {
+		ad_error_log("reload: registry settings refused, the old ones stay: %s",
+			     err->message);
+		ad_error_free(&err);
+	}
+	/* CNI config lists are read for each pod; this is the operator's check
+	 * of what the next pod gets. */
+	if (mgr_network_ready(d->pods, &err) < 0) {
+		ad_warn("reload: CNI network not ready: %s", err->message);
+		ad_error_free(&err);
+	}
 	if (strcmp(next.tls_listen, d->cfg.tls_listen) != 0 ||
 	    strcmp(next.listen, d->cfg.listen) != 0 ||
-	    strcmp(next.metrics_listen, d->cfg.metrics_listen) != 0)
+	    strcmp(next.metrics_listen, d->cfg.metrics_listen) != 0 ||
+	    strcmp(next.streaming_listen, d->cfg.streaming_listen) != 0)
 		ad_warn("reload: listen addresses change only with a restart");
+	if (strcmp(next.cni_conf_dir, d->cfg.cni_conf_dir) != 0 ||
+	    strcmp(next.cni_plugin_dirs, d->cfg.cni_plugin_dirs) != 0)
+		ad_warn("reload: [cni] directories change only with a restart (the files in them "
+			"are read for each pod)");
 	ad_log_set_level(next.log_level);
 	d->cfg.log_level = next.log_level;
-	ad_info("reloaded %s (log level, TLS files, access policy)", next.source);
+	ad_info("reloaded %s (log level, TLS files, access policy, registry settings)",
+		next.source);
 	cfg_free(&next);
+}
+
+/* The configured TCP listener `host_port` names this socket's port (its
+ * host is not compared: systemd's ListenStream= may spell it differently). */
+static bool same_port(const struct sockaddr_storage *ss, const char *host_port)
+{
+	const char *colon = host_port[0] ? strrchr(host_port, ':') : NULL;
+	if (!colon)
+		return false;
+	int port = ss->ss_family == AF_INET	   ? ntohs(((struct sockaddr_in *)ss)->sin_port)
+		   : ss->ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)ss)->sin6_port)
+					       : -1;
+	return port == atoi(colon + 1);
+}
+
+/* Socket activation (deploy/agentd.socket): each socket systemd passed is
+ * matched to a configured listener, the unix one by its path, a TCP one by
+ * its port; that listener then uses it instead of binding. A socket that
+ * matches none is an error: agentd would not answer on it. */
+static int inherited_listeners(const cfg_config *c, int n, int *unix_fd, int *tls_fd,
+			       int *tcp_fd, ad_error **err)
+{
+	for (int fd = AD_SD_LISTEN_FDS_START; fd < AD_SD_LISTEN_FDS_START + n; fd++) {
+		struct sockaddr_storage ss = {0};
+		socklen_t sl = sizeof(ss);
+		int *slot = NULL;
+		int listening = 0;
+		socklen_t ll = sizeof(listening);
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 && listening) {
+			const struct sockaddr_un *sun = (const struct sockaddr_un *)&ss;
+			if (ss.ss_family == AF_UNIX && c->listen[0] &&
+			    strcmp(sun->sun_path, c->listen) == 0)
+				slot = unix_fd;
+			else if (same_port(&ss, c->tls_listen))
+				slot = tls_fd;
+			else if (same_port(&ss, c->tcp_insecure_listen))
+				slot = tcp_fd;
+		}
+		if (!slot || *slot > 0)
+			return ad_fail(err, AD_E_INVALID,
+				       "socket activation: inherited fd %d is no listening socket of "
+				       "a configured listener (listen, tls_listen, "
+				       "tcp_insecure_listen)",
+				       fd);
+		*slot = fd;
+	}
+	if (n)
+		ad_info("socket activation: %d listening socket%s from systemd", n,
+			n == 1 ? "" : "s");
+	return 0;
 }
 
 static int start_servers(agentd *d, ad_error **err)
 {
 	const cfg_config *c = &d->cfg;
+	int unix_fd = 0, tls_fd = 0, tcp_fd = 0;
+	if (inherited_listeners(c, d->listen_fds, &unix_fd, &tls_fd, &tcp_fd, err) < 0)
+		return -1;
 	rpc_server_config base_cfg = {
 	    .max_recv_msg = c->max_recv_msg_size,
 	    .max_send_msg = c->max_send_msg_size,
@@ -154,7 +240,9 @@ static int start_servers(agentd *d, ad_error **err)
 	if (c->listen[0] || c->tls_listen[0]) {
 		rpc_server_config sc = base_cfg;
 		sc.unix_path = c->listen[0] ? c->listen : NULL;
+		sc.unix_fd = unix_fd;
 		if (c->tls_listen[0]) {
+			sc.tcp_fd = tls_fd;
 			sc.tcp_listen = c->tls_listen;
 			sc.tls_cert = c->tls_cert;
 			sc.tls_key = c->tls_key;
@@ -172,6 +260,7 @@ static int start_servers(agentd *d, ad_error **err)
 	if (c->tcp_insecure_listen[0]) {
 		rpc_server_config sc = base_cfg;
 		sc.tcp_listen = c->tcp_insecure_listen;
+		sc.tcp_fd = tcp_fd;
 		sc.tcp_insecure = true;
 		if (rpc_server_new(d->base, &sc, &d->servers[d->n_servers], err) < 0)
 			return -1;
@@ -181,9 +270,11 @@ static int start_servers(agentd *d, ad_error **err)
 		ad_warn("listening without TLS or authentication on %s (benchmarks only)",
 			d->ctx.listeners[d->ctx.n_listeners - 1]);
 	}
-	for (size_t i = 0; i < d->n_servers; i++)
+	for (size_t i = 0; i < d->n_servers; i++) {
 		if (rpc_server_register(d->servers[i], d->table.methods, d->table.n, err) < 0)
 			return -1;
+		ops_add_server(d->ops, d->servers[i]);
+	}
 	return 0;
 }
 
@@ -283,7 +374,7 @@ static int run(agentd *d)
 	svc_build_register(&d->table, d->build);
 	svc_health_register(&d->table, ctx);
 	collect_services(ctx, &d->table);
-	if (ops_new(&d->cfg, d->pods, &d->ops, &err) < 0) {
+	if (ops_new(&d->cfg, d->pods, d->images, &d->ops, &err) < 0) {
 		ad_error_log("%s", err->message);
 		return 1;
 	}
@@ -394,6 +485,8 @@ int main(int argc, char **argv)
 	 * agentd's threads are not malloc-bound; two arenas are enough. */
 	mallopt(M_ARENA_MAX, 2);
 
+	/* First: close-on-exec before any child could inherit them. */
+	d.listen_fds = ad_sd_listen_fds();
 	cfg_init(&d.cfg);
 	if (cfg_from_args(&d.cfg, argc, argv, &action, &err) < 0) {
 		fprintf(stderr, "agentd: %s\n", err->message);

@@ -25,9 +25,14 @@ typedef struct wrapped {
 	void *userdata;
 } wrapped;
 
+#define OPS_MAX_SERVERS 4
+
 struct agent_ops {
 	const cfg_config *cfg;
 	mgr *pods;
+	store *images;
+	rpc_server *servers[OPS_MAX_SERVERS];
+	atomic_size_t n_servers; /* servers are added after the HTTP thread started */
 	metrics_registry *reg;
 	metrics_vec *rpc_total, *rpc_seconds;
 	atomic_long in_flight;
@@ -102,6 +107,58 @@ static void collect_rpc(metrics_out *out, void *arg)
 	metrics_family(out, "agentd_grpc_requests_in_flight", METRICS_GAUGE,
 		       "gRPC calls being handled now.");
 	metrics_sample(out, NULL, NULL, (double)atomic_load(&o->in_flight));
+}
+
+/* Connections refused for max_connections_per_peer. */
+static void collect_refused(metrics_out *out, void *arg)
+{
+	agent_ops *o = arg;
+	uint64_t refused = 0;
+	size_t n = atomic_load(&o->n_servers);
+	for (size_t i = 0; i < n; i++)
+		refused += rpc_server_refused_connections(o->servers[i]);
+	metrics_family(out, "agentd_grpc_refused_connections_total", METRICS_COUNTER,
+		       "gRPC connections closed at accept: the peer had max_connections_per_peer "
+		       "open.");
+	metrics_sample(out, NULL, NULL, (double)refused);
+}
+
+/* Container exits and shim deaths as they are recorded, and image pulls. */
+static void collect_events(metrics_out *out, void *arg)
+{
+	agent_ops *o = arg;
+	uint64_t exits[MGR_EXIT_REASONS];
+	mgr_exit_counts(o->pods, exits);
+	metrics_family(out, "agentd_container_exits_total", METRICS_COUNTER,
+		       "Container exits recorded since agentd started, by reason.");
+	for (size_t i = 0; i < MGR_EXIT_REASONS; i++) {
+		const char *name[] = {"reason"}, *value[] = {mgr_exit_reasons[i]};
+		_cleanup_free_ char *l = metrics_labels(1, name, value);
+		metrics_sample(out, NULL, l, (double)exits[i]);
+	}
+	uint64_t shim_died = 0;
+	for (size_t i = 0; i < MGR_EXIT_REASONS; i++)
+		if (strcmp(mgr_exit_reasons[i], "ShimDied") == 0)
+			shim_died = exits[i];
+	metrics_family(out, "agentd_shim_deaths_total", METRICS_COUNTER,
+		       "agentd-shim processes that died before their container's exit was "
+		       "written (the container was killed; its exit reason is ShimDied).");
+	metrics_sample(out, NULL, NULL, (double)shim_died);
+	if (!o->images)
+		return;
+	store_pull_counters p;
+	store_pull_counters_get(o->images, &p);
+	metrics_family(out, "agentd_image_pulls_total", METRICS_COUNTER,
+		       "Image pulls since agentd started, by result.");
+	metrics_sample(out, NULL, "result=\"ok\"", (double)p.pulls);
+	metrics_sample(out, NULL, "result=\"error\"", (double)p.failures);
+	metrics_family(out, "agentd_image_pull_bytes_total", METRICS_COUNTER,
+		       "Compressed layer bytes downloaded by completed pulls (layers already "
+		       "present count nothing).");
+	metrics_sample(out, NULL, NULL, (double)p.bytes);
+	metrics_family(out, "agentd_image_pull_seconds_total", METRICS_COUNTER,
+		       "Time spent in completed pulls.");
+	metrics_sample(out, NULL, NULL, p.seconds);
 }
 
 /* <root>/blobs/sha256: the content store's size. */
@@ -180,7 +237,7 @@ static void write_states(metrics_out *out, mgr_pod **pods, mgr_ctr **ctrs)
 	for (size_t i = 0; ctrs && ctrs[i]; i++)
 		if (ctrs[i]->state == MGR_CTR_EXITED)
 			count_reason(reasons, &n_reasons, ctrs[i]->reason);
-	metrics_family(out, "agentd_container_exits", METRICS_GAUGE,
+	metrics_family(out, "agentd_containers_exited", METRICS_GAUGE,
 		       "Exited containers (not yet removed) by the reason of their exit "
 		       "(Completed, Error, OOMKilled, StartError, ShimDied).");
 	for (size_t i = 0; i < n_reasons; i++) {
@@ -284,11 +341,21 @@ static bool ready_db(void *arg, char *why, size_t len)
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-int ops_new(const cfg_config *cfg, mgr *pods, agent_ops **ret, ad_error **err)
+void ops_add_server(agent_ops *o, rpc_server *srv)
+{
+	size_t n = atomic_load(&o->n_servers);
+	if (n == OPS_MAX_SERVERS)
+		return;
+	o->servers[n] = srv;
+	atomic_store(&o->n_servers, n + 1); /* after the slot is written */
+}
+
+int ops_new(const cfg_config *cfg, mgr *pods, store *images, agent_ops **ret, ad_error **err)
 {
 	agent_ops *o = ad_malloc0(sizeof(*o));
 	o->cfg = cfg;
 	o->pods = pods;
+	o->images = images;
 	pthread_rwlock_init(&o->authz_lock, NULL);
 	atomic_init(&o->phase, OPS_STARTING);
 	if (authz_policy_new(cfg->authz_roles, cfg->authz_role_from_ou, cfg->authz_default_role,
@@ -305,7 +372,9 @@ int ops_new(const cfg_config *cfg, mgr *pods, agent_ops **ret, ad_error **err)
 	    "Time from a call's dispatch to its handler's return, by method and status code.", 2,
 	    method_code, rpc_buckets, sizeof(rpc_buckets) / sizeof(*rpc_buckets));
 	metrics_registry_add_collector(o->reg, collect_rpc, o);
+	metrics_registry_add_collector(o->reg, collect_refused, o);
 	metrics_registry_add_collector(o->reg, collect_pods, o);
+	metrics_registry_add_collector(o->reg, collect_events, o);
 	metrics_registry_add_collector(o->reg, collect_store, o);
 	metrics_registry_add_collector(o->reg, metrics_collect_process, NULL);
 	*ret = o;

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "pods.h"
 #include "rpc.h"
+#include "store.h"
 
 struct event_base;
 typedef struct agent_ops agent_ops;
@@ -22,8 +23,10 @@ typedef enum ops_phase {
 	OPS_DRAINING, /* SIGTERM: STOPPING=1, /readyz 503 */
 } ops_phase;
 
-/* pods: the manager the collectors read (outlives ops). */
-int ops_new(const cfg_config *cfg, mgr *pods, agent_ops **ret, ad_error **err);
+/* pods, images: what the collectors read (both outlive ops). */
+int ops_new(const cfg_config *cfg, mgr *pods, store *images, agent_ops **ret, ad_error **err);
+/* A gRPC server whose refused connections are counted (at most 4). */
+void ops_add_server(agent_ops *o, rpc_server *srv);
 void ops_free(agent_ops *o);
 
 /* Wraps every method's handler (before the table is registered): mutual-TLS

@@ -7,6 +7,7 @@
 #include "store_int.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -33,7 +34,30 @@ typedef struct fetch_run {
 	void *cancel_userdata;
 	store_progress_fn progress;
 	void *progress_userdata;
+	/* A pull's downloaded bytes per layer (the highest `done` seen), for
+	 * store_pull_counters. NULL: not counted. */
+	struct pull_tally *tally;
 } fetch_run;
+
+typedef struct pull_tally {
+	uint64_t *layer_done;
+	size_t n;
+} pull_tally;
+
+static void tally_progress(pull_tally *t, const store_progress *p)
+{
+	if (p->count > 4096 || p->index >= p->count)
+		return; /* a broken helper: its counts are not worth memory */
+	if (p->count > t->n) {
+		t->layer_done = ad_realloc(t->layer_done, p->count * sizeof(*t->layer_done));
+		memset(t->layer_done + t->n, 0, (p->count - t->n) * sizeof(*t->layer_done));
+		t->n = p->count;
+	}
+	bool fetched = p->state == STORE_LAYER_DOWNLOADING || p->state == STORE_LAYER_EXTRACTING ||
+		       p->state == STORE_LAYER_DONE;
+	if (fetched && p->done > t->layer_done[p->index])
+		t->layer_done[p->index] = p->done;
+}
 
 extern char **environ;
 
@@ -100,10 +124,13 @@ static int handle_line(const fetch_run *fr, const char *line, size_t len, json_t
 	json_t *v;
 	int r = 0;
 	if ((v = json_object_get(j, "progress"))) {
-		if (fr->progress) {
+		if (fr->progress || fr->tally) {
 			store_progress p;
 			fetch_proto_progress_parse(v, &p);
-			fr->progress(fr->progress_userdata, &p);
+			if (fr->tally)
+				tally_progress(fr->tally, &p);
+			if (fr->progress)
+				fr->progress(fr->progress_userdata, &p);
 		}
 	} else if ((v = json_object_get(j, "ok"))) {
 		*ret_ok = json_incref(v);
@@ -129,7 +156,9 @@ static const char *exit_reason(int status, char buf[64])
  * object. */
 static int fetch_run_helper(const fetch_run *fr, json_t *request, json_t **ret_ok, ad_error **err)
 {
+	pthread_mutex_lock(&fr->s->settings_lock);
 	json_object_set_new(request, "store", fetch_proto_store(fr->s));
+	pthread_mutex_unlock(&fr->s->settings_lock);
 	char *req = json_dumps(request, JSON_COMPACT);
 	json_decref(request);
 	int sv[2];
@@ -263,6 +292,7 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 		json_object_set_new(req, "arch", json_string(o.arch));
 	if (o.variant)
 		json_object_set_new(req, "variant", json_string(o.variant));
+	pull_tally tally = {0};
 	fetch_run fr = {.s = s,
 			.what = what,
 			.data_fd = -1,
@@ -270,8 +300,32 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 			.cancel = o.cancel,
 			.cancel_userdata = o.cancel_userdata,
 			.progress = o.progress,
-			.progress_userdata = o.progress_userdata};
-	return run_for_image_id(&fr, req, ret_image_id, err);
+			.progress_userdata = o.progress_userdata,
+			.tally = &tally};
+	int64_t t0 = ad_monotonic_ns();
+	int r = run_for_image_id(&fr, req, ret_image_id, err);
+	if (r == 0) {
+		uint64_t bytes = 0;
+		for (size_t i = 0; i < tally.n; i++)
+			bytes += tally.layer_done[i];
+		atomic_fetch_add(&s->pulls, 1);
+		atomic_fetch_add(&s->pull_bytes, bytes);
+		atomic_fetch_add(&s->pull_ns, (uint64_t)(ad_monotonic_ns() - t0));
+	} else {
+		atomic_fetch_add(&s->pull_failures, 1);
+	}
+	free(tally.layer_done);
+	return r;
+}
+
+void store_pull_counters_get(store *s, store_pull_counters *ret)
+{
+	*ret = (store_pull_counters){
+	    .pulls = atomic_load(&s->pulls),
+	    .failures = atomic_load(&s->pull_failures),
+	    .bytes = atomic_load(&s->pull_bytes),
+	    .seconds = (double)atomic_load(&s->pull_ns) / 1e9,
+	};
 }
 
 int store_push(store *s, const char *image, const char *dest, const store_push_opts *opts,

@@ -61,6 +61,59 @@ void store_clean_tmp(store *s)
 	}
 }
 
+/* certs_dir, auth_file and the registry list: set at open, replaced by
+ * store_set_registry_settings. */
+static void registry_settings_copy(store *s, const store_opts *opts)
+{
+	s->certs_dir = opts->certs_dir ? ad_strdup(opts->certs_dir) : NULL;
+	s->auth_file = opts->auth_file ? ad_strdup(opts->auth_file) : NULL;
+	if (!opts->n_registries)
+		return;
+	s->registries = ad_malloc0(sizeof(*s->registries) * opts->n_registries);
+	s->n_registries = opts->n_registries;
+	for (size_t i = 0; i < opts->n_registries; i++) {
+		const store_registry_config *c = &opts->registries[i];
+		store_registry_config *d = &s->registries[i];
+		*d = *c;
+		d->host = ad_strdup(c->host ? c->host : "");
+		d->mirrors = NULL;
+		if (c->mirrors) {
+			size_t n = 0;
+			while (c->mirrors[n])
+				n++;
+			d->mirrors = ad_malloc0(sizeof(char *) * (n + 1));
+			for (size_t j = 0; j < n; j++)
+				d->mirrors[j] = ad_strdup(c->mirrors[j]);
+		}
+	}
+}
+
+static void registry_settings_free(store *s)
+{
+	for (size_t i = 0; i < s->n_registries; i++) {
+		free((char *)s->registries[i].host);
+		if (s->registries[i].mirrors) {
+			for (const char **m = s->registries[i].mirrors; *m; m++)
+				free((char *)*m);
+			free(s->registries[i].mirrors);
+		}
+	}
+	free(s->registries);
+	free(s->certs_dir);
+	free(s->auth_file);
+	s->registries = NULL;
+	s->n_registries = 0;
+	s->certs_dir = s->auth_file = NULL;
+}
+
+void store_set_registry_settings(store *s, const store_opts *opts)
+{
+	pthread_mutex_lock(&s->settings_lock);
+	registry_settings_free(s);
+	registry_settings_copy(s, opts);
+	pthread_mutex_unlock(&s->settings_lock);
+}
+
 void store_close(store *s)
 {
 	if (!s)
@@ -71,22 +124,13 @@ void store_close(store *s)
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
-	for (size_t i = 0; i < s->n_registries; i++) {
-		free((char *)s->registries[i].host);
-		if (s->registries[i].mirrors) {
-			for (const char **m = s->registries[i].mirrors; *m; m++)
-				free((char *)*m);
-			free(s->registries[i].mirrors);
-		}
-	}
-	free(s->registries);
+	registry_settings_free(s);
+	pthread_mutex_destroy(&s->settings_lock);
 	pthread_mutex_destroy(&s->db_lock);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->progress_lock);
 	pthread_cond_destroy(&s->cond);
 	pthread_rwlock_destroy(&s->gc_lock);
-	free(s->certs_dir);
-	free(s->auth_file);
 	free(s->fetch_helper);
 	free(s->db_path);
 	free(s->root);
@@ -136,6 +180,7 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 	s->root_fd = s->blobs_fd = s->layers_fd = s->tmp_fd = s->containers_fd = -1;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->db_lock, NULL);
+	pthread_mutex_init(&s->settings_lock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->progress_lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
@@ -144,34 +189,13 @@ int store_open(const store_opts *opts, store **ret_store, ad_error **err)
 	s->db_path = ad_strdup(opts->db_path);
 	s->fetch_helper = opts->fetch_helper ? ad_strdup(opts->fetch_helper)
 					     : ad_find_helper("agentd-fetch", fetch_near_self);
-	s->certs_dir = opts->certs_dir ? ad_strdup(opts->certs_dir) : NULL;
-	s->auth_file = opts->auth_file ? ad_strdup(opts->auth_file) : NULL;
+	registry_settings_copy(s, opts);
 	s->max_parallel = opts->max_parallel ? opts->max_parallel : 3;
 	s->stall_timeout_s = opts->stall_timeout_s ? opts->stall_timeout_s : 30;
 	s->retries = opts->retries ? opts->retries : 3;
 	s->backoff_ms = opts->backoff_ms ? opts->backoff_ms : 200;
 	s->allow_devices = opts->allow_devices;
 	s->max_unpacked_bytes = opts->max_unpacked_bytes;
-	if (opts->n_registries) {
-		s->registries = ad_malloc0(sizeof(*s->registries) * opts->n_registries);
-		s->n_registries = opts->n_registries;
-		for (size_t i = 0; i < opts->n_registries; i++) {
-			const store_registry_config *c = &opts->registries[i];
-			store_registry_config *d = &s->registries[i];
-			*d = *c;
-			d->host = ad_strdup(c->host ? c->host : "");
-			d->mirrors = NULL;
-			if (c->mirrors) {
-				size_t n = 0;
-				while (c->mirrors[n])
-					n++;
-				d->mirrors = ad_malloc0(sizeof(char *) * (n + 1));
-				for (size_t j = 0; j < n; j++)
-					d->mirrors[j] = ad_strdup(c->mirrors[j]);
-			}
-		}
-	}
-
 	int blobs_parent = -1;
 	if (ad_mkdir_p(s->root, 0700, err) < 0)
 		goto fail;

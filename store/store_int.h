@@ -34,8 +34,13 @@ struct store {
 	 * GC takes it exclusively, so it never sees a pull's unrecorded content. */
 	pthread_rwlock_t gc_lock;
 	pthread_mutex_t progress_lock;
+	/* store_pull_counters */
+	_Atomic uint64_t pulls, pull_failures, pull_bytes, pull_ns;
 
-	/* Settings, copied from store_opts. */
+	/* Settings, copied from store_opts. settings_lock guards the registry
+	 * ones (certs_dir, auth_file, registries): store_set_registry_settings
+	 * replaces them while pulls start. */
+	pthread_mutex_t settings_lock;
 	char *certs_dir, *auth_file;
 	store_registry_config *registries;
 	size_t n_registries;

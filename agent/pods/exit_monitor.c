@@ -4,6 +4,7 @@
  * the containers it does not watch. Whichever sees it first records it and
  * announces STOPPED. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <sys/epoll.h>
@@ -13,12 +14,28 @@
 
 #include "pods_int.h"
 
+const char *const mgr_exit_reasons[MGR_EXIT_REASONS] = {"Completed", "Error", "OOMKilled",
+							 "ShimDied", "StartError"};
+
+void mgr_count_exit(mgr *m, unsigned reason)
+{
+	if (reason < MGR_EXIT_REASONS)
+		atomic_fetch_add(&m->exits[reason], 1);
+}
+
+void mgr_exit_counts(mgr *m, uint64_t ret[MGR_EXIT_REASONS])
+{
+	for (size_t i = 0; i < MGR_EXIT_REASONS; i++)
+		ret[i] = atomic_load(&m->exits[i]);
+}
+
 int mgr_ctr_record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 {
-	const char *reason = st->shim_died	  ? "ShimDied"
-			     : st->oom_killed	  ? "OOMKilled"
-			     : st->exit_code == 0 ? "Completed"
-						  : "Error";
+	unsigned why = st->shim_died	      ? MGR_EXIT_SHIM_DIED
+		       : st->oom_killed	      ? MGR_EXIT_OOM_KILLED
+		       : st->exit_code == 0 ? MGR_EXIT_COMPLETED
+					    : MGR_EXIT_ERROR;
+	const char *reason = mgr_exit_reasons[why];
 	/* Its exit status died with the shim (the runtime killed whatever
 	 * of the container was left). */
 	const char *message =
@@ -38,8 +55,10 @@ int mgr_ctr_record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 	if (changed < 0)
 		return -1;
 	c->state = MGR_CTR_EXITED;
-	if (changed > 0)
+	if (changed > 0) {
+		mgr_count_exit(m, why);
 		mgr_event_publish(m, c->id, c->pod_id, MGR_EV_STOPPED);
+	}
 	c->finished_ns = finished;
 	c->exit_code = st->exit_code;
 	free(c->reason);

@@ -53,6 +53,8 @@ struct mgr {
 	int exit_epoll, exit_wake;
 	pthread_mutex_t watch_lock;
 	struct exit_watch *watches;
+	/* mgr_exit_counts, by the index of mgr_exit_reasons. */
+	_Atomic uint64_t exits[MGR_EXIT_REASONS];
 	/* The last CPU sample of each container and pod (node.c). */
 	pthread_mutex_t cpu_lock;
 	struct cpu_sample *cpu_samples;
@@ -75,6 +77,10 @@ void mgr_ctr_watch_close(mgr *m);
 void mgr_ctr_watch_exit(mgr *m, const char *id, int fd, int ns_fd);
 /* The monitor thread's body (mgr_open starts it). */
 void *mgr_monitor_main(void *arg);
+/* Counts an exit recorded with this reason (mgr_exit_counts; the index of
+ * mgr_exit_reasons). */
+enum { MGR_EXIT_COMPLETED, MGR_EXIT_ERROR, MGR_EXIT_OOM_KILLED, MGR_EXIT_SHIM_DIED, MGR_EXIT_START_ERROR };
+void mgr_count_exit(mgr *m, unsigned reason);
 /* Records the exit st describes (once: only the caller that moves the row to
  * exited announces STOPPED); state_lost: the shim and its state are gone. */
 int mgr_ctr_record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err);

@@ -1,6 +1,13 @@
 /* Opening the image store with the [images] settings: registry lists and
  * mirrors from the config turned into the store's registry configs. */
+#include <dirent.h>
+#include <errno.h>
 #include <string.h>
+
+#include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "services.h"
 
@@ -68,15 +75,19 @@ static void registries_free(store_registry_config *regs, size_t n)
 	free(regs);
 }
 
-int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err)
+/* The store's settings from [images]; free the registries with
+ * registries_free. */
+static store_opts images_opts(const cfg_config *cfg, const char *db_path,
+			      store_registry_config **ret_regs, size_t *ret_n)
 {
 	store_registry_config *regs = NULL;
 	size_t n = 0;
 	add_registries(&regs, &n, cfg->plain_http_registries, true);
 	add_registries(&regs, &n, cfg->insecure_registries, false);
 	add_mirrors(&regs, &n, cfg->registry_mirrors);
-	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", cfg->root);
-	store_opts o = {
+	*ret_regs = regs;
+	*ret_n = n;
+	return (store_opts){
 	    .root = cfg->root,
 	    .db_path = db_path,
 	    .certs_dir = cfg->certs_dir[0] ? cfg->certs_dir : NULL,
@@ -88,9 +99,90 @@ int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err)
 	    .max_unpacked_bytes = cfg->max_unpacked_layer_size,
 	    .fetch_helper = cfg->fetch_helper[0] ? cfg->fetch_helper : NULL,
 	};
+}
+
+int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err)
+{
+	store_registry_config *regs;
+	size_t n;
+	_cleanup_free_ char *db_path = ad_asprintf("%s/agentd.db", cfg->root);
+	store_opts o = images_opts(cfg, db_path, &regs, &n);
 	int r = store_open(&o, ret_store, err);
 	registries_free(regs, n);
 	if (r < 0)
 		return ad_error_wrap(err, "image store");
+	return 0;
+}
+
+/* The auth file as agentd-fetch reads it: JSON with an "auths" object. A
+ * missing file is no error (pulls are anonymous then). */
+static int check_auth_file(const char *path, ad_error **err)
+{
+	json_error_t jerr;
+	json_t *root = json_load_file(path, 0, &jerr);
+	if (!root && errno == ENOENT)
+		return 0;
+	if (!root)
+		return ad_fail(err, AD_E_INVALID, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+			       jerr.text);
+	json_t *auths = json_object_get(root, "auths");
+	bool bad = !json_is_object(root) || (auths && !json_is_object(auths));
+	json_decref(root);
+	if (bad)
+		return ad_fail(err, AD_E_INVALID, "%s:1: \"auths\" must be an object of registries",
+			       path);
+	return 0;
+}
+
+/* Every certificate (*.crt, *.cert) and key (*.key) of a certs.d tree
+ * (<dir>/<host[:port]>/) parses as PEM. */
+static int check_certs_dir(const char *dir, ad_error **err)
+{
+	DIR *top = opendir(dir);
+	if (!top)
+		return errno == ENOENT ? 0 : ad_fail_errno(err, AD_E_INVALID, "certs dir %s", dir);
+	int r = 0;
+	for (struct dirent *h; r == 0 && (h = readdir(top));) {
+		if (h->d_name[0] == '.')
+			continue;
+		_cleanup_free_ char *host = ad_asprintf("%s/%s", dir, h->d_name);
+		DIR *d = opendir(host);
+		for (struct dirent *f; r == 0 && d && (f = readdir(d));) {
+			const char *ext = strrchr(f->d_name, '.');
+			bool key = ext && strcmp(ext, ".key") == 0;
+			if (!ext || (!key && strcmp(ext, ".crt") != 0 && strcmp(ext, ".cert") != 0))
+				continue;
+			_cleanup_free_ char *path = ad_asprintf("%s/%s", host, f->d_name);
+			BIO *b = BIO_new_file(path, "r");
+			void *obj = !b ? NULL
+				    : key ? (void *)PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)
+					  : (void *)PEM_read_bio_X509(b, NULL, NULL, NULL);
+			if (!obj)
+				r = ad_fail(err, AD_E_INVALID, "%s: not a PEM %s", path,
+					    key ? "private key" : "certificate");
+			else if (key)
+				EVP_PKEY_free(obj);
+			else
+				X509_free(obj);
+			BIO_free(b);
+			ERR_clear_error();
+		}
+		if (d)
+			closedir(d);
+	}
+	closedir(top);
+	return r;
+}
+
+int agent_images_reload(const cfg_config *cfg, store *s, ad_error **err)
+{
+	if ((cfg->auth_file[0] && check_auth_file(cfg->auth_file, err) < 0) ||
+	    (cfg->certs_dir[0] && check_certs_dir(cfg->certs_dir, err) < 0))
+		return -1;
+	store_registry_config *regs;
+	size_t n;
+	store_opts o = images_opts(cfg, NULL, &regs, &n);
+	store_set_registry_settings(s, &o);
+	registries_free(regs, n);
 	return 0;
 }

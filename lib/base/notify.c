@@ -1,7 +1,9 @@
 /* systemd's service notification protocol (sd_notify(3)), written out: one
  * datagram of "KEY=VALUE\n" lines to the unix socket named by
- * $NOTIFY_SOCKET (a path, or "@name" for the abstract namespace). */
+ * $NOTIFY_SOCKET (a path, or "@name" for the abstract namespace); and the
+ * socket activation protocol (sd_listen_fds(3)): LISTEN_PID, LISTEN_FDS. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -43,4 +45,28 @@ uint64_t ad_sd_watchdog_usec(void)
 	errno = 0;
 	unsigned long long v = strtoull(usec, &end, 10);
 	return errno || *end || end == usec ? 0 : (uint64_t)v;
+}
+
+int ad_sd_listen_fds(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	int n = 0;
+	if (pid && fds && strtol(pid, NULL, 10) == (long)getpid()) {
+		char *end;
+		errno = 0;
+		long v = strtol(fds, &end, 10);
+		if (!errno && !*end && end != fds && v > 0 && v < 1024)
+			n = (int)v;
+	}
+	for (int fd = AD_SD_LISTEN_FDS_START; fd < AD_SD_LISTEN_FDS_START + n; fd++) {
+		int flags = fcntl(fd, F_GETFD);
+		if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+			n = fd - AD_SD_LISTEN_FDS_START; /* not ours past a closed one */
+			break;
+		}
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return n;
 }

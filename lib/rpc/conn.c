@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <event2/event.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -424,7 +425,7 @@ void conn_set_accept(rpc_conn_set *set, int fd, const struct sockaddr *sa, bool 
 	}
 	if (set->max_per_peer && conn_peer_full(set, c->peer_key)) {
 		/* Not linked yet: closed before anything is read or allocated. */
-		set->refused++;
+		atomic_fetch_add(&set->refused, 1);
 		close(fd);
 		free(c);
 		return;

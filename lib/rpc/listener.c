@@ -4,6 +4,7 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
@@ -185,14 +186,29 @@ int listener_tcp(rpc_listeners *l, const char *addr, bool tls, ad_error **err)
 	freeaddrinfo(res);
 	if (fd < 0)
 		return ad_error_make(err, AD_E_INTERNAL, saved, "cannot listen on %s", addr);
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	l->tcp_port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
-					      : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	l->tcp_tls = tls;
-	l->tcp_lis = listener_start(l, fd);
-	if (!l->tcp_lis) {
+	return listener_adopt(l, fd, true, tls, err);
+}
+
+int listener_adopt(rpc_listeners *l, int fd, bool tcp, bool tls, ad_error **err)
+{
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		ad_fail_errno(err, AD_E_INTERNAL, "listening socket fd %d", fd);
+		close(fd);
+		return -1;
+	}
+	struct evconnlistener **slot = tcp ? &l->tcp_lis : &l->unix_lis;
+	if (tcp) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		getsockname(fd, (struct sockaddr *)&ss, &sl);
+		l->tcp_port = ss.ss_family == AF_INET
+				  ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+				  : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		l->tcp_tls = tls;
+	}
+	*slot = listener_start(l, fd);
+	if (!*slot) {
 		close(fd);
 		return ad_fail(err, AD_E_INTERNAL, "evconnlistener_new failed");
 	}

@@ -30,6 +30,9 @@ int listener_init(rpc_listeners *l, struct event_base *base,
 int listener_unix(rpc_listeners *l, const char *path, ad_error **err);
 /* "host:port" or "[v6]:port" (port 0: any; see tcp_port). */
 int listener_tcp(rpc_listeners *l, const char *addr, bool tls, ad_error **err);
+/* A socket bound and listening already (socket activation): the unix one
+ * (tcp false) or the TCP one. Owned from here on, also on failure. */
+int listener_adopt(rpc_listeners *l, int fd, bool tcp, bool tls, ad_error **err);
 /* Stops accepting and removes the unix socket file. */
 void listener_close(rpc_listeners *l);
 void listener_destroy(rpc_listeners *l);

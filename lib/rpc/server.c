@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -127,9 +128,11 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	if (tls && conn_set_tls(&srv->conns, cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca,
 				err) < 0)
 		goto fail;
-	if (cfg->unix_path && listener_unix(&srv->lis, cfg->unix_path, err) < 0)
+	if (cfg->unix_fd > 0 ? listener_adopt(&srv->lis, cfg->unix_fd, false, false, err) < 0
+			     : cfg->unix_path && listener_unix(&srv->lis, cfg->unix_path, err) < 0)
 		goto fail;
-	if (cfg->tcp_listen && listener_tcp(&srv->lis, cfg->tcp_listen, tls, err) < 0)
+	if (cfg->tcp_fd > 0 ? listener_adopt(&srv->lis, cfg->tcp_fd, true, tls, err) < 0
+			    : cfg->tcp_listen && listener_tcp(&srv->lis, cfg->tcp_listen, tls, err) < 0)
 		goto fail;
 	*ret_server = srv;
 	return 0;
@@ -153,7 +156,7 @@ int rpc_server_reload_tls(rpc_server *srv, const char *cert, const char *key,
 
 uint64_t rpc_server_refused_connections(rpc_server *srv)
 {
-	return srv->conns.refused;
+	return atomic_load(&srv->conns.refused);
 }
 
 int rpc_server_tcp_port(rpc_server *srv)

@@ -76,6 +76,10 @@ typedef struct store store;
  * (unless an agentd-fetch of this store is still running). */
 int store_open(const store_opts *opts, store **ret_store, ad_error **err);
 void store_close(store *s);
+/* Replaces the registry settings (certs_dir, auth_file, registries; the
+ * other fields of opts are ignored): pulls started from now on use them
+ * (a SIGHUP reload). */
+void store_set_registry_settings(store *s, const store_opts *opts);
 
 /* ---- content store ------------------------------------------------------ */
 typedef ssize_t (*store_source_fn)(void *userdata, void *buf, size_t len, ad_error **err);
@@ -139,6 +143,15 @@ typedef struct store_pull_opts {
  * verified stays for the next pull or GC. */
 int store_pull(store *s, const char *reference, const store_pull_opts *opts, char **ret_image_id,
 	       ad_error **err);
+
+/* Pulls since the store was opened (for the metrics): completed and failed
+ * ones, the compressed layer bytes the completed ones downloaded (layers
+ * already in the store count nothing) and their time. */
+typedef struct store_pull_counters {
+	uint64_t pulls, failures, bytes;
+	double seconds;
+} store_pull_counters;
+void store_pull_counters_get(store *s, store_pull_counters *ret);
 
 /* ---- push ---------------------------------------------------------------- */
 typedef struct store_push_opts {

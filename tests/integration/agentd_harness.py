@@ -237,6 +237,7 @@ class Agentd:
             e.update(env)
         self.env = e
         self.nofile = nofile  # RLIMIT_NOFILE for the daemon, or None
+        self.pass_fds = ()  # fds the daemon inherits (socket activation)
         self.proc = None
         self.returncode = None
 
@@ -255,7 +256,7 @@ class Agentd:
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr,
                                      env=self.env, start_new_session=True,
-                                     preexec_fn=preexec)
+                                     preexec_fn=preexec, pass_fds=self.pass_fds)
         self.wait_ready(timeout)
         return self
 

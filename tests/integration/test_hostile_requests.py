@@ -14,6 +14,7 @@ import ssl
 import stat
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -276,5 +277,8 @@ def test_connections_per_peer(pb, agentd_factory, tmp_path):
         except Exception:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+    with urllib.request.urlopen(a.metrics_url() + "/metrics", timeout=10) as r:
+        body = r.read().decode()
+    assert "\nagentd_grpc_refused_connections_total 1\n" in body
     a.stop()
     assert "1 connections refused (max_connections_per_peer)" in a.stderr_text()

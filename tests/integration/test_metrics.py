@@ -7,8 +7,10 @@ private data dir) scraping agentd and answering PromQL queries for the
 container's working set and the pod's received bytes. Everything created
 (pods, bridge, Prometheus and its data) is removed; processes are stopped
 by PID."""
+import contextlib
 import json
 import os
+import ssl
 import re
 import shutil
 import signal
@@ -239,18 +241,20 @@ def test_openmetrics_on_request(daemon, running):
     assert "\ncontainer_cpu_usage_seconds_total{" in body
 
 
-@pytest.fixture
-def prometheus(daemon, work):
+@contextlib.contextmanager
+def run_prometheus(d, target, scheme="http", ca_file=None):
+    """Debian's Prometheus scraping target every second, on a free port with
+    its data in d; yields its base URL."""
     exe = shutil.which("prometheus")
     if not exe:
         pytest.skip("prometheus (Debian package) not installed")
-    d = work / "prometheus"
     d.mkdir(exist_ok=True)
-    target = daemon.metrics_url().split("://", 1)[1]
+    tls = ("    scheme: https\n    tls_config:\n      ca_file: %s\n" % ca_file
+           if scheme == "https" else "")
     (d / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: agentd\n    static_configs:\n"
-        "      - targets: ['%s']\n" % target)
+        "scrape_configs:\n  - job_name: agentd\n%s    static_configs:\n"
+        "      - targets: ['%s']\n" % (tls, target))
     port = H.free_port()
     log = open(d / "prometheus.log", "wb")
     p = subprocess.Popen([exe, "--config.file", str(d / "prometheus.yml"),
@@ -260,7 +264,7 @@ def prometheus(daemon, work):
                          stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                          start_new_session=True)
     try:
-        yield "http://127.0.0.1:%d" % port, d
+        yield "http://127.0.0.1:%d" % port
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -270,6 +274,13 @@ def prometheus(daemon, work):
             p.wait()
         log.close()
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def prometheus(daemon, work):
+    d = work / "prometheus"
+    with run_prometheus(d, daemon.metrics_url().split("://", 1)[1]) as base:
+        yield base, d
 
 
 def promql(base, query):
@@ -357,3 +368,105 @@ def test_container_has_its_own_nofile_limit(daemon, running):
                    if x.startswith("Max open files")][0].split()[4]
     assert soft == "1024", line
     assert int(hard) == min(524288, int(agentd_hard)), (line, agentd_hard)
+
+
+def counter(samples, name, **want):
+    found = series(samples, name, **want)
+    assert len(found) == 1, (name, want, found)
+    return found[0][1]
+
+
+def test_pull_exit_and_shim_death_counters(daemon, running, image, work):
+    """agentd's event counters move with the events: the module's one pull
+    downloaded exactly its layers' bytes; a container that exits 0 counts
+    as Completed, a kill -9 of a container's agentd-shim as a shim death and
+    a ShimDied exit."""
+    _, samples = scrape(daemon)
+    assert counter(samples, "agentd_image_pulls_total", result="ok") >= 1
+    layers = 0
+    for blob in Path(daemon.root, "blobs", "sha256").iterdir():
+        try:
+            doc = json.loads(blob.read_bytes())
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "layers" in doc:
+            layers += sum(layer["size"] for layer in doc["layers"])
+    assert layers > 0
+    assert counter(samples, "agentd_image_pull_bytes_total") == layers
+    assert counter(samples, "agentd_image_pull_seconds_total") > 0
+
+    before = {r: counter(samples, "agentd_container_exits_total", reason=r)
+              for r in ("Completed", "ShimDied", "Error")}
+    deaths = counter(samples, "agentd_shim_deaths_total")
+    pod = (running[0], work / "pod.json")
+    done_cfg, victim_cfg = work / "done.json", work / "victim.json"
+    for path, name, cmd in ((done_cfg, "done", ["true"]),
+                            (victim_cfg, "victim", ["sleep", "3600"])):
+        path.write_text(json.dumps({"metadata": {"name": name}, "image": {"image": image},
+                                    "command": cmd, "log_path": name + ".log"}))
+    done = P.created_container(daemon, pod, done_cfg)
+    victim = P.created_container(daemon, pod, victim_cfg)
+    with daemon.unix_channel() as ch:
+        rt = H.load_stubs().api_grpc.RuntimeServiceStub(ch)
+        pb = H.load_stubs()
+        info = json.loads(rt.ContainerStatus(pb.api.ContainerStatusRequest(
+            container_id=victim, verbose=True), timeout=30).info["info"])
+    init = info["pid"]
+    shim = int(Path("/proc/%d/stat" % init).read_text().rsplit(")", 1)[1].split()[1])
+    assert os.readlink("/proc/%d/exe" % shim).startswith("/memfd:agentd-shim")
+    os.kill(shim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while True:
+        _, samples = scrape(daemon)
+        now = {r: counter(samples, "agentd_container_exits_total", reason=r) for r in before}
+        if (now["Completed"], now["ShimDied"]) == (before["Completed"] + 1,
+                                                   before["ShimDied"] + 1):
+            break
+        assert time.monotonic() < deadline, (before, now)
+        time.sleep(0.2)
+    assert now["Error"] == before["Error"]
+    assert counter(samples, "agentd_shim_deaths_total") == deaths + 1
+    assert counter(samples, "agentd_containers_exited", reason="ShimDied") >= 1
+    for c in (done, victim):
+        ok(daemon, "rm", c)
+
+
+def test_metrics_over_https(certs, tmp_path):
+    """[metrics] tls_cert/tls_key: the endpoint speaks HTTPS with agentd's
+    certificate (verified against its CA), plain HTTP gets no answer, and
+    Prometheus scrapes it with scheme https and the CA."""
+    conf = tmp_path / "agentd.conf"
+    conf.write_text("[metrics]\ntls_cert = %s\ntls_key = %s\n"
+                    % (certs.server_cert, certs.server_key))
+    a = H.Agentd(workdir=str(tmp_path / "a"), extra_args=["--config", str(conf)])
+    a.start()
+    try:
+        url = a.metrics_url()
+        assert url.startswith("https://127.0.0.1:"), url
+        ctx = ssl.create_default_context(cafile=certs.ca)
+        for path, want in (("/metrics", "# TYPE process_cpu_seconds_total counter"),
+                           ("/healthz", "ok"), ("/readyz", "ok")):
+            with urllib.request.urlopen(url + path, timeout=10, context=ctx) as r:
+                assert r.status == 200 and want in r.read().decode(), path
+        with pytest.raises((OSError, urllib.error.URLError)):
+            urllib.request.urlopen("http" + url[5:] + "/metrics", timeout=5).read()
+        # A client that does not trust agentd's CA is turned away by itself.
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url + "/metrics", timeout=5,
+                                   context=ssl.create_default_context()).read()
+        with run_prometheus(tmp_path / "prometheus", url.split("://", 1)[1], "https",
+                            certs.ca) as base:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    up = promql(base, 'up{job="agentd"}')
+                    cpu = promql(base, "process_cpu_seconds_total")
+                except OSError:
+                    up = cpu = None
+                if up and up[0]["value"][1] == "1" and cpu:
+                    break
+                assert time.monotonic() < deadline, (up, cpu)
+                time.sleep(1)
+        a.stop()
+    finally:
+        a.kill()

@@ -39,6 +39,14 @@ def test_unit_verifies(tmp_path):
     for line in ("Type=notify", "WatchdogSec=", "ExecReload=/bin/kill -HUP $MAINPID",
                  "Delegate=yes", "KillMode=process", "Restart=always", "LimitNOFILE="):
         assert ("\n" + line) in text, line
+    # The socket unit beside it (socket activation) verifies too.
+    sock = tmp_path / "agentd.socket"
+    sock.write_text((DEPLOY / "agentd.socket").read_text())
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(sock)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r
+    assert "\nListenStream=/run/agentd/agentd.sock\n" in sock.read_text()
+    assert "\nlisten = /run/agentd/agentd.sock\n" in (DEPLOY / "agentd.conf").read_text()
     # The check can fail: a broken unit is reported.
     bad = tmp_path / "bad.service"
     bad.write_text(unit.read_text().replace("Type=notify", "Type=notifyy"))
@@ -152,3 +160,45 @@ def test_no_watchdog_for_another_pid(tmp_path):
     finally:
         a.cleanup()
         listener.close()
+
+
+def test_socket_activation(tmp_path):
+    pb = H.load_stubs()
+    """agentd started the way systemd starts a socket-activated service: a
+    unix socket bound and listening before agentd runs, passed as fd 3 with
+    LISTEN_FDS=1 and LISTEN_PID=agentd's pid. agentd serves gRPC on it
+    (calls made before it even started are answered once it does) and
+    leaves the socket file, which is systemd's, in place at exit."""
+    a = H.Agentd(workdir=str(tmp_path / "a"))
+    os.makedirs(os.path.dirname(a.sock), exist_ok=True)
+    lis = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lis.bind(a.sock)
+    lis.listen(16)
+    # Connected before agentd exists: queued in the backlog, as with systemd.
+    early = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    early.connect(a.sock)
+    n = lis.fileno()
+    wrapper = ("import os, sys; os.dup2(%d, 3); os.close(%d); "
+               "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+               "os.execv(sys.argv[1], sys.argv[1:])" % (n, n))
+    a.args = [sys.executable, "-c", wrapper] + a.args
+    a.pass_fds = (n,)
+    a.start()
+    try:
+        lis.close()
+        early.sendall(H.PREFACE)
+        early.settimeout(10)
+        assert early.recv(9)[3] == 0x4  # the server's SETTINGS frame
+        early.close()
+        with a.unix_channel() as ch:
+            v = pb.api_grpc.RuntimeServiceStub(ch).Version(pb.api.VersionRequest(), timeout=10)
+            assert v.runtime_name == "agentd"
+        assert "socket activation: 1 listening socket from systemd" in a.stderr_text()
+        env = Path("/proc/%d/environ" % a.pid).read_bytes().split(b"\0")
+        assert not any(e.startswith((b"LISTEN_FDS=", b"LISTEN_PID=")) for e in env)
+        a.stop()
+        assert os.path.exists(a.sock)
+    finally:
+        a.kill()
+        if os.path.exists(a.sock):
+            os.unlink(a.sock)

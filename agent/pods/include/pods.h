@@ -239,6 +239,13 @@ int mgr_ctr_list(mgr *m, const char *pod_id, mgr_ctr ***ret, ad_error **err);
  * read on the same look (*ret_stats[i], timestamp_ns 0 for the others; free()):
  * the metrics scrape. */
 int mgr_ctr_list_stats(mgr *m, mgr_ctr ***ret, rt_stats **ret_stats, ad_error **err);
+
+/* Container exits recorded since the manager opened, by reason (the index
+ * into mgr_exit_reasons: "Completed", "Error", "OOMKilled", "ShimDied",
+ * "StartError"): counters for the metrics. */
+#define MGR_EXIT_REASONS 5
+extern const char *const mgr_exit_reasons[MGR_EXIT_REASONS];
+void mgr_exit_counts(mgr *m, uint64_t ret[MGR_EXIT_REASONS]);
 int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
 		      size_t max_output, rt_exec_result *ret, ad_error **err);
 /* Exec with the caller's stdio fds (streaming Exec; a pty slave as stdin

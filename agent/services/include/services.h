@@ -66,6 +66,12 @@ bool svc_pull_auth(store_auth *ret, const char *username, const char *password, 
 
 /* Opens the image store under cfg->root with the [images] settings. */
 int agent_images_open(const cfg_config *cfg, store **ret_store, ad_error **err);
+/* SIGHUP: the registry settings of the new config ([images] certs_dir,
+ * auth_file, plain-http and insecure registries, mirrors) for the pulls
+ * that start from now on. The auth file must be JSON and every certs.d
+ * certificate and key PEM, else the error names the file (and line) and
+ * nothing changes. agentd-fetch reads both files at each pull. */
+int agent_images_reload(const cfg_config *cfg, store *s, ad_error **err);
 
 /* ---- errors ---- */
 /* The gRPC code that answers an error of class `code`. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -15,10 +16,21 @@
 
 #include "st_int.h"
 
+/* The certificate a SIGHUP loaded (st_server_reload_tls): each new TLS
+ * session takes it in the context's certificate callback; before any
+ * reload the context's own is used. */
+typedef struct tls_identity {
+	pthread_mutex_t lock;
+	X509 *cert;
+	EVP_PKEY *key;
+	STACK_OF(X509) *chain;
+} tls_identity;
+
 struct st_server {
 	st_backend backend;
 	st_session_env env;
 	SSL_CTX *tls;
+	tls_identity identity;
 	int listen_fd;
 	int stop_pipe[2];
 	pthread_t acceptor;
@@ -110,12 +122,67 @@ static void *accept_thread(void *p)
 	return NULL;
 }
 
+static int use_reloaded_identity(SSL *ssl, void *arg)
+{
+	tls_identity *id = arg;
+	pthread_mutex_lock(&id->lock);
+	int r = !id->cert || SSL_use_cert_and_key(ssl, id->cert, id->key, id->chain, 1) == 1;
+	pthread_mutex_unlock(&id->lock);
+	return r;
+}
+
+static void identity_clear(tls_identity *id)
+{
+	X509_free(id->cert);
+	EVP_PKEY_free(id->key);
+	sk_X509_pop_free(id->chain, X509_free);
+	id->cert = NULL;
+	id->key = NULL;
+	id->chain = NULL;
+}
+
+int st_server_reload_tls(st_server *s, const char *cert_file, const char *key_file,
+			 ad_error **err)
+{
+	if (!s->tls)
+		return ad_fail(err, AD_E_PRECONDITION, "streaming: the server has no TLS");
+	tls_identity next = {0};
+	BIO *b = BIO_new_file(cert_file, "r");
+	next.cert = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	next.chain = sk_X509_new_null();
+	for (X509 *x; next.cert && (x = PEM_read_bio_X509(b, NULL, NULL, NULL));)
+		sk_X509_push(next.chain, x);
+	BIO_free(b);
+	b = BIO_new_file(key_file, "r");
+	next.key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	if (!next.cert || !next.key || X509_check_private_key(next.cert, next.key) != 1) {
+		char buf[256] = "not a PEM certificate and matching key";
+		unsigned long e = ERR_peek_last_error();
+		if (e && next.cert && next.key)
+			ERR_error_string_n(e, buf, sizeof(buf));
+		ERR_clear_error();
+		identity_clear(&next);
+		return ad_fail(err, AD_E_INVALID, "streaming: TLS certificate %s / key %s: %s",
+			       cert_file, key_file, buf);
+	}
+	ERR_clear_error();
+	pthread_mutex_lock(&s->identity.lock);
+	identity_clear(&s->identity);
+	s->identity.cert = next.cert;
+	s->identity.key = next.key;
+	s->identity.chain = next.chain;
+	pthread_mutex_unlock(&s->identity.lock);
+	return 0;
+}
+
 static int tls_context(st_server *s, const st_config *cfg, ad_error **err)
 {
 	s->tls = SSL_CTX_new(TLS_server_method());
 	if (!s->tls)
 		return ad_fail(err, AD_E_INTERNAL, "streaming: SSL_CTX_new failed");
 	SSL_CTX_set_min_proto_version(s->tls, TLS1_2_VERSION);
+	SSL_CTX_set_cert_cb(s->tls, use_reloaded_identity, &s->identity);
 	if (SSL_CTX_use_certificate_chain_file(s->tls, cfg->tls_cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(s->tls, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(s->tls) != 1) {
@@ -194,6 +261,7 @@ int st_server_start(const st_config *cfg, const st_backend *backend, void *backe
 	s->backend = *backend;
 	s->max_sessions = cfg->max_sessions > 0 ? cfg->max_sessions : 64;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->identity.lock, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	if ((cfg->tls_cert && tls_context(s, cfg, err) < 0) || listen_on(s, cfg, err) < 0)
 		goto fail;
@@ -228,6 +296,8 @@ fail:
 	if (s->tls)
 		SSL_CTX_free(s->tls);
 	free(s->base_url);
+	identity_clear(&s->identity);
+	pthread_mutex_destroy(&s->identity.lock);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->idle);
 	free(s);
@@ -252,6 +322,8 @@ void st_server_stop(st_server *s)
 	if (s->tls)
 		SSL_CTX_free(s->tls);
 	free(s->base_url);
+	identity_clear(&s->identity);
+	pthread_mutex_destroy(&s->identity.lock);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->idle);
 	free(s);

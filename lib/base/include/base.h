@@ -174,6 +174,13 @@ int ad_sd_notify(const char *state);
 /* The watchdog interval systemd expects WATCHDOG=1 within (WATCHDOG_USEC,
  * if WATCHDOG_PID is unset or this process), or 0 for none. */
 uint64_t ad_sd_watchdog_usec(void);
+/* Socket activation (sd_listen_fds(3) semantics, with unset_environment):
+ * the number of listening sockets passed from fd 3 (AD_SD_LISTEN_FDS_START)
+ * on when LISTEN_PID is this process and LISTEN_FDS is set, else 0. They
+ * are made close-on-exec, and LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are
+ * removed from the environment so that children do not take them. */
+#define AD_SD_LISTEN_FDS_START 3
+int ad_sd_listen_fds(void);
 
 /* Where agentd's helper programs (agentd-shim, agentd-infra, agentd-fetch)
  * are installed; CMake passes the real libexecdir. */

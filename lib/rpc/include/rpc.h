@@ -88,6 +88,10 @@ typedef struct rpc_server_config {
 	 * uid); one more is closed at accept and counted
 	 * (rpc_server_refused_connections). 0: no limit. */
 	unsigned max_conns_per_peer;
+	/* > 0: sockets already bound and listening (socket activation) used
+	 * instead of creating unix_path / tcp_listen, which still name them in
+	 * messages; the unix socket's file is then left in place at exit. */
+	int unix_fd, tcp_fd;
 } rpc_server_config;
 
 /* Binds the listeners (a stale unix socket file is replaced only if nothing
