@@ -175,7 +175,7 @@ static bool same_port(const struct sockaddr_storage *ss, const char *host_port)
 	const char *colon = host_port[0] ? strrchr(host_port, ':') : NULL;
 	if (!colon)
 		return false;
-	int port = ss->ss_family == AF_INET	   ? ntohs(((struct sockaddr_in *)ss)->sin_port)
+	int port = ss->ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)ss)->sin_port)
 		   : ss->ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)ss)->sin6_port)
 					       : -1;
 	return port == atoi(colon + 1);
@@ -185,8 +185,8 @@ static bool same_port(const struct sockaddr_storage *ss, const char *host_port)
  * matched to a configured listener, the unix one by its path, a TCP one by
  * its port; that listener then uses it instead of binding. A socket that
  * matches none is an error: agentd would not answer on it. */
-static int inherited_listeners(const cfg_config *c, int n, int *unix_fd, int *tls_fd,
-			       int *tcp_fd, ad_error **err)
+static int inherited_listeners(const cfg_config *c, int n, int *unix_fd, int *tls_fd, int *tcp_fd,
+			       ad_error **err)
 {
 	for (int fd = AD_SD_LISTEN_FDS_START; fd < AD_SD_LISTEN_FDS_START + n; fd++) {
 		struct sockaddr_storage ss = {0};
@@ -206,11 +206,12 @@ static int inherited_listeners(const cfg_config *c, int n, int *unix_fd, int *tl
 				slot = tcp_fd;
 		}
 		if (!slot || *slot > 0)
-			return ad_fail(err, AD_E_INVALID,
-				       "socket activation: inherited fd %d is no listening socket of "
-				       "a configured listener (listen, tls_listen, "
-				       "tcp_insecure_listen)",
-				       fd);
+			return ad_fail(
+			    err, AD_E_INVALID,
+			    "socket activation: inherited fd %d is no listening socket of "
+			    "a configured listener (listen, tls_listen, "
+			    "tcp_insecure_listen)",
+			    fd);
 		*slot = fd;
 	}
 	if (n)

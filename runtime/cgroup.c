@@ -391,8 +391,7 @@ bool cg_file_exists(const char *dir, const char *file)
 /* ---- stats files, kept open ---- */
 
 /* The slot's fd: -1 with *err on failure, -2 for a missing file. */
-static int stat_fd(cg_manager *cg, unsigned slot, const char *dir, const char *file,
-		   ad_error **err)
+static int stat_fd(cg_manager *cg, unsigned slot, const char *dir, const char *file, ad_error **err)
 {
 	if (slot >= CG_STAT_SLOTS)
 		return ad_fail(err, AD_E_INTERNAL, "cgroup stats slot %u out of range", slot);
@@ -462,8 +461,8 @@ int cg_stat_u64(cg_manager *cg, unsigned slot, const char *dir, const char *file
 	return r;
 }
 
-int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *file,
-		  size_t *ret, ad_error **err)
+int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *file, size_t *ret,
+		  ad_error **err)
 {
 	int fd = stat_fd(cg, slot, dir, file, err);
 	if (fd == -2)

@@ -125,8 +125,8 @@ int cg_stat_text(cg_manager *cg, unsigned slot, const char *dir, const char *fil
 int cg_stat_u64(cg_manager *cg, unsigned slot, const char *dir, const char *file, uint64_t *ret,
 		ad_error **err);
 /* The number of lines (cgroup.procs, tasks), however long the file. */
-int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *file,
-		  size_t *ret, ad_error **err);
+int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *file, size_t *ret,
+		  ad_error **err);
 /* Closes the kept fds. */
 void cg_stat_close(cg_manager *cg);
 

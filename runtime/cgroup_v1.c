@@ -246,7 +246,7 @@ enum {
 	V1_TASKS,
 };
 #define V1_SPEC_SLOTS                                                                              \
-	(1u << V1_MEMORY_LIMIT | 1u << V1_PIDS_MAX | 1u << V1_CPU_SHARES | 1u << V1_CPU_QUOTA |   \
+	(1u << V1_MEMORY_LIMIT | 1u << V1_PIDS_MAX | 1u << V1_CPU_SHARES | 1u << V1_CPU_QUOTA |    \
 	 1u << V1_CPU_PERIOD)
 
 static int v1_stats_cpu_cfs(cg_manager *cg, struct rt_stats *st, ad_error **err)
@@ -255,7 +255,8 @@ static int v1_stats_cpu_cfs(cg_manager *cg, struct rt_stats *st, ad_error **err)
 	char cpustat[1024], quota[64];
 	if (cg_stat_text(cg, V1_CPU_STAT, cpu, "cpu.stat", cpustat, sizeof(cpustat), err) < 0 ||
 	    cg_stat_u64(cg, V1_CPU_SHARES, cpu, "cpu.shares", &st->cpu_shares, err) < 0 ||
-	    cg_stat_text(cg, V1_CPU_QUOTA, cpu, "cpu.cfs_quota_us", quota, sizeof(quota), err) < 0 ||
+	    cg_stat_text(cg, V1_CPU_QUOTA, cpu, "cpu.cfs_quota_us", quota, sizeof(quota), err) <
+		0 ||
 	    cg_stat_u64(cg, V1_CPU_PERIOD, cpu, "cpu.cfs_period_us", &st->cpu_period_us, err) < 0)
 		return -1;
 	const cg_key cfs[] = {{"nr_periods", &st->cpu_cfs_periods},
@@ -296,8 +297,8 @@ static int v1_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 	char cpustat[256], memstat[8192], oom[256];
 	cg->stat_spec_mask = V1_SPEC_SLOTS;
 	if (cg_stat_u64(cg, V1_CPUACCT_USAGE, acct, "cpuacct.usage", &st->cpu_usage_ns, err) < 0 ||
-	    cg_stat_text(cg, V1_CPUACCT_STAT, acct, "cpuacct.stat", cpustat, sizeof(cpustat),
-			 err) < 0)
+	    cg_stat_text(cg, V1_CPUACCT_STAT, acct, "cpuacct.stat", cpustat, sizeof(cpustat), err) <
+		0)
 		return -1;
 	if (*cpustat) {
 		/* cpuacct.stat counts USER_HZ ticks. */
@@ -310,8 +311,8 @@ static int v1_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 		st->cpu_system_ns = sys * ns_per_tick;
 	}
 	uint64_t limit = 0, inactive = 0;
-	if (cg_stat_u64(cg, V1_MEMORY_USAGE, mem, "memory.usage_in_bytes", &st->memory_usage,
-			err) < 0 ||
+	if (cg_stat_u64(cg, V1_MEMORY_USAGE, mem, "memory.usage_in_bytes", &st->memory_usage, err) <
+		0 ||
 	    cg_stat_u64(cg, V1_MEMORY_LIMIT, mem, "memory.limit_in_bytes", &limit, err) < 0 ||
 	    cg_stat_text(cg, V1_MEMORY_STAT, mem, "memory.stat", memstat, sizeof(memstat), err) <
 		0 ||
@@ -334,10 +335,10 @@ static int v1_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 	st->pids_limit = pmax == UINT64_MAX ? 0 : pmax;
 	st->threads = st->pids_current;
 	return v1_stats_cpu_cfs(cg, st, err) < 0 ||
-			   cg_stat_u64(cg, V1_MEMORY_FAILCNT, mem, "memory.failcnt",
-				       &st->memory_failcnt, err) < 0
-		       ? -1
-		       : v1_stats_procs(cg, st, err);
+		       cg_stat_u64(cg, V1_MEMORY_FAILCNT, mem, "memory.failcnt",
+				   &st->memory_failcnt, err) < 0
+		   ? -1
+		   : v1_stats_procs(cg, st, err);
 }
 
 static int v1_oom_kill_count(cg_manager *cg, uint64_t *ret, ad_error **err)

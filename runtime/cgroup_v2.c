@@ -222,7 +222,8 @@ enum {
 	V2_PIDS_MAX,
 	V2_PROCS,
 };
-#define V2_SPEC_SLOTS (1u << V2_CPU_WEIGHT | 1u << V2_CPU_MAX | 1u << V2_MEMORY_MAX | 1u << V2_PIDS_MAX)
+#define V2_SPEC_SLOTS                                                                              \
+	(1u << V2_CPU_WEIGHT | 1u << V2_CPU_MAX | 1u << V2_MEMORY_MAX | 1u << V2_PIDS_MAX)
 
 static int v2_stats_cpu_cfs(cg_manager *cg, const char *cpustat, struct rt_stats *st,
 			    ad_error **err)
@@ -267,7 +268,8 @@ static int v2_stats(cg_manager *cg, struct rt_stats *st, ad_error **err)
 	    cg_stat_u64(cg, V2_PIDS_MAX, cg->dir, "pids.max", &pmax, err) < 0)
 		return -1;
 	uint64_t usage = 0, user = 0, sys = 0;
-	const cg_key cpukeys[] = {{"usage_usec", &usage}, {"user_usec", &user}, {"system_usec", &sys}};
+	const cg_key cpukeys[] = {
+	    {"usage_usec", &usage}, {"user_usec", &user}, {"system_usec", &sys}};
 	cg_parse_keys(cpu, cpukeys, sizeof(cpukeys) / sizeof(*cpukeys));
 	st->cpu_usage_ns = usage * 1000;
 	st->cpu_user_ns = user * 1000;

@@ -117,7 +117,8 @@ static void running_put(rt_runtime *rt, struct rt_running *h)
 	pthread_mutex_lock(&rt->running_lock);
 	bool keep = rt->running_fds + RUNNING_FDS <= budget;
 	for (size_t i = 0; keep && i < rt->n_running; i++)
-		keep = rt->running[i]->key != h->key || strcmp(rt->running[i]->c->id, h->c->id) != 0;
+		keep =
+		    rt->running[i]->key != h->key || strcmp(rt->running[i]->c->id, h->c->id) != 0;
 	if (keep) {
 		rt->running = ad_realloc(rt->running, (rt->n_running + 1) * sizeof(*rt->running));
 		rt->running[rt->n_running++] = h;

@@ -225,10 +225,11 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 	} else if (c && c->state == MGR_CTR_CREATED) {
 		/* A start that failed leaves an exited container, as upstream does. */
 		_cleanup_error_ ad_error *e = NULL;
-		if (mgr_db_exec(m, &e,
-				"UPDATE containers SET state = ?2, finished_ns = ?3, exit_code = 128,"
-				" reason = 'StartError', message = ?4 WHERE id = ?1",
-				"siis", id, (int64_t)MGR_CTR_EXITED, ad_now_ns(), (*err)->message) == 0)
+		if (mgr_db_exec(
+			m, &e,
+			"UPDATE containers SET state = ?2, finished_ns = ?3, exit_code = 128,"
+			" reason = 'StartError', message = ?4 WHERE id = ?1",
+			"siis", id, (int64_t)MGR_CTR_EXITED, ad_now_ns(), (*err)->message) == 0)
 			mgr_count_exit(m, MGR_EXIT_START_ERROR);
 	}
 	ad_closep(&exit_fd);

@@ -15,7 +15,7 @@
 #include "pods_int.h"
 
 const char *const mgr_exit_reasons[MGR_EXIT_REASONS] = {"Completed", "Error", "OOMKilled",
-							 "ShimDied", "StartError"};
+							"ShimDied", "StartError"};
 
 void mgr_count_exit(mgr *m, unsigned reason)
 {
@@ -31,8 +31,8 @@ void mgr_exit_counts(mgr *m, uint64_t ret[MGR_EXIT_REASONS])
 
 int mgr_ctr_record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 {
-	unsigned why = st->shim_died	      ? MGR_EXIT_SHIM_DIED
-		       : st->oom_killed	      ? MGR_EXIT_OOM_KILLED
+	unsigned why = st->shim_died	    ? MGR_EXIT_SHIM_DIED
+		       : st->oom_killed	    ? MGR_EXIT_OOM_KILLED
 		       : st->exit_code == 0 ? MGR_EXIT_COMPLETED
 					    : MGR_EXIT_ERROR;
 	const char *reason = mgr_exit_reasons[why];

@@ -79,7 +79,13 @@ void mgr_ctr_watch_exit(mgr *m, const char *id, int fd, int ns_fd);
 void *mgr_monitor_main(void *arg);
 /* Counts an exit recorded with this reason (mgr_exit_counts; the index of
  * mgr_exit_reasons). */
-enum { MGR_EXIT_COMPLETED, MGR_EXIT_ERROR, MGR_EXIT_OOM_KILLED, MGR_EXIT_SHIM_DIED, MGR_EXIT_START_ERROR };
+enum {
+	MGR_EXIT_COMPLETED,
+	MGR_EXIT_ERROR,
+	MGR_EXIT_OOM_KILLED,
+	MGR_EXIT_SHIM_DIED,
+	MGR_EXIT_START_ERROR
+};
 void mgr_count_exit(mgr *m, unsigned reason);
 /* Records the exit st describes (once: only the caller that moves the row to
  * exited announces STOPPED); state_lost: the shim and its state are gone. */

@@ -154,7 +154,7 @@ static int check_certs_dir(const char *dir, ad_error **err)
 				continue;
 			_cleanup_free_ char *path = ad_asprintf("%s/%s", host, f->d_name);
 			BIO *b = BIO_new_file(path, "r");
-			void *obj = !b ? NULL
+			void *obj = !b	  ? NULL
 				    : key ? (void *)PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)
 					  : (void *)PEM_read_bio_X509(b, NULL, NULL, NULL);
 			if (!obj)

@@ -20,7 +20,8 @@ typedef struct rpc_conn_set {
 	uint8_t *rbuf;	  /* input buffer shared by all connections */
 	rpc_conn *head;
 	unsigned max_per_peer; /* 0: no limit */
-	_Atomic uint64_t refused; /* connections closed for max_per_peer (read by the metrics thread) */
+	/* Connections closed for max_per_peer (read by the metrics thread). */
+	_Atomic uint64_t refused;
 	/* Runs after a connection was freed. */
 	void (*closed_fn)(void *arg);
 	void *closed_arg;

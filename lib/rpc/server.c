@@ -131,8 +131,9 @@ int rpc_server_new(struct event_base *base, const rpc_server_config *cfg, rpc_se
 	if (cfg->unix_fd > 0 ? listener_adopt(&srv->lis, cfg->unix_fd, false, false, err) < 0
 			     : cfg->unix_path && listener_unix(&srv->lis, cfg->unix_path, err) < 0)
 		goto fail;
-	if (cfg->tcp_fd > 0 ? listener_adopt(&srv->lis, cfg->tcp_fd, true, tls, err) < 0
-			    : cfg->tcp_listen && listener_tcp(&srv->lis, cfg->tcp_listen, tls, err) < 0)
+	if (cfg->tcp_fd > 0
+		? listener_adopt(&srv->lis, cfg->tcp_fd, true, tls, err) < 0
+		: cfg->tcp_listen && listener_tcp(&srv->lis, cfg->tcp_listen, tls, err) < 0)
 		goto fail;
 	*ret_server = srv;
 	return 0;

@@ -1008,6 +1008,19 @@ static void test_v2_file_formats(void **state)
 	assert_file("max", "%s/memory.swap.max", leaf);
 	assert_file("max 100000", "%s/cpu.max", leaf);
 	assert_file("max", "%s/pids.max", leaf);
+
+	/* The manager keeps its stats files open: a second read sees new
+	 * usage through them; limits come from the first read until an
+	 * update, which cg_update just was. */
+	put_file(leaf, "memory.current", "20971520\n");
+	assert_int_equal(cg_stats(cg, &st, &err), 0);
+	assert_int_equal(st.memory_usage, 20971520);
+	assert_int_equal(st.memory_limit, 0);
+	assert_int_equal(st.cpu_quota_us, 0);
+	assert_int_equal(st.pids_limit, 0);
+	put_file(leaf, "memory.max", "1048576\n");
+	assert_int_equal(cg_stats(cg, &st, &err), 0);
+	assert_int_equal(st.memory_limit, 0); /* spec read once, as cAdvisor does */
 	rt_resources per = {.cpu_period_us = 200000, .cpu_shares = 262144};
 	assert_int_equal(cg_update(cg, &per, &err), 0);
 	assert_file("max 200000", "%s/cpu.max", leaf);

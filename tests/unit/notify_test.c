@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,11 +91,59 @@ static void test_watchdog_usec(void **state)
 	unsetenv("WATCHDOG_USEC");
 }
 
+/* sd_listen_fds semantics: only for this pid, fds from 3 made
+ * close-on-exec, the variables removed either way. */
+static void test_listen_fds(void **state)
+{
+	(void)state;
+	int pair[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+	/* What systemd hands over: the sockets at 3 and 4, without CLOEXEC. */
+	int saved3 = dup(3), saved4 = dup(4);
+	assert_int_equal(dup2(pair[0], 3), 3);
+	assert_int_equal(dup2(pair[1], 4), 4);
+	char pid[32];
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "2", 1);
+	setenv("LISTEN_FDNAMES", "a:b", 1);
+	assert_int_equal(ad_sd_listen_fds(), 2);
+	assert_true(fcntl(3, F_GETFD) & FD_CLOEXEC);
+	assert_true(fcntl(4, F_GETFD) & FD_CLOEXEC);
+	assert_null(getenv("LISTEN_PID"));
+	assert_null(getenv("LISTEN_FDS"));
+	assert_null(getenv("LISTEN_FDNAMES"));
+	assert_int_equal(ad_sd_listen_fds(), 0); /* gone once taken */
+	/* Another process's sockets (a parent's unit): not ours. */
+	setenv("LISTEN_PID", "1", 1);
+	setenv("LISTEN_FDS", "2", 1);
+	assert_int_equal(ad_sd_listen_fds(), 0);
+	assert_null(getenv("LISTEN_FDS"));
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "2x", 1);
+	assert_int_equal(ad_sd_listen_fds(), 0);
+	for (int i = 0; i < 2; i++)
+		close(pair[i]);
+	if (saved3 >= 0) {
+		dup2(saved3, 3);
+		close(saved3);
+	} else {
+		close(3);
+	}
+	if (saved4 >= 0) {
+		dup2(saved4, 4);
+		close(saved4);
+	} else {
+		close(4);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_notify_path_and_abstract),
 	    cmocka_unit_test(test_watchdog_usec),
+	    cmocka_unit_test(test_listen_fds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -141,8 +141,7 @@ static void identity_clear(tls_identity *id)
 	id->chain = NULL;
 }
 
-int st_server_reload_tls(st_server *s, const char *cert_file, const char *key_file,
-			 ad_error **err)
+int st_server_reload_tls(st_server *s, const char *cert_file, const char *key_file, ad_error **err)
 {
 	if (!s->tls)
 		return ad_fail(err, AD_E_PRECONDITION, "streaming: the server has no TLS");

@@ -85,8 +85,7 @@ void st_server_stop(st_server *s);
  * from now on; running ones keep theirs. A file that does not load, or a key
  * that does not match, is refused (the error names both) and the old pair
  * stays. AD_E_PRECONDITION without TLS. */
-int st_server_reload_tls(st_server *s, const char *cert_file, const char *key_file,
-			 ad_error **err);
+int st_server_reload_tls(st_server *s, const char *cert_file, const char *key_file, ad_error **err);
 /* "http://127.0.0.1:PORT" (https with TLS). */
 const char *st_server_base_url(const st_server *s);
 uint16_t st_server_port(const st_server *s);
