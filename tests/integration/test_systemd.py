@@ -163,12 +163,13 @@ def test_no_watchdog_for_another_pid(tmp_path):
 
 
 def test_socket_activation(tmp_path):
-    pb = H.load_stubs()
     """agentd started the way systemd starts a socket-activated service: a
     unix socket bound and listening before agentd runs, passed as fd 3 with
     LISTEN_FDS=1 and LISTEN_PID=agentd's pid. agentd serves gRPC on it
     (calls made before it even started are answered once it does) and
-    leaves the socket file, which is systemd's, in place at exit."""
+    leaves the socket file, which is systemd's, in place at exit. (That the
+    variables leave the environment is notify_test's.)"""
+    pb = H.load_stubs()
     a = H.Agentd(workdir=str(tmp_path / "a"))
     os.makedirs(os.path.dirname(a.sock), exist_ok=True)
     lis = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -194,11 +195,35 @@ def test_socket_activation(tmp_path):
             v = pb.api_grpc.RuntimeServiceStub(ch).Version(pb.api.VersionRequest(), timeout=10)
             assert v.runtime_name == "agentd"
         assert "socket activation: 1 listening socket from systemd" in a.stderr_text()
-        env = Path("/proc/%d/environ" % a.pid).read_bytes().split(b"\0")
-        assert not any(e.startswith((b"LISTEN_FDS=", b"LISTEN_PID=")) for e in env)
+        # The socket is agentd's fd 3, nothing else bound the path.
+        assert os.readlink("/proc/%d/fd/3" % a.pid).startswith("socket:")
         a.stop()
         assert os.path.exists(a.sock)
     finally:
         a.kill()
         if os.path.exists(a.sock):
             os.unlink(a.sock)
+
+
+def test_socket_activation_unknown_socket(tmp_path):
+    """A passed socket that is none of agentd's listeners stops the start
+    with an error naming it, rather than being silently ignored."""
+    a = H.Agentd(workdir=str(tmp_path / "a"))
+    lis = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lis.bind(str(tmp_path / "other.sock"))
+    lis.listen(1)
+    n = lis.fileno()
+    wrapper = ("import os, sys; os.dup2(%d, 3); os.close(%d); "
+               "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+               "os.execv(sys.argv[1], sys.argv[1:])" % (n, n))
+    a.args = [sys.executable, "-c", wrapper] + a.args
+    a.pass_fds = (n,)
+    try:
+        with pytest.raises(H.AgentdError):
+            a.start(timeout=20)
+        assert a.proc.wait(10) == 1
+        assert "inherited fd 3 is no listening socket of a configured listener" in \
+            a.stderr_text()
+    finally:
+        lis.close()
+        a.kill()
