@@ -16,21 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration"))
 import agentd_harness as H  # noqa: E402
 import pods_harness as P  # noqa: E402
 
-CALLGRIND = os.environ.get("BENCH_CALLGRIND")
-if CALLGRIND:
-    # agentd under callgrind, counting instructions only inside
-    # metrics_registry_write (a scrape's collection and formatting, not the
-    # HTTP send): a figure that the load of other processes does not move.
-    import shutil
-    _start = H.Agentd.start
-
-    def _callgrind_start(self, timeout=30.0):
-        self.args = [shutil.which("valgrind"), "--tool=callgrind", "--collect-atstart=no",
-                     "--toggle-collect=metrics_registry_write",
-                     "--callgrind-out-file=" + CALLGRIND] + self.args
-        return _start(self, timeout=600)
-    H.Agentd.start = _callgrind_start
-
 N = int(os.environ.get("BENCH_CONTAINERS", "100"))
 SCRAPES = int(os.environ.get("BENCH_SCRAPES", "50"))
 BRIDGE = "adbm%d" % (os.getpid() % 1000)
@@ -105,12 +90,3 @@ def main():
 
 
 main()
-if CALLGRIND:
-    # Written when agentd exits; 1 + 5 warm-up + SCRAPES scrapes ran (not
-    # with BENCH_STRACE, which adds one).
-    for line in open(CALLGRIND):
-        if line.startswith("summary:") or line.startswith("totals:"):
-            ir = int(line.split()[1])
-            print("callgrind: %d instructions in metrics_registry_write over %d scrapes: "
-                  "%.2f M per scrape" % (ir, SCRAPES + 6, ir / (SCRAPES + 6) / 1e6))
-            break
