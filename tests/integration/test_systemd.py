@@ -162,6 +162,18 @@ def test_no_watchdog_for_another_pid(tmp_path):
         listener.close()
 
 
+def pass_as_systemd_does(a, lis):
+    """a (not started) gets the listening socket lis as fd 3 with
+    LISTEN_FDS=1 and LISTEN_PID set to its own pid: a python wrapper moves
+    the fd and sets the variables, then execs agentd (same pid)."""
+    n = lis.fileno()
+    wrapper = ("import os, sys; os.dup2(%d, 3); os.close(%d); "
+               "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+               "os.execv(sys.argv[1], sys.argv[1:])" % (n, n))
+    a.args = [sys.executable, "-c", wrapper] + a.args
+    a.pass_fds = (n,)
+
+
 def test_socket_activation(tmp_path):
     """agentd started the way systemd starts a socket-activated service: a
     unix socket bound and listening before agentd runs, passed as fd 3 with
@@ -178,12 +190,7 @@ def test_socket_activation(tmp_path):
     # Connected before agentd exists: queued in the backlog, as with systemd.
     early = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     early.connect(a.sock)
-    n = lis.fileno()
-    wrapper = ("import os, sys; os.dup2(%d, 3); os.close(%d); "
-               "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
-               "os.execv(sys.argv[1], sys.argv[1:])" % (n, n))
-    a.args = [sys.executable, "-c", wrapper] + a.args
-    a.pass_fds = (n,)
+    pass_as_systemd_does(a, lis)
     a.start()
     try:
         lis.close()
@@ -212,12 +219,7 @@ def test_socket_activation_unknown_socket(tmp_path):
     lis = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lis.bind(str(tmp_path / "other.sock"))
     lis.listen(1)
-    n = lis.fileno()
-    wrapper = ("import os, sys; os.dup2(%d, 3); os.close(%d); "
-               "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
-               "os.execv(sys.argv[1], sys.argv[1:])" % (n, n))
-    a.args = [sys.executable, "-c", wrapper] + a.args
-    a.pass_fds = (n,)
+    pass_as_systemd_does(a, lis)
     try:
         with pytest.raises(H.AgentdError):
             a.start(timeout=20)
