@@ -222,8 +222,8 @@ def test_socket_activation_unknown_socket(tmp_path):
     pass_as_systemd_does(a, lis)
     try:
         with pytest.raises(H.AgentdError):
-            a.start(timeout=20)
-        assert a.proc.wait(10) == 1
+            a.start(timeout=120)
+        assert a.proc.wait(30) == 1
         assert "inherited fd 3 is no listening socket of a configured listener" in \
             a.stderr_text()
     finally:

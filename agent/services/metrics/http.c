@@ -38,6 +38,10 @@ struct metrics_http {
 	int port;
 	pthread_t thread;
 	bool started;
+	/* Activated by metrics_http_free from another thread: unlike a bare
+	 * event_base_loopbreak (whose flag event_base_loop clears on entry), an
+	 * active event waits for a loop that has not started yet. */
+	struct event *stop_ev;
 };
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
@@ -231,6 +235,13 @@ int metrics_http_port(const metrics_http *h)
 	return h->port;
 }
 
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(arg);
+}
+
 static void *serve(void *arg)
 {
 	metrics_http *h = arg;
@@ -240,6 +251,9 @@ static void *serve(void *arg)
 
 int metrics_http_start(metrics_http *h, ad_error **err)
 {
+	h->stop_ev = event_new(h->base, -1, 0, on_stop, h->base);
+	if (!h->stop_ev)
+		return ad_fail(err, AD_E_INTERNAL, "metrics: event_new");
 	int r = pthread_create(&h->thread, NULL, serve, h);
 	if (r != 0) {
 		errno = r;
@@ -254,9 +268,11 @@ void metrics_http_free(metrics_http *h)
 	if (!h)
 		return;
 	if (h->started) {
-		event_base_loopbreak(h->base);
+		event_active(h->stop_ev, EV_READ, 0);
 		pthread_join(h->thread, NULL);
 	}
+	if (h->stop_ev)
+		event_free(h->stop_ev);
 	if (h->http)
 		evhttp_free(h->http);
 	if (h->base)
