@@ -1,7 +1,7 @@
 /* Opening the image store with the [images] settings: registry lists and
  * mirrors from the config turned into the store's registry configs. */
-#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -134,43 +134,47 @@ static int check_auth_file(const char *path, ad_error **err)
 	return 0;
 }
 
-/* Every certificate (*.crt, *.cert) and key (*.key) of a certs.d tree
- * (<dir>/<host[:port]>/) parses as PEM. */
+/* One certs.d file parses as PEM: a certificate (*.crt, *.cert) or a key
+ * (*.key); other files are not agentd-fetch's. */
+static int check_pem(const char *path, ad_error **err)
+{
+	const char *ext = strrchr(path, '.');
+	bool key = ext && strcmp(ext, ".key") == 0;
+	if (!ext || (!key && strcmp(ext, ".crt") != 0 && strcmp(ext, ".cert") != 0))
+		return 0;
+	BIO *b = BIO_new_file(path, "r");
+	void *obj = !b	  ? NULL
+		    : key ? (void *)PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)
+			  : (void *)PEM_read_bio_X509(b, NULL, NULL, NULL);
+	BIO_free(b);
+	ERR_clear_error();
+	if (!obj)
+		return ad_fail(err, AD_E_INVALID, "%s: not a PEM %s", path,
+			       key ? "private key" : "certificate");
+	if (key)
+		EVP_PKEY_free(obj);
+	else
+		X509_free(obj);
+	return 0;
+}
+
+/* Every certificate and key of a certs.d tree (<dir>/<host[:port]>/). */
 static int check_certs_dir(const char *dir, ad_error **err)
 {
-	DIR *top = opendir(dir);
-	if (!top)
+	char **hosts = ad_dir_names(AT_FDCWD, dir, NULL);
+	if (!hosts)
 		return errno == ENOENT ? 0 : ad_fail_errno(err, AD_E_INVALID, "certs dir %s", dir);
 	int r = 0;
-	for (struct dirent *h; r == 0 && (h = readdir(top));) {
-		if (h->d_name[0] == '.')
-			continue;
-		_cleanup_free_ char *host = ad_asprintf("%s/%s", dir, h->d_name);
-		DIR *d = opendir(host);
-		for (struct dirent *f; r == 0 && d && (f = readdir(d));) {
-			const char *ext = strrchr(f->d_name, '.');
-			bool key = ext && strcmp(ext, ".key") == 0;
-			if (!ext || (!key && strcmp(ext, ".crt") != 0 && strcmp(ext, ".cert") != 0))
-				continue;
-			_cleanup_free_ char *path = ad_asprintf("%s/%s", host, f->d_name);
-			BIO *b = BIO_new_file(path, "r");
-			void *obj = !b	  ? NULL
-				    : key ? (void *)PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)
-					  : (void *)PEM_read_bio_X509(b, NULL, NULL, NULL);
-			if (!obj)
-				r = ad_fail(err, AD_E_INVALID, "%s: not a PEM %s", path,
-					    key ? "private key" : "certificate");
-			else if (key)
-				EVP_PKEY_free(obj);
-			else
-				X509_free(obj);
-			BIO_free(b);
-			ERR_clear_error();
+	for (char **h = hosts; r == 0 && *h; h++) {
+		_cleanup_free_ char *host = ad_asprintf("%s/%s", dir, *h);
+		char **files = ad_dir_names(AT_FDCWD, host, NULL);
+		for (char **f = files; r == 0 && f && *f; f++) {
+			_cleanup_free_ char *path = ad_asprintf("%s/%s", host, *f);
+			r = check_pem(path, err);
 		}
-		if (d)
-			closedir(d);
+		ad_strv_free(files);
 	}
-	closedir(top);
+	ad_strv_free(hosts);
 	return r;
 }
 
