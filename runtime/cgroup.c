@@ -472,21 +472,30 @@ int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *fi
 	char buf[4096];
 	size_t lines = 0;
 	off_t off = 0;
+	/* Not kept open: v1 serves cgroup.procs and tasks from a pid list it
+	 * keeps per open file and reuses for a read from 0 within a second, so a
+	 * kept fd would see processes that are gone and miss new ones. */
+	cg->stat_fds[slot] = 0;
+	int r = 1;
 	for (;;) {
 		ssize_t n = stat_pread(fd, dir, file, buf, sizeof(buf), off, err);
-		if (n < 0)
-			return -1;
-		if (n == 0)
+		if (n <= 0) {
+			r = n < 0 ? -1 : 1;
 			break;
+		}
 		for (const char *p = buf; (p = memchr(p, '\n', (size_t)(buf + n - p))); p++)
 			lines++;
 		off += n;
-		if (off > (off_t)CG_MAX_FILE)
-			return ad_fail(err, AD_E_INTERNAL, "%s/%s: longer than %u bytes", dir, file,
-				       CG_MAX_FILE);
+		if (off > (off_t)CG_MAX_FILE) {
+			r = ad_fail(err, AD_E_INTERNAL, "%s/%s: longer than %u bytes", dir, file,
+				    CG_MAX_FILE);
+			break;
+		}
 	}
-	*ret = lines;
-	return 1;
+	close(fd);
+	if (r > 0)
+		*ret = lines;
+	return r;
 }
 
 void cg_stat_close(cg_manager *cg)

@@ -124,7 +124,8 @@ int cg_stat_text(cg_manager *cg, unsigned slot, const char *dir, const char *fil
 		 size_t len, ad_error **err);
 int cg_stat_u64(cg_manager *cg, unsigned slot, const char *dir, const char *file, uint64_t *ret,
 		ad_error **err);
-/* The number of lines (cgroup.procs, tasks), however long the file. */
+/* The number of lines (cgroup.procs, tasks), however long the file; read
+ * from a fresh open each time (v1 caches pid lists per open file). */
 int cg_stat_lines(cg_manager *cg, unsigned slot, const char *dir, const char *file, size_t *ret,
 		  ad_error **err);
 /* Closes the kept fds. */
