@@ -333,10 +333,34 @@ enum {
 	METHOD_OPTIONS = 1u << 6,
 };
 
+/* RFC 9110 tchar, looked up per byte of every request header name (a strchr
+ * per byte showed in perf). TCHAR_UPPER marks the ones a field name must not
+ * have in HTTP/2. nghttp2 checks names and values only in
+ * nghttp2_http_on_header, which it skips with HTTP messaging off. */
+enum { TCHAR = 1, TCHAR_UPPER = 2 };
+static const uint8_t tchar[256] = {
+    ['a' ... 'z'] = TCHAR, ['A' ... 'Z'] = TCHAR_UPPER, ['0' ... '9'] = TCHAR,
+    ['!'] = TCHAR,	   ['#'] = TCHAR,		['$'] = TCHAR,
+    ['%'] = TCHAR,	   ['&'] = TCHAR,		['\''] = TCHAR,
+    ['*'] = TCHAR,	   ['+'] = TCHAR,		['-'] = TCHAR,
+    ['.'] = TCHAR,	   ['^'] = TCHAR,		['_'] = TCHAR,
+    ['`'] = TCHAR,	   ['|'] = TCHAR,		['~'] = TCHAR,
+};
+
 static bool is_tchar(uint8_t c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       (c && strchr("!#$%&'*+-.^_`|~", c));
+	return tchar[c] != 0;
+}
+
+/* A token without upper case. */
+static bool is_field_name(const uint8_t *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (tchar[s[i]] != TCHAR)
+			return false;
+	return true;
 }
 
 static bool is_token(const uint8_t *s, size_t n)
@@ -420,10 +444,12 @@ static rpc_hdr_verdict regular_header_check(const uint8_t *name, size_t namelen,
 					    const uint8_t *value, size_t valuelen,
 					    const char **ret_why)
 {
-	for (size_t i = 0; i < namelen; i++)
-		if (name[i] >= 'A' && name[i] <= 'Z')
-			return malformed(ret_why, "upper-case header name");
-	if (!is_token(name, namelen)) {
+	if (!is_field_name(name, namelen)) {
+		/* Upper case is malformed wherever it is; other bytes only drop
+		 * the header. */
+		for (size_t i = 0; i < namelen; i++)
+			if (name[i] >= 'A' && name[i] <= 'Z')
+				return malformed(ret_why, "upper-case header name");
 		*ret_why = "invalid header name";
 		return RPC_HDR_IGNORE;
 	}
