@@ -7,7 +7,8 @@
 
 #include "metrics.h"
 
-typedef struct series {
+typedef struct metrics_series {
+	metrics_vec *vec;
 	char *key;	   /* label values joined by '\xff' */
 	char *labels;	   /* rendered for the exposition */
 	double value;	   /* counter, gauge */
@@ -174,6 +175,7 @@ static series *series_get(metrics_vec *v, const char *const *values)
 		}
 	}
 	series *s = ad_malloc0(sizeof(*s));
+	s->vec = v;
 	s->hash = h;
 	size_t len = 1;
 	for (size_t i = 0; i < v->n_labels; i++)
@@ -203,11 +205,26 @@ static series *series_get(metrics_vec *v, const char *const *values)
 	return s;
 }
 
+metrics_series *metrics_vec_series(metrics_vec *v, const char *const *values)
+{
+	pthread_mutex_lock(&v->mu);
+	series *s = series_get(v, values);
+	pthread_mutex_unlock(&v->mu);
+	return s;
+}
+
 void metrics_vec_add(metrics_vec *v, const char *const *values, double delta)
 {
 	pthread_mutex_lock(&v->mu);
 	series_get(v, values)->value += delta;
 	pthread_mutex_unlock(&v->mu);
+}
+
+void metrics_series_add(metrics_series *s, double delta)
+{
+	pthread_mutex_lock(&s->vec->mu);
+	s->value += delta;
+	pthread_mutex_unlock(&s->vec->mu);
 }
 
 void metrics_vec_set(metrics_vec *v, const char *const *values, double value)
@@ -217,17 +234,36 @@ void metrics_vec_set(metrics_vec *v, const char *const *values, double value)
 	pthread_mutex_unlock(&v->mu);
 }
 
-void metrics_vec_observe(metrics_vec *v, const char *const *values, double value)
+static size_t bucket_of(const metrics_vec *v, double value)
 {
 	size_t b = 0;
 	while (b < v->n_bounds && value > v->bounds[b])
 		b++;
-	pthread_mutex_lock(&v->mu);
-	series *s = series_get(v, values);
-	s->buckets[b]++; /* b == n_bounds: only +Inf */
+	return b; /* n_bounds: only +Inf */
+}
+
+/* v->mu held. */
+static void observe_locked(series *s, size_t bucket, double value)
+{
+	s->buckets[bucket]++;
 	s->sum += value;
 	s->count++;
+}
+
+void metrics_vec_observe(metrics_vec *v, const char *const *values, double value)
+{
+	size_t b = bucket_of(v, value);
+	pthread_mutex_lock(&v->mu);
+	observe_locked(series_get(v, values), b, value);
 	pthread_mutex_unlock(&v->mu);
+}
+
+void metrics_series_observe(metrics_series *s, double value)
+{
+	size_t b = bucket_of(s->vec, value);
+	pthread_mutex_lock(&s->vec->mu);
+	observe_locked(s, b, value);
+	pthread_mutex_unlock(&s->vec->mu);
 }
 
 static void vec_write(metrics_vec *v, metrics_out *o)

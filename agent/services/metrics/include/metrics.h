@@ -56,6 +56,7 @@ char *metrics_labels(size_t n, const char *const *names, const char *const *valu
 /* ---- registry: instruments (thread-safe) and collectors ---- */
 typedef struct metrics_registry metrics_registry;
 typedef struct metrics_vec metrics_vec;
+typedef struct metrics_series metrics_series;
 /* Called on every scrape, on the HTTP thread: write families to `o`. */
 typedef void (*metrics_collect_fn)(metrics_out *o, void *arg);
 
@@ -77,6 +78,12 @@ metrics_vec *metrics_histogram_vec(metrics_registry *r, const char *name, const 
 void metrics_vec_add(metrics_vec *v, const char *const *values, double delta);
 void metrics_vec_set(metrics_vec *v, const char *const *values, double value);
 void metrics_vec_observe(metrics_vec *v, const char *const *values, double value);
+/* The series of these values, created if new, valid as long as the
+ * registry: a hot path resolves it once instead of hashing the labels on
+ * every update. */
+metrics_series *metrics_vec_series(metrics_vec *v, const char *const *values);
+void metrics_series_add(metrics_series *s, double delta);
+void metrics_series_observe(metrics_series *s, double value);
 /* Instruments first, in creation order, then the collectors. */
 void metrics_registry_write(metrics_registry *r, metrics_out *o);
 
