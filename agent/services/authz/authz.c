@@ -1,5 +1,6 @@
 /* The authorization policy: certificate subject -> role -> allowed methods. */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,11 +11,26 @@ typedef struct cn_role {
 	authz_role role;
 } cn_role;
 
+/* The roles of the last subjects checked: a connection's calls all carry its
+ * one certificate subject, and parsing it (allocations per attribute) on every
+ * call showed in perf. A policy never changes (a reload makes a new one), so
+ * an entry stays right for the policy's life. */
+enum { ROLE_MEMO_SLOTS = 8 };
+typedef struct role_memo {
+	pthread_mutex_t mu;
+	struct {
+		char *subject;
+		authz_role role;
+	} slot[ROLE_MEMO_SLOTS];
+	size_t next; /* the slot to replace */
+} role_memo;
+
 struct authz_policy {
 	cn_role *map;
 	size_t n_map;
 	bool role_from_ou;
 	authz_role default_role;
+	role_memo *memo; /* behind a pointer: filled in through a const policy */
 };
 
 static const char *const role_names[_AUTHZ_ROLE_MAX] = {
@@ -55,6 +71,10 @@ void authz_policy_free(authz_policy *p)
 	for (size_t i = 0; i < p->n_map; i++)
 		free(p->map[i].cn);
 	free(p->map);
+	for (size_t i = 0; i < ROLE_MEMO_SLOTS; i++)
+		free(p->memo->slot[i].subject);
+	pthread_mutex_destroy(&p->memo->mu);
+	free(p->memo);
 	free(p);
 }
 
@@ -62,6 +82,8 @@ int authz_policy_new(const char *cn_roles, bool role_from_ou, const char *defaul
 		     authz_policy **ret, ad_error **err)
 {
 	authz_policy *p = ad_malloc0(sizeof(*p));
+	p->memo = ad_malloc0(sizeof(*p->memo));
+	pthread_mutex_init(&p->memo->mu, NULL);
 	p->role_from_ou = role_from_ou;
 	if (authz_role_parse(default_role, &p->default_role) < 0) {
 		authz_policy_free(p);
@@ -196,10 +218,33 @@ bool authz_role_allows(authz_role role, const char *path)
 	}
 }
 
+static authz_role role_of_memoized(const authz_policy *p, const char *subject)
+{
+	role_memo *m = p->memo;
+	pthread_mutex_lock(&m->mu);
+	for (size_t i = 0; i < ROLE_MEMO_SLOTS; i++)
+		if (m->slot[i].subject && strcmp(m->slot[i].subject, subject) == 0) {
+			authz_role role = m->slot[i].role;
+			pthread_mutex_unlock(&m->mu);
+			return role;
+		}
+	pthread_mutex_unlock(&m->mu);
+	authz_role role = authz_role_of(p, subject);
+	char *copy = ad_strdup(subject);
+	pthread_mutex_lock(&m->mu);
+	char *old = m->slot[m->next].subject;
+	m->slot[m->next].subject = copy;
+	m->slot[m->next].role = role;
+	m->next = (m->next + 1) % ROLE_MEMO_SLOTS;
+	pthread_mutex_unlock(&m->mu);
+	free(old);
+	return role;
+}
+
 int authz_check(const authz_policy *p, const char *subject, const char *path, authz_role *ret_role,
 		ad_error **err)
 {
-	authz_role role = subject ? authz_role_of(p, subject) : AUTHZ_ROLE_ADMIN;
+	authz_role role = subject ? role_of_memoized(p, subject) : AUTHZ_ROLE_ADMIN;
 	if (ret_role)
 		*ret_role = role;
 	if (authz_role_allows(role, path))
