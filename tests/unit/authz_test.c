@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +123,28 @@ static void test_check_message(void **state)
 	authz_policy_free(p);
 }
 
+/* More subjects than authz_check remembers, each checked twice in turn: a
+ * remembered role must be the subject's own, also after evictions. */
+static void test_check_remembers_roles(void **state)
+{
+	(void)state;
+	authz_policy *p = policy("", true, "none");
+	for (int round = 0; round < 2; round++)
+		for (int i = 0; i < 20; i++) {
+			char subject[64];
+			snprintf(subject, sizeof(subject), "CN=h%d,OU=%s", i,
+				 i % 2 ? "admin" : "read-only");
+			authz_role role;
+			ad_error *err = NULL;
+			int rv = authz_check(p, subject, "/runtime.v1.RuntimeService/StopContainer",
+					     &role, &err);
+			assert_int_equal(role, i % 2 ? AUTHZ_ROLE_ADMIN : AUTHZ_ROLE_READ_ONLY);
+			assert_int_equal(rv, i % 2 ? 0 : -1);
+			ad_error_free(&err);
+		}
+	authz_policy_free(p);
+}
+
 static void test_bad_config(void **state)
 {
 	(void)state;
@@ -148,7 +171,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_subject_attrs),     cmocka_unit_test(test_methods_by_role),
 	    cmocka_unit_test(test_roles_of_subjects), cmocka_unit_test(test_check_message),
-	    cmocka_unit_test(test_bad_config),
+	    cmocka_unit_test(test_check_remembers_roles), cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -102,12 +102,16 @@ static void test_registry(void **state)
 	}
 	const char *m0[] = {"/s/M0"};
 	metrics_vec_observe(h, m0, 0.0005);
-	metrics_vec_observe(h, m0, 0.05);
+	/* A series handle updates the same series as its label values. */
+	metrics_series *h0 = metrics_vec_series(h, m0);
+	metrics_series_observe(h0, 0.05);
 	metrics_vec_observe(h, m0, 5);
+	const char *m0_ok[] = {"/s/M0", "OK"};
+	metrics_series_add(metrics_vec_series(c, m0_ok), 1);
 	metrics_out *o = metrics_out_new(METRICS_TEXT);
 	metrics_registry_write(r, o);
 	char *s = finish(o);
-	assert_non_null(strstr(s, "rpc_total{method=\"/s/M0\",code=\"OK\"} 2\n"));
+	assert_non_null(strstr(s, "rpc_total{method=\"/s/M0\",code=\"OK\"} 3\n"));
 	assert_non_null(strstr(s, "rpc_total{method=\"/s/M99\",code=\"NOT_FOUND\"} 1\n"));
 	assert_non_null(strstr(s, "rpc_seconds_bucket{method=\"/s/M0\",le=\"0.001\"} 1\n"
 				  "rpc_seconds_bucket{method=\"/s/M0\",le=\"0.01\"} 1\n"
