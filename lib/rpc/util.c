@@ -397,15 +397,22 @@ static bool is_field_value(const uint8_t *s, size_t n)
 
 /* host [":" port] with an IP literal in brackets (RFC 3986 authority; the
  * userinfo that nghttp2 lets through too). */
+static const bool authority_char[256] = {
+    ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['0' ... '9'] = true,
+    ['-'] = true,	  ['.'] = true,		['_'] = true,
+    ['~'] = true,	  ['%'] = true,		['!'] = true,
+    ['$'] = true,	  ['&'] = true,		['\''] = true,
+    ['('] = true,	  [')'] = true,		['*'] = true,
+    ['+'] = true,	  [','] = true,		[';'] = true,
+    ['='] = true,	  [':'] = true,		['@'] = true,
+    ['['] = true,	  [']'] = true,
+};
+
 static bool is_authority(const uint8_t *s, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		uint8_t c = s[i];
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    (c && strchr("-._~%!$&'()*+,;=:@[]", c) != NULL))
-			continue;
-		return false;
-	}
+	for (size_t i = 0; i < n; i++)
+		if (!authority_char[s[i]])
+			return false;
 	return true;
 }
 
