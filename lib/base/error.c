@@ -48,6 +48,10 @@ int ad_error_make(ad_error **err, ad_code code, int errno_value, const char *fmt
 		abort();
 	/* A second error replaces the first: the newest is what failed. */
 	ad_error_free(err);
+	/* A full disk or quota is never a bug nor the caller's fault, wherever
+	 * it surfaces: the answer is RESOURCE_EXHAUSTED. */
+	if (errno_value == ENOSPC || errno_value == EDQUOT)
+		code = AD_E_RESOURCE;
 	ad_error *e = ad_malloc0(sizeof(*e));
 	e->code = code;
 	e->errno_value = errno_value;

@@ -94,9 +94,27 @@ void ad_fault_set_partner(pid_t pid) { fault_partner = pid; }
 void ad_fault_point(const char *name)
 {
 	const char *armed = getenv("AGENTD_FAULT");
-	if (!armed || strcmp(armed, name) != 0)
+	if (!armed)
 		return;
-	ad_log(AD_LOG_ERROR, "fault point %s reached: killing %s", name,
+	/* "NAME" fires on the first hit, "NAME:N" on the Nth (the second
+	 * layer of a pull, a later container of a pod). One point is armed per
+	 * process, so one counter of its hits is enough. */
+	size_t len = strlen(name);
+	if (strncmp(armed, name, len) != 0 || (armed[len] != '\0' && armed[len] != ':'))
+		return;
+	unsigned long want = 1;
+	if (armed[len] == ':') {
+		char *end;
+		errno = 0;
+		want = strtoul(armed + len + 1, &end, 10);
+		if (errno || *end || end == armed + len + 1 || want == 0)
+			return;
+	}
+	static unsigned long hits;
+	unsigned long hit = __atomic_add_fetch(&hits, 1, __ATOMIC_SEQ_CST);
+	if (hit != want)
+		return;
+	ad_log(AD_LOG_ERROR, "fault point %s reached (hit %lu): killing %s", name, hit,
 	       fault_partner > 0 ? "agentd and this process" : "this process");
 	if (fault_partner > 0)
 		kill(fault_partner, SIGKILL);

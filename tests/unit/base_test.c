@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "base.h"
 
@@ -33,6 +35,77 @@ static void test_error_wrap(void **state)
 	assert_null(err);
 	/* A NULL error pointer is allowed: the caller does not want details. */
 	assert_int_equal(ad_fail(NULL, AD_E_INVALID, "ignored"), -1);
+}
+
+static void test_error_disk_full_is_resource(void **state)
+{
+	(void)state;
+	ad_error *err = NULL;
+	ad_error_make(&err, AD_E_INTERNAL, ENOSPC, "write %s", "blob");
+	assert_int_equal(err->code, AD_E_RESOURCE);
+	assert_string_equal(err->message, "write blob: No space left on device");
+	ad_error_make(&err, AD_E_INVALID, EDQUOT, "mkdir x");
+	assert_int_equal(err->code, AD_E_RESOURCE);
+	ad_error_make(&err, AD_E_INTERNAL, EIO, "read x");
+	assert_int_equal(err->code, AD_E_INTERNAL);
+	ad_error_free(&err);
+}
+
+/* Hits the points `names` lists (one char each: a or b) in a child with
+ * AGENTD_FAULT=armed, writing a byte to progress_fd after each it lives
+ * through; -1 when the child died of SIGKILL, 0 when it lived. */
+static int fault_run(const char *armed, const char *names, int progress_fd)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setenv("AGENTD_FAULT", armed, 1);
+		ad_log_set_level(AD_LOG_ERROR);
+		for (size_t i = 0; names[i]; i++) {
+			ad_fault_point(names[i] == 'a' ? "test.point" : "test.point.b");
+			/* Tell the parent how far it got. */
+			if (write(progress_fd, "x", 1) != 1)
+				_exit(2);
+		}
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (WIFSIGNALED(status)) {
+		assert_int_equal(WTERMSIG(status), SIGKILL);
+		return -1;
+	}
+	assert_int_equal(WEXITSTATUS(status), 0);
+	return 0;
+}
+
+/* The hit (1-based, of any point) at which the child died, or 0. */
+static int fault_died_at(const char *armed, const char *names)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	int r = fault_run(armed, names, p[1]);
+	close(p[1]);
+	char buf[64];
+	ssize_t n = read(p[0], buf, sizeof(buf));
+	close(p[0]);
+	return r == 0 ? 0 : (int)(n < 0 ? 0 : n) + 1;
+}
+
+static void test_fault_point_nth_hit(void **state)
+{
+	(void)state;
+	assert_int_equal(fault_died_at("test.point", "aaa"), 1);
+	assert_int_equal(fault_died_at("test.point:1", "aaa"), 1);
+	assert_int_equal(fault_died_at("test.point:3", "aaaa"), 3);
+	/* Hits of other points (a longer name too) do not count. */
+	assert_int_equal(fault_died_at("test.point:2", "abbba"), 5);
+	assert_int_equal(fault_died_at("test.point.b", "aab"), 3);
+	assert_int_equal(fault_died_at("test.point:5", "aaaa"), 0);
+	/* A bad count arms nothing. */
+	assert_int_equal(fault_died_at("test.point:0", "aa"), 0);
+	assert_int_equal(fault_died_at("test.point:x", "aa"), 0);
+	assert_int_equal(fault_died_at("test.poin", "aa"), 0);
 }
 
 static void test_open_in_root_contains_escapes(void **state)
@@ -189,6 +262,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_error_wrap),
+		cmocka_unit_test(test_error_disk_full_is_resource),
+		cmocka_unit_test(test_fault_point_nth_hit),
 		cmocka_unit_test(test_open_in_root_contains_escapes),
 		cmocka_unit_test(test_atomic_write_and_read),
 		cmocka_unit_test(test_dir_listing),

@@ -19,7 +19,8 @@
  * `ad_error **err` as their last parameter. On failure *err holds a code, the
  * errno that caused it (or 0) and a one-line message; callers add context with
  * ad_error_wrap(). The code says which gRPC status agent/ answers with (mapped
- * in exactly one place in agent/). */
+ * in exactly one place in agent/). An errno of ENOSPC or EDQUOT makes any
+ * error AD_E_RESOURCE: a full disk is reported as such wherever it surfaces. */
 typedef enum ad_code {
 	AD_E_INTERNAL = 0, /* default: a bug or an unexpected system failure */
 	AD_E_INVALID,      /* the caller sent something wrong */
@@ -98,10 +99,11 @@ void ad_log(ad_log_level level, const char *fmt, ...) __attribute__((format(prin
 
 /* ---- crash points (tests) ------------------------------------------------ */
 /* A place between two persisted steps where a crash must be survivable.
- * Inert unless the environment's AGENTD_FAULT names the point: then the
- * process logs "fault point NAME reached" and SIGKILLs its partner (if
- * set) and itself. Compiled into every build (one cached getenv); the
- * points and the test that walks them: tests/integration/test_crash_points.py. */
+ * Inert unless the environment's AGENTD_FAULT names the point ("NAME", or
+ * "NAME:N" for its Nth hit in this process): then the process logs "fault
+ * point NAME reached (hit N)" and SIGKILLs its partner (if set) and
+ * itself. Compiled into every build (a getenv per hit); the points and the
+ * test that walks them: tests/integration/test_crash_points.py. */
 void ad_fault_point(const char *name);
 /* Who dies with this process at a fault point: agentd-fetch names agentd,
  * so that a point inside a pull is a crash of agentd mid-pull. */
