@@ -45,9 +45,8 @@ bool store_blob_exists(store *s, const char *digest)
 
 static int write_errno(ad_error **err, int e, const char *what, const char *digest)
 {
-	/* A full disk is a limit the operator can fix, not an internal failure. */
-	ad_code c = (e == ENOSPC || e == EDQUOT) ? AD_E_RESOURCE : AD_E_INTERNAL;
-	return ad_error_make(err, c, e, "blob %s: %s", digest, what);
+	/* A full disk becomes AD_E_RESOURCE in ad_error_make. */
+	return ad_error_make(err, AD_E_INTERNAL, e, "blob %s: %s", digest, what);
 }
 
 int store_blob_writer_open(store *s, const char *digest, int64_t size, store_blob_writer **ret_w,

@@ -3,6 +3,7 @@
  * docker's manifest.json and legacy repositories, which both loaders read), and import of a rootfs
  * tar as a one-layer image. */
 #include "store_int.h"
+#include "unpack.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -198,9 +199,7 @@ static int extract(int in_fd, int dir_fd, ad_error **err)
 			_cleanup_close_ int fd = openat(
 			    pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 			if (fd < 0) {
-				r = ad_error_make(err,
-						  errno == ENOSPC ? AD_E_RESOURCE : AD_E_INVALID,
-						  errno, "archive member %s", clean);
+				r = ad_fail_errno(err, AD_E_INVALID, "archive member %s", clean);
 				goto out;
 			}
 			const void *buf;
@@ -208,10 +207,8 @@ static int extract(int in_fd, int dir_fd, ad_error **err)
 			la_int64_t off;
 			int dr;
 			while ((dr = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
-				if (pwrite(fd, buf, size, off) != (ssize_t)size) {
-					r = ad_error_make(
-					    err, errno == ENOSPC ? AD_E_RESOURCE : AD_E_INTERNAL,
-					    errno, "write %s", clean);
+				if (store_pwrite_all(fd, buf, size, off) < 0) {
+					r = ad_fail_errno(err, AD_E_INTERNAL, "write %s", clean);
 					goto out;
 				}
 			}

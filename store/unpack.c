@@ -409,7 +409,7 @@ static int set_xattrs(struct archive_entry *entry, int fd, int pfd, const char *
 		}
 		if (r < 0) {
 			if (errno == ENOSPC || errno == EDQUOT)
-				return ad_fail_errno(err, AD_E_RESOURCE,
+				return ad_fail_errno(err, AD_E_INTERNAL,
 						     "layer entry \"%s\": xattr %s", name, xname);
 			ad_warn("layer entry \"%s\": skipping xattr %s: %s", name, xname,
 				strerror(errno));
@@ -446,8 +446,9 @@ static int fd_owner_mode(int fd, struct archive_entry *entry, const char *name, 
 
 /* ---- entry kinds -------------------------------------------------------------- */
 
-static int write_all_at(int fd, const char *p, size_t n, off_t off)
+int store_pwrite_all(int fd, const void *data, size_t n, off_t off)
 {
+	const char *p = data;
 	while (n > 0) {
 		ssize_t w = pwrite(fd, p, n, off);
 		if (w < 0) {
@@ -489,9 +490,8 @@ static int extract_file(struct unpack_ctx *ctx, struct archive_entry *entry, int
 			return archive_fail(ctx, ctx->tar, err, name);
 		if (size == 0)
 			continue;
-		if (write_all_at(fd, buf, size, (off_t)offset) < 0)
-			return ad_fail_errno(err, errno == ENOSPC ? AD_E_RESOURCE : AD_E_INTERNAL,
-					     "layer entry \"%s\": write", name);
+		if (store_pwrite_all(fd, buf, size, (off_t)offset) < 0)
+			return ad_fail_errno(err, AD_E_INTERNAL, "layer entry \"%s\": write", name);
 		if ((off_t)offset + (off_t)size > end)
 			end = (off_t)offset + (off_t)size;
 	}

@@ -54,4 +54,8 @@ int store_unpack_layer(const char *dest_dir, store_read_fn read_fn, void *userda
 		       const store_unpack_opts *opts, store_unpack_result *ret_result,
 		       ad_error **err);
 
+/* pwrite of all n bytes (a short write, as on a disk that fills up, is
+ * continued until it fails with its errno); -1 with errno set. */
+int store_pwrite_all(int fd, const void *data, size_t n, off_t off);
+
 #endif

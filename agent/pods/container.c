@@ -217,12 +217,17 @@ int mgr_ctr_start(mgr *m, const char *id, ad_error **err)
 			mgr_event_publish(m, id, c->pod_id, MGR_EV_STARTED);
 			mgr_ctr_watch_exit(m, id, exit_fd, ns_fd);
 			exit_fd = ns_fd = -1;
+		} else {
+			/* Not recorded as running (a full state DB): it must not
+			 * run on where nothing reports it. */
+			rt_stop(rc, SIGKILL, 0, NULL);
 		}
 		t[4] = ad_monotonic_ns();
 		ad_debug("StartContainer %s (ms): record %.2f, open %.2f, runtime %.2f, state %.2f",
 			 id, (t[1] - t[0]) / 1e6, (t[2] - t[1]) / 1e6, (t[3] - t[2]) / 1e6,
 			 (t[4] - t[3]) / 1e6);
-	} else if (c && c->state == MGR_CTR_CREATED) {
+	}
+	if (r < 0 && c && c->state == MGR_CTR_CREATED) {
 		/* A start that failed leaves an exited container, as upstream does. */
 		_cleanup_error_ ad_error *e = NULL;
 		if (mgr_db_exec(

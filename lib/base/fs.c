@@ -172,8 +172,7 @@ int ad_write_file_atomic(int dir_fd, const char *name, const void *data, size_t 
 	if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
 		int e = errno;
 		unlinkat(dir_fd, tmp, 0);
-		return ad_error_make(err, e == ENOSPC ? AD_E_RESOURCE : AD_E_INTERNAL, e, "write %s",
-				     name);
+		return ad_error_make(err, AD_E_INTERNAL, e, "write %s", name);
 	}
 	if (renameat(dir_fd, tmp, dir_fd, name) < 0) {
 		int e = errno;

@@ -34,6 +34,7 @@ int ad_db_fail(ad_db *db, ad_error **err, const char *context)
 {
 	int code = sqlite3_extended_errcode(db->handle);
 	ad_code c = AD_E_INTERNAL;
+	int sys_errno = 0;
 	switch (code & 0xff) {
 	case SQLITE_CONSTRAINT:
 		c = (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -42,6 +43,13 @@ int ad_db_fail(ad_db *db, ad_error **err, const char *context)
 		break;
 	case SQLITE_FULL:
 		c = AD_E_RESOURCE;
+		break;
+	case SQLITE_IOERR:
+		/* SQLite says FULL only for a failed write; a full disk met
+		 * while growing the WAL index or syncing is an I/O error, told
+		 * apart by its errno (which ad_error_make turns into
+		 * AD_E_RESOURCE). */
+		sys_errno = sqlite3_system_errno(db->handle);
 		break;
 	case SQLITE_CORRUPT:
 	case SQLITE_NOTADB:
@@ -54,7 +62,10 @@ int ad_db_fail(ad_db *db, ad_error **err, const char *context)
 	default:
 		break;
 	}
-	return ad_fail(err, c, "state db %s: %s: %s", db->path, context, sqlite3_errmsg(db->handle));
+	const char *what = sqlite3_errmsg(db->handle);
+	if (strcmp(context, what) == 0) /* exec_sql's message is SQLite's own */
+		return ad_error_make(err, c, sys_errno, "state db %s: %s", db->path, what);
+	return ad_error_make(err, c, sys_errno, "state db %s: %s: %s", db->path, context, what);
 }
 
 static int exec_sql(ad_db *db, const char *sql, ad_error **err)

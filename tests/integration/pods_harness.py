@@ -4,8 +4,10 @@ test's temp dir, never the default agentd0/10.88), busybox images served by a
 loopback docker-registry, and clean-up of everything pods leave on the host
 (pods, bridge, the pin dir's mount)."""
 import contextlib
+import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +217,29 @@ def created_container(daemon, pod, cfg, start=True):
     if start:
         ok(daemon, "start", ctr)
     return ctr
+
+
+def store_problems(a):
+    """Blobs whose content is not their name, anything left in tmp/, a DB
+    that fails integrity_check."""
+    bad = []
+    blobs = Path(a.root, "blobs", "sha256")
+    if blobs.exists():
+        for b in blobs.iterdir():
+            h = hashlib.sha256()
+            with open(b, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() != b.name:
+                bad.append("blob %s holds %s" % (b.name, h.hexdigest()))
+    tmp = Path(a.root, "tmp")
+    if tmp.exists():
+        bad += ["tmp/" + p.name for p in tmp.iterdir() if not p.name.startswith("ingest-")]
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(a.root, "agentd.db"), uri=True)
+    try:
+        res = db.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        db.close()
+    if res != [("ok",)]:
+        bad.append("integrity_check: %r" % res)
+    return bad

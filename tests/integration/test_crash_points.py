@@ -25,11 +25,9 @@ containers exited and gives their network resources (IPAM leases) back.
 
 AGENTD_CRASH_POINTS=a,b,... runs only the named points (a quick look at one).
 """
-import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -267,32 +265,6 @@ def host_leftovers(work, a, live_pods, live_ctrs):
                     if owner not in live:
                         found.append("IPAM lease %s of %s" % (lease.name, owner))
     return found
-
-
-def store_problems(a):
-    """Blobs whose content is not their name, anything left in tmp/, a DB
-    that fails integrity_check."""
-    bad = []
-    blobs = Path(a.root, "blobs", "sha256")
-    if blobs.exists():
-        for b in blobs.iterdir():
-            h = hashlib.sha256()
-            with open(b, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            if h.hexdigest() != b.name:
-                bad.append("blob %s holds %s" % (b.name, h.hexdigest()))
-    tmp = Path(a.root, "tmp")
-    if tmp.exists():
-        bad += ["tmp/" + p.name for p in tmp.iterdir() if not p.name.startswith("ingest-")]
-    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(a.root, "agentd.db"), uri=True)
-    try:
-        res = db.execute("PRAGMA integrity_check").fetchall()
-    finally:
-        db.close()
-    if res != [("ok",)]:
-        bad.append("integrity_check: %r" % res)
-    return bad
 
 
 def remove_everything(pb, node):
@@ -549,7 +521,7 @@ def test_crash_point(pb, work, images, node, point):
                 rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid))
             if got.id:
                 img.RemoveImage(pb.api.RemoveImageRequest(image=pb.api.ImageSpec(image=target)))
-        assert store_problems(a) == [], point
+        assert P.store_problems(a) == [], point
         live_pods = [p.id for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items]
         live_ctrs = [c.id for c in rt.ListContainers(pb.api.ListContainersRequest()).containers]
         assert host_leftovers(work, a, live_pods, live_ctrs) == [], point
@@ -668,7 +640,7 @@ def test_reboot(pb, work, images, node):
             rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod))
             pod = None
             assert host_leftovers(work, a, *live_ids(pb, other)) == []
-        assert store_problems(a) == []
+        assert P.store_problems(a) == []
     finally:
         try:
             if pod is not None:

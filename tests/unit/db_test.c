@@ -175,6 +175,41 @@ static void test_newer_layout_and_corrupt_file_refused(void **state)
 	assert_int_equal(ad_remove_tree(dir, NULL), 0);
 }
 
+/* A DB that cannot grow (SQLite's SQLITE_FULL, as on a full disk) is a
+ * resource limit, not an internal error; the DB stays intact. */
+static void test_full_db_is_resource_exhausted(void **state)
+{
+	(void)state;
+	_cleanup_free_ char *dir = make_tmpdir();
+	_cleanup_free_ char *path = ad_asprintf("%s/agentd.db", dir);
+	ad_db *db = NULL;
+	ad_error *err = NULL;
+	assert_int_equal(ad_db_open(path, &tools, &db, &err), 0);
+	sqlite3 *h = ad_db_handle(db);
+	sqlite3_stmt *st = NULL;
+	assert_int_equal(sqlite3_exec(h, "PRAGMA max_page_count = 16", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(
+	    ad_db_prepare(db, "INSERT INTO tools (name) VALUES (printf('%d%.*c', ?1, 2000, 'x'))",
+			  &st, &err),
+	    0);
+	int rc = SQLITE_DONE;
+	for (int i = 0; i < 1000 && rc == SQLITE_DONE; i++) {
+		sqlite3_bind_int(st, 1, i);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+	}
+	assert_int_equal(rc, SQLITE_FULL);
+	assert_int_equal(ad_db_fail(db, &err, "insert tool"), -1);
+	assert_int_equal(err->code, AD_E_RESOURCE);
+	assert_non_null(strstr(err->message, "database or disk is full"));
+	ad_error_free(&err);
+	assert_int_equal(count_rows(db, "SELECT count(*) FROM pragma_integrity_check "
+					"WHERE integrity_check = 'ok'"),
+			 1);
+	ad_db_close(db);
+	assert_int_equal(ad_remove_tree(dir, NULL), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -182,6 +217,7 @@ int main(void)
 	    cmocka_unit_test(test_failed_migration_changes_nothing),
 	    cmocka_unit_test(test_legacy_db_is_converted_without_loss),
 	    cmocka_unit_test(test_newer_layout_and_corrupt_file_refused),
+	    cmocka_unit_test(test_full_db_is_resource_exhausted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
