@@ -90,6 +90,12 @@ POINTS = {
     "build.run_ended": ("build", {"gone"}),
     "build:commit.layer_committed": ("build", {"gone"}),
     "build:image.record": ("build", {"gone"}),
+    # Later hits (AGENTD_FAULT=NAME:N): the second new layer of a pull, the
+    # second container of a pod (the first one runs and must run on).
+    "pull2:layer.commit:2": ("pull2", {"gone"}),
+    "pull2:layer.committed:2": ("pull2", {"gone"}),
+    "pod2:ctr.rootfs:2": ("pod2", {"CONTAINER_RUNNING"}),
+    "pod2:ctr.started:2": ("pod2", {"CONTAINER_RUNNING"}),
 }
 
 
@@ -108,9 +114,11 @@ def images(work):
     plus a docker-archive per load point and a rootfs tar per import point."""
     b = ImageBuilder(work / "oci")
     b.busybox("base")
-    pulls = [p for p in POINTS if POINTS[p][0] == "pull"]
+    pulls = [p for p in POINTS if POINTS[p][0] in ("pull", "pull2")]
     for i, p in enumerate(pulls):
         b.append_layer("base", "p%d" % i, [("point", "file", p.encode())])
+        if POINTS[p][0] == "pull2":
+            b.append_layer("p%d" % i, "p%d" % i, [("point2", "file", p.encode())])
     archives = {}
     for i, p in enumerate(x for x in POINTS if POINTS[x][0] == "load"):
         b.append_layer("base", "l%d" % i, [("point", "file", p.encode())])
@@ -376,7 +384,18 @@ def drive(pb, node, work, images, point, op, base_pod, base_pcfg):
                 elif op in ("remove", "remove_running"):
                     rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=target),
                                        timeout=60)
-            elif op == "pull":
+            elif op == "pod2":
+                pcfg = pod_config(pb, work)
+                pod = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=pcfg),
+                                       timeout=60).pod_sandbox_id
+                for i in range(2):
+                    cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+                        pod_sandbox_id=pod, sandbox_config=pcfg,
+                        config=ctr_config(pb, images["base"], "pod2c%d" % i,
+                                          ["sleep", "1000"])), timeout=60).container_id
+                    rt.StartContainer(pb.api.StartContainerRequest(container_id=cid),
+                                      timeout=60)
+            elif op in ("pull", "pull2"):
                 target = images["pull"][point]
                 img.PullImage(pb.api.PullImageRequest(image=pb.api.ImageSpec(image=target)),
                               timeout=120)
@@ -404,7 +423,8 @@ def drive(pb, node, work, images, point, op, base_pod, base_pcfg):
 @pytest.mark.parametrize("point", selected_points())
 def test_crash_point(pb, work, images, node, point):
     op, allowed = POINTS[point]
-    fault = point.split(":", 1)[-1]
+    fault = point.split(":", 1)[1] if ":" in point else point
+    name, _, hit = fault.partition(":")
     with node.channel() as ch:
         rt = pb.api_grpc.RuntimeServiceStub(ch)
         pods = [p for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items
@@ -444,7 +464,7 @@ def test_crash_point(pb, work, images, node, point):
     except subprocess.TimeoutExpired:
         node.a.fail("%s: agentd still runs after the fault point" % point)
     assert node.a.proc.returncode == -signal.SIGKILL, node.a.stderr_text()
-    assert "fault point %s reached" % fault in node.a.stderr_text()
+    assert "fault point %s reached (hit %s)" % (name, hit or 1) in node.a.stderr_text()
     node.a.kill()
     while time.time() < quick_started + 3:
         time.sleep(0.1)
@@ -481,9 +501,13 @@ def test_crash_point(pb, work, images, node, point):
                     assert ps.network.ip, ps
                 rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=p.id))
                 rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=p.id))
-        elif op in ("create", "start", "stop", "remove", "remove_running"):
+        elif op in ("create", "start", "stop", "remove", "remove_running", "pod2"):
             others = [c for c in rt.ListContainers(pb.api.ListContainersRequest()).containers
                       if c.id != long_id]
+            if op == "pod2":
+                # The first container ran before the crash: it runs on.
+                first = [c for c in others if c.metadata.name == "pod2c0"]
+                assert len(first) == 1 and first[0].state == pb.api.CONTAINER_RUNNING, others
             states = {state_name(pb, "ContainerState", c.state) for c in others} or {"gone"}
             assert states <= allowed, (point, states)
             for c in others:
@@ -495,6 +519,10 @@ def test_crash_point(pb, work, images, node, point):
                     rt.StartContainer(pb.api.StartContainerRequest(container_id=c.id))
                 rt.StopContainer(pb.api.StopContainerRequest(container_id=c.id, timeout=5))
                 rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=c.id))
+            for p in rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items:
+                if p.id != base_pod:
+                    rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=p.id))
+                    rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=p.id))
         elif op == "build":
             got = img.ImageStatus(pb.api.ImageStatusRequest(
                 image=pb.api.ImageSpec(image=target))).image
