@@ -95,7 +95,11 @@ def cycle(pb, rt, work, image, i):
         pod_sandbox_id=pod, sandbox_config=pcfg,
         config=pb.api.ContainerConfig(metadata=pb.api.ContainerMetadata(name="c"),
                                       image=pb.api.ImageSpec(image=image),
-                                      command=["sleep", "1000"], log_path="c/0.log")),
+                                      # Ends on SIGTERM: a stop need not wait
+                                      # out its grace (pid 1 ignores it).
+                                      command=["sh", "-c", "trap 'exit 0' TERM; "
+                                               "sleep 1000 & wait"],
+                                      log_path="c/0.log")),
         timeout=60).container_id
     rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
     r = rt.ExecSync(pb.api.ExecSyncRequest(container_id=cid, cmd=["echo", str(i)], timeout=20))
