@@ -187,7 +187,8 @@ static void test_full_db_is_resource_exhausted(void **state)
 	assert_int_equal(ad_db_open(path, &tools, &db, &err), 0);
 	sqlite3 *h = ad_db_handle(db);
 	sqlite3_stmt *st = NULL;
-	assert_int_equal(sqlite3_exec(h, "PRAGMA max_page_count = 16", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h, "PRAGMA max_page_count = 16", NULL, NULL, NULL),
+			 SQLITE_OK);
 	assert_int_equal(
 	    ad_db_prepare(db, "INSERT INTO tools (name) VALUES (printf('%d%.*c', ?1, 2000, 'x'))",
 			  &st, &err),
