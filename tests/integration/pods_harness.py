@@ -44,12 +44,17 @@ def write_network(work, name, bridge, subnet, portmap=False):
     return cfgfile
 
 
-def new_agentd(work, name, env=None):
-    """An agentd (not started) on the network of write_network()."""
+def new_agentd(work, name, env=None, root=None):
+    """An agentd (not started) on the network of write_network(); `root`:
+    its root dir elsewhere than under work/name (e.g. on a small disk)."""
     e = {"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")}
     e.update(env or {})
-    return H.Agentd(workdir=str(work / name), extra_args=["--config", str(work / "agentd.conf")],
-                    env=e)
+    a = H.Agentd(workdir=str(work / name), extra_args=["--config", str(work / "agentd.conf")],
+                 env=e)
+    if root is not None:
+        os.makedirs(root, exist_ok=True)
+        a.args[a.args.index("--root") + 1] = a.root = str(root)
+    return a
 
 
 def agentd_on(work, name, conf_dir):
@@ -106,11 +111,11 @@ def remove_network(work, bridge):
 
 
 @contextlib.contextmanager
-def pod_agentd(work, pb, name, bridge, subnet, portmap=False, env=None):
+def pod_agentd(work, pb, name, bridge, subnet, portmap=False, env=None, root=None):
     """Starts agentd on a private network; on exit removes its pods, stops it
     and removes the network."""
     write_network(work, name, bridge, subnet, portmap)
-    a = new_agentd(work, "agentd", env)
+    a = new_agentd(work, "agentd", env, root)
     a.start()
     try:
         yield a

@@ -90,25 +90,12 @@ def _random_file(path):
 
 @pytest.fixture(scope="module")
 def daemon(work, pb, disk, images):
-    P.write_network(work, "agentd-disk", BRIDGE, SUBNET)
-    a = P.new_agentd(work, "agentd")
-    a.args[a.args.index("--root") + 1] = a.root = str(disk / "root")
-    os.makedirs(a.root)
-    a.start()
     try:
-        P.pull(pb, a, images["base"])
-        yield a
+        with P.pod_agentd(work, pb, "agentd-disk", BRIDGE, SUBNET, root=disk / "root") as a:
+            P.pull(pb, a, images["base"])
+            yield a
     finally:
-        try:
-            P.remove_all_pods(pb, a)
-        finally:
-            try:
-                a.stop()
-            finally:
-                a.kill()
-                P.remove_network(work, BRIDGE)
-                P.remove_empty_cgroup_parents()
-                P.remove_empty_cgroup_parents(CGROUP_PARENT.lstrip("/"))
+        P.remove_empty_cgroup_parents(CGROUP_PARENT.lstrip("/"))
 
 
 class Filler:
