@@ -14,9 +14,12 @@ static Runtime__V1__UInt64Value *u64(rpc_call *call, uint64_t v)
 	return p;
 }
 
-/* A container's stats; usage only while it runs (an exited one has no cgroup). */
+/* A container's stats; usage only while it runs (an exited one has no cgroup).
+ * ret_st (if any) gets the numbers read, timestamp_ns 0 if none: the pod's
+ * sum needs the process count, which ContainerStats has no field for. */
 static Runtime__V1__ContainerStats *ctr_stats(rpc_call *call, mgr *m, const mgr_ctr *c,
-					      const Runtime__V1__ContainerConfig *cfg)
+					      const Runtime__V1__ContainerConfig *cfg,
+					      rt_stats *ret_st)
 {
 	Runtime__V1__ContainerStats *s = rpc_call_alloc(call, sizeof(*s));
 	runtime__v1__container_stats__init(s);
@@ -49,11 +52,15 @@ static Runtime__V1__ContainerStats *ctr_stats(rpc_call *call, mgr *m, const mgr_
 		s->writable_layer = fs;
 	}
 	ad_error_free(&e);
-	rt_stats st;
+	rt_stats st = {0};
+	if (ret_st)
+		ret_st->timestamp_ns = 0;
 	if (c->state != MGR_CTR_RUNNING || mgr_ctr_stats(m, c->id, &st, &e) < 0) {
 		ad_error_free(&e);
 		return s;
 	}
+	if (ret_st)
+		*ret_st = st;
 	Runtime__V1__CpuUsage *cpu = rpc_call_alloc(call, sizeof(*cpu));
 	runtime__v1__cpu_usage__init(cpu);
 	cpu->timestamp = st.timestamp_ns;
@@ -89,14 +96,14 @@ rpc_code cri_container_stats(rpc_call *call, cri_service *svc, const void *req, 
 	rpc_code rc = cri_get_ctr(call, m, q->container_id, &c, &cfg);
 	if (rc != RPC_OK)
 		return rc;
-	((Runtime__V1__ContainerStatsResponse *)resp)->stats = ctr_stats(call, m, c, cfg);
+	((Runtime__V1__ContainerStatsResponse *)resp)->stats = ctr_stats(call, m, c, cfg, NULL);
 	mgr_ctr_free(c);
 	return RPC_OK;
 }
 
 static void *ctr_stats_item(rpc_call *call, mgr *m, const void *c, void *cfg)
 {
-	return ctr_stats(call, m, c, cfg);
+	return ctr_stats(call, m, c, cfg, NULL);
 }
 
 rpc_code cri_list_container_stats(rpc_call *call, cri_service *svc, const void *req, void *resp)
@@ -158,8 +165,11 @@ static Runtime__V1__PodSandboxStats *pod_stats(rpc_call *call, mgr *m, const mgr
 			Runtime__V1__ContainerConfig *cc =
 			    cri_unpack_in_call(call, &runtime__v1__container_config__descriptor,
 					       v[i]->request_len, v[i]->request);
-			Runtime__V1__ContainerStats *cs = ctr_stats(call, m, v[i], cc);
+			rt_stats st;
+			Runtime__V1__ContainerStats *cs = ctr_stats(call, m, v[i], cc, &st);
 			l->containers[l->n_containers++] = cs;
+			if (st.timestamp_ns)
+				procs += st.pids_current;
 			if (cs->cpu && cs->cpu->usage_core_nano_seconds)
 				cpu += cs->cpu->usage_core_nano_seconds->value;
 			if (cs->memory) {
@@ -178,14 +188,6 @@ static Runtime__V1__PodSandboxStats *pod_stats(rpc_call *call, mgr *m, const mgr
 		mgr_ctrs_free(v);
 	}
 	ad_error_free(&e);
-	for (size_t i = 0; i < l->n_containers; i++) {
-		rt_stats st;
-		/* Process counts are not in ContainerStats: read them again. */
-		if (l->containers[i]->cpu &&
-		    mgr_ctr_stats(m, l->containers[i]->attributes->id, &st, &e) == 0)
-			procs += st.pids_current;
-		ad_error_free(&e);
-	}
 	Runtime__V1__CpuUsage *c = rpc_call_alloc(call, sizeof(*c));
 	runtime__v1__cpu_usage__init(c);
 	c->timestamp = infra.timestamp_ns;

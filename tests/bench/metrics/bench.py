@@ -31,6 +31,21 @@ def cpu_ms(a, fn, n):
     return (a.cpu_seconds() - c0) * 1000 / n, (time.monotonic() - t0) * 1000 / n
 
 
+def strace_one(a, trace, fn):
+    """Traces agentd through one fn(); returns the syscalls it made (an
+    interrupted call split across lines counts once)."""
+    st = subprocess.Popen(["strace", "-f", "-o", trace, "-p", str(a.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    fn()
+    time.sleep(0.5)
+    st.send_signal(signal.SIGINT)
+    st.wait()
+    with open(trace) as f:
+        return sum(1 for line in f
+                   if "resumed>" not in line and "+++" not in line and "---" not in line)
+
+
 def main():
     pb = H.load_stubs()
     with P.busybox_registry(WORK, "bench/metrics:v1") as reg, \
@@ -56,13 +71,9 @@ def main():
         body = urllib.request.urlopen(url, timeout=30).read()
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         if os.environ.get("BENCH_STRACE"):
-            st = subprocess.Popen(["strace", "-f", "-o", os.environ["BENCH_STRACE"], "-p",
-                                   str(a.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1)
-            urllib.request.urlopen(url, timeout=30).read()
-            time.sleep(0.5)
-            st.send_signal(signal.SIGINT)
-            st.wait()
+            n = strace_one(a, os.environ["BENCH_STRACE"],
+                           lambda: urllib.request.urlopen(url, timeout=30).read())
+            print("GET /metrics: %d syscalls in one scrape (%s)" % (n, os.environ["BENCH_STRACE"]))
         if os.environ.get("BENCH_PERF"):
             perf = subprocess.Popen(["perf", "record", "-g", "-o", os.environ["BENCH_PERF"],
                                      "-p", str(a.pid)], stdout=subprocess.DEVNULL,
@@ -85,6 +96,10 @@ def main():
                 rt.ListContainerStats(pb.api.ListContainerStatsRequest(), timeout=60)
                 rt.ListPodSandboxStats(pb.api.ListPodSandboxStatsRequest(), timeout=60)
             per_cri, wall_cri = cpu_ms(a, cri, SCRAPES)
+            if os.environ.get("BENCH_STRACE"):
+                trace = os.environ["BENCH_STRACE"] + ".cri"
+                n = strace_one(a, trace, cri)
+                print("CRI stats round: %d syscalls (%s)" % (n, trace))
         print("CRI ListContainerStats + ListPodSandboxStats: agentd CPU %.2f ms per round "
               "(wall %.2f ms)" % (per_cri, wall_cri))
 
