@@ -215,48 +215,39 @@ int mgr_pod_teardown(mgr *m, mgr_pod *p, bool remove, ad_error **err)
 
 /* Drops the pod's record and its containers' in one transaction: no one
  * sees a pod that lost its containers' records while it is being removed. */
+static int pod_forget_body(mgr *m, void *arg, ad_error **err)
+{
+	const char *id = arg;
+	if (mgr_db_exec_locked(m, err, "DELETE FROM containers WHERE pod_id = ?1", "s", id) < 0)
+		return -1;
+	return mgr_db_exec_locked(m, err, "DELETE FROM pods WHERE id = ?1", "s", id);
+}
+
 int mgr_pod_forget(mgr *m, const char *id, ad_error **err)
 {
 	char **cids = NULL;
 	if (mgr_ctr_ids_of_pod(m, id, &cids, err) < 0)
 		return -1;
-	static const char *const sql[] = {"DELETE FROM containers WHERE pod_id = ?1",
-					  "DELETE FROM pods WHERE id = ?1"};
-	pthread_mutex_lock(&m->db_lock);
-	int r = ad_db_begin(m->db, err);
-	for (size_t i = 0; r == 0 && i < sizeof(sql) / sizeof(sql[0]); i++) {
-		sqlite3_stmt *st;
-		if ((r = ad_db_prepare(m->db, sql[i], &st, err)) < 0)
-			break;
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			r = ad_db_fail(m->db, err, "state DB");
-		sqlite3_reset(st);
-	}
-	if (r == 0)
-		r = ad_db_commit(m->db, err);
-	else
-		ad_db_rollback(m->db);
-	pthread_mutex_unlock(&m->db_lock);
+	int r = mgr_db_tx(m, err, pod_forget_body, (void *)id);
 	for (char **c = cids; r == 0 && c && *c; c++)
 		mgr_event_publish(m, *c, id, MGR_EV_DELETED);
 	mgr_strv_free(cids);
 	return r;
 }
 
-/* Inserts the 'creating' row; a pod of the same name, namespace and attempt
- * → AD_E_EXISTS naming it. */
-static int pod_insert(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **err)
+struct pod_insert {
+	mgr_pod *p;
+	const mgr_pod_spec *spec;
+};
+
+/* Check and insert in one transaction so two racing runs cannot both win. */
+static int pod_insert_body(mgr *m, void *arg, ad_error **err)
 {
+	mgr_pod *p = ((struct pod_insert *)arg)->p;
+	const mgr_pod_spec *spec = ((struct pod_insert *)arg)->spec;
 	const char *labels = spec->labels_json, *annotations = spec->annotations_json;
-	pthread_mutex_lock(&m->db_lock);
 	int r = 0;
 	sqlite3_stmt *st;
-	/* Check and insert in one transaction so two racing runs cannot both win. */
-	if (ad_db_begin(m->db, err) < 0) {
-		pthread_mutex_unlock(&m->db_lock);
-		return -1;
-	}
 	if ((r = ad_db_prepare(m->db,
 			       "SELECT id FROM pods WHERE name = ?1 AND namespace = ?2 AND"
 			       " attempt = ?3",
@@ -303,12 +294,15 @@ static int pod_insert(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **e
 			r = ad_db_fail(m->db, err, "state DB: insert pod");
 		sqlite3_reset(st);
 	}
-	if (r == 0)
-		r = ad_db_commit(m->db, err);
-	else
-		ad_db_rollback(m->db);
-	pthread_mutex_unlock(&m->db_lock);
 	return r;
+}
+
+/* Inserts the 'creating' row; a pod of the same name, namespace and attempt
+ * → AD_E_EXISTS naming it. */
+static int pod_insert(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **err)
+{
+	struct pod_insert a = {p, spec};
+	return mgr_db_tx(m, err, pod_insert_body, &a);
 }
 
 int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)

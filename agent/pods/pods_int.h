@@ -109,6 +109,11 @@ extern const ad_db_schema mgr_pods_schema;
 int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
 /* The same, returning the number of rows changed (or -1). */
 int mgr_db_exec_changes(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
+/* Runs body under db_lock in one transaction: committed when it returns 0,
+ * rolled back otherwise (its result returned). Inside, statements go through
+ * mgr_db_exec_locked (mgr_db_exec would take db_lock again). */
+int mgr_db_tx(mgr *m, ad_error **err, int (*body)(mgr *m, void *arg, ad_error **err), void *arg);
+int mgr_db_exec_locked(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
 /* Check and insert in one transaction, so that two racing inserts cannot
  * both win: `check` (a SELECT of the id of a row the new one conflicts with)
  * and, if it finds none, `insert`; the parameters of both follow, check's

@@ -30,10 +30,10 @@ static int bind_args(sqlite3_stmt *st, const char *fmt, va_list *ap)
 	return 0;
 }
 
-static int db_exec_va(mgr *m, ad_error **err, int *ret_changes, const char *sql, const char *fmt,
-		      va_list *ap)
+/* Under db_lock, in the caller's transaction or its own. */
+static int db_exec_locked_va(mgr *m, ad_error **err, int *ret_changes, const char *sql,
+			     const char *fmt, va_list *ap)
 {
-	pthread_mutex_lock(&m->db_lock);
 	sqlite3_stmt *st;
 	int r = ad_db_prepare(m->db, sql, &st, err);
 	if (r == 0) {
@@ -43,7 +43,39 @@ static int db_exec_va(mgr *m, ad_error **err, int *ret_changes, const char *sql,
 			*ret_changes = sqlite3_changes(ad_db_handle(m->db));
 		sqlite3_reset(st);
 	}
+	return r;
+}
+
+static int db_exec_va(mgr *m, ad_error **err, int *ret_changes, const char *sql, const char *fmt,
+		      va_list *ap)
+{
+	pthread_mutex_lock(&m->db_lock);
+	int r = db_exec_locked_va(m, err, ret_changes, sql, fmt, ap);
 	pthread_mutex_unlock(&m->db_lock);
+	return r;
+}
+
+int mgr_db_tx(mgr *m, ad_error **err, int (*body)(mgr *m, void *arg, ad_error **err), void *arg)
+{
+	pthread_mutex_lock(&m->db_lock);
+	int r = ad_db_begin(m->db, err);
+	if (r == 0) {
+		r = body(m, arg, err);
+		if (r == 0)
+			r = ad_db_commit(m->db, err);
+		else
+			ad_db_rollback(m->db);
+	}
+	pthread_mutex_unlock(&m->db_lock);
+	return r;
+}
+
+int mgr_db_exec_locked(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = db_exec_locked_va(m, err, NULL, sql, fmt, &ap);
+	va_end(ap);
 	return r;
 }
 
@@ -94,24 +126,28 @@ static int insert_unless_locked(mgr *m, ad_error **err, char **ret_existing, con
 	return r;
 }
 
+struct insert_unless {
+	char **ret_existing;
+	const char *check, *check_fmt, *insert, *insert_fmt;
+	va_list *ap;
+};
+
+static int insert_unless_body(mgr *m, void *arg, ad_error **err)
+{
+	struct insert_unless *a = arg;
+	return insert_unless_locked(m, err, a->ret_existing, a->check, a->check_fmt, a->insert,
+				    a->insert_fmt, a->ap);
+}
+
 int mgr_db_insert_unless(mgr *m, ad_error **err, char **ret_existing, const char *check,
 			 const char *check_fmt, const char *insert, const char *insert_fmt, ...)
 {
 	*ret_existing = NULL;
-	pthread_mutex_lock(&m->db_lock);
-	int r = ad_db_begin(m->db, err);
-	if (r == 0) {
-		va_list ap;
-		va_start(ap, insert_fmt);
-		r = insert_unless_locked(m, err, ret_existing, check, check_fmt, insert, insert_fmt,
-					 &ap);
-		va_end(ap);
-		if (r == 0)
-			r = ad_db_commit(m->db, err);
-		else
-			ad_db_rollback(m->db);
-	}
-	pthread_mutex_unlock(&m->db_lock);
+	va_list ap;
+	va_start(ap, insert_fmt);
+	struct insert_unless a = {ret_existing, check, check_fmt, insert, insert_fmt, &ap};
+	int r = mgr_db_tx(m, err, insert_unless_body, &a);
+	va_end(ap);
 	return r;
 }
 
