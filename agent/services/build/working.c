@@ -213,6 +213,16 @@ static char *default_name(build_service *b, const char *image)
 	}
 }
 
+/* The working container's record, once this call holds its name (NULL with
+ * *err when the wait was cancelled or there is no such container). */
+static json_t *working_hold_record(build_service *b, const char *name, rpc_call *call,
+				   working_hold *hold, ad_error **err)
+{
+	if (working_hold_name(b, name, rpc_call_cancel_fd(call), hold, err) < 0)
+		return NULL;
+	return record_get(b, name, err);
+}
+
 static rpc_code wc_from(rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage *resp,
 			void *userdata)
 {
@@ -385,9 +395,7 @@ static rpc_code wc_copy(rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 		return status_call_error(call, e);
 	}
 	_cleanup_working_hold_ working_hold hold = {0};
-	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
-		return status_call_error(call, e);
-	json_t *rec = record_get(b, rq->name, &e);
+	json_t *rec = working_hold_record(b, rq->name, call, &hold, &e);
 	if (!rec)
 		return status_call_error(call, e);
 	json_t *cfg = json_object_get(rec, "config");
@@ -458,9 +466,7 @@ static rpc_code wc_config(rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	build_service *b = userdata;
 	_cleanup_error_ ad_error *e = NULL;
 	_cleanup_working_hold_ working_hold hold = {0};
-	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
-		return status_call_error(call, e);
-	json_t *rec = record_get(b, rq->name, &e);
+	json_t *rec = working_hold_record(b, rq->name, call, &hold, &e);
 	if (!rec)
 		return status_call_error(call, e);
 	json_t *cfg = json_object_get(rec, "config");
@@ -519,9 +525,7 @@ static rpc_code wc_mount(rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 	build_service *b = userdata;
 	_cleanup_error_ ad_error *e = NULL;
 	_cleanup_working_hold_ working_hold hold = {0};
-	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
-		return status_call_error(call, e);
-	json_t *rec = record_get(b, rq->name, &e);
+	json_t *rec = working_hold_record(b, rq->name, call, &hold, &e);
 	if (!rec)
 		return status_call_error(call, e);
 	_cleanup_free_ char *path = NULL;
@@ -540,9 +544,7 @@ static rpc_code wc_release(rpc_call *call, const ProtobufCMessage *req, bool rem
 	const Agent__V1__WorkingRequest *rq = (const Agent__V1__WorkingRequest *)req;
 	_cleanup_error_ ad_error *e = NULL;
 	_cleanup_working_hold_ working_hold hold = {0};
-	if (working_hold_name(b, rq->name, rpc_call_cancel_fd(call), &hold, &e) < 0)
-		return status_call_error(call, e);
-	json_t *rec = record_get(b, rq->name, &e);
+	json_t *rec = working_hold_record(b, rq->name, call, &hold, &e);
 	if (!rec)
 		return status_call_error(call, e);
 	json_decref(rec);
