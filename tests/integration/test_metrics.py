@@ -304,7 +304,9 @@ def test_prometheus_scrapes_agentd(daemon, running, prometheus):
                                'interface="eth0"}')
         except OSError:
             pass  # not listening yet
-        if ws and net:
+        # The three queries are not one snapshot: a scrape can land between
+        # them, so wait until all three see it.
+        if up and ws and net:
             break
         time.sleep(1)
     assert up and up[0]["value"][1] == "1", (up, (d / "prometheus.log").read_text()[-3000:])
