@@ -30,11 +30,14 @@
 /* kubelet splits log lines at 16 KiB as well. */
 #define LINE_MAX_BYTES 16384
 #define DRAIN_AFTER_EXIT_MS 2000
+#define EXIT_RECORD_MAX 512
 
 struct stream {
 	int fd;
 	const char *name;
 	size_t len;
+	uint64_t lost; /* bytes the log could not take (disk full) since the last record */
+	int lost_errno;
 	char buf[LINE_MAX_BYTES];
 };
 
@@ -42,6 +45,7 @@ static pid_t init_pid;
 static unsigned long long init_start;
 static const char *log_path;
 static int log_fd = -1;
+static int exit_fd = -1; /* the exit record's file, its space taken at start */
 static int pty_fd = -1;
 static int start_fd = RT_SHIM_FD_START;
 static int64_t started_at;
@@ -95,10 +99,11 @@ static void reopen_log(void)
 	log_fd = fd;
 }
 
-static void emit(struct stream *s, const char *line, size_t n, bool partial)
+/* One CRI log record in one writev, so that concurrent readers never see
+ * half a line. A record the disk cannot take whole is taken back out and
+ * counted; false then. */
+static bool write_record(struct stream *s, const char *line, size_t n, bool partial)
 {
-	if (log_fd < 0)
-		return;
 	char ts[48];
 	int64_t t = now_ns();
 	time_t secs = (time_t)(t / 1000000000);
@@ -112,9 +117,42 @@ static void emit(struct stream *s, const char *line, size_t n, bool partial)
 	    {(void *)line, n},
 	    {"\n", 1},
 	};
-	/* One writev per record: concurrent readers never see half a line. */
-	while (writev(log_fd, iov, 3) < 0 && errno == EINTR)
+	size_t want = iov[0].iov_len + n + 1;
+	ssize_t w;
+	while ((w = writev(log_fd, iov, 3)) < 0 && errno == EINTR)
 		;
+	if (w == (ssize_t)want)
+		return true;
+	if (w > 0) {
+		off_t end = lseek(log_fd, 0, SEEK_END);
+		if (end >= w && ftruncate(log_fd, end - w) == 0)
+			w = 0;
+		errno = ENOSPC;
+	}
+	s->lost += n + 1;
+	s->lost_errno = errno;
+	return false;
+}
+
+static void emit(struct stream *s, const char *line, size_t n, bool partial)
+{
+	if (log_fd < 0)
+		return;
+	if (s->lost) {
+		/* The log says where output is missing, once the disk can take
+		 * the note (as journald reports what it suppressed). */
+		char note[160];
+		int k = snprintf(note, sizeof(note),
+				 "[agentd-shim: %llu bytes of %s lost: the log could not be written: %s]",
+				 (unsigned long long)s->lost, s->name, strerror(s->lost_errno));
+		uint64_t lost = s->lost;
+		s->lost = 0;
+		if (!write_record(s, note, (size_t)k, false)) {
+			s->lost = lost + n + 1;
+			return;
+		}
+	}
+	write_record(s, line, n, partial);
 }
 
 static bool attach_eof[MAX_ATTACH];
@@ -193,7 +231,7 @@ static bool stream_read(struct stream *s)
 
 static void write_exit(int status, int64_t finished)
 {
-	char buf[512];
+	char buf[EXIT_RECORD_MAX];
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 	int n = snprintf(buf, sizeof(buf),
@@ -201,15 +239,38 @@ static void write_exit(int status, int64_t finished)
 			 "started_at=%lld\nfinished_at=%lld\n",
 			 (int)init_pid, init_start, status, code, sig, (long long)started_at,
 			 (long long)finished);
-	int fd = openat(RT_SHIM_FD_STATE, RT_FILE_EXIT ".tmp",
-			O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = exit_fd;
+	if (fd < 0)
+		fd = openat(RT_SHIM_FD_STATE, RT_FILE_EXIT ".tmp",
+			    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return;
-	bool ok = write(fd, buf, (size_t)n) == n && fsync(fd) == 0;
+	/* Written over the reserved bytes and cut to length: no new space. */
+	bool ok = pwrite(fd, buf, (size_t)n, 0) == n && ftruncate(fd, n) == 0 && fsync(fd) == 0;
 	close(fd);
 	if (ok &&
 	    renameat(RT_SHIM_FD_STATE, RT_FILE_EXIT ".tmp", RT_SHIM_FD_STATE, RT_FILE_EXIT) == 0)
 		fsync(RT_SHIM_FD_STATE);
+}
+
+/* The exit record's space is taken while there is some: a state directory
+ * that fills up while the container runs must not turn its exit into an
+ * unknown one (a shim death). Best effort: without it the record is made at
+ * the exit as before. */
+static void reserve_exit_record(void)
+{
+	int fd = openat(RT_SHIM_FD_STATE, RT_FILE_EXIT ".tmp",
+			O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	char pad[EXIT_RECORD_MAX];
+	memset(pad, '\n', sizeof(pad));
+	if (write(fd, pad, sizeof(pad)) != (ssize_t)sizeof(pad)) {
+		close(fd);
+		unlinkat(RT_SHIM_FD_STATE, RT_FILE_EXIT ".tmp", 0);
+		return;
+	}
+	exit_fd = fd;
 }
 
 /* Started means running the container's program: the init's end of the
@@ -449,6 +510,7 @@ int main(int argc, char **argv)
 	rt_shim_setup(&spec, &init_pid, &pty);
 	init_start = proc_start_time(init_pid);
 	take_stdio(&spec, pty);
+	reserve_exit_record();
 	signal(SIGPIPE, SIG_IGN);
 	int sfd = open_signals();
 	if (!report_ready(sfd))

@@ -44,9 +44,10 @@ def write_network(work, name, bridge, subnet, portmap=False):
     return cfgfile
 
 
-def new_agentd(work, name, env=None, root=None):
-    """An agentd (not started) on the network of write_network(); `root`:
-    its root dir elsewhere than under work/name (e.g. on a small disk)."""
+def new_agentd(work, name, env=None, root=None, state=None):
+    """An agentd (not started) on the network of write_network(); `root`,
+    `state`: its root or state dir elsewhere than under work/name (e.g. on
+    a small disk)."""
     e = {"AGENTD_SHIM": os.path.join(H.build_dir(), "runtime", "agentd-shim")}
     e.update(env or {})
     a = H.Agentd(workdir=str(work / name), extra_args=["--config", str(work / "agentd.conf")],
@@ -54,6 +55,11 @@ def new_agentd(work, name, env=None, root=None):
     if root is not None:
         os.makedirs(root, exist_ok=True)
         a.args[a.args.index("--root") + 1] = a.root = str(root)
+    if state is not None:
+        os.makedirs(state, exist_ok=True)
+        a.args[a.args.index("--state") + 1] = a.state = str(state)
+        a.sock = os.path.join(a.state, "agentd.sock")
+        a.args[a.args.index("--listen") + 1] = a.sock
     return a
 
 
@@ -111,11 +117,11 @@ def remove_network(work, bridge):
 
 
 @contextlib.contextmanager
-def pod_agentd(work, pb, name, bridge, subnet, portmap=False, env=None, root=None):
+def pod_agentd(work, pb, name, bridge, subnet, portmap=False, env=None, root=None, state=None):
     """Starts agentd on a private network; on exit removes its pods, stops it
     and removes the network."""
     write_network(work, name, bridge, subnet, portmap)
-    a = new_agentd(work, "agentd", env, root)
+    a = new_agentd(work, "agentd", env, root, state)
     a.start()
     try:
         yield a

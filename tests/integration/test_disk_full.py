@@ -10,9 +10,14 @@ tmp/, no layer dir, no container rootfs; the state DB passes
 integrity_check. Once the space is back, the same operations work.
 
 Two amounts of room: a few KiB (the blob download fails) and a little more
-than a layer's blob (the blob is stored, its unpacking fails)."""
+than a layer's blob (the blob is stored, its unpacking fails).
+
+Running containers: a full log disk costs output but never a torn record,
+and the log says how much was lost; a full state dir (another small tmpfs:
+where the shims record exits) does not turn an exit into a shim death."""
 import errno
 import os
+import re
 import sys
 import tarfile
 import time
@@ -89,9 +94,23 @@ def _random_file(path):
 
 
 @pytest.fixture(scope="module")
-def daemon(work, pb, disk, images):
+def statedisk(work):
+    """A small tmpfs for agentd's state dir, removed at the end."""
+    d = work / "statedisk"
+    d.mkdir()
+    P.run("mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=2000,mode=0755",
+          "agentd-state-full", d)
     try:
-        with P.pod_agentd(work, pb, "agentd-disk", BRIDGE, SUBNET, root=disk / "root") as a:
+        yield d
+    finally:
+        P.run("umount", "-l", d, check=False)
+
+
+@pytest.fixture(scope="module")
+def daemon(work, pb, disk, statedisk, images):
+    try:
+        with P.pod_agentd(work, pb, "agentd-disk", BRIDGE, SUBNET, root=disk / "root",
+                          state=statedisk / "state") as a:
             P.pull(pb, a, images["base"])
             yield a
     finally:
@@ -347,3 +366,106 @@ def test_restart_after_disk_full(pb, images, daemon):
     daemon.start()
     assert image_present(pb, daemon, images["base"])
     assert P.store_problems(daemon) == []
+
+
+def _pod(pb, rt, name, **kw):
+    cfg = pb.api.PodSandboxConfig(
+        metadata=pb.api.PodSandboxMetadata(name=name, namespace="test", uid="uid-" + name), **kw)
+    cfg.linux.cgroup_parent = CGROUP_PARENT
+    return cfg, rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=cfg),
+                                 timeout=60).pod_sandbox_id
+
+
+def _wait_for(what, fn, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+LINE_PAD = "x" * 100
+
+
+def test_log_disk_full_keeps_records_whole(pb, logdisk, images, daemon):
+    """The pod's log disk fills while the container writes: what cannot be
+    written is lost, but no record is torn, and once there is room again the
+    log carries a note of exactly how many bytes went missing."""
+    fill = Filler(logdisk)
+    with daemon.unix_channel() as ch:
+        rt = pb.api_grpc.RuntimeServiceStub(ch)
+        cfg, pod = _pod(pb, rt, "logfull", log_directory=str(logdisk))
+        ccfg = pb.api.ContainerConfig(
+            metadata=pb.api.ContainerMetadata(name="talker"),
+            image=pb.api.ImageSpec(image=images["base"]),
+            command=["sh", "-c", "i=0; while :; do echo line-$i-%s; i=$((i+1)); "
+                     "sleep 0.005; done" % LINE_PAD],
+            log_path="talker.log")
+        cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+            pod_sandbox_id=pod, config=ccfg, sandbox_config=cfg), timeout=60).container_id
+        rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
+        log = logdisk / "talker.log"
+        try:
+            _wait_for("output", lambda: log.exists() and log.stat().st_size > 4096)
+            fill.take(0, inodes=True)
+            time.sleep(1.5)
+        finally:
+            fill.give()
+        _wait_for("the loss note and output after it",
+                  lambda: "bytes of stdout lost" in log.read_text()
+                  and not log.read_text().endswith("lost: No space left on device]\n"))
+        rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod))
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    seen, lost, notes = [], 0, 0
+    for rec in log.read_text().splitlines():
+        ts, stream, tag, msg = rec.split(" ", 3)
+        assert stream == "stdout" and tag == "F", rec
+        if msg.startswith("[agentd-shim: "):
+            assert msg.endswith("bytes of stdout lost: the log could not be written: "
+                                "No space left on device]"), msg
+            lost += int(msg.split()[1])
+            notes += 1
+            continue
+        m = re.fullmatch(r"line-(\d+)-" + LINE_PAD, msg)
+        assert m and (not seen or int(m.group(1)) > seen[-1]), rec
+        seen.append(int(m.group(1)))
+    assert notes == 1, notes
+    # The lines missing from the sequence are exactly what the note counts.
+    missing = sorted(set(range(seen[0], seen[-1] + 1)) - set(seen))
+    assert missing, "nothing was lost: the disk never filled"
+    assert lost == sum(len("line-%d-%s" % (i, LINE_PAD)) + 1 for i in missing), (lost, missing)
+
+
+def test_exit_recorded_on_full_state_dir(pb, work, statedisk, images, daemon):
+    """The state dir fills up while a container runs: its exit is recorded
+    with its own code, not taken for the death of its shim."""
+    trigger = work / "trigger"
+    trigger.mkdir(exist_ok=True)
+    fill = Filler(statedisk)
+    with daemon.unix_channel() as ch:
+        rt = pb.api_grpc.RuntimeServiceStub(ch)
+        cfg, pod = _pod(pb, rt, "statefull")
+        ccfg = pb.api.ContainerConfig(
+            metadata=pb.api.ContainerMetadata(name="ender"),
+            image=pb.api.ImageSpec(image=images["base"]),
+            command=["sh", "-c", "until [ -e /trigger/go ]; do sleep 0.05; done; exit 7"],
+            mounts=[pb.api.Mount(container_path="/trigger", host_path=str(trigger))])
+        cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+            pod_sandbox_id=pod, config=ccfg, sandbox_config=cfg), timeout=60).container_id
+        rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
+
+        def status():
+            return rt.ContainerStatus(pb.api.ContainerStatusRequest(container_id=cid)).status
+        try:
+            fill.take(0, inodes=True)
+            assert status().state == pb.api.CONTAINER_RUNNING
+            (trigger / "go").touch()
+            st = _wait_for("the exit", lambda: (lambda s: s if s.state ==
+                                                pb.api.CONTAINER_EXITED else None)(status()))
+        finally:
+            fill.give()
+        assert (st.exit_code, st.reason) == (7, "Error"), st
+        rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod))
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod))
