@@ -305,9 +305,7 @@ static int layer_out_flush(layer_out *o, int flush, ad_error **err)
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0)
-				return ad_error_make(err,
-						     errno == ENOSPC ? AD_E_RESOURCE : AD_E_INTERNAL,
-						     errno, "layer: write");
+				return ad_fail_errno(err, AD_E_INTERNAL, "layer: write");
 			off += (size_t)w;
 		}
 		o->size += n;

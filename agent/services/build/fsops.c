@@ -312,8 +312,7 @@ static int copy_data(int in, int out, const char *rel, ad_error **err)
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0)
-				return ad_error_make(err, errno == ENOSPC ? AD_E_RESOURCE : AD_E_INTERNAL,
-						     errno, "write %s", rel);
+				return ad_fail_errno(err, AD_E_INTERNAL, "write %s", rel);
 			off += w;
 		}
 	}
