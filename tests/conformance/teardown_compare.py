@@ -14,11 +14,9 @@ containerd and runc. --json FILE writes the raw answers."""
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -26,84 +24,14 @@ import grpc
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "integration"))
+sys.path.insert(0, str(HERE.parent / "bench"))
 import agentd_harness as H  # noqa: E402
+from containerd_cri import ContainerdSide  # noqa: E402
 import teardown_sequences as T  # noqa: E402
 from registry_harness import ImageBuilder, Registry  # noqa: E402
 
-CONTAINERD_CONFIG = """version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  enable_selinux = false
-  # This host refuses lowering oom_score_adj (pause gets -998).
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "{d}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]
-    endpoint = ["http://{host}"]
-"""
-
-
 def run(*a, check=True):
     return subprocess.run([str(x) for x in a], capture_output=True, text=True, check=check)
-
-
-class Containerd:
-    def __init__(self, work, host, pause):
-        d = work / "ctd"
-        d.mkdir()
-        self.dir = d
-        sock = d / "containerd.sock"
-        (d / "config.toml").write_text(CONTAINERD_CONFIG.format(
-            d=d, sock=sock, host=host, pause=pause, cni=work / "cni"))
-        self.log = open(d / "containerd.log", "wb")
-        self.p = subprocess.Popen(["/usr/bin/containerd", "--config", str(d / "config.toml")],
-                                  stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                  start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            if self.p.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("containerd did not start:\n" +
-                                   (d / "containerd.log").read_text()[-3000:])
-            time.sleep(0.1)
-        self.target = "unix://%s" % sock
-
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        # What containerd leaves mounted under its dirs (snapshots, shm); its
-        # shims end with the containers, which the sequences removed.
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            mp = line.split()[4]
-            if mp.startswith(str(self.dir) + "/"):
-                run("umount", "-l", mp, check=False)
 
 
 class AgentdSide:
@@ -194,9 +122,9 @@ def main():
                 finally:
                     s.stop()
             if args.only in (None, "containerd"):
-                s = Containerd(work, reg.host, pause)
+                s = ContainerdSide(work, reg.host, pause, work / "cni")
                 try:
-                    results["containerd"] = side_answers(pb, s.target, image, [image, pause],
+                    results["containerd"] = side_answers(pb, s.sock, image, [image, pause],
                                                          work, "c")
                 finally:
                     s.stop()
