@@ -17,7 +17,6 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -130,41 +129,12 @@ static ssize_t sconn_io(sconn *c, bool send_it, void *b, size_t n)
  * system's) and name host; the client certificate goes along if given. */
 static int sconn_tls(sconn *c, const ctl_ctx *ctx, const char *host)
 {
-	SSL_CTX *t = SSL_CTX_new(TLS_client_method());
-	if (!t) {
-		ctl_warnx("TLS setup failed");
-		return EX_SOFTWARE;
+	_cleanup_error_ ad_error *e = NULL;
+	if (rpc_tls_client_session(c->fd, ctx ? ctx->cacert : NULL, ctx ? ctx->cert : NULL,
+				   ctx ? ctx->key : NULL, host, NULL, 0, &c->ssl, &e) < 0) {
+		ctl_warnx("%s", e->message);
+		return e->code == AD_E_INVALID ? EX_NOINPUT : EX_SOFTWARE;
 	}
-	SSL_CTX_set_min_proto_version(t, TLS1_2_VERSION);
-	SSL_CTX_set_verify(t, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_mode(t, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	int status = 0;
-	if (ctx && ctx->cacert ? SSL_CTX_load_verify_locations(t, ctx->cacert, NULL) != 1
-			       : SSL_CTX_set_default_verify_paths(t) != 1) {
-		ctl_warnx("cannot load CA %s", ctx && ctx->cacert ? ctx->cacert : "(system)");
-		status = EX_NOINPUT;
-	} else if (ctx && ctx->cert &&
-		   (SSL_CTX_use_certificate_chain_file(t, ctx->cert) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(t, ctx->key ? ctx->key : ctx->cert,
-						SSL_FILETYPE_PEM) != 1)) {
-		ctl_warnx("cannot load certificate %s / key %s", ctx->cert,
-			  ctx->key ? ctx->key : ctx->cert);
-		status = EX_NOINPUT;
-	}
-	c->ssl = status ? NULL : SSL_new(t);
-	SSL_CTX_free(t); /* the SSL holds its own reference */
-	if (!c->ssl) {
-		ERR_clear_error();
-		return status ? status : EX_SOFTWARE;
-	}
-	struct in6_addr a6;
-	if (inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1) {
-		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host);
-	} else {
-		SSL_set_tlsext_host_name(c->ssl, host);
-		SSL_set1_host(c->ssl, host);
-	}
-	SSL_set_fd(c->ssl, c->fd);
 	ERR_clear_error();
 	if (SSL_connect(c->ssl) == 1)
 		return 0;

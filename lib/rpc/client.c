@@ -50,7 +50,6 @@ typedef struct rpc_ccall {
 
 struct rpc_client {
 	int fd;
-	SSL_CTX *ctx;
 	SSL *ssl;
 	nghttp2_session *session;
 	char *endpoint;
@@ -498,47 +497,59 @@ static int tls_fail(rpc_client *c, const char *what, ad_error **err)
 	return ad_fail(err, AD_E_UNAVAILABLE, "%s %s: %s", what, c->endpoint, buf);
 }
 
+int rpc_tls_client_session(int fd, const char *ca, const char *cert, const char *key,
+			   const char *name, const unsigned char *alpn, unsigned alpn_len,
+			   SSL **ret_ssl, ad_error **err)
+{
+	SSL_CTX *t = SSL_CTX_new(TLS_client_method());
+	if (!t)
+		return ad_fail(err, AD_E_INTERNAL, "TLS setup failed");
+	int r = 0;
+	SSL_CTX_set_min_proto_version(t, TLS1_2_VERSION);
+	if (ca) {
+		if (SSL_CTX_load_verify_locations(t, ca, NULL) != 1)
+			r = ad_fail(err, AD_E_INVALID, "cannot load CA %s", ca);
+	} else {
+		SSL_CTX_set_default_verify_paths(t);
+	}
+	if (r == 0 && cert) {
+		if (SSL_CTX_use_certificate_chain_file(t, cert) != 1)
+			r = ad_fail(err, AD_E_INVALID, "cannot load certificate %s", cert);
+		else if (SSL_CTX_use_PrivateKey_file(t, key ? key : cert, SSL_FILETYPE_PEM) != 1)
+			r = ad_fail(err, AD_E_INVALID, "cannot load key %s", key ? key : cert);
+	}
+	SSL_CTX_set_verify(t, SSL_VERIFY_PEER, NULL);
+	if (alpn)
+		SSL_CTX_set_alpn_protos(t, alpn, alpn_len);
+	SSL_CTX_set_mode(t, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL *ssl = r == 0 ? SSL_new(t) : NULL;
+	SSL_CTX_free(t); /* the session holds its own reference */
+	if (r == 0 && !ssl)
+		r = ad_fail(err, AD_E_INTERNAL, "TLS setup failed");
+	ERR_clear_error();
+	if (r < 0)
+		return r;
+	struct in6_addr a6;
+	struct in_addr a4;
+	if (inet_pton(AF_INET, name, &a4) == 1 || inet_pton(AF_INET6, name, &a6) == 1) {
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
+	} else {
+		SSL_set_tlsext_host_name(ssl, name);
+		SSL_set1_host(ssl, name);
+	}
+	SSL_set_fd(ssl, fd);
+	*ret_ssl = ssl;
+	return 0;
+}
+
 static int tls_start(rpc_client *c, const rpc_client_config *cfg, const char *host,
 		     int64_t deadline, ad_error **err)
 {
-	c->ctx = SSL_CTX_new(TLS_client_method());
-	if (!c->ctx)
-		return tls_fail(c, "TLS setup for", err);
-	SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
-	if (cfg->tls_ca) {
-		if (SSL_CTX_load_verify_locations(c->ctx, cfg->tls_ca, NULL) != 1)
-			return ad_fail(err, AD_E_INVALID, "cannot load CA %s", cfg->tls_ca);
-	} else {
-		SSL_CTX_set_default_verify_paths(c->ctx);
-	}
-	if (cfg->tls_cert) {
-		if (SSL_CTX_use_certificate_chain_file(c->ctx, cfg->tls_cert) != 1)
-			return ad_fail(err, AD_E_INVALID, "cannot load certificate %s",
-				       cfg->tls_cert);
-		if (SSL_CTX_use_PrivateKey_file(c->ctx, cfg->tls_key ? cfg->tls_key : cfg->tls_cert,
-						SSL_FILETYPE_PEM) != 1)
-			return ad_fail(err, AD_E_INVALID, "cannot load key %s",
-				       cfg->tls_key ? cfg->tls_key : cfg->tls_cert);
-	}
-	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
 	static const unsigned char alpn[] = "\x02h2";
-	SSL_CTX_set_alpn_protos(c->ctx, alpn, 3);
-	SSL_CTX_set_mode(c->ctx,
-			 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	c->ssl = SSL_new(c->ctx);
-	if (!c->ssl)
-		return tls_fail(c, "TLS setup for", err);
-	const char *name = cfg->tls_server_name ? cfg->tls_server_name : host;
-	struct in6_addr a6;
-	struct in_addr a4;
-	bool is_ip = inet_pton(AF_INET, name, &a4) == 1 || inet_pton(AF_INET6, name, &a6) == 1;
-	if (is_ip) {
-		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name);
-	} else {
-		SSL_set_tlsext_host_name(c->ssl, name);
-		SSL_set1_host(c->ssl, name);
-	}
-	SSL_set_fd(c->ssl, c->fd);
+	if (rpc_tls_client_session(c->fd, cfg->tls_ca, cfg->tls_cert, cfg->tls_key,
+				   cfg->tls_server_name ? cfg->tls_server_name : host, alpn, 3,
+				   &c->ssl, err) < 0)
+		return -1;
 	for (;;) {
 		ERR_clear_error();
 		int r = SSL_connect(c->ssl);
@@ -670,8 +681,6 @@ void rpc_client_free(rpc_client *c)
 			SSL_shutdown(c->ssl);
 		SSL_free(c->ssl);
 	}
-	if (c->ctx)
-		SSL_CTX_free(c->ctx);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->endpoint);

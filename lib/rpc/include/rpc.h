@@ -13,6 +13,7 @@
 #include "base.h"
 
 struct event_base;
+struct ssl_st;
 
 /* gRPC status codes (grpc/doc/statuscodes.md). */
 typedef enum rpc_code {
@@ -173,6 +174,17 @@ void rpc_status_clear(rpc_status *st);
  * endpoint fails with AD_E_UNAVAILABLE naming the endpoint. */
 int rpc_client_connect(const rpc_client_config *cfg, rpc_client **ret_client, ad_error **err);
 void rpc_client_free(rpc_client *c);
+
+/* The client end of TLS on a connected fd, set up as the gRPC client's (for
+ * agentctl's other connections to agentd, e.g. streaming): TLS 1.2 or newer;
+ * the server verified against ca (NULL: the system's trust store) and name
+ * (an IP address, or a DNS name also sent as SNI); cert and key (NULL: in
+ * cert) presented when cert is given; alpn in wire format or NULL. The
+ * handshake is the caller's (SSL_connect). A file that does not load fails
+ * with AD_E_INVALID naming it. */
+int rpc_tls_client_session(int fd, const char *ca, const char *cert, const char *key,
+			   const char *name, const unsigned char *alpn, unsigned alpn_len,
+			   struct ssl_st **ret_ssl, ad_error **err);
 
 /* Unary call. Returns 0 when the call completed at the gRPC level (check
  * ret_status->code; on RPC_OK *ret_resp is set, free it with
