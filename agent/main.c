@@ -104,7 +104,8 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
 
 /* SIGHUP: the config file and command line again; what can change without
  * a restart is applied (log level, the mTLS certificates and CA, the access
- * policy, the streaming server's certificate, registry settings; CNI config
+ * policy, the streaming server's and the metrics endpoint's certificates,
+ * registry settings; CNI config
  * lists are read per pod anyway and are checked). A config that does not
  * load or validate is refused with its error and nothing changes; a bad
  * certificate or registry file is refused with its error and only its part

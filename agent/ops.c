@@ -506,6 +506,11 @@ int ops_reload(agent_ops *o, const cfg_config *cfg, ad_error **err)
 	o->authz = p;
 	pthread_rwlock_unlock(&o->authz_lock);
 	authz_policy_free(old);
+	_cleanup_error_ ad_error *e = NULL;
+	if (o->http && cfg->metrics_tls_cert[0] &&
+	    metrics_http_reload_tls(o->http, cfg->metrics_tls_cert, cfg->metrics_tls_key, &e) < 0)
+		ad_error_log("reload: refused, the metrics endpoint keeps its certificate: %s",
+			     e->message);
 	return 0;
 }
 

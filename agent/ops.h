@@ -48,7 +48,9 @@ void ops_set_phase(agent_ops *o, ops_phase phase, const char *status);
 int ops_watchdog_start(agent_ops *o, struct event_base *base, ad_error **err);
 
 /* SIGHUP: the new settings that apply without a restart (the authz
- * policy; the caller applies the log level and TLS files). */
+ * policy; the metrics endpoint's certificate, which when it does not load is
+ * logged and the old one kept; the caller applies the log level and the
+ * other TLS files). */
 int ops_reload(agent_ops *o, const cfg_config *cfg, ad_error **err);
 
 #endif

@@ -1,9 +1,9 @@
 """SIGHUP reloads more than TLS and the log level: the registry settings
 ([images] mirrors, certs_dir, auth_file; the next pull uses them, checked by
 a mirror that makes an unreachable registry pullable), and the streaming
-server's certificate (checked on the TLS handshake). A broken auth file or
-certs.d certificate, or a broken streaming key, is refused with the file
-(and line) named, and the old settings stay. Each agentd has private dirs
+server's and the metrics endpoint's certificates (checked on the TLS
+handshake). A broken auth file or certs.d certificate, or a broken key, is
+refused with the file (and line) named, and the old settings stay. Each agentd has private dirs
 and free ports; the registry runs on loopback."""
 import os
 import signal
@@ -111,11 +111,42 @@ def pem_of(path):
     return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(text))
 
 
-def test_streaming_certificate_reload(pb, certs, tmp_path):
+def live_pair(certs, tmp_path):
+    """The server's certificate and key copied where a test can swap them."""
     live = tmp_path / "live"
     live.mkdir()
     for src, dst in ((certs.server_cert, "server.crt"), (certs.server_key, "server.key")):
         (live / dst).write_bytes(Path(src).read_bytes())
+    return live
+
+
+def check_certificate_reload(a, port, live, certs, refused, request, reply):
+    """The endpoint on port serves the server certificate; after a swap of
+    the files and SIGHUP the other one, while a session opened before keeps
+    working (request gets reply); a key that does not match is refused with
+    `refused` and the file named, and the loaded pair stays."""
+    assert served_cert(port) == pem_of(certs.server_cert)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    kept = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+    for src, dst in ((certs.other_cert, "server.crt"), (certs.other_key, "server.key")):
+        (live / (dst + ".new")).write_bytes(Path(src).read_bytes())
+        os.rename(live / (dst + ".new"), live / dst)
+    reload_and_wait(a, "reloaded", 1)
+    assert served_cert(port) == pem_of(certs.other_cert)
+    kept.sendall(request)
+    assert kept.recv(64).startswith(reply)
+    kept.close()
+
+    (live / "server.key").write_bytes(Path(certs.server_key).read_bytes())
+    reload_and_wait(a, refused, 1)
+    assert str(live / "server.key") in a.stderr_text()
+    assert served_cert(port) == pem_of(certs.other_cert)
+
+
+def test_streaming_certificate_reload(pb, certs, tmp_path):
+    live = live_pair(certs, tmp_path)
     port = H.free_port()
     conf = tmp_path / "agentd.conf"
     conf.write_text("[streaming]\nlisten = 127.0.0.1:%d\ntls = true\n" % port)
@@ -124,26 +155,25 @@ def test_streaming_certificate_reload(pb, certs, tmp_path):
                              "--tls-key", str(live / "server.key")])
     a.start()
     try:
-        assert served_cert(port) == pem_of(certs.server_cert)
-        # A session that is open before the swap keeps its connection.
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        kept = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
-        for src, dst in ((certs.other_cert, "server.crt"), (certs.other_key, "server.key")):
-            (live / (dst + ".new")).write_bytes(Path(src).read_bytes())
-            os.rename(live / (dst + ".new"), live / dst)
-        reload_and_wait(a, "reloaded", 1)
-        assert served_cert(port) == pem_of(certs.other_cert)
-        kept.sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert kept.recv(64).startswith(b"HTTP/1.1 4")
-        kept.close()
+        check_certificate_reload(a, port, live, certs, "streaming server keeps its certificate",
+                                 b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 4")
+        a.stop()
+    finally:
+        a.kill()
 
-        # A key that does not match: refused, the loaded pair stays.
-        (live / "server.key").write_bytes(Path(certs.server_key).read_bytes())
-        reload_and_wait(a, "streaming server keeps its certificate", 1)
-        assert str(live / "server.key") in a.stderr_text()
-        assert served_cert(port) == pem_of(certs.other_cert)
+
+def test_metrics_certificate_reload(certs, tmp_path):
+    live = live_pair(certs, tmp_path)
+    conf = tmp_path / "agentd.conf"
+    conf.write_text("[metrics]\ntls_cert = %s\ntls_key = %s\n"
+                    % (live / "server.crt", live / "server.key"))
+    a = H.Agentd(workdir=str(tmp_path / "a"), extra_args=["--config", str(conf)])
+    a.start()
+    try:
+        port = int(a.metrics_url().rsplit(":", 1)[1])
+        check_certificate_reload(a, port, live, certs, "metrics endpoint keeps its certificate",
+                                 b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                                 b"HTTP/1.1 200")
         a.stop()
     finally:
         a.kill()

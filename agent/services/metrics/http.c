@@ -31,7 +31,8 @@ typedef struct ready_check {
 struct metrics_http {
 	struct event_base *base;
 	struct evhttp *http;
-	SSL_CTX *ssl;
+	SSL_CTX *ssl; /* swapped by a reload under ssl_lock; sessions hold their own reference */
+	pthread_mutex_t ssl_lock;
 	metrics_registry *reg;
 	ready_check *checks;
 	size_t n_checks;
@@ -125,31 +126,60 @@ static void on_other(struct evhttp_request *req, void *arg)
 static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 {
 	metrics_http *h = arg;
+	pthread_mutex_lock(&h->ssl_lock);
 	SSL *ssl = SSL_new(h->ssl);
+	pthread_mutex_unlock(&h->ssl_lock);
 	if (!ssl)
 		return NULL;
 	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 					      BEV_OPT_CLOSE_ON_FREE);
 }
 
+static SSL_CTX *tls_context(const char *cert, const char *key, ad_error **err)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx) {
+		ad_fail(err, AD_E_INTERNAL, "metrics: cannot create a TLS context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		char msg[256];
+		ERR_error_string_n(ERR_get_error(), msg, sizeof(msg));
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		ad_fail(err, AD_E_INVALID, "metrics: TLS certificate %s / key %s: %s", cert, key,
+			msg);
+		return NULL;
+	}
+	return ctx;
+}
+
 static int tls_setup(metrics_http *h, const metrics_http_config *cfg, ad_error **err)
 {
 	if (!cfg->tls_cert || !cfg->tls_cert[0])
 		return 0;
-	h->ssl = SSL_CTX_new(TLS_server_method());
+	h->ssl = tls_context(cfg->tls_cert, cfg->tls_key, err);
 	if (!h->ssl)
-		return ad_fail(err, AD_E_INTERNAL, "metrics: cannot create a TLS context");
-	SSL_CTX_set_min_proto_version(h->ssl, TLS1_2_VERSION);
-	if (SSL_CTX_use_certificate_chain_file(h->ssl, cfg->tls_cert) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(h->ssl, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(h->ssl) != 1) {
-		char msg[256];
-		ERR_error_string_n(ERR_get_error(), msg, sizeof(msg));
-		ERR_clear_error();
-		return ad_fail(err, AD_E_INVALID, "metrics: TLS certificate %s / key %s: %s",
-			       cfg->tls_cert, cfg->tls_key, msg);
-	}
+		return -1;
 	evhttp_set_bevcb(h->http, tls_bev, h);
+	return 0;
+}
+
+int metrics_http_reload_tls(metrics_http *h, const char *cert, const char *key, ad_error **err)
+{
+	if (!h->ssl)
+		return ad_fail(err, AD_E_PRECONDITION, "metrics: the endpoint has no TLS");
+	SSL_CTX *next = tls_context(cert, key, err);
+	if (!next)
+		return -1;
+	pthread_mutex_lock(&h->ssl_lock);
+	SSL_CTX *old = h->ssl;
+	h->ssl = next;
+	pthread_mutex_unlock(&h->ssl_lock);
+	SSL_CTX_free(old);
 	return 0;
 }
 
@@ -186,6 +216,7 @@ int metrics_http_new(const metrics_http_config *cfg, metrics_registry *reg, metr
 	if (evthread_use_pthreads() < 0)
 		return ad_fail(err, AD_E_INTERNAL, "metrics: libevent threads");
 	metrics_http *h = ad_malloc0(sizeof(*h));
+	pthread_mutex_init(&h->ssl_lock, NULL);
 	h->reg = reg;
 	h->port = -1;
 	h->base = event_base_new();
@@ -279,6 +310,7 @@ void metrics_http_free(metrics_http *h)
 		event_base_free(h->base);
 	if (h->ssl)
 		SSL_CTX_free(h->ssl);
+	pthread_mutex_destroy(&h->ssl_lock);
 	for (size_t i = 0; i < h->n_checks; i++)
 		free(h->checks[i].name);
 	free(h->checks);

@@ -169,6 +169,9 @@ int metrics_http_new(const metrics_http_config *cfg, metrics_registry *reg, metr
  * a line per failing check. */
 void metrics_http_add_ready(metrics_http *h, const char *name, metrics_ready_fn fn, void *arg);
 int metrics_http_port(const metrics_http *h);
+/* SIGHUP: new connections get this certificate and key, open ones keep
+ * theirs; files that do not load leave the old pair in place. */
+int metrics_http_reload_tls(metrics_http *h, const char *cert, const char *key, ad_error **err);
 /* Serves on a thread of its own (a scrape never holds up the gRPC loop). */
 int metrics_http_start(metrics_http *h, ad_error **err);
 /* Stops the thread (if started) and frees. */
