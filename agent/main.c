@@ -149,7 +149,7 @@ static void on_reload(evutil_socket_t sig, short events, void *arg)
 	}
 	/* CNI config lists are read for each pod; this is the operator's check
 	 * of what the next pod gets. */
-	if (mgr_network_ready(d->pods, &err) < 0) {
+	if (mgr_network_ready(d->pods, true, &err) < 0) {
 		ad_warn("reload: CNI network not ready: %s", err->message);
 		ad_error_free(&err);
 	}

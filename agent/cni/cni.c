@@ -17,6 +17,7 @@ struct cni_net {
 	json_t *list; /* {name, cniVersion, plugins: [...], ...} */
 	const char *name, *version;
 	char *source;
+	char *refused; /* the fallback: why the conf dirs' configs were not used */
 	char **plugin_dirs;
 	int timeout_ms;
 	bool disable_check;
@@ -78,6 +79,7 @@ void cni_net_free(cni_net *net)
 	if (net->list)
 		json_decref(net->list);
 	free(net->source);
+	free(net->refused);
 	cni_strv_free(net->plugin_dirs);
 	free(net);
 }
@@ -95,6 +97,11 @@ const char *cni_net_version(const cni_net *net)
 const char *cni_net_source(const cni_net *net)
 {
 	return net->source;
+}
+
+const char *cni_net_refused(const cni_net *net)
+{
+	return net->refused;
 }
 
 char *cni_net_json(const cni_net *net)
@@ -244,6 +251,15 @@ int cni_net_load(const cni_opts *opts, cni_net **ret_net, ad_error **err)
 		char *w = ad_asprintf("%s, %s", where, dirs[d]);
 		free(where);
 		where = w;
+	}
+	if (first_problem && opts && opts->fallback_json) {
+		cni_net *net = NULL;
+		if (cni_net_parse(opts, opts->fallback_json, "the last good network config", &net,
+				  err) < 0)
+			return -1;
+		net->refused = ad_steal_ptr(first_problem);
+		*ret_net = net;
+		return 0;
 	}
 	if (want)
 		return ad_fail(err, AD_E_UNAVAILABLE, "no CNI network \"%s\" in %s%s%s", want,

@@ -50,7 +50,7 @@ rpc_code cri_status(rpc_call *call, cri_service *svc, const void *req, void *res
 	conds[0]->status = true;
 	conds[1]->type = rpc_call_strdup(call, "NetworkReady");
 	ad_error *e = NULL;
-	if (mgr_network_ready(m, &e) == 0) {
+	if (mgr_network_ready(m, false, &e) == 0) {
 		conds[1]->status = true;
 	} else {
 		conds[1]->status = false;

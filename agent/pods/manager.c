@@ -59,6 +59,7 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	pthread_mutex_init(&m->busy_lock, NULL);
 	pthread_cond_init(&m->busy_cond, NULL);
 	pthread_mutex_init(&m->ev_lock, NULL);
+	pthread_mutex_init(&m->cni_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -70,6 +71,11 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	m->images = images;
 	m->conf_dirs = split_dirs(cfg->cni_conf_dir);
 	m->plugin_dirs = split_dirs(cfg->cni_plugin_dirs);
+	/* Remembers the network as it loads now: a bad edit before the first
+	 * pod still leaves it in use. */
+	ad_error *net_err = NULL;
+	if (mgr_network_ready(m, false, &net_err) < 0)
+		ad_error_free(&net_err);
 	m->netns_dir = *cfg->cni_netns_dir ? ad_strdup(cfg->cni_netns_dir)
 					   : ad_asprintf("%s/netns", cfg->state);
 	m->infra_rootfs = ad_asprintf("%s/infra-rootfs", cfg->root);
@@ -146,6 +152,8 @@ void mgr_close(mgr *m)
 	pthread_mutex_destroy(&m->busy_lock);
 	pthread_cond_destroy(&m->busy_cond);
 	pthread_mutex_destroy(&m->ev_lock);
+	pthread_mutex_destroy(&m->cni_lock);
+	free(m->cni_last_good);
 	pthread_mutex_destroy(&m->watch_lock);
 	pthread_mutex_destroy(&m->cpu_lock);
 	free(m->cpu_samples);

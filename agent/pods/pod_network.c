@@ -18,11 +18,49 @@ void mgr_cni_opts(mgr *m, cni_opts *o)
 	};
 }
 
-int mgr_network_ready(mgr *m, ad_error **err)
+/* The network for a new pod and for NetworkReady: the conf dirs' first
+ * config that loads, remembered; while they hold configs but none that loads
+ * (a bad edit), the last one that did stays in use, as a reload keeps the
+ * old settings over a bad file (logged when `say`: at a pod's creation and
+ * a SIGHUP, not at every Status). With no config at all there is no
+ * network: that is how an operator takes it away. */
+static int current_network(mgr *m, bool say, cni_net **ret, ad_error **err)
 {
 	cni_opts o;
 	mgr_cni_opts(m, &o);
-	return cni_network_ready(&o, err);
+	pthread_mutex_lock(&m->cni_lock);
+	_cleanup_free_ char *last = m->cni_last_good ? ad_strdup(m->cni_last_good) : NULL;
+	pthread_mutex_unlock(&m->cni_lock);
+	o.fallback_json = last;
+	cni_net *net = NULL;
+	if (cni_net_load(&o, &net, err) < 0)
+		return -1;
+	if (cni_net_refused(net)) {
+		if (say)
+			ad_warn("CNI config refused: %s; network \"%s\" as last loaded stays",
+				cni_net_refused(net), cni_net_name(net));
+	} else {
+		char *json = cni_net_json(net);
+		pthread_mutex_lock(&m->cni_lock);
+		if (!m->cni_last_good || strcmp(m->cni_last_good, json) != 0) {
+			free(m->cni_last_good);
+			m->cni_last_good = ad_steal_ptr(json);
+		}
+		pthread_mutex_unlock(&m->cni_lock);
+		free(json);
+	}
+	*ret = net;
+	return 0;
+}
+
+int mgr_network_ready(mgr *m, bool say, ad_error **err)
+{
+	cni_net *net = NULL;
+	if (current_network(m, say, &net, err) < 0)
+		return -1;
+	int r = cni_net_check_plugins(net, err);
+	cni_net_free(net);
+	return r;
 }
 
 static char *ports_to_json(const mgr_pod_spec *spec)
@@ -124,10 +162,8 @@ int mgr_pod_network_up(mgr *m, mgr_pod *p, const mgr_pod_spec *spec, ad_error **
 	if (r == 0)
 		r = cni_loopback_up(p->netns, err);
 	cni_net *net = NULL;
-	cni_opts o;
-	mgr_cni_opts(m, &o);
 	if (r == 0)
-		r = cni_net_load(&o, &net, err);
+		r = current_network(m, true, &net, err);
 	if (r == 0) {
 		/* Stored before ADD: a crash during ADD still gets its DEL. */
 		p->cni_net = cni_net_json(net);

@@ -22,6 +22,10 @@ struct mgr {
 	ad_db *db;
 	pthread_mutex_t db_lock;
 	char **conf_dirs, **plugin_dirs; /* NULL-terminated */
+	/* The conf dirs' network as it last loaded (cni_net_json), used while
+	 * they hold only configs that do not load; under cni_lock. */
+	char *cni_last_good;
+	pthread_mutex_t cni_lock;
 	char *netns_dir;
 	char *infra_rootfs; /* read-only rootfs of the infra process */
 	char *pause_image;  /* NULL: agentd-infra from infra_rootfs */

@@ -177,3 +177,52 @@ def test_metrics_certificate_reload(certs, tmp_path):
         a.stop()
     finally:
         a.kill()
+
+
+def test_cni_bad_edit_keeps_the_network(pb, tmp_path):
+    """The CNI conflist is edited into broken JSON: a SIGHUP logs it refused
+    with file and line, and the network as it last loaded stays: NetworkReady
+    stays true and a new pod still gets an address on it. With no config at
+    all the network is gone (NetworkReady false, RunPodSandbox UNAVAILABLE);
+    a good file brings it back."""
+    n = os.getpid() % 250
+    bridge, subnet = "adn%d" % (os.getpid() % 1000), "10.232.%d.0/24" % n
+    prefix = "10.232.%d." % n
+    conflist = tmp_path / "cni" / "10-test.conflist"
+
+    def network_ready(rt):
+        conds = {c.type: c for c in rt.Status(pb.api.StatusRequest()).status.conditions}
+        return conds["NetworkReady"]
+
+    def pod_ip(rt, name):
+        cfg = pb.api.PodSandboxConfig(metadata=pb.api.PodSandboxMetadata(
+            name=name, namespace="reload", uid="uid-" + name))
+        pod = rt.RunPodSandbox(pb.api.RunPodSandboxRequest(config=cfg), timeout=60)
+        st = rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+            pod_sandbox_id=pod.pod_sandbox_id)).status
+        return st.network.ip
+
+    with P.pod_agentd(tmp_path, pb, "cni-reload", bridge, subnet) as a:
+        with a.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            assert pod_ip(rt, "before").startswith(prefix)
+            good = conflist.read_text()
+            conflist.write_text(good[:-1] + ",\n")  # the list's end edited away
+            reload_and_wait(a, "reloaded", 1)
+            log = a.stderr_text()
+            assert "CNI config refused: %s: invalid JSON at line 2" % conflist in log, log[-2000:]
+            assert "as last loaded stays" in log
+            assert network_ready(rt).status
+            assert pod_ip(rt, "during").startswith(prefix)
+
+            conflist.unlink()
+            net = network_ready(rt)
+            assert not net.status and "no CNI network config" in net.message, net
+            with pytest.raises(grpc.RpcError) as ei:
+                pod_ip(rt, "without")
+            assert ei.value.code() == grpc.StatusCode.UNAVAILABLE, ei.value.details()
+            assert "no CNI network config" in ei.value.details()
+
+            conflist.write_text(good)
+            assert network_ready(rt).status
+            assert pod_ip(rt, "after").startswith(prefix)

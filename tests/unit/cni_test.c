@@ -191,6 +191,13 @@ static void test_conf_loading(void **state)
 	assert_msg(e, "no CNI network config");
 	assert_msg(e, dir);
 	ad_error_free(&e);
+	/* No config at all: no network, whatever was loaded before. */
+	opts.fallback_json = "{\"cniVersion\":\"1.0.0\",\"name\":\"kept\","
+			     "\"plugins\":[{\"type\":\"bridge\"}]}";
+	assert_int_equal(cni_net_load(&opts, &net, &e), -1);
+	assert_msg(e, "no CNI network config");
+	ad_error_free(&e);
+	opts.fallback_json = NULL;
 
 	snprintf(path, sizeof(path), "%s/05-broken.conflist", dir);
 	write_file(path, "{\"name\": ", 0644);
@@ -239,6 +246,21 @@ static void test_conf_loading(void **state)
 	/* The skipped broken file is part of the reason. */
 	assert_msg(e, "05-broken.conflist");
 	ad_error_free(&e);
+
+	/* Only broken configs for the name asked: the fallback, saying why. */
+	opts.fallback_json = "{\"cniVersion\":\"1.0.0\",\"name\":\"kept\","
+			     "\"plugins\":[{\"type\":\"bridge\"}]}";
+	assert_int_equal(cni_net_load(&opts, &net, &e), 0);
+	assert_string_equal(cni_net_name(net), "kept");
+	assert_non_null(strstr(cni_net_refused(net), "05-broken.conflist: invalid JSON at line 1"));
+	cni_net_free(net);
+	/* A config that loads is used as it is, not the fallback. */
+	opts.network_name = "b";
+	assert_int_equal(cni_net_load(&opts, &net, &e), 0);
+	assert_string_equal(cni_net_name(net), "b");
+	assert_null(cni_net_refused(net));
+	cni_net_free(net);
+	opts.fallback_json = NULL;
 
 	/* The conflist deploy/ ships loads, and its plugins are installed. */
 	const char *src = getenv("AGENTD_SOURCE_DIR");

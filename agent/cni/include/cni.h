@@ -75,6 +75,10 @@ typedef struct cni_opts {
 	 * *.conflist, *.conf or *.json in lexical order, as kubelet and CRI-O do. */
 	const char *network_name;
 	int timeout_ms; /* per plugin invocation; <= 0 → CNI_DEFAULT_TIMEOUT_MS */
+	/* cni_net_load: the network (cni_net_json) to use when the conf dirs
+	 * hold configs but none that loads, i.e. a bad edit: typically the last
+	 * one that did. With no config at all there is no network. NULL: none. */
+	const char *fallback_json;
 } cni_opts;
 
 /* A loaded network configuration list. Immutable once loaded: one cni_net may
@@ -92,6 +96,9 @@ void cni_net_free(cni_net *net);
 const char *cni_net_name(const cni_net *net);
 const char *cni_net_version(const cni_net *net); /* the list's cniVersion */
 const char *cni_net_source(const cni_net *net);  /* the file it came from */
+/* NULL when the network came from the conf dirs; when it is opts'
+ * fallback_json, why the conf dirs' configs were refused (file:line). */
+const char *cni_net_refused(const cni_net *net);
 /* The list as JSON text, to keep beside an ADD result: cni_net_parse of it
  * gives back the same network, for a DEL after the files have changed. */
 char *cni_net_json(const cni_net *net);

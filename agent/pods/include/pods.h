@@ -91,8 +91,10 @@ void mgr_ctrs_free(mgr_ctr **v);
 int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err);
 void mgr_close(mgr *m);
 
-/* NetworkReady: 0, or -1 with the reason. */
-int mgr_network_ready(mgr *m, ad_error **err);
+/* NetworkReady: 0, or -1 with the reason. The network is the CNI conf
+ * dirs' first config that loads; while they hold only configs that do not
+ * (a bad edit), the last one that loaded stays, logged when `say`. */
+int mgr_network_ready(mgr *m, bool say, ad_error **err);
 
 /* The node's pod CIDR as the caller last set it ("" until then), kept in the
  * state DB. Pod addresses still come from the CNI config's IPAM. */
