@@ -52,6 +52,14 @@ int mgr_ctr_record_exit(mgr *m, mgr_ctr *c, const rt_state *st, ad_error **err)
 	    " reason = ?5, message = coalesce(?6, message) WHERE id = ?1 AND state <> ?2",
 	    "siiiss", c->id, (int64_t)MGR_CTR_EXITED, finished, (int64_t)st->exit_code, reason,
 	    message);
+	if (changed < 0 && (*err)->code == AD_E_RESOURCE) {
+		/* A full disk: the answer is still the runtime's truth; the row
+		 * follows at a later look, once there is room (the runtime keeps
+		 * the exit and the row still says it runs). */
+		ad_warn("container %s: exit not recorded yet: %s", c->id, (*err)->message);
+		ad_error_free(err);
+		changed = 0;
+	}
 	if (changed < 0)
 		return -1;
 	c->state = MGR_CTR_EXITED;
@@ -82,10 +90,45 @@ int mgr_ctr_record_state_lost(mgr *m, mgr_ctr *c, ad_error **err)
 			   c->message);
 }
 
+/* A created container whose shim or init is gone can never start: its end
+ * is recorded as a running one's would be (a dead shim as ShimDied). Not
+ * while an operation holds it: a start records its own outcome. */
+static int refresh_created(mgr *m, mgr_ctr *c, ad_error **err)
+{
+	if (!mgr_try_hold(m, c->id))
+		return 0;
+	/* What was read before the hold may have changed meanwhile. */
+	mgr_ctr *now = NULL;
+	int r = mgr_ctr_load(m, c->id, &now, err);
+	if (r == 0) {
+		mgr_ctr was = *c;
+		*c = *now;
+		*now = was;
+		mgr_ctr_free(now);
+	}
+	rt_container *rc = NULL;
+	_cleanup_error_ ad_error *e = NULL;
+	/* No runtime state: a pod's removal has released it and is about to
+	 * drop the row (until then it reads created, as containerd's does; a
+	 * reboot's loss is start-up's to record). */
+	if (r == 0 && c->state == MGR_CTR_CREATED && rt_open(m->rt, c->id, &rc, &e) == 0 &&
+	    !rt_init_alive(rc)) {
+		rt_state st;
+		r = rt_get_state(rc, &st, err);
+		if (r == 0 && st.status == RT_STATUS_STOPPED)
+			r = mgr_ctr_record_exit(m, c, &st, err);
+	}
+	rt_container_free(rc);
+	mgr_release(m, c->id);
+	return r;
+}
+
 /* Records the exit of a container that stopped unseen; with ret_stats, also
  * reads the cgroup stats of one still running (timestamp_ns 0 if not). */
 int mgr_ctr_refresh_stats(mgr *m, mgr_ctr *c, rt_stats *ret_stats, ad_error **err)
 {
+	if (c->state == MGR_CTR_CREATED && m->rt)
+		return refresh_created(m, c, err);
 	if (c->state != MGR_CTR_RUNNING || !m->rt)
 		return 0;
 	if (rt_running_stats(m->rt, c->id, ret_stats))

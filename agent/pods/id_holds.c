@@ -8,23 +8,42 @@
 
 #include "pods_int.h"
 
-void mgr_hold(mgr *m, const char *id)
+/* busy_lock held. */
+static bool held(const mgr *m, const char *id)
 {
-	pthread_mutex_lock(&m->busy_lock);
-	for (;;) {
-		bool taken = false;
-		for (size_t i = 0; i < m->n_busy && !taken; i++)
-			taken = strcmp(m->busy[i], id) == 0;
-		if (!taken)
-			break;
-		pthread_cond_wait(&m->busy_cond, &m->busy_lock);
-	}
+	for (size_t i = 0; i < m->n_busy; i++)
+		if (strcmp(m->busy[i], id) == 0)
+			return true;
+	return false;
+}
+
+/* busy_lock held. */
+static void take(mgr *m, const char *id)
+{
 	if (m->n_busy == m->cap_busy) {
 		m->cap_busy = m->cap_busy ? 2 * m->cap_busy : 16;
 		m->busy = ad_realloc(m->busy, m->cap_busy * sizeof(char *));
 	}
 	m->busy[m->n_busy++] = ad_strdup(id);
+}
+
+void mgr_hold(mgr *m, const char *id)
+{
+	pthread_mutex_lock(&m->busy_lock);
+	while (held(m, id))
+		pthread_cond_wait(&m->busy_cond, &m->busy_lock);
+	take(m, id);
 	pthread_mutex_unlock(&m->busy_lock);
+}
+
+bool mgr_try_hold(mgr *m, const char *id)
+{
+	pthread_mutex_lock(&m->busy_lock);
+	bool free_now = !held(m, id);
+	if (free_now)
+		take(m, id);
+	pthread_mutex_unlock(&m->busy_lock);
+	return free_now;
 }
 
 void mgr_release(mgr *m, const char *id)

@@ -103,6 +103,8 @@ int mgr_ctr_refresh_stats(mgr *m, mgr_ctr *c, rt_stats *ret_stats, ad_error **er
 /* id_holds.c */
 /* Waits until no other operation holds `id`, then holds it. */
 void mgr_hold(mgr *m, const char *id);
+/* Holds `id` if no other operation does; false (and nothing held) if one does. */
+bool mgr_try_hold(mgr *m, const char *id);
 void mgr_release(mgr *m, const char *id);
 /* A new random 64-hex id. */
 char *mgr_new_id(void);

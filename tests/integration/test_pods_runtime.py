@@ -477,3 +477,29 @@ def test_killed_shim_ends_the_container(rt, pb, work, image, daemon):
         rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid))
         e = rpc_error(rt.ContainerStatus, pb.api.ContainerStatusRequest(container_id=cid))
         assert e.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_killed_shim_of_a_created_container(rt, pb, work, image, daemon):
+    """kill -9 of the shim of a container that was created but not started:
+    it can never start, so it is reported exited (ShimDied) at once rather
+    than created, its waiting init is gone, a start is refused as for any
+    exited container, and remove works."""
+    with Pod(rt, pb, work) as pod:
+        cid = pod.create(ctr_config(pb, image, "never", ["sleep", "1002"]))
+        # No pid in the CRI status before a start: the runtime's state file.
+        state = dict(line.split("=", 1) for line in Path(
+            daemon.state, "containers", cid, "state").read_text().splitlines() if "=" in line)
+        init, shim = int(state["init_pid"]), int(state["shim_pid"])
+        assert running(init)
+        assert os.readlink("/proc/%d/exe" % shim).startswith("/memfd:agentd-shim")
+        os.kill(shim, 9)
+        st = wait_state(rt, pb, cid, pb.api.CONTAINER_EXITED, timeout=15)
+        assert (st.state, st.reason, st.exit_code) == (pb.api.CONTAINER_EXITED, "ShimDied", 255), st
+        assert st.started_at == 0, st
+        deadline = time.monotonic() + 10
+        while running(init) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(init)
+        e = rpc_error(rt.StartContainer, pb.api.StartContainerRequest(container_id=cid))
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
+        rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid))
