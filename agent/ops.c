@@ -169,13 +169,14 @@ static void collect_events(metrics_out *out, void *arg)
 		_cleanup_free_ char *l = metrics_labels(1, name, value);
 		metrics_sample(out, NULL, l, (double)exits[i]);
 	}
-	uint64_t shim_died = 0;
+	uint64_t shim_died = mgr_infra_shim_deaths(o->pods);
 	for (size_t i = 0; i < MGR_EXIT_REASONS; i++)
 		if (strcmp(mgr_exit_reasons[i], "ShimDied") == 0)
-			shim_died = exits[i];
+			shim_died += exits[i];
 	metrics_family(out, "agentd_shim_deaths_total", METRICS_COUNTER,
-		       "agentd-shim processes that died before their container's exit was "
-		       "written (the container was killed; its exit reason is ShimDied).");
+		       "agentd-shim processes that died before their process's exit was written: "
+		       "a container's (killed; exit reason ShimDied) or a pod infra's (the pod "
+		       "went not ready).");
 	metrics_sample(out, NULL, NULL, (double)shim_died);
 	if (!o->images)
 		return;

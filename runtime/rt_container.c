@@ -868,9 +868,10 @@ bool rt_init_alive(rt_container *c)
 	_cleanup_close_ int shim_fd = rt_pidfd_of(c->shim_pid, c->shim_start);
 	if (shim_fd < 0)
 		return false;
-	/* Readable once it has exited, even before its shim reaps it. */
-	struct pollfd p = {.fd = pfd, .events = POLLIN};
-	return poll(&p, 1, 0) == 0;
+	/* Each is readable once it has exited, before anyone reaps it: a
+	 * killed shim nobody watches (a pod's infra) stays a zombie. */
+	struct pollfd p[2] = {{.fd = pfd, .events = POLLIN}, {.fd = shim_fd, .events = POLLIN}};
+	return poll(p, 2, 0) == 0;
 }
 
 int rt_wait(rt_container *c, int timeout_ms, rt_state *ret, ad_error **err)

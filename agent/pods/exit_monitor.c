@@ -23,6 +23,11 @@ void mgr_count_exit(mgr *m, unsigned reason)
 		atomic_fetch_add(&m->exits[reason], 1);
 }
 
+uint64_t mgr_infra_shim_deaths(mgr *m)
+{
+	return atomic_load(&m->infra_shim_deaths);
+}
+
 void mgr_exit_counts(mgr *m, uint64_t ret[MGR_EXIT_REASONS])
 {
 	for (size_t i = 0; i < MGR_EXIT_REASONS; i++)

@@ -2,6 +2,7 @@
  * files, infra process, sysctls, each step recorded before the next),
  * StopPodSandbox, RemovePodSandbox, and the teardown that undoes whatever of a
  * pod exists. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -114,12 +115,17 @@ static void pod_check_alive(mgr *m, mgr_pod *p)
 		p->infra_pid = st.pid;
 		return;
 	}
-	ad_warn("pod %s: its infra process is gone; the pod is not ready", p->id);
+	ad_warn("pod %s: its infra process is gone%s; the pod is not ready", p->id,
+		st.shim_died ? " (its agentd-shim died)" : "");
 	p->state = MGR_POD_NOTREADY;
 	ad_error_free(&e);
-	if (mgr_db_exec(m, &e, "UPDATE pods SET state = ?2 WHERE id = ?1 AND state = ?3", "sii",
-			p->id, (int64_t)MGR_POD_NOTREADY, (int64_t)MGR_POD_READY) < 0)
+	int changed = mgr_db_exec_changes(
+	    m, &e, "UPDATE pods SET state = ?2 WHERE id = ?1 AND state = ?3", "sii", p->id,
+	    (int64_t)MGR_POD_NOTREADY, (int64_t)MGR_POD_READY);
+	if (changed < 0)
 		ad_warn("pod %s: %s", p->id, e->message);
+	else if (changed > 0 && st.shim_died)
+		atomic_fetch_add(&m->infra_shim_deaths, 1); /* once: whoever moved the row */
 }
 
 int mgr_pod_get(mgr *m, const char *id, mgr_pod **ret, ad_error **err)

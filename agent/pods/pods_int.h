@@ -59,6 +59,7 @@ struct mgr {
 	struct exit_watch *watches;
 	/* mgr_exit_counts, by the index of mgr_exit_reasons. */
 	_Atomic uint64_t exits[MGR_EXIT_REASONS];
+	_Atomic uint64_t infra_shim_deaths; /* mgr_infra_shim_deaths */
 	/* The last CPU sample of each container and pod (node.c). */
 	pthread_mutex_t cpu_lock;
 	struct cpu_sample *cpu_samples;

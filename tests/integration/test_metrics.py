@@ -382,7 +382,7 @@ def test_pull_exit_and_shim_death_counters(daemon, running, image, work):
     """agentd's event counters move with the events: the module's one pull
     downloaded exactly its layers' bytes; a container that exits 0 counts
     as Completed, a kill -9 of a container's agentd-shim as a shim death and
-    a ShimDied exit."""
+    a ShimDied exit, and one of a pod infra process's shim as a shim death."""
     _, samples = scrape(daemon)
     assert counter(samples, "agentd_image_pulls_total", result="ok") >= 1
     layers = 0
@@ -431,6 +431,32 @@ def test_pull_exit_and_shim_death_counters(daemon, running, image, work):
     assert counter(samples, "agentd_containers_exited", reason="ShimDied") >= 1
     for c in (done, victim):
         ok(daemon, "rm", c)
+
+    # A pod infra process's shim counts too: the pod goes not ready.
+    infra_cfg = work / "infra-pod.json"
+    infra_cfg.write_text(json.dumps({"metadata": {"name": "shimless", "namespace": "metrics-ns",
+                                                  "uid": "uid-shimless"}}))
+    with P.running_pod(daemon, infra_cfg) as (pod_id, _):
+        with daemon.unix_channel() as ch:
+            rt = pb.api_grpc.RuntimeServiceStub(ch)
+            status = json.loads(rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+                pod_sandbox_id=pod_id, verbose=True), timeout=30).info["info"])
+            infra = status["pid"]
+            shim = int(Path("/proc/%d/stat" % infra).read_text().rsplit(")", 1)[1].split()[1])
+            assert os.readlink("/proc/%d/exe" % shim).startswith("/memfd:agentd-shim")
+            os.kill(shim, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
+                    pod_sandbox_id=pod_id), timeout=30).status.state != pb.api.SANDBOX_NOTREADY:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        # The infra process went with its shim: it runs on nowhere, not even
+        # as a zombie.
+        while os.path.exists("/proc/%d" % infra):
+            assert time.monotonic() < deadline, Path("/proc/%d/status" % infra).read_text()
+            time.sleep(0.1)
+        _, samples = scrape(daemon)
+        assert counter(samples, "agentd_shim_deaths_total") == deaths + 2
 
 
 def test_metrics_over_https(certs, tmp_path):

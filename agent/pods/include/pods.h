@@ -248,6 +248,9 @@ int mgr_ctr_list_stats(mgr *m, mgr_ctr ***ret, rt_stats **ret_stats, ad_error **
 #define MGR_EXIT_REASONS 5
 extern const char *const mgr_exit_reasons[MGR_EXIT_REASONS];
 void mgr_exit_counts(mgr *m, uint64_t ret[MGR_EXIT_REASONS]);
+/* Pods whose infra process's shim died (the pod went not ready), since the
+ * manager opened; with the containers' ShimDied exits, every shim death. */
+uint64_t mgr_infra_shim_deaths(mgr *m);
 int mgr_ctr_exec_sync(mgr *m, const char *id, const char *const *args, int64_t timeout_s,
 		      size_t max_output, rt_exec_result *ret, ad_error **err);
 /* Exec with the caller's stdio fds (streaming Exec; a pty slave as stdin
