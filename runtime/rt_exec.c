@@ -163,8 +163,11 @@ int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args,
 		return -1;
 	}
 	rt_exec_result res = {0};
-	res.out = ad_malloc0(max_output + 1);
-	res.err = ad_malloc0(max_output + 1);
+	/* Grown as output comes: most execs print a line, and a buffer of the
+	 * whole limit (16 MiB by default) each time would stay in the heap. */
+	size_t caps[2] = {4096, 4096};
+	res.out = ad_malloc0(caps[0] + 1);
+	res.err = ad_malloc0(caps[1] + 1);
 	int fds[2] = {o[0], e[0]};
 	char **bufs[2] = {&res.out, &res.err};
 	size_t *lens[2] = {&res.out_len, &res.err_len};
@@ -197,8 +200,16 @@ int rt_exec_sync(rt_container *c, const rt_config *cfg, const char *const *args,
 			}
 			size_t room = max_output - *lens[i];
 			size_t take = (size_t)n < room ? (size_t)n : room;
+			if (*lens[i] + take > caps[i]) {
+				while (caps[i] < *lens[i] + take)
+					caps[i] *= 2;
+				if (caps[i] > max_output)
+					caps[i] = max_output;
+				*bufs[i] = ad_realloc(*bufs[i], caps[i] + 1);
+			}
 			memcpy(*bufs[i] + *lens[i], buf, take);
 			*lens[i] += take;
+			(*bufs[i])[*lens[i]] = '\0';
 		}
 	}
 	for (int i = 0; i < 2; i++)

@@ -249,6 +249,11 @@ def test_pod_lifecycle(rt, pb, work, image, daemon):
     assert wait_state(rt, pb, long, pb.api.CONTAINER_RUNNING).state == pb.api.CONTAINER_RUNNING
     ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=long, cmd=["sh", "-c", "echo $GREETING; echo e >&2; exit 4"], timeout=30))
     assert (ex.stdout, ex.stderr, ex.exit_code) == (b"hi\n", b"e\n", 4)
+    # Output well past the first buffer arrives whole, on each stream.
+    ex = rt.ExecSync(pb.api.ExecSyncRequest(container_id=long, cmd=[
+        "sh", "-c", "head -c 300001 /dev/zero | tr '\\0' a; head -c 9000 /dev/zero | tr '\\0' b >&2"],
+        timeout=30))
+    assert (ex.stdout, ex.stderr, ex.exit_code) == (b"a" * 300001, b"b" * 9000, 0)
 
     C = pb.api.ContainerFilter
     lc = lambda f: [c.id for c in rt.ListContainers(pb.api.ListContainersRequest(filter=f)).containers]  # noqa
