@@ -49,7 +49,8 @@ static char *find_shim(void)
 	return ad_find_helper("agentd-shim", near_self);
 }
 
-int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
+static int open_manager(const cfg_config *cfg, store *images, bool with_runtime, mgr **ret,
+			ad_error **err)
 {
 	mgr *m = ad_malloc0(sizeof(*m));
 	m->exit_epoll = m->exit_wake = -1;
@@ -97,7 +98,9 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	/* Without a runtime agentd still serves images and the rest; the pod
 	 * RPCs answer UNAVAILABLE with the reason. */
 	ad_error *e = NULL;
-	if (mgr_infra_rootfs_make(m, &e) < 0 || rt_runtime_new(&ro, &m->rt, &e) < 0) {
+	if (!with_runtime) {
+		m->rt_error = ad_strdup("the pod manager was opened without one");
+	} else if (mgr_infra_rootfs_make(m, &e) < 0 || rt_runtime_new(&ro, &m->rt, &e) < 0) {
 		ad_warn("pods and containers unavailable: %s", e->message);
 		m->rt_error = ad_strdup(e->message);
 		ad_error_free(&e);
@@ -114,6 +117,16 @@ int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
 	}
 	*ret = m;
 	return 0;
+}
+
+int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
+{
+	return open_manager(cfg, images, true, ret, err);
+}
+
+int mgr_open_without_runtime(const cfg_config *cfg, store *images, mgr **ret, ad_error **err)
+{
+	return open_manager(cfg, images, false, ret, err);
 }
 
 void mgr_close(mgr *m)

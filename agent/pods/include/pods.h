@@ -89,6 +89,11 @@ void mgr_ctrs_free(mgr_ctr **v);
 /* Opens the manager's DB connection, the runtime, the infra rootfs under
  * cfg->root, and reconciles the DB with the shims. */
 int mgr_open(const cfg_config *cfg, store *images, mgr **ret, ad_error **err);
+/* The same with no runtime (nor infra rootfs, reconcile or exit monitor):
+ * everything that needs one fails UNAVAILABLE, as when the runtime cannot
+ * be set up; nothing can start a process, a netns, a cgroup or a CNI call.
+ * For callers that must never run a container (tests/fuzz/cri_service_fuzz). */
+int mgr_open_without_runtime(const cfg_config *cfg, store *images, mgr **ret, ad_error **err);
 void mgr_close(mgr *m);
 
 /* NetworkReady: 0, or -1 with the reason. The network is the CNI conf
