@@ -215,9 +215,11 @@ static int containers_fs_usage(mgr *m, uint64_t *ret_bytes, uint64_t *ret_inodes
 	for (mgr_ctr **c = v; *c; c++) {
 		uint64_t bytes, inodes;
 		const char *mountpoint;
+		int64_t measured_at;
 		_cleanup_error_ ad_error *e = NULL;
 		/* One removed meanwhile has no layer any more. */
-		if (mgr_ctr_fs_usage(m, (*c)->id, &bytes, &inodes, &mountpoint, &e) == 0) {
+		if (mgr_ctr_fs_usage(m, (*c)->id, &bytes, &inodes, &mountpoint, &measured_at,
+				     &e) == 0) {
 			*ret_bytes += bytes;
 			*ret_inodes += inodes;
 		}

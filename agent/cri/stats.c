@@ -39,10 +39,11 @@ static Runtime__V1__ContainerStats *ctr_stats(rpc_call *call, mgr *m, const mgr_
 	ad_error *e = NULL;
 	uint64_t bytes, inodes;
 	const char *mountpoint;
-	if (mgr_ctr_fs_usage(m, c->id, &bytes, &inodes, &mountpoint, &e) == 0) {
+	int64_t measured_at;
+	if (mgr_ctr_fs_usage(m, c->id, &bytes, &inodes, &mountpoint, &measured_at, &e) == 0) {
 		Runtime__V1__FilesystemUsage *fs = rpc_call_alloc(call, sizeof(*fs));
 		runtime__v1__filesystem_usage__init(fs);
-		fs->timestamp = ad_now_ns();
+		fs->timestamp = measured_at;
 		Runtime__V1__FilesystemIdentifier *fid = rpc_call_alloc(call, sizeof(*fid));
 		runtime__v1__filesystem_identifier__init(fid);
 		fid->mountpoint = rpc_call_strdup(call, mountpoint);

@@ -61,6 +61,7 @@ static int open_manager(const cfg_config *cfg, store *images, bool with_runtime,
 	pthread_cond_init(&m->busy_cond, NULL);
 	pthread_mutex_init(&m->ev_lock, NULL);
 	pthread_mutex_init(&m->cni_lock, NULL);
+	pthread_mutex_init(&m->fs_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -166,6 +167,8 @@ void mgr_close(mgr *m)
 	pthread_cond_destroy(&m->busy_cond);
 	pthread_mutex_destroy(&m->ev_lock);
 	pthread_mutex_destroy(&m->cni_lock);
+	pthread_mutex_destroy(&m->fs_lock);
+	free(m->fs_usage);
 	free(m->cni_last_good);
 	pthread_mutex_destroy(&m->watch_lock);
 	pthread_mutex_destroy(&m->cpu_lock);

@@ -26,6 +26,11 @@ struct mgr {
 	 * they hold only configs that do not load; under cni_lock. */
 	char *cni_last_good;
 	pthread_mutex_t cni_lock;
+	/* Writable layer sizes measured in the last second (mgr_ctr_fs_usage),
+	 * under fs_lock. */
+	struct mgr_fs_usage *fs_usage;
+	size_t n_fs_usage, cap_fs_usage;
+	pthread_mutex_t fs_lock;
 	char *netns_dir;
 	char *infra_rootfs; /* read-only rootfs of the infra process */
 	char *pause_image;  /* NULL: agentd-infra from infra_rootfs */
@@ -100,6 +105,12 @@ int mgr_ctr_record_state_lost(mgr *m, mgr_ctr *c, ad_error **err);
  * ret_stats, the cgroup stats of one still running are read too. */
 int mgr_ctr_refresh(mgr *m, mgr_ctr *c, ad_error **err);
 int mgr_ctr_refresh_stats(mgr *m, mgr_ctr *c, rt_stats *ret_stats, ad_error **err);
+
+typedef struct mgr_fs_usage {
+	char id[72];
+	uint64_t bytes, inodes;
+	int64_t measured_mono, measured_at; /* CLOCK_MONOTONIC, CLOCK_REALTIME ns */
+} mgr_fs_usage;
 
 /* id_holds.c */
 /* Waits until no other operation holds `id`, then holds it. */

@@ -306,10 +306,13 @@ int mgr_pod_infra_stats(mgr *m, const mgr_pod *p, rt_stats *ret, ad_error **err)
 /* The counters of the pod's interfaces (its own network namespace, ready
  * pods only; else AD_E_PRECONDITION). *ret: free(). */
 int mgr_pod_net_stats(mgr *m, const mgr_pod *p, cni_if_stats **ret, size_t *ret_n, ad_error **err);
-/* The container's writable layer (its overlay upper dir) and the mount
- * point it lives under. */
+/* The container's writable layer (its overlay upper dir), the mount point
+ * it lives under and when it was measured (CLOCK_REALTIME ns): a kubelet
+ * stats round asks two or three times in a row (ListContainerStats,
+ * ListPodSandboxStats, ImageFsInfo) and the walk is most of the round's
+ * cost, so a measurement younger than a second is given again. */
 int mgr_ctr_fs_usage(mgr *m, const char *id, uint64_t *ret_bytes, uint64_t *ret_inodes,
-		     const char **ret_mountpoint, ad_error **err);
+		     const char **ret_mountpoint, int64_t *ret_at, ad_error **err);
 
 /* Running containers only (else AD_E_PRECONDITION). */
 int mgr_ctr_stats(mgr *m, const char *id, rt_stats *ret, ad_error **err);
