@@ -339,7 +339,19 @@ int store_image_list(store *s, const char *filter, store_image ***ret_images, ad
 
 void store_gc_try(store *s);
 
+static int image_remove_once(store *s, const char *query, ad_error **err);
+
 int store_image_remove(store *s, const char *query, ad_error **err)
+{
+	int r = image_remove_once(s, query, err);
+	if (ad_db_retry_when_full(s->db, r, err))
+		r = image_remove_once(s, query, err);
+	if (r == 0)
+		ad_db_keep_reserve(s->db);
+	return r;
+}
+
+static int image_remove_once(store *s, const char *query, ad_error **err)
 {
 	_cleanup_free_ char *id = NULL, *name = NULL, *holder = NULL;
 	int kind;

@@ -360,6 +360,10 @@ int mgr_ctr_remove(mgr *m, const char *id, ad_error **err)
 		return -1;
 	mgr_hold(m, id);
 	int r = mgr_ctr_remove_locked(m, id, err);
+	if (ad_db_retry_when_full(m->db, r, err))
+		r = mgr_ctr_remove_locked(m, id, err);
+	if (r == 0)
+		ad_db_keep_reserve(m->db);
 	mgr_release(m, id);
 	return r;
 }

@@ -384,10 +384,8 @@ int mgr_pod_run(mgr *m, const mgr_pod_spec *spec, char **ret_id, ad_error **err)
 	return 0;
 }
 
-int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
+static int pod_stop_once(mgr *m, const char *id, ad_error **err)
 {
-	if (mgr_need_rt(m, err) < 0)
-		return -1;
 	mgr_hold(m, id);
 	mgr_pod *p = NULL;
 	int r = mgr_pod_get(m, id, &p, err);
@@ -407,10 +405,8 @@ int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
 	return r;
 }
 
-int mgr_pod_remove(mgr *m, const char *id, ad_error **err)
+static int pod_remove_once(mgr *m, const char *id, ad_error **err)
 {
-	if (mgr_need_rt(m, err) < 0)
-		return -1;
 	mgr_hold(m, id);
 	mgr_pod *p = NULL;
 	_cleanup_error_ ad_error *e = NULL;
@@ -434,5 +430,31 @@ int mgr_pod_remove(mgr *m, const char *id, ad_error **err)
 		ad_info("pod %s removed", id);
 	mgr_pod_free(p);
 	mgr_release(m, id);
+	return r;
+}
+
+/* Stopping and removing free space (and record it): on a full disk they get
+ * the state DB's reserve (ad_db_retry_when_full). */
+int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
+{
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	int r = pod_stop_once(m, id, err);
+	if (ad_db_retry_when_full(m->db, r, err))
+		r = pod_stop_once(m, id, err);
+	if (r == 0)
+		ad_db_keep_reserve(m->db);
+	return r;
+}
+
+int mgr_pod_remove(mgr *m, const char *id, ad_error **err)
+{
+	if (mgr_need_rt(m, err) < 0)
+		return -1;
+	int r = pod_remove_once(m, id, err);
+	if (ad_db_retry_when_full(m->db, r, err))
+		r = pod_remove_once(m, id, err);
+	if (r == 0)
+		ad_db_keep_reserve(m->db);
 	return r;
 }

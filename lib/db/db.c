@@ -1,10 +1,13 @@
 #include "db.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The DB's own bookkeeping is numbered by PRAGMA user_version. Up to
  * LEGACY_MAX it was one list of every owner's tables (1: meta, 2: the
@@ -19,6 +22,13 @@
 
 #define STMT_CACHE_SIZE 64
 #define BUSY_TIMEOUT_MS 5000
+/* Room for a few removals' rows and the WAL frames they write. */
+#define RESERVE_BYTES (1 << 20)
+#define RESERVE_SUFFIX "-reserve"
+
+/* Released by this process and not made again yet (every connection to the
+ * DB shares the one reserve file). */
+static atomic_bool reserve_released;
 
 struct ad_db {
 	sqlite3 *handle;
@@ -246,6 +256,21 @@ static void db_memory_config(void)
 	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 128, 32);
 }
 
+/* Best effort: without room it is made at a later ad_db_keep_reserve. */
+static void reserve_make(const char *db_path)
+{
+	_cleanup_free_ char *path = ad_asprintf("%s" RESERVE_SUFFIX, db_path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return; /* there already (another connection made it), or no room */
+	int r = posix_fallocate(fd, 0, RESERVE_BYTES);
+	close(fd);
+	if (r != 0) {
+		unlink(path);
+		atomic_store(&reserve_released, true);
+	}
+}
+
 int ad_db_open(const char *path, const ad_db_schema *schema, ad_db **ret_db, ad_error **err)
 {
 	static pthread_once_t memory_config_once = PTHREAD_ONCE_INIT;
@@ -278,8 +303,30 @@ int ad_db_open(const char *path, const ad_db_schema *schema, ad_db **ret_db, ad_
 	}
 	/* quick_check read every page into the cache: let go of them. */
 	sqlite3_db_release_memory(db->handle);
+	reserve_make(db->path);
 	*ret_db = db;
 	return 0;
+}
+
+bool ad_db_retry_when_full(ad_db *db, int r, ad_error **err)
+{
+	if (r == 0 || !*err || (*err)->code != AD_E_RESOURCE)
+		return false;
+	_cleanup_free_ char *path = ad_asprintf("%s" RESERVE_SUFFIX, db->path);
+	if (unlink(path) < 0)
+		return false;
+	atomic_store(&reserve_released, true);
+	ad_warn("state db %s: disk full; its %d KiB reserve released so that a removal "
+		"can free space (%s)",
+		db->path, RESERVE_BYTES >> 10, (*err)->message);
+	ad_error_free(err);
+	return true;
+}
+
+void ad_db_keep_reserve(ad_db *db)
+{
+	if (atomic_exchange(&reserve_released, false))
+		reserve_make(db->path);
 }
 
 void ad_db_close(ad_db *db)

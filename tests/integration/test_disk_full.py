@@ -471,3 +471,43 @@ def test_exit_recorded_on_full_state_dir(pb, work, statedisk, images, daemon):
         assert (st.exit_code, st.reason) == (7, "Error"), st
         rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod))
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod))
+
+
+def test_removals_on_full_disk(pb, disk, images, daemon):
+    """Removing is how space comes back, yet removals write rows too: with
+    the disk full to the last byte and inode, RemoveContainer, RemoveImage,
+    StopPodSandbox and RemovePodSandbox still work, on the state DB's
+    reserve (a file beside the DB, released for them and made again once
+    there is room); the DB stays intact."""
+    reserve = Path(daemon.root, "agentd.db-reserve")
+    assert reserve.stat().st_size == 1 << 20
+    item = images["pull"]["tiny"]
+    image_op(pb, daemon, "pull", item)
+    fill = Filler(disk)
+    with daemon.unix_channel() as ch:
+        rt = pb.api_grpc.RuntimeServiceStub(ch)
+        cfg, pod = _pod(pb, rt, "rmfull")
+        ccfg = pb.api.ContainerConfig(metadata=pb.api.ContainerMetadata(name="c"),
+                                      image=pb.api.ImageSpec(image=images["base"]),
+                                      command=["sleep", "%d" % SLEEP])
+        cid = rt.CreateContainer(pb.api.CreateContainerRequest(
+            pod_sandbox_id=pod, config=ccfg, sandbox_config=cfg),
+            timeout=60).container_id
+        try:
+            fill.take(0, inodes=True)
+            rt.RemoveContainer(pb.api.RemoveContainerRequest(container_id=cid), timeout=60)
+            assert not reserve.exists()
+            remove_image(pb, daemon, item[1])
+            rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+            rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+            assert "reserve released" in daemon.stderr_text()
+        finally:
+            fill.give()
+        assert not image_present(pb, daemon, item[1])
+        assert len(rt.ListPodSandbox(pb.api.ListPodSandboxRequest()).items) == 0
+        assert P.store_problems(daemon) == []
+        # The next removal with room makes the reserve again.
+        cfg, pod = _pod(pb, rt, "rmfull2")
+        rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        assert reserve.stat().st_size == 1 << 20
