@@ -308,9 +308,17 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 		uint64_t bytes = 0;
 		for (size_t i = 0; i < tally.n; i++)
 			bytes += tally.layer_done[i];
+		int64_t took = ad_monotonic_ns() - t0;
+		static const double bounds[] = STORE_PULL_DURATION_BOUNDS;
+		for (size_t i = 0; i < STORE_PULL_DURATION_N; i++) {
+			if ((double)took / 1e9 <= bounds[i]) {
+				atomic_fetch_add(&s->pulls_by_duration[i], 1);
+				break;
+			}
+		}
 		atomic_fetch_add(&s->pulls, 1);
 		atomic_fetch_add(&s->pull_bytes, bytes);
-		atomic_fetch_add(&s->pull_ns, (uint64_t)(ad_monotonic_ns() - t0));
+		atomic_fetch_add(&s->pull_ns, (uint64_t)took);
 	} else {
 		atomic_fetch_add(&s->pull_failures, 1);
 	}
@@ -326,6 +334,8 @@ void store_pull_counters_get(store *s, store_pull_counters *ret)
 	    .bytes = atomic_load(&s->pull_bytes),
 	    .seconds = (double)atomic_load(&s->pull_ns) / 1e9,
 	};
+	for (size_t i = 0; i < STORE_PULL_DURATION_N; i++)
+		ret->by_duration[i] = atomic_load(&s->pulls_by_duration[i]);
 }
 
 int store_push(store *s, const char *image, const char *dest, const store_push_opts *opts,

@@ -36,6 +36,7 @@ struct store {
 	pthread_mutex_t progress_lock;
 	/* store_pull_counters */
 	_Atomic uint64_t pulls, pull_failures, pull_bytes, pull_ns;
+	_Atomic uint64_t pulls_by_duration[STORE_PULL_DURATION_N];
 
 	/* Settings, copied from store_opts. settings_lock guards the registry
 	 * ones (certs_dir, auth_file, registries): store_set_registry_settings

@@ -147,9 +147,15 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 /* Pulls since the store was opened (for the metrics): completed and failed
  * ones, the compressed layer bytes the completed ones downloaded (layers
  * already in the store count nothing) and their time. */
+/* Completed pulls by duration: the upper bounds (seconds) of the buckets. */
+#define STORE_PULL_DURATION_BOUNDS {0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
+#define STORE_PULL_DURATION_N 11
 typedef struct store_pull_counters {
 	uint64_t pulls, failures, bytes;
 	double seconds;
+	/* Completed pulls that took at most bound[i] and more than bound[i-1];
+	 * the rest took longer than the last bound. */
+	uint64_t by_duration[STORE_PULL_DURATION_N];
 } store_pull_counters;
 void store_pull_counters_get(store *s, store_pull_counters *ret);
 

@@ -395,7 +395,15 @@ def test_pull_exit_and_shim_death_counters(daemon, running, image, work):
             layers += sum(layer["size"] for layer in doc["layers"])
     assert layers > 0
     assert counter(samples, "agentd_image_pull_bytes_total") == layers
-    assert counter(samples, "agentd_image_pull_seconds_total") > 0
+    # The pull's duration, as a histogram: its count is the pulls, its
+    # buckets cumulative up to +Inf.
+    pulls = counter(samples, "agentd_image_pulls_total", result="ok")
+    assert counter(samples, "agentd_image_pull_duration_seconds_sum") > 0
+    assert counter(samples, "agentd_image_pull_duration_seconds_count") == pulls
+    buckets = sorted(((float(lb["le"]), v) for lb, v in
+                      series(samples, "agentd_image_pull_duration_seconds_bucket")))
+    assert len(buckets) == 12 and buckets[-1] == (float("inf"), pulls), buckets
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), buckets
 
     before = {r: counter(samples, "agentd_container_exits_total", reason=r)
               for r in ("Completed", "ShimDied", "Error")}
