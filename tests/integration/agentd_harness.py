@@ -9,6 +9,7 @@ speak exactly the wire format the daemon was built from.
 Nothing here depends on pytest; conftest.py wraps it in fixtures.
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -95,6 +96,8 @@ def load_stubs(dest=None):
         return _STUBS
     if dest is None:
         dest = tempfile.mkdtemp(prefix="agentd-stubs-")
+        # Imported modules stay loaded; their files go with the process.
+        atexit.register(shutil.rmtree, dest, ignore_errors=True)
     generate_stubs(dest)
     sys.path.insert(0, dest)
     import importlib
