@@ -339,20 +339,24 @@ int store_image_list(store *s, const char *filter, store_image ***ret_images, ad
 
 void store_gc_try(store *s);
 
-static int image_remove_once(store *s, const char *query, ad_error **err);
+typedef struct image_removal {
+	store *s;
+	const char *query;
+} image_removal;
+
+static int image_remove_once(void *arg, ad_error **err);
 
 int store_image_remove(store *s, const char *query, ad_error **err)
 {
-	int r = image_remove_once(s, query, err);
-	if (ad_db_retry_when_full(s->db, r, err))
-		r = image_remove_once(s, query, err);
-	if (r == 0)
-		ad_db_keep_reserve(s->db);
-	return r;
+	image_removal rm = {s, query};
+	return ad_db_removal(s->db, image_remove_once, &rm, err);
 }
 
-static int image_remove_once(store *s, const char *query, ad_error **err)
+static int image_remove_once(void *arg, ad_error **err)
 {
+	const image_removal *rm = arg;
+	store *s = rm->s;
+	const char *query = rm->query;
 	_cleanup_free_ char *id = NULL, *name = NULL, *holder = NULL;
 	int kind;
 	pthread_mutex_lock(&s->db_lock);

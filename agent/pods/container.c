@@ -359,11 +359,7 @@ int mgr_ctr_remove(mgr *m, const char *id, ad_error **err)
 	if (mgr_need_rt(m, err) < 0)
 		return -1;
 	mgr_hold(m, id);
-	int r = mgr_ctr_remove_locked(m, id, err);
-	if (ad_db_retry_when_full(m->db, r, err))
-		r = mgr_ctr_remove_locked(m, id, err);
-	if (r == 0)
-		ad_db_keep_reserve(m->db);
+	int r = mgr_db_removal(m, mgr_ctr_remove_locked, id, err);
 	mgr_release(m, id);
 	return r;
 }

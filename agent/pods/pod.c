@@ -434,27 +434,17 @@ static int pod_remove_once(mgr *m, const char *id, ad_error **err)
 }
 
 /* Stopping and removing free space (and record it): on a full disk they get
- * the state DB's reserve (ad_db_retry_when_full). */
+ * the state DB's reserve (mgr_db_removal). */
 int mgr_pod_stop(mgr *m, const char *id, ad_error **err)
 {
 	if (mgr_need_rt(m, err) < 0)
 		return -1;
-	int r = pod_stop_once(m, id, err);
-	if (ad_db_retry_when_full(m->db, r, err))
-		r = pod_stop_once(m, id, err);
-	if (r == 0)
-		ad_db_keep_reserve(m->db);
-	return r;
+	return mgr_db_removal(m, pod_stop_once, id, err);
 }
 
 int mgr_pod_remove(mgr *m, const char *id, ad_error **err)
 {
 	if (mgr_need_rt(m, err) < 0)
 		return -1;
-	int r = pod_remove_once(m, id, err);
-	if (ad_db_retry_when_full(m->db, r, err))
-		r = pod_remove_once(m, id, err);
-	if (r == 0)
-		ad_db_keep_reserve(m->db);
-	return r;
+	return mgr_db_removal(m, pod_remove_once, id, err);
 }

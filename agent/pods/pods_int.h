@@ -125,6 +125,10 @@ char *mgr_new_id(void);
 extern const ad_db_schema mgr_pods_schema;
 /* DB helpers; each takes db_lock itself. */
 int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
+/* A removal of one pod or container (stop, remove): on a full disk it gets
+ * the state DB's reserve (ad_db_removal); `remove` must be safe to repeat. */
+typedef int (*mgr_removal_fn)(mgr *m, const char *id, ad_error **err);
+int mgr_db_removal(mgr *m, mgr_removal_fn remove, const char *id, ad_error **err);
 /* The same, returning the number of rows changed (or -1). */
 int mgr_db_exec_changes(mgr *m, ad_error **err, const char *sql, const char *fmt, ...);
 /* Runs body under db_lock in one transaction: committed when it returns 0,

@@ -79,6 +79,24 @@ int mgr_db_exec_locked(mgr *m, ad_error **err, const char *sql, const char *fmt,
 	return r;
 }
 
+typedef struct removal {
+	mgr *m;
+	mgr_removal_fn remove;
+	const char *id;
+} removal;
+
+static int run_removal(void *arg, ad_error **err)
+{
+	const removal *rm = arg;
+	return rm->remove(rm->m, rm->id, err);
+}
+
+int mgr_db_removal(mgr *m, mgr_removal_fn remove, const char *id, ad_error **err)
+{
+	removal rm = {m, remove, id};
+	return ad_db_removal(m->db, run_removal, &rm, err);
+}
+
 /* One statement (its own transaction). fmt: s = text (NULL binds NULL),
  * i = int64_t, b = blob (pointer, size_t). */
 int mgr_db_exec(mgr *m, ad_error **err, const char *sql, const char *fmt, ...)

@@ -256,7 +256,7 @@ static void db_memory_config(void)
 	sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 128, 32);
 }
 
-/* Best effort: without room it is made at a later ad_db_keep_reserve. */
+/* Best effort: without room it is made at a later successful ad_db_removal. */
 static void reserve_make(const char *db_path)
 {
 	_cleanup_free_ char *path = ad_asprintf("%s" RESERVE_SUFFIX, db_path);
@@ -308,25 +308,24 @@ int ad_db_open(const char *path, const ad_db_schema *schema, ad_db **ret_db, ad_
 	return 0;
 }
 
-bool ad_db_retry_when_full(ad_db *db, int r, ad_error **err)
+int ad_db_removal(ad_db *db, int (*remove)(void *arg, ad_error **err), void *arg,
+		  ad_error **err)
 {
-	if (r == 0 || !*err || (*err)->code != AD_E_RESOURCE)
-		return false;
-	_cleanup_free_ char *path = ad_asprintf("%s" RESERVE_SUFFIX, db->path);
-	if (unlink(path) < 0)
-		return false;
-	atomic_store(&reserve_released, true);
-	ad_warn("state db %s: disk full; its %d KiB reserve released so that a removal "
-		"can free space (%s)",
-		db->path, RESERVE_BYTES >> 10, (*err)->message);
-	ad_error_free(err);
-	return true;
-}
-
-void ad_db_keep_reserve(ad_db *db)
-{
-	if (atomic_exchange(&reserve_released, false))
+	int r = remove(arg, err);
+	if (r < 0 && *err && (*err)->code == AD_E_RESOURCE) {
+		_cleanup_free_ char *path = ad_asprintf("%s" RESERVE_SUFFIX, db->path);
+		if (unlink(path) == 0) {
+			atomic_store(&reserve_released, true);
+			ad_warn("state db %s: disk full; its %d KiB reserve released so that a "
+				"removal can free space (%s)",
+				db->path, RESERVE_BYTES >> 10, (*err)->message);
+			ad_error_free(err);
+			r = remove(arg, err);
+		}
+	}
+	if (r == 0 && atomic_exchange(&reserve_released, false))
 		reserve_make(db->path);
+	return r;
 }
 
 void ad_db_close(ad_db *db)

@@ -42,13 +42,13 @@ int ad_db_commit(ad_db *db, ad_error **err);
 void ad_db_rollback(ad_db *db);
 /* A full disk: removing things is how space comes back, yet a removal must
  * write its rows too. ad_db_open keeps a reserve file beside the DB
- * (1 MiB, `<path>-reserve`). After a removal r failed with AD_E_RESOURCE,
- * ad_db_retry_when_full releases the reserve and returns true (the error
- * freed): try the removal once more. After a removal succeeded,
- * ad_db_keep_reserve makes the reserve again if it was released (when
- * there is room). */
-bool ad_db_retry_when_full(ad_db *db, int r, ad_error **err);
-void ad_db_keep_reserve(ad_db *db);
+ * (1 MiB, `<path>-reserve`). ad_db_removal runs remove(arg, err); when it
+ * fails with AD_E_RESOURCE and the reserve is there, the reserve is
+ * released and remove runs once more (it must be safe to repeat). After a
+ * removal that succeeded, a released reserve is made again (when there is
+ * room). */
+int ad_db_removal(ad_db *db, int (*remove)(void *arg, ad_error **err), void *arg,
+		  ad_error **err);
 /* Turns the connection's last SQLite error into an ad_error with context. */
 int ad_db_fail(ad_db *db, ad_error **err, const char *context);
 
