@@ -320,16 +320,6 @@ int cni_net_check_plugins(const cni_net *net, ad_error **err)
 	return 0;
 }
 
-int cni_network_ready(const cni_opts *opts, ad_error **err)
-{
-	cni_net *net = NULL;
-	if (cni_net_load(opts, &net, err) < 0)
-		return -1;
-	int r = cni_net_check_plugins(net, err);
-	cni_net_free(net);
-	return r;
-}
-
 /* ---- invoking plugins ------------------------------------------------------ */
 
 static bool cni_valid_container_id(const char *id)

@@ -185,8 +185,8 @@ static void test_conf_loading(void **state)
 	ad_error *e = NULL;
 	cni_net *net = NULL;
 
-	/* Empty (and missing) dir: not ready, and the reason says where it looked. */
-	assert_int_equal(cni_network_ready(&opts, &e), -1);
+	/* Empty (and missing) dir: no network, and the reason says where it looked. */
+	assert_int_equal(cni_net_load(&opts, &net, &e), -1);
 	assert_int_equal(e->code, AD_E_UNAVAILABLE);
 	assert_msg(e, "no CNI network config");
 	assert_msg(e, dir);
@@ -224,7 +224,6 @@ static void test_conf_loading(void **state)
 	assert_non_null(strstr(cni_net_source(net), "10-a.conf"));
 	assert_int_equal(cni_net_check_plugins(net, &e), 0);
 	cni_net_free(net);
-	assert_int_equal(cni_network_ready(&opts, &e), 0);
 
 	opts.network_name = "b";
 	assert_int_equal(cni_net_load(&opts, &net, &e), 0);
@@ -234,7 +233,9 @@ static void test_conf_loading(void **state)
 
 	/* A missing plugin binary makes the network not ready, naming it. */
 	opts.network_name = "c";
-	assert_int_equal(cni_network_ready(&opts, &e), -1);
+	assert_int_equal(cni_net_load(&opts, &net, &e), 0);
+	assert_int_equal(cni_net_check_plugins(net, &e), -1);
+	cni_net_free(net);
 	assert_int_equal(e->code, AD_E_UNAVAILABLE);
 	assert_msg(e, "\"nope\"");
 	ad_error_free(&e);
@@ -1080,7 +1081,7 @@ static void test_real_add_del(void **state)
 	ad_error *e = NULL;
 	write_real_conf("");
 	load_real_net();
-	if (cni_network_ready(&(cni_opts){.conf_dirs = (const char *[]){conf_dir, NULL}}, &e) < 0)
+	if (cni_net_check_plugins(real_net, &e) < 0)
 		fail_msg("%s", e->message);
 	if (cni_netns_create(netns_dir, "pod-real", &pin_path, &e) < 0)
 		fail_msg("%s", e->message);

@@ -106,10 +106,6 @@ char *cni_net_json(const cni_net *net);
  * else AD_E_UNAVAILABLE naming the first missing one. */
 int cni_net_check_plugins(const cni_net *net, ad_error **err);
 
-/* The CRI NetworkReady condition: 0 when a config loads and all its plugins are
- * present; else -1 with *err's message as the reason for NetworkReady=false. */
-int cni_network_ready(const cni_opts *opts, ad_error **err);
-
 /* ---- plugin operations ----------------------------------------------------- */
 typedef struct cni_port_mapping {
 	uint16_t host_port;
