@@ -192,13 +192,12 @@ static void collect_events(metrics_out *out, void *arg)
 	metrics_sample(out, NULL, NULL, (double)p.bytes);
 	metrics_family(out, "agentd_image_pull_duration_seconds", METRICS_HISTOGRAM,
 		       "Completed pulls by how long they took.");
-	static const double bounds[] = STORE_PULL_DURATION_BOUNDS;
 	uint64_t cumulative[STORE_PULL_DURATION_N], below = 0;
 	for (size_t i = 0; i < STORE_PULL_DURATION_N; i++)
 		cumulative[i] = below += p.by_duration[i];
 	/* A pull that ends between the two reads counts in a bucket first. */
-	metrics_histogram(out, NULL, bounds, cumulative, STORE_PULL_DURATION_N, p.seconds,
-			  p.pulls > below ? p.pulls : below);
+	metrics_histogram(out, NULL, store_pull_duration_bounds, cumulative, STORE_PULL_DURATION_N,
+			  p.seconds, p.pulls > below ? p.pulls : below);
 }
 
 /* <root>/blobs/sha256: the content store's size. */

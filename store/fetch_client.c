@@ -309,9 +309,8 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 		for (size_t i = 0; i < tally.n; i++)
 			bytes += tally.layer_done[i];
 		int64_t took = ad_monotonic_ns() - t0;
-		static const double bounds[] = STORE_PULL_DURATION_BOUNDS;
 		for (size_t i = 0; i < STORE_PULL_DURATION_N; i++) {
-			if ((double)took / 1e9 <= bounds[i]) {
+			if ((double)took / 1e9 <= store_pull_duration_bounds[i]) {
 				atomic_fetch_add(&s->pulls_by_duration[i], 1);
 				break;
 			}
@@ -325,6 +324,9 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
 	free(tally.layer_done);
 	return r;
 }
+
+/* Its length must match the declaration's, or this does not compile. */
+const double store_pull_duration_bounds[] = {0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800};
 
 void store_pull_counters_get(store *s, store_pull_counters *ret)
 {

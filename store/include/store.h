@@ -148,8 +148,8 @@ int store_pull(store *s, const char *reference, const store_pull_opts *opts, cha
  * ones, the compressed layer bytes the completed ones downloaded (layers
  * already in the store count nothing) and their time. */
 /* Completed pulls by duration: the upper bounds (seconds) of the buckets. */
-#define STORE_PULL_DURATION_BOUNDS {0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 #define STORE_PULL_DURATION_N 11
+extern const double store_pull_duration_bounds[STORE_PULL_DURATION_N];
 typedef struct store_pull_counters {
 	uint64_t pulls, failures, bytes;
 	double seconds;
