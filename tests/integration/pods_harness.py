@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,24 @@ from registry_harness import ImageBuilder, Registry  # noqa: E402
 # Exit codes agentctl uses (sysexits).
 EX_USAGE = 64
 EX_DATAERR = 65
+
+
+def wait_for(fn, what, timeout=15):
+    """fn()'s first true value within timeout seconds (polled every 0.1 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def shim_of(pid):
+    """The agentd-shim that is pid's parent (a container's or infra's init)."""
+    shim = int(Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[1])
+    assert os.readlink("/proc/%d/exe" % shim).startswith("/memfd:agentd-shim"), shim
+    return shim
 
 
 def run(*args, check=True):

@@ -74,16 +74,6 @@ def container(daemon, image, work, pod, name, cmd, start=True):
     return P.created_container(daemon, pod, ctr_yaml(work, name, image, cmd), start)
 
 
-def wait_for(fn, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
-
-
 def same_in_yaml(daemon, *args):
     """-o json and -o yaml of the same command give the same tree."""
     j = json.loads(ok(daemon, *args, "-o", "json"))
@@ -151,7 +141,7 @@ def test_yaml_pod_and_container_round_trip(daemon, image, work):
         assert ins["status"]["metadata"]["name"] == "yctr"
         assert ins["status"]["labels"] == {"c": "yctr"}
         assert ins["status"]["logPath"] == str(work / "yamllogs" / "yctr.log")
-        out = wait_for(lambda: "nameserver" in ok(daemon, "logs", ctr) and
+        out = P.wait_for(lambda: "nameserver" in ok(daemon, "logs", ctr) and
                        ok(daemon, "logs", ctr), "the container's output")
         lines = out.splitlines()
         assert lines[0] == "greeting=42" and lines[1] == "yamlhost", out
@@ -285,7 +275,7 @@ def test_output_yaml_everywhere(daemon, image, work, pod):
 def test_ps_filters(daemon, image, work, pod):
     one = container(daemon, image, work, pod, "fa-one", ["sleep", "300"])
     two = container(daemon, image, work, pod, "fa-two", ["true"])
-    wait_for(lambda: ok(daemon, "ps", "-q", "--state", "exited").split() == [two],
+    P.wait_for(lambda: ok(daemon, "ps", "-q", "--state", "exited").split() == [two],
              "fa-two to exit")
     three = container(daemon, image, work, pod, "fb-three", ["sleep", "300"], start=False)
     q = lambda *a: ok(daemon, "ps", "-q", *a).split()  # noqa: E731
@@ -394,7 +384,7 @@ def stamp(line):
 def test_logs_since_tail_timestamps(daemon, image, work, pod):
     ctr = container(daemon, image, work, pod, "since",
                     ["sh", "-c", "echo early; echo err >&2; sleep 2; echo late; sleep 300"])
-    wait_for(lambda: "late" in ok(daemon, "logs", ctr), "the late line")
+    P.wait_for(lambda: "late" in ok(daemon, "logs", ctr), "the late line")
     stamped = ok(daemon, "logs", "-t", ctr).splitlines()
     assert ok(daemon, "logs", "--timestamps", ctr).splitlines() == stamped
     assert [s.split(" ", 1)[1] for s in stamped] == ["early", "late"]
@@ -435,7 +425,7 @@ def test_logs_since_tail_timestamps(daemon, image, work, pod):
 def test_logs_follow_with_tail(daemon, image, work, pod):
     ctr = container(daemon, image, work, pod, "tail",
                     ["sh", "-c", "for i in 1 2 3 4 5; do echo n$i; done; sleep 3; echo more"])
-    wait_for(lambda: "n5" in ok(daemon, "logs", ctr), "the first lines")
+    P.wait_for(lambda: "n5" in ok(daemon, "logs", ctr), "the first lines")
     f = spawn(daemon, "logs", "-f", "--tail", "2", ctr)
     out, err = finish(f)
     assert f.returncode == 0, err
@@ -462,7 +452,7 @@ def test_logs_follow_waits_for_a_missing_log(daemon, image, work, pod, pb):
     ctr = container(daemon, image, work, pod, "gone",
                     ["sh", "-c", "echo before; sleep 6; echo after; sleep 1"])
     log = Path(json.loads(ok(daemon, "inspect", ctr))["status"]["logPath"])
-    wait_for(lambda: log.exists() and "before" in log.read_text(), "the first line")
+    P.wait_for(lambda: log.exists() and "before" in log.read_text(), "the first line")
     log.rename(str(log) + ".old")
     f = spawn(daemon, "logs", "-f", ctr)
     try:

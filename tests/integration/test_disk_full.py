@@ -43,17 +43,21 @@ SLEEP = 7000 + os.getpid() % 1000
 ROOMS = {"tiny": 64 << 10, "blob_fits": LAYER + (1 << 20)}
 
 
-@pytest.fixture(scope="module")
-def disk(work):
-    """A tmpfs of DISK_MB MiB and INODES inodes, removed at the end."""
-    d = work / "disk"
-    d.mkdir()
-    P.run("mount", "-t", "tmpfs", "-o", "size=%dm,nr_inodes=%d,mode=0755" % (DISK_MB, INODES),
-          "agentd-disk-full", d)
+def small_tmpfs(d, options, source):
+    """Mounts a tmpfs with `options` on d (made if missing); unmounted after."""
+    d.mkdir(exist_ok=True)
+    P.run("mount", "-t", "tmpfs", "-o", options, source, d)
     try:
         yield d
     finally:
         P.run("umount", "-l", d, check=False)
+
+
+@pytest.fixture(scope="module")
+def disk(work):
+    """A tmpfs of DISK_MB MiB and INODES inodes, removed at the end."""
+    yield from small_tmpfs(work / "disk", "size=%dm,nr_inodes=%d,mode=0755" % (DISK_MB, INODES),
+                           "agentd-disk-full")
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +100,8 @@ def _random_file(path):
 @pytest.fixture(scope="module")
 def statedisk(work):
     """A small tmpfs for agentd's state dir, removed at the end."""
-    d = work / "statedisk"
-    d.mkdir()
-    P.run("mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=2000,mode=0755",
-          "agentd-state-full", d)
-    try:
-        yield d
-    finally:
-        P.run("umount", "-l", d, check=False)
+    yield from small_tmpfs(work / "statedisk", "size=4m,nr_inodes=2000,mode=0755",
+                           "agentd-state-full")
 
 
 @pytest.fixture(scope="module")
@@ -249,13 +247,7 @@ def test_image_op_on_full_disk(pb, disk, images, daemon, op, room):
 @pytest.fixture
 def logdisk(work):
     """A second, small tmpfs for a pod's log directory."""
-    d = work / "logdisk"
-    d.mkdir(exist_ok=True)
-    P.run("mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64", "agentd-log-full", d)
-    try:
-        yield d
-    finally:
-        P.run("umount", "-l", d, check=False)
+    yield from small_tmpfs(work / "logdisk", "size=1m,nr_inodes=64", "agentd-log-full")
 
 
 def test_container_on_full_disk(pb, work, disk, logdisk, images, daemon):
@@ -378,16 +370,6 @@ def _pod(pb, rt, name, **kw):
                                  timeout=60).pod_sandbox_id
 
 
-def _wait_for(what, fn, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
-
-
 LINE_PAD = "x" * 100
 
 
@@ -410,14 +392,14 @@ def test_log_disk_full_keeps_records_whole(pb, logdisk, images, daemon):
         rt.StartContainer(pb.api.StartContainerRequest(container_id=cid), timeout=60)
         log = logdisk / "talker.log"
         try:
-            _wait_for("output", lambda: log.exists() and log.stat().st_size > 4096)
+            P.wait_for(lambda: log.exists() and log.stat().st_size > 4096, "output", 30)
             fill.take(0, inodes=True)
             time.sleep(1.5)
         finally:
             fill.give()
-        _wait_for("the loss note and output after it",
-                  lambda: "bytes of stdout lost" in log.read_text()
-                  and not log.read_text().endswith("lost: No space left on device]\n"))
+        P.wait_for(lambda: "bytes of stdout lost" in log.read_text()
+                   and not log.read_text().endswith("lost: No space left on device]\n"),
+                   "the loss note and output after it", 30)
         rt.StopPodSandbox(pb.api.StopPodSandboxRequest(pod_sandbox_id=pod))
         rt.RemovePodSandbox(pb.api.RemovePodSandboxRequest(pod_sandbox_id=pod))
     seen, lost, notes = [], 0, 0
@@ -464,8 +446,8 @@ def test_exit_recorded_on_full_state_dir(pb, work, statedisk, images, daemon):
             fill.take(0, inodes=True)
             assert status().state == pb.api.CONTAINER_RUNNING
             (trigger / "go").touch()
-            st = _wait_for("the exit", lambda: (lambda s: s if s.state ==
-                                                pb.api.CONTAINER_EXITED else None)(status()))
+            st = P.wait_for(lambda: (lambda s: s if s.state ==
+                                     pb.api.CONTAINER_EXITED else None)(status()), "the exit", 30)
         finally:
             fill.give()
         assert (st.exit_code, st.reason) == (7, "Error"), st

@@ -422,8 +422,7 @@ def test_pull_exit_and_shim_death_counters(daemon, running, image, work):
         info = json.loads(rt.ContainerStatus(pb.api.ContainerStatusRequest(
             container_id=victim, verbose=True), timeout=30).info["info"])
     init = info["pid"]
-    shim = int(Path("/proc/%d/stat" % init).read_text().rsplit(")", 1)[1].split()[1])
-    assert os.readlink("/proc/%d/exe" % shim).startswith("/memfd:agentd-shim")
+    shim = P.shim_of(init)
     os.kill(shim, signal.SIGKILL)
     deadline = time.monotonic() + 20
     while True:
@@ -450,8 +449,7 @@ def test_pull_exit_and_shim_death_counters(daemon, running, image, work):
             status = json.loads(rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
                 pod_sandbox_id=pod_id, verbose=True), timeout=30).info["info"])
             infra = status["pid"]
-            shim = int(Path("/proc/%d/stat" % infra).read_text().rsplit(")", 1)[1].split()[1])
-            assert os.readlink("/proc/%d/exe" % shim).startswith("/memfd:agentd-shim")
+            shim = P.shim_of(infra)
             os.kill(shim, signal.SIGKILL)
             deadline = time.monotonic() + 20
             while rt.PodSandboxStatus(pb.api.PodSandboxStatusRequest(
